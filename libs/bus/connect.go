@@ -1,0 +1,175 @@
+package bus
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// ConnectConfig describes how a process outside the hub (a bridge, a service replica) dials it.
+type ConnectConfig struct {
+	URL  string // nats://, tls:// or wss:// (comma-separated for a cluster)
+	Name string // connection name, shown in the server's monitoring
+	// TLS: CA to verify the hub, and an optional client certificate for mTLS.
+	CAFile, CertFile, KeyFile string
+	// Credentials: a creds file (JWT + NKey seed), or an NKey seed file, or neither.
+	CredsFile, NKeySeedFile string
+	// Options are appended last (e.g. nats.Nkey with an in-memory key pair).
+	Options []nats.Option
+	Logger  *slog.Logger
+}
+
+// Validate reports every problem at once.
+func (c ConnectConfig) Validate() error {
+	var errs []error
+	if c.URL == "" {
+		errs = append(errs, errors.New("hub URL is empty: give nats://host:4222, tls://host:4222 or wss://host:443"))
+	}
+	for _, raw := range splitURLs(c.URL) {
+		u, err := url.Parse(raw)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("hub URL %q: %w", raw, err))
+			continue
+		}
+		switch u.Scheme {
+		case "nats", "tls", "wss", "ws":
+		default:
+			errs = append(errs, fmt.Errorf("hub URL %q: scheme %q, want nats, tls or wss", raw, u.Scheme))
+		}
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		errs = append(errs, errors.New("client certificate and key must be given together"))
+	}
+	if c.CredsFile != "" && c.NKeySeedFile != "" {
+		errs = append(errs, errors.New("give a creds file or an nkey seed file, not both"))
+	}
+	for _, f := range []string{c.CAFile, c.CertFile, c.KeyFile, c.CredsFile, c.NKeySeedFile} {
+		if f == "" {
+			continue
+		}
+		if _, err := os.Stat(f); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", f, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func splitURLs(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Connect dials the hub and keeps reconnecting forever with jittered backoff: a site behind a
+// flaky WAN must come back on its own. Connection events are logged.
+func Connect(cfg ConnectConfig) (*nats.Conn, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "bus", "hub", redactURL(cfg.URL))
+	opts := []nats.Option{
+		nats.Name(cfg.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.ReconnectJitter(500*time.Millisecond, 2*time.Second),
+		nats.RetryOnFailedConnect(true),
+		nats.PingInterval(20 * time.Second),
+		nats.ConnectHandler(func(nc *nats.Conn) { log.Info("connected to hub", "server", nc.ConnectedUrlRedacted()) }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("disconnected from hub", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("reconnected to hub", "server", nc.ConnectedUrlRedacted()) }),
+		nats.ClosedHandler(func(*nats.Conn) { log.Info("hub connection closed") }),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			log.Error("hub connection error", "subject", subj, "err", err)
+		}),
+	}
+	if cfg.CAFile != "" || cfg.CertFile != "" {
+		tc, err := clientTLS(cfg)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.Secure(tc))
+	}
+	if cfg.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
+	}
+	if cfg.NKeySeedFile != "" {
+		o, err := nats.NkeyOptionFromSeed(cfg.NKeySeedFile)
+		if err != nil {
+			return nil, fmt.Errorf("nkey seed %s: %w", cfg.NKeySeedFile, err)
+		}
+		opts = append(opts, o)
+	}
+	opts = append(opts, cfg.Options...)
+	nc, err := nats.Connect(cfg.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", redactURL(cfg.URL), err)
+	}
+	return nc, nil
+}
+
+func clientTLS(cfg ConnectConfig) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("hub CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("hub CA %s: no PEM certificate found", cfg.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if cfg.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("client certificate: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+// redactURL drops user info from URLs so passwords never reach a log.
+func redactURL(s string) string {
+	var out []string
+	for _, raw := range splitURLs(s) {
+		u, err := url.Parse(raw)
+		if err != nil {
+			out = append(out, "<unparsable url>")
+			continue
+		}
+		if u.User != nil {
+			u.User = url.User("redacted")
+		}
+		out = append(out, u.String())
+	}
+	if len(out) == 1 {
+		return out[0]
+	}
+	return fmt.Sprint(out)
+}

@@ -1,0 +1,273 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-dev/outpost/libs/envelope"
+)
+
+// Metadata keys the Subscriber adds to every watermill message, so that middlewares and the
+// dead-letterer know where it came from. They never go back on the wire as headers.
+const (
+	MetaStream     = "_bus_stream"
+	MetaConsumer   = "_bus_consumer"
+	MetaSubject    = "_bus_subject"
+	MetaSeq        = "_bus_seq"
+	MetaDelivered  = "_bus_delivered"
+	MetaMaxDeliver = "_bus_max_deliver"
+	metaPrefix     = "_bus_"
+
+	// correlationKey is watermill's CorrelationID metadata key; we carry it as outpost-run.
+	correlationKey = "correlation_id"
+)
+
+// SubscriberConfig configures a watermill Subscriber over JetStream durable pull consumers.
+type SubscriberConfig struct {
+	// Topology names the consumers a Subscribe topic may refer to.
+	Topology Topology
+	// MaxInFlight bounds the messages handed to handlers and not yet acked, per Subscribe.
+	// The client prefetches at most this many, so none waits long with its AckWait ticking.
+	MaxInFlight int
+	Logger      *slog.Logger
+}
+
+// Subscriber implements watermill's message.Subscriber. The topic of Subscribe is the
+// durable name of a consumer of the topology; every Subscriber (in any process) that
+// subscribes to the same topic shares the work of that one consumer.
+type Subscriber struct {
+	js  jetstream.JetStream
+	cfg SubscriberConfig
+	log *slog.Logger
+
+	closing   chan struct{} // closed when Close starts: stop pulling
+	abandon   chan struct{} // closed when Close gives up waiting: nak what is still in flight
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+}
+
+// NewSubscriber returns a Subscriber on js.
+func NewSubscriber(js jetstream.JetStream, cfg SubscriberConfig) *Subscriber {
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 64
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Subscriber{js: js, cfg: cfg, log: log.With("component", "bus"),
+		closing: make(chan struct{}), abandon: make(chan struct{})}
+}
+
+// Subscribe starts pulling from the consumer named topic.
+func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	spec, ok := s.cfg.Topology.Consumer(topic)
+	if !ok {
+		return nil, fmt.Errorf("subscribe %q: no such consumer in the topology; declare it with Topology.WithConsumers", topic)
+	}
+	it, err := s.open(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan *message.Message)
+	s.wg.Add(1)
+	go s.pull(ctx, spec, it, out)
+	return out, nil
+}
+
+func (s *Subscriber) open(ctx context.Context, spec ConsumerSpec) (jetstream.MessagesContext, error) {
+	cons, err := s.js.Consumer(ctx, spec.Stream, spec.Name)
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s on %s: %w (was the topology provisioned?)", spec.Name, spec.Stream, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(s.cfg.MaxInFlight))
+	if err != nil {
+		return nil, fmt.Errorf("pull from %s on %s: %w", spec.Name, spec.Stream, err)
+	}
+	return it, nil
+}
+
+// pull hands messages to the router, never more than MaxInFlight unacked at once.
+func (s *Subscriber) pull(ctx context.Context, spec ConsumerSpec, it jetstream.MessagesContext, out chan<- *message.Message) {
+	defer s.wg.Done()
+	defer close(out)
+	slots := make(chan struct{}, s.cfg.MaxInFlight)
+	stop := context.AfterFunc(ctx, func() { s.Close() })
+	defer stop()
+	go func() { <-s.closing; it.Drain() }()
+	for {
+		select {
+		case slots <- struct{}{}:
+		case <-s.closing:
+			return
+		}
+		jm, err := it.Next()
+		if err != nil {
+			<-slots
+			if s.isClosing() {
+				return
+			}
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				if errors.Is(err, jetstream.ErrConnectionClosed) {
+					return
+				}
+				// The consumer went away (deleted, leader change): reopen it rather than go deaf.
+				s.log.Warn("consumer iterator closed, reopening", "consumer", spec.Name, "err", err)
+				if it = s.reopen(ctx, spec); it == nil {
+					return
+				}
+				go func(it jetstream.MessagesContext) { <-s.closing; it.Drain() }(it)
+				continue
+			}
+			s.log.Debug("pull", "consumer", spec.Name, "err", err)
+			continue
+		}
+		if s.isClosing() {
+			// Drained after Close: give it back at once so a sibling replica takes it.
+			_ = jm.Nak()
+			<-slots
+			continue
+		}
+		wm := toWatermill(jm, spec)
+		mctx, cancel := context.WithCancel(ctx)
+		wm.SetContext(mctx)
+		select {
+		case out <- wm:
+		case <-s.closing:
+			_ = jm.Nak()
+			cancel()
+			<-slots
+			continue
+		}
+		s.wg.Add(1)
+		go s.settle(jm, wm, spec, slots, cancel)
+	}
+}
+
+func (s *Subscriber) reopen(ctx context.Context, spec ConsumerSpec) jetstream.MessagesContext {
+	for {
+		select {
+		case <-s.closing:
+			return nil
+		case <-time.After(time.Second):
+		}
+		it, err := s.open(ctx, spec)
+		if err == nil {
+			return it
+		}
+		s.log.Warn("reopen consumer", "consumer", spec.Name, "err", err)
+	}
+}
+
+func (s *Subscriber) isClosing() bool {
+	select {
+	case <-s.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// settle waits for the handler's verdict and tells JetStream. A handler running past half of
+// AckWait gets InProgress so the server does not redeliver work that is still being done.
+func (s *Subscriber) settle(jm jetstream.Msg, wm *message.Message, spec ConsumerSpec, slots chan struct{}, cancel context.CancelFunc) {
+	defer s.wg.Done()
+	defer func() { <-slots }()
+	defer cancel()
+	ackWait := spec.config().AckWait
+	var keepAlive *time.Timer
+	keepAlive = time.AfterFunc(ackWait/2, func() {
+		_ = jm.InProgress()
+		keepAlive.Reset(ackWait / 2)
+	})
+	defer keepAlive.Stop()
+	select {
+	case <-wm.Acked():
+		if err := jm.Ack(); err != nil {
+			s.log.Warn("ack", "consumer", spec.Name, "err", err)
+		}
+	case <-wm.Nacked():
+		_ = jm.NakWithDelay(redeliveryDelay(wm))
+	case <-s.abandon:
+		_ = jm.Nak()
+	}
+}
+
+// redeliveryDelay backs off with the delivery count: 1 s, 2 s, 4 s … capped at 30 s.
+func redeliveryDelay(wm *message.Message) time.Duration {
+	n, _ := strconv.Atoi(wm.Metadata.Get(MetaDelivered))
+	d := time.Second << min(max(n-1, 0), 5)
+	return min(d, 30*time.Second)
+}
+
+// Close stops pulling, waits up to 15 s for messages in flight, then naks the rest.
+func (s *Subscriber) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.closing)
+		done := make(chan struct{})
+		go func() { s.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			close(s.abandon)
+			<-done
+		}
+	})
+	return nil
+}
+
+// toWatermill copies headers into metadata (first value each) and adds where the message
+// came from. The watermill UUID is the ce-id, the same id producers used for dedup.
+func toWatermill(jm jetstream.Msg, spec ConsumerSpec) *message.Message {
+	h := jm.Headers()
+	id := h.Get(envelope.HeaderID)
+	md, _ := jm.Metadata()
+	if id == "" {
+		id = h.Get(nats.MsgIdHdr)
+	}
+	if id == "" && md != nil {
+		id = spec.Stream + ":" + strconv.FormatUint(md.Sequence.Stream, 10)
+	}
+	wm := message.NewMessage(id, jm.Data())
+	meta := make(message.Metadata, len(h)+7)
+	for k, v := range h {
+		if len(v) > 0 {
+			meta[k] = v[0]
+		}
+	}
+	if run := meta[envelope.HeaderRun]; run != "" {
+		meta[correlationKey] = run
+	}
+	meta[MetaStream] = spec.Stream
+	meta[MetaConsumer] = spec.Name
+	meta[MetaSubject] = jm.Subject()
+	meta[MetaMaxDeliver] = strconv.Itoa(spec.config().MaxDeliver)
+	if md != nil {
+		meta[MetaSeq] = strconv.FormatUint(md.Sequence.Stream, 10)
+		meta[MetaDelivered] = strconv.FormatUint(md.NumDelivered, 10)
+	}
+	wm.Metadata = meta
+	return wm
+}
+
+// Header rebuilds the NATS header of a consumed message from its metadata (without the
+// subscriber's own keys), for decoding or for forwarding it.
+func Header(md message.Metadata) nats.Header {
+	h := make(nats.Header, len(md))
+	for k, v := range md {
+		if len(k) >= len(metaPrefix) && k[:len(metaPrefix)] == metaPrefix || k == correlationKey {
+			continue
+		}
+		h[k] = []string{v}
+	}
+	return h
+}

@@ -1,0 +1,253 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream, KV and subject names of DESIGN.md §2. Subjects are built by the helpers below so
+// that no service spells a subject by hand.
+const (
+	StreamProbes  = "PROBES"
+	StreamResults = "RESULTS"
+	StreamEvents  = "EVENTS"
+	StreamCMDB    = "CMDB"
+	StreamChanges = "CHANGES"
+	StreamImports = "IMPORTS"
+	StreamDLQ     = "DLQ"
+
+	KVAgents = "agents"
+	KVSites  = "sites"
+	KVRuns   = "runs"
+	KVLeases = "leases"
+	KVTokens = "tokens"
+)
+
+// Limits are the retention settings an operator tunes; zero values take the defaults.
+type Limits struct {
+	Replicas        int           // 1 embedded, 3 on a cluster
+	ResultsMaxAge   time.Duration // replay window (default 7 days)
+	ResultsMaxBytes int64         // default 10 GiB
+	EventsMaxAge    time.Duration // default 7 days
+	EventsMaxBytes  int64         // default 5 GiB
+	ChangesMaxAge   time.Duration // default 30 days
+	ImportsMaxAge   time.Duration // default 7 days
+	DLQMaxAge       time.Duration // default 30 days: poison messages wait for a human
+	DLQMaxBytes     int64         // default 1 GiB
+	ProbesMaxBytes  int64         // default 5 GiB
+	Duplicates      time.Duration // dedup window for Nats-Msg-Id (default 2 min)
+}
+
+// DefaultLimits are what `outpost up` runs with.
+func DefaultLimits() Limits {
+	return Limits{
+		Replicas:        1,
+		ResultsMaxAge:   7 * 24 * time.Hour,
+		ResultsMaxBytes: 10 << 30,
+		EventsMaxAge:    7 * 24 * time.Hour,
+		EventsMaxBytes:  5 << 30,
+		ChangesMaxAge:   30 * 24 * time.Hour,
+		ImportsMaxAge:   7 * 24 * time.Hour,
+		DLQMaxAge:       30 * 24 * time.Hour,
+		DLQMaxBytes:     1 << 30,
+		ProbesMaxBytes:  5 << 30,
+		Duplicates:      2 * time.Minute,
+	}
+}
+
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits()
+	pick := func(v *time.Duration, def time.Duration) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	pickN := func(v *int64, def int64) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	if l.Replicas == 0 {
+		l.Replicas = d.Replicas
+	}
+	pick(&l.ResultsMaxAge, d.ResultsMaxAge)
+	pick(&l.EventsMaxAge, d.EventsMaxAge)
+	pick(&l.ChangesMaxAge, d.ChangesMaxAge)
+	pick(&l.ImportsMaxAge, d.ImportsMaxAge)
+	pick(&l.DLQMaxAge, d.DLQMaxAge)
+	pick(&l.Duplicates, d.Duplicates)
+	pickN(&l.ResultsMaxBytes, d.ResultsMaxBytes)
+	pickN(&l.EventsMaxBytes, d.EventsMaxBytes)
+	pickN(&l.DLQMaxBytes, d.DLQMaxBytes)
+	pickN(&l.ProbesMaxBytes, d.ProbesMaxBytes)
+	return l
+}
+
+// ConsumerSpec is a durable pull consumer. Every replica of a service binds the same one.
+type ConsumerSpec struct {
+	Stream     string
+	Name       string // durable name; also the watermill "topic" a Router handler subscribes to
+	Filters    []string
+	AckWait    time.Duration // default 30 s
+	MaxDeliver int           // default 5; then the message is dead-lettered
+	// MaxAckPending bounds unacknowledged messages across all replicas (default 1,000).
+	MaxAckPending int
+	Description   string
+}
+
+func (c ConsumerSpec) config() jetstream.ConsumerConfig {
+	if c.AckWait == 0 {
+		c.AckWait = 30 * time.Second
+	}
+	if c.MaxDeliver == 0 {
+		c.MaxDeliver = 5
+	}
+	if c.MaxAckPending == 0 {
+		c.MaxAckPending = 1000
+	}
+	cc := jetstream.ConsumerConfig{
+		Durable:       c.Name,
+		Description:   c.Description,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       c.AckWait,
+		MaxDeliver:    c.MaxDeliver,
+		MaxAckPending: c.MaxAckPending,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+	if len(c.Filters) == 1 {
+		cc.FilterSubject = c.Filters[0]
+	} else {
+		cc.FilterSubjects = c.Filters
+	}
+	return cc
+}
+
+// KVSpec is a key/value bucket.
+type KVSpec struct {
+	Bucket      string
+	Description string
+	TTL         time.Duration // max age of a value (agents: heartbeat TTL)
+	History     uint8
+	// LimitMarkerTTL enables per-key TTLs (used by leases).
+	LimitMarkerTTL time.Duration
+}
+
+// Topology is the one declarative table of what the bus holds. Provision makes the server
+// match it; it is idempotent and safe to run from every replica at every start.
+type Topology struct {
+	Streams   []jetstream.StreamConfig
+	KV        []KVSpec
+	Consumers []ConsumerSpec
+}
+
+// DefaultTopology is DESIGN.md §2 as data. Services add their consumers with WithConsumers.
+func DefaultTopology(l Limits) Topology {
+	l = l.withDefaults()
+	s := func(c jetstream.StreamConfig) jetstream.StreamConfig {
+		c.Storage = jetstream.FileStorage
+		c.Replicas = l.Replicas
+		c.Duplicates = l.Duplicates
+		c.Discard = jetstream.DiscardOld
+		return c
+	}
+	return Topology{
+		Streams: []jetstream.StreamConfig{
+			s(jetstream.StreamConfig{Name: StreamProbes, Description: "probes for bridges: probe.<site>.<priority>.<capability>",
+				Subjects: []string{"probe.>"}, Retention: jetstream.WorkQueuePolicy, MaxBytes: l.ProbesMaxBytes,
+				AllowMsgTTL: true, Discard: jetstream.DiscardNew}),
+			s(jetstream.StreamConfig{Name: StreamResults, Description: "probe results, kept for replay: result.<app>.<site>.<kind>",
+				Subjects: []string{"result.>"}, Retention: jetstream.LimitsPolicy, MaxAge: l.ResultsMaxAge, MaxBytes: l.ResultsMaxBytes}),
+			s(jetstream.StreamConfig{Name: StreamEvents, Description: "raw events: event.<site>.<source>",
+				Subjects: []string{"event.>"}, Retention: jetstream.LimitsPolicy, MaxAge: l.EventsMaxAge, MaxBytes: l.EventsMaxBytes}),
+			s(jetstream.StreamConfig{Name: StreamCMDB, Description: "CI payloads to reconcile: cmdb.ingest.<partition>",
+				Subjects: []string{"cmdb.ingest.>"}, Retention: jetstream.WorkQueuePolicy}),
+			s(jetstream.StreamConfig{Name: StreamChanges, Description: "CMDB changes: cmdb.changed.<class>",
+				Subjects: []string{"cmdb.changed.>"}, Retention: jetstream.LimitsPolicy, MaxAge: l.ChangesMaxAge}),
+			s(jetstream.StreamConfig{Name: StreamImports, Description: "import rows: import.<set>.rows",
+				Subjects: []string{"import.>"}, Retention: jetstream.LimitsPolicy, MaxAge: l.ImportsMaxAge}),
+			s(jetstream.StreamConfig{Name: StreamDLQ, Description: "poison messages with their reason: dlq.<service>",
+				Subjects: []string{"dlq.>"}, Retention: jetstream.LimitsPolicy, MaxAge: l.DLQMaxAge, MaxBytes: l.DLQMaxBytes}),
+		},
+		KV: []KVSpec{
+			{Bucket: KVAgents, Description: "agent registry", History: 1},
+			{Bucket: KVSites, Description: "sites and their ranges", History: 5},
+			{Bucket: KVRuns, Description: "run progress", History: 1},
+			{Bucket: KVLeases, Description: "scheduler leases", History: 1, LimitMarkerTTL: time.Second},
+			{Bucket: KVTokens, Description: "API tokens (hashed)", History: 1},
+		},
+	}
+}
+
+// WithConsumers returns the topology plus the given consumers.
+func (t Topology) WithConsumers(cs ...ConsumerSpec) Topology {
+	t.Consumers = append(append([]ConsumerSpec(nil), t.Consumers...), cs...)
+	return t
+}
+
+// Consumer looks a consumer up by durable name.
+func (t Topology) Consumer(name string) (ConsumerSpec, bool) {
+	for _, c := range t.Consumers {
+		if c.Name == name {
+			return c, true
+		}
+	}
+	return ConsumerSpec{}, false
+}
+
+// Provision creates or updates every stream, bucket and consumer of the topology.
+func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
+	var errs []error
+	for _, sc := range t.Streams {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			errs = append(errs, fmt.Errorf("stream %s: %w", sc.Name, err))
+		}
+	}
+	for _, kv := range t.KV {
+		cfg := jetstream.KeyValueConfig{Bucket: kv.Bucket, Description: kv.Description, TTL: kv.TTL,
+			History: kv.History, Storage: jetstream.FileStorage, LimitMarkerTTL: kv.LimitMarkerTTL}
+		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+			errs = append(errs, fmt.Errorf("kv %s: %w", kv.Bucket, err))
+		}
+	}
+	for _, c := range t.Consumers {
+		if _, err := js.CreateOrUpdateConsumer(ctx, c.Stream, c.config()); err != nil {
+			errs = append(errs, fmt.Errorf("consumer %s on %s: %w", c.Name, c.Stream, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Subject helpers: the one place subjects are spelled.
+
+// ProbeSubject is probe.<site>.<priority>.<capability>.
+func ProbeSubject(site, priority, capability string) string {
+	return "probe." + site + "." + priority + "." + capability
+}
+
+// ResultSubject is result.<app>.<site>.<kind>.
+func ResultSubject(app, site, kind string) string { return "result." + app + "." + site + "." + kind }
+
+// EventSubject is event.<site>.<source>.
+func EventSubject(site, source string) string { return "event." + site + "." + source }
+
+// CMDBIngestSubject is cmdb.ingest.<partition>.
+func CMDBIngestSubject(partition int) string { return fmt.Sprintf("cmdb.ingest.%d", partition) }
+
+// ChangeSubject is cmdb.changed.<class>.
+func ChangeSubject(class string) string { return "cmdb.changed." + class }
+
+// DLQSubject is dlq.<service>.
+func DLQSubject(service string) string { return "dlq." + service }
+
+// ServiceSubject is svc.<service>.<op>.
+func ServiceSubject(service, op string) string { return "svc." + service + "." + op }
+
+// HeartbeatSubject is agent.heartbeat.<site>.<id>.
+func HeartbeatSubject(site, agent string) string { return "agent.heartbeat." + site + "." + agent }
+
+// ControlSubject is agent.<site>.<id>.ctl.
+func ControlSubject(site, agent string) string { return "agent." + site + "." + agent + ".ctl" }

@@ -1,0 +1,165 @@
+package envelope
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Status of a probe result, as DESIGN.md §2 lists them.
+type Status string
+
+const (
+	StatusOK      Status = "ok"
+	StatusPartial Status = "partial"
+	StatusError   Status = "error"
+	StatusTimeout Status = "timeout"
+	StatusDenied  Status = "denied"
+)
+
+// Priorities follow what MID server users know; each has its own consumer and worker pool.
+const (
+	PriorityInteractive = "interactive"
+	PriorityExpedited   = "expedited"
+	PriorityStandard    = "standard"
+)
+
+// Priorities in the order a bridge serves them.
+var Priorities = []string{PriorityInteractive, PriorityExpedited, PriorityStandard}
+
+// Probe is a unit of work the hub sends to a site's bridges (ce-type outpost.probe.v1).
+type Probe struct {
+	ID          string          `json:"id"`
+	Run         string          `json:"run,omitempty"`
+	App         string          `json:"app"`
+	Site        string          `json:"site"`
+	Priority    string          `json:"priority"`
+	Kind        string          `json:"kind"`
+	Capability  string          `json:"capability"`
+	Target      string          `json:"target,omitempty"`
+	Params      json.RawMessage `json:"params,omitempty"`
+	Credentials []string        `json:"credentials,omitempty"`
+	Deadline    time.Time       `json:"deadline"`
+}
+
+// Result is what a bridge sends back for a probe, possibly in several chunks
+// (ce-type outpost.result.v1). ID is unique per chunk and is the dedup key.
+type Result struct {
+	ID       string          `json:"id"`
+	Probe    string          `json:"probe"`
+	Run      string          `json:"run,omitempty"`
+	App      string          `json:"app"`
+	Agent    string          `json:"agent"`
+	Site     string          `json:"site"`
+	Kind     string          `json:"kind"`
+	Status   Status          `json:"status"`
+	Seq      int             `json:"seq"`
+	Final    bool            `json:"final"`
+	Started  time.Time       `json:"started"`
+	Finished time.Time       `json:"finished"`
+	Data     json.RawMessage `json:"data,omitempty"`
+	Error    *Error          `json:"error"`
+}
+
+// Error is an error that crosses the wire: a stable code and a message that says what to do.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// Event is a raw event from a site or a service (ce-type outpost.event.v1).
+type Event struct {
+	ID         string            `json:"id"`
+	Site       string            `json:"site"`
+	Source     string            `json:"source"`
+	Type       string            `json:"type"`
+	Node       string            `json:"node,omitempty"`
+	Resource   string            `json:"resource,omitempty"`
+	Metric     string            `json:"metric,omitempty"`
+	Severity   string            `json:"severity,omitempty"`
+	MessageKey string            `json:"message_key,omitempty"`
+	Message    string            `json:"message,omitempty"`
+	Time       time.Time         `json:"time"`
+	Fields     map[string]string `json:"fields,omitempty"`
+}
+
+// CIPayload is a set of CIs and relations observed by one source, sent to the CMDB
+// (ce-type outpost.ci.v1). Items refer to each other by Ref, local to the payload.
+type CIPayload struct {
+	Source    string       `json:"source"`
+	Observed  time.Time    `json:"observed"`
+	Items     []CIItem     `json:"items"`
+	Relations []CIRelation `json:"relations,omitempty"`
+}
+
+// CIItem is one CI of a payload. Parent names the Ref of the CI that a dependent CI
+// (adapter, IP address, software, application) is identified through.
+type CIItem struct {
+	Ref        string         `json:"ref"`
+	Class      string         `json:"class"`
+	NativeKey  string         `json:"native_key,omitempty"`
+	Parent     string         `json:"parent,omitempty"`
+	Attributes map[string]any `json:"attributes"`
+}
+
+// CIRelation links two items of a payload by their Refs: From <Type> To (e.g. app runs_on host).
+type CIRelation struct {
+	Type string `json:"type"`
+	From string `json:"from"`
+	To   string `json:"to"`
+}
+
+// PoolStats is the load of one priority's worker pool on a bridge.
+type PoolStats struct {
+	Size   int `json:"size"`
+	Busy   int `json:"busy"`
+	Queued int `json:"queued"`
+}
+
+// Heartbeat is sent by a bridge every 10 s on core NATS (ce-type outpost.heartbeat.v1).
+type Heartbeat struct {
+	Agent        string               `json:"agent"`
+	Site         string               `json:"site"`
+	Version      string               `json:"version"`
+	Capabilities []string             `json:"capabilities"`
+	Pools        map[string]PoolStats `json:"pools"`
+	OutboxBytes  int64                `json:"outbox_bytes"`
+	OutboxFull   bool                 `json:"outbox_full,omitempty"`
+	State        string               `json:"state"`
+	Uptime       float64              `json:"uptime_s"`
+	RSS          int64                `json:"rss_bytes"`
+	Time         time.Time            `json:"time"`
+}
+
+// Enrollment is a bridge's request to join a site (ce-type outpost.enrollment.v1).
+type Enrollment struct {
+	Name         string   `json:"name"`
+	Site         string   `json:"site"`
+	Token        string   `json:"token"`
+	NKey         string   `json:"nkey"`
+	XKey         string   `json:"xkey"`
+	Version      string   `json:"version"`
+	Capabilities []string `json:"capabilities"`
+}
+
+// Change announces that the CMDB created, updated or marked a CI (ce-type outpost.change.v1).
+type Change struct {
+	CI         string    `json:"ci"`
+	Class      string    `json:"class"`
+	Op         string    `json:"op"` // created | updated | stale
+	Source     string    `json:"source,omitempty"`
+	Attributes []string  `json:"attributes,omitempty"`
+	Time       time.Time `json:"time"`
+}
+
+// Audit records a write made through the gateway: who, what, when, from where.
+type Audit struct {
+	Actor  string    `json:"actor"`
+	Role   string    `json:"role,omitempty"`
+	Action string    `json:"action"`
+	Target string    `json:"target,omitempty"`
+	Remote string    `json:"remote,omitempty"`
+	Status int       `json:"status,omitempty"`
+	Time   time.Time `json:"time"`
+}

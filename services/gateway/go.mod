@@ -1,0 +1,3 @@
+module github.com/outpost-dev/outpost/services/gateway
+
+go 1.26.8

@@ -1,0 +1,3 @@
+module github.com/outpost-dev/outpost/services/outpost
+
+go 1.26.8
