@@ -21,7 +21,9 @@ type ServiceError struct {
 	Message string `json:"message"`
 }
 
-func (e *ServiceError) Error() string { return fmt.Sprintf("%d %s: %s", e.Code, http.StatusText(e.Code), e.Message) }
+func (e *ServiceError) Error() string {
+	return fmt.Sprintf("%d %s: %s", e.Code, http.StatusText(e.Code), e.Message)
+}
 
 // Errorf returns a ServiceError.
 func Errorf(code int, format string, args ...any) *ServiceError {
