@@ -48,5 +48,5 @@ type MalformedError struct {
 func (e *MalformedError) Error() string {
 	return fmt.Sprintf("malformed %s body: %v", e.Type, e.Err)
 }
-func (e *MalformedError) Unwrap() error         { return e.Err }
+func (e *MalformedError) Unwrap() error        { return e.Err }
 func (e *MalformedError) Is(target error) bool { return target == ErrDecode }

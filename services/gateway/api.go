@@ -1,0 +1,126 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/services/gateway/tokens"
+)
+
+// API holds the HTTP handlers.
+type API struct {
+	cfg  Config
+	deps Deps
+	log  *slog.Logger
+}
+
+// Handler is the gateway's routing table.
+func (a *API) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", a.healthz)
+	mux.Handle("GET /api/v1/status", a.auth(tokens.RoleViewer, http.HandlerFunc(a.status)))
+	// Anything else under /api/v1 still needs a token before it may learn it does not exist.
+	mux.Handle("/api/v1/", a.auth(tokens.RoleViewer, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		problem(w, r, http.StatusNotFound, "not-found", "No such API route", r.Method+" "+r.URL.Path+" is not an Outpost API route; see /api/v1/openapi.json")
+	})))
+	return mux
+}
+
+// healthz is 200 only when the bus is connected and every stream of the topology exists.
+func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if !a.deps.NC.IsConnected() {
+		problem(w, r, http.StatusServiceUnavailable, "unavailable", "Bus not connected", "the gateway has no connection to NATS")
+		return
+	}
+	have := map[string]bool{}
+	names := a.deps.JS.StreamNames(ctx)
+	for n := range names.Name() {
+		have[n] = true
+	}
+	var missing []string
+	for _, s := range a.deps.Topology.Streams {
+		if !have[s.Name] {
+			missing = append(missing, s.Name)
+		}
+	}
+	if names.Err() != nil || len(missing) > 0 {
+		problem(w, r, http.StatusServiceUnavailable, "unavailable", "Bus not provisioned", "missing streams: "+strings.Join(missing, ", "))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "version": a.cfg.Version})
+}
+
+// Status is the body of GET /api/v1/status.
+type Status struct {
+	Version string         `json:"version"`
+	Streams []StreamStatus `json:"streams"`
+	DLQ     DLQStatus      `json:"dlq"`
+}
+
+// StreamStatus is one stream and its consumers.
+type StreamStatus struct {
+	Name      string           `json:"name"`
+	Messages  uint64           `json:"messages"`
+	Bytes     uint64           `json:"bytes"`
+	Consumers []ConsumerStatus `json:"consumers"`
+}
+
+// ConsumerStatus is the lag of one durable consumer.
+type ConsumerStatus struct {
+	Name        string `json:"name"`
+	Pending     uint64 `json:"pending"`
+	AckPending  int    `json:"ack_pending"`
+	Redelivered int    `json:"redelivered"`
+}
+
+// DLQStatus is the size of the dead-letter stream.
+type DLQStatus struct {
+	Messages uint64 `json:"messages"`
+	Bytes    uint64 `json:"bytes"`
+}
+
+func (a *API) status(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	st := Status{Version: a.cfg.Version, Streams: []StreamStatus{}}
+	lister := a.deps.JS.ListStreams(ctx)
+	for info := range lister.Info() {
+		ss := StreamStatus{Name: info.Config.Name, Messages: info.State.Msgs, Bytes: info.State.Bytes, Consumers: []ConsumerStatus{}}
+		if strings.HasPrefix(ss.Name, "KV_") || strings.HasPrefix(ss.Name, "OBJ_") {
+			continue // buckets are not streams to an operator
+		}
+		if stream, err := a.deps.JS.Stream(ctx, ss.Name); err == nil {
+			cl := stream.ListConsumers(ctx)
+			for ci := range cl.Info() {
+				ss.Consumers = append(ss.Consumers, ConsumerStatus{Name: ci.Name, Pending: ci.NumPending,
+					AckPending: ci.NumAckPending, Redelivered: ci.NumRedelivered})
+			}
+		}
+		if ss.Name == bus.StreamDLQ {
+			st.DLQ = DLQStatus{Messages: ss.Messages, Bytes: ss.Bytes}
+		}
+		st.Streams = append(st.Streams, ss)
+	}
+	if err := lister.Err(); err != nil {
+		problem(w, r, http.StatusServiceUnavailable, "unavailable", "Bus unavailable", err.Error())
+		return
+	}
+	slices.SortFunc(st.Streams, func(a, b StreamStatus) int { return strings.Compare(a.Name, b.Name) })
+	writeJSON(w, http.StatusOK, st)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

@@ -1,0 +1,50 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/outpost-dev/outpost/services/gateway/tokens"
+)
+
+type ctxKey struct{}
+
+// Caller returns the verified token of the request.
+func Caller(ctx context.Context) (tokens.Token, bool) {
+	t, ok := ctx.Value(ctxKey{}).(tokens.Token)
+	return t, ok
+}
+
+// rank orders roles: a role may do what any lower role may.
+func rank(role string) int { return len(tokens.Roles) - slices.Index(tokens.Roles, role) }
+
+// auth admits requests carrying a valid bearer token whose role is at least min.
+func (a *API) auth(min string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		secret, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || secret == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="outpost"`)
+			problem(w, r, http.StatusUnauthorized, "unauthorized", "Authentication required",
+				"send Authorization: Bearer <token>; `outpost up` wrote an admin token to <data>/admin.token")
+			return
+		}
+		t, err := a.deps.Tokens.Verify(r.Context(), strings.TrimSpace(secret))
+		if err != nil {
+			if errors.Is(err, tokens.ErrInvalid) {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="outpost", error="invalid_token"`)
+				problem(w, r, http.StatusUnauthorized, "unauthorized", "Invalid token", "the token is unknown or revoked")
+				return
+			}
+			problem(w, r, http.StatusServiceUnavailable, "unavailable", "Token store unavailable", err.Error())
+			return
+		}
+		if rank(t.Role) < rank(min) {
+			problem(w, r, http.StatusForbidden, "forbidden", "Role not allowed", "this needs role "+min+" or higher; the token has role "+t.Role)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, t)))
+	})
+}

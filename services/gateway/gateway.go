@@ -1,0 +1,103 @@
+// Package gateway is Outpost's HTTP front door: the JSON API under /api/v1, health, and
+// (later) the web console. It reaches services through svc.* requests on the bus, never
+// their stores.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/services/gateway/tokens"
+)
+
+// Config of the gateway.
+type Config struct {
+	Addr    string // listen address, e.g. 127.0.0.1:8080
+	Version string
+	// ShutdownTimeout bounds how long in-flight requests may take after ctx ends.
+	ShutdownTimeout time.Duration
+}
+
+// DefaultConfig is what `outpost up` uses without flags.
+func DefaultConfig() Config {
+	return Config{Addr: "127.0.0.1:8080", Version: "dev", ShutdownTimeout: 3 * time.Second}
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		errs = append(errs, fmt.Errorf("http address %q: %w", c.Addr, err))
+	}
+	return errors.Join(errs...)
+}
+
+// Deps are what the gateway talks to.
+type Deps struct {
+	NC       *nats.Conn
+	JS       jetstream.JetStream
+	Tokens   *tokens.Store
+	Topology bus.Topology // what "provisioned" means for /healthz
+	Logger   *slog.Logger
+	// Listener, when set, is used instead of listening on Config.Addr (tests).
+	Listener net.Listener
+	// Ready is called once the server accepts connections (may be nil).
+	Ready func(addr net.Addr)
+}
+
+// Run serves until ctx ends, then shuts down gracefully.
+func Run(ctx context.Context, cfg Config, deps Deps) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("gateway config: %w", err)
+	}
+	if cfg.ShutdownTimeout == 0 {
+		cfg.ShutdownTimeout = 3 * time.Second
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "gateway")
+	ln := deps.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+			return fmt.Errorf("listen on %s: %w (is another outpost already running? choose another --http)", cfg.Addr, err)
+		}
+	}
+	api := &API{cfg: cfg, deps: deps, log: log}
+	srv := &http.Server{
+		Handler:           api.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("gateway listening", "url", "http://"+ln.Addr().String())
+	if deps.Ready != nil {
+		deps.Ready(ln.Addr())
+	}
+	select {
+	case err := <-errc:
+		return fmt.Errorf("gateway: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		_ = srv.Close()
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

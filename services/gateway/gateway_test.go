@@ -1,0 +1,172 @@
+package gateway_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/services/gateway"
+	"github.com/outpost-dev/outpost/services/gateway/tokens"
+)
+
+type env struct {
+	base  string
+	toks  *tokens.Store
+	js    jetstream.JetStream
+	topo  bus.Topology
+	admin string
+}
+
+// newEnv starts a JetStream server and a gateway; provision=false leaves the bus bare.
+func newEnv(t *testing.T, provision bool) *env {
+	t.Helper()
+	srv, err := bus.StartServer(bus.ServerConfig{Name: "gw-test", StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := srv.Connect("gw-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithCancel(context.Background())
+	topo := bus.DefaultTopology(bus.DefaultLimits())
+	kvTopo := bus.Topology{KV: topo.KV}
+	if provision {
+		kvTopo = topo
+	}
+	if err := bus.Provision(ctx, js, kvTopo); err != nil {
+		t.Fatal(err)
+	}
+	kv, _ := js.KeyValue(ctx, bus.KVTokens)
+	toks := tokens.New(kv)
+	admin, _, err := toks.Create(ctx, "admin", tokens.RoleAdmin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	done := make(chan error, 1)
+	go func() {
+		done <- gateway.Run(ctx, gateway.Config{Addr: ln.Addr().String(), Version: "test"},
+			gateway.Deps{NC: nc, JS: js, Tokens: toks, Topology: topo, Listener: ln})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+		nc.Close()
+		srv.Shutdown()
+	})
+	return &env{base: "http://" + ln.Addr().String(), toks: toks, js: js, topo: topo, admin: admin}
+}
+
+func (e *env) get(t *testing.T, path, token string) (*http.Response, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", e.base+path, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, b
+}
+
+func TestHealthzNeedsAProvisionedBus(t *testing.T) {
+	bare := newEnv(t, false)
+	resp, body := bare.get(t, "/healthz", "")
+	if resp.StatusCode != 503 || !strings.Contains(string(body), "PROBES") {
+		t.Fatalf("unprovisioned bus: %d %s", resp.StatusCode, body)
+	}
+	ready := newEnv(t, true)
+	if resp, body := ready.get(t, "/healthz", ""); resp.StatusCode != 200 {
+		t.Fatalf("provisioned bus: %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestAPIRequiresAToken(t *testing.T) {
+	e := newEnv(t, true)
+	ctx := context.Background()
+	viewer, _, _ := e.toks.Create(ctx, "v", tokens.RoleViewer)
+	revoked, tok, _ := e.toks.Create(ctx, "gone", tokens.RoleAdmin)
+	if _, err := e.toks.Revoke(ctx, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, path, token string
+		want              int
+	}{
+		{"no token", "/api/v1/status", "", 401},
+		{"garbage token", "/api/v1/status", "opt_nope", 401},
+		{"revoked token", "/api/v1/status", revoked, 401},
+		{"unknown route without token", "/api/v1/nothing-here", "", 401},
+		{"unknown route with token", "/api/v1/nothing-here", e.admin, 404},
+		{"viewer reads status", "/api/v1/status", viewer, 200},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			resp, body := e.get(t, c.path, c.token)
+			if resp.StatusCode != c.want {
+				t.Fatalf("%d, want %d: %s", resp.StatusCode, c.want, body)
+			}
+			if c.want >= 400 {
+				if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
+					t.Fatalf("content type %q", ct)
+				}
+				var p gateway.Problem
+				if err := json.Unmarshal(body, &p); err != nil || p.Status != c.want || !strings.HasPrefix(p.Type, "https://") || p.Title == "" {
+					t.Fatalf("not a problem document: %s", body)
+				}
+			}
+		})
+	}
+}
+
+func TestStatusListsStreamsConsumersAndDLQ(t *testing.T) {
+	e := newEnv(t, true)
+	ctx := context.Background()
+	if _, err := e.js.CreateOrUpdateConsumer(ctx, bus.StreamResults, jetstream.ConsumerConfig{Durable: "discovery", AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: "result.discovery.>"}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := e.js.Publish(ctx, "result.discovery.dc1.echo", []byte("{}")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.js.Publish(ctx, "dlq.test", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	resp, body := e.get(t, "/api/v1/status", e.admin)
+	if resp.StatusCode != 200 {
+		t.Fatal(resp.StatusCode)
+	}
+	var st gateway.Status
+	if err := json.Unmarshal(body, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.DLQ.Messages != 1 || st.Version != "test" {
+		t.Fatalf("dlq/version: %+v", st)
+	}
+	found := false
+	for _, s := range st.Streams {
+		if strings.HasPrefix(s.Name, "KV_") {
+			t.Fatalf("KV bucket listed as a stream: %s", s.Name)
+		}
+		if s.Name == bus.StreamResults {
+			found = s.Messages == 3 && len(s.Consumers) == 1 && s.Consumers[0].Pending == 3
+		}
+	}
+	if !found {
+		t.Fatalf("RESULTS with its consumer lag not reported: %s", body)
+	}
+}

@@ -1,0 +1,76 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/outpost-dev/outpost/libs/version"
+	"github.com/outpost-dev/outpost/services/gateway"
+)
+
+func newStatus(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show streams, consumer lag and DLQ size at a glance",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			var raw []byte
+			if err := c.do(cmd.Context(), "GET", "/api/v1/status", nil, &raw); err != nil {
+				return err
+			}
+			if g.output == "json" {
+				_, err := g.stdout.Write(raw)
+				return err
+			}
+			var st gateway.Status
+			if err := json.Unmarshal(raw, &st); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "hub %s — DLQ: %d messages\n\n", st.Version, st.DLQ.Messages)
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "STREAM\tMESSAGES\tBYTES\tCONSUMER\tPENDING\tACK PENDING\tREDELIVERED")
+			for _, s := range st.Streams {
+				fmt.Fprintf(tw, "%s\t%d\t%s\t\t\t\t\n", s.Name, s.Messages, humanBytes(s.Bytes))
+				for _, c := range s.Consumers {
+					fmt.Fprintf(tw, "\t\t\t%s\t%d\t%d\t%d\n", c.Name, c.Pending, c.AckPending, c.Redelivered)
+				}
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func newVersion(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version of this outpost binary",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if g.output == "json" {
+				return json.NewEncoder(g.stdout).Encode(map[string]string{"version": version.Version, "commit": version.Commit()})
+			}
+			fmt.Fprintf(g.stdout, "outpost %s %s\n", version.Version, version.Commit())
+			return nil
+		},
+	}
+}
+
+func humanBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

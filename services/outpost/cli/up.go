@@ -1,0 +1,68 @@
+package cli
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/outpost-dev/outpost/libs/telemetry"
+	"github.com/outpost-dev/outpost/services/outpost/hub"
+)
+
+func newUp(g *globals) *cobra.Command {
+	cfg := hub.DefaultConfig()
+	var logLevel, logFormat string
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run the whole hub in one process: embedded NATS JetStream, every service, the gateway",
+		Long: `Run the whole hub in one process: the embedded NATS JetStream server (its client port
+is where bridges connect), every hub service, and the gateway's HTTP API.
+The first start creates an admin API token and writes it to <data>/admin.token.
+SIGINT or SIGTERM stops it cleanly; restarting on the same --data keeps everything.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if g.data != "" {
+				cfg.DataDir = g.data
+			}
+			cfg.Out = g.stdout
+			lc := telemetry.LogConfigFromEnv()
+			if logLevel != "" {
+				lc.Level = logLevel
+			}
+			if logFormat != "" {
+				lc.Format = logFormat
+			}
+			log, err := telemetry.NewLogger(g.stderr, lc)
+			if err != nil {
+				return usageError{err}
+			}
+			if err := cfg.Validate(); err != nil {
+				return usageError{err}
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			// A second signal while draining means "now".
+			go func() {
+				<-ctx.Done()
+				sig := make(chan os.Signal, 1)
+				signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+				select {
+				case <-sig:
+					os.Exit(ExitFailure)
+				case <-time.After(15 * time.Second):
+				}
+			}()
+			return hub.Run(ctx, cfg, log)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.HTTPAddr, "http", cfg.HTTPAddr, "gateway listen address")
+	f.StringVar(&cfg.NATSAddr, "nats", cfg.NATSAddr, "NATS client address bridges connect to")
+	f.BoolVar(&cfg.NoLocalBridge, "no-local-bridge", false, "do not run the in-process bridge for site \"local\"")
+	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (env OUTPOST_LOG_LEVEL)")
+	f.StringVar(&logFormat, "log-format", "", "auto, text or json (env OUTPOST_LOG_FORMAT)")
+	return cmd
+}

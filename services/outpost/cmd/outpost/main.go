@@ -1,0 +1,12 @@
+// Command outpost is the Outpost CLI and the all-in-one hub (`outpost up`).
+package main
+
+import (
+	"os"
+
+	"github.com/outpost-dev/outpost/services/outpost/cli"
+)
+
+func main() {
+	os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr))
+}

@@ -1,0 +1,203 @@
+// Package hub is the composition root of `outpost up`: one process with the embedded NATS
+// JetStream server, the provisioned bus, and every hub service that exists, each started
+// through its own Run(ctx, Config, Deps).
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/telemetry"
+	"github.com/outpost-dev/outpost/libs/version"
+	"github.com/outpost-dev/outpost/services/gateway"
+	"github.com/outpost-dev/outpost/services/gateway/tokens"
+)
+
+// Config of the all-in-one hub.
+type Config struct {
+	DataDir       string // everything durable lives here
+	HTTPAddr      string // gateway
+	NATSAddr      string // client port for bridges
+	NoLocalBridge bool
+	Limits        bus.Limits
+	// Out receives what a person starting the hub must see once (the admin token).
+	Out io.Writer
+}
+
+// DefaultConfig is `outpost up` without flags.
+func DefaultConfig() Config {
+	return Config{DataDir: "./data", HTTPAddr: "127.0.0.1:8080", NATSAddr: "127.0.0.1:4222", Limits: bus.DefaultLimits(), Out: os.Stdout}
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("--data is empty: the hub needs a directory for its data"))
+	}
+	for _, a := range []struct{ flag, v string }{{"--http", c.HTTPAddr}, {"--nats", c.NATSAddr}} {
+		if _, _, err := net.SplitHostPort(a.v); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: want host:port (%v)", a.flag, a.v, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Deps is what every in-process service receives.
+type Deps struct {
+	NC        *nats.Conn
+	JS        jetstream.JetStream
+	Topology  bus.Topology
+	Telemetry telemetry.Providers
+	Logger    *slog.Logger
+	DataDir   string
+}
+
+// Service is one hub service in the registry.
+type Service struct {
+	Name string
+	Run  func(ctx context.Context, deps Deps) error
+}
+
+// AdminTokenFile is where the first start writes the admin token (mode 0600).
+const AdminTokenFile = "admin.token"
+
+// Run starts everything and blocks until ctx ends, then stops in order: services drain their
+// consumers and finish in-flight work, the connection flushes, the server shuts down.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if cfg.Out == nil {
+		cfg.Out = io.Discard
+	}
+	start := time.Now()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
+	}
+	tel, err := telemetry.Setup(ctx, "outpost-hub", version.Version)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tel.Shutdown(context.Background()) }()
+
+	srv, err := bus.StartServer(bus.ServerConfig{
+		Name: "outpost-hub", StoreDir: filepath.Join(cfg.DataDir, "jetstream"), Listen: cfg.NATSAddr,
+		SyncInterval: time.Second, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer srv.Shutdown()
+	nc, err := srv.Connect("outpost-hub")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	topo := Topology(cfg.Limits)
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = bus.Provision(pctx, js, topo)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("provision the bus: %w", err)
+	}
+	tokenKV, err := js.KeyValue(ctx, bus.KVTokens)
+	if err != nil {
+		return err
+	}
+	toks := tokens.New(tokenKV)
+	if err := ensureAdminToken(ctx, toks, cfg.DataDir, cfg.Out); err != nil {
+		return err
+	}
+
+	deps := Deps{NC: nc, JS: js, Topology: topo, Telemetry: tel, Logger: log, DataDir: cfg.DataDir}
+	services := Registry(cfg, toks)
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(services))
+	for _, s := range services {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Run(sctx, deps); err != nil && sctx.Err() == nil {
+				errc <- fmt.Errorf("%s: %w", s.Name, err)
+			}
+		}()
+	}
+	log.Info("outpost hub up", "http", "http://"+cfg.HTTPAddr, "nats", srv.ClientURL(), "data", cfg.DataDir,
+		"services", len(services), "startup", time.Since(start).Round(time.Millisecond))
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case runErr = <-errc:
+		log.Error("a service failed; stopping the hub", "err", runErr)
+	}
+	stop()
+	wg.Wait()
+	if err := nc.FlushTimeout(2 * time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		log.Warn("flush", "err", err)
+	}
+	return runErr
+}
+
+// Topology is the bus the hub provisions: the default table plus every service's consumers.
+func Topology(l bus.Limits) bus.Topology {
+	return bus.DefaultTopology(l)
+}
+
+// Registry lists the hub services `outpost up` runs in process. Later services add theirs here.
+func Registry(cfg Config, toks *tokens.Store) []Service {
+	return []Service{
+		{Name: "gateway", Run: func(ctx context.Context, d Deps) error {
+			gc := gateway.DefaultConfig()
+			gc.Addr = cfg.HTTPAddr
+			gc.Version = version.Version
+			return gateway.Run(ctx, gc, gateway.Deps{NC: d.NC, JS: d.JS, Tokens: toks, Topology: d.Topology, Logger: d.Logger})
+		}},
+	}
+}
+
+// ensureAdminToken creates the first admin token and writes it to <data>/admin.token, once.
+func ensureAdminToken(ctx context.Context, toks *tokens.Store, dataDir string, out io.Writer) error {
+	path := filepath.Join(dataDir, AdminTokenFile)
+	if b, err := os.ReadFile(path); err == nil && len(b) > 0 {
+		if _, err := toks.Verify(ctx, string(trimNL(b))); err == nil {
+			return nil
+		}
+	}
+	secret, _, err := toks.Create(ctx, "admin", tokens.RoleAdmin)
+	if err != nil {
+		return fmt.Errorf("create the admin token: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	fmt.Fprintf(out, "Admin API token (shown once; also in %s, mode 0600):\n  %s\n", path, secret)
+	return nil
+}
+
+func trimNL(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
