@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -42,7 +43,7 @@ func (p *Publisher) Message(ctx context.Context, subject string, meta envelope.M
 		meta.Source = p.source
 	}
 	if meta.Time.IsZero() {
-		meta.Time = envelope.NewMeta("", "").Time
+		meta.Time = time.Now().UTC()
 	}
 	h, data, err := envelope.Encode(meta, body)
 	if err != nil {
@@ -69,10 +70,15 @@ func (p *Publisher) Publish(ctx context.Context, subject string, meta envelope.M
 
 // Batch publishes many messages asynchronously and tracks every ack, for bulk work (scan
 // chunks, import rows). Wait reports every message the stream did not confirm.
+//
+// Acks are collected as they arrive by one goroutine, in publish order, so a batch of a
+// million messages holds only the client's async window in memory, not a future per message.
 type Batch struct {
 	p       *Publisher
+	pending chan pending
+	done    chan struct{}
 	mu      sync.Mutex
-	futures []pending
+	n       int
 	errs    []error
 }
 
@@ -83,54 +89,89 @@ type pending struct {
 	span    trace.Span
 }
 
-// Batch starts an async batch.
-func (p *Publisher) Batch() *Batch { return &Batch{p: p} }
+// ackTimeout bounds the wait for one async publish's ack, so Wait returns even when the
+// connection drops mid-batch. Resending with the same ids is safe: they are deduplicated.
+const ackTimeout = 30 * time.Second
 
-// Add queues one message; it may block when the client's async window is full.
+// Batch starts an async batch. Call Wait exactly once, at the end.
+func (p *Publisher) Batch() *Batch {
+	b := &Batch{p: p, pending: make(chan pending, 4096), done: make(chan struct{})}
+	go b.collect()
+	return b
+}
+
+func (b *Batch) collect() {
+	defer close(b.done)
+	timeout := time.NewTimer(ackTimeout)
+	defer timeout.Stop()
+	for pf := range b.pending {
+		timeout.Reset(ackTimeout)
+		select {
+		case <-pf.f.Ok():
+		case <-timeout.C:
+			pf.span.SetStatus(codes.Error, "no ack")
+			b.mu.Lock()
+			b.errs = append(b.errs, fmt.Errorf("publish %s id %s: no ack from the stream within %s", pf.subject, pf.id, ackTimeout))
+			b.mu.Unlock()
+		case err := <-pf.f.Err():
+			pf.span.SetStatus(codes.Error, err.Error())
+			b.mu.Lock()
+			b.errs = append(b.errs, fmt.Errorf("publish %s id %s: %w", pf.subject, pf.id, err))
+			b.mu.Unlock()
+		}
+		pf.span.End()
+	}
+}
+
+// Add queues one message; it blocks when the client's async window is full.
 func (b *Batch) Add(ctx context.Context, subject string, meta envelope.Meta, body envelope.Body) error {
 	msg, span, err := b.p.Message(ctx, subject, meta, body)
 	if err != nil {
 		return err
 	}
-	f, err := b.p.js.PublishMsgAsync(msg)
+	var f jetstream.PubAckFuture
+	for {
+		// A full async window is backpressure, not a failure: wait for acks and go on.
+		f, err = b.p.js.PublishMsgAsync(msg, jetstream.WithStallWait(time.Second))
+		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) || ctx.Err() != nil {
+			break
+		}
+	}
 	if err != nil {
 		span.End()
 		return fmt.Errorf("publish %s: %w", subject, err)
 	}
 	b.mu.Lock()
-	b.futures = append(b.futures, pending{subject: subject, id: msg.Header.Get(envelope.HeaderMsgID), f: f, span: span})
+	b.n++
 	b.mu.Unlock()
-	return nil
+	select {
+	case b.pending <- pending{subject: subject, id: msg.Header.Get(envelope.HeaderMsgID), f: f, span: span}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Len is the number of messages queued so far.
 func (b *Batch) Len() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return len(b.futures)
+	return b.n
 }
 
 // Wait blocks until every queued message is acked or failed, and returns the failures
-// (each naming its subject and message id) joined.
+// (each naming its subject and message id) joined. A publish that gets no answer fails with
+// the client's async publish timeout, so Wait always returns.
 func (b *Batch) Wait(ctx context.Context) error {
-	b.mu.Lock()
-	futures := b.futures
-	b.futures = nil
-	b.mu.Unlock()
-	var errs []error
-	for _, pf := range futures {
-		select {
-		case <-pf.f.Ok():
-		case err := <-pf.f.Err():
-			pf.span.SetStatus(codes.Error, err.Error())
-			errs = append(errs, fmt.Errorf("publish %s id %s: %w", pf.subject, pf.id, err))
-		case <-ctx.Done():
-			pf.span.End()
-			return errors.Join(append(errs, ctx.Err())...)
-		}
-		pf.span.End()
+	close(b.pending)
+	select {
+	case <-b.done:
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	return errors.Join(errs...)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return errors.Join(b.errs...)
 }
 
 func decodeStrict(data []byte, v any) error {

@@ -45,8 +45,8 @@ type RouterConfig struct {
 // Router is a watermill Router wired for Outpost: our JetStream Subscriber, and the
 // middleware chain every consumer needs.
 //
-// Order (outermost first): CorrelationID → Tracing → PoisonQueue(DLQ) → verdict → Retry →
-// Recoverer. A decode or Permanent error skips Retry and reaches the PoisonQueue at once; a
+// Order (outermost first): Settle (ack/nak with JetStream) → CorrelationID → Tracing →
+// PoisonQueue(DLQ) → verdict → Retry → Recoverer. A decode or Permanent error skips Retry and reaches the PoisonQueue at once; a
 // transient error is retried in process, then nacked with backoff; on the consumer's last
 // delivery it is dead-lettered instead.
 type Router struct {
@@ -102,22 +102,42 @@ func NewRouter(nc *nats.Conn, js jetstream.JetStream, cfg RouterConfig) (*Router
 	if err != nil {
 		return nil, err
 	}
+	r.sub.managed = true
+	retry := middleware.Retry{
+		MaxRetries: cfg.Retries, InitialInterval: cfg.RetryInitial, Multiplier: 2,
+		MaxInterval: time.Second, MaxElapsedTime: cfg.RetryMaxElapsed,
+		ShouldRetry: func(p middleware.RetryParams) bool { return !terminal(p.Err) },
+	}
 	wm.AddMiddleware(
+		Settle,
 		middleware.CorrelationID,
 		Tracing(cfg.Tracer),
 		poison,
 		verdict,
-		middleware.Retry{
-			MaxRetries: cfg.Retries, InitialInterval: cfg.RetryInitial, Multiplier: 2,
-			MaxInterval: time.Second, MaxElapsedTime: cfg.RetryMaxElapsed,
-			ShouldRetry: func(p middleware.RetryParams) bool { return !terminal(p.Err) },
-		}.Middleware,
+		retryOnFailure(retry),
 		middleware.Recoverer,
 	)
 	return r, nil
 }
 
 const scope = "github.com/outpost-dev/outpost/libs/bus"
+
+// retryOnFailure runs watermill's Retry only once the first attempt failed: the happy path,
+// nearly every message, pays nothing for the backoff machinery.
+func retryOnFailure(r middleware.Retry) message.HandlerMiddleware {
+	r.MaxRetries--
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		retrying := r.Middleware(h)
+		return func(msg *message.Message) ([]*message.Message, error) {
+			out, err := h(msg)
+			if err == nil || terminal(err) || r.MaxRetries < 0 {
+				return out, err
+			}
+			time.Sleep(r.InitialInterval)
+			return retrying(msg)
+		}
+	}
+}
 
 // terminal errors are not worth a retry.
 func terminal(err error) bool {
@@ -158,6 +178,9 @@ func verdict(h message.HandlerFunc) message.HandlerFunc {
 // carried in its headers (now metadata), and records the handler's error on it.
 func Tracing(tp trace.TracerProvider) message.HandlerMiddleware {
 	return func(h message.HandlerFunc) message.HandlerFunc {
+		if _, off := tp.(tracenoop.TracerProvider); off {
+			return h // tracing is off: no span to start, nothing to pay per message
+		}
 		return func(msg *message.Message) ([]*message.Message, error) {
 			ctx, span := telemetry.StartConsumer(msg.Context(), tp, msg.Metadata.Get(MetaSubject), propagation.MapCarrier(msg.Metadata))
 			defer span.End()
@@ -179,7 +202,7 @@ type HandlerFunc[T envelope.Body] func(ctx context.Context, meta envelope.Meta, 
 // cannot be decoded is dead-lettered with code "decode" without reaching the handler.
 func Decoded[T envelope.Body](h HandlerFunc[T]) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) error {
-		meta, body, err := envelope.DecodeInto[T](Header(msg.Metadata), msg.Payload)
+		meta, body, err := envelope.DecodeIntoWith[T](msg.Metadata.Get, msg.Payload)
 		if err != nil {
 			return err
 		}

@@ -49,6 +49,10 @@ type Subscriber struct {
 	cfg SubscriberConfig
 	log *slog.Logger
 
+	// managed: a bus.Router settles each message in its outermost middleware (Settle), so no
+	// goroutine per message waits on watermill's Acked/Nacked channels.
+	managed bool
+
 	closing   chan struct{} // closed when Close starts: stop pulling
 	abandon   chan struct{} // closed when Close gives up waiting: nak what is still in flight
 	closeOnce sync.Once
@@ -78,7 +82,9 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	if err != nil {
 		return nil, err
 	}
-	out := make(chan *message.Message)
+	// Buffered: the pull loop and the router hand over without a rendezvous per message;
+	// the slots still bound what is in flight.
+	out := make(chan *message.Message, s.cfg.MaxInFlight)
 	s.wg.Add(1)
 	go s.pull(ctx, spec, it, out)
 	return out, nil
@@ -101,6 +107,18 @@ func (s *Subscriber) pull(ctx context.Context, spec ConsumerSpec, it jetstream.M
 	defer s.wg.Done()
 	defer close(out)
 	slots := make(chan struct{}, s.cfg.MaxInFlight)
+	// Every in-flight message fits: a handler never waits for the acker.
+	acks := make(chan verdictOf, s.cfg.MaxInFlight)
+	ackerDone := make(chan struct{})
+	go func() { acker(acks); close(ackerDone) }()
+	defer func() {
+		// Let the handlers still running settle, then stop the acker.
+		for range s.cfg.MaxInFlight {
+			slots <- struct{}{}
+		}
+		close(acks)
+		<-ackerDone
+	}()
 	stop := context.AfterFunc(ctx, func() { s.Close() })
 	defer stop()
 	go func() { <-s.closing; it.Drain() }()
@@ -138,18 +156,103 @@ func (s *Subscriber) pull(ctx context.Context, spec ConsumerSpec, it jetstream.M
 			continue
 		}
 		wm := toWatermill(jm, spec)
-		mctx, cancel := context.WithCancel(ctx)
-		wm.SetContext(mctx)
+		f := &flight{jm: jm, ackWait: spec.config().AckWait, slots: slots, acks: acks, log: s.log, consumer: spec.Name}
+		if s.managed {
+			s.wg.Add(1)
+			f.done = s.wg.Done
+		}
+		wm.SetContext(context.WithValue(ctx, flightKey{}, f))
 		select {
 		case out <- wm:
 		case <-s.closing:
 			_ = jm.Nak()
-			cancel()
+			if f.done != nil {
+				f.done()
+			}
 			<-slots
 			continue
 		}
-		s.wg.Add(1)
-		go s.settle(jm, wm, spec, slots, cancel)
+		if !s.managed {
+			s.wg.Add(1)
+			go s.settle(f, wm)
+		}
+	}
+}
+
+// flight is one message handed to a handler and not yet settled with JetStream.
+type flight struct {
+	jm       jetstream.Msg
+	ackWait  time.Duration
+	slots    chan struct{}
+	acks     chan<- verdictOf
+	done     func()
+	log      *slog.Logger
+	consumer string
+	once     sync.Once
+}
+
+type flightKey struct{}
+
+// keepAlive tells the server the message is still being worked on, every half AckWait, so a
+// long handler is not raced by a redelivery to a sibling. Stop it when the handler returns.
+func (f *flight) keepAlive() (stop func() bool) {
+	var t *time.Timer
+	var mu sync.Mutex
+	mu.Lock()
+	defer mu.Unlock()
+	t = time.AfterFunc(f.ackWait/2, func() {
+		_ = f.jm.InProgress()
+		mu.Lock()
+		t.Reset(f.ackWait / 2)
+		mu.Unlock()
+	})
+	return t.Stop
+}
+
+// settle hands the verdict to the consumer's acker, once.
+func (f *flight) settle(ok bool, delivered string) {
+	f.once.Do(func() { f.acks <- verdictOf{f: f, ok: ok, delivered: delivered} })
+}
+
+type verdictOf struct {
+	f         *flight
+	ok        bool
+	delivered string
+}
+
+// acker sends every ack and nak of one consumer from a single goroutine. Hundreds of handler
+// goroutines acking at once would otherwise queue on the connection's lock and throughput
+// would fall by half; one writer keeps the connection's buffer streaming.
+func acker(acks <-chan verdictOf) {
+	for v := range acks {
+		f := v.f
+		if v.ok {
+			if err := f.jm.Ack(); err != nil {
+				f.log.Warn("ack", "consumer", f.consumer, "err", err)
+			}
+		} else {
+			_ = f.jm.NakWithDelay(redeliveryDelay(v.delivered))
+		}
+		<-f.slots
+		if f.done != nil {
+			f.done()
+		}
+	}
+}
+
+// Settle is the outermost middleware of a bus.Router: it settles the message with JetStream
+// as soon as the handler chain returns, and keeps long handlers alive with InProgress.
+func Settle(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		f, _ := msg.Context().Value(flightKey{}).(*flight)
+		if f == nil || f.done == nil {
+			return h(msg) // not from a managed Subscriber: its own settle goroutine acks
+		}
+		stop := f.keepAlive()
+		out, err := h(msg)
+		stop()
+		f.settle(err == nil, msg.Metadata.Get(MetaDelivered))
+		return out, err
 	}
 }
 
@@ -177,34 +280,26 @@ func (s *Subscriber) isClosing() bool {
 	}
 }
 
-// settle waits for the handler's verdict and tells JetStream. A handler running past half of
-// AckWait gets InProgress so the server does not redeliver work that is still being done.
-func (s *Subscriber) settle(jm jetstream.Msg, wm *message.Message, spec ConsumerSpec, slots chan struct{}, cancel context.CancelFunc) {
+// settle waits for the handler's verdict on watermill's channels, for routers other than
+// bus.Router (which settles in its Settle middleware instead).
+func (s *Subscriber) settle(f *flight, wm *message.Message) {
 	defer s.wg.Done()
-	defer func() { <-slots }()
-	defer cancel()
-	ackWait := spec.config().AckWait
-	var keepAlive *time.Timer
-	keepAlive = time.AfterFunc(ackWait/2, func() {
-		_ = jm.InProgress()
-		keepAlive.Reset(ackWait / 2)
-	})
-	defer keepAlive.Stop()
+	stop := f.keepAlive()
+	defer stop()
 	select {
 	case <-wm.Acked():
-		if err := jm.Ack(); err != nil {
-			s.log.Warn("ack", "consumer", spec.Name, "err", err)
-		}
+		f.settle(true, "")
 	case <-wm.Nacked():
-		_ = jm.NakWithDelay(redeliveryDelay(wm))
+		f.settle(false, wm.Metadata.Get(MetaDelivered))
 	case <-s.abandon:
-		_ = jm.Nak()
+		_ = f.jm.Nak()
+		<-f.slots
 	}
 }
 
 // redeliveryDelay backs off with the delivery count: 1 s, 2 s, 4 s … capped at 30 s.
-func redeliveryDelay(wm *message.Message) time.Duration {
-	n, _ := strconv.Atoi(wm.Metadata.Get(MetaDelivered))
+func redeliveryDelay(delivered string) time.Duration {
+	n, _ := strconv.Atoi(delivered)
 	d := time.Second << min(max(n-1, 0), 5)
 	return min(d, 30*time.Second)
 }
@@ -218,8 +313,14 @@ func (s *Subscriber) Close() error {
 		select {
 		case <-done:
 		case <-time.After(15 * time.Second):
+			// A handler is stuck. Nak what the settle goroutines hold, and do not wait for
+			// a hung handler forever: its message is redelivered once this process is gone.
 			close(s.abandon)
-			<-done
+			select {
+			case <-done:
+			case <-time.After(time.Second):
+				s.log.Error("handlers still running after close; leaving them")
+			}
 		}
 	})
 	return nil
@@ -250,7 +351,7 @@ func toWatermill(jm jetstream.Msg, spec ConsumerSpec) *message.Message {
 	meta[MetaStream] = spec.Stream
 	meta[MetaConsumer] = spec.Name
 	meta[MetaSubject] = jm.Subject()
-	meta[MetaMaxDeliver] = strconv.Itoa(spec.config().MaxDeliver)
+	meta[MetaMaxDeliver] = spec.maxDeliver()
 	if md != nil {
 		meta[MetaSeq] = strconv.FormatUint(md.Sequence.Stream, 10)
 		meta[MetaDelivered] = strconv.FormatUint(md.NumDelivered, 10)

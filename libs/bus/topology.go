@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -87,6 +88,8 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
+const defaultMaxDeliver = 5
+
 // ConsumerSpec is a durable pull consumer. Every replica of a service binds the same one.
 type ConsumerSpec struct {
 	Stream     string
@@ -104,7 +107,7 @@ func (c ConsumerSpec) config() jetstream.ConsumerConfig {
 		c.AckWait = 30 * time.Second
 	}
 	if c.MaxDeliver == 0 {
-		c.MaxDeliver = 5
+		c.MaxDeliver = defaultMaxDeliver
 	}
 	if c.MaxAckPending == 0 {
 		c.MaxAckPending = 1000
@@ -124,6 +127,13 @@ func (c ConsumerSpec) config() jetstream.ConsumerConfig {
 		cc.FilterSubjects = c.Filters
 	}
 	return cc
+}
+
+func (c ConsumerSpec) maxDeliver() string {
+	if c.MaxDeliver == 0 {
+		return strconv.Itoa(defaultMaxDeliver)
+	}
+	return strconv.Itoa(c.MaxDeliver)
 }
 
 // KVSpec is a key/value bucket.

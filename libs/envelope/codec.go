@@ -67,7 +67,13 @@ func Encode(meta Meta, body Body) (nats.Header, []byte, error) {
 // ce-type names: unknown fields, trailing data and missing required fields are errors.
 // Every error it returns matches errors.Is(err, ErrDecode).
 func Decode(h nats.Header, data []byte) (Meta, Body, error) {
-	meta, err := readMeta(h)
+	return DecodeWith(headerGetter(h), data)
+}
+
+// DecodeWith is Decode with headers read through get (first value or ""), for consumers that
+// hold them in another shape than nats.Header, such as a watermill message's metadata.
+func DecodeWith(get func(string) string, data []byte) (Meta, Body, error) {
+	meta, err := readMeta(get)
 	if err != nil {
 		return meta, nil, err
 	}
@@ -87,8 +93,13 @@ func Decode(h nats.Header, data []byte) (Meta, Body, error) {
 
 // DecodeInto is Decode for a consumer that expects exactly one type.
 func DecodeInto[T Body](h nats.Header, data []byte) (Meta, T, error) {
+	return DecodeIntoWith[T](headerGetter(h), data)
+}
+
+// DecodeIntoWith is DecodeInto with headers read through get.
+func DecodeIntoWith[T Body](get func(string) string, data []byte) (Meta, T, error) {
 	var zero T
-	meta, body, err := Decode(h, data)
+	meta, body, err := DecodeWith(get, data)
 	if err != nil {
 		return meta, zero, err
 	}

@@ -104,25 +104,20 @@ func baseType(t string) (base, version string, ok bool) {
 	return t[:i], t[i+1:], true
 }
 
-// readMeta reads and checks the CloudEvents headers of a message.
-func readMeta(h nats.Header) (Meta, error) {
-	get := func(k string) string {
-		if v := h[k]; len(v) > 0 {
-			return v[0]
-		}
-		return ""
-	}
-	if h == nil {
-		return Meta{}, &MissingFieldError{Field: HeaderType, In: "headers"}
-	}
+// readMeta reads and checks the CloudEvents headers of a message through get, which returns
+// the first value of a header or "" (a nats.Header, or a consumer's metadata map).
+func readMeta(get func(string) string) (Meta, error) {
 	if sv := get(HeaderSpecVersion); sv != "" && sv != SpecVersion {
 		return Meta{}, &VersionError{Type: "ce-specversion " + sv, Known: SpecVersion}
 	}
 	m := Meta{ID: get(HeaderID), Type: get(HeaderType), Source: get(HeaderSource), Run: get(HeaderRun)}
-	for _, f := range []struct{ name, v string }{{HeaderType, m.Type}, {HeaderID, m.ID}, {HeaderSource, m.Source}} {
-		if f.v == "" {
-			return m, &MissingFieldError{Field: f.name, In: "headers"}
-		}
+	switch {
+	case m.Type == "":
+		return m, &MissingFieldError{Field: HeaderType, In: "headers"}
+	case m.ID == "":
+		return m, &MissingFieldError{Field: HeaderID, In: "headers"}
+	case m.Source == "":
+		return m, &MissingFieldError{Field: HeaderSource, In: "headers"}
 	}
 	if ts := get(HeaderTime); ts != "" {
 		t, err := time.Parse(time.RFC3339Nano, ts)
@@ -132,4 +127,14 @@ func readMeta(h nats.Header) (Meta, error) {
 		m.Time = t
 	}
 	return m, nil
+}
+
+// headerGetter reads the first value of a header by its exact (case-sensitive) name.
+func headerGetter(h nats.Header) func(string) string {
+	return func(k string) string {
+		if v := h[k]; len(v) > 0 {
+			return v[0]
+		}
+		return ""
+	}
 }
