@@ -13,6 +13,7 @@ help: ## list the targets
 build: ## build every binary into bin/
 	@mkdir -p bin
 	go build -trimpath -ldflags '$(LDFLAGS)' -o bin/outpost ./services/outpost/cmd/outpost
+	go build -trimpath -ldflags '$(LDFLAGS)' -o bin/outpost-bridge ./services/bridge/cmd/outpost-bridge
 
 run: build ## build, then start the all-in-one hub (bin/outpost up)
 	bin/outpost up

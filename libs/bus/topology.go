@@ -21,11 +21,16 @@ const (
 	StreamImports = "IMPORTS"
 	StreamDLQ     = "DLQ"
 
-	KVAgents = "agents"
-	KVSites  = "sites"
-	KVRuns   = "runs"
-	KVLeases = "leases"
-	KVTokens = "tokens"
+	KVAgents     = "agents"
+	KVSites      = "sites"
+	KVRuns       = "runs"
+	KVLeases     = "leases"
+	KVTokens     = "tokens"
+	KVHeartbeats = "heartbeats"
+
+	// HeartbeatTTL: a bridge beats every 10 s; three missed beats and its key expires, which
+	// is how the registry tells "down".
+	HeartbeatTTL = 30 * time.Second
 )
 
 // Limits are the retention settings an operator tunes; zero values take the defaults.
@@ -188,6 +193,7 @@ func DefaultTopology(l Limits) Topology {
 			{Bucket: KVRuns, Description: "run progress", History: 1},
 			{Bucket: KVLeases, Description: "scheduler leases", History: 1, LimitMarkerTTL: time.Second},
 			{Bucket: KVTokens, Description: "API tokens (hashed)", History: 1},
+			{Bucket: KVHeartbeats, Description: "last heartbeat of each agent; expires after 3 missed beats", History: 1, TTL: HeartbeatTTL},
 		},
 	}
 }
@@ -258,6 +264,34 @@ func ServiceSubject(service, op string) string { return "svc." + service + "." +
 
 // HeartbeatSubject is agent.heartbeat.<site>.<id>.
 func HeartbeatSubject(site, agent string) string { return "agent.heartbeat." + site + "." + agent }
+
+// ProbeConsumer names the durable pull consumer of one (site, priority, capability): shared by
+// the site's bridges. Consumer names are one subject token, so the parts are joined with "_";
+// site names therefore may not contain "_" (see ValidName).
+func ProbeConsumer(site, priority, capability string) string {
+	return "probe_" + site + "_" + priority + "_" + capability
+}
+
+// ValidName reports whether s can be a site or agent name: it becomes a subject token and
+// part of consumer names, so only [a-z0-9-], 1..64, starting with a letter or digit.
+func ValidName(s string) bool {
+	if len(s) == 0 || len(s) > 64 || s[0] == '-' {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// InboxPrefix is an agent's private inbox prefix (its NKey public key makes it unique): NATS
+// permissions let each agent read its own replies and no one else's.
+func InboxPrefix(nkey string) string { return "_INBOX_" + nkey }
+
+// BridgeDLQSubject is where a bridge dead-letters work it cannot read.
+func BridgeDLQSubject(site string) string { return "dlq.bridge." + site }
 
 // ControlSubject is agent.<site>.<id>.ctl.
 func ControlSubject(site, agent string) string { return "agent." + site + "." + agent + ".ctl" }

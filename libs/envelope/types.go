@@ -132,15 +132,35 @@ type Heartbeat struct {
 	Time         time.Time            `json:"time"`
 }
 
-// Enrollment is a bridge's request to join a site (ce-type outpost.enrollment.v1).
+// Enrollment is a bridge's request to join a site (ce-type outpost.enrollment.v1). Sig is the
+// bridge's NKey signature over SigningBytes: it proves the sender holds the key it enrolls.
 type Enrollment struct {
-	Name         string   `json:"name"`
+	Name         string         `json:"name"`
+	Site         string         `json:"site"`
+	Token        string         `json:"token,omitempty"`
+	NKey         string         `json:"nkey"`
+	XKey         string         `json:"xkey"`
+	Version      string         `json:"version"`
+	Capabilities []string       `json:"capabilities"`
+	Pools        map[string]int `json:"pools,omitempty"`
+	Time         time.Time      `json:"time"`
+	Sig          string         `json:"sig"`
+}
+
+// SigningBytes are what Sig signs: everything that decides the agent's identity and rights.
+func (e *Enrollment) SigningBytes() []byte {
+	return []byte("outpost-enroll\n" + e.Site + "\n" + e.Name + "\n" + e.NKey + "\n" + e.XKey + "\n" +
+		e.Time.UTC().Format(time.RFC3339Nano))
+}
+
+// EnrollmentReply is the hub's answer to an enrollment.
+type EnrollmentReply struct {
+	Status       string   `json:"status"` // pending | approved
+	Agent        string   `json:"agent"`
 	Site         string   `json:"site"`
-	Token        string   `json:"token"`
-	NKey         string   `json:"nkey"`
-	XKey         string   `json:"xkey"`
-	Version      string   `json:"version"`
+	Ranges       []string `json:"ranges"`
 	Capabilities []string `json:"capabilities"`
+	Message      string   `json:"message,omitempty"`
 }
 
 // Change announces that the CMDB created, updated or marked a CI (ce-type outpost.change.v1).
@@ -162,4 +182,21 @@ type Audit struct {
 	Remote string    `json:"remote,omitempty"`
 	Status int       `json:"status,omitempty"`
 	Time   time.Time `json:"time"`
+}
+
+// KindCapability maps each probe kind to the capability a site grants for it: probes travel
+// on probe.<site>.<priority>.<capability>, and a bridge pulls only the capabilities it offers.
+var KindCapability = map[string]string{
+	"echo":         "echo",
+	"tcp_scan":     "tcp",
+	"banner":       "tcp",
+	"http_get":     "http",
+	"http_request": "http",
+	"tls_cert":     "tls",
+	"ssh_exec":     "ssh",
+	"snmp_get":     "snmp",
+	"snmp_walk":    "snmp",
+	"ldap_search":  "ldap",
+	"sql_query":    "sql",
+	"file_read":    "file",
 }

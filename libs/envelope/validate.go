@@ -77,7 +77,7 @@ func (h *Heartbeat) Validate() error {
 
 func (e *Enrollment) Validate() error {
 	return required(TypeEnrollment, [2]string{"name", e.Name}, [2]string{"site", e.Site},
-		[2]string{"token", e.Token}, [2]string{"nkey", e.NKey})
+		[2]string{"nkey", e.NKey}, [2]string{"sig", e.Sig})
 }
 
 func (c *Change) Validate() error {

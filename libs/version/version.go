@@ -1,7 +1,11 @@
 // Package version names the build. The Makefile sets Version with -ldflags -X.
 package version
 
-import "runtime/debug"
+import (
+	"regexp"
+	"runtime/debug"
+	"strings"
+)
 
 // Version is the release (or "dev"); set at link time.
 var Version = "dev"
@@ -20,11 +24,21 @@ func Commit() string {
 
 // Semver is Version in the form NATS micro requires for service versions.
 func Semver() string {
-	if Version == "dev" || Version == "" {
-		return "0.0.0-dev"
+	v := strings.TrimPrefix(Version, "v")
+	if semver.MatchString(v) {
+		return v
 	}
-	if Version[0] == 'v' {
-		return Version[1:]
+	// A git describe of an untagged tree ("c088aa5-dirty") or "dev": a pre-release of 0.0.0.
+	clean := strings.Map(func(r rune) rune {
+		if r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r == '-' {
+			return r
+		}
+		return '-'
+	}, v)
+	if clean == "" {
+		clean = "dev"
 	}
-	return Version
+	return "0.0.0-" + clean
 }
+
+var semver = regexp.MustCompile(`^\d+\.\d+\.\d+(-[0-9A-Za-z-.]+)?(\+[0-9A-Za-z-.]+)?$`)

@@ -3,8 +3,12 @@ module github.com/outpost-dev/outpost/services/outpost
 go 1.26.8
 
 require (
+	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
+	github.com/nats-io/nkeys v0.4.16
 	github.com/outpost-dev/outpost/libs v0.0.0
+	github.com/outpost-dev/outpost/services/agents v0.0.0-00010101000000-000000000000
+	github.com/outpost-dev/outpost/services/bridge v0.0.0-00010101000000-000000000000
 	github.com/outpost-dev/outpost/services/gateway v0.0.0
 	github.com/spf13/cobra v1.10.2
 )
@@ -24,8 +28,6 @@ require (
 	github.com/lithammer/shortuuid/v3 v3.0.7 // indirect
 	github.com/minio/highwayhash v1.0.4 // indirect
 	github.com/nats-io/jwt/v2 v2.8.2 // indirect
-	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
-	github.com/nats-io/nkeys v0.4.16 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
 	github.com/oklog/ulid v1.3.1 // indirect
 	github.com/oklog/ulid/v2 v2.1.2 // indirect
@@ -56,5 +58,7 @@ require (
 
 replace (
 	github.com/outpost-dev/outpost/libs => ../../libs
+	github.com/outpost-dev/outpost/services/agents => ../agents
+	github.com/outpost-dev/outpost/services/bridge => ../bridge
 	github.com/outpost-dev/outpost/services/gateway => ../gateway
 )

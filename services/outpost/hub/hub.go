@@ -15,12 +15,15 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/telemetry"
 	"github.com/outpost-dev/outpost/libs/version"
+	"github.com/outpost-dev/outpost/services/agents"
 	"github.com/outpost-dev/outpost/services/gateway"
 	"github.com/outpost-dev/outpost/services/gateway/tokens"
 )
@@ -63,7 +66,14 @@ type Deps struct {
 	Telemetry telemetry.Providers
 	Logger    *slog.Logger
 	DataDir   string
+	// Server is the embedded NATS server; Issuer signs auth callout answers; HubAuth signs a
+	// hub service's own connections in.
+	Server  *bus.Server
+	Issuer  nkeys.KeyPair
+	HubAuth nats.Option
 }
+
+const hubUser = "hub"
 
 // Service is one hub service in the registry.
 type Service struct {
@@ -93,15 +103,31 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	defer func() { _ = tel.Shutdown(context.Background()) }()
 
+	issuer, err := loadOrCreateKey(filepath.Join(cfg.DataDir, "callout.nk"), nkeys.CreateAccount)
+	if err != nil {
+		return err
+	}
+	issuerPub, _ := issuer.PublicKey()
+	// Hub services sign in as "hub" with a password that lives only in this process; every
+	// other connection (bridges) goes through the agents service's auth callout.
+	hubPassword := randomSecret()
 	srv, err := bus.StartServer(bus.ServerConfig{
 		Name: "outpost-hub", StoreDir: filepath.Join(cfg.DataDir, "jetstream"), Listen: cfg.NATSAddr,
 		SyncInterval: time.Second, Logger: log,
+		Configure: func(o *server.Options) error {
+			o.Users = []*server.User{{Username: hubUser, Password: hubPassword}}
+			o.AuthCallout = &server.AuthCallout{Issuer: issuerPub, AuthUsers: []string{hubUser}}
+			// Bridges sign the nonce with their NKey; the callout verifies the signature.
+			o.AlwaysEnableNonce = true
+			return nil
+		},
 	})
 	if err != nil {
 		return err
 	}
 	defer srv.Shutdown()
-	nc, err := srv.Connect("outpost-hub")
+	hubAuth := nats.UserInfo(hubUser, hubPassword)
+	nc, err := srv.Connect("outpost-hub", hubAuth)
 	if err != nil {
 		return err
 	}
@@ -126,7 +152,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 
-	deps := Deps{NC: nc, JS: js, Topology: topo, Telemetry: tel, Logger: log, DataDir: cfg.DataDir}
+	deps := Deps{NC: nc, JS: js, Topology: topo, Telemetry: tel, Logger: log, DataDir: cfg.DataDir,
+		Server: srv, Issuer: issuer, HubAuth: hubAuth}
 	services := Registry(cfg, toks)
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -167,6 +194,16 @@ func Topology(l bus.Limits) bus.Topology {
 // Registry lists the hub services `outpost up` runs in process. Later services add theirs here.
 func Registry(cfg Config, toks *tokens.Store) []Service {
 	return []Service{
+		{Name: "agents", Run: func(ctx context.Context, d Deps) error {
+			return agents.Run(ctx, agents.Config{Version: version.Semver()}, agents.Deps{NC: d.NC, JS: d.JS,
+				Issuer: d.Issuer, Kick: kick(d.Server), Logger: d.Logger})
+		}},
+		{Name: "local-bridge", Run: func(ctx context.Context, d Deps) error {
+			if cfg.NoLocalBridge {
+				return nil
+			}
+			return runLocalBridge(ctx, d)
+		}},
 		{Name: "gateway", Run: func(ctx context.Context, d Deps) error {
 			gc := gateway.DefaultConfig()
 			gc.Addr = cfg.HTTPAddr

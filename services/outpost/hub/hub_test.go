@@ -16,10 +16,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/outpost-dev/outpost/libs/bus"
-	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/services/gateway"
 	"github.com/outpost-dev/outpost/services/outpost/hub"
 )
@@ -113,6 +110,22 @@ func (r *running) status(t *testing.T) gateway.Status {
 	return st
 }
 
+func (r *running) post(t *testing.T, path, body string) string {
+	t.Helper()
+	req, _ := http.NewRequest("POST", "http://"+r.cfg.HTTPAddr+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+r.token(t))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("POST %s: %d %s", path, resp.StatusCode, b)
+	}
+	return string(b)
+}
+
 func counts(st gateway.Status) map[string]uint64 {
 	m := map[string]uint64{}
 	for _, s := range st.Streams {
@@ -141,23 +154,21 @@ func TestUpLifecycle(t *testing.T) {
 			t.Fatalf("status lacks %s: %+v", s, st)
 		}
 	}
-	// A client from outside the process, like a bridge, publishes over the client port.
-	nc, err := nats.Connect("nats://" + r.cfg.NATSAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, _ := jetstream.New(nc)
-	pub := bus.NewPublisher(js, envelope.AgentSource("dc1", "br-1"), nil)
-	for i := range 25 {
-		ev := &envelope.Event{ID: fmt.Sprint(i), Site: "dc1", Source: "syslog", Type: "log", Time: time.Now()}
-		if _, err := pub.Publish(context.Background(), bus.EventSubject("dc1", "syslog"), envelope.Meta{}, ev); err != nil {
-			t.Fatal(err)
+	// Work through the local bridge: ad-hoc echo probes land results in RESULTS.
+	for i := range 5 {
+		out := r.post(t, "/api/v1/probes", fmt.Sprintf(`{"site":"local","kind":"echo","params":{"msg":"m%d"}}`, i))
+		if !strings.Contains(out, fmt.Sprintf(`"msg":"m%d"`, i)) {
+			t.Fatalf("echo probe: %s", out)
 		}
 	}
-	nc.Close()
+	// A client from outside without an identity is refused: bridges need an NKey.
+	if nc, err := nats.Connect("nats://"+r.cfg.NATSAddr, nats.MaxReconnects(0)); err == nil {
+		nc.Close()
+		t.Fatal("anonymous NATS connection accepted")
+	}
 	before := counts(r.status(t))
-	if before["EVENTS"] != 25 {
-		t.Fatalf("EVENTS = %d", before["EVENTS"])
+	if before["RESULTS"] != 5 {
+		t.Fatalf("RESULTS = %d", before["RESULTS"])
 	}
 	r.stop(t)
 

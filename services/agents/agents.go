@@ -1,0 +1,146 @@
+// Package agents is the hub's side of the bridges: sites and their enrollment tokens, the
+// agent registry (enrollment, approval, revocation, heartbeats), the NATS auth callout that
+// turns the registry into per-site permissions, the probe consumers of each site, control
+// commands relayed to bridges, and ad-hoc probes.
+package agents
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+
+	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/envelope"
+)
+
+// Config of the agents service.
+type Config struct {
+	Version string
+}
+
+// Deps are what the service talks to.
+type Deps struct {
+	NC *nats.Conn // a hub (auth-callout-exempt) connection
+	JS jetstream.JetStream
+	// Issuer signs the callout's answers; its public key is the server's auth_callout issuer.
+	Issuer nkeys.KeyPair
+	// Kick closes every connection of an authorized user (site.name), so a revoked agent is
+	// cut off at once and an approved one reconnects into its new permissions. Optional.
+	Kick   func(user string) error
+	Logger *slog.Logger
+	// Ready is called once every subscription is in place (may be nil).
+	Ready func()
+}
+
+// Service is the running agents service.
+type Service struct {
+	reg  *Registry
+	deps Deps
+	log  *slog.Logger
+	pub  *bus.Publisher
+}
+
+// Run serves until ctx ends.
+func Run(ctx context.Context, cfg Config, deps Deps) error {
+	if deps.NC == nil || deps.JS == nil || deps.Issuer == nil {
+		return errors.New("agents: NC, JS and Issuer are required")
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "agents")
+	reg, err := OpenRegistry(ctx, deps.JS)
+	if err != nil {
+		return err
+	}
+	s := &Service{reg: reg, deps: deps, log: log, pub: bus.NewPublisher(deps.JS, envelope.ServiceSource("agents"), nil)}
+	co := &callout{reg: reg, issuer: deps.Issuer, log: log}
+	calloutSub, err := deps.NC.QueueSubscribe(CalloutSubject, "agents", func(m *nats.Msg) { co.handle(ctx, m) })
+	if err != nil {
+		return fmt.Errorf("agents: auth callout: %w", err)
+	}
+	defer calloutSub.Unsubscribe()
+	beatSub, err := deps.NC.QueueSubscribe("agent.heartbeat.>", "agents", func(m *nats.Msg) { s.onHeartbeat(ctx, m) })
+	if err != nil {
+		return err
+	}
+	defer beatSub.Unsubscribe()
+	if cfg.Version == "" {
+		cfg.Version = "0.0.0-dev"
+	}
+	svc, err := bus.AddService(ctx, deps.NC, bus.ServiceConfig{Name: "agents", Version: cfg.Version,
+		Description: "sites, bridge enrollment, registry, control and ad-hoc probes", Endpoints: s.endpoints(), Logger: log})
+	if err != nil {
+		return err
+	}
+	defer svc.Stop()
+	// Consumers of every approved agent's site exist from the start (idempotent).
+	if all, err := reg.Agents(ctx); err == nil {
+		for _, a := range all {
+			if a.State == StateApproved {
+				if err := s.ensureConsumers(ctx, a); err != nil {
+					log.Error("probe consumers", "site", a.Site, "err", err)
+				}
+			}
+		}
+	}
+	if deps.Ready != nil {
+		deps.Ready()
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// onHeartbeat records a bridge's heartbeat. The subject names who sent it (NATS permissions
+// guarantee an agent can only publish its own), so the body must agree.
+func (s *Service) onHeartbeat(ctx context.Context, m *nats.Msg) {
+	_, hb, err := envelope.DecodeInto[*envelope.Heartbeat](m.Header, m.Data)
+	if err != nil {
+		s.log.Warn("unreadable heartbeat", "subject", m.Subject, "err", err)
+		return
+	}
+	if m.Subject != bus.HeartbeatSubject(hb.Site, hb.Agent) {
+		s.log.Warn("heartbeat body does not match its subject", "subject", m.Subject, "agent", hb.Agent, "site", hb.Site)
+		return
+	}
+	if err := s.reg.RecordBeat(ctx, hb); err != nil {
+		s.log.Warn("record heartbeat", "err", err)
+	}
+}
+
+// ensureConsumers creates the site's probe consumers for the agent's capabilities: one per
+// (priority, capability), shared by every bridge of the site.
+func (s *Service) ensureConsumers(ctx context.Context, a Agent) error {
+	var errs []error
+	for _, prio := range envelope.Priorities {
+		for _, c := range a.Capabilities {
+			if !bus.ValidName(c) {
+				continue
+			}
+			_, err := s.deps.JS.CreateOrUpdateConsumer(ctx, bus.StreamProbes, ProbeConsumerConfig(a.Site, prio, c))
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ProbeConsumerConfig is the durable pull consumer of one (site, priority, capability).
+// AckWait is short so a killed bridge's probes reach a sibling quickly; long probes call
+// InProgress. MaxDeliver is generous: a probe only fails for good through its deadline (TTL).
+func ProbeConsumerConfig(site, prio, capability string) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       bus.ProbeConsumer(site, prio, capability),
+		Description:   fmt.Sprintf("%s probes of site %s, %s priority", capability, site, prio),
+		FilterSubject: bus.ProbeSubject(site, prio, capability),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       probeAckWait,
+		MaxDeliver:    20,
+		MaxAckPending: 10_000,
+	}
+}

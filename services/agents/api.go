@@ -1,0 +1,310 @@
+package agents
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+
+	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/envelope"
+)
+
+// AgentView is an agent as operators see it: its record plus what its heartbeat says.
+type AgentView struct {
+	Agent
+	Status        string                        `json:"status"` // pending | up | down | paused | draining | revoked
+	LastHeartbeat *time.Time                    `json:"last_heartbeat,omitempty"`
+	Pools         map[string]envelope.PoolStats `json:"pools,omitempty"`
+	OutboxBytes   int64                         `json:"outbox_bytes"`
+	OutboxFull    bool                          `json:"outbox_full,omitempty"`
+	Uptime        float64                       `json:"uptime_s,omitempty"`
+	RSS           int64                         `json:"rss_bytes,omitempty"`
+}
+
+func (s *Service) view(ctx context.Context, a Agent) AgentView {
+	v := AgentView{Agent: a, Status: a.State}
+	b, ok := s.reg.LastBeat(ctx, a.Site, a.Name)
+	if ok {
+		t := b.Received
+		v.LastHeartbeat, v.Pools, v.OutboxBytes, v.OutboxFull, v.Uptime, v.RSS = &t, b.Pools, b.OutboxBytes, b.OutboxFull, b.Uptime, b.RSS
+		if b.Version != "" {
+			v.Version = b.Version
+		}
+	}
+	if a.State == StateApproved {
+		switch {
+		case !ok:
+			v.Status = "down"
+		case b.State == "paused" || b.State == "draining":
+			v.Status = b.State
+		default:
+			v.Status = "up"
+		}
+	}
+	return v
+}
+
+// Requests of the svc.agents.* endpoints.
+type (
+	SiteAddRequest struct {
+		Name        string   `json:"name"`
+		Ranges      []string `json:"ranges"`
+		Exclude     []string `json:"exclude,omitempty"`
+		AutoApprove bool     `json:"auto_approve,omitempty"`
+	}
+	SiteAddReply struct {
+		Site  Site   `json:"site"`
+		Token string `json:"token"`
+	}
+	AgentRef struct {
+		Agent string `json:"agent"` // NAME or SITE/NAME
+	}
+	ControlRequest struct {
+		Agent   string `json:"agent"`
+		Command string `json:"command"` // ping | pause | resume | drain | logs
+		Lines   int    `json:"lines,omitempty"`
+	}
+	ProbeRequest struct {
+		Site     string          `json:"site"`
+		Kind     string          `json:"kind"`
+		Target   string          `json:"target,omitempty"`
+		Params   json.RawMessage `json:"params,omitempty"`
+		Priority string          `json:"priority,omitempty"`
+		Timeout  string          `json:"timeout,omitempty"`
+	}
+	ProbeReply struct {
+		Probe   string            `json:"probe"`
+		Results []envelope.Result `json:"results"`
+	}
+)
+
+// Control commands a bridge understands.
+var controlCommands = map[string]bool{"ping": true, "pause": true, "resume": true, "drain": true, "logs": true}
+
+func (s *Service) endpoints() map[string]bus.Endpoint {
+	return map[string]bus.Endpoint{
+		"enroll": bus.JSON(s.enroll),
+		"site_add": bus.JSON(func(ctx context.Context, r SiteAddRequest) (any, error) {
+			site, tok, err := s.reg.AddSite(ctx, r.Name, r.Ranges, r.Exclude, r.AutoApprove)
+			if err != nil {
+				return nil, err
+			}
+			return SiteAddReply{Site: site, Token: tok}, nil
+		}),
+		"site_ls": bus.JSON(func(ctx context.Context, _ struct{}) (any, error) {
+			sites, err := s.reg.Sites(ctx)
+			return map[string]any{"sites": nonNil(sites)}, err
+		}),
+		"ls": bus.JSON(func(ctx context.Context, _ struct{}) (any, error) {
+			all, err := s.reg.Agents(ctx)
+			if err != nil {
+				return nil, err
+			}
+			views := make([]AgentView, 0, len(all))
+			for _, a := range all {
+				views = append(views, s.view(ctx, a))
+			}
+			return map[string]any{"agents": views}, nil
+		}),
+		"approve": bus.JSON(func(ctx context.Context, r AgentRef) (any, error) { return s.setState(ctx, r.Agent, StateApproved) }),
+		"revoke":  bus.JSON(func(ctx context.Context, r AgentRef) (any, error) { return s.setState(ctx, r.Agent, StateRevoked) }),
+		"control": bus.JSON(s.control),
+		"probe":   bus.JSON(s.probe),
+	}
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// enroll registers a bridge whose request is signed by the key it enrolls.
+func (s *Service) enroll(ctx context.Context, e envelope.Enrollment) (any, error) {
+	if err := e.Validate(); err != nil {
+		return nil, bus.Errorf(http.StatusBadRequest, "%v", err)
+	}
+	if !bus.ValidName(e.Name) || !bus.ValidName(e.Site) {
+		return nil, bus.Errorf(http.StatusBadRequest, "agent and site names use 1-64 of a-z, 0-9 and - (got %q in %q)", e.Name, e.Site)
+	}
+	kp, err := nkeys.FromPublicKey(e.NKey)
+	if err != nil {
+		return nil, bus.Errorf(http.StatusBadRequest, "nkey: %v", err)
+	}
+	sig, err := decodeSig(e.Sig)
+	if err != nil || kp.Verify(e.SigningBytes(), sig) != nil {
+		return nil, bus.Errorf(http.StatusForbidden, "enrollment signature does not verify for %s", e.NKey)
+	}
+	if d := time.Since(e.Time); d > 10*time.Minute || d < -10*time.Minute {
+		return nil, bus.Errorf(http.StatusForbidden, "enrollment time %s is more than 10 min from the hub's clock: check the bridge host's clock", e.Time)
+	}
+	site, err := s.reg.Site(ctx, e.Site)
+	if err != nil {
+		return nil, bus.Errorf(http.StatusNotFound, "site %s does not exist: create it with `outpost site add %s --range CIDR`", e.Site, e.Site)
+	}
+	tok, err := s.reg.token(ctx, e.Token)
+	switch {
+	case err == nil && tok.Site != e.Site:
+		return nil, bus.Errorf(http.StatusForbidden, "the token was made for site %s, not %s", tok.Site, e.Site)
+	case err != nil && !errors.Is(err, errNotFound):
+		return nil, err
+	}
+	a, err := s.reg.Enroll(ctx, &e, tok)
+	if err != nil {
+		return nil, err
+	}
+	if a.State == StateRevoked {
+		return nil, bus.Errorf(http.StatusForbidden, "agent %s/%s is revoked", a.Site, a.Name)
+	}
+	if a.State == StateApproved {
+		if err := s.ensureConsumers(ctx, a); err != nil {
+			return nil, err
+		}
+	}
+	s.log.Info("agent enrolled", "agent", a.Name, "site", a.Site, "state", a.State, "version", a.Version)
+	return envelope.EnrollmentReply{Status: a.State, Agent: a.Name, Site: a.Site, Ranges: site.Ranges, Capabilities: a.Capabilities}, nil
+}
+
+func (s *Service) setState(ctx context.Context, ref, state string) (any, error) {
+	if ref == "" {
+		return nil, bus.Errorf(http.StatusBadRequest, "agent is empty: give NAME or SITE/NAME")
+	}
+	a, err := s.reg.SetState(ctx, ref, state)
+	if err != nil {
+		return nil, err
+	}
+	if state == StateApproved {
+		if err := s.ensureConsumers(ctx, a); err != nil {
+			return nil, err
+		}
+	}
+	// Either way the agent's current connection carries its old rights: close it. An approved
+	// bridge reconnects into its site; a revoked one is refused from now on.
+	if s.deps.Kick != nil {
+		for _, user := range []string{a.key(), enrollingUser(a.ID)} {
+			if err := s.deps.Kick(user); err != nil {
+				s.log.Warn("kick", "agent", a.key(), "err", err)
+			}
+		}
+	}
+	s.log.Info("agent "+state, "agent", a.Name, "site", a.Site)
+	return s.view(ctx, a), nil
+}
+
+func (s *Service) control(ctx context.Context, r ControlRequest) (any, error) {
+	if !controlCommands[r.Command] {
+		return nil, bus.Errorf(http.StatusBadRequest, "command %q: want ping, pause, resume, drain or logs", r.Command)
+	}
+	a, _, err := s.reg.FindAgent(ctx, r.Agent)
+	if err != nil {
+		return nil, err
+	}
+	if a.State != StateApproved {
+		return nil, bus.Errorf(http.StatusConflict, "agent %s is %s", a.Name, a.State)
+	}
+	body, _ := json.Marshal(r)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	m, err := s.deps.NC.RequestWithContext(ctx, bus.ControlSubject(a.Site, a.Name), body)
+	if err != nil {
+		if errors.Is(err, nats.ErrNoResponders) {
+			return nil, bus.Errorf(http.StatusServiceUnavailable, "agent %s is not connected", a.Name)
+		}
+		return nil, bus.Errorf(http.StatusGatewayTimeout, "agent %s did not answer %s: %v", a.Name, r.Command, err)
+	}
+	var out map[string]any
+	if err := json.Unmarshal(m.Data, &out); err != nil {
+		return nil, fmt.Errorf("agent %s answered garbage: %w", a.Name, err)
+	}
+	out["rtt_ms"] = float64(time.Since(start).Microseconds()) / 1000
+	return out, nil
+}
+
+// probe sends one probe (interactive unless told) and waits for its final result.
+func (s *Service) probe(ctx context.Context, r ProbeRequest) (any, error) {
+	capability, ok := envelope.KindCapability[r.Kind]
+	if !ok {
+		return nil, bus.Errorf(http.StatusBadRequest, "kind %q is not a probe kind", r.Kind)
+	}
+	if _, err := s.reg.Site(ctx, r.Site); err != nil {
+		return nil, bus.Errorf(http.StatusNotFound, "site %q does not exist", r.Site)
+	}
+	if r.Priority == "" {
+		r.Priority = envelope.PriorityInteractive
+	}
+	timeout := 30 * time.Second
+	if r.Timeout != "" {
+		d, err := time.ParseDuration(r.Timeout)
+		if err != nil || d <= 0 || d > time.Hour {
+			return nil, bus.Errorf(http.StatusBadRequest, "timeout %q: want a duration up to 1h", r.Timeout)
+		}
+		timeout = d
+	}
+	p := &envelope.Probe{ID: envelope.NewID(), App: "adhoc", Site: r.Site, Priority: r.Priority, Kind: r.Kind,
+		Capability: capability, Target: r.Target, Params: r.Params, Deadline: time.Now().Add(timeout).UTC()}
+	p.Run = p.ID
+	if err := p.Validate(); err != nil {
+		return nil, bus.Errorf(http.StatusBadRequest, "%v", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout+5*time.Second)
+	defer cancel()
+	// Listen before sending, so a fast answer is not missed.
+	cons, err := s.deps.JS.OrderedConsumer(ctx, bus.StreamResults, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{bus.ResultSubject("adhoc", r.Site, r.Kind)}, DeliverPolicy: jetstream.DeliverNewPolicy})
+	if err != nil {
+		return nil, err
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return nil, err
+	}
+	defer it.Stop()
+	if err := PublishProbe(ctx, s.deps.JS, s.pub, p); err != nil {
+		return nil, err
+	}
+	reply := ProbeReply{Probe: p.ID}
+	seen := map[string]bool{}
+	for {
+		m, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return nil, bus.Errorf(http.StatusGatewayTimeout, "no final result for probe %s within %s: is a bridge of site %s up and offering %s? (`outpost agents ls`)", p.ID, timeout, r.Site, capability)
+		}
+		_, res, err := envelope.DecodeInto[*envelope.Result](m.Headers(), m.Data())
+		if err != nil || res.Probe != p.ID || seen[res.ID] {
+			continue
+		}
+		seen[res.ID] = true
+		reply.Results = append(reply.Results, *res)
+		if res.Final {
+			return reply, nil
+		}
+	}
+}
+
+// PublishProbe sends a probe to its site's work queue with a per-message TTL equal to its
+// deadline, so a probe nobody could take in time expires instead of running late.
+func PublishProbe(ctx context.Context, js jetstream.JetStream, pub *bus.Publisher, p *envelope.Probe) error {
+	ttl := time.Until(p.Deadline)
+	if ttl < time.Second {
+		return bus.Errorf(http.StatusBadRequest, "probe %s: deadline already passed", p.ID)
+	}
+	msg, span, err := pub.Message(ctx, bus.ProbeSubject(p.Site, p.Priority, p.Capability), envelope.Meta{ID: p.ID, Run: p.Run}, p)
+	if err != nil {
+		return err
+	}
+	defer span.End()
+	msg.Header.Set("Nats-TTL", ttl.Round(time.Second).String())
+	if _, err := js.PublishMsg(ctx, msg); err != nil {
+		return fmt.Errorf("publish probe %s: %w", p.ID, err)
+	}
+	return nil
+}

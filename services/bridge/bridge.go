@@ -1,0 +1,326 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/services/bridge/identity"
+	"github.com/outpost-dev/outpost/services/bridge/outbox"
+	"github.com/outpost-dev/outpost/services/bridge/probe"
+)
+
+// Deps are what a bridge is given rather than builds: tests inject an in-process hub
+// connection, a fast heartbeat and their own probe kinds.
+type Deps struct {
+	Logger *slog.Logger
+	// Kinds are the probe kinds this binary has (one registration list per binary).
+	Kinds []probe.Factory
+	// ConnectOptions are appended to the hub connection's options.
+	ConnectOptions []nats.Option
+	// HeartbeatEvery defaults to 10 s.
+	HeartbeatEvery time.Duration
+	// Ready is called once the bridge is approved and pulling work.
+	Ready func()
+}
+
+// Bridge states reported in heartbeats.
+const (
+	stateRunning  = "running"
+	statePaused   = "paused"
+	stateDraining = "draining"
+)
+
+// Bridge is a running site agent.
+type Bridge struct {
+	cfg     Config
+	deps    Deps
+	log     *slog.Logger
+	ring    *logRing
+	id      identity.Identity
+	nkey    string
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	box     *outbox.Outbox
+	allow   *allowList
+	runners map[string]probe.Runner // by kind
+	kindCap map[string]string       // kind → capability
+	caps    []string
+	pools   map[string]*pool
+	started time.Time
+
+	state   atomic.Value // string
+	drained chan struct{}
+	drainMu sync.Once
+}
+
+// pool is one priority's bounded set of workers.
+type pool struct {
+	name   string
+	slots  chan struct{}
+	busy   atomic.Int64
+	queued atomic.Int64
+}
+
+// Run runs the bridge until ctx ends (returns nil) or a drain completes (returns nil too:
+// the process exits 0). Everything it needs to keep is in cfg.DataDir.
+func Run(ctx context.Context, cfg Config, deps Deps) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	b, err := newBridge(ctx, cfg, deps)
+	if err != nil {
+		return err
+	}
+	return b.run(ctx)
+}
+
+func newBridge(ctx context.Context, cfg Config, deps Deps) (*Bridge, error) {
+	base := deps.Logger
+	if base == nil {
+		base = slog.New(slog.DiscardHandler)
+	}
+	ring := newLogRing(1000)
+	log := slog.New(newRingHandler(base.Handler(), ring)).With("component", "bridge", "site", cfg.Site, "agent", cfg.Name)
+	if deps.HeartbeatEvery == 0 {
+		deps.HeartbeatEvery = 10 * time.Second
+	}
+	id, err := identity.LoadOrCreate(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	allow, err := newAllowList(cfg.Allow)
+	if err != nil {
+		return nil, err
+	}
+	b := &Bridge{cfg: cfg, deps: deps, log: log, ring: ring, id: id, allow: allow, runners: map[string]probe.Runner{},
+		kindCap: map[string]string{}, pools: map[string]*pool{}, started: time.Now(), drained: make(chan struct{})}
+	b.nkey, _ = id.Public()
+	b.state.Store(stateRunning)
+	set := probe.Settings{Logger: log, Dial: allow.dialer(), Allowed: allow.Allowed, MaxOutput: 512 << 10, Now: time.Now}
+	for _, f := range deps.Kinds {
+		if len(cfg.Capabilities) > 0 && !slices.Contains(cfg.Capabilities, f.Capability()) {
+			continue
+		}
+		r, err := f.Create(ctx, set, f.DefaultConfig())
+		if err != nil {
+			return nil, fmt.Errorf("probe kind %s: %w", f.Type(), err)
+		}
+		b.runners[f.Type()] = r
+		b.kindCap[f.Type()] = f.Capability()
+		if !slices.Contains(b.caps, f.Capability()) {
+			b.caps = append(b.caps, f.Capability())
+		}
+	}
+	if len(b.caps) == 0 {
+		return nil, fmt.Errorf("no probe kind offers any of the capabilities %v", cfg.Capabilities)
+	}
+	slices.Sort(b.caps)
+	for _, p := range envelope.Priorities {
+		b.pools[p] = &pool{name: p, slots: make(chan struct{}, cfg.Pools[p])}
+	}
+	return b, nil
+}
+
+func (b *Bridge) run(ctx context.Context) error {
+	var err error
+	b.box, err = outbox.Open(ctx, outbox.Config{Dir: b.cfg.DataDir, MaxBytes: int64(b.cfg.OutboxMax), Logger: b.log})
+	if err != nil {
+		return err
+	}
+	defer b.box.Close()
+	if n := b.box.Pending(); n > 0 {
+		b.log.Info("outbox holds results from before the restart; they will be sent", "results", n, "bytes", b.box.Bytes())
+	}
+	opts := []nats.Option{
+		nats.Nkey(b.nkey, b.id.Sign),
+		nats.CustomInboxPrefix(bus.InboxPrefix(b.nkey)),
+		// A refusal can be the hub restarting: keep trying; a revoked bridge is simply refused.
+		nats.IgnoreAuthErrorAbort(),
+		nats.ReconnectBufSize(64 << 20),
+	}
+	if b.cfg.Token != "" {
+		opts = append(opts, nats.Token(b.cfg.Token))
+	}
+	b.nc, err = bus.Connect(bus.ConnectConfig{URL: b.cfg.Hub, Name: "bridge " + b.cfg.Site + "/" + b.cfg.Name,
+		CAFile: b.cfg.CAFile, CertFile: b.cfg.CertFile, KeyFile: b.cfg.KeyFile,
+		Options: append(opts, b.deps.ConnectOptions...), Logger: b.log})
+	if err != nil {
+		return err
+	}
+	defer b.nc.Close()
+	b.js, err = jetstream.New(b.nc)
+	if err != nil {
+		return err
+	}
+	b.log.Info("bridge starting", "hub", b.cfg.Hub, "nkey", b.nkey, "capabilities", b.caps, "data", filepath.Clean(b.cfg.DataDir))
+
+	if err := b.enroll(ctx); err != nil {
+		return err
+	}
+	wctx, stopWork := context.WithCancel(ctx)
+	defer stopWork()
+	var wg sync.WaitGroup
+	go b.heartbeats(wctx)
+	ctl, err := b.nc.Subscribe(bus.ControlSubject(b.cfg.Site, b.cfg.Name), func(m *nats.Msg) { b.onControl(m) })
+	if err != nil {
+		return fmt.Errorf("control subject: %w", err)
+	}
+	defer ctl.Unsubscribe()
+	fctx, stopForward := context.WithCancel(context.WithoutCancel(ctx))
+	forwardDone := make(chan struct{})
+	go func() { _ = b.box.Forward(fctx, b.js); close(forwardDone) }()
+	var inflight sync.WaitGroup
+	for _, p := range envelope.Priorities {
+		for _, c := range b.caps {
+			wg.Add(1)
+			go func() { defer wg.Done(); b.pull(wctx, b.pools[p], c, &inflight) }()
+		}
+	}
+	go b.refreshSite(wctx)
+	b.log.Info("bridge ready: pulling work", "pools", b.cfg.Pools)
+	if b.deps.Ready != nil {
+		b.deps.Ready()
+	}
+	drained := false
+	select {
+	case <-ctx.Done():
+	case <-b.drained:
+		drained = true
+	}
+	// Stop pulling, let running probes finish (their results go to the outbox), and on a drain
+	// wait until the hub has every result.
+	stopWork()
+	wg.Wait()
+	done := make(chan struct{})
+	go func() { inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		b.log.Warn("probes still running after 30 s; leaving them (they will be redelivered)")
+	}
+	if drained {
+		deadline := time.Now().Add(time.Minute)
+		for b.box.Pending() > 0 && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		b.log.Info("drained: no work in flight, outbox sent", "outbox_pending", b.box.Pending())
+	}
+	stopForward()
+	<-forwardDone
+	_ = b.nc.Drain()
+	return nil
+}
+
+// enroll asks the hub to register this bridge (signed with its NKey) and waits until it is
+// approved. The connection it made while pending only allows enrolling, so once approved it
+// reconnects, and the hub's auth callout gives it its site's permissions.
+func (b *Bridge) enroll(ctx context.Context) error {
+	loggedPending := false
+	for {
+		reply, err := b.enrollOnce(ctx)
+		switch {
+		case err == nil && reply.Status == "approved":
+			b.allow.setSite(reply.Ranges)
+			b.log.Info("approved by the hub", "ranges", reply.Ranges)
+			return b.reconnectIntoSite(ctx)
+		case err == nil:
+			if !loggedPending {
+				b.log.Info("enrolled: pending approval (outpost agents approve " + b.cfg.Name + ")")
+				loggedPending = true
+			}
+		default:
+			var se *bus.ServiceError
+			if errors.As(err, &se) && (se.Code == 403 || se.Code == 404 || se.Code == 409 || se.Code == 400) {
+				b.log.Error("enrollment refused", "err", se.Message)
+			} else {
+				b.log.Debug("enroll", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+func (b *Bridge) enrollOnce(ctx context.Context) (envelope.EnrollmentReply, error) {
+	_, xkey := b.id.Public()
+	e := envelope.Enrollment{Name: b.cfg.Name, Site: b.cfg.Site, Token: b.cfg.Token, NKey: b.nkey, XKey: xkey,
+		Version: b.cfg.Version, Capabilities: b.caps, Pools: b.cfg.Pools, Time: time.Now().UTC()}
+	sig, err := b.id.Sign(e.SigningBytes())
+	if err != nil {
+		return envelope.EnrollmentReply{}, err
+	}
+	e.Sig = encodeSig(sig)
+	var reply envelope.EnrollmentReply
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	err = bus.Request(rctx, b.nc, "agents", "enroll", e, &reply)
+	return reply, err
+}
+
+// reconnectIntoSite drops the pending-rights connection and waits until the new one can see
+// the site's probe consumers.
+func (b *Bridge) reconnectIntoSite(ctx context.Context) error {
+	reconnected := make(chan struct{}, 1)
+	b.nc.SetReconnectHandler(func(nc *nats.Conn) {
+		b.log.Info("reconnected to hub", "server", nc.ConnectedUrlRedacted())
+		select {
+		case reconnected <- struct{}{}:
+		default:
+		}
+	})
+	if err := b.nc.ForceReconnect(); err != nil {
+		return err
+	}
+	select {
+	case <-reconnected:
+	case <-time.After(10 * time.Second):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	probeCons := bus.ProbeConsumer(b.cfg.Site, envelope.PriorityInteractive, b.caps[0])
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := b.js.Consumer(cctx, bus.StreamProbes, probeCons)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		b.log.Debug("waiting for the site's consumers", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// refreshSite re-reads the site's ranges now and then: the hub may change them.
+func (b *Bridge) refreshSite(ctx context.Context) {
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if reply, err := b.enrollOnce(ctx); err == nil && reply.Status == "approved" {
+			b.allow.setSite(reply.Ranges)
+		}
+	}
+}

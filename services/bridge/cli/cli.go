@@ -1,0 +1,167 @@
+// Package cli reads the bridge's configuration from flags, OUTPOST_BRIDGE_* variables and an
+// optional YAML file (in rising order of precedence: file < env < flags) and runs it.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/telemetry"
+	"github.com/outpost-dev/outpost/libs/version"
+	"github.com/outpost-dev/outpost/services/bridge"
+	"github.com/outpost-dev/outpost/services/bridge/probe/kinds"
+)
+
+type listFlag struct{ v *[]string }
+
+func (l listFlag) String() string {
+	if l.v == nil {
+		return ""
+	}
+	return strings.Join(*l.v, ",")
+}
+func (l listFlag) Set(s string) error { *l.v = append(*l.v, s); return nil }
+
+// Main runs the bridge and returns the exit code: 0 after a clean stop or a drain, 1 on
+// failure, 2 on bad configuration.
+func Main(args []string, stderr io.Writer) int {
+	cfg := bridge.DefaultConfig()
+	cfg.Version = version.Version
+	fs := flag.NewFlagSet("outpost-bridge", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configFile := fs.String("config", os.Getenv("OUTPOST_BRIDGE_CONFIG"), "YAML configuration file (flags and env override it)")
+	logLevel := fs.String("log-level", "", "debug, info, warn or error (env OUTPOST_LOG_LEVEL)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	var allow, caps []string
+	flagCfg := struct {
+		hub, site, name, token, data, ca, cert, key string
+		pools                                       map[string]*int
+		outbox                                      bridge.ByteSize
+	}{pools: map[string]*int{}}
+	fs.StringVar(&flagCfg.hub, "hub", "", "hub URL: nats://host:4222, tls://host:4222 or wss://host:443 (env OUTPOST_BRIDGE_HUB)")
+	fs.StringVar(&flagCfg.site, "site", "", "site this bridge serves (env OUTPOST_BRIDGE_SITE)")
+	fs.StringVar(&flagCfg.name, "name", "", "agent name (default: the host name; env OUTPOST_BRIDGE_NAME)")
+	fs.StringVar(&flagCfg.token, "token", "", "enrollment token from `outpost site add` (env OUTPOST_BRIDGE_TOKEN)")
+	fs.StringVar(&flagCfg.data, "data", "", "data directory: identity keys and outbox (default ./bridge-data; env OUTPOST_BRIDGE_DATA)")
+	fs.Var(listFlag{&allow}, "allow", "CIDR this bridge may probe, narrowing the site's ranges (repeatable; env OUTPOST_BRIDGE_ALLOW, comma-separated)")
+	fs.Var(listFlag{&caps}, "capability", "offer only this capability (repeatable; default: all)")
+	fs.StringVar(&flagCfg.ca, "ca", "", "CA file to verify the hub (env OUTPOST_BRIDGE_CA)")
+	fs.StringVar(&flagCfg.cert, "cert", "", "client certificate for mTLS (env OUTPOST_BRIDGE_CERT)")
+	fs.StringVar(&flagCfg.key, "key", "", "client key for mTLS (env OUTPOST_BRIDGE_KEY)")
+	for _, p := range envelope.Priorities {
+		flagCfg.pools[p] = fs.Int("pool-"+p, 0, fmt.Sprintf("%s workers (default %d)", p, cfg.Pools[p]))
+	}
+	fs.Var(&flagCfg.outbox, "outbox-max", "outbox size limit; when full the bridge takes no new work (default 1GiB)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *showVersion {
+		fmt.Fprintln(stderr, "outpost-bridge", version.Version)
+		return 0
+	}
+	if *configFile != "" {
+		b, err := os.ReadFile(*configFile)
+		if err != nil {
+			fmt.Fprintln(stderr, "error:", err)
+			return 2
+		}
+		dec := yaml.NewDecoder(strings.NewReader(string(b)))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+			fmt.Fprintf(stderr, "error: %s: %v\n", *configFile, err)
+			return 2
+		}
+	}
+	env := func(k string, dst *string) {
+		if v := os.Getenv("OUTPOST_BRIDGE_" + k); v != "" {
+			*dst = v
+		}
+	}
+	env("HUB", &cfg.Hub)
+	env("SITE", &cfg.Site)
+	env("NAME", &cfg.Name)
+	env("TOKEN", &cfg.Token)
+	env("DATA", &cfg.DataDir)
+	env("CA", &cfg.CAFile)
+	env("CERT", &cfg.CertFile)
+	env("KEY", &cfg.KeyFile)
+	if v := os.Getenv("OUTPOST_BRIDGE_ALLOW"); v != "" {
+		cfg.Allow = strings.Split(v, ",")
+	}
+	var errs []error
+	if v := os.Getenv("OUTPOST_BRIDGE_OUTBOX_MAX"); v != "" {
+		if err := cfg.OutboxMax.Set(v); err != nil {
+			errs = append(errs, fmt.Errorf("OUTPOST_BRIDGE_OUTBOX_MAX: %w", err))
+		}
+	}
+	for _, p := range envelope.Priorities {
+		if v := os.Getenv("OUTPOST_BRIDGE_POOL_" + strings.ToUpper(p)); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("OUTPOST_BRIDGE_POOL_%s %q: not a number", strings.ToUpper(p), v))
+			}
+			cfg.Pools[p] = n
+		}
+	}
+	set := func(v string, dst *string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	set(flagCfg.hub, &cfg.Hub)
+	set(flagCfg.site, &cfg.Site)
+	set(flagCfg.name, &cfg.Name)
+	set(flagCfg.token, &cfg.Token)
+	set(flagCfg.data, &cfg.DataDir)
+	set(flagCfg.ca, &cfg.CAFile)
+	set(flagCfg.cert, &cfg.CertFile)
+	set(flagCfg.key, &cfg.KeyFile)
+	if len(allow) > 0 {
+		cfg.Allow = allow
+	}
+	if len(caps) > 0 {
+		cfg.Capabilities = caps
+	}
+	for p, n := range flagCfg.pools {
+		if *n != 0 {
+			cfg.Pools[p] = *n
+		}
+	}
+	if flagCfg.outbox != 0 {
+		cfg.OutboxMax = flagCfg.outbox
+	}
+	if err := errors.Join(append(errs, cfg.Validate())...); err != nil {
+		fmt.Fprintln(stderr, "error: invalid configuration:\n ", strings.ReplaceAll(err.Error(), "\n", "\n  "))
+		return 2
+	}
+	lc := telemetry.LogConfigFromEnv()
+	if *logLevel != "" {
+		lc.Level = *logLevel
+	}
+	log, err := telemetry.NewLogger(stderr, lc)
+	if err != nil {
+		fmt.Fprintln(stderr, "error:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := bridge.Run(ctx, cfg, bridge.Deps{Logger: log, Kinds: kinds.All()}); err != nil && !errors.Is(err, context.Canceled) {
+		log.Error("bridge stopped", "err", err)
+		return 1
+	}
+	return 0
+}

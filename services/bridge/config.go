@@ -1,0 +1,124 @@
+// Package bridge is the site agent: it dials out to the hub (never listens), enrolls with its
+// NKey, pulls its site's probes per priority into bounded worker pools, runs them on the
+// local network within the site's allowed ranges, and sends results home through a
+// store-and-forward outbox.
+package bridge
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/envelope"
+)
+
+// Config of a bridge. Flags, OUTPOST_BRIDGE_* and an optional YAML file fill it
+// (cmd/outpost-bridge); Validate reports every problem at once.
+type Config struct {
+	Hub     string   `yaml:"hub"`
+	Site    string   `yaml:"site"`
+	Name    string   `yaml:"name"`
+	Token   string   `yaml:"token"`
+	DataDir string   `yaml:"data"`
+	Allow   []string `yaml:"allow"`
+	CAFile  string   `yaml:"ca"`
+	// Client certificate for mTLS to the hub.
+	CertFile  string         `yaml:"cert"`
+	KeyFile   string         `yaml:"key"`
+	Pools     map[string]int `yaml:"pools"`
+	OutboxMax ByteSize       `yaml:"outbox_max"`
+	// Capabilities limits what this bridge offers (default: every kind it has).
+	Capabilities []string `yaml:"capabilities"`
+	Version      string   `yaml:"-"`
+}
+
+// DefaultConfig: MID server users know these pool sizes (interactive 10, expedited 20,
+// standard 25) and a 1 GiB buffer.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		Name:    strings.ToLower(host),
+		DataDir: "./bridge-data",
+		Pools: map[string]int{envelope.PriorityInteractive: 10, envelope.PriorityExpedited: 20,
+			envelope.PriorityStandard: 25},
+		OutboxMax: 1 << 30,
+		Version:   "dev",
+	}
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Hub == "" {
+		errs = append(errs, errors.New("--hub is required (nats://hub:4222, tls://hub:4222 or wss://hub:443)"))
+	} else if err := (bus.ConnectConfig{URL: c.Hub, CAFile: c.CAFile, CertFile: c.CertFile, KeyFile: c.KeyFile}).Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if !bus.ValidName(c.Site) {
+		errs = append(errs, fmt.Errorf("--site %q: use 1-64 of a-z, 0-9 and -", c.Site))
+	}
+	if !bus.ValidName(c.Name) {
+		errs = append(errs, fmt.Errorf("--name %q: use 1-64 of a-z, 0-9 and - (default: the host name)", c.Name))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("--data is required: the bridge keeps its identity and outbox there"))
+	}
+	for _, a := range c.Allow {
+		if _, err := netip.ParsePrefix(a); err != nil {
+			errs = append(errs, fmt.Errorf("--allow %q: not a CIDR such as 10.1.0.0/16", a))
+		}
+	}
+	for _, p := range envelope.Priorities {
+		if n := c.Pools[p]; n < 1 || n > 10_000 {
+			errs = append(errs, fmt.Errorf("--pool-%s %d: want 1..10000", p, n))
+		}
+	}
+	if c.OutboxMax < 1<<20 {
+		errs = append(errs, fmt.Errorf("--outbox-max %s: want at least 1MiB", c.OutboxMax))
+	}
+	return errors.Join(errs...)
+}
+
+// ByteSize parses sizes such as 512MiB, 1GiB, 10GB or plain bytes.
+type ByteSize int64
+
+func (b ByteSize) String() string {
+	switch {
+	case b >= 1<<30 && b%(1<<30) == 0:
+		return fmt.Sprintf("%dGiB", b>>30)
+	case b >= 1<<20 && b%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", b>>20)
+	}
+	return fmt.Sprintf("%dB", int64(b))
+}
+
+// Set implements flag.Value.
+func (b *ByteSize) Set(s string) error {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1}}
+	s = strings.TrimSpace(s)
+	for _, u := range units {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			var n int64
+			if _, err := fmt.Sscan(strings.TrimSpace(num), &n); err != nil || n < 0 {
+				return fmt.Errorf("size %q: want e.g. 512MiB or 1GiB", s)
+			}
+			*b = ByteSize(n * u.mult)
+			return nil
+		}
+	}
+	var n int64
+	if _, err := fmt.Sscan(s, &n); err != nil || n < 0 {
+		return fmt.Errorf("size %q: want e.g. 512MiB or 1GiB", s)
+	}
+	*b = ByteSize(n)
+	return nil
+}
+
+// UnmarshalText lets YAML take "1GiB".
+func (b *ByteSize) UnmarshalText(t []byte) error { return b.Set(string(t)) }

@@ -1,0 +1,106 @@
+package bridge
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/envelope"
+)
+
+// heartbeats publish on core NATS from their own goroutine: they never wait behind probes,
+// whatever the pools are doing (the MID server's "heartbeat queued behind work" false alarm).
+func (b *Bridge) heartbeats(ctx context.Context) {
+	t := time.NewTicker(b.deps.HeartbeatEvery)
+	defer t.Stop()
+	subject := bus.HeartbeatSubject(b.cfg.Site, b.cfg.Name)
+	source := envelope.AgentSource(b.cfg.Site, b.cfg.Name)
+	for {
+		hb := b.heartbeat()
+		h, data, err := envelope.Encode(envelope.Meta{Source: source, Time: hb.Time}, hb)
+		if err == nil {
+			err = b.nc.PublishMsg(&nats.Msg{Subject: subject, Header: h, Data: data})
+		}
+		if err != nil {
+			b.log.Debug("heartbeat", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (b *Bridge) heartbeat() *envelope.Heartbeat {
+	pools := map[string]envelope.PoolStats{}
+	for name, p := range b.pools {
+		pools[name] = envelope.PoolStats{Size: cap(p.slots), Busy: int(p.busy.Load()), Queued: int(p.queued.Load())}
+	}
+	return &envelope.Heartbeat{Agent: b.cfg.Name, Site: b.cfg.Site, Version: b.cfg.Version, Capabilities: b.caps,
+		Pools: pools, OutboxBytes: b.box.Bytes(), OutboxFull: b.box.Full(), State: b.state.Load().(string),
+		Uptime: time.Since(b.started).Seconds(), RSS: rss(), Time: time.Now().UTC()}
+}
+
+// rss reads the resident set size of this process (Linux), 0 elsewhere.
+func rss() int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := bytes.CutPrefix(sc.Bytes(), []byte("VmRSS:")); ok {
+			n, _ := strconv.ParseInt(string(bytes.Fields(v)[0]), 10, 64)
+			return n << 10
+		}
+	}
+	return 0
+}
+
+type controlRequest struct {
+	Command string `json:"command"`
+	Lines   int    `json:"lines"`
+}
+
+// onControl answers ping, pause, resume, drain and logs from the hub.
+func (b *Bridge) onControl(m *nats.Msg) {
+	var req controlRequest
+	_ = json.Unmarshal(m.Data, &req)
+	out := map[string]any{"ok": true, "agent": b.cfg.Name, "site": b.cfg.Site}
+	switch req.Command {
+	case "ping":
+		out["state"], out["version"], out["heartbeat"] = b.state.Load(), b.cfg.Version, b.heartbeat()
+	case "pause":
+		b.state.CompareAndSwap(stateRunning, statePaused)
+		out["state"] = b.state.Load()
+		b.log.Info("paused by the hub: taking no new work")
+	case "resume":
+		b.state.CompareAndSwap(statePaused, stateRunning)
+		out["state"] = b.state.Load()
+		b.log.Info("resumed by the hub")
+	case "drain":
+		b.state.Store(stateDraining)
+		out["state"] = stateDraining
+		b.log.Info("draining: finishing work in flight, then exiting")
+		b.drainMu.Do(func() { close(b.drained) })
+	case "logs":
+		n := req.Lines
+		if n <= 0 {
+			n = 100
+		}
+		out["lines"] = b.ring.last(n)
+	default:
+		out["ok"], out["error"] = false, "unknown command "+strconv.Quote(req.Command)
+	}
+	data, _ := json.Marshal(out)
+	_ = m.Respond(data)
+}

@@ -1,0 +1,234 @@
+// Package outbox is a bridge's store-and-forward queue: every result is written first to an
+// embedded, in-process JetStream store in the data dir (no listener), then forwarded to the
+// hub with Nats-Msg-Id = result id, and removed locally only after the hub acknowledged it.
+// A hub or WAN outage therefore loses nothing; results wait on disk up to the byte limit.
+package outbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-dev/outpost/libs/bus"
+)
+
+const (
+	stream   = "OUTBOX"
+	consumer = "forwarder"
+	prefix   = "outbox."
+)
+
+// ErrFull is returned by Put when the outbox holds its byte limit: the bridge stops taking
+// work rather than delete unsent results.
+var ErrFull = errors.New("outbox full")
+
+// Config of the outbox.
+type Config struct {
+	Dir      string
+	MaxBytes int64
+	// Batch bounds the results in flight to the hub at once.
+	Batch  int
+	Logger *slog.Logger
+}
+
+// Outbox is the local store and its forwarder.
+type Outbox struct {
+	cfg   Config
+	srv   *bus.Server
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	st    jetstream.Stream
+	log   *slog.Logger
+	bytes atomic.Int64
+	msgs  atomic.Int64
+}
+
+// Open starts the embedded store (it survives restarts: unsent results are still there).
+func Open(ctx context.Context, cfg Config) (*Outbox, error) {
+	if cfg.MaxBytes <= 0 {
+		cfg.MaxBytes = 1 << 30
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = 256
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	// The store's own limit is a little above MaxBytes: Full() stops new work at MaxBytes,
+	// and the slack lets probes already running finish and store their results.
+	srv, err := bus.StartServer(bus.ServerConfig{Name: "outbox", StoreDir: filepath.Join(cfg.Dir, "outbox"),
+		SyncInterval: time.Second, MaxStore: cfg.MaxBytes + cfg.MaxBytes/8 + 64<<20, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("outbox: %w", err)
+	}
+	nc, err := srv.Connect("outbox")
+	if err != nil {
+		srv.Shutdown()
+		return nil, err
+	}
+	js, _ := jetstream.New(nc)
+	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: stream, Subjects: []string{prefix + ">"}, Retention: jetstream.WorkQueuePolicy,
+		Storage: jetstream.FileStorage, MaxBytes: cfg.MaxBytes + cfg.MaxBytes/8, Discard: jetstream.DiscardNew,
+		Duplicates: 2 * time.Minute,
+	})
+	if err == nil {
+		_, err = js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{Durable: consumer,
+			AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxAckPending: cfg.Batch * 2})
+	}
+	if err != nil {
+		nc.Close()
+		srv.Shutdown()
+		return nil, fmt.Errorf("outbox store: %w", err)
+	}
+	o := &Outbox{cfg: cfg, srv: srv, nc: nc, js: js, st: st, log: log.With("component", "outbox")}
+	o.refresh(ctx)
+	return o, nil
+}
+
+// Close stops the store (unsent results stay on disk for the next start).
+func (o *Outbox) Close() {
+	o.nc.Close()
+	o.srv.Shutdown()
+}
+
+// Put stores one message for the hub subject. It returns once the message is on local disk.
+func (o *Outbox) Put(ctx context.Context, subject string, h nats.Header, data []byte) error {
+	_, err := o.js.PublishMsg(ctx, &nats.Msg{Subject: prefix + subject, Header: h, Data: data})
+	if err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && strings.Contains(apiErr.Description, "maximum bytes") {
+			return fmt.Errorf("%w: %v", ErrFull, err)
+		}
+		return fmt.Errorf("outbox put: %w", err)
+	}
+	o.msgs.Add(1)
+	o.bytes.Add(int64(len(data) + len(subject)))
+	return nil
+}
+
+// Bytes is the size of what waits to be sent.
+func (o *Outbox) Bytes() int64 { return o.bytes.Load() }
+
+// Pending is the number of results waiting.
+func (o *Outbox) Pending() int64 { return o.msgs.Load() }
+
+// Full reports whether the outbox reached its limit: take no new work.
+func (o *Outbox) Full() bool { return o.bytes.Load() >= o.cfg.MaxBytes }
+
+func (o *Outbox) refresh(ctx context.Context) {
+	if info, err := o.st.Info(ctx); err == nil {
+		o.bytes.Store(int64(info.State.Bytes))
+		o.msgs.Store(int64(info.State.Msgs))
+	}
+}
+
+// Forward sends everything to the hub until ctx ends, in batches of async publishes, acking
+// each local copy only when the hub's stream acknowledged it. During an outage it retries
+// with backoff; nothing is dropped.
+func (o *Outbox) Forward(ctx context.Context, hub jetstream.JetStream) error {
+	cons, err := o.js.Consumer(ctx, stream, consumer)
+	if err != nil {
+		return err
+	}
+	backoff := 100 * time.Millisecond
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for ctx.Err() == nil {
+		select {
+		case <-tick.C:
+			o.refresh(ctx)
+		default:
+		}
+		batch, err := cons.FetchNoWait(o.cfg.Batch)
+		if err != nil {
+			sleep(ctx, 100*time.Millisecond)
+			continue
+		}
+		var msgs []jetstream.Msg
+		for m := range batch.Messages() {
+			msgs = append(msgs, m)
+		}
+		if len(msgs) == 0 {
+			// Nothing waiting: block briefly for the next result instead of spinning.
+			b, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second))
+			if err == nil {
+				for m := range b.Messages() {
+					msgs = append(msgs, m)
+				}
+			}
+			if len(msgs) == 0 {
+				o.refresh(ctx)
+				continue
+			}
+		}
+		sent := o.send(ctx, hub, msgs)
+		if sent < len(msgs) {
+			o.log.Warn("hub did not take every result; retrying", "sent", sent, "batch", len(msgs), "retry_in", backoff)
+			sleep(ctx, backoff)
+			backoff = min(backoff*2, 5*time.Second)
+		} else {
+			backoff = 100 * time.Millisecond
+		}
+	}
+	return nil
+}
+
+// send publishes a batch to the hub and acks the local copies the hub acknowledged; the rest
+// are nacked and come back. Returns how many went through.
+func (o *Outbox) send(ctx context.Context, hub jetstream.JetStream, msgs []jetstream.Msg) int {
+	futures := make([]jetstream.PubAckFuture, len(msgs))
+	for i, m := range msgs {
+		out := &nats.Msg{Subject: strings.TrimPrefix(m.Subject(), prefix), Header: m.Headers(), Data: m.Data()}
+		f, err := hub.PublishMsgAsync(out, jetstream.WithStallWait(5*time.Second))
+		if err != nil {
+			break
+		}
+		futures[i] = f
+	}
+	timeout := time.NewTimer(10 * time.Second)
+	defer timeout.Stop()
+	sent := 0
+	for i, m := range msgs {
+		f := futures[i]
+		ok := false
+		if f != nil {
+			select {
+			case <-f.Ok():
+				ok = true
+			case err := <-f.Err():
+				o.log.Debug("forward", "subject", m.Subject(), "err", err)
+			case <-timeout.C:
+			case <-ctx.Done():
+			}
+		}
+		if ok {
+			if err := m.DoubleAck(ctx); err == nil {
+				sent++
+				o.msgs.Add(-1)
+				o.bytes.Add(-int64(len(m.Data()) + len(m.Subject()) - len(prefix)))
+			}
+		} else {
+			_ = m.Nak()
+		}
+	}
+	return sent
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}

@@ -1,0 +1,156 @@
+// Package probe is the bridge's plugin interface for probe kinds. A kind is a package
+// exporting NewFactory(); the bridge binary lists its factories in one place (see Registry).
+//
+// A Runner turns one probe (target + params + credentials) into a result: data, or an error
+// with a stable code. It must honour ctx (the probe's deadline and cancellation), never
+// connect outside the target it was given, and never put a secret in its data or errors.
+package probe
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/outpost-dev/outpost/libs/envelope"
+)
+
+// Factory creates the runner of one probe kind.
+type Factory interface {
+	// Type is the probe kind ("echo", "tcp_scan", "ssh_exec").
+	Type() string
+	// Capability is what a site grants for this kind ("echo", "tcp", "ssh", "snmp", "sql").
+	// Probes travel on probe.<site>.<priority>.<capability>.
+	Capability() string
+	// DefaultConfig is the kind's bridge-side configuration (limits, defaults); Create
+	// receives it, possibly changed by the operator.
+	DefaultConfig() any
+	// Schema describes the params a probe of this kind accepts (for docs, UI and CLI help).
+	Schema() Schema
+	Create(ctx context.Context, set Settings, cfg any) (Runner, error)
+}
+
+// Runner runs probes of one kind. It is shared by all workers: Run must be safe for
+// concurrent use.
+type Runner interface {
+	// Run executes one probe. emit sends an intermediate chunk of data (streamed results:
+	// scan batches, walk pages) — optional; the returned value is the final chunk's data.
+	// Errors: return *Error with a code for anything the user must know (bad params, refused,
+	// auth failed); ctx.Err() when the deadline passed or the probe was cancelled.
+	Run(ctx context.Context, req Request, emit Emit) (any, error)
+}
+
+// Emit sends one non-final chunk of a result. It blocks when the outbox is full.
+type Emit func(ctx context.Context, data any) error
+
+// Request is one probe as a runner sees it.
+type Request struct {
+	Probe       envelope.Probe
+	Target      string
+	Params      json.RawMessage
+	Credentials []Credential
+}
+
+// Credential is a secret resolved for this probe (never logged: see LogValue).
+type Credential struct {
+	Name     string
+	Type     string // ssh | snmp | snmpv3 | ldap | sql | http
+	Username string
+	Secret   string            // password, community, key…
+	Fields   map[string]string // type-specific (auth_protocol, priv_password, database…)
+}
+
+// LogValue keeps secrets out of logs.
+func (c Credential) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("name", c.Name), slog.String("type", c.Type), slog.String("username", c.Username))
+}
+
+// Settings are what the bridge gives every runner.
+type Settings struct {
+	Logger *slog.Logger
+	// Dial opens connections; the bridge wraps it so that nothing outside the site's allowed
+	// ranges can be reached even by a buggy kind.
+	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+	// Allowed reports whether an address may be probed (the effective allow-list).
+	Allowed func(ip net.IP) bool
+	// MaxOutput bounds the data of one chunk (default 512 KiB); larger output is chunked
+	// through Emit or reported as truncated with a flag — never silently cut.
+	MaxOutput int
+	Now       func() time.Time
+}
+
+// Schema documents params: field name → description with type and limits.
+type Schema struct {
+	Description string
+	Params      map[string]Param
+}
+
+// Param is one documented param.
+type Param struct {
+	Type        string // string | int | bool | duration | list
+	Description string
+	Required    bool
+	Default     any
+}
+
+// Error is a probe failure with a stable code, carried in the result's error.
+type Error struct {
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// Stable error codes.
+const (
+	CodeBadParams   = "bad_params"  // params missing, malformed or beyond a limit
+	CodeDecode      = "decode"      // the probe itself could not be read
+	CodeDenied      = "denied"      // outside the allow-list, or kind not granted
+	CodeUnreachable = "unreachable" // connection refused, no route
+	CodeAuth        = "auth_failed" // every credential was refused
+	CodeProtocol    = "protocol"    // the peer spoke something else, or garbage
+	CodeTooLarge    = "too_large"   // output beyond the limit
+	CodeInternal    = "internal"    // a bug: report it
+	CodeUnsupported = "unsupported" // the kind cannot do what was asked
+	CodeTimeout     = "timeout"     // the deadline passed
+	CodeCanceled    = "canceled"    // the probe was cancelled (drain, shutdown)
+)
+
+// Errorf returns a probe Error.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// DecodeParams decodes params strictly into v (unknown fields are refused, naming them).
+// Empty params leave v at its defaults.
+func DecodeParams(params json.RawMessage, v any) error {
+	if len(bytes.TrimSpace(params)) == 0 || string(params) == "null" {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(params))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return Errorf(CodeBadParams, "params: %v", err)
+	}
+	return nil
+}
+
+// CodeOf returns the code of err: its *Error code, timeout/canceled for context errors,
+// internal otherwise.
+func CodeOf(err error) string {
+	var pe *Error
+	switch {
+	case errors.As(err, &pe):
+		return pe.Code
+	case errors.Is(err, context.DeadlineExceeded):
+		return CodeTimeout
+	case errors.Is(err, context.Canceled):
+		return CodeCanceled
+	default:
+		return CodeInternal
+	}
+}

@@ -1,0 +1,291 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/services/bridge/outbox"
+	"github.com/outpost-dev/outpost/services/bridge/probe"
+)
+
+// keepAliveEvery is how often a running (or waiting) probe tells the hub it is still being
+// worked on; well under the consumers' AckWait (15 s).
+const keepAliveEvery = 5 * time.Second
+
+// maxResultBytes keeps one result message under the hub's 1 MiB payload limit with room for
+// headers; kinds stream bigger output through Emit.
+const maxResultBytes = 900 << 10
+
+// gateOpen reports whether the bridge takes new work now.
+func (b *Bridge) gateOpen() bool {
+	return b.state.Load() == stateRunning && !b.box.Full()
+}
+
+// pull takes probes of one (priority, capability) consumer into the priority's pool. In
+// flight per pool never exceeds its size plus the iterator's small prefetch.
+func (b *Bridge) pull(ctx context.Context, p *pool, capability string, inflight *sync.WaitGroup) {
+	name := bus.ProbeConsumer(b.cfg.Site, p.name, capability)
+	prefetch := max(1, min(cap(p.slots)/4, 8))
+	var it jetstream.MessagesContext
+	closeIt := func() {
+		if it == nil {
+			return
+		}
+		// Give back what was prefetched so a sibling bridge takes it at once.
+		it.Drain()
+		for {
+			m, err := it.Next()
+			if err != nil {
+				break
+			}
+			_ = m.Nak()
+		}
+		it = nil
+	}
+	defer closeIt()
+	fullLogged := false
+	for ctx.Err() == nil {
+		if !b.gateOpen() {
+			closeIt()
+			if b.box.Full() && !fullLogged {
+				b.log.Warn("outbox full: not taking new work until the hub receives what waits", "outbox_bytes", b.box.Bytes(), "limit", b.cfg.OutboxMax)
+				fullLogged = true
+			}
+			sleep(ctx, 200*time.Millisecond)
+			continue
+		}
+		fullLogged = false
+		if it == nil {
+			cons, err := b.js.Consumer(ctx, bus.StreamProbes, name)
+			if err == nil {
+				it, err = cons.Messages(jetstream.PullMaxMessages(prefetch), jetstream.PullExpiry(5*time.Second))
+			}
+			if err != nil {
+				b.log.Debug("consumer not available yet", "consumer", name, "err", err)
+				sleep(ctx, time.Second)
+				continue
+			}
+		}
+		jm, err := it.Next(jetstream.NextMaxWait(time.Second))
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				it = nil
+			}
+			continue
+		}
+		// Wait for a worker of this priority, keeping the probe ours meanwhile.
+		p.queued.Add(1)
+		if !b.acquire(ctx, p, jm) {
+			p.queued.Add(-1)
+			_ = jm.Nak()
+			return
+		}
+		p.queued.Add(-1)
+		p.busy.Add(1)
+		inflight.Add(1)
+		go func() {
+			defer func() { p.busy.Add(-1); <-p.slots; inflight.Done() }()
+			b.execute(context.WithoutCancel(ctx), jm, capability)
+		}()
+	}
+}
+
+func (b *Bridge) acquire(ctx context.Context, p *pool, jm jetstream.Msg) bool {
+	t := time.NewTicker(keepAliveEvery)
+	defer t.Stop()
+	for {
+		select {
+		case p.slots <- struct{}{}:
+			return true
+		case <-t.C:
+			_ = jm.InProgress()
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// execute runs one probe and stores its result(s) in the outbox, then acks the probe.
+// ctx is not cancelled by a shutdown: a probe that started finishes (or meets its deadline).
+func (b *Bridge) execute(ctx context.Context, jm jetstream.Msg, capability string) {
+	_, p, err := envelope.DecodeInto[*envelope.Probe](jm.Headers(), jm.Data())
+	if err != nil {
+		b.deadLetter(ctx, jm, err)
+		return
+	}
+	stop := keepAlive(jm)
+	defer stop()
+	started := time.Now().UTC()
+	results := b.runProbe(ctx, p, capability, started)
+	for _, r := range results {
+		if err := b.store(ctx, r); err != nil {
+			b.log.Error("result not stored; the probe will be redelivered", "probe", p.ID, "err", err)
+			_ = jm.NakWithDelay(5 * time.Second)
+			return
+		}
+	}
+	_ = jm.Ack()
+}
+
+// runProbe produces the results of one probe: chunks emitted by the kind, then a final one.
+func (b *Bridge) runProbe(ctx context.Context, p *envelope.Probe, capability string, started time.Time) []*envelope.Result {
+	seq := 0
+	var chunks []*envelope.Result
+	result := func(status envelope.Status, data any, e *envelope.Error, final bool) *envelope.Result {
+		r := &envelope.Result{ID: p.ID + "-" + strconv.Itoa(seq), Probe: p.ID, Run: p.Run, App: p.App, Agent: b.cfg.Name,
+			Site: b.cfg.Site, Kind: p.Kind, Status: status, Seq: seq, Final: final, Started: started,
+			Finished: time.Now().UTC(), Error: e}
+		if data != nil {
+			raw, err := json.Marshal(data)
+			switch {
+			case err != nil:
+				r.Status, r.Error = envelope.StatusError, &envelope.Error{Code: probe.CodeInternal, Message: "result data: " + err.Error()}
+			case len(raw) > maxResultBytes:
+				r.Status, r.Error = envelope.StatusError, &envelope.Error{Code: probe.CodeTooLarge,
+					Message: fmt.Sprintf("result data is %d bytes, beyond the %d-byte message limit; the %s kind must stream it in chunks", len(raw), maxResultBytes, p.Kind)}
+			default:
+				r.Data = raw
+			}
+		}
+		seq++
+		return r
+	}
+	deny := func(format string, args ...any) []*envelope.Result {
+		msg := fmt.Sprintf(format, args...)
+		b.log.Warn("probe denied", "probe", p.ID, "kind", p.Kind, "target", p.Target, "reason", msg)
+		return []*envelope.Result{result(envelope.StatusDenied, nil, &envelope.Error{Code: probe.CodeDenied, Message: msg}, true)}
+	}
+	if p.Site != b.cfg.Site {
+		return deny("probe for site %s reached a bridge of site %s", p.Site, b.cfg.Site)
+	}
+	runner, ok := b.runners[p.Kind]
+	if !ok || b.kindCap[p.Kind] != capability {
+		return deny("kind %s is not offered by this bridge (capability %s)", p.Kind, capability)
+	}
+	if time.Now().After(p.Deadline) {
+		return []*envelope.Result{result(envelope.StatusTimeout, nil, &envelope.Error{Code: probe.CodeTimeout, Message: "the probe's deadline passed before a worker took it"}, true)}
+	}
+	rctx, cancel := context.WithDeadline(ctx, p.Deadline)
+	defer cancel()
+	if err := b.allow.checkTarget(rctx, p.Target); err != nil {
+		return deny("%v", err)
+	}
+	emit := func(ectx context.Context, data any) error {
+		r := result(envelope.StatusPartial, data, nil, false)
+		chunks = append(chunks, r)
+		// Chunks go to the outbox as they come so a long scan streams home.
+		if err := b.store(ectx, r); err != nil {
+			return err
+		}
+		chunks = chunks[:len(chunks)-1]
+		return nil
+	}
+	data, err := runner.Run(rctx, probe.Request{Probe: *p, Target: p.Target, Params: p.Params}, emit)
+	var final *envelope.Result
+	switch {
+	case err == nil:
+		final = result(envelope.StatusOK, data, nil, true)
+	case rctx.Err() != nil && errors.Is(err, context.DeadlineExceeded) || probe.CodeOf(err) == probe.CodeTimeout:
+		final = result(envelope.StatusTimeout, data, &envelope.Error{Code: probe.CodeTimeout, Message: "deadline " + p.Deadline.Format(time.RFC3339) + " passed"}, true)
+	case probe.CodeOf(err) == probe.CodeDenied:
+		final = result(envelope.StatusDenied, data, &envelope.Error{Code: probe.CodeDenied, Message: err.Error()}, true)
+	default:
+		msg := err.Error()
+		var pe *probe.Error
+		if errors.As(err, &pe) {
+			msg = pe.Message
+		}
+		final = result(envelope.StatusError, data, &envelope.Error{Code: probe.CodeOf(err), Message: msg}, true)
+	}
+	return append(chunks, final)
+}
+
+// store writes a result to the outbox, waiting (not failing) while the outbox is full.
+func (b *Bridge) store(ctx context.Context, r *envelope.Result) error {
+	meta := envelope.Meta{ID: r.ID, Source: envelope.AgentSource(b.cfg.Site, b.cfg.Name), Time: time.Now().UTC(), Run: r.Run}
+	h, data, err := envelope.Encode(meta, r)
+	if err != nil {
+		return err
+	}
+	subject := bus.ResultSubject(r.App, r.Site, r.Kind)
+	for {
+		err := b.box.Put(ctx, subject, h, data)
+		if !errors.Is(err, outbox.ErrFull) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// deadLetter sends a probe the bridge cannot read to the DLQ with the reason, and removes it
+// from the work queue: no redelivery loop, and the bridge keeps working.
+func (b *Bridge) deadLetter(ctx context.Context, jm jetstream.Msg, cause error) {
+	md, _ := jm.Metadata()
+	h := nats.Header{}
+	for k, v := range jm.Headers() {
+		h[k] = v
+	}
+	set := func(k, v string) { h[k] = []string{v} }
+	set(bus.HeaderDLQCode, bus.CodeDecode)
+	set(bus.HeaderDLQReason, "decode: "+cause.Error())
+	set(bus.HeaderDLQSubject, jm.Subject())
+	set(bus.HeaderDLQStream, bus.StreamProbes)
+	set(bus.HeaderDLQService, "bridge")
+	set(bus.HeaderDLQTime, time.Now().UTC().Format(time.RFC3339Nano))
+	if md != nil {
+		set(bus.HeaderDLQSeq, strconv.FormatUint(md.Sequence.Stream, 10))
+		set(bus.HeaderDLQDeliveries, strconv.FormatUint(md.NumDelivered, 10))
+		set(bus.HeaderDLQConsumer, md.Consumer)
+		set(nats.MsgIdHdr, "dlq:"+bus.StreamProbes+":"+strconv.FormatUint(md.Sequence.Stream, 10))
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := b.js.PublishMsg(pctx, &nats.Msg{Subject: bus.BridgeDLQSubject(b.cfg.Site), Header: h, Data: jm.Data()}); err != nil {
+		b.log.Error("dead-letter failed; the probe will be retried", "err", err)
+		_ = jm.NakWithDelay(10 * time.Second)
+		return
+	}
+	b.log.Warn("unreadable probe dead-lettered", "subject", jm.Subject(), "reason", cause)
+	_ = jm.Ack()
+}
+
+// keepAlive sends InProgress until stopped.
+func keepAlive(jm jetstream.Msg) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(keepAliveEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				_ = jm.InProgress()
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}

@@ -1,0 +1,292 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func newSite(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "site", Short: "Manage sites (networks served by bridges)"}
+	var ranges, exclude []string
+	var auto bool
+	add := &cobra.Command{
+		Use:   "add NAME --range CIDR...",
+		Short: "Create a site (or change its ranges) and print an enrollment token for its bridges",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _ := g.client()
+			var raw []byte
+			body := map[string]any{"name": args[0], "ranges": ranges, "exclude": exclude, "auto_approve": auto}
+			if err := c.do(cmd.Context(), "POST", "/api/v1/sites", body, &raw); err != nil {
+				return err
+			}
+			var out struct {
+				Site struct {
+					Name   string   `json:"name"`
+					Ranges []string `json:"ranges"`
+				} `json:"site"`
+				Token string `json:"token"`
+			}
+			if err := json.Unmarshal(raw, &out); err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return json.NewEncoder(g.stdout).Encode(map[string]any{"token": out.Token, "site": out.Site})
+			}
+			fmt.Fprintf(g.stdout, "site %s: %s\nenrollment token (give it to the site's bridges, --token):\n  %s\n",
+				out.Site.Name, strings.Join(out.Site.Ranges, ", "), out.Token)
+			if !auto {
+				fmt.Fprintln(g.stdout, "bridges enrolling with it stay pending until `outpost agents approve NAME`")
+			}
+			return nil
+		},
+	}
+	add.Flags().StringSliceVar(&ranges, "range", nil, "CIDR the site's bridges may probe (repeatable)")
+	add.Flags().StringSliceVar(&exclude, "exclude", nil, "CIDR never to scan (repeatable)")
+	add.Flags().BoolVar(&auto, "auto-approve", false, "bridges enrolling with this token are approved at once")
+	ls := &cobra.Command{
+		Use: "ls", Short: "List sites", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, _ := g.client()
+			var raw []byte
+			if err := c.do(cmd.Context(), "GET", "/api/v1/sites", nil, &raw); err != nil {
+				return err
+			}
+			if g.output == "json" {
+				_, err := g.stdout.Write(raw)
+				return err
+			}
+			var out struct {
+				Sites []struct {
+					Name    string    `json:"name"`
+					Ranges  []string  `json:"ranges"`
+					Created time.Time `json:"created"`
+				} `json:"sites"`
+			}
+			_ = json.Unmarshal(raw, &out)
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SITE\tRANGES\tCREATED")
+			for _, s := range out.Sites {
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Name, strings.Join(s.Ranges, ","), s.Created.Format(time.DateTime))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.AddCommand(add, ls)
+	return cmd
+}
+
+func newAgents(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "agents", Short: "List, approve, revoke and control bridges"}
+	ls := &cobra.Command{
+		Use: "ls", Short: "List agents with status, capabilities, pools, outbox and last heartbeat", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, _ := g.client()
+			var raw []byte
+			if err := c.do(cmd.Context(), "GET", "/api/v1/agents", nil, &raw); err != nil {
+				return err
+			}
+			if g.output == "json" {
+				_, err := g.stdout.Write(raw)
+				return err
+			}
+			var out struct {
+				Agents []struct {
+					Name          string     `json:"name"`
+					Site          string     `json:"site"`
+					Status        string     `json:"status"`
+					Version       string     `json:"version"`
+					Capabilities  []string   `json:"capabilities"`
+					OutboxBytes   uint64     `json:"outbox_bytes"`
+					LastHeartbeat *time.Time `json:"last_heartbeat"`
+					Pools         map[string]struct {
+						Size, Busy, Queued int
+					} `json:"pools"`
+				} `json:"agents"`
+			}
+			if err := json.Unmarshal(raw, &out); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tSITE\tSTATUS\tVERSION\tCAPABILITIES\tPOOLS (busy/size)\tOUTBOX\tLAST HEARTBEAT")
+			for _, a := range out.Agents {
+				var pools []string
+				keys := make([]string, 0, len(a.Pools))
+				for k := range a.Pools {
+					keys = append(keys, k)
+				}
+				sort.Strings(keys)
+				for _, k := range keys {
+					p := a.Pools[k]
+					pools = append(pools, fmt.Sprintf("%s %d/%d", k[:3], p.Busy, p.Size))
+				}
+				hb := "-"
+				if a.LastHeartbeat != nil {
+					hb = time.Since(*a.LastHeartbeat).Round(time.Second).String() + " ago"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Name, a.Site, a.Status, a.Version,
+					strings.Join(a.Capabilities, ","), strings.Join(pools, " "), humanBytes(a.OutboxBytes), hb)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.AddCommand(ls)
+	for _, op := range []struct{ name, short string }{
+		{"approve", "Approve a pending agent: it gets its site's work"},
+		{"revoke", "Revoke an agent: its connection is closed and it cannot come back"},
+	} {
+		cmd.AddCommand(&cobra.Command{
+			Use: op.name + " NAME|SITE/NAME", Short: op.short, Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				c, _ := g.client()
+				var raw []byte
+				if err := c.do(cmd.Context(), "POST", "/api/v1/agents/"+agentPath(args[0])+"/"+op.name, nil, &raw); err != nil {
+					return err
+				}
+				return printResult(g, raw, func(m map[string]any) string { return fmt.Sprintf("%s: %v", args[0], m["status"]) })
+			},
+		})
+	}
+	var lines int
+	for _, op := range []struct{ name, short string }{
+		{"ping", "Ask an agent for its state and measure the round trip"},
+		{"pause", "Stop an agent taking new work (in-flight work finishes)"},
+		{"resume", "Let a paused agent take work again"},
+		{"drain", "Finish in-flight work, stop pulling, send the outbox and exit"},
+		{"logs", "Show the last log lines of an agent"},
+	} {
+		c := &cobra.Command{
+			Use: op.name + " NAME|SITE/NAME", Short: op.short, Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				c, _ := g.client()
+				var raw []byte
+				body := map[string]any{"command": op.name, "lines": lines}
+				if err := c.do(cmd.Context(), "POST", "/api/v1/agents/"+agentPath(args[0])+"/control", body, &raw); err != nil {
+					return err
+				}
+				return printResult(g, raw, func(m map[string]any) string {
+					if ls, ok := m["lines"].([]any); ok {
+						var b strings.Builder
+						for _, l := range ls {
+							fmt.Fprintln(&b, l)
+						}
+						return strings.TrimRight(b.String(), "\n")
+					}
+					return fmt.Sprintf("%s: %s ok (state %v, %.1f ms)", args[0], op.name, m["state"], m["rtt_ms"])
+				})
+			},
+		}
+		if op.name == "logs" {
+			c.Flags().IntVarP(&lines, "lines", "n", 100, "how many lines")
+		}
+		cmd.AddCommand(c)
+	}
+	return cmd
+}
+
+func agentPath(ref string) string { return url.PathEscape(strings.Replace(ref, "/", ":", 1)) }
+
+func printResult(g *globals, raw []byte, human func(map[string]any) string) error {
+	if g.output == "json" {
+		_, err := g.stdout.Write(raw)
+		return err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return err
+	}
+	fmt.Fprintln(g.stdout, human(m))
+	return nil
+}
+
+func newProbe(g *globals) *cobra.Command {
+	var site, kind, target, priority, timeout string
+	var params []string
+	cmd := &cobra.Command{
+		Use:   "probe --site S --kind K [--target T] [--param k=v ...]",
+		Short: "Send one probe to a site's bridges now and print its result(s)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if site == "" || kind == "" {
+				return usagef("--site and --kind are required")
+			}
+			p := map[string]any{}
+			for _, kv := range params {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok || k == "" {
+					return usagef("--param %q: want key=value", kv)
+				}
+				p[k] = paramValue(v)
+			}
+			body := map[string]any{"site": site, "kind": kind, "target": target, "params": p, "priority": priority, "timeout": timeout}
+			c, _ := g.client()
+			c.http.Timeout = 0
+			var raw []byte
+			if err := c.do(cmd.Context(), "POST", "/api/v1/probes", body, &raw); err != nil {
+				return err
+			}
+			if g.output == "json" {
+				_, err := g.stdout.Write(raw)
+				return err
+			}
+			var out struct {
+				Probe   string `json:"probe"`
+				Results []struct {
+					Agent  string          `json:"agent"`
+					Status string          `json:"status"`
+					Seq    int             `json:"seq"`
+					Data   json.RawMessage `json:"data"`
+					Error  *struct{ Code, Message string }
+				} `json:"results"`
+			}
+			if err := json.Unmarshal(raw, &out); err != nil {
+				return err
+			}
+			failed := false
+			for _, r := range out.Results {
+				fmt.Fprintf(g.stdout, "probe %s #%d by %s: %s\n", out.Probe, r.Seq, r.Agent, r.Status)
+				if r.Error != nil {
+					fmt.Fprintf(g.stdout, "  %s: %s\n", r.Error.Code, r.Error.Message)
+					failed = true
+				}
+				if len(r.Data) > 0 {
+					var pretty any
+					_ = json.Unmarshal(r.Data, &pretty)
+					b, _ := json.MarshalIndent(pretty, "  ", "  ")
+					fmt.Fprintf(g.stdout, "  %s\n", b)
+				}
+			}
+			if failed {
+				return fmt.Errorf("probe failed")
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&site, "site", "", "site whose bridges run it")
+	f.StringVar(&kind, "kind", "", "probe kind: echo, tcp_scan, ssh_exec, snmp_walk, tls_cert, ...")
+	f.StringVar(&target, "target", "", "target address, range or host")
+	f.StringArrayVar(&params, "param", nil, "param key=value (repeatable; numbers, true/false and [a,b] lists are typed)")
+	f.StringVar(&priority, "priority", "interactive", "interactive, expedited or standard")
+	f.StringVar(&timeout, "timeout", "30s", "deadline of the probe")
+	return cmd
+}
+
+// paramValue types a --param value: JSON when it parses (numbers, booleans, lists, objects),
+// a string otherwise.
+func paramValue(v string) any {
+	var x any
+	if err := json.Unmarshal([]byte(v), &x); err == nil {
+		if _, isStr := x.(string); !isStr {
+			return x
+		}
+	}
+	return v
+}

@@ -1,0 +1,114 @@
+package hub
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+
+	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/version"
+	"github.com/outpost-dev/outpost/services/agents"
+	"github.com/outpost-dev/outpost/services/bridge"
+	"github.com/outpost-dev/outpost/services/bridge/probe/kinds"
+)
+
+// LocalSite is the site of the in-process bridge `outpost up` runs, so one command gives a
+// working system: it may probe this machine's loopback only.
+const (
+	LocalSite  = "local"
+	LocalRange = "127.0.0.0/8"
+)
+
+// runLocalBridge runs a bridge for site "local" in this process, connected in-process (no
+// socket), auto-approved on its first start.
+func runLocalBridge(ctx context.Context, d Deps) error {
+	dir := filepath.Join(d.DataDir, "local-bridge")
+	token := ""
+	if _, err := os.Stat(filepath.Join(dir, "identity.nk")); errors.Is(err, fs.ErrNotExist) {
+		// First start: create the site with an auto-approving token for our bridge.
+		var reply agents.SiteAddReply
+		err := retry(ctx, func() error {
+			return bus.Request(ctx, d.NC, "agents", "site_add",
+				agents.SiteAddRequest{Name: LocalSite, Ranges: []string{LocalRange}, AutoApprove: true}, &reply)
+		})
+		if err != nil {
+			return fmt.Errorf("create site %s: %w", LocalSite, err)
+		}
+		token = reply.Token
+	}
+	cfg := bridge.DefaultConfig()
+	cfg.Hub = d.Server.ClientURL()
+	if cfg.Hub == "" {
+		cfg.Hub = "nats://127.0.0.1:4222"
+	}
+	cfg.Site, cfg.Name, cfg.Token, cfg.DataDir = LocalSite, "local-bridge", token, dir
+	cfg.Version = version.Version
+	return bridge.Run(ctx, cfg, bridge.Deps{Logger: d.Logger, Kinds: kinds.All(),
+		ConnectOptions: []nats.Option{nats.InProcessServer(d.Server.Inner())}})
+}
+
+// retry calls f until it succeeds or 30 s pass: services start concurrently.
+func retry(ctx context.Context, f func() error) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := f()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// kick closes every connection of an authorized user of the embedded server.
+func kick(srv *bus.Server) func(user string) error {
+	return func(user string) error {
+		cz, err := srv.Inner().Connz(&server.ConnzOptions{User: user, Limit: 10_000})
+		if err != nil {
+			return err
+		}
+		var errs []error
+		for _, c := range cz.Conns {
+			errs = append(errs, srv.Inner().DisconnectClientByID(c.Cid))
+		}
+		return errors.Join(errs...)
+	}
+}
+
+// loadOrCreateKey keeps a key seed in a 0600 file.
+func loadOrCreateKey(path string, create func() (nkeys.KeyPair, error)) (nkeys.KeyPair, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		return nkeys.FromSeed([]byte(strings.TrimSpace(string(b))))
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	kp, err := create()
+	if err != nil {
+		return nil, err
+	}
+	seed, _ := kp.Seed()
+	if err := os.WriteFile(path, append(seed, '\n'), 0o600); err != nil {
+		return nil, err
+	}
+	return kp, nil
+}
+
+func randomSecret() string {
+	b := make([]byte, 24)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
