@@ -108,9 +108,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	issuerPub, _ := issuer.PublicKey()
-	// Hub services sign in as "hub" with a password that lives only in this process; every
-	// other connection (bridges) goes through the agents service's auth callout.
-	hubPassword := randomSecret()
+	// Hub services sign in as "hub" with the password kept in <data>/hub.secret (0600), which
+	// service replicas run as separate processes read too; every other connection (bridges)
+	// goes through the agents service's auth callout.
+	hubPassword, err := ServicePassword(cfg.DataDir)
+	if err != nil {
+		return err
+	}
 	srv, err := bus.StartServer(bus.ServerConfig{
 		Name: "outpost-hub", StoreDir: filepath.Join(cfg.DataDir, "jetstream"), Listen: cfg.NATSAddr,
 		SyncInterval: time.Second, Logger: log,

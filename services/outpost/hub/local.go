@@ -107,6 +107,28 @@ func loadOrCreateKey(path string, create func() (nkeys.KeyPair, error)) (nkeys.K
 	return kp, nil
 }
 
+// ServicePassword returns the password hub services connect with, creating it on first use.
+func ServicePassword(dataDir string) (string, error) {
+	path := filepath.Join(dataDir, "hub.secret")
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	pw := randomSecret()
+	if err := os.WriteFile(path, []byte(pw+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	return pw, nil
+}
+
+// ServiceAuth is the NATS option a hub service process signs in with.
+func ServiceAuth(dataDir string) (nats.Option, error) {
+	pw, err := ServicePassword(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	return nats.UserInfo(hubUser, pw), nil
+}
+
 func randomSecret() string {
 	b := make([]byte, 24)
 	_, _ = rand.Read(b)

@@ -1,0 +1,164 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// OpenSQLite opens (creating if needed) the SQLite database file at path and migrates it.
+//
+// WAL lets readers proceed while the single writer commits; busy_timeout makes a second
+// process (or a second Store on the same file) wait for the write lock instead of failing;
+// transactions begin IMMEDIATE so that a writer never upgrades a read lock, the classic
+// SQLite deadlock. synchronous=NORMAL is durable across process crashes in WAL mode and
+// loses at most the last commits on power loss, the usual trade for an embedded store.
+func OpenSQLite(ctx context.Context, path string, opts Options) (Store, error) {
+	if path == "" || path == ":memory:" {
+		return nil, errors.New("store: sqlite needs a file path (readers and the writer share it)")
+	}
+	if dir := filepath.Dir(path); dir != "." {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("store: sqlite: %w", err)
+		}
+	}
+	params := url.Values{}
+	params.Add("_pragma", "busy_timeout(10000)")
+	params.Add("_pragma", "journal_mode(WAL)")
+	params.Add("_pragma", "synchronous(NORMAL)")
+	params.Add("_pragma", "foreign_keys(ON)")
+	params.Add("_pragma", "cache_size(-65536)") // 64 MiB of page cache per connection
+	params.Add("_pragma", "temp_store(MEMORY)")
+	params.Set("_txlock", "immediate")
+	writer := cloneValues(params)
+	// The writer never checkpoints: copying the WAL back and fsyncing the database would
+	// stall the ingest that happens to cross the threshold. A background checkpointer
+	// does it on its own connection (see checkpointer).
+	writer.Add("_pragma", "wal_autocheckpoint(0)")
+
+	w, err := sql.Open("sqlite", path+"?"+writer.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("store: sqlite: %w", err)
+	}
+	w.SetMaxOpenConns(1) // SQLite has one writer; more connections would only queue on its lock
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxIdleTime(0)
+	w.SetConnMaxLifetime(0)
+
+	params.Set("_txlock", "deferred")
+	cp, err := sql.Open("sqlite", path+"?"+params.Encode())
+	if err != nil {
+		_ = w.Close()
+		return nil, fmt.Errorf("store: sqlite: %w", err)
+	}
+	cp.SetMaxOpenConns(1)
+
+	params.Add("_pragma", "query_only(1)")
+	r, err := sql.Open("sqlite", path+"?"+params.Encode())
+	if err != nil {
+		_ = w.Close()
+		_ = cp.Close()
+		return nil, fmt.Errorf("store: sqlite: %w", err)
+	}
+	n := opts.MaxOpenConns
+	if n <= 0 {
+		n = 8
+	}
+	r.SetMaxOpenConns(n)
+	r.SetMaxIdleConns(n)
+
+	s := &sqlStore{
+		d: dialect{
+			name:         "sqlite",
+			withoutRowID: " WITHOUT ROWID",
+			maxParams:    32000, // SQLITE_MAX_VARIABLE_NUMBER is 32766 since 3.32
+			retryable:    sqliteRetryable,
+		},
+		w:          w,
+		r:          r,
+		maxRetries: retries(opts),
+		ins:        newInserts(),
+		planCap:    defaultPlanCap,
+	}
+	if err := s.migrate(ctx); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	if err := s.prepareInserts(ctx); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	s.stopCheckpoints = startCheckpointer(cp)
+	return s, nil
+}
+
+// walCheckpointEvery is how often the background checkpointer copies the WAL into the
+// database. Between two, the WAL grows by what was written meanwhile.
+const walCheckpointEvery = 500 * time.Millisecond
+
+// startCheckpointer runs PASSIVE checkpoints, which never block the writer or readers,
+// until the returned function is called; that function waits for the goroutine to end,
+// runs a last checkpoint and closes db.
+func startCheckpointer(db *sql.DB) func() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(walCheckpointEvery)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				// A failed checkpoint is retried at the next tick; SQLite keeps the WAL.
+				_, _ = db.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)")
+			}
+		}
+	}()
+	return func() error {
+		cancel()
+		<-done
+		_, err := db.ExecContext(context.Background(), "PRAGMA wal_checkpoint(TRUNCATE)")
+		return errors.Join(err, db.Close())
+	}
+}
+
+func cloneValues(v url.Values) url.Values {
+	out := url.Values{}
+	for k, vs := range v {
+		out[k] = append([]string(nil), vs...)
+	}
+	return out
+}
+
+func sqliteRetryable(err error) bool {
+	var e *sqlite.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	switch e.Code() {
+	case sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
+		return true
+	}
+	switch e.Code() & 0xff {
+	case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+		return true
+	}
+	return false
+}
+
+func retries(opts Options) int {
+	if opts.MaxRetries > 0 {
+		return opts.MaxRetries
+	}
+	return 20
+}

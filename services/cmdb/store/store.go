@@ -1,0 +1,368 @@
+// Package store keeps configuration items, their identifiers, attributes with the source
+// of each value, relations, history and identification conflicts in SQL.
+//
+// Two databases sit behind one Store interface and one set of embedded migrations: SQLite
+// (modernc.org/sqlite, the embedded default) and PostgreSQL (pgx), chosen by DSN. The store
+// knows nothing of classes or precedence: the identification and reconciliation engine
+// (package ire) decides, and hands the store a Batch of rows to write in one transaction.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// ErrNotFound is returned for a CI id that does not exist.
+var ErrNotFound = errors.New("not found")
+
+// Store is the CMDB's persistence. Implementations are safe for concurrent use.
+type Store interface {
+	// Update runs fn in one read-write transaction and commits it when fn returns nil. When
+	// the database reports a transient conflict (unique violation from a concurrent writer,
+	// serialization failure, deadlock, busy database) the transaction is rolled back and fn
+	// runs again from the start, so fn must have no effect outside tx.
+	Update(ctx context.Context, fn func(ctx context.Context, tx Tx) error) error
+
+	// List returns a page of CIs ordered by id.
+	List(ctx context.Context, q ListQuery) (Page, error)
+	// Get returns one CI with its attribute sources, identifiers, relations in both
+	// directions and its latest history.
+	Get(ctx context.Context, id string) (Detail, error)
+	// History returns a CI's changes, newest first.
+	History(ctx context.Context, q HistoryQuery) (HistoryPage, error)
+	// Graph returns the CIs within depth relations of id, in either direction.
+	Graph(ctx context.Context, id string, depth, maxNodes int) (Graph, error)
+	// CountByClass returns the number of CIs of each exact class.
+	CountByClass(ctx context.Context) (map[string]int64, error)
+	// Conflicts returns recorded identification conflicts, newest first.
+	Conflicts(ctx context.Context, q ConflictQuery) (ConflictPage, error)
+	// MarkStale flags the CIs not seen since seenBefore and records the change in their
+	// history with source; it never deletes. It returns the CIs it flagged.
+	MarkStale(ctx context.Context, seenBefore, now time.Time, source string) ([]Ref, error)
+
+	Close() error
+}
+
+// Tx is what the engine reads and writes inside one transaction.
+type Tx interface {
+	// LookupIdentifiers returns the identifier rows that exist among keys. A row whose CIID
+	// is empty marks a value shared by several devices.
+	LookupIdentifiers(ctx context.Context, keys []Key) (map[Key]string, error)
+	// IdentifiersOf returns the identifiers held by each CI.
+	IdentifiersOf(ctx context.Context, ciIDs []string) (map[string][]Key, error)
+	// LoadCIs returns the current state of CIs, locking their rows against concurrent
+	// writers where the database supports row locks.
+	LoadCIs(ctx context.Context, ids []string) (map[string]*CIState, error)
+	// LoadRelations returns the relations starting at any of fromIDs.
+	LoadRelations(ctx context.Context, fromIDs []string) ([]RelationRow, error)
+	// Write applies a batch. Inserts of identifiers and relations fail on a unique violation
+	// (a concurrent writer got there first), which makes Update retry.
+	Write(ctx context.Context, b *Batch) error
+}
+
+// Key is an identifier: a normalised value of a kind (rule name) within a family.
+type Key struct {
+	Family string
+	Kind   string
+	Value  string
+}
+
+func (k Key) String() string { return k.Family + "/" + k.Kind + "=" + k.Value }
+
+// Identifier binds a Key to a CI.
+type Identifier struct {
+	Key
+	CIID string
+}
+
+// CIRow is the row of one CI.
+type CIRow struct {
+	ID                string
+	Class             string
+	Name              string
+	Created           time.Time
+	Updated           time.Time
+	LastSeen          time.Time
+	Stale             bool
+	OperationalStatus string
+}
+
+// AttrRow is the current value of one attribute of a CI and the source that set it.
+type AttrRow struct {
+	CIID     string
+	Attr     string
+	Value    string // JSON
+	Source   string
+	Observed time.Time
+}
+
+// CIState is a CI with its attributes, as reconciliation reads and writes it.
+type CIState struct {
+	CIRow
+	Attrs map[string]AttrRow
+}
+
+// AttrChange is an attribute value replaced; Old or New is "" when absent. The store keeps
+// its filter and search index from these.
+type AttrChange struct {
+	CIID     string
+	Attr     string
+	Old, New string // JSON
+}
+
+// HistoryRow is one change of one attribute. Old or New is nil when the attribute did not
+// exist before or after.
+type HistoryRow struct {
+	ID     string
+	CIID   string
+	Attr   string
+	Old    *string // JSON
+	New    *string // JSON
+	Source string
+	Time   time.Time
+}
+
+// RelationRow is one relation.
+type RelationRow struct {
+	ID       string
+	Type     string
+	From     string
+	To       string
+	Source   string
+	Created  time.Time
+	LastSeen time.Time
+}
+
+// ConflictRow is an item identification refused: it matched several CIs, or its only
+// identifiers are shared by several devices.
+type ConflictRow struct {
+	ID         string
+	DedupKey   string // same key = same conflict, recorded once
+	Source     string
+	NativeKey  string
+	Class      string
+	Ref        string
+	Item       json.RawMessage
+	Candidates []string
+	Reason     string
+	Time       time.Time
+}
+
+// Batch is everything one ingest writes.
+type Batch struct {
+	NewCIs      []CIState
+	ChangedCIs  []CIState // full rows and attributes of existing CIs
+	AttrChanges []AttrChange
+	// NewIdentifiers must not exist yet; MovedIdentifiers take over a value from another
+	// CI; SharedIdentifiers stop identifying anything.
+	NewIdentifiers    []Identifier
+	MovedIdentifiers  []Identifier
+	SharedIdentifiers []Key
+	History           []HistoryRow
+	NewRelations      []RelationRow
+	SeenRelations     []RelationRow // existing relations whose last_seen moves
+	Conflicts         []ConflictRow
+}
+
+// Empty reports whether the batch writes nothing.
+func (b *Batch) Empty() bool {
+	return len(b.NewCIs)+len(b.ChangedCIs)+len(b.AttrChanges)+len(b.NewIdentifiers)+len(b.MovedIdentifiers)+
+		len(b.SharedIdentifiers)+len(b.History)+len(b.NewRelations)+len(b.SeenRelations)+len(b.Conflicts) == 0
+}
+
+// Ref names a CI.
+type Ref struct {
+	ID    string `json:"id"`
+	Class string `json:"class"`
+	Name  string `json:"name"`
+}
+
+// CI is a CI as queries return it. Attribute values are decoded JSON (numbers as
+// json.Number, times as RFC 3339 text).
+type CI struct {
+	ID                string         `json:"id"`
+	Class             string         `json:"class"`
+	Name              string         `json:"name"`
+	Attributes        map[string]any `json:"attributes"`
+	Created           time.Time      `json:"created"`
+	Updated           time.Time      `json:"updated"`
+	LastSeen          time.Time      `json:"last_seen"`
+	Stale             bool           `json:"stale"`
+	OperationalStatus string         `json:"operational_status"`
+}
+
+// AttrSource tells which source set an attribute's current value and when it observed it.
+type AttrSource struct {
+	Source   string    `json:"source"`
+	Observed time.Time `json:"observed"`
+}
+
+// Relation is a relation seen from one of its CIs; Peer is the CI at the other end.
+type Relation struct {
+	ID       string    `json:"id"`
+	Type     string    `json:"type"`
+	From     string    `json:"from"`
+	To       string    `json:"to"`
+	Peer     Ref       `json:"peer"`
+	Source   string    `json:"source"`
+	Created  time.Time `json:"created"`
+	LastSeen time.Time `json:"last_seen"`
+}
+
+// HistoryEntry is one change of a CI. Old and New are JSON values, nil when absent.
+type HistoryEntry struct {
+	ID     string          `json:"id"`
+	CIID   string          `json:"ci_id"`
+	Attr   string          `json:"attribute"`
+	Old    json.RawMessage `json:"old"`
+	New    json.RawMessage `json:"new"`
+	Source string          `json:"source"`
+	Time   time.Time       `json:"time"`
+}
+
+// Detail is one CI with everything known about it.
+type Detail struct {
+	CI
+	Sources     map[string]AttrSource `json:"sources"`
+	Identifiers []Key                 `json:"identifiers"`
+	Outgoing    []Relation            `json:"outgoing"`
+	Incoming    []Relation            `json:"incoming"`
+	History     []HistoryEntry        `json:"history"` // newest first, at most DetailHistory
+}
+
+// DetailHistory is how many history entries Get returns; History pages through the rest.
+const DetailHistory = 100
+
+// AttrFilter matches CIs whose attribute equals Value, compared trimmed and
+// case-insensitively on the attribute's text (4, true, Linux).
+type AttrFilter struct {
+	Attr  string
+	Value string
+}
+
+// ListQuery selects CIs. Zero values select everything.
+type ListQuery struct {
+	// Classes are exact class names; callers expand a class to its subclasses
+	// (classes.Model.Descendants) so that listing "server" includes linux_server.
+	Classes []string
+	Filters []AttrFilter
+	// Search is a case-insensitive prefix of any SearchAttrs value or of any identifier
+	// (serial numbers, MACs of a device's adapters).
+	Search      string
+	SearchAttrs []string // default: DefaultSearchAttrs()
+	Stale       *bool
+	Cursor      string // from Page.Next
+	Limit       int    // default 50, at most 1000
+}
+
+// DefaultSearchAttrs are the attributes searched when a query names none.
+func DefaultSearchAttrs() []string {
+	return []string{"name", "ip_address", "serial_number", "mac_address", "fqdn", "address"}
+}
+
+// Page is one page of CIs; Next is empty on the last page.
+type Page struct {
+	Items []CI   `json:"items"`
+	Next  string `json:"next,omitempty"`
+}
+
+// HistoryQuery pages through one CI's history.
+type HistoryQuery struct {
+	CIID   string
+	Cursor string
+	Limit  int
+}
+
+// HistoryPage is one page of history, newest first.
+type HistoryPage struct {
+	Items []HistoryEntry `json:"items"`
+	Next  string         `json:"next,omitempty"`
+}
+
+// Node is a CI in a graph with its distance from the start.
+type Node struct {
+	Ref
+	Depth int `json:"depth"`
+}
+
+// Edge is a relation in a graph.
+type Edge struct {
+	ID   string `json:"id"`
+	Type string `json:"type"`
+	From string `json:"from"`
+	To   string `json:"to"`
+}
+
+// Graph is the neighbourhood of a CI. Truncated tells that maxNodes cut it short.
+type Graph struct {
+	Nodes     []Node `json:"nodes"`
+	Edges     []Edge `json:"edges"`
+	Truncated bool   `json:"truncated,omitempty"`
+}
+
+// Conflict is a recorded identification conflict.
+type Conflict struct {
+	ID         string          `json:"id"`
+	Source     string          `json:"source"`
+	NativeKey  string          `json:"native_key,omitempty"`
+	Class      string          `json:"class"`
+	Ref        string          `json:"ref"`
+	Item       json.RawMessage `json:"item"`
+	Candidates []string        `json:"candidates"`
+	Reason     string          `json:"reason"`
+	FirstSeen  time.Time       `json:"first_seen"`
+	LastSeen   time.Time       `json:"last_seen"`
+	Count      int64           `json:"count"`
+}
+
+// ConflictQuery pages through conflicts.
+type ConflictQuery struct {
+	Cursor string
+	Limit  int
+}
+
+// ConflictPage is one page of conflicts.
+type ConflictPage struct {
+	Items []Conflict `json:"items"`
+	Next  string     `json:"next,omitempty"`
+}
+
+// Options tune a store; the zero value is fine.
+type Options struct {
+	// MaxRetries bounds how often Update re-runs a transaction that hit a transient
+	// conflict (default 20).
+	MaxRetries int
+	// MaxOpenConns bounds the connection pool for reads (and for writes on PostgreSQL);
+	// default 8.
+	MaxOpenConns int
+}
+
+// Open opens the store named by dsn: sqlite://PATH (a file, created if missing) or
+// postgres://… / postgresql://…, and applies pending migrations.
+func Open(ctx context.Context, dsn string, opts Options) (Store, error) {
+	switch {
+	case strings.HasPrefix(dsn, "sqlite://"):
+		return OpenSQLite(ctx, strings.TrimPrefix(dsn, "sqlite://"), opts)
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		return OpenPostgres(ctx, dsn, opts)
+	}
+	return nil, fmt.Errorf("store: unsupported DSN %q: want sqlite://PATH or postgres://…", redact(dsn))
+}
+
+// redact hides a password in a DSN so that errors can be logged.
+func redact(dsn string) string {
+	at := strings.LastIndex(dsn, "@")
+	scheme := strings.Index(dsn, "://")
+	if at < 0 || scheme < 0 || at < scheme {
+		return dsn
+	}
+	userinfo := dsn[scheme+3 : at]
+	if i := strings.Index(userinfo, ":"); i >= 0 {
+		return dsn[:scheme+3] + userinfo[:i] + ":xxxxx" + dsn[at:]
+	}
+	return dsn
+}

@@ -1,0 +1,420 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// tx implements Tx. Every read takes a whole set of keys or ids in a few statements: the
+// engine never queries per item, so a payload of hundreds of CIs costs a handful of round
+// trips.
+type tx struct {
+	s *sqlStore
+	t *sql.Tx
+}
+
+// inChunk bounds IN lists; padded to powers of two by placeholders.
+const inChunk = 512
+
+func (x *tx) LookupIdentifiers(ctx context.Context, keys []Key) (map[Key]string, error) {
+	out := make(map[Key]string, len(keys))
+	type group struct{ family, kind string }
+	groups := map[group][]string{}
+	var order []group
+	for _, k := range keys {
+		g := group{k.Family, k.Kind}
+		if _, ok := groups[g]; !ok {
+			order = append(order, g)
+		}
+		groups[g] = append(groups[g], k.Value)
+	}
+	for _, g := range order {
+		for _, part := range stringChunks(dedupe(groups[g]), inChunk) {
+			ph, args := placeholders(part)
+			args = append([]any{g.family, g.kind}, args...)
+			rows, err := x.t.QueryContext(ctx, x.s.d.q(`SELECT value, ci_id FROM ci_identifiers
+				WHERE family = ? AND kind = ? AND value IN (`+ph+`)`), args...)
+			if err != nil {
+				return nil, fmt.Errorf("store: lookup identifiers: %w", err)
+			}
+			for rows.Next() {
+				var value string
+				var ci sql.NullString
+				if err := rows.Scan(&value, &ci); err != nil {
+					rows.Close()
+					return nil, fmt.Errorf("store: lookup identifiers: %w", err)
+				}
+				out[Key{g.family, g.kind, value}] = ci.String
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return nil, fmt.Errorf("store: lookup identifiers: %w", err)
+			}
+		}
+	}
+	return out, nil
+}
+
+func (x *tx) IdentifiersOf(ctx context.Context, ciIDs []string) (map[string][]Key, error) {
+	out := map[string][]Key{}
+	for _, part := range stringChunks(dedupe(ciIDs), inChunk) {
+		ph, args := placeholders(part)
+		rows, err := x.t.QueryContext(ctx, x.s.d.q(`SELECT ci_id, family, kind, value FROM ci_identifiers
+			WHERE ci_id IN (`+ph+`)`), args...)
+		if err != nil {
+			return nil, fmt.Errorf("store: identifiers of: %w", err)
+		}
+		for rows.Next() {
+			var id string
+			var k Key
+			if err := rows.Scan(&id, &k.Family, &k.Kind, &k.Value); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("store: identifiers of: %w", err)
+			}
+			out[id] = append(out[id], k)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("store: identifiers of: %w", err)
+		}
+	}
+	return out, nil
+}
+
+func (x *tx) LoadCIs(ctx context.Context, ids []string) (map[string]*CIState, error) {
+	ids = dedupe(ids)
+	sort.Strings(ids) // lock rows in one global order: concurrent ingests cannot deadlock on them
+	out := make(map[string]*CIState, len(ids))
+	for _, part := range stringChunks(ids, inChunk) {
+		ph, args := placeholders(part)
+		rows, err := x.t.QueryContext(ctx, x.s.d.q(`SELECT id, class, name, attributes, sources, created, updated, last_seen, stale, operational_status
+			FROM cis WHERE id IN (`+ph+`) ORDER BY id`+x.s.d.forUpdate), args...)
+		if err != nil {
+			return nil, fmt.Errorf("store: load CIs: %w", err)
+		}
+		for rows.Next() {
+			st := &CIState{}
+			var attrs, sources string
+			var created, updated, seen int64
+			if err := rows.Scan(&st.ID, &st.Class, &st.Name, &attrs, &sources, &created, &updated, &seen, &st.Stale, &st.OperationalStatus); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("store: load CIs: %w", err)
+			}
+			st.Created, st.Updated, st.LastSeen = fromNanos(created), fromNanos(updated), fromNanos(seen)
+			if st.Attrs, err = decodeAttrs(st.ID, attrs, sources); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out[st.ID] = st
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("store: load CIs: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// The sources column groups attributes by who set them and when, since most attributes of
+// a CI come from one observation: [[source, observed, attr, attr…], …]. It is read on
+// every reconciliation and written with every CI, so it is kept small.
+
+func decodeSources(id, sources string, each func(attr, source string, observed int64)) error {
+	var groups [][]json.RawMessage
+	if err := json.Unmarshal([]byte(sources), &groups); err != nil {
+		return fmt.Errorf("store: CI %s sources: %w", id, err)
+	}
+	for _, g := range groups {
+		var src string
+		var observed int64
+		if len(g) < 2 || json.Unmarshal(g[0], &src) != nil || json.Unmarshal(g[1], &observed) != nil {
+			return fmt.Errorf("store: CI %s sources: malformed group", id)
+		}
+		for _, raw := range g[2:] {
+			var attr string
+			if err := json.Unmarshal(raw, &attr); err != nil {
+				return fmt.Errorf("store: CI %s sources: %w", id, err)
+			}
+			each(attr, src, observed)
+		}
+	}
+	return nil
+}
+
+func decodeAttrs(id, attrs, sources string) (map[string]AttrRow, error) {
+	var values map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(attrs), &values); err != nil {
+		return nil, fmt.Errorf("store: CI %s attributes: %w", id, err)
+	}
+	out := make(map[string]AttrRow, len(values))
+	for a, v := range values {
+		out[a] = AttrRow{CIID: id, Attr: a, Value: string(v)}
+	}
+	err := decodeSources(id, sources, func(attr, source string, observed int64) {
+		if r, ok := out[attr]; ok {
+			r.Source, r.Observed = source, fromNanos(observed)
+			out[attr] = r
+		}
+	})
+	return out, err
+}
+
+// encodeAttrs returns the attributes and sources columns of a CI, keys sorted so that
+// the same state always encodes the same.
+func encodeAttrs(attrs map[string]AttrRow) (string, string) {
+	names := make([]string, 0, len(attrs))
+	for a := range attrs {
+		names = append(names, a)
+	}
+	sort.Strings(names)
+	type origin struct {
+		source   string
+		observed int64
+	}
+	groups := map[origin][]string{}
+	var order []origin
+	var v strings.Builder
+	v.WriteByte('{')
+	for i, a := range names {
+		if i > 0 {
+			v.WriteByte(',')
+		}
+		r := attrs[a]
+		v.WriteString(strconv.Quote(a)) // attribute names are plain identifiers
+		v.WriteByte(':')
+		v.WriteString(r.Value) // already JSON
+		o := origin{r.Source, nanos(r.Observed)}
+		if _, ok := groups[o]; !ok {
+			order = append(order, o)
+		}
+		groups[o] = append(groups[o], a)
+	}
+	v.WriteByte('}')
+	var s strings.Builder
+	s.WriteByte('[')
+	for i, o := range order {
+		if i > 0 {
+			s.WriteByte(',')
+		}
+		src, _ := json.Marshal(o.source)
+		s.WriteByte('[')
+		s.Write(src)
+		s.WriteByte(',')
+		s.WriteString(strconv.FormatInt(o.observed, 10))
+		for _, a := range groups[o] {
+			s.WriteByte(',')
+			s.WriteString(strconv.Quote(a))
+		}
+		s.WriteByte(']')
+	}
+	s.WriteByte(']')
+	return v.String(), s.String()
+}
+
+func (x *tx) LoadRelations(ctx context.Context, fromIDs []string) ([]RelationRow, error) {
+	var out []RelationRow
+	for _, part := range stringChunks(dedupe(fromIDs), inChunk) {
+		ph, args := placeholders(part)
+		rows, err := x.t.QueryContext(ctx, x.s.d.q(`SELECT id, type, from_ci, to_ci, source, created, last_seen
+			FROM relations WHERE from_ci IN (`+ph+`)`), args...)
+		if err != nil {
+			return nil, fmt.Errorf("store: load relations: %w", err)
+		}
+		for rows.Next() {
+			var r RelationRow
+			var created, seen int64
+			if err := rows.Scan(&r.ID, &r.Type, &r.From, &r.To, &r.Source, &created, &seen); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("store: load relations: %w", err)
+			}
+			r.Created, r.LastSeen = fromNanos(created), fromNanos(seen)
+			out = append(out, r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("store: load relations: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// inserts are the statements Write issues.
+type inserts struct {
+	newCI, changedCI, sharedIdent, movedIdent, newIdent, index, history, newRel, seenRel, conflicts insert
+}
+
+func newInserts() inserts {
+	const (
+		ci    = "INSERT INTO cis (id, class, name, attributes, sources, created, updated, last_seen, stale, operational_status)"
+		ident = "INSERT INTO ci_identifiers (family, kind, value, ci_id)"
+		rel   = "INSERT INTO relations (from_ci, type, to_ci, id, source, created, last_seen)"
+	)
+	return inserts{
+		newCI: insert{ci, 10, ""},
+		changedCI: insert{ci, 10, ` ON CONFLICT (id) DO UPDATE SET class = excluded.class, name = excluded.name,
+			attributes = excluded.attributes, sources = excluded.sources, updated = excluded.updated,
+			last_seen = excluded.last_seen, stale = excluded.stale, operational_status = excluded.operational_status`},
+		sharedIdent: insert{ident, 4, " ON CONFLICT (value, family, kind) DO UPDATE SET ci_id = NULL"},
+		movedIdent:  insert{ident, 4, " ON CONFLICT (value, family, kind) DO UPDATE SET ci_id = excluded.ci_id"},
+		newIdent:    insert{ident, 4, ""},
+		index:       insert{"INSERT INTO ci_index (attr, norm, ci_id)", 3, " ON CONFLICT (attr, norm, ci_id) DO NOTHING"},
+		history:     insert{"INSERT INTO history (ci_id, id, attr, old, new, source, time)", 7, ""},
+		newRel:      insert{rel, 7, ""},
+		seenRel:     insert{rel, 7, " ON CONFLICT (from_ci, type, to_ci) DO UPDATE SET last_seen = excluded.last_seen"},
+		conflicts: insert{"INSERT INTO conflicts (id, dedup_key, source, native_key, class, ref, item, candidates, reason, first_seen, last_seen, count)", 12,
+			` ON CONFLICT (dedup_key) DO UPDATE SET last_seen = excluded.last_seen, count = conflicts.count + 1,
+			item = excluded.item, candidates = excluded.candidates WHERE conflicts.last_seen < excluded.last_seen`},
+	}
+}
+
+func (in inserts) all() []insert {
+	return []insert{in.newCI, in.changedCI, in.sharedIdent, in.movedIdent, in.newIdent, in.index, in.history, in.newRel, in.seenRel, in.conflicts}
+}
+
+// Write applies the batch in dependency order: CIs before the rows that reference them.
+func (x *tx) Write(ctx context.Context, b *Batch) error {
+	s, t, in := x.s, x.t, x.s.ins
+	ciRow := func(rows []CIState) func(int, []any) []any {
+		return func(i int, a []any) []any {
+			c := rows[i]
+			attrs, sources := encodeAttrs(c.Attrs)
+			return append(a, c.ID, c.Class, c.Name, attrs, sources, nanos(c.Created), nanos(c.Updated), nanos(c.LastSeen), c.Stale, c.OperationalStatus)
+		}
+	}
+	// The index has every attribute of a new CI, and follows the changes of the others:
+	// old text out, new text in.
+	type entry struct{ attr, norm, ci string }
+	n := 0
+	for _, c := range b.NewCIs {
+		n += len(c.Attrs)
+	}
+	add := make([]entry, 0, n+len(b.AttrChanges))
+	var drop []entry
+	for _, c := range b.NewCIs {
+		for a, v := range c.Attrs {
+			if n, ok := normOf(v.Value).(string); ok {
+				add = append(add, entry{a, n, c.ID})
+			}
+		}
+	}
+	for _, c := range b.AttrChanges {
+		if n, ok := normOf(c.Old).(string); ok {
+			drop = append(drop, entry{c.Attr, n, c.CIID})
+		}
+		if n, ok := normOf(c.New).(string); ok {
+			add = append(add, entry{c.Attr, n, c.CIID})
+		}
+	}
+	identRow := func(rows []Identifier) func(int, []any) []any {
+		return func(i int, a []any) []any {
+			k := rows[i]
+			return append(a, k.Family, k.Kind, k.Value, emptyAsNull(k.CIID))
+		}
+	}
+	relRow := func(rows []RelationRow) func(int, []any) []any {
+		return func(i int, a []any) []any {
+			r := rows[i]
+			return append(a, r.From, r.Type, r.To, r.ID, r.Source, nanos(r.Created), nanos(r.LastSeen))
+		}
+	}
+	shared := make([]Identifier, len(b.SharedIdentifiers))
+	for i, k := range b.SharedIdentifiers {
+		shared[i] = Identifier{Key: k}
+	}
+	steps := []struct {
+		in  insert
+		n   int
+		row func(int, []any) []any
+	}{
+		{in.newCI, len(b.NewCIs), ciRow(b.NewCIs)},
+		{in.changedCI, len(b.ChangedCIs), ciRow(b.ChangedCIs)},
+		{in.sharedIdent, len(shared), identRow(shared)},
+		{in.movedIdent, len(b.MovedIdentifiers), identRow(b.MovedIdentifiers)},
+		{in.newIdent, len(b.NewIdentifiers), identRow(b.NewIdentifiers)},
+		{in.index, len(add), func(i int, a []any) []any {
+			e := add[i]
+			return append(a, e.attr, e.norm, e.ci)
+		}},
+		{in.history, len(b.History), func(i int, a []any) []any {
+			h := b.History[i]
+			return append(a, h.CIID, h.ID, h.Attr, nullString(h.Old), nullString(h.New), h.Source, nanos(h.Time))
+		}},
+		{in.newRel, len(b.NewRelations), relRow(b.NewRelations)},
+		{in.seenRel, len(b.SeenRelations), relRow(b.SeenRelations)},
+		{in.conflicts, len(b.Conflicts), func(i int, a []any) []any {
+			c := b.Conflicts[i]
+			cands, _ := json.Marshal(c.Candidates)
+			if c.Candidates == nil {
+				cands = []byte("[]")
+			}
+			item := string(c.Item)
+			if item == "" {
+				item = "null"
+			}
+			return append(a, c.ID, c.DedupKey, c.Source, c.NativeKey, c.Class, c.Ref, item, string(cands), c.Reason,
+				nanos(c.Time), nanos(c.Time), int64(1))
+		}},
+	}
+	// Replaced values leave the index before new ones enter, so that a value that only
+	// changed case keeps its entry. Replacements are rare next to inserts: one statement each.
+	for _, e := range drop {
+		if _, err := t.ExecContext(ctx, s.d.q(`DELETE FROM ci_index WHERE attr = ? AND norm = ? AND ci_id = ?`), e.attr, e.norm, e.ci); err != nil {
+			return fmt.Errorf("store: index: %w", err)
+		}
+	}
+	for _, st := range steps {
+		if err := s.insertRows(ctx, t, st.in, st.n, st.row); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// maxNorm bounds the indexed text of an attribute: longer values are not filter targets.
+const maxNorm = 256
+
+// normOf returns the text that filters and search compare for a JSON value: strings
+// trimmed and lower-cased, numbers and booleans as written; nil for lists, objects, null
+// and long text.
+func normOf(jsonValue string) any {
+	if jsonValue == "" {
+		return nil
+	}
+	var n string
+	switch jsonValue[0] {
+	case '"':
+		s := jsonValue[1 : len(jsonValue)-1]
+		if strings.IndexByte(s, '\\') >= 0 { // escapes: let the decoder resolve them
+			if err := json.Unmarshal([]byte(jsonValue), &s); err != nil {
+				return nil
+			}
+		}
+		n = strings.ToLower(strings.TrimSpace(s))
+	case '[', '{', 'n':
+		return nil
+	default:
+		n = strings.ToLower(jsonValue)
+	}
+	if len(n) > maxNorm {
+		return nil
+	}
+	return n
+}
+
+func dedupe(values []string) []string {
+	seen := make(map[string]struct{}, len(values))
+	out := make([]string, 0, len(values))
+	for _, v := range values {
+		if _, ok := seen[v]; ok {
+			continue
+		}
+		seen[v] = struct{}{}
+		out = append(out, v)
+	}
+	return out
+}
