@@ -35,7 +35,7 @@ func (b *Bridge) gateOpen() bool {
 // flight per pool never exceeds its size plus the iterator's small prefetch.
 func (b *Bridge) pull(ctx context.Context, p *pool, capability string, inflight *sync.WaitGroup) {
 	name := bus.ProbeConsumer(b.cfg.Site, p.name, capability)
-	prefetch := max(1, min(cap(p.slots)/4, 8))
+	prefetch := max(1, min(cap(p.slots)/2, 32))
 	var it jetstream.MessagesContext
 	closeIt := func() {
 		if it == nil {
@@ -263,22 +263,28 @@ func (b *Bridge) deadLetter(ctx context.Context, jm jetstream.Msg, cause error) 
 	_ = jm.Ack()
 }
 
-// keepAlive sends InProgress until stopped.
+// keepAlive sends InProgress every keepAliveEvery until stopped; a timer, not a goroutine,
+// so the thousands of short probes that never need it cost nothing.
 func keepAlive(jm jetstream.Msg) (stop func()) {
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(keepAliveEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				_ = jm.InProgress()
-			case <-done:
-				return
-			}
+	var mu sync.Mutex
+	stopped := false
+	var t *time.Timer
+	mu.Lock()
+	t = time.AfterFunc(keepAliveEvery, func() {
+		_ = jm.InProgress()
+		mu.Lock()
+		if !stopped {
+			t.Reset(keepAliveEvery)
 		}
-	}()
-	return func() { close(done) }
+		mu.Unlock()
+	})
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		stopped = true
+		t.Stop()
+		mu.Unlock()
+	}
 }
 
 func sleep(ctx context.Context, d time.Duration) {

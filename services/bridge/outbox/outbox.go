@@ -212,7 +212,10 @@ func (o *Outbox) send(ctx context.Context, hub jetstream.JetStream, msgs []jetst
 			}
 		}
 		if ok {
-			if err := m.DoubleAck(ctx); err == nil {
+			// A plain ack: if it were lost the result would be forwarded again, and the hub
+			// drops the copy by its Nats-Msg-Id. Waiting for each ack's confirmation here
+			// would cost a local round trip per result.
+			if err := m.Ack(); err == nil {
 				sent++
 				o.msgs.Add(-1)
 				o.bytes.Add(-int64(len(m.Data()) + len(m.Subject()) - len(prefix)))

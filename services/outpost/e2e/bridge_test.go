@@ -419,7 +419,9 @@ func TestInteractiveIsNotDelayedByStandardWork(t *testing.T) {
 	// Heartbeats keep their 10 s cadence: the last one is never older than a beat and a half.
 	for range 3 {
 		var out struct {
-			Agents []struct{ LastHeartbeat time.Time `json:"last_heartbeat"` }
+			Agents []struct {
+				LastHeartbeat time.Time `json:"last_heartbeat"`
+			}
 		}
 		h.mustAPI(t, "GET", "/api/v1/agents", nil, &out)
 		if age := time.Since(out.Agents[0].LastHeartbeat); age > 15*time.Second {

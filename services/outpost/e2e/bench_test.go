@@ -1,0 +1,199 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/services/agents"
+)
+
+// benchSetup: a hub and n bridges of site "bench", all separate processes.
+func benchSetup(b *testing.B, bridges int, extra ...string) (*testHub, jetstream.JetStream, []*testBridge) {
+	b.Helper()
+	h := startHub(b, b.TempDir())
+	tok := h.addSite(b, "bench", "127.0.0.0/8", true)
+	var bs []*testBridge
+	for i := range bridges {
+		br := startBridge(b, h, "bench", fmt.Sprintf("br%d", i), tok, extra...)
+		h.waitStatus(b, br.name, "up")
+		bs = append(bs, br)
+	}
+	_, js := h.serviceConn(b)
+	return h, js, bs
+}
+
+func sendProbes(b *testing.B, js jetstream.JetStream, n int, prio, delay string) {
+	b.Helper()
+	pub := bus.NewPublisher(js, envelope.ServiceSource("bench"), nil)
+	ctx := context.Background()
+	// Asynchronously, acks checked at the end: the bench measures the bridges, not a
+	// one-at-a-time publisher.
+	for i := range n {
+		params, _ := json.Marshal(map[string]any{"msg": strconv.Itoa(i), "delay": delay})
+		p := &envelope.Probe{ID: envelope.NewID(), App: "bench", Site: "bench", Priority: prio, Kind: "echo", Capability: "echo",
+			Params: params, Deadline: time.Now().Add(10 * time.Minute).UTC()}
+		msg, span, err := pub.Message(ctx, bus.ProbeSubject(p.Site, p.Priority, p.Capability), envelope.Meta{ID: p.ID}, p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		span.End()
+		msg.Header.Set("Nats-TTL", "10m")
+		for {
+			_, err = js.PublishMsgAsync(msg)
+			if err == nil {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(time.Minute):
+		b.Fatal("probe publish acks missing")
+	}
+}
+
+// waitResults counts final results on result.bench.> from now on until n arrived.
+func resultCounter(b *testing.B, js jetstream.JetStream) (wait func(n int) time.Duration) {
+	ctx := context.Background()
+	cons, err := js.OrderedConsumer(ctx, bus.StreamResults, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{"result.bench.>"}, DeliverPolicy: jetstream.DeliverNewPolicy})
+	if err != nil {
+		b.Fatal(err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(it.Stop)
+	start := time.Now()
+	got := 0
+	return func(n int) time.Duration {
+		for got < n {
+			if _, err := it.Next(jetstream.NextMaxWait(2 * time.Minute)); err != nil {
+				b.Fatalf("after %d results: %v", got, err)
+			}
+			got++
+		}
+		return time.Since(start)
+	}
+}
+
+// BenchmarkEchoRoundTrip: probes/s hub → bridge → outbox → hub with one and two bridges.
+func BenchmarkEchoRoundTrip(b *testing.B) {
+	for _, bridges := range []int{1, 2} {
+		b.Run(fmt.Sprintf("bridges=%d", bridges), func(b *testing.B) {
+			_, js, _ := benchSetup(b, bridges, "--pool-standard", "64")
+			const n = 10_000
+			b.ResetTimer()
+			total := time.Duration(0)
+			for range b.N {
+				wait := resultCounter(b, js)
+				sendProbes(b, js, n, envelope.PriorityStandard, "")
+				total += wait(n)
+			}
+			b.ReportMetric(float64(n*b.N)/total.Seconds(), "probes/s")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// BenchmarkInteractiveLatency: p50/p99 of an interactive echo (publish → result in RESULTS)
+// while slow standard probes keep the standard pool saturated.
+func BenchmarkInteractiveLatency(b *testing.B) {
+	h, js, _ := benchSetup(b, 1, "--pool-standard", "4")
+	_ = h
+	sendProbes(b, js, 400, envelope.PriorityStandard, "1s") // 100 s of standard work
+	time.Sleep(500 * time.Millisecond)
+	ctx := context.Background()
+	cons, err := js.OrderedConsumer(ctx, bus.StreamResults, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{"result.lat.>"}, DeliverPolicy: jetstream.DeliverNewPolicy})
+	if err != nil {
+		b.Fatal(err)
+	}
+	it, _ := cons.Messages()
+	defer it.Stop()
+	pub := bus.NewPublisher(js, envelope.ServiceSource("bench"), nil)
+	const n = 200
+	var lat []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		lat = lat[:0]
+		for i := range n {
+			params, _ := json.Marshal(map[string]any{"msg": strconv.Itoa(i)})
+			p := &envelope.Probe{ID: envelope.NewID(), App: "lat", Site: "bench", Priority: envelope.PriorityInteractive, Kind: "echo",
+				Capability: "echo", Params: params, Deadline: time.Now().Add(time.Minute).UTC()}
+			t0 := time.Now()
+			if err := agents.PublishProbe(ctx, js, pub, p); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := it.Next(jetstream.NextMaxWait(30 * time.Second)); err != nil {
+				b.Fatal(err)
+			}
+			lat = append(lat, time.Since(t0))
+		}
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkBridgeStartAndIdle: time from exec to "bridge ready" for an approved bridge, and
+// its resident memory once idle.
+func BenchmarkBridgeStartAndIdle(b *testing.B) {
+	h := startHub(b, b.TempDir())
+	tok := h.addSite(b, "bench", "127.0.0.0/8", true)
+	first := startBridge(b, h, "bench", "br0", tok)
+	h.waitStatus(b, "br0", "up")
+	first.proc.kill(b)
+	var ready []time.Duration
+	var rssKB int64
+	b.ResetTimer()
+	for range b.N {
+		t0 := time.Now()
+		p := start(b, "outpost-bridge", "--hub", "nats://"+h.nats, "--site", "bench", "--name", "br0", "--data", first.dir)
+		eventually(b, 30*time.Second, func() error {
+			if !bytes.Contains(p.log.Bytes(), []byte("bridge ready")) {
+				return fmt.Errorf("not ready")
+			}
+			return nil
+		})
+		ready = append(ready, time.Since(t0))
+		b.StopTimer()
+		time.Sleep(3 * time.Second) // idle: heartbeats only
+		rssKB = vmRSS(b, p.pid())
+		p.kill(b)
+		b.StartTimer()
+	}
+	slices.Sort(ready)
+	b.ReportMetric(float64(ready[len(ready)/2].Microseconds())/1000, "ready-ms")
+	b.ReportMetric(float64(rssKB)/1024, "idle-RSS-MB")
+	b.ReportMetric(0, "ns/op")
+}
+
+func vmRSS(b *testing.B, pid int) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			n, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+			return n
+		}
+	}
+	return 0
+}
