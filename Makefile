@@ -1,6 +1,6 @@
 # Outpost — run `make help` for the targets.
 SHELL := /bin/bash
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+VERSION ?= $(shell git describe --tags --always 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/outpost-dev/outpost/libs/version.Version=$(VERSION)
 MODULES := $(shell go list -m -f '{{.Dir}}' 2>/dev/null)
 BINARIES := outpost

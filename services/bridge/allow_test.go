@@ -23,10 +23,10 @@ func TestAllowList(t *testing.T) {
 	}{
 		{"127.77.1.1", true},
 		{"127.77.1.1:22", true},
-		{"127.77.2.1", false},        // in the site, outside the local narrowing
-		{"10.0.0.1", false},          // outside both
-		{"127.77.1.0/24", true},      // whole prefix inside
-		{"127.77.1.0/23", false},     // half outside
+		{"127.77.2.1", false},    // in the site, outside the local narrowing
+		{"10.0.0.1", false},      // outside both
+		{"127.77.1.0/24", true},  // whole prefix inside
+		{"127.77.1.0/23", false}, // half outside
 		{"127.77.1.5-127.77.1.9", true},
 		{"127.77.1.5-127.77.2.9", false},
 		{"127.77.1.1,127.77.1.2", true},

@@ -37,7 +37,7 @@ func encodeCursor(id string) string { return base64.RawURLEncoding.EncodeToStrin
 func decodeCursor(c string) (string, error) {
 	b, err := base64.RawURLEncoding.DecodeString(c)
 	if err != nil {
-		return "", fmt.Errorf("store: invalid cursor: %w", err)
+		return "", fmt.Errorf("store: %w %q: %v", ErrBadCursor, c, err)
 	}
 	return string(b), nil
 }

@@ -19,6 +19,10 @@ import (
 // ErrNotFound is returned for a CI id that does not exist.
 var ErrNotFound = errors.New("not found")
 
+// ErrBadCursor is returned for a page cursor this store did not issue: the caller's input
+// is wrong, not the store.
+var ErrBadCursor = errors.New("invalid cursor")
+
 // Store is the CMDB's persistence. Implementations are safe for concurrent use.
 type Store interface {
 	// Update runs fn in one read-write transaction and commits it when fn returns nil. When
@@ -66,9 +70,9 @@ type Tx interface {
 
 // Key is an identifier: a normalised value of a kind (rule name) within a family.
 type Key struct {
-	Family string
-	Kind   string
-	Value  string
+	Family string `json:"family"`
+	Kind   string `json:"kind"`
+	Value  string `json:"value"`
 }
 
 func (k Key) String() string { return k.Family + "/" + k.Kind + "=" + k.Value }
