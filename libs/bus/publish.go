@@ -179,3 +179,23 @@ func decodeStrict(data []byte, v any) error {
 	dec.DisallowUnknownFields()
 	return dec.Decode(v)
 }
+
+// PublishProbe sends a probe to its site's work queue (probe.<site>.<priority>.<capability>)
+// with a per-message TTL equal to its deadline, so a probe nobody could take in time expires
+// instead of running late. Its ce-id (= Nats-Msg-Id) is the probe id.
+func PublishProbe(ctx context.Context, js jetstream.JetStream, pub *Publisher, p *envelope.Probe) error {
+	ttl := time.Until(p.Deadline)
+	if ttl < time.Second {
+		return Errorf(400, "probe %s: deadline already passed", p.ID)
+	}
+	msg, span, err := pub.Message(ctx, ProbeSubject(p.Site, p.Priority, p.Capability), envelope.Meta{ID: p.ID, Run: p.Run}, p)
+	if err != nil {
+		return err
+	}
+	defer span.End()
+	msg.Header.Set("Nats-TTL", ttl.Round(time.Second).String())
+	if _, err := js.PublishMsg(ctx, msg); err != nil {
+		return fmt.Errorf("publish probe %s: %w", p.ID, err)
+	}
+	return nil
+}

@@ -38,7 +38,18 @@ type Probe struct {
 	Target      string          `json:"target,omitempty"`
 	Params      json.RawMessage `json:"params,omitempty"`
 	Credentials []string        `json:"credentials,omitempty"`
-	Deadline    time.Time       `json:"deadline"`
+	// Secrets are the credentials to try, in order, sealed to the site's bridges (libs/seal).
+	Secrets  []SealedCredential `json:"secrets,omitempty"`
+	Deadline time.Time          `json:"deadline"`
+}
+
+// SealedCredential is one credential sealed to each approved bridge of a site: Boxes maps a
+// bridge's curve public key to its sealed copy; Sender is the hub's curve public key.
+type SealedCredential struct {
+	Name   string            `json:"name"`
+	Type   string            `json:"type"`
+	Sender string            `json:"sender"`
+	Boxes  map[string]string `json:"boxes"`
 }
 
 // Result is what a bridge sends back for a probe, possibly in several chunks

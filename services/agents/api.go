@@ -268,7 +268,7 @@ func (s *Service) probe(ctx context.Context, r ProbeRequest) (any, error) {
 		return nil, err
 	}
 	defer it.Stop()
-	if err := PublishProbe(ctx, s.deps.JS, s.pub, p); err != nil {
+	if err := bus.PublishProbe(ctx, s.deps.JS, s.pub, p); err != nil {
 		return nil, err
 	}
 	reply := ProbeReply{Probe: p.ID}
@@ -288,23 +288,4 @@ func (s *Service) probe(ctx context.Context, r ProbeRequest) (any, error) {
 			return reply, nil
 		}
 	}
-}
-
-// PublishProbe sends a probe to its site's work queue with a per-message TTL equal to its
-// deadline, so a probe nobody could take in time expires instead of running late.
-func PublishProbe(ctx context.Context, js jetstream.JetStream, pub *bus.Publisher, p *envelope.Probe) error {
-	ttl := time.Until(p.Deadline)
-	if ttl < time.Second {
-		return bus.Errorf(http.StatusBadRequest, "probe %s: deadline already passed", p.ID)
-	}
-	msg, span, err := pub.Message(ctx, bus.ProbeSubject(p.Site, p.Priority, p.Capability), envelope.Meta{ID: p.ID, Run: p.Run}, p)
-	if err != nil {
-		return err
-	}
-	defer span.End()
-	msg.Header.Set("Nats-TTL", ttl.Round(time.Second).String())
-	if _, err := js.PublishMsg(ctx, msg); err != nil {
-		return fmt.Errorf("publish probe %s: %w", p.ID, err)
-	}
-	return nil
 }

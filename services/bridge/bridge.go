@@ -219,7 +219,8 @@ func (b *Bridge) run(ctx context.Context) error {
 	}
 	stopForward()
 	<-forwardDone
-	_ = b.nc.Drain()
+	// Results are safe in the outbox; heartbeats and acks only need a flush.
+	_ = b.nc.FlushTimeout(time.Second)
 	return nil
 }
 

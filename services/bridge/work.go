@@ -14,6 +14,7 @@ import (
 
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/seal"
 	"github.com/outpost-dev/outpost/services/bridge/outbox"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
 )
@@ -44,7 +45,7 @@ func (b *Bridge) pull(ctx context.Context, p *pool, capability string, inflight 
 		// Give back what was prefetched so a sibling bridge takes it at once.
 		it.Drain()
 		for {
-			m, err := it.Next()
+			m, err := it.Next(jetstream.NextMaxWait(time.Second))
 			if err != nil {
 				break
 			}
@@ -52,7 +53,12 @@ func (b *Bridge) pull(ctx context.Context, p *pool, capability string, inflight 
 		}
 		it = nil
 	}
-	defer closeIt()
+	defer func() {
+		// Shutting down: stop at once; anything prefetched is redelivered after AckWait.
+		if it != nil {
+			it.Stop()
+		}
+	}()
 	fullLogged := false
 	for ctx.Err() == nil {
 		if !b.gateOpen() {
@@ -76,7 +82,7 @@ func (b *Bridge) pull(ctx context.Context, p *pool, capability string, inflight 
 				continue
 			}
 		}
-		jm, err := it.Next(jetstream.NextMaxWait(time.Second))
+		jm, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				it = nil
@@ -190,7 +196,11 @@ func (b *Bridge) runProbe(ctx context.Context, p *envelope.Probe, capability str
 		chunks = chunks[:len(chunks)-1]
 		return nil
 	}
-	data, err := runner.Run(rctx, probe.Request{Probe: *p, Target: p.Target, Params: p.Params}, emit)
+	creds, err := b.openSecrets(p)
+	if err != nil {
+		return []*envelope.Result{result(envelope.StatusError, nil, &envelope.Error{Code: probe.CodeAuth, Message: err.Error()}, true)}
+	}
+	data, err := runner.Run(rctx, probe.Request{Probe: *p, Target: p.Target, Params: p.Params, Credentials: creds}, emit)
 	var final *envelope.Result
 	switch {
 	case err == nil:
@@ -208,6 +218,33 @@ func (b *Bridge) runProbe(ctx context.Context, p *envelope.Probe, capability str
 		final = result(envelope.StatusError, data, &envelope.Error{Code: probe.CodeOf(err), Message: msg}, true)
 	}
 	return append(chunks, final)
+}
+
+// openSecrets opens the credentials sealed to this bridge's curve key, in the probe's order.
+// A credential with no copy for us is skipped with a log line (we were approved after the
+// probe was sealed); when none opens, the probe fails with a clear error instead of running
+// without credentials.
+func (b *Bridge) openSecrets(p *envelope.Probe) ([]probe.Credential, error) {
+	if len(p.Secrets) == 0 {
+		return nil, nil
+	}
+	var out []probe.Credential
+	var errs []error
+	for _, sc := range p.Secrets {
+		s, err := seal.Open(b.id.XKey, sc, p.ID)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, probe.Credential{Name: s.Name, Type: s.Type, Username: s.Username, Secret: s.Secret, Fields: s.Fields})
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("none of the %d credentials could be opened by this bridge: %w", len(p.Secrets), errors.Join(errs...))
+	}
+	if len(errs) > 0 {
+		b.log.Warn("some credentials were not sealed for this bridge", "probe", p.ID, "skipped", len(errs))
+	}
+	return out, nil
 }
 
 // store writes a result to the outbox, waiting (not failing) while the outbox is full.

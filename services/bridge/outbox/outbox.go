@@ -160,7 +160,9 @@ func (o *Outbox) Forward(ctx context.Context, hub jetstream.JetStream) error {
 		}
 		if len(msgs) == 0 {
 			// Nothing waiting: block briefly for the next result instead of spinning.
-			b, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second))
+			wctx, cancel := context.WithTimeout(ctx, time.Second)
+			b, err := cons.Fetch(1, jetstream.FetchContext(wctx))
+			cancel()
 			if err == nil {
 				for m := range b.Messages() {
 					msgs = append(msgs, m)

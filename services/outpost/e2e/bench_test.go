@@ -16,7 +16,6 @@ import (
 
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
-	"github.com/outpost-dev/outpost/services/agents"
 )
 
 // benchSetup: a hub and n bridges of site "bench", all separate processes.
@@ -136,7 +135,7 @@ func BenchmarkInteractiveLatency(b *testing.B) {
 			p := &envelope.Probe{ID: envelope.NewID(), App: "lat", Site: "bench", Priority: envelope.PriorityInteractive, Kind: "echo",
 				Capability: "echo", Params: params, Deadline: time.Now().Add(time.Minute).UTC()}
 			t0 := time.Now()
-			if err := agents.PublishProbe(ctx, js, pub, p); err != nil {
+			if err := bus.PublishProbe(ctx, js, pub, p); err != nil {
 				b.Fatal(err)
 			}
 			if _, err := it.Next(jetstream.NextMaxWait(30 * time.Second)); err != nil {

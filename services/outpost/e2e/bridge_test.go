@@ -19,7 +19,6 @@ import (
 
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
-	"github.com/outpost-dev/outpost/services/agents"
 )
 
 type probeReply struct {
@@ -234,7 +233,7 @@ func publishProbes(t *testing.T, js jetstream.JetStream, site string, n int, del
 		params, _ := json.Marshal(map[string]any{"msg": fmt.Sprint(i), "delay": delay})
 		p := &envelope.Probe{ID: envelope.NewID(), Run: "run-1", App: "test", Site: site, Priority: envelope.PriorityStandard,
 			Kind: "echo", Capability: "echo", Params: params, Deadline: time.Now().Add(10 * time.Minute).UTC()}
-		if err := agents.PublishProbe(ctx, js, pub, p); err != nil {
+		if err := bus.PublishProbe(ctx, js, pub, p); err != nil {
 			t.Fatal(err)
 		}
 		ids[i] = p.ID
