@@ -3,6 +3,7 @@ package bus_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"runtime"
 	"sync/atomic"
@@ -87,8 +88,15 @@ func rawPipe(b *testing.B, h *hub, _ bus.Topology, consumer string, n int) time.
 		data, _ := json.Marshal(benchEvent(i))
 		meta := envelope.NewMeta(envelope.TypeEvent, "/sites/dc1/agents/br-1")
 		msg := &nats.Msg{Subject: bus.EventSubject("dc1", "bench"), Header: meta.Headers(nil), Data: data}
-		if _, err := pjs.PublishMsgAsync(msg); err != nil {
-			b.Fatal(err)
+		for {
+			// A full async window is backpressure: wait, as libs/bus's Batch does.
+			_, err := pjs.PublishMsgAsync(msg, jetstream.WithStallWait(time.Second))
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+				b.Fatal(err)
+			}
 		}
 	}
 	<-pjs.PublishAsyncComplete()

@@ -61,11 +61,15 @@ func (a *API) routeAgents(mux *http.ServeMux) {
 func agentRef(r *http.Request) string { return strings.Replace(r.PathValue("agent"), ":", "/", 1) }
 
 func (a *API) relay(op string, body func(*http.Request) (any, error)) http.Handler {
-	return a.relayTimeout(op, 15*time.Second, body)
+	return a.relayTo("agents", op, 15*time.Second, body)
 }
 
-// relayTimeout forwards a request to svc.agents.<op> and writes its answer or its error.
 func (a *API) relayTimeout(op string, timeout time.Duration, body func(*http.Request) (any, error)) http.Handler {
+	return a.relayTo("agents", op, timeout, body)
+}
+
+// relayTo forwards a request to svc.<service>.<op> and writes its answer or its error.
+func (a *API) relayTo(service, op string, timeout time.Duration, body func(*http.Request) (any, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var req any
 		if body != nil {
@@ -78,7 +82,7 @@ func (a *API) relayTimeout(op string, timeout time.Duration, body func(*http.Req
 		ctx, cancel := context.WithTimeout(r.Context(), timeout)
 		defer cancel()
 		var out json.RawMessage
-		if err := bus.Request(ctx, a.deps.NC, "agents", op, req, &out); err != nil {
+		if err := bus.Request(ctx, a.deps.NC, service, op, req, &out); err != nil {
 			serviceProblem(w, r, err)
 			return
 		}

@@ -1,0 +1,137 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+)
+
+func newCI(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "ci", Short: "Query the CMDB: configuration items, relations, history, conflicts"}
+	var class, search string
+	var limit int
+	var all bool
+	ls := &cobra.Command{
+		Use: "ls", Short: "List CIs (a class includes its subclasses)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, _ := g.client()
+			var items []map[string]any
+			cursor := ""
+			for {
+				q := url.Values{}
+				if class != "" {
+					q.Set("class", class)
+				}
+				if search != "" {
+					q.Set("search", search)
+				}
+				if cursor != "" {
+					q.Set("cursor", cursor)
+				}
+				q.Set("limit", fmt.Sprint(limit))
+				var page struct {
+					Items      []map[string]any `json:"items"`
+					NextCursor string           `json:"next_cursor"`
+				}
+				if err := c.do(cmd.Context(), "GET", "/api/v1/cis?"+q.Encode(), nil, &page); err != nil {
+					return err
+				}
+				items = append(items, page.Items...)
+				if !all || page.NextCursor == "" {
+					break
+				}
+				cursor = page.NextCursor
+			}
+			if items == nil {
+				items = []map[string]any{}
+			}
+			if g.output == "json" {
+				return json.NewEncoder(g.stdout).Encode(items)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tCLASS\tNAME\tATTRIBUTES")
+			for _, it := range items {
+				fmt.Fprintf(tw, "%v\t%v\t%v\t%s\n", it["id"], it["class"], it["name"], summary(it["attributes"]))
+			}
+			return tw.Flush()
+		},
+	}
+	ls.Flags().StringVar(&class, "class", "", "class (subclasses included), e.g. server, linux_server")
+	ls.Flags().StringVar(&search, "search", "", "text to find in name, IP, serial or MAC")
+	ls.Flags().IntVar(&limit, "limit", 500, "page size")
+	ls.Flags().BoolVar(&all, "all", true, "follow the cursor through every page")
+	cmd.AddCommand(ls)
+	for _, sub := range []struct{ use, short, path string }{
+		{"show ID", "Show one CI: attributes, relations, recent history", ""},
+		{"rel ID", "Show the relations of a CI, both directions", "/relations"},
+		{"history ID", "Show the change history of a CI with its sources", "/history"},
+	} {
+		cmd.AddCommand(&cobra.Command{
+			Use: sub.use, Short: sub.short, Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				c, _ := g.client()
+				var raw []byte
+				if err := c.do(cmd.Context(), "GET", "/api/v1/cis/"+url.PathEscape(args[0])+sub.path, nil, &raw); err != nil {
+					return err
+				}
+				return printJSONOrIndented(g, raw)
+			},
+		})
+	}
+	cmd.AddCommand(&cobra.Command{
+		Use: "conflicts", Short: "List identification conflicts (payloads that matched several CIs)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, _ := g.client()
+			var raw []byte
+			if err := c.do(cmd.Context(), "GET", "/api/v1/cmdb/conflicts", nil, &raw); err != nil {
+				return err
+			}
+			return printJSONOrIndented(g, raw)
+		},
+	})
+	return cmd
+}
+
+// summary shows a few attributes on one line, sorted by name.
+func summary(v any) string {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return ""
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		s := fmt.Sprint(m[k])
+		if len(s) > 40 {
+			s = s[:37] + "..."
+		}
+		parts = append(parts, k+"="+s)
+		if len(parts) == 4 {
+			break
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+func printJSONOrIndented(g *globals, raw []byte) error {
+	if g.output == "json" {
+		_, err := g.stdout.Write(raw)
+		return err
+	}
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return err
+	}
+	b, _ := json.MarshalIndent(v, "", "  ")
+	_, err := fmt.Fprintln(g.stdout, string(b))
+	return err
+}
