@@ -121,7 +121,10 @@ func (s *Subscriber) pull(ctx context.Context, spec ConsumerSpec, it jetstream.M
 	}()
 	stop := context.AfterFunc(ctx, func() { s.Close() })
 	defer stop()
-	go func() { <-s.closing; it.Drain() }()
+	// Stop, not Drain: Drain waits for the pending pull request to expire (up to 30 s), which
+	// would hold a SIGTERM'd process past its 10 s budget. What was prefetched and not handed
+	// out is redelivered after AckWait.
+	go func() { <-s.closing; it.Stop() }()
 	for {
 		select {
 		case slots <- struct{}{}:
@@ -143,7 +146,7 @@ func (s *Subscriber) pull(ctx context.Context, spec ConsumerSpec, it jetstream.M
 				if it = s.reopen(ctx, spec); it == nil {
 					return
 				}
-				go func(it jetstream.MessagesContext) { <-s.closing; it.Drain() }(it)
+				go func(it jetstream.MessagesContext) { <-s.closing; it.Stop() }(it)
 				continue
 			}
 			s.log.Debug("pull", "consumer", spec.Name, "err", err)

@@ -57,6 +57,12 @@ func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
 		problem(w, r, http.StatusServiceUnavailable, "unavailable", "Bus not provisioned", "missing streams: "+strings.Join(missing, ", "))
 		return
 	}
+	if a.deps.Pending != nil {
+		if p := a.deps.Pending(); len(p) > 0 {
+			problem(w, r, http.StatusServiceUnavailable, "unavailable", "Starting", "waiting for services: "+strings.Join(p, ", "))
+			return
+		}
+	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "version": a.cfg.Version})
 }
 

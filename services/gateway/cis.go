@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
@@ -66,6 +67,10 @@ func (a *API) routeCIs(mux *http.ServeMux) {
 		}
 		return req, nil
 	}))
+	mux.Handle("POST /api/v1/cis/ingest", a.auth(tokens.RoleOperator, a.relayTo("cmdb", "ingest", 60*time.Second, func(r *http.Request) (any, error) {
+		p, err := decodeBody[json.RawMessage](r)
+		return map[string]any{"payload": p}, err
+	})))
 	mux.Handle("GET /api/v1/cmdb/counts", cmdb("counts", nil))
 	mux.Handle("GET /api/v1/cmdb/conflicts", cmdb("conflicts", nil))
 	mux.Handle("GET /api/v1/cmdb/classes", cmdb("classes", nil))

@@ -52,6 +52,8 @@ type Deps struct {
 	Listener net.Listener
 	// Ready is called once the server accepts connections (may be nil).
 	Ready func(addr net.Addr)
+	// Pending lists in-process services not serving yet; /healthz is 503 until it is empty.
+	Pending func() []string
 }
 
 // Run serves until ctx ends, then shuts down gracefully.

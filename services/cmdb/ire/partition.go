@@ -19,6 +19,9 @@ import (
 //
 // Two payloads about one device can still hash differently (one knows the serial, the
 // other only a MAC); the store keeps that case correct, partitioning only makes it rare.
+//
+// Producers do not route with this: they use cmdb.IngestSubject (services/cmdb/partition.go,
+// bound for libs), which needs no class model. The two keys do not hash alike.
 func PartitionKey(m *classes.Model, item envelope.CIItem) string {
 	return partitionKey(m, item, nil)
 }

@@ -62,6 +62,7 @@ SIGINT or SIGTERM stops it cleanly; restarting on the same --data keeps everythi
 	f.StringVar(&cfg.HTTPAddr, "http", cfg.HTTPAddr, "gateway listen address")
 	f.StringVar(&cfg.NATSAddr, "nats", cfg.NATSAddr, "NATS client address bridges connect to")
 	f.BoolVar(&cfg.NoLocalBridge, "no-local-bridge", false, "do not run the in-process bridge for site \"local\"")
+	f.StringVar(&cfg.CMDB, "cmdb", "", "CMDB store: sqlite://PATH (default <data>/cmdb.db) or postgres://user@host/db")
 	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (env OUTPOST_LOG_LEVEL)")
 	f.StringVar(&logFormat, "log-format", "", "auto, text or json (env OUTPOST_LOG_FORMAT)")
 	return cmd

@@ -24,6 +24,7 @@ import (
 	"github.com/outpost-dev/outpost/libs/telemetry"
 	"github.com/outpost-dev/outpost/libs/version"
 	"github.com/outpost-dev/outpost/services/agents"
+	"github.com/outpost-dev/outpost/services/cmdb"
 	"github.com/outpost-dev/outpost/services/gateway"
 	"github.com/outpost-dev/outpost/services/gateway/tokens"
 )
@@ -34,7 +35,9 @@ type Config struct {
 	HTTPAddr      string // gateway
 	NATSAddr      string // client port for bridges
 	NoLocalBridge bool
-	Limits        bus.Limits
+	// CMDB is the store DSN: sqlite://PATH (default <data>/cmdb.db) or postgres://...
+	CMDB   string
+	Limits bus.Limits
 	// Out receives what a person starting the hub must see once (the admin token).
 	Out io.Writer
 }
@@ -71,6 +74,8 @@ type Deps struct {
 	Server  *bus.Server
 	Issuer  nkeys.KeyPair
 	HubAuth nats.Option
+
+	ready *readiness
 }
 
 const hubUser = "hub"
@@ -159,6 +164,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	deps := Deps{NC: nc, JS: js, Topology: topo, Telemetry: tel, Logger: log, DataDir: cfg.DataDir,
 		Server: srv, Issuer: issuer, HubAuth: hubAuth}
 	services := Registry(cfg, toks)
+	deps.ready = newReadiness("agents", "cmdb")
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup
@@ -192,7 +198,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 // Topology is the bus the hub provisions: the default table plus every service's consumers.
 func Topology(l bus.Limits) bus.Topology {
-	return bus.DefaultTopology(l)
+	return bus.DefaultTopology(l).WithConsumers(cmdb.Consumers(cmdb.DefaultConfig().Partitions)...)
 }
 
 // Registry lists the hub services `outpost up` runs in process. Later services add theirs here.
@@ -200,7 +206,16 @@ func Registry(cfg Config, toks *tokens.Store) []Service {
 	return []Service{
 		{Name: "agents", Run: func(ctx context.Context, d Deps) error {
 			return agents.Run(ctx, agents.Config{Version: version.Semver()}, agents.Deps{NC: d.NC, JS: d.JS,
-				Issuer: d.Issuer, Kick: kick(d.Server), Logger: d.Logger})
+				Issuer: d.Issuer, Kick: kick(d.Server), Logger: d.Logger, Ready: d.ready.mark("agents")})
+		}},
+		{Name: "cmdb", Run: func(ctx context.Context, d Deps) error {
+			cc := cmdb.DefaultConfig()
+			cc.DSN = cfg.CMDB
+			if cc.DSN == "" {
+				cc.DSN = "sqlite://" + filepath.Join(d.DataDir, "cmdb.db")
+			}
+			cc.Version = version.Semver()
+			return cmdb.Run(ctx, cc, cmdb.Deps{NC: d.NC, JS: d.JS, Logger: d.Logger, Tracer: d.Telemetry.Tracer, Ready: d.ready.mark("cmdb")})
 		}},
 		{Name: "local-bridge", Run: func(ctx context.Context, d Deps) error {
 			if cfg.NoLocalBridge {
@@ -212,7 +227,8 @@ func Registry(cfg Config, toks *tokens.Store) []Service {
 			gc := gateway.DefaultConfig()
 			gc.Addr = cfg.HTTPAddr
 			gc.Version = version.Version
-			return gateway.Run(ctx, gc, gateway.Deps{NC: d.NC, JS: d.JS, Tokens: toks, Topology: d.Topology, Logger: d.Logger})
+			return gateway.Run(ctx, gc, gateway.Deps{NC: d.NC, JS: d.JS, Tokens: toks, Topology: d.Topology, Logger: d.Logger,
+				Pending: d.ready.pending})
 		}},
 	}
 }

@@ -9,7 +9,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -133,4 +135,38 @@ func randomSecret() string {
 	b := make([]byte, 24)
 	_, _ = rand.Read(b)
 	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// readiness tracks which in-process services are serving, for /healthz.
+type readiness struct {
+	mu      sync.Mutex
+	waiting map[string]bool
+}
+
+func newReadiness(names ...string) *readiness {
+	r := &readiness{waiting: map[string]bool{}}
+	for _, n := range names {
+		r.waiting[n] = true
+	}
+	return r
+}
+
+func (r *readiness) mark(name string) func() {
+	return func() {
+		r.mu.Lock()
+		delete(r.waiting, name)
+		r.mu.Unlock()
+	}
+}
+
+// pending lists the services not serving yet.
+func (r *readiness) pending() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for n := range r.waiting {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
 }

@@ -1,0 +1,199 @@
+package cmdb_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/services/cmdb"
+	"github.com/outpost-dev/outpost/services/cmdb/classes"
+	"github.com/outpost-dev/outpost/services/cmdb/internal/pgtest"
+	"github.com/outpost-dev/outpost/services/cmdb/internal/storetest"
+	"github.com/outpost-dev/outpost/services/cmdb/ire"
+	"github.com/outpost-dev/outpost/services/cmdb/store"
+)
+
+// Through the service, as producers and the gateway use it:
+//
+//	go test ./services/cmdb -run XXX -bench BenchmarkServiceIngest -benchtime 1000x   # 100,000 CIs
+//	go test ./services/cmdb -run XXX -bench BenchmarkServiceList -benchtime 300x     # p50/p99 at 100,000 CIs
+//
+// The engine alone: BenchmarkIngest and BenchmarkListPage in package ire.
+
+// benchBackend opens a fresh database of one implementation for a benchmark run.
+type benchBackend struct {
+	name  string
+	fresh func(b *testing.B) storetest.Backend
+}
+
+// benchBackends are the stores to measure: SQLite always, PostgreSQL unless skipped.
+func benchBackends() []benchBackend {
+	out := []benchBackend{{"sqlite", func(b *testing.B) storetest.Backend { return sqliteBackend(b) }}}
+	if !pgtest.Skipped() && os.Getenv(pgtest.EnvDSN) != "" {
+		out = append(out, benchBackend{"postgres", func(b *testing.B) storetest.Backend {
+			return storetest.Backend{Name: "postgres", DSN: pgtest.DSN(b)}
+		}})
+	}
+	return out
+}
+
+// benchPayload describes n new servers numbered from start, each with three relations to
+// its neighbours in the payload (the shape of package ire's benchmark).
+func benchPayload(start, n int) envelope.CIPayload {
+	p := envelope.CIPayload{Source: "discovery", Observed: now, Items: make([]envelope.CIItem, 0, n)}
+	for i := range n {
+		id := start + i
+		class, os := "linux_server", "Linux"
+		switch id % 10 {
+		case 7, 8:
+			class, os = "windows_server", "Windows"
+		case 9:
+			class, os = "unix_server", "AIX"
+		}
+		p.Items = append(p.Items, envelope.CIItem{Ref: strconv.Itoa(i), Class: class, Attributes: map[string]any{
+			"name":          fmt.Sprintf("host-%07d", id),
+			"serial_number": fmt.Sprintf("BENCH-%07d", id),
+			"ip_address":    fmt.Sprintf("10.%d.%d.%d", id>>16&255, id>>8&255, id&255),
+			"os":            os,
+			"os_version":    "22.04",
+			"cpu_count":     2 << (id % 3),
+			"ram_mb":        4096,
+			"environment":   []string{"production", "staging", "test"}[id%3],
+		}})
+		for k, typ := range []string{"depends_on", "connected_to", "member_of"} {
+			p.Relations = append(p.Relations, envelope.CIRelation{Type: typ, From: strconv.Itoa(i), To: strconv.Itoa((i + k + 1) % n)})
+		}
+	}
+	return p
+}
+
+// BenchmarkServiceIngest publishes b.N payloads of 100 new servers with 3 relations each
+// on their partitions and reports CIs/s from the first publish until the last CI is stored
+// (its change events published).
+func BenchmarkServiceIngest(b *testing.B) {
+	const perPayload = 100
+	for _, bb := range benchBackends() {
+		b.Run(bb.name, func(b *testing.B) {
+			h := newHub(b, true)
+			h.start(b, testConfig(bb.fresh(b))) // every run starts empty: it measures new CIs
+			pub := bus.NewPublisher(h.js, envelope.ServiceSource("discovery"), nil)
+			payloads := make([]envelope.CIPayload, b.N)
+			for i := range payloads {
+				payloads[i] = benchPayload(i*perPayload, perPayload)
+			}
+			ctx := context.Background()
+			b.ResetTimer()
+			start := time.Now()
+			batch := pub.Batch()
+			for i := range payloads {
+				if err := batch.Add(ctx, cmdb.IngestSubject(payloads[i], cmdb.DefaultPartitions), envelope.Meta{}, &payloads[i]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := batch.Wait(ctx); err != nil {
+				b.Fatal(err)
+			}
+			h.drained(b, 10*time.Minute) // a payload leaves the work queue once ingested and announced
+			elapsed := time.Since(start)
+			b.StopTimer()
+			want := int64(b.N * perPayload)
+			if c := counts(b, h.nc); c.Total != want {
+				b.Fatalf("%d CIs stored, want %d", c.Total, want)
+			}
+			b.ReportMetric(float64(want)/elapsed.Seconds(), "CIs/s")
+		})
+	}
+}
+
+// BenchmarkServiceList measures a filtered page of svc.cmdb.ls at OUTPOST_BENCH_CIS CIs
+// (default 100,000), request to decoded answer, and reports p50/p99 in milliseconds. With
+// OUTPOST_BENCH_SQLITE_FILE, a seeded SQLite file is reused across runs.
+func BenchmarkServiceList(b *testing.B) {
+	total := 100_000
+	if v, err := strconv.Atoi(os.Getenv("OUTPOST_BENCH_CIS")); err == nil && v > 0 {
+		total = v
+	}
+	m, err := classes.Default()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bb := range benchBackends() {
+		// One database for every run of the sub-benchmark: seed tops it up once.
+		be := bb.fresh(b)
+		if path := os.Getenv("OUTPOST_BENCH_SQLITE_FILE"); path != "" && bb.name == "sqlite" {
+			be.DSN = "sqlite://" + path
+		}
+		b.Run(bb.name, func(b *testing.B) {
+			seed(b, be, m, total)
+			h := newHub(b, true)
+			h.start(b, testConfig(be))
+			queries := []struct {
+				name string
+				req  cmdb.ListRequest
+			}{
+				{"class+filter", cmdb.ListRequest{Class: "server", Filters: map[string]string{"os": "windows"}}},
+				{"class+filter+search", cmdb.ListRequest{Class: "server", Filters: map[string]string{"environment": "production"}, Search: "host-00012"}},
+				{"rare class+filter", cmdb.ListRequest{Class: "unix_server", Filters: map[string]string{"cpu_count": "8"}}},
+				{"search ip", cmdb.ListRequest{Search: "10.0.200."}},
+				{"class page", cmdb.ListRequest{Class: "server"}},
+			}
+			for _, q := range queries {
+				b.Run(q.name, func(b *testing.B) {
+					call[cmdb.ListResponse](b, h.nc, cmdb.OpList, q.req) // warm
+					lat := make([]time.Duration, 0, b.N)
+					b.ResetTimer()
+					for range b.N {
+						t := time.Now()
+						page := call[cmdb.ListResponse](b, h.nc, cmdb.OpList, q.req)
+						lat = append(lat, time.Since(t))
+						if len(page.Items) == 0 {
+							b.Fatalf("%s: empty page", q.name)
+						}
+					}
+					b.StopTimer()
+					slices.Sort(lat)
+					pct := func(p float64) float64 {
+						return float64(lat[min(len(lat)-1, int(float64(len(lat))*p))].Microseconds()) / 1000
+					}
+					b.ReportMetric(pct(0.50), "p50-ms")
+					b.ReportMetric(pct(0.99), "p99-ms")
+				})
+			}
+		})
+	}
+}
+
+// seed fills the store up to total CIs through the engine (the service is not running).
+func seed(b *testing.B, be storetest.Backend, m *classes.Model, total int) {
+	b.Helper()
+	ctx := context.Background()
+	st, err := store.Open(ctx, be.DSN, store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	eng, err := ire.New(st, m, ire.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	exact, err := st.CountByClass(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	have := int(m.RollUp(exact)[classes.Root])
+	start := time.Now()
+	for i := have; i < total; i += 500 {
+		if _, err := eng.Ingest(ctx, benchPayload(i, min(500, total-i))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if have < total {
+		b.Logf("%s: seeded %d CIs in %s", be.Name, total-have, time.Since(start).Round(time.Millisecond))
+	}
+}

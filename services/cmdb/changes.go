@@ -1,0 +1,151 @@
+package cmdb
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/services/cmdb/ire"
+)
+
+// Ops of the change events (envelope.Change.Op).
+const (
+	OpCreated = "created"
+	OpUpdated = "updated"
+	OpStale   = "stale"
+)
+
+// publishTimeout bounds how long a handler keeps trying to announce what it wrote.
+const publishTimeout = 30 * time.Second
+
+// changes publishes cmdb.changed.<class> events.
+//
+// Their ce-id (the Nats-Msg-Id) is derived from what caused them — the payload's digest,
+// the CI and the op — not drawn at random, so a retried publish, or a payload redelivered
+// after its ingest committed but before its ack, is deduplicated by the CHANGES stream
+// within its window; after the window a redelivered payload changes nothing anyway
+// (ingest is idempotent), so it announces nothing.
+type changes struct {
+	pub *bus.Publisher
+	log *slog.Logger
+}
+
+func newChanges(js jetstream.JetStream, tp trace.TracerProvider, log *slog.Logger) *changes {
+	return &changes{pub: bus.NewPublisher(js, envelope.ServiceSource(Name), tp), log: log}
+}
+
+type changeEvent struct {
+	id   string
+	body envelope.Change
+}
+
+// publishOutcome announces every CI an ingest of p created or updated.
+func (c *changes) publishOutcome(ctx context.Context, run string, p envelope.CIPayload, out ire.Outcome) {
+	if len(out.Created)+len(out.Updated) == 0 {
+		return
+	}
+	digest := payloadDigest(p)
+	at := p.Observed.UTC()
+	if p.Observed.IsZero() {
+		at = time.Now().UTC()
+	}
+	evs := make([]changeEvent, 0, len(out.Created)+len(out.Updated))
+	add := func(op string, chs []ire.Change) {
+		for _, ch := range chs {
+			evs = append(evs, changeEvent{
+				id:   changeID(p.Observed, digest, ch.ID, op),
+				body: envelope.Change{CI: ch.ID, Class: ch.Class, Op: op, Source: p.Source, Attributes: ch.Attributes, Time: at},
+			})
+		}
+	}
+	add(OpCreated, out.Created)
+	add(OpUpdated, out.Updated)
+	c.publish(ctx, run, evs)
+}
+
+// publish sends evs, retrying the whole set (duplicates are dropped by their ids) until
+// they are all acknowledged or publishTimeout passes. What it cannot send is logged: the
+// store already holds the change and its history, only the announcement is lost.
+func (c *changes) publish(ctx context.Context, run string, evs []changeEvent) {
+	if len(evs) == 0 {
+		return
+	}
+	// The change is committed: announce it even when the consumer is shutting down.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
+	defer cancel()
+	wait := 100 * time.Millisecond
+	for {
+		err := c.send(ctx, run, evs)
+		if err == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			ids := make([]string, len(evs))
+			for i, e := range evs {
+				ids[i] = e.body.CI
+			}
+			c.log.Error("change events not published; the CMDB holds the changes but subscribers missed them",
+				"cis", ids, "err", err)
+			return
+		case <-time.After(wait):
+			wait = min(2*wait, 5*time.Second)
+		}
+	}
+}
+
+func (c *changes) send(ctx context.Context, run string, evs []changeEvent) error {
+	if len(evs) == 1 {
+		e := evs[0]
+		_, err := c.pub.Publish(ctx, bus.ChangeSubject(e.body.Class), envelope.Meta{ID: e.id, Run: run}, &e.body)
+		return err
+	}
+	b := c.pub.Batch()
+	var errs []error
+	for i := range evs {
+		e := &evs[i]
+		if err := b.Add(ctx, bus.ChangeSubject(e.body.Class), envelope.Meta{ID: e.id, Run: run}, &e.body); err != nil {
+			errs = append(errs, err)
+			break
+		}
+	}
+	errs = append(errs, b.Wait(ctx))
+	return errors.Join(errs...)
+}
+
+// payloadDigest identifies a payload by its content (encoding/json sorts map keys, so equal
+// payloads have equal digests).
+func payloadDigest(p envelope.CIPayload) string {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(b)
+	return string(sum[:])
+}
+
+// changeID is a ULID whose time is t (the observation) and whose entropy is a hash of
+// parts: the same cause always gets the same id, and ids still sort by time.
+func changeID(t time.Time, parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	sum := h.Sum(nil)
+	var id ulid.ULID
+	if !t.IsZero() && t.Unix() > 0 {
+		_ = id.SetTime(ulid.Timestamp(t))
+	}
+	copy(id[6:], sum[:10])
+	return id.String()
+}
