@@ -170,3 +170,56 @@ func TestStatusListsStreamsConsumersAndDLQ(t *testing.T) {
 		t.Fatalf("RESULTS with its consumer lag not reported: %s", body)
 	}
 }
+
+// Roles: a viewer reads but cannot approve an agent; an operator cannot create tokens; an
+// admin can, and the new token works at once with its role.
+func TestRoles(t *testing.T) {
+	e := newEnv(t, true)
+	ctx := context.Background()
+	viewer, _, _ := e.toks.Create(ctx, "v", tokens.RoleViewer)
+	operator, _, _ := e.toks.Create(ctx, "o", tokens.RoleOperator)
+	do := func(method, path, token, body string) (int, string) {
+		req, _ := http.NewRequest(method, e.base+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := do("POST", "/api/v1/agents/br1/approve", viewer, ""); code != 403 {
+		t.Fatalf("viewer approving: %d", code)
+	}
+	if code, _ := do("POST", "/api/v1/agents/br1/approve", operator, ""); code != 403 {
+		t.Fatalf("operator approving: %d", code)
+	}
+	if code, _ := do("POST", "/api/v1/tokens", operator, `{"name":"x","role":"viewer"}`); code != 403 {
+		t.Fatalf("operator creating a token: %d", code)
+	}
+	code, body := do("POST", "/api/v1/tokens", e.admin, `{"name":"ci","role":"viewer"}`)
+	if code != 200 {
+		t.Fatalf("admin creating a token: %d %s", code, body)
+	}
+	var created struct{ Token string }
+	_ = json.Unmarshal([]byte(body), &created)
+	if code, _ := do("GET", "/api/v1/status", created.Token, ""); code != 200 {
+		t.Fatalf("new token: %d", code)
+	}
+	// Bad input names the field, nothing is written.
+	for _, bad := range []string{`{"name":"x","role":"viewer","bogus":1}`, `{"name":1,"role":"viewer"}`, `{not json`, ``} {
+		code, body := do("POST", "/api/v1/tokens", e.admin, bad)
+		if code != 400 || !strings.Contains(body, "problem") && !strings.Contains(body, "type") {
+			t.Fatalf("%q: %d %s", bad, code, body)
+		}
+	}
+	big := `{"name":"` + strings.Repeat("x", 2<<20) + `","role":"viewer"}`
+	if code, body := do("POST", "/api/v1/tokens", e.admin, big); code != 400 || !strings.Contains(body, "larger") {
+		t.Fatalf("oversize body: %d %.200s", code, body)
+	}
+	list, _ := e.toks.List(ctx)
+	if len(list) != 4 {
+		t.Fatalf("bad requests wrote tokens: %d tokens", len(list))
+	}
+}

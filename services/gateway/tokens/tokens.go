@@ -43,6 +43,9 @@ type Token struct {
 // ErrInvalid is returned for a token that does not exist or was revoked.
 var ErrInvalid = errors.New("invalid or revoked token")
 
+// ErrNotFound: no token has that id or name.
+var ErrNotFound = errors.New("no such token")
+
 // Store is the token store over a KV bucket.
 type Store struct{ kv jetstream.KeyValue }
 
@@ -141,5 +144,5 @@ func (s *Store) Revoke(ctx context.Context, idOrName string) (Token, error) {
 		}
 		return t, nil
 	}
-	return Token{}, fmt.Errorf("no token with id or name %q", idOrName)
+	return Token{}, fmt.Errorf("%w: no token with id or name %q; `outpost tokens ls` lists them", ErrNotFound, idOrName)
 }

@@ -1,0 +1,72 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func newTokens(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "tokens", Short: "Manage API tokens (admin)"}
+	var role, name string
+	create := &cobra.Command{
+		Use: "create --role admin|operator|viewer --name N", Short: "Create a token; its secret is shown once", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, _ := g.client()
+			var raw []byte
+			if err := c.do(cmd.Context(), "POST", "/api/v1/tokens", map[string]string{"name": name, "role": role}, &raw); err != nil {
+				return err
+			}
+			return printResult(g, raw, func(m map[string]any) string {
+				return fmt.Sprintf("token %v (%v, role %v) — shown once:\n  %v", m["id"], m["name"], m["role"], m["token"])
+			})
+		},
+	}
+	create.Flags().StringVar(&role, "role", "viewer", "admin, operator or viewer")
+	create.Flags().StringVar(&name, "name", "", "what or who the token is for")
+	ls := &cobra.Command{
+		Use: "ls", Short: "List tokens (never their secrets)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, _ := g.client()
+			var raw []byte
+			if err := c.do(cmd.Context(), "GET", "/api/v1/tokens", nil, &raw); err != nil {
+				return err
+			}
+			if g.output == "json" {
+				_, err := g.stdout.Write(raw)
+				return err
+			}
+			var out struct {
+				Tokens []struct {
+					ID, Name, Role string
+					Created        time.Time
+					Revoked        bool
+				}
+			}
+			_ = json.Unmarshal(raw, &out)
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNAME\tROLE\tCREATED\tREVOKED")
+			for _, t := range out.Tokens {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\n", t.ID, t.Name, t.Role, t.Created.Format(time.DateTime), t.Revoked)
+			}
+			return tw.Flush()
+		},
+	}
+	revoke := &cobra.Command{
+		Use: "revoke ID|NAME", Short: "Revoke a token: it stops working at once", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _ := g.client()
+			var raw []byte
+			if err := c.do(cmd.Context(), "DELETE", "/api/v1/tokens/"+url.PathEscape(args[0]), nil, &raw); err != nil {
+				return err
+			}
+			return printResult(g, raw, func(m map[string]any) string { return fmt.Sprintf("token %v revoked", m["id"]) })
+		},
+	}
+	cmd.AddCommand(create, ls, revoke)
+	return cmd
+}
