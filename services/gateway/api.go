@@ -28,6 +28,7 @@ func (a *API) Handler() http.Handler {
 	a.routeAgents(mux)
 	a.routeCIs(mux)
 	a.routeTokens(mux)
+	a.routeDiscovery(mux)
 	// Anything else under /api/v1 still needs a token before it may learn it does not exist.
 	mux.Handle("/api/v1/", a.auth(tokens.RoleViewer, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		problem(w, r, http.StatusNotFound, "not-found", "No such API route", r.Method+" "+r.URL.Path+" is not an Outpost API route; see /api/v1/openapi.json")

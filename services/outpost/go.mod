@@ -9,7 +9,8 @@ require (
 	github.com/outpost-dev/outpost/libs v0.0.0
 	github.com/outpost-dev/outpost/services/agents v0.0.0-00010101000000-000000000000
 	github.com/outpost-dev/outpost/services/bridge v0.0.0
-	github.com/outpost-dev/outpost/services/cmdb v0.0.0-00010101000000-000000000000
+	github.com/outpost-dev/outpost/services/cmdb v0.0.0
+	github.com/outpost-dev/outpost/services/discovery v0.0.0-00010101000000-000000000000
 	github.com/outpost-dev/outpost/services/gateway v0.0.0
 	github.com/spf13/cobra v1.10.2
 )
@@ -22,6 +23,7 @@ require (
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/dustin/go-humanize v1.1.0 // indirect
+	github.com/expr-lang/expr v1.17.8 // indirect
 	github.com/go-asn1-ber/asn1-ber v1.5.8 // indirect
 	github.com/go-ldap/ldap/v3 v3.4.15 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
@@ -50,6 +52,7 @@ require (
 	github.com/oklog/ulid/v2 v2.1.2 // indirect
 	github.com/pkg/errors v0.9.1 // indirect
 	github.com/remyoudompheng/bigfft v0.0.0-20230129092748-24d4a6f8daec // indirect
+	github.com/robfig/cron/v3 v3.0.1 // indirect
 	github.com/shopspring/decimal v1.4.0 // indirect
 	github.com/sony/gobreaker v1.0.0 // indirect
 	github.com/spf13/pflag v1.0.9 // indirect
@@ -86,5 +89,6 @@ replace (
 	github.com/outpost-dev/outpost/services/agents => ../agents
 	github.com/outpost-dev/outpost/services/bridge => ../bridge
 	github.com/outpost-dev/outpost/services/cmdb => ../cmdb
+	github.com/outpost-dev/outpost/services/discovery => ../discovery
 	github.com/outpost-dev/outpost/services/gateway => ../gateway
 )

@@ -73,7 +73,7 @@ func waitDiscovery(t *testing.T, h *testHub, id string, d time.Duration) discove
 func ciCount(t *testing.T, h *testHub, class string) int {
 	t.Helper()
 	var out map[string]json.RawMessage
-	h.mustAPI(t, "GET", "/api/v1/cis?class="+class+"&limit=1000", nil, &out)
+	h.mustAPI(t, "GET", "/api/v1/cis?class="+class+"&limit=500", nil, &out)
 	for _, k := range []string{"cis", "items"} {
 		var list []json.RawMessage
 		if raw, ok := out[k]; ok && json.Unmarshal(raw, &list) == nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/outpost-dev/outpost/libs/version"
 	"github.com/outpost-dev/outpost/services/agents"
 	"github.com/outpost-dev/outpost/services/cmdb"
+	"github.com/outpost-dev/outpost/services/discovery"
 	"github.com/outpost-dev/outpost/services/gateway"
 	"github.com/outpost-dev/outpost/services/gateway/tokens"
 )
@@ -74,6 +75,8 @@ type Deps struct {
 	Server  *bus.Server
 	Issuer  nkeys.KeyPair
 	HubAuth nats.Option
+	// CurveKey seals credentials to bridges (libs/seal).
+	CurveKey nkeys.KeyPair
 
 	ready *readiness
 }
@@ -113,6 +116,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	issuerPub, _ := issuer.PublicKey()
+	curve, err := loadOrCreateKey(filepath.Join(cfg.DataDir, "hub.xk"), nkeys.CreateCurveKeys)
+	if err != nil {
+		return err
+	}
 	// Hub services sign in as "hub" with the password kept in <data>/hub.secret (0600), which
 	// service replicas run as separate processes read too; every other connection (bridges)
 	// goes through the agents service's auth callout.
@@ -162,7 +169,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 
 	deps := Deps{NC: nc, JS: js, Topology: topo, Telemetry: tel, Logger: log, DataDir: cfg.DataDir,
-		Server: srv, Issuer: issuer, HubAuth: hubAuth}
+		Server: srv, Issuer: issuer, HubAuth: hubAuth, CurveKey: curve}
 	services := Registry(cfg, toks)
 	deps.ready = newReadiness("agents", "cmdb")
 	sctx, stop := context.WithCancel(ctx)
@@ -198,7 +205,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 // Topology is the bus the hub provisions: the default table plus every service's consumers.
 func Topology(l bus.Limits) bus.Topology {
-	return bus.DefaultTopology(l).WithConsumers(cmdb.Consumers(cmdb.DefaultConfig().Partitions)...)
+	return bus.DefaultTopology(l).WithConsumers(cmdb.Consumers(cmdb.DefaultConfig().Partitions)...).
+		WithConsumers(discovery.Consumers()...)
 }
 
 // Registry lists the hub services `outpost up` runs in process. Later services add theirs here.
@@ -216,6 +224,11 @@ func Registry(cfg Config, toks *tokens.Store) []Service {
 			}
 			cc.Version = version.Semver()
 			return cmdb.Run(ctx, cc, cmdb.Deps{NC: d.NC, JS: d.JS, Logger: d.Logger, Tracer: d.Telemetry.Tracer, Ready: d.ready.mark("cmdb")})
+		}},
+		{Name: "discovery", Run: func(ctx context.Context, d Deps) error {
+			dc := discovery.DefaultConfig()
+			dc.DataDir = filepath.Join(d.DataDir, "discovery")
+			return discovery.Run(ctx, dc, discovery.Deps{NC: d.NC, JS: d.JS, Logger: d.Logger, CurveKey: d.CurveKey, Tracer: d.Telemetry.Tracer})
 		}},
 		{Name: "local-bridge", Run: func(ctx context.Context, d Deps) error {
 			if cfg.NoLocalBridge {

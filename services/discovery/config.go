@@ -1,0 +1,83 @@
+package discovery
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// DefaultPorts is the "discovery" port set: remote shells, web and TLS, directories,
+// databases, Windows and printers (SNMP is UDP and swept separately).
+var DefaultPorts = []int{22, 23, 80, 135, 389, 443, 445, 636, 1433, 3306, 3389, 5432, 5985, 8443, 9100}
+
+// Config configures the discovery service.
+type Config struct {
+	// ChunkSize is how many addresses one tcp_scan probe covers (default 1,024).
+	ChunkSize int
+	// Ports scanned when a run does not name its own.
+	Ports []int
+	// SNMPEveryAddress sends snmp_get of the system group to every address of the range,
+	// not only to hosts a TCP port answered on: switches often listen on no TCP port.
+	SNMPEveryAddress bool
+	// MaxRunTime bounds a run; it is then failed with the reason (default 1 h).
+	MaxRunTime time.Duration
+	// ProbeTimeout is the deadline given to classify/explore probes (default 2 min);
+	// ScanTimeout the one of a tcp_scan chunk (default 10 min).
+	ProbeTimeout time.Duration
+	ScanTimeout  time.Duration
+	// ClassifiersDir, when set, holds *.yaml files that replace embedded files of the same
+	// name and add new ones.
+	ClassifiersDir string
+	// DataDir holds the key that encrypts credentials at rest (credentials.key, 0600).
+	DataDir string
+	// Partitions of the CMDB ingest stream (default 8, as the cmdb service).
+	Partitions int
+	// Tick is how often active runs are advanced (default 250 ms).
+	Tick time.Duration
+	// Replica names this process in run leases (default: a random id).
+	Replica string
+}
+
+// DefaultConfig is what `outpost up` runs with.
+func DefaultConfig() Config {
+	return Config{
+		ChunkSize: 1024, Ports: append([]int(nil), DefaultPorts...), SNMPEveryAddress: true,
+		MaxRunTime: time.Hour, ProbeTimeout: 2 * time.Minute, ScanTimeout: 10 * time.Minute,
+		Partitions: 8, Tick: 250 * time.Millisecond,
+	}
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.ChunkSize < 1 || c.ChunkSize > 65536 {
+		errs = append(errs, fmt.Errorf("chunk size %d: want 1..65536", c.ChunkSize))
+	}
+	if len(c.Ports) == 0 {
+		errs = append(errs, errors.New("ports: empty; give at least one TCP port"))
+	}
+	for _, p := range c.Ports {
+		if p < 1 || p > 65535 {
+			errs = append(errs, fmt.Errorf("port %d: want 1..65535", p))
+		}
+	}
+	if c.MaxRunTime <= 0 {
+		errs = append(errs, errors.New("max run time: must be positive"))
+	}
+	if c.ProbeTimeout < time.Second {
+		errs = append(errs, errors.New("probe timeout: at least 1s"))
+	}
+	if c.ScanTimeout < time.Second {
+		errs = append(errs, errors.New("scan timeout: at least 1s"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data dir: empty; the credential key lives there"))
+	}
+	if c.Partitions < 1 {
+		errs = append(errs, fmt.Errorf("partitions %d: at least 1", c.Partitions))
+	}
+	if c.Tick <= 0 {
+		errs = append(errs, errors.New("tick: must be positive"))
+	}
+	return errors.Join(errs...)
+}

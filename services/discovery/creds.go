@@ -1,0 +1,242 @@
+package discovery
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-dev/outpost/libs/bus"
+)
+
+// KVCredentials holds target credentials, encrypted at rest; KVAffinity remembers which one
+// worked for (site, type, ip).
+const (
+	KVCredentials = "credentials"
+	KVAffinity    = "credential_affinity"
+	KVSchedules   = "discovery_schedules"
+	KVHosts       = "discovery_hosts"
+)
+
+// CredentialTypes are the types a credential may have.
+var CredentialTypes = []string{"ssh", "snmp", "snmpv3", "ldap", "sql"}
+
+// Credential is a stored credential as listed: never its secret.
+type Credential struct {
+	Name     string    `json:"name"`
+	Type     string    `json:"type"`
+	Site     string    `json:"site"`
+	Username string    `json:"username,omitempty"`
+	Fields   []string  `json:"fields,omitempty"` // names only: values may be secret (priv_password)
+	Created  time.Time `json:"created"`
+}
+
+// storedCredential is the KV record: Sealed is AES-GCM(nonce || ciphertext) of secretPart.
+type storedCredential struct {
+	Credential
+	Sealed []byte `json:"sealed"`
+}
+
+type secretPart struct {
+	Secret string            `json:"secret"`
+	Fields map[string]string `json:"fields,omitempty"`
+}
+
+// clearCredential is a credential opened for sealing to a probe.
+type clearCredential struct {
+	Name, Type, Username string
+	Secret               string
+	Fields               map[string]string
+}
+
+// LogValue keeps secrets out of logs.
+func (c clearCredential) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("name", c.Name), slog.String("type", c.Type))
+}
+
+// credStore keeps credentials encrypted in KV with a key from the data dir.
+type credStore struct {
+	kv   jetstream.KeyValue
+	aead cipher.AEAD
+}
+
+// loadKey reads (or creates, 0600) the AES-256 key in dataDir/credentials.key.
+func loadKey(dataDir string) ([]byte, error) {
+	path := filepath.Join(dataDir, "credentials.key")
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if len(b) != 32 {
+			return nil, fmt.Errorf("credential key %s: %d bytes, want 32; restore it from backup (credentials cannot be read without it)", path, len(b))
+		}
+		return b, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("credential key: %w", err)
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("credential key: %w", err)
+	}
+	b = make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		if errors.Is(err, os.ErrExist) { // another replica on the same data dir won the race
+			return loadKey(dataDir)
+		}
+		return nil, fmt.Errorf("credential key: %w", err)
+	}
+	defer f.Close()
+	if _, err := f.Write(b); err != nil {
+		return nil, fmt.Errorf("credential key: %w", err)
+	}
+	return b, f.Sync()
+}
+
+func newCredStore(kv jetstream.KeyValue, key []byte) (*credStore, error) {
+	blk, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := cipher.NewGCM(blk)
+	if err != nil {
+		return nil, err
+	}
+	return &credStore{kv: kv, aead: aead}, nil
+}
+
+// CredentialAddRequest is svc.discovery.credentials_add.
+type CredentialAddRequest struct {
+	Name     string            `json:"name"`
+	Type     string            `json:"type"`
+	Site     string            `json:"site"`
+	Username string            `json:"username,omitempty"`
+	Secret   string            `json:"secret"`
+	Fields   map[string]string `json:"fields,omitempty"`
+}
+
+func (s *credStore) add(ctx context.Context, r CredentialAddRequest) (Credential, error) {
+	var errs []error
+	if !bus.ValidName(r.Name) {
+		errs = append(errs, errors.New("name: give a name of letters, digits, - and _"))
+	}
+	if !slices.Contains(CredentialTypes, r.Type) {
+		errs = append(errs, fmt.Errorf("type %q: want one of %s", r.Type, strings.Join(CredentialTypes, ", ")))
+	}
+	if r.Site == "" {
+		errs = append(errs, errors.New("site: empty"))
+	}
+	if r.Secret == "" {
+		errs = append(errs, errors.New("secret: empty"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Credential{}, bus.Errorf(400, "credential: %v", err)
+	}
+	plain, _ := json.Marshal(secretPart{Secret: r.Secret, Fields: r.Fields})
+	nonce := make([]byte, s.aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return Credential{}, err
+	}
+	// the name is authenticated data: a sealed secret cannot be moved to another record
+	sealed := s.aead.Seal(nonce, nonce, plain, []byte(r.Name))
+	c := Credential{Name: r.Name, Type: r.Type, Site: r.Site, Username: r.Username, Created: time.Now().UTC()}
+	for k := range r.Fields {
+		c.Fields = append(c.Fields, k)
+	}
+	slices.Sort(c.Fields)
+	b, _ := json.Marshal(storedCredential{Credential: c, Sealed: sealed})
+	if _, err := s.kv.Put(ctx, r.Name, b); err != nil {
+		return Credential{}, fmt.Errorf("store credential: %w", err)
+	}
+	return c, nil
+}
+
+func (s *credStore) list(ctx context.Context) ([]Credential, error) {
+	keys, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []Credential{}
+	for k := range keys.Keys() {
+		e, err := s.kv.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		var sc storedCredential
+		if json.Unmarshal(e.Value(), &sc) == nil {
+			out = append(out, sc.Credential)
+		}
+	}
+	slices.SortFunc(out, func(a, b Credential) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+func (s *credStore) remove(ctx context.Context, name string) error {
+	if _, err := s.kv.Get(ctx, name); err != nil {
+		return bus.Errorf(404, "credential %q not found", name)
+	}
+	return s.kv.Delete(ctx, name)
+}
+
+// open returns the credentials of a site of the given types (ssh: ssh; snmp: snmp and
+// snmpv3), decrypted, sorted by name; only names when only is not empty.
+func (s *credStore) open(ctx context.Context, site string, types []string, only []string) ([]clearCredential, error) {
+	keys, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []clearCredential
+	for k := range keys.Keys() {
+		e, err := s.kv.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		var sc storedCredential
+		if json.Unmarshal(e.Value(), &sc) != nil || sc.Site != site || !slices.Contains(types, sc.Type) {
+			continue
+		}
+		if len(only) > 0 && !slices.Contains(only, sc.Name) {
+			continue
+		}
+		ns := s.aead.NonceSize()
+		if len(sc.Sealed) < ns {
+			return nil, fmt.Errorf("credential %s: sealed value too short", sc.Name)
+		}
+		plain, err := s.aead.Open(nil, sc.Sealed[:ns], sc.Sealed[ns:], []byte(sc.Name))
+		if err != nil {
+			return nil, fmt.Errorf("credential %s: cannot decrypt (wrong credentials.key in the data dir?)", sc.Name)
+		}
+		var sp secretPart
+		if err := json.Unmarshal(plain, &sp); err != nil {
+			return nil, fmt.Errorf("credential %s: %w", sc.Name, err)
+		}
+		out = append(out, clearCredential{Name: sc.Name, Type: sc.Type, Username: sc.Username, Secret: sp.Secret, Fields: sp.Fields})
+	}
+	slices.SortFunc(out, func(a, b clearCredential) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// credTypes maps a classifier's credential type to the stored types it covers.
+func credTypes(t string) []string {
+	if t == "snmp" {
+		return []string{"snmp", "snmpv3"}
+	}
+	return []string{t}
+}
+
+// affinityKey is the affinity record of (site, type, ip).
+func affinityKey(site, typ, ip string) string {
+	return site + "." + typ + "." + strings.NewReplacer(".", "_", ":", "_").Replace(ip)
+}

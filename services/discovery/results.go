@@ -1,0 +1,280 @@
+package discovery
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/outpost-dev/outpost/libs/envelope"
+)
+
+// handleResult applies one result chunk to its run. It is idempotent: a chunk of a probe
+// that is no longer pending (already applied, run finished) is acknowledged and ignored.
+func (s *service) handleResult(ctx context.Context, _ envelope.Meta, res *envelope.Result) error {
+	if res.Run == "" || res.App != Service {
+		return nil
+	}
+	rs, err := s.loadRun(ctx, res.Run)
+	if err != nil {
+		return err // transient: KV unavailable, retried
+	}
+	if rs == nil {
+		return nil
+	}
+	rs.mu.Lock()
+	r := rs.run
+	p, ok := r.Pending[res.Probe]
+	if !ok || terminalState(r.State) {
+		rs.mu.Unlock()
+		return nil
+	}
+	h := rs.hosts[p.IP]
+	if h != nil && h.Done[res.Probe] || p.Chunks[res.Seq] {
+		rs.mu.Unlock()
+		return nil
+	}
+	// KV writes of a result outlive a shutdown that starts meanwhile
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+	defer cancel()
+	touched, err := s.apply(ctx, rs, p, res)
+	if err != nil {
+		rs.mu.Unlock()
+		return err
+	}
+	final := p.Final
+	if res.Final {
+		final = res.Seq + 1
+	}
+	seen := len(p.Chunks) + 1
+	complete := final > 0 && seen >= final
+	h = rs.hosts[p.IP]
+	if complete && h != nil {
+		if h.Done == nil {
+			h.Done = map[string]bool{}
+		}
+		h.Done[res.Probe] = true
+		touched[h.IP] = h
+	}
+	// hosts are written before the ack, and the probe leaves pending only once they are:
+	// a crash or a failed write loses nothing (the result is delivered again)
+	for _, th := range touched {
+		if err := s.saveHost(ctx, th); err != nil {
+			if complete && h != nil {
+				delete(h.Done, res.Probe)
+			}
+			rs.mu.Unlock()
+			return fmt.Errorf("save host %s: %w", th.IP, err)
+		}
+	}
+	if p.Chunks == nil {
+		p.Chunks = map[int]bool{}
+	}
+	p.Chunks[res.Seq] = true
+	p.Final = final
+	if complete {
+		delete(r.Pending, res.Probe)
+		r.Counters.ProbesDone++
+	}
+	rs.dirty = true
+	if p.Step == "scan" {
+		s.saveRun(ctx, rs)
+	}
+	rs.mu.Unlock()
+	return nil
+}
+
+// host returns the host record of ip, creating it (alive) when create is set.
+func (s *service) host(rs *runState, ip string, create bool) *Host {
+	if h := rs.hosts[ip]; h != nil || !create {
+		return h
+	}
+	h := &Host{IP: ip, Run: rs.run.ID, Stage: stageNew, Facts: Facts{IP: ip}}
+	rs.hosts[ip] = h
+	rs.run.Counters.Alive++
+	return h
+}
+
+func errText(res *envelope.Result) string {
+	if res.Error == nil {
+		return ""
+	}
+	return res.Error.Code + ": " + res.Error.Message
+}
+
+// apply merges a result into the run's hosts; it returns the hosts it changed.
+func (s *service) apply(ctx context.Context, rs *runState, p *pendingProbe, res *envelope.Result) (map[string]*Host, error) {
+	r := rs.run
+	touched := map[string]*Host{}
+	logEntry := HostLog{Step: p.Step, Kind: res.Kind, Probe: res.Probe, Status: string(res.Status), Error: errText(res)}
+	switch res.Kind {
+	case "tcp_scan":
+		chunk, err := decode[scanChunk](res.Data)
+		if err != nil {
+			r.errorf("scan result " + res.ID + ": " + err.Error())
+			return touched, nil
+		}
+		for _, sh := range chunk.Hosts {
+			if len(sh.Open) == 0 {
+				continue
+			}
+			h := s.host(rs, sh.IP, true)
+			for _, port := range sh.Open {
+				if !slices.Contains(h.Facts.Ports, port) {
+					h.Facts.Ports = append(h.Facts.Ports, port)
+				}
+			}
+			slices.Sort(h.Facts.Ports)
+			h.logf(HostLog{Step: "scan", Kind: "tcp_scan", Probe: res.Probe, Status: "open", Note: "open TCP ports " + joinInts(h.Facts.Ports)})
+			touched[h.IP] = h
+		}
+		if res.Final {
+			r.Counters.Scanned += p.Addrs
+			if res.Status != envelope.StatusOK {
+				r.errorf(fmt.Sprintf("scan probe %s: %s %s", res.Probe, res.Status, errText(res)))
+			}
+		}
+	case "snmp_get", "snmp_walk":
+		v, err := decode[snmpResult](res.Data)
+		if err != nil {
+			r.errorf("snmp result " + res.ID + ": " + err.Error())
+			return touched, nil
+		}
+		answered := false
+		for _, x := range v.Values {
+			if x.Value != nil {
+				answered = true
+				break
+			}
+		}
+		h := s.host(rs, p.IP, answered && p.Step == "sweep")
+		if h == nil {
+			return touched, nil // silent address of the sweep
+		}
+		h.Facts.addSNMP(v.Values)
+		if res.Final {
+			s.noteCredentials(ctx, rs, h, "snmp", v.Credential, v.FailedCredentials, &logEntry)
+			if p.Kind == "snmp_walk" {
+				h.LLDP = h.Facts.lldpNeighbours()
+			}
+			h.logf(logEntry)
+		}
+		touched[h.IP] = h
+	case "ssh_exec":
+		h := s.host(rs, p.IP, false)
+		if h == nil {
+			return touched, nil
+		}
+		v, err := decode[sshResult](res.Data)
+		if err != nil {
+			logEntry.Error = "decode: " + err.Error()
+		}
+		h.Facts.addSSH(&v)
+		if len(v.FailedCredentials) == 0 && res.Error != nil {
+			// the bridge sends no data when every credential is refused; its message names them
+			if m := refusedRE.FindStringSubmatch(res.Error.Message); m != nil {
+				v.FailedCredentials = strings.Split(m[1], ", ")
+			}
+		}
+		s.noteCredentials(ctx, rs, h, "ssh", v.Credential, v.FailedCredentials, &logEntry)
+		if v.Credential == "" && p.Step == "classify" && (len(v.FailedCredentials) > 0 || res.Error != nil && strings.Contains(strings.ToLower(res.Error.Code+res.Error.Message), "auth")) {
+			h.Facts.SSHFailed = true
+			logEntry.Note = "every SSH credential failed: classified by ports"
+		}
+		h.logf(logEntry)
+		touched[h.IP] = h
+	case "http_get":
+		h := s.host(rs, p.IP, false)
+		if h == nil {
+			return touched, nil
+		}
+		v, err := decode[httpResult](res.Data)
+		if err == nil && res.Status == envelope.StatusOK && v.Status > 0 {
+			if h.Facts.HTTP == nil {
+				h.Facts.HTTP = map[int]HTTPFact{}
+			}
+			f := HTTPFact{Status: v.Status, Server: v.Server, Title: v.Title, TLS: v.TLS != nil}
+			h.Facts.HTTP[p.Port] = f
+			logEntry.Note = fmt.Sprintf("port %d: %d %s %q", p.Port, v.Status, v.Server, v.Title)
+		}
+		h.logf(logEntry)
+		touched[h.IP] = h
+	case "tls_cert":
+		h := s.host(rs, p.IP, false)
+		if h == nil {
+			return touched, nil
+		}
+		v, err := decode[tlsResult](res.Data)
+		if err == nil && v.Certificate != nil {
+			if h.Facts.TLS == nil {
+				h.Facts.TLS = map[int]CertFact{}
+			}
+			h.Facts.TLS[p.Port] = *v.Certificate
+			logEntry.Note = fmt.Sprintf("port %d: %s, not after %s", p.Port, v.Certificate.SubjectCN, v.Certificate.NotAfter.Format("2006-01-02"))
+		}
+		h.logf(logEntry)
+		touched[h.IP] = h
+	case "ldap_search":
+		h := s.host(rs, p.IP, false)
+		if h == nil {
+			return touched, nil
+		}
+		v, err := decode[ldapResult](res.Data)
+		if err == nil {
+			for _, e := range append(v.Results, v.Entries...) {
+				if e.DN == "" {
+					h.Facts.LDAP = e.Attributes
+				}
+			}
+			if res.Final {
+				s.noteCredentials(ctx, rs, h, "ldap", v.Credential, v.FailedCredentials, &logEntry)
+			}
+		}
+		if res.Final {
+			h.logf(logEntry)
+		}
+		touched[h.IP] = h
+	default:
+		r.logf("result of unexpected kind " + res.Kind)
+	}
+	return touched, nil
+}
+
+// noteCredentials records which credential worked (affinity: tried first next time) and
+// which failed.
+func (s *service) noteCredentials(ctx context.Context, rs *runState, h *Host, typ, worked string, failed []string, e *HostLog) {
+	e.Credential, e.Failed = worked, failed
+	if len(failed) > 0 {
+		if h.Failed == nil {
+			h.Failed = map[string][]string{}
+		}
+		for _, f := range failed {
+			if !slices.Contains(h.Failed[typ], f) {
+				h.Failed[typ] = append(h.Failed[typ], f)
+			}
+		}
+	}
+	if worked == "" {
+		return
+	}
+	if h.Worked == nil {
+		h.Worked = map[string]string{}
+	}
+	h.Worked[typ] = worked
+	if _, err := s.kvAff.Put(ctx, affinityKey(rs.run.Site, typ, h.IP), []byte(worked)); err != nil {
+		s.log.Warn("credential affinity", "err", err)
+	}
+}
+
+var refusedRE = regexp.MustCompile(`refused every credential \(([^)]*)\)`)
+
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = strconv.Itoa(x)
+	}
+	return strings.Join(s, ",")
+}

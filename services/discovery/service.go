@@ -1,0 +1,367 @@
+// Package discovery scans a site's ranges through its bridges, classifies what answers,
+// sends what it identified to the CMDB and explores relations: scan → classify → identify →
+// explore, every step in a run whose state lives in KV so it survives restarts.
+package discovery
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/version"
+)
+
+// Service is the name on the bus: svc.discovery.<op>, result.discovery.>, dlq.discovery.
+const Service = "discovery"
+
+// ResultsConsumer is the durable consumer of the service's probe results.
+const ResultsConsumer = "discovery-results"
+
+// Deps are what Run needs from its host process.
+type Deps struct {
+	NC     *nats.Conn
+	JS     jetstream.JetStream
+	Logger *slog.Logger
+	// CurveKey is the hub's curve (xkey) key pair: credentials are sealed with it to the
+	// curve keys of the site's approved bridges. Without it probes carry no credentials.
+	CurveKey nkeys.KeyPair
+	Tracer   trace.TracerProvider
+	// Now is the clock (tests); default time.Now.
+	Now func() time.Time
+}
+
+// Consumers are the durable consumers discovery needs; the hub adds them to its topology.
+func Consumers() []bus.ConsumerSpec {
+	return []bus.ConsumerSpec{{
+		Stream: bus.StreamResults, Name: ResultsConsumer, Filters: []string{"result.discovery.>"},
+		AckWait: 30 * time.Second, MaxDeliver: 5, MaxAckPending: 2000,
+		Description: "probe results of discovery runs",
+	}}
+}
+
+type service struct {
+	cfg   Config
+	deps  Deps
+	log   *slog.Logger
+	pub   *bus.Publisher
+	rules *Classifiers
+	creds *credStore
+
+	kvRuns, kvHosts, kvAff, kvSched, kvLeases jetstream.KeyValue
+
+	mu   sync.Mutex
+	runs map[string]*runState // active runs owned by this process
+
+	bridgesMu sync.Mutex
+	bridges   map[string]bridgeCache
+}
+
+// runState is an active run in memory; KV is written through.
+type runState struct {
+	mu        sync.Mutex
+	run       *RunRecord
+	hosts     map[string]*Host
+	dirty     bool
+	lastSaved time.Time
+	// resumed: loaded from KV after a restart; probes pending then may never have been
+	// published (or their results were lost with an unsaved run record): send them again.
+	resumed bool
+	// creds caches the run's decrypted credentials by type for a few seconds: a sweep of a
+	// /20 seals thousands of probes.
+	creds   map[string][]clearCredential
+	credsAt time.Time
+}
+
+type bridgeCache struct {
+	keys []string
+	at   time.Time
+}
+
+func (s *service) now() time.Time {
+	if s.deps.Now != nil {
+		return s.deps.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+// Run serves discovery until ctx ends.
+func Run(ctx context.Context, cfg Config, deps Deps) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("discovery config: %w", err)
+	}
+	if deps.NC == nil || deps.JS == nil {
+		return errors.New("discovery: NATS connection and JetStream are required")
+	}
+	s, err := newService(ctx, cfg, deps)
+	if err != nil {
+		return err
+	}
+	return s.serve(ctx)
+}
+
+func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", Service)
+	if cfg.Replica == "" {
+		cfg.Replica = envelope.NewID()
+	}
+	rules, err := NewClassifiers(cfg.ClassifiersDir)
+	if err != nil {
+		return nil, fmt.Errorf("discovery classifiers: %w", err)
+	}
+	s := &service{cfg: cfg, deps: deps, log: log, rules: rules, runs: map[string]*runState{}, bridges: map[string]bridgeCache{},
+		pub: bus.NewPublisher(deps.JS, envelope.ServiceSource(Service), deps.Tracer)}
+	kv := func(spec jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+		b, err := deps.JS.KeyValue(ctx, spec.Bucket)
+		if err == nil {
+			return b, nil
+		}
+		if !errors.Is(err, jetstream.ErrBucketNotFound) {
+			return nil, fmt.Errorf("kv %s: %w", spec.Bucket, err)
+		}
+		spec.Storage = jetstream.FileStorage
+		b, err = deps.JS.CreateOrUpdateKeyValue(ctx, spec)
+		if err != nil {
+			return nil, fmt.Errorf("kv %s: %w", spec.Bucket, err)
+		}
+		return b, nil
+	}
+	var errs []error
+	pick := func(b jetstream.KeyValue, err error) jetstream.KeyValue { errs = append(errs, err); return b }
+	s.kvRuns = pick(kv(jetstream.KeyValueConfig{Bucket: bus.KVRuns, Description: "run progress", History: 1}))
+	s.kvLeases = pick(kv(jetstream.KeyValueConfig{Bucket: bus.KVLeases, Description: "scheduler leases", History: 1, LimitMarkerTTL: time.Second}))
+	s.kvHosts = pick(kv(jetstream.KeyValueConfig{Bucket: KVHosts, Description: "discovery: hosts of runs (facts, per-host log)", History: 1}))
+	s.kvAff = pick(kv(jetstream.KeyValueConfig{Bucket: KVAffinity, Description: "discovery: credential that worked per site, type and address", History: 1}))
+	s.kvSched = pick(kv(jetstream.KeyValueConfig{Bucket: KVSchedules, Description: "discovery schedules", History: 1}))
+	credKV := pick(kv(jetstream.KeyValueConfig{Bucket: KVCredentials, Description: "target credentials, AES-GCM encrypted", History: 1}))
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	key, err := loadKey(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	if s.creds, err = newCredStore(credKV, key); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *service) serve(ctx context.Context) error {
+	for _, c := range Consumers() {
+		if _, err := s.deps.JS.CreateOrUpdateConsumer(ctx, c.Stream, consumerConfig(c)); err != nil {
+			return fmt.Errorf("discovery consumer %s: %w", c.Name, err)
+		}
+	}
+	router, err := bus.NewRouter(s.deps.NC, s.deps.JS, bus.RouterConfig{Service: Service,
+		Topology: bus.Topology{Consumers: Consumers()}, MaxInFlight: 64, Logger: s.log, Tracer: s.deps.Tracer})
+	if err != nil {
+		return err
+	}
+	if err := router.Handle("discovery-results", ResultsConsumer, bus.Decoded(s.handleResult)); err != nil {
+		return err
+	}
+	svc, err := bus.AddService(ctx, s.deps.NC, bus.ServiceConfig{Name: Service, Version: serviceVersion(),
+		Description: "discovery runs, schedules and credentials", Endpoints: s.endpoints(), Logger: s.log})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = svc.Stop() }()
+	if err := s.resume(ctx); err != nil {
+		s.log.Error("resume runs", "err", err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); s.tickLoop(ctx) }()
+	go func() { defer wg.Done(); s.scheduleLoop(ctx) }()
+	err = router.Run(ctx)
+	wg.Wait()
+	s.saveAll(context.WithoutCancel(ctx))
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func serviceVersion() string {
+	v := version.Version
+	if v == "" || v[0] < '0' || v[0] > '9' {
+		return "0.1.0"
+	}
+	return v
+}
+
+// consumerConfig mirrors bus.ConsumerSpec's defaults (its config method is unexported).
+func consumerConfig(c bus.ConsumerSpec) jetstream.ConsumerConfig {
+	cc := jetstream.ConsumerConfig{Durable: c.Name, Description: c.Description, AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: c.AckWait, MaxDeliver: c.MaxDeliver, MaxAckPending: c.MaxAckPending, DeliverPolicy: jetstream.DeliverAllPolicy}
+	if len(c.Filters) == 1 {
+		cc.FilterSubject = c.Filters[0]
+	} else {
+		cc.FilterSubjects = c.Filters
+	}
+	return cc
+}
+
+// resume loads every run that is not finished: its hosts come back from KV and the tick
+// carries on where it stopped (results not yet acked are redelivered by the consumer).
+func (s *service) resume(ctx context.Context) error {
+	keys, err := s.kvRuns.ListKeys(ctx)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return nil
+		}
+		return err
+	}
+	for k := range keys.Keys() {
+		if _, err := s.loadRun(ctx, k); err != nil {
+			s.log.Warn("resume run", "run", k, "err", err)
+		}
+	}
+	return nil
+}
+
+// loadRun returns the in-memory state of an active run, loading it from KV when needed.
+// Finished and unknown runs return nil.
+func (s *service) loadRun(ctx context.Context, id string) (*runState, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if rs, ok := s.runs[id]; ok {
+		return rs, nil
+	}
+	e, err := s.kvRuns.Get(ctx, id)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var r RunRecord
+	if err := json.Unmarshal(e.Value(), &r); err != nil || r.Site == "" {
+		return nil, nil // not a run record (another service's key)
+	}
+	if terminalState(r.State) {
+		return nil, nil
+	}
+	rs := &runState{run: &r, hosts: map[string]*Host{}, resumed: r.State != StateQueued}
+	if r.Pending == nil {
+		r.Pending = map[string]*pendingProbe{}
+	}
+	hk, err := s.kvHosts.ListKeysFiltered(ctx, hostKeyPrefix(id)+">")
+	if err == nil {
+		for k := range hk.Keys() {
+			he, err := s.kvHosts.Get(ctx, k)
+			if err != nil {
+				continue
+			}
+			var h Host
+			if json.Unmarshal(he.Value(), &h) == nil {
+				rs.hosts[h.IP] = &h
+				for pid := range h.Done { // applied before the crash, run record not saved yet
+					delete(r.Pending, pid)
+				}
+			}
+		}
+	}
+	// host records are written before each ack, the run record only every second: the
+	// counters that hosts can tell are recomputed from them
+	c := &r.Counters
+	c.Alive, c.Classified, c.Unclassified = len(rs.hosts), 0, 0
+	for _, h := range rs.hosts {
+		switch {
+		case h.Class != "":
+			c.Classified++
+		case h.Stage == stageDone:
+			c.Unclassified++
+		}
+	}
+	s.log.Info("run resumed", "run", id, "state", r.State, "hosts", len(rs.hosts), "pending", len(r.Pending))
+	s.runs[id] = rs
+	return rs, nil
+}
+
+func hostKeyPrefix(run string) string { return run + "." }
+
+func hostKey(run, ip string) string {
+	b := []byte(ip)
+	for i, c := range b {
+		if c == '.' || c == ':' {
+			b[i] = '_'
+		}
+	}
+	return hostKeyPrefix(run) + string(b)
+}
+
+// saveRun writes the run record (caller holds rs.mu).
+func (s *service) saveRun(ctx context.Context, rs *runState) {
+	rs.run.Updated = s.now()
+	b, err := json.Marshal(rs.run)
+	if err != nil {
+		return
+	}
+	if _, err := s.kvRuns.Put(ctx, rs.run.ID, b); err != nil {
+		s.log.Warn("save run", "run", rs.run.ID, "err", err)
+		return
+	}
+	rs.dirty = false
+	rs.lastSaved = s.now()
+}
+
+// saveHost writes a host record (caller holds rs.mu).
+func (s *service) saveHost(ctx context.Context, h *Host) error {
+	b, err := json.Marshal(h)
+	if err != nil {
+		return err
+	}
+	_, err = s.kvHosts.Put(ctx, hostKey(h.Run, h.IP), b)
+	return err
+}
+
+func (s *service) saveAll(ctx context.Context) {
+	s.mu.Lock()
+	states := make([]*runState, 0, len(s.runs))
+	for _, rs := range s.runs {
+		states = append(states, rs)
+	}
+	s.mu.Unlock()
+	for _, rs := range states {
+		rs.mu.Lock()
+		s.saveRun(ctx, rs)
+		rs.mu.Unlock()
+	}
+}
+
+func (s *service) tickLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.Tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		states := make([]*runState, 0, len(s.runs))
+		for _, rs := range s.runs {
+			states = append(states, rs)
+		}
+		s.mu.Unlock()
+		for _, rs := range states {
+			s.advance(ctx, rs)
+		}
+	}
+}

@@ -1,0 +1,332 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// runView is what the CLI reads of a discovery run.
+type runView struct {
+	ID       string         `json:"id"`
+	Site     string         `json:"site"`
+	Ranges   []string       `json:"ranges"`
+	State    string         `json:"state"`
+	Reason   string         `json:"reason"`
+	Created  time.Time      `json:"created"`
+	Finished *time.Time     `json:"finished"`
+	Counters map[string]int `json:"counters"`
+	Errors   []string       `json:"errors"`
+}
+
+func (r runView) done() bool {
+	return r.State == "completed" || r.State == "failed" || r.State == "canceled"
+}
+
+func (r runView) line() string {
+	c := r.Counters
+	return fmt.Sprintf("%-11s scanned %d/%d  alive %d  classified %d  CIs sent %d  errors %d",
+		r.State, c["scanned"], c["addresses"], c["alive"], c["classified"], c["cis_sent"], c["errors"])
+}
+
+func newDiscover(g *globals) *cobra.Command {
+	var site, ports string
+	var ranges []string
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   "discover --site S [--range CIDR] [--ports P] [--wait]",
+		Short: "Start a discovery run on a site (scan, classify, identify, explore)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if site == "" {
+				return usagef("--site is required")
+			}
+			body := map[string]any{"site": site}
+			if len(ranges) > 0 {
+				body["ranges"] = ranges
+			}
+			if ports != "" {
+				ps, err := parsePorts(ports)
+				if err != nil {
+					return usagef("--ports: %v", err)
+				}
+				body["ports"] = ps
+			}
+			c, _ := g.client()
+			var started struct{ Run string }
+			if err := c.do(cmd.Context(), "POST", "/api/v1/discovery/runs", body, &started); err != nil {
+				return err
+			}
+			if !wait {
+				if g.output == "json" {
+					return json.NewEncoder(g.stdout).Encode(map[string]string{"run": started.Run})
+				}
+				fmt.Fprintf(g.stdout, "run %s started — `outpost runs show %s` follows it\n", started.Run, started.Run)
+				return nil
+			}
+			r, err := waitRun(cmd.Context(), c, started.Run, progressWriter(g))
+			if err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return json.NewEncoder(g.stdout).Encode(r)
+			}
+			fmt.Fprintf(g.stdout, "run %s %s in %s\n  %s\n", r.ID, r.State, time.Since(r.Created).Round(time.Second), r.line())
+			if r.State != "completed" {
+				return fmt.Errorf("run %s %s: %s", r.ID, r.State, r.Reason)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&site, "site", "", "site to discover")
+	f.StringSliceVar(&ranges, "range", nil, "CIDR (default: the site's ranges; repeatable)")
+	f.StringVar(&ports, "ports", "", "ports to scan, e.g. 22,80,443 or 1-1024 (default: the discovery set)")
+	f.BoolVar(&wait, "wait", false, "wait for the run to finish, with progress on a terminal")
+	return cmd
+}
+
+// progressWriter shows progress only on a terminal: redirected output stays clean.
+func progressWriter(g *globals) io.Writer {
+	if f, ok := g.stderr.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			return f
+		}
+	}
+	return io.Discard
+}
+
+func waitRun(ctx context.Context, c *client, id string, progress io.Writer) (runView, error) {
+	for {
+		var r runView
+		if err := c.do(ctx, "GET", "/api/v1/discovery/runs/"+url.PathEscape(id), nil, &r); err != nil {
+			return r, err
+		}
+		fmt.Fprintf(progress, "\r%s", r.line())
+		if r.done() {
+			fmt.Fprintln(progress)
+			return r, nil
+		}
+		select {
+		case <-ctx.Done():
+			return r, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func parsePorts(s string) ([]int, error) {
+	var out []int
+	for _, p := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(strings.TrimSpace(p), "-")
+		var a, b int
+		if _, err := fmt.Sscan(lo, &a); err != nil {
+			return nil, fmt.Errorf("%q is not a port", p)
+		}
+		b = a
+		if isRange {
+			if _, err := fmt.Sscan(hi, &b); err != nil {
+				return nil, fmt.Errorf("%q is not a port range", p)
+			}
+		}
+		if a < 1 || b > 65535 || a > b {
+			return nil, fmt.Errorf("%q: ports are 1-65535", p)
+		}
+		for x := a; x <= b; x++ {
+			out = append(out, x)
+		}
+	}
+	return out, nil
+}
+
+func newRuns(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "runs", Short: "Discovery runs: list, show (per host), cancel"}
+	cmd.AddCommand(&cobra.Command{
+		Use: "ls", Short: "List discovery runs", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, _ := g.client()
+			var raw []byte
+			if err := c.do(cmd.Context(), "GET", "/api/v1/discovery/runs", nil, &raw); err != nil {
+				return err
+			}
+			if g.output == "json" {
+				_, err := g.stdout.Write(raw)
+				return err
+			}
+			var out struct{ Runs []runView }
+			_ = json.Unmarshal(raw, &out)
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "RUN\tSITE\tSTARTED\tPROGRESS")
+			for _, r := range out.Runs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.ID, r.Site, r.Created.Format(time.DateTime), r.line())
+			}
+			return tw.Flush()
+		},
+	})
+	var host string
+	show := &cobra.Command{
+		Use: "show ID [--host IP]", Short: "Show a run, or what happened on one host of it", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _ := g.client()
+			path := "/api/v1/discovery/runs/" + url.PathEscape(args[0])
+			if host != "" {
+				path += "?host=" + url.QueryEscape(host)
+			}
+			var raw []byte
+			if err := c.do(cmd.Context(), "GET", path, nil, &raw); err != nil {
+				return err
+			}
+			return printJSONOrIndented(g, raw)
+		},
+	}
+	show.Flags().StringVar(&host, "host", "", "show this host's log: what was tried, what answered, which credentials worked or failed")
+	cmd.AddCommand(show)
+	cmd.AddCommand(&cobra.Command{
+		Use: "cancel ID", Short: "Cancel a run", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _ := g.client()
+			var raw []byte
+			if err := c.do(cmd.Context(), "POST", "/api/v1/discovery/runs/"+url.PathEscape(args[0])+"/cancel", nil, &raw); err != nil {
+				return err
+			}
+			return printJSONOrIndented(g, raw)
+		},
+	})
+	return cmd
+}
+
+func newSchedules(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "schedules", Short: "Discovery schedules (cron or one-off)"}
+	var name, site, cron, at, maxRun string
+	var ranges []string
+	add := &cobra.Command{
+		Use: "add --name N --site S (--cron EXPR | --at TIME)", Short: "Add a schedule", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			body := map[string]any{"name": name, "site": site}
+			for k, v := range map[string]string{"cron": cron, "at": at, "max_run_time": maxRun} {
+				if v != "" {
+					body[k] = v
+				}
+			}
+			if len(ranges) > 0 {
+				body["ranges"] = ranges
+			}
+			c, _ := g.client()
+			var raw []byte
+			if err := c.do(cmd.Context(), "POST", "/api/v1/discovery/schedules", body, &raw); err != nil {
+				return err
+			}
+			return printJSONOrIndented(g, raw)
+		},
+	}
+	add.Flags().StringVar(&name, "name", "", "schedule name")
+	add.Flags().StringVar(&site, "site", "", "site")
+	add.Flags().StringSliceVar(&ranges, "range", nil, "CIDR (default: the site's)")
+	add.Flags().StringVar(&cron, "cron", "", "cron expression, e.g. \"0 2 * * *\"")
+	add.Flags().StringVar(&at, "at", "", "one-off time (RFC 3339)")
+	add.Flags().StringVar(&maxRun, "max-run-time", "", "stop a run after this long, e.g. 2h")
+	cmd.AddCommand(add)
+	cmd.AddCommand(&cobra.Command{
+		Use: "ls", Short: "List schedules", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, _ := g.client()
+			var raw []byte
+			if err := c.do(cmd.Context(), "GET", "/api/v1/discovery/schedules", nil, &raw); err != nil {
+				return err
+			}
+			return printJSONOrIndented(g, raw)
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use: "rm NAME", Short: "Remove a schedule", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _ := g.client()
+			return c.do(cmd.Context(), "DELETE", "/api/v1/discovery/schedules/"+url.PathEscape(args[0]), nil, nil)
+		},
+	})
+	return cmd
+}
+
+func newCredentials(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "credentials", Short: "Target credentials (stored encrypted; secrets never shown)"}
+	var name, typ, site, user, secretFile string
+	var secretStdin bool
+	var fields []string
+	add := &cobra.Command{
+		Use:   "add --name N --type ssh|snmp|snmpv3|ldap|sql --site S [--username U] --secret-file F|--secret-stdin",
+		Short: "Add a credential; the secret is read from a file or stdin, never from argv",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var secret []byte
+			var err error
+			switch {
+			case secretFile != "" && secretStdin:
+				return usagef("give --secret-file or --secret-stdin, not both")
+			case secretFile != "":
+				secret, err = os.ReadFile(secretFile)
+			case secretStdin:
+				secret, err = io.ReadAll(cmd.InOrStdin())
+			default:
+				return usagef("the secret comes from --secret-file F or --secret-stdin (never the command line)")
+			}
+			if err != nil {
+				return err
+			}
+			body := map[string]any{"name": name, "type": typ, "site": site, "username": user,
+				"secret": strings.TrimRight(string(secret), "\r\n")}
+			if len(fields) > 0 {
+				fm := map[string]string{}
+				for _, kv := range fields {
+					k, v, ok := strings.Cut(kv, "=")
+					if !ok {
+						return usagef("--field %q: want key=value", kv)
+					}
+					fm[k] = v
+				}
+				body["fields"] = fm
+			}
+			c, _ := g.client()
+			var raw []byte
+			if err := c.do(cmd.Context(), "POST", "/api/v1/credentials", body, &raw); err != nil {
+				return err
+			}
+			return printResult(g, raw, func(map[string]any) string { return "credential " + name + " stored" })
+		},
+	}
+	f := add.Flags()
+	f.StringVar(&name, "name", "", "credential name")
+	f.StringVar(&typ, "type", "", "ssh, snmp, snmpv3, ldap or sql")
+	f.StringVar(&site, "site", "", "site whose bridges may use it")
+	f.StringVar(&user, "username", "", "user name (ssh, ldap bind DN, sql, snmpv3 user)")
+	f.StringVar(&secretFile, "secret-file", "", "file holding the secret (password, community, key)")
+	f.BoolVar(&secretStdin, "secret-stdin", false, "read the secret from stdin")
+	f.StringArrayVar(&fields, "field", nil, "type-specific key=value (snmpv3: auth_protocol, priv_protocol, priv_password…)")
+	cmd.AddCommand(add)
+	cmd.AddCommand(&cobra.Command{
+		Use: "ls", Short: "List credentials (no secrets)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, _ := g.client()
+			var raw []byte
+			if err := c.do(cmd.Context(), "GET", "/api/v1/credentials", nil, &raw); err != nil {
+				return err
+			}
+			return printJSONOrIndented(g, raw)
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use: "rm NAME", Short: "Remove a credential", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _ := g.client()
+			return c.do(cmd.Context(), "DELETE", "/api/v1/credentials/"+url.PathEscape(args[0]), nil, nil)
+		},
+	})
+	return cmd
+}
