@@ -15,8 +15,8 @@ build: ## build every binary into bin/
 	go build -trimpath -ldflags '$(LDFLAGS)' -o bin/outpost ./services/outpost/cmd/outpost
 	go build -trimpath -ldflags '$(LDFLAGS)' -o bin/outpost-bridge ./services/bridge/cmd/outpost-bridge
 
-run: build ## build, then start the all-in-one hub (bin/outpost up)
-	bin/outpost up
+run: build ## build, then start the all-in-one hub with the lab demo (bin/outpost up --lab)
+	bin/outpost up --lab
 
 test: ## run every test of every module (installs what the tests need when missing)
 	scripts/test.sh

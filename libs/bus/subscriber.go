@@ -159,7 +159,7 @@ func (s *Subscriber) pull(ctx context.Context, spec ConsumerSpec, it jetstream.M
 			continue
 		}
 		wm := toWatermill(jm, spec)
-		f := &flight{jm: jm, ackWait: spec.config().AckWait, slots: slots, acks: acks, log: s.log, consumer: spec.Name}
+		f := &flight{jm: jm, ackWait: spec.Config().AckWait, slots: slots, acks: acks, log: s.log, consumer: spec.Name}
 		if s.managed {
 			s.wg.Add(1)
 			f.done = s.wg.Done

@@ -107,7 +107,8 @@ type ConsumerSpec struct {
 	Description   string
 }
 
-func (c ConsumerSpec) config() jetstream.ConsumerConfig {
+// Config is the JetStream configuration of the consumer, defaults applied.
+func (c ConsumerSpec) Config() jetstream.ConsumerConfig {
 	if c.AckWait == 0 {
 		c.AckWait = 30 * time.Second
 	}
@@ -230,7 +231,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
 		}
 	}
 	for _, c := range t.Consumers {
-		if _, err := js.CreateOrUpdateConsumer(ctx, c.Stream, c.config()); err != nil {
+		if _, err := js.CreateOrUpdateConsumer(ctx, c.Stream, c.Config()); err != nil {
 			errs = append(errs, fmt.Errorf("consumer %s on %s: %w", c.Name, c.Stream, err))
 		}
 	}

@@ -163,7 +163,7 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 
 func (s *service) serve(ctx context.Context) error {
 	for _, c := range Consumers() {
-		if _, err := s.deps.JS.CreateOrUpdateConsumer(ctx, c.Stream, consumerConfig(c)); err != nil {
+		if _, err := s.deps.JS.CreateOrUpdateConsumer(ctx, c.Stream, c.Config()); err != nil {
 			return fmt.Errorf("discovery consumer %s: %w", c.Name, err)
 		}
 	}
@@ -197,25 +197,7 @@ func (s *service) serve(ctx context.Context) error {
 	return err
 }
 
-func serviceVersion() string {
-	v := version.Version
-	if v == "" || v[0] < '0' || v[0] > '9' {
-		return "0.1.0"
-	}
-	return v
-}
-
-// consumerConfig mirrors bus.ConsumerSpec's defaults (its config method is unexported).
-func consumerConfig(c bus.ConsumerSpec) jetstream.ConsumerConfig {
-	cc := jetstream.ConsumerConfig{Durable: c.Name, Description: c.Description, AckPolicy: jetstream.AckExplicitPolicy,
-		AckWait: c.AckWait, MaxDeliver: c.MaxDeliver, MaxAckPending: c.MaxAckPending, DeliverPolicy: jetstream.DeliverAllPolicy}
-	if len(c.Filters) == 1 {
-		cc.FilterSubject = c.Filters[0]
-	} else {
-		cc.FilterSubjects = c.Filters
-	}
-	return cc
-}
+func serviceVersion() string { return version.Semver() }
 
 // resume loads every run that is not finished: its hosts come back from KV and the tick
 // carries on where it stopped (results not yet acked are redelivered by the consumer).

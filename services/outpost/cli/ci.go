@@ -22,7 +22,7 @@ func newCI(g *globals) *cobra.Command {
 			c, _ := g.client()
 			var items []map[string]any
 			cursor := ""
-			for {
+			for limit <= 0 || len(items) < limit {
 				q := url.Values{}
 				if class != "" {
 					q.Set("class", class)
@@ -33,19 +33,23 @@ func newCI(g *globals) *cobra.Command {
 				if cursor != "" {
 					q.Set("cursor", cursor)
 				}
-				q.Set("limit", fmt.Sprint(limit))
-				var page struct {
+				page := 500 // the API's largest page
+				if limit > 0 {
+					page = min(page, limit-len(items))
+				}
+				q.Set("limit", fmt.Sprint(page))
+				var resp struct {
 					Items      []map[string]any `json:"items"`
 					NextCursor string           `json:"next_cursor"`
 				}
-				if err := c.do(cmd.Context(), "GET", "/api/v1/cis?"+q.Encode(), nil, &page); err != nil {
+				if err := c.do(cmd.Context(), "GET", "/api/v1/cis?"+q.Encode(), nil, &resp); err != nil {
 					return err
 				}
-				items = append(items, page.Items...)
-				if !all || page.NextCursor == "" {
+				items = append(items, resp.Items...)
+				if !all || resp.NextCursor == "" {
 					break
 				}
-				cursor = page.NextCursor
+				cursor = resp.NextCursor
 			}
 			if items == nil {
 				items = []map[string]any{}
@@ -63,7 +67,7 @@ func newCI(g *globals) *cobra.Command {
 	}
 	ls.Flags().StringVar(&class, "class", "", "class (subclasses included), e.g. server, linux_server")
 	ls.Flags().StringVar(&search, "search", "", "text to find in name, IP, serial or MAC")
-	ls.Flags().IntVar(&limit, "limit", 500, "page size")
+	ls.Flags().IntVar(&limit, "limit", 0, "at most this many CIs (default: all)")
 	ls.Flags().BoolVar(&all, "all", true, "follow the cursor through every page")
 	cmd.AddCommand(ls)
 	for _, sub := range []struct{ use, short, path string }{

@@ -36,6 +36,11 @@ type Config struct {
 	HTTPAddr      string // gateway
 	NATSAddr      string // client port for bridges
 	NoLocalBridge bool
+	// Lab runs the simulated network with site "lab" and starts its discovery (the demo).
+	Lab      bool
+	LabRange string
+	LabHosts int
+	LabSeed  int64
 	// CMDB is the store DSN: sqlite://PATH (default <data>/cmdb.db) or postgres://...
 	CMDB   string
 	Limits bus.Limits
@@ -45,7 +50,8 @@ type Config struct {
 
 // DefaultConfig is `outpost up` without flags.
 func DefaultConfig() Config {
-	return Config{DataDir: "./data", HTTPAddr: "127.0.0.1:8080", NATSAddr: "127.0.0.1:4222", Limits: bus.DefaultLimits(), Out: os.Stdout}
+	return Config{DataDir: "./data", HTTPAddr: "127.0.0.1:8080", NATSAddr: "127.0.0.1:4222", Limits: bus.DefaultLimits(), Out: os.Stdout,
+		LabRange: "127.77.0.0/24", LabHosts: 60, LabSeed: 7}
 }
 
 // Validate reports every problem at once.
@@ -235,6 +241,12 @@ func Registry(cfg Config, toks *tokens.Store) []Service {
 				return nil
 			}
 			return runLocalBridge(ctx, d)
+		}},
+		{Name: "lab", Run: func(ctx context.Context, d Deps) error {
+			if !cfg.Lab {
+				return nil
+			}
+			return runLabDemo(ctx, cfg, d)
 		}},
 		{Name: "gateway", Run: func(ctx context.Context, d Deps) error {
 			gc := gateway.DefaultConfig()
