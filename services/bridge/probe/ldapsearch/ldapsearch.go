@@ -1,0 +1,432 @@
+// Package ldapsearch is the ldap_search probe kind: bind (simple, with the first
+// credential that works — type ldap: Username is the bind DN, Secret the password — or
+// anonymously) over ldap, ldaps or StartTLS, then search with base DN, scope, filter and
+// attributes, paged (RFC 2696). Entries are streamed through Emit a page at a time; the
+// final data is a summary. With base_dn "" and scope base it reads the root DSE.
+package ldapsearch
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/outpost-dev/outpost/services/bridge/probe"
+	"github.com/outpost-dev/outpost/services/bridge/probe/internal/capture"
+	"github.com/outpost-dev/outpost/services/bridge/probe/internal/certinfo"
+	"github.com/outpost-dev/outpost/services/bridge/probe/internal/param"
+	"github.com/outpost-dev/outpost/services/bridge/probe/internal/target"
+)
+
+// Config of ldap_search.
+type Config struct {
+	Timeout    time.Duration
+	MaxTimeout time.Duration
+	MaxEntries int // hard cap of max_entries
+}
+
+// Params of an ldap_search probe.
+type Params struct {
+	Port       int        `json:"port,omitempty"`
+	Security   string     `json:"security,omitempty"` // none, ldaps, starttls
+	TLSVerify  bool       `json:"tls_verify,omitempty"`
+	ServerName string     `json:"server_name,omitempty"`
+	BaseDN     *string    `json:"base_dn,omitempty"`
+	Scope      string     `json:"scope,omitempty"` // base, one, sub
+	Filter     string     `json:"filter,omitempty"`
+	Attributes param.List `json:"attributes,omitempty"`
+	PageSize   *int       `json:"page_size,omitempty"`
+	MaxEntries int        `json:"max_entries,omitempty"`
+	Timeout    string     `json:"timeout,omitempty"`
+}
+
+// Entry is one directory entry.
+type Entry struct {
+	DN         string              `json:"dn"`
+	Attributes map[string][]string `json:"attributes"`
+	// Binary names the attributes whose values are base64.
+	Binary []string `json:"binary,omitempty"`
+	// Truncated: a value was longer than 16 KiB and was cut.
+	Truncated bool `json:"truncated,omitempty"`
+}
+
+// Page is one streamed chunk of entries.
+type Page struct {
+	Page    int     `json:"page"`
+	Entries []Entry `json:"entries"`
+}
+
+// Result is the final data of a search.
+type Result struct {
+	IP                string        `json:"ip"`
+	Port              int           `json:"port"`
+	Security          string        `json:"security"`
+	TLS               *certinfo.TLS `json:"tls,omitempty"`
+	Credential        string        `json:"credential,omitempty"`
+	BindDN            string        `json:"bind_dn,omitempty"`
+	FailedCredentials []string      `json:"failed_credentials"`
+	BaseDN            string        `json:"base_dn"`
+	Scope             string        `json:"scope"`
+	Filter            string        `json:"filter"`
+	Entries           int           `json:"entries"`
+	Pages             int           `json:"pages"`
+	Truncated         bool          `json:"truncated"`
+	DurationMS        int64         `json:"duration_ms"`
+	// Results carries the entries when the caller takes no stream.
+	Results []Entry `json:"results,omitempty"`
+}
+
+type factory struct{}
+
+// NewFactory returns the ldap_search kind.
+func NewFactory() probe.Factory { return factory{} }
+
+func (factory) Type() string       { return "ldap_search" }
+func (factory) Capability() string { return "ldap" }
+func (factory) DefaultConfig() any {
+	return Config{Timeout: 30 * time.Second, MaxTimeout: 10 * time.Minute, MaxEntries: 1_000_000}
+}
+
+func (factory) Schema() probe.Schema {
+	return probe.Schema{
+		Description: "LDAP bind and paged search; entries streamed a page at a time.",
+		Params: map[string]probe.Param{
+			"port":        {Type: "int", Description: "TCP port", Default: "389, or 636 for ldaps"},
+			"security":    {Type: "string", Description: "none, ldaps or starttls", Default: "none (ldaps on 636)"},
+			"tls_verify":  {Type: "bool", Description: "fail when the certificate does not verify (always reported)"},
+			"server_name": {Type: "string", Description: "TLS server name"},
+			"base_dn":     {Type: "string", Description: "search base; \"\" with scope base reads the root DSE", Default: "the root DSE's defaultNamingContext"},
+			"scope":       {Type: "string", Description: "base, one or sub", Default: "sub"},
+			"filter":      {Type: "string", Description: "RFC 4515 filter", Default: "(objectClass=*)"},
+			"attributes":  {Type: "list", Description: "attributes to return (default: all user attributes)"},
+			"page_size":   {Type: "int", Description: "entries per page (RFC 2696); 0 = no paging", Default: 500},
+			"max_entries": {Type: "int", Description: "stop after this many entries (truncated)", Default: 100000},
+			"timeout":     {Type: "duration", Description: "connect, bind and each page", Default: "30s"},
+		},
+	}
+}
+
+func (factory) Create(_ context.Context, set probe.Settings, cfg any) (probe.Runner, error) {
+	c, ok := cfg.(Config)
+	if !ok {
+		return nil, probe.Errorf(probe.CodeInternal, "ldap_search: config of type %T", cfg)
+	}
+	return &runner{cfg: c, set: set}, nil
+}
+
+type runner struct {
+	cfg Config
+	set probe.Settings
+}
+
+var scopes = map[string]int{"base": ldap.ScopeBaseObject, "one": ldap.ScopeSingleLevel, "onelevel": ldap.ScopeSingleLevel, "sub": ldap.ScopeWholeSubtree, "subtree": ldap.ScopeWholeSubtree}
+
+func (r *runner) Run(ctx context.Context, req probe.Request, emit probe.Emit) (any, error) {
+	var p Params
+	if err := probe.DecodeParams(req.Params, &p); err != nil {
+		return nil, err
+	}
+	sec := strings.ToLower(p.Security)
+	switch sec {
+	case "":
+		sec = "none"
+		if p.Port == 636 {
+			sec = "ldaps"
+		}
+	case "none", "ldaps", "starttls":
+	default:
+		return nil, param.Bad("security", "%s: want none, ldaps or starttls", param.Quote(p.Security))
+	}
+	port, err := param.Port("port", p.Port, map[bool]int{true: 636, false: 389}[sec == "ldaps"])
+	if err != nil {
+		return nil, err
+	}
+	scopeName := strings.ToLower(p.Scope)
+	if scopeName == "" {
+		scopeName = "sub"
+	}
+	scope, ok := scopes[scopeName]
+	if !ok {
+		return nil, param.Bad("scope", "%s: want base, one or sub", param.Quote(p.Scope))
+	}
+	filter := p.Filter
+	if filter == "" {
+		filter = "(objectClass=*)"
+	}
+	if _, err := ldap.CompileFilter(filter); err != nil {
+		return nil, param.Bad("filter", "%s: %v", param.Quote(filter), err)
+	}
+	pageSize := 500
+	if p.PageSize != nil {
+		if *p.PageSize < 0 || *p.PageSize > 10_000 {
+			return nil, param.Bad("page_size", "%d: want 0-10000", *p.PageSize)
+		}
+		pageSize = *p.PageSize
+	}
+	maxEntries, err := param.Int("max_entries", p.MaxEntries, min(100_000, r.cfg.MaxEntries), r.cfg.MaxEntries)
+	if err != nil {
+		return nil, err
+	}
+	timeout, err := param.Duration("timeout", p.Timeout, r.cfg.Timeout, r.cfg.MaxTimeout)
+	if err != nil {
+		return nil, err
+	}
+	for i, a := range p.Attributes {
+		if a == "" || strings.ContainsAny(a, " ()=,") {
+			return nil, param.Bad(fmt.Sprintf("attributes[%d]", i), "%s is not an attribute name", param.Quote(a))
+		}
+	}
+	ep, err := target.Resolve(ctx, r.set, req.Target, port)
+	if err != nil {
+		return nil, err
+	}
+	var creds []probe.Credential
+	for _, c := range req.Credentials {
+		if c.Type == "" || c.Type == "ldap" {
+			creds = append(creds, c)
+		}
+	}
+	secrets := param.Secrets(creds)
+	start := time.Now()
+	res := &Result{IP: ep.IP.String(), Port: ep.Port, Security: sec, Scope: scopeName, Filter: filter, FailedCredentials: []string{}}
+
+	// connect
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	raw, err := target.Dialer(r.set)(cctx, "tcp", ep.Addr())
+	if err != nil {
+		return nil, target.DialError(cctx, ep.Addr(), err)
+	}
+	serverName := p.ServerName
+	if serverName == "" && ep.IsName() {
+		serverName = ep.Name
+	}
+	tlsCfg := &tls.Config{InsecureSkipVerify: true, ServerName: serverName}
+	verifyName := serverName
+	if verifyName == "" {
+		verifyName = ep.IP.String()
+	}
+	var conn *ldap.Conn
+	if sec == "ldaps" {
+		tc := tls.Client(raw, tlsCfg)
+		if err := tc.HandshakeContext(cctx); err != nil {
+			raw.Close()
+			return nil, tlsError(ctx, cctx, ep, err)
+		}
+		t := certinfo.State(tc.ConnectionState(), verifyName, nil, now(r.set), false)
+		res.TLS = &t
+		conn = ldap.NewConn(tc, true)
+	} else {
+		conn = ldap.NewConn(raw, false)
+	}
+	conn.Start()
+	conn.SetTimeout(timeout)
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	if sec == "starttls" {
+		if err := conn.StartTLS(tlsCfg); err != nil {
+			return nil, r.ldapError(ctx, ep, "StartTLS", err, secrets)
+		}
+		if cs, ok := conn.TLSConnectionState(); ok {
+			t := certinfo.State(cs, verifyName, nil, now(r.set), false)
+			res.TLS = &t
+		}
+	}
+	if p.TLSVerify && res.TLS != nil && !res.TLS.Verified {
+		return nil, probe.Errorf(probe.CodeProtocol, "%s: certificate not trusted: %s", ep.Addr(), res.TLS.VerifyError)
+	}
+	if p.TLSVerify && res.TLS == nil {
+		return nil, param.Bad("tls_verify", "needs security ldaps or starttls")
+	}
+
+	// bind with the first credential that works
+	for _, c := range creds {
+		err := conn.Bind(c.Username, c.Secret)
+		if err == nil {
+			res.Credential, res.BindDN = c.Name, c.Username
+			break
+		}
+		if ldap.IsErrorAnyOf(err, ldap.LDAPResultInvalidCredentials, ldap.LDAPResultUnwillingToPerform, ldap.LDAPResultInappropriateAuthentication,
+			ldap.LDAPResultInsufficientAccessRights, ldap.LDAPResultConfidentialityRequired, ldap.LDAPResultStrongAuthRequired) {
+			res.FailedCredentials = append(res.FailedCredentials, c.Name)
+			if r.set.Logger != nil {
+				r.set.Logger.Debug("ldap bind refused", "target", ep.Addr(), "credential", c)
+			}
+			continue
+		}
+		return nil, r.ldapError(ctx, ep, "bind", err, secrets)
+	}
+	if len(creds) > 0 && res.Credential == "" {
+		return nil, probe.Errorf(probe.CodeAuth, "%s refused every credential (%s)", ep.Addr(), strings.Join(res.FailedCredentials, ", "))
+	}
+
+	// base DN: given, or the naming context of the root DSE
+	base := ""
+	if p.BaseDN != nil {
+		base = *p.BaseDN
+	} else {
+		rs, err := conn.Search(ldap.NewSearchRequest("", ldap.ScopeBaseObject, ldap.NeverDerefAliases, 1, int(timeout.Seconds()), false,
+			"(objectClass=*)", []string{"defaultNamingContext", "namingContexts"}, nil))
+		if err != nil {
+			return nil, r.ldapError(ctx, ep, "reading the root DSE", err, secrets)
+		}
+		if len(rs.Entries) > 0 {
+			base = rs.Entries[0].GetAttributeValue("defaultNamingContext")
+			if base == "" {
+				base = rs.Entries[0].GetAttributeValue("namingContexts")
+			}
+		}
+	}
+	res.BaseDN = base
+	if scope == ldap.ScopeBaseObject {
+		pageSize = 0 // a base search returns one entry; some servers refuse paging of the root DSE
+	}
+
+	limit := capture.Limit(r.set.MaxOutput)
+	var paging *ldap.ControlPaging
+	if pageSize > 0 {
+		paging = ldap.NewControlPaging(uint32(pageSize))
+	}
+	var stored []Entry
+	storedBytes := 0
+	for {
+		var controls []ldap.Control
+		if paging != nil {
+			controls = []ldap.Control{paging}
+		}
+		sr := ldap.NewSearchRequest(base, scope, ldap.NeverDerefAliases, 0, int(timeout.Seconds()), false, filter, []string(p.Attributes), controls)
+		rs, err := conn.Search(sr)
+		sizeExceeded := err != nil && ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded)
+		if err != nil && !sizeExceeded {
+			return nil, r.ldapError(ctx, ep, "search", err, secrets)
+		}
+		entries := make([]Entry, 0, len(rs.Entries))
+		for _, e := range rs.Entries {
+			if res.Entries >= maxEntries {
+				res.Truncated = true
+				break
+			}
+			entries = append(entries, convert(e))
+			res.Entries++
+		}
+		if sizeExceeded {
+			res.Truncated = true
+		}
+		// pages stay within a chunk
+		for len(entries) > 0 {
+			n, size := 0, 0
+			for n < len(entries) {
+				s := entrySize(entries[n])
+				if n > 0 && size+s > limit*3/4 {
+					break
+				}
+				size += s
+				n++
+			}
+			part := entries[:n]
+			entries = entries[n:]
+			if emit == nil {
+				if storedBytes+size > limit*3/4 {
+					res.Truncated = true
+					entries = nil
+					break
+				}
+				stored = append(stored, part...)
+				storedBytes += size
+			} else if err := emit(ctx, Page{Page: res.Pages, Entries: part}); err != nil {
+				return nil, err
+			}
+			res.Pages++
+		}
+		if res.Truncated || paging == nil {
+			break
+		}
+		ctrl, _ := ldap.FindControl(rs.Controls, ldap.ControlTypePaging).(*ldap.ControlPaging)
+		if ctrl == nil || len(ctrl.Cookie) == 0 {
+			break
+		}
+		paging.SetCookie(ctrl.Cookie)
+	}
+	res.Results = stored
+	res.DurationMS = time.Since(start).Milliseconds()
+	return res, nil
+}
+
+func convert(e *ldap.Entry) Entry {
+	out := Entry{DN: strings.ToValidUTF8(e.DN, "\uFFFD"), Attributes: map[string][]string{}}
+	for _, a := range e.Attributes {
+		for _, raw := range a.ByteValues {
+			s, bin, cut := Value(a.Name, raw)
+			out.Attributes[a.Name] = append(out.Attributes[a.Name], s)
+			if bin && !slices.Contains(out.Binary, a.Name) {
+				out.Binary = append(out.Binary, a.Name)
+			}
+			out.Truncated = out.Truncated || cut
+		}
+	}
+	return out
+}
+
+func entrySize(e Entry) int {
+	n := len(e.DN) + 40
+	for k, vs := range e.Attributes {
+		n += len(k) + 8
+		for _, v := range vs {
+			n += len(v) + 4
+		}
+	}
+	return n
+}
+
+func now(set probe.Settings) time.Time {
+	if set.Now != nil {
+		return set.Now()
+	}
+	return time.Now()
+}
+
+func tlsError(ctx, cctx context.Context, ep target.Endpoint, err error) error {
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case cctx.Err() != nil || target.IsTimeout(err):
+		return probe.Errorf(probe.CodeTimeout, "%s: no TLS handshake in time", ep.Addr())
+	}
+	return probe.Errorf(probe.CodeProtocol, "%s: TLS handshake failed: %v", ep.Addr(), err)
+}
+
+func (r *runner) ldapError(ctx context.Context, ep target.Endpoint, what string, err error, secrets []string) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	msg := param.Redact(err.Error(), secrets...)
+	var le *ldap.Error
+	if errors.As(err, &le) {
+		switch le.ResultCode {
+		case ldap.ErrorNetwork:
+			if strings.Contains(msg, "timed out") || target.IsTimeout(le.Err) {
+				return probe.Errorf(probe.CodeTimeout, "%s: %s: no answer in time", ep.Addr(), what)
+			}
+			return probe.Errorf(probe.CodeProtocol, "%s: %s: %s (not an LDAP server?)", ep.Addr(), what, msg)
+		case ldap.LDAPResultInappropriateAuthentication, ldap.LDAPResultInsufficientAccessRights, ldap.LDAPResultInvalidCredentials,
+			ldap.LDAPResultStrongAuthRequired, ldap.LDAPResultConfidentialityRequired:
+			return probe.Errorf(probe.CodeAuth, "%s: %s: %s", ep.Addr(), what, msg)
+		case ldap.LDAPResultNoSuchObject:
+			return probe.Errorf(probe.CodeBadParams, "params.base_dn: %s: %s", ep.Addr(), msg)
+		case ldap.LDAPResultProtocolError, ldap.ErrorUnexpectedResponse, ldap.ErrorUnexpectedMessage:
+			return probe.Errorf(probe.CodeProtocol, "%s: %s: %s", ep.Addr(), what, msg)
+		case ldap.LDAPResultUnavailableCriticalExtension, ldap.LDAPResultUnwillingToPerform:
+			return probe.Errorf(probe.CodeUnsupported, "%s: %s: %s", ep.Addr(), what, msg)
+		}
+	}
+	if target.IsTimeout(err) {
+		return probe.Errorf(probe.CodeTimeout, "%s: %s: no answer in time", ep.Addr(), what)
+	}
+	return probe.Errorf(probe.CodeProtocol, "%s: %s: %s", ep.Addr(), what, msg)
+}

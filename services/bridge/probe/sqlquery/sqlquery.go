@@ -1,0 +1,483 @@
+// Package sqlquery is the sql_query probe kind: one statement against PostgreSQL (pgx),
+// MySQL/MariaDB or SQL Server (go-mssqldb), with the first credential that logs in
+// (type sql: Username, Secret, fields.database). Rows are streamed through Emit in pages
+// of page_size (default 200); the final data is a summary.
+//
+// Read-only by default, three ways: the statement is checked (one statement, starting
+// like a query, no word that writes — see CheckReadOnly), it runs in a read-only
+// transaction (PostgreSQL, MySQL; SQL Server has none, so there the check matters
+// most), and the transaction is rolled back. A probe marked write runs its statement in a
+// committed transaction — only when the bridge's config allows writes (AllowWrite).
+package sqlquery
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/outpost-dev/outpost/services/bridge/probe"
+	"github.com/outpost-dev/outpost/services/bridge/probe/internal/capture"
+	"github.com/outpost-dev/outpost/services/bridge/probe/internal/param"
+	"github.com/outpost-dev/outpost/services/bridge/probe/internal/target"
+)
+
+// Config of sql_query.
+type Config struct {
+	// AllowWrite lets probes marked write change data. Off by default.
+	AllowWrite     bool
+	DefaultTimeout time.Duration
+	MaxTimeout     time.Duration
+	MaxRows        int // hard cap of max_rows
+	MaxCell        int // bytes of one value kept
+}
+
+// Params of a sql_query probe.
+type Params struct {
+	Driver     string `json:"driver"`
+	Port       int    `json:"port,omitempty"`
+	Database   string `json:"database,omitempty"`
+	Query      string `json:"query"`
+	Args       []any  `json:"args,omitempty"`
+	Write      bool   `json:"write,omitempty"`
+	PageSize   int    `json:"page_size,omitempty"`
+	MaxRows    int    `json:"max_rows,omitempty"`
+	Timeout    string `json:"timeout,omitempty"`
+	TLS        string `json:"tls,omitempty"` // disable, prefer, require, verify
+	ServerName string `json:"server_name,omitempty"`
+}
+
+// Column is one result column.
+type Column struct {
+	Name string `json:"name"`
+	Type string `json:"type"`
+}
+
+// Page is one streamed chunk of rows.
+type Page struct {
+	Offset  int      `json:"offset"`
+	Columns []Column `json:"columns"`
+	Rows    [][]any  `json:"rows"`
+	// TruncatedCells counts values longer than the cell limit that were cut.
+	TruncatedCells int `json:"truncated_cells,omitempty"`
+}
+
+// Result is the final data of a query.
+type Result struct {
+	Driver            string   `json:"driver"`
+	IP                string   `json:"ip"`
+	Port              int      `json:"port"`
+	Database          string   `json:"database,omitempty"`
+	Credential        string   `json:"credential"`
+	FailedCredentials []string `json:"failed_credentials"`
+	ReadOnly          bool     `json:"read_only"`
+	Columns           []Column `json:"columns"`
+	Rows              int      `json:"rows"`
+	RowsAffected      *int64   `json:"rows_affected,omitempty"`
+	Pages             int      `json:"pages"`
+	// Truncated: max_rows was reached and the rest of the result was not read.
+	Truncated      bool  `json:"truncated"`
+	TruncatedCells int   `json:"truncated_cells,omitempty"`
+	DurationMS     int64 `json:"duration_ms"`
+	// Data carries the rows when the caller takes no stream.
+	Data [][]any `json:"data,omitempty"`
+}
+
+var defaultPorts = map[string]int{"postgres": 5432, "mysql": 3306, "sqlserver": 1433}
+
+type factory struct{}
+
+// NewFactory returns the sql_query kind.
+func NewFactory() probe.Factory { return factory{} }
+
+func (factory) Type() string       { return "sql_query" }
+func (factory) Capability() string { return "sql" }
+func (factory) DefaultConfig() any {
+	return Config{AllowWrite: false, DefaultTimeout: time.Minute, MaxTimeout: time.Hour, MaxRows: 1_000_000, MaxCell: 64 << 10}
+}
+
+func (factory) Schema() probe.Schema {
+	return probe.Schema{
+		Description: "One SQL statement (PostgreSQL, MySQL, SQL Server), read-only unless marked write and allowed; rows streamed in pages.",
+		Params: map[string]probe.Param{
+			"driver":      {Type: "string", Description: "postgres, mysql or sqlserver", Required: true},
+			"port":        {Type: "int", Description: "TCP port", Default: "5432 / 3306 / 1433"},
+			"database":    {Type: "string", Description: "database (default: the credential's fields.database)"},
+			"query":       {Type: "string", Description: "one statement", Required: true},
+			"args":        {Type: "list", Description: "positional arguments ($1 / ? / @p1)"},
+			"write":       {Type: "bool", Description: "the statement writes (needs the bridge's allow_write)", Default: false},
+			"page_size":   {Type: "int", Description: "rows per streamed page", Default: 200},
+			"max_rows":    {Type: "int", Description: "stop after this many rows (truncated)", Default: 10000},
+			"timeout":     {Type: "duration", Description: "connect and run", Default: "60s"},
+			"tls":         {Type: "string", Description: "disable, prefer, require (encrypt, no verification) or verify", Default: "prefer"},
+			"server_name": {Type: "string", Description: "TLS server name to verify"},
+		},
+	}
+}
+
+func (factory) Create(_ context.Context, set probe.Settings, cfg any) (probe.Runner, error) {
+	c, ok := cfg.(Config)
+	if !ok {
+		return nil, probe.Errorf(probe.CodeInternal, "sql_query: config of type %T", cfg)
+	}
+	return &runner{cfg: c, set: set}, nil
+}
+
+type runner struct {
+	cfg Config
+	set probe.Settings
+}
+
+// job is a validated query.
+type job struct {
+	driver   string
+	ep       target.Endpoint
+	database string
+	query    string
+	args     []any
+	write    bool
+	pageSize int
+	maxRows  int
+	tls      string
+	sni      string
+	timeout  time.Duration
+}
+
+// sink receives rows; it pages them and keeps pages within a chunk.
+type sink struct {
+	ctx      context.Context
+	emit     probe.Emit
+	res      *Result
+	page     Page
+	bytes    int
+	size     int
+	limit    int
+	maxRows  int
+	maxCell  int
+	stored   int
+	overflow bool
+}
+
+func (s *sink) columns(cols []Column) {
+	s.res.Columns = cols
+	s.page = Page{Columns: cols, Rows: [][]any{}}
+}
+
+// row adds one row; false means max_rows was reached (the row was not added).
+func (s *sink) row(vals []any) (bool, error) {
+	if s.res.Rows >= s.maxRows {
+		s.res.Truncated = true
+		return false, nil
+	}
+	n := 8
+	for i, v := range vals {
+		jv, cut, size := jsonValue(v, s.maxCell)
+		vals[i] = jv
+		n += size
+		if cut {
+			s.page.TruncatedCells++
+			s.res.TruncatedCells++
+		}
+	}
+	if len(s.page.Rows) > 0 && (len(s.page.Rows) >= s.size || s.bytes+n > s.limit*3/4) {
+		if err := s.flush(); err != nil {
+			return false, err
+		}
+	}
+	s.page.Rows = append(s.page.Rows, vals)
+	s.bytes += n
+	s.res.Rows++
+	return true, nil
+}
+
+func (s *sink) flush() error {
+	if len(s.page.Rows) == 0 {
+		return nil
+	}
+	if s.emit == nil {
+		if s.stored+s.bytes > s.limit*3/4 {
+			s.res.Truncated = true
+			s.overflow = true
+		} else {
+			s.res.Data = append(s.res.Data, s.page.Rows...)
+			s.stored += s.bytes
+		}
+	} else if err := s.emit(s.ctx, s.page); err != nil {
+		return err
+	}
+	s.res.Pages++
+	s.page = Page{Offset: s.res.Rows, Columns: s.res.Columns, Rows: [][]any{}}
+	s.bytes = 0
+	return nil
+}
+
+func (r *runner) Run(ctx context.Context, req probe.Request, emit probe.Emit) (any, error) {
+	var p Params
+	if err := probe.DecodeParams(req.Params, &p); err != nil {
+		return nil, err
+	}
+	j := job{driver: strings.ToLower(p.Driver), query: p.Query, args: p.Args, write: p.Write, database: p.Database}
+	switch j.driver {
+	case "postgres", "postgresql", "pgx":
+		j.driver = "postgres"
+	case "mysql", "mariadb":
+		j.driver = "mysql"
+	case "sqlserver", "mssql":
+		j.driver = "sqlserver"
+	default:
+		return nil, param.Bad("driver", "%s: want postgres, mysql or sqlserver", param.Quote(p.Driver))
+	}
+	if strings.TrimSpace(p.Query) == "" {
+		return nil, param.Bad("query", "empty")
+	}
+	if len(p.Query) > 1<<20 {
+		return nil, param.Bad("query", "%d bytes is beyond the 1 MiB limit", len(p.Query))
+	}
+	if p.Write && !r.cfg.AllowWrite {
+		return nil, probe.Errorf(probe.CodeDenied, "params.write: this bridge does not allow writes (its sql_query config has AllowWrite off)")
+	}
+	if !p.Write {
+		if err := CheckReadOnly(p.Query, j.driver); err != nil {
+			return nil, param.Bad("query", "%v", err)
+		}
+	}
+	var err error
+	if j.pageSize, err = param.Int("page_size", p.PageSize, 200, 10_000); err != nil {
+		return nil, err
+	}
+	if j.maxRows, err = param.Int("max_rows", p.MaxRows, min(10_000, r.cfg.MaxRows), r.cfg.MaxRows); err != nil {
+		return nil, err
+	}
+	if j.timeout, err = param.Duration("timeout", p.Timeout, r.cfg.DefaultTimeout, r.cfg.MaxTimeout); err != nil {
+		return nil, err
+	}
+	j.tls, j.sni = strings.ToLower(p.TLS), p.ServerName
+	switch j.tls {
+	case "":
+		j.tls = "prefer"
+	case "disable", "prefer", "require", "verify":
+	default:
+		return nil, param.Bad("tls", "%s: want disable, prefer, require or verify", param.Quote(p.TLS))
+	}
+	port, err := param.Port("port", p.Port, defaultPorts[j.driver])
+	if err != nil {
+		return nil, err
+	}
+	if j.ep, err = target.Resolve(ctx, r.set, req.Target, port); err != nil {
+		return nil, err
+	}
+	if j.sni == "" && j.ep.IsName() {
+		j.sni = j.ep.Name
+	}
+	var creds []probe.Credential
+	for _, c := range req.Credentials {
+		if c.Type == "" || c.Type == "sql" {
+			creds = append(creds, c)
+		}
+	}
+	if len(creds) == 0 {
+		return nil, probe.Errorf(probe.CodeBadParams, "credentials: sql_query needs at least one sql credential")
+	}
+	ctx, cancel := context.WithTimeout(ctx, j.timeout)
+	defer cancel()
+	start := time.Now()
+	res := &Result{Driver: j.driver, IP: j.ep.IP.String(), Port: j.ep.Port, FailedCredentials: []string{}, ReadOnly: !j.write, Columns: []Column{}}
+	s := &sink{ctx: ctx, emit: emit, res: res, size: j.pageSize, limit: capture.Limit(r.set.MaxOutput), maxRows: j.maxRows, maxCell: r.cfg.MaxCell}
+	secrets := param.Secrets(creds)
+	dial := target.Dialer(r.set)
+	var sess session
+	for _, c := range creds {
+		db := j.database
+		if db == "" {
+			db = c.Fields["database"]
+		}
+		res.Database = db
+		sess, err = open(ctx, j, c, db, dial)
+		if err == nil {
+			res.Credential = c.Name
+			break
+		}
+		if isAuth(err) {
+			res.FailedCredentials = append(res.FailedCredentials, c.Name)
+			if r.set.Logger != nil {
+				r.set.Logger.Debug("sql login refused", "target", j.ep.Addr(), "credential", c)
+			}
+			continue
+		}
+		return nil, classify(ctx, j, err, secrets)
+	}
+	if sess == nil {
+		return nil, probe.Errorf(probe.CodeAuth, "%s refused every credential (%s)", j.ep.Addr(), strings.Join(res.FailedCredentials, ", "))
+	}
+	defer sess.close()
+	affected, err := sess.run(ctx, j, s)
+	if err != nil {
+		return nil, classify(ctx, j, err, secrets)
+	}
+	if err := s.flush(); err != nil {
+		return nil, err
+	}
+	if j.write {
+		res.RowsAffected = &affected
+	}
+	res.DurationMS = time.Since(start).Milliseconds()
+	return res, nil
+}
+
+// session is an open connection of one driver.
+type session interface {
+	run(ctx context.Context, j job, s *sink) (int64, error)
+	close()
+}
+
+type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
+
+func open(ctx context.Context, j job, c probe.Credential, db string, dial dialFunc) (session, error) {
+	switch j.driver {
+	case "postgres":
+		return openPostgres(ctx, j, c, db, dial)
+	case "mysql":
+		return openMySQL(ctx, j, c, db, dial)
+	default:
+		return openSQLServer(ctx, j, c, db, dial)
+	}
+}
+
+// runSQL runs a query through database/sql (MySQL, SQL Server).
+func runSQL(ctx context.Context, conn *sql.Conn, j job, s *sink, readOnly bool, norm func(typ string, v any) any) (int64, error) {
+	tx, err := conn.BeginTx(ctx, &sql.TxOptions{ReadOnly: readOnly && j.driver == "mysql"})
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	if j.write {
+		r, err := tx.ExecContext(ctx, j.query, j.args...)
+		if err != nil {
+			return 0, err
+		}
+		n, _ := r.RowsAffected()
+		return n, tx.Commit()
+	}
+	rows, err := tx.QueryContext(ctx, j.query, j.args...)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	types, err := rows.ColumnTypes()
+	if err != nil {
+		return 0, err
+	}
+	cols := make([]Column, len(types))
+	for i, t := range types {
+		cols[i] = Column{Name: t.Name(), Type: strings.ToLower(t.DatabaseTypeName())}
+	}
+	s.columns(cols)
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return 0, err
+		}
+		for i := range vals {
+			vals[i] = norm(strings.ToUpper(types[i].DatabaseTypeName()), vals[i])
+		}
+		more, err := s.row(vals)
+		if err != nil {
+			return 0, err
+		}
+		if !more {
+			break
+		}
+	}
+	return 0, rows.Err()
+}
+
+// classify maps a driver error to a probe error without secrets.
+func classify(ctx context.Context, j job, err error, secrets []string) error {
+	var pe *probe.Error
+	if errors.As(err, &pe) {
+		return pe
+	}
+	if ctx.Err() != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return probe.Errorf(probe.CodeTimeout, "%s: no answer within %s", j.ep.Addr(), j.timeout)
+		}
+		return ctx.Err()
+	}
+	msg := param.Redact(err.Error(), secrets...)
+	var ne net.Error
+	var op *net.OpError
+	switch {
+	case errors.Is(err, errNotMySQL):
+		return probe.Errorf(probe.CodeProtocol, "%s: %v", j.ep.Addr(), err)
+	case isReadOnlyViolation(err):
+		return probe.Errorf(probe.CodeDenied, "%s: the statement tried to write in a read-only transaction: %s", j.ep.Addr(), msg)
+	case isAuth(err):
+		return probe.Errorf(probe.CodeAuth, "%s: %s", j.ep.Addr(), msg)
+	case errors.As(err, &op) && op.Op == "dial":
+		return target.DialError(ctx, j.ep.Addr(), err)
+	case errors.As(err, &ne) && ne.Timeout():
+		return probe.Errorf(probe.CodeTimeout, "%s: no answer in time", j.ep.Addr())
+	case isServerError(err):
+		return probe.Errorf(probe.CodeBadParams, "params.query: the server refused it: %s", msg)
+	}
+	return probe.Errorf(probe.CodeProtocol, "%s: %s", j.ep.Addr(), msg)
+}
+
+// jsonValue turns a driver value into JSON: numbers, strings, booleans, RFC 3339 times,
+// base64 for bytes; strings longer than max are cut. It returns the value, whether it
+// was cut, and its approximate JSON size.
+func jsonValue(v any, max int) (any, bool, int) {
+	switch x := v.(type) {
+	case nil:
+		return nil, false, 4
+	case bool:
+		return x, false, 5
+	case string:
+		if len(x) > max {
+			return strings.ToValidUTF8(x[:max], ""), true, max + 2
+		}
+		return x, false, len(x) + 2
+	case int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64:
+		return x, false, 20
+	case float32:
+		return finite(float64(x)), false, 24
+	case float64:
+		return finite(x), false, 24
+	case time.Time:
+		return x.Format(time.RFC3339Nano), false, 36
+	case []byte:
+		if len(x) > max {
+			return Binary{B64: b64(x[:max])}, true, max*4/3 + 16
+		}
+		return Binary{B64: b64(x)}, false, len(x)*4/3 + 16
+	case json.RawMessage:
+		if len(x) > max {
+			return strings.ToValidUTF8(string(x[:max]), ""), true, max + 2
+		}
+		return x, false, len(x)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		s := fmt.Sprint(v)
+		return jsonValue(s, max)
+	}
+	if len(b) > max {
+		return strings.ToValidUTF8(string(b[:max]), ""), true, max + 2
+	}
+	return json.RawMessage(b), false, len(b)
+}
+
+func jsonRaw(b []byte) any {
+	if json.Valid(b) {
+		return json.RawMessage(b)
+	}
+	return string(b)
+}

@@ -1,0 +1,430 @@
+// Package sshexec is the ssh_exec probe kind: log in over SSH with the first credential
+// that works and run a list of commands, each with its own timeout. It reports which
+// credential worked and which were refused (credential affinity), the host key's SHA-256
+// fingerprint, and per command stdout, stderr (each capped, with a truncated flag and the
+// original size) and the exit code.
+//
+// Credentials (type ssh): Username with Secret as password, or fields.private_key (PEM,
+// Secret then being its passphrase if any). A pinned fingerprint (params.host_key) is
+// checked before any credential is sent.
+package sshexec
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/outpost-dev/outpost/services/bridge/probe"
+	"github.com/outpost-dev/outpost/services/bridge/probe/internal/capture"
+	"github.com/outpost-dev/outpost/services/bridge/probe/internal/param"
+	"github.com/outpost-dev/outpost/services/bridge/probe/internal/target"
+)
+
+// Config of ssh_exec.
+type Config struct {
+	ConnectTimeout time.Duration
+	CommandTimeout time.Duration // default per command
+	MaxCommandTime time.Duration
+	MaxCommands    int
+	MaxOutput      int // per stream of one command (bounded by the chunk size)
+}
+
+// Command is one command with its timeout.
+type Command struct {
+	Cmd     string `json:"cmd"`
+	Timeout string `json:"timeout,omitempty"`
+}
+
+// UnmarshalJSON accepts "uname -a" as well as {"cmd": "uname -a", "timeout": "10s"}.
+func (c *Command) UnmarshalJSON(b []byte) error {
+	var s string
+	if json.Unmarshal(b, &s) == nil {
+		*c = Command{Cmd: s}
+		return nil
+	}
+	type plain Command
+	var p plain
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return err
+	}
+	*c = Command(p)
+	return nil
+}
+
+// Params of an ssh_exec probe.
+type Params struct {
+	Commands       []Command `json:"commands"`
+	Port           int       `json:"port,omitempty"`
+	ConnectTimeout string    `json:"connect_timeout,omitempty"`
+	Timeout        string    `json:"timeout,omitempty"` // default per command
+	MaxOutput      int       `json:"max_output,omitempty"`
+	HostKey        string    `json:"host_key,omitempty"` // pinned "SHA256:..." fingerprint
+	StopOnError    bool      `json:"stop_on_error,omitempty"`
+}
+
+// Output is what one command did.
+type Output struct {
+	Command    string       `json:"command"`
+	Stdout     capture.Blob `json:"stdout"`
+	Stderr     capture.Blob `json:"stderr"`
+	ExitCode   *int         `json:"exit_code"`
+	Signal     string       `json:"signal,omitempty"`
+	TimedOut   bool         `json:"timed_out,omitempty"`
+	Error      string       `json:"error,omitempty"`
+	DurationMS int64        `json:"duration_ms"`
+}
+
+// Result of an ssh_exec probe.
+type Result struct {
+	IP                string   `json:"ip"`
+	Port              int      `json:"port"`
+	Credential        string   `json:"credential"`
+	FailedCredentials []string `json:"failed_credentials"`
+	Username          string   `json:"username"`
+	HostKey           string   `json:"host_key"`
+	HostKeyType       string   `json:"host_key_type"`
+	ServerVersion     string   `json:"server_version"`
+	Outputs           []Output `json:"outputs"`
+	DurationMS        int64    `json:"duration_ms"`
+}
+
+type factory struct{}
+
+// NewFactory returns the ssh_exec kind.
+func NewFactory() probe.Factory { return factory{} }
+
+func (factory) Type() string       { return "ssh_exec" }
+func (factory) Capability() string { return "ssh" }
+func (factory) DefaultConfig() any {
+	return Config{ConnectTimeout: 15 * time.Second, CommandTimeout: 120 * time.Second, MaxCommandTime: 30 * time.Minute,
+		MaxCommands: 100, MaxOutput: 1 << 20}
+}
+
+func (factory) Schema() probe.Schema {
+	return probe.Schema{
+		Description: "Run commands over SSH with the first credential that works; per command stdout, stderr, exit code.",
+		Params: map[string]probe.Param{
+			"commands":        {Type: "list", Description: `commands: "uname -a" or {"cmd": "...", "timeout": "10s"}`, Required: true},
+			"port":            {Type: "int", Description: "SSH port (or give target host:port)", Default: 22},
+			"connect_timeout": {Type: "duration", Description: "TCP connect + SSH handshake + authentication, per credential", Default: "15s"},
+			"timeout":         {Type: "duration", Description: "default timeout of each command", Default: "120s"},
+			"max_output":      {Type: "int", Description: "bytes kept per stream of each command", Default: 65536},
+			"host_key":        {Type: "string", Description: "pinned host key fingerprint (SHA256:...); refused before logging in when it differs"},
+			"stop_on_error":   {Type: "bool", Description: "stop after the first command that fails or times out"},
+		},
+	}
+}
+
+func (factory) Create(_ context.Context, set probe.Settings, cfg any) (probe.Runner, error) {
+	c, ok := cfg.(Config)
+	if !ok {
+		return nil, probe.Errorf(probe.CodeInternal, "ssh_exec: config of type %T", cfg)
+	}
+	return &runner{cfg: c, set: set}, nil
+}
+
+type runner struct {
+	cfg Config
+	set probe.Settings
+}
+
+type command struct {
+	cmd     string
+	timeout time.Duration
+}
+
+func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any, error) {
+	var p Params
+	if err := probe.DecodeParams(req.Params, &p); err != nil {
+		return nil, err
+	}
+	if len(p.Commands) == 0 {
+		return nil, param.Bad("commands", "empty: give at least one command")
+	}
+	if len(p.Commands) > r.cfg.MaxCommands {
+		return nil, param.Bad("commands", "%d commands is beyond the limit of %d", len(p.Commands), r.cfg.MaxCommands)
+	}
+	def, err := param.Duration("timeout", p.Timeout, r.cfg.CommandTimeout, r.cfg.MaxCommandTime)
+	if err != nil {
+		return nil, err
+	}
+	cmds := make([]command, len(p.Commands))
+	for i, c := range p.Commands {
+		if strings.TrimSpace(c.Cmd) == "" {
+			return nil, param.Bad(fmt.Sprintf("commands[%d]", i), "empty command")
+		}
+		to, err := param.Duration(fmt.Sprintf("commands[%d].timeout", i), c.Timeout, def, r.cfg.MaxCommandTime)
+		if err != nil {
+			return nil, err
+		}
+		cmds[i] = command{c.Cmd, to}
+	}
+	connectTO, err := param.Duration("connect_timeout", p.ConnectTimeout, r.cfg.ConnectTimeout, 5*time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	// two streams per command, each up to twice its size once escaped in JSON
+	perStream := max(1024, capture.Limit(r.set.MaxOutput)/(4*len(cmds)+2))
+	maxOut, err := param.Int("max_output", p.MaxOutput, min(64<<10, perStream), min(r.cfg.MaxOutput, perStream))
+	if err != nil {
+		return nil, err
+	}
+	if p.HostKey != "" && !strings.HasPrefix(p.HostKey, "SHA256:") {
+		return nil, param.Bad("host_key", "%s: want a SHA256:... fingerprint as ssh-keygen -l prints it", param.Quote(p.HostKey))
+	}
+	var creds []probe.Credential
+	for _, c := range req.Credentials {
+		if c.Type == "" || c.Type == "ssh" {
+			creds = append(creds, c)
+		}
+	}
+	if len(creds) == 0 {
+		return nil, probe.Errorf(probe.CodeBadParams, "credentials: ssh_exec needs at least one ssh credential")
+	}
+	port, err := param.Port("port", p.Port, 22)
+	if err != nil {
+		return nil, err
+	}
+	ep, err := target.Resolve(ctx, r.set, req.Target, port)
+	if err != nil {
+		return nil, err
+	}
+	secrets := param.Secrets(creds)
+	start := time.Now()
+	res := Result{IP: ep.IP.String(), Port: ep.Port, FailedCredentials: []string{}, Outputs: []Output{}}
+	var client *ssh.Client
+	for _, c := range creds {
+		cl, hk, err := r.login(ctx, ep, c, connectTO, p.HostKey)
+		if hk.fp != "" {
+			res.HostKey, res.HostKeyType = hk.fp, hk.typ
+		}
+		if err == nil {
+			client, res.Credential, res.Username = cl, c.Name, c.Username
+			res.ServerVersion = string(cl.ServerVersion())
+			break
+		}
+		var auth *authError
+		if errors.As(err, &auth) {
+			r.log().Debug("ssh credential refused", "target", ep.Addr(), "credential", c)
+			res.FailedCredentials = append(res.FailedCredentials, c.Name)
+			continue
+		}
+		return nil, scrub(err, secrets)
+	}
+	if client == nil {
+		return nil, probe.Errorf(probe.CodeAuth, "%s refused every credential (%s)", ep.Addr(), strings.Join(res.FailedCredentials, ", "))
+	}
+	defer client.Close()
+	stop := context.AfterFunc(ctx, func() { client.Close() })
+	defer stop()
+	for _, c := range cmds {
+		out := r.exec(ctx, client, c, maxOut)
+		out.Stdout = redactBlob(out.Stdout, secrets)
+		out.Stderr = redactBlob(out.Stderr, secrets)
+		res.Outputs = append(res.Outputs, out)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if out.Error != "" && !out.TimedOut && out.ExitCode == nil {
+			break // the connection is gone
+		}
+		if p.StopOnError && (out.TimedOut || out.ExitCode == nil || *out.ExitCode != 0) {
+			break
+		}
+	}
+	res.DurationMS = time.Since(start).Milliseconds()
+	return res, nil
+}
+
+func (r *runner) log() interface {
+	Debug(msg string, args ...any)
+} {
+	if r.set.Logger != nil {
+		return r.set.Logger
+	}
+	return nopLog{}
+}
+
+type nopLog struct{}
+
+func (nopLog) Debug(string, ...any) {}
+
+type authError struct{ err error }
+
+func (e *authError) Error() string { return "authentication failed" }
+
+type hostKey struct{ fp, typ string }
+
+// login connects and authenticates with one credential, on a connection of its own
+// (servers count failed attempts per connection).
+func (r *runner) login(ctx context.Context, ep target.Endpoint, c probe.Credential, timeout time.Duration, pinned string) (*ssh.Client, hostKey, error) {
+	var hk hostKey
+	auth, err := authMethods(c)
+	if err != nil {
+		return nil, hk, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn, err := target.Dialer(r.set)(cctx, "tcp", ep.Addr())
+	if err != nil {
+		return nil, hk, target.DialError(cctx, ep.Addr(), err)
+	}
+	stop := context.AfterFunc(cctx, func() { conn.SetDeadline(time.Now()) })
+	cfg := &ssh.ClientConfig{
+		User: c.Username,
+		Auth: auth,
+		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
+			hk = hostKey{ssh.FingerprintSHA256(key), key.Type()}
+			if pinned != "" && hk.fp != pinned {
+				return &pinError{got: hk.fp, want: pinned}
+			}
+			return nil
+		},
+		ClientVersion: "SSH-2.0-OutpostBridge_1",
+		Timeout:       timeout,
+	}
+	sc, chans, reqs, err := ssh.NewClientConn(conn, ep.Addr(), cfg)
+	handshakeDone := stop()
+	if err != nil {
+		conn.Close()
+		var pe *pinError
+		switch {
+		case errors.As(err, &pe):
+			return nil, hk, probe.Errorf(probe.CodeAuth, "%s: host key %s differs from the pinned %s: no credential was sent", ep.Addr(), pe.got, pe.want)
+		case ctx.Err() != nil:
+			return nil, hk, ctx.Err()
+		case !handshakeDone || target.IsTimeout(err):
+			return nil, hk, probe.Errorf(probe.CodeTimeout, "%s: no SSH handshake within %s", ep.Addr(), timeout)
+		case strings.Contains(err.Error(), "unable to authenticate"), strings.Contains(err.Error(), "no supported methods remain"):
+			return nil, hk, &authError{err}
+		}
+		return nil, hk, probe.Errorf(probe.CodeProtocol, "%s: SSH handshake failed: %v", ep.Addr(), err)
+	}
+	conn.SetDeadline(time.Time{})
+	return ssh.NewClient(sc, chans, reqs), hk, nil
+}
+
+type pinError struct{ got, want string }
+
+func (e *pinError) Error() string { return "host key mismatch" }
+
+func authMethods(c probe.Credential) ([]ssh.AuthMethod, error) {
+	if pk := c.Fields["private_key"]; pk != "" {
+		var signer ssh.Signer
+		var err error
+		if c.Secret != "" {
+			signer, err = ssh.ParsePrivateKeyWithPassphrase([]byte(pk), []byte(c.Secret))
+		} else {
+			signer, err = ssh.ParsePrivateKey([]byte(pk))
+		}
+		if err != nil {
+			// never echo the key parser's error: it may quote key material
+			return nil, probe.Errorf(probe.CodeBadParams, "credential %s: fields.private_key is not a usable private key", c.Name)
+		}
+		return []ssh.AuthMethod{ssh.PublicKeys(signer)}, nil
+	}
+	pw := c.Secret
+	return []ssh.AuthMethod{
+		ssh.Password(pw),
+		ssh.KeyboardInteractive(func(_, _ string, questions []string, _ []bool) ([]string, error) {
+			answers := make([]string, len(questions))
+			for i := range answers {
+				answers[i] = pw
+			}
+			return answers, nil
+		}),
+	}, nil
+}
+
+func (r *runner) exec(ctx context.Context, client *ssh.Client, c command, maxOut int) Output {
+	out := Output{Command: c.cmd}
+	start := time.Now()
+	defer func() { out.DurationMS = time.Since(start).Milliseconds() }()
+	sess, err := client.NewSession()
+	if err != nil {
+		out.Error = "cannot open a session: " + err.Error()
+		return out
+	}
+	defer sess.Close()
+	stdout, stderr := capture.NewBuffer(maxOut), capture.NewBuffer(maxOut)
+	sess.Stdout, sess.Stderr = &locked{w: stdout}, &locked{w: stderr}
+	done := make(chan error, 1)
+	if err := sess.Start(c.cmd); err != nil {
+		out.Error = "cannot start the command: " + err.Error()
+		return out
+	}
+	go func() { done <- sess.Wait() }()
+	timer := time.NewTimer(c.timeout)
+	defer timer.Stop()
+	select {
+	case err = <-done:
+	case <-timer.C:
+		out.TimedOut = true
+		sess.Signal(ssh.SIGKILL)
+		sess.Close()
+		<-done
+	case <-ctx.Done():
+		sess.Close()
+		<-done
+		out.Error = ctx.Err().Error()
+	}
+	out.Stdout = stdout.Blob(out.TimedOut)
+	out.Stderr = stderr.Blob(out.TimedOut)
+	if out.TimedOut {
+		out.Error = fmt.Sprintf("no exit within %s: killed", c.timeout)
+		return out
+	}
+	var ee *ssh.ExitError
+	var missing *ssh.ExitMissingError
+	switch {
+	case err == nil:
+		zero := 0
+		out.ExitCode = &zero
+	case errors.As(err, &ee):
+		code := ee.ExitStatus()
+		out.ExitCode = &code
+		out.Signal = ee.Signal()
+	case errors.As(err, &missing):
+		out.Error = "the server sent no exit status"
+	case out.Error == "":
+		if !errors.Is(err, io.EOF) {
+			out.Error = err.Error()
+		}
+	}
+	return out
+}
+
+// locked serialises writes: the SSH library copies stdout and stderr concurrently.
+type locked struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *locked) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func redactBlob(b capture.Blob, secrets []string) capture.Blob {
+	b.Text = param.Redact(b.Text, secrets...)
+	return b
+}
+
+func scrub(err error, secrets []string) error {
+	var pe *probe.Error
+	if errors.As(err, &pe) {
+		return &probe.Error{Code: pe.Code, Message: param.Redact(pe.Message, secrets...)}
+	}
+	return err
+}

@@ -1,0 +1,263 @@
+// Package tcpscan is the tcp_scan probe kind: a TCP connect scan of addresses × ports.
+//
+// Addresses are IPs, CIDRs and ranges ("10.0.0.1-10.0.0.50", "10.0.0.1-50"); ports are
+// numbers, ranges and the presets top100 (nmap's) and discovery. The scan is polite by
+// default — 2,000 probes/s for the whole probe, at most 32 connections in flight per
+// address — and can be lifted by params where the bridge's config lets it (rate 0 means
+// unlimited, for benchmarks).
+//
+// Timing follows nmap -T4: each address starts from the scan's RTT estimate (500 ms before
+// any answer), adapts to its own answers (SRTT + 4·RTTVAR, between 100 ms and 1,250 ms),
+// and a port that does not answer is tried again (once by default) with twice the timeout,
+// and at least the initial one (a local stall must not hide an open port); a port that
+// answered — open, or closed by a reset — never is. An address that never answered and
+// whose first 8 retries went unanswered too (a firewall dropping every SYN) gets no more:
+// retries are spent where they pay, as nmap's max_successful_tryno does. Addresses are scanned in a
+// sliding window in random order, the ports of each in random order, and every address is
+// streamed through Emit as soon as all its ports are settled. The final data is a summary.
+//
+// Only addresses the site allows are scanned (each is checked against Settings.Allowed
+// before the scan starts); the others are listed as denied.
+//
+// Two engines make the attempts. "raw" (the default, Linux): non-blocking sockets and one
+// epoll set per CPU, driven by the scan's own loop like nmap's — it never dials anything
+// but the checked addresses, but it does not go through Settings.Dial, which would cost a
+// goroutine, timers and a netpoller registration per attempt (about 2× slower on loopback,
+// see docs/bench/scan.md). "dial" (Config.Engine, and the fallback elsewhere) makes every
+// attempt through Settings.Dial from a pool of workers.
+package tcpscan
+
+import (
+	"context"
+	"math"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/outpost-dev/outpost/services/bridge/probe"
+	"github.com/outpost-dev/outpost/services/bridge/probe/internal/param"
+)
+
+// Config is the bridge-side configuration of tcp_scan.
+type Config struct {
+	// Rate is the default global rate in probes (connection attempts) per second.
+	Rate float64
+	// MaxRate bounds what a probe may ask; 0 lets a probe lift the rate entirely.
+	MaxRate float64
+	// MaxInFlight is the default number of connection attempts in flight; probes may ask
+	// for more up to MaxInFlightLimit. Both are bounded by half the open-file limit.
+	MaxInFlight      int
+	MaxInFlightLimit int
+	// PerHost caps the attempts in flight to one address.
+	PerHost int
+	// MaxAddresses and MaxProbes bound the size of one scan.
+	MaxAddresses int
+	MaxProbes    int64
+	// Timing (nmap -T4).
+	InitialTimeout time.Duration
+	MinTimeout     time.Duration
+	MaxTimeout     time.Duration
+	Retries        int
+	// HostGroup is how many addresses are scanned at once (a sliding window).
+	HostGroup int
+	// ChunkHosts is how many finished addresses one streamed chunk carries at most.
+	ChunkHosts int
+	// Engine: "" or "raw" connects with non-blocking sockets and epoll (Linux; elsewhere
+	// it falls back to dial), "dial" makes every attempt through Settings.Dial. Both scan
+	// only addresses that pass Settings.Allowed, checked for each before the scan.
+	Engine string
+}
+
+// Params of a tcp_scan probe.
+type Params struct {
+	Targets        param.List `json:"targets,omitempty"`
+	Ports          param.List `json:"ports,omitempty"`
+	Rate           *float64   `json:"rate,omitempty"`
+	MaxInFlight    int        `json:"max_in_flight,omitempty"`
+	PerHost        int        `json:"per_host,omitempty"`
+	Retries        *int       `json:"retries,omitempty"`
+	InitialTimeout string     `json:"initial_timeout,omitempty"`
+	MinTimeout     string     `json:"min_timeout,omitempty"`
+	MaxTimeout     string     `json:"max_timeout,omitempty"`
+	ChunkHosts     int        `json:"chunk_hosts,omitempty"`
+	Seed           *uint64    `json:"seed,omitempty"`
+}
+
+type factory struct{}
+
+// NewFactory returns the tcp_scan kind.
+func NewFactory() probe.Factory { return factory{} }
+
+func (factory) Type() string       { return "tcp_scan" }
+func (factory) Capability() string { return "tcp" }
+
+// DefaultConfig is polite: 2,000 probes/s, 1,024 in flight, 32 per address.
+func (factory) DefaultConfig() any {
+	return Config{
+		Rate: 2000, MaxRate: 0, MaxInFlight: 1024, MaxInFlightLimit: 8192, PerHost: 32,
+		MaxAddresses: 1 << 18, MaxProbes: 64 << 20,
+		InitialTimeout: 500 * time.Millisecond, MinTimeout: 100 * time.Millisecond, MaxTimeout: 1250 * time.Millisecond,
+		Retries: 1, HostGroup: 256, ChunkHosts: 256, Engine: "raw",
+	}
+}
+
+func (factory) Schema() probe.Schema {
+	return probe.Schema{
+		Description: "TCP connect scan of addresses × ports; streams each address as it finishes, ends with a summary.",
+		Params: map[string]probe.Param{
+			"targets":         {Type: "list", Description: "IPs, CIDRs, ranges (10.0.0.1-10.0.0.50 or 10.0.0.1-50); default: the probe's target"},
+			"ports":           {Type: "list", Description: "ports, ranges (1000-2000), presets top100 and discovery", Default: "discovery"},
+			"rate":            {Type: "float", Description: "probes per second for the whole scan; 0 = unlimited where the bridge allows", Default: 2000},
+			"max_in_flight":   {Type: "int", Description: "connection attempts in flight (bounded by the open-file limit)", Default: 1024},
+			"per_host":        {Type: "int", Description: "attempts in flight to one address", Default: 32},
+			"retries":         {Type: "int", Description: "extra tries of a port that did not answer (0-6)", Default: 1},
+			"initial_timeout": {Type: "duration", Description: "timeout before any answer", Default: "500ms"},
+			"min_timeout":     {Type: "duration", Description: "lower bound of the adaptive timeout", Default: "100ms"},
+			"max_timeout":     {Type: "duration", Description: "upper bound of the adaptive timeout", Default: "1250ms"},
+			"chunk_hosts":     {Type: "int", Description: "finished addresses per streamed chunk", Default: 256},
+			"seed":            {Type: "int", Description: "seed of the random order (reproducible scans)"},
+		},
+	}
+}
+
+func (factory) Create(_ context.Context, set probe.Settings, cfg any) (probe.Runner, error) {
+	c, ok := cfg.(Config)
+	if !ok {
+		return nil, probe.Errorf(probe.CodeInternal, "tcp_scan: config of type %T", cfg)
+	}
+	switch c.Engine {
+	case "", "raw", "dial":
+	default:
+		return nil, probe.Errorf(probe.CodeBadParams, "tcp_scan config: engine %q: want raw or dial", c.Engine)
+	}
+	fdLimit := raiseNoFile()
+	limit := fdLimit / 2
+	if limit < 16 {
+		limit = 16
+	}
+	return &runner{cfg: c, set: set, fdBound: limit}, nil
+}
+
+// raiseNoFile lifts the soft open-file limit to the hard one (Go does this at start on
+// Linux; an embedding program may have lowered it) and returns the soft limit.
+func raiseNoFile() int {
+	var r syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
+		return 1024
+	}
+	if r.Cur < r.Max {
+		nr := r
+		nr.Cur = r.Max
+		if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &nr) == nil {
+			r = nr
+		}
+	}
+	if r.Cur > math.MaxInt32 {
+		return math.MaxInt32
+	}
+	return int(r.Cur)
+}
+
+type runner struct {
+	cfg     Config
+	set     probe.Settings
+	fdBound int
+}
+
+// plan is a validated scan.
+type plan struct {
+	addrs    []string // targets as given
+	ports    []uint16
+	rate     float64
+	inFlight int
+	perHost  int
+	retries  int
+	initial  time.Duration
+	min, max time.Duration
+	chunk    int
+	seed     *uint64
+}
+
+func (r *runner) plan(req probe.Request) (*plan, error) {
+	var p Params
+	if err := probe.DecodeParams(req.Params, &p); err != nil {
+		return nil, err
+	}
+	c := r.cfg
+	pl := &plan{rate: c.Rate, retries: c.Retries, seed: p.Seed}
+	pl.addrs = p.Targets
+	if len(pl.addrs) == 0 && req.Target != "" {
+		for _, t := range strings.Split(req.Target, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				pl.addrs = append(pl.addrs, t)
+			}
+		}
+	}
+	if len(pl.addrs) == 0 {
+		return nil, param.Bad("targets", "empty: give targets or the probe's target")
+	}
+	portSpec := []string(p.Ports)
+	if len(portSpec) == 0 {
+		portSpec = []string{"discovery"}
+	}
+	ports, err := ParsePorts(portSpec)
+	if err != nil {
+		return nil, param.Bad("ports", "%v", err)
+	}
+	pl.ports = ports
+	if p.Rate != nil {
+		switch rate := *p.Rate; {
+		case rate < 0 || math.IsNaN(rate) || math.IsInf(rate, 0):
+			return nil, param.Bad("rate", "%v: want probes per second ≥ 0 (0 = unlimited)", rate)
+		case c.MaxRate > 0 && (rate == 0 || rate > c.MaxRate):
+			return nil, param.Bad("rate", "%v is beyond this bridge's limit of %v probes/s", rate, c.MaxRate)
+		default:
+			pl.rate = rate
+		}
+	}
+	maxIF := min(max(c.MaxInFlightLimit, c.MaxInFlight), r.fdBound)
+	if pl.inFlight, err = param.Int("max_in_flight", p.MaxInFlight, min(c.MaxInFlight, maxIF), maxIF); err != nil {
+		return nil, err
+	}
+	if pl.perHost, err = param.Int("per_host", p.PerHost, c.PerHost, 1024); err != nil {
+		return nil, err
+	}
+	if p.Retries != nil {
+		if *p.Retries < 0 || *p.Retries > 6 {
+			return nil, param.Bad("retries", "%d: want 0-6", *p.Retries)
+		}
+		pl.retries = *p.Retries
+	}
+	if pl.initial, err = param.Duration("initial_timeout", p.InitialTimeout, c.InitialTimeout, time.Minute); err != nil {
+		return nil, err
+	}
+	if pl.min, err = param.Duration("min_timeout", p.MinTimeout, c.MinTimeout, time.Minute); err != nil {
+		return nil, err
+	}
+	if pl.max, err = param.Duration("max_timeout", p.MaxTimeout, c.MaxTimeout, time.Minute); err != nil {
+		return nil, err
+	}
+	if pl.min > pl.max {
+		return nil, param.Bad("min_timeout", "%s is above max_timeout %s", pl.min, pl.max)
+	}
+	pl.initial = min(max(pl.initial, pl.min), pl.max)
+	if pl.chunk, err = param.Int("chunk_hosts", p.ChunkHosts, c.ChunkHosts, 65536); err != nil {
+		return nil, err
+	}
+	return pl, nil
+}
+
+func (r *runner) Run(ctx context.Context, req probe.Request, emit probe.Emit) (any, error) {
+	pl, err := r.plan(req)
+	if err != nil {
+		return nil, err
+	}
+	addrs, err := ParseTargets(pl.addrs, r.cfg.MaxAddresses)
+	if err != nil {
+		return nil, param.Bad("targets", "%v", err)
+	}
+	if n := int64(len(addrs)) * int64(len(pl.ports)); r.cfg.MaxProbes > 0 && n > r.cfg.MaxProbes {
+		return nil, param.Bad("targets", "%d addresses × %d ports is beyond the limit of %d probes per scan", len(addrs), len(pl.ports), r.cfg.MaxProbes)
+	}
+	return r.scan(ctx, pl, addrs, emit)
+}
