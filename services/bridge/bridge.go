@@ -60,6 +60,11 @@ type Bridge struct {
 	pools   map[string]*pool
 	started time.Time
 
+	// awaiting holds probes whose final result is in the outbox but not yet at the hub, by
+	// that result's id: the probe is acked only once the hub has the result, so a bridge
+	// that dies with results still in its outbox loses nothing — its probes go to a sibling.
+	awaiting sync.Map // result id → *awaitingProbe
+
 	state   atomic.Value // string
 	drained chan struct{}
 	drainMu sync.Once
@@ -135,7 +140,7 @@ func newBridge(ctx context.Context, cfg Config, deps Deps) (*Bridge, error) {
 
 func (b *Bridge) run(ctx context.Context) error {
 	var err error
-	b.box, err = outbox.Open(ctx, outbox.Config{Dir: b.cfg.DataDir, MaxBytes: int64(b.cfg.OutboxMax), Logger: b.log})
+	b.box, err = outbox.Open(ctx, outbox.Config{Dir: b.cfg.DataDir, MaxBytes: int64(b.cfg.OutboxMax), Logger: b.log, Sent: b.onSent})
 	if err != nil {
 		return err
 	}

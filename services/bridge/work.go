@@ -130,17 +130,36 @@ func (b *Bridge) execute(ctx context.Context, jm jetstream.Msg, capability strin
 		return
 	}
 	stop := keepAlive(jm)
-	defer stop()
 	started := time.Now().UTC()
 	results := b.runProbe(ctx, p, capability, started)
+	final := results[len(results)-1]
+	// Register before storing: the forwarder may send the result at once.
+	b.awaiting.Store(final.ID, &awaitingProbe{jm: jm, stop: stop})
 	for _, r := range results {
 		if err := b.store(ctx, r); err != nil {
+			b.awaiting.Delete(final.ID)
+			stop()
 			b.log.Error("result not stored; the probe will be redelivered", "probe", p.ID, "err", err)
 			_ = jm.NakWithDelay(5 * time.Second)
 			return
 		}
 	}
-	_ = jm.Ack()
+	// The worker is free now; the probe is acked by onSent when the hub has its result.
+}
+
+// awaitingProbe is a probe done here whose final result is on its way to the hub.
+type awaitingProbe struct {
+	jm   jetstream.Msg
+	stop func()
+}
+
+// onSent acks the probe whose final result the hub just acknowledged.
+func (b *Bridge) onSent(resultID string) {
+	if v, ok := b.awaiting.LoadAndDelete(resultID); ok {
+		a := v.(*awaitingProbe)
+		a.stop()
+		_ = a.jm.Ack()
+	}
 }
 
 // runProbe produces the results of one probe: chunks emitted by the kind, then a final one.

@@ -116,9 +116,9 @@ func knownKind(k string) bool { _, ok := envelope.KindCapability[k]; return ok }
 
 // knownClasses are the CMDB classes discovery may report as a device or application.
 var knownClasses = []string{"linux_server", "windows_server", "unix_server", "server", "ip_switch", "ip_router",
-	"network_gear", "printer", "computer", "hardware", "web_server", "database", "directory_server", "application"}
+	"network_gear", "printer", "computer", "hardware", "web_server", "database", "directory_server", "ldap_directory", "application"}
 
-var applicationClasses = []string{"web_server", "database", "directory_server", "application"}
+var applicationClasses = []string{"web_server", "database", "directory_server", "ldap_directory", "application"}
 
 // LoadError is a refused classifier file, with where and why.
 type LoadError struct {

@@ -105,7 +105,7 @@ func TestClassifyLab(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]string{"linux_server": "linux_server", "windows_server": "windows_server", "web_server": "web_server",
-		"ip_switch": "ip_switch", "ip_router": "ip_router", "printer": "printer", "ldap_directory": "directory_server"}
+		"ip_switch": "ip_switch", "ip_router": "ip_router", "printer": "printer", "ldap_directory": "ldap_directory"}
 	for _, h := range c.Manifest.Hosts {
 		t.Run(h.IP+"-"+h.Class, func(t *testing.T) {
 			host, p := classifyHost(t, rs, c, h)

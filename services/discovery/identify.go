@@ -139,6 +139,7 @@ func BuildPayload(rules *Ruleset, h *Host, classifier *Classifier, observed time
 					attrs["server_header"] = hf.Server
 				}
 			}
+			attrs["ip_address"] = h.IP
 			p.Items = append(p.Items, envelope.CIItem{Ref: ref, Class: rule.Class, Parent: "host", Attributes: attrs})
 			apps = append(apps, app{ref: ref, class: rule.Class, ports: ports})
 		}
@@ -153,7 +154,7 @@ func BuildPayload(rules *Ruleset, h *Host, classifier *Classifier, observed time
 			}
 			name, _, _ = strings.Cut(name, "/")
 			_, tls := h.Facts.TLS[port]
-			attrs := map[string]any{"name": name, "port": port, "tcp_ports": []int{port}, "tls": tls, "running": true}
+			attrs := map[string]any{"name": name, "port": port, "tcp_ports": []int{port}, "tls": tls, "running": true, "ip_address": h.IP}
 			if hf.Server != "" {
 				attrs["server_header"] = hf.Server
 			}
@@ -170,7 +171,7 @@ func BuildPayload(rules *Ruleset, h *Host, classifier *Classifier, observed time
 		if len(ports) == 0 {
 			ports = slices.Clone(h.Facts.Ports)
 		}
-		attrs := map[string]any{"name": appClass, "running": true}
+		attrs := map[string]any{"name": appClass, "running": true, "ip_address": h.IP}
 		if len(ports) > 0 {
 			attrs["port"], attrs["tcp_ports"] = ports[0], ports
 		}

@@ -218,7 +218,7 @@ func TestDiscoveryOfTheLab(t *testing.T) {
 	for _, hb := range v.Hosts {
 		classes[hb.IP] = hb.Class
 	}
-	want := map[string]string{"ldap_directory": "directory_server"}
+	want := map[string]string{"ldap_directory": "ldap_directory"}
 	for _, mh := range m.Hosts {
 		w := mh.Class
 		if x, ok := want[w]; ok {

@@ -37,6 +37,8 @@ type Config struct {
 	// Batch bounds the results in flight to the hub at once.
 	Batch  int
 	Logger *slog.Logger
+	// Sent, when set, is called with the Nats-Msg-Id of every message the hub acknowledged.
+	Sent func(id string)
 }
 
 // Outbox is the local store and its forwarder.
@@ -214,6 +216,9 @@ func (o *Outbox) send(ctx context.Context, hub jetstream.JetStream, msgs []jetst
 			}
 		}
 		if ok {
+			if o.cfg.Sent != nil {
+				o.cfg.Sent(m.Headers().Get(nats.MsgIdHdr))
+			}
 			// A plain ack: if it were lost the result would be forwarded again, and the hub
 			// drops the copy by its Nats-Msg-Id. Waiting for each ack's confirmation here
 			// would cost a local round trip per result.

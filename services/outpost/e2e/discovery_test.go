@@ -137,11 +137,7 @@ func TestDiscoveryOfTheLabEndToEnd(t *testing.T) {
 	}
 	linux := 0
 	for _, mh := range m.Hosts {
-		want := mh.Class
-		if want == "ldap_directory" {
-			want = "directory_server"
-		}
-		if classes[mh.IP] != want {
+		if classes[mh.IP] != mh.Class {
 			t.Errorf("%s (%s): class %q, manifest %q", mh.IP, mh.Name, classes[mh.IP], mh.Class)
 		}
 		if mh.Class == "linux_server" {
