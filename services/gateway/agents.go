@@ -19,7 +19,7 @@ const maxBody = 1 << 20
 
 // routeAgents registers sites, agents and probes: all served by the agents service over
 // svc.agents.* (the gateway never reads its stores).
-func (a *API) routeAgents(mux *http.ServeMux) {
+func (a *API) routeAgents(mux *router) {
 	type siteAdd struct {
 		Name        string   `json:"name"`
 		Ranges      []string `json:"ranges"`

@@ -20,20 +20,25 @@ type API struct {
 	log  *slog.Logger
 }
 
-// Handler is the gateway's routing table.
+// Handler is the gateway's routing table. Every API route goes through one router that
+// records it, so the OpenAPI document is generated from the routes that exist.
 func (a *API) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", a.healthz)
+	mux := newRouter()
+	mux.mux.HandleFunc("GET /healthz", a.healthz)
 	mux.Handle("GET /api/v1/status", a.auth(tokens.RoleViewer, http.HandlerFunc(a.status)))
 	a.routeAgents(mux)
 	a.routeCIs(mux)
 	a.routeTokens(mux)
 	a.routeDiscovery(mux)
+	doc := mux.openAPI(a.cfg.Version)
+	mux.mux.Handle("GET /api/v1/openapi.json", a.auth(tokens.RoleViewer, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, doc)
+	})))
 	// Anything else under /api/v1 still needs a token before it may learn it does not exist.
-	mux.Handle("/api/v1/", a.auth(tokens.RoleViewer, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.mux.Handle("/api/v1/", a.auth(tokens.RoleViewer, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		problem(w, r, http.StatusNotFound, "not-found", "No such API route", r.Method+" "+r.URL.Path+" is not an Outpost API route; see /api/v1/openapi.json")
 	})))
-	return mux
+	return mux.mux
 }
 
 // healthz is 200 only when the bus is connected and every stream of the topology exists.

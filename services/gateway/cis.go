@@ -11,7 +11,7 @@ import (
 )
 
 // routeCIs exposes the CMDB (svc.cmdb.*) under /api/v1/cis.
-func (a *API) routeCIs(mux *http.ServeMux) {
+func (a *API) routeCIs(mux *router) {
 	cmdb := func(op string, body func(*http.Request) (any, error)) http.Handler {
 		return a.auth(tokens.RoleViewer, a.relayTo("cmdb", op, 15*time.Second, body))
 	}

@@ -9,7 +9,7 @@ import (
 )
 
 // routeDiscovery exposes svc.discovery.* : runs, schedules, credentials (secrets write-only).
-func (a *API) routeDiscovery(mux *http.ServeMux) {
+func (a *API) routeDiscovery(mux *router) {
 	disc := func(role, op string, body func(*http.Request) (any, error)) http.Handler {
 		return a.auth(role, a.relayTo("discovery", op, 30*time.Second, body))
 	}

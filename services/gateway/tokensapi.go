@@ -8,7 +8,7 @@ import (
 )
 
 // routeTokens: API tokens are the gateway's own (KV tokens, hashed); admins manage them.
-func (a *API) routeTokens(mux *http.ServeMux) {
+func (a *API) routeTokens(mux *router) {
 	type createReq struct {
 		Name string `json:"name"`
 		Role string `json:"role"`
