@@ -49,6 +49,30 @@ type row struct {
 	killed  bool
 	set     openSet
 	err     error
+	walls   []time.Duration
+	// allRounds are every round's results (identity is checked on each)
+	allRounds []row
+}
+
+// median is the round with the median wall time (a killed round wins: it is a bound).
+func median(rs []row) row {
+	if len(rs) == 0 {
+		return row{}
+	}
+	sorted := slices.Clone(rs)
+	slices.SortFunc(sorted, func(a, b row) int { return int(a.wall - b.wall) })
+	m := sorted[(len(sorted)-1)/2]
+	for _, r := range rs {
+		if r.killed {
+			m = r
+		}
+	}
+	m.walls = nil
+	for _, r := range rs {
+		m.walls = append(m.walls, r.wall)
+	}
+	m.allRounds = rs
+	return m
 }
 
 func main() {
@@ -60,6 +84,7 @@ func main() {
 	label := flag.String("case", "plain loopback", "name of the case in the table")
 	nmapTimeout := flag.Duration("nmap-timeout", 300*time.Second, "bound on nmap's run")
 	hub := flag.String("through-hub", "", "command that scans through hub and bridge (see package doc)")
+	rounds := flag.Int("rounds", 3, "runs of each scanner; the median wall time is reported")
 	header := flag.Bool("header", true, "print the table header")
 	inflight := flag.Int("in-flight", 0, "tcp_scan max_in_flight (default: the kind's default)")
 	loopWorkers := flag.Int("loop-workers", 1024, "goroutines of the connect loop")
@@ -118,21 +143,43 @@ func main() {
 	log.Printf("lab %s: %d hosts, %d addresses × %d ports = %d probes, %d open in the manifest%s",
 		prefix, *hosts, len(addrs), len(ports), probes, len(truth), map[bool]string{true: ", " + filt.String() + " filtered"}[filt.IsValid()])
 
-	var rows []row
+	// Each scanner runs -rounds times, interleaved, and the median wall time is reported:
+	// the machine is shared and single runs move a lot. nmap stops after a round it did not
+	// finish within its bound.
+	type scanner struct {
+		name string
+		run  func() row
+	}
+	var scanners []scanner
 	if run("ours") {
-		rows = append(rows, ours(ctx, prefix, ports, *inflight, "raw"))
+		scanners = append(scanners, scanner{"ours", func() row { return ours(ctx, prefix, ports, *inflight, "raw") }})
 	}
 	if run("ours-dial") {
-		rows = append(rows, ours(ctx, prefix, ports, *inflight, "dial"))
+		scanners = append(scanners, scanner{"ours-dial", func() row { return ours(ctx, prefix, ports, *inflight, "dial") }})
 	}
 	if run("loop") {
-		rows = append(rows, connectLoop(ctx, addrs, ports, *loopWorkers))
+		scanners = append(scanners, scanner{"loop", func() row { return connectLoop(ctx, addrs, ports, *loopWorkers) }})
 	}
 	if *hub != "" && run("hub") {
-		rows = append(rows, throughHub(ctx, *hub, prefix, ports))
+		scanners = append(scanners, scanner{"hub", func() row { return throughHub(ctx, *hub, prefix, ports) }})
 	}
 	if run("nmap") {
-		rows = append(rows, nmap(ctx, prefix, ports, *nmapTimeout))
+		scanners = append(scanners, scanner{"nmap", func() row { return nmap(ctx, prefix, ports, *nmapTimeout) }})
+	}
+	results := make([][]row, len(scanners))
+	for round := 0; round < max(1, *rounds); round++ {
+		for i, sc := range scanners {
+			if n := len(results[i]); n > 0 && (results[i][n-1].killed || results[i][n-1].err != nil) {
+				continue
+			}
+			r := sc.run()
+			log.Printf("round %d: %s %.2f s, %d open", round+1, r.scanner, r.wall.Seconds(), len(r.set))
+			results[i] = append(results[i], r)
+		}
+	}
+	var rows []row
+	for _, rs := range results {
+		rows = append(rows, median(rs))
 	}
 
 	var loopWall, nmapWall time.Duration
@@ -151,8 +198,30 @@ func main() {
 	}
 	for _, r := range rows {
 		wall := fmt.Sprintf("%.1f s", r.wall.Seconds())
+		if len(r.walls) > 1 {
+			w := make([]string, len(r.walls))
+			for i, x := range r.walls {
+				w[i] = fmt.Sprintf("%.1f", x.Seconds())
+			}
+			wall = fmt.Sprintf("%.1f s (%s)", r.wall.Seconds(), strings.Join(w, " / "))
+		}
 		rate := fmt.Sprintf("%.0f", float64(probes)/r.wall.Seconds())
-		same := map[bool]string{true: "yes", false: "no"}[equal(r.set, truth)]
+		ok := len(r.allRounds) > 0
+		for _, x := range r.allRounds {
+			ok = ok && equal(x.set, truth)
+		}
+		same := map[bool]string{true: "yes", false: "no"}[ok]
+		if len(r.allRounds) > 1 && ok {
+			same = fmt.Sprintf("yes (%d of %d rounds)", len(r.allRounds), len(r.allRounds))
+		} else if len(r.allRounds) > 1 {
+			n := 0
+			for _, x := range r.allRounds {
+				if equal(x.set, truth) {
+					n++
+				}
+			}
+			same = fmt.Sprintf("no (%d of %d rounds)", n, len(r.allRounds))
+		}
 		found := strconv.Itoa(len(r.set))
 		if r.killed {
 			wall = fmt.Sprintf("> %.0f s (killed)", nmapTimeout.Seconds())
