@@ -162,9 +162,10 @@ func (o *Outbox) Forward(ctx context.Context, hub jetstream.JetStream) error {
 		}
 		if len(msgs) == 0 {
 			// Nothing waiting: block briefly for the next result instead of spinning.
-			wctx, cancel := context.WithTimeout(ctx, time.Second)
-			b, err := cons.Fetch(1, jetstream.FetchContext(wctx))
-			cancel()
+			// FetchMaxWait, not a context: the server knows the request's expiry and never
+			// delivers into a fetch the client already gave up on (that message would sit
+			// unacked for the whole AckWait). Short, so a shutdown is not held up.
+			b, err := cons.Fetch(1, jetstream.FetchMaxWait(250*time.Millisecond))
 			if err == nil {
 				for m := range b.Messages() {
 					msgs = append(msgs, m)
