@@ -25,7 +25,10 @@ type Publisher struct {
 	js     jetstream.JetStream
 	source string
 	tp     trace.TracerProvider
+	noop   bool
 }
+
+var noopSpan = trace.SpanFromContext(context.Background()) // a no-op span
 
 // NewPublisher returns a publisher whose messages carry ce-source = source
 // (envelope.ServiceSource or envelope.AgentSource). tp may be nil.
@@ -33,7 +36,8 @@ func NewPublisher(js jetstream.JetStream, source string, tp trace.TracerProvider
 	if tp == nil {
 		tp = tracenoop.NewTracerProvider()
 	}
-	return &Publisher{js: js, source: source, tp: tp}
+	_, noop := tp.(tracenoop.TracerProvider)
+	return &Publisher{js: js, source: source, tp: tp, noop: noop}
 }
 
 // Message builds the NATS message for body: headers, trace context and JSON payload.
@@ -48,6 +52,11 @@ func (p *Publisher) Message(ctx context.Context, subject string, meta envelope.M
 	h, data, err := envelope.Encode(meta, body)
 	if err != nil {
 		return nil, nil, err
+	}
+	if p.noop {
+		// Tracing is off: no span to start, but a caller's trace context still travels.
+		telemetry.Propagator.Inject(ctx, telemetry.HeaderCarrier(h))
+		return &nats.Msg{Subject: subject, Header: h, Data: data}, noopSpan, nil
 	}
 	_, span := telemetry.StartProducer(ctx, p.tp, subject, telemetry.HeaderCarrier(h))
 	return &nats.Msg{Subject: subject, Header: h, Data: data}, span, nil
@@ -102,13 +111,22 @@ func (p *Publisher) Batch() *Batch {
 
 func (b *Batch) collect() {
 	defer close(b.done)
+	// One timer for the whole batch, re-armed only when it fires: resetting a timer per
+	// message would cost more than waiting on the ack itself.
 	timeout := time.NewTimer(ackTimeout)
 	defer timeout.Stop()
+	progress := time.Now()
 	for pf := range b.pending {
-		timeout.Reset(ackTimeout)
+	wait:
 		select {
 		case <-pf.f.Ok():
+			progress = time.Now()
 		case <-timeout.C:
+			if since := time.Since(progress); since < ackTimeout {
+				timeout.Reset(ackTimeout - since)
+				goto wait
+			}
+			timeout.Reset(ackTimeout)
 			pf.span.SetStatus(codes.Error, "no ack")
 			b.mu.Lock()
 			b.errs = append(b.errs, fmt.Errorf("publish %s id %s: no ack from the stream within %s", pf.subject, pf.id, ackTimeout))
