@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
+	"sync"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -43,6 +45,8 @@ type Service struct {
 	deps Deps
 	log  *slog.Logger
 	pub  *bus.Publisher
+	// ensured remembers the (site, capabilities) whose consumers exist.
+	ensured sync.Map
 }
 
 // Run serves until ctx ends.
@@ -115,8 +119,14 @@ func (s *Service) onHeartbeat(ctx context.Context, m *nats.Msg) {
 }
 
 // ensureConsumers creates the site's probe consumers for the agent's capabilities: one per
-// (priority, capability), shared by every bridge of the site.
+// (priority, capability), shared by every bridge of the site. Bridges re-enroll every 30 s to
+// refresh their ranges; the consumers are only (re)declared when a site's capability set is
+// new to this process.
 func (s *Service) ensureConsumers(ctx context.Context, a Agent) error {
+	key := a.Site + "|" + strings.Join(a.Capabilities, ",")
+	if _, done := s.ensured.Load(key); done {
+		return nil
+	}
 	var errs []error
 	for _, prio := range envelope.Priorities {
 		for _, c := range a.Capabilities {
@@ -127,7 +137,11 @@ func (s *Service) ensureConsumers(ctx context.Context, a Agent) error {
 			errs = append(errs, err)
 		}
 	}
-	return errors.Join(errs...)
+	err := errors.Join(errs...)
+	if err == nil {
+		s.ensured.Store(key, true)
+	}
+	return err
 }
 
 // ProbeConsumerConfig is the durable pull consumer of one (site, priority, capability).

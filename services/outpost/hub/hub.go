@@ -177,7 +177,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	deps := Deps{NC: nc, JS: js, Topology: topo, Telemetry: tel, Logger: log, DataDir: cfg.DataDir,
 		Server: srv, Issuer: issuer, HubAuth: hubAuth, CurveKey: curve}
 	services := Registry(cfg, toks)
-	deps.ready = newReadiness("agents", "cmdb")
+	waitFor := []string{"agents", "cmdb"}
+	if !cfg.NoLocalBridge {
+		waitFor = append(waitFor, "local-bridge") // one command gives a working system
+	}
+	deps.ready = newReadiness(waitFor...)
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup

@@ -42,6 +42,9 @@ func runLabDemo(ctx context.Context, cfg Config, d Deps) error {
 	}
 	fmt.Fprintf(out, "lab: %d simulated addresses on %s (seed %d), manifest %s\n", len(m.Hosts), lc.Range, lc.Seed, manifest)
 
+	if err := d.ready.wait(ctx, "agents"); err != nil {
+		return nil
+	}
 	dir := filepath.Join(d.DataDir, "lab-bridge")
 	token := ""
 	if _, err := os.Stat(filepath.Join(dir, "identity.nk")); errors.Is(err, fs.ErrNotExist) {

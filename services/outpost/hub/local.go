@@ -35,6 +35,11 @@ const (
 // runLocalBridge runs a bridge for site "local" in this process, connected in-process (no
 // socket), auto-approved on its first start.
 func runLocalBridge(ctx context.Context, d Deps) error {
+	// The auth callout must answer before the bridge connects: a refused in-process
+	// connection stalls for the server's write deadline (10 s) before it can retry.
+	if err := d.ready.wait(ctx, "agents"); err != nil {
+		return nil
+	}
 	dir := filepath.Join(d.DataDir, "local-bridge")
 	token := ""
 	if _, err := os.Stat(filepath.Join(dir, "identity.nk")); errors.Is(err, fs.ErrNotExist) {
@@ -56,7 +61,7 @@ func runLocalBridge(ctx context.Context, d Deps) error {
 	}
 	cfg.Site, cfg.Name, cfg.Token, cfg.DataDir = LocalSite, "local-bridge", token, dir
 	cfg.Version = version.Version
-	return bridge.Run(ctx, cfg, bridge.Deps{Logger: d.Logger, Kinds: kinds.All(),
+	return bridge.Run(ctx, cfg, bridge.Deps{Logger: d.Logger, Kinds: kinds.All(), Ready: d.ready.mark("local-bridge"),
 		ConnectOptions: []nats.Option{nats.InProcessServer(d.Server.Inner())}})
 }
 
@@ -156,6 +161,23 @@ func (r *readiness) mark(name string) func() {
 		r.mu.Lock()
 		delete(r.waiting, name)
 		r.mu.Unlock()
+	}
+}
+
+// wait blocks until name is serving (or ctx ends).
+func (r *readiness) wait(ctx context.Context, name string) error {
+	for {
+		r.mu.Lock()
+		waiting := r.waiting[name]
+		r.mu.Unlock()
+		if !waiting {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }
 
