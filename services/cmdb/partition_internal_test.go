@@ -1,8 +1,6 @@
 package cmdb
 
 import (
-	"go/parser"
-	"go/token"
 	"os"
 	"slices"
 	"strings"
@@ -33,13 +31,11 @@ func TestJunkValuesMatchTheClassModel(t *testing.T) {
 	for _, v := range doc.JunkValues {
 		want = append(want, strings.ToLower(strings.TrimSpace(v)))
 	}
-	for v := range junkValues {
-		got = append(got, v)
-	}
+	got = bus.JunkIdentifiers()
 	slices.Sort(want)
 	slices.Sort(got)
 	if !slices.Equal(got, want) {
-		t.Fatalf("partition.go junk values differ from identification.yaml:\n got  %q\n want %q", got, want)
+		t.Fatalf("libs/bus junk identifiers differ from identification.yaml:\n got  %q\n want %q", got, want)
 	}
 	m, err := classes.Default()
 	if err != nil {
@@ -47,28 +43,13 @@ func TestJunkValuesMatchTheClassModel(t *testing.T) {
 	}
 	for _, v := range []string{"", "  ", "0000000", "xxxx", "To Be Filled By O.E.M.", "VMware-42", "ab", "SN-1", "aaab"} {
 		n := strings.ToLower(strings.TrimSpace(v))
-		if isJunk(n) != m.IsJunk(v) {
-			t.Errorf("%q: isJunk %v, model %v", v, isJunk(n), m.IsJunk(v))
+		if bus.IsJunkIdentifier(n) != m.IsJunk(v) {
+			t.Errorf("%q: bus.IsJunkIdentifier %v, model %v", v, bus.IsJunkIdentifier(n), m.IsJunk(v))
 		}
 	}
 	for _, v := range []string{"00-50-56-AA-00-02", "0050.56aa.0002", "005056AA0002", " 00:50:56:aa:00:02 ", "not a mac"} {
-		if got, want := normalizeMAC(strings.ToLower(strings.TrimSpace(v))), classes.NormalizeMAC(v); got != want {
+		if got, want := bus.NormalizeMAC(strings.ToLower(strings.TrimSpace(v))), classes.NormalizeMAC(v); got != want {
 			t.Errorf("normalizeMAC(%q) = %q, classes.NormalizeMAC %q", v, got, want)
-		}
-	}
-}
-
-// partition.go moves to libs verbatim: it may import the standard library and
-// libs/envelope only.
-func TestPartitionFileIsSelfContained(t *testing.T) {
-	f, err := parser.ParseFile(token.NewFileSet(), "partition.go", nil, parser.ImportsOnly)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, imp := range f.Imports {
-		path := strings.Trim(imp.Path.Value, `"`)
-		if strings.Contains(path, ".") && path != "github.com/outpost-dev/outpost/libs/envelope" {
-			t.Errorf("partition.go imports %s: only the standard library and libs/envelope may be", path)
 		}
 	}
 }

@@ -252,7 +252,7 @@ func (s *service) identify(ctx context.Context, rs *runState, h *Host) {
 }
 
 func (s *service) sendPayload(ctx context.Context, rs *runState, id string, p *envelope.CIPayload) error {
-	subject := bus.CMDBIngestSubject(Partition(*p, s.cfg.Partitions))
+	subject := bus.CMDBIngestSubjectFor(*p, s.cfg.Partitions)
 	if _, err := s.pub.Publish(ctx, subject, envelope.Meta{ID: id, Run: rs.run.ID}, p); err != nil {
 		return err
 	}

@@ -458,19 +458,19 @@ func TestPartitionStable(t *testing.T) {
 		}}
 	}
 	a, b := p("ABC123", "00:50:56:aa:bb:01", "x"), p("ABC123", "00:50:56:aa:bb:02", "y")
-	if PartitionKey(a) != PartitionKey(b) || Partition(a, 8) != Partition(b, 8) {
+	if bus.CMDBPartitionKey(a) != bus.CMDBPartitionKey(b) || bus.CMDBPartition(a, 8) != bus.CMDBPartition(b, 8) {
 		t.Fatal("same serial, different partitions")
 	}
 	j1, j2 := p("To Be Filled By O.E.M.", "00:50:56:aa:bb:01", "x"), p("To Be Filled By O.E.M.", "00:50:56:aa:bb:02", "x")
-	if PartitionKey(j1) == PartitionKey(j2) {
-		t.Fatalf("junk serial used as identity: %s", PartitionKey(j1))
+	if bus.CMDBPartitionKey(j1) == bus.CMDBPartitionKey(j2) {
+		t.Fatalf("junk serial used as identity: %s", bus.CMDBPartitionKey(j1))
 	}
 	for _, x := range []envelope.CIPayload{a, j1, j2} {
-		if n := Partition(x, 8); n < 0 || n >= 8 {
+		if n := bus.CMDBPartition(x, 8); n < 0 || n >= 8 {
 			t.Fatalf("partition %d", n)
 		}
 	}
-	if subj := IngestSubject(a, 8); subj != bus.CMDBIngestSubject(Partition(a, 8)) {
+	if subj := bus.CMDBIngestSubjectFor(a, 8); subj != bus.CMDBIngestSubject(bus.CMDBPartition(a, 8)) {
 		t.Fatalf("subject %s", subj)
 	}
 }
