@@ -128,6 +128,10 @@ func (r *Registry) AddSite(ctx context.Context, name string, ranges, exclude []s
 	if !bus.ValidName(name) {
 		return Site{}, "", bus.Errorf(400, "site name %q: use 1-64 of a-z, 0-9 and -", name)
 	}
+	if name == "hub" {
+		// event.hub.* carries the hub's own events (audit): no bridge may publish there.
+		return Site{}, "", bus.Errorf(400, "site name %q is reserved for the hub's own events; choose another", name)
+	}
 	rs, err1 := ParseRanges("range", ranges)
 	ex, err2 := ParseRanges("exclude", exclude)
 	if err := errors.Join(err1, err2); err != nil {

@@ -7,10 +7,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/services/gateway/tokens"
 )
 
@@ -138,8 +142,66 @@ func decodeBody[T any](r *http.Request) (T, error) {
 	return v, nil
 }
 
-// audit records a write: who, what, when, from where — on the log for now.
+// AuditSubject is where the gateway records every write (EVENTS stream, kept for replay).
+var AuditSubject = bus.EventSubject("hub", "audit")
+
+// audit records a write — who, what, when, from where — as an event on the bus, and logs it.
+// A failed publish is logged as an error: the write itself already happened.
 func (a *API) audit(r *http.Request, action string, status int) {
 	t, _ := Caller(r.Context())
 	a.log.Info("audit", "actor", t.Name, "role", t.Role, "action", action, "path", r.URL.Path, "remote", r.RemoteAddr, "status", status)
+	ev := &envelope.Audit{Actor: t.Name, Role: t.Role, Action: action, Target: r.URL.Path, Remote: r.RemoteAddr,
+		Status: status, Time: time.Now().UTC()}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
+	defer cancel()
+	if _, err := bus.NewPublisher(a.deps.JS, envelope.ServiceSource("gateway"), nil).Publish(ctx, AuditSubject, envelope.Meta{}, ev); err != nil {
+		a.log.Error("audit event not published", "action", action, "err", err)
+	}
+}
+
+// listAudit returns the last audit events, newest last (GET /api/v1/audit?limit=N).
+func (a *API) listAudit(w http.ResponseWriter, r *http.Request) {
+	limit := 100
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			problem(w, r, http.StatusBadRequest, "bad-request", "Bad request", "field \"limit\": want 1 to 1000")
+			return
+		}
+		limit = n
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	// Writes are rare next to events: reading the audit subject through and keeping the last
+	// ones is simple and cheap enough for the retention of EVENTS.
+	cons, err := a.deps.JS.OrderedConsumer(ctx, bus.StreamEvents, jetstream.OrderedConsumerConfig{FilterSubjects: []string{AuditSubject}})
+	if err != nil {
+		problem(w, r, http.StatusServiceUnavailable, "unavailable", "Bus unavailable", err.Error())
+		return
+	}
+	out := []envelope.Audit{}
+	for {
+		batch, err := cons.FetchNoWait(500)
+		if err != nil {
+			break
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			var ev envelope.Audit
+			if json.Unmarshal(m.Data(), &ev) == nil {
+				out = append(out, ev)
+			}
+		}
+		if n == 0 {
+			break
+		}
+		if len(out) > limit {
+			out = out[len(out)-limit:]
+		}
+	}
+	if len(out) > limit {
+		out = out[len(out)-limit:]
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"events": out})
 }

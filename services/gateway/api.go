@@ -30,6 +30,7 @@ func (a *API) Handler() http.Handler {
 	a.routeCIs(mux)
 	a.routeTokens(mux)
 	a.routeDiscovery(mux)
+	mux.Handle("GET /api/v1/audit", a.auth(tokens.RoleViewer, http.HandlerFunc(a.listAudit)))
 	doc := mux.openAPI(a.cfg.Version)
 	mux.mux.Handle("GET /api/v1/openapi.json", a.auth(tokens.RoleViewer, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, doc)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -221,5 +222,32 @@ func TestRoles(t *testing.T) {
 	list, _ := e.toks.List(ctx)
 	if len(list) != 4 {
 		t.Fatalf("bad requests wrote tokens: %d tokens", len(list))
+	}
+}
+
+// Every write is an audit event on the bus, listable by a viewer.
+func TestAuditEvents(t *testing.T) {
+	e := newEnv(t, true)
+	req, _ := http.NewRequest("POST", e.base+"/api/v1/tokens", strings.NewReader(`{"name":"ci","role":"viewer"}`))
+	req.Header.Set("Authorization", "Bearer "+e.admin)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("create token: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	var out struct {
+		Events []struct{ Actor, Action, Target string }
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		_, body := e.get(t, "/api/v1/audit", e.admin)
+		_ = json.Unmarshal(body, &out)
+		if len(out.Events) > 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(out.Events) != 1 || out.Events[0].Actor != "admin" || out.Events[0].Action != "token_create" || out.Events[0].Target != "/api/v1/tokens" {
+		t.Fatalf("audit: %+v", out.Events)
 	}
 }

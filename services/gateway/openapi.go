@@ -36,6 +36,7 @@ func (r *router) Routes() []string {
 // summaries say what each route does, for people reading the document.
 var summaries = map[string]string{
 	"GET /api/v1/status":                        "Streams, consumer lag, DLQ size, version",
+	"GET /api/v1/audit":                         "The last writes made through the API: who, what, when, from where",
 	"GET /api/v1/sites":                         "List sites",
 	"POST /api/v1/sites":                        "Create a site (or change its ranges) and return an enrollment token",
 	"GET /api/v1/agents":                        "List agents with status, pools, outbox and last heartbeat",
