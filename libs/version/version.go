@@ -38,6 +38,11 @@ func Semver() string {
 	if clean == "" {
 		clean = "dev"
 	}
+	// A pre-release identifier that is all digits may not start with 0 ("0092912" is not
+	// semver): prefix it the way git describe does.
+	if clean[0] >= '0' && clean[0] <= '9' {
+		clean = "g" + clean
+	}
 	return "0.0.0-" + clean
 }
 
