@@ -275,10 +275,12 @@ func (r *Registry) Enroll(ctx context.Context, e *envelope.Enrollment, tok enrol
 	case err == nil && existing.ID == e.NKey:
 		// Same identity again (a restart, or a pending bridge polling): refresh its facts.
 		existing.Version, existing.Capabilities, existing.XKey, existing.Pools = e.Version, e.Capabilities, e.XKey, e.Pools
-		if b, _ := json.Marshal(existing); b != nil {
-			if _, err := r.agents.Update(ctx, "agent."+existing.key(), b, rev); err != nil {
-				return Agent{}, err
-			}
+		b, err := json.Marshal(existing)
+		if err != nil {
+			return Agent{}, err
+		}
+		if _, err := r.agents.Update(ctx, "agent."+existing.key(), b, rev); err != nil {
+			return Agent{}, fmt.Errorf("refresh agent %s: %w", existing.key(), err)
 		}
 		return existing, nil
 	case err == nil && existing.State != StateRevoked:
