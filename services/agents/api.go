@@ -78,6 +78,9 @@ type (
 		Params   json.RawMessage `json:"params,omitempty"`
 		Priority string          `json:"priority,omitempty"`
 		Timeout  string          `json:"timeout,omitempty"`
+		// Credentials name stored credentials (discovery's store) to try, in order; the
+		// discovery service seals them to the site's bridges for this probe only.
+		Credentials []string `json:"credentials,omitempty"`
 	}
 	ProbeReply struct {
 		Probe   string            `json:"probe"`
@@ -257,6 +260,16 @@ func (s *Service) probe(ctx context.Context, r ProbeRequest) (any, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout+5*time.Second)
 	defer cancel()
+	if len(r.Credentials) > 0 {
+		var sealed struct {
+			Secrets []envelope.SealedCredential `json:"secrets"`
+		}
+		req := map[string]any{"site": r.Site, "kind": r.Kind, "probe": p.ID, "names": r.Credentials}
+		if err := bus.Request(ctx, s.deps.NC, "discovery", "credentials_seal", req, &sealed); err != nil {
+			return nil, fmt.Errorf("credentials: %w", err)
+		}
+		p.Credentials, p.Secrets = r.Credentials, sealed.Secrets
+	}
 	// Listen before sending, so a fast answer is not missed.
 	cons, err := s.deps.JS.OrderedConsumer(ctx, bus.StreamResults, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{bus.ResultSubject("adhoc", r.Site, r.Kind)}, DeliverPolicy: jetstream.DeliverNewPolicy})

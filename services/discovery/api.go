@@ -80,6 +80,7 @@ func (s *service) endpoints() map[string]bus.Endpoint {
 			cs, err := s.creds.list(ctx)
 			return map[string]any{"credentials": cs}, err
 		}),
+		"credentials_seal": bus.JSON(func(ctx context.Context, r SealRequest) (any, error) { return s.sealForProbe(ctx, r) }),
 		"credentials_rm": bus.JSON(func(ctx context.Context, r NameRequest) (any, error) {
 			return map[string]any{"removed": r.Name}, s.creds.remove(ctx, r.Name)
 		}),

@@ -210,22 +210,31 @@ func (s *credStore) open(ctx context.Context, site string, types []string, only 
 		if len(only) > 0 && !slices.Contains(only, sc.Name) {
 			continue
 		}
-		ns := s.aead.NonceSize()
-		if len(sc.Sealed) < ns {
-			return nil, fmt.Errorf("credential %s: sealed value too short", sc.Name)
-		}
-		plain, err := s.aead.Open(nil, sc.Sealed[:ns], sc.Sealed[ns:], []byte(sc.Name))
+		c, err := s.decrypt(sc)
 		if err != nil {
-			return nil, fmt.Errorf("credential %s: cannot decrypt (wrong credentials.key in the data dir?)", sc.Name)
+			return nil, err
 		}
-		var sp secretPart
-		if err := json.Unmarshal(plain, &sp); err != nil {
-			return nil, fmt.Errorf("credential %s: %w", sc.Name, err)
-		}
-		out = append(out, clearCredential{Name: sc.Name, Type: sc.Type, Username: sc.Username, Secret: sp.Secret, Fields: sp.Fields})
+		out = append(out, c)
 	}
 	slices.SortFunc(out, func(a, b clearCredential) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
+}
+
+// decrypt opens a stored credential's secret part.
+func (s *credStore) decrypt(sc storedCredential) (clearCredential, error) {
+	ns := s.aead.NonceSize()
+	if len(sc.Sealed) < ns {
+		return clearCredential{}, fmt.Errorf("credential %s: sealed value too short", sc.Name)
+	}
+	plain, err := s.aead.Open(nil, sc.Sealed[:ns], sc.Sealed[ns:], []byte(sc.Name))
+	if err != nil {
+		return clearCredential{}, fmt.Errorf("credential %s: cannot decrypt (wrong credentials.key in the data dir?)", sc.Name)
+	}
+	var sp secretPart
+	if err := json.Unmarshal(plain, &sp); err != nil {
+		return clearCredential{}, fmt.Errorf("credential %s: %w", sc.Name, err)
+	}
+	return clearCredential{Name: sc.Name, Type: sc.Type, Username: sc.Username, Secret: sp.Secret, Fields: sp.Fields}, nil
 }
 
 // credTypes maps a classifier's credential type to the stored types it covers.

@@ -41,6 +41,8 @@ func (a *API) routeAgents(mux *router) {
 		Params   json.RawMessage `json:"params,omitempty"`
 		Priority string          `json:"priority,omitempty"`
 		Timeout  string          `json:"timeout,omitempty"`
+		// Credentials name stored credentials; their secrets never pass through here.
+		Credentials []string `json:"credentials,omitempty"`
 	}
 	mux.Handle("GET /api/v1/sites", a.auth(tokens.RoleViewer, a.relay("site_ls", nil)))
 	mux.Handle("POST /api/v1/sites", a.auth(tokens.RoleAdmin, a.relay("site_add", func(r *http.Request) (any, error) {

@@ -208,9 +208,9 @@ func printResult(g *globals, raw []byte, human func(map[string]any) string) erro
 
 func newProbe(g *globals) *cobra.Command {
 	var site, kind, target, priority, timeout string
-	var params []string
+	var params, creds []string
 	cmd := &cobra.Command{
-		Use:   "probe --site S --kind K [--target T] [--param k=v ...]",
+		Use:   "probe --site S --kind K [--target T] [--param k=v ...] [--credential NAME ...]",
 		Short: "Send one probe to a site's bridges now and print its result(s)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -226,6 +226,9 @@ func newProbe(g *globals) *cobra.Command {
 				p[k] = paramValue(v)
 			}
 			body := map[string]any{"site": site, "kind": kind, "target": target, "params": p, "priority": priority, "timeout": timeout}
+			if len(creds) > 0 {
+				body["credentials"] = creds
+			}
 			c, _ := g.client()
 			c.http.Timeout = 0
 			var raw []byte
@@ -276,6 +279,7 @@ func newProbe(g *globals) *cobra.Command {
 	f.StringArrayVar(&params, "param", nil, "param key=value (repeatable; numbers, true/false and [a,b] lists are typed)")
 	f.StringVar(&priority, "priority", "interactive", "interactive, expedited or standard")
 	f.StringVar(&timeout, "timeout", "30s", "deadline of the probe")
+	f.StringArrayVar(&creds, "credential", nil, "stored credential to use, by name (repeatable; tried in order; see `outpost credentials ls`)")
 	return cmd
 }
 

@@ -1,0 +1,116 @@
+package discovery
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/seal"
+)
+
+// SealRequest is svc.discovery.credentials_seal: the agents service asks for stored
+// credentials, by name, sealed to a site's bridges for one ad-hoc probe. Discovery owns the
+// credential store, so the clear secret never leaves this service: what goes back is only
+// sealed to the bridges' curve keys and bound to the probe id.
+type SealRequest struct {
+	Site  string   `json:"site"`
+	Kind  string   `json:"kind"`
+	Probe string   `json:"probe"`
+	Names []string `json:"names"`
+}
+
+// SealReply carries the sealed credentials in the order asked.
+type SealReply struct {
+	Secrets []envelope.SealedCredential `json:"secrets"`
+}
+
+// kindCredentialTypes says which stored types a probe kind can use. http_request sends
+// any credential as basic auth, so it takes every type.
+var kindCredentialTypes = map[string][]string{
+	"ssh_exec":     {"ssh"},
+	"snmp_get":     {"snmp", "snmpv3"},
+	"snmp_walk":    {"snmp", "snmpv3"},
+	"ldap_search":  {"ldap"},
+	"sql_query":    {"sql"},
+	"http_request": CredentialTypes,
+}
+
+func (s *service) sealForProbe(ctx context.Context, r SealRequest) (SealReply, error) {
+	types, ok := kindCredentialTypes[r.Kind]
+	if !ok {
+		return SealReply{}, bus.Errorf(400, "kind %q takes no credentials", r.Kind)
+	}
+	if len(r.Names) == 0 || r.Probe == "" || r.Site == "" {
+		return SealReply{}, bus.Errorf(400, "credentials_seal needs site, probe and at least one credential name")
+	}
+	var errs []error
+	var creds []clearCredential
+	for _, name := range r.Names {
+		c, err := s.creds.named(ctx, name)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			errs = append(errs, fmt.Errorf("credential %q not found (`outpost credentials ls`)", name))
+		case err != nil:
+			return SealReply{}, err
+		case c.site != r.Site:
+			// Credentials are scoped to a site: a site's bridges never see another's secrets.
+			errs = append(errs, fmt.Errorf("credential %q belongs to site %s, not %s", name, c.site, r.Site))
+		case !slices.Contains(types, c.Type):
+			errs = append(errs, fmt.Errorf("credential %q is of type %s; %s takes %s", name, c.Type, r.Kind, strings.Join(types, " or ")))
+		default:
+			creds = append(creds, c.clearCredential)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return SealReply{}, bus.Errorf(400, "%v", err)
+	}
+	if s.deps.CurveKey == nil {
+		return SealReply{}, bus.Errorf(503, "the hub has no curve key: credentials cannot be sealed")
+	}
+	keys, err := s.recipients(ctx, r.Site)
+	if err != nil {
+		return SealReply{}, err
+	}
+	if len(keys) == 0 {
+		return SealReply{}, bus.Errorf(409, "site %s has no approved bridge to seal credentials to (`outpost agents ls`)", r.Site)
+	}
+	out := SealReply{Secrets: make([]envelope.SealedCredential, 0, len(creds))}
+	for _, c := range creds {
+		sc, err := seal.Seal(s.deps.CurveKey, seal.Secret{Name: c.Name, Type: c.Type, Username: c.Username, Secret: c.Secret,
+			Fields: c.Fields, Probe: r.Probe, Time: s.now()}, keys)
+		if err != nil {
+			return SealReply{}, err
+		}
+		out.Secrets = append(out.Secrets, sc)
+	}
+	return out, nil
+}
+
+type siteCredential struct {
+	clearCredential
+	site string
+}
+
+// named opens one credential by name (jetstream.ErrKeyNotFound when there is none).
+func (s *credStore) named(ctx context.Context, name string) (siteCredential, error) {
+	if !bus.ValidName(name) {
+		return siteCredential{}, jetstream.ErrKeyNotFound
+	}
+	e, err := s.kv.Get(ctx, name)
+	if err != nil {
+		return siteCredential{}, err
+	}
+	var sc storedCredential
+	if err := json.Unmarshal(e.Value(), &sc); err != nil {
+		return siteCredential{}, fmt.Errorf("credential %s: %w", name, err)
+	}
+	c, err := s.decrypt(sc)
+	return siteCredential{clearCredential: c, site: sc.Site}, err
+}

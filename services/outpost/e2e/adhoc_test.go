@@ -1,0 +1,90 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/outpost-dev/outpost/libs/lab"
+)
+
+// An ad-hoc probe names stored credentials; the hub seals them to the site's bridges for
+// that probe only, and neither the answer nor the error carries a secret.
+func TestAdhocProbeWithStoredCredentials(t *testing.T) {
+	t.Parallel()
+	const cidr = "127.77.126.0/24"
+	l, err := lab.Start(context.Background(), lab.Config{Range: cidr, Hosts: 24, Seed: 5})
+	if err != nil {
+		t.Skipf("lab: %v", err)
+	}
+	defer l.Close()
+	var linux lab.Host
+	for _, h := range l.Manifest().Hosts {
+		if h.Class == "linux_server" && h.Credentials.SSH != nil && !h.Hostile {
+			linux = h
+			break
+		}
+	}
+	if linux.IP == "" {
+		t.Fatal("the lab has no linux server")
+	}
+	ssh := linux.Credentials.SSH
+
+	h := startHub(t, t.TempDir())
+	tok := h.addSite(t, "lab", cidr, true)
+	startBridge(t, h, "lab", "br1", tok)
+	h.waitStatus(t, "br1", "up")
+	h.addSite(t, "other", "127.77.125.0/24", true)
+	cred := func(name, site, typ, user, secret string) {
+		h.mustAPI(t, "POST", "/api/v1/credentials", map[string]any{"name": name, "type": typ, "site": site, "username": user, "secret": secret}, nil)
+	}
+	cred("wrong", "lab", "ssh", ssh.Username, "not-the-password")
+	cred("right", "lab", "ssh", ssh.Username, ssh.Password)
+	cred("community", "lab", "snmp", "", "public-ish")
+	cred("elsewhere", "other", "ssh", ssh.Username, ssh.Password)
+
+	probe := func(creds ...string) (int, []byte) {
+		return h.api(t, "POST", "/api/v1/probes", map[string]any{"site": "lab", "kind": "ssh_exec", "target": linux.IP,
+			"params": map[string]any{"commands": []string{"hostname"}}, "credentials": creds})
+	}
+	code, b := probe("wrong", "right")
+	if code != 200 {
+		t.Fatalf("probe: %d %s", code, b)
+	}
+	var out struct {
+		Results []struct {
+			Status string `json:"status"`
+			Data   struct {
+				Credential string   `json:"credential"`
+				Failed     []string `json:"failed_credentials"`
+				Outputs    []struct {
+					Stdout struct{ Text string } `json:"stdout"`
+				} `json:"outputs"`
+			} `json:"data"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal(b, &out); err != nil || len(out.Results) != 1 {
+		t.Fatalf("answer %s: %v", b, err)
+	}
+	r := out.Results[0]
+	if r.Status != "ok" || r.Data.Credential != "right" || len(r.Data.Failed) != 1 || r.Data.Failed[0] != "wrong" ||
+		len(r.Data.Outputs) != 1 || strings.TrimSpace(r.Data.Outputs[0].Stdout.Text) != linux.Name {
+		t.Fatalf("want hostname %s with credential right after wrong, got %s", linux.Name, b)
+	}
+	if strings.Contains(string(b), ssh.Password) {
+		t.Fatal("the answer carries the secret")
+	}
+
+	// refused before anything is sent: unknown name, wrong type for the kind, another site's
+	for creds, want := range map[string]string{
+		"nope":      `credential \"nope\" not found`,
+		"community": "of type snmp; ssh_exec takes ssh",
+		"elsewhere": "belongs to site other, not lab",
+	} {
+		code, b := probe(creds)
+		if code != 400 || !strings.Contains(string(b), want) {
+			t.Errorf("credential %s: want 400 %q, got %d %s", creds, want, code, b)
+		}
+	}
+}
