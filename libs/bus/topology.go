@@ -181,8 +181,8 @@ func DefaultTopology(l Limits) Topology {
 				Subjects: []string{"event.>"}, Retention: jetstream.LimitsPolicy, MaxAge: l.EventsMaxAge, MaxBytes: l.EventsMaxBytes}),
 			s(jetstream.StreamConfig{Name: StreamCMDB, Description: "CI payloads to reconcile: cmdb.ingest.<partition>",
 				Subjects: []string{"cmdb.ingest.>"}, Retention: jetstream.WorkQueuePolicy}),
-			s(jetstream.StreamConfig{Name: StreamChanges, Description: "CMDB changes: cmdb.changed.<class>",
-				Subjects: []string{"cmdb.changed.>"}, Retention: jetstream.LimitsPolicy, MaxAge: l.ChangesMaxAge}),
+			s(jetstream.StreamConfig{Name: StreamChanges, Description: "CMDB changes: cmdb.changed.<class>; ingest receipts: cmdb.ingested.<source>",
+				Subjects: []string{"cmdb.changed.>", "cmdb.ingested.>"}, Retention: jetstream.LimitsPolicy, MaxAge: l.ChangesMaxAge}),
 			s(jetstream.StreamConfig{Name: StreamImports, Description: "import rows: import.<set>.rows",
 				Subjects: []string{"import.>"}, Retention: jetstream.LimitsPolicy, MaxAge: l.ImportsMaxAge}),
 			s(jetstream.StreamConfig{Name: StreamDLQ, Description: "poison messages with their reason: dlq.<service>",
@@ -256,6 +256,9 @@ func CMDBIngestSubject(partition int) string { return fmt.Sprintf("cmdb.ingest.%
 
 // ChangeSubject is cmdb.changed.<class>.
 func ChangeSubject(class string) string { return "cmdb.changed." + class }
+
+// IngestedSubject is cmdb.ingested.<source>: the CMDB's receipt for each payload of a source.
+func IngestedSubject(source string) string { return "cmdb.ingested." + source }
 
 // DLQSubject is dlq.<service>.
 func DLQSubject(service string) string { return "dlq." + service }

@@ -25,6 +25,7 @@ func (*Heartbeat) CEType() string  { return TypeHeartbeat }
 func (*Enrollment) CEType() string { return TypeEnrollment }
 func (*Change) CEType() string     { return TypeChange }
 func (*Audit) CEType() string      { return TypeAudit }
+func (*Ingested) CEType() string   { return TypeIngested }
 
 // registry maps each known ce-type to a constructor of its body.
 var registry = map[string]func() Body{
@@ -36,6 +37,7 @@ var registry = map[string]func() Body{
 	TypeEnrollment: func() Body { return new(Enrollment) },
 	TypeChange:     func() Body { return new(Change) },
 	TypeAudit:      func() Body { return new(Audit) },
+	TypeIngested:   func() Body { return new(Ingested) },
 }
 
 func knownTypes() []string {

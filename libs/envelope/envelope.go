@@ -42,6 +42,7 @@ const (
 	TypeEnrollment = "outpost.enrollment.v1"
 	TypeChange     = "outpost.change.v1"
 	TypeAudit      = "outpost.audit.v1"
+	TypeIngested   = "outpost.ingested.v1"
 )
 
 // Meta is the CloudEvents context of one message.

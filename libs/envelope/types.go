@@ -184,6 +184,22 @@ type Change struct {
 	Time       time.Time `json:"time"`
 }
 
+// Ingested is the CMDB's receipt for one payload (ce-type outpost.ingested.v1, subject
+// cmdb.ingested.<source>): what its items became. Its meta carries the payload's run, so a
+// producer (discovery) counts created, updated and unchanged CIs per run; Payload is the
+// payload's ce-id, so a receipt for a redelivered payload is recognised.
+type Ingested struct {
+	Payload   string    `json:"payload"`
+	Source    string    `json:"source,omitempty"`
+	Items     int       `json:"items"`
+	Created   int       `json:"created"`
+	Updated   int       `json:"updated"`
+	Unchanged int       `json:"unchanged"`
+	Conflicts int       `json:"conflicts,omitempty"`
+	Skipped   int       `json:"skipped,omitempty"`
+	Time      time.Time `json:"time"`
+}
+
 // Audit records a write made through the gateway: who, what, when, from where.
 type Audit struct {
 	Actor  string    `json:"actor"`

@@ -84,6 +84,10 @@ func (c *Change) Validate() error {
 	return required(TypeChange, [2]string{"ci", c.CI}, [2]string{"class", c.Class}, [2]string{"op", c.Op})
 }
 
+func (i *Ingested) Validate() error {
+	return required(TypeIngested, [2]string{"payload", i.Payload})
+}
+
 func (a *Audit) Validate() error {
 	return required(TypeAudit, [2]string{"actor", a.Actor}, [2]string{"action", a.Action})
 }

@@ -72,6 +72,40 @@ func (c *changes) publishOutcome(ctx context.Context, run string, p envelope.CIP
 	c.publish(ctx, run, evs)
 }
 
+// publishReceipt tells the payload's producer what its items became (cmdb.ingested.<source>),
+// with the payload's run. Its id derives from the payload's, so a receipt published again
+// for a redelivered payload is dropped by the stream's duplicate window; past the window a
+// producer recognises it by Payload.
+func (c *changes) publishReceipt(ctx context.Context, meta envelope.Meta, p envelope.CIPayload, out ire.Outcome) {
+	if meta.ID == "" {
+		return
+	}
+	source := p.Source
+	if !bus.ValidName(source) {
+		source = "other"
+	}
+	r := &envelope.Ingested{Payload: meta.ID, Source: p.Source, Items: len(p.Items), Created: len(out.Created),
+		Updated: len(out.Updated), Unchanged: len(out.Unchanged), Conflicts: len(out.Conflicts), Skipped: len(out.Skipped),
+		Time: time.Now().UTC()}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
+	defer cancel()
+	wait := 100 * time.Millisecond
+	for {
+		_, err := c.pub.Publish(ctx, bus.IngestedSubject(source), envelope.Meta{ID: changeID(p.Observed, meta.ID, "ingested"), Run: meta.Run}, r)
+		if err == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			c.log.Error("ingest receipt not published; the CMDB holds the payload's CIs but its producer cannot count them",
+				"payload", meta.ID, "run", meta.Run, "err", err)
+			return
+		case <-time.After(wait):
+			wait = min(2*wait, 5*time.Second)
+		}
+	}
+}
+
 // publish sends evs, retrying the whole set (duplicates are dropped by their ids) until
 // they are all acknowledged or publishTimeout passes. What it cannot send is logged: the
 // store already holds the change and its history, only the announcement is lost.

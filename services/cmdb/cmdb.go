@@ -316,6 +316,7 @@ func (s *service) onPayload(ctx context.Context, meta envelope.Meta, p *envelope
 		return err
 	}
 	s.changes.publishOutcome(ctx, meta.Run, *p, out)
+	s.changes.publishReceipt(ctx, meta, *p, out)
 	return nil
 }
 

@@ -197,6 +197,23 @@ func TestSamePayloadThreeTimes(t *testing.T) {
 			}
 			seen[e.CI] = true
 		}
+		// each payload gets a receipt saying what its items became
+		eventually(t, 10*time.Second, func() error {
+			rs := h.receipts(t)
+			if len(rs) != 3 {
+				return fmt.Errorf("%d receipts, want 3", len(rs))
+			}
+			for i, r := range rs {
+				want := [3]int{0, 0, 5}
+				if i == 0 {
+					want = [3]int{5, 0, 0}
+				}
+				if got := [3]int{r.Created, r.Updated, r.Unchanged}; got != want || r.Items != 5 || r.Payload == "" {
+					return fmt.Errorf("receipt %d: %+v, want created/updated/unchanged %v", i, r, want)
+				}
+			}
+			return nil
+		})
 	})
 }
 

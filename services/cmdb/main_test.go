@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -234,6 +235,9 @@ func (h *hub) changes(t testing.TB) []change {
 	t.Helper()
 	var out []change
 	for _, m := range h.msgs(t, bus.StreamChanges) {
+		if strings.HasPrefix(m.Subject, bus.IngestedSubject("")) {
+			continue // receipts, not changes
+		}
 		meta, c, err := envelope.DecodeInto[*envelope.Change](m.Header, m.Data)
 		if err != nil {
 			t.Fatalf("change event seq %d: %v", m.Sequence, err)
@@ -242,6 +246,26 @@ func (h *hub) changes(t testing.TB) []change {
 			t.Errorf("change of a %s on %s", c.Class, m.Subject)
 		}
 		out = append(out, change{ID: meta.ID, Change: *c})
+	}
+	return out
+}
+
+// receipts returns the ingest receipts published so far, oldest first.
+func (h *hub) receipts(t testing.TB) []envelope.Ingested {
+	t.Helper()
+	var out []envelope.Ingested
+	for _, m := range h.msgs(t, bus.StreamChanges) {
+		if !strings.HasPrefix(m.Subject, bus.IngestedSubject("")) {
+			continue
+		}
+		_, r, err := envelope.DecodeInto[*envelope.Ingested](m.Header, m.Data)
+		if err != nil {
+			t.Fatalf("receipt seq %d: %v", m.Sequence, err)
+		}
+		if m.Subject != bus.IngestedSubject(r.Source) {
+			t.Errorf("receipt of a %s payload on %s", r.Source, m.Subject)
+		}
+		out = append(out, *r)
 	}
 	return out
 }

@@ -34,6 +34,9 @@ type Config struct {
 	Partitions int
 	// Tick is how often active runs are advanced (default 250 ms).
 	Tick time.Duration
+	// ReceiptWait bounds how long a run with all its probes done waits for the CMDB's
+	// receipts of its payloads before it completes anyway (default 60 s).
+	ReceiptWait time.Duration
 	// Replica names this process in run leases (default: a random id).
 	Replica string
 }
@@ -43,7 +46,7 @@ func DefaultConfig() Config {
 	return Config{
 		ChunkSize: 1024, Ports: append([]int(nil), DefaultPorts...), SNMPEveryAddress: true,
 		MaxRunTime: time.Hour, ProbeTimeout: 2 * time.Minute, ScanTimeout: 10 * time.Minute,
-		Partitions: 8, Tick: 250 * time.Millisecond,
+		Partitions: 8, Tick: 250 * time.Millisecond, ReceiptWait: 60 * time.Second,
 	}
 }
 
@@ -75,6 +78,9 @@ func (c Config) Validate() error {
 	}
 	if c.Partitions < 1 {
 		errs = append(errs, fmt.Errorf("partitions %d: at least 1", c.Partitions))
+	}
+	if c.ReceiptWait < 0 {
+		errs = append(errs, errors.New("receipt wait: must not be negative"))
 	}
 	if c.Tick <= 0 {
 		errs = append(errs, errors.New("tick: must be positive"))

@@ -550,8 +550,19 @@ func (s *service) progress(ctx context.Context, rs *runState) []*envelope.Probe 
 				s.sendRelations(ctx, rs)
 				r.Relations = true
 			}
-			s.finish(ctx, rs, StateCompleted, fmt.Sprintf("%d addresses, %d alive, %d classified, %d payloads sent",
-				r.Counters.Addresses, r.Counters.Alive, r.Counters.Classified, r.Counters.PayloadsSent))
+			// the counters of CIs created, updated and unchanged are the CMDB's to give
+			if n := rs.awaitingReceipts(); n > 0 {
+				if rs.receiptsSince.IsZero() {
+					rs.receiptsSince = s.now()
+				}
+				if s.now().Sub(rs.receiptsSince) < s.cfg.ReceiptWait {
+					return out
+				}
+				r.errorf(fmt.Sprintf("no CMDB receipt for %d payloads within %s: their CIs are counted as sent only (is the cmdb service running? `outpost status`)", n, s.cfg.ReceiptWait))
+			}
+			c := r.Counters
+			s.finish(ctx, rs, StateCompleted, fmt.Sprintf("%d addresses, %d alive, %d classified; CIs: %d created, %d updated, %d unchanged",
+				c.Addresses, c.Alive, c.Classified, c.CIsCreated, c.CIsUpdated, c.CIsUnchanged))
 		}
 	}
 	return out

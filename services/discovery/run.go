@@ -31,8 +31,8 @@ const (
 	stageDone     = "done"     // payload sent (or nothing to send)
 )
 
-// Counters of a run. CMDB outcomes are counted as payloads and CIs sent: the CMDB decides
-// insert, update or no change (its cmdb.changed.<class> events say which).
+// Counters of a run. The CMDB decides insert, update or no change; its receipt for each
+// host's payload (cmdb.ingested.discovery) is counted in CIsCreated/Updated/Unchanged.
 type Counters struct {
 	Addresses    int `json:"addresses"`    // in the ranges, after exclusions
 	Scanned      int `json:"scanned"`      // addresses whose scan finished
@@ -44,6 +44,10 @@ type Counters struct {
 	PayloadsSent int `json:"payloads_sent"`
 	CIsSent      int `json:"cis_sent"`
 	Relations    int `json:"relations_sent"`
+	Ingested     int `json:"payloads_ingested"` // host payloads the CMDB has a receipt for
+	CIsCreated   int `json:"cis_created"`
+	CIsUpdated   int `json:"cis_updated"`
+	CIsUnchanged int `json:"cis_unchanged"`
 	Errors       int `json:"errors"`
 }
 
@@ -113,10 +117,20 @@ type Host struct {
 	Worked     map[string]string   `json:"credentials_worked,omitempty"` // type → name
 	Failed     map[string][]string `json:"credentials_failed,omitempty"`
 	CIs        int                 `json:"cis_sent,omitempty"`
+	Ingested   *Ingested           `json:"cmdb,omitempty"` // the CMDB's receipt for the payload
 	Facts      Facts               `json:"facts"`
 	Log        []HostLog           `json:"log,omitempty"`
 	Done       map[string]bool     `json:"done,omitempty"` // probe ids whose final result was applied
 	LLDP       []LLDPNeighbour     `json:"lldp,omitempty"`
+}
+
+// Ingested is what the CMDB made of a host's payload.
+type Ingested struct {
+	Created   int `json:"created"`
+	Updated   int `json:"updated"`
+	Unchanged int `json:"unchanged"`
+	Conflicts int `json:"conflicts,omitempty"`
+	Skipped   int `json:"skipped,omitempty"`
 }
 
 func (h *Host) logf(e HostLog) {

@@ -25,8 +25,12 @@ import (
 // Service is the name on the bus: svc.discovery.<op>, result.discovery.>, dlq.discovery.
 const Service = "discovery"
 
-// ResultsConsumer is the durable consumer of the service's probe results.
-const ResultsConsumer = "discovery-results"
+// ResultsConsumer is the durable consumer of the service's probe results; ReceiptsConsumer
+// of the CMDB's receipts for the payloads it sent.
+const (
+	ResultsConsumer  = "discovery-results"
+	ReceiptsConsumer = "discovery-receipts"
+)
 
 // Deps are what Run needs from its host process.
 type Deps struct {
@@ -47,6 +51,10 @@ func Consumers() []bus.ConsumerSpec {
 		Stream: bus.StreamResults, Name: ResultsConsumer, Filters: []string{"result.discovery.>"},
 		AckWait: 30 * time.Second, MaxDeliver: 5, MaxAckPending: 2000,
 		Description: "probe results of discovery runs",
+	}, {
+		Stream: bus.StreamChanges, Name: ReceiptsConsumer, Filters: []string{bus.IngestedSubject(SourceName)},
+		AckWait: 30 * time.Second, MaxDeliver: 5, MaxAckPending: 2000,
+		Description: "the CMDB's receipts for discovery payloads: CIs created, updated, unchanged per run",
 	}}
 }
 
@@ -81,6 +89,10 @@ type runState struct {
 	// /20 seals thousands of probes.
 	creds   map[string][]clearCredential
 	credsAt time.Time
+	// payloads indexes host payload ids by address, for the CMDB's receipts.
+	payloads map[string]string
+	// receiptsSince is when the run had nothing left but the CMDB's receipts to wait for.
+	receiptsSince time.Time
 }
 
 type bridgeCache struct {
@@ -173,6 +185,9 @@ func (s *service) serve(ctx context.Context) error {
 		return err
 	}
 	if err := router.Handle("discovery-results", ResultsConsumer, bus.Decoded(s.handleResult)); err != nil {
+		return err
+	}
+	if err := router.Handle("discovery-receipts", ReceiptsConsumer, bus.Decoded(s.handleReceipt)); err != nil {
 		return err
 	}
 	svc, err := bus.AddService(ctx, s.deps.NC, bus.ServiceConfig{Name: Service, Version: serviceVersion(),

@@ -97,16 +97,31 @@ func newHarness(ctx context.Context, t *testing.T, labRange string, hosts int) *
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The CMDB's part as discovery sees it (the real one runs in the e2e tests): a receipt per
+	// payload, every item created the first time a payload id is seen, unchanged after.
+	receipts := bus.NewPublisher(js, envelope.ServiceSource("cmdb"), nil)
+	seen := map[string]bool{}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
-		_ = m.Ack()
-		_, p, err := envelope.DecodeInto[*envelope.CIPayload](m.Headers(), m.Data())
+		meta, p, err := envelope.DecodeInto[*envelope.CIPayload](m.Headers(), m.Data())
 		if err != nil {
+			_ = m.Ack()
 			t.Errorf("payload: %v", err)
 			return
 		}
 		h.mu.Lock()
 		h.payloads = append(h.payloads, p)
+		r := &envelope.Ingested{Payload: meta.ID, Source: p.Source, Items: len(p.Items), Time: time.Now()}
+		if seen[meta.ID] {
+			r.Unchanged = len(p.Items)
+		} else {
+			r.Created = len(p.Items)
+		}
+		seen[meta.ID] = true
 		h.mu.Unlock()
+		if _, err := receipts.Publish(ctx, bus.IngestedSubject(p.Source), envelope.Meta{Run: meta.Run}, r); err != nil {
+			t.Errorf("receipt: %v", err)
+		}
+		_ = m.Ack()
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -213,6 +228,12 @@ func TestDiscoveryOfTheLab(t *testing.T) {
 		t.Fatalf("run %s: %s (%s) errors %v", st.Run, v.State, v.Reason, v.Errors)
 	}
 	t.Logf("counters %+v", v.Counters)
+	// every host payload's receipt is counted before the run completes (LLDP relation
+	// payloads carry no host's CIs and are not)
+	if c := v.Counters; c.Ingested != c.Classified || c.CIsCreated == 0 || c.CIsCreated+c.CIsUpdated+c.CIsUnchanged > c.CIsSent {
+		t.Errorf("receipts: %d of %d classified hosts, CIs %d created %d updated %d unchanged of %d sent",
+			c.Ingested, c.Classified, c.CIsCreated, c.CIsUpdated, c.CIsUnchanged, c.CIsSent)
+	}
 	m := h.lab.Manifest()
 	classes := map[string]string{}
 	for _, hb := range v.Hosts {

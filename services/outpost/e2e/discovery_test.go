@@ -23,6 +23,10 @@ type discoveryRun struct {
 		Alive        int `json:"alive"`
 		Classified   int `json:"classified"`
 		PayloadsSent int `json:"payloads_sent"`
+		Ingested     int `json:"payloads_ingested"`
+		CIsCreated   int `json:"cis_created"`
+		CIsUpdated   int `json:"cis_updated"`
+		CIsUnchanged int `json:"cis_unchanged"`
 	} `json:"counters"`
 	Hosts []struct {
 		IP    string `json:"ip"`
@@ -160,9 +164,15 @@ func TestDiscoveryOfTheLabEndToEnd(t *testing.T) {
 	})
 
 	// the same discovery again: the same CIs
+	if c := r.Counters; c.CIsCreated == 0 || c.Ingested != c.Classified {
+		t.Errorf("first run: the CMDB's receipts are not counted: %+v", c)
+	}
 	r2 := waitDiscovery(t, h, startDiscovery(t, h, "lab", cidr), 2*time.Minute)
 	if r2.State != "completed" || r2.Counters.Classified != r.Counters.Classified {
 		t.Fatalf("second run %+v, first %+v", r2.Counters, r.Counters)
+	}
+	if c := r2.Counters; c.CIsCreated != 0 || c.Ingested != c.Classified || c.CIsUnchanged == 0 {
+		t.Errorf("second run of the same discovery: want 0 created and every payload's receipt, got %+v", c)
 	}
 	time.Sleep(2 * time.Second)
 	if got := ciCount(t, h, "linux_server"); got != linux {
