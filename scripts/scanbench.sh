@@ -6,13 +6,19 @@
 # ../shared/reference/scan-bench.md). Prints a markdown section and writes it to
 # docs/bench/scan.md.
 #
-#   scripts/scanbench.sh [--through-hub CMD] [--out FILE] [--range CIDR] [--filtered CIDR]
-#                        [--hosts N] [--nmap-timeout SECONDS] [--rounds N] [--loopback-only]
+#   scripts/scanbench.sh [--no-hub | --through-hub CMD] [--out FILE] [--range CIDR]
+#                        [--filtered CIDR] [--hosts N] [--nmap-timeout SECONDS] [--rounds N]
+#                        [--loopback-only]
 #
-# --through-hub CMD adds a row per case: CMD runs (sh -c, inside the namespace in the
-# filtered case) with SCANBENCH_RANGE, SCANBENCH_PORTS and SCANBENCH_OUT set, and writes its
-# results to $SCANBENCH_OUT: tcp_scan result JSON (any object with "ip" and "open" counts)
-# or "ip:port" lines. Its wall time includes whatever CMD does.
+# By default each case also scans through a real hub and bridge: bin/outpost up (no local
+# bridge) and bin/outpost-bridge in its own process, enrolled to a site "scanbench" whose range
+# is the lab's, both started in the case's network namespace; the row's wall time is
+# `outpost probe --kind tcp_scan ... --param rate=0` from request to the last result, i.e.
+# gateway → agents → PROBES → bridge → RESULTS → gateway. --no-hub leaves that row out.
+# --through-hub CMD replaces it: CMD runs (sh -c, inside the namespace in the filtered
+# case) with SCANBENCH_RANGE, SCANBENCH_PORTS and SCANBENCH_OUT set, and writes its results
+# to $SCANBENCH_OUT: tcp_scan result JSON (any object with "ip" and "open" counts) or
+# "ip:port" lines. Its wall time includes whatever CMD does.
 #
 # Needs root for the namespace (otherwise: loopback only, said in the output) and installs
 # nmap, nftables and iproute2 with apt-get when missing. Everything binds and scans
@@ -25,11 +31,13 @@ hosts=1000
 nmap_timeout=300
 rounds=3
 hub=""
+own_hub=1
 out="$root/docs/bench/scan.md"
 loopback_only=0
 while [ $# -gt 0 ]; do
 	case "$1" in
-	--through-hub) hub="$2"; shift 2 ;;
+	--through-hub) hub="$2"; own_hub=0; shift 2 ;;
+	--no-hub) own_hub=0; shift ;;
 	--out) out="$2"; shift 2 ;;
 	--range) range="$2"; shift 2 ;;
 	--filtered) filtered="$2"; shift 2 ;;
@@ -37,7 +45,7 @@ while [ $# -gt 0 ]; do
 	--nmap-timeout) nmap_timeout="$2"; shift 2 ;;
 	--rounds) rounds="$2"; shift 2 ;;
 	--loopback-only) loopback_only=1; shift ;;
-	-h | --help) sed -n '2,21p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,28p' "$0"; exit 0 ;;
 	*) echo "scanbench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
 	esac
 done
@@ -58,7 +66,14 @@ fi
 
 tmp=$(mktemp -d)
 ns=""
+hub_pids=()
+stop_hub() {
+	for p in "${hub_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${hub_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	hub_pids=()
+}
 cleanup() {
+	stop_hub
 	[ -n "$ns" ] && ip netns del "$ns" 2>/dev/null || true
 	rm -rf "$tmp"
 }
@@ -66,11 +81,42 @@ trap cleanup EXIT
 
 log "building the benchmark"
 (cd "$root" && go build -o "$tmp/scanbench" ./services/bridge/probe/tcpscan/cmd/scanbench)
+if [ "$own_hub" = 1 ]; then
+	(cd "$root" && go build -trimpath -o "$tmp/outpost" ./services/outpost/cmd/outpost &&
+		go build -trimpath -o "$tmp/outpost-bridge" ./services/bridge/cmd/outpost-bridge)
+fi
 args=(-range "$range" -hosts "$hosts" -ports top100 -nmap-timeout "${nmap_timeout}s" -rounds "$rounds")
 [ -n "$hub" ] && args+=(-through-hub "$hub")
 
+# start_hub NAME [netns exec prefix...]: a hub and a bridge of site "scanbench" in their own
+# processes; sets hub_args to the -through-hub argument that scans through them.
+start_hub() {
+	local name=$1; shift
+	local d="$tmp/$name" http nats
+	mkdir -p "$d"
+	http=$(( 20000 + RANDOM % 20000 )); nats=$(( http + 1 ))
+	"$@" "$tmp/outpost" up --data "$d/hub" --http "127.0.0.1:$http" --nats "127.0.0.1:$nats" --no-local-bridge >"$d/hub.log" 2>&1 &
+	hub_pids+=($!)
+	local op=("$@" "$tmp/outpost" --server "http://127.0.0.1:$http" --data "$d/hub")
+	for _ in $(seq 1 100); do "${op[@]}" status >/dev/null 2>&1 && break; sleep 0.2; done
+	"${op[@]}" status >/dev/null 2>&1 || { tail -5 "$d/hub.log" >&2; log "the hub did not start"; return 1; }
+	local tok
+	tok=$("${op[@]}" site add scanbench --range "$range" --auto-approve -o json | sed -n 's/.*"token": *"\([^"]*\)".*/\1/p')
+	[ -n "$tok" ] || { log "site add gave no token"; return 1; }
+	"$@" "$tmp/outpost-bridge" --hub "nats://127.0.0.1:$nats" --site scanbench --name scanbench-br --token "$tok" --data "$d/bridge" >"$d/bridge.log" 2>&1 &
+	hub_pids+=($!)
+	for _ in $(seq 1 100); do "${op[@]}" agents ls -o json 2>/dev/null | grep -q '"status": *"up"' && break; sleep 0.2; done
+	"${op[@]}" agents ls -o json 2>/dev/null | grep -q '"status": *"up"' || { tail -5 "$d/bridge.log" >&2; log "the bridge is not up"; return 1; }
+	# the command runs inside the namespace already (scanbench is started there)
+	hub_args=(-through-hub "$tmp/outpost --server http://127.0.0.1:$http --data $d/hub probe --site scanbench --kind tcp_scan --priority standard --timeout 20m --target \$SCANBENCH_RANGE --param ports=\$SCANBENCH_PORTS --param rate=0 -o json >\$SCANBENCH_OUT")
+}
+hub_args=()
+
 log "case 1: plain loopback"
-"$tmp/scanbench" "${args[@]}" -case "plain loopback" -header=true >"$tmp/plain.md" 2>"$tmp/plain.log" || { cat "$tmp/plain.log" >&2; exit 1; }
+if [ "$own_hub" = 1 ]; then start_hub plain || exit 1; fi
+"$tmp/scanbench" "${args[@]}" "${hub_args[@]}" -case "plain loopback" -header=true >"$tmp/plain.md" 2>"$tmp/plain.log" || { cat "$tmp/plain.log" >&2; exit 1; }
+stop_hub
+hub_args=()
 
 filtered_note=""
 if [ "$loopback_only" = 1 ]; then
@@ -84,7 +130,8 @@ else
 		ip netns exec "$ns" nft add chain inet scanbench in '{ type filter hook input priority 0; }' &&
 		ip netns exec "$ns" nft add rule inet scanbench in ip daddr "$filtered" tcp flags syn drop; then
 		log "case 2: $filtered filtered (SYNs dropped in network namespace $ns); nmap may take up to ${nmap_timeout}s"
-		ip netns exec "$ns" "$tmp/scanbench" "${args[@]}" -filtered "$filtered" -case "a quarter filtered ($filtered drops SYNs)" -header=false \
+		if [ "$own_hub" = 1 ]; then start_hub filtered ip netns exec "$ns" || exit 1; fi
+		ip netns exec "$ns" "$tmp/scanbench" "${args[@]}" "${hub_args[@]}" -filtered "$filtered" -case "a quarter filtered ($filtered drops SYNs)" -header=false \
 			>"$tmp/filtered.md" 2>"$tmp/filtered.log" || { cat "$tmp/filtered.log" >&2; exit 1; }
 	else
 		filtered_note="The filtered case was not run: creating the network namespace or its nftables rule failed; loopback only."
@@ -103,7 +150,10 @@ fi
 	echo "  with its default raw engine (non-blocking sockets + epoll, one loop per CPU) and with \`engine: dial\` (every attempt through Settings.Dial)."
 	echo "* **minimal Go connect loop**: 1,024 goroutines, \`net.DialTimeout\` with 500 ms, one try — the kernel's connect() rate, the honest limit on loopback."
 	echo "* **nmap -sT -T4 -n -Pn** over the same ports, bounded by ${nmap_timeout} s."
-	[ -n "$hub" ] && echo "* **through hub and bridge**: \`$hub\`."
+	if [ "$own_hub" = 1 ]; then
+		echo "* **tcp_scan through hub and bridge**: \`outpost probe --site scanbench --kind tcp_scan --target $range --param ports=<top 100> --param rate=0\`"
+		echo "  against \`outpost up --no-local-bridge\` and an \`outpost-bridge\` in its own process: gateway → agents → PROBES → bridge → RESULTS → gateway, timed from the request to the last result."
+	elif [ -n "$hub" ]; then echo "* **through hub and bridge**: \`$hub\`."; fi
 	echo
 	echo "\"Identical to the manifest\": the open (address, port) pairs found equal the lab manifest's, minus the filtered range."
 	echo "Ratios are wall-time ratios (> 1× means faster than the other)."

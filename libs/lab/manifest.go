@@ -244,3 +244,46 @@ func (m Manifest) WriteFile(path string) error {
 	}
 	return nil
 }
+
+// StoreCredential is one distinct credential of the lab in the shape of Outpost's
+// credential store (outpost credentials add): what a demo or a benchmark registers.
+type StoreCredential struct {
+	Name     string            `json:"name"`
+	Type     string            `json:"type"` // ssh, snmp, snmpv3, ldap
+	Username string            `json:"username,omitempty"`
+	Secret   string            `json:"secret"`
+	Fields   map[string]string `json:"fields,omitempty"`
+}
+
+// StoreCredentials lists every distinct credential of the manifest, named
+// <prefix>-<type>-<n> in the order hosts use them.
+func (m Manifest) StoreCredentials(prefix string) []StoreCredential {
+	type key struct{ typ, user, secret string }
+	seen := map[key]bool{}
+	var out []StoreCredential
+	add := func(k key, fields map[string]string) {
+		if k.secret == "" || seen[k] {
+			return
+		}
+		seen[k] = true
+		out = append(out, StoreCredential{Name: fmt.Sprintf("%s-%s-%d", prefix, k.typ, len(out)+1), Type: k.typ,
+			Username: k.user, Secret: k.secret, Fields: fields})
+	}
+	for _, h := range m.Hosts {
+		c := h.Credentials
+		if c.SSH != nil {
+			add(key{"ssh", c.SSH.Username, c.SSH.Password}, nil)
+		}
+		if c.SNMP != nil {
+			add(key{"snmp", "", c.SNMP.Community}, nil)
+			if c.SNMP.Username != "" {
+				add(key{"snmpv3", c.SNMP.Username, c.SNMP.AuthPassword}, map[string]string{"auth_protocol": c.SNMP.AuthProtocol,
+					"priv_protocol": c.SNMP.PrivProtocol, "priv_password": c.SNMP.PrivPassword})
+			}
+		}
+		if c.LDAP != nil {
+			add(key{"ldap", c.LDAP.BindDN, c.LDAP.Password}, nil)
+		}
+	}
+	return out
+}

@@ -173,7 +173,7 @@ func BenchmarkBridgeStartAndIdle(b *testing.B) {
 		ready = append(ready, time.Since(t0))
 		b.StopTimer()
 		time.Sleep(3 * time.Second) // idle: heartbeats only
-		rssKB = vmRSS(b, p.pid())
+		rssKB = procKB(b, p.pid(), "VmRSS")
 		p.kill(b)
 		b.StartTimer()
 	}
@@ -183,16 +183,18 @@ func BenchmarkBridgeStartAndIdle(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 }
 
-func vmRSS(b *testing.B, pid int) int64 {
+// procKB reads a kB figure of a process from /proc/PID/status: VmRSS, VmHWM (peak RSS)…
+func procKB(b *testing.B, pid int, field string) int64 {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, l := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(l, field+":"); ok {
 			n, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
 			return n
 		}
 	}
+	b.Fatalf("no %s in /proc/%d/status", field, pid)
 	return 0
 }

@@ -38,7 +38,7 @@ type discoveryRun struct {
 	} `json:"host"`
 }
 
-func startDiscovery(t *testing.T, h *testHub, site, cidr string) string {
+func startDiscovery(t testing.TB, h *testHub, site, cidr string) string {
 	t.Helper()
 	var out struct {
 		Run string `json:"run"`
@@ -50,7 +50,7 @@ func startDiscovery(t *testing.T, h *testHub, site, cidr string) string {
 	return out.Run
 }
 
-func waitDiscovery(t *testing.T, h *testHub, id string, d time.Duration) discoveryRun {
+func waitDiscovery(t testing.TB, h *testHub, id string, d time.Duration) discoveryRun {
 	t.Helper()
 	var r discoveryRun
 	eventually(t, d, func() error {

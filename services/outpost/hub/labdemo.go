@@ -94,34 +94,8 @@ func runLabDemo(ctx context.Context, cfg Config, d Deps) error {
 
 // addLabCredentials registers every distinct credential of the manifest (idempotent).
 func addLabCredentials(ctx context.Context, d Deps, m lab.Manifest) error {
-	type cred struct{ typ, user, secret string }
-	seen := map[cred]bool{}
-	var list []map[string]any
-	add := func(c cred, fields map[string]string) {
-		if c.secret == "" || seen[c] {
-			return
-		}
-		seen[c] = true
-		list = append(list, map[string]any{"name": fmt.Sprintf("lab-%s-%d", c.typ, len(list)+1), "type": c.typ, "site": LabSite,
-			"username": c.user, "secret": c.secret, "fields": fields})
-	}
-	for _, h := range m.Hosts {
-		c := h.Credentials
-		if c.SSH != nil {
-			add(cred{"ssh", c.SSH.Username, c.SSH.Password}, nil)
-		}
-		if c.SNMP != nil {
-			add(cred{"snmp", "", c.SNMP.Community}, nil)
-			if c.SNMP.Username != "" {
-				add(cred{"snmpv3", c.SNMP.Username, c.SNMP.AuthPassword}, map[string]string{"auth_protocol": c.SNMP.AuthProtocol,
-					"priv_protocol": c.SNMP.PrivProtocol, "priv_password": c.SNMP.PrivPassword})
-			}
-		}
-		if c.LDAP != nil {
-			add(cred{"ldap", c.LDAP.BindDN, c.LDAP.Password}, nil)
-		}
-	}
-	for _, c := range list {
+	for _, lc := range m.StoreCredentials("lab") {
+		c := map[string]any{"name": lc.Name, "type": lc.Type, "site": LabSite, "username": lc.Username, "secret": lc.Secret, "fields": lc.Fields}
 		err := retry(ctx, func() error {
 			err := bus.Request(ctx, d.NC, "discovery", "credentials_add", c, nil)
 			var se *bus.ServiceError
@@ -154,8 +128,8 @@ func followRun(ctx context.Context, d Deps, run, httpAddr string, out io.Writer)
 				last = line
 			}
 			if r.State == "completed" || r.State == "failed" || r.State == "canceled" {
-				fmt.Fprintf(out, "\nThe lab is in the CMDB. Try:\n  bin/outpost ci ls --class linux_server\n  bin/outpost runs show %s\n  curl -H \"Authorization: Bearer $(cat %s)\" http://%s/api/v1/cis?class=server\n",
-					run, filepath.Join(d.DataDir, AdminTokenFile), httpAddr)
+				fmt.Fprintf(out, "\nThe lab is in the CMDB. Try:\n  bin/outpost ci ls --class linux_server\n  bin/outpost runs show %s\n  curl -H \"Authorization: Bearer $(cat %s)\" http://%s/api/v1/cis?class=server\n  or open http://%s/ in a browser and sign in with the token in %[2]s\n",
+					run, filepath.Join(d.DataDir, AdminTokenFile), httpAddr, httpAddr)
 				return
 			}
 		}
