@@ -3,10 +3,12 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/outpost-dev/outpost/libs/lab"
+	"github.com/outpost-dev/outpost/libs/pgserver"
 )
 
 // An ad-hoc probe names stored credentials; the hub seals them to the site's bridges for
@@ -32,7 +34,10 @@ func TestAdhocProbeWithStoredCredentials(t *testing.T) {
 	ssh := linux.Credentials.SSH
 
 	h := startHub(t, t.TempDir())
-	tok := h.addSite(t, "lab", cidr, true)
+	// the lab, and 127.0.0.1 where the test's PostgreSQL listens
+	var site struct{ Token string }
+	h.mustAPI(t, "POST", "/api/v1/sites", map[string]any{"name": "lab", "ranges": []string{cidr, "127.0.0.1/32"}, "auto_approve": true}, &site)
+	tok := site.Token
 	startBridge(t, h, "lab", "br1", tok)
 	h.waitStatus(t, "br1", "up")
 	h.addSite(t, "other", "127.77.125.0/24", true)
@@ -74,6 +79,24 @@ func TestAdhocProbeWithStoredCredentials(t *testing.T) {
 	}
 	if strings.Contains(string(b), ssh.Password) {
 		t.Fatal("the answer carries the secret")
+	}
+
+	// sql_query against a real PostgreSQL with a stored sql credential
+	if os.Getenv("OUTPOST_SKIP_PG") != "1" {
+		pg, err := pgserver.Start(context.Background(), pgserver.Options{Password: "pg-secret-6142"})
+		if err != nil {
+			t.Fatalf("PostgreSQL (set OUTPOST_SKIP_PG=1 to skip): %v", err)
+		}
+		defer pg.Stop()
+		cred("pg", "lab", "sql", pg.User, pg.Password)
+		code, b := h.api(t, "POST", "/api/v1/probes", map[string]any{"site": "lab", "kind": "sql_query", "target": pg.Host,
+			"params": map[string]any{"driver": "postgres", "port": pg.Port, "query": "SELECT 41 + 1 AS answer"}, "credentials": []string{"pg"}})
+		if code != 200 || !strings.Contains(string(b), `"answer"`) || !strings.Contains(string(b), `[42]`) || !strings.Contains(string(b), `"credential":"pg"`) {
+			t.Errorf("sql_query through the hub: %d %s", code, b)
+		}
+		if strings.Contains(string(b), pg.Password) {
+			t.Error("the sql_query answer carries the secret")
+		}
 	}
 
 	// refused before anything is sent: unknown name, wrong type for the kind, another site's

@@ -15,23 +15,16 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
-	"sort"
-	"strconv"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
+
+	"github.com/outpost-dev/outpost/libs/pgserver"
 )
 
 // Environment variables the package reads.
@@ -127,168 +120,10 @@ func DSN(t testing.TB) string {
 	return u.String()
 }
 
-// Server is a throwaway PostgreSQL cluster.
-type Server struct {
-	DSN  string // superuser DSN of the postgres database
-	dir  string
-	bin  string
-	cred *syscall.Credential // nil: run as ourselves
-}
+// Server is a throwaway PostgreSQL cluster (trust authentication).
+type Server = pgserver.Server
 
 // Start initialises and starts a new cluster in a temporary directory.
 func Start(ctx context.Context) (*Server, error) {
-	bin, err := findBin()
-	if err != nil {
-		if os.Geteuid() != 0 {
-			return nil, fmt.Errorf("%w; install the postgresql package", err)
-		}
-		if ierr := install(ctx); ierr != nil {
-			return nil, fmt.Errorf("%w, and installing it failed: %w", err, ierr)
-		}
-		if bin, err = findBin(); err != nil {
-			return nil, err
-		}
-	}
-	dir, err := os.MkdirTemp("", "outpost-pgtest-")
-	if err != nil {
-		return nil, err
-	}
-	s := &Server{dir: dir, bin: bin}
-	if os.Geteuid() == 0 {
-		if s.cred, err = postgresUser(); err != nil {
-			os.RemoveAll(dir)
-			return nil, err
-		}
-		if err := os.Chown(dir, int(s.cred.Uid), int(s.cred.Gid)); err != nil {
-			os.RemoveAll(dir)
-			return nil, err
-		}
-	}
-	data := filepath.Join(dir, "data")
-	if out, err := s.run(ctx, "initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"); err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("initdb: %w\n%s", err, out)
-	}
-	port, err := freePort()
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	// fsync off: a test cluster is thrown away, durability would only slow the tests.
-	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=300", port, dir)
-	if out, err := s.run(ctx, "pg_ctl", "-D", data, "-l", filepath.Join(dir, "server.log"), "-w", "-t", "60", "-o", opts, "start"); err != nil {
-		log, _ := os.ReadFile(filepath.Join(dir, "server.log"))
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("pg_ctl start: %w\n%s\n%s", err, out, log)
-	}
-	s.DSN = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
-	return s, nil
-}
-
-// Stop stops the server and removes its directory.
-func (s *Server) Stop() error {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	out, err := s.run(ctx, "pg_ctl", "-D", filepath.Join(s.dir, "data"), "-m", "immediate", "-w", "stop")
-	if rerr := os.RemoveAll(s.dir); rerr != nil && err == nil {
-		err = rerr
-	}
-	if err != nil {
-		return fmt.Errorf("stop PostgreSQL: %w\n%s", err, out)
-	}
-	return nil
-}
-
-func (s *Server) run(ctx context.Context, tool string, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, filepath.Join(s.bin, tool), args...)
-	cmd.Dir = s.dir
-	cmd.Env = append(os.Environ(), "LC_ALL=C.UTF-8")
-	if s.cred != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
-	}
-	// pg_ctl leaves the server running with our pipes: send output to a file, not a pipe
-	// that would keep CombinedOutput waiting for the server to exit.
-	f, err := os.CreateTemp(s.dir, tool+"-*.out")
-	if err != nil {
-		return nil, err
-	}
-	defer os.Remove(f.Name())
-	defer f.Close()
-	cmd.Stdout, cmd.Stderr = f, f
-	err = cmd.Run()
-	out, _ := os.ReadFile(f.Name())
-	return out, err
-}
-
-// findBin returns the newest /usr/lib/postgresql/<version>/bin, or the directory of an
-// initdb on PATH.
-func findBin() (string, error) {
-	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
-	sort.Slice(matches, func(i, j int) bool { return version(matches[i]) > version(matches[j]) })
-	if len(matches) > 0 {
-		return filepath.Dir(matches[0]), nil
-	}
-	if p, err := exec.LookPath("initdb"); err == nil {
-		return filepath.Dir(p), nil
-	}
-	return "", errors.New("no PostgreSQL binaries (initdb) under /usr/lib/postgresql/*/bin or on PATH")
-}
-
-func version(initdb string) int {
-	v, _ := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(initdb))))
-	return v
-}
-
-// install installs Debian's postgresql package, refreshing the package lists only if the
-// first attempt fails (they may be missing on a fresh machine).
-func install(ctx context.Context) error {
-	apt := func(args ...string) error {
-		cmd := exec.CommandContext(ctx, "apt-get", args...)
-		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("apt-get %s: %w\n%s", strings.Join(args, " "), err, tail(out))
-		}
-		return nil
-	}
-	if err := apt("install", "-y", "-q", "postgresql"); err == nil {
-		return nil
-	}
-	if err := apt("update", "-q"); err != nil {
-		return err
-	}
-	return apt("install", "-y", "-q", "postgresql")
-}
-
-func tail(b []byte) string {
-	const n = 2000
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return string(b)
-}
-
-func postgresUser() (*syscall.Credential, error) {
-	u, err := user.Lookup("postgres")
-	if err != nil {
-		return nil, fmt.Errorf("running as root needs a postgres user to run initdb (the postgresql package creates it): %w", err)
-	}
-	uid, err := strconv.ParseUint(u.Uid, 10, 32)
-	if err != nil {
-		return nil, err
-	}
-	gid, err := strconv.ParseUint(u.Gid, 10, 32)
-	if err != nil {
-		return nil, err
-	}
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return pgserver.Start(ctx, pgserver.Options{MaxConnections: 300})
 }
