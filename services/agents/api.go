@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/page"
 )
 
 // AgentView is an agent as operators see it: its record plus what its heartbeat says.
@@ -101,33 +103,38 @@ func (s *Service) endpoints() map[string]bus.Endpoint {
 			}
 			return SiteAddReply{Site: site, Token: tok}, nil
 		}),
-		"site_ls": bus.JSON(func(ctx context.Context, _ struct{}) (any, error) {
+		// Lists page by name (sites) and SITE.NAME (agents); see libs/page.
+		"site_ls": bus.JSON(func(ctx context.Context, r page.Request) (any, error) {
 			sites, err := s.reg.Sites(ctx)
-			return map[string]any{"sites": nonNil(sites)}, err
+			if err != nil {
+				return nil, err
+			}
+			items, next, err := page.Slice(sites, r, func(x Site) string { return x.Name }, strings.Compare)
+			if err != nil {
+				return nil, err
+			}
+			return map[string]any{"sites": items, "next_cursor": next}, nil
 		}),
-		"ls": bus.JSON(func(ctx context.Context, _ struct{}) (any, error) {
+		"ls": bus.JSON(func(ctx context.Context, r page.Request) (any, error) {
 			all, err := s.reg.Agents(ctx)
 			if err != nil {
 				return nil, err
 			}
-			views := make([]AgentView, 0, len(all))
-			for _, a := range all {
+			items, next, err := page.Slice(all, r, Agent.key, strings.Compare)
+			if err != nil {
+				return nil, err
+			}
+			views := make([]AgentView, 0, len(items))
+			for _, a := range items {
 				views = append(views, s.view(ctx, a))
 			}
-			return map[string]any{"agents": views}, nil
+			return map[string]any{"agents": views, "next_cursor": next}, nil
 		}),
 		"approve": bus.JSON(func(ctx context.Context, r AgentRef) (any, error) { return s.setState(ctx, r.Agent, StateApproved) }),
 		"revoke":  bus.JSON(func(ctx context.Context, r AgentRef) (any, error) { return s.setState(ctx, r.Agent, StateRevoked) }),
 		"control": bus.JSON(s.control),
 		"probe":   bus.JSON(s.probe),
 	}
-}
-
-func nonNil[T any](s []T) []T {
-	if s == nil {
-		return []T{}
-	}
-	return s
 }
 
 // enroll registers a bridge whose request is signed by the key it enrolls.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/page"
 )
 
 // StartRequest is svc.discovery.start. Ranges default to the site's.
@@ -66,9 +67,17 @@ func (s *service) endpoints() map[string]bus.Endpoint {
 			id, err := s.start(ctx, r, "")
 			return StartReply{Run: id}, err
 		}),
-		"runs_ls": bus.JSON(func(ctx context.Context, _ struct{}) (any, error) {
+		// Lists page with libs/page: runs newest first, credentials and schedules by name.
+		"runs_ls": bus.JSON(func(ctx context.Context, r page.Request) (any, error) {
 			runs, err := s.listRuns(ctx)
-			return map[string]any{"runs": runs}, err
+			if err != nil {
+				return nil, err
+			}
+			items, next, err := page.Slice(runs, r, runKey, descending)
+			if err != nil {
+				return nil, err
+			}
+			return map[string]any{"runs": items, "next_cursor": next}, nil
 		}),
 		"run_get": bus.JSON(func(ctx context.Context, r IDRequest) (any, error) { return s.getRun(ctx, r.ID, r.Host) }),
 		"cancel":  bus.JSON(func(ctx context.Context, r IDRequest) (any, error) { return s.cancel(ctx, r.ID) }),
@@ -76,9 +85,16 @@ func (s *service) endpoints() map[string]bus.Endpoint {
 			c, err := s.creds.add(ctx, r)
 			return map[string]any{"credential": c}, err
 		}),
-		"credentials_ls": bus.JSON(func(ctx context.Context, _ struct{}) (any, error) {
+		"credentials_ls": bus.JSON(func(ctx context.Context, r page.Request) (any, error) {
 			cs, err := s.creds.list(ctx)
-			return map[string]any{"credentials": cs}, err
+			if err != nil {
+				return nil, err
+			}
+			items, next, err := page.Slice(cs, r, func(c Credential) string { return c.Name }, strings.Compare)
+			if err != nil {
+				return nil, err
+			}
+			return map[string]any{"credentials": items, "next_cursor": next}, nil
 		}),
 		"credentials_seal": bus.JSON(func(ctx context.Context, r SealRequest) (any, error) { return s.sealForProbe(ctx, r) }),
 		"credentials_rm": bus.JSON(func(ctx context.Context, r NameRequest) (any, error) {
@@ -88,9 +104,16 @@ func (s *service) endpoints() map[string]bus.Endpoint {
 			sc, err := s.addSchedule(ctx, r)
 			return map[string]any{"schedule": sc}, err
 		}),
-		"schedules_ls": bus.JSON(func(ctx context.Context, _ struct{}) (any, error) {
+		"schedules_ls": bus.JSON(func(ctx context.Context, r page.Request) (any, error) {
 			sc, err := s.listSchedules(ctx)
-			return map[string]any{"schedules": sc}, err
+			if err != nil {
+				return nil, err
+			}
+			items, next, err := page.Slice(sc, r, func(x Schedule) string { return x.Name }, strings.Compare)
+			if err != nil {
+				return nil, err
+			}
+			return map[string]any{"schedules": items, "next_cursor": next}, nil
 		}),
 		"schedules_rm": bus.JSON(func(ctx context.Context, r NameRequest) (any, error) {
 			if _, err := s.kvSched.Get(ctx, r.Name); err != nil {
@@ -179,9 +202,17 @@ func (s *service) listRuns(ctx context.Context) ([]RunView, error) {
 			out = append(out, *v)
 		}
 	}
-	slices.SortFunc(out, func(a, b RunView) int { return b.Created.Compare(a.Created) })
+	slices.SortFunc(out, func(a, b RunView) int { return descending(runKey(a), runKey(b)) })
 	return out, nil
 }
+
+// runKey orders runs newest first and is unique: creation time (fixed width, so it sorts as
+// text), then the run's ULID.
+func runKey(r RunView) string {
+	return r.Created.UTC().Format("2006-01-02T15:04:05.000000000Z") + "|" + r.ID
+}
+
+func descending(a, b string) int { return strings.Compare(b, a) }
 
 // getRun answers run_get: host "" lists the hosts, an address gives that host in full,
 // "-" gives the run alone.

@@ -7,11 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
@@ -44,11 +41,11 @@ func (a *API) routeAgents(mux *router) {
 		// Credentials name stored credentials; their secrets never pass through here.
 		Credentials []string `json:"credentials,omitempty"`
 	}
-	mux.Handle("GET /api/v1/sites", a.auth(tokens.RoleViewer, a.relay("site_ls", nil)))
+	mux.Handle("GET /api/v1/sites", a.auth(tokens.RoleViewer, a.relay("site_ls", pageQuery)), pageParams)
 	mux.Handle("POST /api/v1/sites", a.auth(tokens.RoleAdmin, a.relay("site_add", func(r *http.Request) (any, error) {
 		return decodeBody[siteAdd](r)
 	})))
-	mux.Handle("GET /api/v1/agents", a.auth(tokens.RoleViewer, a.relay("ls", nil)))
+	mux.Handle("GET /api/v1/agents", a.auth(tokens.RoleViewer, a.relay("ls", pageQuery)), pageParams)
 	for _, op := range []string{"approve", "revoke"} {
 		mux.Handle("POST /api/v1/agents/{agent}/"+op, a.auth(tokens.RoleAdmin, a.relay(op, func(r *http.Request) (any, error) {
 			return map[string]string{"agent": agentRef(r)}, nil
@@ -159,51 +156,4 @@ func (a *API) audit(r *http.Request, action string, status int) {
 	if _, err := bus.NewPublisher(a.deps.JS, envelope.ServiceSource("gateway"), nil).Publish(ctx, AuditSubject, envelope.Meta{}, ev); err != nil {
 		a.log.Error("audit event not published", "action", action, "err", err)
 	}
-}
-
-// listAudit returns the last audit events, newest last (GET /api/v1/audit?limit=N).
-func (a *API) listAudit(w http.ResponseWriter, r *http.Request) {
-	limit := 100
-	if v := r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			problem(w, r, http.StatusBadRequest, "bad-request", "Bad request", "field \"limit\": want 1 to 1000")
-			return
-		}
-		limit = n
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-	defer cancel()
-	// Writes are rare next to events: reading the audit subject through and keeping the last
-	// ones is simple and cheap enough for the retention of EVENTS.
-	cons, err := a.deps.JS.OrderedConsumer(ctx, bus.StreamEvents, jetstream.OrderedConsumerConfig{FilterSubjects: []string{AuditSubject}})
-	if err != nil {
-		problem(w, r, http.StatusServiceUnavailable, "unavailable", "Bus unavailable", err.Error())
-		return
-	}
-	out := []envelope.Audit{}
-	for {
-		batch, err := cons.FetchNoWait(500)
-		if err != nil {
-			break
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			var ev envelope.Audit
-			if json.Unmarshal(m.Data(), &ev) == nil {
-				out = append(out, ev)
-			}
-		}
-		if n == 0 {
-			break
-		}
-		if len(out) > limit {
-			out = out[len(out)-limit:]
-		}
-	}
-	if len(out) > limit {
-		out = out[len(out)-limit:]
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"events": out})
 }

@@ -15,9 +15,10 @@ import (
 
 // API holds the HTTP handlers.
 type API struct {
-	cfg  Config
-	deps Deps
-	log  *slog.Logger
+	cfg   Config
+	deps  Deps
+	log   *slog.Logger
+	fails *failLimiter
 }
 
 // Handler is the gateway's routing table. Every API route goes through one router that
@@ -30,7 +31,9 @@ func (a *API) Handler() http.Handler {
 	a.routeCIs(mux)
 	a.routeTokens(mux)
 	a.routeDiscovery(mux)
-	mux.Handle("GET /api/v1/audit", a.auth(tokens.RoleViewer, http.HandlerFunc(a.listAudit)))
+	mux.Handle("GET /api/v1/audit", a.auth(tokens.RoleViewer, http.HandlerFunc(a.listAudit)), pageParams)
+	mux.Handle("GET /api/v1/dlq", a.auth(tokens.RoleViewer, http.HandlerFunc(a.listDLQ)), pageParams,
+		[]queryParam{{"service", "string", "only what this service dead-lettered (discovery, cmdb, bridge…)"}})
 	doc := mux.openAPI(a.cfg.Version)
 	mux.mux.Handle("GET /api/v1/openapi.json", a.auth(tokens.RoleViewer, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, doc)

@@ -3,9 +3,12 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/outpost-dev/outpost/services/gateway/tokens"
 )
@@ -31,9 +34,19 @@ func (a *API) auth(min string, next http.Handler) http.Handler {
 				"send Authorization: Bearer <token>; `outpost up` wrote an admin token to <data>/admin.token")
 			return
 		}
-		t, err := a.deps.Tokens.Verify(r.Context(), strings.TrimSpace(secret))
+		secret = strings.TrimSpace(secret)
+		addr := clientKey(r)
+		if ok, wait := a.fails.allow(addr, secret); !ok {
+			secs := max(1, int((wait+time.Second-1)/time.Second))
+			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			problem(w, r, http.StatusTooManyRequests, "rate-limited", "Too many failed authentications",
+				fmt.Sprintf("this address sent too many invalid tokens; wait %d s, then retry with a valid token (`outpost tokens ls` on the hub lists them)", secs))
+			return
+		}
+		t, err := a.deps.Tokens.Verify(r.Context(), secret)
 		if err != nil {
 			if errors.Is(err, tokens.ErrInvalid) {
+				a.fails.failed(addr)
 				w.Header().Set("WWW-Authenticate", `Bearer realm="outpost", error="invalid_token"`)
 				problem(w, r, http.StatusUnauthorized, "unauthorized", "Invalid token", "the token is unknown or revoked")
 				return
@@ -41,6 +54,7 @@ func (a *API) auth(min string, next http.Handler) http.Handler {
 			problem(w, r, http.StatusServiceUnavailable, "unavailable", "Token store unavailable", err.Error())
 			return
 		}
+		a.fails.succeeded(addr, secret)
 		if rank(t.Role) < rank(min) {
 			problem(w, r, http.StatusForbidden, "forbidden", "Role not allowed", "this needs role "+min+" or higher; the token has role "+t.Role)
 			return

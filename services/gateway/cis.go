@@ -45,7 +45,11 @@ func (a *API) routeCIs(mux *router) {
 			req["filters"] = filters
 		}
 		return req, nil
-	}))
+	}), []queryParam{
+		{"class", "string", "a class; its subclasses are included (server includes linux_server)"},
+		{"search", "string", "case-insensitive prefix of a name, IP, serial number, MAC, FQDN or fingerprint"},
+		{"attr.NAME", "string", "attribute NAME equals the value (trimmed, case-insensitive); repeatable with other names"},
+	}, cmdbPageParams)
 	id := func(r *http.Request) (any, error) { return map[string]any{"id": r.PathValue("id")}, nil }
 	mux.Handle("GET /api/v1/cis/{id}", cmdb("get", id))
 	mux.Handle("GET /api/v1/cis/{id}/relations", cmdb("rel", id))
@@ -54,8 +58,15 @@ func (a *API) routeCIs(mux *router) {
 		if c := r.URL.Query().Get("cursor"); c != "" {
 			req["cursor"] = c
 		}
+		if v := r.URL.Query().Get("limit"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return nil, errField("limit", "want a number")
+			}
+			req["limit"] = n
+		}
 		return req, nil
-	}))
+	}), cmdbPageParams)
 	mux.Handle("GET /api/v1/cis/{id}/graph", cmdb("graph", func(r *http.Request) (any, error) {
 		req := map[string]any{"id": r.PathValue("id")}
 		if d := r.URL.Query().Get("depth"); d != "" {
@@ -66,7 +77,7 @@ func (a *API) routeCIs(mux *router) {
 			req["depth"] = n
 		}
 		return req, nil
-	}))
+	}), []queryParam{{"depth", "integer", "hops from the CI: default 1, at most 5"}})
 	mux.Handle("POST /api/v1/cis/ingest", a.auth(tokens.RoleOperator, a.relayTo("cmdb", "ingest", 60*time.Second, func(r *http.Request) (any, error) {
 		p, err := decodeBody[json.RawMessage](r)
 		return map[string]any{"payload": p}, err

@@ -25,11 +25,16 @@ type Config struct {
 	Version string
 	// ShutdownTimeout bounds how long in-flight requests may take after ctx ends.
 	ShutdownTimeout time.Duration
+	// AuthFailBurst failed authentications are allowed per client address at once, then one
+	// per AuthFailRefill; more are answered 429 (see ratelimit.go). 0 means the default.
+	AuthFailBurst  int
+	AuthFailRefill time.Duration
 }
 
 // DefaultConfig is what `outpost up` uses without flags.
 func DefaultConfig() Config {
-	return Config{Addr: "127.0.0.1:8080", Version: "dev", ShutdownTimeout: 3 * time.Second}
+	return Config{Addr: "127.0.0.1:8080", Version: "dev", ShutdownTimeout: 3 * time.Second,
+		AuthFailBurst: defaultAuthFailBurst, AuthFailRefill: defaultAuthFailRefill}
 }
 
 // Validate reports every problem at once.
@@ -37,6 +42,9 @@ func (c Config) Validate() error {
 	var errs []error
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		errs = append(errs, fmt.Errorf("http address %q: %w", c.Addr, err))
+	}
+	if c.AuthFailBurst < 0 || c.AuthFailRefill < 0 {
+		errs = append(errs, fmt.Errorf("failed-auth limit %d per %s: want positive values (0 for the defaults)", c.AuthFailBurst, c.AuthFailRefill))
 	}
 	return errors.Join(errs...)
 }
@@ -54,6 +62,8 @@ type Deps struct {
 	Ready func(addr net.Addr)
 	// Pending lists in-process services not serving yet; /healthz is 503 until it is empty.
 	Pending func() []string
+	// Now is the clock of the failed-auth limiter (tests); nil is time.Now.
+	Now func() time.Time
 }
 
 // Run serves until ctx ends, then shuts down gracefully.
@@ -76,7 +86,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 			return fmt.Errorf("listen on %s: %w (is another outpost already running? choose another --http)", cfg.Addr, err)
 		}
 	}
-	api := &API{cfg: cfg, deps: deps, log: log}
+	api := &API{cfg: cfg, deps: deps, log: log, fails: newFailLimiter(cfg.AuthFailBurst, cfg.AuthFailRefill, deps.Now)}
 	srv := &http.Server{
 		Handler:           api.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,

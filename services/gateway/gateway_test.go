@@ -28,6 +28,12 @@ type env struct {
 // newEnv starts a JetStream server and a gateway; provision=false leaves the bus bare.
 func newEnv(t *testing.T, provision bool) *env {
 	t.Helper()
+	return newEnvWith(t, provision, nil)
+}
+
+// newEnvWith is newEnv with the gateway's config and deps adjusted by opt (may be nil).
+func newEnvWith(t *testing.T, provision bool, opt func(*gateway.Config, *gateway.Deps)) *env {
+	t.Helper()
 	srv, err := bus.StartServer(bus.ServerConfig{Name: "gw-test", StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -54,10 +60,12 @@ func newEnv(t *testing.T, provision bool) *env {
 	}
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	done := make(chan error, 1)
-	go func() {
-		done <- gateway.Run(ctx, gateway.Config{Addr: ln.Addr().String(), Version: "test"},
-			gateway.Deps{NC: nc, JS: js, Tokens: toks, Topology: topo, Listener: ln})
-	}()
+	gcfg := gateway.Config{Addr: ln.Addr().String(), Version: "test"}
+	gdeps := gateway.Deps{NC: nc, JS: js, Tokens: toks, Topology: topo, Listener: ln}
+	if opt != nil {
+		opt(&gcfg, &gdeps)
+	}
+	go func() { done <- gateway.Run(ctx, gcfg, gdeps) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

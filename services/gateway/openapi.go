@@ -13,14 +13,33 @@ type router struct {
 	routes []route
 }
 
-type route struct{ method, path string }
+type route struct {
+	method, path string
+	query        []queryParam
+}
+
+// queryParam documents a query parameter of a route.
+type queryParam struct{ name, typ, desc string }
+
+// Query parameters of paged lists (libs/page; the CMDB's pages are smaller).
+var (
+	pageParams = []queryParam{
+		{"cursor", "string", "next_cursor of the previous page, unchanged (opaque); absent for the first page"},
+		{"limit", "integer", "items per page: default 100, at most 1000"},
+	}
+	cmdbPageParams = []queryParam{
+		{"cursor", "string", "next_cursor of the previous page, unchanged (opaque); absent for the first page"},
+		{"limit", "integer", "items per page: default 50, at most 500"},
+	}
+)
 
 func newRouter() *router { return &router{mux: http.NewServeMux()} }
 
-// Handle registers "METHOD /path/{param}" and remembers it for the OpenAPI document.
-func (r *router) Handle(pattern string, h http.Handler) {
+// Handle registers "METHOD /path/{param}" and remembers it, with the query parameters it
+// reads, for the OpenAPI document.
+func (r *router) Handle(pattern string, h http.Handler, query ...[]queryParam) {
 	method, path, _ := strings.Cut(pattern, " ")
-	r.routes = append(r.routes, route{method, path})
+	r.routes = append(r.routes, route{method, path, slices.Concat(query...)})
 	r.mux.Handle(pattern, h)
 }
 
@@ -36,7 +55,8 @@ func (r *router) Routes() []string {
 // summaries say what each route does, for people reading the document.
 var summaries = map[string]string{
 	"GET /api/v1/status":                        "Streams, consumer lag, DLQ size, version",
-	"GET /api/v1/audit":                         "The last writes made through the API: who, what, when, from where",
+	"GET /api/v1/audit":                         "Writes made through the API, oldest first: who, what, when, from where; cursor pages",
+	"GET /api/v1/dlq":                           "Dead-lettered messages, oldest first: why, from where, a preview of the body; cursor pages",
 	"GET /api/v1/sites":                         "List sites",
 	"POST /api/v1/sites":                        "Create a site (or change its ranges) and return an enrollment token",
 	"GET /api/v1/agents":                        "List agents with status, pools, outbox and last heartbeat",
@@ -88,6 +108,9 @@ func (r *router) openAPI(version string) map[string]any {
 		var params []map[string]any
 		for _, m := range pathParam.FindAllStringSubmatch(rt.path, -1) {
 			params = append(params, map[string]any{"name": m[1], "in": "path", "required": true, "schema": map[string]any{"type": "string"}})
+		}
+		for _, q := range rt.query {
+			params = append(params, map[string]any{"name": q.name, "in": "query", "description": q.desc, "schema": map[string]any{"type": q.typ}})
 		}
 		if len(params) > 0 {
 			op["parameters"] = params

@@ -3,7 +3,10 @@ package gateway
 import (
 	"errors"
 	"net/http"
+	"slices"
+	"strings"
 
+	"github.com/outpost-dev/outpost/libs/page"
 	"github.com/outpost-dev/outpost/services/gateway/tokens"
 )
 
@@ -28,16 +31,26 @@ func (a *API) routeTokens(mux *router) {
 		writeJSON(w, http.StatusOK, map[string]any{"token": secret, "id": t.ID, "name": t.Name, "role": t.Role, "created": t.Created})
 	})))
 	mux.Handle("GET /api/v1/tokens", a.auth(tokens.RoleAdmin, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		preq, err := pageRequest(r)
+		if err != nil {
+			problem(w, r, http.StatusBadRequest, "bad-request", "Bad request", err.Error())
+			return
+		}
 		list, err := a.deps.Tokens.List(r.Context())
 		if err != nil {
 			problem(w, r, http.StatusServiceUnavailable, "unavailable", "Token store unavailable", err.Error())
 			return
 		}
-		if list == nil {
-			list = []tokens.Token{}
+		// Oldest first, as the store lists them; creation time then id is unique.
+		key := func(t tokens.Token) string { return t.Created.UTC().Format(sortableTime) + "|" + t.ID }
+		slices.SortFunc(list, func(a, b tokens.Token) int { return strings.Compare(key(a), key(b)) })
+		items, next, err := page.Slice(list, preq, key, strings.Compare)
+		if err != nil {
+			serviceProblem(w, r, err)
+			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"tokens": list})
-	})))
+		writeJSON(w, http.StatusOK, map[string]any{"tokens": items, "next_cursor": next})
+	})), pageParams)
 	mux.Handle("DELETE /api/v1/tokens/{id}", a.auth(tokens.RoleAdmin, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t, err := a.deps.Tokens.Revoke(r.Context(), r.PathValue("id"))
 		if err != nil {

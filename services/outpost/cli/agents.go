@@ -51,12 +51,13 @@ func newSite(g *globals) *cobra.Command {
 	add.Flags().StringSliceVar(&ranges, "range", nil, "CIDR the site's bridges may probe (repeatable)")
 	add.Flags().StringSliceVar(&exclude, "exclude", nil, "CIDR never to scan (repeatable)")
 	add.Flags().BoolVar(&auto, "auto-approve", false, "bridges enrolling with this token are approved at once")
+	var limit int
 	ls := &cobra.Command{
 		Use: "ls", Short: "List sites", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, _ := g.client()
-			var raw []byte
-			if err := c.do(cmd.Context(), "GET", "/api/v1/sites", nil, &raw); err != nil {
+			raw, err := listPages(cmd.Context(), c, "/api/v1/sites", "sites", limit)
+			if err != nil {
 				return err
 			}
 			if g.output == "json" {
@@ -79,18 +80,20 @@ func newSite(g *globals) *cobra.Command {
 			return tw.Flush()
 		},
 	}
+	limitFlag(ls, &limit, "sites")
 	cmd.AddCommand(add, ls)
 	return cmd
 }
 
 func newAgents(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "agents", Short: "List, approve, revoke and control bridges"}
+	var limit int
 	ls := &cobra.Command{
 		Use: "ls", Short: "List agents with status, capabilities, pools, outbox and last heartbeat", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, _ := g.client()
-			var raw []byte
-			if err := c.do(cmd.Context(), "GET", "/api/v1/agents", nil, &raw); err != nil {
+			raw, err := listPages(cmd.Context(), c, "/api/v1/agents", "agents", limit)
+			if err != nil {
 				return err
 			}
 			if g.output == "json" {
@@ -137,6 +140,7 @@ func newAgents(g *globals) *cobra.Command {
 			return tw.Flush()
 		},
 	}
+	limitFlag(ls, &limit, "agents")
 	cmd.AddCommand(ls)
 	for _, op := range []struct{ name, short string }{
 		{"approve", "Approve a pending agent: it gets its site's work"},

@@ -98,6 +98,7 @@ func newCI(g *globals) *cobra.Command {
 			return printJSONOrIndented(g, raw)
 		},
 	})
+	ciExtras(g, cmd)
 	return cmd
 }
 

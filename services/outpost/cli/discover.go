@@ -33,8 +33,8 @@ func (r runView) done() bool {
 
 func (r runView) line() string {
 	c := r.Counters
-	return fmt.Sprintf("%-11s scanned %d/%d  alive %d  classified %d  CIs sent %d  errors %d",
-		r.State, c["scanned"], c["addresses"], c["alive"], c["classified"], c["cis_sent"], c["errors"])
+	return fmt.Sprintf("%-11s scanned %d/%d  alive %d  classified %d  CIs created %d  updated %d  unchanged %d  errors %d",
+		r.State, c["scanned"], c["addresses"], c["alive"], c["classified"], c["cis_created"], c["cis_updated"], c["cis_unchanged"], c["errors"])
 }
 
 func newDiscover(g *globals) *cobra.Command {
@@ -110,7 +110,7 @@ func waitRun(ctx context.Context, c *client, id string, progress io.Writer) (run
 		if err := c.do(ctx, "GET", "/api/v1/discovery/runs/"+url.PathEscape(id), nil, &r); err != nil {
 			return r, err
 		}
-		fmt.Fprintf(progress, "\r%s", r.line())
+		fmt.Fprintf(progress, "\r%s %s\x1b[K", progressBar(r.Counters["scanned"], r.Counters["addresses"], 24), r.line())
 		if r.done() {
 			fmt.Fprintln(progress)
 			return r, nil
@@ -121,6 +121,16 @@ func waitRun(ctx context.Context, c *client, id string, progress io.Writer) (run
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// progressBar draws done of total as [#####·····]  42%.
+func progressBar(done, total, width int) string {
+	frac := 0.0
+	if total > 0 {
+		frac = min(1, float64(done)/float64(total))
+	}
+	n := int(frac * float64(width))
+	return fmt.Sprintf("[%s%s] %3.0f%%", strings.Repeat("#", n), strings.Repeat("·", width-n), 100*frac)
 }
 
 func parsePorts(s string) ([]int, error) {
@@ -149,12 +159,13 @@ func parsePorts(s string) ([]int, error) {
 
 func newRuns(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "runs", Short: "Discovery runs: list, show (per host), cancel"}
-	cmd.AddCommand(&cobra.Command{
-		Use: "ls", Short: "List discovery runs", Args: cobra.NoArgs,
+	var limit int
+	ls := &cobra.Command{
+		Use: "ls", Short: "List discovery runs, newest first", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, _ := g.client()
-			var raw []byte
-			if err := c.do(cmd.Context(), "GET", "/api/v1/discovery/runs", nil, &raw); err != nil {
+			raw, err := listPages(cmd.Context(), c, "/api/v1/discovery/runs", "runs", limit)
+			if err != nil {
 				return err
 			}
 			if g.output == "json" {
@@ -170,7 +181,9 @@ func newRuns(g *globals) *cobra.Command {
 			}
 			return tw.Flush()
 		},
-	})
+	}
+	limitFlag(ls, &limit, "runs")
+	cmd.AddCommand(ls)
 	var host string
 	show := &cobra.Command{
 		Use: "show ID [--host IP]", Short: "Show a run, or what happened on one host of it", Args: cobra.ExactArgs(1),
@@ -234,22 +247,54 @@ func newSchedules(g *globals) *cobra.Command {
 	add.Flags().StringVar(&at, "at", "", "one-off time (RFC 3339)")
 	add.Flags().StringVar(&maxRun, "max-run-time", "", "stop a run after this long, e.g. 2h")
 	cmd.AddCommand(add)
-	cmd.AddCommand(&cobra.Command{
+	var limit int
+	ls := &cobra.Command{
 		Use: "ls", Short: "List schedules", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, _ := g.client()
-			var raw []byte
-			if err := c.do(cmd.Context(), "GET", "/api/v1/discovery/schedules", nil, &raw); err != nil {
+			raw, err := listPages(cmd.Context(), c, "/api/v1/discovery/schedules", "schedules", limit)
+			if err != nil {
 				return err
 			}
-			return printJSONOrIndented(g, raw)
+			if g.output == "json" {
+				return writeLine(g.stdout, raw)
+			}
+			var out struct {
+				Schedules []struct {
+					Name, Site, Cron string
+					At, Next         *time.Time
+					Ranges           []string
+				}
+			}
+			if err := json.Unmarshal(raw, &out); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tSITE\tWHEN\tNEXT\tRANGES")
+			for _, s := range out.Schedules {
+				when, next := s.Cron, "-"
+				if s.At != nil {
+					when = "at " + s.At.Local().Format(time.DateTime)
+				}
+				if s.Next != nil {
+					next = s.Next.Local().Format(time.DateTime)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, s.Site, when, next, strings.Join(s.Ranges, ","))
+			}
+			return tw.Flush()
 		},
-	})
+	}
+	limitFlag(ls, &limit, "schedules")
+	cmd.AddCommand(ls)
 	cmd.AddCommand(&cobra.Command{
 		Use: "rm NAME", Short: "Remove a schedule", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, _ := g.client()
-			return c.do(cmd.Context(), "DELETE", "/api/v1/discovery/schedules/"+url.PathEscape(args[0]), nil, nil)
+			var raw []byte
+			if err := c.do(cmd.Context(), "DELETE", "/api/v1/discovery/schedules/"+url.PathEscape(args[0]), nil, &raw); err != nil {
+				return err
+			}
+			return printResult(g, raw, func(map[string]any) string { return "schedule " + args[0] + " removed" })
 		},
 	})
 	return cmd
@@ -310,22 +355,43 @@ func newCredentials(g *globals) *cobra.Command {
 	f.BoolVar(&secretStdin, "secret-stdin", false, "read the secret from stdin")
 	f.StringArrayVar(&fields, "field", nil, "type-specific key=value (snmpv3: auth_protocol, priv_protocol, priv_password…)")
 	cmd.AddCommand(add)
-	cmd.AddCommand(&cobra.Command{
+	var limit int
+	ls := &cobra.Command{
 		Use: "ls", Short: "List credentials (no secrets)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, _ := g.client()
-			var raw []byte
-			if err := c.do(cmd.Context(), "GET", "/api/v1/credentials", nil, &raw); err != nil {
+			raw, err := listPages(cmd.Context(), c, "/api/v1/credentials", "credentials", limit)
+			if err != nil {
 				return err
 			}
-			return printJSONOrIndented(g, raw)
+			if g.output == "json" {
+				return writeLine(g.stdout, raw)
+			}
+			var out struct {
+				Credentials []map[string]any
+			}
+			if err := json.Unmarshal(raw, &out); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tTYPE\tSITE\tUSERNAME")
+			for _, c := range out.Credentials {
+				fmt.Fprintf(tw, "%v\t%v\t%v\t%v\n", c["name"], c["type"], c["site"], orDash(c["username"]))
+			}
+			return tw.Flush()
 		},
-	})
+	}
+	limitFlag(ls, &limit, "credentials")
+	cmd.AddCommand(ls)
 	cmd.AddCommand(&cobra.Command{
 		Use: "rm NAME", Short: "Remove a credential", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, _ := g.client()
-			return c.do(cmd.Context(), "DELETE", "/api/v1/credentials/"+url.PathEscape(args[0]), nil, nil)
+			var raw []byte
+			if err := c.do(cmd.Context(), "DELETE", "/api/v1/credentials/"+url.PathEscape(args[0]), nil, &raw); err != nil {
+				return err
+			}
+			return printResult(g, raw, func(map[string]any) string { return "credential " + args[0] + " removed" })
 		},
 	})
 	return cmd

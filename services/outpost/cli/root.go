@@ -72,7 +72,13 @@ func newRoot(g *globals) *cobra.Command {
 	pf.StringVar(&g.data, "data", "", "data directory of a local hub (its admin.token is used when no token is given)")
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newUp(g), newStatus(g), newVersion(g), newSite(g), newAgents(g), newProbe(g), newLab(g), newCI(g), newTokens(g), newDiscover(g), newRuns(g), newSchedules(g), newCredentials(g))
+	root.AddCommand(newUp(g), newStatus(g), newVersion(g), newSite(g), newAgents(g), newProbe(g), newLab(g), newCI(g), newTokens(g), newDiscover(g), newRuns(g), newSchedules(g), newCredentials(g),
+		newAudit(g), newDLQ(g), newClassifiers(g))
+	// Now rather than at Execute, so strictGroups covers it; it keeps the writer it sees now.
+	root.SetOut(g.stdout)
+	root.SetErr(g.stderr)
+	root.InitDefaultCompletionCmd()
+	strictGroups(root)
 	return root
 }
 
@@ -83,10 +89,27 @@ func envOr(k, def string) string {
 	return def
 }
 
+// strictGroups makes every command that only groups others (site, agents, ci…) refuse an
+// unknown subcommand with a usage error (exit 2) instead of printing help and exiting 0.
+func strictGroups(cmd *cobra.Command) {
+	for _, c := range cmd.Commands() {
+		strictGroups(c)
+	}
+	if cmd.HasParent() && cmd.HasSubCommands() && cmd.Run == nil && cmd.RunE == nil {
+		cmd.Args = cobra.ArbitraryArgs
+		cmd.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("unknown command %q for %q; `%s --help` lists them", args[0], cmd.CommandPath(), cmd.CommandPath())
+			}
+			return cmd.Help()
+		}
+	}
+}
+
 // isCobraUsage recognises cobra's own argument errors (unknown command, wrong arg count).
 func isCobraUsage(err error) bool {
 	msg := err.Error()
-	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand", "accepts ", "requires ", "invalid argument"} {
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand", "accepts ", "requires ", "invalid argument", "required flag", "flag needs an argument"} {
 		if strings.Contains(msg, p) {
 			return true
 		}

@@ -28,12 +28,13 @@ func newTokens(g *globals) *cobra.Command {
 	}
 	create.Flags().StringVar(&role, "role", "viewer", "admin, operator or viewer")
 	create.Flags().StringVar(&name, "name", "", "what or who the token is for")
+	var limit int
 	ls := &cobra.Command{
 		Use: "ls", Short: "List tokens (never their secrets)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, _ := g.client()
-			var raw []byte
-			if err := c.do(cmd.Context(), "GET", "/api/v1/tokens", nil, &raw); err != nil {
+			raw, err := listPages(cmd.Context(), c, "/api/v1/tokens", "tokens", limit)
+			if err != nil {
 				return err
 			}
 			if g.output == "json" {
@@ -67,6 +68,7 @@ func newTokens(g *globals) *cobra.Command {
 			return printResult(g, raw, func(m map[string]any) string { return fmt.Sprintf("token %v revoked", m["id"]) })
 		},
 	}
+	limitFlag(ls, &limit, "tokens")
 	cmd.AddCommand(create, ls, revoke)
 	return cmd
 }

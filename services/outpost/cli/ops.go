@@ -1,0 +1,190 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func newAudit(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "audit", Short: "The audit trail: every write made through the API"}
+	var limit int
+	ls := &cobra.Command{
+		Use: "ls", Short: "List writes, oldest first: when, who, what, from where", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, _ := g.client()
+			raw, err := listPages(cmd.Context(), c, "/api/v1/audit", "events", limit)
+			if err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return writeLine(g.stdout, raw)
+			}
+			var out struct {
+				Events []struct {
+					Seq                                 uint64
+					Actor, Role, Action, Target, Remote string
+					Status                              int
+					Time                                time.Time
+				}
+			}
+			if err := json.Unmarshal(raw, &out); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TIME\tACTOR\tROLE\tACTION\tTARGET\tSTATUS\tFROM")
+			for _, e := range out.Events {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", e.Time.Local().Format(time.DateTime), e.Actor, e.Role, e.Action, e.Target, e.Status, e.Remote)
+			}
+			return tw.Flush()
+		},
+	}
+	limitFlag(ls, &limit, "events")
+	cmd.AddCommand(ls)
+	return cmd
+}
+
+func newDLQ(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "dlq", Short: "Dead-lettered messages: what failed, why, from where"}
+	var limit int
+	var service string
+	ls := &cobra.Command{
+		Use: "ls [--service S]", Short: "List dead-lettered messages, oldest first", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, _ := g.client()
+			path := "/api/v1/dlq"
+			if service != "" {
+				path += "?service=" + url.QueryEscape(service)
+			}
+			raw, err := listPages(cmd.Context(), c, path, "items", limit)
+			if err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return writeLine(g.stdout, raw)
+			}
+			var out struct {
+				Items []struct {
+					Seq                                  uint64
+					Time, Service, Code, Subject, Reason string
+					SourceSubject                        string `json:"source_subject"`
+				}
+			}
+			if err := json.Unmarshal(raw, &out); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SEQ\tTIME\tSERVICE\tCODE\tSUBJECT\tREASON")
+			for _, it := range out.Items {
+				subject := it.SourceSubject
+				if subject == "" {
+					subject = it.Subject
+				}
+				when := it.Time
+				if t, err := time.Parse(time.RFC3339, it.Time); err == nil {
+					when = t.Local().Format(time.DateTime)
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", it.Seq, when, it.Service, it.Code, subject, clip(it.Reason, 80))
+			}
+			if len(out.Items) == 0 {
+				fmt.Fprintln(tw, "(the DLQ is empty)")
+			}
+			return tw.Flush()
+		},
+	}
+	ls.Flags().StringVar(&service, "service", "", "only what this service dead-lettered (discovery, cmdb, bridge…)")
+	limitFlag(ls, &limit, "messages")
+	cmd.AddCommand(ls)
+	return cmd
+}
+
+func newClassifiers(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "classifiers", Short: "Discovery classifiers (the rules that name what answered)"}
+	cmd.AddCommand(&cobra.Command{
+		Use: "reload", Short: "Reload classifier files; a bad set is refused and the old one kept (admin)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, _ := g.client()
+			var raw []byte
+			if err := c.do(cmd.Context(), "POST", "/api/v1/discovery/classifiers/reload", struct{}{}, &raw); err != nil {
+				return err
+			}
+			return printResult(g, raw, func(m map[string]any) string {
+				return fmt.Sprintf("%v classifiers loaded from %v", m["classifiers"], m["files"])
+			})
+		},
+	})
+	return cmd
+}
+
+// ciExtras are the CMDB commands beyond ls/show/rel/history/conflicts.
+func ciExtras(g *globals, cmd *cobra.Command) {
+	var depth int
+	graph := &cobra.Command{
+		Use: "graph ID [--depth N]", Short: "Show the neighbourhood graph of a CI", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _ := g.client()
+			path := "/api/v1/cis/" + url.PathEscape(args[0]) + "/graph"
+			if depth > 0 {
+				path += fmt.Sprintf("?depth=%d", depth)
+			}
+			var raw []byte
+			if err := c.do(cmd.Context(), "GET", path, nil, &raw); err != nil {
+				return err
+			}
+			return printJSONOrIndented(g, raw)
+		},
+	}
+	graph.Flags().IntVar(&depth, "depth", 0, "hops from the CI (default 1, at most 5)")
+	for _, sub := range []struct{ use, short, path string }{
+		{"counts", "Count CIs by class", "/api/v1/cmdb/counts"},
+		{"classes", "Show the class model", "/api/v1/cmdb/classes"},
+	} {
+		cmd.AddCommand(&cobra.Command{
+			Use: sub.use, Short: sub.short, Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				c, _ := g.client()
+				var raw []byte
+				if err := c.do(cmd.Context(), "GET", sub.path, nil, &raw); err != nil {
+					return err
+				}
+				return printJSONOrIndented(g, raw)
+			},
+		})
+	}
+	ingest := &cobra.Command{
+		Use: "ingest FILE|-", Short: "Ingest a CI payload (JSON: source, items, relations) now", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var data []byte
+			var err error
+			if args[0] == "-" {
+				data, err = io.ReadAll(cmd.InOrStdin())
+			} else {
+				data, err = os.ReadFile(args[0])
+			}
+			if err != nil {
+				return err
+			}
+			if !json.Valid(data) {
+				return usagef("%s is not JSON: give a CI payload ({\"source\":…,\"items\":[…]})", args[0])
+			}
+			c, _ := g.client()
+			var raw []byte
+			if err := c.do(cmd.Context(), "POST", "/api/v1/cis/ingest", json.RawMessage(data), &raw); err != nil {
+				return err
+			}
+			return printJSONOrIndented(g, raw)
+		},
+	}
+	cmd.AddCommand(graph, ingest)
+}
+
+func writeLine(w io.Writer, b []byte) error {
+	_, err := fmt.Fprintf(w, "%s\n", b)
+	return err
+}
