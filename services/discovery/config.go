@@ -34,6 +34,9 @@ type Config struct {
 	Partitions int
 	// Tick is how often active runs are advanced (default 250 ms).
 	Tick time.Duration
+	// ActiveLease is the TTL of the active replica's lease (default 10 s): how long a
+	// standby may wait to take over from a replica that died without releasing it.
+	ActiveLease time.Duration
 	// ReceiptWait bounds how long a run with all its probes done waits for the CMDB's
 	// receipts of its payloads before it completes anyway (default 60 s).
 	ReceiptWait time.Duration
@@ -46,7 +49,7 @@ func DefaultConfig() Config {
 	return Config{
 		ChunkSize: 1024, Ports: append([]int(nil), DefaultPorts...), SNMPEveryAddress: true,
 		MaxRunTime: time.Hour, ProbeTimeout: 2 * time.Minute, ScanTimeout: 10 * time.Minute,
-		Partitions: 8, Tick: 250 * time.Millisecond, ReceiptWait: 60 * time.Second,
+		Partitions: 8, Tick: 250 * time.Millisecond, ReceiptWait: 60 * time.Second, ActiveLease: 10 * time.Second,
 	}
 }
 
@@ -78,6 +81,9 @@ func (c Config) Validate() error {
 	}
 	if c.Partitions < 1 {
 		errs = append(errs, fmt.Errorf("partitions %d: at least 1", c.Partitions))
+	}
+	if c.ActiveLease < time.Second {
+		errs = append(errs, errors.New("active lease: at least 1s"))
 	}
 	if c.ReceiptWait < 0 {
 		errs = append(errs, errors.New("receipt wait: must not be negative"))

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -71,6 +72,10 @@ type service struct {
 	mu   sync.Mutex
 	runs map[string]*runState // active runs owned by this process
 
+	// lost is set when this replica loses the active lease (active.go); nil before it
+	// first becomes active.
+	lost *atomic.Bool
+
 	bridgesMu sync.Mutex
 	bridges   map[string]bridgeCache
 }
@@ -119,7 +124,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	if err != nil {
 		return err
 	}
-	return s.serve(ctx)
+	return s.serveWhenActive(ctx)
 }
 
 func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
@@ -304,7 +309,14 @@ func hostKey(run, ip string) string {
 }
 
 // saveRun writes the run record (caller holds rs.mu).
+// leaseLost: this replica was active and lost its lease; what it still holds in memory is
+// stale and must not overwrite what the active replica writes.
+func (s *service) leaseLost() bool { return s.lost != nil && s.lost.Load() }
+
 func (s *service) saveRun(ctx context.Context, rs *runState) {
+	if s.leaseLost() {
+		return
+	}
 	rs.run.Updated = s.now()
 	b, err := json.Marshal(rs.run)
 	if err != nil {
@@ -320,6 +332,9 @@ func (s *service) saveRun(ctx context.Context, rs *runState) {
 
 // saveHost writes a host record (caller holds rs.mu).
 func (s *service) saveHost(ctx context.Context, h *Host) error {
+	if s.leaseLost() {
+		return errors.New("this discovery replica lost its lease")
+	}
 	b, err := json.Marshal(h)
 	if err != nil {
 		return err

@@ -132,15 +132,26 @@ func newHarness(ctx context.Context, t *testing.T, labRange string, hosts int) *
 
 // startService runs the discovery service until the returned stop is called.
 func (h *harness) startService(ctx context.Context) (stop func()) {
-	cfg := DefaultConfig()
-	cfg.DataDir = h.dataDir
-	cfg.Tick = 50 * time.Millisecond
-	cctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- Run(cctx, cfg, Deps{NC: h.nc, JS: h.js, CurveKey: h.hub}) }()
+	stop = h.startReplica(ctx, "", 0)
 	eventually(h.t, 10*time.Second, func() error {
 		return bus.Request(ctx, h.nc, Service, "runs_ls", struct{}{}, nil)
 	})
+	return stop
+}
+
+// startReplica runs a replica of the discovery service (a random name when empty, the
+// default lease when 0) without waiting for it to serve.
+func (h *harness) startReplica(ctx context.Context, replica string, lease time.Duration) (stop func()) {
+	cfg := DefaultConfig()
+	cfg.DataDir = h.dataDir
+	cfg.Tick = 50 * time.Millisecond
+	cfg.Replica = replica
+	if lease > 0 {
+		cfg.ActiveLease = lease
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- Run(cctx, cfg, Deps{NC: h.nc, JS: h.js, CurveKey: h.hub}) }()
 	return func() {
 		cancel()
 		select {
@@ -504,5 +515,77 @@ func TestConfigValidate(t *testing.T) {
 	c.DataDir = t.TempDir()
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestOneActiveReplica: of two replicas one serves (the lease holder); when it stops in the
+// middle of a run the other takes over, resumes the run and completes it.
+func TestOneActiveReplica(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	h := newHarness(ctx, t, "127.77.118.0/24", 20)
+	holder := func() string {
+		kv, err := h.js.KeyValue(ctx, bus.KVLeases)
+		if err != nil {
+			return ""
+		}
+		e, err := kv.Get(ctx, ActiveLeaseKey)
+		if err != nil {
+			return ""
+		}
+		return string(e.Value())
+	}
+	stopA := h.startReplica(ctx, "replica-a", 2*time.Second)
+	eventually(t, 10*time.Second, func() error {
+		if holder() != "replica-a" {
+			return fmt.Errorf("lease held by %q", holder())
+		}
+		return bus.Request(ctx, h.nc, Service, "runs_ls", struct{}{}, nil)
+	})
+	stopB := h.startReplica(ctx, "replica-b", 2*time.Second)
+	defer stopB()
+	// replica b stands by: the service still has exactly one instance answering
+	time.Sleep(time.Second)
+	var infos []json.RawMessage
+	sub, _ := h.nc.SubscribeSync(nats.NewInbox())
+	_ = h.nc.PublishRequest("$SRV.PING."+Service, sub.Subject, nil)
+	for {
+		m, err := sub.NextMsg(500 * time.Millisecond)
+		if err != nil {
+			break
+		}
+		infos = append(infos, m.Data)
+	}
+	if len(infos) != 1 || holder() != "replica-a" {
+		t.Fatalf("%d discovery instances answer, lease held by %q; want one, replica-a", len(infos), holder())
+	}
+
+	h.addLabCredentials(ctx, "")
+	var st StartReply
+	h.request(ctx, "start", StartRequest{Site: "lab"}, &st)
+	eventually(t, 30*time.Second, func() error {
+		var v RunView
+		h.request(ctx, "run_get", IDRequest{ID: st.Run}, &v)
+		if v.Counters.Alive == 0 {
+			return fmt.Errorf("run %s: nothing alive yet (%s)", st.Run, v.State)
+		}
+		return nil
+	})
+	stopA()
+	eventually(t, 10*time.Second, func() error {
+		if holder() != "replica-b" {
+			return fmt.Errorf("lease held by %q", holder())
+		}
+		return nil
+	})
+	v := h.waitRun(ctx, st.Run, 60*time.Second)
+	alive := 0
+	for _, mh := range h.lab.Manifest().Hosts {
+		if mh.Class != "" {
+			alive++
+		}
+	}
+	if v.State != StateCompleted || v.Counters.Classified != alive {
+		t.Fatalf("run after the takeover: %s %s, classified %d of %d; errors %v", v.State, v.Reason, v.Counters.Classified, alive, v.Errors)
 	}
 }

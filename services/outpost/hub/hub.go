@@ -5,6 +5,8 @@ package hub
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -238,6 +240,9 @@ func Registry(cfg Config, toks *tokens.Store) []Service {
 		{Name: "discovery", Run: func(ctx context.Context, d Deps) error {
 			dc := discovery.DefaultConfig()
 			dc.DataDir = filepath.Join(d.DataDir, "discovery")
+			// One hub per data dir: a restarted hub (even after SIGKILL) takes its own
+			// active lease back at once instead of waiting for it to expire.
+			dc.Replica = "hub-" + replicaName(d.DataDir)
 			return discovery.Run(ctx, dc, discovery.Deps{NC: d.NC, JS: d.JS, Logger: d.Logger, CurveKey: d.CurveKey, Tracer: d.Telemetry.Tracer})
 		}},
 		{Name: "local-bridge", Run: func(ctx context.Context, d Deps) error {
@@ -286,4 +291,15 @@ func trimNL(b []byte) []byte {
 		b = b[:len(b)-1]
 	}
 	return b
+}
+
+// replicaName names this hub in leases: the host and the data dir, stable across restarts.
+func replicaName(dataDir string) string {
+	host, _ := os.Hostname()
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		abs = dataDir
+	}
+	sum := sha256.Sum256([]byte(host + "\x00" + abs))
+	return hex.EncodeToString(sum[:6])
 }
