@@ -94,12 +94,24 @@ start_hub() {
 	local name=$1; shift
 	local d="$tmp/$name" http nats
 	mkdir -p "$d"
-	http=$(( 20000 + RANDOM % 20000 )); nats=$(( http + 1 ))
-	"$@" "$tmp/outpost" up --data "$d/hub" --http "127.0.0.1:$http" --nats "127.0.0.1:$nats" --no-local-bridge >"$d/hub.log" 2>&1 &
-	hub_pids+=($!)
-	local op=("$@" "$tmp/outpost" --server "http://127.0.0.1:$http" --data "$d/hub")
-	for _ in $(seq 1 100); do "${op[@]}" status >/dev/null 2>&1 && break; sleep 0.2; done
-	"${op[@]}" status >/dev/null 2>&1 || { tail -5 "$d/hub.log" >&2; log "the hub did not start"; return 1; }
+	local op pid attempt up=0
+	# random ports, tried again when one is taken (the machine runs other things)
+	for attempt in 1 2 3 4 5; do
+		http=$(( 20000 + RANDOM % 20000 )); nats=$(( http + 1 ))
+		"$@" "$tmp/outpost" up --data "$d/hub" --http "127.0.0.1:$http" --nats "127.0.0.1:$nats" --no-local-bridge >"$d/hub.log" 2>&1 &
+		pid=$!
+		op=("$@" "$tmp/outpost" --server "http://127.0.0.1:$http" --data "$d/hub")
+		for _ in $(seq 1 100); do
+			kill -0 "$pid" 2>/dev/null || break
+			"${op[@]}" status >/dev/null 2>&1 && { up=1; break; }
+			sleep 0.2
+		done
+		[ "$up" = 1 ] && break
+		kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+		log "hub start attempt $attempt failed: $(tail -1 "$d/hub.log")"
+	done
+	[ "$up" = 1 ] || { tail -5 "$d/hub.log" >&2; log "the hub did not start"; return 1; }
+	hub_pids+=("$pid")
 	local tok
 	tok=$("${op[@]}" site add scanbench --range "$range" --auto-approve -o json | sed -n 's/.*"token": *"\([^"]*\)".*/\1/p')
 	[ -n "$tok" ] || { log "site add gave no token"; return 1; }
