@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/services/gateway/console"
 	"github.com/outpost-dev/outpost/services/gateway/tokens"
 )
 
@@ -42,6 +43,7 @@ func (a *API) Handler() http.Handler {
 	mux.mux.Handle("/api/v1/", a.auth(tokens.RoleViewer, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		problem(w, r, http.StatusNotFound, "not-found", "No such API route", r.Method+" "+r.URL.Path+" is not an Outpost API route; see /api/v1/openapi.json")
 	})))
+	mux.mux.Handle("/", console.New(console.Options{API: mux.mux, Version: a.cfg.Version, Logger: a.log}))
 	return mux.mux
 }
 

@@ -1,0 +1,88 @@
+package console
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// runEvent is what the live run page receives: the run as the API gave it, plus the
+// figures the page shows computed once here.
+type runEvent struct {
+	run
+	Progress int  `json:"progress"`
+	Final    bool `json:"final"`
+}
+
+// runEvents streams a run's progress as Server-Sent Events: it polls the API and sends the
+// run ("event: run") whenever it changed, and "event: end" once the run is final. The page
+// works without it; the stream only saves reloading.
+func (c *Console) runEvents(w http.ResponseWriter, r *http.Request) {
+	rc := http.NewResponseController(w)
+	path := "/api/v1/discovery/runs/" + url.PathEscape(r.PathValue("id"))
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	send := func(event string, data []byte) bool {
+		if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, data); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	// The browser reconnects on its own after a dropped stream; a slow retry is enough.
+	if _, err := fmt.Fprint(w, "retry: 2000\n\n"); err != nil {
+		return
+	}
+	tick := time.NewTicker(c.poll)
+	defer tick.Stop()
+	keepalive := time.Now()
+	var last []byte
+	for {
+		var rv run
+		err := c.call(r, http.MethodGet, path, nil, &rv)
+		var ae *APIError
+		switch {
+		case r.Context().Err() != nil:
+			return
+		case errors.As(err, &ae) && (ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden || ae.Status == http.StatusNotFound):
+			msg, _ := json.Marshal(map[string]string{"error": ae.Error()})
+			send("end", msg)
+			return
+		case err != nil:
+			msg, _ := json.Marshal(map[string]string{"error": err.Error()})
+			if !send("problem", msg) {
+				return
+			}
+		default:
+			b, _ := json.Marshal(runEvent{run: rv, Progress: rv.Progress(), Final: rv.Final()})
+			if !bytes.Equal(b, last) {
+				if !send("run", b) {
+					return
+				}
+				last, keepalive = b, time.Now()
+			}
+			if rv.Final() {
+				send("end", []byte(`{}`))
+				return
+			}
+		}
+		if time.Since(keepalive) > 15*time.Second {
+			// A comment keeps proxies from closing an idle stream.
+			if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil || rc.Flush() != nil {
+				return
+			}
+			keepalive = time.Now()
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
