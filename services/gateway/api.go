@@ -20,6 +20,8 @@ type API struct {
 	deps  Deps
 	log   *slog.Logger
 	fails *failLimiter
+	// closing is closed when the server starts shutting down (console streams end then).
+	closing chan struct{}
 }
 
 // Handler is the gateway's routing table. Every API route goes through one router that
@@ -43,7 +45,7 @@ func (a *API) Handler() http.Handler {
 	mux.mux.Handle("/api/v1/", a.auth(tokens.RoleViewer, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		problem(w, r, http.StatusNotFound, "not-found", "No such API route", r.Method+" "+r.URL.Path+" is not an Outpost API route; see /api/v1/openapi.json")
 	})))
-	mux.mux.Handle("/", console.New(console.Options{API: mux.mux, Version: a.cfg.Version, Logger: a.log}))
+	mux.mux.Handle("/", console.New(console.Options{API: mux.mux, Version: a.cfg.Version, Logger: a.log, Closing: a.closing}))
 	return mux.mux
 }
 

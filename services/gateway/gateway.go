@@ -86,12 +86,14 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 			return fmt.Errorf("listen on %s: %w (is another outpost already running? choose another --http)", cfg.Addr, err)
 		}
 	}
-	api := &API{cfg: cfg, deps: deps, log: log, fails: newFailLimiter(cfg.AuthFailBurst, cfg.AuthFailRefill, deps.Now)}
+	api := &API{cfg: cfg, deps: deps, log: log, fails: newFailLimiter(cfg.AuthFailBurst, cfg.AuthFailRefill, deps.Now),
+		closing: make(chan struct{})}
 	srv := &http.Server{
 		Handler:           api.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	srv.RegisterOnShutdown(func() { close(api.closing) })
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("gateway listening", "url", "http://"+ln.Addr().String())

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +24,8 @@ type env struct {
 	js    jetstream.JetStream
 	topo  bus.Topology
 	admin string
+	// stop shuts the gateway down and returns what Run returned (once; later calls repeat it).
+	stop func() error
 }
 
 // newEnv starts a JetStream server and a gateway; provision=false leaves the bus bare.
@@ -66,15 +69,23 @@ func newEnvWith(t *testing.T, provision bool, opt func(*gateway.Config, *gateway
 		opt(&gcfg, &gdeps)
 	}
 	go func() { done <- gateway.Run(ctx, gcfg, gdeps) }()
+	var stopped error
+	once := sync.Once{}
+	stop := func() error {
+		once.Do(func() {
+			cancel()
+			stopped = <-done
+		})
+		return stopped
+	}
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := stop(); err != nil {
 			t.Error(err)
 		}
 		nc.Close()
 		srv.Shutdown()
 	})
-	return &env{base: "http://" + ln.Addr().String(), toks: toks, js: js, topo: topo, admin: admin}
+	return &env{base: "http://" + ln.Addr().String(), toks: toks, js: js, topo: topo, admin: admin, stop: stop}
 }
 
 func (e *env) get(t *testing.T, path, token string) (*http.Response, []byte) {

@@ -45,10 +45,14 @@ type Options struct {
 	Logger  *slog.Logger
 	// PollInterval is how often a live run page polls the API (default 500 ms).
 	PollInterval time.Duration
+	// Closing is closed when the server shuts down: live streams end then, rather than
+	// holding the graceful shutdown until its timeout (browsers reconnect by themselves).
+	Closing <-chan struct{}
 }
 
 // Console serves the pages.
 type Console struct {
+	closing <-chan struct{}
 	api     http.Handler
 	version string
 	log     *slog.Logger
@@ -59,7 +63,7 @@ type Console struct {
 
 // New builds the console handler; mount it at "/".
 func New(o Options) http.Handler {
-	c := &Console{api: o.API, version: o.Version, log: o.Logger, poll: o.PollInterval, pages: map[string]*template.Template{}}
+	c := &Console{api: o.API, version: o.Version, log: o.Logger, poll: o.PollInterval, closing: o.Closing, pages: map[string]*template.Template{}}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}

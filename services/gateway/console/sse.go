@@ -82,6 +82,8 @@ func (c *Console) runEvents(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 			return
+		case <-c.closing:
+			return
 		case <-tick.C:
 		}
 	}
