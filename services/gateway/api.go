@@ -30,6 +30,10 @@ func (a *API) Handler() http.Handler {
 	mux := newRouter()
 	mux.mux.HandleFunc("GET /healthz", a.healthz)
 	mux.Handle("GET /api/v1/status", a.auth(tokens.RoleViewer, http.HandlerFunc(a.status)))
+	mux.Handle("GET /api/v1/whoami", a.auth(tokens.RoleViewer, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t, _ := Caller(r.Context())
+		writeJSON(w, http.StatusOK, Identity{Name: t.Name, Role: t.Role})
+	})))
 	a.routeAgents(mux)
 	a.routeCIs(mux)
 	a.routeTokens(mux)
@@ -79,6 +83,12 @@ func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "version": a.cfg.Version})
+}
+
+// Identity is the body of GET /api/v1/whoami: who the calling token is.
+type Identity struct {
+	Name string `json:"name"`
+	Role string `json:"role"`
 }
 
 // Status is the body of GET /api/v1/status.

@@ -57,6 +57,7 @@ var summaries = map[string]string{
 	"GET /api/v1/status":                        "Streams, consumer lag, DLQ size, version",
 	"GET /api/v1/audit":                         "Writes made through the API, oldest first: who, what, when, from where; cursor pages",
 	"GET /api/v1/dlq":                           "Dead-lettered messages, oldest first: why, from where, a preview of the body; cursor pages",
+	"GET /api/v1/whoami":                        "The calling token's name and role",
 	"GET /api/v1/sites":                         "List sites",
 	"POST /api/v1/sites":                        "Create a site (or change its ranges) and return an enrollment token",
 	"GET /api/v1/agents":                        "List agents with status, pools, outbox and last heartbeat",

@@ -321,7 +321,23 @@ type page struct {
 	// Status is the API status behind the first error (403 shows the role message).
 	Status   int
 	SignedIn bool
-	Data     any
+	// User is the signed-in token's name and role (nil when it could not be read).
+	User *identity
+	Data any
+}
+
+type identity struct {
+	Name string `json:"name"`
+	Role string `json:"role"`
+}
+
+// roleRank orders the API's roles: a role may do what any lower one may.
+var roleRank = map[string]int{"viewer": 1, "operator": 2, "admin": 3}
+
+// Can says whether the signed-in role may do what needs role: pages offer only the
+// actions the API would allow. Unknown identity offers everything — the API still decides.
+func (p *page) Can(role string) bool {
+	return p.User == nil || roleRank[p.User.Role] >= roleRank[role]
 }
 
 // addErrs records API errors to show at the top of the page; it reports whether the
@@ -366,6 +382,10 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, nam
 	p.Version = c.version
 	if _, ok := r.Context().Value(tokenKey{}).(string); ok {
 		p.SignedIn = true
+		var id identity
+		if p.User == nil && c.call(r, http.MethodGet, "/api/v1/whoami", nil, &id) == nil {
+			p.User = &id
+		}
 	}
 	if ck, err := r.Cookie(flashCookie); err == nil && r.Method == http.MethodGet {
 		if msg, err := url.QueryUnescape(ck.Value); err == nil {

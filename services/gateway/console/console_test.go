@@ -326,3 +326,29 @@ func TestPagesRenderWhatTheAPISays(t *testing.T) {
 		t.Errorf("unknown page: %d", resp.StatusCode)
 	}
 }
+
+// Pages offer only what the signed-in role may do, and say who is signed in.
+func TestPagesOfferWhatTheRoleMayDo(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	forms := map[string]string{
+		"/console/sites":     `action="/console/sites"`,
+		"/console/discovery": `action="/console/discovery"`,
+	}
+	for _, c := range []struct {
+		token, role string
+		offered     bool
+	}{{e.viewer, "viewer", false}, {e.admin, "admin", true}} {
+		b := e.browser(t)
+		b.signIn(c.token)
+		for path, form := range forms {
+			_, body := b.get(path)
+			if strings.Contains(body, form) != c.offered {
+				t.Errorf("%s as %s: form offered %v, want %v", path, c.role, !c.offered, c.offered)
+			}
+			if !strings.Contains(body, "· "+c.role) {
+				t.Errorf("%s as %s: the page does not say who is signed in", path, c.role)
+			}
+		}
+	}
+}

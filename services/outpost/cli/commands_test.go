@@ -16,6 +16,7 @@ import (
 // or a command that went away, fails TestEveryRouteHasACommand.
 var commandOf = map[string]string{
 	"GET /api/v1/status":                        "status",
+	"GET /api/v1/whoami":                        "whoami",
 	"GET /api/v1/audit":                         "audit ls",
 	"GET /api/v1/dlq":                           "dlq ls",
 	"GET /api/v1/sites":                         "site ls",

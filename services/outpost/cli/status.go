@@ -47,6 +47,34 @@ func newStatus(g *globals) *cobra.Command {
 	}
 }
 
+func newWhoami(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "whoami",
+		Short: "Show the name and role of the API token in use",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			var raw []byte
+			if err := c.do(cmd.Context(), "GET", "/api/v1/whoami", nil, &raw); err != nil {
+				return err
+			}
+			if g.output == "json" {
+				_, err := g.stdout.Write(raw)
+				return err
+			}
+			var id gateway.Identity
+			if err := json.Unmarshal(raw, &id); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "%s (role %s) at %s\n", id.Name, id.Role, g.server)
+			return nil
+		},
+	}
+}
+
 func newVersion(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
