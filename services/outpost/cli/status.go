@@ -17,32 +17,22 @@ func newStatus(g *globals) *cobra.Command {
 		Short: "Show streams, consumer lag and DLQ size at a glance",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			var raw []byte
-			if err := c.do(cmd.Context(), "GET", "/api/v1/status", nil, &raw); err != nil {
-				return err
-			}
-			if g.output == "json" {
-				_, err := g.stdout.Write(raw)
-				return err
-			}
-			var st gateway.Status
-			if err := json.Unmarshal(raw, &st); err != nil {
-				return err
-			}
-			fmt.Fprintf(g.stdout, "hub %s — DLQ: %d messages\n\n", st.Version, st.DLQ.Messages)
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "STREAM\tMESSAGES\tBYTES\tCONSUMER\tPENDING\tACK PENDING\tREDELIVERED")
-			for _, s := range st.Streams {
-				fmt.Fprintf(tw, "%s\t%d\t%s\t\t\t\t\n", s.Name, s.Messages, humanBytes(s.Bytes))
-				for _, c := range s.Consumers {
-					fmt.Fprintf(tw, "\t\t\t%s\t%d\t%d\t%d\n", c.Name, c.Pending, c.AckPending, c.Redelivered)
+			return g.show(cmd, "/api/v1/status", func(raw []byte) error {
+				var st gateway.Status
+				if err := json.Unmarshal(raw, &st); err != nil {
+					return err
 				}
-			}
-			return tw.Flush()
+				fmt.Fprintf(g.stdout, "hub %s — DLQ: %d messages\n\n", st.Version, st.DLQ.Messages)
+				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "STREAM\tMESSAGES\tBYTES\tCONSUMER\tPENDING\tACK PENDING\tREDELIVERED")
+				for _, s := range st.Streams {
+					fmt.Fprintf(tw, "%s\t%d\t%s\t\t\t\t\n", s.Name, s.Messages, humanBytes(s.Bytes))
+					for _, c := range s.Consumers {
+						fmt.Fprintf(tw, "\t\t\t%s\t%d\t%d\t%d\n", c.Name, c.Pending, c.AckPending, c.Redelivered)
+					}
+				}
+				return tw.Flush()
+			})
 		},
 	}
 }
@@ -53,26 +43,33 @@ func newWhoami(g *globals) *cobra.Command {
 		Short: "Show the name and role of the API token in use",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
+			return g.show(cmd, "/api/v1/whoami", func(raw []byte) error {
+				var id gateway.Identity
+				if err := json.Unmarshal(raw, &id); err != nil {
+					return err
+				}
+				_, err := fmt.Fprintf(g.stdout, "%s (role %s) at %s\n", id.Name, id.Role, g.server)
 				return err
-			}
-			var raw []byte
-			if err := c.do(cmd.Context(), "GET", "/api/v1/whoami", nil, &raw); err != nil {
-				return err
-			}
-			if g.output == "json" {
-				_, err := g.stdout.Write(raw)
-				return err
-			}
-			var id gateway.Identity
-			if err := json.Unmarshal(raw, &id); err != nil {
-				return err
-			}
-			fmt.Fprintf(g.stdout, "%s (role %s) at %s\n", id.Name, id.Role, g.server)
-			return nil
+			})
 		},
 	}
+}
+
+// show GETs path and prints the answer as it came with -o json, or through table.
+func (g *globals) show(cmd *cobra.Command, path string, table func(raw []byte) error) error {
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	var raw []byte
+	if err := c.do(cmd.Context(), "GET", path, nil, &raw); err != nil {
+		return err
+	}
+	if g.output == "json" {
+		_, err := g.stdout.Write(raw)
+		return err
+	}
+	return table(raw)
 }
 
 func newVersion(g *globals) *cobra.Command {
