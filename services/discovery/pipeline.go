@@ -12,8 +12,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/page"
 	"github.com/outpost-dev/outpost/libs/seal"
 )
 
@@ -31,14 +34,38 @@ type agentView struct {
 	XKey  string `json:"xkey"`
 }
 
-func (s *service) site(ctx context.Context, name string) (site, error) {
-	var out struct {
-		Sites []site `json:"sites"`
+// agentsList reads a whole list of the agents service (op site_ls or ls), page after page:
+// its answers are cursor pages (libs/page), and a hub may have more sites or agents than one.
+func agentsList[T any](ctx context.Context, nc *nats.Conn, op, field string) ([]T, error) {
+	var all []T
+	req := page.Request{Limit: page.MaxLimit}
+	for {
+		var out map[string]json.RawMessage
+		if err := bus.Request(ctx, nc, "agents", op, req, &out); err != nil {
+			return nil, err
+		}
+		var items []T
+		if err := json.Unmarshal(out[field], &items); err != nil {
+			return nil, fmt.Errorf("agents %s: %q: %w", op, field, err)
+		}
+		all = append(all, items...)
+		var next string
+		if raw, ok := out["next_cursor"]; ok {
+			_ = json.Unmarshal(raw, &next)
+		}
+		if next == "" || len(items) == 0 {
+			return all, nil
+		}
+		req.Cursor = next
 	}
-	if err := bus.Request(ctx, s.deps.NC, "agents", "site_ls", struct{}{}, &out); err != nil {
+}
+
+func (s *service) site(ctx context.Context, name string) (site, error) {
+	sites, err := agentsList[site](ctx, s.deps.NC, "site_ls", "sites")
+	if err != nil {
 		return site{}, fmt.Errorf("sites: %w", err)
 	}
-	for _, st := range out.Sites {
+	for _, st := range sites {
 		if st.Name == name {
 			return st, nil
 		}
@@ -54,14 +81,12 @@ func (s *service) recipients(ctx context.Context, siteName string) ([]string, er
 	if ok && time.Since(c.at) < 10*time.Second {
 		return c.keys, nil
 	}
-	var out struct {
-		Agents []agentView `json:"agents"`
-	}
-	if err := bus.Request(ctx, s.deps.NC, "agents", "ls", struct{}{}, &out); err != nil {
+	agents, err := agentsList[agentView](ctx, s.deps.NC, "ls", "agents")
+	if err != nil {
 		return nil, fmt.Errorf("agents: %w", err)
 	}
 	var keys []string
-	for _, a := range out.Agents {
+	for _, a := range agents {
 		if a.Site == siteName && a.State == "approved" && a.XKey != "" {
 			keys = append(keys, a.XKey)
 		}
