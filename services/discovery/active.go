@@ -105,17 +105,16 @@ func (s *service) serveWhenActive(ctx context.Context) error {
 		waiting = false
 		s.log.Info("discovery replica active", "replica", s.cfg.Replica)
 		actx, cancel := context.WithCancel(ctx)
-		var lost atomic.Bool
+		s.lost.Store(false)
 		held := make(chan struct{})
 		go func() {
 			defer close(held)
-			s.holdLease(actx, l, cancel, &lost)
+			s.holdLease(actx, l, cancel, &s.lost)
 		}()
-		s.lost = &lost
 		err = s.serve(actx)
 		cancel()
 		<-held
-		if !lost.Load() {
+		if !s.lost.Load() {
 			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			l.release(rctx)
 			rcancel()
@@ -126,7 +125,7 @@ func (s *service) serveWhenActive(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if err != nil && !lost.Load() {
+		if err != nil && !s.lost.Load() {
 			return err
 		}
 		s.log.Warn("discovery lease lost: this replica stopped serving and stands by", "replica", s.cfg.Replica)

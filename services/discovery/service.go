@@ -72,9 +72,9 @@ type service struct {
 	mu   sync.Mutex
 	runs map[string]*runState // active runs owned by this process
 
-	// lost is set when this replica loses the active lease (active.go); nil before it
-	// first becomes active.
-	lost *atomic.Bool
+	// lost is set when this replica loses the active lease (active.go), cleared when it
+	// takes the lease again.
+	lost atomic.Bool
 
 	bridgesMu sync.Mutex
 	bridges   map[string]bridgeCache
@@ -311,7 +311,7 @@ func hostKey(run, ip string) string {
 // saveRun writes the run record (caller holds rs.mu).
 // leaseLost: this replica was active and lost its lease; what it still holds in memory is
 // stale and must not overwrite what the active replica writes.
-func (s *service) leaseLost() bool { return s.lost != nil && s.lost.Load() }
+func (s *service) leaseLost() bool { return s.lost.Load() }
 
 func (s *service) saveRun(ctx context.Context, rs *runState) {
 	if s.leaseLost() {
