@@ -121,15 +121,23 @@ func followRun(ctx context.Context, d Deps, run, httpAddr string, out io.Writer)
 		}
 		if err := bus.Request(ctx, d.NC, "discovery", "run_get", map[string]string{"id": run}, &r); err == nil {
 			c := r.Counters
-			line := fmt.Sprintf("discovery %s: %s, scanned %d/%d, alive %d, classified %d, CIs sent %d", run, r.State,
-				c["scanned"], c["addresses"], c["alive"], c["classified"], c["cis_sent"])
+			line := fmt.Sprintf("discovery %s: %s, scanned %d/%d, alive %d, classified %d, CIs created %d, updated %d, unchanged %d",
+				run, r.State, c["scanned"], c["addresses"], c["alive"], c["classified"], c["cis_created"], c["cis_updated"], c["cis_unchanged"])
 			if line != last {
 				fmt.Fprintln(out, line)
 				last = line
 			}
 			if r.State == "completed" || r.State == "failed" || r.State == "canceled" {
-				fmt.Fprintf(out, "\nThe lab is in the CMDB. Try:\n  bin/outpost ci ls --class linux_server\n  bin/outpost runs show %s\n  curl -H \"Authorization: Bearer $(cat %s)\" http://%s/api/v1/cis?class=server\n  or open http://%s/ in a browser and sign in with the token in %[2]s\n",
-					run, filepath.Join(d.DataDir, AdminTokenFile), httpAddr, httpAddr)
+				// the CLI finds this hub by itself when it runs with the defaults of `make run`
+				var flags string
+				if filepath.Clean(d.DataDir) != "data" {
+					flags += " --data " + d.DataDir
+				}
+				if httpAddr != DefaultConfig().HTTPAddr {
+					flags += " --server http://" + httpAddr
+				}
+				fmt.Fprintf(out, "\nThe lab is in the CMDB. Try:\n  bin/outpost%s ci ls --class linux_server\n  bin/outpost%[1]s runs show %s\n  curl -H \"Authorization: Bearer $(cat %s)\" http://%s/api/v1/cis?class=server\n  or open http://%[4]s/ in a browser and sign in with the token in %[3]s\n",
+					flags, run, filepath.Join(d.DataDir, AdminTokenFile), httpAddr)
 				return
 			}
 		}
