@@ -259,7 +259,7 @@ func (s *service) getRun(ctx context.Context, id, host string) (*RunView, error)
 		v.Hosts = []HostBrief{}
 		for _, ip := range sortedIPs(hosts) {
 			h := hosts[ip]
-			v.Hosts = append(v.Hosts, HostBrief{IP: h.IP, Name: h.Name, Class: h.Class, Stage: h.Stage, ByPorts: h.ByPorts, Credential: strings.Join(mapValues(h.Worked), ","), CIs: h.CIs})
+			v.Hosts = append(v.Hosts, HostBrief{IP: h.IP, Name: h.Name, Class: h.Class, Stage: h.Stage, ByPorts: h.ByPorts, Credential: strings.Join(mapValues(h.Worked), ","), CIs: h.CIs, Ingested: h.Ingested})
 		}
 	default:
 		h, ok := hosts[host]

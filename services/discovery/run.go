@@ -176,13 +176,14 @@ type RunView struct {
 
 // HostBrief is one line of a run's host table.
 type HostBrief struct {
-	IP         string `json:"ip"`
-	Name       string `json:"name,omitempty"`
-	Class      string `json:"class,omitempty"`
-	Stage      string `json:"stage"`
-	ByPorts    bool   `json:"by_ports,omitempty"`
-	Credential string `json:"credential,omitempty"`
-	CIs        int    `json:"cis_sent,omitempty"`
+	IP         string    `json:"ip"`
+	Name       string    `json:"name,omitempty"`
+	Class      string    `json:"class,omitempty"`
+	Stage      string    `json:"stage"`
+	ByPorts    bool      `json:"by_ports,omitempty"`
+	Credential string    `json:"credential,omitempty"`
+	CIs        int       `json:"cis_sent,omitempty"`
+	Ingested   *Ingested `json:"cmdb,omitempty"` // what the CMDB made of its payload
 }
 
 func (r *RunRecord) view() RunView {

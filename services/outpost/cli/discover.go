@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/outpost-dev/outpost/services/discovery"
 )
 
 // runView is what the CLI reads of a discovery run.
@@ -197,7 +199,17 @@ func newRuns(g *globals) *cobra.Command {
 			if err := c.do(cmd.Context(), "GET", path, nil, &raw); err != nil {
 				return err
 			}
-			return printJSONOrIndented(g, raw)
+			if g.output == "json" {
+				return writeLine(g.stdout, raw)
+			}
+			var v discovery.RunView
+			if err := json.Unmarshal(raw, &v); err != nil {
+				return err
+			}
+			if v.Host != nil {
+				return printHost(g.stdout, args[0], v.Host)
+			}
+			return printRun(g.stdout, v)
 		},
 	}
 	show.Flags().StringVar(&host, "host", "", "show this host's log: what was tried, what answered, which credentials worked or failed")
