@@ -9,6 +9,9 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"github.com/outpost-dev/outpost/services/cmdb"
+	"github.com/outpost-dev/outpost/services/cmdb/store"
 )
 
 func newCI(g *globals) *cobra.Command {
@@ -70,32 +73,49 @@ func newCI(g *globals) *cobra.Command {
 	ls.Flags().IntVar(&limit, "limit", 0, "at most this many CIs (default: all)")
 	ls.Flags().BoolVar(&all, "all", true, "follow the cursor through every page")
 	cmd.AddCommand(ls)
-	for _, sub := range []struct{ use, short, path string }{
-		{"show ID", "Show one CI: attributes, relations, recent history", ""},
-		{"rel ID", "Show the relations of a CI, both directions", "/relations"},
-		{"history ID", "Show the change history of a CI with its sources", "/history"},
+	for _, sub := range []struct {
+		use, short, path string
+		table            func(raw []byte) error
+	}{
+		{"show ID", "Show one CI: attributes, relations, recent history", "", func(raw []byte) error {
+			var d store.Detail
+			if err := json.Unmarshal(raw, &d); err != nil {
+				return err
+			}
+			return printCI(g.stdout, d)
+		}},
+		{"rel ID", "Show the relations of a CI, both directions", "/relations", func(raw []byte) error {
+			var r cmdb.RelResponse
+			if err := json.Unmarshal(raw, &r); err != nil {
+				return err
+			}
+			return printRelations(g.stdout, r.Outgoing, r.Incoming)
+		}},
+		{"history ID", "Show the change history of a CI with its sources, newest first", "/history", func(raw []byte) error {
+			var h cmdb.HistoryResponse
+			if err := json.Unmarshal(raw, &h); err != nil {
+				return err
+			}
+			return printHistory(g.stdout, h.Items)
+		}},
 	} {
 		cmd.AddCommand(&cobra.Command{
 			Use: sub.use, Short: sub.short, Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				c, _ := g.client()
-				var raw []byte
-				if err := c.do(cmd.Context(), "GET", "/api/v1/cis/"+url.PathEscape(args[0])+sub.path, nil, &raw); err != nil {
-					return err
-				}
-				return printJSONOrIndented(g, raw)
+				return g.show(cmd, "/api/v1/cis/"+url.PathEscape(args[0])+sub.path, sub.table)
 			},
 		})
 	}
 	cmd.AddCommand(&cobra.Command{
 		Use: "conflicts", Short: "List identification conflicts (payloads that matched several CIs)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, _ := g.client()
-			var raw []byte
-			if err := c.do(cmd.Context(), "GET", "/api/v1/cmdb/conflicts", nil, &raw); err != nil {
-				return err
-			}
-			return printJSONOrIndented(g, raw)
+			return g.show(cmd, "/api/v1/cmdb/conflicts", func(raw []byte) error {
+				var r cmdb.ConflictsResponse
+				if err := json.Unmarshal(raw, &r); err != nil {
+					return err
+				}
+				return printConflicts(g.stdout, r.Items)
+			})
 		},
 	})
 	ciExtras(g, cmd)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-dev/outpost/services/cmdb/store"
 	"github.com/outpost-dev/outpost/services/discovery"
 )
 
@@ -39,6 +40,27 @@ func TestRunShowIsReadable(t *testing.T) {
 	for _, want := range []string{"run RUN1 on site lab: completed", "CIs: 0 created, 0 updated, 40 unchanged", "0/0/40"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("run view lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
+// `ci show` reads as a CI page: attributes with their source, identifiers, relations, history.
+func TestCIShowIsReadable(t *testing.T) {
+	now := time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)
+	d := store.Detail{CI: store.CI{ID: "CI1", Class: "linux_server", Name: "nyc-db01", OperationalStatus: "operational",
+		Attributes: map[string]any{"os": "Rocky Linux", "cpu_count": 8.0}, Created: now, Updated: now, LastSeen: now},
+		Sources:     map[string]store.AttrSource{"os": {Source: "discovery"}},
+		Identifiers: []store.Key{{Family: "hardware", Kind: "serial_number", Value: "SN1"}},
+		Outgoing:    []store.Relation{{Type: "contains", Peer: store.Ref{ID: "CI2", Class: "software", Name: "bash"}, Source: "discovery"}},
+		History:     []store.HistoryEntry{{Attr: "created", Old: []byte("null"), New: []byte(`{"class":"linux_server"}`), Source: "discovery", Time: now}}}
+	var b bytes.Buffer
+	if err := printCI(&b, d); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"linux_server nyc-db01 (CI1) — operational", "Rocky Linux", "discovery", "hardware/serial_number=SN1",
+		"contains", "bash", `{"class":"linux_server"}`} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("CI view lacks %q:\n%s", want, b.String())
 		}
 	}
 }
