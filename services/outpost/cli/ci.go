@@ -146,17 +146,3 @@ func summary(v any) string {
 	}
 	return strings.Join(parts, " ")
 }
-
-func printJSONOrIndented(g *globals, raw []byte) error {
-	if g.output == "json" {
-		_, err := g.stdout.Write(raw)
-		return err
-	}
-	var v any
-	if err := json.Unmarshal(raw, &v); err != nil {
-		return err
-	}
-	b, _ := json.MarshalIndent(v, "", "  ")
-	_, err := fmt.Fprintln(g.stdout, string(b))
-	return err
-}

@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/outpost-dev/outpost/services/cmdb"
 	"github.com/outpost-dev/outpost/services/cmdb/store"
 )
 
@@ -92,4 +93,54 @@ func stamp(t time.Time) string {
 		return "-"
 	}
 	return t.Local().Format(time.DateTime)
+}
+
+func printGraph(w io.Writer, gr store.Graph) error {
+	names := map[string]string{}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEPTH\tCI\tCLASS\tNAME")
+	for _, n := range gr.Nodes {
+		names[n.ID] = orDash(n.Name)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", n.Depth, n.ID, n.Class, orDash(n.Name))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\n%d relations:\n", len(gr.Edges))
+	for _, e := range gr.Edges {
+		fmt.Fprintf(w, "  %s —%s→ %s\n", names[e.From], e.Type, names[e.To])
+	}
+	if gr.Truncated {
+		fmt.Fprintln(w, "(cut short at max_nodes: ask for less depth)")
+	}
+	return nil
+}
+
+func printCounts(w io.Writer, c cmdb.CountsResponse) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CLASS\tCIS\tWITH SUBCLASSES")
+	for _, k := range slices.Sorted(maps.Keys(c.WithSubclasses)) {
+		fmt.Fprintf(tw, "%s\t%d\t%d\n", k, c.Exact[k], c.WithSubclasses[k])
+	}
+	fmt.Fprintf(tw, "total\t%d\t\n", c.Total)
+	return tw.Flush()
+}
+
+func printClasses(w io.Writer, c cmdb.ClassesResponse) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CLASS\tPARENT\tFAMILY\tATTRIBUTES\tDESCRIPTION")
+	for _, k := range c.Classes {
+		name := k.Name
+		if k.Abstract {
+			name += " (abstract)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", name, orDash(k.Parent), orDash(k.Family), len(k.Attributes), clip(k.Description, 60))
+	}
+	return tw.Flush()
+}
+
+func printIngest(w io.Writer, o cmdb.IngestResponse) error {
+	_, err := fmt.Fprintf(w, "ingested: %d created, %d updated, %d unchanged, %d relations created, %d in conflict, %d skipped\n",
+		len(o.Created), len(o.Updated), len(o.Unchanged), len(o.Relations), len(o.Conflicts), len(o.Skipped))
+	return err
 }

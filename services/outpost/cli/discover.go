@@ -222,7 +222,15 @@ func newRuns(g *globals) *cobra.Command {
 			if err := c.do(cmd.Context(), "POST", "/api/v1/discovery/runs/"+url.PathEscape(args[0])+"/cancel", nil, &raw); err != nil {
 				return err
 			}
-			return printJSONOrIndented(g, raw)
+			if g.output == "json" {
+				return writeLine(g.stdout, raw)
+			}
+			var r struct{ Run, State string }
+			if err := json.Unmarshal(raw, &r); err != nil {
+				return err
+			}
+			_, err := fmt.Fprintf(g.stdout, "run %s: %s\n", r.Run, r.State)
+			return err
 		},
 	})
 	return cmd
@@ -249,7 +257,19 @@ func newSchedules(g *globals) *cobra.Command {
 			if err := c.do(cmd.Context(), "POST", "/api/v1/discovery/schedules", body, &raw); err != nil {
 				return err
 			}
-			return printJSONOrIndented(g, raw)
+			if g.output == "json" {
+				return writeLine(g.stdout, raw)
+			}
+			var r struct{ Schedule discovery.Schedule }
+			if err := json.Unmarshal(raw, &r); err != nil {
+				return err
+			}
+			when := r.Schedule.Cron
+			if r.Schedule.Next != nil {
+				when += ", next " + r.Schedule.Next.Local().Format(time.DateTime)
+			}
+			_, err := fmt.Fprintf(g.stdout, "schedule %s on site %s: %s\n", r.Schedule.Name, r.Schedule.Site, strings.TrimPrefix(when, ", "))
+			return err
 		},
 	}
 	add.Flags().StringVar(&name, "name", "", "schedule name")

@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/outpost-dev/outpost/services/cmdb"
+	"github.com/outpost-dev/outpost/services/cmdb/store"
 )
 
 func newAudit(g *globals) *cobra.Command {
@@ -128,35 +131,43 @@ func ciExtras(g *globals, cmd *cobra.Command) {
 	graph := &cobra.Command{
 		Use: "graph ID [--depth N]", Short: "Show the neighbourhood graph of a CI", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, _ := g.client()
 			path := "/api/v1/cis/" + url.PathEscape(args[0]) + "/graph"
 			if depth > 0 {
 				path += fmt.Sprintf("?depth=%d", depth)
 			}
-			var raw []byte
-			if err := c.do(cmd.Context(), "GET", path, nil, &raw); err != nil {
-				return err
-			}
-			return printJSONOrIndented(g, raw)
+			return g.show(cmd, path, func(raw []byte) error {
+				var gr store.Graph
+				if err := json.Unmarshal(raw, &gr); err != nil {
+					return err
+				}
+				return printGraph(g.stdout, gr)
+			})
 		},
 	}
 	graph.Flags().IntVar(&depth, "depth", 0, "hops from the CI (default 1, at most 5)")
-	for _, sub := range []struct{ use, short, path string }{
-		{"counts", "Count CIs by class", "/api/v1/cmdb/counts"},
-		{"classes", "Show the class model", "/api/v1/cmdb/classes"},
-	} {
-		cmd.AddCommand(&cobra.Command{
-			Use: sub.use, Short: sub.short, Args: cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, _ []string) error {
-				c, _ := g.client()
-				var raw []byte
-				if err := c.do(cmd.Context(), "GET", sub.path, nil, &raw); err != nil {
+	cmd.AddCommand(&cobra.Command{
+		Use: "counts", Short: "Count CIs by class", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.show(cmd, "/api/v1/cmdb/counts", func(raw []byte) error {
+				var c cmdb.CountsResponse
+				if err := json.Unmarshal(raw, &c); err != nil {
 					return err
 				}
-				return printJSONOrIndented(g, raw)
-			},
-		})
-	}
+				return printCounts(g.stdout, c)
+			})
+		},
+	}, &cobra.Command{
+		Use: "classes", Short: "Show the class model", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.show(cmd, "/api/v1/cmdb/classes", func(raw []byte) error {
+				var c cmdb.ClassesResponse
+				if err := json.Unmarshal(raw, &c); err != nil {
+					return err
+				}
+				return printClasses(g.stdout, c)
+			})
+		},
+	})
 	ingest := &cobra.Command{
 		Use: "ingest FILE|-", Short: "Ingest a CI payload (JSON: source, items, relations) now", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -178,7 +189,14 @@ func ciExtras(g *globals, cmd *cobra.Command) {
 			if err := c.do(cmd.Context(), "POST", "/api/v1/cis/ingest", json.RawMessage(data), &raw); err != nil {
 				return err
 			}
-			return printJSONOrIndented(g, raw)
+			if g.output == "json" {
+				return writeLine(g.stdout, raw)
+			}
+			var o cmdb.IngestResponse
+			if err := json.Unmarshal(raw, &o); err != nil {
+				return err
+			}
+			return printIngest(g.stdout, o)
 		},
 	}
 	cmd.AddCommand(graph, ingest)
