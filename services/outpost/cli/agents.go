@@ -55,15 +55,6 @@ func newSite(g *globals) *cobra.Command {
 	ls := &cobra.Command{
 		Use: "ls", Short: "List sites", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, _ := g.client()
-			raw, err := listPages(cmd.Context(), c, "/api/v1/sites", "sites", limit)
-			if err != nil {
-				return err
-			}
-			if g.output == "json" {
-				_, err := g.stdout.Write(raw)
-				return err
-			}
 			var out struct {
 				Sites []struct {
 					Name    string    `json:"name"`
@@ -71,13 +62,14 @@ func newSite(g *globals) *cobra.Command {
 					Created time.Time `json:"created"`
 				} `json:"sites"`
 			}
-			_ = json.Unmarshal(raw, &out)
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SITE\tRANGES\tCREATED")
-			for _, s := range out.Sites {
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Name, strings.Join(s.Ranges, ","), s.Created.Format(time.DateTime))
-			}
-			return tw.Flush()
+			return g.showList(cmd, "/api/v1/sites", "sites", limit, &out, func() error {
+				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "SITE\tRANGES\tCREATED")
+				for _, s := range out.Sites {
+					fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Name, strings.Join(s.Ranges, ","), s.Created.Format(time.DateTime))
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	limitFlag(ls, &limit, "sites")
@@ -91,15 +83,6 @@ func newAgents(g *globals) *cobra.Command {
 	ls := &cobra.Command{
 		Use: "ls", Short: "List agents with status, capabilities, pools, outbox and last heartbeat", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, _ := g.client()
-			raw, err := listPages(cmd.Context(), c, "/api/v1/agents", "agents", limit)
-			if err != nil {
-				return err
-			}
-			if g.output == "json" {
-				_, err := g.stdout.Write(raw)
-				return err
-			}
 			var out struct {
 				Agents []struct {
 					Name          string     `json:"name"`
@@ -114,30 +97,29 @@ func newAgents(g *globals) *cobra.Command {
 					} `json:"pools"`
 				} `json:"agents"`
 			}
-			if err := json.Unmarshal(raw, &out); err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSITE\tSTATUS\tVERSION\tCAPABILITIES\tPOOLS (busy/size)\tOUTBOX\tLAST HEARTBEAT")
-			for _, a := range out.Agents {
-				var pools []string
-				keys := make([]string, 0, len(a.Pools))
-				for k := range a.Pools {
-					keys = append(keys, k)
+			return g.showList(cmd, "/api/v1/agents", "agents", limit, &out, func() error {
+				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tSITE\tSTATUS\tVERSION\tCAPABILITIES\tPOOLS (busy/size)\tOUTBOX\tLAST HEARTBEAT")
+				for _, a := range out.Agents {
+					var pools []string
+					keys := make([]string, 0, len(a.Pools))
+					for k := range a.Pools {
+						keys = append(keys, k)
+					}
+					sort.Strings(keys)
+					for _, k := range keys {
+						p := a.Pools[k]
+						pools = append(pools, fmt.Sprintf("%s %d/%d", k[:3], p.Busy, p.Size))
+					}
+					hb := "-"
+					if a.LastHeartbeat != nil {
+						hb = time.Since(*a.LastHeartbeat).Round(time.Second).String() + " ago"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Name, a.Site, a.Status, a.Version,
+						strings.Join(a.Capabilities, ","), strings.Join(pools, " "), humanBytes(a.OutboxBytes), hb)
 				}
-				sort.Strings(keys)
-				for _, k := range keys {
-					p := a.Pools[k]
-					pools = append(pools, fmt.Sprintf("%s %d/%d", k[:3], p.Busy, p.Size))
-				}
-				hb := "-"
-				if a.LastHeartbeat != nil {
-					hb = time.Since(*a.LastHeartbeat).Round(time.Second).String() + " ago"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Name, a.Site, a.Status, a.Version,
-					strings.Join(a.Capabilities, ","), strings.Join(pools, " "), humanBytes(a.OutboxBytes), hb)
-			}
-			return tw.Flush()
+				return tw.Flush()
+			})
 		},
 	}
 	limitFlag(ls, &limit, "agents")

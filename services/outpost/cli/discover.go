@@ -165,23 +165,15 @@ func newRuns(g *globals) *cobra.Command {
 	ls := &cobra.Command{
 		Use: "ls", Short: "List discovery runs, newest first", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, _ := g.client()
-			raw, err := listPages(cmd.Context(), c, "/api/v1/discovery/runs", "runs", limit)
-			if err != nil {
-				return err
-			}
-			if g.output == "json" {
-				_, err := g.stdout.Write(raw)
-				return err
-			}
 			var out struct{ Runs []runView }
-			_ = json.Unmarshal(raw, &out)
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "RUN\tSITE\tSTARTED\tPROGRESS")
-			for _, r := range out.Runs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.ID, r.Site, r.Created.Format(time.DateTime), r.line())
-			}
-			return tw.Flush()
+			return g.showList(cmd, "/api/v1/discovery/runs", "runs", limit, &out, func() error {
+				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "RUN\tSITE\tSTARTED\tPROGRESS")
+				for _, r := range out.Runs {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.ID, r.Site, r.Created.Format(time.DateTime), r.line())
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	limitFlag(ls, &limit, "runs")
@@ -283,14 +275,6 @@ func newSchedules(g *globals) *cobra.Command {
 	ls := &cobra.Command{
 		Use: "ls", Short: "List schedules", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, _ := g.client()
-			raw, err := listPages(cmd.Context(), c, "/api/v1/discovery/schedules", "schedules", limit)
-			if err != nil {
-				return err
-			}
-			if g.output == "json" {
-				return writeLine(g.stdout, raw)
-			}
 			var out struct {
 				Schedules []struct {
 					Name, Site, Cron string
@@ -298,22 +282,21 @@ func newSchedules(g *globals) *cobra.Command {
 					Ranges           []string
 				}
 			}
-			if err := json.Unmarshal(raw, &out); err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSITE\tWHEN\tNEXT\tRANGES")
-			for _, s := range out.Schedules {
-				when, next := s.Cron, "-"
-				if s.At != nil {
-					when = "at " + s.At.Local().Format(time.DateTime)
+			return g.showList(cmd, "/api/v1/discovery/schedules", "schedules", limit, &out, func() error {
+				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tSITE\tWHEN\tNEXT\tRANGES")
+				for _, s := range out.Schedules {
+					when, next := s.Cron, "-"
+					if s.At != nil {
+						when = "at " + s.At.Local().Format(time.DateTime)
+					}
+					if s.Next != nil {
+						next = s.Next.Local().Format(time.DateTime)
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, s.Site, when, next, strings.Join(s.Ranges, ","))
 				}
-				if s.Next != nil {
-					next = s.Next.Local().Format(time.DateTime)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, s.Site, when, next, strings.Join(s.Ranges, ","))
-			}
-			return tw.Flush()
+				return tw.Flush()
+			})
 		},
 	}
 	limitFlag(ls, &limit, "schedules")
@@ -391,26 +374,17 @@ func newCredentials(g *globals) *cobra.Command {
 	ls := &cobra.Command{
 		Use: "ls", Short: "List credentials (no secrets)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, _ := g.client()
-			raw, err := listPages(cmd.Context(), c, "/api/v1/credentials", "credentials", limit)
-			if err != nil {
-				return err
-			}
-			if g.output == "json" {
-				return writeLine(g.stdout, raw)
-			}
 			var out struct {
 				Credentials []map[string]any
 			}
-			if err := json.Unmarshal(raw, &out); err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tTYPE\tSITE\tUSERNAME")
-			for _, c := range out.Credentials {
-				fmt.Fprintf(tw, "%v\t%v\t%v\t%v\n", c["name"], c["type"], c["site"], orDash(c["username"]))
-			}
-			return tw.Flush()
+			return g.showList(cmd, "/api/v1/credentials", "credentials", limit, &out, func() error {
+				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tTYPE\tSITE\tUSERNAME")
+				for _, c := range out.Credentials {
+					fmt.Fprintf(tw, "%v\t%v\t%v\t%v\n", c["name"], c["type"], c["site"], orDash(c["username"]))
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	limitFlag(ls, &limit, "credentials")

@@ -75,3 +75,23 @@ func orDash(v any) string {
 	}
 	return fmt.Sprint(v)
 }
+
+// showList prints a whole paged list (see listPages): as one JSON document with -o json,
+// else decoded into out and printed by table.
+func (g *globals) showList(cmd *cobra.Command, path, field string, limit int, out any, table func() error) error {
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	raw, err := listPages(cmd.Context(), c, path, field, limit)
+	if err != nil {
+		return err
+	}
+	if g.output == "json" {
+		return writeLine(g.stdout, raw)
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return fmt.Errorf("decode %s: %w", path, err)
+	}
+	return table()
+}

@@ -21,14 +21,6 @@ func newAudit(g *globals) *cobra.Command {
 	ls := &cobra.Command{
 		Use: "ls", Short: "List writes, oldest first: when, who, what, from where", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, _ := g.client()
-			raw, err := listPages(cmd.Context(), c, "/api/v1/audit", "events", limit)
-			if err != nil {
-				return err
-			}
-			if g.output == "json" {
-				return writeLine(g.stdout, raw)
-			}
 			var out struct {
 				Events []struct {
 					Seq                                 uint64
@@ -37,15 +29,14 @@ func newAudit(g *globals) *cobra.Command {
 					Time                                time.Time
 				}
 			}
-			if err := json.Unmarshal(raw, &out); err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TIME\tACTOR\tROLE\tACTION\tTARGET\tSTATUS\tFROM")
-			for _, e := range out.Events {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", e.Time.Local().Format(time.DateTime), e.Actor, e.Role, e.Action, e.Target, e.Status, e.Remote)
-			}
-			return tw.Flush()
+			return g.showList(cmd, "/api/v1/audit", "events", limit, &out, func() error {
+				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "TIME\tACTOR\tROLE\tACTION\tTARGET\tSTATUS\tFROM")
+				for _, e := range out.Events {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", e.Time.Local().Format(time.DateTime), e.Actor, e.Role, e.Action, e.Target, e.Status, e.Remote)
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	limitFlag(ls, &limit, "events")
@@ -60,17 +51,9 @@ func newDLQ(g *globals) *cobra.Command {
 	ls := &cobra.Command{
 		Use: "ls [--service S]", Short: "List dead-lettered messages, oldest first", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, _ := g.client()
 			path := "/api/v1/dlq"
 			if service != "" {
 				path += "?service=" + url.QueryEscape(service)
-			}
-			raw, err := listPages(cmd.Context(), c, path, "items", limit)
-			if err != nil {
-				return err
-			}
-			if g.output == "json" {
-				return writeLine(g.stdout, raw)
 			}
 			var out struct {
 				Items []struct {
@@ -79,26 +62,25 @@ func newDLQ(g *globals) *cobra.Command {
 					SourceSubject                        string `json:"source_subject"`
 				}
 			}
-			if err := json.Unmarshal(raw, &out); err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SEQ\tTIME\tSERVICE\tCODE\tSUBJECT\tREASON")
-			for _, it := range out.Items {
-				subject := it.SourceSubject
-				if subject == "" {
-					subject = it.Subject
+			return g.showList(cmd, path, "items", limit, &out, func() error {
+				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "SEQ\tTIME\tSERVICE\tCODE\tSUBJECT\tREASON")
+				for _, it := range out.Items {
+					subject := it.SourceSubject
+					if subject == "" {
+						subject = it.Subject
+					}
+					when := it.Time
+					if t, err := time.Parse(time.RFC3339, it.Time); err == nil {
+						when = t.Local().Format(time.DateTime)
+					}
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", it.Seq, when, it.Service, it.Code, subject, clip(it.Reason, 80))
 				}
-				when := it.Time
-				if t, err := time.Parse(time.RFC3339, it.Time); err == nil {
-					when = t.Local().Format(time.DateTime)
+				if len(out.Items) == 0 {
+					fmt.Fprintln(tw, "(the DLQ is empty)")
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", it.Seq, when, it.Service, it.Code, subject, clip(it.Reason, 80))
-			}
-			if len(out.Items) == 0 {
-				fmt.Fprintln(tw, "(the DLQ is empty)")
-			}
-			return tw.Flush()
+				return tw.Flush()
+			})
 		},
 	}
 	ls.Flags().StringVar(&service, "service", "", "only what this service dead-lettered (discovery, cmdb, bridge…)")

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/url"
 	"text/tabwriter"
@@ -32,15 +31,6 @@ func newTokens(g *globals) *cobra.Command {
 	ls := &cobra.Command{
 		Use: "ls", Short: "List tokens (never their secrets)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, _ := g.client()
-			raw, err := listPages(cmd.Context(), c, "/api/v1/tokens", "tokens", limit)
-			if err != nil {
-				return err
-			}
-			if g.output == "json" {
-				_, err := g.stdout.Write(raw)
-				return err
-			}
 			var out struct {
 				Tokens []struct {
 					ID, Name, Role string
@@ -48,13 +38,14 @@ func newTokens(g *globals) *cobra.Command {
 					Revoked        bool
 				}
 			}
-			_ = json.Unmarshal(raw, &out)
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tNAME\tROLE\tCREATED\tREVOKED")
-			for _, t := range out.Tokens {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\n", t.ID, t.Name, t.Role, t.Created.Format(time.DateTime), t.Revoked)
-			}
-			return tw.Flush()
+			return g.showList(cmd, "/api/v1/tokens", "tokens", limit, &out, func() error {
+				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tNAME\tROLE\tCREATED\tREVOKED")
+				for _, t := range out.Tokens {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\n", t.ID, t.Name, t.Role, t.Created.Format(time.DateTime), t.Revoked)
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	revoke := &cobra.Command{
