@@ -87,22 +87,14 @@ func (c *changes) publishReceipt(ctx context.Context, meta envelope.Meta, p enve
 	r := &envelope.Ingested{Payload: meta.ID, Source: p.Source, Items: len(p.Items), Created: len(out.Created),
 		Updated: len(out.Updated), Unchanged: len(out.Unchanged), Conflicts: len(out.Conflicts), Skipped: len(out.Skipped),
 		Time: time.Now().UTC()}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
-	defer cancel()
-	wait := 100 * time.Millisecond
-	for {
-		_, err := c.pub.Publish(ctx, bus.IngestedSubject(source), envelope.Meta{ID: changeID(p.Observed, meta.ID, "ingested"), Run: meta.Run}, r)
-		if err == nil {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			c.log.Error("ingest receipt not published; the CMDB holds the payload's CIs but its producer cannot count them",
-				"payload", meta.ID, "run", meta.Run, "err", err)
-			return
-		case <-time.After(wait):
-			wait = min(2*wait, 5*time.Second)
-		}
+	id := changeID(p.Observed, meta.ID, "ingested")
+	err := untilSent(ctx, func(ctx context.Context) error {
+		_, err := c.pub.Publish(ctx, bus.IngestedSubject(source), envelope.Meta{ID: id, Run: meta.Run}, r)
+		return err
+	})
+	if err != nil {
+		c.log.Error("ingest receipt not published; the CMDB holds the payload's CIs but its producer cannot count them",
+			"payload", meta.ID, "run", meta.Run, "err", err)
 	}
 }
 
@@ -113,24 +105,32 @@ func (c *changes) publish(ctx context.Context, run string, evs []changeEvent) {
 	if len(evs) == 0 {
 		return
 	}
-	// The change is committed: announce it even when the consumer is shutting down.
+	err := untilSent(ctx, func(ctx context.Context) error { return c.send(ctx, run, evs) })
+	if err != nil {
+		ids := make([]string, len(evs))
+		for i, e := range evs {
+			ids[i] = e.body.CI
+		}
+		c.log.Error("change events not published; the CMDB holds the changes but subscribers missed them",
+			"cis", ids, "err", err)
+	}
+}
+
+// untilSent calls send until it succeeds or publishTimeout passes, backing off up to 5 s, and
+// returns the last error. What it announces is committed already: it keeps trying even when
+// the consumer is shutting down (ctx canceled).
+func untilSent(ctx context.Context, send func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
 	defer cancel()
 	wait := 100 * time.Millisecond
 	for {
-		err := c.send(ctx, run, evs)
+		err := send(ctx)
 		if err == nil {
-			return
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			ids := make([]string, len(evs))
-			for i, e := range evs {
-				ids[i] = e.body.CI
-			}
-			c.log.Error("change events not published; the CMDB holds the changes but subscribers missed them",
-				"cis", ids, "err", err)
-			return
+			return err
 		case <-time.After(wait):
 			wait = min(2*wait, 5*time.Second)
 		}
