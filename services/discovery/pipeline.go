@@ -51,7 +51,9 @@ func agentsList[T any](ctx context.Context, nc *nats.Conn, op, field string) ([]
 		all = append(all, items...)
 		var next string
 		if raw, ok := out["next_cursor"]; ok {
-			_ = json.Unmarshal(raw, &next)
+			if err := json.Unmarshal(raw, &next); err != nil {
+				return nil, fmt.Errorf("agents %s: next_cursor: %w", op, err)
+			}
 		}
 		if next == "" || len(items) == 0 {
 			return all, nil

@@ -46,7 +46,11 @@ func listPages(ctx context.Context, c *client, path, field string, limit int) ([
 		}
 		items = append(items, page...)
 		var next string
-		_ = json.Unmarshal(p["next_cursor"], &next)
+		if raw, ok := p["next_cursor"]; ok {
+			if err := json.Unmarshal(raw, &next); err != nil {
+				return nil, fmt.Errorf("decode next_cursor of %s: %w", path, err)
+			}
+		}
 		if next == "" || len(page) == 0 {
 			break
 		}
