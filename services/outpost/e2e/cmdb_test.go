@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The CMDB runs inside `outpost up`: a payload ingested through the API is listed by
@@ -14,7 +15,7 @@ func TestCMDBThroughTheHub(t *testing.T) {
 	t.Parallel()
 	h := startHub(t, t.TempDir())
 	payload := map[string]any{
-		"source": "import", "observed": "2026-11-29T10:00:00Z",
+		"source": "import", "observed": time.Now().UTC().Add(-time.Hour).Format(time.RFC3339), // not a fixed day: the hub marks old CIs stale by its real clock
 		"items": []map[string]any{
 			{"ref": "h", "class": "linux_server", "attributes": map[string]any{"name": "web-01", "serial_number": "SN-123", "os": "Debian"}},
 			{"ref": "n", "class": "network_adapter", "parent": "h", "attributes": map[string]any{"mac_address": "52:54:00:12:34:56"}},
