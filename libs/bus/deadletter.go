@@ -74,7 +74,7 @@ type SourceRef struct {
 	Deliveries                uint64
 }
 
-// DeadLetterer copies a poison message to DLQ (dlq.<service>) with its reason and origin, then
+// DeadLetterer copies a poison message to DLQ (dlq.<service>.<origin>) with its reason and origin, then
 // deletes it from its source stream so it neither blocks a work queue nor gets replayed.
 type DeadLetterer struct {
 	js      jetstream.JetStream
@@ -113,7 +113,7 @@ func (d *DeadLetterer) DeadLetter(ctx context.Context, src SourceRef, h nats.Hea
 	set(HeaderDLQConsumer, src.Consumer)
 	set(HeaderDLQService, d.service)
 	set(HeaderDLQTime, time.Now().UTC().Format(time.RFC3339Nano))
-	subject := DLQSubject(d.service)
+	subject := DLQOriginSubject(d.service, Origin(src.Subject))
 	if _, err := d.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Header: out, Data: data}); err != nil {
 		return fmt.Errorf("dead-letter %s seq %d to %s: %w", src.Stream, src.Seq, subject, err)
 	}

@@ -43,6 +43,8 @@ const (
 	// pass through the environment variable lookup untouched.
 	deployHubPassword = "$2a$11$Q7x8tRHlJ3bWtqEF0b1w2uQ2m0m3Xh1R8o8Yk1h3b6xG0kq5v8M9e"
 	deploySysPassword = "sys-dev-secret"
+	// An account public NKey (made by nkeys.CreateAccount), standing for <data>/callout.nk.
+	deployCalloutIssuer = "ABJHLOVMPA4CI6R5KLNGOB4GSLNIY7IOUPAJC4YFNDLQVIOBYQGUWVLA"
 )
 
 // deployNode is what a server config in deployments/nats must say.
@@ -118,7 +120,7 @@ func TestDeployNATSHubRuns(t *testing.T) {
 	if !s.JetStreamEnabled() {
 		t.Error("JetStream is not enabled")
 	}
-	for name, wantJS := range map[string]bool{"HUB": true, "SYS": false} {
+	for name, wantJS := range map[string]bool{"HUB": true, "SYS": false, "BRIDGES": false} {
 		acc, err := s.LookupAccount(name)
 		if err != nil {
 			t.Errorf("account %s: %v", name, err)
@@ -262,6 +264,8 @@ func deploySetup(t *testing.T) ([]string, *x509.CertPool) {
 	pool := deployCerts(t, filepath.Join(dst, "certs"))
 	t.Setenv("HUB_PASSWORD", deployHubPassword)
 	t.Setenv("SYS_PASSWORD", deploySysPassword)
+	// The auth callout's issuer: any account public key parses.
+	t.Setenv("CALLOUT_ISSUER", deployCalloutIssuer)
 	t.Chdir(dst)
 	return confs, pool
 }

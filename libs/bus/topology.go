@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -44,8 +45,11 @@ type Limits struct {
 	ImportsMaxAge   time.Duration // default 7 days
 	DLQMaxAge       time.Duration // default 30 days: poison messages wait for a human
 	DLQMaxBytes     int64         // default 1 GiB
-	ProbesMaxBytes  int64         // default 5 GiB
-	Duplicates      time.Duration // dedup window for Nats-Msg-Id (default 2 min)
+	// DLQPerOrigin is the per-origin quota of dead letters (per dlq.<service>.<origin>
+	// subject, oldest evicted first): default 10,000.
+	DLQPerOrigin   int64
+	ProbesMaxBytes int64         // default 5 GiB
+	Duplicates     time.Duration // dedup window for Nats-Msg-Id (default 2 min)
 }
 
 // DefaultLimits are what `outpost up` runs with.
@@ -60,6 +64,7 @@ func DefaultLimits() Limits {
 		ImportsMaxAge:   7 * 24 * time.Hour,
 		DLQMaxAge:       30 * 24 * time.Hour,
 		DLQMaxBytes:     1 << 30,
+		DLQPerOrigin:    10_000,
 		ProbesMaxBytes:  5 << 30,
 		Duplicates:      2 * time.Minute,
 	}
@@ -89,6 +94,7 @@ func (l Limits) withDefaults() Limits {
 	pickN(&l.ResultsMaxBytes, d.ResultsMaxBytes)
 	pickN(&l.EventsMaxBytes, d.EventsMaxBytes)
 	pickN(&l.DLQMaxBytes, d.DLQMaxBytes)
+	pickN(&l.DLQPerOrigin, d.DLQPerOrigin)
 	pickN(&l.ProbesMaxBytes, d.ProbesMaxBytes)
 	return l
 }
@@ -175,7 +181,7 @@ func DefaultTopology(l Limits) Topology {
 			s(jetstream.StreamConfig{Name: StreamProbes, Description: "probes for bridges: probe.<site>.<priority>.<capability>",
 				Subjects: []string{"probe.>"}, Retention: jetstream.WorkQueuePolicy, MaxBytes: l.ProbesMaxBytes,
 				AllowMsgTTL: true, Discard: jetstream.DiscardNew}),
-			s(jetstream.StreamConfig{Name: StreamResults, Description: "probe results, kept for replay: result.<app>.<site>.<kind>",
+			s(jetstream.StreamConfig{Name: StreamResults, Description: "probe results, kept for replay: result.<app>.<site>.<kind>.<agent>",
 				Subjects: []string{"result.>"}, Retention: jetstream.LimitsPolicy, MaxAge: l.ResultsMaxAge, MaxBytes: l.ResultsMaxBytes}),
 			s(jetstream.StreamConfig{Name: StreamEvents, Description: "raw events: event.<site>.<source>",
 				Subjects: []string{"event.>"}, Retention: jetstream.LimitsPolicy, MaxAge: l.EventsMaxAge, MaxBytes: l.EventsMaxBytes}),
@@ -185,8 +191,9 @@ func DefaultTopology(l Limits) Topology {
 				Subjects: []string{"cmdb.changed.>", "cmdb.ingested.>"}, Retention: jetstream.LimitsPolicy, MaxAge: l.ChangesMaxAge}),
 			s(jetstream.StreamConfig{Name: StreamImports, Description: "import rows: import.<set>.rows",
 				Subjects: []string{"import.>"}, Retention: jetstream.LimitsPolicy, MaxAge: l.ImportsMaxAge}),
-			s(jetstream.StreamConfig{Name: StreamDLQ, Description: "poison messages with their reason: dlq.<service>",
-				Subjects: []string{"dlq.>"}, Retention: jetstream.LimitsPolicy, MaxAge: l.DLQMaxAge, MaxBytes: l.DLQMaxBytes}),
+			s(jetstream.StreamConfig{Name: StreamDLQ, Description: "poison messages with their reason: dlq.<service>.<origin>",
+				Subjects: []string{"dlq.>"}, Retention: jetstream.LimitsPolicy, MaxAge: l.DLQMaxAge, MaxBytes: l.DLQMaxBytes,
+				MaxMsgsPerSubject: l.DLQPerOrigin}),
 		},
 		KV: []KVSpec{
 			{Bucket: KVAgents, Description: "agent registry", History: 1},
@@ -245,8 +252,12 @@ func ProbeSubject(site, priority, capability string) string {
 	return "probe." + site + "." + priority + "." + capability
 }
 
-// ResultSubject is result.<app>.<site>.<kind>.
-func ResultSubject(app, site, kind string) string { return "result." + app + "." + site + "." + kind }
+// ResultSubject is result.<app>.<site>.<kind>.<agent>. The agent is in the subject so that NATS
+// itself enforces who may send what: a bridge's permissions allow only
+// result.*.<its site>.*.<its name>, and the hub checks the body against the subject (Origin).
+func ResultSubject(app, site, kind, agent string) string {
+	return "result." + app + "." + site + "." + kind + "." + agent
+}
 
 // EventSubject is event.<site>.<source>.
 func EventSubject(site, source string) string { return "event." + site + "." + source }
@@ -260,8 +271,30 @@ func ChangeSubject(class string) string { return "cmdb.changed." + class }
 // IngestedSubject is cmdb.ingested.<source>: the CMDB's receipt for each payload of a source.
 func IngestedSubject(source string) string { return "cmdb.ingested." + source }
 
-// DLQSubject is dlq.<service>.
+// DLQSubject is dlq.<service>, the prefix of a service's dead letters (DLQOriginSubject).
 func DLQSubject(service string) string { return "dlq." + service }
+
+// OriginHub is the origin of messages the hub made itself.
+const OriginHub = "hub"
+
+// DLQOriginSubject is dlq.<service>.<origin>, where a service's dead letters of one origin
+// go: the site a message came from, or "hub". The DLQ keeps at most Limits.DLQPerOrigin
+// messages per subject and evicts the oldest of that subject first, so a site flooding the
+// hub with bad messages only ever evicts its own dead letters.
+func DLQOriginSubject(service, origin string) string { return DLQSubject(service) + "." + origin }
+
+// Origin is the site a message on subject came from: result.<app>.<site>.…, event.<site>.…,
+// probe.<site>.…, dlq.bridge.<site>; anything else (and event.hub.…) is the hub's own.
+func Origin(subject string) string {
+	t := strings.SplitN(subject, ".", 4)
+	switch {
+	case len(t) >= 3 && (t[0] == "result" || (t[0] == "dlq" && t[1] == "bridge")):
+		return t[2]
+	case len(t) >= 2 && (t[0] == "event" || t[0] == "probe"):
+		return t[1]
+	}
+	return OriginHub
+}
 
 // ServiceSubject is svc.<service>.<op>.
 func ServiceSubject(service, op string) string { return "svc." + service + "." + op }
@@ -297,5 +330,7 @@ func InboxPrefix(nkey string) string { return "_INBOX_" + nkey }
 // BridgeDLQSubject is where a bridge dead-letters work it cannot read.
 func BridgeDLQSubject(site string) string { return "dlq.bridge." + site }
 
-// ControlSubject is agent.<site>.<id>.ctl.
-func ControlSubject(site, agent string) string { return "agent." + site + "." + agent + ".ctl" }
+// ControlSubject is agent.ctl.<site>.<id>: under its own second token so that it can never
+// overlap agent.heartbeat.> (the hub imports one from BRIDGES and exports the other to it;
+// overlapping service imports and exports form a cycle NATS refuses).
+func ControlSubject(site, agent string) string { return "agent.ctl." + site + "." + agent }

@@ -279,7 +279,7 @@ func (s *Service) probe(ctx context.Context, r ProbeRequest) (any, error) {
 	}
 	// Listen before sending, so a fast answer is not missed.
 	cons, err := s.deps.JS.OrderedConsumer(ctx, bus.StreamResults, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{bus.ResultSubject("adhoc", r.Site, r.Kind)}, DeliverPolicy: jetstream.DeliverNewPolicy})
+		FilterSubjects: []string{bus.ResultSubject("adhoc", r.Site, r.Kind, "*")}, DeliverPolicy: jetstream.DeliverNewPolicy})
 	if err != nil {
 		return nil, err
 	}
@@ -300,6 +300,11 @@ func (s *Service) probe(ctx context.Context, r ProbeRequest) (any, error) {
 		}
 		_, res, err := envelope.DecodeInto[*envelope.Result](m.Headers(), m.Data())
 		if err != nil || res.Probe != p.ID || seen[res.ID] {
+			continue
+		}
+		if err := bus.ResultOrigin(m.Subject(), res); err != nil {
+			// A forged answer is not shown as the probe's result; the replay keeps it.
+			s.log.Warn("ad-hoc result refused", "probe", p.ID, "subject", m.Subject(), "err", err)
 			continue
 		}
 		seen[res.ID] = true

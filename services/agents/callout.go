@@ -47,12 +47,12 @@ func sitePermissions(a Agent) jwt.Permissions {
 	for _, prio := range envelope.Priorities {
 		for _, c := range a.Capabilities {
 			cons := bus.ProbeConsumer(a.Site, prio, c)
-			p.Pub.Allow.Add("$JS.API.CONSUMER.MSG.NEXT."+bus.StreamProbes+"."+cons,
-				"$JS.API.CONSUMER.INFO."+bus.StreamProbes+"."+cons,
+			p.Pub.Allow.Add(bus.BridgeJSAPIPrefix+".CONSUMER.MSG.NEXT."+bus.StreamProbes+"."+cons,
+				bus.BridgeJSAPIPrefix+".CONSUMER.INFO."+bus.StreamProbes+"."+cons,
 				"$JS.ACK."+bus.StreamProbes+"."+cons+".>")
 		}
 	}
-	p.Pub.Allow.Add("result.*."+a.Site+".>", "event."+a.Site+".>", bus.HeartbeatSubject(a.Site, a.Name),
+	p.Pub.Allow.Add(bus.ResultSubject("*", a.Site, "*", a.Name), "event."+a.Site+".>", bus.HeartbeatSubject(a.Site, a.Name),
 		bus.ServiceSubject("agents", "enroll"), bus.BridgeDLQSubject(a.Site))
 	p.Sub.Allow.Add(bus.InboxPrefix(a.ID)+".>", bus.ControlSubject(a.Site, a.Name))
 	// Answers to control requests go to the requester's inbox.
@@ -81,7 +81,9 @@ func (c *callout) handle(ctx context.Context, m *nats.Msg) {
 	} else {
 		uc := jwt.NewUserClaims(req.UserNkey)
 		uc.Name = name
-		uc.Audience = "$G"
+		// Bridges live in their own account: a reply subject they choose can only ever
+		// land in BRIDGES, never in the hub's data (libs/bus/accounts.go).
+		uc.Audience = bus.AccountBridges
 		uc.Expires = time.Now().Add(userJWTTTL).Unix()
 		uc.Permissions = perms
 		var ujwt string

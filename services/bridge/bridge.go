@@ -165,7 +165,8 @@ func (b *Bridge) run(ctx context.Context) error {
 		return err
 	}
 	defer b.nc.Close()
-	b.js, err = jetstream.New(b.nc)
+	// The hub's JetStream API reaches BRIDGES under a prefix of its own (libs/bus/accounts.go).
+	b.js, err = jetstream.NewWithAPIPrefix(b.nc, bus.BridgeJSAPIPrefix)
 	if err != nil {
 		return err
 	}

@@ -273,7 +273,7 @@ func (b *Bridge) store(ctx context.Context, r *envelope.Result) error {
 	if err != nil {
 		return err
 	}
-	subject := bus.ResultSubject(r.App, r.Site, r.Kind)
+	subject := bus.ResultSubject(r.App, r.Site, r.Kind, b.cfg.Name)
 	for {
 		err := b.box.Put(ctx, subject, h, data)
 		if !errors.Is(err, outbox.ErrFull) {

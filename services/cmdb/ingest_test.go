@@ -123,9 +123,9 @@ func TestBadInputGoesToDLQ(t *testing.T) {
 		for i, c := range bad {
 			m := dlq[i]
 			reason := m.Header.Get(bus.HeaderDLQReason)
-			if m.Subject != bus.DLQSubject(cmdb.Name) || m.Header.Get(bus.HeaderDLQCode) != bus.CodePermanent ||
+			if m.Subject != bus.DLQOriginSubject(cmdb.Name, bus.OriginHub) || m.Header.Get(bus.HeaderDLQCode) != bus.CodePermanent ||
 				m.Header.Get(bus.HeaderDLQSubject) != subject || !strings.Contains(reason, c.field) {
-				t.Errorf("%s: DLQ message on %s, code %q, from %q, reason %q; want dlq.cmdb, permanent, %s, a reason naming %s",
+				t.Errorf("%s: DLQ message on %s, code %q, from %q, reason %q; want dlq.cmdb.hub, permanent, %s, a reason naming %s",
 					c.name, m.Subject, m.Header.Get(bus.HeaderDLQCode), m.Header.Get(bus.HeaderDLQSubject), reason, subject, c.field)
 			}
 		}

@@ -43,6 +43,9 @@ type testBridge struct {
 	mu    sync.Mutex
 	seen  map[string]int // kind → probes run
 	slots chan struct{}
+	// forgeHost, when set, is reported as up in every scan: a bridge lying about an address
+	// it was never asked to scan.
+	forgeHost string
 }
 
 func startTestBridge(ctx context.Context, t *testing.T, js jetstream.JetStream, site string, key nkeys.KeyPair) *testBridge {
@@ -83,7 +86,7 @@ func (b *testBridge) emit(ctx context.Context, p *envelope.Probe, seq int, final
 	raw, _ := json.Marshal(data)
 	r := &envelope.Result{ID: p.ID + "-" + strconv.Itoa(seq), Probe: p.ID, Run: p.Run, App: p.App, Agent: "br-test", Site: p.Site,
 		Kind: p.Kind, Status: status, Seq: seq, Final: final, Started: time.Now().UTC(), Finished: time.Now().UTC(), Data: raw, Error: e}
-	if _, err := b.pub.Publish(ctx, bus.ResultSubject(p.App, p.Site, p.Kind), envelope.Meta{ID: r.ID, Run: p.Run}, r); err != nil && ctx.Err() == nil {
+	if _, err := b.pub.Publish(ctx, bus.ResultSubject(p.App, p.Site, p.Kind, r.Agent), envelope.Meta{ID: r.ID, Run: p.Run}, r); err != nil && ctx.Err() == nil {
 		b.t.Errorf("test bridge: publish result: %v", err)
 	}
 }
@@ -143,6 +146,11 @@ func (b *testBridge) run(ctx context.Context, p *envelope.Probe) {
 			}()
 		}
 		wg.Wait()
+		b.mu.Lock()
+		if b.forgeHost != "" {
+			hosts = append(hosts, scanHost{IP: b.forgeHost, Open: []int{22}})
+		}
+		b.mu.Unlock()
 		b.emit(ctx, p, 0, false, envelope.StatusPartial, map[string]any{"hosts": hosts, "done": len(targets), "total": len(targets)}, nil)
 		b.emit(ctx, p, 1, true, envelope.StatusOK, map[string]any{"addresses": len(targets), "hosts_up": len(hosts)}, nil)
 	case "snmp_get", "snmp_walk":

@@ -100,6 +100,35 @@ func (s *service) recipients(ctx context.Context, siteName string) ([]string, er
 }
 
 // expand lists the addresses of ranges (CIDR, address, or a-b) minus exclude.
+// inScope reports whether ip lies inside the ranges and outside the exclusions (the forms
+// expand takes): what a bridge reports about any other address is not the run's to believe.
+func inScope(ranges, exclude []string, ip string) bool {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return false
+	}
+	holds := func(r string) bool {
+		r = strings.TrimSpace(r)
+		switch {
+		case strings.Contains(r, "/"):
+			p, err := netip.ParsePrefix(r)
+			return err == nil && p.Masked().Contains(a)
+		case strings.Contains(r, "-"):
+			lo, hi, _ := strings.Cut(r, "-")
+			x, err1 := netip.ParseAddr(strings.TrimSpace(lo))
+			y, err2 := netip.ParseAddr(strings.TrimSpace(hi))
+			return err1 == nil && err2 == nil && x.Compare(a) <= 0 && a.Compare(y) <= 0
+		default:
+			x, err := netip.ParseAddr(r)
+			return err == nil && x == a
+		}
+	}
+	if slices.ContainsFunc(exclude, holds) {
+		return false
+	}
+	return slices.ContainsFunc(ranges, holds)
+}
+
 func expand(ranges, exclude []string, limit int) ([]netip.Addr, error) {
 	ex := map[netip.Addr]bool{}
 	var exPrefixes []netip.Prefix

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
 )
 
@@ -116,6 +117,14 @@ func (s *service) apply(ctx context.Context, rs *runState, p *pendingProbe, res 
 		if err != nil {
 			r.errorf("scan result " + res.ID + ": " + err.Error())
 			return touched, nil
+		}
+		for _, sh := range chunk.Hosts {
+			if len(sh.Open) > 0 && !inScope(r.Ranges, r.Exclude, sh.IP) {
+				// Nothing of the chunk is applied: a bridge reporting hosts it was not asked
+				// about is broken or hostile, and its word goes to the DLQ with the reason.
+				return touched, bus.Permanent(fmt.Errorf("scan result %s from %s/%s reports %s, outside run %s's ranges %v (excluding %v)",
+					res.ID, res.Site, res.Agent, sh.IP, r.ID, r.Ranges, r.Exclude))
+			}
 		}
 		for _, sh := range chunk.Hosts {
 			if len(sh.Open) == 0 {

@@ -189,7 +189,7 @@ func (s *service) serve(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := router.Handle("discovery-results", ResultsConsumer, bus.Decoded(s.handleResult)); err != nil {
+	if err := router.Handle("discovery-results", ResultsConsumer, bus.DecodedResult(s.handleResult)); err != nil {
 		return err
 	}
 	if err := router.Handle("discovery-receipts", ReceiptsConsumer, bus.Decoded(s.handleReceipt)); err != nil {

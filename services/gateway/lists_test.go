@@ -159,7 +159,7 @@ func TestDLQList(t *testing.T) {
 	}
 	var first gateway.DLQItem
 	_ = json.Unmarshal(raw[0], &first)
-	if first.Subject != "dlq.discovery" || first.Code != "decode" || first.Reason != "decode: bad body 0" || first.Service != "discovery" ||
+	if first.Subject != "dlq.discovery.dc1" || first.Code != "decode" || first.Reason != "decode: bad body 0" || first.Service != "discovery" ||
 		first.SourceStream != "RESULTS" || first.SourceSubject != "result.discovery.dc1.tcp_scan" || first.Deliveries != 1 ||
 		first.Data != `{"ip":"127.0.0.1"}` || first.Truncated || first.DataBase64 || first.Size != 18 {
 		t.Fatalf("first item: %+v", first)

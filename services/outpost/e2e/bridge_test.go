@@ -151,7 +151,7 @@ func TestSitePermissions(t *testing.T) {
 		t.Fatalf("approved identity refused: %v", err)
 	}
 	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js, _ := jetstream.NewWithAPIPrefix(nc, bus.BridgeJSAPIPrefix)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	// Its own site's consumer: allowed.
@@ -162,16 +162,21 @@ func TestSitePermissions(t *testing.T) {
 	if _, err := js.Consumer(ctx, bus.StreamProbes, bus.ProbeConsumer("site-b", "interactive", "echo")); err == nil {
 		t.Fatal("site A's identity read site B's consumer")
 	}
-	pull := "$JS.API.CONSUMER.MSG.NEXT." + bus.StreamProbes + "." + bus.ProbeConsumer("site-b", "interactive", "echo")
+	pull := bus.BridgeJSAPIPrefix + ".CONSUMER.MSG.NEXT." + bus.StreamProbes + "." + bus.ProbeConsumer("site-b", "interactive", "echo")
 	if err := nc.Publish(pull, []byte(`{"batch":1}`)); err != nil {
 		t.Fatal(err)
 	}
 	expectViolation(t, errs, pull)
 	// Publishing B's results: refused.
-	if err := nc.Publish("result.discovery.site-b.echo", []byte(`{}`)); err != nil {
+	if err := nc.Publish(bus.ResultSubject("discovery", "site-b", "echo", "brb"), []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
-	expectViolation(t, errs, "result.discovery.site-b.echo")
+	expectViolation(t, errs, "site B's results")
+	// Results in the name of another agent of its own site: refused too.
+	if err := nc.Publish(bus.ResultSubject("discovery", "site-a", "echo", "other"), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	expectViolation(t, errs, "another agent's results")
 	// Subscribing to B's probe subject directly: refused too.
 	if _, err := nc.SubscribeSync("probe.site-b.>"); err == nil {
 		expectViolation(t, errs, "probe.site-b.>")
@@ -192,7 +197,7 @@ func TestSitePermissions(t *testing.T) {
 	if err != nil {
 		t.Fatalf("pending identity cannot even enroll: %v", err)
 	}
-	pjs, _ := jetstream.New(pnc)
+	pjs, _ := jetstream.NewWithAPIPrefix(pnc, bus.BridgeJSAPIPrefix)
 	if _, err := pjs.Consumer(ctx, bus.StreamProbes, bus.ProbeConsumer("site-c", "interactive", "echo")); err == nil {
 		t.Fatal("a pending identity reached its site's consumer")
 	}

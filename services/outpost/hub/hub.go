@@ -135,12 +135,23 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	sysPassword, err := SystemPassword(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	storeDir := filepath.Join(cfg.DataDir, "jetstream")
+	if err := migrateStoreAccount(storeDir, log); err != nil {
+		return err
+	}
 	srv, err := bus.StartServer(bus.ServerConfig{
-		Name: "outpost-hub", StoreDir: filepath.Join(cfg.DataDir, "jetstream"), Listen: cfg.NATSAddr,
+		Name: "outpost-hub", StoreDir: storeDir, Listen: cfg.NATSAddr, Domain: bus.Domain,
 		SyncInterval: time.Second, Logger: log,
 		Configure: func(o *server.Options) error {
-			o.Users = []*server.User{{Username: hubUser, Password: hubPassword}}
-			o.AuthCallout = &server.AuthCallout{Issuer: issuerPub, AuthUsers: []string{hubUser}}
+			// Hub services in HUB, bridges in BRIDGES (placed there by the agents service's
+			// auth callout): the same accounts as deployments/nats.
+			if err := bus.ApplyAccounts(o, bus.AccountVars{HubPassword: hubPassword, SysPassword: sysPassword, CalloutIssuer: issuerPub}); err != nil {
+				return err
+			}
 			// Bridges sign the nonce with their NKey; the callout verifies the signature.
 			o.AlwaysEnableNonce = true
 			return nil

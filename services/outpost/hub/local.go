@@ -115,8 +115,14 @@ func loadOrCreateKey(path string, create func() (nkeys.KeyPair, error)) (nkeys.K
 }
 
 // ServicePassword returns the password hub services connect with, creating it on first use.
-func ServicePassword(dataDir string) (string, error) {
-	path := filepath.Join(dataDir, "hub.secret")
+func ServicePassword(dataDir string) (string, error) { return secretFile(dataDir, "hub.secret") }
+
+// SystemPassword is the password of the system account's user "sys" (operators' nats CLI).
+func SystemPassword(dataDir string) (string, error) { return secretFile(dataDir, "sys.secret") }
+
+// secretFile returns the secret kept in <data>/<name> (0600), creating it on first use.
+func secretFile(dataDir, name string) (string, error) {
+	path := filepath.Join(dataDir, name)
 	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
 		return strings.TrimSpace(string(b)), nil
 	}

@@ -1,0 +1,232 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+
+	"github.com/outpost-dev/outpost/libs/bus"
+)
+
+// The threat table: what an attacker holding a site token, a pending key, a revoked key or an
+// approved bridge's key can do to the hub through NATS — publish, subscribe, request, and
+// request with the reply steered onto hub subjects. Every row must be denied or inert, and
+// the hub's data must be unchanged afterwards.
+//
+// The reply rows are the attack of the security review (2026-12): NATS does not check a
+// request's reply subject against publish permissions, and a responder answers in its own
+// account. With bridges in their own account, an answer can only land in BRIDGES.
+func TestThreatTable(t *testing.T) {
+	t.Parallel()
+	h := startHub(t, t.TempDir())
+	tokA := h.addSite(t, "site-a", "127.0.0.0/8", true)
+	h.addSite(t, "site-b", "127.0.0.0/8", true)
+	tokP := h.addSite(t, "site-p", "127.0.0.0/8", false)
+	approved := startBridge(t, h, "site-a", "bra", tokA)
+	h.waitStatus(t, "bra", "up")
+	approved.proc.kill(t) // the raw client below is the only user of bra's key
+	revoked := startBridge(t, h, "site-a", "brr", tokA)
+	h.waitStatus(t, "brr", "up")
+	revoked.proc.kill(t)
+	h.mustAPI(t, "POST", "/api/v1/agents/brr/revoke", nil, nil)
+	h.waitStatus(t, "brr", "revoked")
+	pending := startBridge(t, h, "site-p", "brp", tokP)
+	h.waitStatus(t, "brp", "pending")
+	pending.proc.kill(t)
+
+	_, hjs := h.serviceConn(t)
+	before := snapshotHub(t, h, hjs)
+
+	// Secrets an attacker would like to plant as gateway tokens: one per identity.
+	plant := map[string]string{}
+	identities := []struct {
+		name    string
+		connect func(errs chan<- error) (*nats.Conn, error)
+		refused bool // the connection itself is refused
+	}{
+		{"approved bridge key", func(errs chan<- error) (*nats.Conn, error) { return identityConn(t, h, approved.dir, errs) }, false},
+		{"pending key", func(errs chan<- error) (*nats.Conn, error) { return identityConn(t, h, pending.dir, errs) }, false},
+		{"fresh key with a site token", func(errs chan<- error) (*nats.Conn, error) { return freshKeyConn(h, tokA, errs) }, false},
+		{"revoked key", func(errs chan<- error) (*nats.Conn, error) { return identityConn(t, h, revoked.dir, errs) }, true},
+	}
+	// Hub subjects nobody outside the hub may touch.
+	hubSubjects := []string{
+		"$KV.tokens.x", "$KV.agents.x", "$KV.sites.x",
+		"$JS.API.STREAM.INFO.RESULTS", "$JS.API.STREAM.PURGE.RESULTS", "$JS.API.STREAM.MSG.GET.KV_credentials", "$JS.API.INFO",
+		"$JS.API.CONSUMER.MSG.NEXT.PROBES." + bus.ProbeConsumer("site-b", "interactive", "echo"),
+		bus.BridgeJSAPIPrefix + ".CONSUMER.MSG.NEXT.PROBES." + bus.ProbeConsumer("site-b", "interactive", "echo"),
+		"cmdb.ingest.0", "cmdb.changed.linux_server", "event.hub.audit", "dlq.cmdb", "dlq.bridge.site-b",
+		"svc.agents.approve", "svc.agents.site_add", "svc.discovery.credentials_seal", "svc.cmdb.ingest",
+		bus.ResultSubject("discovery", "site-b", "echo", "brb"), bus.ResultSubject("discovery", "site-a", "echo", "someone-else"),
+		"probe.site-a.interactive.echo", "agent.heartbeat.site-b.brb", bus.ControlSubject("site-b", "brb"),
+	}
+	for _, id := range identities {
+		t.Run(id.name, func(t *testing.T) {
+			errs := make(chan error, 1024)
+			nc, err := id.connect(errs)
+			if id.refused {
+				if err == nil {
+					nc.Close()
+					t.Fatal("connected")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("cannot connect at all: %v", err)
+			}
+			defer nc.Close()
+			secret := randomHex(t)
+			plant[id.name] = secret
+			sum := sha256.Sum256([]byte(secret))
+			tokenKey := "$KV.tokens." + hex.EncodeToString(sum[:])
+
+			// Publish and request onto hub subjects: denied, and nothing answers.
+			for _, s := range hubSubjects {
+				_ = nc.Publish(s, []byte(`{"role":"admin"}`))
+				if m, err := nc.Request(s, []byte(`{}`), 200*time.Millisecond); err == nil {
+					t.Errorf("request to %s answered: %s", s, m.Data)
+				}
+			}
+			// Subscribe to hub subjects: denied (the violation arrives asynchronously).
+			for _, s := range []string{">", "$KV.>", "$JS.>", "cmdb.>", "svc.>", "probe.>", "result.>", "event.>", "dlq.>", "_INBOX.>"} {
+				if sub, err := nc.SubscribeSync(s); err == nil {
+					if m, err := sub.NextMsg(100 * time.Millisecond); err == nil {
+						t.Errorf("subscription to %s received %s", s, m.Subject)
+					}
+				}
+			}
+			// Requests on what the identity may use, with the answer steered onto hub data.
+			allowed := []string{"svc.agents.enroll",
+				bus.BridgeJSAPIPrefix + ".CONSUMER.INFO.PROBES." + bus.ProbeConsumer("site-a", "interactive", "echo"),
+				bus.ResultSubject("discovery", "site-a", "echo", "bra"), "event.site-a.test", bus.BridgeDLQSubject("site-a")}
+			steer := []string{tokenKey, "cmdb.ingest.0", "event.hub.audit", "dlq.cmdb", "$KV.agents.site-a.evil",
+				"$JS.API.STREAM.PURGE.RESULTS", "$JS.API.STREAM.DELETE.KV_tokens", "svc.agents.approve", "svc.agents.site_add"}
+			for _, s := range allowed {
+				for _, reply := range steer {
+					_ = nc.PublishRequest(s, reply, []byte(`{"id":"x","role":"admin","name":"planted"}`))
+				}
+			}
+			if err := nc.Flush(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+				t.Logf("flush: %v", err)
+			}
+		})
+	}
+	// Answers are asynchronous: give a steered one every chance to land before checking.
+	time.Sleep(time.Second)
+	after := snapshotHub(t, h, hjs)
+	for k, v := range after {
+		if before[k] != v {
+			t.Errorf("hub data changed: %s was %d, now %d", k, before[k], v)
+		}
+	}
+	for who, secret := range plant {
+		req, _ := http.NewRequest("GET", "http://"+h.http+"/api/v1/tokens", nil)
+		req.Header.Set("Authorization", "Bearer "+secret)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("a token planted by the %s authenticates: %d", who, resp.StatusCode)
+		}
+	}
+}
+
+// snapshotHub counts what an attack could change: KV keys and stream messages of hub data.
+func snapshotHub(t *testing.T, h *testHub, js jetstream.JetStream) map[string]int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out := map[string]int{}
+	for _, b := range []string{bus.KVTokens, bus.KVAgents, bus.KVSites} {
+		kv, err := js.KeyValue(ctx, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys, err := kv.Keys(ctx)
+		if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+			t.Fatal(err)
+		}
+		// Heartbeat timestamps change on their own; the set of keys must not.
+		out["kv "+b] = len(keys)
+	}
+	for _, s := range []string{bus.StreamCMDB, bus.StreamChanges, bus.StreamProbes} {
+		st, err := js.Stream(ctx, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out["stream "+s] = int(info.State.Msgs)
+	}
+	// Dead letters: the attacking site may fill its own quota (dlq.<service>.site-a: its own
+	// bad results and dead letters), nothing else.
+	dlq, err := js.Stream(ctx, bus.StreamDLQ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dinfo, err := dlq.Info(ctx, jetstream.WithSubjectFilter("dlq.>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for subj, n := range dinfo.State.Subjects {
+		if !strings.HasSuffix(subj, ".site-a") {
+			out["dlq "+subj] = int(n)
+		}
+	}
+	// Audit entries other than the test's own API calls.
+	st, err := js.Stream(ctx, bus.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter("event.hub.>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out["events event.hub.>"] = len(info.State.Subjects)
+	if n, ok := info.State.Subjects["event.hub.audit"]; ok {
+		out["audit entries"] = int(n)
+	}
+	_ = h
+	return out
+}
+
+// freshKeyConn connects with a new NKey and a site's enrollment token, as an attacker who
+// found the token would.
+func freshKeyConn(h *testHub, token string, errs chan<- error) (*nats.Conn, error) {
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		return nil, err
+	}
+	pub, _ := kp.PublicKey()
+	return nats.Connect("nats://"+h.nats, nats.Nkey(pub, kp.Sign), nats.Token(token), nats.CustomInboxPrefix(bus.InboxPrefix(pub)),
+		nats.MaxReconnects(0), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			select {
+			case errs <- err:
+			default:
+			}
+		}))
+}
+
+func randomHex(t *testing.T) string {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%x", b)
+}
+
