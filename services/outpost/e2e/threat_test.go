@@ -229,4 +229,3 @@ func randomHex(t *testing.T) string {
 	}
 	return fmt.Sprintf("%x", b)
 }
-
