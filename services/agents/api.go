@@ -180,7 +180,7 @@ func (s *Service) enroll(ctx context.Context, e envelope.Enrollment) (any, error
 		}
 	}
 	s.log.Info("agent enrolled", "agent", a.Name, "site", a.Site, "state", a.State, "version", a.Version)
-	return envelope.EnrollmentReply{Status: a.State, Agent: a.Name, Site: a.Site, Ranges: site.Ranges, Capabilities: a.Capabilities}, nil
+	return envelope.EnrollmentReply{Status: a.State, Agent: a.Name, Site: a.Site, Ranges: site.Ranges, Exclude: site.Exclude, Capabilities: a.Capabilities}, nil
 }
 
 func (s *Service) setState(ctx context.Context, ref, state string) (any, error) {

@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/outpost-dev/outpost/libs/envelope"
@@ -62,11 +64,64 @@ type Credential struct {
 	Username string
 	Secret   string            // password, community, key…
 	Fields   map[string]string // type-specific (auth_protocol, priv_password, database…)
+	// AllowInsecure lets this credential travel over plaintext or unverified TLS. Only an
+	// admin can store it; without it a kind refuses to send the secret over anything less
+	// than verified TLS (SSH is always encrypted; its host key is checked instead).
+	AllowInsecure bool
 }
 
 // LogValue keeps secrets out of logs.
 func (c Credential) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("name", c.Name), slog.String("type", c.Type), slog.String("username", c.Username))
+}
+
+// CheckCredentials refuses (denied) credentials a kind does not take (envelope's
+// KindCredentialTypes): a secret is only ever sent to the protocol it was stored for, even
+// when a hub sends something else. The bridge checks before running a probe; kinds check
+// again so that no runner can be handed a wrong secret by mistake.
+func CheckCredentials(kind string, creds []Credential) error {
+	if len(creds) == 0 {
+		return nil
+	}
+	types := envelope.KindCredentialTypes[kind]
+	var errs []string
+	for _, c := range creds {
+		if !slices.Contains(types, c.Type) {
+			errs = append(errs, fmt.Sprintf("credential %s is of type %s", c.Name, orNone(c.Type)))
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	want := "no credentials"
+	if len(types) > 0 {
+		want = "only credentials of type " + strings.Join(types, " or ")
+	}
+	return Errorf(CodeDenied, "%s; %s takes %s: refused before anything was sent", strings.Join(errs, ", "), kind, want)
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+// RequireSecure refuses (denied) to send credentials over transport — "plaintext http",
+// "LDAP without TLS", "TLS without certificate verification" — unless every one of them
+// allows it (AllowInsecure). Kinds call it before the first byte of a secret leaves.
+func RequireSecure(creds []Credential, transport string) error {
+	var names []string
+	for _, c := range creds {
+		if !c.AllowInsecure {
+			names = append(names, c.Name)
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	return Errorf(CodeDenied, "credential %s would be sent over %s: refused (use verified TLS, or have an admin store the credential with allow_insecure)",
+		strings.Join(names, ", "), transport)
 }
 
 // Settings are what the bridge gives every runner.
