@@ -162,17 +162,18 @@ func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
 // Stable error codes.
 const (
-	CodeBadParams   = "bad_params"  // params missing, malformed or beyond a limit
-	CodeDecode      = "decode"      // the probe itself could not be read
-	CodeDenied      = "denied"      // outside the allow-list, or kind not granted
-	CodeUnreachable = "unreachable" // connection refused, no route
-	CodeAuth        = "auth_failed" // every credential was refused
-	CodeProtocol    = "protocol"    // the peer spoke something else, or garbage
-	CodeTooLarge    = "too_large"   // output beyond the limit
-	CodeInternal    = "internal"    // a bug: report it
-	CodeUnsupported = "unsupported" // the kind cannot do what was asked
-	CodeTimeout     = "timeout"     // the deadline passed
-	CodeCanceled    = "canceled"    // the probe was cancelled (drain, shutdown)
+	CodeBadParams   = "bad_params"        // params missing, malformed or beyond a limit
+	CodeDecode      = "decode"            // the probe itself could not be read
+	CodeDenied      = "denied"            // outside the allow-list, or kind not granted
+	CodeUnreachable = "unreachable"       // connection refused, no route
+	CodeAuth        = "auth_failed"       // every credential was refused
+	CodeProtocol    = "protocol"          // the peer spoke something else, or garbage
+	CodeTooLarge    = "too_large"         // output beyond the limit
+	CodeInternal    = "internal"          // a bug: report it
+	CodeUnsupported = "unsupported"       // the kind cannot do what was asked
+	CodeTimeout     = "timeout"           // the deadline passed
+	CodeCanceled    = "canceled"          // the probe was cancelled (drain, shutdown)
+	CodeHostKey     = "host_key_mismatch" // an SSH host key differs from the pinned or known one: nothing was sent
 )
 
 // Errorf returns a probe Error.

@@ -46,7 +46,14 @@ func sqlRows(t *testing.T, o probetest.Outcome) [][]any {
 	return out
 }
 
+// pgCred is a credential for the test databases, which speak no TLS: it says so itself
+// (fields.tls disable) and an admin allowed it (AllowInsecure) — without both it is refused.
 func pgCred(name, user, pw string) probe.Credential {
+	return probe.Credential{Name: name, Type: "sql", Username: user, Secret: pw, AllowInsecure: true, Fields: map[string]string{"database": "postgres", "tls": "disable"}}
+}
+
+// strictCred is a credential as stored by default: verified TLS only.
+func strictCred(name, user, pw string) probe.Credential {
 	return probe.Credential{Name: name, Type: "sql", Username: user, Secret: pw, Fields: map[string]string{"database": "postgres"}}
 }
 
@@ -74,6 +81,21 @@ func sqlCases(t *testing.T) []probetest.Case {
 		{Name: "bad_params/driver", Req: req(lxpg, map[string]any{"driver": "oracle", "query": "SELECT 1"}, pgCred("pg", "u", "pg-secret-1")), WantCode: probe.CodeBadParams},
 		{Name: "write_not_allowed", Req: req(lxpg, map[string]any{"driver": "postgres", "query": "INSERT INTO notes(body) VALUES ('x')", "write": true}, pgCred("pg", "u", "pg-secret-1")), WantCode: probe.CodeDenied},
 		deny(t, lxpg, map[string]any{"driver": "postgres", "query": "SELECT 1"}, pgCred("pg", "u", "pg-secret-1")),
+		// the default is verified TLS with no fallback: a server without TLS gets no password
+		{Name: probetest.Success + "/verify-by-default-no-fallback", Req: req(lxpg, map[string]any{"driver": "postgres", "query": "SELECT 1"}, strictCred("pg", "u", "pg-secret-1")),
+			WantCode: probe.CodeProtocol, Check: wantErr("refused TLS")},
+		{Name: "refused/plaintext", Req: req(lxpg, map[string]any{"driver": "postgres", "query": "SELECT 1", "tls": "disable"}, strictCred("pg", "u", "pg-secret-1")),
+			WantCode: probe.CodeDenied, NoDial: true, Check: wantErr("plaintext database connection")},
+		{Name: "refused/prefer-may-fall-back", Req: req(lxmy, map[string]any{"driver": "mysql", "query": "SELECT 1", "tls": "prefer"}, strictCred("my", "u", "my-secret-1")),
+			WantCode: probe.CodeDenied, NoDial: true, Check: wantErr("fall back to plaintext")},
+		{Name: "refused/unverified", Req: req(lxpg, map[string]any{"driver": "sqlserver", "query": "SELECT 1", "tls": "require"}, strictCred("ms", "sa", "ms-secret-1")),
+			WantCode: probe.CodeDenied, NoDial: true, Check: wantErr("without certificate verification")},
+		{Name: "refused/credential-field-insecure-without-allow", Req: req(lxpg, map[string]any{"driver": "postgres", "query": "SELECT 1"},
+			probe.Credential{Name: "pg-field", Type: "sql", Username: "u", Secret: "pg-secret-1", Fields: map[string]string{"tls": "none"}}), WantCode: probe.CodeDenied, NoDial: true},
+		{Name: "refused/one-insecure-credential-among-others", Req: req(lxpg, map[string]any{"driver": "postgres", "query": "SELECT 1", "tls": "disable"}, pgCred("pg", "u", "pg-secret-1"), strictCred("pg2", "u", "pg-secret-2")),
+			WantCode: probe.CodeDenied, NoDial: true},
+		{Name: "refused/snmp-credential", Req: req(lxpg, map[string]any{"driver": "postgres", "query": "SELECT 1"}, community("ro", "public-Secret-1")),
+			WantCode: probe.CodeDenied, NoDial: true, Check: wantErr("sql_query takes only credentials of type sql")},
 	}
 	if env.pg == nil {
 		return append(labCases,
