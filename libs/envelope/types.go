@@ -166,10 +166,13 @@ func (e *Enrollment) SigningBytes() []byte {
 
 // EnrollmentReply is the hub's answer to an enrollment.
 type EnrollmentReply struct {
-	Status       string   `json:"status"` // pending | approved
-	Agent        string   `json:"agent"`
-	Site         string   `json:"site"`
-	Ranges       []string `json:"ranges"`
+	Status string   `json:"status"` // pending | approved
+	Agent  string   `json:"agent"`
+	Site   string   `json:"site"`
+	Ranges []string `json:"ranges"`
+	// Exclude are addresses inside Ranges the bridge must never probe (the site's
+	// --exclude): enforced by the bridge for every kind, not only by discovery.
+	Exclude      []string `json:"exclude,omitempty"`
 	Capabilities []string `json:"capabilities"`
 	Message      string   `json:"message,omitempty"`
 }
@@ -226,4 +229,33 @@ var KindCapability = map[string]string{
 	"ldap_search":  "ldap",
 	"sql_query":    "sql",
 	"file_read":    "file",
+}
+
+// Credential types a stored credential may have.
+const (
+	CredSSH    = "ssh"
+	CredSNMP   = "snmp"
+	CredSNMPv3 = "snmpv3"
+	CredLDAP   = "ldap"
+	CredSQL    = "sql"
+	// CredHTTP is a secret meant for HTTP only (basic, bearer or a named header): the only
+	// type http_request takes, so a stored SSH, SNMP, SQL or LDAP secret can never be sent
+	// as an Authorization header to a server an operator chose.
+	CredHTTP = "http"
+)
+
+// CredentialTypes are the types a stored credential may have.
+var CredentialTypes = []string{CredSSH, CredSNMP, CredSNMPv3, CredLDAP, CredSQL, CredHTTP}
+
+// KindCredentialTypes says which credential types each probe kind accepts; a kind that is
+// not listed takes none. The hub refuses to seal anything else to a probe, and the bridge
+// refuses (denied) a probe carrying anything else, whatever the hub sent: a secret only
+// ever goes to the protocol it was stored for.
+var KindCredentialTypes = map[string][]string{
+	"ssh_exec":     {CredSSH},
+	"snmp_get":     {CredSNMP, CredSNMPv3},
+	"snmp_walk":    {CredSNMP, CredSNMPv3},
+	"ldap_search":  {CredLDAP},
+	"sql_query":    {CredSQL},
+	"http_request": {CredHTTP},
 }

@@ -22,6 +22,8 @@ type Secret struct {
 	Username string            `json:"username,omitempty"`
 	Secret   string            `json:"secret"`
 	Fields   map[string]string `json:"fields,omitempty"`
+	// AllowInsecure: an admin allowed this credential over plaintext or unverified TLS.
+	AllowInsecure bool `json:"allow_insecure,omitempty"`
 	// Probe binds the sealed copy to one probe: a copy lifted from one probe cannot be
 	// replayed into another (xkey boxes have no replay protection of their own).
 	Probe string    `json:"probe"`

@@ -180,7 +180,7 @@ func (s *Service) enroll(ctx context.Context, e envelope.Enrollment) (any, error
 		}
 	}
 	s.log.Info("agent enrolled", "agent", a.Name, "site", a.Site, "state", a.State, "version", a.Version)
-	return envelope.EnrollmentReply{Status: a.State, Agent: a.Name, Site: a.Site, Ranges: site.Ranges, Capabilities: a.Capabilities}, nil
+	return envelope.EnrollmentReply{Status: a.State, Agent: a.Name, Site: a.Site, Ranges: site.Ranges, Exclude: site.Exclude, Capabilities: a.Capabilities}, nil
 }
 
 func (s *Service) setState(ctx context.Context, ref, state string) (any, error) {
@@ -269,13 +269,22 @@ func (s *Service) probe(ctx context.Context, r ProbeRequest) (any, error) {
 	defer cancel()
 	if len(r.Credentials) > 0 {
 		var sealed struct {
-			Secrets []envelope.SealedCredential `json:"secrets"`
+			Secrets      []envelope.SealedCredential `json:"secrets"`
+			KnownHostKey string                      `json:"known_host_key"`
 		}
-		req := map[string]any{"site": r.Site, "kind": r.Kind, "probe": p.ID, "names": r.Credentials}
+		req := map[string]any{"site": r.Site, "kind": r.Kind, "probe": p.ID, "names": r.Credentials, "target": r.Target}
 		if err := bus.Request(ctx, s.deps.NC, "discovery", "credentials_seal", req, &sealed); err != nil {
 			return nil, fmt.Errorf("credentials: %w", err)
 		}
 		p.Credentials, p.Secrets = r.Credentials, sealed.Secrets
+		if sealed.KnownHostKey != "" {
+			// the hub's known-hosts table holds for ad-hoc probes too
+			params, err := withParam(p.Params, "known_host_key", sealed.KnownHostKey)
+			if err != nil {
+				return nil, bus.Errorf(http.StatusBadRequest, "params: %v", err)
+			}
+			p.Params = params
+		}
 	}
 	// Listen before sending, so a fast answer is not missed.
 	cons, err := s.deps.JS.OrderedConsumer(ctx, bus.StreamResults, jetstream.OrderedConsumerConfig{
@@ -313,4 +322,20 @@ func (s *Service) probe(ctx context.Context, r ProbeRequest) (any, error) {
 			return reply, nil
 		}
 	}
+}
+
+// withParam sets one param of a probe's JSON params object.
+func withParam(params json.RawMessage, key string, value any) (json.RawMessage, error) {
+	m := map[string]json.RawMessage{}
+	if len(params) > 0 && string(params) != "null" {
+		if err := json.Unmarshal(params, &m); err != nil {
+			return nil, err
+		}
+	}
+	v, err := json.Marshal(value)
+	if err != nil {
+		return nil, err
+	}
+	m[key] = v
+	return json.Marshal(m)
 }

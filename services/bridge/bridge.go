@@ -239,8 +239,8 @@ func (b *Bridge) enroll(ctx context.Context) error {
 		reply, err := b.enrollOnce(ctx)
 		switch {
 		case err == nil && reply.Status == "approved":
-			b.allow.setSite(reply.Ranges)
-			b.log.Info("approved by the hub", "ranges", reply.Ranges)
+			b.allow.setSite(reply.Ranges, reply.Exclude)
+			b.log.Info("approved by the hub", "ranges", reply.Ranges, "exclude", reply.Exclude)
 			return b.reconnectIntoSite(ctx)
 		case err == nil:
 			if !loggedPending {
@@ -327,7 +327,7 @@ func (b *Bridge) refreshSite(ctx context.Context) {
 		case <-t.C:
 		}
 		if reply, err := b.enrollOnce(ctx); err == nil && reply.Status == "approved" {
-			b.allow.setSite(reply.Ranges)
+			b.allow.setSite(reply.Ranges, reply.Exclude)
 		}
 	}
 }

@@ -219,6 +219,13 @@ func (b *Bridge) runProbe(ctx context.Context, p *envelope.Probe, capability str
 	if err != nil {
 		return []*envelope.Result{result(envelope.StatusError, nil, &envelope.Error{Code: probe.CodeAuth, Message: err.Error()}, true)}
 	}
+	// A hub (compromised or mistaken) must not get a secret sent to a protocol it was not
+	// stored for: an SSH password as an HTTP Authorization header reads it back.
+	if err := probe.CheckCredentials(p.Kind, creds); err != nil {
+		var pe *probe.Error
+		errors.As(err, &pe)
+		return deny("%s", pe.Message)
+	}
 	data, err := runner.Run(rctx, probe.Request{Probe: *p, Target: p.Target, Params: p.Params, Credentials: creds}, emit)
 	var final *envelope.Result
 	switch {
@@ -255,7 +262,7 @@ func (b *Bridge) openSecrets(p *envelope.Probe) ([]probe.Credential, error) {
 			errs = append(errs, err)
 			continue
 		}
-		out = append(out, probe.Credential{Name: s.Name, Type: s.Type, Username: s.Username, Secret: s.Secret, Fields: s.Fields})
+		out = append(out, probe.Credential{Name: s.Name, Type: s.Type, Username: s.Username, Secret: s.Secret, Fields: s.Fields, AllowInsecure: s.AllowInsecure})
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("none of the %d credentials could be opened by this bridge: %w", len(p.Secrets), errors.Join(errs...))

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -24,23 +26,22 @@ type SealRequest struct {
 	Kind  string   `json:"kind"`
 	Probe string   `json:"probe"`
 	Names []string `json:"names"`
+	// Target is the probe's target (an address), for ssh_exec's known host key.
+	Target string `json:"target,omitempty"`
 }
 
-// SealReply carries the sealed credentials in the order asked.
+// SealReply carries the sealed credentials in the order asked, and for ssh_exec the host
+// key on record for the target (the caller puts it in params.known_host_key).
 type SealReply struct {
-	Secrets []envelope.SealedCredential `json:"secrets"`
+	Secrets      []envelope.SealedCredential `json:"secrets"`
+	KnownHostKey string                      `json:"known_host_key,omitempty"`
 }
 
-// kindCredentialTypes says which stored types a probe kind can use. http_request sends
-// any credential as basic auth, so it takes every type.
-var kindCredentialTypes = map[string][]string{
-	"ssh_exec":     {"ssh"},
-	"snmp_get":     {"snmp", "snmpv3"},
-	"snmp_walk":    {"snmp", "snmpv3"},
-	"ldap_search":  {"ldap"},
-	"sql_query":    {"sql"},
-	"http_request": CredentialTypes,
-}
+// kindCredentialTypes says which stored types a probe kind can use: http_request takes
+// only http credentials, so no operator can have an SSH, SNMP, SQL or LDAP secret sent
+// as an Authorization header to a server of their choosing and read it back. The bridge
+// checks the same table (a hub that sends anything else gets the probe denied).
+var kindCredentialTypes = envelope.KindCredentialTypes
 
 func (s *service) sealForProbe(ctx context.Context, r SealRequest) (SealReply, error) {
 	types, ok := kindCredentialTypes[r.Kind]
@@ -84,11 +85,22 @@ func (s *service) sealForProbe(ctx context.Context, r SealRequest) (SealReply, e
 	out := SealReply{Secrets: make([]envelope.SealedCredential, 0, len(creds))}
 	for _, c := range creds {
 		sc, err := seal.Seal(s.deps.CurveKey, seal.Secret{Name: c.Name, Type: c.Type, Username: c.Username, Secret: c.Secret,
-			Fields: c.Fields, Probe: r.Probe, Time: s.now()}, keys)
+			Fields: c.Fields, AllowInsecure: c.AllowInsecure, Probe: r.Probe, Time: s.now()}, keys)
 		if err != nil {
 			return SealReply{}, err
 		}
 		out.Secrets = append(out.Secrets, sc)
+	}
+	if r.Kind == "ssh_exec" && r.Target != "" {
+		host := r.Target
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		if addr, err := netip.ParseAddr(host); err == nil {
+			if out.KnownHostKey, err = s.knownHostKey(ctx, r.Site, addr.String()); err != nil {
+				return SealReply{}, err
+			}
+		}
 	}
 	return out, nil
 }

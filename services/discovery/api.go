@@ -121,6 +121,21 @@ func (s *service) endpoints() map[string]bus.Endpoint {
 			}
 			return map[string]any{"removed": r.Name}, s.kvSched.Delete(ctx, r.Name)
 		}),
+		"hostkeys_ls": bus.JSON(func(ctx context.Context, r page.Request) (any, error) {
+			hks, err := s.listHostKeys(ctx)
+			if err != nil {
+				return nil, err
+			}
+			items, next, err := page.Slice(hks, r, func(h HostKey) string { return hostKeyKey(h.Site, h.Address) }, strings.Compare)
+			if err != nil {
+				return nil, err
+			}
+			return map[string]any{"hostkeys": items, "next_cursor": next}, nil
+		}),
+		"hostkeys_forget": bus.JSON(func(ctx context.Context, r HostKeysRequest) (any, error) {
+			gone, err := s.forgetHostKey(ctx, r)
+			return map[string]any{"forgotten": gone}, err
+		}),
 		"classifiers_reload": bus.JSON(func(ctx context.Context, _ struct{}) (any, error) {
 			if err := s.rules.Reload(); err != nil {
 				return nil, bus.Errorf(400, "classifiers refused, the previous set stays in use: %v", err)

@@ -12,6 +12,7 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -90,6 +91,8 @@ func (b *testBridge) emit(ctx context.Context, p *envelope.Probe, seq int, final
 		b.t.Errorf("test bridge: publish result: %v", err)
 	}
 }
+
+var errHostKey = errors.New("host key changed")
 
 func (b *testBridge) run(ctx context.Context, p *envelope.Probe) {
 	b.mu.Lock()
@@ -194,9 +197,24 @@ func (b *testBridge) run(ctx context.Context, p *envelope.Probe) {
 		b.emit(ctx, p, 0, true, envelope.StatusTimeout, map[string]any{"ip": p.Target, "failed_credentials": failed}, &envelope.Error{Code: "timeout", Message: "no SNMP answer"})
 	case "ssh_exec":
 		var failed []string
+		known, _ := params["known_host_key"].(string)
 		for _, c := range creds {
+			// as the real ssh_exec: the key on record is checked before any credential
+			var seen string
 			cl, err := ssh.Dial("tcp", net.JoinHostPort(p.Target, "22"), &ssh.ClientConfig{User: c.Username,
-				Auth: []ssh.AuthMethod{ssh.Password(c.Secret)}, HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second})
+				Auth: []ssh.AuthMethod{ssh.Password(c.Secret)}, Timeout: 5 * time.Second,
+				HostKeyCallback: func(_ string, _ net.Addr, k ssh.PublicKey) error {
+					seen = ssh.FingerprintSHA256(k)
+					if known != "" && seen != known {
+						return errHostKey
+					}
+					return nil
+				}})
+			if errors.Is(err, errHostKey) {
+				b.emit(ctx, p, 0, true, envelope.StatusError, map[string]any{"ip": p.Target, "host_key": seen, "failed_credentials": []string{}},
+					&envelope.Error{Code: codeHostKey, Message: "host key for " + p.Target + " changed from " + known + " to " + seen + ": no credential was sent"})
+				return
+			}
 			if err != nil {
 				failed = append(failed, c.Name)
 				continue
@@ -218,7 +236,8 @@ func (b *testBridge) run(ctx context.Context, p *envelope.Probe) {
 				outs = append(outs, map[string]any{"command": cmd, "stdout": map[string]any{"text": stdout.String()}, "exit_code": code})
 			}
 			cl.Close()
-			b.emit(ctx, p, 0, true, envelope.StatusOK, map[string]any{"ip": p.Target, "credential": c.Name, "failed_credentials": failed, "outputs": outs}, nil)
+			b.emit(ctx, p, 0, true, envelope.StatusOK, map[string]any{"ip": p.Target, "credential": c.Name, "failed_credentials": failed, "outputs": outs,
+				"host_key": seen, "host_key_type": "ssh-ed25519"}, nil)
 			return
 		}
 		// as the real ssh_exec: no data, the refused credentials named in the message

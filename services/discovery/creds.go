@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/envelope"
 )
 
 // KVCredentials holds target credentials, encrypted at rest; KVAffinity remembers which one
@@ -29,23 +30,39 @@ const (
 	KVHosts       = "discovery_hosts"
 )
 
-// CredentialTypes are the types a credential may have.
-var CredentialTypes = []string{"ssh", "snmp", "snmpv3", "ldap", "sql"}
+// CredentialTypes are the types a credential may have (libs/envelope holds the list, with
+// which probe kind takes which).
+var CredentialTypes = envelope.CredentialTypes
 
 // Credential is a stored credential as listed: never its secret.
 type Credential struct {
-	Name     string    `json:"name"`
-	Type     string    `json:"type"`
-	Site     string    `json:"site"`
-	Username string    `json:"username,omitempty"`
-	Fields   []string  `json:"fields,omitempty"` // names only: values may be secret (priv_password)
-	Created  time.Time `json:"created"`
+	Name     string   `json:"name"`
+	Type     string   `json:"type"`
+	Site     string   `json:"site"`
+	Username string   `json:"username,omitempty"`
+	Fields   []string `json:"fields,omitempty"` // names only: values may be secret (priv_password)
+	// AllowInsecure lets probes send it over plaintext or unverified TLS (admin only).
+	AllowInsecure bool      `json:"allow_insecure,omitempty"`
+	Created       time.Time `json:"created"`
 }
 
 // storedCredential is the KV record: Sealed is AES-GCM(nonce || ciphertext) of secretPart.
 type storedCredential struct {
 	Credential
 	Sealed []byte `json:"sealed"`
+	// Bound is the version of the associated data: 2 binds name, site, type, username and
+	// allow_insecure (none can be rewritten in KV without the key); 0 is the name only,
+	// as records were stored before.
+	Bound int `json:"bound,omitempty"`
+}
+
+// boundData is the AEAD's associated data of a stored credential.
+func (c Credential) boundData(version int) []byte {
+	if version < 2 {
+		return []byte(c.Name)
+	}
+	b, _ := json.Marshal([]any{"outpost-credential-v2", c.Name, c.Site, c.Type, c.Username, c.AllowInsecure})
+	return b
 }
 
 type secretPart struct {
@@ -58,6 +75,7 @@ type clearCredential struct {
 	Name, Type, Username string
 	Secret               string
 	Fields               map[string]string
+	AllowInsecure        bool
 }
 
 // LogValue keeps secrets out of logs.
@@ -125,6 +143,42 @@ type CredentialAddRequest struct {
 	Username string            `json:"username,omitempty"`
 	Secret   string            `json:"secret"`
 	Fields   map[string]string `json:"fields,omitempty"`
+	// AllowInsecure: probes may send this secret over plaintext or unverified TLS. The
+	// gateway lets only admins store credentials at all.
+	AllowInsecure bool `json:"allow_insecure,omitempty"`
+}
+
+// checkFields reports what is wrong with a credential's type-specific fields.
+func checkFields(r CredentialAddRequest) []error {
+	var errs []error
+	switch r.Type {
+	case envelope.CredHTTP:
+		switch strings.ToLower(r.Fields["scheme"]) {
+		case "", "basic":
+			if r.Username == "" && r.Fields["scheme"] != "" {
+				errs = append(errs, errors.New("fields.scheme basic needs a username"))
+			}
+		case "bearer":
+		case "header":
+			h := r.Fields["header_name"]
+			if h == "" || strings.ContainsAny(h, " :\r\n") {
+				errs = append(errs, errors.New("fields.header_name: name the header that carries the secret (e.g. X-Api-Key)"))
+			}
+		default:
+			errs = append(errs, fmt.Errorf("fields.scheme %q: want basic, bearer or header", r.Fields["scheme"]))
+		}
+	case envelope.CredSQL:
+		switch t := strings.ToLower(r.Fields["tls"]); t {
+		case "", "verify", "verify-full":
+		case "insecure", "require", "prefer", "none", "disable":
+			if !r.AllowInsecure {
+				errs = append(errs, fmt.Errorf("fields.tls %s sends the secret without verified TLS: give allow_insecure too (admin), or leave it to verify", t))
+			}
+		default:
+			errs = append(errs, fmt.Errorf("fields.tls %q: want verify, insecure (require) or none (disable)", r.Fields["tls"]))
+		}
+	}
+	return errs
 }
 
 func (s *credStore) add(ctx context.Context, r CredentialAddRequest) (Credential, error) {
@@ -141,6 +195,7 @@ func (s *credStore) add(ctx context.Context, r CredentialAddRequest) (Credential
 	if r.Secret == "" {
 		errs = append(errs, errors.New("secret: empty"))
 	}
+	errs = append(errs, checkFields(r)...)
 	if err := errors.Join(errs...); err != nil {
 		return Credential{}, bus.Errorf(400, "credential: %v", err)
 	}
@@ -149,14 +204,16 @@ func (s *credStore) add(ctx context.Context, r CredentialAddRequest) (Credential
 	if _, err := rand.Read(nonce); err != nil {
 		return Credential{}, err
 	}
-	// the name is authenticated data: a sealed secret cannot be moved to another record
-	sealed := s.aead.Seal(nonce, nonce, plain, []byte(r.Name))
-	c := Credential{Name: r.Name, Type: r.Type, Site: r.Site, Username: r.Username, Created: time.Now().UTC()}
+	c := Credential{Name: r.Name, Type: r.Type, Site: r.Site, Username: r.Username, AllowInsecure: r.AllowInsecure, Created: time.Now().UTC()}
 	for k := range r.Fields {
 		c.Fields = append(c.Fields, k)
 	}
 	slices.Sort(c.Fields)
-	b, _ := json.Marshal(storedCredential{Credential: c, Sealed: sealed})
+	// name, site, type, username and allow_insecure are authenticated data: whoever can
+	// write the KV cannot move the secret to another site, type or user, or relax it,
+	// without the key
+	sealed := s.aead.Seal(nonce, nonce, plain, c.boundData(2))
+	b, _ := json.Marshal(storedCredential{Credential: c, Sealed: sealed, Bound: 2})
 	if _, err := s.kv.Put(ctx, r.Name, b); err != nil {
 		return Credential{}, fmt.Errorf("store credential: %w", err)
 	}
@@ -226,15 +283,19 @@ func (s *credStore) decrypt(sc storedCredential) (clearCredential, error) {
 	if len(sc.Sealed) < ns {
 		return clearCredential{}, fmt.Errorf("credential %s: sealed value too short", sc.Name)
 	}
-	plain, err := s.aead.Open(nil, sc.Sealed[:ns], sc.Sealed[ns:], []byte(sc.Name))
+	if sc.Bound == 0 && sc.AllowInsecure {
+		// allow_insecure came after binding: a record that claims it unbound was not written by us
+		return clearCredential{}, fmt.Errorf("credential %s: allow_insecure is not bound to the secret; add the credential again", sc.Name)
+	}
+	plain, err := s.aead.Open(nil, sc.Sealed[:ns], sc.Sealed[ns:], sc.Credential.boundData(sc.Bound))
 	if err != nil {
-		return clearCredential{}, fmt.Errorf("credential %s: cannot decrypt (wrong credentials.key in the data dir?)", sc.Name)
+		return clearCredential{}, fmt.Errorf("credential %s: cannot decrypt: its name, site, type or username was changed outside the hub, or credentials.key in the data dir is not the one it was stored with", sc.Name)
 	}
 	var sp secretPart
 	if err := json.Unmarshal(plain, &sp); err != nil {
 		return clearCredential{}, fmt.Errorf("credential %s: %w", sc.Name, err)
 	}
-	return clearCredential{Name: sc.Name, Type: sc.Type, Username: sc.Username, Secret: sp.Secret, Fields: sp.Fields}, nil
+	return clearCredential{Name: sc.Name, Type: sc.Type, Username: sc.Username, Secret: sp.Secret, Fields: sp.Fields, AllowInsecure: sc.AllowInsecure}, nil
 }
 
 // credTypes maps a classifier's credential type to the stored types it covers.

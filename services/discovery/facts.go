@@ -52,15 +52,19 @@ type CertFact struct {
 
 // Facts are everything learned about one host; classifiers match on them.
 type Facts struct {
-	IP         string              `json:"ip"`
-	Ports      []int               `json:"ports,omitempty"`
-	SSH        map[string]string   `json:"ssh,omitempty"` // command → stdout (exit 0 only)
-	SSHVersion string              `json:"ssh_version,omitempty"`
-	SSHFailed  bool                `json:"ssh_failed,omitempty"` // every credential was refused
-	SNMP       map[string]any      `json:"snmp,omitempty"`       // oid → value
-	HTTP       map[int]HTTPFact    `json:"http,omitempty"`
-	TLS        map[int]CertFact    `json:"tls,omitempty"`
-	LDAP       map[string][]string `json:"ldap,omitempty"` // root DSE attributes
+	IP         string            `json:"ip"`
+	Ports      []int             `json:"ports,omitempty"`
+	SSH        map[string]string `json:"ssh,omitempty"` // command → stdout (exit 0 only)
+	SSHVersion string            `json:"ssh_version,omitempty"`
+	SSHFailed  bool              `json:"ssh_failed,omitempty"` // every credential was refused
+	// SSHHostKey is the host key fingerprint seen (and on record at the hub).
+	SSHHostKey string `json:"ssh_host_key,omitempty"`
+	// SSHHostKeyChanged says the host presented another key than the one on record.
+	SSHHostKeyChanged string              `json:"ssh_host_key_changed,omitempty"`
+	SNMP              map[string]any      `json:"snmp,omitempty"` // oid → value
+	HTTP              map[int]HTTPFact    `json:"http,omitempty"`
+	TLS               map[int]CertFact    `json:"tls,omitempty"`
+	LDAP              map[string][]string `json:"ldap,omitempty"` // root DSE attributes
 }
 
 // HasPort says whether port answered.
@@ -382,6 +386,8 @@ type sshOutput struct {
 
 type sshResult struct {
 	IP                string      `json:"ip"`
+	HostKey           string      `json:"host_key"`
+	HostKeyType       string      `json:"host_key_type"`
 	Credential        string      `json:"credential"`
 	FailedCredentials []string    `json:"failed_credentials"`
 	ServerVersion     string      `json:"server_version"`

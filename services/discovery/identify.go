@@ -42,6 +42,9 @@ func BuildPayload(rules *Ruleset, h *Host, classifier *Classifier, observed time
 	if n, _ := root["name"].(string); n == "" {
 		root["name"] = h.IP
 	}
+	if h.Facts.SSHHostKey != "" {
+		root["ssh_host_key"] = h.Facts.SSHHostKey
+	}
 	if s, ok := root["serial_number"].(string); ok && s == "" {
 		delete(root, "serial_number")
 	}

@@ -227,6 +227,16 @@ func (s *service) newProbe(ctx context.Context, rs *runState, spec ProbeSpec, ip
 	if port > 0 {
 		params["port"] = port
 	}
+	if spec.Kind == "ssh_exec" && ip != "" {
+		// trust on first use: once a key is on record, the bridge refuses any other
+		known, err := s.knownHostKey(ctx, r.Site, ip)
+		if err != nil {
+			return nil, err
+		}
+		if known != "" {
+			params["known_host_key"] = known
+		}
+	}
 	raw, err := json.Marshal(params)
 	if err != nil {
 		return nil, err
@@ -287,7 +297,7 @@ func (s *service) attachCredentials(ctx context.Context, rs *runState, p *envelo
 	}
 	for _, c := range creds {
 		sc, err := seal.Seal(s.deps.CurveKey, seal.Secret{Name: c.Name, Type: c.Type, Username: c.Username, Secret: c.Secret,
-			Fields: c.Fields, Probe: p.ID, Time: s.now()}, keys)
+			Fields: c.Fields, AllowInsecure: c.AllowInsecure, Probe: p.ID, Time: s.now()}, keys)
 		if err != nil {
 			return err
 		}

@@ -188,6 +188,7 @@ func (s *service) apply(ctx context.Context, rs *runState, p *pendingProbe, res 
 				v.FailedCredentials = strings.Split(m[1], ", ")
 			}
 		}
+		s.noteHostKey(ctx, rs, h, res, &v, &logEntry)
 		s.noteCredentials(ctx, rs, h, "ssh", v.Credential, v.FailedCredentials, &logEntry)
 		if v.Credential == "" && p.Step == "classify" && (len(v.FailedCredentials) > 0 || res.Error != nil && strings.Contains(strings.ToLower(res.Error.Code+res.Error.Message), "auth")) {
 			h.Facts.SSHFailed = true
@@ -286,4 +287,39 @@ func joinInts(v []int) string {
 		s[i] = strconv.Itoa(x)
 	}
 	return strings.Join(s, ",")
+}
+
+// noteHostKey records the SSH host key an ssh_exec probe saw (trust on first use), or
+// reports, in the host's log, the run and an event, that the host presented another key.
+func (s *service) noteHostKey(ctx context.Context, rs *runState, h *Host, res *envelope.Result, v *sshResult, entry *HostLog) {
+	site := rs.run.Site
+	if res.Error != nil && res.Error.Code == codeHostKey {
+		known, _ := s.knownHostKey(ctx, site, h.IP)
+		h.Facts.SSHHostKeyChanged = res.Error.Message
+		h.Facts.SSHFailed = true // classified as if SSH had refused us: it did not get the chance
+		entry.Note = strings.TrimSpace(entry.Note + " SSH host key changed: nothing was sent; the host is classified without SSH")
+		rs.run.errorf(res.Error.Message)
+		s.hostKeyChanged(ctx, site, h.IP, known, v.HostKey, rs.run.ID, res.Error.Message)
+		return
+	}
+	if v.HostKey == "" {
+		return
+	}
+	first, changed, err := s.seeHostKey(ctx, site, h.IP, v.HostKey, v.HostKeyType, rs.run.ID)
+	switch {
+	case err != nil:
+		rs.run.errorf("host key of " + h.IP + ": " + err.Error())
+	case changed != "":
+		// a probe that left before the key was on record met another key than a sibling did
+		msg := fmt.Sprintf("host key for %s changed from %s to %s; if the host was rebuilt, run `outpost hostkeys forget %s`", h.IP, changed, v.HostKey, h.IP)
+		h.Facts.SSHHostKeyChanged = msg
+		entry.Note = strings.TrimSpace(entry.Note + " " + msg)
+		rs.run.errorf(msg)
+		s.hostKeyChanged(ctx, site, h.IP, changed, v.HostKey, rs.run.ID, msg)
+	default:
+		h.Facts.SSHHostKey = v.HostKey
+		if first {
+			entry.Note = strings.TrimSpace(entry.Note + " SSH host key " + v.HostKey + " recorded (trust on first use)")
+		}
+	}
 }

@@ -67,7 +67,7 @@ type service struct {
 	rules *Classifiers
 	creds *credStore
 
-	kvRuns, kvHosts, kvAff, kvSched, kvLeases jetstream.KeyValue
+	kvRuns, kvHosts, kvAff, kvSched, kvLeases, kvHostKeys jetstream.KeyValue
 
 	mu   sync.Mutex
 	runs map[string]*runState // active runs owned by this process
@@ -164,6 +164,7 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 	s.kvHosts = pick(kv(jetstream.KeyValueConfig{Bucket: KVHosts, Description: "discovery: hosts of runs (facts, per-host log)", History: 1}))
 	s.kvAff = pick(kv(jetstream.KeyValueConfig{Bucket: KVAffinity, Description: "discovery: credential that worked per site, type and address", History: 1}))
 	s.kvSched = pick(kv(jetstream.KeyValueConfig{Bucket: KVSchedules, Description: "discovery schedules", History: 1}))
+	s.kvHostKeys = pick(kv(jetstream.KeyValueConfig{Bucket: KVHostKeys, Description: "discovery: SSH host keys first seen per site and address (trust on first use)", History: 1}))
 	credKV := pick(kv(jetstream.KeyValueConfig{Bucket: KVCredentials, Description: "target credentials, AES-GCM encrypted", History: 1}))
 	if err := errors.Join(errs...); err != nil {
 		return nil, err

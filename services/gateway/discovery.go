@@ -20,6 +20,12 @@ func (a *API) routeDiscovery(mux *router) {
 	mux.Handle("DELETE /api/v1/credentials/{name}", disc(tokens.RoleAdmin, "credentials_rm", func(r *http.Request) (any, error) {
 		return map[string]string{"name": r.PathValue("name")}, nil
 	}))
+	// SSH host keys on record (trust on first use); forgetting one lets the next probe
+	// trust whatever answers, so it takes an admin.
+	mux.Handle("GET /api/v1/hostkeys", disc(tokens.RoleViewer, "hostkeys_ls", pageQuery), pageParams)
+	mux.Handle("DELETE /api/v1/hostkeys/{address}", disc(tokens.RoleAdmin, "hostkeys_forget", func(r *http.Request) (any, error) {
+		return map[string]string{"address": r.PathValue("address"), "site": r.URL.Query().Get("site")}, nil
+	}), []queryParam{{"site", "string", "only this site's record (default: every site that knows the address)"}})
 	mux.Handle("POST /api/v1/discovery/runs", disc(tokens.RoleOperator, "start", jsonBody))
 	mux.Handle("GET /api/v1/discovery/runs", disc(tokens.RoleViewer, "runs_ls", pageQuery), pageParams)
 	mux.Handle("GET /api/v1/discovery/runs/{id}", disc(tokens.RoleViewer, "run_get", func(r *http.Request) (any, error) {

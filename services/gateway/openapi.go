@@ -80,6 +80,8 @@ var summaries = map[string]string{
 	"POST /api/v1/credentials":                  "Store a target credential, encrypted; the secret is write-only (admin)",
 	"GET /api/v1/credentials":                   "List credentials without secrets",
 	"DELETE /api/v1/credentials/{name}":         "Remove a credential (admin)",
+	"GET /api/v1/hostkeys":                      "List the SSH host keys on record (trust on first use)",
+	"DELETE /api/v1/hostkeys/{address}":         "Forget an address's SSH host key, e.g. after a rebuild (admin)",
 	"POST /api/v1/discovery/runs":               "Start a discovery run",
 	"GET /api/v1/discovery/runs":                "List discovery runs",
 	"GET /api/v1/discovery/runs/{id}":           "A run with its counters, or one host's log with ?host=IP",

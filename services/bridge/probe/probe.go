@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/outpost-dev/outpost/libs/envelope"
@@ -62,11 +64,64 @@ type Credential struct {
 	Username string
 	Secret   string            // password, community, key…
 	Fields   map[string]string // type-specific (auth_protocol, priv_password, database…)
+	// AllowInsecure lets this credential travel over plaintext or unverified TLS. Only an
+	// admin can store it; without it a kind refuses to send the secret over anything less
+	// than verified TLS (SSH is always encrypted; its host key is checked instead).
+	AllowInsecure bool
 }
 
 // LogValue keeps secrets out of logs.
 func (c Credential) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("name", c.Name), slog.String("type", c.Type), slog.String("username", c.Username))
+}
+
+// CheckCredentials refuses (denied) credentials a kind does not take (envelope's
+// KindCredentialTypes): a secret is only ever sent to the protocol it was stored for, even
+// when a hub sends something else. The bridge checks before running a probe; kinds check
+// again so that no runner can be handed a wrong secret by mistake.
+func CheckCredentials(kind string, creds []Credential) error {
+	if len(creds) == 0 {
+		return nil
+	}
+	types := envelope.KindCredentialTypes[kind]
+	var errs []string
+	for _, c := range creds {
+		if !slices.Contains(types, c.Type) {
+			errs = append(errs, fmt.Sprintf("credential %s is of type %s", c.Name, orNone(c.Type)))
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	want := "no credentials"
+	if len(types) > 0 {
+		want = "only credentials of type " + strings.Join(types, " or ")
+	}
+	return Errorf(CodeDenied, "%s; %s takes %s: refused before anything was sent", strings.Join(errs, ", "), kind, want)
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+// RequireSecure refuses (denied) to send credentials over transport — "plaintext http",
+// "LDAP without TLS", "TLS without certificate verification" — unless every one of them
+// allows it (AllowInsecure). Kinds call it before the first byte of a secret leaves.
+func RequireSecure(creds []Credential, transport string) error {
+	var names []string
+	for _, c := range creds {
+		if !c.AllowInsecure {
+			names = append(names, c.Name)
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	return Errorf(CodeDenied, "credential %s would be sent over %s: refused (use verified TLS, or have an admin store the credential with allow_insecure)",
+		strings.Join(names, ", "), transport)
 }
 
 // Settings are what the bridge gives every runner.
@@ -107,17 +162,18 @@ func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
 // Stable error codes.
 const (
-	CodeBadParams   = "bad_params"  // params missing, malformed or beyond a limit
-	CodeDecode      = "decode"      // the probe itself could not be read
-	CodeDenied      = "denied"      // outside the allow-list, or kind not granted
-	CodeUnreachable = "unreachable" // connection refused, no route
-	CodeAuth        = "auth_failed" // every credential was refused
-	CodeProtocol    = "protocol"    // the peer spoke something else, or garbage
-	CodeTooLarge    = "too_large"   // output beyond the limit
-	CodeInternal    = "internal"    // a bug: report it
-	CodeUnsupported = "unsupported" // the kind cannot do what was asked
-	CodeTimeout     = "timeout"     // the deadline passed
-	CodeCanceled    = "canceled"    // the probe was cancelled (drain, shutdown)
+	CodeBadParams   = "bad_params"        // params missing, malformed or beyond a limit
+	CodeDecode      = "decode"            // the probe itself could not be read
+	CodeDenied      = "denied"            // outside the allow-list, or kind not granted
+	CodeUnreachable = "unreachable"       // connection refused, no route
+	CodeAuth        = "auth_failed"       // every credential was refused
+	CodeProtocol    = "protocol"          // the peer spoke something else, or garbage
+	CodeTooLarge    = "too_large"         // output beyond the limit
+	CodeInternal    = "internal"          // a bug: report it
+	CodeUnsupported = "unsupported"       // the kind cannot do what was asked
+	CodeTimeout     = "timeout"           // the deadline passed
+	CodeCanceled    = "canceled"          // the probe was cancelled (drain, shutdown)
+	CodeHostKey     = "host_key_mismatch" // an SSH host key differs from the pinned or known one: nothing was sent
 )
 
 // Errorf returns a probe Error.

@@ -41,6 +41,8 @@ var commandOf = map[string]string{
 	"POST /api/v1/credentials":                  "credentials add",
 	"GET /api/v1/credentials":                   "credentials ls",
 	"DELETE /api/v1/credentials/{name}":         "credentials rm",
+	"GET /api/v1/hostkeys":                      "hostkeys ls",
+	"DELETE /api/v1/hostkeys/{address}":         "hostkeys forget",
 	"POST /api/v1/discovery/runs":               "discover",
 	"GET /api/v1/discovery/runs":                "runs ls",
 	"GET /api/v1/discovery/runs/{id}":           "runs show",

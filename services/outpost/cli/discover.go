@@ -318,12 +318,22 @@ func newSchedules(g *globals) *cobra.Command {
 func newCredentials(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "credentials", Short: "Target credentials (stored encrypted; secrets never shown)"}
 	var name, typ, site, user, secretFile string
-	var secretStdin bool
+	var secretStdin, allowInsecure bool
 	var fields []string
 	add := &cobra.Command{
-		Use:   "add --name N --type ssh|snmp|snmpv3|ldap|sql --site S [--username U] --secret-file F|--secret-stdin",
+		Use:   "add --name N --type ssh|snmp|snmpv3|ldap|sql|http --site S [--username U] --secret-file F|--secret-stdin",
 		Short: "Add a credential; the secret is read from a file or stdin, never from argv",
-		Args:  cobra.NoArgs,
+		Long: `Add a credential; the secret is read from a file or stdin, never from argv.
+
+Each probe kind takes only its own type: ssh_exec ssh, snmp_* snmp/snmpv3, ldap_search ldap,
+sql_query sql, http_request http. An http credential says how it is sent:
+--field scheme=basic (username + secret), scheme=bearer, or scheme=header with
+--field header_name=X-Api-Key.
+
+Secrets travel only over verified TLS (LDAP StartTLS/LDAPS, SQL verify-full, https) unless
+the credential is stored with --allow-insecure (admin only); a sql credential may say its own
+transport with --field tls=verify|insecure|none.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var secret []byte
 			var err error
@@ -342,6 +352,9 @@ func newCredentials(g *globals) *cobra.Command {
 			}
 			body := map[string]any{"name": name, "type": typ, "site": site, "username": user,
 				"secret": strings.TrimRight(string(secret), "\r\n")}
+			if allowInsecure {
+				body["allow_insecure"] = true
+			}
 			if len(fields) > 0 {
 				fm := map[string]string{}
 				for _, kv := range fields {
@@ -363,12 +376,13 @@ func newCredentials(g *globals) *cobra.Command {
 	}
 	f := add.Flags()
 	f.StringVar(&name, "name", "", "credential name")
-	f.StringVar(&typ, "type", "", "ssh, snmp, snmpv3, ldap or sql")
+	f.StringVar(&typ, "type", "", "ssh, snmp, snmpv3, ldap, sql or http")
 	f.StringVar(&site, "site", "", "site whose bridges may use it")
 	f.StringVar(&user, "username", "", "user name (ssh, ldap bind DN, sql, snmpv3 user)")
 	f.StringVar(&secretFile, "secret-file", "", "file holding the secret (password, community, key)")
 	f.BoolVar(&secretStdin, "secret-stdin", false, "read the secret from stdin")
-	f.StringArrayVar(&fields, "field", nil, "type-specific key=value (snmpv3: auth_protocol, priv_protocol, priv_password…)")
+	f.StringArrayVar(&fields, "field", nil, "type-specific key=value (snmpv3: auth_protocol, priv_protocol, priv_password…; http: scheme, header_name; sql: database, tls)")
+	f.BoolVar(&allowInsecure, "allow-insecure", false, "let probes send this secret over plaintext or unverified TLS (admin only; avoid)")
 	cmd.AddCommand(add)
 	var limit int
 	ls := &cobra.Command{
@@ -379,9 +393,13 @@ func newCredentials(g *globals) *cobra.Command {
 			}
 			return g.showList(cmd, "/api/v1/credentials", "credentials", limit, &out, func() error {
 				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "NAME\tTYPE\tSITE\tUSERNAME")
+				fmt.Fprintln(tw, "NAME\tTYPE\tSITE\tUSERNAME\tTRANSPORT")
 				for _, c := range out.Credentials {
-					fmt.Fprintf(tw, "%v\t%v\t%v\t%v\n", c["name"], c["type"], c["site"], orDash(c["username"]))
+					transport := "verified TLS"
+					if c["allow_insecure"] == true {
+						transport = "insecure allowed"
+					}
+					fmt.Fprintf(tw, "%v\t%v\t%v\t%v\t%s\n", c["name"], c["type"], c["site"], orDash(c["username"]), transport)
 				}
 				return tw.Flush()
 			})
@@ -400,5 +418,48 @@ func newCredentials(g *globals) *cobra.Command {
 			return printResult(g, raw, func(map[string]any) string { return "credential " + args[0] + " removed" })
 		},
 	})
+	return cmd
+}
+
+func newHostKeys(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "hostkeys", Short: "SSH host keys on record at the hub (trusted on first use)"}
+	var limit int
+	ls := &cobra.Command{
+		Use: "ls", Short: "List the SSH host keys on record", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var out struct {
+				Hostkeys []map[string]any
+			}
+			return g.showList(cmd, "/api/v1/hostkeys", "hostkeys", limit, &out, func() error {
+				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "SITE\tADDRESS\tFINGERPRINT\tTYPE\tFIRST SEEN\tLAST SEEN")
+				for _, h := range out.Hostkeys {
+					fmt.Fprintf(tw, "%v\t%v\t%v\t%v\t%v\t%v\n", h["site"], h["address"], h["fingerprint"], orDash(h["type"]), h["first_seen"], h["last_seen"])
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	limitFlag(ls, &limit, "host keys")
+	cmd.AddCommand(ls)
+	var site string
+	forget := &cobra.Command{
+		Use: "forget ADDRESS [--site S]", Short: "Forget an address's host key (after a rebuild): the next probe trusts what it sees",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, _ := g.client()
+			path := "/api/v1/hostkeys/" + url.PathEscape(args[0])
+			if site != "" {
+				path += "?site=" + url.QueryEscape(site)
+			}
+			var raw []byte
+			if err := c.do(cmd.Context(), "DELETE", path, nil, &raw); err != nil {
+				return err
+			}
+			return printResult(g, raw, func(map[string]any) string { return "host key of " + args[0] + " forgotten" })
+		},
+	}
+	forget.Flags().StringVar(&site, "site", "", "only this site's record")
+	cmd.AddCommand(forget)
 	return cmd
 }

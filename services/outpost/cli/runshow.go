@@ -87,6 +87,12 @@ func printHost(w io.Writer, run string, h *discovery.Host) error {
 	if len(h.Facts.Ports) > 0 {
 		fmt.Fprintf(w, "  open TCP ports %s\n", strings.Trim(strings.Join(strings.Fields(fmt.Sprint(h.Facts.Ports)), ","), "[]"))
 	}
+	if h.Facts.SSHHostKey != "" {
+		fmt.Fprintf(w, "  SSH host key %s (on record at the hub)\n", h.Facts.SSHHostKey)
+	}
+	if h.Facts.SSHHostKeyChanged != "" {
+		fmt.Fprintf(w, "  SSH HOST KEY CHANGED: %s\n", h.Facts.SSHHostKeyChanged)
+	}
 	for _, typ := range slices.Sorted(maps.Keys(h.Worked)) {
 		fmt.Fprintf(w, "  %s credential that worked: %s\n", typ, h.Worked[typ])
 	}

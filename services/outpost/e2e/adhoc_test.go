@@ -1,10 +1,17 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/outpost-dev/outpost/libs/lab"
@@ -88,7 +95,9 @@ func TestAdhocProbeWithStoredCredentials(t *testing.T) {
 			t.Fatalf("PostgreSQL (set OUTPOST_SKIP_PG=1 to skip): %v", err)
 		}
 		defer pg.Stop()
-		cred("pg", "lab", "sql", pg.User, pg.Password)
+		// the test's PostgreSQL speaks no TLS: the admin says so on the credential
+		h.mustAPI(t, "POST", "/api/v1/credentials", map[string]any{"name": "pg", "type": "sql", "site": "lab", "username": pg.User, "secret": pg.Password,
+			"allow_insecure": true, "fields": map[string]string{"tls": "none"}}, nil)
 		code, b := h.api(t, "POST", "/api/v1/probes", map[string]any{"site": "lab", "kind": "sql_query", "target": pg.Host,
 			"params": map[string]any{"driver": "postgres", "port": pg.Port, "query": "SELECT 41 + 1 AS answer"}, "credentials": []string{"pg"}})
 		if code != 200 || !strings.Contains(string(b), `"answer"`) || !strings.Contains(string(b), `[42]`) || !strings.Contains(string(b), `"credential":"pg"`) {
@@ -97,6 +106,39 @@ func TestAdhocProbeWithStoredCredentials(t *testing.T) {
 		if strings.Contains(string(b), pg.Password) {
 			t.Error("the sql_query answer carries the secret")
 		}
+	}
+
+	// An operator cannot get a stored SSH secret out through http_request: refused at the
+	// hub before any probe leaves, and nothing reaches the server the operator chose.
+	var hits atomic.Int64
+	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		fmt.Fprintf(w, "%q", r.Header.Get("Authorization"))
+	}))
+	defer echo.Close()
+	var op struct{ Token string }
+	h.mustAPI(t, "POST", "/api/v1/tokens", map[string]any{"name": "ops", "role": "operator"}, &op)
+	asOperator := func(body map[string]any) (int, string) {
+		return asOperatorPath(t, h, op.Token, "/api/v1/probes", body)
+	}
+	for _, params := range []map[string]any{
+		{"url": echo.URL + "/"},
+		{"url": strings.Replace(echo.URL, "http://", "https://", 1) + "/", "tls": map[string]any{"insecure_skip_verify": true}},
+	} {
+		code, body := asOperator(map[string]any{"site": "lab", "kind": "http_request", "target": "127.0.0.1", "params": params, "credentials": []string{"right"}})
+		if code != 400 || !strings.Contains(body, "of type ssh; http_request takes http") {
+			t.Errorf("http_request with an ssh credential: want 400 naming the types, got %d %s", code, body)
+		}
+		if strings.Contains(body, ssh.Password) || strings.Contains(body, base64.StdEncoding.EncodeToString([]byte(ssh.Username+":"+ssh.Password))) {
+			t.Error("the refusal carries the secret")
+		}
+	}
+	// and an operator cannot store a credential (let alone one allowed over plaintext)
+	if code, body := asOperatorPath(t, h, op.Token, "/api/v1/credentials", map[string]any{"name": "mine", "type": "http", "site": "lab", "secret": "x-secret-1", "allow_insecure": true}); code != 403 {
+		t.Errorf("an operator stored a credential: %d %s", code, body)
+	}
+	if n := hits.Load(); n != 0 {
+		t.Fatalf("the operator's server was reached %d times", n)
 	}
 
 	// refused before anything is sent: unknown name, wrong type for the kind, another site's
@@ -110,4 +152,18 @@ func TestAdhocProbeWithStoredCredentials(t *testing.T) {
 			t.Errorf("credential %s: want 400 %q, got %d %s", creds, want, code, b)
 		}
 	}
+}
+
+func asOperatorPath(t *testing.T, h *testHub, token, path string, body any) (int, string) {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest("POST", "http://"+h.http+path, bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(out)
 }

@@ -1,9 +1,12 @@
 // Package httprequest is the http_request probe kind: one HTTP request to a site system
 // (a REST API, a webhook) with method, headers, body and TLS options, for import and
 // orchestration steps. The response body is returned up to a cap, with its size and a
-// truncated flag. Credentials (type http) are tried in order while the server answers
-// 401/403: basic auth (username + secret), a bearer token (fields.scheme "bearer") or
-// any header (fields.scheme "header", fields.header its name).
+// truncated flag. Credentials (type http, and only http: a stored SSH, SNMP, SQL or LDAP
+// secret is refused) are tried in order while the server answers 401/403: basic auth
+// (username + secret), a bearer token (fields.scheme "bearer") or any header
+// (fields.scheme "header", fields.header_name its name). A credential goes only over
+// verified TLS, and never follows a redirect to another host, unless the credential
+// allows it (allow_insecure, set by an admin).
 package httprequest
 
 import (
@@ -12,6 +15,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"errors"
 	"io"
 	"net/http"
 	"net/netip"
@@ -127,6 +131,9 @@ type runner struct {
 }
 
 func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any, error) {
+	if err := probe.CheckCredentials("http_request", req.Credentials); err != nil {
+		return nil, err
+	}
 	var p Params
 	if err := probe.DecodeParams(req.Params, &p); err != nil {
 		return nil, err
@@ -218,7 +225,19 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 	if u.Scheme == "https" && tlsCfg.ServerName == "" && !isIP(u.Hostname()) {
 		tlsCfg.ServerName = u.Hostname()
 	}
-	client := httpc.Client(r.set, httpc.Options{Timeout: timeout, Redirects: p.FollowRedirects, TLS: tlsCfg})
+	if err := secureEnough(req.Credentials, u, tlsCfg); err != nil {
+		return nil, err
+	}
+	opts := httpc.Options{Timeout: timeout, Redirects: p.FollowRedirects, TLS: tlsCfg}
+	if len(req.Credentials) > 0 {
+		opts.CheckRedirect = func(next *http.Request) error {
+			if next.URL.Host != u.Host {
+				return probe.Errorf(probe.CodeDenied, "%s redirects to %s: a credential is never sent to another host; not followed", httpc.Redacted(u), httpc.Redacted(next.URL))
+			}
+			return secureEnough(req.Credentials, next.URL, tlsCfg)
+		}
+	}
+	client := httpc.Client(r.set, opts)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	secrets := param.Secrets(req.Credentials)
@@ -247,6 +266,10 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 		}
 		resp, err := client.Do(hreq)
 		if err != nil {
+			var refused *probe.Error
+			if errors.As(err, &refused) && refused.Code == probe.CodeDenied {
+				return nil, refused
+			}
 			e := httpc.Error(ctx, u, err)
 			if pe, ok := e.(*probe.Error); ok {
 				pe.Message = param.Redact(pe.Message, secrets...)
@@ -297,6 +320,22 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 	return res, nil
 }
 
+// secureEnough refuses to send credentials over plaintext http or TLS without certificate
+// verification unless each allows it: a credential sent to a server an operator picked is
+// as good as read back if anyone on the path can read or intercept it.
+func secureEnough(creds []probe.Credential, u *url.URL, tlsCfg *tls.Config) error {
+	if len(creds) == 0 {
+		return nil
+	}
+	if u.Scheme != "https" {
+		return probe.RequireSecure(creds, "plaintext http ("+httpc.Redacted(u)+")")
+	}
+	if tlsCfg.InsecureSkipVerify {
+		return probe.RequireSecure(creds, "TLS without certificate verification (tls.insecure_skip_verify)")
+	}
+	return nil
+}
+
 func isIP(h string) bool {
 	_, err := netip.ParseAddr(strings.Trim(h, "[]"))
 	return err == nil
@@ -332,9 +371,12 @@ func authorize(r *http.Request, c probe.Credential) error {
 	case "bearer":
 		r.Header.Set("Authorization", "Bearer "+c.Secret)
 	case "header":
-		h := c.Fields["header"]
+		h := c.Fields["header_name"]
+		if h == "" {
+			h = c.Fields["header"] // the name it had before header_name
+		}
 		if h == "" || strings.ContainsAny(h, " :\r\n") {
-			return probe.Errorf(probe.CodeBadParams, "credential %s: fields.header must name a header", c.Name)
+			return probe.Errorf(probe.CodeBadParams, "credential %s: fields.header_name must name a header", c.Name)
 		}
 		r.Header.Set(h, c.Secret)
 	default:

@@ -3,11 +3,17 @@
 // anonymously) over ldap, ldaps or StartTLS, then search with base DN, scope, filter and
 // attributes, paged (RFC 2696). Entries are streamed through Emit a page at a time; the
 // final data is a summary. With base_dn "" and scope base it reads the root DSE.
+//
+// A bind credential goes only over verified TLS: with a credential, security defaults to
+// StartTLS (LDAPS on 636) and the server's certificate must verify (against ca_pem, or the
+// system's roots) before the bind is sent. Plaintext or an unverified certificate needs
+// allow_insecure on the credential. Anonymous reads (the root DSE) keep plain LDAP.
 package ldapsearch
 
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"slices"
@@ -36,6 +42,7 @@ type Params struct {
 	Security   string     `json:"security,omitempty"` // none, ldaps, starttls
 	TLSVerify  bool       `json:"tls_verify,omitempty"`
 	ServerName string     `json:"server_name,omitempty"`
+	CAPEM      string     `json:"ca_pem,omitempty"`
 	BaseDN     *string    `json:"base_dn,omitempty"`
 	Scope      string     `json:"scope,omitempty"` // base, one, sub
 	Filter     string     `json:"filter,omitempty"`
@@ -97,9 +104,10 @@ func (factory) Schema() probe.Schema {
 		Description: "LDAP bind and paged search; entries streamed a page at a time.",
 		Params: map[string]probe.Param{
 			"port":        {Type: "int", Description: "TCP port", Default: "389, or 636 for ldaps"},
-			"security":    {Type: "string", Description: "none, ldaps or starttls", Default: "none (ldaps on 636)"},
-			"tls_verify":  {Type: "bool", Description: "fail when the certificate does not verify (always reported)"},
+			"security":    {Type: "string", Description: "none, ldaps or starttls; none with a credential needs the credential's allow_insecure", Default: "starttls with a credential, none without (ldaps on 636)"},
+			"tls_verify":  {Type: "bool", Description: "fail when the certificate does not verify (always reported; on whenever a credential is carried, unless it allows insecure)"},
 			"server_name": {Type: "string", Description: "TLS server name"},
+			"ca_pem":      {Type: "string", Description: "CA certificate(s) to verify the server with (default: the system's roots)"},
 			"base_dn":     {Type: "string", Description: "search base; \"\" with scope base reads the root DSE", Default: "the root DSE's defaultNamingContext"},
 			"scope":       {Type: "string", Description: "base, one or sub", Default: "sub"},
 			"filter":      {Type: "string", Description: "RFC 4515 filter", Default: "(objectClass=*)"},
@@ -127,14 +135,28 @@ type runner struct {
 var scopes = map[string]int{"base": ldap.ScopeBaseObject, "one": ldap.ScopeSingleLevel, "onelevel": ldap.ScopeSingleLevel, "sub": ldap.ScopeWholeSubtree, "subtree": ldap.ScopeWholeSubtree}
 
 func (r *runner) Run(ctx context.Context, req probe.Request, emit probe.Emit) (any, error) {
+	if err := probe.CheckCredentials("ldap_search", req.Credentials); err != nil {
+		return nil, err
+	}
+	creds := req.Credentials
 	var p Params
 	if err := probe.DecodeParams(req.Params, &p); err != nil {
 		return nil, err
+	}
+	var roots *x509.CertPool
+	if p.CAPEM != "" {
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM([]byte(p.CAPEM)) {
+			return nil, param.Bad("ca_pem", "no PEM certificate in it")
+		}
 	}
 	sec := strings.ToLower(p.Security)
 	switch sec {
 	case "":
 		sec = "none"
+		if len(creds) > 0 {
+			sec = "starttls" // a bind never goes in clear by default
+		}
 		if p.Port == 636 {
 			sec = "ldaps"
 		}
@@ -181,15 +203,21 @@ func (r *runner) Run(ctx context.Context, req probe.Request, emit probe.Emit) (a
 			return nil, param.Bad(fmt.Sprintf("attributes[%d]", i), "%s is not an attribute name", param.Quote(a))
 		}
 	}
+	// With a credential, the certificate must verify before the bind, unless every
+	// credential allows otherwise; plaintext is refused before connecting.
+	mustVerify := p.TLSVerify
+	if len(creds) > 0 {
+		if sec == "none" {
+			if err := probe.RequireSecure(creds, "LDAP without TLS (security none; use starttls or ldaps)"); err != nil {
+				return nil, err
+			}
+		} else if probe.RequireSecure(creds, "") != nil {
+			mustVerify = true
+		}
+	}
 	ep, err := target.Resolve(ctx, r.set, req.Target, port)
 	if err != nil {
 		return nil, err
-	}
-	var creds []probe.Credential
-	for _, c := range req.Credentials {
-		if c.Type == "" || c.Type == "ldap" {
-			creds = append(creds, c)
-		}
 	}
 	secrets := param.Secrets(creds)
 	start := time.Now()
@@ -218,7 +246,7 @@ func (r *runner) Run(ctx context.Context, req probe.Request, emit probe.Emit) (a
 			raw.Close()
 			return nil, tlsError(ctx, cctx, ep, err)
 		}
-		t := certinfo.State(tc.ConnectionState(), verifyName, nil, now(r.set), false)
+		t := certinfo.State(tc.ConnectionState(), verifyName, roots, now(r.set), false)
 		res.TLS = &t
 		conn = ldap.NewConn(tc, true)
 	} else {
@@ -234,11 +262,15 @@ func (r *runner) Run(ctx context.Context, req probe.Request, emit probe.Emit) (a
 			return nil, r.ldapError(ctx, ep, "StartTLS", err, secrets)
 		}
 		if cs, ok := conn.TLSConnectionState(); ok {
-			t := certinfo.State(cs, verifyName, nil, now(r.set), false)
+			t := certinfo.State(cs, verifyName, roots, now(r.set), false)
 			res.TLS = &t
 		}
 	}
-	if p.TLSVerify && res.TLS != nil && !res.TLS.Verified {
+	if mustVerify && res.TLS != nil && !res.TLS.Verified {
+		if !p.TLSVerify {
+			// the credential's rule, not the caller's: say so, and that nothing was sent
+			return nil, probe.RequireSecure(creds, fmt.Sprintf("TLS to %s whose certificate does not verify (%s; give ca_pem)", ep.Addr(), res.TLS.VerifyError))
+		}
 		return nil, probe.Errorf(probe.CodeProtocol, "%s: certificate not trusted: %s", ep.Addr(), res.TLS.VerifyError)
 	}
 	if p.TLSVerify && res.TLS == nil {

@@ -1,7 +1,12 @@
 package probetest_test
 
 import (
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/pem"
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -94,7 +99,29 @@ func sshCases(t *testing.T) []probetest.Case {
 				eq(t, "hostname", strings.TrimSpace(r.Outputs[0].Stdout.Text), lx.Name)
 			}},
 		{Name: probetest.Success + "/pinned-host-key-mismatch", Req: req(lx.IP, map[string]any{"commands": []string{"id"}, "host_key": "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}, good),
-			WantCode: probe.CodeAuth, Secrets: secrets},
+			WantCode: probe.CodeHostKey, Secrets: secrets},
+		{Name: probetest.Success + "/pinned-host-key", Secrets: secrets, Req: req(lx.IP, map[string]any{"commands": []string{"id"}, "host_key": lx.SSHHostKey}, good),
+			Check: func(t *testing.T, o probetest.Outcome) {
+				eq(t, "host key", probetest.Decode[sshResult](t, o.Data).HostKey, lx.SSHHostKey)
+			}},
+		{Name: probetest.Success + "/known-host-key", Secrets: secrets, Req: req(lx.IP, map[string]any{"commands": []string{"id"}, "known_host_key": lx.SSHHostKey}, good),
+			Check: func(t *testing.T, o probetest.Outcome) {
+				eq(t, "credential", probetest.Decode[sshResult](t, o.Data).Credential, good.Name)
+			}},
+		// the hub recorded another key at first use: refused before any credential, saying both keys and what to do
+		{Name: "refused/host-key-changed", Secrets: secrets, Req: req(lx.IP, map[string]any{"commands": []string{"id"}, "known_host_key": "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}, good),
+			WantCode: probe.CodeHostKey, Check: func(t *testing.T, o probetest.Outcome) {
+				want := fmt.Sprintf("host key for %s changed from SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA to %s: no credential was sent; if the host was rebuilt, run `outpost hostkeys forget %s`", lx.IP, lx.SSHHostKey, lx.IP)
+				if o.Err == nil || !strings.Contains(o.Err.Error(), want) {
+					t.Errorf("error %v, want %q", o.Err, want)
+				}
+				eq(t, "host key seen, in the result", probetest.Decode[sshResult](t, o.Data).HostKey, lx.SSHHostKey)
+				if r := probetest.Decode[sshResult](t, o.Data); r.Credential != "" || len(r.FailedCredentials) != 0 {
+					t.Errorf("a credential was tried: %+v", r)
+				}
+			}},
+		{Name: "refused/http-credential", Secrets: secrets, Req: req(lx.IP, map[string]any{"commands": []string{"id"}}, probe.Credential{Name: "api", Type: "http", Secret: "api-Secret-1"}),
+			WantCode: probe.CodeDenied, NoDial: true, Check: wantErr("ssh_exec takes only credentials of type ssh")},
 		{Name: probetest.BadCreds, Secrets: secrets, Req: req(lx.IP, map[string]any{"commands": []string{"id"}}, bad, sshCred("other", "nobody", "x-pw-1234")), WantCode: probe.CodeAuth,
 			Check: func(t *testing.T, o probetest.Outcome) {
 				if !strings.Contains(o.Err.Error(), "wrong-password, other") {
@@ -192,6 +219,8 @@ func snmpGetCases(t *testing.T) []probetest.Case {
 		{Name: probetest.Oversize, Req: req(stream(t), fast(map[string]any{"oids": system}), community("c", "public")), WantCode: probe.CodeTimeout + "|" + probe.CodeProtocol},
 		{Name: "bad_params", Req: req(v2.IP, map[string]any{"oids": []string{"sysDescr.0"}}, community("c", "public")), WantCode: probe.CodeBadParams},
 		deny(t, v2.IP, map[string]any{"oids": system}, community("c", "public")),
+		{Name: "refused/ssh-credential", Req: req(v2.IP, fast(map[string]any{"oids": system}), sshCred("prod-ssh", "root", "Sup3r-Secret-SSH-pw")),
+			WantCode: probe.CodeDenied, NoDial: true, Check: wantErr("snmp_get takes only credentials of type snmp or snmpv3")},
 	}
 }
 
@@ -270,7 +299,9 @@ type ldapResult struct {
 	Entries           int      `json:"entries"`
 	Pages             int      `json:"pages"`
 	Truncated         bool     `json:"truncated"`
+	Security          string   `json:"security"`
 	TLS               *struct {
+		Verified    bool `json:"verified"`
 		Certificate struct {
 			SHA256 string `json:"sha256"`
 		} `json:"certificate"`
@@ -298,7 +329,12 @@ func ldapCases(t *testing.T) []probetest.Case {
 	dir := env.m.Directory
 	good := probe.Credential{Name: "ldap-reader", Type: "ldap", Username: ld.Credentials.LDAP.BindDN, Secret: ld.Credentials.LDAP.Password}
 	bad := probe.Credential{Name: "ldap-wrong", Type: "ldap", Username: ld.Credentials.LDAP.BindDN, Secret: "wrong-" + ld.Credentials.LDAP.Password}
-	users := map[string]any{"base_dn": dir.BaseDN, "filter": "(objectClass=inetOrgPerson)", "attributes": []string{"uid", "cn", "mail"}, "page_size": 7}
+	// the directory's certificate is trusted as the CA, and checked at a time it is valid
+	caPEM, at := ldapCertificate(t, ld)
+	users := map[string]any{"base_dn": dir.BaseDN, "filter": "(objectClass=inetOrgPerson)", "attributes": []string{"uid", "cn", "mail"}, "page_size": 7, "ca_pem": caPEM}
+	plain := map[string]any{"base_dn": dir.BaseDN, "filter": "(objectClass=inetOrgPerson)", "attributes": []string{"uid", "cn", "mail"}, "page_size": 7}
+	insecure := good
+	insecure.Name, insecure.AllowInsecure = "ldap-insecure", true
 	checkUsers := func(t *testing.T, o probetest.Outcome) {
 		r := probetest.Decode[ldapResult](t, o.Data)
 		got := map[string]ldapEntry{}
@@ -321,7 +357,7 @@ func ldapCases(t *testing.T) []probetest.Case {
 		}
 	}
 	secrets := labSecrets()
-	return []probetest.Case{
+	cases := []probetest.Case{
 		{Name: probetest.Success, Secrets: secrets, Req: req(ld.IP, users, bad, good), Check: func(t *testing.T, o probetest.Outcome) {
 			checkUsers(t, o)
 			r := probetest.Decode[ldapResult](t, o.Data)
@@ -342,7 +378,7 @@ func ldapCases(t *testing.T) []probetest.Case {
 				t.Errorf("root DSE %+v, want namingContexts %s", r.Results, dir.BaseDN)
 			}
 		}},
-		{Name: probetest.Success + "/groups-default-base", Secrets: secrets, Req: req(ld.IP, map[string]any{"filter": "(objectClass=groupOfNames)", "attributes": []string{"cn", "member"}}, good),
+		{Name: probetest.Success + "/groups-default-base", Secrets: secrets, Req: req(ld.IP, map[string]any{"filter": "(objectClass=groupOfNames)", "attributes": []string{"cn", "member"}, "ca_pem": caPEM}, good),
 			Check: func(t *testing.T, o probetest.Outcome) {
 				eq(t, "base", probetest.Decode[ldapResult](t, o.Data).BaseDN, dir.BaseDN)
 				eq(t, "groups", len(ldapEntries(t, o)), len(dir.Groups))
@@ -360,7 +396,54 @@ func ldapCases(t *testing.T) []probetest.Case {
 		}},
 		{Name: "bad_params", Req: req(ld.IP, merge(users, map[string]any{"filter": "(uid=broken"}), good), WantCode: probe.CodeBadParams, Secrets: secrets},
 		deny(t, ld.IP, users, good),
+		{Name: probetest.Success + "/default-is-verified-starttls", Secrets: secrets, Req: req(ld.IP, users, good), Check: func(t *testing.T, o probetest.Outcome) {
+			r := probetest.Decode[ldapResult](t, o.Data)
+			eq(t, "security", r.Security, "starttls")
+			if r.TLS == nil || !r.TLS.Verified {
+				t.Errorf("tls %+v: the bind went over TLS that was not verified", r.TLS)
+			}
+		}},
+		{Name: probetest.Success + "/plaintext-allowed-by-the-credential", Secrets: secrets, Req: req(ld.IP, merge(plain, map[string]any{"security": "none"}), insecure),
+			Check: func(t *testing.T, o probetest.Outcome) {
+				eq(t, "credential", probetest.Decode[ldapResult](t, o.Data).Credential, "ldap-insecure")
+			}},
+		{Name: probetest.Success + "/untrusted-allowed-by-the-credential", Secrets: secrets, Req: req(ld.IP, plain, insecure),
+			Check: func(t *testing.T, o probetest.Outcome) {
+				eq(t, "credential", probetest.Decode[ldapResult](t, o.Data).Credential, "ldap-insecure")
+			}},
+		{Name: "refused/plaintext", Secrets: secrets, Req: req(ld.IP, merge(users, map[string]any{"security": "none"}), good), WantCode: probe.CodeDenied, NoDial: true,
+			Check: wantErr("LDAP without TLS")},
+		{Name: "refused/untrusted-certificate", Secrets: secrets, Req: req(ld.IP, plain, good), WantCode: probe.CodeDenied,
+			Check: wantErr("does not verify")},
+		{Name: "refused/ldaps-untrusted-certificate", Secrets: secrets, Req: req(ld.IP, merge(plain, map[string]any{"port": 636}), good), WantCode: probe.CodeDenied},
+		{Name: "refused/ssh-credential", Secrets: secrets, Req: req(ld.IP, users, sshCred("prod-ssh", "root", "Sup3r-Secret-SSH-pw")), WantCode: probe.CodeDenied, NoDial: true,
+			Check: wantErr("ldap_search takes only credentials of type ldap")},
 	}
+	for i := range cases {
+		cases[i].Now = func() time.Time { return at }
+	}
+	return cases
+}
+
+// ldapCertificate fetches the directory's certificate over LDAPS (it is self-signed, so it
+// is its own CA), checks it is the one the manifest lists, and returns its PEM and a time
+// inside its validity: the lab makes certificates around its reference day, not today.
+func ldapCertificate(t *testing.T, ld lab.Host) (string, time.Time) {
+	t.Helper()
+	if len(ld.Certificates) == 0 {
+		t.Fatal("the lab's directory has no certificate")
+	}
+	mc := ld.Certificates[0]
+	c, err := tls.Dial("tcp", net.JoinHostPort(ld.IP, "636"), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatalf("LDAPS of %s: %v", ld.IP, err)
+	}
+	defer c.Close()
+	cert := c.ConnectionState().PeerCertificates[0]
+	if sum := sha256.Sum256(cert.Raw); hex.EncodeToString(sum[:]) != mc.SHA256 {
+		t.Fatalf("the directory presents %x, the manifest says %s", sum, mc.SHA256)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})), mc.NotBefore.Add(mc.NotAfter.Sub(mc.NotBefore) / 2)
 }
 
 func merge(a, b map[string]any) map[string]any {

@@ -46,7 +46,14 @@ func sqlRows(t *testing.T, o probetest.Outcome) [][]any {
 	return out
 }
 
+// pgCred is a credential for the test databases, which speak no TLS: it says so itself
+// (fields.tls disable) and an admin allowed it (AllowInsecure) — without both it is refused.
 func pgCred(name, user, pw string) probe.Credential {
+	return probe.Credential{Name: name, Type: "sql", Username: user, Secret: pw, AllowInsecure: true, Fields: map[string]string{"database": "postgres", "tls": "disable"}}
+}
+
+// strictCred is a credential as stored by default: verified TLS only.
+func strictCred(name, user, pw string) probe.Credential {
 	return probe.Credential{Name: name, Type: "sql", Username: user, Secret: pw, Fields: map[string]string{"database": "postgres"}}
 }
 
@@ -74,6 +81,21 @@ func sqlCases(t *testing.T) []probetest.Case {
 		{Name: "bad_params/driver", Req: req(lxpg, map[string]any{"driver": "oracle", "query": "SELECT 1"}, pgCred("pg", "u", "pg-secret-1")), WantCode: probe.CodeBadParams},
 		{Name: "write_not_allowed", Req: req(lxpg, map[string]any{"driver": "postgres", "query": "INSERT INTO notes(body) VALUES ('x')", "write": true}, pgCred("pg", "u", "pg-secret-1")), WantCode: probe.CodeDenied},
 		deny(t, lxpg, map[string]any{"driver": "postgres", "query": "SELECT 1"}, pgCred("pg", "u", "pg-secret-1")),
+		// the default is verified TLS with no fallback: a server without TLS gets no password
+		{Name: probetest.Success + "/verify-by-default-no-fallback", Req: req(lxpg, map[string]any{"driver": "postgres", "query": "SELECT 1"}, strictCred("pg", "u", "pg-secret-1")),
+			WantCode: probe.CodeProtocol, Check: wantErr("refused TLS")},
+		{Name: "refused/plaintext", Req: req(lxpg, map[string]any{"driver": "postgres", "query": "SELECT 1", "tls": "disable"}, strictCred("pg", "u", "pg-secret-1")),
+			WantCode: probe.CodeDenied, NoDial: true, Check: wantErr("plaintext database connection")},
+		{Name: "refused/prefer-may-fall-back", Req: req(lxmy, map[string]any{"driver": "mysql", "query": "SELECT 1", "tls": "prefer"}, strictCred("my", "u", "my-secret-1")),
+			WantCode: probe.CodeDenied, NoDial: true, Check: wantErr("fall back to plaintext")},
+		{Name: "refused/unverified", Req: req(lxpg, map[string]any{"driver": "sqlserver", "query": "SELECT 1", "tls": "require"}, strictCred("ms", "sa", "ms-secret-1")),
+			WantCode: probe.CodeDenied, NoDial: true, Check: wantErr("without certificate verification")},
+		{Name: "refused/credential-field-insecure-without-allow", Req: req(lxpg, map[string]any{"driver": "postgres", "query": "SELECT 1"},
+			probe.Credential{Name: "pg-field", Type: "sql", Username: "u", Secret: "pg-secret-1", Fields: map[string]string{"tls": "none"}}), WantCode: probe.CodeDenied, NoDial: true},
+		{Name: "refused/one-insecure-credential-among-others", Req: req(lxpg, map[string]any{"driver": "postgres", "query": "SELECT 1", "tls": "disable"}, pgCred("pg", "u", "pg-secret-1"), strictCred("pg2", "u", "pg-secret-2")),
+			WantCode: probe.CodeDenied, NoDial: true},
+		{Name: "refused/snmp-credential", Req: req(lxpg, map[string]any{"driver": "postgres", "query": "SELECT 1"}, community("ro", "public-Secret-1")),
+			WantCode: probe.CodeDenied, NoDial: true, Check: wantErr("sql_query takes only credentials of type sql")},
 	}
 	if env.pg == nil {
 		return append(labCases,
@@ -156,6 +178,15 @@ type reqResult struct {
 	} `json:"tls"`
 }
 
+// wantErr checks the refusal says why.
+func wantErr(part string) func(t *testing.T, o probetest.Outcome) {
+	return func(t *testing.T, o probetest.Outcome) {
+		if o.Err == nil || !strings.Contains(o.Err.Error(), part) {
+			t.Errorf("error %v: want it to say %q", o.Err, part)
+		}
+	}
+}
+
 func httpCred(name, user, pw string) probe.Credential {
 	return probe.Credential{Name: name, Type: "http", Username: user, Secret: pw}
 }
@@ -172,6 +203,15 @@ func httpRequestCases(t *testing.T) []probetest.Case {
 	good := httpCred("api", webUser, webPassword)
 	bad := httpCred("api-old", webUser, "old-Secret-1")
 	secrets := []string{webPassword, "old-Secret-1"}
+	tlsLocal := netip.MustParseAddrPort(strings.TrimPrefix(env.webTLS.URL, "https://")).String()
+	verified := func(params map[string]any) map[string]any {
+		return merge(params, map[string]any{"scheme": "https", "tls": map[string]any{"ca_pem": env.webCA}})
+	}
+	insecure := good
+	insecure.Name, insecure.AllowInsecure = "api-insecure", true
+	bearer := probe.Credential{Name: "api-token", Type: "http", Secret: "tok-Bearer-4411", Fields: map[string]string{"scheme": "bearer"}}
+	header := probe.Credential{Name: "api-key", Type: "http", Secret: "key-Header-5522", Fields: map[string]string{"scheme": "header", "header_name": "X-Api-Key"}}
+	ssh := sshCred("prod-ssh", "root", "Sup3r-Secret-SSH-pw")
 	return []probetest.Case{
 		{Name: probetest.Success, Req: req(h.IP, map[string]any{"port": 443, "scheme": "https", "tls": map[string]any{"insecure_skip_verify": true}}),
 			Check: func(t *testing.T, o probetest.Outcome) {
@@ -189,13 +229,42 @@ func httpRequestCases(t *testing.T) []probetest.Case {
 			Check: func(t *testing.T, o probetest.Outcome) {
 				eq(t, "echo", probetest.Decode[reqResult](t, o.Data).Body.Text, `{"method":"POST","header":"yes","body":"{\"a\":1}"}`)
 			}},
-		{Name: probetest.Success + "/credentials", Secrets: secrets, Req: req(local, map[string]any{"path": "/private"}, bad, good), Check: func(t *testing.T, o probetest.Outcome) {
+		{Name: probetest.Success + "/credentials", Secrets: secrets, Req: req(tlsLocal, verified(map[string]any{"path": "/private"}), bad, good), Check: func(t *testing.T, o probetest.Outcome) {
 			r := probetest.Decode[reqResult](t, o.Data)
 			eq(t, "status", r.Status, 200)
 			eq(t, "credential", r.Credential, "api")
 			eq(t, "failed", fmt.Sprint(r.FailedCredentials), "[api-old]")
+			if r.TLS == nil || !r.TLS.Verified {
+				t.Errorf("tls %+v: a credential went over TLS that was not verified", r.TLS)
+			}
 		}},
-		{Name: probetest.BadCreds, Secrets: secrets, Req: req(local, map[string]any{"path": "/private"}, bad), WantCode: probe.CodeAuth},
+		// a server that echoes what it was sent gets no secret back into the result, in any form
+		{Name: probetest.Success + "/echoed-basic-auth-redacted", Secrets: secrets, Req: req(tlsLocal, verified(map[string]any{"path": "/echo-auth"}), good), Check: func(t *testing.T, o probetest.Outcome) {
+			if body := probetest.Decode[reqResult](t, o.Data).Body.Text; !strings.Contains(body, `"authorization":"Basic ***"`) {
+				t.Errorf("echoed body %q: want the Authorization header redacted", body)
+			}
+		}},
+		{Name: probetest.Success + "/echoed-bearer-and-header-redacted", Req: req(tlsLocal, verified(map[string]any{"path": "/echo-auth"}), bearer), Check: func(t *testing.T, o probetest.Outcome) {
+			eq(t, "echo", probetest.Decode[reqResult](t, o.Data).Body.Text, `{"authorization":"Bearer ***","x-api-key":""}`)
+		}},
+		{Name: probetest.Success + "/header-credential", Req: req(tlsLocal, verified(map[string]any{"path": "/echo-auth"}), header), Check: func(t *testing.T, o probetest.Outcome) {
+			eq(t, "echo", probetest.Decode[reqResult](t, o.Data).Body.Text, `{"authorization":"","x-api-key":"***"}`)
+		}},
+		{Name: probetest.Success + "/plaintext-allowed-by-the-credential", Secrets: secrets, Req: req(local, map[string]any{"path": "/private"}, insecure),
+			Check: func(t *testing.T, o probetest.Outcome) {
+				eq(t, "status", probetest.Decode[reqResult](t, o.Data).Status, 200)
+			}},
+		// refusals: nothing is sent, not even a connection
+		{Name: "refused/ssh-credential", Secrets: secrets, Req: req(tlsLocal, verified(map[string]any{"path": "/echo-auth"}), ssh), WantCode: probe.CodeDenied, NoDial: true,
+			Check: wantErr("prod-ssh is of type ssh; http_request takes only credentials of type http")},
+		{Name: "refused/ssh-credential-behind-a-good-one", Secrets: secrets, Req: req(tlsLocal, verified(map[string]any{"path": "/echo-auth"}), good, ssh), WantCode: probe.CodeDenied, NoDial: true},
+		{Name: "refused/plaintext", Secrets: secrets, Req: req(local, map[string]any{"path": "/private"}, good), WantCode: probe.CodeDenied, NoDial: true,
+			Check: wantErr("plaintext http")},
+		{Name: "refused/plaintext-url", Secrets: secrets, Req: req("", map[string]any{"url": env.web.URL + "/private"}, good), WantCode: probe.CodeDenied, NoDial: true},
+		{Name: "refused/unverified-tls", Secrets: secrets, Req: req(tlsLocal, map[string]any{"path": "/private", "scheme": "https", "tls": map[string]any{"insecure_skip_verify": true}}, good),
+			WantCode: probe.CodeDenied, NoDial: true, Check: wantErr("without certificate verification")},
+		{Name: "refused/redirect-to-plaintext", Secrets: secrets, Req: req(tlsLocal, verified(map[string]any{"path": "/to-plaintext", "follow_redirects": 2}), good), WantCode: probe.CodeDenied},
+		{Name: probetest.BadCreds, Secrets: secrets, Req: req(tlsLocal, verified(map[string]any{"path": "/private"}), bad), WantCode: probe.CodeAuth},
 		{Name: probetest.Stalled, Req: req(stall(t), map[string]any{"port": 80, "timeout": "500ms"}), WantCode: probe.CodeTimeout},
 		{Name: probetest.Stalled + "/slow-server", Req: req(local, map[string]any{"path": "/slow", "timeout": "500ms"}), WantCode: probe.CodeTimeout},
 		{Name: probetest.WrongProtocol, Req: req(wrong(t), map[string]any{"port": 80}), WantCode: probe.CodeProtocol},

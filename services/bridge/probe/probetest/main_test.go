@@ -34,6 +34,8 @@ var env struct {
 	m        lab.Manifest
 	pg       *probetest.Postgres // nil when OUTPOST_SKIP_PG=1
 	web      *httptest.Server    // basic auth and a large body
+	webTLS   *httptest.Server    // the same over TLS with a certificate the cases trust
+	webCA    string              // PEM of webTLS's certificate
 	sshKey   string              // PEM of a key the lab's linux hosts accept
 	setupErr error
 }
@@ -90,6 +92,9 @@ func run(m *testing.M) int {
 
 	env.web = httptest.NewServer(http.HandlerFunc(webHandler))
 	defer env.web.Close()
+	env.webTLS = httptest.NewTLSServer(http.HandlerFunc(webHandler))
+	defer env.webTLS.Close()
+	env.webCA = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: env.webTLS.Certificate().Raw}))
 	return m.Run()
 }
 
@@ -117,6 +122,11 @@ func webHandler(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
+	case "/echo-auth":
+		// an echo service: what a server an operator picked would do with a credential
+		fmt.Fprintf(w, `{"authorization":%q,"x-api-key":%q}`, r.Header.Get("Authorization"), r.Header.Get("X-Api-Key"))
+	case "/to-plaintext":
+		http.Redirect(w, r, env.web.URL+"/private", http.StatusFound)
 	case "/echo":
 		w.Header().Set("Content-Type", "application/json")
 		b := make([]byte, 4096)

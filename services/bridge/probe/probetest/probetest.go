@@ -10,7 +10,8 @@
 //   - a cancelled probe returns promptly with "canceled";
 //   - every chunk and the final data marshal to JSON within Settings.MaxOutput;
 //   - no secret of the request's credentials appears in a result, a chunk, an error or a
-//     log line.
+//     log line, in clear or base64-encoded (alone or as the user:password of basic auth);
+//   - a case marked NoDial (a refusal) never opened a connection.
 //
 // A case that cannot apply to a kind (bad credentials for a kind without credentials) is
 // listed with NA and the reason, so the table shows every kind answers every question.
@@ -19,6 +20,7 @@ package probetest
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +28,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -85,6 +88,12 @@ type Case struct {
 	Check func(t *testing.T, o Outcome)
 	// Secrets that must not appear anywhere (the credentials' are added).
 	Secrets []string
+	// NoDial: the probe must be refused before any connection (a credential of the wrong
+	// type, or one that would go over plaintext).
+	NoDial bool
+	// Now is the probe's clock (certificate verification); nil: time.Now. The lab's
+	// certificates are valid around its reference day, not necessarily today.
+	Now func() time.Time
 }
 
 // Suite is the table of one kind.
@@ -180,6 +189,10 @@ func Exec(t *testing.T, s Suite, c Case) Outcome {
 	}
 	logs := &syncBuffer{}
 	set, dials := Settings(allowed, maxOut, logs)
+	set.Now = c.Now
+	if set.Now == nil {
+		set.Now = time.Now
+	}
 	cfg := s.Factory.DefaultConfig()
 	if c.Config != nil {
 		cfg = c.Config(cfg)
@@ -246,6 +259,9 @@ func verify(t *testing.T, s Suite, c Case, o Outcome) {
 	if strings.HasPrefix(c.Name, Denied) && o.Dials != 0 {
 		t.Errorf("a denied probe dialled %d times", o.Dials)
 	}
+	if c.NoDial && o.Dials != 0 {
+		t.Errorf("a probe refused before sending anything dialled %d times", o.Dials)
+	}
 	if c.CancelAfter > 0 && o.Elapsed > c.CancelAfter+3*time.Second {
 		t.Errorf("cancelled after %s, returned after %s", c.CancelAfter, o.Elapsed)
 	}
@@ -256,10 +272,18 @@ func verify(t *testing.T, s Suite, c Case, o Outcome) {
 	secrets := append([]string(nil), c.Secrets...)
 	for _, cr := range c.Req.Credentials {
 		secrets = append(secrets, cr.Secret)
+		if cr.Username != "" && len(cr.Secret) >= 4 {
+			secrets = append(secrets, base64.StdEncoding.EncodeToString([]byte(cr.Username+":"+cr.Secret)))
+		}
 		for k, v := range cr.Fields {
 			if strings.Contains(k, "password") || strings.Contains(k, "key") {
 				secrets = append(secrets, v)
 			}
+		}
+	}
+	for _, sec := range slices.Clone(secrets) {
+		if len(sec) >= 4 {
+			secrets = append(secrets, base64.StdEncoding.EncodeToString([]byte(sec)))
 		}
 	}
 	check := func(what, text string) {

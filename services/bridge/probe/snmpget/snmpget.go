@@ -69,6 +69,9 @@ type runner struct {
 }
 
 func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any, error) {
+	if err := probe.CheckCredentials("snmp_get", req.Credentials); err != nil {
+		return nil, err
+	}
 	var p Params
 	if err := probe.DecodeParams(req.Params, &p); err != nil {
 		return nil, err

@@ -107,6 +107,9 @@ type runner struct {
 var errEnough = errors.New("max_rows reached")
 
 func (r *runner) Run(ctx context.Context, req probe.Request, emit probe.Emit) (any, error) {
+	if err := probe.CheckCredentials("snmp_walk", req.Credentials); err != nil {
+		return nil, err
+	}
 	var p Params
 	if err := probe.DecodeParams(req.Params, &p); err != nil {
 		return nil, err

@@ -45,7 +45,11 @@ func tlsConfig(j job, verify bool) *tls.Config {
 	if name == "" {
 		name = j.ep.IP.String()
 	}
-	return &tls.Config{ServerName: name, InsecureSkipVerify: !verify, MinVersion: tls.VersionTLS12}
+	c := &tls.Config{ServerName: name, InsecureSkipVerify: !verify, MinVersion: tls.VersionTLS12, RootCAs: j.roots}
+	if j.now != nil {
+		c.Time = j.now
+	}
+	return c
 }
 
 // --- PostgreSQL (pgx) ---
@@ -324,7 +328,10 @@ func openSQLServer(ctx context.Context, j job, c probe.Credential, db string, di
 		q.Set("encrypt", "true")
 		q.Set("TrustServerCertificate", "true")
 	case "verify":
+		// encrypt=true without TrustServerCertificate: the certificate and name are checked
+		// against the system's roots (ca_pem is not passed to this driver)
 		q.Set("encrypt", "true")
+		q.Set("TrustServerCertificate", "false")
 		if j.sni != "" {
 			q.Set("hostNameInCertificate", j.sni)
 		}

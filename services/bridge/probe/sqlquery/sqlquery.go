@@ -8,10 +8,17 @@
 // transaction (PostgreSQL, MySQL; SQL Server has none, so there the check matters
 // most), and the transaction is rolled back. A probe marked write runs its statement in a
 // committed transaction — only when the bridge's config allows writes (AllowWrite).
+//
+// Transport: verified TLS by default (PostgreSQL sslmode=verify-full, MySQL and SQL Server
+// with certificate and name checked), never a silent fallback to plaintext. The mode is
+// params.tls, or else the credential's fields.tls; anything below verify (require:
+// encrypted but unverified; prefer; disable) is refused before connecting unless the
+// credential allows it (allow_insecure, set by an admin).
 package sqlquery
 
 import (
 	"context"
+	"crypto/x509"
 	"database/sql"
 	"encoding/json"
 	"errors"
@@ -49,6 +56,7 @@ type Params struct {
 	Timeout    string `json:"timeout,omitempty"`
 	TLS        string `json:"tls,omitempty"` // disable, prefer, require, verify
 	ServerName string `json:"server_name,omitempty"`
+	CAPEM      string `json:"ca_pem,omitempty"`
 }
 
 // Column is one result column.
@@ -113,8 +121,9 @@ func (factory) Schema() probe.Schema {
 			"page_size":   {Type: "int", Description: "rows per streamed page", Default: 200},
 			"max_rows":    {Type: "int", Description: "stop after this many rows (truncated)", Default: 10000},
 			"timeout":     {Type: "duration", Description: "connect and run", Default: "60s"},
-			"tls":         {Type: "string", Description: "disable, prefer, require (encrypt, no verification) or verify", Default: "prefer"},
+			"tls":         {Type: "string", Description: "verify, or (needs the credential's allow_insecure) require (encrypt, no verification), prefer or disable", Default: "the credential's fields.tls, else verify"},
 			"server_name": {Type: "string", Description: "TLS server name to verify"},
+			"ca_pem":      {Type: "string", Description: "CA certificate(s) to verify the server with (postgres, mysql; default: the system's roots)"},
 		},
 	}
 }
@@ -144,7 +153,29 @@ type job struct {
 	maxRows  int
 	tls      string
 	sni      string
+	roots    *x509.CertPool
+	now      func() time.Time
 	timeout  time.Duration
+}
+
+// tlsModes are the accepted modes, with the names a credential may use for them.
+var tlsModes = map[string]string{"disable": "disable", "none": "disable", "prefer": "prefer", "require": "require", "insecure": "require", "verify": "verify", "verify-full": "verify"}
+
+// tlsMode is the mode a credential is used with: the probe's, else the credential's own.
+func tlsMode(p Params, c probe.Credential) (string, error) {
+	m := strings.ToLower(p.TLS)
+	field := "tls"
+	if m == "" {
+		m, field = strings.ToLower(c.Fields["tls"]), "credential "+c.Name+" fields.tls"
+	}
+	if m == "" {
+		return "verify", nil
+	}
+	mode, ok := tlsModes[m]
+	if !ok {
+		return "", probe.Errorf(probe.CodeBadParams, "%s: %s: want verify, require, prefer or disable", field, param.Quote(m))
+	}
+	return mode, nil
 }
 
 // sink receives rows; it pages them and keeps pages within a chunk.
@@ -216,6 +247,9 @@ func (s *sink) flush() error {
 }
 
 func (r *runner) Run(ctx context.Context, req probe.Request, emit probe.Emit) (any, error) {
+	if err := probe.CheckCredentials("sql_query", req.Credentials); err != nil {
+		return nil, err
+	}
 	var p Params
 	if err := probe.DecodeParams(req.Params, &p); err != nil {
 		return nil, err
@@ -255,13 +289,20 @@ func (r *runner) Run(ctx context.Context, req probe.Request, emit probe.Emit) (a
 	if j.timeout, err = param.Duration("timeout", p.Timeout, r.cfg.DefaultTimeout, r.cfg.MaxTimeout); err != nil {
 		return nil, err
 	}
-	j.tls, j.sni = strings.ToLower(p.TLS), p.ServerName
-	switch j.tls {
-	case "":
-		j.tls = "prefer"
-	case "disable", "prefer", "require", "verify":
-	default:
-		return nil, param.Bad("tls", "%s: want disable, prefer, require or verify", param.Quote(p.TLS))
+	j.sni, j.now = p.ServerName, r.set.Now
+	if p.TLS != "" {
+		if _, ok := tlsModes[strings.ToLower(p.TLS)]; !ok {
+			return nil, param.Bad("tls", "%s: want verify, require, prefer or disable", param.Quote(p.TLS))
+		}
+	}
+	if p.CAPEM != "" && j.driver == "sqlserver" {
+		return nil, param.Bad("ca_pem", "not supported for sqlserver: its certificate is verified against the system's roots")
+	}
+	if p.CAPEM != "" {
+		j.roots = x509.NewCertPool()
+		if !j.roots.AppendCertsFromPEM([]byte(p.CAPEM)) {
+			return nil, param.Bad("ca_pem", "no PEM certificate in it")
+		}
 	}
 	port, err := param.Port("port", p.Port, defaultPorts[j.driver])
 	if err != nil {
@@ -273,14 +314,22 @@ func (r *runner) Run(ctx context.Context, req probe.Request, emit probe.Emit) (a
 	if j.sni == "" && j.ep.IsName() {
 		j.sni = j.ep.Name
 	}
-	var creds []probe.Credential
-	for _, c := range req.Credentials {
-		if c.Type == "" || c.Type == "sql" {
-			creds = append(creds, c)
-		}
-	}
+	creds := req.Credentials
 	if len(creds) == 0 {
 		return nil, probe.Errorf(probe.CodeBadParams, "credentials: sql_query needs at least one sql credential")
+	}
+	// Every credential's transport is checked before the first connection: none is sent
+	// over plaintext or unverified TLS it does not allow.
+	modes := make([]string, len(creds))
+	for i, c := range creds {
+		if modes[i], err = tlsMode(p, c); err != nil {
+			return nil, err
+		}
+		if modes[i] != "verify" {
+			if err := probe.RequireSecure([]probe.Credential{c}, insecureWhat[modes[i]]); err != nil {
+				return nil, err
+			}
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, j.timeout)
 	defer cancel()
@@ -290,12 +339,13 @@ func (r *runner) Run(ctx context.Context, req probe.Request, emit probe.Emit) (a
 	secrets := param.Secrets(creds)
 	dial := target.Dialer(r.set)
 	var sess session
-	for _, c := range creds {
+	for i, c := range creds {
 		db := j.database
 		if db == "" {
 			db = c.Fields["database"]
 		}
 		res.Database = db
+		j.tls = modes[i]
 		sess, err = open(ctx, j, c, db, dial)
 		if err == nil {
 			res.Credential = c.Name
@@ -335,6 +385,13 @@ type session interface {
 }
 
 type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// insecureWhat names what a mode below verify would send a credential over.
+var insecureWhat = map[string]string{
+	"disable": "a plaintext database connection (tls disable)",
+	"prefer":  "a database connection that may fall back to plaintext (tls prefer)",
+	"require": "TLS without certificate verification (tls require)",
+}
 
 func open(ctx context.Context, j job, c probe.Credential, db string, dial dialFunc) (session, error) {
 	switch j.driver {

@@ -5,8 +5,12 @@
 // original size) and the exit code.
 //
 // Credentials (type ssh): Username with Secret as password, or fields.private_key (PEM,
-// Secret then being its passphrase if any). A pinned fingerprint (params.host_key) is
-// checked before any credential is sent.
+// Secret then being its passphrase if any).
+//
+// Host keys: a pinned fingerprint (params.host_key, an operator's) and the key the hub
+// recorded on first use (params.known_host_key) are checked before any credential is sent;
+// a mismatch fails with host_key_mismatch. Without either, the key is trusted on first
+// use: the result reports it and the hub records it for next time.
 package sshexec
 
 import (
@@ -69,7 +73,9 @@ type Params struct {
 	Timeout        string    `json:"timeout,omitempty"` // default per command
 	MaxOutput      int       `json:"max_output,omitempty"`
 	HostKey        string    `json:"host_key,omitempty"` // pinned "SHA256:..." fingerprint
-	StopOnError    bool      `json:"stop_on_error,omitempty"`
+	// KnownHostKey is the fingerprint the hub recorded the first time it saw this address.
+	KnownHostKey string `json:"known_host_key,omitempty"`
+	StopOnError  bool   `json:"stop_on_error,omitempty"`
 }
 
 // Output is what one command did.
@@ -120,6 +126,7 @@ func (factory) Schema() probe.Schema {
 			"timeout":         {Type: "duration", Description: "default timeout of each command", Default: "120s"},
 			"max_output":      {Type: "int", Description: "bytes kept per stream of each command", Default: 65536},
 			"host_key":        {Type: "string", Description: "pinned host key fingerprint (SHA256:...); refused before logging in when it differs"},
+			"known_host_key":  {Type: "string", Description: "the fingerprint the hub recorded at first use (set by the hub); refused before logging in when it differs"},
 			"stop_on_error":   {Type: "bool", Description: "stop after the first command that fails or times out"},
 		},
 	}
@@ -144,6 +151,9 @@ type command struct {
 }
 
 func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any, error) {
+	if err := probe.CheckCredentials("ssh_exec", req.Credentials); err != nil {
+		return nil, err
+	}
 	var p Params
 	if err := probe.DecodeParams(req.Params, &p); err != nil {
 		return nil, err
@@ -182,12 +192,11 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 	if p.HostKey != "" && !strings.HasPrefix(p.HostKey, "SHA256:") {
 		return nil, param.Bad("host_key", "%s: want a SHA256:... fingerprint as ssh-keygen -l prints it", param.Quote(p.HostKey))
 	}
-	var creds []probe.Credential
-	for _, c := range req.Credentials {
-		if c.Type == "" || c.Type == "ssh" {
-			creds = append(creds, c)
-		}
+	if p.KnownHostKey != "" && !strings.HasPrefix(p.KnownHostKey, "SHA256:") {
+		return nil, param.Bad("known_host_key", "%s: want a SHA256:... fingerprint", param.Quote(p.KnownHostKey))
 	}
+	expect := hostKeyCheck{pinned: p.HostKey, known: p.KnownHostKey}
+	creds := req.Credentials
 	if len(creds) == 0 {
 		return nil, probe.Errorf(probe.CodeBadParams, "credentials: ssh_exec needs at least one ssh credential")
 	}
@@ -204,7 +213,7 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 	res := Result{IP: ep.IP.String(), Port: ep.Port, FailedCredentials: []string{}, Outputs: []Output{}}
 	var client *ssh.Client
 	for _, c := range creds {
-		cl, hk, err := r.login(ctx, ep, c, connectTO, p.HostKey)
+		cl, hk, err := r.login(ctx, ep, c, connectTO, expect)
 		if hk.fp != "" {
 			res.HostKey, res.HostKeyType = hk.fp, hk.typ
 		}
@@ -212,6 +221,11 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 			client, res.Credential, res.Username = cl, c.Name, c.Username
 			res.ServerVersion = string(cl.ServerVersion())
 			break
+		}
+		if probe.CodeOf(err) == probe.CodeHostKey {
+			// the result carries the key seen, so the hub can show both
+			res.DurationMS = time.Since(start).Milliseconds()
+			return res, scrub(err, secrets)
 		}
 		var auth *authError
 		if errors.As(err, &auth) {
@@ -267,7 +281,21 @@ type hostKey struct{ fp, typ string }
 
 // login connects and authenticates with one credential, on a connection of its own
 // (servers count failed attempts per connection).
-func (r *runner) login(ctx context.Context, ep target.Endpoint, c probe.Credential, timeout time.Duration, pinned string) (*ssh.Client, hostKey, error) {
+// hostKeyCheck is what the host key must be: an operator's pin, the hub's record from the
+// first use, or (both empty) anything — trust on first use, reported in the result.
+type hostKeyCheck struct{ pinned, known string }
+
+func (h hostKeyCheck) check(got string) error {
+	switch {
+	case h.pinned != "" && got != h.pinned:
+		return &pinError{got: got, want: h.pinned}
+	case h.known != "" && got != h.known:
+		return &pinError{got: got, want: h.known, known: true}
+	}
+	return nil
+}
+
+func (r *runner) login(ctx context.Context, ep target.Endpoint, c probe.Credential, timeout time.Duration, expect hostKeyCheck) (*ssh.Client, hostKey, error) {
 	var hk hostKey
 	auth, err := authMethods(c)
 	if err != nil {
@@ -285,10 +313,7 @@ func (r *runner) login(ctx context.Context, ep target.Endpoint, c probe.Credenti
 		Auth: auth,
 		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
 			hk = hostKey{ssh.FingerprintSHA256(key), key.Type()}
-			if pinned != "" && hk.fp != pinned {
-				return &pinError{got: hk.fp, want: pinned}
-			}
-			return nil
+			return expect.check(hk.fp)
 		},
 		ClientVersion: "SSH-2.0-OutpostBridge_1",
 		Timeout:       timeout,
@@ -299,8 +324,11 @@ func (r *runner) login(ctx context.Context, ep target.Endpoint, c probe.Credenti
 		conn.Close()
 		var pe *pinError
 		switch {
+		case errors.As(err, &pe) && pe.known:
+			return nil, hk, probe.Errorf(probe.CodeHostKey, "host key for %s changed from %s to %s: no credential was sent; if the host was rebuilt, run `outpost hostkeys forget %s`",
+				ep.IP, pe.want, pe.got, ep.IP)
 		case errors.As(err, &pe):
-			return nil, hk, probe.Errorf(probe.CodeAuth, "%s: host key %s differs from the pinned %s: no credential was sent", ep.Addr(), pe.got, pe.want)
+			return nil, hk, probe.Errorf(probe.CodeHostKey, "%s: host key %s differs from the pinned %s: no credential was sent", ep.Addr(), pe.got, pe.want)
 		case ctx.Err() != nil:
 			return nil, hk, ctx.Err()
 		case !handshakeDone || target.IsTimeout(err):
@@ -314,7 +342,10 @@ func (r *runner) login(ctx context.Context, ep target.Endpoint, c probe.Credenti
 	return ssh.NewClient(sc, chans, reqs), hk, nil
 }
 
-type pinError struct{ got, want string }
+type pinError struct {
+	got, want string
+	known     bool // want is the hub's first-use record, not an operator's pin
+}
 
 func (e *pinError) Error() string { return "host key mismatch" }
 

@@ -36,6 +36,9 @@ type Options struct {
 	Redirects      int // how many redirects to follow (0: none)
 	TLS            *tls.Config
 	MaxHeaderBytes int64
+	// CheckRedirect, when set, may refuse a redirect (http_request refuses one that would
+	// carry a credential to another host or over plaintext).
+	CheckRedirect func(req *http.Request) error
 }
 
 // Client returns a client whose every connection goes through the site's guarded dialer.
@@ -59,6 +62,9 @@ func Client(set probe.Settings, o Options) *http.Client {
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
 			if len(via) > o.Redirects {
 				return http.ErrUseLastResponse
+			}
+			if o.CheckRedirect != nil {
+				return o.CheckRedirect(req)
 			}
 			return nil
 		},

@@ -5,8 +5,11 @@ package param
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -114,8 +117,12 @@ func splitComma(s string) []string {
 }
 
 // Redact replaces every secret in s by "***" (drivers and servers sometimes echo what they
-// were given; a secret must never reach a result, an error or a log line).
+// were given; a secret must never reach a result, an error or a log line). Give it the
+// list Secrets builds, which holds the encoded forms too.
 func Redact(s string, secrets ...string) string {
+	// longest first: an encoded form may contain a shorter secret
+	secrets = slices.Clone(secrets)
+	slices.SortFunc(secrets, func(a, b string) int { return len(b) - len(a) })
 	for _, sec := range secrets {
 		if len(sec) >= 3 {
 			s = strings.ReplaceAll(s, sec, "***")
@@ -124,18 +131,82 @@ func Redact(s string, secrets ...string) string {
 	return s
 }
 
-// Secrets lists every secret of a set of credentials, for Redact.
+// Secrets lists every secret of a set of credentials, for Redact, with the forms a server
+// may echo them in: an echo service returns the Authorization header (base64 of
+// user:password), a JSON API quotes what it got, a web server logs it URL-encoded.
 func Secrets(creds []probe.Credential) []string {
 	var out []string
 	for _, c := range creds {
-		out = append(out, c.Secret)
+		out = append(out, Encodings(c.Secret)...)
+		if c.Username != "" && c.Secret != "" {
+			for _, enc := range b64s {
+				out = append(out, enc.EncodeToString([]byte(c.Username+":"+c.Secret)))
+			}
+		}
 		for k, v := range c.Fields {
 			if isSecretField(k) {
-				out = append(out, v)
+				out = append(out, Encodings(v)...)
 			}
 		}
 	}
-	return out
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+var b64s = []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding}
+
+// minEncoded is the shortest encoded fragment worth redacting: shorter ones would match
+// ordinary text by chance and only blank it out.
+const minEncoded = 6
+
+// Encodings returns secret and its encoded forms: base64 (standard and URL alphabets, with
+// and without padding), URL query and path escaping, JSON string escaping, and — because
+// base64 of a longer text that contains the secret ("user:secret", a JSON body) encodes
+// it differently depending on where it starts — the part of its base64 that does not
+// depend on what comes before or after it, for each of the three alignments.
+func Encodings(secret string) []string {
+	if len(secret) < 3 {
+		return nil
+	}
+	out := []string{secret, url.QueryEscape(secret), url.PathEscape(secret)}
+	var js bytes.Buffer
+	enc := json.NewEncoder(&js)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(secret)
+	out = append(out, strings.TrimSuffix(strings.TrimSpace(js.String()), `"`)[1:])
+	if b, err := json.Marshal(secret); err == nil { // with <, > and & escaped too
+		out = append(out, string(b[1:len(b)-1]))
+	}
+	for _, e := range b64s {
+		out = append(out, e.EncodeToString([]byte(secret)))
+	}
+	for k := 1; k <= 2; k++ {
+		shifted := append(make([]byte, k), secret...)
+		for _, e := range []*base64.Encoding{base64.RawStdEncoding, base64.RawURLEncoding} {
+			s := e.EncodeToString(shifted)
+			// characters 6i..6i+5 bits: skip those holding bits of the k prefix bytes,
+			// keep those made only of the secret's bits
+			from, to := (8*k+5)/6, 8*(k+len(secret))/6
+			if to-from >= minEncoded {
+				out = append(out, s[from:to])
+			}
+		}
+	}
+	// the unshifted form, cut before the last character (which holds bits of what follows)
+	for _, e := range []*base64.Encoding{base64.RawStdEncoding, base64.RawURLEncoding} {
+		s := e.EncodeToString([]byte(secret))
+		if to := 8 * len(secret) / 6; to >= minEncoded {
+			out = append(out, s[:to])
+		}
+	}
+	var kept []string
+	for _, s := range out {
+		if len(s) >= 3 {
+			kept = append(kept, s)
+		}
+	}
+	slices.Sort(kept)
+	return slices.Compact(kept)
 }
 
 func isSecretField(k string) bool {
