@@ -262,3 +262,6 @@ func DialHint(scheme string, err error) string {
 	}
 	return ""
 }
+
+// RedactURL is a hub URL (or comma-separated list) fit for a log: user info replaced.
+func RedactURL(s string) string { return redactURL(s) }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -55,9 +56,11 @@ func runLocalBridge(ctx context.Context, d Deps) error {
 		token = reply.Token
 	}
 	cfg := bridge.DefaultConfig()
-	cfg.Hub = d.Server.ClientURL()
-	if cfg.Hub == "" {
-		cfg.Hub = "nats://127.0.0.1:4222"
+	// The connection is in process (no socket): the URL is only what the bridge reports,
+	// and a loopback nats:// one keeps its plaintext check content whatever the hub binds.
+	cfg.Hub = "nats://127.0.0.1:4222"
+	if a, ok := d.Server.Addr().(*net.TCPAddr); ok {
+		cfg.Hub = fmt.Sprintf("nats://127.0.0.1:%d", a.Port)
 	}
 	cfg.Site, cfg.Name, cfg.Token, cfg.DataDir = LocalSite, "local-bridge", token, dir
 	cfg.Version = version.Version
