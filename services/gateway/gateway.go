@@ -74,7 +74,8 @@ type Deps struct {
 	Ready func(addr net.Addr)
 	// Pending lists in-process services not serving yet; /healthz is 503 until it is empty.
 	Pending func() []string
-	// Now is the clock of the failed-auth limiter (tests); nil is time.Now.
+	// Now is the clock of the failed-auth limiter and of session expiry (tests); nil is
+	// time.Now.
 	Now func() time.Time
 }
 
@@ -110,8 +111,20 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	if tc != nil {
 		ln, scheme = tls.NewListener(ln, tc), "https://"
 	}
+	if cfg.SessionTTL == 0 {
+		cfg.SessionTTL = bus.SessionTTL
+	}
+	skv, err := deps.JS.KeyValue(ctx, bus.KVSessions)
+	if err != nil {
+		return fmt.Errorf("gateway: console sessions bucket %q: %w (the hub provisions it; is the bus provisioned?)", bus.KVSessions, err)
+	}
+	now := deps.Now
+	if now == nil {
+		now = time.Now
+	}
 	api := &API{cfg: cfg, deps: deps, log: log, fails: newFailLimiter(cfg.AuthFailBurst, cfg.AuthFailRefill, deps.Now),
-		closing: make(chan struct{})}
+		sessions: &sessions{kv: skv, ttl: cfg.SessionTTL, now: now},
+		closing:  make(chan struct{})}
 	srv := &http.Server{
 		Handler:           api.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
