@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -22,6 +23,12 @@ type ConnectConfig struct {
 	CAFile, CertFile, KeyFile string
 	// Credentials: a creds file (JWT + NKey seed), or an NKey seed file, or neither.
 	CredsFile, NKeySeedFile string
+	// Proxy is an HTTP CONNECT proxy every hub connection goes through:
+	// http://[user:password@]host:port. Empty: ProxyFromEnvironment decides.
+	Proxy string
+	// ProxyFromEnvironment honours HTTPS_PROXY (HTTP_PROXY for plaintext hub URLs) and
+	// NO_PROXY when Proxy is empty; loopback hubs are never proxied that way.
+	ProxyFromEnvironment bool
 	// Options are appended last (e.g. nats.Nkey with an in-memory key pair).
 	Options []nats.Option
 	Logger  *slog.Logger
@@ -47,6 +54,11 @@ func (c ConnectConfig) Validate() error {
 	}
 	if (c.CertFile == "") != (c.KeyFile == "") {
 		errs = append(errs, errors.New("client certificate and key must be given together"))
+	}
+	if c.Proxy != "" {
+		if _, err := ParseProxy(c.Proxy); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if c.CredsFile != "" && c.NKeySeedFile != "" {
 		errs = append(errs, errors.New("give a creds file or an nkey seed file, not both"))
@@ -97,6 +109,9 @@ func Connect(cfg ConnectConfig) (*nats.Conn, error) {
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("reconnected to hub", "server", nc.ConnectedUrlRedacted()) }),
+		// Every failed attempt, the first connection's included, says why: a bridge that
+		// never comes up must tell its operator what to change.
+		nats.ReconnectErrHandler(newDialFailLog(log, cfg.URL).report),
 		nats.ClosedHandler(func(*nats.Conn) { log.Info("hub connection closed") }),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			subj := ""
@@ -112,6 +127,17 @@ func Connect(cfg ConnectConfig) (*nats.Conn, error) {
 			return nil, err
 		}
 		opts = append(opts, nats.Secure(tc))
+	}
+	if cfg.Proxy != "" || cfg.ProxyFromEnvironment {
+		d, err := newProxyDialer(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("connect: %w", err)
+		}
+		// The proxy resolves the hub's name: the site may have no DNS for it.
+		opts = append(opts, nats.SetCustomDialer(d), nats.SkipHostLookup())
+		if cfg.Proxy != "" {
+			log.Info("hub connections go through a proxy", "proxy", redactURL(cfg.Proxy))
+		}
 	}
 	if cfg.CredsFile != "" {
 		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
@@ -173,3 +199,69 @@ func redactURL(s string) string {
 	}
 	return fmt.Sprint(out)
 }
+
+// dialFailLog logs why the hub cannot be reached, once per distinct reason a minute: the
+// client retries every second or two, forever.
+type dialFailLog struct {
+	log    *slog.Logger
+	scheme string
+	mu     sync.Mutex
+	last   string
+	at     time.Time
+}
+
+func newDialFailLog(log *slog.Logger, urls string) *dialFailLog {
+	d := &dialFailLog{log: log}
+	if us := splitURLs(urls); len(us) > 0 {
+		if u, err := url.Parse(us[0]); err == nil {
+			d.scheme = u.Scheme
+		}
+	}
+	return d
+}
+
+func (d *dialFailLog) report(_ *nats.Conn, err error) {
+	if err == nil {
+		return
+	}
+	msg := err.Error()
+	d.mu.Lock()
+	now := time.Now()
+	if msg == d.last && now.Sub(d.at) < time.Minute {
+		d.mu.Unlock()
+		return
+	}
+	d.last, d.at = msg, now
+	d.mu.Unlock()
+	args := []any{"err", msg}
+	if h := DialHint(d.scheme, err); h != "" {
+		args = append(args, "hint", h)
+	}
+	d.log.Warn("cannot connect to the hub; retrying", args...)
+}
+
+// DialHint says what to change when a connection to the hub fails for a reason an operator
+// can fix (empty when there is nothing specific to say).
+func DialHint(scheme string, err error) string {
+	var unknownCA x509.UnknownAuthorityError
+	var verify *tls.CertificateVerificationError
+	var host x509.HostnameError
+	var expired x509.CertificateInvalidError
+	plaintext := scheme == "nats" || scheme == "ws"
+	switch {
+	case plaintext && (errors.As(err, &unknownCA) || errors.As(err, &verify) || errors.Is(err, nats.ErrSecureConnRequired)):
+		return "the hub requires TLS: dial it as tls://HOST:PORT (or wss://) and trust it with --ca <hub data>/tls/ca.pem"
+	case errors.As(err, &host):
+		return "the hub's certificate does not name the host in --hub: dial a name or address it has, or add it on the hub with --tls-san"
+	case errors.As(err, &expired) && expired.Reason == x509.Expired:
+		return "the hub's certificate has expired (or this machine's clock is wrong): restart the hub to renew it"
+	case errors.As(err, &unknownCA) || errors.As(err, &verify):
+		return "the hub's certificate is not signed by a CA this bridge trusts: give --ca <hub data>/tls/ca.pem"
+	case scheme == "ws" && strings.Contains(err.Error(), "400"):
+		return "the hub's WebSocket port serves TLS only: dial it as wss:// with --ca <hub data>/tls/ca.pem"
+	}
+	return ""
+}
+
+// RedactURL is a hub URL (or comma-separated list) fit for a log: user info replaced.
+func RedactURL(s string) string { return redactURL(s) }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -25,9 +26,12 @@ type ServerConfig struct {
 	// Listen is the client address bridges dial ("127.0.0.1:4222"). Empty: no listener at all
 	// (in-process connections only), which is what a bridge's outbox uses.
 	Listen string
-	// WebSocket, when set, also accepts clients on this address (sites that allow only HTTPS).
-	WebSocket string
-	TLS       *tls.Config // required for non-loopback listeners
+	// WebSocket, when set, also accepts clients on this address (sites that allow only HTTPS
+	// egress), always over TLS: WebSocketTLS is required with it.
+	WebSocket    string
+	WebSocketTLS *tls.Config
+	// TLS of the client port: required for a non-loopback Listen, optional on loopback.
+	TLS *tls.Config
 	// SyncInterval bounds how much acknowledged data a power loss can take with it; the
 	// server's default is 2 minutes.
 	SyncInterval time.Duration
@@ -47,7 +51,10 @@ func (c ServerConfig) Validate() error {
 	if c.StoreDir == "" {
 		errs = append(errs, errors.New("store dir is empty: JetStream needs a directory for its file store"))
 	}
-	for _, a := range []struct{ what, addr string }{{"client listen", c.Listen}, {"websocket", c.WebSocket}} {
+	for _, a := range []struct {
+		what, addr string
+		tls        *tls.Config
+	}{{"client listen", c.Listen, c.TLS}, {"websocket", c.WebSocket, c.WebSocketTLS}} {
 		if a.addr == "" {
 			continue
 		}
@@ -59,11 +66,26 @@ func (c ServerConfig) Validate() error {
 		if _, err := strconv.Atoi(port); err != nil {
 			errs = append(errs, fmt.Errorf("%s address %q: port is not a number", a.what, a.addr))
 		}
-		if ip := net.ParseIP(host); c.TLS == nil && (ip == nil || !ip.IsLoopback()) && host != "localhost" {
+		switch {
+		case a.tls != nil:
+		case a.what == "websocket":
+			// A WebSocket port exists for sites whose only way out is HTTPS: it is wss:// or nothing.
+			errs = append(errs, fmt.Errorf("websocket address %q: the WebSocket port serves TLS only, configure its certificate", a.addr))
+		case !IsLoopback(host):
 			errs = append(errs, fmt.Errorf("%s address %q is not loopback: plaintext is only allowed on loopback, configure TLS", a.what, a.addr))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// IsLoopback says whether a listen or dial host (no port) stays on this machine: a
+// loopback IP or "localhost". An empty host or 0.0.0.0 listens on every interface.
+func IsLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Server is a running embedded NATS JetStream server.
@@ -101,13 +123,15 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		opts.Host = host
 		opts.Port, _ = strconv.Atoi(port)
 		opts.TLSConfig = cfg.TLS
+		// mTLS: the TLS config demands client certificates; the server is told as well so its
+		// own checks and monitoring agree with the handshake.
+		opts.TLSVerify = cfg.TLS != nil && cfg.TLS.ClientAuth == tls.RequireAndVerifyClientCert
 	}
 	if cfg.WebSocket != "" {
 		host, port, _ := net.SplitHostPort(cfg.WebSocket)
 		opts.Websocket.Host = host
 		opts.Websocket.Port, _ = strconv.Atoi(port)
-		opts.Websocket.TLSConfig = cfg.TLS
-		opts.Websocket.NoTLS = cfg.TLS == nil
+		opts.Websocket.TLSConfig = cfg.WebSocketTLS
 	}
 	if cfg.Configure != nil {
 		if err := cfg.Configure(opts); err != nil {
@@ -145,7 +169,13 @@ func (s *Server) Inner() *server.Server { return s.ns }
 // the same process as the server.
 func (s *Server) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
 	opts = append([]nats.Option{nats.Name(name), nats.InProcessServer(s.ns), nats.MaxReconnects(-1)}, opts...)
-	nc, err := nats.Connect(s.ns.ClientURL(), opts...)
+	// In process there is no wire to protect: a tls:// URL would make the client insist on a
+	// handshake over the pipe, so the URL (never dialled) says nats://.
+	u := s.ns.ClientURL()
+	if rest, ok := strings.CutPrefix(u, "tls://"); ok {
+		u = "nats://" + rest
+	}
+	nc, err := nats.Connect(u, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect in-process as %s: %w", name, err)
 	}

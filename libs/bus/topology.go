@@ -28,6 +28,11 @@ const (
 	KVLeases     = "leases"
 	KVTokens     = "tokens"
 	KVHeartbeats = "heartbeats"
+	KVSessions   = "sessions"
+
+	// SessionTTL is how long a console sign-in lasts: the sessions bucket forgets it then,
+	// and the cookie's Max-Age says the same.
+	SessionTTL = 12 * time.Hour
 
 	// HeartbeatTTL: a bridge beats every 10 s; three missed beats and its key expires, which
 	// is how the registry tells "down".
@@ -201,6 +206,7 @@ func DefaultTopology(l Limits) Topology {
 			{Bucket: KVRuns, Description: "run progress", History: 1},
 			{Bucket: KVLeases, Description: "scheduler leases", History: 1, LimitMarkerTTL: time.Second},
 			{Bucket: KVTokens, Description: "API tokens (hashed)", History: 1},
+			{Bucket: KVSessions, Description: "console sign-ins: session id hash to token hash; shared by gateway replicas", History: 1, TTL: SessionTTL},
 			{Bucket: KVHeartbeats, Description: "last heartbeat of each agent; expires after 3 missed beats", History: 1, TTL: HeartbeatTTL},
 		},
 	}

@@ -158,8 +158,13 @@ func (b *Bridge) run(ctx context.Context) error {
 	if b.cfg.Token != "" {
 		opts = append(opts, nats.Token(b.cfg.Token))
 	}
+	if remote := b.cfg.PlaintextRemote(); len(remote) > 0 {
+		b.log.Warn("INSECURE: plaintext connection to a remote hub (--insecure-plaintext): the token and every result cross the network in clear; use tls:// or wss://",
+			"hub", remote)
+	}
 	b.nc, err = bus.Connect(bus.ConnectConfig{URL: b.cfg.Hub, Name: "bridge " + b.cfg.Site + "/" + b.cfg.Name,
 		CAFile: b.cfg.CAFile, CertFile: b.cfg.CertFile, KeyFile: b.cfg.KeyFile,
+		Proxy: b.cfg.Proxy, ProxyFromEnvironment: true,
 		Options: append(opts, b.deps.ConnectOptions...), Logger: b.log})
 	if err != nil {
 		return err
@@ -170,7 +175,7 @@ func (b *Bridge) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.log.Info("bridge starting", "hub", b.cfg.Hub, "nkey", b.nkey, "capabilities", b.caps, "data", filepath.Clean(b.cfg.DataDir))
+	b.log.Info("bridge starting", "hub", bus.RedactURL(b.cfg.Hub), "nkey", b.nkey, "capabilities", b.caps, "data", filepath.Clean(b.cfg.DataDir))
 
 	if err := b.enroll(ctx); err != nil {
 		return err

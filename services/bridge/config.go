@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"os"
 	"strings"
 
@@ -26,10 +27,15 @@ type Config struct {
 	Allow   []string `yaml:"allow"`
 	CAFile  string   `yaml:"ca"`
 	// Client certificate for mTLS to the hub.
-	CertFile  string         `yaml:"cert"`
-	KeyFile   string         `yaml:"key"`
-	Pools     map[string]int `yaml:"pools"`
-	OutboxMax ByteSize       `yaml:"outbox_max"`
+	CertFile string `yaml:"cert"`
+	// Proxy is an HTTP CONNECT proxy to reach the hub through (http://[user:pw@]host:port);
+	// empty: HTTPS_PROXY/NO_PROXY decide.
+	Proxy string `yaml:"proxy"`
+	// InsecurePlaintext allows nats:// or ws:// to a hub that is not on loopback.
+	InsecurePlaintext bool           `yaml:"insecure_plaintext"`
+	KeyFile           string         `yaml:"key"`
+	Pools             map[string]int `yaml:"pools"`
+	OutboxMax         ByteSize       `yaml:"outbox_max"`
 	// Capabilities limits what this bridge offers (default: every kind it has).
 	Capabilities []string `yaml:"capabilities"`
 	Version      string   `yaml:"-"`
@@ -54,8 +60,11 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.Hub == "" {
 		errs = append(errs, errors.New("--hub is required (nats://hub:4222, tls://hub:4222 or wss://hub:443)"))
-	} else if err := (bus.ConnectConfig{URL: c.Hub, CAFile: c.CAFile, CertFile: c.CertFile, KeyFile: c.KeyFile}).Validate(); err != nil {
+	} else if err := (bus.ConnectConfig{URL: c.Hub, CAFile: c.CAFile, CertFile: c.CertFile, KeyFile: c.KeyFile, Proxy: c.Proxy}).Validate(); err != nil {
 		errs = append(errs, err)
+	} else if remote := c.PlaintextRemote(); len(remote) > 0 && !c.InsecurePlaintext {
+		errs = append(errs, fmt.Errorf("--hub %s: plaintext to a hub that is not on loopback would send the token and every result in clear: "+
+			"use tls://HOST:PORT or wss://HOST:PORT with --ca <hub data>/tls/ca.pem (or --insecure-plaintext, for a test network only)", strings.Join(remote, ",")))
 	}
 	if !bus.ValidName(c.Site) {
 		errs = append(errs, fmt.Errorf("--site %q: use 1-64 of a-z, 0-9 and -", c.Site))
@@ -80,6 +89,22 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--outbox-max %s: want at least 1MiB", c.OutboxMax))
 	}
 	return errors.Join(errs...)
+}
+
+// PlaintextRemote lists the hub URLs that are plaintext (nats://, ws://) to a host other than
+// loopback.
+func (c Config) PlaintextRemote() []string {
+	var out []string
+	for _, raw := range strings.Split(c.Hub, ",") {
+		u, err := url.Parse(strings.TrimSpace(raw))
+		if err != nil {
+			continue
+		}
+		if (u.Scheme == "nats" || u.Scheme == "ws") && !bus.IsLoopback(u.Hostname()) {
+			out = append(out, u.Redacted())
+		}
+	}
+	return out
 }
 
 // ByteSize parses sizes such as 512MiB, 1GiB, 10GB or plain bytes.

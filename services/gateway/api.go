@@ -20,6 +20,8 @@ type API struct {
 	deps  Deps
 	log   *slog.Logger
 	fails *failLimiter
+	// sessions are the console's sign-ins.
+	sessions *sessions
 	// closing is closed when the server starts shutting down (console streams end then).
 	closing chan struct{}
 }
@@ -49,7 +51,8 @@ func (a *API) Handler() http.Handler {
 	mux.mux.Handle("/api/v1/", a.auth(tokens.RoleViewer, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		problem(w, r, http.StatusNotFound, "not-found", "No such API route", r.Method+" "+r.URL.Path+" is not an Outpost API route; see /api/v1/openapi.json")
 	})))
-	mux.mux.Handle("/", console.New(console.Options{API: mux.mux, Version: a.cfg.Version, Logger: a.log, Closing: a.closing}))
+	mux.mux.Handle("/", console.New(console.Options{API: mux.mux, Version: a.cfg.Version, Logger: a.log, Closing: a.closing,
+		Sessions: a.sessions, AsSession: asSession}))
 	return mux.mux
 }
 

@@ -24,9 +24,24 @@ func Caller(ctx context.Context) (tokens.Token, bool) {
 // rank orders roles: a role may do what any lower role may.
 func rank(role string) int { return len(tokens.Roles) - slices.Index(tokens.Roles, role) }
 
-// auth admits requests carrying a valid bearer token whose role is at least min.
+type sessionCtxKey struct{}
+
+// asSession marks an in-process request of the console as made by the signed-in session
+// whose token has hash h. Only code in this process can set a context value: a network
+// request cannot claim a session this way.
+func asSession(ctx context.Context, h string) context.Context {
+	return context.WithValue(ctx, sessionCtxKey{}, h)
+}
+
+// auth admits requests carrying a valid bearer token (or, from the console in process, a
+// session's token hash) whose role is at least min.
 func (a *API) auth(min string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h, ok := r.Context().Value(sessionCtxKey{}).(string); ok {
+			t, err := a.deps.Tokens.VerifyHash(r.Context(), h)
+			a.admit(w, r, min, t, err, next)
+			return
+		}
 		secret, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || secret == "" {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="outpost"`)
@@ -44,21 +59,30 @@ func (a *API) auth(min string, next http.Handler) http.Handler {
 			return
 		}
 		t, err := a.deps.Tokens.Verify(r.Context(), secret)
-		if err != nil {
-			if errors.Is(err, tokens.ErrInvalid) {
-				a.fails.failed(addr)
-				w.Header().Set("WWW-Authenticate", `Bearer realm="outpost", error="invalid_token"`)
-				problem(w, r, http.StatusUnauthorized, "unauthorized", "Invalid token", "the token is unknown or revoked")
-				return
-			}
-			problem(w, r, http.StatusServiceUnavailable, "unavailable", "Token store unavailable", err.Error())
-			return
+		switch {
+		case errors.Is(err, tokens.ErrInvalid):
+			a.fails.failed(addr)
+		case err == nil:
+			a.fails.succeeded(addr, secret)
 		}
-		a.fails.succeeded(addr, secret)
-		if rank(t.Role) < rank(min) {
-			problem(w, r, http.StatusForbidden, "forbidden", "Role not allowed", "this needs role "+min+" or higher; the token has role "+t.Role)
-			return
-		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, t)))
+		a.admit(w, r, min, t, err, next)
 	})
+}
+
+// admit answers a request whose token was looked up (err from the lookup).
+func (a *API) admit(w http.ResponseWriter, r *http.Request, min string, t tokens.Token, err error, next http.Handler) {
+	if err != nil {
+		if errors.Is(err, tokens.ErrInvalid) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="outpost", error="invalid_token"`)
+			problem(w, r, http.StatusUnauthorized, "unauthorized", "Invalid token", "the token is unknown or revoked")
+			return
+		}
+		problem(w, r, http.StatusServiceUnavailable, "unavailable", "Token store unavailable", err.Error())
+		return
+	}
+	if rank(t.Role) < rank(min) {
+		problem(w, r, http.StatusForbidden, "forbidden", "Role not allowed", "this needs role "+min+" or higher; the token has role "+t.Role)
+		return
+	}
+	next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, t)))
 }

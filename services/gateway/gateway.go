@@ -5,6 +5,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +30,12 @@ type Config struct {
 	// per AuthFailRefill; more are answered 429 (see ratelimit.go). 0 means the default.
 	AuthFailBurst  int
 	AuthFailRefill time.Duration
+	// TLSCert/TLSKey serve HTTPS (the hub passes its own certificate). Plain HTTP is only
+	// allowed on loopback: tokens and session cookies must not cross a network in clear.
+	TLSCert, TLSKey string
+	// SessionTTL is how long a console sign-in lasts (the sessions bucket's TTL); 0 is
+	// bus.SessionTTL.
+	SessionTTL time.Duration
 }
 
 // DefaultConfig is what `outpost up` uses without flags.
@@ -40,8 +47,13 @@ func DefaultConfig() Config {
 // Validate reports every problem at once.
 func (c Config) Validate() error {
 	var errs []error
-	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+	if host, _, err := net.SplitHostPort(c.Addr); err != nil {
 		errs = append(errs, fmt.Errorf("http address %q: %w", c.Addr, err))
+	} else if c.TLSCert == "" && !bus.IsLoopback(host) {
+		errs = append(errs, fmt.Errorf("http address %q is not loopback: plain HTTP is only allowed on loopback, give a TLS certificate and key", c.Addr))
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("TLS certificate and key go together: give both or neither"))
 	}
 	if c.AuthFailBurst < 0 || c.AuthFailRefill < 0 {
 		errs = append(errs, fmt.Errorf("failed-auth limit %d per %s: want positive values (0 for the defaults)", c.AuthFailBurst, c.AuthFailRefill))
@@ -62,7 +74,8 @@ type Deps struct {
 	Ready func(addr net.Addr)
 	// Pending lists in-process services not serving yet; /healthz is 503 until it is empty.
 	Pending func() []string
-	// Now is the clock of the failed-auth limiter (tests); nil is time.Now.
+	// Now is the clock of the failed-auth limiter and of session expiry (tests); nil is
+	// time.Now.
 	Now func() time.Time
 }
 
@@ -79,6 +92,14 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("component", "gateway")
+	var tc *tls.Config
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return fmt.Errorf("gateway TLS certificate %s / key %s: %w", cfg.TLSCert, cfg.TLSKey, err)
+		}
+		tc = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	}
 	ln := deps.Listener
 	if ln == nil {
 		var err error
@@ -86,8 +107,24 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 			return fmt.Errorf("listen on %s: %w (is another outpost already running? choose another --http)", cfg.Addr, err)
 		}
 	}
+	scheme := "http://"
+	if tc != nil {
+		ln, scheme = tls.NewListener(ln, tc), "https://"
+	}
+	if cfg.SessionTTL == 0 {
+		cfg.SessionTTL = bus.SessionTTL
+	}
+	skv, err := deps.JS.KeyValue(ctx, bus.KVSessions)
+	if err != nil {
+		return fmt.Errorf("gateway: console sessions bucket %q: %w (the hub provisions it; is the bus provisioned?)", bus.KVSessions, err)
+	}
+	now := deps.Now
+	if now == nil {
+		now = time.Now
+	}
 	api := &API{cfg: cfg, deps: deps, log: log, fails: newFailLimiter(cfg.AuthFailBurst, cfg.AuthFailRefill, deps.Now),
-		closing: make(chan struct{})}
+		sessions: &sessions{kv: skv, ttl: cfg.SessionTTL, now: now},
+		closing:  make(chan struct{})}
 	srv := &http.Server{
 		Handler:           api.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -96,7 +133,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	srv.RegisterOnShutdown(func() { close(api.closing) })
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	log.Info("gateway listening", "url", "http://"+ln.Addr().String())
+	log.Info("gateway listening", "url", scheme+ln.Addr().String())
 	if deps.Ready != nil {
 		deps.Ready(ln.Addr())
 	}

@@ -18,7 +18,7 @@ func TestShutdownEndsLiveStreams(t *testing.T) {
 
 	// no discovery service runs: the stream reports the problem and keeps polling
 	req, _ := http.NewRequest("GET", e.base+console.Prefix+"/discovery/runs/01ABC/events", nil)
-	req.AddCookie(&http.Cookie{Name: console.SessionCookie, Value: e.admin})
+	req.AddCookie(signIn(t, http.DefaultClient, e.base, e.admin))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

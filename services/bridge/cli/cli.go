@@ -45,9 +45,10 @@ func Main(args []string, stderr io.Writer) int {
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	var allow, caps []string
 	flagCfg := struct {
-		hub, site, name, token, data, ca, cert, key string
-		pools                                       map[string]*int
-		outbox                                      bridge.ByteSize
+		hub, site, name, token, data, ca, cert, key, proxy string
+		insecure                                           bool
+		pools                                              map[string]*int
+		outbox                                             bridge.ByteSize
 	}{pools: map[string]*int{}}
 	fs.StringVar(&flagCfg.hub, "hub", "", "hub URL: nats://host:4222, tls://host:4222 or wss://host:443 (env OUTPOST_BRIDGE_HUB)")
 	fs.StringVar(&flagCfg.site, "site", "", "site this bridge serves (env OUTPOST_BRIDGE_SITE)")
@@ -59,6 +60,8 @@ func Main(args []string, stderr io.Writer) int {
 	fs.StringVar(&flagCfg.ca, "ca", "", "CA file to verify the hub (env OUTPOST_BRIDGE_CA)")
 	fs.StringVar(&flagCfg.cert, "cert", "", "client certificate for mTLS (env OUTPOST_BRIDGE_CERT)")
 	fs.StringVar(&flagCfg.key, "key", "", "client key for mTLS (env OUTPOST_BRIDGE_KEY)")
+	fs.StringVar(&flagCfg.proxy, "proxy", "", "HTTP CONNECT proxy to reach the hub through: http://[user:password@]host:port (env OUTPOST_BRIDGE_PROXY; default: HTTPS_PROXY, NO_PROXY)")
+	fs.BoolVar(&flagCfg.insecure, "insecure-plaintext", false, "allow nats:// or ws:// to a hub that is not on loopback (token and results in clear; test networks only)")
 	for _, p := range envelope.Priorities {
 		flagCfg.pools[p] = fs.Int("pool-"+p, 0, fmt.Sprintf("%s workers (default %d)", p, cfg.Pools[p]))
 	}
@@ -99,6 +102,7 @@ func Main(args []string, stderr io.Writer) int {
 	env("CA", &cfg.CAFile)
 	env("CERT", &cfg.CertFile)
 	env("KEY", &cfg.KeyFile)
+	env("PROXY", &cfg.Proxy)
 	if v := os.Getenv("OUTPOST_BRIDGE_ALLOW"); v != "" {
 		cfg.Allow = strings.Split(v, ",")
 	}
@@ -130,6 +134,10 @@ func Main(args []string, stderr io.Writer) int {
 	set(flagCfg.ca, &cfg.CAFile)
 	set(flagCfg.cert, &cfg.CertFile)
 	set(flagCfg.key, &cfg.KeyFile)
+	set(flagCfg.proxy, &cfg.Proxy)
+	if flagCfg.insecure {
+		cfg.InsecurePlaintext = true
+	}
 	if len(allow) > 0 {
 		cfg.Allow = allow
 	}

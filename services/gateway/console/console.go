@@ -29,8 +29,23 @@ import (
 //go:embed templates/*.html static/*
 var assets embed.FS
 
-// SessionCookie holds the API token of a signed-in browser.
+// SessionCookie holds the random id of a signed-in browser's session (never the token).
 const SessionCookie = "outpost_session"
+
+// Sessions keep sign-ins on the server: the cookie only names one.
+type Sessions interface {
+	// Open starts a session for a verified token and returns its id.
+	Open(ctx context.Context, token string) (string, error)
+	// Resume returns the token hash of a live session, or ErrNoSession.
+	Resume(ctx context.Context, id string) (string, error)
+	// Close ends a session.
+	Close(ctx context.Context, id string) error
+	// TTL is how long a session lasts (the cookie's Max-Age).
+	TTL() time.Duration
+}
+
+// ErrNoSession: the session is unknown, expired or ended.
+var ErrNoSession = errors.New("no such session")
 
 const flashCookie = "outpost_flash"
 
@@ -48,22 +63,32 @@ type Options struct {
 	// Closing is closed when the server shuts down: live streams end then, rather than
 	// holding the graceful shutdown until its timeout (browsers reconnect by themselves).
 	Closing <-chan struct{}
+	// Sessions keep sign-ins; AsSession marks an in-process API request as made by the
+	// session whose token has that hash (the API's auth reads it).
+	Sessions  Sessions
+	AsSession func(ctx context.Context, tokenHash string) context.Context
 }
 
 // Console serves the pages.
 type Console struct {
-	closing <-chan struct{}
-	api     http.Handler
-	version string
-	log     *slog.Logger
-	poll    time.Duration
-	pages   map[string]*template.Template
-	mux     *http.ServeMux
+	closing  <-chan struct{}
+	api      http.Handler
+	sessions Sessions
+	asSess   func(ctx context.Context, tokenHash string) context.Context
+	version  string
+	log      *slog.Logger
+	poll     time.Duration
+	pages    map[string]*template.Template
+	mux      *http.ServeMux
 }
 
 // New builds the console handler; mount it at "/".
 func New(o Options) http.Handler {
-	c := &Console{api: o.API, version: o.Version, log: o.Logger, poll: o.PollInterval, closing: o.Closing, pages: map[string]*template.Template{}}
+	if o.Sessions == nil || o.AsSession == nil {
+		panic("console: Options.Sessions and Options.AsSession are required")
+	}
+	c := &Console{api: o.API, version: o.Version, log: o.Logger, poll: o.PollInterval, closing: o.Closing, pages: map[string]*template.Template{},
+		sessions: o.Sessions, asSess: o.AsSession}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -174,9 +199,13 @@ func sameOrigin(r *http.Request) error {
 	return nil
 }
 
-type tokenKey struct{}
+// tokenKey holds the signed-in session's token hash, sessionIDKey its id.
+type (
+	tokenKey     struct{}
+	sessionIDKey struct{}
+)
 
-// session admits requests with a session cookie; others are sent to sign in.
+// session admits requests with a live session; others are sent to sign in.
 func (c *Console) session(next http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ck, err := r.Cookie(SessionCookie)
@@ -184,7 +213,19 @@ func (c *Console) session(next http.HandlerFunc) http.Handler {
 			c.toSignin(w, r)
 			return
 		}
-		next(w, r.WithContext(context.WithValue(r.Context(), tokenKey{}, ck.Value)))
+		h, err := c.sessions.Resume(r.Context(), ck.Value)
+		if errors.Is(err, ErrNoSession) {
+			clearCookie(w, r, SessionCookie)
+			c.toSignin(w, r)
+			return
+		}
+		if err != nil {
+			c.render(w, r, http.StatusServiceUnavailable, "error", &page{Title: "Unavailable", Errors: []string{
+				"Your session could not be checked (" + err.Error() + "). Try again in a moment."}})
+			return
+		}
+		ctx := context.WithValue(context.WithValue(r.Context(), tokenKey{}, h), sessionIDKey{}, ck.Value)
+		next(w, r.WithContext(ctx))
 	})
 }
 
@@ -216,11 +257,19 @@ var errSignedOut = errors.New("session token refused")
 // call runs one API request in-process as the signed-in user and decodes the answer into
 // out (when not nil).
 func (c *Console) call(r *http.Request, method, path string, body, out any) error {
-	tok, _ := r.Context().Value(tokenKey{}).(string)
-	return c.callAs(r, tok, method, path, body, out)
+	h, _ := r.Context().Value(tokenKey{}).(string)
+	return c.do(r, func(req *http.Request) *http.Request { return req.WithContext(c.asSess(req.Context(), h)) }, method, path, body, out)
 }
 
+// callAs runs one API request with a bearer token (signing in, before there is a session).
 func (c *Console) callAs(r *http.Request, token, method, path string, body, out any) error {
+	return c.do(r, func(req *http.Request) *http.Request {
+		req.Header.Set("Authorization", "Bearer "+token)
+		return req
+	}, method, path, body, out)
+}
+
+func (c *Console) do(r *http.Request, authorize func(*http.Request) *http.Request, method, path string, body, out any) error {
 	var rd io.Reader = http.NoBody
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -235,7 +284,7 @@ func (c *Console) callAs(r *http.Request, token, method, path string, body, out 
 	}
 	// The audit records the browser's address, and the API sees the host it was asked on.
 	req.RemoteAddr, req.Host = r.RemoteAddr, r.Host
-	req.Header.Set("Authorization", "Bearer "+token)
+	req = authorize(req)
 	req.Header.Set("Accept", "application/json")
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -366,7 +415,7 @@ func (p *page) addErrs(errs ...error) (signedOut bool) {
 // show renders a page after its API calls; a refused session token signs the browser out.
 func (c *Console) show(w http.ResponseWriter, r *http.Request, status int, name string, p *page, errs ...error) {
 	if p.addErrs(errs...) {
-		clearCookie(w, r, SessionCookie)
+		c.endSession(w, r)
 		c.toSignin(w, r)
 		return
 	}

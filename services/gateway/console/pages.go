@@ -2,12 +2,14 @@ package console
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // --- sign-in ---
@@ -41,15 +43,36 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 		fail(statusOf(err), "The token could not be checked: "+err.Error())
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: tok, Path: "/", HttpOnly: true,
-		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+	id, err := c.sessions.Open(r.Context(), tok)
+	if err != nil {
+		fail(http.StatusServiceUnavailable, "The session could not be started: "+err.Error())
+		return
+	}
+	// The cookie names a server-side session and lasts as long as it: it never carries the
+	// token, is sent only over TLS when the console is served over TLS, and never cross-site.
+	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: id, Path: "/", HttpOnly: true,
+		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil, MaxAge: int(c.sessions.TTL() / time.Second)})
 	c.log.Info("console sign-in", "remote", r.RemoteAddr)
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
 func (c *Console) signout(w http.ResponseWriter, r *http.Request) {
-	clearCookie(w, r, SessionCookie)
+	if ck, err := r.Cookie(SessionCookie); err == nil {
+		r = r.WithContext(context.WithValue(r.Context(), sessionIDKey{}, ck.Value))
+	}
+	c.endSession(w, r)
 	http.Redirect(w, r, Prefix+"/signin", http.StatusSeeOther)
+}
+
+// endSession ends the request's session on the server (so a copy of the cookie is useless)
+// and clears the cookie.
+func (c *Console) endSession(w http.ResponseWriter, r *http.Request) {
+	if id, _ := r.Context().Value(sessionIDKey{}).(string); id != "" {
+		if err := c.sessions.Close(r.Context(), id); err != nil {
+			c.log.Warn("end console session", "err", err)
+		}
+	}
+	clearCookie(w, r, SessionCookie)
 }
 
 // safeNext keeps a post-sign-in target only when it is a console page of this host.

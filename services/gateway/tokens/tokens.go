@@ -57,6 +57,9 @@ func hash(secret string) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// Hash is how the store keys a secret: what a console session keeps instead of the secret.
+func Hash(secret string) string { return hash(secret) }
+
 // Create makes a token and returns its secret, to be shown once.
 func (s *Store) Create(ctx context.Context, name, role string) (string, Token, error) {
 	if !slices.Contains(Roles, role) {
@@ -84,7 +87,16 @@ func (s *Store) Verify(ctx context.Context, secret string) (Token, error) {
 	if !strings.HasPrefix(secret, prefix) {
 		return Token{}, ErrInvalid
 	}
-	e, err := s.kv.Get(ctx, hash(secret))
+	return s.VerifyHash(ctx, hash(secret))
+}
+
+// VerifyHash is Verify for a caller that kept only the secret's hash (a console session):
+// the same record checks apply, so revoking a token ends its sessions too.
+func (s *Store) VerifyHash(ctx context.Context, h string) (Token, error) {
+	if len(h) != sha256.Size*2 {
+		return Token{}, ErrInvalid
+	}
+	e, err := s.kv.Get(ctx, h)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return Token{}, ErrInvalid

@@ -22,6 +22,8 @@ func newUp(g *globals) *cobra.Command {
 		Long: `Run the whole hub in one process: the embedded NATS JetStream server (its client port
 is where bridges connect), every hub service, and the gateway's HTTP API.
 The first start creates an admin API token and writes it to <data>/admin.token.
+Bound off loopback (or with --wss) the hub serves TLS: with --tls-cert/--tls-key, or with a
+CA and certificate it makes in <data>/tls/ — bridges trust it with --ca <data>/tls/ca.pem.
 SIGINT or SIGTERM stops it cleanly; restarting on the same --data keeps everything.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -69,6 +71,11 @@ SIGINT or SIGTERM stops it cleanly; restarting on the same --data keeps everythi
 	f := cmd.Flags()
 	f.StringVar(&cfg.HTTPAddr, "http", cfg.HTTPAddr, "gateway listen address")
 	f.StringVar(&cfg.NATSAddr, "nats", cfg.NATSAddr, "NATS client address bridges connect to")
+	f.StringVar(&cfg.WSSAddr, "wss", "", "also accept bridges over WebSocket with TLS (wss://) on this address, for sites that allow only HTTPS egress")
+	f.StringVar(&cfg.TLSCert, "tls-cert", "", "server certificate (PEM) for the NATS, WebSocket and HTTPS ports; default: the hub makes its own CA in <data>/tls/ when it listens off loopback")
+	f.StringVar(&cfg.TLSKey, "tls-key", "", "key of --tls-cert (PEM)")
+	f.StringVar(&cfg.TLSClientCA, "tls-client-ca", "", "require bridges to present a client certificate signed by this CA (mTLS) on the NATS and WebSocket ports")
+	f.StringArrayVar(&cfg.TLSSANs, "tls-san", nil, "extra DNS name or IP address for the hub's own certificate (repeatable)")
 	f.BoolVar(&cfg.NoLocalBridge, "no-local-bridge", false, "do not run the in-process bridge for site \"local\"")
 	f.BoolVar(&cfg.Lab, "lab", false, "run the simulated lab network with site \"lab\" and discover it (the demo)")
 	f.StringVar(&cfg.LabRange, "lab-range", cfg.LabRange, "CIDR of the lab (inside 127.0.0.0/8)")

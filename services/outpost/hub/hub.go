@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,6 +47,17 @@ type Config struct {
 	// CMDB is the store DSN: sqlite://PATH (default <data>/cmdb.db) or postgres://...
 	CMDB   string
 	Limits bus.Limits
+	// WSSAddr, when set, accepts bridges over WebSocket (wss://, TLS always) for sites whose
+	// only way out is HTTPS.
+	WSSAddr string
+	// TLSCert/TLSKey serve TLS with the operator's certificate; without them a hub bound off
+	// loopback makes its own CA and certificate in <data>/tls/. TLSClientCA requires bridges
+	// to present a certificate it signed (mTLS) on the NATS and WebSocket ports. TLSSANs are
+	// extra names the made certificate carries (a DNS name or address bridges dial).
+	TLSCert, TLSKey, TLSClientCA string
+	TLSSANs                      []string
+	// Now is the clock of certificate validity (tests); nil is time.Now.
+	Now func() time.Time
 	// Out receives what a person starting the hub must see once (the admin token).
 	Out io.Writer
 }
@@ -62,9 +74,31 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("--data is empty: the hub needs a directory for its data"))
 	}
-	for _, a := range []struct{ flag, v string }{{"--http", c.HTTPAddr}, {"--nats", c.NATSAddr}} {
+	for _, a := range []struct{ flag, v string }{{"--http", c.HTTPAddr}, {"--nats", c.NATSAddr}, {"--wss", c.WSSAddr}} {
+		if a.flag == "--wss" && a.v == "" {
+			continue
+		}
 		if _, _, err := net.SplitHostPort(a.v); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: want host:port (%v)", a.flag, a.v, err))
+		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("--tls-cert and --tls-key go together: give both, or neither to let the hub make its own in <data>/tls/"))
+	}
+	for _, f := range []struct{ flag, path string }{{"--tls-cert", c.TLSCert}, {"--tls-key", c.TLSKey}, {"--tls-client-ca", c.TLSClientCA}} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", f.flag, err))
+		}
+	}
+	if c.TLSClientCA != "" && !c.tlsWanted() {
+		errs = append(errs, errors.New("--tls-client-ca needs TLS: bind --nats off loopback, add --wss, or give --tls-cert/--tls-key"))
+	}
+	for _, san := range c.TLSSANs {
+		if san == "" || strings.ContainsAny(san, " /@") {
+			errs = append(errs, fmt.Errorf("--tls-san %q: want a DNS name or an IP address", san))
 		}
 	}
 	return errors.Join(errs...)
@@ -143,9 +177,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := migrateStoreAccount(storeDir, log); err != nil {
 		return err
 	}
+	tlsc, err := setupTLS(cfg, log)
+	if err != nil {
+		return err
+	}
 	srv, err := bus.StartServer(bus.ServerConfig{
 		Name: "outpost-hub", StoreDir: storeDir, Listen: cfg.NATSAddr, Domain: bus.Domain,
 		SyncInterval: time.Second, Logger: log,
+		TLS: tlsc.nats, WebSocket: cfg.WSSAddr, WebSocketTLS: tlsc.wss,
 		Configure: func(o *server.Options) error {
 			// Hub services in HUB, bridges in BRIDGES (placed there by the agents service's
 			// auth callout): the same accounts as deployments/nats.
@@ -189,7 +228,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 	deps := Deps{NC: nc, JS: js, Topology: topo, Telemetry: tel, Logger: log, DataDir: cfg.DataDir,
 		Server: srv, Issuer: issuer, HubAuth: hubAuth, CurveKey: curve}
-	services := Registry(cfg, toks)
+	services := Registry(cfg, toks, tlsc)
 	waitFor := []string{"agents", "cmdb"}
 	if !cfg.NoLocalBridge {
 		waitFor = append(waitFor, "local-bridge") // one command gives a working system
@@ -208,8 +247,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			}
 		}()
 	}
-	log.Info("outpost hub up", "http", "http://"+cfg.HTTPAddr, "nats", srv.ClientURL(), "data", cfg.DataDir,
+	httpURL := "http://" + cfg.HTTPAddr
+	if tlsc.certFile != "" {
+		httpURL = "https://" + cfg.HTTPAddr
+	}
+	log.Info("outpost hub up", "http", httpURL, "nats", srv.ClientURL(), "wss", cfg.WSSAddr, "data", cfg.DataDir,
 		"services", len(services), "startup", time.Since(start).Round(time.Millisecond))
+	printBridgeHowTo(cfg.Out, cfg, tlsc, srv.Addr())
 
 	var runErr error
 	select {
@@ -233,7 +277,7 @@ func Topology(l bus.Limits) bus.Topology {
 }
 
 // Registry lists the hub services `outpost up` runs in process. Later services add theirs here.
-func Registry(cfg Config, toks *tokens.Store) []Service {
+func Registry(cfg Config, toks *tokens.Store, tlsc hubTLS) []Service {
 	return []Service{
 		{Name: "agents", Run: func(ctx context.Context, d Deps) error {
 			return agents.Run(ctx, agents.Config{Version: version.Semver()}, agents.Deps{NC: d.NC, JS: d.JS,
@@ -271,6 +315,7 @@ func Registry(cfg Config, toks *tokens.Store) []Service {
 		{Name: "gateway", Run: func(ctx context.Context, d Deps) error {
 			gc := gateway.DefaultConfig()
 			gc.Addr = cfg.HTTPAddr
+			gc.TLSCert, gc.TLSKey = tlsc.certFile, tlsc.keyFile
 			gc.Version = version.Version
 			return gateway.Run(ctx, gc, gateway.Deps{NC: d.NC, JS: d.JS, Tokens: toks, Topology: d.Topology, Logger: d.Logger,
 				Pending: d.ready.pending})

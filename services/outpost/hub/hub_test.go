@@ -40,8 +40,17 @@ type running struct {
 
 func start(t *testing.T, dir string) *running {
 	t.Helper()
+	return startWith(t, dir, nil)
+}
+
+// startWith starts a hub on free loopback ports with its config adjusted by opt (may be nil).
+func startWith(t *testing.T, dir string, opt func(*hub.Config)) *running {
+	t.Helper()
 	cfg := hub.DefaultConfig()
 	cfg.DataDir, cfg.HTTPAddr, cfg.NATSAddr = dir, freeAddr(t), freeAddr(t)
+	if opt != nil {
+		opt(&cfg)
+	}
 	out := &bytes.Buffer{}
 	cfg.Out = out
 	ctx, cancel := context.WithCancel(context.Background())

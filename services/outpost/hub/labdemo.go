@@ -60,7 +60,7 @@ func runLabDemo(ctx context.Context, cfg Config, d Deps) error {
 		return err
 	}
 	bc := bridge.DefaultConfig()
-	bc.Hub = d.Server.ClientURL()
+	bc.Hub = inProcessHubURL(d.Server)
 	bc.Site, bc.Name, bc.Token, bc.DataDir, bc.Version = LabSite, "lab-bridge", token, dir, version.Version
 	bc.Allow = []string{lc.Range}
 	ready := make(chan struct{})

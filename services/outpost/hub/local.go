@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -55,14 +56,22 @@ func runLocalBridge(ctx context.Context, d Deps) error {
 		token = reply.Token
 	}
 	cfg := bridge.DefaultConfig()
-	cfg.Hub = d.Server.ClientURL()
-	if cfg.Hub == "" {
-		cfg.Hub = "nats://127.0.0.1:4222"
-	}
+	cfg.Hub = inProcessHubURL(d.Server)
 	cfg.Site, cfg.Name, cfg.Token, cfg.DataDir = LocalSite, "local-bridge", token, dir
 	cfg.Version = version.Version
 	return bridge.Run(ctx, cfg, bridge.Deps{Logger: d.Logger, Kinds: kinds.All(), Ready: d.ready.mark("local-bridge"),
 		ConnectOptions: []nats.Option{nats.InProcessServer(d.Server.Inner())}})
+}
+
+// inProcessHubURL is the hub URL of a bridge this process runs. Its connection is in
+// process (no socket), so the URL is only what the bridge reports: a loopback nats:// one,
+// whatever the hub binds, so the client neither insists on a TLS handshake over the pipe
+// nor trips the bridge's plaintext-to-a-remote-hub check.
+func inProcessHubURL(srv *bus.Server) string {
+	if a, ok := srv.Addr().(*net.TCPAddr); ok {
+		return fmt.Sprintf("nats://127.0.0.1:%d", a.Port)
+	}
+	return "nats://127.0.0.1:4222"
 }
 
 // retry calls f until it succeeds or 30 s pass: services start concurrently.
