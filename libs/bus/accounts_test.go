@@ -2,7 +2,7 @@ package bus_test
 
 import (
 	"context"
-	"encoding/base64"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -192,7 +192,6 @@ func TestBridgeAccountWorksThroughImports(t *testing.T) {
 	if _, err := st.GetLastMsgForSubject(ctx, "result.discovery.b.echo"); err == nil {
 		t.Error("a steered reply landed on site b's results")
 	}
-	_ = base64.StdEncoding
 }
 
 func TestOrigin(t *testing.T) {
@@ -203,5 +202,54 @@ func TestOrigin(t *testing.T) {
 		if got := bus.Origin(subject); got != want {
 			t.Errorf("Origin(%q) = %q, want %q", subject, got, want)
 		}
+	}
+}
+
+// A site flooding the DLQ evicts its own oldest dead letters, never another site's.
+func TestDLQQuotaPerOrigin(t *testing.T) {
+	srv, err := bus.StartServer(bus.ServerConfig{Name: "quota", StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	nc, err := srv.Connect("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	l := bus.DefaultLimits()
+	l.DLQPerOrigin = 3
+	if err := bus.Provision(ctx, js, bus.DefaultTopology(l)); err != nil {
+		t.Fatal(err)
+	}
+	dl := bus.NewDeadLetterer(js, "discovery", slogDiscard(), nil)
+	send := func(site string, i int) {
+		subj := bus.ResultSubject("discovery", site, "echo", "br")
+		ack, err := js.Publish(ctx, subj, []byte("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		src := bus.SourceRef{Stream: bus.StreamResults, Subject: subj, Seq: ack.Sequence}
+		if err := dl.DeadLetter(ctx, src, nats.Header{}, []byte(fmt.Sprint(i)), bus.CodeDecode, "bad"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send("b", 0)
+	for i := range 10 {
+		send("a", i)
+	}
+	st, _ := js.Stream(ctx, bus.StreamDLQ)
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter("dlq.>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.State.Subjects; got["dlq.discovery.a"] != 3 || got["dlq.discovery.b"] != 1 {
+		t.Fatalf("dead letters per subject: %v, want a: 3 (its newest), b: 1", got)
+	}
+	m, err := st.GetLastMsgForSubject(ctx, "dlq.discovery.a")
+	if err != nil || string(m.Data) != "9" {
+		t.Fatalf("site a's newest dead letter: %v %v", m, err)
 	}
 }

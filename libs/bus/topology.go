@@ -44,12 +44,16 @@ type Limits struct {
 	Replicas        int           // 1 embedded, 3 on a cluster
 	ResultsMaxAge   time.Duration // replay window (default 7 days)
 	ResultsMaxBytes int64         // default 10 GiB
-	EventsMaxAge    time.Duration // default 7 days
-	EventsMaxBytes  int64         // default 5 GiB
-	ChangesMaxAge   time.Duration // default 30 days
-	ImportsMaxAge   time.Duration // default 7 days
-	DLQMaxAge       time.Duration // default 30 days: poison messages wait for a human
-	DLQMaxBytes     int64         // default 1 GiB
+	// ResultsPerSender caps the results kept per result.<app>.<site>.<kind>.<agent> subject
+	// (oldest of that subject evicted first): one bridge flooding the hub replaces its own
+	// results, not another site's. Default 2,000,000.
+	ResultsPerSender int64
+	EventsMaxAge     time.Duration // default 7 days
+	EventsMaxBytes   int64         // default 5 GiB
+	ChangesMaxAge    time.Duration // default 30 days
+	ImportsMaxAge    time.Duration // default 7 days
+	DLQMaxAge        time.Duration // default 30 days: poison messages wait for a human
+	DLQMaxBytes      int64         // default 1 GiB
 	// DLQPerOrigin is the per-origin quota of dead letters (per dlq.<service>.<origin>
 	// subject, oldest evicted first): default 10,000.
 	DLQPerOrigin   int64
@@ -60,18 +64,19 @@ type Limits struct {
 // DefaultLimits are what `outpost up` runs with.
 func DefaultLimits() Limits {
 	return Limits{
-		Replicas:        1,
-		ResultsMaxAge:   7 * 24 * time.Hour,
-		ResultsMaxBytes: 10 << 30,
-		EventsMaxAge:    7 * 24 * time.Hour,
-		EventsMaxBytes:  5 << 30,
-		ChangesMaxAge:   30 * 24 * time.Hour,
-		ImportsMaxAge:   7 * 24 * time.Hour,
-		DLQMaxAge:       30 * 24 * time.Hour,
-		DLQMaxBytes:     1 << 30,
-		DLQPerOrigin:    10_000,
-		ProbesMaxBytes:  5 << 30,
-		Duplicates:      2 * time.Minute,
+		Replicas:         1,
+		ResultsMaxAge:    7 * 24 * time.Hour,
+		ResultsMaxBytes:  10 << 30,
+		ResultsPerSender: 2_000_000,
+		EventsMaxAge:     7 * 24 * time.Hour,
+		EventsMaxBytes:   5 << 30,
+		ChangesMaxAge:    30 * 24 * time.Hour,
+		ImportsMaxAge:    7 * 24 * time.Hour,
+		DLQMaxAge:        30 * 24 * time.Hour,
+		DLQMaxBytes:      1 << 30,
+		DLQPerOrigin:     10_000,
+		ProbesMaxBytes:   5 << 30,
+		Duplicates:       2 * time.Minute,
 	}
 }
 
@@ -100,6 +105,7 @@ func (l Limits) withDefaults() Limits {
 	pickN(&l.EventsMaxBytes, d.EventsMaxBytes)
 	pickN(&l.DLQMaxBytes, d.DLQMaxBytes)
 	pickN(&l.DLQPerOrigin, d.DLQPerOrigin)
+	pickN(&l.ResultsPerSender, d.ResultsPerSender)
 	pickN(&l.ProbesMaxBytes, d.ProbesMaxBytes)
 	return l
 }
@@ -187,7 +193,8 @@ func DefaultTopology(l Limits) Topology {
 				Subjects: []string{"probe.>"}, Retention: jetstream.WorkQueuePolicy, MaxBytes: l.ProbesMaxBytes,
 				AllowMsgTTL: true, Discard: jetstream.DiscardNew}),
 			s(jetstream.StreamConfig{Name: StreamResults, Description: "probe results, kept for replay: result.<app>.<site>.<kind>.<agent>",
-				Subjects: []string{"result.>"}, Retention: jetstream.LimitsPolicy, MaxAge: l.ResultsMaxAge, MaxBytes: l.ResultsMaxBytes}),
+				Subjects: []string{"result.>"}, Retention: jetstream.LimitsPolicy, MaxAge: l.ResultsMaxAge, MaxBytes: l.ResultsMaxBytes,
+				MaxMsgsPerSubject: l.ResultsPerSender}),
 			s(jetstream.StreamConfig{Name: StreamEvents, Description: "raw events: event.<site>.<source>",
 				Subjects: []string{"event.>"}, Retention: jetstream.LimitsPolicy, MaxAge: l.EventsMaxAge, MaxBytes: l.EventsMaxBytes}),
 			s(jetstream.StreamConfig{Name: StreamCMDB, Description: "CI payloads to reconcile: cmdb.ingest.<partition>",
