@@ -21,11 +21,22 @@ func Caller(ctx context.Context) (tokens.Token, bool) {
 	return t, ok
 }
 
-// rank orders roles: a role may do what any lower role may.
-func rank(role string) int { return len(tokens.Roles) - slices.Index(tokens.Roles, role) }
+// rank orders roles: a role may do what any lower role may. A role that is not one of
+// tokens.Roles, blank included, ranks 0, below viewer: it may do nothing (fail closed; the
+// review found an unknown role ranking above admin).
+func rank(role string) int {
+	i := slices.Index(tokens.Roles, role)
+	if i < 0 {
+		return 0
+	}
+	return len(tokens.Roles) - i
+}
 
 // auth admits requests carrying a valid bearer token whose role is at least min.
 func (a *API) auth(min string, next http.Handler) http.Handler {
+	if rank(min) == 0 {
+		panic("gateway: route guarded by unknown role " + strconv.Quote(min))
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		secret, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || secret == "" {
@@ -55,7 +66,7 @@ func (a *API) auth(min string, next http.Handler) http.Handler {
 			return
 		}
 		a.fails.succeeded(addr, secret)
-		if rank(t.Role) < rank(min) {
+		if have := rank(t.Role); have == 0 || have < rank(min) {
 			problem(w, r, http.StatusForbidden, "forbidden", "Role not allowed", "this needs role "+min+" or higher; the token has role "+t.Role)
 			return
 		}
