@@ -12,7 +12,9 @@ import (
 func TestSiteTokenCommands(t *testing.T) {
 	cfg := startHub(t)
 	base := []string{"--server", "http://" + cfg.HTTPAddr, "--data", cfg.DataDir}
-	cmd := func(args ...string) (int, string, string) { return run(t, append(append([]string{}, base...), args...)...) }
+	cmd := func(args ...string) (int, string, string) {
+		return run(t, append(append([]string{}, base...), args...)...)
+	}
 	type info struct {
 		ID       string    `json:"id"`
 		Site     string    `json:"site"`
