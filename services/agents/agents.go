@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -37,6 +38,8 @@ type Deps struct {
 	Logger *slog.Logger
 	// Ready is called once every subscription is in place (may be nil).
 	Ready func()
+	// Now is the clock of token expiry and enrollment times (tests); nil is time.Now.
+	Now func() time.Time
 }
 
 // Service is the running agents service.
@@ -47,6 +50,8 @@ type Service struct {
 	pub  *bus.Publisher
 	// ensured remembers the (site, capabilities) whose consumers exist.
 	ensured sync.Map
+	// refused remembers when a key's refused enrollment was last logged.
+	refused sync.Map
 }
 
 // Run serves until ctx ends.
@@ -59,7 +64,10 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("component", "agents")
-	reg, err := OpenRegistry(ctx, deps.JS)
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	reg, err := OpenRegistry(ctx, deps.JS, deps.Now)
 	if err != nil {
 		return err
 	}

@@ -60,10 +60,34 @@ type (
 		Ranges      []string `json:"ranges"`
 		Exclude     []string `json:"exclude,omitempty"`
 		AutoApprove bool     `json:"auto_approve,omitempty"`
+		// TokenTTL is how long the new enrollment token lives ("24h" when empty); TokenUses
+		// how many bridges it may enroll (0: any number until it expires).
+		TokenTTL  string `json:"token_ttl,omitempty"`
+		TokenUses int    `json:"token_uses,omitempty"`
 	}
 	SiteAddReply struct {
-		Site  Site   `json:"site"`
-		Token string `json:"token"`
+		Site      Site      `json:"site"`
+		Token     string    `json:"token"` // the secret, shown once
+		TokenInfo TokenView `json:"token_info"`
+	}
+	// TokenAddRequest makes another enrollment token for an existing site.
+	TokenAddRequest struct {
+		Site        string `json:"site"`
+		TTL         string `json:"ttl,omitempty"`  // "24h" when empty
+		Uses        int    `json:"uses,omitempty"` // 0: any number until it expires
+		AutoApprove bool   `json:"auto_approve,omitempty"`
+	}
+	TokenAddReply struct {
+		Token     string    `json:"token"` // the secret, shown once
+		TokenInfo TokenView `json:"token_info"`
+	}
+	// TokenListRequest lists enrollment tokens, of one site or ("") of all.
+	TokenListRequest struct {
+		Site string `json:"site,omitempty"`
+		page.Request
+	}
+	TokenRef struct {
+		ID string `json:"id"`
 	}
 	AgentRef struct {
 		Agent string `json:"agent"` // NAME or SITE/NAME
@@ -97,11 +121,53 @@ func (s *Service) endpoints() map[string]bus.Endpoint {
 	return map[string]bus.Endpoint{
 		"enroll": bus.JSON(s.enroll),
 		"site_add": bus.JSON(func(ctx context.Context, r SiteAddRequest) (any, error) {
-			site, tok, err := s.reg.AddSite(ctx, r.Name, r.Ranges, r.Exclude, r.AutoApprove)
+			o, err := ParseTokenOptions(r.TokenTTL, r.TokenUses, r.AutoApprove)
+			if err != nil {
+				return nil, bus.Errorf(http.StatusBadRequest, "%v", err)
+			}
+			site, tok, info, err := s.reg.AddSite(ctx, r.Name, r.Ranges, r.Exclude, o)
 			if err != nil {
 				return nil, err
 			}
-			return SiteAddReply{Site: site, Token: tok}, nil
+			s.log.Info("enrollment token created", "site", site.Name, "token", info.ID, "expires", info.Expires, "max_uses", info.MaxUses, "auto_approve", info.AutoApprove)
+			return SiteAddReply{Site: site, Token: tok, TokenInfo: info}, nil
+		}),
+		"site_token_add": bus.JSON(func(ctx context.Context, r TokenAddRequest) (any, error) {
+			o, err := ParseTokenOptions(r.TTL, r.Uses, r.AutoApprove)
+			if err != nil {
+				return nil, bus.Errorf(http.StatusBadRequest, "%v", err)
+			}
+			tok, info, err := s.reg.NewToken(ctx, r.Site, o)
+			if err != nil {
+				return nil, err
+			}
+			s.log.Info("enrollment token created", "site", r.Site, "token", info.ID, "expires", info.Expires, "max_uses", info.MaxUses, "auto_approve", info.AutoApprove)
+			return TokenAddReply{Token: tok, TokenInfo: info}, nil
+		}),
+		// Oldest first, paged by creation time and ID; never the secret or its hash.
+		"site_token_ls": bus.JSON(func(ctx context.Context, r TokenListRequest) (any, error) {
+			if r.Site != "" {
+				if _, err := s.reg.Site(ctx, r.Site); err != nil {
+					return nil, bus.Errorf(http.StatusNotFound, "site %s does not exist; `outpost site ls` lists them", r.Site)
+				}
+			}
+			all, err := s.reg.Tokens(ctx, r.Site)
+			if err != nil {
+				return nil, err
+			}
+			items, next, err := page.Slice(all, r.Request, tokenOrder, strings.Compare)
+			if err != nil {
+				return nil, err
+			}
+			return map[string]any{"tokens": items, "next_cursor": next}, nil
+		}),
+		"site_token_revoke": bus.JSON(func(ctx context.Context, r TokenRef) (any, error) {
+			info, err := s.reg.RevokeToken(ctx, r.ID)
+			if err != nil {
+				return nil, err
+			}
+			s.log.Info("enrollment token revoked", "site", info.Site, "token", info.ID)
+			return info, nil
 		}),
 		// Lists page by name (sites) and SITE.NAME (agents); see libs/page.
 		"site_ls": bus.JSON(func(ctx context.Context, r page.Request) (any, error) {
@@ -132,6 +198,18 @@ func (s *Service) endpoints() map[string]bus.Endpoint {
 		}),
 		"approve": bus.JSON(func(ctx context.Context, r AgentRef) (any, error) { return s.setState(ctx, r.Agent, StateApproved) }),
 		"revoke":  bus.JSON(func(ctx context.Context, r AgentRef) (any, error) { return s.setState(ctx, r.Agent, StateRevoked) }),
+		// forget frees a revoked agent's name for a new enrollment; its key stays revoked.
+		"forget": bus.JSON(func(ctx context.Context, r AgentRef) (any, error) {
+			if r.Agent == "" {
+				return nil, bus.Errorf(http.StatusBadRequest, "agent is empty: give NAME or SITE/NAME")
+			}
+			a, err := s.reg.Forget(ctx, r.Agent)
+			if err != nil {
+				return nil, err
+			}
+			s.log.Info("agent forgotten: its name may enroll again, its key stays revoked", "agent", a.Name, "site", a.Site)
+			return map[string]any{"agent": a.Name, "site": a.Site, "status": "forgotten"}, nil
+		}),
 		"control": bus.JSON(s.control),
 		"probe":   bus.JSON(s.probe),
 	}
@@ -153,34 +231,44 @@ func (s *Service) enroll(ctx context.Context, e envelope.Enrollment) (any, error
 	if err != nil || kp.Verify(e.SigningBytes(), sig) != nil {
 		return nil, bus.Errorf(http.StatusForbidden, "enrollment signature does not verify for %s", e.NKey)
 	}
-	if d := time.Since(e.Time); d > 10*time.Minute || d < -10*time.Minute {
+	if d := s.deps.Now().Sub(e.Time); d > 10*time.Minute || d < -10*time.Minute {
 		return nil, bus.Errorf(http.StatusForbidden, "enrollment time %s is more than 10 min from the hub's clock: check the bridge host's clock", e.Time)
 	}
 	site, err := s.reg.Site(ctx, e.Site)
 	if err != nil {
 		return nil, bus.Errorf(http.StatusNotFound, "site %s does not exist: create it with `outpost site add %s --range CIDR`", e.Site, e.Site)
 	}
-	tok, err := s.reg.token(ctx, e.Token)
-	switch {
-	case err == nil && tok.Site != e.Site:
-		return nil, bus.Errorf(http.StatusForbidden, "the token was made for site %s, not %s", tok.Site, e.Site)
-	case err != nil && !errors.Is(err, errNotFound):
-		return nil, err
-	}
-	a, err := s.reg.Enroll(ctx, &e, tok)
+	a, isNew, err := s.reg.Enroll(ctx, &e)
 	if err != nil {
+		var se *bus.ServiceError
+		if errors.As(err, &se) && (se.Code == http.StatusForbidden || se.Code == http.StatusConflict) {
+			s.logRefusal(e, se.Message)
+		}
 		return nil, err
-	}
-	if a.State == StateRevoked {
-		return nil, bus.Errorf(http.StatusForbidden, "agent %s/%s is revoked", a.Site, a.Name)
 	}
 	if a.State == StateApproved {
 		if err := s.ensureConsumers(ctx, a); err != nil {
 			return nil, err
 		}
 	}
-	s.log.Info("agent enrolled", "agent", a.Name, "site", a.Site, "state", a.State, "version", a.Version)
+	// Bridges re-register every 30 s: only a new agent is news.
+	if isNew {
+		s.log.Info("agent enrolled", "agent", a.Name, "site", a.Site, "state", a.State, "nkey", a.ID, "version", a.Version)
+	} else {
+		s.log.Debug("agent re-registered", "agent", a.Name, "site", a.Site, "state", a.State, "version", a.Version)
+	}
 	return envelope.EnrollmentReply{Status: a.State, Agent: a.Name, Site: a.Site, Ranges: site.Ranges, Exclude: site.Exclude, Capabilities: a.Capabilities}, nil
+}
+
+// logRefusal records a refused enrollment at WARN (someone holds a token or a revoked key),
+// once a minute per key: a refused bridge retries every 2 s.
+func (s *Service) logRefusal(e envelope.Enrollment, reason string) {
+	now := s.deps.Now()
+	if last, ok := s.refused.Load(e.NKey); ok && now.Sub(last.(time.Time)) < time.Minute {
+		return
+	}
+	s.refused.Store(e.NKey, now)
+	s.log.Warn("enrollment refused", "agent", e.Name, "site", e.Site, "nkey", e.NKey, "reason", reason)
 }
 
 func (s *Service) setState(ctx context.Context, ref, state string) (any, error) {

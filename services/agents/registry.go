@@ -2,9 +2,7 @@ package agents
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -36,13 +34,6 @@ type Site struct {
 	Created time.Time `json:"created"`
 }
 
-// enrollToken is what is kept of an enrollment token: its hash is the key.
-type enrollToken struct {
-	Site        string    `json:"site"`
-	AutoApprove bool      `json:"auto_approve"`
-	Created     time.Time `json:"created"`
-}
-
 // Agent is one bridge's registry record.
 type Agent struct {
 	ID           string         `json:"id"` // its NKey public key
@@ -62,13 +53,21 @@ func (a Agent) key() string { return a.Site + "." + a.Name }
 
 // Registry keeps sites, enrollment tokens and agents in KV buckets, so every replica of the
 // service (and a restarted hub) sees the same.
+//
+// KV agents holds agent.<site>.<name> (the record), nkey.<key> (which record a key is) and
+// revoked.<key>: a revoked key, kept for good so that it never enrolls again, even after
+// `agents forget` released its name.
 type Registry struct {
 	sites, agents, beats jetstream.KeyValue
+	now                  func() time.Time
 }
 
-// OpenRegistry binds the buckets of the topology.
-func OpenRegistry(ctx context.Context, js jetstream.JetStream) (*Registry, error) {
-	var r Registry
+// OpenRegistry binds the buckets of the topology; now is the clock (nil: time.Now).
+func OpenRegistry(ctx context.Context, js jetstream.JetStream, now func() time.Time) (*Registry, error) {
+	if now == nil {
+		now = time.Now
+	}
+	r := Registry{now: now}
 	for _, b := range []struct {
 		name string
 		kv   *jetstream.KeyValue
@@ -124,58 +123,39 @@ func ParseRanges(field string, in []string) ([]string, error) {
 }
 
 // AddSite creates (or updates the ranges of) a site and returns a new enrollment token.
-func (r *Registry) AddSite(ctx context.Context, name string, ranges, exclude []string, autoApprove bool) (Site, string, error) {
+func (r *Registry) AddSite(ctx context.Context, name string, ranges, exclude []string, o TokenOptions) (Site, string, TokenView, error) {
 	if !bus.ValidName(name) {
-		return Site{}, "", bus.Errorf(400, "site name %q: use 1-64 of a-z, 0-9 and -", name)
+		return Site{}, "", TokenView{}, bus.Errorf(400, "site name %q: use 1-64 of a-z, 0-9 and -", name)
 	}
 	if name == "hub" {
 		// event.hub.* carries the hub's own events (audit): no bridge may publish there.
-		return Site{}, "", bus.Errorf(400, "site name %q is reserved for the hub's own events; choose another", name)
+		return Site{}, "", TokenView{}, bus.Errorf(400, "site name %q is reserved for the hub's own events; choose another", name)
 	}
 	rs, err1 := ParseRanges("range", ranges)
 	ex, err2 := ParseRanges("exclude", exclude)
-	if err := errors.Join(err1, err2); err != nil {
-		return Site{}, "", bus.Errorf(400, "%v", err)
+	if err := errors.Join(err1, err2, o.Validate()); err != nil {
+		return Site{}, "", TokenView{}, bus.Errorf(400, "%v", err)
 	}
 	if len(rs) == 0 {
-		return Site{}, "", bus.Errorf(400, "site %s needs at least one --range", name)
+		return Site{}, "", TokenView{}, bus.Errorf(400, "site %s needs at least one --range", name)
 	}
 	site, _, err := getJSON[Site](ctx, r.sites, "site."+name)
 	if errors.Is(err, errNotFound) {
-		site = Site{Name: name, Created: time.Now().UTC()}
+		site = Site{Name: name, Created: r.now().UTC()}
 	} else if err != nil {
-		return Site{}, "", err
+		return Site{}, "", TokenView{}, err
 	}
 	site.Ranges, site.Exclude = rs, ex
 	if err := putJSON(ctx, r.sites, "site."+name, site); err != nil {
-		return Site{}, "", err
+		return Site{}, "", TokenView{}, err
 	}
-	tok, err := r.NewToken(ctx, name, autoApprove)
-	return site, tok, err
-}
-
-// NewToken makes an enrollment token for a site. Only its hash is stored.
-func (r *Registry) NewToken(ctx context.Context, site string, autoApprove bool) (string, error) {
-	buf := make([]byte, 24)
-	if _, err := rand.Read(buf); err != nil {
-		return "", err
-	}
-	tok := "ope_" + site + "_" + base64.RawURLEncoding.EncodeToString(buf)
-	err := putJSON(ctx, r.sites, "token."+hashToken(tok), enrollToken{Site: site, AutoApprove: autoApprove, Created: time.Now().UTC()})
-	return tok, err
+	tok, view, err := r.NewToken(ctx, name, o)
+	return site, tok, view, err
 }
 
 func hashToken(t string) string {
 	s := sha256.Sum256([]byte(t))
 	return hex.EncodeToString(s[:])
-}
-
-func (r *Registry) token(ctx context.Context, tok string) (enrollToken, error) {
-	if tok == "" {
-		return enrollToken{}, errNotFound
-	}
-	t, _, err := getJSON[enrollToken](ctx, r.sites, "token."+hashToken(tok))
-	return t, err
 }
 
 // Site returns one site.
@@ -203,18 +183,40 @@ func (r *Registry) Sites(ctx context.Context) ([]Site, error) {
 	return out, nil
 }
 
-// AgentByNKey finds an agent by its identity.
+// AgentByNKey finds an agent by its identity. A revoked key is found as a revoked agent
+// even once its record is gone (`agents forget`), and so is a key whose name another key now
+// holds: a key is only ever its own record's.
 func (r *Registry) AgentByNKey(ctx context.Context, nkey string) (Agent, error) {
 	e, err := r.agents.Get(ctx, "nkey."+nkey)
-	if err != nil {
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return Agent{}, errNotFound
+	switch {
+	case err == nil:
+		a, _, err := getJSON[Agent](ctx, r.agents, "agent."+string(e.Value()))
+		if err == nil && a.ID == nkey {
+			return a, nil
 		}
+		if err != nil && !errors.Is(err, errNotFound) {
+			return Agent{}, err
+		}
+	case !errors.Is(err, jetstream.ErrKeyNotFound):
 		return Agent{}, err
 	}
-	a, _, err := getJSON[Agent](ctx, r.agents, "agent."+string(e.Value()))
-	return a, err
+	gone, _, gerr := getJSON[Agent](ctx, r.agents, revokedKey(nkey))
+	switch {
+	case gerr == nil:
+		gone.State = StateRevoked
+		return gone, nil
+	case !errors.Is(gerr, errNotFound):
+		return Agent{}, gerr
+	case err == nil:
+		// The key pointed at a name that another key holds now (written before names were
+		// kept for revoked agents): the key lost its name, so it is refused.
+		site, name, _ := strings.Cut(string(e.Value()), ".")
+		return Agent{ID: nkey, Site: site, Name: name, State: StateRevoked}, nil
+	}
+	return Agent{}, errNotFound
 }
+
+func revokedKey(nkey string) string { return "revoked." + nkey }
 
 // Agents lists every agent record.
 func (r *Registry) Agents(ctx context.Context) ([]Agent, error) {
@@ -268,41 +270,80 @@ func (r *Registry) FindAgent(ctx context.Context, ref string) (Agent, uint64, er
 	}
 }
 
-// Enroll records (or re-reads) an agent for a verified enrollment.
-func (r *Registry) Enroll(ctx context.Context, e *envelope.Enrollment, tok enrollToken) (Agent, error) {
-	existing, rev, err := getJSON[Agent](ctx, r.agents, "agent."+e.Site+"."+e.Name)
+// Enroll records a verified enrollment. A key already enrolled under this name
+// re-registers (its facts are refreshed; isNew is false) whatever its token says: bridges
+// re-enroll every 30 s and tokens expire. Anything else is a new enrollment and needs a
+// usable token of the site, one use of which it spends. A revoked key never enrolls again,
+// and a revoked agent's name stays taken until an admin forgets it.
+func (r *Registry) Enroll(ctx context.Context, e *envelope.Enrollment) (a Agent, isNew bool, err error) {
+	known, err := r.AgentByNKey(ctx, e.NKey)
 	switch {
-	case err == nil && existing.ID == e.NKey:
-		// Same identity again (a restart, or a pending bridge polling): refresh its facts.
-		existing.Version, existing.Capabilities, existing.XKey, existing.Pools = e.Version, e.Capabilities, e.XKey, e.Pools
-		b, err := json.Marshal(existing)
-		if err != nil {
-			return Agent{}, err
-		}
-		if _, err := r.agents.Update(ctx, "agent."+existing.key(), b, rev); err != nil {
-			return Agent{}, fmt.Errorf("refresh agent %s: %w", existing.key(), err)
-		}
-		return existing, nil
-	case err == nil && existing.State != StateRevoked:
-		return Agent{}, bus.Errorf(409, "agent name %s is already enrolled in site %s with another key; revoke it first or choose another --name", e.Name, e.Site)
-	case err != nil && !errors.Is(err, errNotFound):
-		return Agent{}, err
+	case err == nil && known.State == StateRevoked:
+		return Agent{}, false, bus.Errorf(403, "this key was revoked (agent %s/%s) and never enrolls again: give the bridge a new data dir (a new key); an admin may first need to free the name with `outpost agents forget %s/%s`",
+			known.Site, known.Name, known.Site, known.Name)
+	case err == nil && (known.Site != e.Site || known.Name != e.Name):
+		return Agent{}, false, bus.Errorf(409, "this key is already enrolled as %s/%s: run the bridge with --site %s --name %s, or give it a new data dir to enroll another agent",
+			known.Site, known.Name, known.Site, known.Name)
+	case err == nil:
+		return r.refresh(ctx, known.key(), e)
+	case !errors.Is(err, errNotFound):
+		return Agent{}, false, err
 	}
-	if tok.Site == "" {
-		return Agent{}, bus.Errorf(403, "enrollment needs a valid site token: create one with `outpost site add %s`", e.Site)
+	existing, _, err := getJSON[Agent](ctx, r.agents, "agent."+e.Site+"."+e.Name)
+	switch {
+	case err == nil && existing.State == StateRevoked:
+		return Agent{}, false, bus.Errorf(403, "agent %s/%s was revoked; its name is kept so that no other key takes it silently: if this bridge is meant to replace it, an admin runs `outpost agents forget %s/%s` first",
+			e.Site, e.Name, e.Site, e.Name)
+	case err == nil:
+		return Agent{}, false, bus.Errorf(409, "agent name %s is already enrolled in site %s with another key; revoke it first or choose another --name", e.Name, e.Site)
+	case !errors.Is(err, errNotFound):
+		return Agent{}, false, err
 	}
-	a := Agent{ID: e.NKey, Name: e.Name, Site: e.Site, State: StatePending, XKey: e.XKey, Version: e.Version,
-		Capabilities: e.Capabilities, Pools: e.Pools, Enrolled: time.Now().UTC()}
+	tok, err := r.useToken(ctx, e.Token, e.Site)
+	if err != nil {
+		return Agent{}, false, err
+	}
+	now := r.now().UTC()
+	a = Agent{ID: e.NKey, Name: e.Name, Site: e.Site, State: StatePending, XKey: e.XKey, Version: e.Version,
+		Capabilities: e.Capabilities, Pools: e.Pools, Enrolled: now}
 	if tok.AutoApprove {
-		a.State, a.Approved = StateApproved, a.Enrolled
+		a.State, a.Approved = StateApproved, now
 	}
-	if err := putJSON(ctx, r.agents, "agent."+a.key(), a); err != nil {
-		return Agent{}, err
+	b, err := json.Marshal(a)
+	if err != nil {
+		return Agent{}, false, err
+	}
+	// Create, not Put: of two keys racing for one name, one wins and the other is told.
+	if _, err := r.agents.Create(ctx, "agent."+a.key(), b); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return Agent{}, false, bus.Errorf(409, "agent name %s was enrolled in site %s by another key just now; choose another --name", e.Name, e.Site)
+		}
+		return Agent{}, false, err
 	}
 	if _, err := r.agents.Put(ctx, "nkey."+a.ID, []byte(a.key())); err != nil {
-		return Agent{}, err
+		return Agent{}, false, err
 	}
-	return a, nil
+	return a, true, nil
+}
+
+// refresh updates what a known agent reports about itself (a restart, a pending bridge
+// polling, the periodic re-registration).
+func (r *Registry) refresh(ctx context.Context, key string, e *envelope.Enrollment) (Agent, bool, error) {
+	for range 5 {
+		a, rev, err := getJSON[Agent](ctx, r.agents, "agent."+key)
+		if err != nil {
+			return Agent{}, false, err
+		}
+		a.Version, a.Capabilities, a.XKey, a.Pools = e.Version, e.Capabilities, e.XKey, e.Pools
+		b, err := json.Marshal(a)
+		if err != nil {
+			return Agent{}, false, err
+		}
+		if _, err := r.agents.Update(ctx, "agent."+key, b, rev); err == nil {
+			return a, false, nil
+		}
+	}
+	return Agent{}, false, fmt.Errorf("refresh agent %s: changed concurrently", key)
 }
 
 // SetState moves an agent to approved or revoked (compare-and-set on its revision).
@@ -316,7 +357,7 @@ func (r *Registry) SetState(ctx context.Context, ref, state string) (Agent, erro
 			return Agent{}, bus.Errorf(409, "agent %s was revoked: a revoked identity never comes back; re-enroll the bridge with a new data dir", a.Name)
 		}
 		a.State = state
-		now := time.Now().UTC()
+		now := r.now().UTC()
 		if state == StateApproved {
 			a.Approved = now
 		} else {
@@ -324,10 +365,39 @@ func (r *Registry) SetState(ctx context.Context, ref, state string) (Agent, erro
 		}
 		b, _ := json.Marshal(a)
 		if _, err := r.agents.Update(ctx, "agent."+a.key(), b, rev); err == nil {
+			if state == StateRevoked {
+				// The key stays revoked even if the record goes (agents forget).
+				if _, err := r.agents.Put(ctx, revokedKey(a.ID), b); err != nil {
+					return Agent{}, fmt.Errorf("agent %s revoked, but its key was not recorded as revoked: %w", a.key(), err)
+				}
+			}
 			return a, nil
 		}
 	}
 	return Agent{}, bus.Errorf(409, "agent %s changed concurrently; try again", ref)
+}
+
+// Forget removes a revoked agent's record so that its name may enroll again (with a new
+// key and a valid token). Its key stays revoked for good.
+func (r *Registry) Forget(ctx context.Context, ref string) (Agent, error) {
+	a, rev, err := r.FindAgent(ctx, ref)
+	if err != nil {
+		return Agent{}, err
+	}
+	if a.State != StateRevoked {
+		return Agent{}, bus.Errorf(409, "agent %s/%s is %s: only a revoked agent is forgotten; `outpost agents revoke %s/%s` first", a.Site, a.Name, a.State, a.Site, a.Name)
+	}
+	b, _ := json.Marshal(a)
+	if _, err := r.agents.Put(ctx, revokedKey(a.ID), b); err != nil {
+		return Agent{}, err
+	}
+	if err := r.agents.Delete(ctx, "agent."+a.key(), jetstream.LastRevision(rev)); err != nil {
+		return Agent{}, bus.Errorf(409, "agent %s changed concurrently; try again (%v)", a.key(), err)
+	}
+	if e, err := r.agents.Get(ctx, "nkey."+a.ID); err == nil && string(e.Value()) == a.key() {
+		_ = r.agents.Delete(ctx, "nkey."+a.ID, jetstream.LastRevision(e.Revision()))
+	}
+	return a, nil
 }
 
 // Beat is the last heartbeat of an agent, as stored.
@@ -338,7 +408,7 @@ type Beat struct {
 
 // RecordBeat stores a heartbeat; the bucket's TTL forgets it after 3 missed beats.
 func (r *Registry) RecordBeat(ctx context.Context, hb *envelope.Heartbeat) error {
-	return putJSON(ctx, r.beats, hb.Site+"."+hb.Agent, Beat{Heartbeat: *hb, Received: time.Now().UTC()})
+	return putJSON(ctx, r.beats, hb.Site+"."+hb.Agent, Beat{Heartbeat: *hb, Received: r.now().UTC()})
 }
 
 // LastBeat returns the agent's last heartbeat within the TTL.

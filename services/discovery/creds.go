@@ -19,6 +19,7 @@ import (
 
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/keyfile"
 )
 
 // KVCredentials holds target credentials, encrypted at rest; KVAffinity remembers which one
@@ -89,38 +90,25 @@ type credStore struct {
 	aead cipher.AEAD
 }
 
-// loadKey reads (or creates, 0600) the AES-256 key in dataDir/credentials.key.
+// loadKey reads (or creates, 0600) the AES-256 key in dataDir/credentials.key; a key file
+// that group or others may read is refused (libs/keyfile).
 func loadKey(dataDir string) ([]byte, error) {
 	path := filepath.Join(dataDir, "credentials.key")
-	b, err := os.ReadFile(path)
-	if err == nil {
-		if len(b) != 32 {
-			return nil, fmt.Errorf("credential key %s: %d bytes, want 32; restore it from backup (credentials cannot be read without it)", path, len(b))
-		}
-		return b, nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("credential key: %w", err)
-	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("credential key: %w", err)
 	}
-	b = make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	b, err := keyfile.LoadOrCreate(path, func() ([]byte, error) {
+		b := make([]byte, 32)
+		_, err := rand.Read(b)
+		return b, err
+	})
 	if err != nil {
-		if errors.Is(err, os.ErrExist) { // another replica on the same data dir won the race
-			return loadKey(dataDir)
-		}
 		return nil, fmt.Errorf("credential key: %w", err)
 	}
-	defer f.Close()
-	if _, err := f.Write(b); err != nil {
-		return nil, fmt.Errorf("credential key: %w", err)
+	if len(b) != 32 {
+		return nil, fmt.Errorf("credential key %s: %d bytes, want 32; restore it from backup (credentials cannot be read without it)", path, len(b))
 	}
-	return b, f.Sync()
+	return b, nil
 }
 
 func newCredStore(kv jetstream.KeyValue, key []byte) (*credStore, error) {

@@ -26,6 +26,14 @@ func (a *API) routeAgents(mux *router) {
 		Ranges      []string `json:"ranges"`
 		Exclude     []string `json:"exclude,omitempty"`
 		AutoApprove bool     `json:"auto_approve,omitempty"`
+		TokenTTL    string   `json:"token_ttl,omitempty"`  // lifetime of the enrollment token, "24h" by default
+		TokenUses   int      `json:"token_uses,omitempty"` // enrollments it allows; 0 = any until it expires
+	}
+	type tokenAdd struct {
+		Site        string `json:"site"`
+		TTL         string `json:"ttl,omitempty"`
+		Uses        int    `json:"uses,omitempty"`
+		AutoApprove bool   `json:"auto_approve,omitempty"`
 	}
 	type control struct {
 		Command string `json:"command"`
@@ -45,8 +53,20 @@ func (a *API) routeAgents(mux *router) {
 	mux.Handle("POST /api/v1/sites", a.auth(tokens.RoleAdmin, a.relay("site_add", func(r *http.Request) (any, error) {
 		return decodeBody[siteAdd](r)
 	})))
+	// Enrollment tokens: bearer secrets that let a bridge join a site, so admin only; the
+	// secret is in the answer to POST, once, and never in a list.
+	mux.Handle("POST /api/v1/enrollment-tokens", a.auth(tokens.RoleAdmin, a.relay("site_token_add", func(r *http.Request) (any, error) {
+		return decodeBody[tokenAdd](r)
+	})))
+	mux.Handle("GET /api/v1/enrollment-tokens", a.auth(tokens.RoleAdmin, a.relay("site_token_ls", func(r *http.Request) (any, error) {
+		p, err := pageRequest(r)
+		return map[string]any{"site": r.URL.Query().Get("site"), "cursor": p.Cursor, "limit": p.Limit}, err
+	})), pageParams, []queryParam{{"site", "string", "only this site's tokens"}})
+	mux.Handle("DELETE /api/v1/enrollment-tokens/{id}", a.auth(tokens.RoleAdmin, a.relay("site_token_revoke", func(r *http.Request) (any, error) {
+		return map[string]string{"id": r.PathValue("id")}, nil
+	})))
 	mux.Handle("GET /api/v1/agents", a.auth(tokens.RoleViewer, a.relay("ls", pageQuery)), pageParams)
-	for _, op := range []string{"approve", "revoke"} {
+	for _, op := range []string{"approve", "revoke", "forget"} {
 		mux.Handle("POST /api/v1/agents/{agent}/"+op, a.auth(tokens.RoleAdmin, a.relay(op, func(r *http.Request) (any, error) {
 			return map[string]string{"agent": agentRef(r)}, nil
 		})))

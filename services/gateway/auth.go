@@ -21,8 +21,16 @@ func Caller(ctx context.Context) (tokens.Token, bool) {
 	return t, ok
 }
 
-// rank orders roles: a role may do what any lower role may.
-func rank(role string) int { return len(tokens.Roles) - slices.Index(tokens.Roles, role) }
+// rank orders roles: a role may do what any lower role may. A role that is not one of
+// tokens.Roles, blank included, ranks 0, below viewer: it may do nothing (fail closed; the
+// review found an unknown role ranking above admin).
+func rank(role string) int {
+	i := slices.Index(tokens.Roles, role)
+	if i < 0 {
+		return 0
+	}
+	return len(tokens.Roles) - i
+}
 
 type sessionCtxKey struct{}
 
@@ -36,6 +44,9 @@ func asSession(ctx context.Context, h string) context.Context {
 // auth admits requests carrying a valid bearer token (or, from the console in process, a
 // session's token hash) whose role is at least min.
 func (a *API) auth(min string, next http.Handler) http.Handler {
+	if rank(min) == 0 {
+		panic("gateway: route guarded by unknown role " + strconv.Quote(min))
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if h, ok := r.Context().Value(sessionCtxKey{}).(string); ok {
 			t, err := a.deps.Tokens.VerifyHash(r.Context(), h)

@@ -56,7 +56,11 @@ func newEnvWith(t *testing.T, provision bool, opt func(*gateway.Config, *gateway
 		t.Fatal(err)
 	}
 	kv, _ := js.KeyValue(ctx, bus.KVTokens)
-	toks := tokens.New(kv)
+	key, _ := tokens.NewKey()
+	toks, err := tokens.New(kv, key)
+	if err != nil {
+		t.Fatal(err)
+	}
 	admin, _, err := toks.Create(ctx, "admin", tokens.RoleAdmin)
 	if err != nil {
 		t.Fatal(err)

@@ -51,8 +51,9 @@ func (a *API) routeTokens(mux *router) {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"tokens": items, "next_cursor": next})
 	})), pageParams)
+	// By ID, or by name: then every token of that name.
 	mux.Handle("DELETE /api/v1/tokens/{id}", a.auth(tokens.RoleAdmin, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		t, err := a.deps.Tokens.Revoke(r.Context(), r.PathValue("id"))
+		revoked, err := a.deps.Tokens.Revoke(r.Context(), r.PathValue("id"))
 		if err != nil {
 			kind, code := "not-found", http.StatusNotFound
 			if !errors.Is(err, tokens.ErrNotFound) {
@@ -62,6 +63,6 @@ func (a *API) routeTokens(mux *router) {
 			return
 		}
 		a.audit(r, "token_revoke", http.StatusOK)
-		writeJSON(w, http.StatusOK, t)
+		writeJSON(w, http.StatusOK, map[string]any{"revoked": revoked})
 	})))
 }

@@ -30,6 +30,9 @@ func OpenSQLite(ctx context.Context, path string, opts Options) (Store, error) {
 			return nil, fmt.Errorf("store: sqlite: %w", err)
 		}
 	}
+	if err := privateFiles(path); err != nil {
+		return nil, fmt.Errorf("store: sqlite: %w", err)
+	}
 	params := url.Values{}
 	params.Add("_pragma", "busy_timeout(10000)")
 	params.Add("_pragma", "journal_mode(WAL)")
@@ -98,6 +101,35 @@ func OpenSQLite(ctx context.Context, path string, opts Options) (Store, error) {
 	}
 	s.stopCheckpoints = startCheckpointer(cp)
 	return s, nil
+}
+
+// privateFiles makes the database readable by its owner only: it holds what discovery learnt
+// about every network. SQLite creates the -wal and -shm files with the database file's mode,
+// so creating that file 0600 before SQLite does covers all three; files an older version
+// left group- or world-readable are tightened.
+func privateFiles(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		st, err := os.Stat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if st.Mode().Perm()&0o077 != 0 {
+			if err := os.Chmod(p, st.Mode().Perm()&0o700); err != nil {
+				return fmt.Errorf("make %s private: %w", p, err)
+			}
+		}
+	}
+	return nil
 }
 
 // walCheckpointEvery is how often the background checkpointer copies the WAL into the

@@ -43,7 +43,11 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	kv, _ := js.KeyValue(ctx, bus.KVTokens)
-	toks := tokens.New(kv)
+	key, _ := tokens.NewKey()
+	toks, err := tokens.New(kv, key)
+	if err != nil {
+		t.Fatal(err)
+	}
 	admin, _, err := toks.Create(ctx, "admin", tokens.RoleAdmin)
 	if err != nil {
 		t.Fatal(err)

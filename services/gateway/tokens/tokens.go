@@ -1,10 +1,16 @@
 // Package tokens keeps the gateway's API tokens: random bearer secrets stored only as their
 // SHA-256 hash (they carry 256 bits of entropy, so a slow hash adds nothing) in the KV bucket
 // "tokens", each with a name and a role.
+//
+// Every record is signed with an HMAC key that only the hub holds (<data>/tokens.key), over
+// the KV key it is stored under and every field. A record someone else managed to write into
+// the bucket (the reply-subject trick of the 2026-12 security review) therefore does not
+// verify, and neither does a real record copied under another key: the store fails closed.
 package tokens
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -40,6 +46,22 @@ type Token struct {
 	Revoked bool      `json:"revoked,omitempty"`
 }
 
+// record is a Token as stored: with the hub's signature.
+type record struct {
+	Token
+	Sig string `json:"sig"`
+}
+
+// KeySize is the size of the signing key in bytes.
+const KeySize = 32
+
+// NewKey returns a fresh signing key (the hub keeps it in <data>/tokens.key).
+func NewKey() ([]byte, error) {
+	k := make([]byte, KeySize)
+	_, err := rand.Read(k)
+	return k, err
+}
+
 // ErrInvalid is returned for a token that does not exist or was revoked.
 var ErrInvalid = errors.New("invalid or revoked token")
 
@@ -47,10 +69,55 @@ var ErrInvalid = errors.New("invalid or revoked token")
 var ErrNotFound = errors.New("no such token")
 
 // Store is the token store over a KV bucket.
-type Store struct{ kv jetstream.KeyValue }
+type Store struct {
+	kv  jetstream.KeyValue
+	key []byte
+}
 
-// New returns the store on the bucket.
-func New(kv jetstream.KeyValue) *Store { return &Store{kv: kv} }
+// New returns the store on the bucket; key signs and verifies its records.
+func New(kv jetstream.KeyValue, key []byte) (*Store, error) {
+	if len(key) < KeySize {
+		return nil, fmt.Errorf("token signing key: %d bytes, want %d (the hub keeps it in <data>/tokens.key)", len(key), KeySize)
+	}
+	return &Store{kv: kv, key: slices.Clone(key)}, nil
+}
+
+// mac signs a record stored under kvKey: the key is part of it, so a record is only valid
+// where the gateway put it.
+func (s *Store) mac(kvKey string, t Token) []byte {
+	m := hmac.New(sha256.New, s.key)
+	revoked := "0"
+	if t.Revoked {
+		revoked = "1"
+	}
+	for _, f := range []string{"outpost-api-token-v1", kvKey, t.ID, t.Name, t.Role, t.Created.UTC().Format(time.RFC3339Nano), revoked} {
+		m.Write([]byte(f))
+		m.Write([]byte{0})
+	}
+	return m.Sum(nil)
+}
+
+func (s *Store) encode(kvKey string, t Token) []byte {
+	b, _ := json.Marshal(record{Token: t, Sig: hex.EncodeToString(s.mac(kvKey, t))})
+	return b
+}
+
+// decode returns the token stored under kvKey if, and only if, the gateway wrote it: its
+// signature verifies, its ID is its hash's and its role is one of Roles.
+func (s *Store) decode(kvKey string, data []byte) (Token, bool) {
+	var r record
+	if json.Unmarshal(data, &r) != nil || r.Sig == "" {
+		return Token{}, false
+	}
+	want, err := hex.DecodeString(r.Sig)
+	if err != nil || !hmac.Equal(want, s.mac(kvKey, r.Token)) {
+		return Token{}, false
+	}
+	if len(kvKey) < 12 || r.ID != kvKey[:12] || !slices.Contains(Roles, r.Role) {
+		return Token{}, false
+	}
+	return r.Token, true
+}
 
 func hash(secret string) string {
 	sum := sha256.Sum256([]byte(secret))
@@ -75,14 +142,15 @@ func (s *Store) Create(ctx context.Context, name, role string) (string, Token, e
 	secret := prefix + base64.RawURLEncoding.EncodeToString(buf)
 	h := hash(secret)
 	t := Token{ID: h[:12], Name: name, Role: role, Created: time.Now().UTC()}
-	data, _ := json.Marshal(t)
-	if _, err := s.kv.Create(ctx, h, data); err != nil {
+	if _, err := s.kv.Create(ctx, h, s.encode(h, t)); err != nil {
 		return "", Token{}, fmt.Errorf("store token: %w", err)
 	}
 	return secret, t, nil
 }
 
-// Verify returns the token of a secret, or ErrInvalid.
+// Verify returns the token of a secret, or ErrInvalid: for an unknown or revoked token, and
+// for a record the gateway did not write (unsigned, signed with another key, altered, copied
+// under another key, or naming a role that does not exist).
 func (s *Store) Verify(ctx context.Context, secret string) (Token, error) {
 	if !strings.HasPrefix(secret, prefix) {
 		return Token{}, ErrInvalid
@@ -103,58 +171,69 @@ func (s *Store) VerifyHash(ctx context.Context, h string) (Token, error) {
 		}
 		return Token{}, fmt.Errorf("token lookup: %w", err)
 	}
-	var t Token
-	if err := json.Unmarshal(e.Value(), &t); err != nil {
-		return Token{}, fmt.Errorf("token record: %w", err)
-	}
-	if t.Revoked {
+	t, ok := s.decode(h, e.Value())
+	if !ok || t.Revoked {
 		return Token{}, ErrInvalid
 	}
 	return t, nil
 }
 
-// List returns every token (without secrets).
+// List returns every token (without secrets). Records the gateway did not write are not
+// tokens and are left out.
 func (s *Store) List(ctx context.Context) ([]Token, error) {
+	var out []Token
+	err := s.each(ctx, func(_ string, t Token, _ uint64) error { out = append(out, t); return nil })
+	slices.SortFunc(out, func(a, b Token) int { return a.Created.Compare(b.Created) })
+	return out, err
+}
+
+// each calls f with every valid record, its key and revision.
+func (s *Store) each(ctx context.Context, f func(key string, t Token, rev uint64) error) error {
 	lister, err := s.kv.ListKeys(ctx)
 	if err != nil {
-		return nil, err
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return nil
+		}
+		return err
 	}
-	var out []Token
 	for k := range lister.Keys() {
 		e, err := s.kv.Get(ctx, k)
 		if err != nil {
 			continue
 		}
-		var t Token
-		if json.Unmarshal(e.Value(), &t) == nil {
-			out = append(out, t)
+		if t, ok := s.decode(k, e.Value()); ok {
+			if err := f(k, t, e.Revision()); err != nil {
+				return err
+			}
 		}
+	}
+	return nil
+}
+
+// Revoke marks the token with this ID, or every token with this name, revoked; they stop
+// working at once. It returns the tokens it revoked (already revoked ones included, so
+// revoking twice answers the same).
+func (s *Store) Revoke(ctx context.Context, idOrName string) ([]Token, error) {
+	var out []Token
+	err := s.each(ctx, func(k string, t Token, rev uint64) error {
+		if t.ID != idOrName && t.Name != idOrName {
+			return nil
+		}
+		if !t.Revoked {
+			t.Revoked = true
+			if _, err := s.kv.Update(ctx, k, s.encode(k, t), rev); err != nil {
+				return fmt.Errorf("revoke token %s: %w", t.ID, err)
+			}
+		}
+		out = append(out, t)
+		return nil
+	})
+	if err != nil {
+		return out, err
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: no token with id or name %q; `outpost tokens ls` lists them", ErrNotFound, idOrName)
 	}
 	slices.SortFunc(out, func(a, b Token) int { return a.Created.Compare(b.Created) })
 	return out, nil
-}
-
-// Revoke marks the token with this ID (or name) revoked; it stops working at once.
-func (s *Store) Revoke(ctx context.Context, idOrName string) (Token, error) {
-	lister, err := s.kv.ListKeys(ctx)
-	if err != nil {
-		return Token{}, err
-	}
-	for k := range lister.Keys() {
-		e, err := s.kv.Get(ctx, k)
-		if err != nil {
-			continue
-		}
-		var t Token
-		if json.Unmarshal(e.Value(), &t) != nil || (t.ID != idOrName && t.Name != idOrName) {
-			continue
-		}
-		t.Revoked = true
-		data, _ := json.Marshal(t)
-		if _, err := s.kv.Update(ctx, k, data, e.Revision()); err != nil {
-			return Token{}, fmt.Errorf("revoke: %w", err)
-		}
-		return t, nil
-	}
-	return Token{}, fmt.Errorf("%w: no token with id or name %q; `outpost tokens ls` lists them", ErrNotFound, idOrName)
 }

@@ -13,17 +13,23 @@ import (
 )
 
 func newSite(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "site", Short: "Manage sites (networks served by bridges)"}
+	cmd := &cobra.Command{Use: "site", Short: "Manage sites (networks served by bridges) and their enrollment tokens"}
 	var ranges, exclude []string
 	var auto bool
+	var ttl time.Duration
+	var uses int
 	add := &cobra.Command{
-		Use:   "add NAME --range CIDR...",
+		Use:   "add NAME --range CIDR... [--token-ttl 24h] [--token-uses N] [--auto-approve]",
 		Short: "Create a site (or change its ranges) and print an enrollment token for its bridges",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkTokenFlags(ttl, uses, "--token-ttl", "--token-uses"); err != nil {
+				return err
+			}
 			c, _ := g.client()
 			var raw []byte
-			body := map[string]any{"name": args[0], "ranges": ranges, "exclude": exclude, "auto_approve": auto}
+			body := map[string]any{"name": args[0], "ranges": ranges, "exclude": exclude, "auto_approve": auto,
+				"token_ttl": ttl.String(), "token_uses": uses}
 			if err := c.do(cmd.Context(), "POST", "/api/v1/sites", body, &raw); err != nil {
 				return err
 			}
@@ -32,25 +38,26 @@ func newSite(g *globals) *cobra.Command {
 					Name   string   `json:"name"`
 					Ranges []string `json:"ranges"`
 				} `json:"site"`
-				Token string `json:"token"`
+				Token     string       `json:"token"`
+				TokenInfo enrollTokenV `json:"token_info"`
 			}
 			if err := json.Unmarshal(raw, &out); err != nil {
 				return err
 			}
 			if g.output == "json" {
-				return json.NewEncoder(g.stdout).Encode(map[string]any{"token": out.Token, "site": out.Site})
+				return json.NewEncoder(g.stdout).Encode(map[string]any{"token": out.Token, "site": out.Site, "token_info": out.TokenInfo})
 			}
-			fmt.Fprintf(g.stdout, "site %s: %s\nenrollment token (give it to the site's bridges, --token):\n  %s\n",
-				out.Site.Name, strings.Join(out.Site.Ranges, ", "), out.Token)
-			if !auto {
-				fmt.Fprintln(g.stdout, "bridges enrolling with it stay pending until `outpost agents approve NAME`")
-			}
+			fmt.Fprintf(g.stdout, "site %s: %s\n", out.Site.Name, strings.Join(out.Site.Ranges, ", "))
+			printNewToken(g, out.Token, out.TokenInfo)
 			return nil
 		},
 	}
 	add.Flags().StringSliceVar(&ranges, "range", nil, "CIDR the site's bridges may probe (repeatable)")
 	add.Flags().StringSliceVar(&exclude, "exclude", nil, "CIDR never to scan (repeatable)")
 	add.Flags().BoolVar(&auto, "auto-approve", false, "bridges enrolling with this token are approved at once")
+	add.Flags().DurationVar(&ttl, "token-ttl", 24*time.Hour, "the enrollment token stops working after this long")
+	add.Flags().IntVar(&uses, "token-uses", 0, "how many bridges the token may enroll (0: any number until it expires)")
+	cmd.AddCommand(newSiteTokens(g))
 	var limit int
 	ls := &cobra.Command{
 		Use: "ls", Short: "List sites", Args: cobra.NoArgs,
@@ -126,7 +133,8 @@ func newAgents(g *globals) *cobra.Command {
 	cmd.AddCommand(ls)
 	for _, op := range []struct{ name, short string }{
 		{"approve", "Approve a pending agent: it gets its site's work"},
-		{"revoke", "Revoke an agent: its connection is closed and it cannot come back"},
+		{"revoke", "Revoke an agent: its connection is closed and its key never enrolls again; its name stays taken until `agents forget`"},
+		{"forget", "Forget a revoked agent: a new bridge (new key, valid token) may then enroll under its name; the old key stays revoked"},
 	} {
 		cmd.AddCommand(&cobra.Command{
 			Use: op.name + " NAME|SITE/NAME", Short: op.short, Args: cobra.ExactArgs(1),

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"net/url"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -49,14 +50,23 @@ func newTokens(g *globals) *cobra.Command {
 		},
 	}
 	revoke := &cobra.Command{
-		Use: "revoke ID|NAME", Short: "Revoke a token: it stops working at once", Args: cobra.ExactArgs(1),
+		Use: "revoke ID|NAME", Short: "Revoke a token by ID, or every token of a name: they stop working at once", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, _ := g.client()
 			var raw []byte
 			if err := c.do(cmd.Context(), "DELETE", "/api/v1/tokens/"+url.PathEscape(args[0]), nil, &raw); err != nil {
 				return err
 			}
-			return printResult(g, raw, func(m map[string]any) string { return fmt.Sprintf("token %v revoked", m["id"]) })
+			return printResult(g, raw, func(m map[string]any) string {
+				var ids []string
+				list, _ := m["revoked"].([]any)
+				for _, t := range list {
+					if t, ok := t.(map[string]any); ok {
+						ids = append(ids, fmt.Sprint(t["id"]))
+					}
+				}
+				return fmt.Sprintf("revoked %d token(s): %s", len(ids), strings.Join(ids, ", "))
+			})
 		},
 	}
 	limitFlag(ls, &limit, "tokens")

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -24,6 +25,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/keyfile"
 	"github.com/outpost-dev/outpost/libs/telemetry"
 	"github.com/outpost-dev/outpost/libs/version"
 	"github.com/outpost-dev/outpost/services/agents"
@@ -221,7 +223,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	toks := tokens.New(tokenKV)
+	tokenKey, err := loadTokenKey(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	toks, err := tokens.New(tokenKV, tokenKey)
+	if err != nil {
+		return err
+	}
 	if err := ensureAdminToken(ctx, toks, cfg.DataDir, cfg.Out); err != nil {
 		return err
 	}
@@ -326,10 +335,14 @@ func Registry(cfg Config, toks *tokens.Store, tlsc hubTLS) []Service {
 // ensureAdminToken creates the first admin token and writes it to <data>/admin.token, once.
 func ensureAdminToken(ctx context.Context, toks *tokens.Store, dataDir string, out io.Writer) error {
 	path := filepath.Join(dataDir, AdminTokenFile)
-	if b, err := os.ReadFile(path); err == nil && len(b) > 0 {
+	// A token that no longer verifies (revoked, or unsigned from before records were signed)
+	// is replaced; a file others may read is refused.
+	if b, err := keyfile.Read(path); err == nil && len(b) > 0 {
 		if _, err := toks.Verify(ctx, string(trimNL(b))); err == nil {
 			return nil
 		}
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
 	}
 	secret, _, err := toks.Create(ctx, "admin", tokens.RoleAdmin)
 	if err != nil {

@@ -20,10 +20,12 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/keyfile"
 	"github.com/outpost-dev/outpost/libs/version"
 	"github.com/outpost-dev/outpost/services/agents"
 	"github.com/outpost-dev/outpost/services/bridge"
 	"github.com/outpost-dev/outpost/services/bridge/probe/kinds"
+	"github.com/outpost-dev/outpost/services/gateway/tokens"
 )
 
 // LocalSite is the site of the in-process bridge `outpost up` runs, so one command gives a
@@ -105,22 +107,42 @@ func kick(srv *bus.Server) func(user string) error {
 	}
 }
 
-// loadOrCreateKey keeps a key seed in a 0600 file.
+// loadOrCreateKey keeps a key seed in a 0600 file; one that others may read is refused.
 func loadOrCreateKey(path string, create func() (nkeys.KeyPair, error)) (nkeys.KeyPair, error) {
-	if b, err := os.ReadFile(path); err == nil {
-		return nkeys.FromSeed([]byte(strings.TrimSpace(string(b))))
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return nil, err
-	}
-	kp, err := create()
+	b, err := keyfile.LoadOrCreate(path, func() ([]byte, error) {
+		kp, err := create()
+		if err != nil {
+			return nil, err
+		}
+		seed, err := kp.Seed()
+		return append(seed, '\n'), err
+	})
 	if err != nil {
 		return nil, err
 	}
-	seed, _ := kp.Seed()
-	if err := os.WriteFile(path, append(seed, '\n'), 0o600); err != nil {
-		return nil, err
+	kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(b))))
+	if err != nil {
+		return nil, fmt.Errorf("%s: not a key seed (restore it from a backup, or remove it to make a new one): %w", path, err)
 	}
 	return kp, nil
+}
+
+// TokenKeyFile holds the key that signs API token records (<data>/tokens.key, 0600).
+const TokenKeyFile = "tokens.key"
+
+// loadTokenKey reads (or creates) the key that signs API token records. Losing it only
+// invalidates the API tokens: the hub then writes a new admin.token on its next start.
+func loadTokenKey(dataDir string) ([]byte, error) {
+	path := filepath.Join(dataDir, TokenKeyFile)
+	key, err := keyfile.LoadOrCreate(path, tokens.NewKey)
+	if err != nil {
+		return nil, err
+	}
+	if len(key) != tokens.KeySize {
+		return nil, fmt.Errorf("%s: %d bytes, want %d: remove it (every API token is then re-issued: a new admin.token is written) or restore it from a backup",
+			path, len(key), tokens.KeySize)
+	}
+	return key, nil
 }
 
 // ServicePassword returns the password hub services connect with, creating it on first use.
@@ -129,15 +151,17 @@ func ServicePassword(dataDir string) (string, error) { return secretFile(dataDir
 // SystemPassword is the password of the system account's user "sys" (operators' nats CLI).
 func SystemPassword(dataDir string) (string, error) { return secretFile(dataDir, "sys.secret") }
 
-// secretFile returns the secret kept in <data>/<name> (0600), creating it on first use.
+// secretFile returns the secret kept in <data>/<name> (0600, refused when others may read
+// it), creating it on first use.
 func secretFile(dataDir, name string) (string, error) {
 	path := filepath.Join(dataDir, name)
-	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
-		return strings.TrimSpace(string(b)), nil
+	b, err := keyfile.LoadOrCreate(path, func() ([]byte, error) { return []byte(randomSecret() + "\n"), nil })
+	if err != nil {
+		return "", err
 	}
-	pw := randomSecret()
-	if err := os.WriteFile(path, []byte(pw+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("write %s: %w", path, err)
+	pw := strings.TrimSpace(string(b))
+	if pw == "" {
+		return "", fmt.Errorf("%s is empty: remove it (a new password is made on the next start) or restore it", path)
 	}
 	return pw, nil
 }
