@@ -82,10 +82,9 @@ func newHub(t *testing.T) *testHub {
 	issuerPub, _ := issuer.PublicKey()
 	srv, err := bus.StartServer(bus.ServerConfig{Name: "agents-test", StoreDir: t.TempDir(), Listen: "127.0.0.1:-1",
 		Configure: func(o *server.Options) error {
-			o.Users = []*server.User{{Username: "hub", Password: "hub-test-password"}}
-			o.AuthCallout = &server.AuthCallout{Issuer: issuerPub, AuthUsers: []string{"hub"}}
+			// The hub's own accounts: hub services in HUB, bridges placed in BRIDGES.
 			o.AlwaysEnableNonce = true
-			return nil
+			return bus.ApplyAccounts(o, bus.AccountVars{HubPassword: "hub-test-password", SysPassword: "sys-test-password", CalloutIssuer: issuerPub})
 		}})
 	if err != nil {
 		t.Fatal(err)
