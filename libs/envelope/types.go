@@ -175,6 +175,9 @@ type EnrollmentReply struct {
 	Exclude      []string `json:"exclude,omitempty"`
 	Capabilities []string `json:"capabilities"`
 	Message      string   `json:"message,omitempty"`
+	// HubKey is the curve public key the hub seals credentials with: the bridge pins it on
+	// first approval and refuses credentials sealed by any other key.
+	HubKey string `json:"hub_key,omitempty"`
 }
 
 // Change announces that the CMDB created, updated or marked a CI (ce-type outpost.change.v1).

@@ -40,6 +40,9 @@ type Deps struct {
 	Ready func()
 	// Now is the clock of token expiry and enrollment times (tests); nil is time.Now.
 	Now func() time.Time
+	// HubKey is the curve public key credentials are sealed with (discovery's), told to
+	// bridges at enrollment so they can pin it.
+	HubKey string
 }
 
 // Service is the running agents service.

@@ -257,7 +257,7 @@ func (s *Service) enroll(ctx context.Context, e envelope.Enrollment) (any, error
 	} else {
 		s.log.Debug("agent re-registered", "agent", a.Name, "site", a.Site, "state", a.State, "version", a.Version)
 	}
-	return envelope.EnrollmentReply{Status: a.State, Agent: a.Name, Site: a.Site, Ranges: site.Ranges, Exclude: site.Exclude, Capabilities: a.Capabilities}, nil
+	return envelope.EnrollmentReply{Status: a.State, Agent: a.Name, Site: a.Site, Ranges: site.Ranges, Exclude: site.Exclude, Capabilities: a.Capabilities, HubKey: s.deps.HubKey}, nil
 }
 
 // logRefusal records a refused enrollment at WARN (someone holds a token or a revoked key),

@@ -54,6 +54,7 @@ type Bridge struct {
 	js      jetstream.JetStream
 	box     *outbox.Outbox
 	allow   *allowList
+	hubKey  *hubKey
 	runners map[string]probe.Runner // by kind
 	kindCap map[string]string       // kind → capability
 	caps    []string
@@ -109,7 +110,11 @@ func newBridge(ctx context.Context, cfg Config, deps Deps) (*Bridge, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Bridge{cfg: cfg, deps: deps, log: log, ring: ring, id: id, allow: allow, runners: map[string]probe.Runner{},
+	hk, err := loadHubKey(filepath.Join(cfg.DataDir, "hub-curve.pub"))
+	if err != nil {
+		return nil, err
+	}
+	b := &Bridge{cfg: cfg, deps: deps, log: log, ring: ring, id: id, allow: allow, hubKey: hk, runners: map[string]probe.Runner{},
 		kindCap: map[string]string{}, pools: map[string]*pool{}, started: time.Now(), drained: make(chan struct{})}
 	b.nkey, _ = id.Public()
 	b.state.Store(stateRunning)
@@ -245,6 +250,9 @@ func (b *Bridge) enroll(ctx context.Context) error {
 		switch {
 		case err == nil && reply.Status == "approved":
 			b.allow.setSite(reply.Ranges, reply.Exclude)
+			if err := b.hubKey.learn(reply.HubKey); err != nil {
+				b.log.Error("hub sealing key", "err", err)
+			}
 			b.log.Info("approved by the hub", "ranges", reply.Ranges, "exclude", reply.Exclude)
 			return b.reconnectIntoSite(ctx)
 		case err == nil:
@@ -333,6 +341,9 @@ func (b *Bridge) refreshSite(ctx context.Context) {
 		}
 		if reply, err := b.enrollOnce(ctx); err == nil && reply.Status == "approved" {
 			b.allow.setSite(reply.Ranges, reply.Exclude)
+			if err := b.hubKey.learn(reply.HubKey); err != nil {
+				b.log.Error("hub sealing key", "err", err)
+			}
 		}
 	}
 }

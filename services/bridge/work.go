@@ -257,6 +257,10 @@ func (b *Bridge) openSecrets(p *envelope.Probe) ([]probe.Credential, error) {
 	var out []probe.Credential
 	var errs []error
 	for _, sc := range p.Secrets {
+		if err := b.hubKey.check(sc.Sender); err != nil {
+			errs = append(errs, fmt.Errorf("credential %s: %w", sc.Name, err))
+			continue
+		}
 		s, err := seal.Open(b.id.XKey, sc, p.ID)
 		if err != nil {
 			errs = append(errs, err)

@@ -290,7 +290,7 @@ func Registry(cfg Config, toks *tokens.Store, tlsc hubTLS) []Service {
 	return []Service{
 		{Name: "agents", Run: func(ctx context.Context, d Deps) error {
 			return agents.Run(ctx, agents.Config{Version: version.Semver()}, agents.Deps{NC: d.NC, JS: d.JS,
-				Issuer: d.Issuer, Kick: kick(d.Server), Logger: d.Logger, Ready: d.ready.mark("agents")})
+				Issuer: d.Issuer, Kick: kick(d.Server), Logger: d.Logger, Ready: d.ready.mark("agents"), HubKey: publicKey(d.CurveKey)})
 		}},
 		{Name: "cmdb", Run: func(ctx context.Context, d Deps) error {
 			cc := cmdb.DefaultConfig()
@@ -371,4 +371,13 @@ func replicaName(dataDir string) string {
 	}
 	sum := sha256.Sum256([]byte(host + "\x00" + abs))
 	return hex.EncodeToString(sum[:6])
+}
+
+// publicKey is a key pair's public key ("" for none).
+func publicKey(kp nkeys.KeyPair) string {
+	if kp == nil {
+		return ""
+	}
+	pub, _ := kp.PublicKey()
+	return pub
 }
