@@ -4,12 +4,12 @@
 # trust issue asks for no more than 10 % slower). Writes markdown.
 set -euo pipefail
 base=${BENCH_ACCOUNTS_BASE:-c9e2dd1} # the last commit with bridges in the hub's account
-rounds=${BENCH_ACCOUNTS_ROUNDS:-3}
+rounds=${BENCH_ACCOUNTS_ROUNDS:-5}
 root=$(pwd)
 work=$(mktemp -d)
 trap 'git -C "$root" worktree remove --force "$work/base" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 git -C "$root" worktree add --detach "$work/base" "$base" >/dev/null 2>&1
-cmd="go test ./services/outpost/e2e -run XXX -bench (EchoRoundTrip/bridges=1|InteractiveLatency) -benchtime 1x -count 1"
+cmd="go test ./services/outpost/e2e -run XXX -bench EchoRoundTrip|InteractiveLatency -benchtime 1x -count 1"
 metric() { awk -v re="$2" -v unit="$3" '$1 ~ re { for (i=2;i<=NF;i++) if ($i==unit) print $(i-1) }' "$1"; }
 median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) {print "n/a"} else if (NR%2) {print a[(NR+1)/2]} else {printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2}}'; }
 : >"$work/before.txt"; : >"$work/after.txt"

@@ -94,16 +94,26 @@ func resultCounter(b *testing.B, js jetstream.JetStream) (wait func(n int) time.
 func BenchmarkEchoRoundTrip(b *testing.B) {
 	for _, bridges := range []int{1, 2} {
 		b.Run(fmt.Sprintf("bridges=%d", bridges), func(b *testing.B) {
-			_, js, _ := benchSetup(b, bridges, "--pool-standard", "64")
+			h, js, bs := benchSetup(b, bridges, "--pool-standard", "64")
+			pids := []int{h.proc.pid()}
+			for _, br := range bs {
+				pids = append(pids, br.proc.pid())
+			}
 			const n = 10_000
 			b.ResetTimer()
 			total := time.Duration(0)
+			cpu0, hub0 := procsCPU(b, pids), procsCPU(b, pids[:1])
 			for range b.N {
 				wait := resultCounter(b, js)
 				sendProbes(b, js, n, envelope.PriorityStandard, "")
 				total += wait(n)
 			}
+			cpu, hub := procsCPU(b, pids)-cpu0, procsCPU(b, pids[:1])-hub0
+			b.ReportMetric(float64(hub.Microseconds())/float64(n*b.N), "hub-cpu-µs/probe")
 			b.ReportMetric(float64(n*b.N)/total.Seconds(), "probes/s")
+			// CPU time of hub and bridges per probe: what the work costs, far less sensitive
+			// than wall time to other load on a shared machine.
+			b.ReportMetric(float64(cpu.Microseconds())/float64(n*b.N), "cpu-µs/probe")
 			b.ReportMetric(0, "ns/op")
 		})
 	}
@@ -197,4 +207,22 @@ func procKB(b *testing.B, pid int, field string) int64 {
 	}
 	b.Fatalf("no %s in /proc/%d/status", field, pid)
 	return 0
+}
+
+// procsCPU is the user+system CPU time the processes used so far (/proc/<pid>/stat).
+func procsCPU(b *testing.B, pids []int) time.Duration {
+	b.Helper()
+	var ticks int64
+	for _, pid := range pids {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		// Fields after the command name (which may hold spaces) start after the last ')'.
+		f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		ticks += ut + st
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ is 100 on Linux
 }
