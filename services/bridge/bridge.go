@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/clock"
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/services/bridge/identity"
 	"github.com/outpost-dev/outpost/services/bridge/outbox"
@@ -33,6 +34,9 @@ type Deps struct {
 	HeartbeatEvery time.Duration
 	// Ready is called once the bridge is approved and pulling work.
 	Ready func()
+	// Clock drives the work loop's keep-alives and waits, heartbeats, timestamps and the
+	// outbox's timers; default the real clock. Probe kinds get it through their Settings.
+	Clock clock.Clock
 }
 
 // Bridge states reported in heartbeats.
@@ -47,6 +51,7 @@ type Bridge struct {
 	cfg     Config
 	deps    Deps
 	log     *slog.Logger
+	clock   clock.Clock
 	ring    *logRing
 	id      identity.Identity
 	nkey    string
@@ -114,11 +119,12 @@ func newBridge(ctx context.Context, cfg Config, deps Deps) (*Bridge, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Bridge{cfg: cfg, deps: deps, log: log, ring: ring, id: id, allow: allow, hubKey: hk, runners: map[string]probe.Runner{},
-		kindCap: map[string]string{}, pools: map[string]*pool{}, started: time.Now(), drained: make(chan struct{})}
+	clk := clock.Or(deps.Clock)
+	b := &Bridge{cfg: cfg, deps: deps, log: log, clock: clk, ring: ring, id: id, allow: allow, hubKey: hk, runners: map[string]probe.Runner{},
+		kindCap: map[string]string{}, pools: map[string]*pool{}, started: clk.Now(), drained: make(chan struct{})}
 	b.nkey, _ = id.Public()
 	b.state.Store(stateRunning)
-	set := probe.Settings{Logger: log, Dial: allow.dialer(), Allowed: allow.Allowed, MaxOutput: 512 << 10, Now: time.Now}
+	set := probe.Settings{Logger: log, Dial: allow.dialer(), Allowed: allow.Allowed, MaxOutput: 512 << 10, Now: clk.Now}
 	for _, f := range deps.Kinds {
 		if len(cfg.Capabilities) > 0 && !slices.Contains(cfg.Capabilities, f.Capability()) {
 			continue
@@ -145,7 +151,7 @@ func newBridge(ctx context.Context, cfg Config, deps Deps) (*Bridge, error) {
 
 func (b *Bridge) run(ctx context.Context) error {
 	var err error
-	b.box, err = outbox.Open(ctx, outbox.Config{Dir: b.cfg.DataDir, MaxBytes: int64(b.cfg.OutboxMax), Logger: b.log, Sent: b.onSent})
+	b.box, err = outbox.Open(ctx, outbox.Config{Dir: b.cfg.DataDir, MaxBytes: int64(b.cfg.OutboxMax), Logger: b.log, Sent: b.onSent, Clock: b.clock})
 	if err != nil {
 		return err
 	}
@@ -223,13 +229,13 @@ func (b *Bridge) run(ctx context.Context) error {
 	go func() { inflight.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(30 * time.Second):
+	case <-b.clock.After(30 * time.Second):
 		b.log.Warn("probes still running after 30 s; leaving them (they will be redelivered)")
 	}
 	if drained {
-		deadline := time.Now().Add(time.Minute)
-		for b.box.Pending() > 0 && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
+		deadline := b.clock.Now().Add(time.Minute)
+		for b.box.Pending() > 0 && b.clock.Now().Before(deadline) {
+			<-b.clock.After(50 * time.Millisecond)
 		}
 		b.log.Info("drained: no work in flight, outbox sent", "outbox_pending", b.box.Pending())
 	}
@@ -271,7 +277,7 @@ func (b *Bridge) enroll(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(2 * time.Second):
+		case <-b.clock.After(2 * time.Second):
 		}
 	}
 }
@@ -279,7 +285,7 @@ func (b *Bridge) enroll(ctx context.Context) error {
 func (b *Bridge) enrollOnce(ctx context.Context) (envelope.EnrollmentReply, error) {
 	_, xkey := b.id.Public()
 	e := envelope.Enrollment{Name: b.cfg.Name, Site: b.cfg.Site, Token: b.cfg.Token, NKey: b.nkey, XKey: xkey,
-		Version: b.cfg.Version, Capabilities: b.caps, Pools: b.cfg.Pools, Time: time.Now().UTC()}
+		Version: b.cfg.Version, Capabilities: b.caps, Pools: b.cfg.Pools, Time: b.clock.Now().UTC()}
 	sig, err := b.id.Sign(e.SigningBytes())
 	if err != nil {
 		return envelope.EnrollmentReply{}, err
@@ -308,7 +314,7 @@ func (b *Bridge) reconnectIntoSite(ctx context.Context) error {
 	}
 	select {
 	case <-reconnected:
-	case <-time.After(10 * time.Second):
+	case <-b.clock.After(10 * time.Second):
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -324,20 +330,20 @@ func (b *Bridge) reconnectIntoSite(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
+		case <-b.clock.After(200 * time.Millisecond):
 		}
 	}
 }
 
 // refreshSite re-reads the site's ranges now and then: the hub may change them.
 func (b *Bridge) refreshSite(ctx context.Context) {
-	t := time.NewTicker(30 * time.Second)
+	t := b.clock.NewTicker(30 * time.Second)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 		if reply, err := b.enrollOnce(ctx); err == nil && reply.Status == "approved" {
 			b.allow.setSite(reply.Ranges, reply.Exclude)

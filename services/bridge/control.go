@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"os"
 	"strconv"
-	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -18,7 +17,7 @@ import (
 // heartbeats publish on core NATS from their own goroutine: they never wait behind probes,
 // whatever the pools are doing (the MID server's "heartbeat queued behind work" false alarm).
 func (b *Bridge) heartbeats(ctx context.Context) {
-	t := time.NewTicker(b.deps.HeartbeatEvery)
+	t := b.clock.NewTicker(b.deps.HeartbeatEvery)
 	defer t.Stop()
 	subject := bus.HeartbeatSubject(b.cfg.Site, b.cfg.Name)
 	source := envelope.AgentSource(b.cfg.Site, b.cfg.Name)
@@ -34,7 +33,7 @@ func (b *Bridge) heartbeats(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 	}
 }
@@ -46,7 +45,7 @@ func (b *Bridge) heartbeat() *envelope.Heartbeat {
 	}
 	return &envelope.Heartbeat{Agent: b.cfg.Name, Site: b.cfg.Site, Version: b.cfg.Version, Capabilities: b.caps,
 		Pools: pools, OutboxBytes: b.box.Bytes(), OutboxFull: b.box.Full(), State: b.state.Load().(string),
-		Uptime: time.Since(b.started).Seconds(), RSS: rss(), Time: time.Now().UTC()}
+		Uptime: b.clock.Since(b.started).Seconds(), RSS: rss(), Time: b.clock.Now().UTC()}
 }
 
 // rss reads the resident set size of this process (Linux), 0 elsewhere.

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/clock"
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/libs/seal"
 	"github.com/outpost-dev/outpost/services/bridge/outbox"
@@ -67,7 +68,7 @@ func (b *Bridge) pull(ctx context.Context, p *pool, capability string, inflight 
 				b.log.Warn("outbox full: not taking new work until the hub receives what waits", "outbox_bytes", b.box.Bytes(), "limit", b.cfg.OutboxMax)
 				fullLogged = true
 			}
-			sleep(ctx, 200*time.Millisecond)
+			sleep(ctx, b.clock, 200*time.Millisecond)
 			continue
 		}
 		fullLogged = false
@@ -78,7 +79,7 @@ func (b *Bridge) pull(ctx context.Context, p *pool, capability string, inflight 
 			}
 			if err != nil {
 				b.log.Debug("consumer not available yet", "consumer", name, "err", err)
-				sleep(ctx, time.Second)
+				sleep(ctx, b.clock, time.Second)
 				continue
 			}
 		}
@@ -107,13 +108,13 @@ func (b *Bridge) pull(ctx context.Context, p *pool, capability string, inflight 
 }
 
 func (b *Bridge) acquire(ctx context.Context, p *pool, jm jetstream.Msg) bool {
-	t := time.NewTicker(keepAliveEvery)
+	t := b.clock.NewTicker(keepAliveEvery)
 	defer t.Stop()
 	for {
 		select {
 		case p.slots <- struct{}{}:
 			return true
-		case <-t.C:
+		case <-t.C():
 			_ = jm.InProgress()
 		case <-ctx.Done():
 			return false
@@ -129,8 +130,8 @@ func (b *Bridge) execute(ctx context.Context, jm jetstream.Msg, capability strin
 		b.deadLetter(ctx, jm, err)
 		return
 	}
-	stop := keepAlive(jm)
-	started := time.Now().UTC()
+	stop := keepAlive(b.clock, jm)
+	started := b.clock.Now().UTC()
 	results := b.runProbe(ctx, p, capability, started)
 	final := results[len(results)-1]
 	// Register before storing: the forwarder may send the result at once.
@@ -169,7 +170,7 @@ func (b *Bridge) runProbe(ctx context.Context, p *envelope.Probe, capability str
 	result := func(status envelope.Status, data any, e *envelope.Error, final bool) *envelope.Result {
 		r := &envelope.Result{ID: p.ID + "-" + strconv.Itoa(seq), Probe: p.ID, Run: p.Run, App: p.App, Agent: b.cfg.Name,
 			Site: b.cfg.Site, Kind: p.Kind, Status: status, Seq: seq, Final: final, Started: started,
-			Finished: time.Now().UTC(), Error: e}
+			Finished: b.clock.Now().UTC(), Error: e}
 		if data != nil {
 			raw, err := json.Marshal(data)
 			switch {
@@ -197,7 +198,7 @@ func (b *Bridge) runProbe(ctx context.Context, p *envelope.Probe, capability str
 	if !ok || b.kindCap[p.Kind] != capability {
 		return deny("kind %s is not offered by this bridge (capability %s)", p.Kind, capability)
 	}
-	if time.Now().After(p.Deadline) {
+	if b.clock.Now().After(p.Deadline) {
 		return []*envelope.Result{result(envelope.StatusTimeout, nil, &envelope.Error{Code: probe.CodeTimeout, Message: "the probe's deadline passed before a worker took it"}, true)}
 	}
 	rctx, cancel := context.WithDeadline(ctx, p.Deadline)
@@ -279,7 +280,7 @@ func (b *Bridge) openSecrets(p *envelope.Probe) ([]probe.Credential, error) {
 
 // store writes a result to the outbox, waiting (not failing) while the outbox is full.
 func (b *Bridge) store(ctx context.Context, r *envelope.Result) error {
-	meta := envelope.Meta{ID: r.ID, Source: envelope.AgentSource(b.cfg.Site, b.cfg.Name), Time: time.Now().UTC(), Run: r.Run}
+	meta := envelope.Meta{ID: r.ID, Source: envelope.AgentSource(b.cfg.Site, b.cfg.Name), Time: b.clock.Now().UTC(), Run: r.Run}
 	h, data, err := envelope.Encode(meta, r)
 	if err != nil {
 		return err
@@ -293,7 +294,7 @@ func (b *Bridge) store(ctx context.Context, r *envelope.Result) error {
 		select {
 		case <-ctx.Done():
 			return err
-		case <-time.After(500 * time.Millisecond):
+		case <-b.clock.After(500 * time.Millisecond):
 		}
 	}
 }
@@ -312,7 +313,7 @@ func (b *Bridge) deadLetter(ctx context.Context, jm jetstream.Msg, cause error) 
 	set(bus.HeaderDLQSubject, jm.Subject())
 	set(bus.HeaderDLQStream, bus.StreamProbes)
 	set(bus.HeaderDLQService, "bridge")
-	set(bus.HeaderDLQTime, time.Now().UTC().Format(time.RFC3339Nano))
+	set(bus.HeaderDLQTime, b.clock.Now().UTC().Format(time.RFC3339Nano))
 	if md != nil {
 		set(bus.HeaderDLQSeq, strconv.FormatUint(md.Sequence.Stream, 10))
 		set(bus.HeaderDLQDeliveries, strconv.FormatUint(md.NumDelivered, 10))
@@ -332,12 +333,12 @@ func (b *Bridge) deadLetter(ctx context.Context, jm jetstream.Msg, cause error) 
 
 // keepAlive sends InProgress every keepAliveEvery until stopped; a timer, not a goroutine,
 // so the thousands of short probes that never need it cost nothing.
-func keepAlive(jm jetstream.Msg) (stop func()) {
+func keepAlive(clk clock.Clock, jm jetstream.Msg) (stop func()) {
 	var mu sync.Mutex
 	stopped := false
-	var t *time.Timer
+	var t clock.Timer
 	mu.Lock()
-	t = time.AfterFunc(keepAliveEvery, func() {
+	t = clk.AfterFunc(keepAliveEvery, func() {
 		_ = jm.InProgress()
 		mu.Lock()
 		if !stopped {
@@ -354,11 +355,11 @@ func keepAlive(jm jetstream.Msg) (stop func()) {
 	}
 }
 
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
+func sleep(ctx context.Context, clk clock.Clock, d time.Duration) {
+	t := clk.NewTimer(d)
 	defer t.Stop()
 	select {
-	case <-t.C:
+	case <-t.C():
 	case <-ctx.Done():
 	}
 }

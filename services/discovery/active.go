@@ -98,7 +98,7 @@ func (s *service) serveWhenActive(ctx context.Context) error {
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-time.After(s.cfg.ActiveLease / 4):
+			case <-s.clock.After(s.cfg.ActiveLease / 4):
 			}
 			continue
 		}
@@ -136,20 +136,20 @@ func (s *service) serveWhenActive(ctx context.Context) error {
 // replica holds the key, or the bucket is unreachable for most of a TTL — it marks the lease
 // lost and cancels serving, before the key can expire and be taken.
 func (s *service) holdLease(ctx context.Context, l *lease, stop context.CancelFunc, lost *atomic.Bool) {
-	t := time.NewTicker(l.ttl / 3)
+	t := s.clock.NewTicker(l.ttl / 3)
 	defer t.Stop()
-	renewed := time.Now()
+	renewed := s.clock.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 		rctx, cancel := context.WithTimeout(ctx, l.ttl/4)
 		err := l.renew(rctx)
 		cancel()
 		if err == nil {
-			renewed = time.Now()
+			renewed = s.clock.Now()
 			continue
 		}
 		if ctx.Err() != nil {
@@ -157,7 +157,7 @@ func (s *service) holdLease(ctx context.Context, l *lease, stop context.CancelFu
 		}
 		var apiErr *jetstream.APIError
 		taken := errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
-		if taken || time.Since(renewed) > l.ttl*2/3 {
+		if taken || s.clock.Since(renewed) > l.ttl*2/3 {
 			s.log.Error("discovery lease lost", "replica", l.holder, "err", fmt.Errorf("renew: %w", err))
 			lost.Store(true)
 			stop()

@@ -177,7 +177,7 @@ func (s *service) start(ctx context.Context, req StartRequest, schedule string) 
 	r := &RunRecord{ID: envelope.NewID(), Site: req.Site, Ranges: req.Ranges, Exclude: req.Exclude, Ports: req.Ports,
 		Credentials: req.Credentials, Schedule: schedule, State: StateQueued, Created: now, Deadline: now.Add(maxRun),
 		Pending: map[string]*pendingProbe{}}
-	r.logf("run queued")
+	r.logf(now, "run queued")
 	rs := &runState{run: r, hosts: map[string]*Host{}}
 	rs.mu.Lock()
 	s.saveRun(ctx, rs)
@@ -421,13 +421,13 @@ func (s *service) listSchedules(ctx context.Context) ([]Schedule, error) {
 // scheduleLoop fires due schedules. Every replica runs it; a lease key per (schedule, fire
 // time), created once in the leases bucket, makes exactly one of them start the run.
 func (s *service) scheduleLoop(ctx context.Context) {
-	t := time.NewTicker(time.Second)
+	t := s.clock.NewTicker(time.Second)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 		s.fireDue(ctx)
 	}

@@ -88,6 +88,7 @@ func (c clearCredential) LogValue() slog.Value {
 type credStore struct {
 	kv   jetstream.KeyValue
 	aead cipher.AEAD
+	now  func() time.Time
 }
 
 // loadKey reads (or creates, 0600) the AES-256 key in dataDir/credentials.key; a key file
@@ -111,7 +112,7 @@ func loadKey(dataDir string) ([]byte, error) {
 	return b, nil
 }
 
-func newCredStore(kv jetstream.KeyValue, key []byte) (*credStore, error) {
+func newCredStore(kv jetstream.KeyValue, key []byte, now func() time.Time) (*credStore, error) {
 	blk, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, err
@@ -120,7 +121,7 @@ func newCredStore(kv jetstream.KeyValue, key []byte) (*credStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &credStore{kv: kv, aead: aead}, nil
+	return &credStore{kv: kv, aead: aead, now: now}, nil
 }
 
 // CredentialAddRequest is svc.discovery.credentials_add.
@@ -192,7 +193,7 @@ func (s *credStore) add(ctx context.Context, r CredentialAddRequest) (Credential
 	if _, err := rand.Read(nonce); err != nil {
 		return Credential{}, err
 	}
-	c := Credential{Name: r.Name, Type: r.Type, Site: r.Site, Username: r.Username, AllowInsecure: r.AllowInsecure, Created: time.Now().UTC()}
+	c := Credential{Name: r.Name, Type: r.Type, Site: r.Site, Username: r.Username, AllowInsecure: r.AllowInsecure, Created: s.now().UTC()}
 	for k := range r.Fields {
 		c.Fields = append(c.Fields, k)
 	}

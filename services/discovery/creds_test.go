@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/seal"
@@ -132,7 +133,7 @@ func (h *harness) svcCreds(t *testing.T) *credStore {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs, err := newCredStore(kv, key)
+	cs, err := newCredStore(kv, key, time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package discovery
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
 )
 
@@ -227,78 +225,6 @@ func BuildPayload(rules *Ruleset, h *Host, classifier *Classifier, observed time
 func payloadID(run, key string) string {
 	sum := sha256.Sum256([]byte(run + "\x00" + key))
 	return "disc-" + hex.EncodeToString(sum[:12])
-}
-
-// identify sends a classified host's payload to the CMDB.
-func (s *service) identify(ctx context.Context, rs *runState, h *Host) {
-	h.Stage = stageDone
-	if h.Class == "" {
-		return
-	}
-	var classifier *Classifier
-	rules := s.rules.Current()
-	for i := range rules.Classifiers {
-		if rules.Classifiers[i].Name == h.Classifier {
-			classifier = &rules.Classifiers[i]
-		}
-	}
-	p := BuildPayload(rules, h, classifier, s.now())
-	if err := s.sendPayload(ctx, rs, payloadID(rs.run.ID, h.IP), p); err != nil {
-		// tried again on the next tick (the stable message id deduplicates a resend)
-		h.Stage = stageExplore
-		h.logf(HostLog{Step: "identify", Status: "error", Error: err.Error()})
-		rs.run.errorf(h.IP + ": send payload: " + err.Error())
-		return
-	}
-	h.CIs = len(p.Items)
-	h.logf(HostLog{Step: "identify", Status: "sent", Note: fmt.Sprintf("payload with %d CIs and %d relations sent to the CMDB", len(p.Items), len(p.Relations))})
-}
-
-func (s *service) sendPayload(ctx context.Context, rs *runState, id string, p *envelope.CIPayload) error {
-	subject := bus.CMDBIngestSubjectFor(*p, s.cfg.Partitions)
-	if _, err := s.pub.Publish(ctx, subject, envelope.Meta{ID: id, Run: rs.run.ID}, p); err != nil {
-		return err
-	}
-	rs.run.Counters.PayloadsSent++
-	rs.run.Counters.CIsSent += len(p.Items)
-	rs.run.Counters.Relations += len(p.Relations)
-	return nil
-}
-
-// sendRelations links devices that see each other over LLDP (connected_to), one payload
-// per pair, each side identified by what its own payload said (serial, name, address).
-func (s *service) sendRelations(ctx context.Context, rs *runState) {
-	byName := map[string]*Host{}
-	for _, h := range rs.hosts {
-		if h.Class != "" && h.Name != "" {
-			byName[strings.ToLower(h.Name)] = h
-		}
-	}
-	done := map[string]bool{}
-	for _, ip := range sortedHostIPs(rs) {
-		a := rs.hosts[ip]
-		for _, n := range a.LLDP {
-			b := byName[strings.ToLower(n.RemoteName)]
-			if b == nil || b == a {
-				continue
-			}
-			pair := []string{a.IP, b.IP}
-			slices.Sort(pair)
-			key := strings.Join(pair, "|")
-			if done[key] {
-				continue
-			}
-			done[key] = true
-			p := &envelope.CIPayload{Source: SourceName, Observed: s.now(),
-				Items:     []envelope.CIItem{stub("a", a), stub("b", b)},
-				Relations: []envelope.CIRelation{{Type: "connected_to", From: "a", To: "b"}}}
-			if err := s.sendPayload(ctx, rs, payloadID(rs.run.ID, "lldp|"+key), p); err != nil {
-				rs.run.errorf("lldp " + key + ": " + err.Error())
-				continue
-			}
-			a.logf(HostLog{Step: "explore", Note: fmt.Sprintf("LLDP: %s connected to %s (%s)", n.LocalPort, b.Name, n.RemotePort)})
-		}
-	}
 }
 
 func stub(ref string, h *Host) envelope.CIItem {

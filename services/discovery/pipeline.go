@@ -80,7 +80,7 @@ func (s *service) recipients(ctx context.Context, siteName string) ([]string, er
 	s.bridgesMu.Lock()
 	c, ok := s.bridges[siteName]
 	s.bridgesMu.Unlock()
-	if ok && time.Since(c.at) < 10*time.Second {
+	if ok && s.now().Sub(c.at) < 10*time.Second {
 		return c.keys, nil
 	}
 	agents, err := agentsList[agentView](ctx, s.deps.NC, "ls", "agents")
@@ -94,7 +94,7 @@ func (s *service) recipients(ctx context.Context, siteName string) ([]string, er
 		}
 	}
 	s.bridgesMu.Lock()
-	s.bridges[siteName] = bridgeCache{keys: keys, at: time.Now()}
+	s.bridges[siteName] = bridgeCache{keys: keys, at: s.now()}
 	s.bridgesMu.Unlock()
 	return keys, nil
 }
@@ -214,52 +214,38 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	return a
 }
 
-// outgoing is a probe registered as pending and waiting to be published.
-type outgoing struct {
-	probe *envelope.Probe
-}
-
-// newProbe builds a probe and registers it as pending (caller holds rs.mu).
-func (s *service) newProbe(ctx context.Context, rs *runState, spec ProbeSpec, ip string, port int, step string, timeout time.Duration) (*envelope.Probe, error) {
-	r := rs.run
-	params := map[string]any{}
-	maps.Copy(params, spec.Params)
-	if port > 0 {
-		params["port"] = port
-	}
-	if spec.Kind == "ssh_exec" && ip != "" {
-		// trust on first use: once a key is on record, the bridge refuses any other
-		known, err := s.knownHostKey(ctx, r.Site, ip)
+// probe builds a probe of the run and registers it as pending (the prober of the stages):
+// for ssh_exec the host key on record (trust on first use: the bridge refuses any other),
+// and the site's credentials of the type the spec names, sealed to its bridges.
+func (s *service) probe(ctx context.Context, t *turn, req probeRequest) (*envelope.Probe, error) {
+	extra := map[string]any{}
+	if req.Spec.Kind == "ssh_exec" && req.IP != "" {
+		known, err := s.knownHostKey(ctx, t.run.Site, req.IP)
 		if err != nil {
 			return nil, err
 		}
 		if known != "" {
-			params["known_host_key"] = known
+			extra["known_host_key"] = known
 		}
 	}
-	raw, err := json.Marshal(params)
+	p, err := probeEnvelope(t, req, extra)
 	if err != nil {
 		return nil, err
 	}
-	p := &envelope.Probe{ID: envelope.NewID(), Run: r.ID, App: Service, Site: r.Site, Priority: envelope.PriorityStandard,
-		Kind: spec.Kind, Capability: envelope.KindCapability[spec.Kind], Target: ip, Params: raw,
-		Deadline: s.now().Add(timeout)}
-	if spec.Credentials != "" {
-		if err := s.attachCredentials(ctx, rs, p, spec.Credentials, ip); err != nil {
+	if req.Spec.Credentials != "" {
+		if err := s.attachCredentials(ctx, t.rs, p, req.Spec.Credentials, req.IP); err != nil {
 			return nil, err
 		}
 	}
-	r.Pending[p.ID] = &pendingProbe{IP: ip, Step: step, Kind: spec.Kind, Name: spec.Name, Port: port, Cred: spec.Credentials, Deadline: p.Deadline}
-	r.Counters.ProbesSent++
-	rs.dirty = true
+	t.register(p, req)
 	return p, nil
 }
 
 // attachCredentials seals the site's credentials of a type to the probe, the one that
 // worked last time for this address first.
 func (s *service) attachCredentials(ctx context.Context, rs *runState, p *envelope.Probe, typ, ip string) error {
-	if rs.creds == nil || time.Since(rs.credsAt) > 10*time.Second {
-		rs.creds, rs.credsAt = map[string][]clearCredential{}, time.Now()
+	if now := s.now(); rs.creds == nil || now.Sub(rs.credsAt) > 10*time.Second {
+		rs.creds, rs.credsAt = map[string][]clearCredential{}, now
 	}
 	cached, ok := rs.creds[typ]
 	if !ok {
@@ -348,7 +334,8 @@ func (s *service) publish(ctx context.Context, rs *runState, probes []*envelope.
 	rs.dirty = true
 }
 
-// advance moves a run forward: it is called on every tick and after results.
+// advance runs one turn of a run's pipeline (stage.go), then writes what the turn changed
+// and publishes its probes. It is called on every tick and once for a new run.
 func (s *service) advance(ctx context.Context, rs *runState) {
 	if ctx.Err() != nil {
 		return // shutting down: start no new step
@@ -359,28 +346,25 @@ func (s *service) advance(ctx context.Context, rs *runState) {
 	defer cancel()
 	rs.mu.Lock()
 	r := rs.run
-	var out []*envelope.Probe
-	now := s.now()
-	switch {
-	case terminalState(r.State):
-	case now.After(r.Deadline):
-		s.finish(ctx, rs, StateFailed, fmt.Sprintf("max run time reached (%s)", r.Deadline.Sub(r.Created).Round(time.Second)))
-	case r.State == StateQueued:
-		out = s.startScan(ctx, rs)
-	default:
-		if rs.resumed {
-			rs.resumed = false
-			out = s.reissue(ctx, rs)
+	before := r.State
+	t := newTurn(rs, s.now())
+	s.pipeline.advance(ctx, t)
+	for _, ip := range slices.Sorted(maps.Keys(t.touched)) {
+		if err := s.saveHost(ctx, t.touched[ip]); err != nil {
+			r.errorf("save host " + ip + ": " + err.Error())
 		}
-		s.expire(rs, now)
-		out = append(out, s.progress(ctx, rs)...)
-	}
-	if rs.dirty && (now.Sub(rs.lastSaved) > time.Second || terminalState(r.State)) {
-		s.saveRun(ctx, rs)
 	}
 	done := terminalState(r.State)
+	if done && !terminalState(before) {
+		s.logFinished(r)
+	}
+	// the run record is written at once when its state moves (a new scan, a finished run),
+	// else at most every second: hosts carry what a restart needs
+	if rs.dirty && (r.State != before || t.now.Sub(rs.lastSaved) > time.Second || done) {
+		s.saveRun(ctx, rs)
+	}
 	rs.mu.Unlock()
-	s.publish(ctx, rs, out)
+	s.publish(ctx, rs, t.out)
 	if done {
 		s.mu.Lock()
 		delete(s.runs, r.ID)
@@ -388,330 +372,22 @@ func (s *service) advance(ctx context.Context, rs *runState) {
 	}
 }
 
-// expire drops pending probes whose deadline passed long ago: their result will not come.
-func (s *service) expire(rs *runState, now time.Time) {
-	for id, p := range rs.run.Pending {
-		if now.Before(p.Deadline.Add(15 * time.Second)) {
-			continue
-		}
-		delete(rs.run.Pending, id)
-		rs.dirty = true
-		if h := rs.hosts[p.IP]; h != nil {
-			h.logf(HostLog{Step: p.Step, Kind: p.Kind, Probe: id, Status: "timeout", Error: "no result before the probe's deadline"})
-		}
-		if p.Step == "scan" {
-			rs.run.errorf(fmt.Sprintf("scan probe %s: no result before its deadline", id))
-		}
-	}
-}
-
+// finish ends a run outside a turn (a cancel request) and writes it (caller holds rs.mu).
 func (s *service) finish(ctx context.Context, rs *runState, state, reason string) {
-	r := rs.run
-	r.State, r.Reason = state, reason
-	t := s.now()
-	r.Finished = &t
-	r.Pending = nil
-	r.logf("run " + state + ": " + reason)
+	finishRun(rs.run, s.now(), state, reason)
 	rs.dirty = true
-	s.log.Info("discovery run finished", "run", r.ID, "state", state, "reason", reason, "alive", r.Counters.Alive,
+	s.logFinished(rs.run)
+	s.saveRun(ctx, rs)
+}
+
+func (s *service) logFinished(r *RunRecord) {
+	s.log.Info("discovery run finished", "run", r.ID, "state", r.State, "reason", r.Reason, "alive", r.Counters.Alive,
 		"classified", r.Counters.Classified, "payloads", r.Counters.PayloadsSent)
-	s.saveRun(ctx, rs)
 }
 
-// startScan resolves the ranges and sends every scan chunk (and the SNMP sweep) at once.
-func (s *service) startScan(ctx context.Context, rs *runState) []*envelope.Probe {
-	r := rs.run
-	st, err := s.site(ctx, r.Site)
-	if err != nil {
-		s.finish(ctx, rs, StateFailed, err.Error())
-		return nil
-	}
-	if keys, err := s.recipients(ctx, r.Site); err != nil {
-		s.finish(ctx, rs, StateFailed, err.Error())
-		return nil
-	} else if len(keys) == 0 {
-		// probes would wait in the queue until their deadline: say it now
-		s.finish(ctx, rs, StateFailed, fmt.Sprintf("site %s has no approved bridge: approve one with `outpost agents approve`", r.Site))
-		return nil
-	}
-	if len(r.Ranges) == 0 {
-		r.Ranges = st.Ranges
-	}
-	r.Exclude = append(slices.Clone(st.Exclude), r.Exclude...)
-	addrs, err := expand(r.Ranges, r.Exclude, 1<<20)
-	if err != nil {
-		s.finish(ctx, rs, StateFailed, err.Error())
-		return nil
-	}
-	if len(addrs) == 0 {
-		s.finish(ctx, rs, StateCompleted, "no address to scan")
-		return nil
-	}
-	r.Counters.Addresses = len(addrs)
-	ports := r.Ports
-	if len(ports) == 0 {
-		ports = s.cfg.Ports
-	}
-	var out []*envelope.Probe
-	for i := 0; i < len(addrs); i += s.cfg.ChunkSize {
-		chunk := addrs[i:min(i+s.cfg.ChunkSize, len(addrs))]
-		targets := make([]string, len(chunk))
-		for j, a := range chunk {
-			targets[j] = a.String()
-		}
-		p, err := s.scanProbe(ctx, rs, targets, ports)
-		if err != nil {
-			s.finish(ctx, rs, StateFailed, "scan probe: "+err.Error())
-			return nil
-		}
-		out = append(out, p)
-	}
-	if s.cfg.SNMPEveryAddress {
-		for _, spec := range s.rules.Current().Probes {
-			if !spec.Sweep {
-				continue
-			}
-			for _, a := range addrs {
-				p, err := s.newProbe(ctx, rs, spec, a.String(), 0, "sweep", 30*time.Second)
-				if errors.Is(err, errNoCredentials) {
-					r.logf(fmt.Sprintf("sweep %s skipped: no %s credential for site %s", spec.Name, spec.Credentials, r.Site))
-					break
-				}
-				if err != nil {
-					r.errorf(fmt.Sprintf("sweep %s: %v", spec.Name, err))
-					break
-				}
-				out = append(out, p)
-			}
-		}
-	}
-	r.State = StateScanning
-	r.logf(fmt.Sprintf("scanning %d addresses in %d chunks, %d probes", len(addrs), (len(addrs)+s.cfg.ChunkSize-1)/s.cfg.ChunkSize, len(out)))
-	s.saveRun(ctx, rs)
-	return out
-}
-
-func (s *service) scanProbe(ctx context.Context, rs *runState, targets []string, ports []int) (*envelope.Probe, error) {
-	spec := ProbeSpec{Name: "scan", Kind: "tcp_scan", Params: map[string]any{"targets": targets, "ports": ports}}
-	p, err := s.newProbe(ctx, rs, spec, "", 0, "scan", s.cfg.ScanTimeout)
-	if err != nil {
-		return nil, err
-	}
-	p.Target = ""
-	pp := rs.run.Pending[p.ID]
-	pp.Addrs, pp.Targets, pp.Ports = len(targets), targets, ports
-	return p, nil
-}
-
-// reissue sends every pending probe again under a new id after a restart: the old ones may
-// never have left, and a late result of an old one is ignored (it is no longer pending).
-func (s *service) reissue(ctx context.Context, rs *runState) []*envelope.Probe {
-	r := rs.run
-	rules := s.rules.Current()
-	specOf := func(p *pendingProbe) (ProbeSpec, bool) {
-		for _, sp := range rules.Probes {
-			if sp.Name == p.Name && (p.Step == "classify" || p.Step == "sweep") {
-				return sp, true
-			}
-		}
-		for _, c := range rules.Classifiers {
-			for _, sp := range c.Explore {
-				if sp.Name == p.Name && p.Step == "explore" {
-					return sp, true
-				}
-			}
-		}
-		return ProbeSpec{}, false
-	}
-	var out []*envelope.Probe
-	old := r.Pending
-	r.Pending = map[string]*pendingProbe{}
-	for id, p := range old {
-		var np *envelope.Probe
-		var err error
-		switch p.Step {
-		case "scan":
-			np, err = s.scanProbe(ctx, rs, p.Targets, p.Ports)
-		default:
-			spec, ok := specOf(p)
-			if !ok {
-				err = fmt.Errorf("probe %s is no longer in the classifiers", p.Name)
-				break
-			}
-			timeout := s.cfg.ProbeTimeout
-			if p.Step == "sweep" {
-				timeout = 30 * time.Second
-			}
-			np, err = s.newProbe(ctx, rs, spec, p.IP, p.Port, p.Step, timeout)
-		}
-		if err != nil {
-			r.errorf(fmt.Sprintf("resend %s probe %s after restart: %v", p.Kind, id, err))
-			continue
-		}
-		if h := rs.hosts[p.IP]; h != nil {
-			h.logf(HostLog{Step: p.Step, Kind: p.Kind, Probe: np.ID, Status: "sent", Note: "sent again after a restart (was " + id + ")"})
-		}
-		out = append(out, np)
-	}
-	if len(out) > 0 {
-		r.logf(fmt.Sprintf("resumed after a restart: %d pending probes sent again", len(out)))
-	}
-	return out
-}
-
-// progress moves hosts through classify → explore → identify, and the run to its end.
-func (s *service) progress(ctx context.Context, rs *runState) []*envelope.Probe {
-	r := rs.run
-	if r.State == StateScanning {
-		if r.pendingFor("scan", "") > 0 || r.pendingFor("sweep", "") > 0 {
-			return nil
-		}
-		r.State = StateClassifying
-		r.logf(fmt.Sprintf("scan done: %d alive of %d", r.Counters.Alive, r.Counters.Addresses))
-		rs.dirty = true
-	}
-	var out []*envelope.Probe
-	pendingByIP := map[string]int{}
-	for _, p := range r.Pending {
-		pendingByIP[p.IP]++
-	}
-	classifying := 0
-	for _, ip := range slices.Sorted(maps.Keys(rs.hosts)) {
-		h := rs.hosts[ip]
-		if h.Stage == stageDone || pendingByIP[ip] > 0 {
-			if h.Stage == stageNew || h.Stage == stageClassify {
-				classifying++
-			}
-			continue
-		}
-		switch h.Stage {
-		case stageNew:
-			out = append(out, s.classifyProbes(ctx, rs, h)...)
-			h.Stage = stageClassify
-			classifying++
-		case stageClassify:
-			out = append(out, s.classify(ctx, rs, h)...)
-		case stageExplore:
-			s.identify(ctx, rs, h)
-		}
-		if err := s.saveHost(ctx, h); err != nil {
-			r.errorf("save host " + ip + ": " + err.Error())
-		}
-		rs.dirty = true
-	}
-	if classifying == 0 && r.State == StateClassifying {
-		r.State = StateExploring
-		rs.dirty = true
-	}
-	if len(out) == 0 && len(r.Pending) == 0 {
-		allDone := true
-		for _, h := range rs.hosts {
-			if h.Stage != stageDone {
-				allDone = false
-				break
-			}
-		}
-		if allDone {
-			if !r.Relations {
-				s.sendRelations(ctx, rs)
-				r.Relations = true
-			}
-			// the counters of CIs created, updated and unchanged are the CMDB's to give
-			if n := rs.awaitingReceipts(); n > 0 {
-				if rs.receiptsSince.IsZero() {
-					rs.receiptsSince = s.now()
-				}
-				if s.now().Sub(rs.receiptsSince) < s.cfg.ReceiptWait {
-					return out
-				}
-				r.errorf(fmt.Sprintf("no CMDB receipt for %d payloads within %s: their CIs are counted as sent only (is the cmdb service running? `outpost status`)", n, s.cfg.ReceiptWait))
-			}
-			c := r.Counters
-			s.finish(ctx, rs, StateCompleted, fmt.Sprintf("%d addresses, %d alive, %d classified; CIs: %d created, %d updated, %d unchanged",
-				c.Addresses, c.Alive, c.Classified, c.CIsCreated, c.CIsUpdated, c.CIsUnchanged))
-		}
-	}
-	return out
-}
-
-// classifyProbes picks the classify-phase probes by what answered.
-func (s *service) classifyProbes(ctx context.Context, rs *runState, h *Host) []*envelope.Probe {
-	var out []*envelope.Probe
-	for _, spec := range s.rules.Current().Probes {
-		if spec.Sweep {
-			if s.cfg.SNMPEveryAddress || len(h.Facts.SNMP) > 0 {
-				continue // already asked in the scan phase
-			}
-		} else if !spec.When.Matches(&h.Facts) {
-			continue
-		}
-		ports := []int{0}
-		if len(spec.PerPort) > 0 {
-			ports = nil
-			for _, p := range spec.PerPort {
-				if h.Facts.HasPort(p) {
-					ports = append(ports, p)
-				}
-			}
-		}
-		for _, port := range ports {
-			p, err := s.newProbe(ctx, rs, spec, h.IP, port, "classify", s.cfg.ProbeTimeout)
-			if err != nil {
-				note := err.Error()
-				if errors.Is(err, errNoCredentials) {
-					note = fmt.Sprintf("no %s credential for site %s", spec.Credentials, rs.run.Site)
-				}
-				h.logf(HostLog{Step: "classify", Kind: spec.Kind, Status: "skipped", Note: spec.Name + ": " + note})
-				continue
-			}
-			h.logf(HostLog{Step: "classify", Kind: spec.Kind, Probe: p.ID, Status: "sent", Note: spec.Name + credNote(p)})
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-func credNote(p *envelope.Probe) string {
-	if len(p.Credentials) == 0 {
-		return ""
-	}
-	return " with credentials " + strings.Join(p.Credentials, ", ")
-}
-
-// classify runs the classifiers on a host's facts and sends its explore probes.
-func (s *service) classify(ctx context.Context, rs *runState, h *Host) []*envelope.Probe {
-	c := s.rules.Current().Classify(&h.Facts)
-	if c == nil {
-		h.Stage = stageDone
-		rs.run.Counters.Unclassified++
-		h.logf(HostLog{Step: "classify", Note: fmt.Sprintf("no classifier matched (ports %v, snmp %t, ssh %t): no CI sent", h.Facts.Ports, len(h.Facts.SNMP) > 0, len(h.Facts.SSH) > 0)})
-		return nil
-	}
-	h.Class, h.Classifier, h.ByPorts = c.Class, c.Name, c.Match.SSHFailed != nil && *c.Match.SSHFailed
-	h.Attributes = c.Attributes(&h.Facts)
-	if n, _ := h.Attributes["name"].(string); n != "" {
-		h.Name = n
-	}
-	rs.run.Counters.Classified++
-	note := "classified " + c.Class + " by " + c.Name
-	if h.ByPorts {
-		note += " (by ports only: every SSH credential failed: " + strings.Join(h.Failed["ssh"], ", ") + ")"
-		rs.run.logf(h.IP + ": " + note)
-	}
-	h.logf(HostLog{Step: "classify", Note: note})
-	h.Stage = stageExplore
-	var out []*envelope.Probe
-	for _, spec := range c.Explore {
-		if !spec.When.Matches(&h.Facts) {
-			continue
-		}
-		p, err := s.newProbe(ctx, rs, spec, h.IP, 0, "explore", s.cfg.ProbeTimeout)
-		if err != nil {
-			h.logf(HostLog{Step: "explore", Kind: spec.Kind, Status: "skipped", Note: spec.Name + ": " + err.Error()})
-			continue
-		}
-		h.logf(HostLog{Step: "explore", Kind: spec.Kind, Probe: p.ID, Status: "sent", Note: spec.Name + credNote(p)})
-		out = append(out, p)
-	}
-	return out
+// sendPayload puts a payload on the CMDB ingest stream (the stages' payloadSender).
+func (s *service) sendPayload(ctx context.Context, run, id string, p *envelope.CIPayload) error {
+	subject := bus.CMDBIngestSubjectFor(*p, s.cfg.Partitions)
+	_, err := s.pub.Publish(ctx, subject, envelope.Meta{ID: id, Run: run}, p)
+	return err
 }

@@ -37,7 +37,7 @@ func (s *service) handleReceipt(ctx context.Context, meta envelope.Meta, in *env
 	if in.Conflicts+in.Skipped > 0 {
 		note += fmt.Sprintf(", %d in conflict, %d skipped (`outpost ci conflicts`)", in.Conflicts, in.Skipped)
 	}
-	h.logf(HostLog{Step: "identify", Status: "ingested", Note: note})
+	h.logf(HostLog{Time: s.now(), Step: StepIdentify, Status: "ingested", Note: note})
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
 	defer cancel()
 	if err := s.saveHost(ctx, h); err != nil {

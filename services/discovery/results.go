@@ -81,7 +81,7 @@ func (s *service) handleResult(ctx context.Context, _ envelope.Meta, res *envelo
 		r.Counters.ProbesDone++
 	}
 	rs.dirty = true
-	if p.Step == "scan" {
+	if p.Step == StepScan {
 		s.saveRun(ctx, rs)
 	}
 	rs.mu.Unlock()
@@ -110,7 +110,8 @@ func errText(res *envelope.Result) string {
 func (s *service) apply(ctx context.Context, rs *runState, p *pendingProbe, res *envelope.Result) (map[string]*Host, error) {
 	r := rs.run
 	touched := map[string]*Host{}
-	logEntry := HostLog{Step: p.Step, Kind: res.Kind, Probe: res.Probe, Status: string(res.Status), Error: errText(res)}
+	now := s.now()
+	logEntry := HostLog{Time: now, Step: p.Step, Kind: res.Kind, Probe: res.Probe, Status: string(res.Status), Error: errText(res)}
 	switch res.Kind {
 	case "tcp_scan":
 		chunk, err := decode[scanChunk](res.Data)
@@ -137,7 +138,7 @@ func (s *service) apply(ctx context.Context, rs *runState, p *pendingProbe, res 
 				}
 			}
 			slices.Sort(h.Facts.Ports)
-			h.logf(HostLog{Step: "scan", Kind: "tcp_scan", Probe: res.Probe, Status: "open", Note: "open TCP ports " + joinInts(h.Facts.Ports)})
+			h.logf(HostLog{Time: now, Step: StepScan, Kind: "tcp_scan", Probe: res.Probe, Status: "open", Note: "open TCP ports " + joinInts(h.Facts.Ports)})
 			touched[h.IP] = h
 		}
 		if res.Final {
@@ -159,7 +160,7 @@ func (s *service) apply(ctx context.Context, rs *runState, p *pendingProbe, res 
 				break
 			}
 		}
-		h := s.host(rs, p.IP, answered && p.Step == "sweep")
+		h := s.host(rs, p.IP, answered && p.Step == StepSweep)
 		if h == nil {
 			return touched, nil // silent address of the sweep
 		}
@@ -190,7 +191,7 @@ func (s *service) apply(ctx context.Context, rs *runState, p *pendingProbe, res 
 		}
 		s.noteHostKey(ctx, rs, h, res, &v, &logEntry)
 		s.noteCredentials(ctx, rs, h, "ssh", v.Credential, v.FailedCredentials, &logEntry)
-		if v.Credential == "" && p.Step == "classify" && (len(v.FailedCredentials) > 0 || res.Error != nil && strings.Contains(strings.ToLower(res.Error.Code+res.Error.Message), "auth")) {
+		if v.Credential == "" && p.Step == StepClassify && (len(v.FailedCredentials) > 0 || res.Error != nil && strings.Contains(strings.ToLower(res.Error.Code+res.Error.Message), "auth")) {
 			h.Facts.SSHFailed = true
 			logEntry.Note = "every SSH credential failed: classified by ports"
 		}
@@ -248,7 +249,7 @@ func (s *service) apply(ctx context.Context, rs *runState, p *pendingProbe, res 
 		}
 		touched[h.IP] = h
 	default:
-		r.logf("result of unexpected kind " + res.Kind)
+		r.logf(now, "result of unexpected kind "+res.Kind)
 	}
 	return touched, nil
 }

@@ -23,6 +23,18 @@ func terminalState(s string) bool {
 	return s == StateCompleted || s == StateFailed || s == StateCanceled
 }
 
+// Step is what a probe of a run is for; a host's log names the step of each line.
+type Step string
+
+// Steps of a run, in the order a host meets them (stage.go).
+const (
+	StepScan     Step = "scan"     // tcp_scan chunks over the ranges
+	StepSweep    Step = "sweep"    // SNMP to every address of the ranges
+	StepClassify Step = "classify" // probes chosen by what answered, then the classifiers
+	StepExplore  Step = "explore"  // probes of the class the host was given; LLDP relations
+	StepIdentify Step = "identify" // the host's payload to the CMDB, and its receipt
+)
+
 // Host stages.
 const (
 	stageNew      = "new"      // found; classify probes not sent yet
@@ -54,7 +66,7 @@ type Counters struct {
 // pendingProbe is a probe whose final result is awaited.
 type pendingProbe struct {
 	IP       string    `json:"ip,omitempty"`
-	Step     string    `json:"step"` // scan, sweep, classify, explore
+	Step     Step      `json:"step"` // scan, sweep, classify, explore
 	Kind     string    `json:"kind"`
 	Name     string    `json:"name,omitempty"`
 	Port     int       `json:"port,omitempty"`
@@ -94,7 +106,7 @@ type RunRecord struct {
 // HostLog is one line of a host's log: what was tried and what answered.
 type HostLog struct {
 	Time       time.Time `json:"time"`
-	Step       string    `json:"step"`
+	Step       Step      `json:"step"`
 	Kind       string    `json:"kind"`
 	Probe      string    `json:"probe,omitempty"`
 	Status     string    `json:"status,omitempty"`
@@ -133,18 +145,16 @@ type Ingested struct {
 	Skipped   int `json:"skipped,omitempty"`
 }
 
+// logf adds a line to the host's log; e.Time is the caller's clock reading (a turn's now).
 func (h *Host) logf(e HostLog) {
-	if e.Time.IsZero() {
-		e.Time = time.Now().UTC()
-	}
 	if len(h.Log) < 200 {
 		h.Log = append(h.Log, e)
 	}
 }
 
-func (r *RunRecord) logf(s string) {
+func (r *RunRecord) logf(at time.Time, s string) {
 	if len(r.Log) < 500 {
-		r.Log = append(r.Log, time.Now().UTC().Format(time.RFC3339)+" "+s)
+		r.Log = append(r.Log, at.UTC().Format(time.RFC3339)+" "+s)
 	}
 }
 
@@ -155,8 +165,9 @@ func (r *RunRecord) errorf(s string) {
 	}
 }
 
-// pendingFor counts the pending probes of a step (and ip, when not empty).
-func (r *RunRecord) pendingFor(step, ip string) int {
+// pendingFor counts the pending probes of a step (any step when empty) and ip (any when
+// empty).
+func (r *RunRecord) pendingFor(step Step, ip string) int {
 	n := 0
 	for _, p := range r.Pending {
 		if (step == "" || p.Step == step) && (ip == "" || p.IP == ip) {

@@ -1,6 +1,7 @@
 // Package discovery scans a site's ranges through its bridges, classifies what answers,
-// sends what it identified to the CMDB and explores relations: scan → classify → identify →
-// explore, every step in a run whose state lives in KV so it survives restarts.
+// explores it, sends what it identified to the CMDB and counts what the CMDB made of it: a
+// run is a pipeline of stages (scan → classify → explore → identify → ingest, stage.go)
+// over a state that lives in KV, so it survives restarts.
 package discovery
 
 import (
@@ -19,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/clock"
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/libs/version"
 )
@@ -42,8 +44,9 @@ type Deps struct {
 	// curve keys of the site's approved bridges. Without it probes carry no credentials.
 	CurveKey nkeys.KeyPair
 	Tracer   trace.TracerProvider
-	// Now is the clock (tests); default time.Now.
-	Now func() time.Time
+	// Clock drives ticks, deadlines, leases and timestamps; default the real clock. Tests
+	// give a clock.Fake and move time by hand.
+	Clock clock.Clock
 }
 
 // Consumers are the durable consumers discovery needs; the hub adds them to its topology.
@@ -60,12 +63,14 @@ func Consumers() []bus.ConsumerSpec {
 }
 
 type service struct {
-	cfg   Config
-	deps  Deps
-	log   *slog.Logger
-	pub   *bus.Publisher
-	rules *Classifiers
-	creds *credStore
+	cfg      Config
+	deps     Deps
+	clock    clock.Clock
+	pipeline *pipeline
+	log      *slog.Logger
+	pub      *bus.Publisher
+	rules    *Classifiers
+	creds    *credStore
 
 	kvRuns, kvHosts, kvAff, kvSched, kvLeases, kvHostKeys jetstream.KeyValue
 
@@ -80,7 +85,8 @@ type service struct {
 	bridges   map[string]bridgeCache
 }
 
-// runState is an active run in memory; KV is written through.
+// runState is an active run in memory (KV is written through): the state the pipeline's
+// stages update. It holds no connection and reads no clock; times in it are turns' times.
 type runState struct {
 	mu        sync.Mutex
 	run       *RunRecord
@@ -105,12 +111,7 @@ type bridgeCache struct {
 	at   time.Time
 }
 
-func (s *service) now() time.Time {
-	if s.deps.Now != nil {
-		return s.deps.Now().UTC()
-	}
-	return time.Now().UTC()
-}
+func (s *service) now() time.Time { return s.clock.Now().UTC() }
 
 // Run serves discovery until ctx ends.
 func Run(ctx context.Context, cfg Config, deps Deps) error {
@@ -140,8 +141,9 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("discovery classifiers: %w", err)
 	}
-	s := &service{cfg: cfg, deps: deps, log: log, rules: rules, runs: map[string]*runState{}, bridges: map[string]bridgeCache{},
+	s := &service{cfg: cfg, deps: deps, clock: clock.Or(deps.Clock), log: log, rules: rules, runs: map[string]*runState{}, bridges: map[string]bridgeCache{},
 		pub: bus.NewPublisher(deps.JS, envelope.ServiceSource(Service), deps.Tracer)}
+	s.pipeline = newPipeline(cfg, rules, s, s, s)
 	kv := func(spec jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 		b, err := deps.JS.KeyValue(ctx, spec.Bucket)
 		if err == nil {
@@ -173,7 +175,7 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.creds, err = newCredStore(credKV, key); err != nil {
+	if s.creds, err = newCredStore(credKV, key, s.now); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -359,13 +361,13 @@ func (s *service) saveAll(ctx context.Context) {
 }
 
 func (s *service) tickLoop(ctx context.Context) {
-	t := time.NewTicker(s.cfg.Tick)
+	t := s.clock.NewTicker(s.cfg.Tick)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 		s.mu.Lock()
 		states := make([]*runState, 0, len(s.runs))

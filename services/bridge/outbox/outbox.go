@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/clock"
 )
 
 const (
@@ -39,6 +40,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Sent, when set, is called with the Nats-Msg-Id of every message the hub acknowledged.
 	Sent func(id string)
+	// Clock drives the forwarder's backoff, refresh and ack timeout; default the real one.
+	Clock clock.Clock
 }
 
 // Outbox is the local store and its forwarder.
@@ -61,6 +64,7 @@ func Open(ctx context.Context, cfg Config) (*Outbox, error) {
 	if cfg.Batch <= 0 {
 		cfg.Batch = 256
 	}
+	cfg.Clock = clock.Or(cfg.Clock)
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -143,17 +147,17 @@ func (o *Outbox) Forward(ctx context.Context, hub jetstream.JetStream) error {
 		return err
 	}
 	backoff := 100 * time.Millisecond
-	tick := time.NewTicker(time.Second)
+	tick := o.cfg.Clock.NewTicker(time.Second)
 	defer tick.Stop()
 	for ctx.Err() == nil {
 		select {
-		case <-tick.C:
+		case <-tick.C():
 			o.refresh(ctx)
 		default:
 		}
 		batch, err := cons.FetchNoWait(o.cfg.Batch)
 		if err != nil {
-			sleep(ctx, 100*time.Millisecond)
+			o.sleep(ctx, 100*time.Millisecond)
 			continue
 		}
 		var msgs []jetstream.Msg
@@ -179,7 +183,7 @@ func (o *Outbox) Forward(ctx context.Context, hub jetstream.JetStream) error {
 		sent := o.send(ctx, hub, msgs)
 		if sent < len(msgs) {
 			o.log.Warn("hub did not take every result; retrying", "sent", sent, "batch", len(msgs), "retry_in", backoff)
-			sleep(ctx, backoff)
+			o.sleep(ctx, backoff)
 			backoff = min(backoff*2, 5*time.Second)
 		} else {
 			backoff = 100 * time.Millisecond
@@ -200,7 +204,7 @@ func (o *Outbox) send(ctx context.Context, hub jetstream.JetStream, msgs []jetst
 		}
 		futures[i] = f
 	}
-	timeout := time.NewTimer(10 * time.Second)
+	timeout := o.cfg.Clock.NewTimer(10 * time.Second)
 	defer timeout.Stop()
 	sent := 0
 	for i, m := range msgs {
@@ -212,7 +216,7 @@ func (o *Outbox) send(ctx context.Context, hub jetstream.JetStream, msgs []jetst
 				ok = true
 			case err := <-f.Err():
 				o.log.Debug("forward", "subject", m.Subject(), "err", err)
-			case <-timeout.C:
+			case <-timeout.C():
 			case <-ctx.Done():
 			}
 		}
@@ -235,11 +239,11 @@ func (o *Outbox) send(ctx context.Context, hub jetstream.JetStream, msgs []jetst
 	return sent
 }
 
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
+func (o *Outbox) sleep(ctx context.Context, d time.Duration) {
+	t := o.cfg.Clock.NewTimer(d)
 	defer t.Stop()
 	select {
-	case <-t.C:
+	case <-t.C():
 	case <-ctx.Done():
 	}
 }

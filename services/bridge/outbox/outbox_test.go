@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/clock"
 )
 
 func hub(t *testing.T) (jetstream.JetStream, jetstream.Stream) {
@@ -92,5 +96,110 @@ func TestStoreAndForward(t *testing.T) {
 	}
 	if got := msgs(t, st); got != uint64(stored) {
 		t.Fatalf("hub has %d results, want %d", got, stored)
+	}
+}
+
+// records keeps the log records of a test (message and attributes).
+type records struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (r *records) Enabled(context.Context, slog.Level) bool { return true }
+func (r *records) Handle(_ context.Context, rec slog.Record) error {
+	line := rec.Message
+	rec.Attrs(func(a slog.Attr) bool { line += " " + a.String(); return true })
+	r.mu.Lock()
+	r.list = append(r.list, line)
+	r.mu.Unlock()
+	return nil
+}
+func (r *records) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r *records) WithGroup(string) slog.Handler      { return r }
+func (r *records) with(text string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, l := range r.list {
+		if strings.Contains(l, text) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// TestForwardBacksOff drives the forwarder with a fake clock: while the hub refuses results
+// it retries after 100 ms, 200 ms, 400 ms… and not before; once the hub takes them the
+// outbox drains and the bridge is told which result arrived.
+func TestForwardBacksOff(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	fake := clock.NewFake(time.Date(2026, 3, 1, 2, 0, 0, 0, time.UTC))
+	logs := &records{}
+	sent := make(chan string, 1)
+	o, err := Open(ctx, Config{Dir: t.TempDir(), MaxBytes: 1 << 20, Clock: fake, Logger: slog.New(logs), Sent: func(id string) { sent <- id }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	if err := o.Put(ctx, "result.test.dc1.echo", nats.Header{nats.MsgIdHdr: []string{"r-1"}}, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	// a hub without the RESULTS stream: every publish is refused
+	srv, err := bus.StartServer(bus.ServerConfig{Name: "hub", StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	nc, _ := srv.Connect("hub")
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	fctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { _ = o.Forward(fctx, js); close(done) }()
+	defer func() { stop(); <-done }()
+
+	// waiting is the forwarder asleep on its backoff: its ticker and its sleep are armed
+	waiting := func(retries int) {
+		t.Helper()
+		for len(logs.with("retrying")) < retries {
+			if ctx.Err() != nil {
+				t.Fatalf("%d retries logged, want %d: %v", len(logs.with("retrying")), retries, logs.with(""))
+			}
+			time.Sleep(5 * time.Millisecond) // real goroutine progress, not the clock under test
+		}
+		if !fake.BlockUntil(ctx, 2) {
+			t.Fatal("forwarder not asleep")
+		}
+	}
+	for i, backoff := range []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond} {
+		waiting(i + 1)
+		if got := logs.with("retrying")[i]; !strings.Contains(got, "retry_in="+backoff.String()) {
+			t.Fatalf("retry %d: %q, want retry_in=%s", i+1, got, backoff)
+		}
+		fake.Advance(backoff - time.Millisecond)
+		if n := len(logs.with("retrying")); n != i+1 || o.Pending() != 1 {
+			t.Fatalf("retried before its backoff: %d retries, %d pending", n, o.Pending())
+		}
+		if i == 2 {
+			if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "RESULTS", Subjects: []string{"result.>"}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fake.Advance(time.Millisecond)
+	}
+	select {
+	case id := <-sent:
+		if id != "r-1" {
+			t.Fatalf("sent %q", id)
+		}
+	case <-ctx.Done():
+		t.Fatalf("never delivered; logs %v", logs.with(""))
+	}
+	for o.Pending() != 0 && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if o.Pending() != 0 {
+		t.Fatalf("%d pending after delivery", o.Pending())
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outpost-dev/outpost/libs/clock"
 	"github.com/outpost-dev/outpost/libs/envelope"
 )
 
@@ -135,8 +136,22 @@ type Settings struct {
 	// MaxOutput bounds the data of one chunk (default 512 KiB); larger output is chunked
 	// through Emit or reported as truncated with a flag — never silently cut.
 	MaxOutput int
-	Now       func() time.Time
+	// Now is the bridge's clock: what a kind stamps and measures (durations, a certificate's
+	// validity) reads it through Time and Since. I/O deadlines stay on the real clock (the
+	// runtime keeps them): clock.Past aborts I/O now.
+	Now func() time.Time
 }
+
+// Time is now by the settings' clock (Now), or by the real clock when none was given.
+func (s Settings) Time() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return clock.Real().Now()
+}
+
+// Since is the time elapsed since t by the settings' clock.
+func (s Settings) Since(t time.Time) time.Duration { return s.Time().Sub(t) }
 
 // Schema documents params: field name → description with type and limits.
 type Schema struct {

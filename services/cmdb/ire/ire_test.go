@@ -571,29 +571,6 @@ func TestStaleness(t *testing.T) {
 	})
 }
 
-func TestPartitionKey(t *testing.T) {
-	m, err := classes.Default()
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := ire.PartitionKey(m, item("x", "linux_server", attrs("serial_number", "ABC-1", "name", "a")))
-	b := ire.PartitionKey(m, item("y", "windows_server", attrs("serial_number", " abc-1", "name", "b")))
-	if a == "" || a != b {
-		t.Errorf("same serial in one family: %q vs %q", a, b)
-	}
-	junk := ire.PayloadPartitionKey(m, discovered("To Be Filled By O.E.M.", []string{"02:00:00:00:08:02", "02:00:00:00:08:01"}, nil))
-	junk2 := ire.PayloadPartitionKey(m, discovered("Default string", []string{"02:00:00:00:08:01"}, attrs("name", "other")))
-	if junk == "" || junk != junk2 {
-		t.Errorf("junk serials fall back to the smallest MAC: %q vs %q", junk, junk2)
-	}
-	if k := ire.PartitionKey(m, item("z", "linux_server", attrs("serial_number", "0"))); k != "" {
-		t.Errorf("nothing to identify: %q", k)
-	}
-	if p := ire.Partition(a, 8); p < 0 || p >= 8 || p != ire.Partition(b, 8) {
-		t.Errorf("partition %d", p)
-	}
-}
-
 func TestPrecedence(t *testing.T) {
 	p, err := ire.ParsePrecedence("manual > sccm > discovery > import")
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/outpost-dev/outpost/libs/clock"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/capture"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/param"
@@ -135,7 +136,7 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 	if err != nil {
 		return nil, err
 	}
-	start := time.Now()
+	start := r.set.Time()
 	cctx, cancel := context.WithTimeout(ctx, connectTO)
 	conn, err := target.Dialer(r.set)(cctx, "tcp", ep.Addr())
 	if err != nil {
@@ -145,7 +146,7 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 	}
 	defer conn.Close()
 	// cancellation or the probe's deadline cut any read or write at once
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(clock.Past) })
 	defer stop()
 	if p.TLS {
 		tc := tls.Client(conn, &tls.Config{InsecureSkipVerify: true, ServerName: serverName(ep)})
@@ -164,21 +165,21 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 	} else {
 		cancel()
 	}
-	res := Result{IP: ep.IP.String(), Port: ep.Port, TLS: p.TLS, ConnectMS: time.Since(start).Milliseconds()}
+	res := Result{IP: ep.IP.String(), Port: ep.Port, TLS: p.TLS, ConnectMS: r.set.Since(start).Milliseconds()}
 	if p.Send != "" {
-		conn.SetWriteDeadline(time.Now().Add(readTO))
+		conn.SetWriteDeadline(wall.Now().Add(readTO))
 		if _, err := io.WriteString(conn, p.Send); err != nil && ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
 	}
 	buf := capture.NewBuffer(maxBytes)
-	deadline := time.Now().Add(readTO)
+	deadline := wall.Now().Add(readTO)
 	chunk := make([]byte, 4096)
 	ended := false
 	for buf.Len() <= int64(maxBytes) {
 		d := deadline
 		if buf.Len() > 0 {
-			if idle := time.Now().Add(idleAfterData); idle.Before(d) {
+			if idle := wall.Now().Add(idleAfterData); idle.Before(d) {
 				d = idle
 			}
 		}
@@ -201,9 +202,13 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 	res.Printable = escape(b, 2048)
 	res.Info = Parse(b)
 	res.Silent = buf.Len() == 0
-	res.DurationMS = time.Since(start).Milliseconds()
+	res.DurationMS = r.set.Since(start).Milliseconds()
 	return res, nil
 }
+
+// wall is the real clock: read and write deadlines are kept by the runtime's poller on
+// wall time, whatever clock the bridge runs on.
+var wall = clock.Real()
 
 func serverName(ep target.Endpoint) string {
 	if ep.IsName() {

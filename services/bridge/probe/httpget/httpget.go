@@ -168,7 +168,7 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 	}
 	hreq.Header.Set("User-Agent", "outpost-bridge/1 (discovery)")
 	hreq.Header.Set("Accept", "text/html,*/*;q=0.8")
-	start := time.Now()
+	start := r.set.Time()
 	resp, err := client.Do(hreq)
 	if err != nil {
 		return nil, httpc.Error(ctx, u, err)
@@ -200,13 +200,10 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 		t := certinfo.State(*resp.TLS, name, nil, now(r.set), false)
 		res.TLS = &t
 	}
-	res.DurationMS = time.Since(start).Milliseconds()
+	res.DurationMS = r.set.Since(start).Milliseconds()
 	return res, nil
 }
 
 func now(set probe.Settings) time.Time {
-	if set.Now != nil {
-		return set.Now()
-	}
-	return time.Now()
+	return set.Time()
 }

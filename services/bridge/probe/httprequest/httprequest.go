@@ -247,7 +247,7 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 		creds = []probe.Credential{{}} // anonymous
 	}
 	res := Result{Method: method}
-	start := time.Now()
+	start := r.set.Time()
 	for i, c := range creds {
 		hreq, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(body))
 		if err != nil {
@@ -311,12 +311,12 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 		res.Body = capture.Make([]byte(param.Redact(string(buf.Bytes()), secrets...)), buf.Len(), more || (rerr != nil))
 		res.Credential = c.Name
 		if resp.TLS != nil {
-			t := certinfo.State(*resp.TLS, u.Hostname(), tlsCfg.RootCAs, time.Now(), false)
+			t := certinfo.State(*resp.TLS, u.Hostname(), tlsCfg.RootCAs, r.set.Time(), false)
 			res.TLS = &t
 		}
 		break
 	}
-	res.DurationMS = time.Since(start).Milliseconds()
+	res.DurationMS = r.set.Since(start).Milliseconds()
 	return res, nil
 }
 

@@ -220,7 +220,7 @@ func (r *runner) Run(ctx context.Context, req probe.Request, emit probe.Emit) (a
 		return nil, err
 	}
 	secrets := param.Secrets(creds)
-	start := time.Now()
+	start := r.set.Time()
 	res := &Result{IP: ep.IP.String(), Port: ep.Port, Security: sec, Scope: scopeName, Filter: filter, FailedCredentials: []string{}}
 
 	// connect
@@ -386,7 +386,7 @@ func (r *runner) Run(ctx context.Context, req probe.Request, emit probe.Emit) (a
 		paging.SetCookie(ctrl.Cookie)
 	}
 	res.Results = stored
-	res.DurationMS = time.Since(start).Milliseconds()
+	res.DurationMS = r.set.Since(start).Milliseconds()
 	return res, nil
 }
 
@@ -417,10 +417,7 @@ func entrySize(e Entry) int {
 }
 
 func now(set probe.Settings) time.Time {
-	if set.Now != nil {
-		return set.Now()
-	}
-	return time.Now()
+	return set.Time()
 }
 
 func tlsError(ctx, cctx context.Context, ep target.Endpoint, err error) error {

@@ -35,6 +35,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-dev/outpost/libs/clock"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
 )
 
@@ -229,9 +230,10 @@ func Exec(t *testing.T, s Suite, c Case) Outcome {
 			return nil
 		}
 	}
-	start := time.Now()
+	wall := clock.Real() // how long a case took, cancel and timeout cases included, is wall time
+	start := wall.Now()
 	data, err := r.Run(ctx, c.Req, emit)
-	o := Outcome{Data: data, Err: err, Elapsed: time.Since(start), Dials: dials.Load(), Logs: logs.String()}
+	o := Outcome{Data: data, Err: err, Elapsed: wall.Since(start), Dials: dials.Load(), Logs: logs.String()}
 	mu.Lock()
 	o.Chunks = chunks
 	mu.Unlock()

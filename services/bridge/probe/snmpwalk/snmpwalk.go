@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/gosnmp/gosnmp"
 
@@ -136,7 +135,7 @@ func (r *runner) Run(ctx context.Context, req probe.Request, emit probe.Emit) (a
 	if err != nil {
 		return nil, err
 	}
-	start := time.Now()
+	start := r.set.Time()
 	limit := capture.Limit(r.set.MaxOutput)
 	res := &Result{IP: ep.IP.String(), Port: ep.Port, Roots: []Root{}}
 	at, err := snmpc.Try(ctx, r.set, ep, req.Credentials, o, func(g *gosnmp.GoSNMP) error {
@@ -210,6 +209,6 @@ func (r *runner) Run(ctx context.Context, req probe.Request, emit probe.Emit) (a
 		return nil, err
 	}
 	res.Attempt = at
-	res.DurationMS = time.Since(start).Milliseconds()
+	res.DurationMS = r.set.Since(start).Milliseconds()
 	return res, nil
 }

@@ -333,7 +333,7 @@ func (r *runner) Run(ctx context.Context, req probe.Request, emit probe.Emit) (a
 	}
 	ctx, cancel := context.WithTimeout(ctx, j.timeout)
 	defer cancel()
-	start := time.Now()
+	start := r.set.Time()
 	res := &Result{Driver: j.driver, IP: j.ep.IP.String(), Port: j.ep.Port, FailedCredentials: []string{}, ReadOnly: !j.write, Columns: []Column{}}
 	s := &sink{ctx: ctx, emit: emit, res: res, size: j.pageSize, limit: capture.Limit(r.set.MaxOutput), maxRows: j.maxRows, maxCell: r.cfg.MaxCell}
 	secrets := param.Secrets(creds)
@@ -374,7 +374,7 @@ func (r *runner) Run(ctx context.Context, req probe.Request, emit probe.Emit) (a
 	if j.write {
 		res.RowsAffected = &affected
 	}
-	res.DurationMS = time.Since(start).Milliseconds()
+	res.DurationMS = r.set.Since(start).Milliseconds()
 	return res, nil
 }
 

@@ -26,6 +26,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/outpost-dev/outpost/libs/clock"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/capture"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/param"
@@ -209,7 +210,7 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 		return nil, err
 	}
 	secrets := param.Secrets(creds)
-	start := time.Now()
+	start := r.set.Time()
 	res := Result{IP: ep.IP.String(), Port: ep.Port, FailedCredentials: []string{}, Outputs: []Output{}}
 	var client *ssh.Client
 	for _, c := range creds {
@@ -224,7 +225,7 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 		}
 		if probe.CodeOf(err) == probe.CodeHostKey {
 			// the result carries the key seen, so the hub can show both
-			res.DurationMS = time.Since(start).Milliseconds()
+			res.DurationMS = r.set.Since(start).Milliseconds()
 			return res, scrub(err, secrets)
 		}
 		var auth *authError
@@ -256,7 +257,7 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 			break
 		}
 	}
-	res.DurationMS = time.Since(start).Milliseconds()
+	res.DurationMS = r.set.Since(start).Milliseconds()
 	return res, nil
 }
 
@@ -307,7 +308,7 @@ func (r *runner) login(ctx context.Context, ep target.Endpoint, c probe.Credenti
 	if err != nil {
 		return nil, hk, target.DialError(cctx, ep.Addr(), err)
 	}
-	stop := context.AfterFunc(cctx, func() { conn.SetDeadline(time.Now()) })
+	stop := context.AfterFunc(cctx, func() { conn.SetDeadline(clock.Past) })
 	cfg := &ssh.ClientConfig{
 		User: c.Username,
 		Auth: auth,
@@ -379,8 +380,8 @@ func authMethods(c probe.Credential) ([]ssh.AuthMethod, error) {
 
 func (r *runner) exec(ctx context.Context, client *ssh.Client, c command, maxOut int) Output {
 	out := Output{Command: c.cmd}
-	start := time.Now()
-	defer func() { out.DurationMS = time.Since(start).Milliseconds() }()
+	start := r.set.Time()
+	defer func() { out.DurationMS = r.set.Since(start).Milliseconds() }()
 	sess, err := client.NewSession()
 	if err != nil {
 		out.Error = "cannot open a session: " + err.Error()

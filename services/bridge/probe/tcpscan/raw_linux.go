@@ -59,7 +59,7 @@ func (e *engine) runRaw(ctx context.Context, maxInFlight int) error {
 		}
 	}()
 	events := make([]syscall.EpollEvent, 512)
-	nextFlush := time.Now().Add(time.Second)
+	nextFlush := wall.Now().Add(time.Second)
 	var backoff time.Time // a local resource ran out: wait before the next attempt
 	finishConn := func(c *rawConn, st byte, now time.Time) error {
 		delete(conns, int32(c.fd))
@@ -77,7 +77,7 @@ func (e *engine) runRaw(ctx context.Context, maxInFlight int) error {
 		if e.active == 0 {
 			break
 		}
-		now := time.Now()
+		now := wall.Now()
 		wait := 20 * time.Millisecond
 		for len(conns) < maxInFlight && len(e.ready) > 0 && !now.Before(backoff) {
 			ok, w := e.token(now)
@@ -99,7 +99,7 @@ func (e *engine) runRaw(ctx context.Context, maxInFlight int) error {
 				return err
 			}
 			e.activate()
-			now = time.Now()
+			now = wall.Now()
 		}
 		if e.active == 0 {
 			break
@@ -123,7 +123,7 @@ func (e *engine) runRaw(ctx context.Context, maxInFlight int) error {
 		if err != nil && !errors.Is(err, syscall.EINTR) {
 			return fmt.Errorf("tcp_scan: epoll_wait: %w", err)
 		}
-		now = time.Now()
+		now = wall.Now()
 		for _, ev := range events[:max(n, 0)] {
 			c := conns[ev.Fd]
 			if c == nil {
@@ -187,7 +187,7 @@ func (e *engine) connectRaw(epfd int, j job, now time.Time) (*rawConn, outcome) 
 	switch {
 	case err == nil:
 		closeFD(fd, true)
-		return nil, outcome{j: j, st: stOpen, rtt: time.Since(now)}
+		return nil, outcome{j: j, st: stOpen, rtt: wall.Since(now)}
 	case errors.Is(err, syscall.EINPROGRESS):
 		ev := syscall.EpollEvent{Events: syscall.EPOLLOUT | syscall.EPOLLERR | syscall.EPOLLHUP, Fd: int32(fd)}
 		if _, _, errno := syscall.RawSyscall6(syscall.SYS_EPOLL_CTL, uintptr(epfd), syscall.EPOLL_CTL_ADD, uintptr(fd), uintptr(unsafe.Pointer(&ev)), 0, 0); errno != 0 {
@@ -202,7 +202,7 @@ func (e *engine) connectRaw(epfd int, j job, now time.Time) (*rawConn, outcome) 
 	if st == stLocal {
 		return local()
 	}
-	return nil, outcome{j: j, st: st, rtt: time.Since(now)}
+	return nil, outcome{j: j, st: st, rtt: wall.Since(now)}
 }
 
 func classifyErrno(e syscall.Errno) byte {

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/outpost-dev/outpost/libs/clock"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/capture"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/target"
@@ -138,6 +139,11 @@ type job struct {
 	timeout time.Duration
 }
 
+// wall is the real clock: the engine's pace (rate limit, round-trip times that size the
+// adaptive timeouts, flushes) is the network's, kept on wall time whatever clock the
+// bridge runs on; what a scan reports about itself (its duration) reads the settings' clock.
+var wall = clock.Real()
+
 type outcome struct {
 	j   job
 	st  byte
@@ -145,7 +151,7 @@ type outcome struct {
 }
 
 func (r *runner) scan(ctx context.Context, pl *plan, all []netip.Addr, emit probe.Emit) (any, error) {
-	start := time.Now()
+	start := r.set.Time()
 	sum := &Summary{Ports: len(pl.ports), Rate: pl.rate, PerHost: pl.perHost}
 	addrs := make([]netip.Addr, 0, len(all))
 	var denied []netip.Addr
@@ -234,8 +240,9 @@ func (r *runner) scan(ctx context.Context, pl *plan, all []netip.Addr, emit prob
 		sum.HostsSilent += e.sum.HostsSilent
 	}
 	sum.Chunks = out.chunks
-	sum.DurationMS = time.Since(start).Milliseconds()
-	if s := time.Since(start).Seconds(); s > 0 {
+	elapsed := r.set.Since(start)
+	sum.DurationMS = elapsed.Milliseconds()
+	if s := elapsed.Seconds(); s > 0 {
 		sum.ProbesPerS = float64(sum.Probes) / s
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -434,7 +441,7 @@ func (e *engine) run(ctx context.Context, workers int) error {
 		}
 		var waitC <-chan time.Time
 		if !hasStaged && len(e.ready) > 0 {
-			if ok, wait := e.token(time.Now()); ok {
+			if ok, wait := e.token(wall.Now()); ok {
 				staged, hasStaged = e.stage(), true
 			} else {
 				if rateTimer == nil {
@@ -595,10 +602,10 @@ func (e *engine) worker(ctx context.Context, jobs <-chan job, outs chan<- outcom
 			continue
 		}
 		e.probes.Add(1)
-		t0 := time.Now()
+		t0 := wall.Now()
 		dctx, cancel := context.WithTimeout(ctx, j.timeout)
 		c, err := e.dial(dctx, "tcp", j.addr.String())
-		rtt := time.Since(t0)
+		rtt := wall.Since(t0)
 		st := classify(ctx, dctx, err)
 		cancel()
 		if c != nil {

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outpost-dev/outpost/libs/clock"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/certinfo"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/param"
@@ -83,10 +84,7 @@ type runner struct {
 }
 
 func (r *runner) now() time.Time {
-	if r.set.Now != nil {
-		return r.set.Now()
-	}
-	return time.Now()
+	return r.set.Time()
 }
 
 func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any, error) {
@@ -117,13 +115,13 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	start := time.Now()
+	start := r.set.Time()
 	conn, err := target.Dialer(r.set)(ctx, "tcp", ep.Addr())
 	if err != nil {
 		return nil, target.DialError(ctx, ep.Addr(), err)
 	}
 	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(clock.Past) })
 	defer stop()
 	if p.StartTLS != "" {
 		if err := startTLS(conn, p.StartTLS); err != nil {
@@ -139,7 +137,7 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 		verifyName = ep.IP.String()
 	}
 	res := Result{IP: ep.IP.String(), Port: ep.Port, TLS: certinfo.State(tc.ConnectionState(), verifyName, nil, r.now(), true)}
-	res.DurationMS = time.Since(start).Milliseconds()
+	res.DurationMS = r.set.Since(start).Milliseconds()
 	return res, nil
 }
 

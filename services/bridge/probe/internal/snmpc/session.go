@@ -13,6 +13,7 @@ import (
 
 	"github.com/gosnmp/gosnmp"
 
+	"github.com/outpost-dev/outpost/libs/clock"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/param"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/target"
@@ -207,7 +208,7 @@ func session(ctx context.Context, set probe.Settings, ep target.Endpoint, c prob
 	}
 	g.Conn = conn
 	// cancellation cuts a wait at once (gosnmp only watches the deadline between tries)
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(clock.Past) })
 	return g, func() { stop(); conn.Close() }, nil
 }
 

@@ -34,6 +34,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/outpost-dev/outpost/libs/clock"
 	"github.com/outpost-dev/outpost/libs/lab"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
 	"github.com/outpost-dev/outpost/services/bridge/probe/tcpscan"
@@ -74,6 +75,9 @@ func median(rs []row) row {
 	m.allRounds = rs
 	return m
 }
+
+// realClock times the scanners: a benchmark measures wall time.
+var realClock = clock.Real()
 
 func main() {
 	cidr := flag.String("range", "127.77.176.0/22", "lab range, scanned whole")
@@ -269,7 +273,7 @@ func startLab(ctx context.Context, prefix netip.Prefix, hosts int, seed int64) (
 		cmd.Wait()
 		os.RemoveAll(dir)
 	}
-	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(50 * time.Millisecond) {
+	for deadline := realClock.Now().Add(2 * time.Minute); ; time.Sleep(50 * time.Millisecond) {
 		if b, err := os.ReadFile(manifest); err == nil {
 			if err := json.Unmarshal(b, &m); err != nil {
 				stop()
@@ -277,7 +281,7 @@ func startLab(ctx context.Context, prefix netip.Prefix, hosts int, seed int64) (
 			}
 			return m, stop, nil
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
+		if realClock.Now().After(deadline) || ctx.Err() != nil {
 			stop()
 			return m, nil, errors.New("the lab did not start in time")
 		}
@@ -355,9 +359,9 @@ func ours(ctx context.Context, prefix netip.Prefix, ports []uint16, inFlight int
 		}
 		return nil
 	}
-	t0 := time.Now()
+	t0 := realClock.Now()
 	res, err := r.Run(ctx, probe.Request{Params: params}, emit)
-	wall := time.Since(t0)
+	wall := realClock.Since(t0)
 	if s, ok := res.(*tcpscan.Summary); ok {
 		log.Printf("tcp_scan (%s engine): %d probes (%d retries) in %s, %d open, %d closed, %d filtered, %d chunks",
 			s.Engine, s.Probes, s.Retries, wall.Round(time.Millisecond), s.Open, s.Closed, s.Filtered, s.Chunks)
@@ -381,7 +385,7 @@ func connectLoop(ctx context.Context, addrs []netip.Addr, ports []uint16, worker
 	var mu sync.Mutex
 	found := openSet{}
 	var wg sync.WaitGroup
-	t0 := time.Now()
+	t0 := realClock.Now()
 	for range workers {
 		wg.Go(func() {
 			for ctx.Err() == nil {
@@ -401,7 +405,7 @@ func connectLoop(ctx context.Context, addrs []netip.Addr, ports []uint16, worker
 		})
 	}
 	wg.Wait()
-	return row{scanner: "minimal Go connect loop", wall: time.Since(t0), set: found, err: ctx.Err()}
+	return row{scanner: "minimal Go connect loop", wall: realClock.Since(t0), set: found, err: ctx.Err()}
 }
 
 func nmap(ctx context.Context, prefix netip.Prefix, ports []uint16, bound time.Duration) row {
@@ -416,9 +420,9 @@ func nmap(ctx context.Context, prefix netip.Prefix, ports []uint16, bound time.D
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = os.Stderr
-	t0 := time.Now()
+	t0 := realClock.Now()
 	err := cmd.Run()
-	r.wall = time.Since(t0)
+	r.wall = realClock.Since(t0)
 	if cctx.Err() == context.DeadlineExceeded {
 		r.killed = true
 		return r
@@ -474,9 +478,9 @@ func throughHub(ctx context.Context, command string, prefix netip.Prefix, ports 
 	cmd := exec.CommandContext(ctx, "sh", "-c", command)
 	cmd.Env = append(os.Environ(), "SCANBENCH_RANGE="+prefix.String(), "SCANBENCH_PORTS="+portList(ports), "SCANBENCH_OUT="+out.Name())
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	t0 := time.Now()
+	t0 := realClock.Now()
 	err = cmd.Run()
-	r.wall = time.Since(t0)
+	r.wall = realClock.Since(t0)
 	if err != nil {
 		r.err = err
 		return r

@@ -1,0 +1,157 @@
+package discovery
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/clock"
+)
+
+// warnings counts the log records at WARN and above whose message contains a text.
+type warnings struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (w *warnings) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (w *warnings) Handle(_ context.Context, r slog.Record) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.msgs = append(w.msgs, r.Message)
+	return nil
+}
+func (w *warnings) WithAttrs([]slog.Attr) slog.Handler { return w }
+func (w *warnings) WithGroup(string) slog.Handler      { return w }
+func (w *warnings) count(text string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, m := range w.msgs {
+		if strings.Contains(m, text) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestLeaseTimeline drives the active replica's lease with a fake clock: it is renewed every
+// TTL/3; taken by another replica, it is given up at the next renewal; unreachable, it is
+// kept while the last renewal is under 2/3 of the TTL old and given up after — before the
+// key could expire and a standby take it.
+func TestLeaseTimeline(t *testing.T) {
+	const ttl = 30 * time.Second // the server's own expiry of the key never comes into play
+	cases := []struct {
+		name  string
+		spoil func(t *testing.T, kv jetstream.KeyValue, cut func())
+		// lostAt is the renewal (1, 2, 3…) after which the lease is lost; 0: never.
+		lostAt int
+	}{
+		{name: "renewed", lostAt: 0},
+		{name: "taken by another replica", lostAt: 1, spoil: func(t *testing.T, kv jetstream.KeyValue, _ func()) {
+			if _, err := kv.Put(context.Background(), ActiveLeaseKey, []byte("replica-b")); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{name: "bucket unreachable", lostAt: 3, spoil: func(_ *testing.T, _ jetstream.KeyValue, cut func()) { cut() }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			srv, err := bus.StartServer(bus.ServerConfig{Name: "lease-test", StoreDir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Shutdown()
+			nc, err := srv.Connect("lease-test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			js, _ := jetstream.New(nc)
+			kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bus.KVLeases, History: 1, LimitMarkerTTL: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// the lease's own connection, so that cutting it leaves the test's
+			lnc, err := srv.Connect("lease-holder")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer lnc.Close()
+			ljs, _ := jetstream.New(lnc)
+			lkv, err := ljs.KeyValue(ctx, bus.KVLeases)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fake := clock.NewFake(t0)
+			logs := &warnings{}
+			s := &service{clock: fake, log: slog.New(logs)}
+			l := &lease{js: ljs, kv: lkv, holder: "replica-a", ttl: ttl}
+			if ok, err := l.acquire(ctx); !ok || err != nil {
+				t.Fatalf("acquire: %v %v", ok, err)
+			}
+			hctx, stop := context.WithCancel(ctx)
+			defer stop()
+			var lost atomic.Bool
+			held := make(chan struct{})
+			go func() { defer close(held); s.holdLease(hctx, l, stop, &lost) }()
+			if !fake.BlockUntil(ctx, 1) {
+				t.Fatal("holdLease never armed its ticker")
+			}
+			if c.spoil != nil {
+				c.spoil(t, kv, lnc.Close)
+			}
+			rev := func() uint64 {
+				e, err := kv.Get(ctx, ActiveLeaseKey)
+				if err != nil {
+					return 0
+				}
+				return e.Revision()
+			}
+			for n := 1; n <= 3; n++ {
+				before := rev()
+				fake.Advance(ttl / 3)
+				eventually(t, 10*time.Second, func() error {
+					switch {
+					case c.lostAt > 0 && n >= c.lostAt:
+						if !lost.Load() || hctx.Err() == nil {
+							return fmt.Errorf("renewal %d: lease not given up", n)
+						}
+					case c.lostAt > 0:
+						if got := logs.count("renew failed, retrying"); got != n {
+							return fmt.Errorf("renewal %d: %d failed renewals logged", n, got)
+						}
+					default:
+						if rev() <= before {
+							return fmt.Errorf("renewal %d: key not renewed (revision %d)", n, rev())
+						}
+					}
+					return nil
+				})
+				if c.lostAt > 0 && n >= c.lostAt {
+					break
+				}
+				if lost.Load() {
+					t.Fatalf("lease given up at renewal %d, want %d", n, c.lostAt)
+				}
+			}
+			if c.lostAt == 0 {
+				stop()
+			}
+			<-held
+			if c.lostAt == 0 && lost.Load() {
+				t.Fatal("a renewed lease was reported lost")
+			}
+		})
+	}
+}

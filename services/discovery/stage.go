@@ -1,0 +1,297 @@
+package discovery
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/outpost-dev/outpost/libs/envelope"
+)
+
+// A discovery run is a pipeline of stages over its state (runState: the run record and its
+// hosts), each a small type that moves the run forward by one kind of work:
+//
+//	scan      resolve the ranges, send tcp_scan chunks and the SNMP sweep, wait for them
+//	classify  send each live host the probes its open ports call for, then run the
+//	          classifiers on what answered: a class and attributes, or "unclassified"
+//	explore   send a classified host the probes of its class
+//	identify  once a host's probes are in, send its payload to the CMDB (which identifies
+//	          and reconciles its CIs)
+//	ingest    once every host is done: LLDP relations between them, the CMDB's receipts
+//	          (bounded by ReceiptWait), and the run's completion
+//
+// A turn (every Tick, and at once for a new run) runs the stages in that order under the
+// run's lock. Stages do no I/O of their own but through ports (prober, scope,
+// payloadSender) and read the time from the turn, never from a clock: a test drives a
+// whole run's timeline by handing turns a fake time. What a turn changed is written to KV
+// and its probes published by the service afterwards (service.advance).
+type stage interface {
+	// advance does the stage's work for this turn; hold stops the turn here (the run waits
+	// for this stage, later ones do not run).
+	advance(ctx context.Context, t *turn) (hold bool)
+}
+
+// turn is one pass of the pipeline over a run: the time it runs at, and what it produced.
+type turn struct {
+	rs  *runState
+	run *RunRecord
+	now time.Time
+
+	out     []*envelope.Probe // registered as pending; published once the run's lock is released
+	touched map[string]*Host  // hosts to write to KV
+	// classified are the hosts the classify stage gave a class in this turn: the explore
+	// stage sends them the probes of their class.
+	classified []classified
+}
+
+// classified is a host and the classifier that gave it its class.
+type classified struct {
+	host *Host
+	by   *Classifier
+}
+
+func newTurn(rs *runState, now time.Time) *turn {
+	return &turn{rs: rs, run: rs.run, now: now, touched: map[string]*Host{}}
+}
+
+// touch marks a host (and so the run) changed.
+func (t *turn) touch(h *Host) {
+	t.touched[h.IP] = h
+	t.rs.dirty = true
+}
+
+func (t *turn) logf(s string) { t.run.logf(t.now, s) }
+
+// hostLog adds a line, at the turn's time, to a host's log and marks it changed.
+func (t *turn) hostLog(h *Host, e HostLog) {
+	e.Time = t.now
+	h.logf(e)
+	t.touch(h)
+}
+
+// finish ends the run in state with reason.
+func (t *turn) finish(state, reason string) {
+	finishRun(t.run, t.now, state, reason)
+	t.rs.dirty = true
+}
+
+func finishRun(r *RunRecord, now time.Time, state, reason string) {
+	r.State, r.Reason = state, reason
+	r.Finished = &now
+	r.Pending = nil
+	r.logf(now, "run "+state+": "+reason)
+}
+
+// busy counts pending probes by address.
+func (t *turn) busy() map[string]int {
+	m := map[string]int{}
+	for _, p := range t.run.Pending {
+		m[p.IP]++
+	}
+	return m
+}
+
+// hostsIn lists the run's hosts in one of stages, by address.
+func (t *turn) hostsIn(stages ...string) []*Host {
+	var out []*Host
+	for _, ip := range slices.Sorted(maps.Keys(t.rs.hosts)) {
+		if h := t.rs.hosts[ip]; slices.Contains(stages, h.Stage) {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// probeRequest asks a prober for one probe of a run.
+type probeRequest struct {
+	Spec    ProbeSpec
+	IP      string
+	Port    int
+	Step    Step
+	Timeout time.Duration
+}
+
+// prober builds a run's probes (params, known host key, sealed credentials) and registers
+// them as pending (turn.register). errNoCredentials: the site has none of the type asked.
+type prober interface {
+	probe(ctx context.Context, t *turn, req probeRequest) (*envelope.Probe, error)
+}
+
+// scope tells a run what it may scan and whether a bridge can take the work.
+type scope interface {
+	site(ctx context.Context, name string) (site, error)
+	recipients(ctx context.Context, site string) ([]string, error)
+}
+
+// payloadSender puts a payload on the CMDB's ingest stream, with a stable message id.
+type payloadSender interface {
+	sendPayload(ctx context.Context, run, id string, p *envelope.CIPayload) error
+}
+
+// probeEnvelope is the probe of req for the run, without credentials; its deadline is
+// req.Timeout from the turn's time.
+func probeEnvelope(t *turn, req probeRequest, extra map[string]any) (*envelope.Probe, error) {
+	params := map[string]any{}
+	maps.Copy(params, req.Spec.Params)
+	if req.Port > 0 {
+		params["port"] = req.Port
+	}
+	maps.Copy(params, extra)
+	raw, err := json.Marshal(params)
+	if err != nil {
+		return nil, fmt.Errorf("probe %s params: %w", req.Spec.Name, err)
+	}
+	return &envelope.Probe{ID: envelope.NewID(), Run: t.run.ID, App: Service, Site: t.run.Site, Priority: envelope.PriorityStandard,
+		Kind: req.Spec.Kind, Capability: envelope.KindCapability[req.Spec.Kind], Target: req.IP, Params: raw,
+		Deadline: t.now.Add(req.Timeout)}, nil
+}
+
+// register makes p pending in the run: its final result is awaited.
+func (t *turn) register(p *envelope.Probe, req probeRequest) *pendingProbe {
+	pp := &pendingProbe{IP: req.IP, Step: req.Step, Kind: req.Spec.Kind, Name: req.Spec.Name, Port: req.Port,
+		Cred: req.Spec.Credentials, Deadline: p.Deadline}
+	t.run.Pending[p.ID] = pp
+	t.run.Counters.ProbesSent++
+	t.rs.dirty = true
+	return pp
+}
+
+// expireAfter is how long past its deadline a probe's result is still waited for: a bridge
+// that took it just in time reports a timeout of its own, which says more.
+const expireAfter = 15 * time.Second
+
+// sweepTimeout is the deadline of an SNMP sweep probe: one UDP exchange with retries.
+const sweepTimeout = 30 * time.Second
+
+// pipeline runs a run's stages, after the checks that hold for the whole run: max run time,
+// probes to send again after a restart, probes whose result will not come.
+type pipeline struct {
+	cfg    Config
+	rules  *Classifiers
+	probes prober
+	stages []stage
+}
+
+func newPipeline(cfg Config, rules *Classifiers, sc scope, pr prober, sink payloadSender) *pipeline {
+	return &pipeline{cfg: cfg, rules: rules, probes: pr, stages: []stage{
+		&scanStage{cfg: cfg, rules: rules, scope: sc, probes: pr},
+		&classifyStage{rules: rules, probes: pr, timeout: cfg.ProbeTimeout, sweptAll: cfg.SNMPEveryAddress},
+		&exploreStage{probes: pr, timeout: cfg.ProbeTimeout},
+		&identifyStage{rules: rules, sink: sink},
+		&ingestStage{sink: sink, receiptWait: cfg.ReceiptWait},
+	}}
+}
+
+// advance runs one turn of the run.
+func (p *pipeline) advance(ctx context.Context, t *turn) {
+	r := t.run
+	switch {
+	case terminalState(r.State):
+		return
+	case t.now.After(r.Deadline):
+		t.finish(StateFailed, fmt.Sprintf("max run time reached (%s)", r.Deadline.Sub(r.Created).Round(time.Second)))
+		return
+	}
+	if t.rs.resumed && r.State != StateQueued {
+		t.rs.resumed = false
+		p.reissue(ctx, t)
+	}
+	expire(t)
+	for _, s := range p.stages {
+		if s.advance(ctx, t) || terminalState(r.State) {
+			return
+		}
+	}
+}
+
+// expire drops pending probes whose deadline passed long ago: their result will not come.
+func expire(t *turn) {
+	for id, p := range t.run.Pending {
+		if t.now.Before(p.Deadline.Add(expireAfter)) {
+			continue
+		}
+		delete(t.run.Pending, id)
+		t.rs.dirty = true
+		if h := t.rs.hosts[p.IP]; h != nil {
+			t.hostLog(h, HostLog{Step: p.Step, Kind: p.Kind, Probe: id, Status: "timeout", Error: "no result before the probe's deadline"})
+		}
+		if p.Step == StepScan {
+			t.run.errorf(fmt.Sprintf("scan probe %s: no result before its deadline", id))
+		}
+	}
+}
+
+// reissue sends every pending probe again under a new id after a restart: the old ones may
+// never have left, and a late result of an old one is ignored (it is no longer pending).
+func (p *pipeline) reissue(ctx context.Context, t *turn) {
+	r := t.run
+	rules := p.rules.Current()
+	specOf := func(pp *pendingProbe) (ProbeSpec, bool) {
+		for _, sp := range rules.Probes {
+			if sp.Name == pp.Name && (pp.Step == StepClassify || pp.Step == StepSweep) {
+				return sp, true
+			}
+		}
+		for _, c := range rules.Classifiers {
+			for _, sp := range c.Explore {
+				if sp.Name == pp.Name && pp.Step == StepExplore {
+					return sp, true
+				}
+			}
+		}
+		return ProbeSpec{}, false
+	}
+	old := r.Pending
+	r.Pending = map[string]*pendingProbe{}
+	sent := 0
+	for _, id := range slices.Sorted(maps.Keys(old)) {
+		pp := old[id]
+		var np *envelope.Probe
+		var err error
+		switch pp.Step {
+		case StepScan:
+			np, err = scanProbe(ctx, p.probes, t, pp.Targets, pp.Ports, p.cfg.ScanTimeout)
+		default:
+			spec, ok := specOf(pp)
+			if !ok {
+				err = fmt.Errorf("probe %s is no longer in the classifiers", pp.Name)
+				break
+			}
+			timeout := p.cfg.ProbeTimeout
+			if pp.Step == StepSweep {
+				timeout = sweepTimeout
+			}
+			np, err = p.probes.probe(ctx, t, probeRequest{Spec: spec, IP: pp.IP, Port: pp.Port, Step: pp.Step, Timeout: timeout})
+		}
+		if err != nil {
+			r.errorf(fmt.Sprintf("resend %s probe %s after restart: %v", pp.Kind, id, err))
+			continue
+		}
+		if h := t.rs.hosts[pp.IP]; h != nil {
+			t.hostLog(h, HostLog{Step: pp.Step, Kind: pp.Kind, Probe: np.ID, Status: "sent", Note: "sent again after a restart (was " + id + ")"})
+		}
+		t.out = append(t.out, np)
+		sent++
+	}
+	if sent > 0 {
+		t.logf(fmt.Sprintf("resumed after a restart: %d pending probes sent again", sent))
+	}
+	t.rs.dirty = true
+}
+
+// scanProbe is a tcp_scan chunk of targets × ports, pending with what it needs to be sent
+// again after a restart.
+func scanProbe(ctx context.Context, pr prober, t *turn, targets []string, ports []int, timeout time.Duration) (*envelope.Probe, error) {
+	spec := ProbeSpec{Name: string(StepScan), Kind: "tcp_scan", Params: map[string]any{"targets": targets, "ports": ports}}
+	p, err := pr.probe(ctx, t, probeRequest{Spec: spec, Step: StepScan, Timeout: timeout})
+	if err != nil {
+		return nil, err
+	}
+	p.Target = ""
+	pp := t.run.Pending[p.ID]
+	pp.Addrs, pp.Targets, pp.Ports = len(targets), targets, ports
+	return p, nil
+}
