@@ -17,6 +17,7 @@ import (
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/libs/page"
+	"github.com/outpost-dev/outpost/libs/probes/catalog"
 	"github.com/outpost-dev/outpost/libs/seal"
 )
 
@@ -242,7 +243,7 @@ func (s *service) newProbe(ctx context.Context, rs *runState, spec ProbeSpec, ip
 		return nil, err
 	}
 	p := &envelope.Probe{ID: envelope.NewID(), Run: r.ID, App: Service, Site: r.Site, Priority: envelope.PriorityStandard,
-		Kind: spec.Kind, Capability: envelope.KindCapability[spec.Kind], Target: ip, Params: raw,
+		Kind: spec.Kind, Capability: catalog.Capability(spec.Kind), Target: ip, Params: raw,
 		Deadline: s.now().Add(timeout)}
 	if spec.Credentials != "" {
 		if err := s.attachCredentials(ctx, rs, p, spec.Credentials, ip); err != nil {
