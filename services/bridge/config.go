@@ -42,8 +42,8 @@ type Config struct {
 	Capabilities []string `yaml:"capabilities"`
 	// Kinds changes probe kinds' configs (limits, allowed directories), by kind name: see
 	// KindConfigs. Only the config file sets it.
-	Kinds map[string]yaml.Node `yaml:"kinds"`
-	Version      string   `yaml:"-"`
+	Kinds   map[string]yaml.Node `yaml:"kinds"`
+	Version string               `yaml:"-"`
 }
 
 // DefaultConfig: MID server users know these pool sizes (interactive 10, expedited 20,
