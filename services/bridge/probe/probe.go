@@ -79,8 +79,8 @@ func (c Credential) LogValue() slog.Value {
 }
 
 // CheckCredentials refuses (denied) credentials a kind does not take (its Spec's
-// Credentials, in libs/probes/catalog): a secret is only ever sent to the protocol it was stored for, even
-// when a hub sends something else. The bridge checks before running a probe; kinds check
+// Credentials, in libs/probes/catalog): a secret is only ever sent to the protocol it was
+// stored for, even when a hub sends something else. The bridge checks before running a probe; kinds check
 // again so that no runner can be handed a wrong secret by mistake.
 func CheckCredentials(kind string, creds []Credential) error {
 	if len(creds) == 0 {
