@@ -217,23 +217,6 @@ type Audit struct {
 	Time   time.Time `json:"time"`
 }
 
-// KindCapability maps each probe kind to the capability a site grants for it: probes travel
-// on probe.<site>.<priority>.<capability>, and a bridge pulls only the capabilities it offers.
-var KindCapability = map[string]string{
-	"echo":         "echo",
-	"tcp_scan":     "tcp",
-	"banner":       "tcp",
-	"http_get":     "http",
-	"http_request": "http",
-	"tls_cert":     "tls",
-	"ssh_exec":     "ssh",
-	"snmp_get":     "snmp",
-	"snmp_walk":    "snmp",
-	"ldap_search":  "ldap",
-	"sql_query":    "sql",
-	"file_read":    "file",
-}
-
 // Credential types a stored credential may have.
 const (
 	CredSSH    = "ssh"
@@ -249,16 +232,3 @@ const (
 
 // CredentialTypes are the types a stored credential may have.
 var CredentialTypes = []string{CredSSH, CredSNMP, CredSNMPv3, CredLDAP, CredSQL, CredHTTP}
-
-// KindCredentialTypes says which credential types each probe kind accepts; a kind that is
-// not listed takes none. The hub refuses to seal anything else to a probe, and the bridge
-// refuses (denied) a probe carrying anything else, whatever the hub sent: a secret only
-// ever goes to the protocol it was stored for.
-var KindCredentialTypes = map[string][]string{
-	"ssh_exec":     {CredSSH},
-	"snmp_get":     {CredSNMP, CredSNMPv3},
-	"snmp_walk":    {CredSNMP, CredSNMPv3},
-	"ldap_search":  {CredLDAP},
-	"sql_query":    {CredSQL},
-	"http_request": {CredHTTP},
-}

@@ -16,6 +16,7 @@ import (
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/libs/page"
+	"github.com/outpost-dev/outpost/libs/probes/catalog"
 )
 
 // AgentView is an agent as operators see it: its record plus what its heartbeat says.
@@ -329,8 +330,8 @@ func (s *Service) control(ctx context.Context, r ControlRequest) (any, error) {
 
 // probe sends one probe (interactive unless told) and waits for its final result.
 func (s *Service) probe(ctx context.Context, r ProbeRequest) (any, error) {
-	capability, ok := envelope.KindCapability[r.Kind]
-	if !ok {
+	capability := catalog.Capability(r.Kind)
+	if capability == "" {
 		return nil, bus.Errorf(http.StatusBadRequest, "kind %q is not a probe kind", r.Kind)
 	}
 	if _, err := s.reg.Site(ctx, r.Site); err != nil {

@@ -125,18 +125,23 @@ func newBridge(ctx context.Context, cfg Config, deps Deps) (*Bridge, error) {
 	b.nkey, _ = id.Public()
 	b.state.Store(stateRunning)
 	set := probe.Settings{Logger: log, Dial: allow.dialer(), Allowed: allow.Allowed, MaxOutput: 512 << 10, Now: clk.Now}
+	kindCfg, err := KindConfigs(deps.Kinds, cfg.Kinds)
+	if err != nil {
+		return nil, fmt.Errorf("probe kind config: %w", err)
+	}
 	for _, f := range deps.Kinds {
-		if len(cfg.Capabilities) > 0 && !slices.Contains(cfg.Capabilities, f.Capability()) {
+		spec := f.Spec()
+		if len(cfg.Capabilities) > 0 && !slices.Contains(cfg.Capabilities, spec.Capability) {
 			continue
 		}
-		r, err := f.Create(ctx, set, f.DefaultConfig())
+		r, err := f.Create(ctx, set, kindCfg[spec.Kind])
 		if err != nil {
-			return nil, fmt.Errorf("probe kind %s: %w", f.Type(), err)
+			return nil, fmt.Errorf("probe kind %s: %w", spec.Kind, err)
 		}
-		b.runners[f.Type()] = r
-		b.kindCap[f.Type()] = f.Capability()
-		if !slices.Contains(b.caps, f.Capability()) {
-			b.caps = append(b.caps, f.Capability())
+		b.runners[spec.Kind] = r
+		b.kindCap[spec.Kind] = spec.Capability
+		if !slices.Contains(b.caps, spec.Capability) {
+			b.caps = append(b.caps, spec.Capability)
 		}
 	}
 	if len(b.caps) == 0 {

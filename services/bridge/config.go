@@ -12,6 +12,8 @@ import (
 	"os"
 	"strings"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
 )
@@ -38,7 +40,10 @@ type Config struct {
 	OutboxMax         ByteSize       `yaml:"outbox_max"`
 	// Capabilities limits what this bridge offers (default: every kind it has).
 	Capabilities []string `yaml:"capabilities"`
-	Version      string   `yaml:"-"`
+	// Kinds changes probe kinds' configs (limits, allowed directories), by kind name: see
+	// KindConfigs. Only the config file sets it.
+	Kinds   map[string]yaml.Node `yaml:"kinds"`
+	Version string               `yaml:"-"`
 }
 
 // DefaultConfig: MID server users know these pool sizes (interactive 10, expedited 20,

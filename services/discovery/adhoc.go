@@ -14,6 +14,7 @@ import (
 
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/probes/catalog"
 	"github.com/outpost-dev/outpost/libs/seal"
 )
 
@@ -37,15 +38,14 @@ type SealReply struct {
 	KnownHostKey string                      `json:"known_host_key,omitempty"`
 }
 
-// kindCredentialTypes says which stored types a probe kind can use: http_request takes
-// only http credentials, so no operator can have an SSH, SNMP, SQL or LDAP secret sent
-// as an Authorization header to a server of their choosing and read it back. The bridge
-// checks the same table (a hub that sends anything else gets the probe denied).
-var kindCredentialTypes = envelope.KindCredentialTypes
-
 func (s *service) sealForProbe(ctx context.Context, r SealRequest) (SealReply, error) {
-	types, ok := kindCredentialTypes[r.Kind]
-	if !ok {
+	// which stored types a probe kind can use (its contract, libs/probes/catalog):
+	// http_request takes only http credentials, so no operator can have an SSH, SNMP, SQL
+	// or LDAP secret sent as an Authorization header to a server of their choosing and read
+	// it back. The bridge checks the same table (a hub that sends anything else gets the
+	// probe denied).
+	types := catalog.CredentialTypes(r.Kind)
+	if len(types) == 0 {
 		return SealReply{}, bus.Errorf(400, "kind %q takes no credentials", r.Kind)
 	}
 	if len(r.Names) == 0 || r.Probe == "" || r.Site == "" {

@@ -3,8 +3,9 @@ package discovery
 // testBridge plays a site's bridge for the service tests: it pulls the site's probes from
 // PROBES, opens the sealed credentials with its curve key and runs the probes against the
 // real lab with plain clients (TCP connect, x/crypto/ssh, gosnmp, net/http, crypto/tls).
-// It is not the real bridge (a service does not import another service): the outpost e2e
-// test runs the real one.
+// It answers with the kinds' own result types and error codes (libs/probes/<kind>), as the
+// real bridge does. It is not the real bridge (a service does not import another service,
+// libs/layout): the outpost e2e tests run discovery against the real one.
 
 import (
 	"context"
@@ -32,6 +33,14 @@ import (
 
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/probes"
+	"github.com/outpost-dev/outpost/libs/probes/httpget"
+	"github.com/outpost-dev/outpost/libs/probes/snmp"
+	"github.com/outpost-dev/outpost/libs/probes/snmpget"
+	"github.com/outpost-dev/outpost/libs/probes/snmpwalk"
+	"github.com/outpost-dev/outpost/libs/probes/sshexec"
+	"github.com/outpost-dev/outpost/libs/probes/tcpscan"
+	"github.com/outpost-dev/outpost/libs/probes/tlscert"
 	"github.com/outpost-dev/outpost/libs/seal"
 )
 
@@ -124,7 +133,7 @@ func (b *testBridge) run(ctx context.Context, p *envelope.Probe) {
 			ports = append(ports, int(x.(float64)))
 		}
 		var mu sync.Mutex
-		var hosts []scanHost
+		var hosts []tcpscan.Host
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, 64)
 		for _, ip := range targets {
@@ -143,7 +152,7 @@ func (b *testBridge) run(ctx context.Context, p *envelope.Probe) {
 				}
 				if len(open) > 0 {
 					mu.Lock()
-					hosts = append(hosts, scanHost{IP: ip, Open: open})
+					hosts = append(hosts, tcpscan.Host{IP: ip, Open: open})
 					mu.Unlock()
 				}
 			}()
@@ -151,11 +160,11 @@ func (b *testBridge) run(ctx context.Context, p *envelope.Probe) {
 		wg.Wait()
 		b.mu.Lock()
 		if b.forgeHost != "" {
-			hosts = append(hosts, scanHost{IP: b.forgeHost, Open: []int{22}})
+			hosts = append(hosts, tcpscan.Host{IP: b.forgeHost, Open: []int{22}})
 		}
 		b.mu.Unlock()
-		b.emit(ctx, p, 0, false, envelope.StatusPartial, map[string]any{"hosts": hosts, "done": len(targets), "total": len(targets)}, nil)
-		b.emit(ctx, p, 1, true, envelope.StatusOK, map[string]any{"addresses": len(targets), "hosts_up": len(hosts)}, nil)
+		b.emit(ctx, p, 0, false, envelope.StatusPartial, tcpscan.Chunk{Hosts: hosts, Done: len(targets), Total: len(targets)}, nil)
+		b.emit(ctx, p, 1, true, envelope.StatusOK, tcpscan.Summary{Addresses: len(targets), HostsUp: len(hosts)}, nil)
 	case "snmp_get", "snmp_walk":
 		var oids []string
 		for _, x := range params["oids"].([]any) {
@@ -167,7 +176,7 @@ func (b *testBridge) run(ctx context.Context, p *envelope.Probe) {
 			if err := g.Connect(); err != nil {
 				continue
 			}
-			var vals []snmpValue
+			var vals []snmp.Value
 			var err error
 			if p.Kind == "snmp_get" {
 				var pkt *gosnmp.SnmpPacket
@@ -191,10 +200,16 @@ func (b *testBridge) run(ctx context.Context, p *envelope.Probe) {
 				failed = append(failed, c.Name)
 				continue
 			}
-			b.emit(ctx, p, 0, true, envelope.StatusOK, map[string]any{"ip": p.Target, "credential": c.Name, "failed_credentials": failed, "values": vals}, nil)
+			at := snmp.Attempt{Version: "2c", Credential: c.Name, FailedCredentials: failed}
+			if p.Kind == snmpget.Kind {
+				b.emit(ctx, p, 0, true, envelope.StatusOK, snmpget.Result{IP: p.Target, Port: 161, Attempt: at, Values: vals}, nil)
+			} else {
+				b.emit(ctx, p, 0, true, envelope.StatusOK, snmpwalk.Result{IP: p.Target, Port: 161, Attempt: at, Rows: len(vals), Values: vals}, nil)
+			}
 			return
 		}
-		b.emit(ctx, p, 0, true, envelope.StatusTimeout, map[string]any{"ip": p.Target, "failed_credentials": failed}, &envelope.Error{Code: "timeout", Message: "no SNMP answer"})
+		b.emit(ctx, p, 0, true, envelope.StatusTimeout, snmpget.Result{IP: p.Target, Attempt: snmp.Attempt{FailedCredentials: failed}},
+			&envelope.Error{Code: probes.CodeTimeout, Message: "no SNMP answer"})
 	case "ssh_exec":
 		var failed []string
 		known, _ := params["known_host_key"].(string)
@@ -211,15 +226,15 @@ func (b *testBridge) run(ctx context.Context, p *envelope.Probe) {
 					return nil
 				}})
 			if errors.Is(err, errHostKey) {
-				b.emit(ctx, p, 0, true, envelope.StatusError, map[string]any{"ip": p.Target, "host_key": seen, "failed_credentials": []string{}},
-					&envelope.Error{Code: codeHostKey, Message: "host key for " + p.Target + " changed from " + known + " to " + seen + ": no credential was sent"})
+				b.emit(ctx, p, 0, true, envelope.StatusError, sshexec.Result{IP: p.Target, Port: 22, HostKey: seen, FailedCredentials: []string{}},
+					&envelope.Error{Code: sshexec.CodeHostKeyMismatch, Message: "host key for " + p.Target + " changed from " + known + " to " + seen + ": no credential was sent"})
 				return
 			}
 			if err != nil {
 				failed = append(failed, c.Name)
 				continue
 			}
-			var outs []map[string]any
+			var outs []sshexec.Output
 			for _, x := range params["commands"].([]any) {
 				cmd := x.(string)
 				s, _ := cl.NewSession()
@@ -233,16 +248,17 @@ func (b *testBridge) run(ctx context.Context, p *envelope.Probe) {
 					}
 				}
 				s.Close()
-				outs = append(outs, map[string]any{"command": cmd, "stdout": map[string]any{"text": stdout.String()}, "exit_code": code})
+				outs = append(outs, sshexec.Output{Command: cmd, Stdout: probes.Blob{Text: stdout.String(), Size: int64(stdout.Len())}, ExitCode: &code})
 			}
 			cl.Close()
-			b.emit(ctx, p, 0, true, envelope.StatusOK, map[string]any{"ip": p.Target, "credential": c.Name, "failed_credentials": failed, "outputs": outs,
-				"host_key": seen, "host_key_type": "ssh-ed25519"}, nil)
+			b.emit(ctx, p, 0, true, envelope.StatusOK, sshexec.Result{IP: p.Target, Port: 22, Credential: c.Name, FailedCredentials: failed, Outputs: outs,
+				HostKey: seen, HostKeyType: "ssh-ed25519", Username: c.Username}, nil)
 			return
 		}
-		// as the real ssh_exec: no data, the refused credentials named in the message
-		b.emit(ctx, p, 0, true, envelope.StatusError, nil,
-			&envelope.Error{Code: "auth_failed", Message: p.Target + ":22 refused every credential (" + strings.Join(failed, ", ") + ")"})
+		// as the real ssh_exec: auth_failed, the refused credentials in the data (the
+		// message is for people: discovery must not need it)
+		b.emit(ctx, p, 0, true, envelope.StatusError, sshexec.Result{IP: p.Target, Port: 22, FailedCredentials: failed, Outputs: []sshexec.Output{}},
+			&envelope.Error{Code: probes.CodeAuth, Message: "no credential was accepted"})
 	case "http_get":
 		scheme := "http"
 		if port == 443 || port == 8443 {
@@ -251,7 +267,7 @@ func (b *testBridge) run(ctx context.Context, p *envelope.Probe) {
 		cl := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 		resp, err := cl.Get(fmt.Sprintf("%s://%s:%d/", scheme, p.Target, port))
 		if err != nil {
-			b.emit(ctx, p, 0, true, envelope.StatusError, nil, &envelope.Error{Code: "connect", Message: err.Error()})
+			b.emit(ctx, p, 0, true, envelope.StatusError, nil, &envelope.Error{Code: probes.CodeUnreachable, Message: err.Error()})
 			return
 		}
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
@@ -260,12 +276,16 @@ func (b *testBridge) run(ctx context.Context, p *envelope.Probe) {
 		if m := regexp.MustCompile(`(?is)<title>(.*?)</title>`).FindSubmatch(body); m != nil {
 			title = strings.TrimSpace(string(m[1]))
 		}
-		b.emit(ctx, p, 0, true, envelope.StatusOK, map[string]any{"url": resp.Request.URL.String(), "status": resp.StatusCode,
-			"server": resp.Header.Get("Server"), "title": title}, nil)
+		res := httpget.Result{URL: resp.Request.URL.String(), Status: resp.StatusCode, StatusText: resp.Status, Proto: resp.Proto,
+			Server: resp.Header.Get("Server"), Title: title, Headers: resp.Header}
+		if resp.TLS != nil {
+			res.TLS = &probes.TLS{Version: tls.VersionName(resp.TLS.Version)}
+		}
+		b.emit(ctx, p, 0, true, envelope.StatusOK, res, nil)
 	case "tls_cert":
 		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", net.JoinHostPort(p.Target, strconv.Itoa(port)), &tls.Config{InsecureSkipVerify: true})
 		if err != nil {
-			b.emit(ctx, p, 0, true, envelope.StatusError, nil, &envelope.Error{Code: "connect", Message: err.Error()})
+			b.emit(ctx, p, 0, true, envelope.StatusError, nil, &envelope.Error{Code: probes.CodeUnreachable, Message: err.Error()})
 			return
 		}
 		leaf := c.ConnectionState().PeerCertificates[0]
@@ -275,15 +295,15 @@ func (b *testBridge) run(ctx context.Context, p *envelope.Probe) {
 		for _, ip := range leaf.IPAddresses {
 			ips = append(ips, ip.String())
 		}
-		b.emit(ctx, p, 0, true, envelope.StatusOK, map[string]any{"ip": p.Target, "port": port, "certificate": CertFact{
+		b.emit(ctx, p, 0, true, envelope.StatusOK, tlscert.Result{IP: p.Target, Port: port, TLS: probes.TLS{Certificate: &probes.Certificate{
 			SubjectCN: leaf.Subject.CommonName, Subject: leaf.Subject.String(), Issuer: leaf.Issuer.String(), Serial: leaf.SerialNumber.String(),
-			NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter, DNSNames: leaf.DNSNames, IPs: ips, SHA256: hex.EncodeToString(sum[:])}}, nil)
+			NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter, DNSNames: leaf.DNSNames, IPs: ips, SHA256: hex.EncodeToString(sum[:])}}}, nil)
 	default:
-		b.emit(ctx, p, 0, true, envelope.StatusError, nil, &envelope.Error{Code: "unsupported", Message: p.Kind + " is not played by the test bridge"})
+		b.emit(ctx, p, 0, true, envelope.StatusError, nil, &envelope.Error{Code: probes.CodeUnsupported, Message: p.Kind + " is not played by the test bridge"})
 	}
 }
 
-func snmpOf(pdu gosnmp.SnmpPDU) snmpValue {
+func snmpOf(pdu gosnmp.SnmpPDU) snmp.Value {
 	var v any
 	switch pdu.Type {
 	case gosnmp.OctetString:
@@ -302,5 +322,5 @@ func snmpOf(pdu gosnmp.SnmpPDU) snmpValue {
 			v = n
 		}
 	}
-	return snmpValue{OID: pdu.Name, Type: pdu.Type.String(), Value: v}
+	return snmp.Value{OID: pdu.Name, Type: pdu.Type.String(), Value: v}
 }

@@ -20,7 +20,7 @@ import (
 	"github.com/expr-lang/expr/vm"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/probes/catalog"
 )
 
 //go:embed classifiers/*.yaml
@@ -112,7 +112,7 @@ type Ruleset struct {
 }
 
 // knownKinds are the probe kinds a classifier may name.
-func knownKind(k string) bool { _, ok := envelope.KindCapability[k]; return ok }
+func knownKind(k string) bool { _, ok := catalog.Lookup(k); return ok }
 
 // knownClasses are the CMDB classes discovery may report as a device or application.
 var knownClasses = []string{"linux_server", "windows_server", "unix_server", "server", "ip_switch", "ip_router",

@@ -12,6 +12,9 @@ import (
 
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/libs/lab"
+	"github.com/outpost-dev/outpost/libs/probes"
+	"github.com/outpost-dev/outpost/libs/probes/snmp"
+	"github.com/outpost-dev/outpost/libs/probes/sshexec"
 )
 
 // capture is testdata/lab-capture.json: a lab (127.77.121.0/24, 30 hosts, seed 7) with the
@@ -19,7 +22,7 @@ import (
 type capture struct {
 	Manifest lab.Manifest                 `json:"manifest"`
 	SSH      map[string]map[string]string `json:"ssh"`
-	SNMP     map[string][]snmpValue       `json:"snmp"`
+	SNMP     map[string][]snmp.Value      `json:"snmp"`
 }
 
 func loadCapture(t *testing.T) *capture {
@@ -39,20 +42,20 @@ func loadCapture(t *testing.T) *capture {
 func (c *capture) factsOf(h lab.Host) Facts {
 	f := Facts{IP: h.IP, Ports: slices.Clone(h.OpenTCP)}
 	if outs, ok := c.SSH[h.IP]; ok {
-		var r sshResult
+		var r sshexec.Result
 		for cmd, out := range outs {
 			code := 0
 			if strings.Contains(out, "command not found") {
 				code = 127
 			}
-			r.Outputs = append(r.Outputs, sshOutput{Command: cmd, Stdout: blob{Text: out}, ExitCode: &code})
+			r.Outputs = append(r.Outputs, sshexec.Output{Command: cmd, Stdout: probes.Blob{Text: out}, ExitCode: &code})
 		}
 		f.addSSH(&r)
 	}
 	if vals, ok := c.SNMP[h.IP]; ok {
 		// through JSON, as a result's data arrives
 		b, _ := json.Marshal(vals)
-		var vs []snmpValue
+		var vs []snmp.Value
 		_ = json.Unmarshal(b, &vs)
 		f.addSNMP(vs)
 	}
@@ -65,9 +68,9 @@ func (c *capture) factsOf(h lab.Host) Facts {
 	for _, crt := range h.Certificates {
 		for _, p := range crt.Ports {
 			if f.TLS == nil {
-				f.TLS = map[int]CertFact{}
+				f.TLS = map[int]probes.Certificate{}
 			}
-			f.TLS[p] = CertFact{SubjectCN: crt.SubjectCN, Subject: crt.Subject, Issuer: crt.Issuer, NotBefore: crt.NotBefore,
+			f.TLS[p] = probes.Certificate{SubjectCN: crt.SubjectCN, Subject: crt.Subject, Issuer: crt.Issuer, NotBefore: crt.NotBefore,
 				NotAfter: crt.NotAfter, SHA256: crt.SHA256, DNSNames: crt.DNSNames, IPs: crt.IPs}
 		}
 	}

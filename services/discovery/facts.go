@@ -7,7 +7,15 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
+
+	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/probes"
+	"github.com/outpost-dev/outpost/libs/probes/ldapsearch"
+	"github.com/outpost-dev/outpost/libs/probes/snmp"
+	"github.com/outpost-dev/outpost/libs/probes/snmpget"
+	"github.com/outpost-dev/outpost/libs/probes/snmpwalk"
+	"github.com/outpost-dev/outpost/libs/probes/sshexec"
+	"github.com/outpost-dev/outpost/libs/probes/tcpscan"
 )
 
 // SNMP OIDs discovery reads (numeric, without the leading dot).
@@ -35,21 +43,6 @@ type HTTPFact struct {
 	TLS    bool   `json:"tls,omitempty"`
 }
 
-// CertFact is the leaf certificate served on a port.
-type CertFact struct {
-	SubjectCN    string    `json:"subject_cn"`
-	Subject      string    `json:"subject"`
-	Issuer       string    `json:"issuer"`
-	Serial       string    `json:"serial"`
-	NotBefore    time.Time `json:"not_before"`
-	NotAfter     time.Time `json:"not_after"`
-	DNSNames     []string  `json:"dns_names,omitempty"`
-	IPs          []string  `json:"ips,omitempty"`
-	SHA256       string    `json:"sha256"`
-	SelfSigned   bool      `json:"self_signed"`
-	KeyAlgorithm string    `json:"key_algorithm,omitempty"`
-}
-
 // Facts are everything learned about one host; classifiers match on them.
 type Facts struct {
 	IP         string            `json:"ip"`
@@ -60,11 +53,11 @@ type Facts struct {
 	// SSHHostKey is the host key fingerprint seen (and on record at the hub).
 	SSHHostKey string `json:"ssh_host_key,omitempty"`
 	// SSHHostKeyChanged says the host presented another key than the one on record.
-	SSHHostKeyChanged string              `json:"ssh_host_key_changed,omitempty"`
-	SNMP              map[string]any      `json:"snmp,omitempty"` // oid → value
-	HTTP              map[int]HTTPFact    `json:"http,omitempty"`
-	TLS               map[int]CertFact    `json:"tls,omitempty"`
-	LDAP              map[string][]string `json:"ldap,omitempty"` // root DSE attributes
+	SSHHostKeyChanged string                     `json:"ssh_host_key_changed,omitempty"`
+	SNMP              map[string]any             `json:"snmp,omitempty"` // oid → value
+	HTTP              map[int]HTTPFact           `json:"http,omitempty"`
+	TLS               map[int]probes.Certificate `json:"tls,omitempty"`  // port → leaf certificate
+	LDAP              map[string][]string        `json:"ldap,omitempty"` // root DSE attributes
 }
 
 // HasPort says whether port answered.
@@ -372,84 +365,47 @@ func (f *Facts) lldpNeighbours() []LLDPNeighbour {
 	return out
 }
 
-// --- decoding of probe result data (our own structs: the bridge's are not imported) ---
+// --- reading probe result data: the kinds' own types, from their contract packages ---
 
-type blob struct {
-	Text string `json:"text"`
+// snmpData reads a chunk of snmp_get or snmp_walk: its values and, in a final chunk, which
+// credential worked and which were refused.
+func snmpData(res *envelope.Result) ([]snmp.Value, snmp.Attempt, error) {
+	switch {
+	case res.Kind == snmpget.Kind:
+		v, err := decode[snmpget.Result](res.Data)
+		return v.Values, v.Attempt, err
+	case !res.Final:
+		v, err := decode[snmpwalk.Page](res.Data)
+		return v.Values, snmp.Attempt{}, err
+	}
+	v, err := decode[snmpwalk.Result](res.Data)
+	return v.Values, v.Attempt, err
 }
 
-type sshOutput struct {
-	Command  string `json:"command"`
-	Stdout   blob   `json:"stdout"`
-	ExitCode *int   `json:"exit_code"`
+// ldapData reads a chunk of ldap_search: its entries and, in the final chunk, the
+// credentials that worked and failed.
+func ldapData(res *envelope.Result) ([]ldapsearch.Entry, string, []string, error) {
+	if !res.Final {
+		v, err := decode[ldapsearch.Page](res.Data)
+		return v.Entries, "", nil, err
+	}
+	v, err := decode[ldapsearch.Result](res.Data)
+	return v.Results, v.Credential, v.FailedCredentials, err
 }
 
-type sshResult struct {
-	IP                string      `json:"ip"`
-	HostKey           string      `json:"host_key"`
-	HostKeyType       string      `json:"host_key_type"`
-	Credential        string      `json:"credential"`
-	FailedCredentials []string    `json:"failed_credentials"`
-	ServerVersion     string      `json:"server_version"`
-	Outputs           []sshOutput `json:"outputs"`
-}
-
-type snmpValue struct {
-	OID   string `json:"oid"`
-	Type  string `json:"type"`
-	Value any    `json:"value"`
-}
-
-type snmpResult struct {
-	IP                string      `json:"ip"`
-	Version           string      `json:"version"`
-	Credential        string      `json:"credential"`
-	FailedCredentials []string    `json:"failed_credentials"`
-	Values            []snmpValue `json:"values"`
-	Root              string      `json:"root"` // walk pages
-}
-
-type scanHost struct {
-	IP   string `json:"ip"`
-	Open []int  `json:"open"`
-}
-
-type scanChunk struct {
-	Hosts     []scanHost `json:"hosts"`
-	Addresses int        `json:"addresses"` // final summary
-	Done      int        `json:"done"`
-}
-
-type httpResult struct {
-	URL    string `json:"url"`
-	Status int    `json:"status"`
-	Server string `json:"server"`
-	Title  string `json:"title"`
-	TLS    *struct {
-		Certificate *CertFact `json:"certificate"`
-	} `json:"tls"`
-}
-
-type tlsResult struct {
-	IP          string    `json:"ip"`
-	Port        int       `json:"port"`
-	Certificate *CertFact `json:"certificate"`
-}
-
-type ldapEntry struct {
-	DN         string              `json:"dn"`
-	Attributes map[string][]string `json:"attributes"`
-}
-
-type ldapResult struct {
-	Credential        string      `json:"credential"`
-	FailedCredentials []string    `json:"failed_credentials"`
-	Results           []ldapEntry `json:"results"`
-	Entries           []ldapEntry `json:"entries"` // pages
+// scanHosts reads the addresses of a tcp_scan chunk (a streamed batch, or the final
+// summary, which carries them itself when the bridge did not stream).
+func scanHosts(res *envelope.Result) ([]tcpscan.Host, error) {
+	if res.Final {
+		v, err := decode[tcpscan.Summary](res.Data)
+		return v.Hosts, err
+	}
+	v, err := decode[tcpscan.Chunk](res.Data)
+	return v.Hosts, err
 }
 
 // addSNMP merges SNMP values (OIDs without the leading dot; null values are skipped).
-func (f *Facts) addSNMP(vals []snmpValue) {
+func (f *Facts) addSNMP(vals []snmp.Value) {
 	for _, v := range vals {
 		if v.Value == nil {
 			continue
@@ -461,7 +417,7 @@ func (f *Facts) addSNMP(vals []snmpValue) {
 	}
 }
 
-func (f *Facts) addSSH(r *sshResult) {
+func (f *Facts) addSSH(r *sshexec.Result) {
 	if r.ServerVersion != "" {
 		f.SSHVersion = r.ServerVersion
 	}

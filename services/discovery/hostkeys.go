@@ -22,10 +22,6 @@ import (
 // password leaves it.
 const KVHostKeys = "discovery_host_keys"
 
-// codeHostKey is the bridge's error code for a host key that differs (bridge probe kinds'
-// CodeHostKey): a stable code, not a message to match.
-const codeHostKey = "host_key_mismatch"
-
 // HostKey is one known host key.
 type HostKey struct {
 	Site        string    `json:"site"`

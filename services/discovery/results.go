@@ -3,7 +3,6 @@ package discovery
 import (
 	"context"
 	"fmt"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -11,6 +10,14 @@ import (
 
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/probes"
+	"github.com/outpost-dev/outpost/libs/probes/httpget"
+	"github.com/outpost-dev/outpost/libs/probes/ldapsearch"
+	"github.com/outpost-dev/outpost/libs/probes/snmpget"
+	"github.com/outpost-dev/outpost/libs/probes/snmpwalk"
+	"github.com/outpost-dev/outpost/libs/probes/sshexec"
+	"github.com/outpost-dev/outpost/libs/probes/tcpscan"
+	"github.com/outpost-dev/outpost/libs/probes/tlscert"
 )
 
 // handleResult applies one result chunk to its run. It is idempotent: a chunk of a probe
@@ -99,6 +106,15 @@ func (s *service) host(rs *runState, ip string, create bool) *Host {
 	return h
 }
 
+// errCode is the stable code of a failed result ("" when it did not fail): what discovery
+// decides on, never the message.
+func errCode(res *envelope.Result) string {
+	if res.Error == nil {
+		return ""
+	}
+	return res.Error.Code
+}
+
 func errText(res *envelope.Result) string {
 	if res.Error == nil {
 		return ""
@@ -113,13 +129,13 @@ func (s *service) apply(ctx context.Context, rs *runState, p *pendingProbe, res 
 	now := s.now()
 	logEntry := HostLog{Time: now, Step: p.Step, Kind: res.Kind, Probe: res.Probe, Status: string(res.Status), Error: errText(res)}
 	switch res.Kind {
-	case "tcp_scan":
-		chunk, err := decode[scanChunk](res.Data)
+	case tcpscan.Kind:
+		hosts, err := scanHosts(res)
 		if err != nil {
 			r.errorf("scan result " + res.ID + ": " + err.Error())
 			return touched, nil
 		}
-		for _, sh := range chunk.Hosts {
+		for _, sh := range hosts {
 			if len(sh.Open) > 0 && !inScope(r.Ranges, r.Exclude, sh.IP) {
 				// Nothing of the chunk is applied: a bridge reporting hosts it was not asked
 				// about is broken or hostile, and its word goes to the DLQ with the reason.
@@ -127,7 +143,7 @@ func (s *service) apply(ctx context.Context, rs *runState, p *pendingProbe, res 
 					res.ID, res.Site, res.Agent, sh.IP, r.ID, r.Ranges, r.Exclude))
 			}
 		}
-		for _, sh := range chunk.Hosts {
+		for _, sh := range hosts {
 			if len(sh.Open) == 0 {
 				continue
 			}
@@ -147,14 +163,14 @@ func (s *service) apply(ctx context.Context, rs *runState, p *pendingProbe, res 
 				r.errorf(fmt.Sprintf("scan probe %s: %s %s", res.Probe, res.Status, errText(res)))
 			}
 		}
-	case "snmp_get", "snmp_walk":
-		v, err := decode[snmpResult](res.Data)
+	case snmpget.Kind, snmpwalk.Kind:
+		values, attempt, err := snmpData(res)
 		if err != nil {
 			r.errorf("snmp result " + res.ID + ": " + err.Error())
 			return touched, nil
 		}
 		answered := false
-		for _, x := range v.Values {
+		for _, x := range values {
 			if x.Value != nil {
 				answered = true
 				break
@@ -164,45 +180,41 @@ func (s *service) apply(ctx context.Context, rs *runState, p *pendingProbe, res 
 		if h == nil {
 			return touched, nil // silent address of the sweep
 		}
-		h.Facts.addSNMP(v.Values)
+		h.Facts.addSNMP(values)
 		if res.Final {
-			s.noteCredentials(ctx, rs, h, "snmp", v.Credential, v.FailedCredentials, &logEntry)
-			if p.Kind == "snmp_walk" {
+			s.noteCredentials(ctx, rs, h, "snmp", attempt.Credential, attempt.FailedCredentials, &logEntry)
+			if p.Kind == snmpwalk.Kind {
 				h.LLDP = h.Facts.lldpNeighbours()
 			}
 			h.logf(logEntry)
 		}
 		touched[h.IP] = h
-	case "ssh_exec":
+	case sshexec.Kind:
 		h := s.host(rs, p.IP, false)
 		if h == nil {
 			return touched, nil
 		}
-		v, err := decode[sshResult](res.Data)
+		// when every credential is refused the result fails with auth_failed and its data
+		// still names them (failed_credentials)
+		v, err := decode[sshexec.Result](res.Data)
 		if err != nil {
 			logEntry.Error = "decode: " + err.Error()
 		}
 		h.Facts.addSSH(&v)
-		if len(v.FailedCredentials) == 0 && res.Error != nil {
-			// the bridge sends no data when every credential is refused; its message names them
-			if m := refusedRE.FindStringSubmatch(res.Error.Message); m != nil {
-				v.FailedCredentials = strings.Split(m[1], ", ")
-			}
-		}
 		s.noteHostKey(ctx, rs, h, res, &v, &logEntry)
 		s.noteCredentials(ctx, rs, h, "ssh", v.Credential, v.FailedCredentials, &logEntry)
-		if v.Credential == "" && p.Step == StepClassify && (len(v.FailedCredentials) > 0 || res.Error != nil && strings.Contains(strings.ToLower(res.Error.Code+res.Error.Message), "auth")) {
+		if v.Credential == "" && p.Step == StepClassify && (len(v.FailedCredentials) > 0 || errCode(res) == probes.CodeAuth) {
 			h.Facts.SSHFailed = true
 			logEntry.Note = "every SSH credential failed: classified by ports"
 		}
 		h.logf(logEntry)
 		touched[h.IP] = h
-	case "http_get":
+	case httpget.Kind:
 		h := s.host(rs, p.IP, false)
 		if h == nil {
 			return touched, nil
 		}
-		v, err := decode[httpResult](res.Data)
+		v, err := decode[httpget.Result](res.Data)
 		if err == nil && res.Status == envelope.StatusOK && v.Status > 0 {
 			if h.Facts.HTTP == nil {
 				h.Facts.HTTP = map[int]HTTPFact{}
@@ -213,35 +225,35 @@ func (s *service) apply(ctx context.Context, rs *runState, p *pendingProbe, res 
 		}
 		h.logf(logEntry)
 		touched[h.IP] = h
-	case "tls_cert":
+	case tlscert.Kind:
 		h := s.host(rs, p.IP, false)
 		if h == nil {
 			return touched, nil
 		}
-		v, err := decode[tlsResult](res.Data)
+		v, err := decode[tlscert.Result](res.Data)
 		if err == nil && v.Certificate != nil {
 			if h.Facts.TLS == nil {
-				h.Facts.TLS = map[int]CertFact{}
+				h.Facts.TLS = map[int]probes.Certificate{}
 			}
 			h.Facts.TLS[p.Port] = *v.Certificate
 			logEntry.Note = fmt.Sprintf("port %d: %s, not after %s", p.Port, v.Certificate.SubjectCN, v.Certificate.NotAfter.Format("2006-01-02"))
 		}
 		h.logf(logEntry)
 		touched[h.IP] = h
-	case "ldap_search":
+	case ldapsearch.Kind:
 		h := s.host(rs, p.IP, false)
 		if h == nil {
 			return touched, nil
 		}
-		v, err := decode[ldapResult](res.Data)
+		entries, worked, failed, err := ldapData(res)
 		if err == nil {
-			for _, e := range append(v.Results, v.Entries...) {
+			for _, e := range entries {
 				if e.DN == "" {
 					h.Facts.LDAP = e.Attributes
 				}
 			}
 			if res.Final {
-				s.noteCredentials(ctx, rs, h, "ldap", v.Credential, v.FailedCredentials, &logEntry)
+				s.noteCredentials(ctx, rs, h, "ldap", worked, failed, &logEntry)
 			}
 		}
 		if res.Final {
@@ -280,8 +292,6 @@ func (s *service) noteCredentials(ctx context.Context, rs *runState, h *Host, ty
 	}
 }
 
-var refusedRE = regexp.MustCompile(`refused every credential \(([^)]*)\)`)
-
 func joinInts(v []int) string {
 	s := make([]string, len(v))
 	for i, x := range v {
@@ -292,9 +302,9 @@ func joinInts(v []int) string {
 
 // noteHostKey records the SSH host key an ssh_exec probe saw (trust on first use), or
 // reports, in the host's log, the run and an event, that the host presented another key.
-func (s *service) noteHostKey(ctx context.Context, rs *runState, h *Host, res *envelope.Result, v *sshResult, entry *HostLog) {
+func (s *service) noteHostKey(ctx context.Context, rs *runState, h *Host, res *envelope.Result, v *sshexec.Result, entry *HostLog) {
 	site := rs.run.Site
-	if res.Error != nil && res.Error.Code == codeHostKey {
+	if errCode(res) == sshexec.CodeHostKeyMismatch {
 		known, _ := s.knownHostKey(ctx, site, h.IP)
 		h.Facts.SSHHostKeyChanged = res.Error.Message
 		h.Facts.SSHFailed = true // classified as if SSH had refused us: it did not get the chance

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/probes/catalog"
 )
 
 // A discovery run is a pipeline of stages over its state (runState: the run record and its
@@ -145,7 +146,7 @@ func probeEnvelope(t *turn, req probeRequest, extra map[string]any) (*envelope.P
 		return nil, fmt.Errorf("probe %s params: %w", req.Spec.Name, err)
 	}
 	return &envelope.Probe{ID: envelope.NewID(), Run: t.run.ID, App: Service, Site: t.run.Site, Priority: envelope.PriorityStandard,
-		Kind: req.Spec.Kind, Capability: envelope.KindCapability[req.Spec.Kind], Target: req.IP, Params: raw,
+		Kind: req.Spec.Kind, Capability: catalog.Capability(req.Spec.Kind), Target: req.IP, Params: raw,
 		Deadline: t.now.Add(req.Timeout)}, nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/probes/catalog"
 	"github.com/outpost-dev/outpost/services/gateway"
 	"github.com/outpost-dev/outpost/services/gateway/tokens"
 )
@@ -272,5 +273,33 @@ func TestAuditEvents(t *testing.T) {
 	}
 	if len(out.Events) != 1 || out.Events[0].Actor != "admin" || out.Events[0].Action != "token_create" || out.Events[0].Target != "/api/v1/tokens" {
 		t.Fatalf("audit: %+v", out.Events)
+	}
+}
+
+// The probe kinds are served from their contracts: the table, and one kind with its params
+// schema; an unknown kind is a 404 that says where the list is.
+func TestProbeKinds(t *testing.T) {
+	e := newEnv(t, true)
+	resp, body := e.get(t, "/api/v1/probe-kinds", e.admin)
+	var list struct {
+		Items []gateway.ProbeKind     `json:"items"`
+		Codes []struct{ Code string } `json:"codes"`
+	}
+	if err := json.Unmarshal(body, &list); resp.StatusCode != 200 || err != nil || len(list.Items) != len(catalog.All()) || len(list.Codes) == 0 {
+		t.Fatalf("%d %v: %s", resp.StatusCode, err, body)
+	}
+	resp, body = e.get(t, "/api/v1/probe-kinds/http_request", e.admin)
+	var k gateway.ProbeKind
+	if err := json.Unmarshal(body, &k); resp.StatusCode != 200 || err != nil || k.Capability != "http" || len(k.CredentialTypes) != 1 || k.CredentialTypes[0] != "http" {
+		t.Fatalf("%d %v: %s", resp.StatusCode, err, body)
+	}
+	var sch struct {
+		Properties map[string]struct{ Type string } `json:"properties"`
+	}
+	if err := json.Unmarshal(k.Params, &sch); err != nil || sch.Properties["method"].Type != "string" {
+		t.Errorf("params schema: %v %s", err, k.Params)
+	}
+	if resp, body := e.get(t, "/api/v1/probe-kinds/nope", e.admin); resp.StatusCode != 404 || !strings.Contains(string(body), "GET /api/v1/probe-kinds lists them") {
+		t.Errorf("unknown kind: %d %s", resp.StatusCode, body)
 	}
 }

@@ -58,6 +58,8 @@ var summaries = map[string]string{
 	"GET /api/v1/audit":                         "Writes made through the API, oldest first: who, what, when, from where; cursor pages",
 	"GET /api/v1/dlq":                           "Dead-lettered messages, oldest first: why, from where, a preview of the body; cursor pages",
 	"GET /api/v1/whoami":                        "The calling token's name and role",
+	"GET /api/v1/probe-kinds":                   "Every probe kind: capability, credential types, params JSON Schema, error codes",
+	"GET /api/v1/probe-kinds/{kind}":            "One probe kind: capability, credential types, params JSON Schema, error codes",
 	"GET /api/v1/sites":                         "List sites",
 	"POST /api/v1/sites":                        "Create a site (or change its ranges) and return an enrollment token (token_ttl, default 24h; token_uses, default any number) (admin)",
 	"POST /api/v1/enrollment-tokens":            "Make another enrollment token for a site (ttl, uses, auto_approve); its secret is returned once (admin)",

@@ -152,6 +152,12 @@ func Main(args []string, stderr io.Writer) int {
 	if flagCfg.outbox != 0 {
 		cfg.OutboxMax = flagCfg.outbox
 	}
+	if _, err := bridge.KindConfigs(kinds.All(), cfg.Kinds); err != nil {
+		// every line names the file: kinds.<kind>.<setting> (line N) is in it
+		for _, line := range strings.Split(err.Error(), "\n") {
+			errs = append(errs, fmt.Errorf("%s: %s", *configFile, line))
+		}
+	}
 	if err := errors.Join(append(errs, cfg.Validate())...); err != nil {
 		fmt.Fprintln(stderr, "error: invalid configuration:\n ", strings.ReplaceAll(err.Error(), "\n", "\n  "))
 		return 2

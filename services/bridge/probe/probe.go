@@ -20,20 +20,23 @@ import (
 
 	"github.com/outpost-dev/outpost/libs/clock"
 	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/probes"
+	"github.com/outpost-dev/outpost/libs/probes/catalog"
+	"github.com/outpost-dev/outpost/libs/probes/schema"
 )
 
 // Factory creates the runner of one probe kind.
 type Factory interface {
-	// Type is the probe kind ("echo", "tcp_scan", "ssh_exec").
-	Type() string
-	// Capability is what a site grants for this kind ("echo", "tcp", "ssh", "snmp", "sql").
-	// Probes travel on probe.<site>.<priority>.<capability>.
-	Capability() string
-	// DefaultConfig is the kind's bridge-side configuration (limits, defaults); Create
-	// receives it, possibly changed by the operator.
+	// Spec is the kind's contract (libs/probes/<kind>): its name ("echo", "tcp_scan"), the
+	// capability a site grants for it (probes travel on
+	// probe.<site>.<priority>.<capability>), the credential types it takes and its params,
+	// whose Go type is the schema DecodeParams validates against.
+	Spec() probes.Spec
+	// DefaultConfig is the kind's bridge-side configuration (limits, defaults), a struct
+	// value; Create receives it, possibly changed by the operator in the bridge's config
+	// file (kinds: <kind>: ...). A config with a Validate() error method is checked at
+	// start.
 	DefaultConfig() any
-	// Schema describes the params a probe of this kind accepts (for docs, UI and CLI help).
-	Schema() Schema
 	Create(ctx context.Context, set Settings, cfg any) (Runner, error)
 }
 
@@ -76,15 +79,15 @@ func (c Credential) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("name", c.Name), slog.String("type", c.Type), slog.String("username", c.Username))
 }
 
-// CheckCredentials refuses (denied) credentials a kind does not take (envelope's
-// KindCredentialTypes): a secret is only ever sent to the protocol it was stored for, even
-// when a hub sends something else. The bridge checks before running a probe; kinds check
+// CheckCredentials refuses (denied) credentials a kind does not take (its Spec's
+// Credentials, in libs/probes/catalog): a secret is only ever sent to the protocol it was
+// stored for, even when a hub sends something else. The bridge checks before running a probe; kinds check
 // again so that no runner can be handed a wrong secret by mistake.
 func CheckCredentials(kind string, creds []Credential) error {
 	if len(creds) == 0 {
 		return nil
 	}
-	types := envelope.KindCredentialTypes[kind]
+	types := catalog.CredentialTypes(kind)
 	var errs []string
 	for _, c := range creds {
 		if !slices.Contains(types, c.Type) {
@@ -153,20 +156,6 @@ func (s Settings) Time() time.Time {
 // Since is the time elapsed since t by the settings' clock.
 func (s Settings) Since(t time.Time) time.Duration { return s.Time().Sub(t) }
 
-// Schema documents params: field name → description with type and limits.
-type Schema struct {
-	Description string
-	Params      map[string]Param
-}
-
-// Param is one documented param.
-type Param struct {
-	Type        string // string | int | bool | duration | list
-	Description string
-	Required    bool
-	Default     any
-}
-
 // Error is a probe failure with a stable code, carried in the result's error.
 type Error struct {
 	Code    string
@@ -175,20 +164,20 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
-// Stable error codes.
+// Stable error codes (libs/probes documents them; a kind's own codes live in its contract
+// package, e.g. sshexec.CodeHostKeyMismatch).
 const (
-	CodeBadParams   = "bad_params"        // params missing, malformed or beyond a limit
-	CodeDecode      = "decode"            // the probe itself could not be read
-	CodeDenied      = "denied"            // outside the allow-list, or kind not granted
-	CodeUnreachable = "unreachable"       // connection refused, no route
-	CodeAuth        = "auth_failed"       // every credential was refused
-	CodeProtocol    = "protocol"          // the peer spoke something else, or garbage
-	CodeTooLarge    = "too_large"         // output beyond the limit
-	CodeInternal    = "internal"          // a bug: report it
-	CodeUnsupported = "unsupported"       // the kind cannot do what was asked
-	CodeTimeout     = "timeout"           // the deadline passed
-	CodeCanceled    = "canceled"          // the probe was cancelled (drain, shutdown)
-	CodeHostKey     = "host_key_mismatch" // an SSH host key differs from the pinned or known one: nothing was sent
+	CodeBadParams   = probes.CodeBadParams
+	CodeDecode      = probes.CodeDecode
+	CodeDenied      = probes.CodeDenied
+	CodeUnreachable = probes.CodeUnreachable
+	CodeAuth        = probes.CodeAuth
+	CodeProtocol    = probes.CodeProtocol
+	CodeTooLarge    = probes.CodeTooLarge
+	CodeInternal    = probes.CodeInternal
+	CodeUnsupported = probes.CodeUnsupported
+	CodeTimeout     = probes.CodeTimeout
+	CodeCanceled    = probes.CodeCanceled
 )
 
 // Errorf returns a probe Error.
@@ -196,9 +185,13 @@ func Errorf(code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
-// DecodeParams decodes params strictly into v (unknown fields are refused, naming them).
+// DecodeParams checks params against the schema of v's type (its kind's Params: unknown
+// fields, types, enums and bounds, every problem naming its field) and decodes them into v.
 // Empty params leave v at its defaults.
 func DecodeParams(params json.RawMessage, v any) error {
+	if err := schema.For(v).Validate("params", params); err != nil {
+		return Errorf(CodeBadParams, "%s", strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
 	if len(bytes.TrimSpace(params)) == 0 || string(params) == "null" {
 		return nil
 	}

@@ -203,11 +203,20 @@ func printResult(g *globals, raw []byte, human func(map[string]any) string) erro
 func newProbe(g *globals) *cobra.Command {
 	var site, kind, target, priority, timeout string
 	var params, creds []string
+	var helpParams bool
 	cmd := &cobra.Command{
 		Use:   "probe --site S --kind K [--target T] [--param k=v ...] [--credential NAME ...]",
 		Short: "Send one probe to a site's bridges now and print its result(s)",
-		Args:  cobra.NoArgs,
+		Long: "Send one probe to a site's bridges now and print its result(s).\n\n" +
+			"`outpost probe --kind K --help-params` prints what kind K takes (-o json: its JSON Schema).",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if helpParams {
+				if kind == "" {
+					return usagef("--help-params needs --kind (kinds: %s)", kindsHelp())
+				}
+				return printParamsHelp(g.stdout, kind, g.output == "json")
+			}
 			if site == "" || kind == "" {
 				return usagef("--site and --kind are required")
 			}
@@ -268,7 +277,8 @@ func newProbe(g *globals) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&site, "site", "", "site whose bridges run it")
-	f.StringVar(&kind, "kind", "", "probe kind: echo, tcp_scan, ssh_exec, snmp_walk, tls_cert, ...")
+	f.StringVar(&kind, "kind", "", "probe kind: "+kindsHelp())
+	f.BoolVar(&helpParams, "help-params", false, "print the params --kind takes (types, defaults, limits) and exit")
 	f.StringVar(&target, "target", "", "target address, range or host")
 	f.StringArrayVar(&params, "param", nil, "param key=value (repeatable; numbers, true/false and [a,b] lists are typed)")
 	f.StringVar(&priority, "priority", "interactive", "interactive, expedited or standard")

@@ -30,6 +30,8 @@ var commandOf = map[string]string{
 	"POST /api/v1/agents/{agent}/revoke":        "agents revoke",
 	"POST /api/v1/agents/{agent}/control":       "agents ping", // and pause, resume, drain, logs
 	"POST /api/v1/probes":                       "probe",
+	"GET /api/v1/probe-kinds":                   "probe", // --help-params: the same contract, embedded
+	"GET /api/v1/probe-kinds/{kind}":            "probe",
 	"GET /api/v1/cis":                           "ci ls",
 	"GET /api/v1/cis/{id}":                      "ci show",
 	"GET /api/v1/cis/{id}/relations":            "ci rel",

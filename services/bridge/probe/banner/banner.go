@@ -17,43 +17,26 @@ import (
 	"unicode/utf8"
 
 	"github.com/outpost-dev/outpost/libs/clock"
+	"github.com/outpost-dev/outpost/libs/probes"
+	contract "github.com/outpost-dev/outpost/libs/probes/banner"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/capture"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/param"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/target"
 )
 
+// The contract of the kind (libs/probes/banner): what a probe asks and what it answers.
+type (
+	Params = contract.Params
+	Result = contract.Result
+)
+
 // Config of banner.
 type Config struct {
-	ConnectTimeout time.Duration
-	ReadTimeout    time.Duration
-	MaxTimeout     time.Duration
-	MaxBytes       int // hard cap of max_bytes
-}
-
-// Params of a banner probe.
-type Params struct {
-	Port           int    `json:"port,omitempty"`
-	Send           string `json:"send,omitempty"`
-	TLS            bool   `json:"tls,omitempty"`
-	ConnectTimeout string `json:"connect_timeout,omitempty"`
-	ReadTimeout    string `json:"read_timeout,omitempty"`
-	MaxBytes       int    `json:"max_bytes,omitempty"`
-}
-
-// Result of a banner probe.
-type Result struct {
-	IP     string       `json:"ip"`
-	Port   int          `json:"port"`
-	TLS    bool         `json:"tls,omitempty"`
-	Banner capture.Blob `json:"banner"`
-	// Printable is the banner with non-printable bytes escaped (\r \n \xff), for people.
-	Printable string `json:"printable"`
-	Info
-	// Silent: the port accepted but said nothing within read_timeout.
-	Silent     bool  `json:"silent"`
-	ConnectMS  int64 `json:"connect_ms"`
-	DurationMS int64 `json:"duration_ms"`
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	ReadTimeout    time.Duration `yaml:"read_timeout"`
+	MaxTimeout     time.Duration `yaml:"max_timeout"`
+	MaxBytes       int           `yaml:"max_bytes"` // hard cap of max_bytes
 }
 
 type factory struct{}
@@ -61,24 +44,9 @@ type factory struct{}
 // NewFactory returns the banner kind.
 func NewFactory() probe.Factory { return factory{} }
 
-func (factory) Type() string       { return "banner" }
-func (factory) Capability() string { return "tcp" }
+func (factory) Spec() probes.Spec { return contract.Spec }
 func (factory) DefaultConfig() any {
 	return Config{ConnectTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second, MaxTimeout: time.Minute, MaxBytes: 64 << 10}
-}
-
-func (factory) Schema() probe.Schema {
-	return probe.Schema{
-		Description: "Read what a TCP service says first (or answers to `send`) and identify it.",
-		Params: map[string]probe.Param{
-			"port":            {Type: "int", Description: "TCP port (or give target host:port)", Required: true},
-			"send":            {Type: "string", Description: "bytes to send after connecting (e.g. \"HEAD / HTTP/1.0\\r\\n\\r\\n\")"},
-			"tls":             {Type: "bool", Description: "speak TLS first (certificate not verified)"},
-			"connect_timeout": {Type: "duration", Description: "connect (and TLS handshake) timeout", Default: "5s"},
-			"read_timeout":    {Type: "duration", Description: "how long to wait for the banner", Default: "5s"},
-			"max_bytes":       {Type: "int", Description: "bytes kept (at most 64 KiB)", Default: 4096},
-		},
-	}
 }
 
 func (factory) Create(_ context.Context, set probe.Settings, cfg any) (probe.Runner, error) {

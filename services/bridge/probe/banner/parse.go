@@ -6,15 +6,14 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	contract "github.com/outpost-dev/outpost/libs/probes/banner"
 )
 
-// Info is what a banner tells about the service behind a port.
-type Info struct {
-	Service string `json:"service,omitempty"` // ssh, smtp, ftp, http, mysql, telnet, rdp, pop3, imap, vnc, jetdirect, ...
-	Product string `json:"product,omitempty"` // OpenSSH, Postfix, nginx, MySQL, MariaDB, ...
-	Version string `json:"version,omitempty"`
-	Extra   string `json:"extra,omitempty"` // the rest of the identification (distribution, comment)
-}
+// The contract of the kind (libs/probes/banner): what a probe asks and what it answers.
+type (
+	Info = contract.Info
+)
 
 const maxField = 128
 

@@ -6,27 +6,21 @@ import (
 	"context"
 	"time"
 
+	"github.com/outpost-dev/outpost/libs/probes"
+	contract "github.com/outpost-dev/outpost/libs/probes/echo"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
+)
+
+// The contract of the kind (libs/probes/echo): what a probe asks and what it answers.
+type (
+	Params = contract.Params
+	Result = contract.Result
 )
 
 // Config limits what an echo probe may ask.
 type Config struct {
-	MaxMessage int           // bytes (default 64 KiB)
-	MaxDelay   time.Duration // default 10 min
-}
-
-// Params of an echo probe.
-type Params struct {
-	Msg   string `json:"msg"`
-	Delay string `json:"delay,omitempty"` // Go duration: simulate a slow probe
-	Fail  string `json:"fail,omitempty"`  // return this error code
-	Size  int    `json:"size,omitempty"`  // pad the answer to this many bytes (oversize tests)
-}
-
-// Result of an echo probe.
-type Result struct {
-	Msg     string `json:"msg"`
-	Padding string `json:"padding,omitempty"`
+	MaxMessage int           `yaml:"max_message"` // bytes (default 64 KiB)
+	MaxDelay   time.Duration `yaml:"max_delay"`   // default 10 min
 }
 
 type factory struct{}
@@ -34,18 +28,8 @@ type factory struct{}
 // NewFactory returns the echo kind.
 func NewFactory() probe.Factory { return factory{} }
 
-func (factory) Type() string       { return "echo" }
-func (factory) Capability() string { return "echo" }
+func (factory) Spec() probes.Spec  { return contract.Spec }
 func (factory) DefaultConfig() any { return Config{MaxMessage: 64 << 10, MaxDelay: 10 * time.Minute} }
-func (factory) Schema() probe.Schema {
-	return probe.Schema{Description: "Answers its message: for tests, benchmarks and link checks.", Params: map[string]probe.Param{
-		"msg":   {Type: "string", Description: "message to echo (≤ 64 KiB)"},
-		"delay": {Type: "duration", Description: "wait this long before answering (≤ 10m)"},
-		"fail":  {Type: "string", Description: "fail with this error code"},
-		"size":  {Type: "int", Description: "pad the answer to this many bytes"},
-	}}
-}
-
 func (factory) Create(_ context.Context, _ probe.Settings, cfg any) (probe.Runner, error) {
 	c, ok := cfg.(Config)
 	if !ok {

@@ -12,6 +12,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"net/netip"
@@ -19,51 +20,41 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 
+	"github.com/outpost-dev/outpost/libs/probes"
+	contract "github.com/outpost-dev/outpost/libs/probes/fileread"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/capture"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/param"
 )
 
+// The contract of the kind (libs/probes/fileread): what a probe asks and what it answers.
+type (
+	Params = contract.Params
+	Chunk  = contract.Chunk
+	Result = contract.Result
+)
+
 // Config of file_read.
 type Config struct {
 	// AllowedDirs are the directories files may be read under (absolute). Empty: none.
-	AllowedDirs []string
+	AllowedDirs []string `yaml:"allowed_dirs"`
 	// MaxBytes bounds what one probe reads.
-	MaxBytes int64
+	MaxBytes int64 `yaml:"max_bytes"`
 }
 
-// Params of a file_read probe.
-type Params struct {
-	Path     string `json:"path"`
-	Offset   int64  `json:"offset,omitempty"`
-	MaxBytes int64  `json:"max_bytes,omitempty"`
-	Encoding string `json:"encoding,omitempty"` // auto (text when UTF-8), base64
-}
-
-// Chunk is one streamed part of the file.
-type Chunk struct {
-	Path     string `json:"path"`
-	Offset   int64  `json:"offset"`
-	Encoding string `json:"encoding"` // text or base64
-	Data     string `json:"data"`
-	Bytes    int    `json:"bytes"`
-}
-
-// Result is the final data of a read.
-type Result struct {
-	Path      string    `json:"path"`
-	Size      int64     `json:"size"`
-	Mode      string    `json:"mode"`
-	ModTime   time.Time `json:"mod_time"`
-	Offset    int64     `json:"offset"`
-	Read      int64     `json:"read"`
-	Truncated bool      `json:"truncated"`
-	SHA256    string    `json:"sha256"`
-	Chunks    int       `json:"chunks"`
-	// Content carries the content when the caller takes no stream (within one chunk).
-	Content *Chunk `json:"content,omitempty"`
+// Validate reports every problem of an operator's config.
+func (c Config) Validate() error {
+	var errs []error
+	for i, d := range c.AllowedDirs {
+		if !filepath.IsAbs(d) {
+			errs = append(errs, fmt.Errorf("allowed_dirs[%d]: %q is not absolute: give the full path (e.g. /var/log)", i, d))
+		}
+	}
+	if c.MaxBytes < 1 {
+		errs = append(errs, fmt.Errorf("max_bytes: %d: want at least 1", c.MaxBytes))
+	}
+	return errors.Join(errs...)
 }
 
 type factory struct{}
@@ -71,21 +62,8 @@ type factory struct{}
 // NewFactory returns the file_read kind.
 func NewFactory() probe.Factory { return factory{} }
 
-func (factory) Type() string       { return "file_read" }
-func (factory) Capability() string { return "file" }
+func (factory) Spec() probes.Spec  { return contract.Spec }
 func (factory) DefaultConfig() any { return Config{AllowedDirs: nil, MaxBytes: 256 << 20} }
-
-func (factory) Schema() probe.Schema {
-	return probe.Schema{
-		Description: "Read a file under a directory the bridge allows; content streamed in chunks.",
-		Params: map[string]probe.Param{
-			"path":      {Type: "string", Description: "absolute path under an allowed directory", Required: true},
-			"offset":    {Type: "int", Description: "start reading here", Default: 0},
-			"max_bytes": {Type: "int", Description: "read at most this much (truncated beyond)", Default: 16777216},
-			"encoding":  {Type: "string", Description: "auto (text when valid UTF-8, else base64) or base64", Default: "auto"},
-		},
-	}
-}
 
 func (factory) Create(_ context.Context, set probe.Settings, cfg any) (probe.Runner, error) {
 	c, ok := cfg.(Config)

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outpost-dev/outpost/libs/probes"
+	contract "github.com/outpost-dev/outpost/libs/probes/httpget"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/certinfo"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/httpc"
@@ -19,44 +21,17 @@ import (
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/target"
 )
 
+// The contract of the kind (libs/probes/httpget): what a probe asks and what it answers.
+type (
+	Params = contract.Params
+	Result = contract.Result
+)
+
 // Config of http_get.
 type Config struct {
-	Timeout    time.Duration
-	MaxTimeout time.Duration
-	MaxBody    int // bytes read for the title
-}
-
-// Params of an http_get probe.
-type Params struct {
-	Scheme          string `json:"scheme,omitempty"` // http or https (default by port)
-	Port            int    `json:"port,omitempty"`
-	Path            string `json:"path,omitempty"`
-	Host            string `json:"host,omitempty"` // Host header and TLS server name
-	Timeout         string `json:"timeout,omitempty"`
-	TLSVerify       bool   `json:"tls_verify,omitempty"`
-	FollowRedirects int    `json:"follow_redirects,omitempty"`
-	MaxBody         int    `json:"max_body,omitempty"`
-}
-
-// Result of an http_get probe.
-type Result struct {
-	URL             string              `json:"url"`
-	Status          int                 `json:"status"`
-	StatusText      string              `json:"status_text"`
-	Proto           string              `json:"proto"`
-	Server          string              `json:"server,omitempty"`
-	Title           string              `json:"title,omitempty"`
-	ContentType     string              `json:"content_type,omitempty"`
-	ContentLength   int64               `json:"content_length"`
-	Location        string              `json:"location,omitempty"`
-	Headers         map[string][]string `json:"headers"`
-	HeaderTruncated bool                `json:"headers_truncated,omitempty"`
-	// BodyRead is how much of the body was read to find the title; BodyTruncated says the
-	// body went on (its size is then ContentLength when the server said it, else unknown).
-	BodyRead      int64         `json:"body_read"`
-	BodyTruncated bool          `json:"body_truncated"`
-	TLS           *certinfo.TLS `json:"tls,omitempty"`
-	DurationMS    int64         `json:"duration_ms"`
+	Timeout    time.Duration `yaml:"timeout"`
+	MaxTimeout time.Duration `yaml:"max_timeout"`
+	MaxBody    int           `yaml:"max_body"` // bytes read for the title
 }
 
 type factory struct{}
@@ -64,26 +39,9 @@ type factory struct{}
 // NewFactory returns the http_get kind.
 func NewFactory() probe.Factory { return factory{} }
 
-func (factory) Type() string       { return "http_get" }
-func (factory) Capability() string { return "http" }
+func (factory) Spec() probes.Spec { return contract.Spec }
 func (factory) DefaultConfig() any {
 	return Config{Timeout: 10 * time.Second, MaxTimeout: 2 * time.Minute, MaxBody: 256 << 10}
-}
-
-func (factory) Schema() probe.Schema {
-	return probe.Schema{
-		Description: "GET a web page: status, headers, Server, title; certificate and verification for https.",
-		Params: map[string]probe.Param{
-			"scheme":           {Type: "string", Description: "http or https; default https on 443, 8443, 9443, 5986, else http"},
-			"port":             {Type: "int", Description: "TCP port (or give target host:port)", Default: 80},
-			"path":             {Type: "string", Description: "request path", Default: "/"},
-			"host":             {Type: "string", Description: "Host header and TLS server name"},
-			"timeout":          {Type: "duration", Description: "whole request", Default: "10s"},
-			"tls_verify":       {Type: "bool", Description: "fail when the certificate does not verify (it is always reported)", Default: false},
-			"follow_redirects": {Type: "int", Description: "redirects to follow (0-10)", Default: 0},
-			"max_body":         {Type: "int", Description: "bytes of body read to find the title", Default: 65536},
-		},
-	}
 }
 
 func (factory) Create(_ context.Context, set probe.Settings, cfg any) (probe.Runner, error) {

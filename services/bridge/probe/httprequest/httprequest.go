@@ -24,6 +24,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outpost-dev/outpost/libs/probes"
+	contract "github.com/outpost-dev/outpost/libs/probes/httprequest"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/capture"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/certinfo"
@@ -32,53 +34,19 @@ import (
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/target"
 )
 
+// The contract of the kind (libs/probes/httprequest): what a probe asks and what it answers.
+type (
+	TLSParams = contract.TLSParams
+	Params    = contract.Params
+	Result    = contract.Result
+)
+
 // Config of http_request.
 type Config struct {
-	Timeout    time.Duration // default
-	MaxTimeout time.Duration // 30 s
-	MaxBody    int           // response bytes kept (bounded by the chunk size too)
-	MaxRequest int           // request body bytes
-}
-
-// TLSParams are the TLS options of a request.
-type TLSParams struct {
-	InsecureSkipVerify bool   `json:"insecure_skip_verify,omitempty"`
-	ServerName         string `json:"server_name,omitempty"`
-	CAPEM              string `json:"ca_pem,omitempty"`
-	MinVersion         string `json:"min_version,omitempty"` // "1.2" (default) or "1.3"
-}
-
-// Params of an http_request probe.
-type Params struct {
-	Method          string            `json:"method,omitempty"`
-	URL             string            `json:"url,omitempty"`
-	Scheme          string            `json:"scheme,omitempty"`
-	Port            int               `json:"port,omitempty"`
-	Path            string            `json:"path,omitempty"`
-	Headers         map[string]string `json:"headers,omitempty"`
-	Body            string            `json:"body,omitempty"`
-	BodyBase64      string            `json:"body_base64,omitempty"`
-	Timeout         string            `json:"timeout,omitempty"`
-	TLS             TLSParams         `json:"tls,omitzero"`
-	FollowRedirects int               `json:"follow_redirects,omitempty"`
-	MaxBody         int               `json:"max_body,omitempty"`
-}
-
-// Result of an http_request probe.
-type Result struct {
-	URL               string              `json:"url"`
-	Method            string              `json:"method"`
-	Status            int                 `json:"status"`
-	StatusText        string              `json:"status_text"`
-	Proto             string              `json:"proto"`
-	Headers           map[string][]string `json:"headers"`
-	HeadersTruncated  bool                `json:"headers_truncated,omitempty"`
-	ContentType       string              `json:"content_type,omitempty"`
-	Body              capture.Blob        `json:"body"`
-	TLS               *certinfo.TLS       `json:"tls,omitempty"`
-	Credential        string              `json:"credential,omitempty"`
-	FailedCredentials []string            `json:"failed_credentials,omitempty"`
-	DurationMS        int64               `json:"duration_ms"`
+	Timeout    time.Duration `yaml:"timeout"`     // default
+	MaxTimeout time.Duration `yaml:"max_timeout"` // 30 s
+	MaxBody    int           `yaml:"max_body"`    // response bytes kept (bounded by the chunk size too)
+	MaxRequest int           `yaml:"max_request"` // request body bytes
 }
 
 // drainLimit is how far past the cap a body is read only to learn its size.
@@ -91,30 +59,9 @@ type factory struct{}
 // NewFactory returns the http_request kind.
 func NewFactory() probe.Factory { return factory{} }
 
-func (factory) Type() string       { return "http_request" }
-func (factory) Capability() string { return "http" }
+func (factory) Spec() probes.Spec { return contract.Spec }
 func (factory) DefaultConfig() any {
 	return Config{Timeout: 30 * time.Second, MaxTimeout: 30 * time.Second, MaxBody: 4 << 20, MaxRequest: 4 << 20}
-}
-
-func (factory) Schema() probe.Schema {
-	return probe.Schema{
-		Description: "One HTTP request (REST call, webhook): status, headers and body up to a cap.",
-		Params: map[string]probe.Param{
-			"method":           {Type: "string", Description: "GET HEAD POST PUT PATCH DELETE OPTIONS", Default: "GET"},
-			"url":              {Type: "string", Description: "absolute http(s) URL; its host must be an allowed address (default: built from target, scheme, port, path)"},
-			"scheme":           {Type: "string", Description: "http or https (default by port)"},
-			"port":             {Type: "int", Description: "TCP port"},
-			"path":             {Type: "string", Description: "path and query", Default: "/"},
-			"headers":          {Type: "map", Description: "request headers"},
-			"body":             {Type: "string", Description: "request body (text)"},
-			"body_base64":      {Type: "string", Description: "request body (binary, base64)"},
-			"timeout":          {Type: "duration", Description: "whole request, at most 30s", Default: "30s"},
-			"tls":              {Type: "object", Description: "insecure_skip_verify, server_name, ca_pem, min_version (1.2|1.3)"},
-			"follow_redirects": {Type: "int", Description: "redirects to follow (0-10)", Default: 0},
-			"max_body":         {Type: "int", Description: "response bytes kept", Default: 1048576},
-		},
-	}
 }
 
 func (factory) Create(_ context.Context, set probe.Settings, cfg any) (probe.Runner, error) {

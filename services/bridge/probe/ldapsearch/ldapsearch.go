@@ -22,6 +22,8 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
+	"github.com/outpost-dev/outpost/libs/probes"
+	contract "github.com/outpost-dev/outpost/libs/probes/ldapsearch"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/capture"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/certinfo"
@@ -29,63 +31,19 @@ import (
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/target"
 )
 
+// The contract of the kind (libs/probes/ldapsearch): what a probe asks and what it answers.
+type (
+	Params = contract.Params
+	Entry  = contract.Entry
+	Page   = contract.Page
+	Result = contract.Result
+)
+
 // Config of ldap_search.
 type Config struct {
-	Timeout    time.Duration
-	MaxTimeout time.Duration
-	MaxEntries int // hard cap of max_entries
-}
-
-// Params of an ldap_search probe.
-type Params struct {
-	Port       int        `json:"port,omitempty"`
-	Security   string     `json:"security,omitempty"` // none, ldaps, starttls
-	TLSVerify  bool       `json:"tls_verify,omitempty"`
-	ServerName string     `json:"server_name,omitempty"`
-	CAPEM      string     `json:"ca_pem,omitempty"`
-	BaseDN     *string    `json:"base_dn,omitempty"`
-	Scope      string     `json:"scope,omitempty"` // base, one, sub
-	Filter     string     `json:"filter,omitempty"`
-	Attributes param.List `json:"attributes,omitempty"`
-	PageSize   *int       `json:"page_size,omitempty"`
-	MaxEntries int        `json:"max_entries,omitempty"`
-	Timeout    string     `json:"timeout,omitempty"`
-}
-
-// Entry is one directory entry.
-type Entry struct {
-	DN         string              `json:"dn"`
-	Attributes map[string][]string `json:"attributes"`
-	// Binary names the attributes whose values are base64.
-	Binary []string `json:"binary,omitempty"`
-	// Truncated: a value was longer than 16 KiB and was cut.
-	Truncated bool `json:"truncated,omitempty"`
-}
-
-// Page is one streamed chunk of entries.
-type Page struct {
-	Page    int     `json:"page"`
-	Entries []Entry `json:"entries"`
-}
-
-// Result is the final data of a search.
-type Result struct {
-	IP                string        `json:"ip"`
-	Port              int           `json:"port"`
-	Security          string        `json:"security"`
-	TLS               *certinfo.TLS `json:"tls,omitempty"`
-	Credential        string        `json:"credential,omitempty"`
-	BindDN            string        `json:"bind_dn,omitempty"`
-	FailedCredentials []string      `json:"failed_credentials"`
-	BaseDN            string        `json:"base_dn"`
-	Scope             string        `json:"scope"`
-	Filter            string        `json:"filter"`
-	Entries           int           `json:"entries"`
-	Pages             int           `json:"pages"`
-	Truncated         bool          `json:"truncated"`
-	DurationMS        int64         `json:"duration_ms"`
-	// Results carries the entries when the caller takes no stream.
-	Results []Entry `json:"results,omitempty"`
+	Timeout    time.Duration `yaml:"timeout"`
+	MaxTimeout time.Duration `yaml:"max_timeout"`
+	MaxEntries int           `yaml:"max_entries"` // hard cap of max_entries
 }
 
 type factory struct{}
@@ -93,30 +51,9 @@ type factory struct{}
 // NewFactory returns the ldap_search kind.
 func NewFactory() probe.Factory { return factory{} }
 
-func (factory) Type() string       { return "ldap_search" }
-func (factory) Capability() string { return "ldap" }
+func (factory) Spec() probes.Spec { return contract.Spec }
 func (factory) DefaultConfig() any {
 	return Config{Timeout: 30 * time.Second, MaxTimeout: 10 * time.Minute, MaxEntries: 1_000_000}
-}
-
-func (factory) Schema() probe.Schema {
-	return probe.Schema{
-		Description: "LDAP bind and paged search; entries streamed a page at a time.",
-		Params: map[string]probe.Param{
-			"port":        {Type: "int", Description: "TCP port", Default: "389, or 636 for ldaps"},
-			"security":    {Type: "string", Description: "none, ldaps or starttls; none with a credential needs the credential's allow_insecure", Default: "starttls with a credential, none without (ldaps on 636)"},
-			"tls_verify":  {Type: "bool", Description: "fail when the certificate does not verify (always reported; on whenever a credential is carried, unless it allows insecure)"},
-			"server_name": {Type: "string", Description: "TLS server name"},
-			"ca_pem":      {Type: "string", Description: "CA certificate(s) to verify the server with (default: the system's roots)"},
-			"base_dn":     {Type: "string", Description: "search base; \"\" with scope base reads the root DSE", Default: "the root DSE's defaultNamingContext"},
-			"scope":       {Type: "string", Description: "base, one or sub", Default: "sub"},
-			"filter":      {Type: "string", Description: "RFC 4515 filter", Default: "(objectClass=*)"},
-			"attributes":  {Type: "list", Description: "attributes to return (default: all user attributes)"},
-			"page_size":   {Type: "int", Description: "entries per page (RFC 2696); 0 = no paging", Default: 500},
-			"max_entries": {Type: "int", Description: "stop after this many entries (truncated)", Default: 100000},
-			"timeout":     {Type: "duration", Description: "connect, bind and each page", Default: "30s"},
-		},
-	}
 }
 
 func (factory) Create(_ context.Context, set probe.Settings, cfg any) (probe.Runner, error) {

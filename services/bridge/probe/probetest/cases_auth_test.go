@@ -14,31 +14,15 @@ import (
 	"time"
 
 	"github.com/outpost-dev/outpost/libs/lab"
+	"github.com/outpost-dev/outpost/libs/probes/sshexec"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
 	"github.com/outpost-dev/outpost/services/bridge/probe/probetest"
 )
 
 // --- ssh_exec ---
 
-type blob struct {
-	Text        string `json:"text"`
-	Size        int64  `json:"size"`
-	Truncated   bool   `json:"truncated"`
-	SizeAtLeast bool   `json:"size_at_least"`
-}
-
-type sshResult struct {
-	Credential        string   `json:"credential"`
-	FailedCredentials []string `json:"failed_credentials"`
-	HostKey           string   `json:"host_key"`
-	Outputs           []struct {
-		Command  string `json:"command"`
-		Stdout   blob   `json:"stdout"`
-		Stderr   blob   `json:"stderr"`
-		ExitCode *int   `json:"exit_code"`
-		TimedOut bool   `json:"timed_out"`
-	} `json:"outputs"`
-}
+// sshResult is what the hub reads (the contract in libs).
+type sshResult = sshexec.Result
 
 // osRelease reads NAME and VERSION_ID from /etc/os-release as a test would by hand.
 func osRelease(s string) (name, version string) {
@@ -99,7 +83,7 @@ func sshCases(t *testing.T) []probetest.Case {
 				eq(t, "hostname", strings.TrimSpace(r.Outputs[0].Stdout.Text), lx.Name)
 			}},
 		{Name: probetest.Success + "/pinned-host-key-mismatch", Req: req(lx.IP, map[string]any{"commands": []string{"id"}, "host_key": "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}, good),
-			WantCode: probe.CodeHostKey, Secrets: secrets},
+			WantCode: sshexec.CodeHostKeyMismatch, Secrets: secrets},
 		{Name: probetest.Success + "/pinned-host-key", Secrets: secrets, Req: req(lx.IP, map[string]any{"commands": []string{"id"}, "host_key": lx.SSHHostKey}, good),
 			Check: func(t *testing.T, o probetest.Outcome) {
 				eq(t, "host key", probetest.Decode[sshResult](t, o.Data).HostKey, lx.SSHHostKey)
@@ -110,7 +94,7 @@ func sshCases(t *testing.T) []probetest.Case {
 			}},
 		// the hub recorded another key at first use: refused before any credential, saying both keys and what to do
 		{Name: "refused/host-key-changed", Secrets: secrets, Req: req(lx.IP, map[string]any{"commands": []string{"id"}, "known_host_key": "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}, good),
-			WantCode: probe.CodeHostKey, Check: func(t *testing.T, o probetest.Outcome) {
+			WantCode: sshexec.CodeHostKeyMismatch, Check: func(t *testing.T, o probetest.Outcome) {
 				want := fmt.Sprintf("host key for %s changed from SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA to %s: no credential was sent; if the host was rebuilt, run `outpost hostkeys forget %s`", lx.IP, lx.SSHHostKey, lx.IP)
 				if o.Err == nil || !strings.Contains(o.Err.Error(), want) {
 					t.Errorf("error %v, want %q", o.Err, want)
@@ -126,6 +110,10 @@ func sshCases(t *testing.T) []probetest.Case {
 			Check: func(t *testing.T, o probetest.Outcome) {
 				if !strings.Contains(o.Err.Error(), "wrong-password, other") {
 					t.Errorf("error %q does not name the refused credentials", o.Err)
+				}
+				// readers learn which credentials failed from the data, not the message
+				if r := probetest.Decode[sshResult](t, o.Data); strings.Join(r.FailedCredentials, ",") != "wrong-password,other" || r.Credential != "" {
+					t.Errorf("result: failed %v, worked %q; want both refused credentials and none that worked", r.FailedCredentials, r.Credential)
 				}
 			}},
 		{Name: probetest.Stalled, Req: req(stall(t), map[string]any{"commands": []string{"id"}, "connect_timeout": "500ms"}, good), WantCode: probe.CodeTimeout, Secrets: secrets},

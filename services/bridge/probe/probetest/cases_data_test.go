@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-dev/outpost/libs/probes/httprequest"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
 	"github.com/outpost-dev/outpost/services/bridge/probe/probetest"
 	"github.com/outpost-dev/outpost/services/bridge/probe/sqlquery"
@@ -167,16 +168,8 @@ func sqlCases(t *testing.T) []probetest.Case {
 
 // --- http_request ---
 
-type reqResult struct {
-	Status            int                 `json:"status"`
-	Headers           map[string][]string `json:"headers"`
-	Body              blob                `json:"body"`
-	Credential        string              `json:"credential"`
-	FailedCredentials []string            `json:"failed_credentials"`
-	TLS               *struct {
-		Verified bool `json:"verified"`
-	} `json:"tls"`
-}
+// reqResult is what the hub reads (the contract in libs).
+type reqResult = httprequest.Result
 
 // wantErr checks the refusal says why.
 func wantErr(part string) func(t *testing.T, o probetest.Outcome) {

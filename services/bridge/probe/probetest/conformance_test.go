@@ -33,12 +33,12 @@ var suites = map[string]func(t *testing.T) []probetest.Case{
 // TestConformance runs the table of every registered kind.
 func TestConformance(t *testing.T) {
 	for _, f := range kinds.All() {
-		cases, ok := suites[f.Type()]
+		cases, ok := suites[f.Spec().Kind]
 		if !ok {
-			t.Errorf("kind %s has no conformance table", f.Type())
+			t.Errorf("kind %s has no conformance table", f.Spec().Kind)
 			continue
 		}
-		t.Run(f.Type(), func(t *testing.T) {
+		t.Run(f.Spec().Kind, func(t *testing.T) {
 			t.Parallel()
 			probetest.Run(t, probetest.Suite{Factory: f, Allowed: allowed, Cases: cases(t)})
 		})

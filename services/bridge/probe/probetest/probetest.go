@@ -11,7 +11,9 @@
 //   - every chunk and the final data marshal to JSON within Settings.MaxOutput;
 //   - no secret of the request's credentials appears in a result, a chunk, an error or a
 //     log line, in clear or base64-encoded (alone or as the user:password of basic auth);
-//   - a case marked NoDial (a refusal) never opened a connection.
+//   - a case marked NoDial (a refusal) never opened a connection;
+//   - params with an unknown field are refused (bad_params, naming the field) before any
+//     connection: every kind validates against its contract's schema.
 //
 // A case that cannot apply to a kind (bad credentials for a kind without credentials) is
 // listed with NA and the reason, so the table shows every kind answers every question.
@@ -116,10 +118,10 @@ func Run(t *testing.T, s Suite) {
 	}
 	for _, n := range Names {
 		if !have[n] {
-			t.Errorf("%s: the conformance table has no %q case (give one, or one with NA and the reason)", s.Factory.Type(), n)
+			t.Errorf("%s: the conformance table has no %q case (give one, or one with NA and the reason)", s.Factory.Spec().Kind, n)
 		}
 	}
-	for _, c := range s.Cases {
+	for _, c := range append(s.Cases, paramsCases(s)...) {
 		t.Run(c.Name, func(t *testing.T) {
 			if c.NA != "" {
 				t.Skipf("n/a: %s", c.NA)
@@ -129,6 +131,22 @@ func Run(t *testing.T, s Suite) {
 			verify(t, s, c, o)
 		})
 	}
+}
+
+// paramsCases are asked of every kind: its params are checked against its contract's
+// schema (libs/probes/<kind>) before anything is dialled, an unknown field refused by name.
+func paramsCases(s Suite) []Case {
+	spec := s.Factory.Spec()
+	return []Case{{
+		Name: "params/unknown-field", Req: probe.Request{Target: "127.0.0.1", Params: json.RawMessage(`{"no_such_param": 1}`)},
+		WantCode: probe.CodeBadParams, NoDial: true,
+		Check: func(t *testing.T, o Outcome) {
+			want := "params.no_such_param: unknown field (known: " + strings.Join(spec.ParamsSchema().Order(), ", ")
+			if o.Err == nil || !strings.Contains(o.Err.Error(), want) {
+				t.Errorf("error %v, want %q", o.Err, want)
+			}
+		},
+	}}
 }
 
 // Settings returns the settings a bridge would give: a Dial that counts connections and

@@ -11,25 +11,22 @@ import (
 
 	"github.com/gosnmp/gosnmp"
 
+	"github.com/outpost-dev/outpost/libs/probes"
+	contract "github.com/outpost-dev/outpost/libs/probes/snmpget"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/snmpc"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/target"
 )
 
+// The contract of the kind (libs/probes/snmpget): what a probe asks and what it answers.
+type (
+	Params = contract.Params
+	Result = contract.Result
+)
+
 // Config of snmp_get.
 type Config struct {
-	MaxOIDs int
-}
-
-// Params of an snmp_get probe.
-type Params = snmpc.Common
-
-// Result of an snmp_get probe.
-type Result struct {
-	IP   string `json:"ip"`
-	Port int    `json:"port"`
-	snmpc.Attempt
-	Values []snmpc.Value `json:"values"`
+	MaxOIDs int `yaml:"max_oids"`
 }
 
 type factory struct{}
@@ -37,23 +34,8 @@ type factory struct{}
 // NewFactory returns the snmp_get kind.
 func NewFactory() probe.Factory { return factory{} }
 
-func (factory) Type() string       { return "snmp_get" }
-func (factory) Capability() string { return "snmp" }
+func (factory) Spec() probes.Spec  { return contract.Spec }
 func (factory) DefaultConfig() any { return Config{MaxOIDs: 256} }
-
-func (factory) Schema() probe.Schema {
-	return probe.Schema{
-		Description: "SNMP GET of OIDs (v1, v2c, v3), credentials tried in order.",
-		Params: map[string]probe.Param{
-			"oids":         {Type: "list", Description: "numeric OIDs (1.3.6.1.2.1.1.1.0)", Required: true},
-			"version":      {Type: "string", Description: "1, 2c or 3; default: each credential's"},
-			"port":         {Type: "int", Description: "UDP port", Default: 161},
-			"timeout":      {Type: "duration", Description: "per request try", Default: "2s"},
-			"retries":      {Type: "int", Description: "tries after the first (0-5)", Default: 1},
-			"context_name": {Type: "string", Description: "SNMPv3 context name"},
-		},
-	}
-}
 
 func (factory) Create(_ context.Context, set probe.Settings, cfg any) (probe.Runner, error) {
 	c, ok := cfg.(Config)
@@ -76,7 +58,7 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 	if err := probe.DecodeParams(req.Params, &p); err != nil {
 		return nil, err
 	}
-	oids, port, o, err := p.Options(r.cfg.MaxOIDs)
+	oids, port, o, err := snmpc.CheckCommon(p, r.cfg.MaxOIDs)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/gosnmp/gosnmp"
 
+	"github.com/outpost-dev/outpost/libs/probes"
+	contract "github.com/outpost-dev/outpost/libs/probes/snmpwalk"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/capture"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/param"
@@ -18,47 +20,19 @@ import (
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/target"
 )
 
+// The contract of the kind (libs/probes/snmpwalk): what a probe asks and what it answers.
+type (
+	Params = contract.Params
+	Page   = contract.Page
+	Root   = contract.Root
+	Result = contract.Result
+)
+
 // Config of snmp_walk.
 type Config struct {
-	MaxRoots    int
-	MaxRows     int // hard cap of max_rows
-	DefaultRows int
-}
-
-// Params of an snmp_walk probe.
-type Params struct {
-	snmpc.Common
-	MaxRepetitions int   `json:"max_repetitions,omitempty"`
-	MaxRows        int   `json:"max_rows,omitempty"`
-	PageSize       int   `json:"page_size,omitempty"`
-	Bulk           *bool `json:"bulk,omitempty"`
-}
-
-// Page is one streamed chunk of rows.
-type Page struct {
-	Root   string        `json:"root"`
-	Offset int           `json:"offset"`
-	Values []snmpc.Value `json:"values"`
-}
-
-// Root is the outcome of one subtree.
-type Root struct {
-	OID  string `json:"oid"`
-	Rows int    `json:"rows"`
-}
-
-// Result is the final data of a walk.
-type Result struct {
-	IP   string `json:"ip"`
-	Port int    `json:"port"`
-	snmpc.Attempt
-	Roots      []Root `json:"roots"`
-	Rows       int    `json:"rows"`
-	Truncated  bool   `json:"truncated"`
-	Pages      int    `json:"pages"`
-	DurationMS int64  `json:"duration_ms"`
-	// Values carries the rows when the caller takes no stream.
-	Values []snmpc.Value `json:"values,omitempty"`
+	MaxRoots    int `yaml:"max_roots"`
+	MaxRows     int `yaml:"max_rows"` // hard cap of max_rows
+	DefaultRows int `yaml:"default_rows"`
 }
 
 type factory struct{}
@@ -66,28 +40,9 @@ type factory struct{}
 // NewFactory returns the snmp_walk kind.
 func NewFactory() probe.Factory { return factory{} }
 
-func (factory) Type() string       { return "snmp_walk" }
-func (factory) Capability() string { return "snmp" }
+func (factory) Spec() probes.Spec { return contract.Spec }
 func (factory) DefaultConfig() any {
 	return Config{MaxRoots: 64, MaxRows: 500_000, DefaultRows: 50_000}
-}
-
-func (factory) Schema() probe.Schema {
-	return probe.Schema{
-		Description: "SNMP walk of subtrees (GETBULK for v2c/v3), rows streamed in pages.",
-		Params: map[string]probe.Param{
-			"oids":            {Type: "list", Description: "numeric roots of the subtrees (1.3.6.1.2.1.2.2)", Required: true},
-			"version":         {Type: "string", Description: "1, 2c or 3; default: each credential's"},
-			"port":            {Type: "int", Description: "UDP port", Default: 161},
-			"timeout":         {Type: "duration", Description: "per request try", Default: "2s"},
-			"retries":         {Type: "int", Description: "tries after the first (0-5)", Default: 1},
-			"context_name":    {Type: "string", Description: "SNMPv3 context name"},
-			"max_repetitions": {Type: "int", Description: "GETBULK max-repetitions (1-100)", Default: 25},
-			"max_rows":        {Type: "int", Description: "stop after this many rows in all (truncated)", Default: 50000},
-			"page_size":       {Type: "int", Description: "rows per streamed page", Default: 500},
-			"bulk":            {Type: "bool", Description: "use GETBULK where the version has it", Default: true},
-		},
-	}
 }
 
 func (factory) Create(_ context.Context, set probe.Settings, cfg any) (probe.Runner, error) {
@@ -113,7 +68,7 @@ func (r *runner) Run(ctx context.Context, req probe.Request, emit probe.Emit) (a
 	if err := probe.DecodeParams(req.Params, &p); err != nil {
 		return nil, err
 	}
-	roots, port, o, err := p.Options(r.cfg.MaxRoots)
+	roots, port, o, err := snmpc.CheckCommon(p.Common, r.cfg.MaxRoots)
 	if err != nil {
 		return nil, err
 	}

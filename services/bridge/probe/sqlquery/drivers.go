@@ -23,13 +23,14 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	mssql "github.com/microsoft/go-mssqldb"
 
+	contract "github.com/outpost-dev/outpost/libs/probes/sqlquery"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
 )
 
-// Binary is a bytes value in a result.
-type Binary struct {
-	B64 string `json:"base64"`
-}
+// The contract of the kind (libs/probes/sqlquery): what a probe asks and what it answers.
+type (
+	Binary = contract.Binary
+)
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
 

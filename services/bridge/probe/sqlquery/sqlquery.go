@@ -27,72 +27,30 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outpost-dev/outpost/libs/probes"
+	contract "github.com/outpost-dev/outpost/libs/probes/sqlquery"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/capture"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/param"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/target"
 )
 
+// The contract of the kind (libs/probes/sqlquery): what a probe asks and what it answers.
+type (
+	Params = contract.Params
+	Column = contract.Column
+	Page   = contract.Page
+	Result = contract.Result
+)
+
 // Config of sql_query.
 type Config struct {
 	// AllowWrite lets probes marked write change data. Off by default.
-	AllowWrite     bool
-	DefaultTimeout time.Duration
-	MaxTimeout     time.Duration
-	MaxRows        int // hard cap of max_rows
-	MaxCell        int // bytes of one value kept
-}
-
-// Params of a sql_query probe.
-type Params struct {
-	Driver     string `json:"driver"`
-	Port       int    `json:"port,omitempty"`
-	Database   string `json:"database,omitempty"`
-	Query      string `json:"query"`
-	Args       []any  `json:"args,omitempty"`
-	Write      bool   `json:"write,omitempty"`
-	PageSize   int    `json:"page_size,omitempty"`
-	MaxRows    int    `json:"max_rows,omitempty"`
-	Timeout    string `json:"timeout,omitempty"`
-	TLS        string `json:"tls,omitempty"` // disable, prefer, require, verify
-	ServerName string `json:"server_name,omitempty"`
-	CAPEM      string `json:"ca_pem,omitempty"`
-}
-
-// Column is one result column.
-type Column struct {
-	Name string `json:"name"`
-	Type string `json:"type"`
-}
-
-// Page is one streamed chunk of rows.
-type Page struct {
-	Offset  int      `json:"offset"`
-	Columns []Column `json:"columns"`
-	Rows    [][]any  `json:"rows"`
-	// TruncatedCells counts values longer than the cell limit that were cut.
-	TruncatedCells int `json:"truncated_cells,omitempty"`
-}
-
-// Result is the final data of a query.
-type Result struct {
-	Driver            string   `json:"driver"`
-	IP                string   `json:"ip"`
-	Port              int      `json:"port"`
-	Database          string   `json:"database,omitempty"`
-	Credential        string   `json:"credential"`
-	FailedCredentials []string `json:"failed_credentials"`
-	ReadOnly          bool     `json:"read_only"`
-	Columns           []Column `json:"columns"`
-	Rows              int      `json:"rows"`
-	RowsAffected      *int64   `json:"rows_affected,omitempty"`
-	Pages             int      `json:"pages"`
-	// Truncated: max_rows was reached and the rest of the result was not read.
-	Truncated      bool  `json:"truncated"`
-	TruncatedCells int   `json:"truncated_cells,omitempty"`
-	DurationMS     int64 `json:"duration_ms"`
-	// Data carries the rows when the caller takes no stream.
-	Data [][]any `json:"data,omitempty"`
+	AllowWrite     bool          `yaml:"allow_write"`
+	DefaultTimeout time.Duration `yaml:"default_timeout"`
+	MaxTimeout     time.Duration `yaml:"max_timeout"`
+	MaxRows        int           `yaml:"max_rows"` // hard cap of max_rows
+	MaxCell        int           `yaml:"max_cell"` // bytes of one value kept
 }
 
 var defaultPorts = map[string]int{"postgres": 5432, "mysql": 3306, "sqlserver": 1433}
@@ -102,30 +60,9 @@ type factory struct{}
 // NewFactory returns the sql_query kind.
 func NewFactory() probe.Factory { return factory{} }
 
-func (factory) Type() string       { return "sql_query" }
-func (factory) Capability() string { return "sql" }
+func (factory) Spec() probes.Spec { return contract.Spec }
 func (factory) DefaultConfig() any {
 	return Config{AllowWrite: false, DefaultTimeout: time.Minute, MaxTimeout: time.Hour, MaxRows: 1_000_000, MaxCell: 64 << 10}
-}
-
-func (factory) Schema() probe.Schema {
-	return probe.Schema{
-		Description: "One SQL statement (PostgreSQL, MySQL, SQL Server), read-only unless marked write and allowed; rows streamed in pages.",
-		Params: map[string]probe.Param{
-			"driver":      {Type: "string", Description: "postgres, mysql or sqlserver", Required: true},
-			"port":        {Type: "int", Description: "TCP port", Default: "5432 / 3306 / 1433"},
-			"database":    {Type: "string", Description: "database (default: the credential's fields.database)"},
-			"query":       {Type: "string", Description: "one statement", Required: true},
-			"args":        {Type: "list", Description: "positional arguments ($1 / ? / @p1)"},
-			"write":       {Type: "bool", Description: "the statement writes (needs the bridge's allow_write)", Default: false},
-			"page_size":   {Type: "int", Description: "rows per streamed page", Default: 200},
-			"max_rows":    {Type: "int", Description: "stop after this many rows (truncated)", Default: 10000},
-			"timeout":     {Type: "duration", Description: "connect and run", Default: "60s"},
-			"tls":         {Type: "string", Description: "verify, or (needs the credential's allow_insecure) require (encrypt, no verification), prefer or disable", Default: "the credential's fields.tls, else verify"},
-			"server_name": {Type: "string", Description: "TLS server name to verify"},
-			"ca_pem":      {Type: "string", Description: "CA certificate(s) to verify the server with (postgres, mysql; default: the system's roots)"},
-		},
-	}
 }
 
 func (factory) Create(_ context.Context, set probe.Settings, cfg any) (probe.Runner, error) {

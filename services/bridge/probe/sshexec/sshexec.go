@@ -15,7 +15,6 @@ package sshexec
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -27,82 +26,29 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/outpost-dev/outpost/libs/clock"
+	"github.com/outpost-dev/outpost/libs/probes"
+	contract "github.com/outpost-dev/outpost/libs/probes/sshexec"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/capture"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/param"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/target"
 )
 
+// The contract of the kind (libs/probes/sshexec): what a probe asks and what it answers.
+type (
+	Command = contract.Command
+	Params  = contract.Params
+	Output  = contract.Output
+	Result  = contract.Result
+)
+
 // Config of ssh_exec.
 type Config struct {
-	ConnectTimeout time.Duration
-	CommandTimeout time.Duration // default per command
-	MaxCommandTime time.Duration
-	MaxCommands    int
-	MaxOutput      int // per stream of one command (bounded by the chunk size)
-}
-
-// Command is one command with its timeout.
-type Command struct {
-	Cmd     string `json:"cmd"`
-	Timeout string `json:"timeout,omitempty"`
-}
-
-// UnmarshalJSON accepts "uname -a" as well as {"cmd": "uname -a", "timeout": "10s"}.
-func (c *Command) UnmarshalJSON(b []byte) error {
-	var s string
-	if json.Unmarshal(b, &s) == nil {
-		*c = Command{Cmd: s}
-		return nil
-	}
-	type plain Command
-	var p plain
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
-		return err
-	}
-	*c = Command(p)
-	return nil
-}
-
-// Params of an ssh_exec probe.
-type Params struct {
-	Commands       []Command `json:"commands"`
-	Port           int       `json:"port,omitempty"`
-	ConnectTimeout string    `json:"connect_timeout,omitempty"`
-	Timeout        string    `json:"timeout,omitempty"` // default per command
-	MaxOutput      int       `json:"max_output,omitempty"`
-	HostKey        string    `json:"host_key,omitempty"` // pinned "SHA256:..." fingerprint
-	// KnownHostKey is the fingerprint the hub recorded the first time it saw this address.
-	KnownHostKey string `json:"known_host_key,omitempty"`
-	StopOnError  bool   `json:"stop_on_error,omitempty"`
-}
-
-// Output is what one command did.
-type Output struct {
-	Command    string       `json:"command"`
-	Stdout     capture.Blob `json:"stdout"`
-	Stderr     capture.Blob `json:"stderr"`
-	ExitCode   *int         `json:"exit_code"`
-	Signal     string       `json:"signal,omitempty"`
-	TimedOut   bool         `json:"timed_out,omitempty"`
-	Error      string       `json:"error,omitempty"`
-	DurationMS int64        `json:"duration_ms"`
-}
-
-// Result of an ssh_exec probe.
-type Result struct {
-	IP                string   `json:"ip"`
-	Port              int      `json:"port"`
-	Credential        string   `json:"credential"`
-	FailedCredentials []string `json:"failed_credentials"`
-	Username          string   `json:"username"`
-	HostKey           string   `json:"host_key"`
-	HostKeyType       string   `json:"host_key_type"`
-	ServerVersion     string   `json:"server_version"`
-	Outputs           []Output `json:"outputs"`
-	DurationMS        int64    `json:"duration_ms"`
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	CommandTimeout time.Duration `yaml:"command_timeout"` // default per command
+	MaxCommandTime time.Duration `yaml:"max_command_time"`
+	MaxCommands    int           `yaml:"max_commands"`
+	MaxOutput      int           `yaml:"max_output"` // per stream of one command (bounded by the chunk size)
 }
 
 type factory struct{}
@@ -110,27 +56,10 @@ type factory struct{}
 // NewFactory returns the ssh_exec kind.
 func NewFactory() probe.Factory { return factory{} }
 
-func (factory) Type() string       { return "ssh_exec" }
-func (factory) Capability() string { return "ssh" }
+func (factory) Spec() probes.Spec { return contract.Spec }
 func (factory) DefaultConfig() any {
 	return Config{ConnectTimeout: 15 * time.Second, CommandTimeout: 120 * time.Second, MaxCommandTime: 30 * time.Minute,
 		MaxCommands: 100, MaxOutput: 1 << 20}
-}
-
-func (factory) Schema() probe.Schema {
-	return probe.Schema{
-		Description: "Run commands over SSH with the first credential that works; per command stdout, stderr, exit code.",
-		Params: map[string]probe.Param{
-			"commands":        {Type: "list", Description: `commands: "uname -a" or {"cmd": "...", "timeout": "10s"}`, Required: true},
-			"port":            {Type: "int", Description: "SSH port (or give target host:port)", Default: 22},
-			"connect_timeout": {Type: "duration", Description: "TCP connect + SSH handshake + authentication, per credential", Default: "15s"},
-			"timeout":         {Type: "duration", Description: "default timeout of each command", Default: "120s"},
-			"max_output":      {Type: "int", Description: "bytes kept per stream of each command", Default: 65536},
-			"host_key":        {Type: "string", Description: "pinned host key fingerprint (SHA256:...); refused before logging in when it differs"},
-			"known_host_key":  {Type: "string", Description: "the fingerprint the hub recorded at first use (set by the hub); refused before logging in when it differs"},
-			"stop_on_error":   {Type: "bool", Description: "stop after the first command that fails or times out"},
-		},
-	}
 }
 
 func (factory) Create(_ context.Context, set probe.Settings, cfg any) (probe.Runner, error) {
@@ -223,7 +152,7 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 			res.ServerVersion = string(cl.ServerVersion())
 			break
 		}
-		if probe.CodeOf(err) == probe.CodeHostKey {
+		if probe.CodeOf(err) == contract.CodeHostKeyMismatch {
 			// the result carries the key seen, so the hub can show both
 			res.DurationMS = r.set.Since(start).Milliseconds()
 			return res, scrub(err, secrets)
@@ -237,7 +166,10 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 		return nil, scrub(err, secrets)
 	}
 	if client == nil {
-		return nil, probe.Errorf(probe.CodeAuth, "%s refused every credential (%s)", ep.Addr(), strings.Join(res.FailedCredentials, ", "))
+		// the result names the refused credentials (readers record them: credential
+		// affinity) and the host key seen; the code says what happened
+		res.DurationMS = time.Since(start).Milliseconds()
+		return res, probe.Errorf(probe.CodeAuth, "%s refused every credential (%s)", ep.Addr(), strings.Join(res.FailedCredentials, ", "))
 	}
 	defer client.Close()
 	stop := context.AfterFunc(ctx, func() { client.Close() })
@@ -326,10 +258,10 @@ func (r *runner) login(ctx context.Context, ep target.Endpoint, c probe.Credenti
 		var pe *pinError
 		switch {
 		case errors.As(err, &pe) && pe.known:
-			return nil, hk, probe.Errorf(probe.CodeHostKey, "host key for %s changed from %s to %s: no credential was sent; if the host was rebuilt, run `outpost hostkeys forget %s`",
+			return nil, hk, probe.Errorf(contract.CodeHostKeyMismatch, "host key for %s changed from %s to %s: no credential was sent; if the host was rebuilt, run `outpost hostkeys forget %s`",
 				ep.IP, pe.want, pe.got, ep.IP)
 		case errors.As(err, &pe):
-			return nil, hk, probe.Errorf(probe.CodeHostKey, "%s: host key %s differs from the pinned %s: no credential was sent", ep.Addr(), pe.got, pe.want)
+			return nil, hk, probe.Errorf(contract.CodeHostKeyMismatch, "%s: host key %s differs from the pinned %s: no credential was sent", ep.Addr(), pe.got, pe.want)
 		case ctx.Err() != nil:
 			return nil, hk, ctx.Err()
 		case !handshakeDone || target.IsTimeout(err):

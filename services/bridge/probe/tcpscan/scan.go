@@ -14,62 +14,18 @@ import (
 	"time"
 
 	"github.com/outpost-dev/outpost/libs/clock"
+	contract "github.com/outpost-dev/outpost/libs/probes/tcpscan"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/capture"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/target"
 )
 
-// Host is what one address answered.
-type Host struct {
-	IP string `json:"ip"`
-	// Open ports accepted a connection.
-	Open []int `json:"open"`
-	// Closed ports answered with a reset, as port lists ("1-21,23-79").
-	Closed      string `json:"closed,omitempty"`
-	ClosedCount int    `json:"closed_count"`
-	// Filtered ports did not answer (dropped, or an ICMP unreachable).
-	Filtered      string `json:"filtered,omitempty"`
-	FilteredCount int    `json:"filtered_count"`
-	// RTTMS is the smoothed round-trip time of the address's answers.
-	RTTMS float64 `json:"rtt_ms,omitempty"`
-}
-
-// Chunk is one streamed part of a scan: the addresses that finished since the last one.
-type Chunk struct {
-	Hosts []Host `json:"hosts"`
-	// Silent addresses answered on no port (every port filtered), as ranges.
-	Silent []string `json:"silent,omitempty"`
-	// Done and Total count addresses: progress.
-	Done  int `json:"done"`
-	Total int `json:"total"`
-}
-
-// Summary is the final data of a scan.
-type Summary struct {
-	Addresses   int      `json:"addresses"`
-	Ports       int      `json:"ports"`
-	Probes      int64    `json:"probes"`
-	Retries     int64    `json:"retries"`
-	Open        int64    `json:"open"`
-	Closed      int64    `json:"closed"`
-	Filtered    int64    `json:"filtered"`
-	HostsUp     int      `json:"hosts_up"`
-	HostsSilent int      `json:"hosts_silent"`
-	Denied      []string `json:"denied,omitempty"`
-	DeniedCount int      `json:"denied_count"`
-	Chunks      int      `json:"chunks"`
-	DurationMS  int64    `json:"duration_ms"`
-	ProbesPerS  float64  `json:"probes_per_s"`
-	Rate        float64  `json:"rate"`
-	MaxInFlight int      `json:"max_in_flight"`
-	// Engine is "raw" (non-blocking sockets and epoll) or "dial" (Settings.Dial).
-	Engine  string `json:"engine"`
-	PerHost int    `json:"per_host"`
-	// Hosts and Silent carry the results themselves when the caller takes no stream.
-	Hosts     []Host   `json:"hosts,omitempty"`
-	Silent    []string `json:"silent,omitempty"`
-	Truncated bool     `json:"truncated,omitempty"`
-}
+// The contract of the kind (libs/probes/tcpscan): what a probe asks and what it answers.
+type (
+	Host    = contract.Host
+	Chunk   = contract.Chunk
+	Summary = contract.Summary
+)
 
 // port states
 const (

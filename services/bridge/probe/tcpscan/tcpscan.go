@@ -29,58 +29,60 @@ package tcpscan
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/outpost-dev/outpost/libs/probes"
+	contract "github.com/outpost-dev/outpost/libs/probes/tcpscan"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/param"
+)
+
+// The contract of the kind (libs/probes/tcpscan): what a probe asks and what it answers.
+type (
+	Params = contract.Params
 )
 
 // Config is the bridge-side configuration of tcp_scan.
 type Config struct {
 	// Rate is the default global rate in probes (connection attempts) per second.
-	Rate float64
+	Rate float64 `yaml:"rate"`
 	// MaxRate bounds what a probe may ask; 0 lets a probe lift the rate entirely.
-	MaxRate float64
+	MaxRate float64 `yaml:"max_rate"`
 	// MaxInFlight is the default number of connection attempts in flight; probes may ask
 	// for more up to MaxInFlightLimit. Both are bounded by half the open-file limit.
-	MaxInFlight      int
-	MaxInFlightLimit int
+	MaxInFlight      int `yaml:"max_in_flight"`
+	MaxInFlightLimit int `yaml:"max_in_flight_limit"`
 	// PerHost caps the attempts in flight to one address.
-	PerHost int
+	PerHost int `yaml:"per_host"`
 	// MaxAddresses and MaxProbes bound the size of one scan.
-	MaxAddresses int
-	MaxProbes    int64
+	MaxAddresses int   `yaml:"max_addresses"`
+	MaxProbes    int64 `yaml:"max_probes"`
 	// Timing (nmap -T4).
-	InitialTimeout time.Duration
-	MinTimeout     time.Duration
-	MaxTimeout     time.Duration
-	Retries        int
+	InitialTimeout time.Duration `yaml:"initial_timeout"`
+	MinTimeout     time.Duration `yaml:"min_timeout"`
+	MaxTimeout     time.Duration `yaml:"max_timeout"`
+	Retries        int           `yaml:"retries"`
 	// HostGroup is how many addresses are scanned at once (a sliding window).
-	HostGroup int
+	HostGroup int `yaml:"host_group"`
 	// ChunkHosts is how many finished addresses one streamed chunk carries at most.
-	ChunkHosts int
+	ChunkHosts int `yaml:"chunk_hosts"`
 	// Engine: "" or "raw" connects with non-blocking sockets and epoll (Linux; elsewhere
 	// it falls back to dial), "dial" makes every attempt through Settings.Dial. Both scan
 	// only addresses that pass Settings.Allowed, checked for each before the scan.
-	Engine string
+	Engine string `yaml:"engine"`
 }
 
-// Params of a tcp_scan probe.
-type Params struct {
-	Targets        param.List `json:"targets,omitempty"`
-	Ports          param.List `json:"ports,omitempty"`
-	Rate           *float64   `json:"rate,omitempty"`
-	MaxInFlight    int        `json:"max_in_flight,omitempty"`
-	PerHost        int        `json:"per_host,omitempty"`
-	Retries        *int       `json:"retries,omitempty"`
-	InitialTimeout string     `json:"initial_timeout,omitempty"`
-	MinTimeout     string     `json:"min_timeout,omitempty"`
-	MaxTimeout     string     `json:"max_timeout,omitempty"`
-	ChunkHosts     int        `json:"chunk_hosts,omitempty"`
-	Seed           *uint64    `json:"seed,omitempty"`
+// Validate reports every problem of an operator's config.
+func (c Config) Validate() error {
+	switch c.Engine {
+	case "", "raw", "dial":
+		return nil
+	}
+	return fmt.Errorf("engine: %q: want raw or dial", c.Engine)
 }
 
 type factory struct{}
@@ -88,8 +90,7 @@ type factory struct{}
 // NewFactory returns the tcp_scan kind.
 func NewFactory() probe.Factory { return factory{} }
 
-func (factory) Type() string       { return "tcp_scan" }
-func (factory) Capability() string { return "tcp" }
+func (factory) Spec() probes.Spec { return contract.Spec }
 
 // DefaultConfig is polite: 2,000 probes/s, 1,024 in flight, 32 per address.
 func (factory) DefaultConfig() any {
@@ -98,25 +99,6 @@ func (factory) DefaultConfig() any {
 		MaxAddresses: 1 << 18, MaxProbes: 64 << 20,
 		InitialTimeout: 500 * time.Millisecond, MinTimeout: 100 * time.Millisecond, MaxTimeout: 1250 * time.Millisecond,
 		Retries: 1, HostGroup: 256, ChunkHosts: 256, Engine: "raw",
-	}
-}
-
-func (factory) Schema() probe.Schema {
-	return probe.Schema{
-		Description: "TCP connect scan of addresses × ports; streams each address as it finishes, ends with a summary.",
-		Params: map[string]probe.Param{
-			"targets":         {Type: "list", Description: "IPs, CIDRs, ranges (10.0.0.1-10.0.0.50 or 10.0.0.1-50); default: the probe's target"},
-			"ports":           {Type: "list", Description: "ports, ranges (1000-2000), presets top100 and discovery", Default: "discovery"},
-			"rate":            {Type: "float", Description: "probes per second for the whole scan; 0 = unlimited where the bridge allows", Default: 2000},
-			"max_in_flight":   {Type: "int", Description: "connection attempts in flight (bounded by the open-file limit)", Default: 1024},
-			"per_host":        {Type: "int", Description: "attempts in flight to one address", Default: 32},
-			"retries":         {Type: "int", Description: "extra tries of a port that did not answer (0-6)", Default: 1},
-			"initial_timeout": {Type: "duration", Description: "timeout before any answer", Default: "500ms"},
-			"min_timeout":     {Type: "duration", Description: "lower bound of the adaptive timeout", Default: "100ms"},
-			"max_timeout":     {Type: "duration", Description: "upper bound of the adaptive timeout", Default: "1250ms"},
-			"chunk_hosts":     {Type: "int", Description: "finished addresses per streamed chunk", Default: 256},
-			"seed":            {Type: "int", Description: "seed of the random order (reproducible scans)"},
-		},
 	}
 }
 

@@ -19,32 +19,24 @@ import (
 	"time"
 
 	"github.com/outpost-dev/outpost/libs/clock"
+	"github.com/outpost-dev/outpost/libs/probes"
+	contract "github.com/outpost-dev/outpost/libs/probes/tlscert"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/certinfo"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/param"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/target"
 )
 
+// The contract of the kind (libs/probes/tlscert): what a probe asks and what it answers.
+type (
+	Params = contract.Params
+	Result = contract.Result
+)
+
 // Config of tls_cert.
 type Config struct {
-	Timeout    time.Duration // default handshake timeout
-	MaxTimeout time.Duration
-}
-
-// Params of a tls_cert probe.
-type Params struct {
-	Port       int    `json:"port,omitempty"`
-	ServerName string `json:"server_name,omitempty"`
-	StartTLS   string `json:"starttls,omitempty"` // "", "ldap", "smtp"
-	Timeout    string `json:"timeout,omitempty"`
-}
-
-// Result of a tls_cert probe: the handshake, the leaf certificate and the chain.
-type Result struct {
-	IP   string `json:"ip"`
-	Port int    `json:"port"`
-	certinfo.TLS
-	DurationMS int64 `json:"duration_ms"`
+	Timeout    time.Duration `yaml:"timeout"` // default handshake timeout
+	MaxTimeout time.Duration `yaml:"max_timeout"`
 }
 
 type factory struct{}
@@ -52,22 +44,9 @@ type factory struct{}
 // NewFactory returns the tls_cert kind.
 func NewFactory() probe.Factory { return factory{} }
 
-func (factory) Type() string       { return "tls_cert" }
-func (factory) Capability() string { return "tls" }
+func (factory) Spec() probes.Spec { return contract.Spec }
 func (factory) DefaultConfig() any {
 	return Config{Timeout: 10 * time.Second, MaxTimeout: 2 * time.Minute}
-}
-
-func (factory) Schema() probe.Schema {
-	return probe.Schema{
-		Description: "TLS handshake and certificate chain: subject, SANs, issuer, validity, days left, SHA-256 fingerprint, verification.",
-		Params: map[string]probe.Param{
-			"port":        {Type: "int", Description: "TCP port (or give target host:port)", Default: 443},
-			"server_name": {Type: "string", Description: "SNI and name to verify; default: the target when it is a name"},
-			"starttls":    {Type: "string", Description: "upgrade a plaintext protocol first: ldap or smtp"},
-			"timeout":     {Type: "duration", Description: "connect and handshake timeout", Default: "10s"},
-		},
-	}
 }
 
 func (factory) Create(_ context.Context, set probe.Settings, cfg any) (probe.Runner, error) {

@@ -6,18 +6,12 @@ package capture
 import (
 	"encoding/base64"
 	"unicode/utf8"
+
+	"github.com/outpost-dev/outpost/libs/probes"
 )
 
-// Blob is captured output: Text when it is valid UTF-8, Base64 otherwise.
-type Blob struct {
-	Text   string `json:"text"`
-	Base64 string `json:"base64,omitempty"`
-	// Size is how many bytes the target produced; when SizeAtLeast, reading stopped
-	// before the target finished (an endless stream) and the true size is larger.
-	Size        int64 `json:"size"`
-	Truncated   bool  `json:"truncated"`
-	SizeAtLeast bool  `json:"size_at_least,omitempty"`
-}
+// Blob is captured output (the wire type is the contract's).
+type Blob = probes.Blob
 
 // Buffer is an io.Writer that keeps the first Limit bytes and counts all of them.
 // The zero value keeps nothing.

@@ -16,32 +16,12 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/outpost-dev/outpost/libs/probes"
 )
 
-// Cert is the summary of one certificate.
-type Cert struct {
-	Subject            string    `json:"subject"`
-	SubjectCN          string    `json:"subject_cn"`
-	Issuer             string    `json:"issuer"`
-	IssuerCN           string    `json:"issuer_cn"`
-	DNSNames           []string  `json:"dns_names"`
-	IPs                []string  `json:"ips"`
-	Emails             []string  `json:"emails,omitempty"`
-	URIs               []string  `json:"uris,omitempty"`
-	Serial             string    `json:"serial"`
-	NotBefore          time.Time `json:"not_before"`
-	NotAfter           time.Time `json:"not_after"`
-	DaysLeft           int       `json:"days_left"`
-	Expired            bool      `json:"expired"`
-	NotYetValid        bool      `json:"not_yet_valid,omitempty"`
-	SelfSigned         bool      `json:"self_signed"`
-	IsCA               bool      `json:"is_ca"`
-	KeyAlgorithm       string    `json:"key_algorithm"`
-	SignatureAlgorithm string    `json:"signature_algorithm"`
-	// SHA256 and SHA1 are hex fingerprints of the DER certificate (lower case, no colons).
-	SHA256 string `json:"sha256"`
-	SHA1   string `json:"sha1"`
-}
+// Cert is the summary of one certificate (the wire type is the contract's).
+type Cert = probes.Certificate
 
 // limits keep a hostile certificate from bloating a result
 const (
@@ -140,20 +120,8 @@ func cleanAll(in []string) []string {
 	return out
 }
 
-// TLS describes a finished handshake.
-type TLS struct {
-	Version     string `json:"version"`
-	CipherSuite string `json:"cipher_suite"`
-	ALPN        string `json:"alpn,omitempty"`
-	ServerName  string `json:"server_name,omitempty"`
-	// Verified says whether the chain verifies against the system roots for ServerName
-	// (or the address); VerifyError says why not. Discovery connects without verifying
-	// and reports this instead.
-	Verified    bool   `json:"verified"`
-	VerifyError string `json:"verify_error,omitempty"`
-	Certificate *Cert  `json:"certificate,omitempty"`
-	Chain       []Cert `json:"chain,omitempty"`
-}
+// TLS describes a finished handshake (the wire type is the contract's).
+type TLS = probes.TLS
 
 // State summarises a connection state; host is what the chain is verified for.
 func State(cs tls.ConnectionState, host string, roots *x509.CertPool, now time.Time, withChain bool) TLS {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outpost-dev/outpost/libs/probes"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
 )
 
@@ -62,59 +63,8 @@ func Port(field string, v, def int) (int, error) {
 	return v, nil
 }
 
-// List is a list of strings given either as a JSON list (of strings or numbers) or as a
-// single string with comma-separated items.
-type List []string
-
-// UnmarshalJSON accepts "a,b", ["a","b"], [22, "80-90"] and 22.
-func (l *List) UnmarshalJSON(b []byte) error {
-	b = bytes.TrimSpace(b)
-	if len(b) == 0 || string(b) == "null" {
-		*l = nil
-		return nil
-	}
-	switch b[0] {
-	case '"':
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
-		*l = splitComma(s)
-		return nil
-	case '[':
-		var raw []json.RawMessage
-		if err := json.Unmarshal(b, &raw); err != nil {
-			return err
-		}
-		out := List{}
-		for _, r := range raw {
-			var one List
-			if err := one.UnmarshalJSON(r); err != nil {
-				return err
-			}
-			out = append(out, one...)
-		}
-		*l = out
-		return nil
-	default:
-		var n json.Number
-		if err := json.Unmarshal(b, &n); err != nil {
-			return fmt.Errorf("want a string, a number or a list of them, not %s", b)
-		}
-		*l = List{n.String()}
-		return nil
-	}
-}
-
-func splitComma(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
+// List is a list of strings given as a JSON list or as "a,b" (the contract's type).
+type List = probes.List
 
 // Redact replaces every secret in s by "***" (drivers and servers sometimes echo what they
 // were given; a secret must never reach a result, an error or a log line). Give it the

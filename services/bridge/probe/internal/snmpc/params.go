@@ -6,21 +6,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outpost-dev/outpost/libs/probes/snmp"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/param"
 )
 
-// Common are the params snmp_get and snmp_walk share.
-type Common struct {
-	OIDs        param.List `json:"oids"`
-	Version     string     `json:"version,omitempty"`
-	Port        int        `json:"port,omitempty"`
-	Timeout     string     `json:"timeout,omitempty"`
-	Retries     *int       `json:"retries,omitempty"`
-	ContextName string     `json:"context_name,omitempty"`
-}
+// Common are the params snmp_get and snmp_walk share (the contract's).
+type Common = snmp.Common
 
-// Options validates the common params.
-func (c Common) Options(maxOIDs int) ([]string, int, Options, error) {
+// CheckCommon validates the common params and returns the OIDs, the port and the options.
+func CheckCommon(c Common, maxOIDs int) ([]string, int, Options, error) {
 	var o Options
 	if len(c.OIDs) == 0 {
 		return nil, 0, o, param.Bad("oids", "empty: give at least one OID (numeric, e.g. 1.3.6.1.2.1.1.1.0)")

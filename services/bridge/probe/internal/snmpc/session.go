@@ -14,6 +14,7 @@ import (
 	"github.com/gosnmp/gosnmp"
 
 	"github.com/outpost-dev/outpost/libs/clock"
+	"github.com/outpost-dev/outpost/libs/probes/snmp"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/param"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/target"
@@ -28,12 +29,8 @@ type Options struct {
 	ContextName    string
 }
 
-// Attempt is the outcome of trying credentials.
-type Attempt struct {
-	Version           string   `json:"version"`
-	Credential        string   `json:"credential"`
-	FailedCredentials []string `json:"failed_credentials"`
-}
+// Attempt is the outcome of trying credentials (the contract's wire type).
+type Attempt = snmp.Attempt
 
 // ParseVersion checks a version param.
 func ParseVersion(field, v string) (string, error) {

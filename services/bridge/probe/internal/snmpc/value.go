@@ -10,20 +10,12 @@ import (
 	"unicode/utf8"
 
 	"github.com/gosnmp/gosnmp"
+
+	"github.com/outpost-dev/outpost/libs/probes/snmp"
 )
 
-// Value is one varbind, decoded to JSON-friendly types.
-type Value struct {
-	OID  string `json:"oid"`
-	Type string `json:"type"`
-	// Value is a string (text, hex, MAC, IP address, OID), a number (integers, counters,
-	// gauges, timeticks), or null (null, noSuchObject, noSuchInstance, endOfMibView).
-	Value any `json:"value"`
-	// Encoding tells how an octet string was rendered: "" (text), "hex" or "mac".
-	Encoding string `json:"encoding,omitempty"`
-	// Text is a human form where the value is not one: timeticks as "3d 04:05:06.07".
-	Text string `json:"text,omitempty"`
-}
+// Value is one varbind, decoded to JSON-friendly types (the contract's wire type).
+type Value = snmp.Value
 
 // MaxOctets bounds an octet string in a result (a hostile agent may send 64 KiB).
 const MaxOctets = 16 << 10
