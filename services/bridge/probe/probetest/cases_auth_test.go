@@ -169,6 +169,13 @@ func fast(p map[string]any) map[string]any {
 	return p
 }
 
+// answered is for cases the agent does answer (a v3 report for a wrong password): a roomy
+// timeout, so a loaded machine cannot turn the refusal into a timeout; the answer comes at once.
+func answered(p map[string]any) map[string]any {
+	p["timeout"], p["retries"] = "5s", 0
+	return p
+}
+
 func snmpGetCases(t *testing.T) []probetest.Case {
 	v2, v3 := snmpHost(t, false), snmpHost(t, true)
 	system := []string{"1.3.6.1.2.1.1.1.0", "1.3.6.1.2.1.1.2.0", "1.3.6.1.2.1.1.3.0", "1.3.6.1.2.1.1.5.0", "1.3.6.1.2.1.2.1.0"}
@@ -197,7 +204,7 @@ func snmpGetCases(t *testing.T) []probetest.Case {
 			Check: checkSystem(v2, "v1", "1")},
 		{Name: probetest.Success + "/v3", Secrets: secrets, Req: req(v3.IP, fast(map[string]any{"oids": system}), v3cred("v3-authpriv", v3.Credentials.SNMP, v3.Credentials.SNMP.AuthPassword)),
 			Check: checkSystem(v3, "v3-authpriv", "3")},
-		{Name: probetest.BadCreds, Secrets: secrets, Req: req(v3.IP, fast(map[string]any{"oids": system}), v3cred("v3-wrong", v3.Credentials.SNMP, "wrong-auth-password")), WantCode: probe.CodeAuth},
+		{Name: probetest.BadCreds, Secrets: secrets, Req: req(v3.IP, answered(map[string]any{"oids": system}), v3cred("v3-wrong", v3.Credentials.SNMP, "wrong-auth-password")), WantCode: probe.CodeAuth},
 		// v1/v2c agents say nothing to a wrong community: that is all a prober can know
 		{Name: probetest.BadCreds + "/community", Secrets: secrets, Req: req(v2.IP, fast(map[string]any{"oids": system}), community("wrong", "public-nope")), WantCode: probe.CodeTimeout},
 		{Name: probetest.Stalled, Req: req(stall(t), fast(map[string]any{"oids": system}), community("c", "public")), WantCode: probe.CodeTimeout},
@@ -257,7 +264,7 @@ func snmpWalkCases(t *testing.T) []probetest.Case {
 			Check: checkIfTable(v2)},
 		{Name: probetest.Success + "/v3-bulk", Secrets: secrets, Req: req(v3.IP, fast(map[string]any{"oids": []string{ifIndex, ifPhys}}), v3cred("v3", v3.Credentials.SNMP, v3.Credentials.SNMP.AuthPassword)),
 			Check: checkIfTable(v3)},
-		{Name: probetest.BadCreds, Secrets: secrets, Req: req(v3.IP, fast(map[string]any{"oids": []string{ifIndex}}), v3cred("v3-wrong", v3.Credentials.SNMP, "wrong-auth-password")), WantCode: probe.CodeAuth},
+		{Name: probetest.BadCreds, Secrets: secrets, Req: req(v3.IP, answered(map[string]any{"oids": []string{ifIndex}}), v3cred("v3-wrong", v3.Credentials.SNMP, "wrong-auth-password")), WantCode: probe.CodeAuth},
 		{Name: probetest.Stalled, Req: req(stall(t), fast(map[string]any{"oids": []string{ifIndex}}), community("c", "public")), WantCode: probe.CodeTimeout},
 		{Name: probetest.WrongProtocol, Req: req(wrong(t), fast(map[string]any{"oids": []string{ifIndex}}), community("c", "public")), WantCode: probe.CodeTimeout + "|" + probe.CodeProtocol},
 		{Name: probetest.Cancel, Req: req(stall(t), map[string]any{"oids": []string{ifIndex}, "timeout": "20s"}, community("c", "public")), CancelAfter: 200 * time.Millisecond, WantCode: probe.CodeCanceled},
