@@ -45,7 +45,7 @@ type accountsHub struct {
 
 const accSite, accAgent = "a", "a1"
 
-func startAccountsHub(t *testing.T) *accountsHub {
+func startAccountsHub(t testing.TB) *accountsHub {
 	t.Helper()
 	issuer, _ := nkeys.CreateAccount()
 	ipub, _ := issuer.PublicKey()
@@ -105,7 +105,7 @@ func startAccountsHub(t *testing.T) *accountsHub {
 	return &accountsHub{srv: srv, nc: nc, js: js}
 }
 
-func (h *accountsHub) bridge(t *testing.T) (*nats.Conn, nkeys.KeyPair) {
+func (h *accountsHub) bridge(t testing.TB) (*nats.Conn, nkeys.KeyPair) {
 	t.Helper()
 	kp, _ := nkeys.CreateUser()
 	pub, _ := kp.PublicKey()

@@ -4,7 +4,13 @@ package main
 import (
 	"os"
 
+	"github.com/outpost-dev/outpost/libs/telemetry"
 	"github.com/outpost-dev/outpost/services/bridge/cli"
 )
 
-func main() { os.Exit(cli.Main(os.Args[1:], os.Stderr)) }
+func main() {
+	stop := telemetry.StartProfile("outpost-bridge")
+	code := cli.Main(os.Args[1:], os.Stderr)
+	stop()
+	os.Exit(code)
+}

@@ -4,9 +4,13 @@ package main
 import (
 	"os"
 
+	"github.com/outpost-dev/outpost/libs/telemetry"
 	"github.com/outpost-dev/outpost/services/outpost/cli"
 )
 
 func main() {
-	os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr))
+	stop := telemetry.StartProfile("outpost")
+	code := cli.Main(os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
