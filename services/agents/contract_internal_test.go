@@ -1,0 +1,14 @@
+package agents
+
+import (
+	"testing"
+
+	"github.com/outpost-dev/outpost/libs/api"
+)
+
+// The service serves exactly the ops of its contract (libs/api/agents), with its types.
+func TestEndpointsMatchContract(t *testing.T) {
+	if err := api.CheckEndpoints("agents", (&Service{}).endpoints()); err != nil {
+		t.Error(err)
+	}
+}
