@@ -2,11 +2,14 @@ package api_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/outpost-dev/outpost/libs/api"
+	"github.com/outpost-dev/outpost/libs/api/apitest"
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/schema"
 )
@@ -76,5 +79,17 @@ func TestCheckEndpointsFindsEveryDifference(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("want %q in %v", want, err)
 		}
+	}
+}
+
+func TestMirrorTypesFindsAWireStruct(t *testing.T) {
+	dir := t.TempDir()
+	src := "package x\n\ntype view struct {\n\tName string `json:\"name\"`\n}\n\ntype ext struct {\n\tview\n\tN int `json:\"n\"`\n}\n"
+	if err := os.WriteFile(filepath.Join(dir, "x.go"), []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	found, err := apitest.MirrorTypes(dir)
+	if err != nil || len(found) != 1 || !strings.Contains(found[0], "x.go:3") {
+		t.Errorf("found %v, %v; want the one struct at x.go:3", found, err)
 	}
 }

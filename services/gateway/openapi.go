@@ -154,8 +154,13 @@ func (r *router) openAPI(version string) map[string]any {
 		if len(params) > 0 {
 			op["parameters"] = params
 		}
-		if rt.doc.body != nil {
+		switch {
+		case rt.doc.body != nil:
 			op["requestBody"] = map[string]any{"required": true, "content": jsonOf(rt.doc.body)}
+		case rt.method == http.MethodPost:
+			// The request is in the path: a body, if any, is not read.
+			op["requestBody"] = map[string]any{"required": false, "description": "none: the request is in the path",
+				"content": map[string]any{"application/json": map[string]any{"schema": map[string]any{"type": "object", "maxProperties": 0}}}}
 		}
 		if paths[rt.path] == nil {
 			paths[rt.path] = map[string]any{}
