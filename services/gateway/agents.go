@@ -75,7 +75,10 @@ func relay[Req, Resp any](a *API, op bus.Op[Req, Resp], timeout time.Duration, b
 		if r.Method != http.MethodGet {
 			a.audit(r, op.Name, http.StatusOK)
 		}
-		writeJSON(w, http.StatusOK, out)
+		// Compact, as the service wrote it: embedded raw values (probe data) stay byte for byte.
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		_ = json.NewEncoder(w).Encode(out)
 	})
 }
 
