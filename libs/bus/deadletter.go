@@ -16,6 +16,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/outpost-dev/outpost/libs/errs"
 )
 
 // Headers of a dead-lettered message: why, and where it came from, so `outpost dlq` can show
@@ -32,11 +34,12 @@ const (
 	HeaderDLQTime       = "outpost-dlq-time"
 )
 
-// Dead-letter codes: stable, for filtering and for dashboards.
+// Dead-letter codes: stable, for filtering and for dashboards; rows of the error table
+// (libs/errs).
 const (
-	CodeDecode        = "decode"         // the body or headers cannot be read: never retried
-	CodePermanent     = "permanent"      // the handler said retrying cannot help
-	CodeMaxDeliveries = "max_deliveries" // failed on every delivery
+	CodeDecode        = string(errs.Decode)        // the body or headers cannot be read: never retried
+	CodePermanent     = string(errs.Permanent)     // the handler said retrying cannot help
+	CodeMaxDeliveries = string(errs.MaxDeliveries) // failed on every delivery
 )
 
 // ErrPermanent marks a handler error that no retry can fix (validation, a reference to

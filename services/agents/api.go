@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
+	agentsapi "github.com/outpost-dev/outpost/libs/api/agents"
+	discoveryapi "github.com/outpost-dev/outpost/libs/api/discovery"
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/libs/page"
@@ -20,16 +22,7 @@ import (
 )
 
 // AgentView is an agent as operators see it: its record plus what its heartbeat says.
-type AgentView struct {
-	Agent
-	Status        string                        `json:"status"` // pending | up | down | paused | draining | revoked
-	LastHeartbeat *time.Time                    `json:"last_heartbeat,omitempty"`
-	Pools         map[string]envelope.PoolStats `json:"pools,omitempty"`
-	OutboxBytes   int64                         `json:"outbox_bytes"`
-	OutboxFull    bool                          `json:"outbox_full,omitempty"`
-	Uptime        float64                       `json:"uptime_s,omitempty"`
-	RSS           int64                         `json:"rss_bytes,omitempty"`
-}
+type AgentView = agentsapi.AgentView
 
 func (s *Service) view(ctx context.Context, a Agent) AgentView {
 	v := AgentView{Agent: a, Status: a.State}
@@ -54,190 +47,149 @@ func (s *Service) view(ctx context.Context, a Agent) AgentView {
 	return v
 }
 
-// Requests of the svc.agents.* endpoints.
+// Requests and answers of the svc.agents.* endpoints: the contract's (libs/api/agents).
 type (
-	SiteAddRequest struct {
-		Name        string   `json:"name"`
-		Ranges      []string `json:"ranges"`
-		Exclude     []string `json:"exclude,omitempty"`
-		AutoApprove bool     `json:"auto_approve,omitempty"`
-		// TokenTTL is how long the new enrollment token lives ("24h" when empty); TokenUses
-		// how many bridges it may enroll (0: any number until it expires).
-		TokenTTL  string `json:"token_ttl,omitempty"`
-		TokenUses int    `json:"token_uses,omitempty"`
-	}
-	SiteAddReply struct {
-		Site      Site      `json:"site"`
-		Token     string    `json:"token"` // the secret, shown once
-		TokenInfo TokenView `json:"token_info"`
-	}
-	// TokenAddRequest makes another enrollment token for an existing site.
-	TokenAddRequest struct {
-		Site        string `json:"site"`
-		TTL         string `json:"ttl,omitempty"`  // "24h" when empty
-		Uses        int    `json:"uses,omitempty"` // 0: any number until it expires
-		AutoApprove bool   `json:"auto_approve,omitempty"`
-	}
-	TokenAddReply struct {
-		Token     string    `json:"token"` // the secret, shown once
-		TokenInfo TokenView `json:"token_info"`
-	}
-	// TokenListRequest lists enrollment tokens, of one site or ("") of all.
-	TokenListRequest struct {
-		Site string `json:"site,omitempty"`
-		page.Request
-	}
-	TokenRef struct {
-		ID string `json:"id"`
-	}
-	AgentRef struct {
-		Agent string `json:"agent"` // NAME or SITE/NAME
-	}
-	ControlRequest struct {
-		Agent   string `json:"agent"`
-		Command string `json:"command"` // ping | pause | resume | drain | logs
-		Lines   int    `json:"lines,omitempty"`
-	}
-	ProbeRequest struct {
-		Site     string          `json:"site"`
-		Kind     string          `json:"kind"`
-		Target   string          `json:"target,omitempty"`
-		Params   json.RawMessage `json:"params,omitempty"`
-		Priority string          `json:"priority,omitempty"`
-		Timeout  string          `json:"timeout,omitempty"`
-		// Credentials name stored credentials (discovery's store) to try, in order; the
-		// discovery service seals them to the site's bridges for this probe only.
-		Credentials []string `json:"credentials,omitempty"`
-	}
-	ProbeReply struct {
-		Probe   string            `json:"probe"`
-		Results []envelope.Result `json:"results"`
-	}
+	SiteAddRequest   = agentsapi.SiteAddRequest
+	SiteAddReply     = agentsapi.SiteAddReply
+	TokenAddRequest  = agentsapi.TokenAddRequest
+	TokenAddReply    = agentsapi.TokenAddReply
+	TokenListRequest = agentsapi.TokenListRequest
+	TokenRef         = agentsapi.TokenRef
+	AgentRef         = agentsapi.AgentRef
+	ControlRequest   = agentsapi.ControlRequest
+	ControlReply     = agentsapi.ControlReply
+	ProbeRequest     = agentsapi.ProbeRequest
+	ProbeReply       = agentsapi.ProbeReply
 )
 
 // Control commands a bridge understands.
-var controlCommands = map[string]bool{"ping": true, "pause": true, "resume": true, "drain": true, "logs": true}
+var controlCommands = map[string]bool{agentsapi.CommandPing: true, agentsapi.CommandPause: true, agentsapi.CommandResume: true,
+	agentsapi.CommandDrain: true, agentsapi.CommandLogs: true}
 
 func (s *Service) endpoints() map[string]bus.Endpoint {
 	return map[string]bus.Endpoint{
-		"enroll": bus.JSON(s.enroll),
-		"site_add": bus.JSON(func(ctx context.Context, r SiteAddRequest) (any, error) {
+		agentsapi.Enroll.Name: agentsapi.Enroll.Handle(s.enroll),
+		agentsapi.SiteAdd.Name: agentsapi.SiteAdd.Handle(func(ctx context.Context, r SiteAddRequest) (SiteAddReply, error) {
 			o, err := ParseTokenOptions(r.TokenTTL, r.TokenUses, r.AutoApprove)
 			if err != nil {
-				return nil, bus.Errorf(http.StatusBadRequest, "%v", err)
+				return SiteAddReply{}, bus.Errorf(http.StatusBadRequest, "%v", err)
 			}
 			site, tok, info, err := s.reg.AddSite(ctx, r.Name, r.Ranges, r.Exclude, o)
 			if err != nil {
-				return nil, err
+				return SiteAddReply{}, err
 			}
 			s.log.Info("enrollment token created", "site", site.Name, "token", info.ID, "expires", info.Expires, "max_uses", info.MaxUses, "auto_approve", info.AutoApprove)
 			return SiteAddReply{Site: site, Token: tok, TokenInfo: info}, nil
 		}),
-		"site_token_add": bus.JSON(func(ctx context.Context, r TokenAddRequest) (any, error) {
+		agentsapi.SiteTokenAdd.Name: agentsapi.SiteTokenAdd.Handle(func(ctx context.Context, r TokenAddRequest) (TokenAddReply, error) {
 			o, err := ParseTokenOptions(r.TTL, r.Uses, r.AutoApprove)
 			if err != nil {
-				return nil, bus.Errorf(http.StatusBadRequest, "%v", err)
+				return TokenAddReply{}, bus.Errorf(http.StatusBadRequest, "%v", err)
 			}
 			tok, info, err := s.reg.NewToken(ctx, r.Site, o)
 			if err != nil {
-				return nil, err
+				return TokenAddReply{}, err
 			}
 			s.log.Info("enrollment token created", "site", r.Site, "token", info.ID, "expires", info.Expires, "max_uses", info.MaxUses, "auto_approve", info.AutoApprove)
 			return TokenAddReply{Token: tok, TokenInfo: info}, nil
 		}),
 		// Oldest first, paged by creation time and ID; never the secret or its hash.
-		"site_token_ls": bus.JSON(func(ctx context.Context, r TokenListRequest) (any, error) {
+		agentsapi.SiteTokenList.Name: agentsapi.SiteTokenList.Handle(func(ctx context.Context, r TokenListRequest) (agentsapi.TokenListReply, error) {
 			if r.Site != "" {
 				if _, err := s.reg.Site(ctx, r.Site); err != nil {
-					return nil, bus.Errorf(http.StatusNotFound, "site %s does not exist; `outpost site ls` lists them", r.Site)
+					return agentsapi.TokenListReply{}, bus.Errorf(http.StatusNotFound, "site %s does not exist; `outpost site ls` lists them", r.Site)
 				}
 			}
 			all, err := s.reg.Tokens(ctx, r.Site)
 			if err != nil {
-				return nil, err
+				return agentsapi.TokenListReply{}, err
 			}
 			items, next, err := page.Slice(all, r.Request, tokenOrder, strings.Compare)
 			if err != nil {
-				return nil, err
+				return agentsapi.TokenListReply{}, err
 			}
-			return map[string]any{"tokens": items, "next_cursor": next}, nil
+			return agentsapi.TokenListReply{Tokens: items, NextCursor: next}, nil
 		}),
-		"site_token_revoke": bus.JSON(func(ctx context.Context, r TokenRef) (any, error) {
+		agentsapi.SiteTokenRevoke.Name: agentsapi.SiteTokenRevoke.Handle(func(ctx context.Context, r TokenRef) (TokenView, error) {
 			info, err := s.reg.RevokeToken(ctx, r.ID)
 			if err != nil {
-				return nil, err
+				return TokenView{}, err
 			}
 			s.log.Info("enrollment token revoked", "site", info.Site, "token", info.ID)
 			return info, nil
 		}),
 		// Lists page by name (sites) and SITE.NAME (agents); see libs/page.
-		"site_ls": bus.JSON(func(ctx context.Context, r page.Request) (any, error) {
+		agentsapi.SiteList.Name: agentsapi.SiteList.Handle(func(ctx context.Context, r page.Request) (agentsapi.SiteListReply, error) {
 			sites, err := s.reg.Sites(ctx)
 			if err != nil {
-				return nil, err
+				return agentsapi.SiteListReply{}, err
 			}
 			items, next, err := page.Slice(sites, r, func(x Site) string { return x.Name }, strings.Compare)
 			if err != nil {
-				return nil, err
+				return agentsapi.SiteListReply{}, err
 			}
-			return map[string]any{"sites": items, "next_cursor": next}, nil
+			return agentsapi.SiteListReply{Sites: items, NextCursor: next}, nil
 		}),
-		"ls": bus.JSON(func(ctx context.Context, r page.Request) (any, error) {
+		agentsapi.List.Name: agentsapi.List.Handle(func(ctx context.Context, r page.Request) (agentsapi.ListReply, error) {
 			all, err := s.reg.Agents(ctx)
 			if err != nil {
-				return nil, err
+				return agentsapi.ListReply{}, err
 			}
-			items, next, err := page.Slice(all, r, Agent.key, strings.Compare)
+			items, next, err := page.Slice(all, r, Agent.Key, strings.Compare)
 			if err != nil {
-				return nil, err
+				return agentsapi.ListReply{}, err
 			}
 			views := make([]AgentView, 0, len(items))
 			for _, a := range items {
 				views = append(views, s.view(ctx, a))
 			}
-			return map[string]any{"agents": views, "next_cursor": next}, nil
+			return agentsapi.ListReply{Agents: views, NextCursor: next}, nil
 		}),
-		"approve": bus.JSON(func(ctx context.Context, r AgentRef) (any, error) { return s.setState(ctx, r.Agent, StateApproved) }),
-		"revoke":  bus.JSON(func(ctx context.Context, r AgentRef) (any, error) { return s.setState(ctx, r.Agent, StateRevoked) }),
+		agentsapi.Approve.Name: agentsapi.Approve.Handle(func(ctx context.Context, r AgentRef) (AgentView, error) {
+			return s.setState(ctx, r.Agent, StateApproved)
+		}),
+		agentsapi.Revoke.Name: agentsapi.Revoke.Handle(func(ctx context.Context, r AgentRef) (AgentView, error) {
+			return s.setState(ctx, r.Agent, StateRevoked)
+		}),
 		// forget frees a revoked agent's name for a new enrollment; its key stays revoked.
-		"forget": bus.JSON(func(ctx context.Context, r AgentRef) (any, error) {
+		agentsapi.Forget.Name: agentsapi.Forget.Handle(func(ctx context.Context, r AgentRef) (agentsapi.ForgetReply, error) {
 			if r.Agent == "" {
-				return nil, bus.Errorf(http.StatusBadRequest, "agent is empty: give NAME or SITE/NAME")
+				return agentsapi.ForgetReply{}, bus.Errorf(http.StatusBadRequest, "agent is empty: give NAME or SITE/NAME")
 			}
 			a, err := s.reg.Forget(ctx, r.Agent)
 			if err != nil {
-				return nil, err
+				return agentsapi.ForgetReply{}, err
 			}
 			s.log.Info("agent forgotten: its name may enroll again, its key stays revoked", "agent", a.Name, "site", a.Site)
-			return map[string]any{"agent": a.Name, "site": a.Site, "status": "forgotten"}, nil
+			return agentsapi.ForgetReply{Agent: a.Name, Site: a.Site, Status: "forgotten"}, nil
 		}),
-		"control": bus.JSON(s.control),
-		"probe":   bus.JSON(s.probe),
+		agentsapi.Control.Name: agentsapi.Control.Handle(s.control),
+		agentsapi.Probe.Name:   agentsapi.Probe.Handle(s.probe),
 	}
 }
 
 // enroll registers a bridge whose request is signed by the key it enrolls.
-func (s *Service) enroll(ctx context.Context, e envelope.Enrollment) (any, error) {
+func (s *Service) enroll(ctx context.Context, e envelope.Enrollment) (envelope.EnrollmentReply, error) {
 	if err := e.Validate(); err != nil {
-		return nil, bus.Errorf(http.StatusBadRequest, "%v", err)
+		return envelope.EnrollmentReply{}, bus.Errorf(http.StatusBadRequest, "%v", err)
 	}
 	if !bus.ValidName(e.Name) || !bus.ValidName(e.Site) {
-		return nil, bus.Errorf(http.StatusBadRequest, "agent and site names use 1-64 of a-z, 0-9 and - (got %q in %q)", e.Name, e.Site)
+		return envelope.EnrollmentReply{}, bus.Errorf(http.StatusBadRequest, "agent and site names use 1-64 of a-z, 0-9 and - (got %q in %q)", e.Name, e.Site)
 	}
 	kp, err := nkeys.FromPublicKey(e.NKey)
 	if err != nil {
-		return nil, bus.Errorf(http.StatusBadRequest, "nkey: %v", err)
+		return envelope.EnrollmentReply{}, bus.Errorf(http.StatusBadRequest, "nkey: %v", err)
 	}
 	sig, err := decodeSig(e.Sig)
 	if err != nil || kp.Verify(e.SigningBytes(), sig) != nil {
-		return nil, bus.Errorf(http.StatusForbidden, "enrollment signature does not verify for %s", e.NKey)
+		return envelope.EnrollmentReply{}, bus.Errorf(http.StatusForbidden, "enrollment signature does not verify for %s", e.NKey)
 	}
 	if d := s.deps.Now().Sub(e.Time); d > 10*time.Minute || d < -10*time.Minute {
-		return nil, bus.Errorf(http.StatusForbidden, "enrollment time %s is more than 10 min from the hub's clock: check the bridge host's clock", e.Time)
+		return envelope.EnrollmentReply{}, bus.Errorf(http.StatusForbidden, "enrollment time %s is more than 10 min from the hub's clock: check the bridge host's clock", e.Time)
 	}
 	site, err := s.reg.Site(ctx, e.Site)
 	if err != nil {
-		return nil, bus.Errorf(http.StatusNotFound, "site %s does not exist: create it with `outpost site add %s --range CIDR`", e.Site, e.Site)
+		return envelope.EnrollmentReply{}, bus.Errorf(http.StatusNotFound, "site %s does not exist: create it with `outpost site add %s --range CIDR`", e.Site, e.Site)
 	}
 	a, isNew, err := s.reg.Enroll(ctx, &e)
 	if err != nil {
@@ -245,11 +197,11 @@ func (s *Service) enroll(ctx context.Context, e envelope.Enrollment) (any, error
 		if errors.As(err, &se) && (se.Code == http.StatusForbidden || se.Code == http.StatusConflict) {
 			s.logRefusal(e, se.Message)
 		}
-		return nil, err
+		return envelope.EnrollmentReply{}, err
 	}
 	if a.State == StateApproved {
 		if err := s.ensureConsumers(ctx, a); err != nil {
-			return nil, err
+			return envelope.EnrollmentReply{}, err
 		}
 	}
 	// Bridges re-register every 30 s: only a new agent is news.
@@ -272,25 +224,25 @@ func (s *Service) logRefusal(e envelope.Enrollment, reason string) {
 	s.log.Warn("enrollment refused", "agent", e.Name, "site", e.Site, "nkey", e.NKey, "reason", reason)
 }
 
-func (s *Service) setState(ctx context.Context, ref, state string) (any, error) {
+func (s *Service) setState(ctx context.Context, ref, state string) (AgentView, error) {
 	if ref == "" {
-		return nil, bus.Errorf(http.StatusBadRequest, "agent is empty: give NAME or SITE/NAME")
+		return AgentView{}, bus.Errorf(http.StatusBadRequest, "agent is empty: give NAME or SITE/NAME")
 	}
 	a, err := s.reg.SetState(ctx, ref, state)
 	if err != nil {
-		return nil, err
+		return AgentView{}, err
 	}
 	if state == StateApproved {
 		if err := s.ensureConsumers(ctx, a); err != nil {
-			return nil, err
+			return AgentView{}, err
 		}
 	}
 	// Either way the agent's current connection carries its old rights: close it. An approved
 	// bridge reconnects into its site; a revoked one is refused from now on.
 	if s.deps.Kick != nil {
-		for _, user := range []string{a.key(), enrollingUser(a.ID)} {
+		for _, user := range []string{a.Key(), enrollingUser(a.ID)} {
 			if err := s.deps.Kick(user); err != nil {
-				s.log.Warn("kick", "agent", a.key(), "err", err)
+				s.log.Warn("kick", "agent", a.Key(), "err", err)
 			}
 		}
 	}
@@ -298,16 +250,16 @@ func (s *Service) setState(ctx context.Context, ref, state string) (any, error) 
 	return s.view(ctx, a), nil
 }
 
-func (s *Service) control(ctx context.Context, r ControlRequest) (any, error) {
+func (s *Service) control(ctx context.Context, r ControlRequest) (ControlReply, error) {
 	if !controlCommands[r.Command] {
-		return nil, bus.Errorf(http.StatusBadRequest, "command %q: want ping, pause, resume, drain or logs", r.Command)
+		return ControlReply{}, bus.Errorf(http.StatusBadRequest, "command %q: want ping, pause, resume, drain or logs", r.Command)
 	}
 	a, _, err := s.reg.FindAgent(ctx, r.Agent)
 	if err != nil {
-		return nil, err
+		return ControlReply{}, err
 	}
 	if a.State != StateApproved {
-		return nil, bus.Errorf(http.StatusConflict, "agent %s is %s", a.Name, a.State)
+		return ControlReply{}, bus.Errorf(http.StatusConflict, "agent %s is %s", a.Name, a.State)
 	}
 	body, _ := json.Marshal(r)
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -316,26 +268,26 @@ func (s *Service) control(ctx context.Context, r ControlRequest) (any, error) {
 	m, err := s.deps.NC.RequestWithContext(ctx, bus.ControlSubject(a.Site, a.Name), body)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
-			return nil, bus.Errorf(http.StatusServiceUnavailable, "agent %s is not connected", a.Name)
+			return ControlReply{}, bus.Errorf(http.StatusServiceUnavailable, "agent %s is not connected", a.Name)
 		}
-		return nil, bus.Errorf(http.StatusGatewayTimeout, "agent %s did not answer %s: %v", a.Name, r.Command, err)
+		return ControlReply{}, bus.Errorf(http.StatusGatewayTimeout, "agent %s did not answer %s: %v", a.Name, r.Command, err)
 	}
-	var out map[string]any
+	var out ControlReply
 	if err := json.Unmarshal(m.Data, &out); err != nil {
-		return nil, fmt.Errorf("agent %s answered garbage: %w", a.Name, err)
+		return ControlReply{}, fmt.Errorf("agent %s answered garbage: %w", a.Name, err)
 	}
-	out["rtt_ms"] = float64(time.Since(start).Microseconds()) / 1000
+	out.RTTMillis = float64(time.Since(start).Microseconds()) / 1000
 	return out, nil
 }
 
 // probe sends one probe (interactive unless told) and waits for its final result.
-func (s *Service) probe(ctx context.Context, r ProbeRequest) (any, error) {
+func (s *Service) probe(ctx context.Context, r ProbeRequest) (ProbeReply, error) {
 	capability := catalog.Capability(r.Kind)
 	if capability == "" {
-		return nil, bus.Errorf(http.StatusBadRequest, "kind %q is not a probe kind", r.Kind)
+		return ProbeReply{}, bus.Errorf(http.StatusBadRequest, "kind %q is not a probe kind", r.Kind)
 	}
 	if _, err := s.reg.Site(ctx, r.Site); err != nil {
-		return nil, bus.Errorf(http.StatusNotFound, "site %q does not exist", r.Site)
+		return ProbeReply{}, bus.Errorf(http.StatusNotFound, "site %q does not exist", r.Site)
 	}
 	if r.Priority == "" {
 		r.Priority = envelope.PriorityInteractive
@@ -344,7 +296,7 @@ func (s *Service) probe(ctx context.Context, r ProbeRequest) (any, error) {
 	if r.Timeout != "" {
 		d, err := time.ParseDuration(r.Timeout)
 		if err != nil || d <= 0 || d > time.Hour {
-			return nil, bus.Errorf(http.StatusBadRequest, "timeout %q: want a duration up to 1h", r.Timeout)
+			return ProbeReply{}, bus.Errorf(http.StatusBadRequest, "timeout %q: want a duration up to 1h", r.Timeout)
 		}
 		timeout = d
 	}
@@ -352,25 +304,22 @@ func (s *Service) probe(ctx context.Context, r ProbeRequest) (any, error) {
 		Capability: capability, Target: r.Target, Params: r.Params, Deadline: time.Now().Add(timeout).UTC()}
 	p.Run = p.ID
 	if err := p.Validate(); err != nil {
-		return nil, bus.Errorf(http.StatusBadRequest, "%v", err)
+		return ProbeReply{}, bus.Errorf(http.StatusBadRequest, "%v", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout+5*time.Second)
 	defer cancel()
 	if len(r.Credentials) > 0 {
-		var sealed struct {
-			Secrets      []envelope.SealedCredential `json:"secrets"`
-			KnownHostKey string                      `json:"known_host_key"`
-		}
-		req := map[string]any{"site": r.Site, "kind": r.Kind, "probe": p.ID, "names": r.Credentials, "target": r.Target}
-		if err := bus.Request(ctx, s.deps.NC, "discovery", "credentials_seal", req, &sealed); err != nil {
-			return nil, fmt.Errorf("credentials: %w", err)
+		sealed, err := discoveryapi.CredentialSeal.Call(ctx, s.deps.NC,
+			discoveryapi.SealRequest{Site: r.Site, Kind: r.Kind, Probe: p.ID, Names: r.Credentials, Target: r.Target})
+		if err != nil {
+			return ProbeReply{}, fmt.Errorf("credentials: %w", err)
 		}
 		p.Credentials, p.Secrets = r.Credentials, sealed.Secrets
 		if sealed.KnownHostKey != "" {
 			// the hub's known-hosts table holds for ad-hoc probes too
 			params, err := withParam(p.Params, "known_host_key", sealed.KnownHostKey)
 			if err != nil {
-				return nil, bus.Errorf(http.StatusBadRequest, "params: %v", err)
+				return ProbeReply{}, bus.Errorf(http.StatusBadRequest, "params: %v", err)
 			}
 			p.Params = params
 		}
@@ -379,22 +328,22 @@ func (s *Service) probe(ctx context.Context, r ProbeRequest) (any, error) {
 	cons, err := s.deps.JS.OrderedConsumer(ctx, bus.StreamResults, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{bus.ResultSubject("adhoc", r.Site, r.Kind, "*")}, DeliverPolicy: jetstream.DeliverNewPolicy})
 	if err != nil {
-		return nil, err
+		return ProbeReply{}, err
 	}
 	it, err := cons.Messages()
 	if err != nil {
-		return nil, err
+		return ProbeReply{}, err
 	}
 	defer it.Stop()
 	if err := bus.PublishProbe(ctx, s.deps.JS, s.pub, p); err != nil {
-		return nil, err
+		return ProbeReply{}, err
 	}
 	reply := ProbeReply{Probe: p.ID}
 	seen := map[string]bool{}
 	for {
 		m, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
-			return nil, bus.Errorf(http.StatusGatewayTimeout, "no final result for probe %s within %s: is a bridge of site %s up and offering %s? (`outpost agents ls`)", p.ID, timeout, r.Site, capability)
+			return ProbeReply{}, bus.Errorf(http.StatusGatewayTimeout, "no final result for probe %s within %s: is a bridge of site %s up and offering %s? (`outpost agents ls`)", p.ID, timeout, r.Site, capability)
 		}
 		_, res, err := envelope.DecodeInto[*envelope.Result](m.Headers(), m.Data())
 		if err != nil || res.Probe != p.ID || seen[res.ID] {

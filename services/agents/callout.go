@@ -118,9 +118,9 @@ func (c *callout) decide(ctx context.Context, req *jwt.AuthorizationRequestClaim
 	a, err := c.reg.AgentByNKey(ctx, opts.Nkey)
 	switch {
 	case err == nil && a.State == StateApproved:
-		return a.key(), sitePermissions(a), nil
+		return a.Key(), sitePermissions(a), nil
 	case err == nil && a.State == StatePending:
-		return a.key(), pendingPermissions(opts.Nkey), nil
+		return a.Key(), pendingPermissions(opts.Nkey), nil
 	case err == nil:
 		return "", jwt.Permissions{}, fmt.Errorf("agent %s/%s is revoked", a.Site, a.Name)
 	case !errors.Is(err, errNotFound):

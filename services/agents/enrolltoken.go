@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	agentsapi "github.com/outpost-dev/outpost/libs/api/agents"
 	"github.com/outpost-dev/outpost/libs/bus"
 )
 
@@ -28,43 +29,23 @@ const DefaultTokenTTL = 24 * time.Hour
 // MaxTokenTTL bounds a token's lifetime: a forgotten token should not outlive a year.
 const MaxTokenTTL = 365 * 24 * time.Hour
 
-// EnrollToken is what is kept of an enrollment token (never the secret).
-type EnrollToken struct {
-	ID          string    `json:"id"` // first 12 hex chars of the hash: safe to show
-	Site        string    `json:"site"`
-	AutoApprove bool      `json:"auto_approve"`
-	Created     time.Time `json:"created"`
-	// Expires is when it stops working. A token without one was made before tokens
-	// expired: it is refused (fail closed), `outpost site tokens add` makes a new one.
-	Expires time.Time `json:"expires,omitzero"`
-	MaxUses int       `json:"max_uses,omitempty"` // enrollments it allows; 0 = any number until it expires
-	Used    int       `json:"used,omitempty"`     // enrollments it made
-	Revoked time.Time `json:"revoked,omitzero"`
-}
+// EnrollToken is what is kept of an enrollment token (never the secret); TokenView is a
+// token as `site tokens ls` shows it. Both are the contract's (libs/api/agents).
+type (
+	EnrollToken = agentsapi.EnrollToken
+	TokenView   = agentsapi.TokenView
+)
 
 // Token states, as listed.
 const (
-	TokenActive  = "active"
-	TokenExpired = "expired"
-	TokenUsedUp  = "used-up"
-	TokenRevoked = "revoked"
+	TokenActive  = agentsapi.TokenActive
+	TokenExpired = agentsapi.TokenExpired
+	TokenUsedUp  = agentsapi.TokenUsedUp
+	TokenRevoked = agentsapi.TokenRevoked
 )
 
-// State says whether the token still enrolls bridges at now.
-func (t EnrollToken) State(now time.Time) string {
-	switch {
-	case !t.Revoked.IsZero():
-		return TokenRevoked
-	case t.Expires.IsZero() || !now.Before(t.Expires):
-		return TokenExpired
-	case t.MaxUses > 0 && t.Used >= t.MaxUses:
-		return TokenUsedUp
-	}
-	return TokenActive
-}
-
 // usable is nil for a token that enrolls bridges now, else why it does not.
-func (t EnrollToken) usable(now time.Time) error {
+func usable(t EnrollToken, now time.Time) error {
 	switch t.State(now) {
 	case TokenRevoked:
 		return bus.Errorf(http.StatusForbidden, "enrollment token %s of site %s was revoked: ask an admin for a new one (`outpost site tokens add %s`)", t.ID, t.Site, t.Site)
@@ -77,13 +58,6 @@ func (t EnrollToken) usable(now time.Time) error {
 		return bus.Errorf(http.StatusForbidden, "enrollment token %s of site %s has enrolled its %d bridge(s): ask an admin for a new one (`outpost site tokens add %s`)", t.ID, t.Site, t.MaxUses, t.Site)
 	}
 	return nil
-}
-
-// TokenView is a token as `site tokens ls` shows it.
-type TokenView struct {
-	EnrollToken
-	State    string `json:"state"`               // active | expired | used-up | revoked
-	UsesLeft *int   `json:"uses_left,omitempty"` // absent: any number until it expires
 }
 
 func (r *Registry) view(t EnrollToken) TokenView {
@@ -185,7 +159,7 @@ func (r *Registry) token(ctx context.Context, secret string) (EnrollToken, error
 	if err != nil {
 		return EnrollToken{}, err
 	}
-	if err := t.usable(r.now()); err != nil {
+	if err := usable(t, r.now()); err != nil {
 		return EnrollToken{}, err
 	}
 	return t, nil
@@ -205,7 +179,7 @@ func (r *Registry) useToken(ctx context.Context, secret, site string) (EnrollTok
 		if t.Site != site {
 			return EnrollToken{}, bus.Errorf(http.StatusForbidden, "the token was made for site %s, not %s", t.Site, site)
 		}
-		if err := t.usable(r.now()); err != nil {
+		if err := usable(t, r.now()); err != nil {
 			return EnrollToken{}, err
 		}
 		t.Used++

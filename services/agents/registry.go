@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	agentsapi "github.com/outpost-dev/outpost/libs/api/agents"
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
 )
@@ -21,35 +22,16 @@ import (
 // Agent states kept in the registry. What operators see (up, down, paused, draining) is
 // derived from the approved state and the last heartbeat, never stored.
 const (
-	StatePending  = "pending"
-	StateApproved = "approved"
-	StateRevoked  = "revoked"
+	StatePending  = agentsapi.StatePending
+	StateApproved = agentsapi.StateApproved
+	StateRevoked  = agentsapi.StateRevoked
 )
 
-// Site is a network a set of bridges serves.
-type Site struct {
-	Name    string    `json:"name"`
-	Ranges  []string  `json:"ranges"`
-	Exclude []string  `json:"exclude,omitempty"`
-	Created time.Time `json:"created"`
-}
-
-// Agent is one bridge's registry record.
-type Agent struct {
-	ID           string         `json:"id"` // its NKey public key
-	Name         string         `json:"name"`
-	Site         string         `json:"site"`
-	State        string         `json:"state"`
-	XKey         string         `json:"xkey"`
-	Version      string         `json:"version"`
-	Capabilities []string       `json:"capabilities"`
-	Pools        map[string]int `json:"pools,omitempty"`
-	Enrolled     time.Time      `json:"enrolled"`
-	Approved     time.Time      `json:"approved,omitzero"`
-	Revoked      time.Time      `json:"revoked,omitzero"`
-}
-
-func (a Agent) key() string { return a.Site + "." + a.Name }
+// Site and Agent are the registry's records, as the contract (libs/api/agents) lists them.
+type (
+	Site  = agentsapi.Site
+	Agent = agentsapi.Agent
+)
 
 // Registry keeps sites, enrollment tokens and agents in KV buckets, so every replica of the
 // service (and a restarted hub) sees the same.
@@ -236,7 +218,7 @@ func (r *Registry) Agents(ctx context.Context) ([]Agent, error) {
 			out = append(out, a)
 		}
 	}
-	slices.SortFunc(out, func(a, b Agent) int { return strings.Compare(a.key(), b.key()) })
+	slices.SortFunc(out, func(a, b Agent) int { return strings.Compare(a.Key(), b.Key()) })
 	return out, nil
 }
 
@@ -263,7 +245,7 @@ func (r *Registry) FindAgent(ctx context.Context, ref string) (Agent, uint64, er
 	case 0:
 		return Agent{}, 0, bus.Errorf(404, "no agent named %q; `outpost agents ls` lists them", ref)
 	case 1:
-		_, rev, err := getJSON[Agent](ctx, r.agents, "agent."+found[0].key())
+		_, rev, err := getJSON[Agent](ctx, r.agents, "agent."+found[0].Key())
 		return found[0], rev, err
 	default:
 		return Agent{}, 0, bus.Errorf(409, "%d agents are named %q: say SITE/%s", len(found), ref, ref)
@@ -285,7 +267,7 @@ func (r *Registry) Enroll(ctx context.Context, e *envelope.Enrollment) (a Agent,
 		return Agent{}, false, bus.Errorf(409, "this key is already enrolled as %s/%s: run the bridge with --site %s --name %s, or give it a new data dir to enroll another agent",
 			known.Site, known.Name, known.Site, known.Name)
 	case err == nil:
-		return r.refresh(ctx, known.key(), e)
+		return r.refresh(ctx, known.Key(), e)
 	case !errors.Is(err, errNotFound):
 		return Agent{}, false, err
 	}
@@ -314,13 +296,13 @@ func (r *Registry) Enroll(ctx context.Context, e *envelope.Enrollment) (a Agent,
 		return Agent{}, false, err
 	}
 	// Create, not Put: of two keys racing for one name, one wins and the other is told.
-	if _, err := r.agents.Create(ctx, "agent."+a.key(), b); err != nil {
+	if _, err := r.agents.Create(ctx, "agent."+a.Key(), b); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			return Agent{}, false, bus.Errorf(409, "agent name %s was enrolled in site %s by another key just now; choose another --name", e.Name, e.Site)
 		}
 		return Agent{}, false, err
 	}
-	if _, err := r.agents.Put(ctx, "nkey."+a.ID, []byte(a.key())); err != nil {
+	if _, err := r.agents.Put(ctx, "nkey."+a.ID, []byte(a.Key())); err != nil {
 		return Agent{}, false, err
 	}
 	return a, true, nil
@@ -364,11 +346,11 @@ func (r *Registry) SetState(ctx context.Context, ref, state string) (Agent, erro
 			a.Revoked = now
 		}
 		b, _ := json.Marshal(a)
-		if _, err := r.agents.Update(ctx, "agent."+a.key(), b, rev); err == nil {
+		if _, err := r.agents.Update(ctx, "agent."+a.Key(), b, rev); err == nil {
 			if state == StateRevoked {
 				// The key stays revoked even if the record goes (agents forget).
 				if _, err := r.agents.Put(ctx, revokedKey(a.ID), b); err != nil {
-					return Agent{}, fmt.Errorf("agent %s revoked, but its key was not recorded as revoked: %w", a.key(), err)
+					return Agent{}, fmt.Errorf("agent %s revoked, but its key was not recorded as revoked: %w", a.Key(), err)
 				}
 			}
 			return a, nil
@@ -391,10 +373,10 @@ func (r *Registry) Forget(ctx context.Context, ref string) (Agent, error) {
 	if _, err := r.agents.Put(ctx, revokedKey(a.ID), b); err != nil {
 		return Agent{}, err
 	}
-	if err := r.agents.Delete(ctx, "agent."+a.key(), jetstream.LastRevision(rev)); err != nil {
-		return Agent{}, bus.Errorf(409, "agent %s changed concurrently; try again (%v)", a.key(), err)
+	if err := r.agents.Delete(ctx, "agent."+a.Key(), jetstream.LastRevision(rev)); err != nil {
+		return Agent{}, bus.Errorf(409, "agent %s changed concurrently; try again (%v)", a.Key(), err)
 	}
-	if e, err := r.agents.Get(ctx, "nkey."+a.ID); err == nil && string(e.Value()) == a.key() {
+	if e, err := r.agents.Get(ctx, "nkey."+a.ID); err == nil && string(e.Value()) == a.Key() {
 		_ = r.agents.Delete(ctx, "nkey."+a.ID, jetstream.LastRevision(e.Revision()))
 	}
 	return a, nil

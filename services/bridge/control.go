@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	agentsapi "github.com/outpost-dev/outpost/libs/api/agents"
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
 )
@@ -65,40 +66,36 @@ func rss() int64 {
 	return 0
 }
 
-type controlRequest struct {
-	Command string `json:"command"`
-	Lines   int    `json:"lines"`
-}
-
-// onControl answers ping, pause, resume, drain and logs from the hub.
+// onControl answers ping, pause, resume, drain and logs from the hub (the agents service's
+// control op: libs/api/agents).
 func (b *Bridge) onControl(m *nats.Msg) {
-	var req controlRequest
+	var req agentsapi.ControlCommand
 	_ = json.Unmarshal(m.Data, &req)
-	out := map[string]any{"ok": true, "agent": b.cfg.Name, "site": b.cfg.Site}
+	out := agentsapi.ControlReply{OK: true, Agent: b.cfg.Name, Site: b.cfg.Site}
 	switch req.Command {
-	case "ping":
-		out["state"], out["version"], out["heartbeat"] = b.state.Load(), b.cfg.Version, b.heartbeat()
-	case "pause":
+	case agentsapi.CommandPing:
+		out.State, out.Version, out.Heartbeat = b.state.Load().(string), b.cfg.Version, b.heartbeat()
+	case agentsapi.CommandPause:
 		b.state.CompareAndSwap(stateRunning, statePaused)
-		out["state"] = b.state.Load()
+		out.State = b.state.Load().(string)
 		b.log.Info("paused by the hub: taking no new work")
-	case "resume":
+	case agentsapi.CommandResume:
 		b.state.CompareAndSwap(statePaused, stateRunning)
-		out["state"] = b.state.Load()
+		out.State = b.state.Load().(string)
 		b.log.Info("resumed by the hub")
-	case "drain":
+	case agentsapi.CommandDrain:
 		b.state.Store(stateDraining)
-		out["state"] = stateDraining
+		out.State = stateDraining
 		b.log.Info("draining: finishing work in flight, then exiting")
 		b.drainMu.Do(func() { close(b.drained) })
-	case "logs":
+	case agentsapi.CommandLogs:
 		n := req.Lines
 		if n <= 0 {
 			n = 100
 		}
-		out["lines"] = b.ring.last(n)
+		out.Lines = b.ring.last(n)
 	default:
-		out["ok"], out["error"] = false, "unknown command "+strconv.Quote(req.Command)
+		out.OK, out.Error = false, "unknown command "+strconv.Quote(req.Command)
 	}
 	data, _ := json.Marshal(out)
 	_ = m.Respond(data)

@@ -9,193 +9,71 @@ import (
 	"sort"
 	"strings"
 
+	cmdbapi "github.com/outpost-dev/outpost/libs/api/cmdb"
 	"github.com/outpost-dev/outpost/libs/bus"
-	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/services/cmdb/classes"
 	"github.com/outpost-dev/outpost/services/cmdb/ire"
 	"github.com/outpost-dev/outpost/services/cmdb/store"
 )
 
-// Operations of svc.cmdb.<op>. Requests are JSON, decoded strictly (an unknown field is a
-// 400 naming it); errors are bus.ServiceError: 400 bad input (naming the field), 404 unknown
-// CI, 503 store unavailable (retry).
-const (
-	OpList      = "ls"
-	OpGet       = "get"
-	OpHistory   = "history"
-	OpRel       = "rel"
-	OpGraph     = "graph"
-	OpCounts    = "counts"
-	OpConflicts = "conflicts"
-	OpClasses   = "classes"
-	OpIngest    = "ingest"
+// Operations of svc.cmdb.<op>: the contract's (libs/api/cmdb), where requests, answers and
+// errors are documented.
+var (
+	OpList      = cmdbapi.List.Name
+	OpGet       = cmdbapi.Get.Name
+	OpHistory   = cmdbapi.History.Name
+	OpRel       = cmdbapi.Rel.Name
+	OpGraph     = cmdbapi.GraphOp.Name
+	OpCounts    = cmdbapi.Counts.Name
+	OpConflicts = cmdbapi.Conflicts.Name
+	OpClasses   = cmdbapi.Classes.Name
+	OpIngest    = cmdbapi.Ingest.Name
 )
 
 // Limits of the query API.
 const (
-	DefaultPageSize = 50
-	MaxPageSize     = 500
-	DefaultDepth    = 1
-	MaxDepth        = 5
-	DefaultMaxNodes = 200
-	MaxMaxNodes     = 2000
+	DefaultPageSize = cmdbapi.DefaultPageSize
+	MaxPageSize     = cmdbapi.MaxPageSize
+	DefaultDepth    = cmdbapi.DefaultDepth
+	MaxDepth        = cmdbapi.MaxDepth
+	DefaultMaxNodes = cmdbapi.DefaultMaxNodes
+	MaxMaxNodes     = cmdbapi.MaxMaxNodes
 )
 
-// ListRequest (ls) selects CIs, ordered by id.
-type ListRequest struct {
-	// Class selects CIs of this class and its subclasses ("server" includes linux_server).
-	Class string `json:"class,omitempty"`
-	// Filters selects CIs whose attribute equals the value, compared trimmed and
-	// case-insensitively on its text ({"os": "linux", "cpu_count": "4"}).
-	Filters map[string]string `json:"filters,omitempty"`
-	// Search is a case-insensitive prefix of a name, IP, serial number, MAC, FQDN, address
-	// or fingerprint (a device's adapter MACs included).
-	Search string `json:"search,omitempty"`
-	Stale  *bool  `json:"stale,omitempty"`
-	Cursor string `json:"cursor,omitempty"` // next_cursor of the previous page
-	Limit  int    `json:"limit,omitempty"`  // default 50, at most 500
-	// Total asks for the number of CIs of the class (subclasses included). It is answered
-	// only for a request without filters, search or stale condition, and costs a count of
-	// the whole table (~20 ms at 100,000 CIs), so ask on the first page only.
-	Total bool `json:"total,omitempty"`
-}
-
-// ListResponse is one page of CIs; Total is set when the request asked for it and could
-// be answered (see ListRequest.Total).
-type ListResponse struct {
-	Items      []store.CI `json:"items"`
-	NextCursor string     `json:"next_cursor,omitempty"`
-	Total      *int64     `json:"total,omitempty"`
-}
-
-// IDRequest names one CI (get, rel).
-type IDRequest struct {
-	ID string `json:"id"`
-}
-
-// GetResponse (get) is one CI: attributes with the source of each value, identifiers,
-// relations in both directions with the CI at the other end, and its latest 100 history
-// entries (history pages through the rest).
-type GetResponse = store.Detail
-
-// HistoryRequest (history) pages through a CI's changes, newest first.
-type HistoryRequest struct {
-	ID     string `json:"id"`
-	Cursor string `json:"cursor,omitempty"`
-	Limit  int    `json:"limit,omitempty"` // default 50, at most 500
-}
-
-// HistoryResponse is one page of history.
-type HistoryResponse struct {
-	Items      []store.HistoryEntry `json:"items"`
-	NextCursor string               `json:"next_cursor,omitempty"`
-}
-
-// RelResponse (rel) is a CI's relations in both directions.
-type RelResponse struct {
-	CI       store.Ref        `json:"ci"`
-	Outgoing []store.Relation `json:"outgoing"`
-	Incoming []store.Relation `json:"incoming"`
-}
-
-// GraphRequest (graph) asks for the CIs within Depth relations of ID, in either direction.
-type GraphRequest struct {
-	ID       string `json:"id"`
-	Depth    int    `json:"depth,omitempty"`     // default 1, at most 5
-	MaxNodes int    `json:"max_nodes,omitempty"` // default 200, at most 2000
-}
-
-// GraphResponse is the neighbourhood: nodes with their depth, edges, and whether
-// max_nodes cut it short.
-type GraphResponse = store.Graph
-
-// CountsResponse (counts) counts CIs per exact class, per class with its subclasses
-// (rolled up to "ci"), and in all.
-type CountsResponse struct {
-	Exact          map[string]int64 `json:"exact"`
-	WithSubclasses map[string]int64 `json:"with_subclasses"`
-	Total          int64            `json:"total"`
-}
-
-// PageRequest (conflicts) pages through a list.
-type PageRequest struct {
-	Cursor string `json:"cursor,omitempty"`
-	Limit  int    `json:"limit,omitempty"` // default 50, at most 500
-}
-
-// ConflictsResponse is one page of identification conflicts, newest first: items that
-// matched several CIs, or offered only identifiers shared by several devices, and were not
-// ingested.
-type ConflictsResponse struct {
-	Items      []store.Conflict `json:"items"`
-	NextCursor string           `json:"next_cursor,omitempty"`
-}
-
-// ClassesResponse (classes) is the class model, for UIs and for producers writing payloads.
-type ClassesResponse struct {
-	Classes   []ClassInfo    `json:"classes"`   // parents before children
-	Relations []RelationInfo `json:"relations"` // by name
-	Families  []FamilyInfo   `json:"families"`  // by name
-}
-
-// ClassInfo is one class. Attributes holds every attribute with its type (string, int,
-// float, bool, time, list, mac), inherited ones included; Inherited names those.
-type ClassInfo struct {
-	Name        string            `json:"name"`
-	Parent      string            `json:"parent,omitempty"`
-	Abstract    bool              `json:"abstract,omitempty"`
-	Description string            `json:"description,omitempty"`
-	Family      string            `json:"family,omitempty"`
-	Attributes  map[string]string `json:"attributes"`
-	Inherited   []string          `json:"inherited,omitempty"`
-	Children    []string          `json:"children,omitempty"`
-}
-
-// RelationInfo is one relation type: from <name> to, with the classes (and their
-// subclasses) allowed at each end.
-type RelationInfo struct {
-	Name        string   `json:"name"`
-	Description string   `json:"description,omitempty"`
-	From        []string `json:"from"`
-	To          []string `json:"to"`
-}
-
-// FamilyInfo is an identification family: its rules in the order they are tried, and the
-// classes a dependent family's CIs are identified through.
-type FamilyInfo struct {
-	Name    string     `json:"name"`
-	Parents []string   `json:"parents,omitempty"`
-	Rules   []RuleInfo `json:"rules"`
-}
-
-// RuleInfo is one identification rule and what it needs.
-type RuleInfo struct {
-	Name  string `json:"name"`
-	Needs string `json:"needs"`
-}
-
-// IngestRequest (ingest) reconciles a payload synchronously, for manual edits and imports
-// that want the outcome ("manual" is the highest-ranked source by default).
-type IngestRequest struct {
-	Payload envelope.CIPayload `json:"payload"`
-}
-
-// IngestResponse is what the ingest did: CIs created, updated and unchanged (with the
-// payload refs that resolved to each), relations created, items refused as identification
-// conflicts, items skipped because their parent was refused.
-type IngestResponse = ire.Outcome
+// Requests and answers of svc.cmdb.*.
+type (
+	ListRequest       = cmdbapi.ListRequest
+	ListResponse      = cmdbapi.ListResponse
+	IDRequest         = cmdbapi.IDRequest
+	GetResponse       = cmdbapi.Detail
+	HistoryRequest    = cmdbapi.HistoryRequest
+	HistoryResponse   = cmdbapi.HistoryResponse
+	RelResponse       = cmdbapi.RelResponse
+	GraphRequest      = cmdbapi.GraphRequest
+	GraphResponse     = cmdbapi.Graph
+	CountsResponse    = cmdbapi.CountsResponse
+	PageRequest       = cmdbapi.PageRequest
+	ConflictsResponse = cmdbapi.ConflictsResponse
+	ClassesResponse   = cmdbapi.ClassesResponse
+	ClassInfo         = cmdbapi.ClassInfo
+	RelationInfo      = cmdbapi.RelationInfo
+	FamilyInfo        = cmdbapi.FamilyInfo
+	RuleInfo          = cmdbapi.RuleInfo
+	IngestRequest     = cmdbapi.IngestRequest
+	IngestResponse    = cmdbapi.Outcome
+)
 
 func (s *service) endpoints() map[string]bus.Endpoint {
 	return map[string]bus.Endpoint{
-		OpList:      bus.JSON(func(ctx context.Context, r ListRequest) (any, error) { return s.list(ctx, r) }),
-		OpGet:       bus.JSON(func(ctx context.Context, r IDRequest) (any, error) { return s.get(ctx, r) }),
-		OpHistory:   bus.JSON(func(ctx context.Context, r HistoryRequest) (any, error) { return s.history(ctx, r) }),
-		OpRel:       bus.JSON(func(ctx context.Context, r IDRequest) (any, error) { return s.rel(ctx, r) }),
-		OpGraph:     bus.JSON(func(ctx context.Context, r GraphRequest) (any, error) { return s.graph(ctx, r) }),
-		OpCounts:    bus.JSON(func(ctx context.Context, _ struct{}) (any, error) { return s.counts(ctx) }),
-		OpConflicts: bus.JSON(func(ctx context.Context, r PageRequest) (any, error) { return s.conflicts(ctx, r) }),
-		OpClasses:   bus.JSON(func(ctx context.Context, _ struct{}) (any, error) { return s.classes(), nil }),
-		OpIngest:    bus.JSON(func(ctx context.Context, r IngestRequest) (any, error) { return s.ingest(ctx, r) }),
+		OpList:      cmdbapi.List.Handle(s.list),
+		OpGet:       cmdbapi.Get.Handle(s.get),
+		OpHistory:   cmdbapi.History.Handle(s.history),
+		OpRel:       cmdbapi.Rel.Handle(s.rel),
+		OpGraph:     cmdbapi.GraphOp.Handle(s.graph),
+		OpCounts:    cmdbapi.Counts.Handle(func(ctx context.Context, _ struct{}) (CountsResponse, error) { return s.counts(ctx) }),
+		OpConflicts: cmdbapi.Conflicts.Handle(s.conflicts),
+		OpClasses:   cmdbapi.Classes.Handle(func(context.Context, struct{}) (ClassesResponse, error) { return s.classes(), nil }),
+		OpIngest:    cmdbapi.Ingest.Handle(s.ingest),
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	discoveryapi "github.com/outpost-dev/outpost/libs/api/discovery"
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/libs/probes/catalog"
@@ -19,24 +20,12 @@ import (
 )
 
 // SealRequest is svc.discovery.credentials_seal: the agents service asks for stored
-// credentials, by name, sealed to a site's bridges for one ad-hoc probe. Discovery owns the
-// credential store, so the clear secret never leaves this service: what goes back is only
-// sealed to the bridges' curve keys and bound to the probe id.
-type SealRequest struct {
-	Site  string   `json:"site"`
-	Kind  string   `json:"kind"`
-	Probe string   `json:"probe"`
-	Names []string `json:"names"`
-	// Target is the probe's target (an address), for ssh_exec's known host key.
-	Target string `json:"target,omitempty"`
-}
-
-// SealReply carries the sealed credentials in the order asked, and for ssh_exec the host
-// key on record for the target (the caller puts it in params.known_host_key).
-type SealReply struct {
-	Secrets      []envelope.SealedCredential `json:"secrets"`
-	KnownHostKey string                      `json:"known_host_key,omitempty"`
-}
+// credentials, by name, sealed to a site's bridges for one ad-hoc probe; SealReply carries
+// them (libs/api/discovery).
+type (
+	SealRequest = discoveryapi.SealRequest
+	SealReply   = discoveryapi.SealReply
+)
 
 func (s *service) sealForProbe(ctx context.Context, r SealRequest) (SealReply, error) {
 	// which stored types a probe kind can use (its contract, libs/probes/catalog):

@@ -12,135 +12,113 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/robfig/cron/v3"
 
+	discoveryapi "github.com/outpost-dev/outpost/libs/api/discovery"
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/libs/page"
 )
 
-// StartRequest is svc.discovery.start. Ranges default to the site's.
-type StartRequest struct {
-	Site        string   `json:"site"`
-	Ranges      []string `json:"ranges,omitempty"`
-	Exclude     []string `json:"exclude,omitempty"`
-	Ports       []int    `json:"ports,omitempty"`
-	Credentials []string `json:"credentials,omitempty"`
-	MaxRunTime  string   `json:"max_run_time,omitempty"`
-}
-
-// StartReply is the answer of start.
-type StartReply struct {
-	Run string `json:"run"`
-}
-
-// IDRequest names a run (and optionally one of its hosts).
-type IDRequest struct {
-	ID   string `json:"id"`
-	Host string `json:"host,omitempty"`
-}
-
-// NameRequest names a credential or a schedule.
-type NameRequest struct {
-	Name string `json:"name"`
-}
-
-// Schedule is a recurring (cron) or one-off (at) discovery.
-type Schedule struct {
-	Name        string     `json:"name"`
-	Site        string     `json:"site"`
-	Ranges      []string   `json:"ranges,omitempty"`
-	Ports       []int      `json:"ports,omitempty"`
-	Credentials []string   `json:"credentials,omitempty"`
-	Cron        string     `json:"cron,omitempty"` // 5 fields, or @hourly, @every 1h…
-	At          *time.Time `json:"at,omitempty"`   // one-off
-	MaxRunTime  string     `json:"max_run_time,omitempty"`
-	Created     time.Time  `json:"created"`
-	LastFired   *time.Time `json:"last_fired,omitempty"`
-	LastRun     string     `json:"last_run,omitempty"`
-	Next        *time.Time `json:"next,omitempty"`
-}
+// Requests and answers of svc.discovery.*: the contract's (libs/api/discovery).
+type (
+	StartRequest = discoveryapi.StartRequest
+	StartReply   = discoveryapi.StartReply
+	IDRequest    = discoveryapi.IDRequest
+	NameRequest  = discoveryapi.NameRequest
+	// Schedule is a recurring (cron) or one-off (at) discovery.
+	Schedule = discoveryapi.Schedule
+)
 
 var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
 func (s *service) endpoints() map[string]bus.Endpoint {
 	return map[string]bus.Endpoint{
-		"start": bus.JSON(func(ctx context.Context, r StartRequest) (any, error) {
+		discoveryapi.Start.Name: discoveryapi.Start.Handle(func(ctx context.Context, r StartRequest) (StartReply, error) {
 			id, err := s.start(ctx, r, "")
 			return StartReply{Run: id}, err
 		}),
 		// Lists page with libs/page: runs newest first, credentials and schedules by name.
-		"runs_ls": bus.JSON(func(ctx context.Context, r page.Request) (any, error) {
+		discoveryapi.RunList.Name: discoveryapi.RunList.Handle(func(ctx context.Context, r page.Request) (discoveryapi.RunListReply, error) {
 			runs, err := s.listRuns(ctx)
 			if err != nil {
-				return nil, err
+				return discoveryapi.RunListReply{}, err
 			}
 			items, next, err := page.Slice(runs, r, runKey, descending)
 			if err != nil {
-				return nil, err
+				return discoveryapi.RunListReply{}, err
 			}
-			return map[string]any{"runs": items, "next_cursor": next}, nil
+			return discoveryapi.RunListReply{Runs: items, NextCursor: next}, nil
 		}),
-		"run_get": bus.JSON(func(ctx context.Context, r IDRequest) (any, error) { return s.getRun(ctx, r.ID, r.Host) }),
-		"cancel":  bus.JSON(func(ctx context.Context, r IDRequest) (any, error) { return s.cancel(ctx, r.ID) }),
-		"credentials_add": bus.JSON(func(ctx context.Context, r CredentialAddRequest) (any, error) {
+		discoveryapi.RunGet.Name: discoveryapi.RunGet.Handle(func(ctx context.Context, r IDRequest) (RunView, error) {
+			v, err := s.getRun(ctx, r.ID, r.Host)
+			if err != nil {
+				return RunView{}, err
+			}
+			return *v, nil
+		}),
+		discoveryapi.Cancel.Name: discoveryapi.Cancel.Handle(func(ctx context.Context, r IDRequest) (discoveryapi.CancelReply, error) {
+			return s.cancel(ctx, r.ID)
+		}),
+		discoveryapi.CredentialAdd.Name: discoveryapi.CredentialAdd.Handle(func(ctx context.Context, r CredentialAddRequest) (discoveryapi.CredentialReply, error) {
 			c, err := s.creds.add(ctx, r)
-			return map[string]any{"credential": c}, err
+			return discoveryapi.CredentialReply{Credential: c}, err
 		}),
-		"credentials_ls": bus.JSON(func(ctx context.Context, r page.Request) (any, error) {
+		discoveryapi.CredentialList.Name: discoveryapi.CredentialList.Handle(func(ctx context.Context, r page.Request) (discoveryapi.CredentialListReply, error) {
 			cs, err := s.creds.list(ctx)
 			if err != nil {
-				return nil, err
+				return discoveryapi.CredentialListReply{}, err
 			}
 			items, next, err := page.Slice(cs, r, func(c Credential) string { return c.Name }, strings.Compare)
 			if err != nil {
-				return nil, err
+				return discoveryapi.CredentialListReply{}, err
 			}
-			return map[string]any{"credentials": items, "next_cursor": next}, nil
+			return discoveryapi.CredentialListReply{Credentials: items, NextCursor: next}, nil
 		}),
-		"credentials_seal": bus.JSON(func(ctx context.Context, r SealRequest) (any, error) { return s.sealForProbe(ctx, r) }),
-		"credentials_rm": bus.JSON(func(ctx context.Context, r NameRequest) (any, error) {
-			return map[string]any{"removed": r.Name}, s.creds.remove(ctx, r.Name)
+		discoveryapi.CredentialSeal.Name: discoveryapi.CredentialSeal.Handle(s.sealForProbe),
+		discoveryapi.CredentialRemove.Name: discoveryapi.CredentialRemove.Handle(func(ctx context.Context, r NameRequest) (discoveryapi.RemovedReply, error) {
+			return discoveryapi.RemovedReply{Removed: r.Name}, s.creds.remove(ctx, r.Name)
 		}),
-		"schedules_add": bus.JSON(func(ctx context.Context, r Schedule) (any, error) {
+		discoveryapi.ScheduleAdd.Name: discoveryapi.ScheduleAdd.Handle(func(ctx context.Context, r Schedule) (discoveryapi.ScheduleReply, error) {
 			sc, err := s.addSchedule(ctx, r)
-			return map[string]any{"schedule": sc}, err
+			return discoveryapi.ScheduleReply{Schedule: sc}, err
 		}),
-		"schedules_ls": bus.JSON(func(ctx context.Context, r page.Request) (any, error) {
+		discoveryapi.ScheduleList.Name: discoveryapi.ScheduleList.Handle(func(ctx context.Context, r page.Request) (discoveryapi.ScheduleListReply, error) {
 			sc, err := s.listSchedules(ctx)
 			if err != nil {
-				return nil, err
+				return discoveryapi.ScheduleListReply{}, err
 			}
 			items, next, err := page.Slice(sc, r, func(x Schedule) string { return x.Name }, strings.Compare)
 			if err != nil {
-				return nil, err
+				return discoveryapi.ScheduleListReply{}, err
 			}
-			return map[string]any{"schedules": items, "next_cursor": next}, nil
+			return discoveryapi.ScheduleListReply{Schedules: items, NextCursor: next}, nil
 		}),
-		"schedules_rm": bus.JSON(func(ctx context.Context, r NameRequest) (any, error) {
+		discoveryapi.ScheduleRemove.Name: discoveryapi.ScheduleRemove.Handle(func(ctx context.Context, r NameRequest) (discoveryapi.RemovedReply, error) {
 			if _, err := s.kvSched.Get(ctx, r.Name); err != nil {
-				return nil, bus.Errorf(404, "schedule %q not found", r.Name)
+				return discoveryapi.RemovedReply{}, bus.Errorf(404, "schedule %q not found", r.Name)
 			}
-			return map[string]any{"removed": r.Name}, s.kvSched.Delete(ctx, r.Name)
+			return discoveryapi.RemovedReply{Removed: r.Name}, s.kvSched.Delete(ctx, r.Name)
 		}),
-		"hostkeys_ls": bus.JSON(func(ctx context.Context, r page.Request) (any, error) {
+		discoveryapi.HostKeyList.Name: discoveryapi.HostKeyList.Handle(func(ctx context.Context, r page.Request) (discoveryapi.HostKeyListReply, error) {
 			hks, err := s.listHostKeys(ctx)
 			if err != nil {
-				return nil, err
+				return discoveryapi.HostKeyListReply{}, err
 			}
 			items, next, err := page.Slice(hks, r, func(h HostKey) string { return hostKeyKey(h.Site, h.Address) }, strings.Compare)
 			if err != nil {
-				return nil, err
+				return discoveryapi.HostKeyListReply{}, err
 			}
-			return map[string]any{"hostkeys": items, "next_cursor": next}, nil
+			return discoveryapi.HostKeyListReply{HostKeys: items, NextCursor: next}, nil
 		}),
-		"hostkeys_forget": bus.JSON(func(ctx context.Context, r HostKeysRequest) (any, error) {
+		discoveryapi.HostKeyForget.Name: discoveryapi.HostKeyForget.Handle(func(ctx context.Context, r HostKeysRequest) (discoveryapi.HostKeyForgetReply, error) {
 			gone, err := s.forgetHostKey(ctx, r)
-			return map[string]any{"forgotten": gone}, err
+			return discoveryapi.HostKeyForgetReply{Forgotten: gone}, err
 		}),
-		"classifiers_reload": bus.JSON(func(ctx context.Context, _ struct{}) (any, error) {
+		discoveryapi.ClassifiersReload.Name: discoveryapi.ClassifiersReload.Handle(func(ctx context.Context, _ struct{}) (discoveryapi.ClassifiersReply, error) {
 			if err := s.rules.Reload(); err != nil {
-				return nil, bus.Errorf(400, "classifiers refused, the previous set stays in use: %v", err)
+				return discoveryapi.ClassifiersReply{}, bus.Errorf(400, "classifiers refused, the previous set stays in use: %v", err)
 			}
-			return map[string]any{"files": s.rules.Current().Files, "classifiers": len(s.rules.Current().Classifiers)}, nil
+			cur := s.rules.Current()
+			return discoveryapi.ClassifiersReply{Files: cur.Files, Classifiers: len(cur.Classifiers)}, nil
 		}),
 	}
 }
@@ -281,8 +259,7 @@ func (s *service) getRun(ctx context.Context, id, host string) (*RunView, error)
 		if !ok {
 			return nil, bus.Errorf(404, "host %s is not part of run %s (dead addresses are not kept)", host, id)
 		}
-		h.Done = nil
-		v.Host = h
+		v.Host = h.view()
 	}
 	return &v, nil
 }
@@ -310,7 +287,7 @@ func sortedIPs(m map[string]*Host) []string {
 	return sortedHostIPs(rs)
 }
 
-func (s *service) cancel(ctx context.Context, id string) (any, error) {
+func (s *service) cancel(ctx context.Context, id string) (discoveryapi.CancelReply, error) {
 	s.mu.Lock()
 	rs := s.runs[id]
 	s.mu.Unlock()
@@ -321,11 +298,11 @@ func (s *service) cancel(ctx context.Context, id string) (any, error) {
 		}
 		state := rs.run.State
 		rs.mu.Unlock()
-		return map[string]any{"run": id, "state": state}, nil
+		return discoveryapi.CancelReply{Run: id, State: state}, nil
 	}
 	r, err := s.readRun(ctx, id)
 	if err != nil {
-		return nil, err
+		return discoveryapi.CancelReply{}, err
 	}
 	if !terminalState(r.State) {
 		r.State, r.Reason = StateCanceled, "canceled by request"
@@ -333,10 +310,10 @@ func (s *service) cancel(ctx context.Context, id string) (any, error) {
 		r.Finished, r.Pending = &t, nil
 		b, _ := json.Marshal(r)
 		if _, err := s.kvRuns.Put(ctx, id, b); err != nil {
-			return nil, err
+			return discoveryapi.CancelReply{}, err
 		}
 	}
-	return map[string]any{"run": id, "state": r.State}, nil
+	return discoveryapi.CancelReply{Run: id, State: r.State}, nil
 }
 
 func (s *service) addSchedule(ctx context.Context, sc Schedule) (Schedule, error) {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	discoveryapi "github.com/outpost-dev/outpost/libs/api/discovery"
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/libs/keyfile"
@@ -36,16 +37,7 @@ const (
 var CredentialTypes = envelope.CredentialTypes
 
 // Credential is a stored credential as listed: never its secret.
-type Credential struct {
-	Name     string   `json:"name"`
-	Type     string   `json:"type"`
-	Site     string   `json:"site"`
-	Username string   `json:"username,omitempty"`
-	Fields   []string `json:"fields,omitempty"` // names only: values may be secret (priv_password)
-	// AllowInsecure lets probes send it over plaintext or unverified TLS (admin only).
-	AllowInsecure bool      `json:"allow_insecure,omitempty"`
-	Created       time.Time `json:"created"`
-}
+type Credential = discoveryapi.Credential
 
 // storedCredential is the KV record: Sealed is AES-GCM(nonce || ciphertext) of secretPart.
 type storedCredential struct {
@@ -58,7 +50,7 @@ type storedCredential struct {
 }
 
 // boundData is the AEAD's associated data of a stored credential.
-func (c Credential) boundData(version int) []byte {
+func boundData(c Credential, version int) []byte {
 	if version < 2 {
 		return []byte(c.Name)
 	}
@@ -125,17 +117,7 @@ func newCredStore(kv jetstream.KeyValue, key []byte, now func() time.Time) (*cre
 }
 
 // CredentialAddRequest is svc.discovery.credentials_add.
-type CredentialAddRequest struct {
-	Name     string            `json:"name"`
-	Type     string            `json:"type"`
-	Site     string            `json:"site"`
-	Username string            `json:"username,omitempty"`
-	Secret   string            `json:"secret"`
-	Fields   map[string]string `json:"fields,omitempty"`
-	// AllowInsecure: probes may send this secret over plaintext or unverified TLS. The
-	// gateway lets only admins store credentials at all.
-	AllowInsecure bool `json:"allow_insecure,omitempty"`
-}
+type CredentialAddRequest = discoveryapi.CredentialAddRequest
 
 // checkFields reports what is wrong with a credential's type-specific fields.
 func checkFields(r CredentialAddRequest) []error {
@@ -201,7 +183,7 @@ func (s *credStore) add(ctx context.Context, r CredentialAddRequest) (Credential
 	// name, site, type, username and allow_insecure are authenticated data: whoever can
 	// write the KV cannot move the secret to another site, type or user, or relax it,
 	// without the key
-	sealed := s.aead.Seal(nonce, nonce, plain, c.boundData(2))
+	sealed := s.aead.Seal(nonce, nonce, plain, boundData(c, 2))
 	b, _ := json.Marshal(storedCredential{Credential: c, Sealed: sealed, Bound: 2})
 	if _, err := s.kv.Put(ctx, r.Name, b); err != nil {
 		return Credential{}, fmt.Errorf("store credential: %w", err)
@@ -276,7 +258,7 @@ func (s *credStore) decrypt(sc storedCredential) (clearCredential, error) {
 		// allow_insecure came after binding: a record that claims it unbound was not written by us
 		return clearCredential{}, fmt.Errorf("credential %s: allow_insecure is not bound to the secret; add the credential again", sc.Name)
 	}
-	plain, err := s.aead.Open(nil, sc.Sealed[:ns], sc.Sealed[ns:], sc.Credential.boundData(sc.Bound))
+	plain, err := s.aead.Open(nil, sc.Sealed[:ns], sc.Sealed[ns:], boundData(sc.Credential, sc.Bound))
 	if err != nil {
 		return clearCredential{}, fmt.Errorf("credential %s: cannot decrypt: its name, site, type or username was changed outside the hub, or credentials.key in the data dir is not the one it was stored with", sc.Name)
 	}

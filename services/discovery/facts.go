@@ -338,13 +338,7 @@ func (f *Facts) snmpAdapters() []Adapter {
 	return out
 }
 
-// LLDPNeighbour is one remote system seen on a local port.
-type LLDPNeighbour struct {
-	LocalPort  string `json:"local_port"`
-	RemoteName string `json:"remote_name"`
-	RemotePort string `json:"remote_port"`
-}
-
+// lldpNeighbours lists the remote systems seen on local ports.
 func (f *Facts) lldpNeighbours() []LLDPNeighbour {
 	sys := f.snmpColumn(oidLldpRemSys)
 	ports := f.snmpColumn(oidLldpRemPort)

@@ -8,10 +8,10 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	discoveryapi "github.com/outpost-dev/outpost/libs/api/discovery"
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
 )
@@ -23,16 +23,7 @@ import (
 const KVHostKeys = "discovery_host_keys"
 
 // HostKey is one known host key.
-type HostKey struct {
-	Site        string    `json:"site"`
-	Address     string    `json:"address"`
-	Fingerprint string    `json:"fingerprint"` // SHA256:… as ssh-keygen -l prints it
-	Type        string    `json:"type,omitempty"`
-	FirstSeen   time.Time `json:"first_seen"`
-	LastSeen    time.Time `json:"last_seen"`
-	// Run (or "adhoc") that recorded it first.
-	Run string `json:"run,omitempty"`
-}
+type HostKey = discoveryapi.HostKey
 
 // hostKeyKey is the record of (site, address): addresses may repeat across sites.
 func hostKeyKey(site, addr string) string {
@@ -102,10 +93,7 @@ func (s *service) hostKeyChanged(ctx context.Context, site, addr, known, seen, r
 }
 
 // HostKeysRequest is svc.discovery.hostkeys_forget (and the filter of hostkeys_ls).
-type HostKeysRequest struct {
-	Site    string `json:"site"`
-	Address string `json:"address"`
-}
+type HostKeysRequest = discoveryapi.HostKeysRequest
 
 func (s *service) listHostKeys(ctx context.Context) ([]HostKey, error) {
 	keys, err := s.kvHostKeys.ListKeys(ctx)

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	discoveryapi "github.com/outpost-dev/outpost/libs/api/discovery"
 	"github.com/outpost-dev/outpost/libs/envelope"
 )
 
@@ -24,7 +25,7 @@ func terminalState(s string) bool {
 }
 
 // Step is what a probe of a run is for; a host's log names the step of each line.
-type Step string
+type Step = discoveryapi.Step
 
 // Steps of a run, in the order a host meets them (stage.go).
 const (
@@ -43,25 +44,14 @@ const (
 	stageDone     = "done"     // payload sent (or nothing to send)
 )
 
-// Counters of a run. The CMDB decides insert, update or no change; its receipt for each
-// host's payload (cmdb.ingested.discovery) is counted in CIsCreated/Updated/Unchanged.
-type Counters struct {
-	Addresses    int `json:"addresses"`    // in the ranges, after exclusions
-	Scanned      int `json:"scanned"`      // addresses whose scan finished
-	Alive        int `json:"alive"`        // answered on a TCP port or SNMP
-	Classified   int `json:"classified"`   // got a class
-	Unclassified int `json:"unclassified"` // alive but matched no classifier (no CI sent)
-	ProbesSent   int `json:"probes_sent"`
-	ProbesDone   int `json:"probes_done"`
-	PayloadsSent int `json:"payloads_sent"`
-	CIsSent      int `json:"cis_sent"`
-	Relations    int `json:"relations_sent"`
-	Ingested     int `json:"payloads_ingested"` // host payloads the CMDB has a receipt for
-	CIsCreated   int `json:"cis_created"`
-	CIsUpdated   int `json:"cis_updated"`
-	CIsUnchanged int `json:"cis_unchanged"`
-	Errors       int `json:"errors"`
-}
+// Counters, HostLog and Ingested are parts of a run as the contract shows them
+// (libs/api/discovery).
+type (
+	Counters      = discoveryapi.Counters
+	LLDPNeighbour = discoveryapi.LLDPNeighbour
+	HostLog       = discoveryapi.HostLog
+	Ingested      = discoveryapi.Ingested
+)
 
 // pendingProbe is a probe whose final result is awaited.
 type pendingProbe struct {
@@ -103,19 +93,6 @@ type RunRecord struct {
 	Relations   bool                     `json:"relations_sent,omitempty"`
 }
 
-// HostLog is one line of a host's log: what was tried and what answered.
-type HostLog struct {
-	Time       time.Time `json:"time"`
-	Step       Step      `json:"step"`
-	Kind       string    `json:"kind"`
-	Probe      string    `json:"probe,omitempty"`
-	Status     string    `json:"status,omitempty"`
-	Credential string    `json:"credential,omitempty"`
-	Failed     []string  `json:"failed_credentials,omitempty"`
-	Error      string    `json:"error,omitempty"`
-	Note       string    `json:"note,omitempty"`
-}
-
 // Host is one live address of a run (KV discovery_hosts, key <run>.<ip>).
 type Host struct {
 	IP         string              `json:"ip"`
@@ -134,15 +111,6 @@ type Host struct {
 	Log        []HostLog           `json:"log,omitempty"`
 	Done       map[string]bool     `json:"done,omitempty"` // probe ids whose final result was applied
 	LLDP       []LLDPNeighbour     `json:"lldp,omitempty"`
-}
-
-// Ingested is what the CMDB made of a host's payload.
-type Ingested struct {
-	Created   int `json:"created"`
-	Updated   int `json:"updated"`
-	Unchanged int `json:"unchanged"`
-	Conflicts int `json:"conflicts,omitempty"`
-	Skipped   int `json:"skipped,omitempty"`
 }
 
 // logf adds a line to the host's log; e.Time is the caller's clock reading (a turn's now).
@@ -178,30 +146,24 @@ func (r *RunRecord) pendingFor(step Step, ip string) int {
 }
 
 // RunView is run_get's answer: the run without its pending table, and its hosts.
-type RunView struct {
-	RunRecord
-	PendingProbes int         `json:"pending_probes"`
-	Hosts         []HostBrief `json:"hosts,omitempty"`
-	Host          *Host       `json:"host,omitempty"`
-}
+type RunView = discoveryapi.Run
 
 // HostBrief is one line of a run's host table.
-type HostBrief struct {
-	IP         string    `json:"ip"`
-	Name       string    `json:"name,omitempty"`
-	Class      string    `json:"class,omitempty"`
-	Stage      string    `json:"stage"`
-	ByPorts    bool      `json:"by_ports,omitempty"`
-	Credential string    `json:"credential,omitempty"`
-	CIs        int       `json:"cis_sent,omitempty"`
-	Ingested   *Ingested `json:"cmdb,omitempty"` // what the CMDB made of its payload
-}
+type HostBrief = discoveryapi.HostBrief
 
 func (r *RunRecord) view() RunView {
-	v := RunView{RunRecord: *r, PendingProbes: len(r.Pending)}
-	v.RunRecord.Pending = nil
-	v.RunRecord.Log = slices.Clone(r.Log)
-	return v
+	return RunView{ID: r.ID, Site: r.Site, Ranges: r.Ranges, Exclude: r.Exclude, Ports: r.Ports, Credentials: r.Credentials,
+		Schedule: r.Schedule, State: r.State, Reason: r.Reason, Created: r.Created, Updated: r.Updated, Finished: r.Finished,
+		Deadline: r.Deadline, Counters: r.Counters, Errors: r.Errors, Log: slices.Clone(r.Log), RelationsSent: r.Relations,
+		PendingProbes: len(r.Pending)}
+}
+
+// view is the host as run_get shows it: without the probes applied.
+func (h *Host) view() *discoveryapi.Host {
+	facts, _ := json.Marshal(h.Facts)
+	return &discoveryapi.Host{IP: h.IP, Run: h.Run, Stage: h.Stage, Class: h.Class, Classifier: h.Classifier, ByPorts: h.ByPorts,
+		Name: h.Name, Attributes: h.Attributes, Worked: h.Worked, Failed: h.Failed, CIs: h.CIs, Ingested: h.Ingested,
+		Facts: facts, Log: h.Log, LLDP: h.LLDP}
 }
 
 func cloneJSON[T any](v T) T {

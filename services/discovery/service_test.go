@@ -19,6 +19,7 @@ import (
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/libs/lab"
+	"github.com/outpost-dev/outpost/libs/page"
 )
 
 type harness struct {
@@ -73,12 +74,12 @@ func newHarness(ctx context.Context, t *testing.T, labRange string, hosts int) *
 	bkey, _ := nkeys.CreateCurveKeys()
 	bpub, _ := bkey.PublicKey()
 	svc, err := bus.AddService(ctx, nc, bus.ServiceConfig{Name: "agents", Version: "0.1.0", Endpoints: map[string]bus.Endpoint{
-		"site_ls": func(context.Context, []byte) (any, error) {
+		"site_ls": bus.JSON(func(context.Context, page.Request) (any, error) {
 			return map[string]any{"sites": []site{{Name: "lab", Ranges: []string{labRange}}}}, nil
-		},
-		"ls": func(context.Context, []byte) (any, error) {
+		}),
+		"ls": bus.JSON(func(context.Context, page.Request) (any, error) {
 			return map[string]any{"agents": []agentView{{Name: "br-test", Site: "lab", State: "approved", XKey: bpub}}}, nil
-		},
+		}),
 	}})
 	if err != nil {
 		t.Fatal(err)

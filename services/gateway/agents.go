@@ -10,8 +10,10 @@ import (
 	"strings"
 	"time"
 
+	agentsapi "github.com/outpost-dev/outpost/libs/api/agents"
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/errs"
 	"github.com/outpost-dev/outpost/services/gateway/tokens"
 )
 
@@ -21,115 +23,78 @@ const maxBody = 1 << 20
 // routeAgents registers sites, agents and probes: all served by the agents service over
 // svc.agents.* (the gateway never reads its stores).
 func (a *API) routeAgents(mux *router) {
-	type siteAdd struct {
-		Name        string   `json:"name"`
-		Ranges      []string `json:"ranges"`
-		Exclude     []string `json:"exclude,omitempty"`
-		AutoApprove bool     `json:"auto_approve,omitempty"`
-		TokenTTL    string   `json:"token_ttl,omitempty"`  // lifetime of the enrollment token, "24h" by default
-		TokenUses   int      `json:"token_uses,omitempty"` // enrollments it allows; 0 = any until it expires
-	}
-	type tokenAdd struct {
-		Site        string `json:"site"`
-		TTL         string `json:"ttl,omitempty"`
-		Uses        int    `json:"uses,omitempty"`
-		AutoApprove bool   `json:"auto_approve,omitempty"`
-	}
-	type control struct {
-		Command string `json:"command"`
-		Lines   int    `json:"lines,omitempty"`
-	}
-	type probeReq struct {
-		Site     string          `json:"site"`
-		Kind     string          `json:"kind"`
-		Target   string          `json:"target,omitempty"`
-		Params   json.RawMessage `json:"params,omitempty"`
-		Priority string          `json:"priority,omitempty"`
-		Timeout  string          `json:"timeout,omitempty"`
-		// Credentials name stored credentials; their secrets never pass through here.
-		Credentials []string `json:"credentials,omitempty"`
-	}
-	mux.Handle("GET /api/v1/sites", a.auth(tokens.RoleViewer, a.relay("site_ls", pageQuery)), pageParams)
-	mux.Handle("POST /api/v1/sites", a.auth(tokens.RoleAdmin, a.relay("site_add", func(r *http.Request) (any, error) {
-		return decodeBody[siteAdd](r)
-	})))
+	mux.Handle("GET /api/v1/sites", a.auth(tokens.RoleViewer, relay(a, agentsapi.SiteList, 15*time.Second, pageRequest)),
+		opDoc(agentsapi.SiteList, nil, pageParams))
+	mux.Handle("POST /api/v1/sites", a.auth(tokens.RoleAdmin, relay(a, agentsapi.SiteAdd, 15*time.Second, decodeBody[agentsapi.SiteAddRequest])),
+		opDoc(agentsapi.SiteAdd, bodyOf[agentsapi.SiteAddRequest]()))
 	// Enrollment tokens: bearer secrets that let a bridge join a site, so admin only; the
 	// secret is in the answer to POST, once, and never in a list.
-	mux.Handle("POST /api/v1/enrollment-tokens", a.auth(tokens.RoleAdmin, a.relay("site_token_add", func(r *http.Request) (any, error) {
-		return decodeBody[tokenAdd](r)
-	})))
-	mux.Handle("GET /api/v1/enrollment-tokens", a.auth(tokens.RoleAdmin, a.relay("site_token_ls", func(r *http.Request) (any, error) {
+	mux.Handle("POST /api/v1/enrollment-tokens", a.auth(tokens.RoleAdmin, relay(a, agentsapi.SiteTokenAdd, 15*time.Second, decodeBody[agentsapi.TokenAddRequest])),
+		opDoc(agentsapi.SiteTokenAdd, bodyOf[agentsapi.TokenAddRequest]()))
+	mux.Handle("GET /api/v1/enrollment-tokens", a.auth(tokens.RoleAdmin, relay(a, agentsapi.SiteTokenList, 15*time.Second, func(r *http.Request) (agentsapi.TokenListRequest, error) {
 		p, err := pageRequest(r)
-		return map[string]any{"site": r.URL.Query().Get("site"), "cursor": p.Cursor, "limit": p.Limit}, err
-	})), pageParams, []queryParam{{"site", "string", "only this site's tokens"}})
-	mux.Handle("DELETE /api/v1/enrollment-tokens/{id}", a.auth(tokens.RoleAdmin, a.relay("site_token_revoke", func(r *http.Request) (any, error) {
-		return map[string]string{"id": r.PathValue("id")}, nil
-	})))
-	mux.Handle("GET /api/v1/agents", a.auth(tokens.RoleViewer, a.relay("ls", pageQuery)), pageParams)
-	for _, op := range []string{"approve", "revoke", "forget"} {
-		mux.Handle("POST /api/v1/agents/{agent}/"+op, a.auth(tokens.RoleAdmin, a.relay(op, func(r *http.Request) (any, error) {
-			return map[string]string{"agent": agentRef(r)}, nil
-		})))
-	}
-	mux.Handle("POST /api/v1/agents/{agent}/control", a.auth(tokens.RoleOperator, a.relay("control", func(r *http.Request) (any, error) {
-		c, err := decodeBody[control](r)
-		return map[string]any{"agent": agentRef(r), "command": c.Command, "lines": c.Lines}, err
-	})))
-	mux.Handle("POST /api/v1/probes", a.auth(tokens.RoleOperator, a.relayTimeout("probe", time.Hour, func(r *http.Request) (any, error) {
-		return decodeBody[probeReq](r)
-	})))
+		return agentsapi.TokenListRequest{Site: r.URL.Query().Get("site"), Request: p}, err
+	})), opDoc(agentsapi.SiteTokenList, nil, pageParams, []queryParam{{"site", "string", "only this site's tokens"}}))
+	mux.Handle("DELETE /api/v1/enrollment-tokens/{id}", a.auth(tokens.RoleAdmin, relay(a, agentsapi.SiteTokenRevoke, 15*time.Second, func(r *http.Request) (agentsapi.TokenRef, error) {
+		return agentsapi.TokenRef{ID: r.PathValue("id")}, nil
+	})), opDoc(agentsapi.SiteTokenRevoke, nil))
+	mux.Handle("GET /api/v1/agents", a.auth(tokens.RoleViewer, relay(a, agentsapi.List, 15*time.Second, pageRequest)),
+		opDoc(agentsapi.List, nil, pageParams))
+	ref := func(r *http.Request) (agentsapi.AgentRef, error) { return agentsapi.AgentRef{Agent: agentRef(r)}, nil }
+	mux.Handle("POST /api/v1/agents/{agent}/approve", a.auth(tokens.RoleAdmin, relay(a, agentsapi.Approve, 15*time.Second, ref)), opDoc(agentsapi.Approve, nil))
+	mux.Handle("POST /api/v1/agents/{agent}/revoke", a.auth(tokens.RoleAdmin, relay(a, agentsapi.Revoke, 15*time.Second, ref)), opDoc(agentsapi.Revoke, nil))
+	mux.Handle("POST /api/v1/agents/{agent}/forget", a.auth(tokens.RoleAdmin, relay(a, agentsapi.Forget, 15*time.Second, ref)), opDoc(agentsapi.Forget, nil))
+	mux.Handle("POST /api/v1/agents/{agent}/control", a.auth(tokens.RoleOperator, relay(a, agentsapi.Control, 15*time.Second, func(r *http.Request) (agentsapi.ControlRequest, error) {
+		c, err := decodeBody[agentsapi.ControlCommand](r)
+		return agentsapi.ControlRequest{Agent: agentRef(r), ControlCommand: c}, err
+	})), opDoc(agentsapi.Control, bodyOf[agentsapi.ControlCommand]()))
+	mux.Handle("POST /api/v1/probes", a.auth(tokens.RoleOperator, relay(a, agentsapi.Probe, time.Hour, decodeBody[agentsapi.ProbeRequest])),
+		opDoc(agentsapi.Probe, bodyOf[agentsapi.ProbeRequest]()))
 }
 
 // agentRef reads NAME or SITE:NAME from the path.
 func agentRef(r *http.Request) string { return strings.Replace(r.PathValue("agent"), ":", "/", 1) }
 
-func (a *API) relay(op string, body func(*http.Request) (any, error)) http.Handler {
-	return a.relayTo("agents", op, 15*time.Second, body)
-}
-
-func (a *API) relayTimeout(op string, timeout time.Duration, body func(*http.Request) (any, error)) http.Handler {
-	return a.relayTo("agents", op, timeout, body)
-}
-
-// relayTo forwards a request to svc.<service>.<op> and writes its answer or its error.
-func (a *API) relayTo(service, op string, timeout time.Duration, body func(*http.Request) (any, error)) http.Handler {
+// relay serves a route by one op of a service: build makes the op's request from the HTTP
+// request (its body decoded strictly into the contract type), and the op's answer, decoded
+// into its contract type, is the response.
+func relay[Req, Resp any](a *API, op bus.Op[Req, Resp], timeout time.Duration, build func(*http.Request) (Req, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var req any
-		if body != nil {
-			var err error
-			if req, err = body(r); err != nil {
-				problem(w, r, http.StatusBadRequest, "bad-request", "Bad request", err.Error())
-				return
-			}
+		req, err := build(r)
+		if err != nil {
+			problem(w, r, errs.BadRequest, "Bad request", badInput(err))
+			return
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), timeout)
 		defer cancel()
-		var out json.RawMessage
-		if err := bus.Request(ctx, a.deps.NC, service, op, req, &out); err != nil {
+		out, err := op.Call(ctx, a.deps.NC, req)
+		if err != nil {
 			serviceProblem(w, r, err)
 			return
 		}
 		if r.Method != http.MethodGet {
-			a.audit(r, op, http.StatusOK)
+			a.audit(r, op.Name, http.StatusOK)
 		}
+		// Compact, as the service wrote it: embedded raw values (probe data) stay byte for byte.
 		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(out)
+		w.WriteHeader(http.StatusOK)
+		_ = json.NewEncoder(w).Encode(out)
 	})
 }
 
-// serviceProblem maps a service error to its problem document.
+// serviceProblem maps a service error to its problem document: the status it carries, the
+// type of its code in the error table.
 func serviceProblem(w http.ResponseWriter, r *http.Request, err error) {
 	var se *bus.ServiceError
 	if !errors.As(err, &se) {
-		problem(w, r, http.StatusBadGateway, "upstream", "Service call failed", err.Error())
+		problem(w, r, errs.Upstream, "Service call failed", err.Error())
 		return
 	}
-	kinds := map[int]string{400: "bad-request", 403: "forbidden", 404: "not-found", 409: "conflict", 503: "unavailable", 504: "timeout"}
-	kind, ok := kinds[se.Code]
-	if !ok {
-		kind = "internal"
+	code := se.ErrCode
+	if e, ok := errs.Lookup(code); !ok || e.Scope&errs.API == 0 {
+		code = errs.ForStatus(se.Code).Code
 	}
-	problem(w, r, se.Code, kind, http.StatusText(se.Code), se.Message)
+	writeProblem(w, r, se.Code, code, http.StatusText(se.Code), se.Message)
 }
 
 // decodeBody reads a JSON body strictly: at most 1 MiB, no unknown fields, the right types;
@@ -138,6 +103,7 @@ func decodeBody[T any](r *http.Request) (T, error) {
 	var v T
 	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxBody))
 	dec.DisallowUnknownFields()
+	dec.UseNumber() // numbers inside untyped values (CI attributes) pass on digit for digit
 	if err := dec.Decode(&v); err != nil {
 		var mbe *http.MaxBytesError
 		var ute *json.UnmarshalTypeError

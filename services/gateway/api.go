@@ -9,7 +9,9 @@ import (
 	"strings"
 	"time"
 
+	gatewayapi "github.com/outpost-dev/outpost/libs/api/gateway"
 	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/errs"
 	"github.com/outpost-dev/outpost/services/gateway/console"
 	"github.com/outpost-dev/outpost/services/gateway/tokens"
 )
@@ -31,26 +33,26 @@ type API struct {
 func (a *API) Handler() http.Handler {
 	mux := newRouter()
 	mux.mux.HandleFunc("GET /healthz", a.healthz)
-	mux.Handle("GET /api/v1/status", a.auth(tokens.RoleViewer, http.HandlerFunc(a.status)))
+	mux.Handle("GET /api/v1/status", a.auth(tokens.RoleViewer, http.HandlerFunc(a.status)), doc[Status](nil))
 	mux.Handle("GET /api/v1/whoami", a.auth(tokens.RoleViewer, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t, _ := Caller(r.Context())
 		writeJSON(w, http.StatusOK, Identity{Name: t.Name, Role: t.Role})
-	})))
+	})), doc[Identity](nil))
 	a.routeAgents(mux)
 	a.routeCIs(mux)
 	a.routeTokens(mux)
 	a.routeDiscovery(mux)
 	a.routeProbeKinds(mux)
-	mux.Handle("GET /api/v1/audit", a.auth(tokens.RoleViewer, http.HandlerFunc(a.listAudit)), pageParams)
-	mux.Handle("GET /api/v1/dlq", a.auth(tokens.RoleViewer, http.HandlerFunc(a.listDLQ)), pageParams,
-		[]queryParam{{"service", "string", "only what this service dead-lettered (discovery, cmdb, bridge…)"}})
+	mux.Handle("GET /api/v1/audit", a.auth(tokens.RoleViewer, http.HandlerFunc(a.listAudit)), doc[gatewayapi.AuditList](nil, pageParams))
+	mux.Handle("GET /api/v1/dlq", a.auth(tokens.RoleViewer, http.HandlerFunc(a.listDLQ)), doc[gatewayapi.DLQList](nil, pageParams,
+		[]queryParam{{"service", "string", "only what this service dead-lettered (discovery, cmdb, bridge…)"}}))
 	doc := mux.openAPI(a.cfg.Version)
 	mux.mux.Handle("GET /api/v1/openapi.json", a.auth(tokens.RoleViewer, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, doc)
 	})))
 	// Anything else under /api/v1 still needs a token before it may learn it does not exist.
 	mux.mux.Handle("/api/v1/", a.auth(tokens.RoleViewer, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		problem(w, r, http.StatusNotFound, "not-found", "No such API route", r.Method+" "+r.URL.Path+" is not an Outpost API route; see /api/v1/openapi.json")
+		problem(w, r, errs.NotFound, "No such API route", r.Method+" "+r.URL.Path+" is not an Outpost API route; see /api/v1/openapi.json")
 	})))
 	mux.mux.Handle("/", console.New(console.Options{API: mux.mux, Version: a.cfg.Version, Logger: a.log, Closing: a.closing,
 		Sessions: a.sessions, AsSession: asSession}))
@@ -62,7 +64,7 @@ func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if !a.deps.NC.IsConnected() {
-		problem(w, r, http.StatusServiceUnavailable, "unavailable", "Bus not connected", "the gateway has no connection to NATS")
+		problem(w, r, errs.Unavailable, "Bus not connected", "the gateway has no connection to NATS")
 		return
 	}
 	have := map[string]bool{}
@@ -77,52 +79,26 @@ func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if names.Err() != nil || len(missing) > 0 {
-		problem(w, r, http.StatusServiceUnavailable, "unavailable", "Bus not provisioned", "missing streams: "+strings.Join(missing, ", "))
+		problem(w, r, errs.Unavailable, "Bus not provisioned", "missing streams: "+strings.Join(missing, ", "))
 		return
 	}
 	if a.deps.Pending != nil {
 		if p := a.deps.Pending(); len(p) > 0 {
-			problem(w, r, http.StatusServiceUnavailable, "unavailable", "Starting", "waiting for services: "+strings.Join(p, ", "))
+			problem(w, r, errs.Unavailable, "Starting", "waiting for services: "+strings.Join(p, ", "))
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "version": a.cfg.Version})
+	writeJSON(w, http.StatusOK, gatewayapi.Health{Status: "ok", Version: a.cfg.Version})
 }
 
-// Identity is the body of GET /api/v1/whoami: who the calling token is.
-type Identity struct {
-	Name string `json:"name"`
-	Role string `json:"role"`
-}
-
-// Status is the body of GET /api/v1/status.
-type Status struct {
-	Version string         `json:"version"`
-	Streams []StreamStatus `json:"streams"`
-	DLQ     DLQStatus      `json:"dlq"`
-}
-
-// StreamStatus is one stream and its consumers.
-type StreamStatus struct {
-	Name      string           `json:"name"`
-	Messages  uint64           `json:"messages"`
-	Bytes     uint64           `json:"bytes"`
-	Consumers []ConsumerStatus `json:"consumers"`
-}
-
-// ConsumerStatus is the lag of one durable consumer.
-type ConsumerStatus struct {
-	Name        string `json:"name"`
-	Pending     uint64 `json:"pending"`
-	AckPending  int    `json:"ack_pending"`
-	Redelivered int    `json:"redelivered"`
-}
-
-// DLQStatus is the size of the dead-letter stream.
-type DLQStatus struct {
-	Messages uint64 `json:"messages"`
-	Bytes    uint64 `json:"bytes"`
-}
+// What the gateway answers itself is the contract's (libs/api/gateway).
+type (
+	Identity       = gatewayapi.Identity
+	Status         = gatewayapi.Status
+	StreamStatus   = gatewayapi.StreamStatus
+	ConsumerStatus = gatewayapi.ConsumerStatus
+	DLQStatus      = gatewayapi.DLQStatus
+)
 
 func (a *API) status(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
@@ -147,7 +123,7 @@ func (a *API) status(w http.ResponseWriter, r *http.Request) {
 		st.Streams = append(st.Streams, ss)
 	}
 	if err := lister.Err(); err != nil {
-		problem(w, r, http.StatusServiceUnavailable, "unavailable", "Bus unavailable", err.Error())
+		problem(w, r, errs.Unavailable, "Bus unavailable", err.Error())
 		return
 	}
 	slices.SortFunc(st.Streams, func(a, b StreamStatus) int { return strings.Compare(a.Name, b.Name) })

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outpost-dev/outpost/libs/errs"
 	"github.com/outpost-dev/outpost/services/gateway/tokens"
 )
 
@@ -56,7 +57,7 @@ func (a *API) auth(min string, next http.Handler) http.Handler {
 		secret, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || secret == "" {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="outpost"`)
-			problem(w, r, http.StatusUnauthorized, "unauthorized", "Authentication required",
+			problem(w, r, errs.Unauthorized, "Authentication required",
 				"send Authorization: Bearer <token>; `outpost up` wrote an admin token to <data>/admin.token")
 			return
 		}
@@ -65,7 +66,7 @@ func (a *API) auth(min string, next http.Handler) http.Handler {
 		if ok, wait := a.fails.allow(addr, secret); !ok {
 			secs := max(1, int((wait+time.Second-1)/time.Second))
 			w.Header().Set("Retry-After", strconv.Itoa(secs))
-			problem(w, r, http.StatusTooManyRequests, "rate-limited", "Too many failed authentications",
+			problem(w, r, errs.RateLimited, "Too many failed authentications",
 				fmt.Sprintf("this address sent too many invalid tokens; wait %d s, then retry with a valid token (`outpost tokens ls` on the hub lists them)", secs))
 			return
 		}
@@ -85,14 +86,14 @@ func (a *API) admit(w http.ResponseWriter, r *http.Request, min string, t tokens
 	if err != nil {
 		if errors.Is(err, tokens.ErrInvalid) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="outpost", error="invalid_token"`)
-			problem(w, r, http.StatusUnauthorized, "unauthorized", "Invalid token", "the token is unknown or revoked")
+			problem(w, r, errs.Unauthorized, "Invalid token", "the token is unknown or revoked")
 			return
 		}
-		problem(w, r, http.StatusServiceUnavailable, "unavailable", "Token store unavailable", err.Error())
+		problem(w, r, errs.Unavailable, "Token store unavailable", err.Error())
 		return
 	}
 	if rank(t.Role) < rank(min) {
-		problem(w, r, http.StatusForbidden, "forbidden", "Role not allowed", "this needs role "+min+" or higher; the token has role "+t.Role)
+		problem(w, r, errs.Forbidden, "Role not allowed", "this needs role "+min+" or higher; the token has role "+t.Role)
 		return
 	}
 	next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, t)))

@@ -1,90 +1,80 @@
 package gateway
 
 import (
-	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
+	cmdbapi "github.com/outpost-dev/outpost/libs/api/cmdb"
+	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/services/gateway/tokens"
 )
 
 // routeCIs exposes the CMDB (svc.cmdb.*) under /api/v1/cis.
 func (a *API) routeCIs(mux *router) {
-	cmdb := func(op string, body func(*http.Request) (any, error)) http.Handler {
-		return a.auth(tokens.RoleViewer, a.relayTo("cmdb", op, 15*time.Second, body))
-	}
-	mux.Handle("GET /api/v1/cis", cmdb("ls", func(r *http.Request) (any, error) {
+	const timeout = 15 * time.Second
+	viewer := func(h http.Handler) http.Handler { return a.auth(tokens.RoleViewer, h) }
+	mux.Handle("GET /api/v1/cis", viewer(relay(a, cmdbapi.List, timeout, func(r *http.Request) (cmdbapi.ListRequest, error) {
 		q := r.URL.Query()
-		req := map[string]any{}
-		if v := q.Get("class"); v != "" {
-			req["class"] = v
-		}
-		if v := q.Get("search"); v != "" {
-			req["search"] = v
-		}
-		if v := q.Get("cursor"); v != "" {
-			req["cursor"] = v
-		}
+		req := cmdbapi.ListRequest{Class: q.Get("class"), Search: q.Get("search"), Cursor: q.Get("cursor")}
 		if v := q.Get("limit"); v != "" {
 			n, err := strconv.Atoi(v)
 			if err != nil {
-				return nil, errField("limit", "want a number")
+				return req, errField("limit", "want a number")
 			}
-			req["limit"] = n
+			req.Limit = n
 		}
 		// Attribute filters: ?attr.os=Debian&attr.serial_number=X
-		filters := map[string]string{}
 		for k, v := range q {
 			if name, ok := strings.CutPrefix(k, "attr."); ok && len(v) > 0 {
-				filters[name] = v[0]
+				if req.Filters == nil {
+					req.Filters = map[string]string{}
+				}
+				req.Filters[name] = v[0]
 			}
 		}
-		if len(filters) > 0 {
-			req["filters"] = filters
-		}
 		return req, nil
-	}), []queryParam{
+	})), opDoc(cmdbapi.List, nil, []queryParam{
 		{"class", "string", "a class; its subclasses are included (server includes linux_server)"},
 		{"search", "string", "case-insensitive prefix of a name, IP, serial number, MAC, FQDN or fingerprint"},
 		{"attr.NAME", "string", "attribute NAME equals the value (trimmed, case-insensitive); repeatable with other names"},
-	}, cmdbPageParams)
-	id := func(r *http.Request) (any, error) { return map[string]any{"id": r.PathValue("id")}, nil }
-	mux.Handle("GET /api/v1/cis/{id}", cmdb("get", id))
-	mux.Handle("GET /api/v1/cis/{id}/relations", cmdb("rel", id))
-	mux.Handle("GET /api/v1/cis/{id}/history", cmdb("history", func(r *http.Request) (any, error) {
-		req := map[string]any{"id": r.PathValue("id")}
-		if c := r.URL.Query().Get("cursor"); c != "" {
-			req["cursor"] = c
-		}
+	}, cmdbPageParams))
+	id := func(r *http.Request) (cmdbapi.IDRequest, error) { return cmdbapi.IDRequest{ID: r.PathValue("id")}, nil }
+	mux.Handle("GET /api/v1/cis/{id}", viewer(relay(a, cmdbapi.Get, timeout, id)), opDoc(cmdbapi.Get, nil))
+	mux.Handle("GET /api/v1/cis/{id}/relations", viewer(relay(a, cmdbapi.Rel, timeout, id)), opDoc(cmdbapi.Rel, nil))
+	mux.Handle("GET /api/v1/cis/{id}/history", viewer(relay(a, cmdbapi.History, timeout, func(r *http.Request) (cmdbapi.HistoryRequest, error) {
+		req := cmdbapi.HistoryRequest{ID: r.PathValue("id"), Cursor: r.URL.Query().Get("cursor")}
 		if v := r.URL.Query().Get("limit"); v != "" {
 			n, err := strconv.Atoi(v)
 			if err != nil {
-				return nil, errField("limit", "want a number")
+				return req, errField("limit", "want a number")
 			}
-			req["limit"] = n
+			req.Limit = n
 		}
 		return req, nil
-	}), cmdbPageParams)
-	mux.Handle("GET /api/v1/cis/{id}/graph", cmdb("graph", func(r *http.Request) (any, error) {
-		req := map[string]any{"id": r.PathValue("id")}
+	})), opDoc(cmdbapi.History, nil, cmdbPageParams))
+	mux.Handle("GET /api/v1/cis/{id}/graph", viewer(relay(a, cmdbapi.GraphOp, timeout, func(r *http.Request) (cmdbapi.GraphRequest, error) {
+		req := cmdbapi.GraphRequest{ID: r.PathValue("id")}
 		if d := r.URL.Query().Get("depth"); d != "" {
 			n, err := strconv.Atoi(d)
 			if err != nil {
-				return nil, errField("depth", "want a number")
+				return req, errField("depth", "want a number")
 			}
-			req["depth"] = n
+			req.Depth = n
 		}
 		return req, nil
-	}), []queryParam{{"depth", "integer", "hops from the CI: default 1, at most 5"}})
-	mux.Handle("POST /api/v1/cis/ingest", a.auth(tokens.RoleOperator, a.relayTo("cmdb", "ingest", 60*time.Second, func(r *http.Request) (any, error) {
-		p, err := decodeBody[json.RawMessage](r)
-		return map[string]any{"payload": p}, err
-	})))
-	mux.Handle("GET /api/v1/cmdb/counts", cmdb("counts", nil))
-	mux.Handle("GET /api/v1/cmdb/conflicts", cmdb("conflicts", nil))
-	mux.Handle("GET /api/v1/cmdb/classes", cmdb("classes", nil))
+	})), opDoc(cmdbapi.GraphOp, nil, []queryParam{{"depth", "integer", "hops from the CI: default 1, at most 5"}}))
+	// The body is the payload itself.
+	mux.Handle("POST /api/v1/cis/ingest", a.auth(tokens.RoleOperator, relay(a, cmdbapi.Ingest, 60*time.Second, func(r *http.Request) (cmdbapi.IngestRequest, error) {
+		p, err := decodeBody[envelope.CIPayload](r)
+		return cmdbapi.IngestRequest{Payload: p}, err
+	})), opDoc(cmdbapi.Ingest, bodyOf[envelope.CIPayload]()))
+	mux.Handle("GET /api/v1/cmdb/counts", viewer(relay(a, cmdbapi.Counts, timeout, none)), opDoc(cmdbapi.Counts, nil))
+	mux.Handle("GET /api/v1/cmdb/conflicts", viewer(relay(a, cmdbapi.Conflicts, timeout, func(*http.Request) (cmdbapi.PageRequest, error) {
+		return cmdbapi.PageRequest{}, nil
+	})), opDoc(cmdbapi.Conflicts, nil))
+	mux.Handle("GET /api/v1/cmdb/classes", viewer(relay(a, cmdbapi.Classes, timeout, none)), opDoc(cmdbapi.Classes, nil))
 }
 
 type fieldError struct{ field, msg string }

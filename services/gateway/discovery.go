@@ -1,47 +1,53 @@
 package gateway
 
 import (
-	"encoding/json"
 	"net/http"
 	"time"
 
+	discoveryapi "github.com/outpost-dev/outpost/libs/api/discovery"
 	"github.com/outpost-dev/outpost/services/gateway/tokens"
 )
 
 // routeDiscovery exposes svc.discovery.* : runs, schedules, credentials (secrets write-only).
 func (a *API) routeDiscovery(mux *router) {
-	disc := func(role, op string, body func(*http.Request) (any, error)) http.Handler {
-		return a.auth(role, a.relayTo("discovery", op, 30*time.Second, body))
+	const timeout = 30 * time.Second
+	name := func(r *http.Request) (discoveryapi.NameRequest, error) {
+		return discoveryapi.NameRequest{Name: r.PathValue("name")}, nil
 	}
-	jsonBody := func(r *http.Request) (any, error) { return decodeBody[json.RawMessage](r) }
-	empty := func(*http.Request) (any, error) { return struct{}{}, nil }
-	mux.Handle("POST /api/v1/credentials", disc(tokens.RoleAdmin, "credentials_add", jsonBody))
-	mux.Handle("GET /api/v1/credentials", disc(tokens.RoleViewer, "credentials_ls", pageQuery), pageParams)
-	mux.Handle("DELETE /api/v1/credentials/{name}", disc(tokens.RoleAdmin, "credentials_rm", func(r *http.Request) (any, error) {
-		return map[string]string{"name": r.PathValue("name")}, nil
-	}))
+	id := func(r *http.Request) (discoveryapi.IDRequest, error) {
+		return discoveryapi.IDRequest{ID: r.PathValue("id")}, nil
+	}
+	mux.Handle("POST /api/v1/credentials", a.auth(tokens.RoleAdmin, relay(a, discoveryapi.CredentialAdd, timeout, decodeBody[discoveryapi.CredentialAddRequest])),
+		opDoc(discoveryapi.CredentialAdd, bodyOf[discoveryapi.CredentialAddRequest]()))
+	mux.Handle("GET /api/v1/credentials", a.auth(tokens.RoleViewer, relay(a, discoveryapi.CredentialList, timeout, pageRequest)),
+		opDoc(discoveryapi.CredentialList, nil, pageParams))
+	mux.Handle("DELETE /api/v1/credentials/{name}", a.auth(tokens.RoleAdmin, relay(a, discoveryapi.CredentialRemove, timeout, name)),
+		opDoc(discoveryapi.CredentialRemove, nil))
 	// SSH host keys on record (trust on first use); forgetting one lets the next probe
 	// trust whatever answers, so it takes an admin.
-	mux.Handle("GET /api/v1/hostkeys", disc(tokens.RoleViewer, "hostkeys_ls", pageQuery), pageParams)
-	mux.Handle("DELETE /api/v1/hostkeys/{address}", disc(tokens.RoleAdmin, "hostkeys_forget", func(r *http.Request) (any, error) {
-		return map[string]string{"address": r.PathValue("address"), "site": r.URL.Query().Get("site")}, nil
-	}), []queryParam{{"site", "string", "only this site's record (default: every site that knows the address)"}})
-	mux.Handle("POST /api/v1/discovery/runs", disc(tokens.RoleOperator, "start", jsonBody))
-	mux.Handle("GET /api/v1/discovery/runs", disc(tokens.RoleViewer, "runs_ls", pageQuery), pageParams)
-	mux.Handle("GET /api/v1/discovery/runs/{id}", disc(tokens.RoleViewer, "run_get", func(r *http.Request) (any, error) {
-		req := map[string]string{"id": r.PathValue("id")}
-		if h := r.URL.Query().Get("host"); h != "" {
-			req["host"] = h
-		}
-		return req, nil
-	}), []queryParam{{"host", "string", "an address of the run: that host's log in full"}})
-	mux.Handle("POST /api/v1/discovery/runs/{id}/cancel", disc(tokens.RoleOperator, "cancel", func(r *http.Request) (any, error) {
-		return map[string]string{"id": r.PathValue("id")}, nil
-	}))
-	mux.Handle("POST /api/v1/discovery/schedules", disc(tokens.RoleOperator, "schedules_add", jsonBody))
-	mux.Handle("GET /api/v1/discovery/schedules", disc(tokens.RoleViewer, "schedules_ls", pageQuery), pageParams)
-	mux.Handle("DELETE /api/v1/discovery/schedules/{name}", disc(tokens.RoleOperator, "schedules_rm", func(r *http.Request) (any, error) {
-		return map[string]string{"name": r.PathValue("name")}, nil
-	}))
-	mux.Handle("POST /api/v1/discovery/classifiers/reload", disc(tokens.RoleAdmin, "classifiers_reload", empty))
+	mux.Handle("GET /api/v1/hostkeys", a.auth(tokens.RoleViewer, relay(a, discoveryapi.HostKeyList, timeout, pageRequest)),
+		opDoc(discoveryapi.HostKeyList, nil, pageParams))
+	mux.Handle("DELETE /api/v1/hostkeys/{address}", a.auth(tokens.RoleAdmin, relay(a, discoveryapi.HostKeyForget, timeout, func(r *http.Request) (discoveryapi.HostKeysRequest, error) {
+		return discoveryapi.HostKeysRequest{Address: r.PathValue("address"), Site: r.URL.Query().Get("site")}, nil
+	})), opDoc(discoveryapi.HostKeyForget, nil, []queryParam{{"site", "string", "only this site's record (default: every site that knows the address)"}}))
+	mux.Handle("POST /api/v1/discovery/runs", a.auth(tokens.RoleOperator, relay(a, discoveryapi.Start, timeout, decodeBody[discoveryapi.StartRequest])),
+		opDoc(discoveryapi.Start, bodyOf[discoveryapi.StartRequest]()))
+	mux.Handle("GET /api/v1/discovery/runs", a.auth(tokens.RoleViewer, relay(a, discoveryapi.RunList, timeout, pageRequest)),
+		opDoc(discoveryapi.RunList, nil, pageParams))
+	mux.Handle("GET /api/v1/discovery/runs/{id}", a.auth(tokens.RoleViewer, relay(a, discoveryapi.RunGet, timeout, func(r *http.Request) (discoveryapi.IDRequest, error) {
+		return discoveryapi.IDRequest{ID: r.PathValue("id"), Host: r.URL.Query().Get("host")}, nil
+	})), opDoc(discoveryapi.RunGet, nil, []queryParam{{"host", "string", "an address of the run: that host's log in full"}}))
+	mux.Handle("POST /api/v1/discovery/runs/{id}/cancel", a.auth(tokens.RoleOperator, relay(a, discoveryapi.Cancel, timeout, id)),
+		opDoc(discoveryapi.Cancel, nil))
+	mux.Handle("POST /api/v1/discovery/schedules", a.auth(tokens.RoleOperator, relay(a, discoveryapi.ScheduleAdd, timeout, decodeBody[discoveryapi.Schedule])),
+		opDoc(discoveryapi.ScheduleAdd, bodyOf[discoveryapi.Schedule]()))
+	mux.Handle("GET /api/v1/discovery/schedules", a.auth(tokens.RoleViewer, relay(a, discoveryapi.ScheduleList, timeout, pageRequest)),
+		opDoc(discoveryapi.ScheduleList, nil, pageParams))
+	mux.Handle("DELETE /api/v1/discovery/schedules/{name}", a.auth(tokens.RoleOperator, relay(a, discoveryapi.ScheduleRemove, timeout, name)),
+		opDoc(discoveryapi.ScheduleRemove, nil))
+	mux.Handle("POST /api/v1/discovery/classifiers/reload", a.auth(tokens.RoleAdmin, relay(a, discoveryapi.ClassifiersReload, timeout, none)),
+		opDoc(discoveryapi.ClassifiersReload, nil))
 }
+
+// none is the request of an op without input.
+func none(*http.Request) (struct{}, error) { return struct{}{}, nil }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	gatewayapi "github.com/outpost-dev/outpost/libs/api/gateway"
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/probes/catalog"
 	"github.com/outpost-dev/outpost/services/gateway"
@@ -281,15 +282,12 @@ func TestAuditEvents(t *testing.T) {
 func TestProbeKinds(t *testing.T) {
 	e := newEnv(t, true)
 	resp, body := e.get(t, "/api/v1/probe-kinds", e.admin)
-	var list struct {
-		Items []gateway.ProbeKind     `json:"items"`
-		Codes []struct{ Code string } `json:"codes"`
-	}
+	var list gatewayapi.ProbeKindList
 	if err := json.Unmarshal(body, &list); resp.StatusCode != 200 || err != nil || len(list.Items) != len(catalog.All()) || len(list.Codes) == 0 {
 		t.Fatalf("%d %v: %s", resp.StatusCode, err, body)
 	}
 	resp, body = e.get(t, "/api/v1/probe-kinds/http_request", e.admin)
-	var k gateway.ProbeKind
+	var k gatewayapi.ProbeKind
 	if err := json.Unmarshal(body, &k); resp.StatusCode != 200 || err != nil || k.Capability != "http" || len(k.CredentialTypes) != 1 || k.CredentialTypes[0] != "http" {
 		t.Fatalf("%d %v: %s", resp.StatusCode, err, body)
 	}

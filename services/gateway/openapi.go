@@ -2,12 +2,17 @@ package gateway
 
 import (
 	"net/http"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/errs"
+	"github.com/outpost-dev/outpost/libs/schema"
 )
 
-// router wraps http.ServeMux and records every API route it serves.
+// router wraps http.ServeMux and records every API route it serves, with its types.
 type router struct {
 	mux    *http.ServeMux
 	routes []route
@@ -15,8 +20,28 @@ type router struct {
 
 type route struct {
 	method, path string
-	query        []queryParam
+	doc          routeDoc
 }
+
+// routeDoc is what the OpenAPI document says of a route: the query parameters it reads, the
+// contract type of its JSON body (nil: it reads none) and of its answer.
+type routeDoc struct {
+	query          []queryParam
+	body, response reflect.Type
+}
+
+// opDoc documents a route served by an op: the op's answer is the route's.
+func opDoc[Req, Resp any](op bus.Op[Req, Resp], body reflect.Type, query ...[]queryParam) routeDoc {
+	return routeDoc{query: slices.Concat(query...), body: body, response: reflect.TypeFor[Resp]()}
+}
+
+// doc documents a route the gateway answers itself.
+func doc[Resp any](body reflect.Type, query ...[]queryParam) routeDoc {
+	return routeDoc{query: slices.Concat(query...), body: body, response: reflect.TypeFor[Resp]()}
+}
+
+// bodyOf is the type of a route's JSON body.
+func bodyOf[T any]() reflect.Type { return reflect.TypeFor[T]() }
 
 // queryParam documents a query parameter of a route.
 type queryParam struct{ name, typ, desc string }
@@ -35,11 +60,11 @@ var (
 
 func newRouter() *router { return &router{mux: http.NewServeMux()} }
 
-// Handle registers "METHOD /path/{param}" and remembers it, with the query parameters it
-// reads, for the OpenAPI document.
-func (r *router) Handle(pattern string, h http.Handler, query ...[]queryParam) {
+// Handle registers "METHOD /path/{param}" and remembers it, with its documentation, for the
+// OpenAPI document.
+func (r *router) Handle(pattern string, h http.Handler, d routeDoc) {
 	method, path, _ := strings.Cut(pattern, " ")
-	r.routes = append(r.routes, route{method, path, slices.Concat(query...)})
+	r.routes = append(r.routes, route{method, path, d})
 	r.mux.Handle(pattern, h)
 }
 
@@ -100,49 +125,67 @@ var summaries = map[string]string{
 
 var pathParam = regexp.MustCompile(`\{([a-z_]+)\}`)
 
-// openAPI builds an OpenAPI 3.1 document of the recorded routes.
+// openAPI builds an OpenAPI 3.1 document of the recorded routes. Request and response
+// schemas are generated from the contract types (libs/api) by reflection (libs/schema), so
+// the document says what the code encodes; shared types are components.
 func (r *router) openAPI(version string) map[string]any {
+	gen := schema.New("#/components/schemas/")
 	paths := map[string]map[string]any{}
 	problemRef := map[string]any{"$ref": "#/components/responses/Problem"}
+	jsonOf := func(t reflect.Type) map[string]any {
+		return map[string]any{"application/json": map[string]any{"schema": gen.Schema(t)}}
+	}
 	for _, rt := range r.routes {
+		responses := map[string]any{"400": problemRef, "401": problemRef, "403": problemRef, "404": problemRef, "503": problemRef}
+		if rt.doc.response != nil {
+			responses["200"] = map[string]any{"description": "OK", "content": jsonOf(rt.doc.response)}
+		}
 		op := map[string]any{
 			"summary":     summaries[rt.method+" "+rt.path],
 			"operationId": operationID(rt),
 			"security":    []map[string][]string{{"bearer": {}}},
-			"responses": map[string]any{
-				"200": map[string]any{"description": "OK", "content": map[string]any{"application/json": map[string]any{"schema": map[string]any{"type": "object"}}}},
-				"400": problemRef, "401": problemRef, "403": problemRef, "404": problemRef, "503": problemRef,
-			},
+			"responses":   responses,
 		}
 		var params []map[string]any
 		for _, m := range pathParam.FindAllStringSubmatch(rt.path, -1) {
 			params = append(params, map[string]any{"name": m[1], "in": "path", "required": true, "schema": map[string]any{"type": "string"}})
 		}
-		for _, q := range rt.query {
+		for _, q := range rt.doc.query {
 			params = append(params, map[string]any{"name": q.name, "in": "query", "description": q.desc, "schema": map[string]any{"type": q.typ}})
 		}
 		if len(params) > 0 {
 			op["parameters"] = params
 		}
-		if rt.method == http.MethodPost {
-			op["requestBody"] = map[string]any{"content": map[string]any{"application/json": map[string]any{"schema": map[string]any{"type": "object"}}}}
+		switch {
+		case rt.doc.body != nil:
+			op["requestBody"] = map[string]any{"required": true, "content": jsonOf(rt.doc.body)}
+		case rt.method == http.MethodPost:
+			// The request is in the path: a body, if any, is not read.
+			op["requestBody"] = map[string]any{"required": false, "description": "none: the request is in the path",
+				"content": map[string]any{"application/json": map[string]any{"schema": map[string]any{"type": "object", "maxProperties": 0}}}}
 		}
 		if paths[rt.path] == nil {
 			paths[rt.path] = map[string]any{}
 		}
 		paths[rt.path][strings.ToLower(rt.method)] = op
 	}
+	problem := gen.Schema(reflect.TypeFor[Problem]())
+	codes := []string{}
+	for _, e := range errs.Table {
+		if e.Scope&errs.API != 0 {
+			codes = append(codes, e.Code.ProblemType())
+		}
+	}
 	return map[string]any{
 		"openapi": "3.1.0",
-		"info":    map[string]any{"title": "Outpost API", "version": version, "description": "Errors are application/problem+json (RFC 9457) with a stable type per kind."},
-		"paths":   paths,
+		"info": map[string]any{"title": "Outpost API", "version": version,
+			"description": "Errors are application/problem+json (RFC 9457) with a stable type per code of the error table: " + strings.Join(codes, ", ") + "."},
+		"paths": paths,
 		"components": map[string]any{
+			"schemas":         gen.Defs(),
 			"securitySchemes": map[string]any{"bearer": map[string]any{"type": "http", "scheme": "bearer"}},
 			"responses": map[string]any{"Problem": map[string]any{"description": "RFC 9457 problem",
-				"content": map[string]any{"application/problem+json": map[string]any{"schema": map[string]any{
-					"type": "object", "required": []string{"type", "title", "status"},
-					"properties": map[string]any{"type": map[string]any{"type": "string"}, "title": map[string]any{"type": "string"},
-						"status": map[string]any{"type": "integer"}, "detail": map[string]any{"type": "string"}, "instance": map[string]any{"type": "string"}}}}}}},
+				"content": map[string]any{"application/problem+json": map[string]any{"schema": problem}}}},
 		},
 	}
 }

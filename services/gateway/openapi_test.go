@@ -63,3 +63,98 @@ func TestOpenAPICoversEveryRoute(t *testing.T) {
 		}
 	}
 }
+
+// Every operation documents its answer, and every write its body, with a schema generated
+// from the contract types; every reference resolves.
+func TestOpenAPISchemasComeFromContracts(t *testing.T) {
+	e := newEnv(t, true)
+	_, body := e.get(t, "/api/v1/openapi.json", e.admin)
+	var doc struct {
+		Paths      map[string]map[string]map[string]any `json:"paths"`
+		Components struct {
+			Schemas map[string]map[string]any `json:"schemas"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		t.Fatal(err)
+	}
+	schemaOf := func(content any) map[string]any {
+		c, _ := content.(map[string]any)
+		j, _ := c["application/json"].(map[string]any)
+		s, _ := j["schema"].(map[string]any)
+		return s
+	}
+	// refs collects every $ref below v.
+	var refs func(v any, out *[]string)
+	refs = func(v any, out *[]string) {
+		switch x := v.(type) {
+		case map[string]any:
+			for k, e := range x {
+				if s, ok := e.(string); ok && k == "$ref" {
+					*out = append(*out, s)
+				}
+				refs(e, out)
+			}
+		case []any:
+			for _, e := range x {
+				refs(e, out)
+			}
+		}
+	}
+	for path, ops := range doc.Paths {
+		for method, op := range ops {
+			res, _ := op["responses"].(map[string]any)
+			ok, _ := res["200"].(map[string]any)
+			s := schemaOf(ok["content"])
+			if len(s) == 0 {
+				t.Errorf("%s %s: no response schema", method, path)
+			}
+			if method == "post" {
+				rb, _ := op["requestBody"].(map[string]any)
+				if len(schemaOf(rb["content"])) == 0 {
+					t.Errorf("%s %s: no request schema", method, path)
+				}
+			}
+			var rs []string
+			refs(op, &rs)
+			for _, r := range rs {
+				name, found := strings.CutPrefix(r, "#/components/schemas/")
+				if found && doc.Components.Schemas[name] == nil {
+					t.Errorf("%s %s: %s does not resolve", method, path, r)
+				}
+			}
+		}
+	}
+	// Spot checks: the schemas are the contract types, field for field.
+	for _, c := range []struct {
+		path, method, where, schema string
+		props                       []string
+	}{
+		{"/api/v1/sites", "post", "request", "agents.SiteAddRequest", []string{"name", "ranges", "token_ttl", "token_uses"}},
+		{"/api/v1/agents", "get", "response", "agents.ListReply", []string{"agents", "next_cursor"}},
+		{"/api/v1/discovery/runs/{id}", "get", "response", "discovery.Run", []string{"id", "counters", "pending_probes", "hosts", "host"}},
+		{"/api/v1/cis/ingest", "post", "request", "envelope.CIPayload", []string{"source", "observed", "items"}},
+		{"/api/v1/tokens", "post", "response", "gateway.TokenCreated", []string{"token", "id", "role"}},
+	} {
+		op := doc.Paths[c.path][c.method]
+		var content any
+		if c.where == "request" {
+			rb, _ := op["requestBody"].(map[string]any)
+			content = rb["content"]
+		} else {
+			res, _ := op["responses"].(map[string]any)
+			ok, _ := res["200"].(map[string]any)
+			content = ok["content"]
+		}
+		if got := schemaOf(content)["$ref"]; got != "#/components/schemas/"+c.schema {
+			t.Errorf("%s %s %s: schema %v, want %s", c.method, c.path, c.where, got, c.schema)
+			continue
+		}
+		props, _ := doc.Components.Schemas[c.schema]["properties"].(map[string]any)
+		for _, p := range c.props {
+			if props[p] == nil {
+				t.Errorf("%s has no property %q", c.schema, p)
+			}
+		}
+	}
+}

@@ -10,16 +10,6 @@ import (
 // sortableTime formats times of a cursor key at fixed width, so they sort as text.
 const sortableTime = "2006-01-02T15:04:05.000000000Z"
 
-// pageQuery reads ?cursor=&limit= of a paged list into the request of its service
-// (libs/page.Request); the service checks the values and names what is wrong.
-func pageQuery(r *http.Request) (any, error) {
-	p, err := pageRequest(r)
-	if err != nil {
-		return nil, err
-	}
-	return p, nil
-}
-
 // pageRequest reads ?cursor=&limit= of a list the gateway serves itself.
 func pageRequest(r *http.Request) (page.Request, error) {
 	q := r.URL.Query()

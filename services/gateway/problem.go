@@ -3,22 +3,26 @@ package gateway
 import (
 	"encoding/json"
 	"net/http"
+
+	gatewayapi "github.com/outpost-dev/outpost/libs/api/gateway"
+	"github.com/outpost-dev/outpost/libs/errs"
 )
 
-// problemBase prefixes the stable type URI of every error kind (RFC 9457).
-const problemBase = "https://outpost.dev/problems/"
+// Problem is an RFC 9457 problem detail (libs/api/gateway).
+type Problem = gatewayapi.Problem
 
-// Problem is an RFC 9457 problem detail.
-type Problem struct {
-	Type     string `json:"type"`
-	Title    string `json:"title"`
-	Status   int    `json:"status"`
-	Detail   string `json:"detail,omitempty"`
-	Instance string `json:"instance,omitempty"`
+// problem writes the problem document of an API code of the error table, with its status.
+func problem(w http.ResponseWriter, r *http.Request, code errs.Code, title, detail string) {
+	e, ok := errs.Lookup(code)
+	if !ok || e.Scope&errs.API == 0 {
+		e = errs.ForStatus(http.StatusInternalServerError)
+	}
+	writeProblem(w, r, e.Status, e.Code, title, detail)
 }
 
-func problem(w http.ResponseWriter, r *http.Request, status int, kind, title, detail string) {
+// writeProblem writes a problem document whose status a service chose.
+func writeProblem(w http.ResponseWriter, r *http.Request, status int, code errs.Code, title, detail string) {
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(Problem{Type: problemBase + kind, Title: title, Status: status, Detail: detail, Instance: r.URL.Path})
+	_ = json.NewEncoder(w).Encode(Problem{Type: code.ProblemType(), Title: title, Status: status, Detail: detail, Instance: r.URL.Path})
 }

@@ -14,8 +14,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	gatewayapi "github.com/outpost-dev/outpost/libs/api/gateway"
 	"github.com/outpost-dev/outpost/libs/bus"
-	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/errs"
 	"github.com/outpost-dev/outpost/libs/page"
 )
 
@@ -94,24 +95,21 @@ func streamPage(r *http.Request) (uint64, int, error) {
 }
 
 // AuditEvent is one audit event with its position in EVENTS.
-type AuditEvent struct {
-	Seq uint64 `json:"seq"`
-	envelope.Audit
-}
+type AuditEvent = gatewayapi.AuditEvent
 
 // listAudit lists audit events oldest first (GET /api/v1/audit?cursor=&limit=): the writes
 // made through the API, kept as long as EVENTS keeps them.
 func (a *API) listAudit(w http.ResponseWriter, r *http.Request) {
 	start, n, err := streamPage(r)
 	if err != nil {
-		problem(w, r, http.StatusBadRequest, "bad-request", "Bad request", badInput(err))
+		problem(w, r, errs.BadRequest, "Bad request", badInput(err))
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
 	msgs, next, err := readStream(ctx, a.deps.JS, bus.StreamEvents, []string{AuditSubject}, start, n)
 	if err != nil {
-		problem(w, r, http.StatusServiceUnavailable, "unavailable", "Bus unavailable", err.Error())
+		problem(w, r, errs.Unavailable, "Bus unavailable", err.Error())
 		return
 	}
 	out := make([]AuditEvent, 0, len(msgs))
@@ -124,41 +122,26 @@ func (a *API) listAudit(w http.ResponseWriter, r *http.Request) {
 			out = append(out, ev)
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"events": out, "next_cursor": next})
+	writeJSON(w, http.StatusOK, gatewayapi.AuditList{Events: out, NextCursor: next})
 }
 
 // dlqPreview is how much of a dead-lettered body the list shows.
 const dlqPreview = 2 << 10
 
-// DLQItem is a dead-lettered message as GET /api/v1/dlq lists it. Data is the first 2 KiB of
-// the body as text, or base64 (DataBase64) when that is not valid UTF-8.
-type DLQItem struct {
-	Seq           uint64 `json:"seq"`
-	Subject       string `json:"subject"`
-	Code          string `json:"code"`
-	Reason        string `json:"reason"`
-	SourceSubject string `json:"source_subject"`
-	SourceStream  string `json:"source_stream"`
-	Deliveries    int    `json:"deliveries"`
-	Service       string `json:"service"`
-	Time          string `json:"time"`
-	Size          int    `json:"size"`
-	Data          string `json:"data"`
-	DataBase64    bool   `json:"data_base64,omitempty"`
-	Truncated     bool   `json:"truncated"`
-}
+// DLQItem is a dead-lettered message as GET /api/v1/dlq lists it.
+type DLQItem = gatewayapi.DLQItem
 
 // listDLQ lists dead-lettered messages oldest first (GET /api/v1/dlq?cursor=&limit=&service=).
 func (a *API) listDLQ(w http.ResponseWriter, r *http.Request) {
 	start, n, err := streamPage(r)
 	if err != nil {
-		problem(w, r, http.StatusBadRequest, "bad-request", "Bad request", badInput(err))
+		problem(w, r, errs.BadRequest, "Bad request", badInput(err))
 		return
 	}
 	filters := []string{"dlq.>"}
 	if svc := r.URL.Query().Get("service"); svc != "" {
 		if !bus.ValidName(svc) {
-			problem(w, r, http.StatusBadRequest, "bad-request", "Bad request", `field "service": a service name such as discovery, cmdb or bridge`)
+			problem(w, r, errs.BadRequest, "Bad request", `field "service": a service name such as discovery, cmdb or bridge`)
 			return
 		}
 		filters = []string{bus.DLQSubject(svc), bus.DLQSubject(svc) + ".>"}
@@ -167,14 +150,14 @@ func (a *API) listDLQ(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	msgs, next, err := readStream(ctx, a.deps.JS, bus.StreamDLQ, filters, start, n)
 	if err != nil {
-		problem(w, r, http.StatusServiceUnavailable, "unavailable", "Bus unavailable", err.Error())
+		problem(w, r, errs.Unavailable, "Bus unavailable", err.Error())
 		return
 	}
 	items := make([]DLQItem, 0, len(msgs))
 	for _, m := range msgs {
 		items = append(items, dlqItem(m))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": items, "next_cursor": next})
+	writeJSON(w, http.StatusOK, gatewayapi.DLQList{Items: items, NextCursor: next})
 }
 
 func dlqItem(m jetstream.Msg) DLQItem {

@@ -6,39 +6,37 @@ import (
 	"slices"
 	"strings"
 
+	gatewayapi "github.com/outpost-dev/outpost/libs/api/gateway"
+	"github.com/outpost-dev/outpost/libs/errs"
 	"github.com/outpost-dev/outpost/libs/page"
 	"github.com/outpost-dev/outpost/services/gateway/tokens"
 )
 
 // routeTokens: API tokens are the gateway's own (KV tokens, hashed); admins manage them.
 func (a *API) routeTokens(mux *router) {
-	type createReq struct {
-		Name string `json:"name"`
-		Role string `json:"role"`
-	}
 	mux.Handle("POST /api/v1/tokens", a.auth(tokens.RoleAdmin, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		req, err := decodeBody[createReq](r)
+		req, err := decodeBody[gatewayapi.TokenCreateRequest](r)
 		if err != nil {
-			problem(w, r, http.StatusBadRequest, "bad-request", "Bad request", err.Error())
+			problem(w, r, errs.BadRequest, "Bad request", err.Error())
 			return
 		}
 		secret, t, err := a.deps.Tokens.Create(r.Context(), req.Name, req.Role)
 		if err != nil {
-			problem(w, r, http.StatusBadRequest, "bad-request", "Bad request", err.Error())
+			problem(w, r, errs.BadRequest, "Bad request", err.Error())
 			return
 		}
 		a.audit(r, "token_create", http.StatusOK)
-		writeJSON(w, http.StatusOK, map[string]any{"token": secret, "id": t.ID, "name": t.Name, "role": t.Role, "created": t.Created})
-	})))
+		writeJSON(w, http.StatusOK, gatewayapi.TokenCreated{Token: secret, ID: t.ID, Name: t.Name, Role: t.Role, Created: t.Created})
+	})), doc[gatewayapi.TokenCreated](bodyOf[gatewayapi.TokenCreateRequest]()))
 	mux.Handle("GET /api/v1/tokens", a.auth(tokens.RoleAdmin, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		preq, err := pageRequest(r)
 		if err != nil {
-			problem(w, r, http.StatusBadRequest, "bad-request", "Bad request", err.Error())
+			problem(w, r, errs.BadRequest, "Bad request", err.Error())
 			return
 		}
 		list, err := a.deps.Tokens.List(r.Context())
 		if err != nil {
-			problem(w, r, http.StatusServiceUnavailable, "unavailable", "Token store unavailable", err.Error())
+			problem(w, r, errs.Unavailable, "Token store unavailable", err.Error())
 			return
 		}
 		// Oldest first, as the store lists them; creation time then id is unique.
@@ -49,20 +47,21 @@ func (a *API) routeTokens(mux *router) {
 			serviceProblem(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"tokens": items, "next_cursor": next})
-	})), pageParams)
+		writeJSON(w, http.StatusOK, gatewayapi.TokenList{Tokens: items, NextCursor: next})
+	})), doc[gatewayapi.TokenList](nil, pageParams))
 	// By ID, or by name: then every token of that name.
 	mux.Handle("DELETE /api/v1/tokens/{id}", a.auth(tokens.RoleAdmin, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		revoked, err := a.deps.Tokens.Revoke(r.Context(), r.PathValue("id"))
 		if err != nil {
-			kind, code := "not-found", http.StatusNotFound
+			code := errs.NotFound
 			if !errors.Is(err, tokens.ErrNotFound) {
-				kind, code = "unavailable", http.StatusServiceUnavailable
+				code = errs.Unavailable
 			}
-			problem(w, r, code, kind, http.StatusText(code), err.Error())
+			e, _ := errs.Lookup(code)
+			problem(w, r, code, http.StatusText(e.Status), err.Error())
 			return
 		}
 		a.audit(r, "token_revoke", http.StatusOK)
-		writeJSON(w, http.StatusOK, map[string]any{"revoked": revoked})
-	})))
+		writeJSON(w, http.StatusOK, gatewayapi.TokenRevoked{Revoked: revoked})
+	})), doc[gatewayapi.TokenRevoked](nil))
 }

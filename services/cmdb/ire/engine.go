@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"time"
 
+	cmdbapi "github.com/outpost-dev/outpost/libs/api/cmdb"
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/services/cmdb/classes"
 	"github.com/outpost-dev/outpost/services/cmdb/store"
@@ -73,54 +74,14 @@ func New(st store.Store, m *classes.Model, opts Options) (*Engine, error) {
 // Model returns the class model the engine validates against.
 func (e *Engine) Model() *classes.Model { return e.model }
 
-// Outcome is what one ingest did.
-type Outcome struct {
-	Created   []Change `json:"created,omitempty"`
-	Updated   []Change `json:"updated,omitempty"`
-	Unchanged []Change `json:"unchanged,omitempty"`
-	// Relations lists the relations created.
-	Relations []RelationChange `json:"relations,omitempty"`
-	// Conflicts lists items that were not ingested because identification refused to
-	// decide; they are recorded in the store's conflicts list too.
-	Conflicts []ConflictReport `json:"conflicts,omitempty"`
-	// Skipped lists items not ingested because their parent was not.
-	Skipped []Skip `json:"skipped,omitempty"`
-}
-
-// Changed returns the created and updated CIs: the ones to publish change events for.
-func (o Outcome) Changed() []Change {
-	return append(append([]Change{}, o.Created...), o.Updated...)
-}
-
-// Change is one CI an ingest touched. Refs are the payload items that resolved to it.
-type Change struct {
-	ID    string   `json:"id"`
-	Class string   `json:"class"`
-	Refs  []string `json:"refs"`
-	// Attributes names what changed ("class" and "stale" included), sorted.
-	Attributes []string `json:"attributes,omitempty"`
-}
-
-// RelationChange is a relation an ingest created.
-type RelationChange struct {
-	Type string `json:"type"`
-	From string `json:"from"`
-	To   string `json:"to"`
-}
-
-// ConflictReport is an item identification refused to merge or could not identify.
-type ConflictReport struct {
-	Ref        string   `json:"ref"`
-	Class      string   `json:"class"`
-	Reason     string   `json:"reason"`
-	Candidates []string `json:"candidates,omitempty"`
-}
-
-// Skip is an item left out because its parent was not ingested.
-type Skip struct {
-	Ref    string `json:"ref"`
-	Reason string `json:"reason"`
-}
+// Outcome is what one ingest did, as the contract (libs/api/cmdb) answers it.
+type (
+	Outcome        = cmdbapi.Outcome
+	Change         = cmdbapi.Change
+	RelationChange = cmdbapi.RelationChange
+	ConflictReport = cmdbapi.ConflictReport
+	Skip           = cmdbapi.Skip
+)
 
 // Validate checks a payload without touching the store. Ingest validates too.
 func (e *Engine) Validate(p envelope.CIPayload) error {

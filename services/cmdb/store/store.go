@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	cmdbapi "github.com/outpost-dev/outpost/libs/api/cmdb"
 )
 
 // ErrNotFound is returned for a CI id that does not exist.
@@ -69,13 +71,7 @@ type Tx interface {
 }
 
 // Key is an identifier: a normalised value of a kind (rule name) within a family.
-type Key struct {
-	Family string `json:"family"`
-	Kind   string `json:"kind"`
-	Value  string `json:"value"`
-}
-
-func (k Key) String() string { return k.Family + "/" + k.Kind + "=" + k.Value }
+type Key = cmdbapi.Key
 
 // Identifier binds a Key to a CI.
 type Identifier struct {
@@ -178,65 +174,20 @@ func (b *Batch) Empty() bool {
 		len(b.SharedIdentifiers)+len(b.History)+len(b.NewRelations)+len(b.SeenRelations)+len(b.Conflicts) == 0
 }
 
-// Ref names a CI.
-type Ref struct {
-	ID    string `json:"id"`
-	Class string `json:"class"`
-	Name  string `json:"name"`
-}
-
-// CI is a CI as queries return it. Attribute values are decoded JSON (numbers as
-// json.Number, times as RFC 3339 text).
-type CI struct {
-	ID                string         `json:"id"`
-	Class             string         `json:"class"`
-	Name              string         `json:"name"`
-	Attributes        map[string]any `json:"attributes"`
-	Created           time.Time      `json:"created"`
-	Updated           time.Time      `json:"updated"`
-	LastSeen          time.Time      `json:"last_seen"`
-	Stale             bool           `json:"stale"`
-	OperationalStatus string         `json:"operational_status"`
-}
-
-// AttrSource tells which source set an attribute's current value and when it observed it.
-type AttrSource struct {
-	Source   string    `json:"source"`
-	Observed time.Time `json:"observed"`
-}
-
-// Relation is a relation seen from one of its CIs; Peer is the CI at the other end.
-type Relation struct {
-	ID       string    `json:"id"`
-	Type     string    `json:"type"`
-	From     string    `json:"from"`
-	To       string    `json:"to"`
-	Peer     Ref       `json:"peer"`
-	Source   string    `json:"source"`
-	Created  time.Time `json:"created"`
-	LastSeen time.Time `json:"last_seen"`
-}
-
-// HistoryEntry is one change of a CI. Old and New are JSON values, nil when absent.
-type HistoryEntry struct {
-	ID     string          `json:"id"`
-	CIID   string          `json:"ci_id"`
-	Attr   string          `json:"attribute"`
-	Old    json.RawMessage `json:"old"`
-	New    json.RawMessage `json:"new"`
-	Source string          `json:"source"`
-	Time   time.Time       `json:"time"`
-}
-
-// Detail is one CI with everything known about it.
-type Detail struct {
-	CI
-	Sources     map[string]AttrSource `json:"sources"`
-	Identifiers []Key                 `json:"identifiers"`
-	Outgoing    []Relation            `json:"outgoing"`
-	Incoming    []Relation            `json:"incoming"`
-	History     []HistoryEntry        `json:"history"` // newest first, at most DetailHistory
-}
+// What queries return is the contract's (libs/api/cmdb): the store's answers cross the wire
+// as they are.
+type (
+	Ref          = cmdbapi.Ref
+	CI           = cmdbapi.CI
+	AttrSource   = cmdbapi.AttrSource
+	Relation     = cmdbapi.Relation
+	HistoryEntry = cmdbapi.HistoryEntry
+	Detail       = cmdbapi.Detail
+	Node         = cmdbapi.Node
+	Edge         = cmdbapi.Edge
+	Graph        = cmdbapi.Graph
+	Conflict     = cmdbapi.Conflict
+)
 
 // DetailHistory is how many history entries Get returns; History pages through the rest.
 const DetailHistory = 100
@@ -285,42 +236,6 @@ type HistoryQuery struct {
 type HistoryPage struct {
 	Items []HistoryEntry `json:"items"`
 	Next  string         `json:"next,omitempty"`
-}
-
-// Node is a CI in a graph with its distance from the start.
-type Node struct {
-	Ref
-	Depth int `json:"depth"`
-}
-
-// Edge is a relation in a graph.
-type Edge struct {
-	ID   string `json:"id"`
-	Type string `json:"type"`
-	From string `json:"from"`
-	To   string `json:"to"`
-}
-
-// Graph is the neighbourhood of a CI. Truncated tells that maxNodes cut it short.
-type Graph struct {
-	Nodes     []Node `json:"nodes"`
-	Edges     []Edge `json:"edges"`
-	Truncated bool   `json:"truncated,omitempty"`
-}
-
-// Conflict is a recorded identification conflict.
-type Conflict struct {
-	ID         string          `json:"id"`
-	Source     string          `json:"source"`
-	NativeKey  string          `json:"native_key,omitempty"`
-	Class      string          `json:"class"`
-	Ref        string          `json:"ref"`
-	Item       json.RawMessage `json:"item"`
-	Candidates []string        `json:"candidates"`
-	Reason     string          `json:"reason"`
-	FirstSeen  time.Time       `json:"first_seen"`
-	LastSeen   time.Time       `json:"last_seen"`
-	Count      int64           `json:"count"`
 }
 
 // ConflictQuery pages through conflicts.

@@ -49,7 +49,7 @@ func (x *tx) LookupIdentifiers(ctx context.Context, keys []Key) (map[Key]string,
 					rows.Close()
 					return nil, fmt.Errorf("store: lookup identifiers: %w", err)
 				}
-				out[Key{g.family, g.kind, value}] = ci.String
+				out[Key{Family: g.family, Kind: g.kind, Value: value}] = ci.String
 			}
 			rows.Close()
 			if err := rows.Err(); err != nil {

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	gatewayapi "github.com/outpost-dev/outpost/libs/api/gateway"
 	"html/template"
 	"io"
 	"io/fs"
@@ -299,7 +300,7 @@ func (c *Console) do(r *http.Request, authorize func(*http.Request) *http.Reques
 	}
 	if rec.code >= 400 {
 		e := &APIError{Status: rec.code}
-		var p struct{ Title, Detail string }
+		var p gatewayapi.Problem
 		if json.Unmarshal(rec.body.Bytes(), &p) == nil && p.Title != "" {
 			e.Title, e.Detail = p.Title, p.Detail
 		} else {
@@ -371,13 +372,8 @@ type page struct {
 	Status   int
 	SignedIn bool
 	// User is the signed-in token's name and role (nil when it could not be read).
-	User *identity
+	User *gatewayapi.Identity
 	Data any
-}
-
-type identity struct {
-	Name string `json:"name"`
-	Role string `json:"role"`
 }
 
 // roleRank orders the API's roles: a role may do what any lower one may.
@@ -431,7 +427,7 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, nam
 	p.Version = c.version
 	if _, ok := r.Context().Value(tokenKey{}).(string); ok {
 		p.SignedIn = true
-		var id identity
+		var id gatewayapi.Identity
 		if p.User == nil && c.call(r, http.MethodGet, "/api/v1/whoami", nil, &id) == nil {
 			p.User = &id
 		}

@@ -26,6 +26,8 @@ var funcs = template.FuncMap{
 	"sorted":  sortedKeys,
 	"prefix":  func() string { return Prefix },
 	"nonzero": func(t time.Time) bool { return !t.IsZero() },
+	"ip":      ciIP,
+	"summary": ciSummary,
 }
 
 // ago says how long ago t was, in the largest unit that is not zero.
@@ -123,6 +125,12 @@ func value(v any) string {
 	switch x := v.(type) {
 	case nil:
 		return ""
+	case json.RawMessage: // history values
+		var d any
+		if len(x) == 0 || json.Unmarshal(x, &d) != nil {
+			return string(x)
+		}
+		return value(d)
 	case string:
 		return x
 	case float64:

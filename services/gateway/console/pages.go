@@ -4,6 +4,10 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	agentsapi "github.com/outpost-dev/outpost/libs/api/agents"
+	cmdbapi "github.com/outpost-dev/outpost/libs/api/cmdb"
+	discoveryapi "github.com/outpost-dev/outpost/libs/api/discovery"
+	gatewayapi "github.com/outpost-dev/outpost/libs/api/gateway"
 	"net/http"
 	"net/url"
 	"slices"
@@ -95,29 +99,29 @@ type lagRow struct {
 }
 
 type dashboardData struct {
-	Agents      []agentView
+	Agents      []agentsapi.AgentView
 	AgentCounts map[string]int
-	Running     []run
-	Recent      []run
-	Counts      ciCounts
+	Running     []discoveryapi.Run
+	Recent      []discoveryapi.Run
+	Counts      cmdbapi.CountsResponse
 	Classes     []classCount
-	Status      status
+	Status      gatewayapi.Status
 	Lag         []lagRow
 	TotalLag    uint64
 }
 
 type classCount struct {
 	Class string
-	N     int
+	N     int64
 }
 
 func (c *Console) dashboard(w http.ResponseWriter, r *http.Request) {
 	var (
 		f   fetches
-		ag  agentList
-		rl  runList
-		cc  ciCounts
-		st  status
+		ag  agentsapi.ListReply
+		rl  discoveryapi.RunListReply
+		cc  cmdbapi.CountsResponse
+		st  gatewayapi.Status
 		out = dashboardData{AgentCounts: map[string]int{}}
 	)
 	// One page of each: the dashboard summarises, the list pages page.
@@ -155,22 +159,24 @@ func (c *Console) dashboard(w http.ResponseWriter, r *http.Request) {
 	c.show(w, r, http.StatusOK, "dashboard", &page{Title: "Dashboard", Nav: "dashboard", Data: out}, errs...)
 }
 
-func sortRuns(runs []run) {
-	slices.SortFunc(runs, func(a, b run) int { return cmp.Or(b.Created.Compare(a.Created), cmp.Compare(b.ID, a.ID)) })
+func sortRuns(runs []discoveryapi.Run) {
+	slices.SortFunc(runs, func(a, b discoveryapi.Run) int { return cmp.Or(b.Created.Compare(a.Created), cmp.Compare(b.ID, a.ID)) })
 }
 
 // --- agents ---
 
 type agentsData struct {
-	Agents       []agentView
+	Agents       []agentsapi.AgentView
 	Cursor, Next string
 }
 
 func (c *Console) agentsPage(w http.ResponseWriter, r *http.Request, status int, p *page, errs ...error) {
-	var ag agentList
+	var ag agentsapi.ListReply
 	cursor := r.URL.Query().Get("cursor")
 	err := c.call(r, http.MethodGet, "/api/v1/agents"+query("limit", "200", "cursor", cursor), nil, &ag)
-	slices.SortFunc(ag.Agents, func(a, b agentView) int { return cmp.Or(cmp.Compare(a.Site, b.Site), cmp.Compare(a.Name, b.Name)) })
+	slices.SortFunc(ag.Agents, func(a, b agentsapi.AgentView) int {
+		return cmp.Or(cmp.Compare(a.Site, b.Site), cmp.Compare(a.Name, b.Name))
+	})
 	p.Title, p.Nav, p.Data = "Agents", "agents", agentsData{Agents: ag.Agents, Cursor: cursor, Next: ag.NextCursor}
 	c.show(w, r, status, "agents", p, append(errs, err)...)
 }
@@ -190,21 +196,19 @@ func (c *Console) agentAction(w http.ResponseWriter, r *http.Request) {
 		path += action
 	case "pause", "resume", "drain":
 		path += "control"
-		body = map[string]string{"command": action}
+		body = agentsapi.ControlCommand{Command: action}
 	default:
 		c.agentsPage(w, r, http.StatusBadRequest, &page{}, errors.New("unknown action "+strconv.Quote(action)))
 		return
 	}
-	var reply struct {
-		OK    *bool  `json:"ok"`
-		Error string `json:"error"`
-		State string `json:"state"`
-	}
+	// approve and revoke answer the agent; control answers the bridge's reply, which may
+	// refuse (OK false). An agent never has "ok", so it decodes as OK only from control.
+	reply := agentsapi.ControlReply{OK: true}
 	if err := c.call(r, http.MethodPost, path, body, &reply); err != nil {
 		c.agentsPage(w, r, statusOf(err), &page{}, err)
 		return
 	}
-	if reply.OK != nil && !*reply.OK {
+	if !reply.OK {
 		c.agentsPage(w, r, http.StatusConflict, &page{}, errors.New("agent "+ref+": "+reply.Error))
 		return
 	}
@@ -216,8 +220,8 @@ func (c *Console) agentAction(w http.ResponseWriter, r *http.Request) {
 // --- sites and credentials ---
 
 type sitesData struct {
-	Sites       []site
-	Credentials []credential
+	Sites       []agentsapi.Site
+	Credentials []discoveryapi.Credential
 	Types       []string
 	// Enrolled is set right after a site is created: its enrollment token, shown once.
 	Enrolled *struct {
@@ -233,14 +237,16 @@ var credentialTypes = []string{"ssh", "snmp", "snmpv3", "ldap", "sql"}
 func (c *Console) sitesPage(w http.ResponseWriter, r *http.Request, status int, p *page, d sitesData, errs ...error) {
 	var (
 		f  fetches
-		sl siteList
-		cl credentialList
+		sl agentsapi.SiteListReply
+		cl discoveryapi.CredentialListReply
 	)
 	f.get(c, r, "/api/v1/sites?limit=1000", &sl)
 	f.get(c, r, "/api/v1/credentials?limit=1000", &cl)
 	errs = append(errs, f.wait()...)
-	slices.SortFunc(sl.Sites, func(a, b site) int { return cmp.Compare(a.Name, b.Name) })
-	slices.SortFunc(cl.Credentials, func(a, b credential) int { return cmp.Or(cmp.Compare(a.Site, b.Site), cmp.Compare(a.Name, b.Name)) })
+	slices.SortFunc(sl.Sites, func(a, b agentsapi.Site) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(cl.Credentials, func(a, b discoveryapi.Credential) int {
+		return cmp.Or(cmp.Compare(a.Site, b.Site), cmp.Compare(a.Name, b.Name))
+	})
 	d.Sites, d.Credentials, d.Types = sl.Sites, cl.Credentials, credentialTypes
 	if d.SiteForm == nil {
 		d.SiteForm = url.Values{}
@@ -263,15 +269,9 @@ func list(s string) []string {
 
 func (c *Console) siteAdd(w http.ResponseWriter, r *http.Request) {
 	_ = r.ParseForm()
-	body := map[string]any{"name": strings.TrimSpace(r.PostForm.Get("name")), "ranges": list(r.PostForm.Get("ranges")),
-		"auto_approve": r.PostForm.Get("auto_approve") != ""}
-	if ex := list(r.PostForm.Get("exclude")); len(ex) > 0 {
-		body["exclude"] = ex
-	}
-	var reply struct {
-		Site  site   `json:"site"`
-		Token string `json:"token"`
-	}
+	body := agentsapi.SiteAddRequest{Name: strings.TrimSpace(r.PostForm.Get("name")), Ranges: list(r.PostForm.Get("ranges")),
+		Exclude: list(r.PostForm.Get("exclude")), AutoApprove: r.PostForm.Get("auto_approve") != ""}
+	var reply agentsapi.SiteAddReply
 	if err := c.call(r, http.MethodPost, "/api/v1/sites", body, &reply); err != nil {
 		c.sitesPage(w, r, statusOf(err), &page{}, sitesData{SiteForm: r.PostForm}, err)
 		return
@@ -284,11 +284,8 @@ func (c *Console) siteAdd(w http.ResponseWriter, r *http.Request) {
 func (c *Console) credentialAdd(w http.ResponseWriter, r *http.Request) {
 	_ = r.ParseForm()
 	form := r.PostForm
-	body := map[string]any{"name": strings.TrimSpace(form.Get("name")), "type": form.Get("type"), "site": form.Get("site"),
-		"secret": form.Get("secret")}
-	if u := strings.TrimSpace(form.Get("username")); u != "" {
-		body["username"] = u
-	}
+	body := discoveryapi.CredentialAddRequest{Name: strings.TrimSpace(form.Get("name")), Type: form.Get("type"), Site: form.Get("site"),
+		Secret: form.Get("secret"), Username: strings.TrimSpace(form.Get("username"))}
 	fields := map[string]string{}
 	for _, line := range strings.Split(form.Get("fields"), "\n") {
 		k, v, ok := strings.Cut(strings.TrimSpace(line), "=")
@@ -300,7 +297,7 @@ func (c *Console) credentialAdd(w http.ResponseWriter, r *http.Request) {
 		fields["priv_password"] = pp
 	}
 	if len(fields) > 0 {
-		body["fields"] = fields
+		body.Fields = fields
 	}
 	// The form comes back on an error without its secrets.
 	keep := url.Values{}
@@ -326,8 +323,8 @@ func (c *Console) credentialRemove(w http.ResponseWriter, r *http.Request) {
 // --- discovery ---
 
 type discoveryData struct {
-	Sites        []site
-	Runs         []run
+	Sites        []agentsapi.Site
+	Runs         []discoveryapi.Run
 	Form         url.Values
 	Cursor, Next string
 }
@@ -335,14 +332,14 @@ type discoveryData struct {
 func (c *Console) discoveryPage(w http.ResponseWriter, r *http.Request, status int, form url.Values, errs ...error) {
 	var (
 		f  fetches
-		sl siteList
-		rl runList
+		sl agentsapi.SiteListReply
+		rl discoveryapi.RunListReply
 	)
 	cursor := r.URL.Query().Get("cursor")
 	f.get(c, r, "/api/v1/sites?limit=1000", &sl)
 	f.get(c, r, "/api/v1/discovery/runs"+query("limit", "50", "cursor", cursor), &rl)
 	errs = append(errs, f.wait()...)
-	slices.SortFunc(sl.Sites, func(a, b site) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(sl.Sites, func(a, b agentsapi.Site) int { return cmp.Compare(a.Name, b.Name) })
 	sortRuns(rl.Runs)
 	if form == nil {
 		form = url.Values{}
@@ -358,10 +355,7 @@ func (c *Console) discovery(w http.ResponseWriter, r *http.Request) {
 func (c *Console) discoveryStart(w http.ResponseWriter, r *http.Request) {
 	_ = r.ParseForm()
 	form := r.PostForm
-	body := map[string]any{"site": form.Get("site")}
-	if rg := list(form.Get("ranges")); len(rg) > 0 {
-		body["ranges"] = rg
-	}
+	body := discoveryapi.StartRequest{Site: form.Get("site"), Ranges: list(form.Get("ranges"))}
 	if ps := list(form.Get("ports")); len(ps) > 0 {
 		var ports []int
 		for _, p := range ps {
@@ -372,11 +366,9 @@ func (c *Console) discoveryStart(w http.ResponseWriter, r *http.Request) {
 			}
 			ports = append(ports, n)
 		}
-		body["ports"] = ports
+		body.Ports = ports
 	}
-	var reply struct {
-		Run string `json:"run"`
-	}
+	var reply discoveryapi.StartReply
 	if err := c.call(r, http.MethodPost, "/api/v1/discovery/runs", body, &reply); err != nil {
 		c.discoveryPage(w, r, statusOf(err), form, err)
 		return
@@ -385,8 +377,8 @@ func (c *Console) discoveryStart(w http.ResponseWriter, r *http.Request) {
 }
 
 type runData struct {
-	Run  run
-	Host *hostDetail
+	Run  discoveryapi.Run
+	Host *discoveryapi.Host
 	IP   string
 }
 
@@ -395,8 +387,8 @@ func (c *Console) run(w http.ResponseWriter, r *http.Request) {
 	ip := r.URL.Query().Get("host")
 	var (
 		f  fetches
-		rv run
-		hv run
+		rv discoveryapi.Run
+		hv discoveryapi.Run
 	)
 	f.get(c, r, "/api/v1/discovery/runs/"+url.PathEscape(id), &rv)
 	if ip != "" {
@@ -418,7 +410,7 @@ func (c *Console) runCancel(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	to := Prefix + "/discovery/runs/" + url.PathEscape(id)
 	if err := c.call(r, http.MethodPost, "/api/v1/discovery/runs/"+url.PathEscape(id)+"/cancel", nil, nil); err != nil {
-		var rv run
+		var rv discoveryapi.Run
 		gerr := c.call(r, http.MethodGet, "/api/v1/discovery/runs/"+url.PathEscape(id), nil, &rv)
 		c.show(w, r, statusOf(err), "run", &page{Title: "Run " + id, Nav: "discovery", Data: runData{Run: rv}}, err, gerr)
 		return
@@ -429,11 +421,11 @@ func (c *Console) runCancel(w http.ResponseWriter, r *http.Request) {
 // --- CMDB ---
 
 type cisData struct {
-	Items                []ci
+	Items                []cmdbapi.CI
 	Class, Search        string
 	Cursor, Next         string
 	Classes              []classCount
-	Total                int
+	Total                int64
 	ShowingFrom, Showing int
 }
 
@@ -450,8 +442,8 @@ func (c *Console) cis(w http.ResponseWriter, r *http.Request) {
 	}
 	var (
 		f  fetches
-		cl ciList
-		cc ciCounts
+		cl cmdbapi.ListResponse
+		cc cmdbapi.CountsResponse
 	)
 	f.get(c, r, "/api/v1/cis?"+api.Encode(), &cl)
 	f.get(c, r, "/api/v1/cmdb/counts", &cc)
@@ -469,9 +461,9 @@ func (c *Console) cis(w http.ResponseWriter, r *http.Request) {
 }
 
 type ciData struct {
-	CI       ci
-	Rel      relations
-	History  history
+	CI       cmdbapi.Detail
+	Rel      cmdbapi.RelResponse
+	History  cmdbapi.HistoryResponse
 	Topology topology
 	HCursor  string
 }
@@ -482,7 +474,7 @@ func (c *Console) ci(w http.ResponseWriter, r *http.Request) {
 	var (
 		f  fetches
 		d  = ciData{HCursor: hc}
-		gr graph
+		gr cmdbapi.Graph
 	)
 	hpath := "/api/v1/cis/" + id + "/history"
 	if hc != "" {
@@ -509,14 +501,14 @@ func (c *Console) ci(w http.ResponseWriter, r *http.Request) {
 
 // sortRelations puts what a reader looks for first: relations to devices and applications
 // before the long tail of installed software, then by type and name.
-func sortRelations(rs []relation) {
-	tail := func(r relation) int {
+func sortRelations(rs []cmdbapi.Relation) {
+	tail := func(r cmdbapi.Relation) int {
 		if r.Peer.Class == "software" {
 			return 1
 		}
 		return 0
 	}
-	slices.SortFunc(rs, func(a, b relation) int {
+	slices.SortFunc(rs, func(a, b cmdbapi.Relation) int {
 		return cmp.Or(cmp.Compare(tail(a), tail(b)), cmp.Compare(a.Type, b.Type), cmp.Compare(a.Peer.Name, b.Peer.Name), cmp.Compare(a.ID, b.ID))
 	})
 }
@@ -526,7 +518,7 @@ func sortRelations(rs []relation) {
 type dlqData struct {
 	Service   string
 	Available bool
-	Items     []dlqItem
+	Items     []gatewayapi.DLQItem
 	Next      string
 	Cursor    string
 	Size      uint64
@@ -543,8 +535,8 @@ func (c *Console) dlq(w http.ResponseWriter, r *http.Request) {
 		api.Set("service", service)
 	}
 	var (
-		st   status
-		dl   dlqList
+		st   gatewayapi.Status
+		dl   gatewayapi.DLQList
 		lerr error
 		serr error
 		fin  = make(chan struct{})

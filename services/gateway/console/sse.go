@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	discoveryapi "github.com/outpost-dev/outpost/libs/api/discovery"
 	"net/http"
 	"net/url"
 	"time"
@@ -13,7 +14,7 @@ import (
 // runEvent is what the live run page receives: the run as the API gave it, plus the
 // figures the page shows computed once here.
 type runEvent struct {
-	run
+	discoveryapi.Run
 	Progress int  `json:"progress"`
 	Final    bool `json:"final"`
 }
@@ -44,7 +45,7 @@ func (c *Console) runEvents(w http.ResponseWriter, r *http.Request) {
 	keepalive := time.Now()
 	var last []byte
 	for {
-		var rv run
+		var rv discoveryapi.Run
 		err := c.call(r, http.MethodGet, path, nil, &rv)
 		var ae *APIError
 		switch {
@@ -60,7 +61,7 @@ func (c *Console) runEvents(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		default:
-			b, _ := json.Marshal(runEvent{run: rv, Progress: rv.Progress(), Final: rv.Final()})
+			b, _ := json.Marshal(runEvent{Run: rv, Progress: rv.Progress(), Final: rv.Final()})
 			if !bytes.Equal(b, last) {
 				if !send("run", b) {
 					return

@@ -5,6 +5,8 @@ import (
 	"math"
 	"slices"
 	"strings"
+
+	cmdbapi "github.com/outpost-dev/outpost/libs/api/cmdb"
 )
 
 // maxDrawn bounds the neighbours drawn around a CI; the rest are counted, not drawn (their
@@ -36,9 +38,9 @@ type topology struct {
 // layout places a CI's neighbourhood radially: the CI in the middle, its neighbours on a
 // circle (two staggered circles when they are many, so labels keep apart), sorted by class
 // then name so that kinds sit together. Labels run along the spokes.
-func layout(g graph, center string) topology {
-	var mid *graphNode
-	var ring []graphNode
+func layout(g cmdbapi.Graph, center string) topology {
+	var mid *cmdbapi.Node
+	var ring []cmdbapi.Node
 	for i := range g.Nodes {
 		n := g.Nodes[i]
 		if n.ID == center {
@@ -50,7 +52,7 @@ func layout(g graph, center string) topology {
 	if mid == nil {
 		return topology{}
 	}
-	slices.SortFunc(ring, func(a, b graphNode) int {
+	slices.SortFunc(ring, func(a, b cmdbapi.Node) int {
 		return cmp.Or(cmp.Compare(a.Depth, b.Depth), cmp.Compare(a.Class, b.Class), cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID))
 	})
 	t := topology{}
@@ -141,7 +143,7 @@ func (t topology) rounded() topology {
 	return t
 }
 
-func label(n graphNode) string {
+func label(n cmdbapi.Node) string {
 	if n.Name != "" {
 		return n.Name
 	}

@@ -4,18 +4,20 @@ import (
 	"fmt"
 	"math"
 	"testing"
+
+	cmdbapi "github.com/outpost-dev/outpost/libs/api/cmdb"
 )
 
-func star(n int) graph {
-	g := graph{Nodes: []graphNode{{ID: "c", Class: "linux_server", Name: "web01"}}}
+func star(n int) cmdbapi.Graph {
+	g := cmdbapi.Graph{Nodes: []cmdbapi.Node{{Ref: cmdbapi.Ref{ID: "c", Class: "linux_server", Name: "web01"}}}}
 	for i := range n {
 		id := fmt.Sprintf("n%03d", i)
 		class := "software"
 		if i%5 == 0 {
 			class = "network_adapter"
 		}
-		g.Nodes = append(g.Nodes, graphNode{ID: id, Class: class, Name: fmt.Sprintf("package-with-a-long-name-%d", i), Depth: 1})
-		g.Edges = append(g.Edges, graphEdge{ID: "e" + id, Type: "contains", From: "c", To: id})
+		g.Nodes = append(g.Nodes, cmdbapi.Node{Ref: cmdbapi.Ref{ID: id, Class: class, Name: fmt.Sprintf("package-with-a-long-name-%d", i)}, Depth: 1})
+		g.Edges = append(g.Edges, cmdbapi.Edge{ID: "e" + id, Type: "contains", From: "c", To: id})
 	}
 	return g
 }

@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	gatewayapi "github.com/outpost-dev/outpost/libs/api/gateway"
 )
 
 // Roles, from most to least powerful.
@@ -37,14 +39,8 @@ var Roles = []string{RoleAdmin, RoleOperator, RoleViewer}
 
 const prefix = "opt_" // recognisable in a leak scan, like other vendors' token prefixes
 
-// Token is what is stored about a token: never the secret itself.
-type Token struct {
-	ID      string    `json:"id"` // first 12 hex chars of the hash: safe to show
-	Name    string    `json:"name"`
-	Role    string    `json:"role"`
-	Created time.Time `json:"created"`
-	Revoked bool      `json:"revoked,omitempty"`
-}
+// Token is what is stored about a token: never the secret itself (libs/api/gateway lists it).
+type Token = gatewayapi.Token
 
 // record is a Token as stored: with the hub's signature.
 type record struct {

@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	agentsapi "github.com/outpost-dev/outpost/libs/api/agents"
 	"github.com/spf13/cobra"
 )
 
@@ -28,19 +29,12 @@ func newSite(g *globals) *cobra.Command {
 			}
 			c, _ := g.client()
 			var raw []byte
-			body := map[string]any{"name": args[0], "ranges": ranges, "exclude": exclude, "auto_approve": auto,
-				"token_ttl": ttl.String(), "token_uses": uses}
+			body := agentsapi.SiteAddRequest{Name: args[0], Ranges: ranges, Exclude: exclude, AutoApprove: auto,
+				TokenTTL: ttl.String(), TokenUses: uses}
 			if err := c.do(cmd.Context(), "POST", "/api/v1/sites", body, &raw); err != nil {
 				return err
 			}
-			var out struct {
-				Site struct {
-					Name   string   `json:"name"`
-					Ranges []string `json:"ranges"`
-				} `json:"site"`
-				Token     string       `json:"token"`
-				TokenInfo enrollTokenV `json:"token_info"`
-			}
+			var out agentsapi.SiteAddReply
 			if err := json.Unmarshal(raw, &out); err != nil {
 				return err
 			}
@@ -62,13 +56,7 @@ func newSite(g *globals) *cobra.Command {
 	ls := &cobra.Command{
 		Use: "ls", Short: "List sites", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var out struct {
-				Sites []struct {
-					Name    string    `json:"name"`
-					Ranges  []string  `json:"ranges"`
-					Created time.Time `json:"created"`
-				} `json:"sites"`
-			}
+			var out agentsapi.SiteListReply
 			return g.showList(cmd, "/api/v1/sites", "sites", limit, &out, func() error {
 				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "SITE\tRANGES\tCREATED")
@@ -90,20 +78,7 @@ func newAgents(g *globals) *cobra.Command {
 	ls := &cobra.Command{
 		Use: "ls", Short: "List agents with status, capabilities, pools, outbox and last heartbeat", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var out struct {
-				Agents []struct {
-					Name          string     `json:"name"`
-					Site          string     `json:"site"`
-					Status        string     `json:"status"`
-					Version       string     `json:"version"`
-					Capabilities  []string   `json:"capabilities"`
-					OutboxBytes   uint64     `json:"outbox_bytes"`
-					LastHeartbeat *time.Time `json:"last_heartbeat"`
-					Pools         map[string]struct {
-						Size, Busy, Queued int
-					} `json:"pools"`
-				} `json:"agents"`
-			}
+			var out agentsapi.ListReply
 			return g.showList(cmd, "/api/v1/agents", "agents", limit, &out, func() error {
 				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "NAME\tSITE\tSTATUS\tVERSION\tCAPABILITIES\tPOOLS (busy/size)\tOUTBOX\tLAST HEARTBEAT")
@@ -123,7 +98,7 @@ func newAgents(g *globals) *cobra.Command {
 						hb = time.Since(*a.LastHeartbeat).Round(time.Second).String() + " ago"
 					}
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Name, a.Site, a.Status, a.Version,
-						strings.Join(a.Capabilities, ","), strings.Join(pools, " "), humanBytes(a.OutboxBytes), hb)
+						strings.Join(a.Capabilities, ","), strings.Join(pools, " "), humanBytes(uint64(max(0, a.OutboxBytes))), hb)
 				}
 				return tw.Flush()
 			})
@@ -144,7 +119,9 @@ func newAgents(g *globals) *cobra.Command {
 				if err := c.do(cmd.Context(), "POST", "/api/v1/agents/"+agentPath(args[0])+"/"+op.name, nil, &raw); err != nil {
 					return err
 				}
-				return printResult(g, raw, func(m map[string]any) string { return fmt.Sprintf("%s: %v", args[0], m["status"]) })
+				// approve and revoke answer the agent (AgentView), forget what it freed
+				// (ForgetReply): both carry the status.
+				return printResult(g, raw, func(v agentsapi.AgentView) string { return fmt.Sprintf("%s: %s", args[0], v.Status) })
 			},
 		})
 	}
@@ -161,19 +138,15 @@ func newAgents(g *globals) *cobra.Command {
 			RunE: func(cmd *cobra.Command, args []string) error {
 				c, _ := g.client()
 				var raw []byte
-				body := map[string]any{"command": op.name, "lines": lines}
+				body := agentsapi.ControlCommand{Command: op.name, Lines: lines}
 				if err := c.do(cmd.Context(), "POST", "/api/v1/agents/"+agentPath(args[0])+"/control", body, &raw); err != nil {
 					return err
 				}
-				return printResult(g, raw, func(m map[string]any) string {
-					if ls, ok := m["lines"].([]any); ok {
-						var b strings.Builder
-						for _, l := range ls {
-							fmt.Fprintln(&b, l)
-						}
-						return strings.TrimRight(b.String(), "\n")
+				return printResult(g, raw, func(r agentsapi.ControlReply) string {
+					if op.name == agentsapi.CommandLogs {
+						return strings.Join(r.Lines, "\n")
 					}
-					return fmt.Sprintf("%s: %s ok (state %v, %.1f ms)", args[0], op.name, m["state"], m["rtt_ms"])
+					return fmt.Sprintf("%s: %s ok (state %s, %.1f ms)", args[0], op.name, r.State, r.RTTMillis)
 				})
 			},
 		}
@@ -187,16 +160,17 @@ func newAgents(g *globals) *cobra.Command {
 
 func agentPath(ref string) string { return url.PathEscape(strings.Replace(ref, "/", ":", 1)) }
 
-func printResult(g *globals, raw []byte, human func(map[string]any) string) error {
+// printResult prints an answer as it came with -o json, else decoded into T by human.
+func printResult[T any](g *globals, raw []byte, human func(T) string) error {
 	if g.output == "json" {
 		_, err := g.stdout.Write(raw)
 		return err
 	}
-	var m map[string]any
-	if err := json.Unmarshal(raw, &m); err != nil {
+	var v T
+	if err := json.Unmarshal(raw, &v); err != nil {
 		return err
 	}
-	fmt.Fprintln(g.stdout, human(m))
+	fmt.Fprintln(g.stdout, human(v))
 	return nil
 }
 
@@ -228,10 +202,11 @@ func newProbe(g *globals) *cobra.Command {
 				}
 				p[k] = paramValue(v)
 			}
-			body := map[string]any{"site": site, "kind": kind, "target": target, "params": p, "priority": priority, "timeout": timeout}
-			if len(creds) > 0 {
-				body["credentials"] = creds
+			pj, err := json.Marshal(p)
+			if err != nil {
+				return err
 			}
+			body := agentsapi.ProbeRequest{Site: site, Kind: kind, Target: target, Params: pj, Priority: priority, Timeout: timeout, Credentials: creds}
 			c, _ := g.client()
 			c.http.Timeout = 0
 			var raw []byte
@@ -242,16 +217,7 @@ func newProbe(g *globals) *cobra.Command {
 				_, err := g.stdout.Write(raw)
 				return err
 			}
-			var out struct {
-				Probe   string `json:"probe"`
-				Results []struct {
-					Agent  string          `json:"agent"`
-					Status string          `json:"status"`
-					Seq    int             `json:"seq"`
-					Data   json.RawMessage `json:"data"`
-					Error  *struct{ Code, Message string }
-				} `json:"results"`
-			}
+			var out agentsapi.ProbeReply
 			if err := json.Unmarshal(raw, &out); err != nil {
 				return err
 			}

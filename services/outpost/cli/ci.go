@@ -10,8 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/outpost-dev/outpost/services/cmdb"
-	"github.com/outpost-dev/outpost/services/cmdb/store"
+	cmdbapi "github.com/outpost-dev/outpost/libs/api/cmdb"
 )
 
 func newCI(g *globals) *cobra.Command {
@@ -23,7 +22,7 @@ func newCI(g *globals) *cobra.Command {
 		Use: "ls", Short: "List CIs (a class includes its subclasses)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, _ := g.client()
-			var items []map[string]any
+			var items []cmdbapi.CI
 			cursor := ""
 			for limit <= 0 || len(items) < limit {
 				q := url.Values{}
@@ -41,10 +40,7 @@ func newCI(g *globals) *cobra.Command {
 					page = min(page, limit-len(items))
 				}
 				q.Set("limit", fmt.Sprint(page))
-				var resp struct {
-					Items      []map[string]any `json:"items"`
-					NextCursor string           `json:"next_cursor"`
-				}
+				var resp cmdbapi.ListResponse
 				if err := c.do(cmd.Context(), "GET", "/api/v1/cis?"+q.Encode(), nil, &resp); err != nil {
 					return err
 				}
@@ -55,7 +51,7 @@ func newCI(g *globals) *cobra.Command {
 				cursor = resp.NextCursor
 			}
 			if items == nil {
-				items = []map[string]any{}
+				items = []cmdbapi.CI{}
 			}
 			if g.output == "json" {
 				return json.NewEncoder(g.stdout).Encode(items)
@@ -63,7 +59,7 @@ func newCI(g *globals) *cobra.Command {
 			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tCLASS\tNAME\tATTRIBUTES")
 			for _, it := range items {
-				fmt.Fprintf(tw, "%v\t%v\t%v\t%s\n", it["id"], it["class"], it["name"], summary(it["attributes"]))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", it.ID, it.Class, it.Name, summary(it.Attributes))
 			}
 			return tw.Flush()
 		},
@@ -78,21 +74,21 @@ func newCI(g *globals) *cobra.Command {
 		table            func(raw []byte) error
 	}{
 		{"show ID", "Show one CI: attributes, relations, recent history", "", func(raw []byte) error {
-			var d store.Detail
+			var d cmdbapi.Detail
 			if err := json.Unmarshal(raw, &d); err != nil {
 				return err
 			}
 			return printCI(g.stdout, d)
 		}},
 		{"rel ID", "Show the relations of a CI, both directions", "/relations", func(raw []byte) error {
-			var r cmdb.RelResponse
+			var r cmdbapi.RelResponse
 			if err := json.Unmarshal(raw, &r); err != nil {
 				return err
 			}
 			return printRelations(g.stdout, r.Outgoing, r.Incoming)
 		}},
 		{"history ID", "Show the change history of a CI with its sources, newest first", "/history", func(raw []byte) error {
-			var h cmdb.HistoryResponse
+			var h cmdbapi.HistoryResponse
 			if err := json.Unmarshal(raw, &h); err != nil {
 				return err
 			}
@@ -110,7 +106,7 @@ func newCI(g *globals) *cobra.Command {
 		Use: "conflicts", Short: "List identification conflicts (payloads that matched several CIs)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.show(cmd, "/api/v1/cmdb/conflicts", func(raw []byte) error {
-				var r cmdb.ConflictsResponse
+				var r cmdbapi.ConflictsResponse
 				if err := json.Unmarshal(raw, &r); err != nil {
 					return err
 				}
@@ -123,11 +119,7 @@ func newCI(g *globals) *cobra.Command {
 }
 
 // summary shows a few attributes on one line, sorted by name.
-func summary(v any) string {
-	m, ok := v.(map[string]any)
-	if !ok {
-		return ""
-	}
+func summary(m map[string]any) string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)

@@ -8,13 +8,12 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/outpost-dev/outpost/services/cmdb"
-	"github.com/outpost-dev/outpost/services/cmdb/store"
+	cmdbapi "github.com/outpost-dev/outpost/libs/api/cmdb"
 )
 
 // printCI shows one CI as an operator reads it: what it is, its attributes with the source
 // of each value, how it is identified, its relations and its latest changes.
-func printCI(w io.Writer, d store.Detail) error {
+func printCI(w io.Writer, d cmdbapi.Detail) error {
 	fmt.Fprintf(w, "%s %s (%s) — %s", d.Class, d.Name, d.ID, orDash(d.OperationalStatus))
 	if d.Stale {
 		fmt.Fprint(w, ", stale")
@@ -44,12 +43,12 @@ func printCI(w io.Writer, d store.Detail) error {
 	return nil
 }
 
-func printRelations(w io.Writer, out, in []store.Relation) error {
+func printRelations(w io.Writer, out, in []cmdbapi.Relation) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "DIRECTION\tRELATION\tCI\tCLASS\tNAME\tSOURCE\tLAST SEEN")
 	for _, set := range []struct {
 		dir string
-		rs  []store.Relation
+		rs  []cmdbapi.Relation
 	}{{"this →", out}, {"→ this", in}} {
 		for _, r := range set.rs {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", set.dir, r.Type, r.Peer.ID, r.Peer.Class, orDash(r.Peer.Name), r.Source, stamp(r.LastSeen))
@@ -58,7 +57,7 @@ func printRelations(w io.Writer, out, in []store.Relation) error {
 	return tw.Flush()
 }
 
-func printHistory(w io.Writer, hs []store.HistoryEntry) error {
+func printHistory(w io.Writer, hs []cmdbapi.HistoryEntry) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TIME\tATTRIBUTE\tOLD\tNEW\tSOURCE")
 	for _, h := range hs {
@@ -67,7 +66,7 @@ func printHistory(w io.Writer, hs []store.HistoryEntry) error {
 	return tw.Flush()
 }
 
-func printConflicts(w io.Writer, cs []store.Conflict) error {
+func printConflicts(w io.Writer, cs []cmdbapi.Conflict) error {
 	if len(cs) == 0 {
 		_, err := fmt.Fprintln(w, "no identification conflict")
 		return err
@@ -95,7 +94,7 @@ func stamp(t time.Time) string {
 	return t.Local().Format(time.DateTime)
 }
 
-func printGraph(w io.Writer, gr store.Graph) error {
+func printGraph(w io.Writer, gr cmdbapi.Graph) error {
 	names := map[string]string{}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "DEPTH\tCI\tCLASS\tNAME")
@@ -116,7 +115,7 @@ func printGraph(w io.Writer, gr store.Graph) error {
 	return nil
 }
 
-func printCounts(w io.Writer, c cmdb.CountsResponse) error {
+func printCounts(w io.Writer, c cmdbapi.CountsResponse) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "CLASS\tCIS\tWITH SUBCLASSES")
 	for _, k := range slices.Sorted(maps.Keys(c.WithSubclasses)) {
@@ -126,7 +125,7 @@ func printCounts(w io.Writer, c cmdb.CountsResponse) error {
 	return tw.Flush()
 }
 
-func printClasses(w io.Writer, c cmdb.ClassesResponse) error {
+func printClasses(w io.Writer, c cmdbapi.ClassesResponse) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "CLASS\tPARENT\tFAMILY\tATTRIBUTES\tDESCRIPTION")
 	for _, k := range c.Classes {
@@ -139,7 +138,7 @@ func printClasses(w io.Writer, c cmdb.ClassesResponse) error {
 	return tw.Flush()
 }
 
-func printIngest(w io.Writer, o cmdb.IngestResponse) error {
+func printIngest(w io.Writer, o cmdbapi.Outcome) error {
 	_, err := fmt.Fprintf(w, "ingested: %d created, %d updated, %d unchanged, %d relations created, %d in conflict, %d skipped\n",
 		len(o.Created), len(o.Updated), len(o.Unchanged), len(o.Relations), len(o.Conflicts), len(o.Skipped))
 	return err

@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	gatewayapi "github.com/outpost-dev/outpost/libs/api/gateway"
 )
 
 // client calls the gateway's API.
@@ -35,14 +37,6 @@ func (g *globals) client() (*client, error) {
 		}
 	}
 	return &client{base: strings.TrimRight(g.server, "/"), token: tok, http: &http.Client{Timeout: 60 * time.Second}}, nil
-}
-
-// problem is the gateway's RFC 9457 error body.
-type problem struct {
-	Type   string `json:"type"`
-	Title  string `json:"title"`
-	Status int    `json:"status"`
-	Detail string `json:"detail"`
 }
 
 // do sends a request and decodes a JSON answer into out (raw bytes when out is *[]byte).
@@ -80,7 +74,7 @@ func (c *client) do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("read answer from %s: %w", c.base, err)
 	}
 	if resp.StatusCode >= 300 {
-		var p problem
+		var p gatewayapi.Problem
 		if json.Unmarshal(data, &p) == nil && p.Title != "" {
 			msg := fmt.Sprintf("%s (%d)", p.Title, resp.StatusCode)
 			if p.Detail != "" {
@@ -98,7 +92,10 @@ func (c *client) do(ctx context.Context, method, path string, in, out any) error
 		return nil
 	}
 	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
+		// Numbers inside untyped values (CI attributes) stay as the API wrote them.
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.UseNumber()
+		if err := dec.Decode(out); err != nil {
 			return fmt.Errorf("decode answer of %s %s: %w", method, path, err)
 		}
 	}

@@ -13,30 +13,14 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/outpost-dev/outpost/services/discovery"
+	discovery "github.com/outpost-dev/outpost/libs/api/discovery"
 )
 
-// runView is what the CLI reads of a discovery run.
-type runView struct {
-	ID       string         `json:"id"`
-	Site     string         `json:"site"`
-	Ranges   []string       `json:"ranges"`
-	State    string         `json:"state"`
-	Reason   string         `json:"reason"`
-	Created  time.Time      `json:"created"`
-	Finished *time.Time     `json:"finished"`
-	Counters map[string]int `json:"counters"`
-	Errors   []string       `json:"errors"`
-}
-
-func (r runView) done() bool {
-	return r.State == "completed" || r.State == "failed" || r.State == "canceled"
-}
-
-func (r runView) line() string {
+// runLine is a run's progress on one line.
+func runLine(r discovery.Run) string {
 	c := r.Counters
 	return fmt.Sprintf("%-11s scanned %d/%d  alive %d  classified %d  CIs created %d  updated %d  unchanged %d  errors %d",
-		r.State, c["scanned"], c["addresses"], c["alive"], c["classified"], c["cis_created"], c["cis_updated"], c["cis_unchanged"], c["errors"])
+		r.State, c.Scanned, c.Addresses, c.Alive, c.Classified, c.CIsCreated, c.CIsUpdated, c.CIsUnchanged, c.Errors)
 }
 
 func newDiscover(g *globals) *cobra.Command {
@@ -51,19 +35,16 @@ func newDiscover(g *globals) *cobra.Command {
 			if site == "" {
 				return usagef("--site is required")
 			}
-			body := map[string]any{"site": site}
-			if len(ranges) > 0 {
-				body["ranges"] = ranges
-			}
+			body := discovery.StartRequest{Site: site, Ranges: ranges}
 			if ports != "" {
 				ps, err := parsePorts(ports)
 				if err != nil {
 					return usagef("--ports: %v", err)
 				}
-				body["ports"] = ps
+				body.Ports = ps
 			}
 			c, _ := g.client()
-			var started struct{ Run string }
+			var started discovery.StartReply
 			if err := c.do(cmd.Context(), "POST", "/api/v1/discovery/runs", body, &started); err != nil {
 				return err
 			}
@@ -81,7 +62,7 @@ func newDiscover(g *globals) *cobra.Command {
 			if g.output == "json" {
 				return json.NewEncoder(g.stdout).Encode(r)
 			}
-			fmt.Fprintf(g.stdout, "run %s %s in %s\n  %s\n", r.ID, r.State, time.Since(r.Created).Round(time.Second), r.line())
+			fmt.Fprintf(g.stdout, "run %s %s in %s\n  %s\n", r.ID, r.State, time.Since(r.Created).Round(time.Second), runLine(r))
 			if r.State != "completed" {
 				return fmt.Errorf("run %s %s: %s", r.ID, r.State, r.Reason)
 			}
@@ -106,14 +87,14 @@ func progressWriter(g *globals) io.Writer {
 	return io.Discard
 }
 
-func waitRun(ctx context.Context, c *client, id string, progress io.Writer) (runView, error) {
+func waitRun(ctx context.Context, c *client, id string, progress io.Writer) (discovery.Run, error) {
 	for {
-		var r runView
+		var r discovery.Run
 		if err := c.do(ctx, "GET", "/api/v1/discovery/runs/"+url.PathEscape(id), nil, &r); err != nil {
 			return r, err
 		}
-		fmt.Fprintf(progress, "\r%s %s\x1b[K", progressBar(r.Counters["scanned"], r.Counters["addresses"], 24), r.line())
-		if r.done() {
+		fmt.Fprintf(progress, "\r%s %s\x1b[K", progressBar(r.Counters.Scanned, r.Counters.Addresses, 24), runLine(r))
+		if r.Final() {
 			fmt.Fprintln(progress)
 			return r, nil
 		}
@@ -165,12 +146,12 @@ func newRuns(g *globals) *cobra.Command {
 	ls := &cobra.Command{
 		Use: "ls", Short: "List discovery runs, newest first", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var out struct{ Runs []runView }
+			var out discovery.RunListReply
 			return g.showList(cmd, "/api/v1/discovery/runs", "runs", limit, &out, func() error {
 				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "RUN\tSITE\tSTARTED\tPROGRESS")
 				for _, r := range out.Runs {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.ID, r.Site, r.Created.Format(time.DateTime), r.line())
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.ID, r.Site, r.Created.Format(time.DateTime), runLine(r))
 				}
 				return tw.Flush()
 			})
@@ -194,7 +175,7 @@ func newRuns(g *globals) *cobra.Command {
 			if g.output == "json" {
 				return writeLine(g.stdout, raw)
 			}
-			var v discovery.RunView
+			var v discovery.Run
 			if err := json.Unmarshal(raw, &v); err != nil {
 				return err
 			}
@@ -235,14 +216,13 @@ func newSchedules(g *globals) *cobra.Command {
 	add := &cobra.Command{
 		Use: "add --name N --site S (--cron EXPR | --at TIME)", Short: "Add a schedule", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			body := map[string]any{"name": name, "site": site}
-			for k, v := range map[string]string{"cron": cron, "at": at, "max_run_time": maxRun} {
-				if v != "" {
-					body[k] = v
+			body := discovery.Schedule{Name: name, Site: site, Cron: cron, MaxRunTime: maxRun, Ranges: ranges}
+			if at != "" {
+				t, err := time.Parse(time.RFC3339, at)
+				if err != nil {
+					return usagef("--at %q: want an RFC 3339 time such as 2026-12-24T02:00:00Z", at)
 				}
-			}
-			if len(ranges) > 0 {
-				body["ranges"] = ranges
+				body.At = &t
 			}
 			c, _ := g.client()
 			var raw []byte
@@ -252,7 +232,7 @@ func newSchedules(g *globals) *cobra.Command {
 			if g.output == "json" {
 				return writeLine(g.stdout, raw)
 			}
-			var r struct{ Schedule discovery.Schedule }
+			var r discovery.ScheduleReply
 			if err := json.Unmarshal(raw, &r); err != nil {
 				return err
 			}
@@ -275,13 +255,7 @@ func newSchedules(g *globals) *cobra.Command {
 	ls := &cobra.Command{
 		Use: "ls", Short: "List schedules", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var out struct {
-				Schedules []struct {
-					Name, Site, Cron string
-					At, Next         *time.Time
-					Ranges           []string
-				}
-			}
+			var out discovery.ScheduleListReply
 			return g.showList(cmd, "/api/v1/discovery/schedules", "schedules", limit, &out, func() error {
 				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "NAME\tSITE\tWHEN\tNEXT\tRANGES")
@@ -309,7 +283,7 @@ func newSchedules(g *globals) *cobra.Command {
 			if err := c.do(cmd.Context(), "DELETE", "/api/v1/discovery/schedules/"+url.PathEscape(args[0]), nil, &raw); err != nil {
 				return err
 			}
-			return printResult(g, raw, func(map[string]any) string { return "schedule " + args[0] + " removed" })
+			return printResult(g, raw, func(discovery.RemovedReply) string { return "schedule " + args[0] + " removed" })
 		},
 	})
 	return cmd
@@ -350,11 +324,8 @@ transport with --field tls=verify|insecure|none.`,
 			if err != nil {
 				return err
 			}
-			body := map[string]any{"name": name, "type": typ, "site": site, "username": user,
-				"secret": strings.TrimRight(string(secret), "\r\n")}
-			if allowInsecure {
-				body["allow_insecure"] = true
-			}
+			body := discovery.CredentialAddRequest{Name: name, Type: typ, Site: site, Username: user,
+				Secret: strings.TrimRight(string(secret), "\r\n"), AllowInsecure: allowInsecure}
 			if len(fields) > 0 {
 				fm := map[string]string{}
 				for _, kv := range fields {
@@ -364,14 +335,14 @@ transport with --field tls=verify|insecure|none.`,
 					}
 					fm[k] = v
 				}
-				body["fields"] = fm
+				body.Fields = fm
 			}
 			c, _ := g.client()
 			var raw []byte
 			if err := c.do(cmd.Context(), "POST", "/api/v1/credentials", body, &raw); err != nil {
 				return err
 			}
-			return printResult(g, raw, func(map[string]any) string { return "credential " + name + " stored" })
+			return printResult(g, raw, func(discovery.CredentialReply) string { return "credential " + name + " stored" })
 		},
 	}
 	f := add.Flags()
@@ -388,18 +359,16 @@ transport with --field tls=verify|insecure|none.`,
 	ls := &cobra.Command{
 		Use: "ls", Short: "List credentials (no secrets)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var out struct {
-				Credentials []map[string]any
-			}
+			var out discovery.CredentialListReply
 			return g.showList(cmd, "/api/v1/credentials", "credentials", limit, &out, func() error {
 				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "NAME\tTYPE\tSITE\tUSERNAME\tTRANSPORT")
 				for _, c := range out.Credentials {
 					transport := "verified TLS"
-					if c["allow_insecure"] == true {
+					if c.AllowInsecure {
 						transport = "insecure allowed"
 					}
-					fmt.Fprintf(tw, "%v\t%v\t%v\t%v\t%s\n", c["name"], c["type"], c["site"], orDash(c["username"]), transport)
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Name, c.Type, c.Site, orDash(c.Username), transport)
 				}
 				return tw.Flush()
 			})
@@ -415,7 +384,7 @@ transport with --field tls=verify|insecure|none.`,
 			if err := c.do(cmd.Context(), "DELETE", "/api/v1/credentials/"+url.PathEscape(args[0]), nil, &raw); err != nil {
 				return err
 			}
-			return printResult(g, raw, func(map[string]any) string { return "credential " + args[0] + " removed" })
+			return printResult(g, raw, func(discovery.RemovedReply) string { return "credential " + args[0] + " removed" })
 		},
 	})
 	return cmd
@@ -427,14 +396,13 @@ func newHostKeys(g *globals) *cobra.Command {
 	ls := &cobra.Command{
 		Use: "ls", Short: "List the SSH host keys on record", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var out struct {
-				Hostkeys []map[string]any
-			}
+			var out discovery.HostKeyListReply
 			return g.showList(cmd, "/api/v1/hostkeys", "hostkeys", limit, &out, func() error {
 				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "SITE\tADDRESS\tFINGERPRINT\tTYPE\tFIRST SEEN\tLAST SEEN")
-				for _, h := range out.Hostkeys {
-					fmt.Fprintf(tw, "%v\t%v\t%v\t%v\t%v\t%v\n", h["site"], h["address"], h["fingerprint"], orDash(h["type"]), h["first_seen"], h["last_seen"])
+				for _, h := range out.HostKeys {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", h.Site, h.Address, h.Fingerprint, orDash(h.Type),
+						h.FirstSeen.Format(time.RFC3339Nano), h.LastSeen.Format(time.RFC3339Nano))
 				}
 				return tw.Flush()
 			})
@@ -456,7 +424,7 @@ func newHostKeys(g *globals) *cobra.Command {
 			if err := c.do(cmd.Context(), "DELETE", path, nil, &raw); err != nil {
 				return err
 			}
-			return printResult(g, raw, func(map[string]any) string { return "host key of " + args[0] + " forgotten" })
+			return printResult(g, raw, func(discovery.HostKeyForgetReply) string { return "host key of " + args[0] + " forgotten" })
 		},
 	}
 	forget.Flags().StringVar(&site, "site", "", "only this site's record")

@@ -11,8 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/outpost-dev/outpost/services/cmdb"
-	"github.com/outpost-dev/outpost/services/cmdb/store"
+	cmdbapi "github.com/outpost-dev/outpost/libs/api/cmdb"
+	gatewayapi "github.com/outpost-dev/outpost/libs/api/gateway"
 )
 
 func newAudit(g *globals) *cobra.Command {
@@ -21,14 +21,7 @@ func newAudit(g *globals) *cobra.Command {
 	ls := &cobra.Command{
 		Use: "ls", Short: "List writes, oldest first: when, who, what, from where", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var out struct {
-				Events []struct {
-					Seq                                 uint64
-					Actor, Role, Action, Target, Remote string
-					Status                              int
-					Time                                time.Time
-				}
-			}
+			var out gatewayapi.AuditList
 			return g.showList(cmd, "/api/v1/audit", "events", limit, &out, func() error {
 				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "TIME\tACTOR\tROLE\tACTION\tTARGET\tSTATUS\tFROM")
@@ -55,13 +48,7 @@ func newDLQ(g *globals) *cobra.Command {
 			if service != "" {
 				path += "?service=" + url.QueryEscape(service)
 			}
-			var out struct {
-				Items []struct {
-					Seq                                  uint64
-					Time, Service, Code, Subject, Reason string
-					SourceSubject                        string `json:"source_subject"`
-				}
-			}
+			var out gatewayapi.DLQList
 			return g.showList(cmd, path, "items", limit, &out, func() error {
 				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "SEQ\tTIME\tSERVICE\tCODE\tSUBJECT\tREASON")
@@ -118,7 +105,7 @@ func ciExtras(g *globals, cmd *cobra.Command) {
 				path += fmt.Sprintf("?depth=%d", depth)
 			}
 			return g.show(cmd, path, func(raw []byte) error {
-				var gr store.Graph
+				var gr cmdbapi.Graph
 				if err := json.Unmarshal(raw, &gr); err != nil {
 					return err
 				}
@@ -131,7 +118,7 @@ func ciExtras(g *globals, cmd *cobra.Command) {
 		Use: "counts", Short: "Count CIs by class", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.show(cmd, "/api/v1/cmdb/counts", func(raw []byte) error {
-				var c cmdb.CountsResponse
+				var c cmdbapi.CountsResponse
 				if err := json.Unmarshal(raw, &c); err != nil {
 					return err
 				}
@@ -142,7 +129,7 @@ func ciExtras(g *globals, cmd *cobra.Command) {
 		Use: "classes", Short: "Show the class model", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.show(cmd, "/api/v1/cmdb/classes", func(raw []byte) error {
-				var c cmdb.ClassesResponse
+				var c cmdbapi.ClassesResponse
 				if err := json.Unmarshal(raw, &c); err != nil {
 					return err
 				}
@@ -174,7 +161,7 @@ func ciExtras(g *globals, cmd *cobra.Command) {
 			if g.output == "json" {
 				return writeLine(g.stdout, raw)
 			}
-			var o cmdb.IngestResponse
+			var o cmdbapi.Outcome
 			if err := json.Unmarshal(raw, &o); err != nil {
 				return err
 			}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -47,7 +46,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stderr, "error:", err)
 	var ue usageError
-	if errors.As(err, &ue) || isCobraUsage(err) {
+	if errors.As(err, &ue) {
 		return ExitUsage
 	}
 	return ExitFailure
@@ -90,12 +89,14 @@ func envOr(k, def string) string {
 }
 
 // strictGroups makes every command that only groups others (site, agents, ci…) refuse an
-// unknown subcommand with a usage error (exit 2) instead of printing help and exiting 0.
+// unknown subcommand with a usage error (exit 2) instead of printing help and exiting 0, and
+// marks every argument-count error as a usage error where cobra makes it, so no caller has to
+// recognise cobra's messages.
 func strictGroups(cmd *cobra.Command) {
 	for _, c := range cmd.Commands() {
 		strictGroups(c)
 	}
-	if cmd.HasParent() && cmd.HasSubCommands() && cmd.Run == nil && cmd.RunE == nil {
+	if cmd.HasSubCommands() && cmd.Run == nil && cmd.RunE == nil {
 		cmd.Args = cobra.ArbitraryArgs
 		cmd.RunE = func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
@@ -104,15 +105,12 @@ func strictGroups(cmd *cobra.Command) {
 			return cmd.Help()
 		}
 	}
-}
-
-// isCobraUsage recognises cobra's own argument errors (unknown command, wrong arg count).
-func isCobraUsage(err error) bool {
-	msg := err.Error()
-	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand", "accepts ", "requires ", "invalid argument", "required flag", "flag needs an argument"} {
-		if strings.Contains(msg, p) {
-			return true
+	if args := cmd.Args; args != nil {
+		cmd.Args = func(cmd *cobra.Command, a []string) error {
+			if err := args(cmd, a); err != nil {
+				return usageError{err}
+			}
+			return nil
 		}
 	}
-	return false
 }

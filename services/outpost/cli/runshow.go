@@ -9,12 +9,12 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/outpost-dev/outpost/services/discovery"
+	discovery "github.com/outpost-dev/outpost/libs/api/discovery"
 )
 
 // printRun shows a run as an operator reads it: where it stands, what it counted, what the
 // CMDB made of it, its hosts, errors and log.
-func printRun(w io.Writer, v discovery.RunView) error {
+func printRun(w io.Writer, v discovery.Run) error {
 	c := v.Counters
 	took := ""
 	if v.Finished != nil {
@@ -84,14 +84,15 @@ func printHost(w io.Writer, run string, h *discovery.Host) error {
 		fmt.Fprintf(w, ", name %s", h.Name)
 	}
 	fmt.Fprintln(w)
-	if len(h.Facts.Ports) > 0 {
-		fmt.Fprintf(w, "  open TCP ports %s\n", strings.Trim(strings.Join(strings.Fields(fmt.Sprint(h.Facts.Ports)), ","), "[]"))
+	facts := h.Summary()
+	if len(facts.Ports) > 0 {
+		fmt.Fprintf(w, "  open TCP ports %s\n", strings.Trim(strings.Join(strings.Fields(fmt.Sprint(facts.Ports)), ","), "[]"))
 	}
-	if h.Facts.SSHHostKey != "" {
-		fmt.Fprintf(w, "  SSH host key %s (on record at the hub)\n", h.Facts.SSHHostKey)
+	if facts.SSHHostKey != "" {
+		fmt.Fprintf(w, "  SSH host key %s (on record at the hub)\n", facts.SSHHostKey)
 	}
-	if h.Facts.SSHHostKeyChanged != "" {
-		fmt.Fprintf(w, "  SSH HOST KEY CHANGED: %s\n", h.Facts.SSHHostKeyChanged)
+	if facts.SSHHostKeyChanged != "" {
+		fmt.Fprintf(w, "  SSH HOST KEY CHANGED: %s\n", facts.SSHHostKeyChanged)
 	}
 	for _, typ := range slices.Sorted(maps.Keys(h.Worked)) {
 		fmt.Fprintf(w, "  %s credential that worked: %s\n", typ, h.Worked[typ])

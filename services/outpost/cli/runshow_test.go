@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/outpost-dev/outpost/services/cmdb/store"
-	"github.com/outpost-dev/outpost/services/discovery"
+	cmdbapi "github.com/outpost-dev/outpost/libs/api/cmdb"
+	discovery "github.com/outpost-dev/outpost/libs/api/discovery"
 )
 
 // `runs show ID --host IP` says, without -o json, which credentials worked and failed and
@@ -30,9 +30,9 @@ func TestRunShowIsReadable(t *testing.T) {
 		}
 	}
 
-	v := discovery.RunView{RunRecord: discovery.RunRecord{ID: "RUN1", Site: "lab", State: "completed", Created: now,
-		Counters: discovery.Counters{Addresses: 254, Alive: 2, Classified: 2, CIsCreated: 0, CIsUnchanged: 40, CIsSent: 40, Ingested: 2}},
-		Hosts: []discovery.HostBrief{{IP: "127.77.0.10", Class: "linux_server", Stage: "done", CIs: 40, Ingested: &discovery.Ingested{Unchanged: 40}}}}
+	v := discovery.Run{ID: "RUN1", Site: "lab", State: "completed", Created: now,
+		Counters: discovery.Counters{Addresses: 254, Alive: 2, Classified: 2, CIsCreated: 0, CIsUnchanged: 40, CIsSent: 40, Ingested: 2},
+		Hosts:    []discovery.HostBrief{{IP: "127.77.0.10", Class: "linux_server", Stage: "done", CIs: 40, Ingested: &discovery.Ingested{Unchanged: 40}}}}
 	b.Reset()
 	if err := printRun(&b, v); err != nil {
 		t.Fatal(err)
@@ -47,12 +47,12 @@ func TestRunShowIsReadable(t *testing.T) {
 // `ci show` reads as a CI page: attributes with their source, identifiers, relations, history.
 func TestCIShowIsReadable(t *testing.T) {
 	now := time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)
-	d := store.Detail{CI: store.CI{ID: "CI1", Class: "linux_server", Name: "nyc-db01", OperationalStatus: "operational",
+	d := cmdbapi.Detail{CI: cmdbapi.CI{ID: "CI1", Class: "linux_server", Name: "nyc-db01", OperationalStatus: "operational",
 		Attributes: map[string]any{"os": "Rocky Linux", "cpu_count": 8.0}, Created: now, Updated: now, LastSeen: now},
-		Sources:     map[string]store.AttrSource{"os": {Source: "discovery"}},
-		Identifiers: []store.Key{{Family: "hardware", Kind: "serial_number", Value: "SN1"}},
-		Outgoing:    []store.Relation{{Type: "contains", Peer: store.Ref{ID: "CI2", Class: "software", Name: "bash"}, Source: "discovery"}},
-		History:     []store.HistoryEntry{{Attr: "created", Old: []byte("null"), New: []byte(`{"class":"linux_server"}`), Source: "discovery", Time: now}}}
+		Sources:     map[string]cmdbapi.AttrSource{"os": {Source: "discovery"}},
+		Identifiers: []cmdbapi.Key{{Family: "hardware", Kind: "serial_number", Value: "SN1"}},
+		Outgoing:    []cmdbapi.Relation{{Type: "contains", Peer: cmdbapi.Ref{ID: "CI2", Class: "software", Name: "bash"}, Source: "discovery"}},
+		History:     []cmdbapi.HistoryEntry{{Attr: "created", Old: []byte("null"), New: []byte(`{"class":"linux_server"}`), Source: "discovery", Time: now}}}
 	var b bytes.Buffer
 	if err := printCI(&b, d); err != nil {
 		t.Fatal(err)

@@ -8,24 +8,12 @@ import (
 	"text/tabwriter"
 	"time"
 
+	agentsapi "github.com/outpost-dev/outpost/libs/api/agents"
 	"github.com/spf13/cobra"
 )
 
-// enrollTokenV is an enrollment token as the API lists it (never its secret).
-type enrollTokenV struct {
-	ID          string    `json:"id"`
-	Site        string    `json:"site"`
-	AutoApprove bool      `json:"auto_approve"`
-	Created     time.Time `json:"created"`
-	Expires     time.Time `json:"expires"`
-	MaxUses     int       `json:"max_uses"`
-	Used        int       `json:"used"`
-	UsesLeft    *int      `json:"uses_left"`
-	Revoked     time.Time `json:"revoked"`
-	State       string    `json:"state"`
-}
-
-func (t enrollTokenV) usesLeft() string {
+// usesLeft says how many more bridges a token may enroll.
+func usesLeft(t agentsapi.TokenView) string {
 	if t.UsesLeft == nil {
 		return "unlimited"
 	}
@@ -43,9 +31,9 @@ func checkTokenFlags(ttl time.Duration, uses int, ttlFlag, usesFlag string) erro
 }
 
 // printNewToken shows a new enrollment token's secret (once) and what it allows.
-func printNewToken(g *globals, secret string, t enrollTokenV) {
+func printNewToken(g *globals, secret string, t agentsapi.TokenView) {
 	fmt.Fprintf(g.stdout, "enrollment token %s (give it to the site's bridges, --token; shown once):\n  %s\n", t.ID, secret)
-	fmt.Fprintf(g.stdout, "expires %s; enrolls %s bridge(s)\n", t.Expires.Local().Format(time.DateTime), t.usesLeft())
+	fmt.Fprintf(g.stdout, "expires %s; enrolls %s bridge(s)\n", t.Expires.Local().Format(time.DateTime), usesLeft(t))
 	if !t.AutoApprove {
 		fmt.Fprintln(g.stdout, "bridges enrolling with it stay pending until `outpost agents approve NAME`")
 	}
@@ -65,11 +53,8 @@ func newSiteTokens(g *globals) *cobra.Command {
 				return err
 			}
 			c, _ := g.client()
-			var out struct {
-				Token     string       `json:"token"`
-				TokenInfo enrollTokenV `json:"token_info"`
-			}
-			body := map[string]any{"site": args[0], "ttl": ttl.String(), "uses": uses, "auto_approve": auto}
+			var out agentsapi.TokenAddReply
+			body := agentsapi.TokenAddRequest{Site: args[0], TTL: ttl.String(), Uses: uses, AutoApprove: auto}
 			var raw []byte
 			if err := c.do(cmd.Context(), "POST", "/api/v1/enrollment-tokens", body, &raw); err != nil {
 				return err
@@ -95,9 +80,7 @@ func newSiteTokens(g *globals) *cobra.Command {
 			if len(args) == 1 {
 				path += "?site=" + url.QueryEscape(args[0])
 			}
-			var out struct {
-				Tokens []enrollTokenV `json:"tokens"`
-			}
+			var out agentsapi.TokenListReply
 			return g.showList(cmd, path, "tokens", limit, &out, func() error {
 				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "ID\tSITE\tCREATED\tEXPIRES\tUSES LEFT\tAUTO-APPROVE\tREVOKED\tSTATE")
@@ -111,7 +94,7 @@ func newSiteTokens(g *globals) *cobra.Command {
 						expires = t.Expires.Local().Format(time.DateTime)
 					}
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%s\t%s\n", t.ID, t.Site, t.Created.Local().Format(time.DateTime),
-						expires, t.usesLeft(), t.AutoApprove, revoked, t.State)
+						expires, usesLeft(t), t.AutoApprove, revoked, t.State)
 				}
 				return tw.Flush()
 			})
@@ -126,8 +109,8 @@ func newSiteTokens(g *globals) *cobra.Command {
 			if err := c.do(cmd.Context(), "DELETE", "/api/v1/enrollment-tokens/"+url.PathEscape(args[0]), nil, &raw); err != nil {
 				return err
 			}
-			return printResult(g, raw, func(m map[string]any) string {
-				return fmt.Sprintf("enrollment token %v of site %v revoked", m["id"], m["site"])
+			return printResult(g, raw, func(t agentsapi.TokenView) string {
+				return fmt.Sprintf("enrollment token %s of site %s revoked", t.ID, t.Site)
 			})
 		},
 	}

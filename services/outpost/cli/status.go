@@ -7,8 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	gatewayapi "github.com/outpost-dev/outpost/libs/api/gateway"
 	"github.com/outpost-dev/outpost/libs/version"
-	"github.com/outpost-dev/outpost/services/gateway"
 )
 
 func newStatus(g *globals) *cobra.Command {
@@ -18,7 +18,7 @@ func newStatus(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.show(cmd, "/api/v1/status", func(raw []byte) error {
-				var st gateway.Status
+				var st gatewayapi.Status
 				if err := json.Unmarshal(raw, &st); err != nil {
 					return err
 				}
@@ -44,7 +44,7 @@ func newWhoami(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.show(cmd, "/api/v1/whoami", func(raw []byte) error {
-				var id gateway.Identity
+				var id gatewayapi.Identity
 				if err := json.Unmarshal(raw, &id); err != nil {
 					return err
 				}

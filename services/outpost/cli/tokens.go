@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	gatewayapi "github.com/outpost-dev/outpost/libs/api/gateway"
 	"github.com/spf13/cobra"
 )
 
@@ -18,11 +19,11 @@ func newTokens(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, _ := g.client()
 			var raw []byte
-			if err := c.do(cmd.Context(), "POST", "/api/v1/tokens", map[string]string{"name": name, "role": role}, &raw); err != nil {
+			if err := c.do(cmd.Context(), "POST", "/api/v1/tokens", gatewayapi.TokenCreateRequest{Name: name, Role: role}, &raw); err != nil {
 				return err
 			}
-			return printResult(g, raw, func(m map[string]any) string {
-				return fmt.Sprintf("token %v (%v, role %v) — shown once:\n  %v", m["id"], m["name"], m["role"], m["token"])
+			return printResult(g, raw, func(t gatewayapi.TokenCreated) string {
+				return fmt.Sprintf("token %s (%s, role %s) — shown once:\n  %s", t.ID, t.Name, t.Role, t.Token)
 			})
 		},
 	}
@@ -32,13 +33,7 @@ func newTokens(g *globals) *cobra.Command {
 	ls := &cobra.Command{
 		Use: "ls", Short: "List tokens (never their secrets)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var out struct {
-				Tokens []struct {
-					ID, Name, Role string
-					Created        time.Time
-					Revoked        bool
-				}
-			}
+			var out gatewayapi.TokenList
 			return g.showList(cmd, "/api/v1/tokens", "tokens", limit, &out, func() error {
 				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "ID\tNAME\tROLE\tCREATED\tREVOKED")
@@ -57,13 +52,10 @@ func newTokens(g *globals) *cobra.Command {
 			if err := c.do(cmd.Context(), "DELETE", "/api/v1/tokens/"+url.PathEscape(args[0]), nil, &raw); err != nil {
 				return err
 			}
-			return printResult(g, raw, func(m map[string]any) string {
+			return printResult(g, raw, func(r gatewayapi.TokenRevoked) string {
 				var ids []string
-				list, _ := m["revoked"].([]any)
-				for _, t := range list {
-					if t, ok := t.(map[string]any); ok {
-						ids = append(ids, fmt.Sprint(t["id"]))
-					}
+				for _, t := range r.Revoked {
+					ids = append(ids, t.ID)
 				}
 				return fmt.Sprintf("revoked %d token(s): %s", len(ids), strings.Join(ids, ", "))
 			})
