@@ -192,8 +192,7 @@ func (s *service) startRun(rctx, ctx context.Context, wg *sync.WaitGroup, r api.
 		return api.Run{}, err
 	}
 	s.log.Info("run started", "run", run.ID, "workflow", d.Name, "version", d.Version)
-	cp := *run
-	cp.Steps = slices.Clone(run.Steps)
+	cp := snapshot(run)
 	s.start(ctx, wg, run, wf)
 	return cp, nil
 }
@@ -276,9 +275,7 @@ func (s *service) getRun(ctx context.Context, id string) (api.Run, error) {
 	if a := s.lookup(id); a != nil {
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		cp := *a.run
-		cp.Steps = slices.Clone(a.run.Steps)
-		return cp, nil
+		return snapshot(a.run), nil
 	}
 	e, err := s.kvRuns.Get(ctx, id)
 	if err != nil {
@@ -390,4 +387,12 @@ func suffix(comment string) string {
 		return ""
 	}
 	return ": " + comment
+}
+
+// snapshot is a deep copy of a run, for answers encoded after the run's lock is released.
+func snapshot(r *api.Run) api.Run {
+	var cp api.Run
+	b, _ := json.Marshal(r)
+	_ = json.Unmarshal(b, &cp)
+	return cp
 }

@@ -57,7 +57,7 @@ func checkExpression(text string, inputs map[string]api.Input, anc map[string]bo
 		return fmt.Errorf("empty expression")
 	}
 	env := exprEnv(map[string]any{}, map[string]any{}, map[string]any{}, func() string { return "" })
-	prog, err := expr.Compile(text, expr.Env(env))
+	prog, err := expr.Compile(text, expr.Env(env), expr.DisableBuiltin("now"))
 	if err != nil {
 		return fmt.Errorf("bad expression %q: %s", text, firstLine(err.Error()))
 	}
@@ -118,7 +118,8 @@ var programs sync.Map // string → *vm.Program
 func eval(text string, env map[string]any) (any, error) {
 	p, ok := programs.Load(text)
 	if !ok {
-		prog, err := expr.Compile(text)
+		// now() is the service's clock (injected), not expr's built-in wall clock
+		prog, err := expr.Compile(text, expr.DisableBuiltin("now"))
 		if err != nil {
 			return nil, fmt.Errorf("bad expression %q: %s", text, firstLine(err.Error()))
 		}

@@ -78,6 +78,10 @@ type service struct {
 	// lost is set when this replica loses the active lease: what it holds in memory is
 	// stale and must not overwrite what the active replica writes.
 	lost atomic.Bool
+
+	// armed, when set (tests), is told each time a run's goroutine sleeps until at: a
+	// test moves its fake clock only once the run waits for it.
+	armed func(run string, at time.Time)
 }
 
 // active is an unfinished run in memory, advanced by its own goroutine (drive). Every
@@ -265,8 +269,15 @@ func (s *service) drive(ctx context.Context, wg *sync.WaitGroup, a *active) {
 		var timer clock.Timer
 		var fire <-chan time.Time
 		if !next.IsZero() {
-			timer = s.clock.NewTimer(max(next.Sub(s.now()), 0))
+			d := next.Sub(s.now())
+			if d <= 0 {
+				continue // due already (a clock moved while the run advanced)
+			}
+			timer = s.clock.NewTimer(d)
 			fire = timer.C()
+			if s.armed != nil {
+				s.armed(a.run.ID, next)
+			}
 		}
 		select {
 		case <-ctx.Done():
