@@ -31,9 +31,9 @@ import (
 	"github.com/outpost-dev/outpost/services/agents"
 	"github.com/outpost-dev/outpost/services/cmdb"
 	"github.com/outpost-dev/outpost/services/discovery"
-	"github.com/outpost-dev/outpost/services/orchestration"
 	"github.com/outpost-dev/outpost/services/gateway"
 	"github.com/outpost-dev/outpost/services/gateway/tokens"
+	"github.com/outpost-dev/outpost/services/orchestration"
 )
 
 // Config of the all-in-one hub.
