@@ -121,6 +121,15 @@ var summaries = map[string]string{
 	"GET /api/v1/discovery/schedules":           "List discovery schedules",
 	"DELETE /api/v1/discovery/schedules/{name}": "Remove a discovery schedule",
 	"POST /api/v1/discovery/classifiers/reload": "Reload classifier files; a bad set is refused and the old one kept",
+
+	"POST /api/v1/workflows":                               "Add a workflow definition (YAML): a new version of its name; refused with file, step and reason when invalid",
+	"GET /api/v1/workflows":                                "List workflow definitions (latest versions); cursor pages",
+	"GET /api/v1/workflows/{name}":                         "One workflow definition, latest or ?version=N",
+	"POST /api/v1/workflows/{name}/runs":                   "Start a run of a workflow with inputs",
+	"GET /api/v1/workflow-runs":                            "List workflow runs, newest first; cursor pages",
+	"GET /api/v1/workflow-runs/{id}":                       "One workflow run: every step's state, attempts and output",
+	"POST /api/v1/workflow-runs/{id}/cancel":               "Cancel a workflow run",
+	"POST /api/v1/workflow-runs/{id}/steps/{step}/approve": "Approve (or with reject: true refuse) an approval step waiting in a run",
 }
 
 var pathParam = regexp.MustCompile(`\{([a-z_]+)\}`)

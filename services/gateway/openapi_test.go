@@ -50,7 +50,8 @@ func TestOpenAPICoversEveryRoute(t *testing.T) {
 	}
 	// Every list that can grow pages with a cursor, and says so.
 	for _, path := range []string{"/api/v1/agents", "/api/v1/sites", "/api/v1/credentials", "/api/v1/discovery/runs",
-		"/api/v1/discovery/schedules", "/api/v1/tokens", "/api/v1/enrollment-tokens", "/api/v1/audit", "/api/v1/dlq", "/api/v1/cis", "/api/v1/cis/{id}/history"} {
+		"/api/v1/discovery/schedules", "/api/v1/tokens", "/api/v1/enrollment-tokens", "/api/v1/audit", "/api/v1/dlq", "/api/v1/cis", "/api/v1/cis/{id}/history",
+		"/api/v1/workflows", "/api/v1/workflow-runs"} {
 		params, _ := doc.Paths[path]["get"]["parameters"].([]any)
 		have := map[string]bool{}
 		for _, p := range params {

@@ -57,6 +57,15 @@ var commandOf = map[string]string{
 	"GET /api/v1/discovery/schedules":           "schedules ls",
 	"DELETE /api/v1/discovery/schedules/{name}": "schedules rm",
 	"POST /api/v1/discovery/classifiers/reload": "classifiers reload",
+
+	"POST /api/v1/workflows":                               "workflow add",
+	"GET /api/v1/workflows":                                "workflow ls",
+	"GET /api/v1/workflows/{name}":                         "workflow show",
+	"POST /api/v1/workflows/{name}/runs":                   "workflow run",
+	"GET /api/v1/workflow-runs":                            "workflow runs ls",
+	"GET /api/v1/workflow-runs/{id}":                       "workflow runs show",
+	"POST /api/v1/workflow-runs/{id}/cancel":               "workflow cancel",
+	"POST /api/v1/workflow-runs/{id}/steps/{step}/approve": "workflow approve",
 }
 
 // Every route the gateway documents has a CLI command.

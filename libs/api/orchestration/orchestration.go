@@ -1,0 +1,280 @@
+// Package orchestration is the contract of the orchestration service (svc.orchestration.*):
+// workflow definitions as users write them (YAML), the runs the service keeps, and one
+// request and one response type per endpoint. The service, the gateway and the CLI import
+// it; nobody mirrors these types.
+package orchestration
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/page"
+)
+
+// Service is the name on the bus: svc.orchestration.<op>, result.orchestration.>.
+const Service = "orchestration"
+
+// Operations of svc.orchestration.<op>.
+var (
+	Add        = bus.Op[AddRequest, AddResponse]{Service: Service, Name: "workflow_add"}
+	List       = bus.Op[ListRequest, ListResponse]{Service: Service, Name: "workflow_ls"}
+	Show       = bus.Op[ShowRequest, Definition]{Service: Service, Name: "workflow_show"}
+	RunStart   = bus.Op[RunRequest, Run]{Service: Service, Name: "run_start"}
+	RunList    = bus.Op[RunsRequest, RunsResponse]{Service: Service, Name: "runs_ls"}
+	RunGet     = bus.Op[RunIDRequest, Run]{Service: Service, Name: "run_get"}
+	RunCancel  = bus.Op[RunIDRequest, Run]{Service: Service, Name: "run_cancel"}
+	RunApprove = bus.Op[ApproveRequest, Run]{Service: Service, Name: "run_approve"}
+)
+
+// Ops lists every operation of the service.
+func Ops() []bus.OpSpec {
+	return []bus.OpSpec{Add.Spec(), List.Spec(), Show.Spec(), RunStart.Spec(), RunList.Spec(), RunGet.Spec(),
+		RunCancel.Spec(), RunApprove.Spec()}
+}
+
+// Built-in step kinds; every other kind is a probe kind (libs/probes/catalog) run on the
+// bridges of the step's site.
+const (
+	KindApproval   = "approval"
+	KindWait       = "wait"
+	KindCMDBUpdate = "cmdb_update"
+	KindNotify     = "notify"
+)
+
+// Workflow is a definition as written in YAML. Adding one with an existing name makes a
+// new version; runs keep the version they started with.
+type Workflow struct {
+	Name        string           `json:"name" yaml:"name"`
+	Description string           `json:"description,omitempty" yaml:"description,omitempty"`
+	Inputs      map[string]Input `json:"inputs,omitempty" yaml:"inputs,omitempty"`
+	Steps       []Step           `json:"steps" yaml:"steps"`
+}
+
+// Input declares one input of a workflow.
+type Input struct {
+	Type     string `json:"type,omitempty" yaml:"type,omitempty"` // string (default) | number | bool
+	Required bool   `json:"required,omitempty" yaml:"required,omitempty"`
+	Default  any    `json:"default,omitempty" yaml:"default,omitempty"`
+	Doc      string `json:"description,omitempty" yaml:"description,omitempty"`
+}
+
+// Step is one node of the workflow's DAG. Strings may hold ${{ expr }} expressions
+// (expr-lang) over inputs, steps.<id>.output, steps.<id>.state and run.
+type Step struct {
+	ID    string   `json:"id" yaml:"id"`
+	Kind  string   `json:"kind" yaml:"kind"`
+	Needs []string `json:"needs,omitempty" yaml:"needs,omitempty"`
+	// If skips the step when it evaluates to false.
+	If string `json:"if,omitempty" yaml:"if,omitempty"`
+	// Site, Target, Credentials, Priority: probe kinds only.
+	Site        string   `json:"site,omitempty" yaml:"site,omitempty"`
+	Target      string   `json:"target,omitempty" yaml:"target,omitempty"`
+	Credentials []string `json:"credentials,omitempty" yaml:"credentials,omitempty"`
+	Priority    string   `json:"priority,omitempty" yaml:"priority,omitempty"`
+	// Params are the probe kind's params, or the built-in's (wait: duration; cmdb_update:
+	// ci, set; notify: url, body, headers).
+	Params map[string]any `json:"params,omitempty" yaml:"params,omitempty"`
+	// Timeout bounds one attempt (a Go duration); default per kind.
+	Timeout string `json:"timeout,omitempty" yaml:"timeout,omitempty"`
+	Retry   *Retry `json:"retry,omitempty" yaml:"retry,omitempty"`
+	// OnFailure: fail (default) fails the run; continue lets dependent steps run.
+	OnFailure string `json:"on_failure,omitempty" yaml:"on_failure,omitempty"`
+}
+
+// Retry is a step's retry policy: up to MaxAttempts attempts in all, waiting Initial
+// before the second, then the same (fixed) or twice as long each time (exponential, capped
+// at Max). A Retry-After of an http_request answer (429, 503) is honoured when longer.
+type Retry struct {
+	MaxAttempts int    `json:"max_attempts" yaml:"max_attempts"`
+	Backoff     string `json:"backoff,omitempty" yaml:"backoff,omitempty"` // fixed | exponential
+	Initial     string `json:"initial,omitempty" yaml:"initial,omitempty"`
+	Max         string `json:"max,omitempty" yaml:"max,omitempty"`
+}
+
+// Run states.
+const (
+	RunRunning   = "running"
+	RunCompleted = "completed"
+	RunFailed    = "failed"
+	RunCanceled  = "canceled"
+)
+
+// Step states.
+const (
+	StepPending   = "pending"
+	StepRunning   = "running"  // an attempt is in flight
+	StepRetrying  = "retrying" // waiting for the next attempt (NextAt)
+	StepWaiting   = "waiting"  // approval or wait
+	StepSucceeded = "succeeded"
+	StepFailed    = "failed"
+	StepSkipped   = "skipped"
+	StepCanceled  = "canceled"
+)
+
+// Run is one execution of one version of a workflow: the whole state, as kept in KV.
+type Run struct {
+	ID       string         `json:"id"`
+	Workflow string         `json:"workflow"`
+	Version  int            `json:"version"`
+	State    string         `json:"state"`
+	Reason   string         `json:"reason,omitempty"`
+	Inputs   map[string]any `json:"inputs"`
+	Steps    []StepRun      `json:"steps"`
+	Actor    string         `json:"actor,omitempty"`
+	Created  time.Time      `json:"created"`
+	Updated  time.Time      `json:"updated"`
+	Finished *time.Time     `json:"finished,omitempty"`
+	// CancelRequested is set by cancel; the run's owner carries it out.
+	CancelRequested bool `json:"cancel_requested,omitempty"`
+}
+
+// Done reports whether the run reached a final state.
+func (r *Run) Done() bool {
+	return r.State == RunCompleted || r.State == RunFailed || r.State == RunCanceled
+}
+
+// Step returns the run's step id (nil when there is none).
+func (r *Run) Step(id string) *StepRun {
+	for i := range r.Steps {
+		if r.Steps[i].ID == id {
+			return &r.Steps[i]
+		}
+	}
+	return nil
+}
+
+// StepRun is what happened to one step of a run.
+type StepRun struct {
+	ID       string          `json:"id"`
+	Kind     string          `json:"kind"`
+	State    string          `json:"state"`
+	Reason   string          `json:"reason,omitempty"`
+	Output   json.RawMessage `json:"output,omitempty"`
+	Attempts []Attempt       `json:"attempts,omitempty"`
+	// NextAt is when the next attempt starts (retrying) or a wait ends (waiting).
+	NextAt   *time.Time `json:"next_at,omitempty"`
+	Started  *time.Time `json:"started,omitempty"`
+	Finished *time.Time `json:"finished,omitempty"`
+	// Approval is the decision on an approval step.
+	Approval *Approval `json:"approval,omitempty"`
+}
+
+// Attempt is one try of a step. Key is its idempotency key (run, step, attempt): a probe
+// attempt's probe id, the Idempotency-Key header of a notify; an attempt is dispatched at
+// most once, and a result for any other key is not taken for it.
+type Attempt struct {
+	N        int        `json:"n"`
+	Key      string     `json:"key"`
+	State    string     `json:"state"` // running | succeeded | failed | timeout
+	Error    string     `json:"error,omitempty"`
+	Agent    string     `json:"agent,omitempty"`
+	Started  time.Time  `json:"started"`
+	Deadline *time.Time `json:"deadline,omitempty"`
+	Finished *time.Time `json:"finished,omitempty"`
+}
+
+// Approval is an operator's decision on an approval step.
+type Approval struct {
+	Approved bool      `json:"approved"`
+	By       string    `json:"by,omitempty"`
+	Comment  string    `json:"comment,omitempty"`
+	Time     time.Time `json:"time"`
+}
+
+// AddRequest (workflow_add) adds a definition; File names it in errors.
+type AddRequest struct {
+	File string `json:"file,omitempty"`
+	YAML string `json:"yaml"`
+}
+
+// AddResponse names the version made.
+type AddResponse struct {
+	Name    string `json:"name"`
+	Version int    `json:"version"`
+	Steps   int    `json:"steps"`
+}
+
+// ListRequest (workflow_ls) pages through definitions by name.
+type ListRequest = page.Request
+
+// WorkflowSummary is one definition in a list: its latest version.
+type WorkflowSummary struct {
+	Name        string    `json:"name"`
+	Version     int       `json:"version"`
+	Description string    `json:"description,omitempty"`
+	Steps       int       `json:"steps"`
+	Added       time.Time `json:"added"`
+}
+
+// ListResponse is one page of definitions.
+type ListResponse struct {
+	Workflows  []WorkflowSummary `json:"workflows"`
+	NextCursor string            `json:"next_cursor,omitempty"`
+}
+
+// ShowRequest (workflow_show) names a definition; Version 0 is the latest.
+type ShowRequest struct {
+	Name    string `json:"name"`
+	Version int    `json:"version,omitempty"`
+}
+
+// Definition is one stored version of a workflow.
+type Definition struct {
+	Name     string    `json:"name"`
+	Version  int       `json:"version"`
+	Versions int       `json:"versions"`
+	Added    time.Time `json:"added"`
+	Workflow Workflow  `json:"workflow"`
+	YAML     string    `json:"yaml"`
+}
+
+// ShowResponse is a definition.
+type ShowResponse = Definition
+
+// RunRequest (run_start) starts a run of the named workflow.
+type RunRequest struct {
+	Name string `json:"name"`
+	RunOptions
+}
+
+// RunOptions are what a run starts with: the workflow's latest version (or Version), and
+// its inputs, typed by the definition (strings are converted: "3" to a number input). They
+// are the body of POST /api/v1/workflows/{name}/runs.
+type RunOptions struct {
+	Version int            `json:"version,omitempty"`
+	Inputs  map[string]any `json:"inputs,omitempty"`
+}
+
+// RunResponse is the run as started.
+type RunResponse = Run
+
+// RunsRequest (runs_ls) pages through runs, newest first.
+type RunsRequest = page.Request
+
+// RunsResponse is one page of runs.
+type RunsResponse struct {
+	Runs       []Run  `json:"runs"`
+	NextCursor string `json:"next_cursor,omitempty"`
+}
+
+// RunIDRequest names a run (run_get, run_cancel).
+type RunIDRequest struct {
+	ID string `json:"id"`
+}
+
+// ApproveRequest (run_approve) records a decision on an approval step of a run. By is who
+// decided: the gateway sets it to the calling token's name.
+type ApproveRequest struct {
+	Run  string `json:"run"`
+	Step string `json:"step"`
+	Decision
+	By string `json:"by,omitempty"`
+}
+
+// Decision approves, or with Reject refuses, an approval step; it is the body of
+// POST /api/v1/workflow-runs/{id}/steps/{step}/approve.
+type Decision struct {
+	Reject  bool   `json:"reject,omitempty"`
+	Comment string `json:"comment,omitempty"`
+}

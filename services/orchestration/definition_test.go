@@ -1,0 +1,177 @@
+package orchestration
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	api "github.com/outpost-dev/outpost/libs/api/orchestration"
+)
+
+const goodDefinition = `
+name: restart-web
+inputs:
+  host: {type: string, required: true}
+  port: {type: number, default: 80}
+steps:
+  - id: check
+    kind: ssh_exec
+    site: lab
+    target: '${{ inputs.host }}'
+    credentials: [lab-ssh]
+    params: {commands: ["systemctl is-active nginx"]}
+    timeout: 30s
+    retry: {max_attempts: 3, backoff: exponential, initial: 1s}
+  - id: ok
+    kind: approval
+    needs: [check]
+    if: '${{ steps.check.output.exit_code != 0 }}'
+  - id: record
+    kind: cmdb_update
+    needs: [ok]
+    params: {ci: {class: linux_server, ip_address: '${{ inputs.host }}'}, set: {last_restart: '${{ now() }}'}}
+`
+
+// Bad definitions are refused with the file, the step and the reason.
+func TestDefinitionValidation(t *testing.T) {
+	if _, err := ParseDefinition("good.yaml", []byte(goodDefinition)); err != nil {
+		t.Fatalf("a good definition is refused: %v", err)
+	}
+	for _, c := range []struct {
+		name, yaml string
+		want       []string // every fragment must be in the error
+	}{
+		{"cycle", `
+name: c
+steps:
+  - {id: a, kind: wait, params: {duration: 1s}, needs: [c]}
+  - {id: b, kind: wait, params: {duration: 1s}, needs: [a]}
+  - {id: c, kind: wait, params: {duration: 1s}, needs: [b]}
+`, []string{"bad.yaml: step a: needs form a cycle: a → c → b → a"}},
+		{"unknown kind", `
+name: k
+steps:
+  - {id: a, kind: teleport}
+`, []string{"bad.yaml: step a: unknown kind \"teleport\"", "ssh_exec", "approval"}},
+		{"unknown step in needs", `
+name: n
+steps:
+  - {id: a, kind: approval, needs: [nope]}
+`, []string{"bad.yaml: step a: needs \"nope\": no step has that id"}},
+		{"bad expression", `
+name: e
+inputs: {host: {}}
+steps:
+  - {id: a, kind: http_request, site: lab, target: '${{ inputs.host + }}'}
+`, []string{"bad.yaml: step a: target: bad expression"}},
+		{"undeclared input", `
+name: e
+steps:
+  - {id: a, kind: http_request, site: lab, target: '${{ inputs.host }}'}
+`, []string{"bad.yaml: step a: target:", "inputs.host, which the workflow does not declare"}},
+		{"step output not needed", `
+name: e
+steps:
+  - {id: a, kind: approval}
+  - {id: b, kind: approval, if: "steps.a.state == 'succeeded'"}
+`, []string{"bad.yaml: step b: if:", "steps.a, which this step does not need"}},
+		{"unknown identifier", `
+name: e
+steps:
+  - {id: a, kind: approval, if: '${{ secrets.x }}'}
+`, []string{"bad.yaml: step a: if: bad expression"}},
+		{"probe without site, bad params, bad retry", `
+name: p
+steps:
+  - {id: a, kind: http_request, params: {port: "eighty"}, retry: {max_attempts: 0, backoff: linear}}
+`, []string{"step a: site is required", "params.port", "retry.max_attempts 0", "retry.backoff \"linear\""}},
+		{"duplicate ids and bad names", `
+name: Bad_Name
+steps:
+  - {id: a, kind: approval}
+  - {id: a, kind: approval}
+  - {id: B-2, kind: approval}
+`, []string{"name \"Bad_Name\"", "step a: id used by another step", "step B-2: id:"}},
+		{"unknown field", `
+name: f
+steps:
+  - {id: a, kind: approval, wait_for: ever}
+`, []string{"bad.yaml: not a workflow definition", "wait_for"}},
+		{"built-in params", `
+name: b
+steps:
+  - {id: w, kind: wait}
+  - {id: u, kind: cmdb_update, params: {ci: {class: linux_server}}}
+  - {id: n, kind: notify, site: lab}
+`, []string{"step w: params.duration is required", "step u: params.ci needs at least one identifying attribute", "step u: params.set is required",
+			"step n: params.url is required", "step n: site, target, credentials and priority are for probe kinds"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := ParseDefinition("bad.yaml", []byte(c.yaml))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q\n does not say %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// A run's inputs are checked against the definition: required, unknown, typed.
+func TestRunInputs(t *testing.T) {
+	wf, err := ParseDefinition("good.yaml", []byte(goodDefinition))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := api.Definition{Name: wf.Name, Version: 2, Workflow: wf.Workflow}
+	for _, c := range []struct {
+		name  string
+		given map[string]any
+		want  string // error fragment; "" = accepted
+		check func(map[string]any) bool
+	}{
+		{"missing required", map[string]any{}, "input host is required by workflow restart-web v2: give --input host=…", nil},
+		{"unknown", map[string]any{"host": "h", "hots": "x"}, "input \"hots\": workflow restart-web v2 takes no such input (it takes host, port)", nil},
+		{"wrong type", map[string]any{"host": "h", "port": "eighty"}, "input port: eighty is not a number", nil},
+		{"converted and defaulted", map[string]any{"host": "10.0.0.1"}, "", func(m map[string]any) bool { return m["host"] == "10.0.0.1" && m["port"] == 80 }},
+		{"string to number", map[string]any{"host": "h", "port": "8080"}, "", func(m map[string]any) bool { return m["port"] == 8080.0 }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := typedInputs(d, c.given)
+			if c.want != "" {
+				if err == nil || !strings.Contains(err.Error(), c.want) {
+					t.Fatalf("error %v, want %q", err, c.want)
+				}
+				return
+			}
+			if err != nil || !c.check(got) {
+				t.Fatalf("inputs %v, err %v", got, err)
+			}
+		})
+	}
+}
+
+// Expressions: a whole ${{ }} keeps its type, embedded ones are formatted into the text.
+func TestRender(t *testing.T) {
+	r := &api.Run{ID: "R1", Workflow: "w", Version: 3, Inputs: map[string]any{"host": "h1", "ports": []any{22.0, 80.0}},
+		Steps: []api.StepRun{{ID: "a", State: api.StepSucceeded, Output: []byte(`{"exit_code": 2}`)}}}
+	env := runEnv(r, func() time.Time { return time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC) })
+	got, err := render(map[string]any{"list": "${{ inputs.ports }}", "text": "host ${{ inputs.host }} run ${{ run.id }} v${{ run.version }}",
+		"code": "${{ steps.a.output.exit_code }}", "at": "${{ now() }}"}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := got.(map[string]any)
+	if l, ok := m["list"].([]any); !ok || len(l) != 2 || m["text"] != "host h1 run R1 v3" || m["code"] != 2.0 || m["at"] != "2030-01-02T03:04:05Z" {
+		t.Fatalf("rendered %#v", m)
+	}
+	if ok, err := condition("${{ steps.a.output.exit_code != 0 }}", env); !ok || err != nil {
+		t.Fatalf("condition: %v %v", ok, err)
+	}
+	if _, err := condition("inputs.host", env); err == nil || !strings.Contains(err.Error(), "not true or false") {
+		t.Fatalf("a non-bool if: %v", err)
+	}
+}

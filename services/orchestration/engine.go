@@ -1,0 +1,388 @@
+package orchestration
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	api "github.com/outpost-dev/outpost/libs/api/orchestration"
+)
+
+// A run advances by looking at every step in a topological order, as often as something
+// changed:
+//
+//	pending   → its needs are all done: if: decides → the first attempt starts (or skipped)
+//	running   → an attempt is in flight: its result, a timeout, or (built-ins) a restart ends it
+//	retrying  → the next attempt starts at NextAt
+//	waiting   → approval (the operator's decision) or wait (NextAt)
+//	succeeded | failed | skipped | canceled: done
+//
+// A failed step with on_failure: fail fails the run (steps not started are skipped, steps in
+// flight canceled); with continue, its dependents run as if it had succeeded.
+
+func terminal(state string) bool {
+	switch state {
+	case api.StepSucceeded, api.StepFailed, api.StepSkipped, api.StepCanceled:
+		return true
+	}
+	return false
+}
+
+func (a *active) step(id string) api.Step { return a.wf.Steps[a.wf.index[id]] }
+
+// advance moves the run as far as it can now and returns when it must look again (zero:
+// only when woken). Caller holds a.mu.
+func (s *service) advance(ctx context.Context, wg *sync.WaitGroup, a *active) time.Time {
+	r := a.run
+	if r.Done() {
+		return time.Time{}
+	}
+	before, _ := json.Marshal(r)
+	defer func() {
+		if after, _ := json.Marshal(r); string(after) != string(before) {
+			if err := s.save(ctx, r); err != nil {
+				s.log.Warn("save run", "run", r.ID, "err", err)
+			}
+		}
+	}()
+	if r.CancelRequested {
+		s.finishRun(a, api.RunCanceled, "canceled by an operator")
+		return time.Time{}
+	}
+	var next time.Time
+	soon := func(t time.Time) {
+		if next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	for progress := true; progress && !r.Done(); {
+		progress = false
+		now := s.now()
+		for _, id := range a.wf.order {
+			st := r.Step(id)
+			step := a.step(id)
+			switch st.State {
+			case api.StepPending:
+				ready, skip := s.ready(a, step)
+				if !ready {
+					continue
+				}
+				progress = true
+				st.Started = &now
+				if skip != "" {
+					s.endStep(st, api.StepSkipped, skip, nil)
+					continue
+				}
+				if step.If != "" {
+					ok, err := condition(step.If, runEnv(r, s.now))
+					if err != nil {
+						s.endStep(st, api.StepFailed, "if: "+err.Error(), nil)
+						continue
+					}
+					if !ok {
+						s.endStep(st, api.StepSkipped, "if was false", nil)
+						continue
+					}
+				}
+				s.startAttempt(ctx, wg, a, step, st)
+			case api.StepRunning, api.StepWaiting:
+				att := &st.Attempts[len(st.Attempts)-1]
+				if att.Deadline != nil && !now.Before(*att.Deadline) {
+					att.State = "timeout"
+					s.attemptFailed(a, step, st, fmt.Sprintf("attempt %d timed out after %s", att.N, a.wf.timeouts[id]), false, 0)
+					progress = true
+					continue
+				}
+				if st.State == api.StepRunning && isBuiltin(step.Kind) && !a.inflight[att.Key] {
+					s.attemptFailed(a, step, st, fmt.Sprintf("attempt %d was interrupted: the orchestration service restarted while it ran", att.N), false, 0)
+					progress = true
+					continue
+				}
+				if st.State == api.StepWaiting && step.Kind == api.KindWait && st.NextAt != nil {
+					if !now.Before(*st.NextAt) {
+						att.State = api.StepSucceeded
+						att.Finished = &now
+						st.NextAt = nil
+						s.endStep(st, api.StepSucceeded, "", json.RawMessage(`{}`))
+						progress = true
+						continue
+					}
+					soon(*st.NextAt)
+				}
+				if att.Deadline != nil {
+					soon(*att.Deadline)
+				}
+			case api.StepRetrying:
+				if st.NextAt != nil && now.Before(*st.NextAt) {
+					soon(*st.NextAt)
+					continue
+				}
+				st.NextAt = nil
+				s.startAttempt(ctx, wg, a, step, st)
+				progress = true
+			}
+		}
+		s.settle(a)
+	}
+	return next
+}
+
+// ready reports whether a pending step's needs are all done, and a reason to skip it when
+// one of them was skipped or canceled.
+func (s *service) ready(a *active, step api.Step) (bool, string) {
+	skip := ""
+	for _, n := range step.Needs {
+		ns := a.run.Step(n)
+		switch ns.State {
+		case api.StepSucceeded:
+		case api.StepFailed:
+			if a.step(n).OnFailure != "continue" {
+				return false, "" // the run fails
+			}
+		case api.StepSkipped, api.StepCanceled:
+			if skip == "" {
+				skip = fmt.Sprintf("needs %s, which was %s", n, ns.State)
+			}
+		default:
+			return false, ""
+		}
+	}
+	return true, skip
+}
+
+// settle ends the run when a step failed it or every step is done.
+func (s *service) settle(a *active) {
+	r := a.run
+	if r.Done() {
+		return
+	}
+	all := true
+	for i := range r.Steps {
+		st := &r.Steps[i]
+		if st.State == api.StepFailed && a.step(st.ID).OnFailure != "continue" {
+			s.finishRun(a, api.RunFailed, fmt.Sprintf("step %s failed: %s", st.ID, st.Reason))
+			return
+		}
+		if !terminal(st.State) {
+			all = false
+		}
+	}
+	if all {
+		s.finishRun(a, api.RunCompleted, "")
+	}
+}
+
+// finishRun ends the run: steps not started are skipped, steps in flight canceled (a late
+// result is then not taken for them).
+func (s *service) finishRun(a *active, state, reason string) {
+	r := a.run
+	now := s.now()
+	for i := range r.Steps {
+		st := &r.Steps[i]
+		switch st.State {
+		case api.StepPending:
+			s.endStep(st, api.StepSkipped, "the run was "+state+" before it started", nil)
+		case api.StepRunning, api.StepRetrying, api.StepWaiting:
+			if n := len(st.Attempts); n > 0 && st.Attempts[n-1].Finished == nil {
+				st.Attempts[n-1].State = api.StepCanceled
+				st.Attempts[n-1].Finished = &now
+			}
+			st.NextAt = nil
+			s.endStep(st, api.StepCanceled, "the run was "+state+" while it ran", nil)
+		}
+	}
+	r.State, r.Reason = state, reason
+	r.Finished = &now
+	s.log.Info("run finished", "run", r.ID, "workflow", r.Workflow, "version", r.Version, "state", state, "reason", reason)
+}
+
+func (s *service) endStep(st *api.StepRun, state, reason string, output json.RawMessage) {
+	now := s.now()
+	st.State, st.Reason = state, reason
+	if output != nil {
+		st.Output = output
+	}
+	st.Finished = &now
+}
+
+// startAttempt begins the step's next attempt (caller holds a.mu).
+func (s *service) startAttempt(ctx context.Context, wg *sync.WaitGroup, a *active, step api.Step, st *api.StepRun) {
+	r := a.run
+	now := s.now()
+	n := len(st.Attempts) + 1
+	att := api.Attempt{N: n, Key: attemptKey(r.ID, step.ID, n), State: api.StepRunning, Started: now}
+	if d := a.wf.timeouts[step.ID]; d > 0 {
+		dl := now.Add(d)
+		att.Deadline = &dl
+	}
+	st.Attempts = append(st.Attempts, att)
+	st.State = api.StepRunning
+	env := runEnv(r, s.now)
+	switch step.Kind {
+	case api.KindApproval:
+		st.State = api.StepWaiting
+		s.log.Info("step waits for approval", "run", r.ID, "step", step.ID)
+	case api.KindWait:
+		v, err := renderString(fmt.Sprint(step.Params["duration"]), env)
+		if err != nil {
+			s.attemptFailed(a, step, st, "params.duration: "+err.Error(), true, 0)
+			return
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			s.attemptFailed(a, step, st, fmt.Sprintf("params.duration %q: want a duration, e.g. 30s", v), true, 0)
+			return
+		}
+		t := now.Add(d)
+		st.NextAt = &t
+		st.State = api.StepWaiting
+	case api.KindCMDBUpdate, api.KindNotify:
+		v, err := render(step.Params, env)
+		if err != nil {
+			s.attemptFailed(a, step, st, "params."+err.Error(), true, 0)
+			return
+		}
+		params, _ := v.(map[string]any)
+		a.inflight[att.Key] = true
+		timeout := a.wf.timeouts[step.ID]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			bctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			var out any
+			var err error
+			if step.Kind == api.KindCMDBUpdate {
+				out, err = s.cmdbUpdate(bctx, r.Workflow, params)
+			} else {
+				out, err = s.notify(bctx, att.Key, params)
+			}
+			s.builtinDone(ctx, a, step.ID, att.Key, out, err)
+		}()
+	default:
+		s.dispatchProbe(ctx, a, step, st, env)
+	}
+}
+
+// attemptKey is the idempotency key of one attempt: the probe's id for a probe step.
+func attemptKey(run, step string, n int) string { return fmt.Sprintf("%s-%s-%d", run, step, n) }
+
+// attemptFailed ends the current attempt as failed and retries the step when its policy
+// allows (permanent failures — a bad expression, a refused credential — are not retried).
+// retryAfter is the target's own wish (Retry-After), honoured when longer than the backoff.
+func (s *service) attemptFailed(a *active, step api.Step, st *api.StepRun, msg string, permanent bool, retryAfter time.Duration) {
+	now := s.now()
+	att := &st.Attempts[len(st.Attempts)-1]
+	if att.State == api.StepRunning {
+		att.State = api.StepFailed
+	}
+	att.Error, att.Finished = msg, &now
+	attempts := 1
+	if step.Retry != nil {
+		attempts = step.Retry.MaxAttempts
+	}
+	if permanent || att.N >= attempts {
+		if att.N > 1 {
+			msg = fmt.Sprintf("%s (attempt %d of %d)", msg, att.N, attempts)
+		}
+		s.endStep(st, api.StepFailed, msg, nil)
+		s.log.Info("step failed", "run", a.run.ID, "step", st.ID, "attempt", att.N, "reason", msg)
+		return
+	}
+	wait := max(backoff(step.Retry, att.N), retryAfter)
+	t := now.Add(wait)
+	st.State, st.NextAt, st.Reason = api.StepRetrying, &t, msg
+	s.log.Info("step attempt failed; retrying", "run", a.run.ID, "step", st.ID, "attempt", att.N, "in", wait, "reason", msg)
+}
+
+// attemptSucceeded ends the current attempt and the step with its output.
+func (s *service) attemptSucceeded(st *api.StepRun, output json.RawMessage) {
+	now := s.now()
+	att := &st.Attempts[len(st.Attempts)-1]
+	att.State, att.Finished = api.StepSucceeded, &now
+	st.NextAt = nil
+	s.endStep(st, api.StepSucceeded, "", output)
+}
+
+// backoff is the wait before attempt n+1.
+func backoff(r *api.Retry, n int) time.Duration {
+	if r == nil {
+		return 0
+	}
+	initial := time.Second
+	if r.Initial != "" {
+		initial, _ = time.ParseDuration(r.Initial)
+	}
+	maxWait := time.Hour
+	if r.Max != "" {
+		maxWait, _ = time.ParseDuration(r.Max)
+	}
+	d := initial
+	if r.Backoff == "exponential" {
+		for i := 1; i < n && d < maxWait; i++ {
+			d *= 2
+		}
+	}
+	return min(d, maxWait)
+}
+
+// currentAttempt finds the step whose current attempt has key and is still in flight.
+func currentAttempt(r *api.Run, key string) *api.StepRun {
+	for i := range r.Steps {
+		st := &r.Steps[i]
+		if n := len(st.Attempts); n > 0 && st.Attempts[n-1].Key == key &&
+			(st.State == api.StepRunning || st.State == api.StepWaiting) && st.Attempts[n-1].Finished == nil {
+			return st
+		}
+	}
+	return nil
+}
+
+// builtinDone records the end of a built-in attempt run in this process.
+func (s *service) builtinDone(ctx context.Context, a *active, stepID, key string, out any, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.inflight, key)
+	st := currentAttempt(a.run, key)
+	if st == nil || st.ID != stepID {
+		return // canceled or timed out meanwhile
+	}
+	step := a.step(stepID)
+	if err != nil {
+		var pe *permanentError
+		s.attemptFailed(a, step, st, err.Error(), errors.As(err, &pe), 0)
+	} else {
+		b, _ := json.Marshal(out)
+		s.attemptSucceeded(st, s.capOutput(b))
+	}
+	if err := s.save(ctx, a.run); err != nil {
+		s.log.Warn("save run", "run", a.run.ID, "err", err)
+	}
+	a.wake()
+}
+
+// capOutput keeps an output in the run only up to MaxOutput bytes.
+func (s *service) capOutput(b json.RawMessage) json.RawMessage {
+	if len(b) <= s.cfg.MaxOutput {
+		return b
+	}
+	out, _ := json.Marshal(map[string]any{"truncated": true, "size": len(b),
+		"note": fmt.Sprintf("output of %d bytes is over the %d kept in a run", len(b), s.cfg.MaxOutput)})
+	return out
+}
+
+func isBuiltin(kind string) bool {
+	return kind == api.KindCMDBUpdate || kind == api.KindNotify || kind == api.KindApproval || kind == api.KindWait
+}
+
+// permanentError is a failure that another attempt would repeat (bad params, a refusal).
+type permanentError struct{ msg string }
+
+func (e *permanentError) Error() string { return e.msg }
+
+func permanent(format string, args ...any) error {
+	return &permanentError{msg: fmt.Sprintf(format, args...)}
+}

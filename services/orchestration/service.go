@@ -1,0 +1,310 @@
+// Package orchestration runs workflows: DAGs of steps defined in YAML, each step a probe
+// run on a site's bridges or a built-in (approval, wait, cmdb_update, notify), with
+// expressions, conditions, timeouts and retries. A run's whole state lives in KV and is
+// written before anything leaves the service, so any replica resumes any run after a crash,
+// and an attempt is dispatched at most once (its idempotency key is the probe id).
+package orchestration
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
+
+	api "github.com/outpost-dev/outpost/libs/api/orchestration"
+	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/clock"
+	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/version"
+)
+
+// Service is the name on the bus: svc.orchestration.<op>, result.orchestration.>,
+// dlq.orchestration; probes it sends carry App "orchestration".
+const Service = api.Service
+
+// ResultsConsumer is the durable consumer of the results of the probes of workflow steps.
+const ResultsConsumer = "orchestration-results"
+
+// KV buckets of the service.
+const (
+	KVWorkflows = "workflows"     // <name>.<version, 6 digits> → api.Definition
+	KVRuns      = "workflow_runs" // <run id> → api.Run (the run's whole state)
+)
+
+// Deps are what Run needs from its host process.
+type Deps struct {
+	NC     *nats.Conn
+	JS     jetstream.JetStream
+	Logger *slog.Logger
+	Tracer trace.TracerProvider
+	// Clock drives attempt deadlines, retry backoff, waits, the lease and timestamps;
+	// default the real clock. Tests give a clock.Fake.
+	Clock clock.Clock
+	// HTTP sends notify webhooks; default a client with the step's timeout.
+	HTTP *http.Client
+}
+
+// Consumers are the durable consumers the service needs; the hub adds them to its topology.
+func Consumers() []bus.ConsumerSpec {
+	return []bus.ConsumerSpec{{
+		Stream: bus.StreamResults, Name: ResultsConsumer, Filters: []string{"result." + Service + ".>"},
+		AckWait: 30 * time.Second, MaxDeliver: 5, MaxAckPending: 1000,
+		Description: "probe results of workflow steps",
+	}}
+}
+
+type service struct {
+	cfg   Config
+	deps  Deps
+	clock clock.Clock
+	log   *slog.Logger
+	pub   *bus.Publisher
+	httpc *http.Client
+
+	kvDefs, kvRuns, kvLeases jetstream.KeyValue
+
+	mu   sync.Mutex
+	runs map[string]*active // unfinished runs this replica advances
+
+	// lost is set when this replica loses the active lease: what it holds in memory is
+	// stale and must not overwrite what the active replica writes.
+	lost atomic.Bool
+
+	// armed, when set (tests), is told each time a run's goroutine sleeps until at: a
+	// test moves its fake clock only once the run waits for it.
+	armed func(run string, at time.Time)
+}
+
+// active is an unfinished run in memory, advanced by its own goroutine (drive). Every
+// change is written to KV under mu before anything that depends on it leaves the service.
+type active struct {
+	mu  sync.Mutex
+	run *api.Run
+	wf  *workflow
+	// kick wakes the run's goroutine: a result, an approval, a cancel.
+	kick chan struct{}
+	// inflight are the keys of built-in attempts running in this process; a running
+	// built-in attempt found after a restart is not among them and was interrupted.
+	inflight map[string]bool
+}
+
+func (a *active) wake() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (s *service) now() time.Time { return s.clock.Now().UTC() }
+
+// Run serves orchestration until ctx ends.
+func Run(ctx context.Context, cfg Config, deps Deps) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("orchestration config: %w", err)
+	}
+	if deps.NC == nil || deps.JS == nil {
+		return errors.New("orchestration: NATS connection and JetStream are required")
+	}
+	s, err := newService(ctx, cfg, deps)
+	if err != nil {
+		return err
+	}
+	return s.serveWhenActive(ctx)
+}
+
+func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Replica == "" {
+		cfg.Replica = envelope.NewID()
+	}
+	s := &service{cfg: cfg, deps: deps, clock: clock.Or(deps.Clock), log: log.With("component", Service),
+		runs: map[string]*active{}, pub: bus.NewPublisher(deps.JS, envelope.ServiceSource(Service), deps.Tracer), httpc: deps.HTTP}
+	if s.httpc == nil {
+		// no redirects: a webhook answers where it was asked
+		s.httpc = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	}
+	kv := func(spec jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+		b, err := deps.JS.KeyValue(ctx, spec.Bucket)
+		if err == nil {
+			return b, nil
+		}
+		if !errors.Is(err, jetstream.ErrBucketNotFound) {
+			return nil, fmt.Errorf("kv %s: %w", spec.Bucket, err)
+		}
+		spec.Storage = jetstream.FileStorage
+		if b, err = deps.JS.CreateOrUpdateKeyValue(ctx, spec); err != nil {
+			return nil, fmt.Errorf("kv %s: %w", spec.Bucket, err)
+		}
+		return b, nil
+	}
+	var errs []error
+	pick := func(b jetstream.KeyValue, err error) jetstream.KeyValue { errs = append(errs, err); return b }
+	s.kvDefs = pick(kv(jetstream.KeyValueConfig{Bucket: KVWorkflows, Description: "workflow definitions, every version", History: 1}))
+	s.kvRuns = pick(kv(jetstream.KeyValueConfig{Bucket: KVRuns, Description: "workflow runs: the whole state of each", History: 1}))
+	s.kvLeases = pick(kv(jetstream.KeyValueConfig{Bucket: bus.KVLeases, Description: "scheduler leases", History: 1, LimitMarkerTTL: time.Second}))
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// serve runs while this replica holds the active lease.
+func (s *service) serve(ctx context.Context) error {
+	for _, c := range Consumers() {
+		if _, err := s.deps.JS.CreateOrUpdateConsumer(ctx, c.Stream, c.Config()); err != nil {
+			return fmt.Errorf("orchestration consumer %s: %w", c.Name, err)
+		}
+	}
+	router, err := bus.NewRouter(s.deps.NC, s.deps.JS, bus.RouterConfig{Service: Service,
+		Topology: bus.Topology{Consumers: Consumers()}, MaxInFlight: 64, Logger: s.log, Tracer: s.deps.Tracer})
+	if err != nil {
+		return err
+	}
+	if err := router.Handle("orchestration-results", ResultsConsumer, bus.DecodedResult(s.handleResult)); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	if err := s.resume(ctx, &wg); err != nil {
+		s.log.Error("resume runs", "err", err)
+	}
+	svc, err := bus.AddService(ctx, s.deps.NC, bus.ServiceConfig{Name: Service, Version: version.Semver(),
+		Description: "workflows: definitions, runs, approvals", Endpoints: s.endpoints(ctx, &wg), Logger: s.log})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = svc.Stop() }()
+	err = router.Run(ctx)
+	wg.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// resume takes every unfinished run from KV and carries it on where it was: attempts in
+// flight keep waiting for their result (they are never sent again).
+func (s *service) resume(ctx context.Context, wg *sync.WaitGroup) error {
+	keys, err := s.kvRuns.ListKeys(ctx)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return nil
+		}
+		return err
+	}
+	n := 0
+	for k := range keys.Keys() {
+		e, err := s.kvRuns.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		var r api.Run
+		if err := json.Unmarshal(e.Value(), &r); err != nil || r.Done() {
+			continue
+		}
+		d, err := s.definition(ctx, r.Workflow, r.Version)
+		if err != nil {
+			s.log.Error("resume run: its definition is gone", "run", r.ID, "workflow", r.Workflow, "version", r.Version, "err", err)
+			continue
+		}
+		wf, err := validate(r.Workflow, d.Workflow)
+		if err != nil {
+			s.log.Error("resume run: its definition no longer validates", "run", r.ID, "err", err)
+			continue
+		}
+		s.start(ctx, wg, &r, wf)
+		n++
+	}
+	if n > 0 {
+		s.log.Info("runs resumed", "runs", n)
+	}
+	return nil
+}
+
+// start puts a run in memory and starts its goroutine.
+func (s *service) start(ctx context.Context, wg *sync.WaitGroup, r *api.Run, wf *workflow) *active {
+	a := &active{run: r, wf: wf, kick: make(chan struct{}, 1), inflight: map[string]bool{}}
+	s.mu.Lock()
+	s.runs[r.ID] = a
+	s.mu.Unlock()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.drive(ctx, wg, a)
+	}()
+	return a
+}
+
+func (s *service) lookup(id string) *active {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.runs[id]
+}
+
+// drive advances one run until it is finished or ctx ends, sleeping until its next
+// deadline or until something wakes it.
+func (s *service) drive(ctx context.Context, wg *sync.WaitGroup, a *active) {
+	for {
+		a.mu.Lock()
+		next := s.advance(ctx, wg, a)
+		done := a.run.Done()
+		a.mu.Unlock()
+		if done {
+			s.mu.Lock()
+			delete(s.runs, a.run.ID)
+			s.mu.Unlock()
+			return
+		}
+		var timer clock.Timer
+		var fire <-chan time.Time
+		if !next.IsZero() {
+			d := next.Sub(s.now())
+			if d <= 0 {
+				continue // due already (a clock moved while the run advanced)
+			}
+			timer = s.clock.NewTimer(d)
+			fire = timer.C()
+			if s.armed != nil {
+				s.armed(a.run.ID, next)
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-a.kick:
+		case <-fire:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// save writes the run (caller holds a.mu).
+func (s *service) save(ctx context.Context, r *api.Run) error {
+	if s.lost.Load() {
+		return errors.New("this orchestration replica lost its lease")
+	}
+	r.Updated = s.now()
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	if _, err := s.kvRuns.Put(context.WithoutCancel(ctx), r.ID, b); err != nil {
+		return fmt.Errorf("save run %s: %w", r.ID, err)
+	}
+	return nil
+}

@@ -1,0 +1,137 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	api "github.com/outpost-dev/outpost/libs/api/orchestration"
+	"github.com/outpost-dev/outpost/libs/lab"
+)
+
+// A workflow through `outpost up` and a real bridge: ssh_exec on a lab host with a stored
+// credential, http_request to a lab web server, an approval given after the hub was killed
+// (SIGKILL) while it waited, and cmdb_update on the discovered CI, whose attribute then
+// names the workflow as its source.
+func TestWorkflowEndToEnd(t *testing.T) {
+	t.Parallel()
+	const cidr = "127.77.124.0/24"
+	l, err := lab.Start(context.Background(), lab.Config{Range: cidr, Hosts: 16, Seed: 3})
+	if err != nil {
+		t.Skipf("lab: %v", err)
+	}
+	defer l.Close()
+	var linux, web lab.Host
+	for _, mh := range l.Manifest().Hosts {
+		if mh.Hostile {
+			continue
+		}
+		if linux.IP == "" && mh.Class == "linux_server" && mh.Credentials.SSH != nil {
+			linux = mh
+		}
+		if web.IP == "" && slices.Contains(mh.OpenTCP, 80) {
+			web = mh
+		}
+	}
+	if linux.IP == "" || web.IP == "" {
+		t.Fatal("the lab has no linux server with SSH or no web server")
+	}
+	h := startHub(t, t.TempDir())
+	tok := h.addSite(t, "lab", cidr, true)
+	startBridge(t, h, "lab", "br1", tok)
+	h.waitStatus(t, "br1", "up")
+	h.mustAPI(t, "POST", "/api/v1/credentials", map[string]any{"name": "lab-ssh", "type": "ssh", "site": "lab",
+		"username": linux.Credentials.SSH.Username, "secret": linux.Credentials.SSH.Password}, nil)
+	if r := waitDiscovery(t, h, startDiscovery(t, h, "lab", linux.IP+"/32"), 2*time.Minute); r.State != "completed" {
+		t.Fatalf("discovery of %s: %+v", linux.IP, r)
+	}
+
+	// a bad definition is refused with file, step and reason
+	code, b := h.api(t, "POST", "/api/v1/workflows", api.AddRequest{File: "bad.yaml", YAML: "name: bad\nsteps:\n  - {id: a, kind: approval, needs: [b]}\n"})
+	if code != 400 || !strings.Contains(string(b), `bad.yaml: step a: needs \"b\": no step has that id`) {
+		t.Fatalf("bad definition: %d %s", code, b)
+	}
+	var added api.AddResponse
+	h.mustAPI(t, "POST", "/api/v1/workflows", api.AddRequest{File: "flow.yaml", YAML: `
+name: e2e-flow
+inputs:
+  host: {required: true}
+  web: {required: true}
+steps:
+  - id: who
+    kind: ssh_exec
+    site: lab
+    target: '${{ inputs.host }}'
+    credentials: [lab-ssh]
+    params: {commands: ["hostname"]}
+  - id: page
+    kind: http_request
+    site: lab
+    needs: [who]
+    target: '${{ inputs.web }}'
+    params: {scheme: http, port: 80, path: /}
+  - id: ok
+    kind: approval
+    needs: [page]
+  - id: record
+    kind: cmdb_update
+    needs: [ok]
+    params: {ci: {class: linux_server, ip_address: '${{ inputs.host }}'}, set: {description: 'host ${{ trim(steps.who.output.outputs[0].stdout.text) }}'}}
+`}, &added)
+	var run api.Run
+	h.mustAPI(t, "POST", "/api/v1/workflows/e2e-flow/runs", map[string]any{"inputs": map[string]string{"host": linux.IP, "web": web.IP}}, &run)
+	get := func() api.Run {
+		var r api.Run
+		h.mustAPI(t, "GET", "/api/v1/workflow-runs/"+run.ID, nil, &r)
+		return r
+	}
+	eventually(t, time.Minute, func() error {
+		if r := get(); r.Step("ok").State != api.StepWaiting {
+			return fmt.Errorf("run %s (%s): ok is %s", r.State, r.Reason, r.Step("ok").State)
+		}
+		return nil
+	})
+	r := get()
+	if who := string(r.Step("who").Output); !strings.Contains(who, linux.Name) || r.Step("who").Attempts[0].Agent != "br1" {
+		t.Fatalf("who: %s", who)
+	}
+	if page := string(r.Step("page").Output); !strings.Contains(page, `"status":200`) {
+		t.Fatalf("page: %s", page)
+	}
+
+	h.proc.kill(t)
+	h.restart(t)
+	// the approval lands once the restarted hub's orchestration serves again
+	eventually(t, 30*time.Second, func() error {
+		code, b := h.api(t, "POST", "/api/v1/workflow-runs/"+run.ID+"/steps/ok/approve", nil)
+		if code != 200 {
+			return fmt.Errorf("approve: %d %s", code, b)
+		}
+		return nil
+	})
+	eventually(t, 30*time.Second, func() error {
+		if r = get(); r.State != api.RunCompleted {
+			return fmt.Errorf("run %s: %s", r.State, r.Reason)
+		}
+		return nil
+	})
+	if r.Step("ok").Approval == nil || r.Step("ok").Approval.By != "admin" || len(r.Step("who").Attempts) != 1 {
+		t.Fatalf("approval %+v, who attempts %d", r.Step("ok").Approval, len(r.Step("who").Attempts))
+	}
+	var out struct {
+		CI string `json:"ci"`
+	}
+	_ = json.Unmarshal(r.Step("record").Output, &out)
+	var ci struct {
+		Attributes map[string]any                     `json:"attributes"`
+		Sources    map[string]struct{ Source string } `json:"sources"`
+	}
+	h.mustAPI(t, "GET", "/api/v1/cis/"+out.CI, nil, &ci)
+	if ci.Attributes["description"] != "host "+linux.Name || ci.Sources["description"].Source != "workflow:e2e-flow" || ci.Attributes["ip_address"] != linux.IP {
+		t.Fatalf("CI %s: description %v from %q", out.CI, ci.Attributes["description"], ci.Sources["description"].Source)
+	}
+}
