@@ -92,7 +92,9 @@ type Event struct {
 	MessageKey string            `json:"message_key,omitempty"`
 	Message    string            `json:"message,omitempty"`
 	Time       time.Time         `json:"time"`
-	Fields     map[string]string `json:"fields,omitempty"`
+	// Additional carries what the sender knew beyond the fields above (a trap's varbinds,
+	// a syslog message's structured data, a webhook's extra keys), as text.
+	Additional map[string]string `json:"additional,omitempty"`
 }
 
 // CIPayload is a set of CIs and relations observed by one source, sent to the CMDB
