@@ -18,11 +18,13 @@ import (
 // endpoints are svc.correlation.<op>; every replica serves them (queue group).
 func (s *service) endpoints() map[string]bus.Endpoint {
 	return map[string]bus.Endpoint{
-		api.OpEventSend:    bus.JSON(s.eventSend),
-		api.OpAlertsList:   bus.JSON(s.alertsList),
-		api.OpAlertGet:     bus.JSON(s.alertGet),
-		api.OpAlertAck:     bus.JSON(func(ctx context.Context, r api.IDRequest) (any, error) { return s.alertChange(ctx, r, api.OpAlertAck) }),
-		api.OpAlertClose:   bus.JSON(func(ctx context.Context, r api.IDRequest) (any, error) { return s.alertChange(ctx, r, api.OpAlertClose) }),
+		api.OpEventSend:  bus.JSON(s.eventSend),
+		api.OpAlertsList: bus.JSON(s.alertsList),
+		api.OpAlertGet:   bus.JSON(s.alertGet),
+		api.OpAlertAck:   bus.JSON(func(ctx context.Context, r api.IDRequest) (any, error) { return s.alertChange(ctx, r, api.OpAlertAck) }),
+		api.OpAlertClose: bus.JSON(func(ctx context.Context, r api.IDRequest) (any, error) {
+			return s.alertChange(ctx, r, api.OpAlertClose)
+		}),
 		api.OpSilenceAdd:   bus.JSON(s.silenceAdd),
 		api.OpSilencesList: bus.JSON(s.silencesList),
 		api.OpSilenceRm:    bus.JSON(s.silenceRm),
