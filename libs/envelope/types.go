@@ -92,9 +92,10 @@ type Event struct {
 	MessageKey string    `json:"message_key,omitempty"`
 	Message    string    `json:"message,omitempty"`
 	Time       time.Time `json:"time"`
-	// Additional carries what the sender knew beyond the fields above (a trap's varbinds,
-	// a syslog message's structured data, a webhook's extra keys), as text.
-	Additional map[string]string `json:"additional,omitempty"`
+	// Fields carry what the sender knew beyond the fields above (a trap's varbinds, a
+	// syslog message's structured data, a webhook's "additional" keys), as text. On the wire
+	// they are "additional", the name event senders know.
+	Fields map[string]string `json:"additional,omitempty"`
 }
 
 // CIPayload is a set of CIs and relations observed by one source, sent to the CMDB

@@ -30,13 +30,14 @@ type item struct {
 
 // checkOrigin is the origin stage: a bridge may publish only event.<its site>.>, so the
 // subject is the sender's identity; a body claiming another site or source is a forgery or
-// a bug, and a retry cannot fix it.
+// a bug, and a retry cannot fix it. event.hub.<service> is the hub's own (no bridge may
+// publish there): a hub service speaks about any site, so only the source must match.
 func checkOrigin(subject string, ev *envelope.Event) error {
 	t := strings.Split(subject, ".")
 	if len(t) != 3 || t[0] != "event" {
 		return bus.Permanent(fmt.Errorf("event %s arrived on %q, not on event.<site>.<source>", ev.ID, subject))
 	}
-	if ev.Site != t[1] || ev.Source != t[2] {
+	if (ev.Site != t[1] && t[1] != bus.OriginHub) || ev.Source != t[2] {
 		return bus.Permanent(fmt.Errorf("event %s claims site %q source %q but was sent on %s: a sender may only send its own site's events",
 			ev.ID, ev.Site, ev.Source, subject))
 	}
@@ -116,7 +117,7 @@ func fold(cur *api.Alert, it item, now time.Time) (next, archived *api.Alert, ch
 		}
 		a := &api.Alert{ID: alertID(slotOf(it.key), it.seq), Key: it.key, State: api.StateOpen, Severity: ev.Severity,
 			Site: ev.Site, Source: ev.Source, Node: ev.Node, Type: ev.Type, Resource: ev.Resource, Metric: ev.Metric,
-			MessageKey: ev.MessageKey, Message: ev.Message, Additional: ev.Additional,
+			MessageKey: ev.MessageKey, Message: ev.Message, Additional: ev.Fields,
 			Count: 1, FirstSeen: now, LastSeen: now, LastSeq: it.seq}
 		return a, cur, true
 	}
@@ -126,8 +127,8 @@ func fold(cur *api.Alert, it item, now time.Time) (next, archived *api.Alert, ch
 	if ev.Message != "" {
 		a.Message = ev.Message
 	}
-	if len(ev.Additional) > 0 {
-		a.Additional = ev.Additional
+	if len(ev.Fields) > 0 {
+		a.Additional = ev.Fields
 	}
 	if ev.Severity == api.SeverityClear {
 		t := now

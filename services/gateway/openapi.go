@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"net/http"
 	"regexp"
 	"slices"
@@ -106,7 +107,7 @@ func (r *router) openAPI(version string) map[string]any {
 	problemRef := map[string]any{"$ref": "#/components/responses/Problem"}
 	for _, rt := range r.routes {
 		op := map[string]any{
-			"summary":     summaries[rt.method+" "+rt.path],
+			"summary":     cmp.Or(summaries[rt.method+" "+rt.path], alertSummaries[rt.method+" "+rt.path]),
 			"operationId": operationID(rt),
 			"security":    []map[string][]string{{"bearer": {}}},
 			"responses": map[string]any{

@@ -141,13 +141,13 @@ func (e EventInput) Event(id, site, source string, now time.Time) *envelope.Even
 		ev.Time = e.Time.UTC()
 	}
 	if len(e.Additional) > 0 {
-		ev.Additional = make(map[string]string, len(e.Additional))
+		ev.Fields = make(map[string]string, len(e.Additional))
 		for k, v := range e.Additional {
 			if s, ok := v.(string); ok {
-				ev.Additional[k] = s
+				ev.Fields[k] = s
 			} else {
 				b, _ := json.Marshal(v)
-				ev.Additional[k] = string(b)
+				ev.Fields[k] = string(b)
 			}
 		}
 	}
