@@ -62,8 +62,8 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s %q: want HOST:PORT, an address of the site LAN such as 10.1.0.5:514", a[0], a[1]))
 		}
 	}
-	if c.Webhook != "" && len(c.WebhookKey) < 16 {
-		errs = append(errs, errors.New("--collect-webhook needs OUTPOST_BRIDGE_WEBHOOK_KEY, at least 16 characters: senders present it as a bearer key"))
+	if c.Webhook != "" && c.WebhookKey == "" {
+		errs = append(errs, errors.New("--collect-webhook needs OUTPOST_BRIDGE_WEBHOOK_KEY: senders present it as a bearer key"))
 	}
 	return errors.Join(errs...)
 }

@@ -28,6 +28,9 @@ func (c *Collectors) startWebhook(ctx context.Context) error {
 		return fmt.Errorf("--collect-webhook %s: %w", c.cfg.Webhook, err)
 	}
 	c.Addrs["webhook"] = ln.Addr()
+	if len(c.cfg.WebhookKey) < 16 {
+		c.log.Warn("OUTPOST_BRIDGE_WEBHOOK_KEY is shorter than 16 characters: anyone on the LAN who guesses it can send events")
+	}
 	key := sha256.Sum256([]byte(c.cfg.WebhookKey))
 	srv := &http.Server{Handler: c.webhookHandler(key), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
 		MaxHeaderBytes: 16 << 10, BaseContext: func(net.Listener) context.Context { return ctx }}
