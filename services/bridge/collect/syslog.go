@@ -107,7 +107,10 @@ func (c *Collectors) syslogStream(ctx context.Context, conn net.Conn) {
 					return
 				}
 				c.reject(ctx, api.SourceSyslog, fmt.Sprintf("from %s: %v", from, err), msg)
-				if _, err := r.ReadSlice('\n'); err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+				if errors.Is(err, errSkipped) {
+					continue // the frame's length was known: still in step
+				}
+				if _, err := readLine(r, c.cfg.MaxMessage); err != nil && !errors.Is(err, errTooLong) {
 					return
 				}
 				continue
@@ -129,7 +132,10 @@ func (c *Collectors) syslogStream(ctx context.Context, conn net.Conn) {
 	}
 }
 
-var errTooLong = errors.New("too long")
+var (
+	errTooLong = errors.New("too long")
+	errSkipped = errors.New("skipped")
+)
 
 // readLine reads up to '\n' (not included). A line over max is read to its end and
 // returned cut, with errTooLong.
@@ -173,7 +179,7 @@ func (c *Collectors) octetFrame(r *bufio.Reader) ([]byte, error) {
 		if _, err := r.Discard(n); err != nil {
 			return nil, err
 		}
-		return head, fmt.Errorf("a message of %d bytes, over %d", n, c.cfg.MaxMessage)
+		return head, fmt.Errorf("a message of %d bytes, over %d (%w)", n, c.cfg.MaxMessage, errSkipped)
 	}
 	msg := make([]byte, n)
 	if _, err := io.ReadFull(r, msg); err != nil {

@@ -79,7 +79,9 @@ type trapLog struct {
 func (l trapLog) Print(v ...any) { l.Printf("%s", fmt.Sprint(v...)) }
 func (l trapLog) Printf(format string, v ...any) {
 	msg := fmt.Sprintf(format, v...)
-	if strings.Contains(msg, "UnmarshalTrap") || strings.Contains(msg, "error in read") {
+	// The listener logs a bad packet once as "TrapListener: error in …" (and the decoder
+	// may log its own detail first): count that line only.
+	if strings.Contains(msg, "TrapListener: error in") {
 		l.c.reject(l.ctx, api.SourceTrap, "unreadable SNMP packet: "+strings.TrimSpace(msg), nil)
 	}
 }
