@@ -165,7 +165,7 @@ func TestSyslogOverTCPFramingsAndBadInput(t *testing.T) {
 		{"octet counting", frame(msg("three")) + frame(msg("four")), 2, 0},
 		{"malformed line then a good one", "\x00\xff<<<not syslog\n" + msg("after-bad") + "\n", 1, 1},
 		{"oversize line then a good one", strings.Repeat("A", 5000) + "\n" + msg("after-long") + "\n", 1, 1},
-		{"oversize frame then a good one", frame("<11>1 - h a - - - " + strings.Repeat("B", 3000)) + frame(msg("after-frame")), 1, 1},
+		{"oversize frame then a good one", frame("<11>1 - h a - - - "+strings.Repeat("B", 3000)) + frame(msg("after-frame")), 1, 1},
 	}
 	wantEvents, wantRejects := 0, 0
 	for _, tt := range tests {
