@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -210,6 +211,7 @@ func newSilences(g *globals) *cobra.Command {
 					for k, v := range s.Match {
 						kv = append(kv, k+"="+v)
 					}
+					sort.Strings(kv)
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.ID, strings.Join(kv, ","), s.StartsAt.Local().Format(time.DateTime),
 						s.EndsAt.Local().Format(time.DateTime), orDash(s.Comment))
 				}
