@@ -15,13 +15,14 @@ import (
 
 	"github.com/outpost-dev/outpost/libs/api/agents"
 	"github.com/outpost-dev/outpost/libs/api/cmdb"
+	"github.com/outpost-dev/outpost/libs/api/correlation"
 	"github.com/outpost-dev/outpost/libs/api/discovery"
 	"github.com/outpost-dev/outpost/libs/bus"
 )
 
 // Ops lists every operation of every service, by service then name.
 func Ops() []bus.OpSpec {
-	all := slices.Concat(agents.Ops(), cmdb.Ops(), discovery.Ops())
+	all := slices.Concat(agents.Ops(), cmdb.Ops(), correlation.Ops(), discovery.Ops())
 	slices.SortFunc(all, func(a, b bus.OpSpec) int { return strings.Compare(a.Subject(), b.Subject()) })
 	return all
 }
