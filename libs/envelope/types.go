@@ -81,18 +81,21 @@ func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
 // Event is a raw event from a site or a service (ce-type outpost.event.v1).
 type Event struct {
-	ID         string            `json:"id"`
-	Site       string            `json:"site"`
-	Source     string            `json:"source"`
-	Type       string            `json:"type"`
-	Node       string            `json:"node,omitempty"`
-	Resource   string            `json:"resource,omitempty"`
-	Metric     string            `json:"metric,omitempty"`
-	Severity   string            `json:"severity,omitempty"`
-	MessageKey string            `json:"message_key,omitempty"`
-	Message    string            `json:"message,omitempty"`
-	Time       time.Time         `json:"time"`
-	Fields     map[string]string `json:"fields,omitempty"`
+	ID         string    `json:"id"`
+	Site       string    `json:"site"`
+	Source     string    `json:"source"`
+	Type       string    `json:"type"`
+	Node       string    `json:"node,omitempty"`
+	Resource   string    `json:"resource,omitempty"`
+	Metric     string    `json:"metric,omitempty"`
+	Severity   string    `json:"severity,omitempty"`
+	MessageKey string    `json:"message_key,omitempty"`
+	Message    string    `json:"message,omitempty"`
+	Time       time.Time `json:"time"`
+	// Fields carry what the sender knew beyond the fields above (a trap's varbinds, a
+	// syslog message's structured data, a webhook's "additional" keys), as text. On the wire
+	// they are "additional", the name event senders know.
+	Fields map[string]string `json:"additional,omitempty"`
 }
 
 // CIPayload is a set of CIs and relations observed by one source, sent to the CMDB

@@ -161,6 +161,13 @@ func (b *Bridge) run(ctx context.Context) error {
 		return err
 	}
 	defer b.box.Close()
+	cols, err := b.startCollectors(ctx)
+	if err != nil {
+		return err
+	}
+	if cols != nil {
+		defer func() { cols.Close(); b.log.Info("collectors stopped", "counts", cols.Counts()) }()
+	}
 	if n := b.box.Pending(); n > 0 {
 		b.log.Info("outbox holds results from before the restart; they will be sent", "results", n, "bytes", b.box.Bytes())
 	}

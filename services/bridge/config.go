@@ -16,6 +16,7 @@ import (
 
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/services/bridge/collect"
 )
 
 // Config of a bridge. Flags, OUTPOST_BRIDGE_* and an optional YAML file fill it
@@ -44,6 +45,17 @@ type Config struct {
 	// KindConfigs. Only the config file sets it.
 	Kinds   map[string]yaml.Node `yaml:"kinds"`
 	Version string               `yaml:"-"`
+	// Collect turns on event collectors, each on a site-LAN address (off by default).
+	Collect CollectConfig `yaml:"collect"`
+}
+
+// CollectConfig names the collectors' addresses; the webhook's key comes from
+// OUTPOST_BRIDGE_WEBHOOK_KEY only (never a flag: argv is visible to every local user).
+type CollectConfig struct {
+	Syslog     string `yaml:"syslog"`
+	Traps      string `yaml:"traps"`
+	Webhook    string `yaml:"webhook"`
+	WebhookKey string `yaml:"-"`
 }
 
 // DefaultConfig: MID server users know these pool sizes (interactive 10, expedited 20,
@@ -89,6 +101,9 @@ func (c Config) Validate() error {
 		if n := c.Pools[p]; n < 1 || n > 10_000 {
 			errs = append(errs, fmt.Errorf("--pool-%s %d: want 1..10000", p, n))
 		}
+	}
+	if err := (collect.Config{Syslog: c.Collect.Syslog, Traps: c.Collect.Traps, Webhook: c.Collect.Webhook, WebhookKey: c.Collect.WebhookKey}).Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.OutboxMax < 1<<20 {
 		errs = append(errs, fmt.Errorf("--outbox-max %s: want at least 1MiB", c.OutboxMax))

@@ -130,6 +130,15 @@ var summaries = map[string]string{
 	"GET /api/v1/workflow-runs/{id}":                       "One workflow run: every step's state, attempts and output",
 	"POST /api/v1/workflow-runs/{id}/cancel":               "Cancel a workflow run",
 	"POST /api/v1/workflow-runs/{id}/steps/{step}/approve": "Approve (or with reject: true refuse) an approval step waiting in a run",
+
+	"POST /api/v1/events":            "Send an event (node, type, resource, metric, severity, message, message_key, additional): published on event.hub.api (operator)",
+	"GET /api/v1/alerts":             "Alerts, newest first: state, severity, count, first/last seen, CI, silences; cursor pages",
+	"GET /api/v1/alerts/{id}":        "One alert",
+	"POST /api/v1/alerts/{id}/ack":   "Acknowledge an open alert: it keeps counting events (operator)",
+	"POST /api/v1/alerts/{id}/close": "Close an alert; the next event of its key opens a new one (operator)",
+	"POST /api/v1/silences":          "Mute alerts matching every k=v of match for a duration (for: 30m, 2h) (operator)",
+	"GET /api/v1/silences":           "Silences, active and ended; cursor pages",
+	"DELETE /api/v1/silences/{id}":   "End a silence now (operator)",
 }
 
 var pathParam = regexp.MustCompile(`\{([a-z_]+)\}`)

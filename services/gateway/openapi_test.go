@@ -51,7 +51,7 @@ func TestOpenAPICoversEveryRoute(t *testing.T) {
 	// Every list that can grow pages with a cursor, and says so.
 	for _, path := range []string{"/api/v1/agents", "/api/v1/sites", "/api/v1/credentials", "/api/v1/discovery/runs",
 		"/api/v1/discovery/schedules", "/api/v1/tokens", "/api/v1/enrollment-tokens", "/api/v1/audit", "/api/v1/dlq", "/api/v1/cis", "/api/v1/cis/{id}/history",
-		"/api/v1/workflows", "/api/v1/workflow-runs"} {
+		"/api/v1/workflows", "/api/v1/workflow-runs", "/api/v1/alerts", "/api/v1/silences"} {
 		params, _ := doc.Paths[path]["get"]["parameters"].([]any)
 		have := map[string]bool{}
 		for _, p := range params {
@@ -136,6 +136,9 @@ func TestOpenAPISchemasComeFromContracts(t *testing.T) {
 		{"/api/v1/discovery/runs/{id}", "get", "response", "discovery.Run", []string{"id", "counters", "pending_probes", "hosts", "host"}},
 		{"/api/v1/cis/ingest", "post", "request", "envelope.CIPayload", []string{"source", "observed", "items"}},
 		{"/api/v1/tokens", "post", "response", "gateway.TokenCreated", []string{"token", "id", "role"}},
+		{"/api/v1/events", "post", "request", "correlation.EventInput", []string{"node", "severity", "message_key", "additional"}},
+		{"/api/v1/alerts", "get", "response", "correlation.AlertsListResponse", []string{"items", "next_cursor"}},
+		{"/api/v1/silences", "post", "request", "correlation.SilenceAddRequest", []string{"match", "for", "comment"}},
 	} {
 		op := doc.Paths[c.path][c.method]
 		var content any

@@ -46,6 +46,7 @@ func Main(args []string, stderr io.Writer) int {
 	var allow, caps []string
 	flagCfg := struct {
 		hub, site, name, token, data, ca, cert, key, proxy string
+		syslog, traps, webhook                             string
 		insecure                                           bool
 		pools                                              map[string]*int
 		outbox                                             bridge.ByteSize
@@ -65,6 +66,9 @@ func Main(args []string, stderr io.Writer) int {
 	for _, p := range envelope.Priorities {
 		flagCfg.pools[p] = fs.Int("pool-"+p, 0, fmt.Sprintf("%s workers (default %d)", p, cfg.Pools[p]))
 	}
+	fs.StringVar(&flagCfg.syslog, "collect-syslog", "", "collect syslog (RFC 5424 and 3164, UDP and TCP) on this site-LAN address, e.g. 10.1.0.5:514 (default off)")
+	fs.StringVar(&flagCfg.traps, "collect-traps", "", "collect SNMP v1/v2c traps on this site-LAN address, e.g. 10.1.0.5:162 (default off)")
+	fs.StringVar(&flagCfg.webhook, "collect-webhook", "", "collect JSON events POSTed to this site-LAN address, e.g. 10.1.0.5:8088; needs OUTPOST_BRIDGE_WEBHOOK_KEY (default off)")
 	fs.Var(&flagCfg.outbox, "outbox-max", "outbox size limit; when full the bridge takes no new work (default 1GiB)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -103,6 +107,9 @@ func Main(args []string, stderr io.Writer) int {
 	env("CERT", &cfg.CertFile)
 	env("KEY", &cfg.KeyFile)
 	env("PROXY", &cfg.Proxy)
+	env("COLLECT_SYSLOG", &cfg.Collect.Syslog)
+	env("COLLECT_TRAPS", &cfg.Collect.Traps)
+	env("COLLECT_WEBHOOK", &cfg.Collect.Webhook)
 	if v := os.Getenv("OUTPOST_BRIDGE_ALLOW"); v != "" {
 		cfg.Allow = strings.Split(v, ",")
 	}
@@ -135,6 +142,10 @@ func Main(args []string, stderr io.Writer) int {
 	set(flagCfg.cert, &cfg.CertFile)
 	set(flagCfg.key, &cfg.KeyFile)
 	set(flagCfg.proxy, &cfg.Proxy)
+	set(flagCfg.syslog, &cfg.Collect.Syslog)
+	set(flagCfg.traps, &cfg.Collect.Traps)
+	set(flagCfg.webhook, &cfg.Collect.Webhook)
+	cfg.Collect.WebhookKey = os.Getenv("OUTPOST_BRIDGE_WEBHOOK_KEY")
 	if flagCfg.insecure {
 		cfg.InsecurePlaintext = true
 	}

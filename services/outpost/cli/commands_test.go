@@ -15,6 +15,14 @@ import (
 // commandOf maps every API route to the command that uses it: a route without a command,
 // or a command that went away, fails TestEveryRouteHasACommand.
 var commandOf = map[string]string{
+	"POST /api/v1/events":                       "events send",
+	"GET /api/v1/alerts":                        "alerts ls",
+	"GET /api/v1/alerts/{id}":                   "alerts show",
+	"POST /api/v1/alerts/{id}/ack":              "alerts ack",
+	"POST /api/v1/alerts/{id}/close":            "alerts close",
+	"POST /api/v1/silences":                     "silences add",
+	"GET /api/v1/silences":                      "silences ls",
+	"DELETE /api/v1/silences/{id}":              "silences rm",
 	"GET /api/v1/status":                        "status",
 	"GET /api/v1/whoami":                        "whoami",
 	"GET /api/v1/audit":                         "audit ls",

@@ -30,6 +30,7 @@ import (
 	"github.com/outpost-dev/outpost/libs/version"
 	"github.com/outpost-dev/outpost/services/agents"
 	"github.com/outpost-dev/outpost/services/cmdb"
+	"github.com/outpost-dev/outpost/services/correlation"
 	"github.com/outpost-dev/outpost/services/discovery"
 	"github.com/outpost-dev/outpost/services/gateway"
 	"github.com/outpost-dev/outpost/services/gateway/tokens"
@@ -283,7 +284,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 // Topology is the bus the hub provisions: the default table plus every service's consumers.
 func Topology(l bus.Limits) bus.Topology {
 	return bus.DefaultTopology(l).WithConsumers(cmdb.Consumers(cmdb.DefaultConfig().Partitions)...).
-		WithConsumers(discovery.Consumers()...).WithConsumers(orchestration.Consumers()...)
+		WithConsumers(discovery.Consumers()...).WithConsumers(orchestration.Consumers()...).WithConsumers(correlation.Consumers()...)
 }
 
 // Registry lists the hub services `outpost up` runs in process. Later services add theirs here.
@@ -314,6 +315,11 @@ func Registry(cfg Config, toks *tokens.Store, tlsc hubTLS) []Service {
 			oc := orchestration.DefaultConfig()
 			oc.Replica = "hub-" + replicaName(d.DataDir) // takes its own lease back after a crash
 			return orchestration.Run(ctx, oc, orchestration.Deps{NC: d.NC, JS: d.JS, Logger: d.Logger, Tracer: d.Telemetry.Tracer})
+		}},
+		{Name: "correlation", Run: func(ctx context.Context, d Deps) error {
+			cc := correlation.DefaultConfig()
+			cc.Replica = "hub-" + replicaName(d.DataDir) // takes its own lease back after a restart
+			return correlation.Run(ctx, cc, correlation.Deps{NC: d.NC, JS: d.JS, Logger: d.Logger, Tracer: d.Telemetry.Tracer})
 		}},
 		{Name: "local-bridge", Run: func(ctx context.Context, d Deps) error {
 			if cfg.NoLocalBridge {

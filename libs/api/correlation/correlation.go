@@ -1,0 +1,343 @@
+// Package correlation is the contract of the correlation service (svc.correlation.<op>) and
+// of the events every producer sends it: the bridge's collectors, hub services and the API.
+// The service, the bridge, the gateway and the CLI import these types; nobody mirrors them.
+package correlation
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/page"
+)
+
+// Service is the bus name of the correlation service.
+const Service = "correlation"
+
+// Operations of svc.correlation.<op>. Errors are bus.ServiceErrors: 400 bad input (naming
+// the field), 404 unknown alert or silence, 409 acknowledging a closed alert, 503 store
+// unavailable (retry).
+var (
+	// EventSend publishes an event from the API on event.hub.api.
+	EventSend     = bus.Op[EventInput, EventSendResponse]{Service: Service, Name: "event_send"}
+	AlertList     = bus.Op[AlertsListRequest, AlertsListResponse]{Service: Service, Name: "alerts_ls"}
+	AlertGet      = bus.Op[IDRequest, Alert]{Service: Service, Name: "alert_get"}
+	AlertAck      = bus.Op[IDRequest, Alert]{Service: Service, Name: "alert_ack"}
+	AlertClose    = bus.Op[IDRequest, Alert]{Service: Service, Name: "alert_close"}
+	SilenceAdd    = bus.Op[SilenceAddRequest, Silence]{Service: Service, Name: "silences_add"}
+	SilenceList   = bus.Op[page.Request, SilencesListResponse]{Service: Service, Name: "silences_ls"}
+	SilenceRemove = bus.Op[IDRequest, Silence]{Service: Service, Name: "silences_rm"}
+)
+
+// Ops lists every operation of the service.
+func Ops() []bus.OpSpec {
+	return []bus.OpSpec{EventSend.Spec(), AlertList.Spec(), AlertGet.Spec(), AlertAck.Spec(), AlertClose.Spec(),
+		SilenceAdd.Spec(), SilenceList.Spec(), SilenceRemove.Spec()}
+}
+
+// Severities of an event, most severe first; Clear closes the alert of its dedup key.
+const (
+	SeverityCritical = "critical"
+	SeverityMajor    = "major"
+	SeverityMinor    = "minor"
+	SeverityWarning  = "warning"
+	SeverityInfo     = "info"
+	SeverityClear    = "clear"
+)
+
+// Severities in order, most severe first.
+var Severities = []string{SeverityCritical, SeverityMajor, SeverityMinor, SeverityWarning, SeverityInfo, SeverityClear}
+
+// DefaultSeverity is what an event without one gets: an unlabelled event sent to an
+// alerting system is more likely to matter than not.
+const DefaultSeverity = SeverityWarning
+
+// Rank orders severities: critical 5 … info 1, clear 0, unknown -1.
+func Rank(sev string) int {
+	for i, s := range Severities {
+		if s == sev {
+			return len(Severities) - 1 - i
+		}
+	}
+	return -1
+}
+
+// Alert states. An alert is open until acknowledged or closed; closed is final: the next
+// event of its dedup key opens a new alert.
+const (
+	StateOpen         = "open"
+	StateAcknowledged = "acknowledged"
+	StateClosed       = "closed"
+)
+
+// Why an alert closed.
+const (
+	ClosedByClear   = "clear"
+	ClosedByTimeout = "timeout"
+	ClosedByUser    = "manual"
+)
+
+// Event sources the bridge's collectors and the hub publish as (event.<site>.<source>).
+const (
+	SourceSyslog  = "syslog"
+	SourceTrap    = "trap"
+	SourceWebhook = "webhook"
+	SourceAPI     = "api"
+)
+
+// EventInput is an event as a sender writes it: the webhook collector's body (one object or
+// an array) and the API's (outpost events send). Additional takes any JSON values; they are
+// kept as text.
+type EventInput struct {
+	Node       string         `json:"node,omitempty"`
+	Type       string         `json:"type,omitempty"`
+	Resource   string         `json:"resource,omitempty"`
+	Metric     string         `json:"metric,omitempty"`
+	Severity   string         `json:"severity,omitempty"`
+	Message    string         `json:"message,omitempty"`
+	MessageKey string         `json:"message_key,omitempty"`
+	Time       *time.Time     `json:"time,omitempty"`
+	Additional map[string]any `json:"additional,omitempty"`
+}
+
+// Limits of one event's fields, so that one event always fits a bus message.
+const (
+	MaxFieldLen   = 1024
+	MaxMessageLen = 64 << 10
+	MaxAdditional = 64
+)
+
+// Validate reports every problem of the event at once.
+func (e EventInput) Validate() error {
+	var errs []error
+	for _, f := range [][2]string{{"node", e.Node}, {"type", e.Type}, {"resource", e.Resource}, {"metric", e.Metric}, {"message_key", e.MessageKey}} {
+		if len(f[1]) > MaxFieldLen {
+			errs = append(errs, fmt.Errorf("field %q: %d bytes, at most %d", f[0], len(f[1]), MaxFieldLen))
+		}
+	}
+	if e.Severity != "" && Rank(e.Severity) < 0 {
+		errs = append(errs, fmt.Errorf("field \"severity\" %q: want one of %s", e.Severity, strings.Join(Severities, ", ")))
+	}
+	if len(e.Message) > MaxMessageLen {
+		errs = append(errs, fmt.Errorf("field \"message\": %d bytes, at most %d", len(e.Message), MaxMessageLen))
+	}
+	if e.Node == "" && e.MessageKey == "" {
+		errs = append(errs, errors.New(`field "node" is required (or "message_key"): an alert needs something to be about`))
+	}
+	if len(e.Additional) > MaxAdditional {
+		errs = append(errs, fmt.Errorf("field \"additional\": %d keys, at most %d", len(e.Additional), MaxAdditional))
+	}
+	return errors.Join(errs...)
+}
+
+// Event makes the bus event of an input received at site through source, now. Type
+// defaults to the source, severity to DefaultSeverity, time to now.
+func (e EventInput) Event(id, site, source string, now time.Time) *envelope.Event {
+	ev := &envelope.Event{ID: id, Site: site, Source: source, Type: e.Type, Node: e.Node, Resource: e.Resource,
+		Metric: e.Metric, Severity: e.Severity, MessageKey: e.MessageKey, Message: e.Message, Time: now.UTC()}
+	if ev.Type == "" {
+		ev.Type = source
+	}
+	if ev.Severity == "" {
+		ev.Severity = DefaultSeverity
+	}
+	if e.Time != nil && !e.Time.IsZero() {
+		ev.Time = e.Time.UTC()
+	}
+	if len(e.Additional) > 0 {
+		ev.Fields = make(map[string]string, len(e.Additional))
+		for k, v := range e.Additional {
+			if s, ok := v.(string); ok {
+				ev.Fields[k] = s
+			} else {
+				b, _ := json.Marshal(v)
+				ev.Fields[k] = string(b)
+			}
+		}
+	}
+	return ev
+}
+
+// EventSendResponse says where the API's event went.
+type EventSendResponse struct {
+	ID      string `json:"id"`
+	Subject string `json:"subject"`
+}
+
+// Alert is the deduplicated state of the events of one dedup key.
+type Alert struct {
+	ID string `json:"id"`
+	// Key is the dedup key: site, source, node, type, resource and metric — or site, source
+	// and message_key when the event gave one.
+	Key        string            `json:"key"`
+	State      string            `json:"state"`
+	Severity   string            `json:"severity"`
+	Site       string            `json:"site"`
+	Source     string            `json:"source"`
+	Node       string            `json:"node,omitempty"`
+	Type       string            `json:"type,omitempty"`
+	Resource   string            `json:"resource,omitempty"`
+	Metric     string            `json:"metric,omitempty"`
+	MessageKey string            `json:"message_key,omitempty"`
+	Message    string            `json:"message"`
+	Additional map[string]string `json:"additional,omitempty"`
+	// CI is the CMDB CI the node was bound to (by name or IP), empty when none matched.
+	CI      string `json:"ci,omitempty"`
+	CIClass string `json:"ci_class,omitempty"`
+	// Count is how many events the alert took (a clear event included).
+	Count     int64      `json:"count"`
+	FirstSeen time.Time  `json:"first_seen"`
+	LastSeen  time.Time  `json:"last_seen"`
+	AckedAt   *time.Time `json:"acked_at,omitempty"`
+	ClosedAt  *time.Time `json:"closed_at,omitempty"`
+	// CloseReason: clear, timeout or manual.
+	CloseReason string `json:"close_reason,omitempty"`
+	// SilencedBy lists the silences that mute the alert now.
+	SilencedBy []string `json:"silenced_by,omitempty"`
+	// LastSeq is the EVENTS stream sequence of the last event applied: a redelivered event at
+	// or below it is not counted again.
+	LastSeq uint64 `json:"last_seq"`
+}
+
+// AlertsListRequest selects alerts; newest last_seen first.
+type AlertsListRequest struct {
+	State string `json:"state,omitempty"` // open, acknowledged or closed; empty: all
+	Node  string `json:"node,omitempty"`
+	page.Request
+}
+
+// Validate checks the filter.
+func (r AlertsListRequest) Validate() error {
+	switch r.State {
+	case "", StateOpen, StateAcknowledged, StateClosed:
+		return nil
+	}
+	return fmt.Errorf("field \"state\" %q: want open, acknowledged or closed", r.State)
+}
+
+// AlertsListResponse is one page of alerts.
+type AlertsListResponse struct {
+	Items      []Alert `json:"items"`
+	NextCursor string  `json:"next_cursor,omitempty"`
+}
+
+// IDRequest names one alert or silence.
+type IDRequest struct {
+	ID string `json:"id"`
+}
+
+// SilenceAddRequest mutes the alerts whose fields match every k=v of Match, for For.
+type SilenceAddRequest struct {
+	Match   map[string]string `json:"match"`
+	For     string            `json:"for"` // a Go duration: 30m, 2h
+	Comment string            `json:"comment,omitempty"`
+}
+
+// MaxSilence is the longest a silence may last: longer ones are forgotten, not silences.
+const MaxSilence = 90 * 24 * time.Hour
+
+// MatchKeys are the alert fields a silence matches; additional.<k> matches an additional key.
+var MatchKeys = []string{"site", "source", "node", "type", "resource", "metric", "severity", "message_key", "ci"}
+
+// Validate reports every problem at once and returns the duration.
+func (r SilenceAddRequest) Validate() (time.Duration, error) {
+	var errs []error
+	if len(r.Match) == 0 {
+		errs = append(errs, errors.New(`field "match": at least one k=v, e.g. node=web-01`))
+	}
+	keys := make([]string, 0, len(r.Match))
+	for k := range r.Match {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if !validMatchKey(k) {
+			errs = append(errs, fmt.Errorf("match key %q: want one of %s or additional.<key>", k, strings.Join(MatchKeys, ", ")))
+		}
+		if r.Match[k] == "" {
+			errs = append(errs, fmt.Errorf("match %s: empty value", k))
+		}
+	}
+	d, err := time.ParseDuration(r.For)
+	switch {
+	case err != nil:
+		errs = append(errs, fmt.Errorf("field \"for\" %q: want a duration such as 30m or 2h", r.For))
+	case d <= 0 || d > MaxSilence:
+		errs = append(errs, fmt.Errorf("field \"for\" %s: want more than 0 and at most %s", d, MaxSilence))
+	}
+	return d, errors.Join(errs...)
+}
+
+func validMatchKey(k string) bool {
+	if rest, ok := strings.CutPrefix(k, "additional."); ok {
+		return rest != ""
+	}
+	for _, m := range MatchKeys {
+		if m == k {
+			return true
+		}
+	}
+	return false
+}
+
+// Silence mutes matching alerts between StartsAt and EndsAt.
+type Silence struct {
+	ID        string            `json:"id"`
+	Match     map[string]string `json:"match"`
+	StartsAt  time.Time         `json:"starts_at"`
+	EndsAt    time.Time         `json:"ends_at"`
+	Comment   string            `json:"comment,omitempty"`
+	CreatedBy string            `json:"created_by,omitempty"`
+}
+
+// Active reports whether the silence mutes at t.
+func (s Silence) Active(t time.Time) bool { return !t.Before(s.StartsAt) && t.Before(s.EndsAt) }
+
+// Matches reports whether every matcher equals the alert's field.
+func (s Silence) Matches(a *Alert) bool {
+	for k, v := range s.Match {
+		if a.Field(k) != v {
+			return false
+		}
+	}
+	return true
+}
+
+// Field is the value of one of MatchKeys (or additional.<key>) of the alert.
+func (a *Alert) Field(k string) string {
+	switch k {
+	case "site":
+		return a.Site
+	case "source":
+		return a.Source
+	case "node":
+		return a.Node
+	case "type":
+		return a.Type
+	case "resource":
+		return a.Resource
+	case "metric":
+		return a.Metric
+	case "severity":
+		return a.Severity
+	case "message_key":
+		return a.MessageKey
+	case "ci":
+		return a.CI
+	}
+	if rest, ok := strings.CutPrefix(k, "additional."); ok {
+		return a.Additional[rest]
+	}
+	return ""
+}
+
+// SilencesListResponse is one page of silences (expired ones included until purged).
+type SilencesListResponse struct {
+	Items      []Silence `json:"items"`
+	NextCursor string    `json:"next_cursor,omitempty"`
+}

@@ -1,0 +1,64 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/services/bridge/collect"
+	"github.com/outpost-dev/outpost/services/bridge/outbox"
+)
+
+// startCollectors starts the collectors the config names (none by default). They write to
+// the outbox, so they take events before the hub is reachable and through an outage.
+func (b *Bridge) startCollectors(ctx context.Context) (*collect.Collectors, error) {
+	c := b.cfg.Collect
+	if c.Syslog == "" && c.Traps == "" && c.Webhook == "" {
+		return nil, nil
+	}
+	return collect.Start(ctx, collect.Config{Site: b.cfg.Site, Syslog: c.Syslog, Traps: c.Traps, Webhook: c.Webhook,
+		WebhookKey: c.WebhookKey, Clock: b.clock, Logger: b.log}, eventSink{b})
+}
+
+// eventSink puts collected events and rejected input in the outbox: events on
+// event.<site>.<source>, rejects as dead letters on dlq.bridge.<site> with their reason.
+type eventSink struct{ b *Bridge }
+
+func (s eventSink) Events(ctx context.Context, source string, evs []*envelope.Event) error {
+	b := s.b
+	subject := bus.EventSubject(b.cfg.Site, source)
+	src := envelope.AgentSource(b.cfg.Site, b.cfg.Name)
+	for _, ev := range evs {
+		h, data, err := envelope.Encode(envelope.Meta{ID: ev.ID, Source: src, Time: b.clock.Now().UTC()}, ev)
+		if err != nil {
+			return err
+		}
+		if err := b.box.Put(ctx, subject, h, data); err != nil {
+			if errors.Is(err, outbox.ErrFull) {
+				b.log.Warn("outbox full: collected events refused until the hub takes what waits", "source", source)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+func (s eventSink) Reject(ctx context.Context, source, reason string, sample []byte) {
+	b := s.b
+	now := b.clock.Now().UTC()
+	h := nats.Header{}
+	h.Set(bus.HeaderDLQCode, bus.CodeDecode)
+	h.Set(bus.HeaderDLQReason, source+" collector: "+reason)
+	h.Set(bus.HeaderDLQSubject, bus.EventSubject(b.cfg.Site, source))
+	h.Set(bus.HeaderDLQService, "bridge")
+	h.Set(bus.HeaderDLQTime, now.Format(time.RFC3339Nano))
+	h.Set(nats.MsgIdHdr, "dlq:"+source+":"+b.cfg.Name+":"+strconv.FormatInt(now.UnixNano(), 36)+":"+envelope.NewID())
+	if err := b.box.Put(ctx, bus.BridgeDLQSubject(b.cfg.Site), h, sample); err != nil {
+		b.log.Warn("bad input not kept", "source", source, "reason", reason, "err", err)
+	}
+}

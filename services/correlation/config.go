@@ -1,0 +1,84 @@
+package correlation
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+)
+
+// Config of the correlation service.
+type Config struct {
+	// Replica names this process in the active lease; a restarted replica with the same
+	// name takes its lease back at once. Default: host name and pid.
+	Replica string
+	// ActiveLease is the TTL of the lease the active replica holds (default 10 s).
+	ActiveLease time.Duration
+	// Batch is the most events taken from EVENTS at once (default 1,000). Events of one batch
+	// are folded into their alerts in memory and written once per alert.
+	Batch int
+	// FlushInterval is the longest a batch waits to fill before it is written (default
+	// 50 ms): the latency bound on an event's way to its alert.
+	FlushInterval time.Duration
+	// AlertTimeout closes an alert no event touched for this long (default 24 h; 0: never).
+	AlertTimeout time.Duration
+	// Writers bounds the concurrent KV writes of one flush (default 16).
+	Writers int
+	// CMDBLookup binds an alert's node to a CMDB CI by name or IP through svc.cmdb (default
+	// on); CMDBTimeout bounds one lookup (default 2 s), CMDBCacheTTL how long an answer,
+	// found or not, is kept (default 5 min).
+	CMDBLookup   bool
+	CMDBTimeout  time.Duration
+	CMDBCacheTTL time.Duration
+	// MaxCachedAlerts bounds the alerts kept in memory; past it the cache is dropped and
+	// refilled from KV as events come (default 100,000).
+	MaxCachedAlerts int
+}
+
+// DefaultConfig is what `outpost up` runs.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		Replica:         fmt.Sprintf("%s-%d", strings.ToLower(host), os.Getpid()),
+		ActiveLease:     10 * time.Second,
+		Batch:           1000,
+		FlushInterval:   50 * time.Millisecond,
+		AlertTimeout:    24 * time.Hour,
+		Writers:         16,
+		CMDBLookup:      true,
+		CMDBTimeout:     2 * time.Second,
+		CMDBCacheTTL:    5 * time.Minute,
+		MaxCachedAlerts: 100_000,
+	}
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Replica == "" {
+		errs = append(errs, errors.New("correlation: Replica is required (DefaultConfig names it after the host and pid)"))
+	}
+	if c.ActiveLease < time.Second {
+		errs = append(errs, fmt.Errorf("correlation: ActiveLease %s: want at least 1s", c.ActiveLease))
+	}
+	if c.Batch < 1 || c.Batch > 10_000 {
+		errs = append(errs, fmt.Errorf("correlation: Batch %d: want 1..10000", c.Batch))
+	}
+	if c.FlushInterval < time.Millisecond || c.FlushInterval > 10*time.Second {
+		errs = append(errs, fmt.Errorf("correlation: FlushInterval %s: want 1ms..10s", c.FlushInterval))
+	}
+	if c.AlertTimeout < 0 {
+		errs = append(errs, fmt.Errorf("correlation: AlertTimeout %s: want 0 (never) or more", c.AlertTimeout))
+	}
+	if c.Writers < 1 || c.Writers > 256 {
+		errs = append(errs, fmt.Errorf("correlation: Writers %d: want 1..256", c.Writers))
+	}
+	if c.CMDBLookup && (c.CMDBTimeout <= 0 || c.CMDBCacheTTL <= 0) {
+		errs = append(errs, errors.New("correlation: CMDBTimeout and CMDBCacheTTL must be above 0 when CMDBLookup is on"))
+	}
+	if c.MaxCachedAlerts < 1 {
+		errs = append(errs, fmt.Errorf("correlation: MaxCachedAlerts %d: want at least 1", c.MaxCachedAlerts))
+	}
+	return errors.Join(errs...)
+}

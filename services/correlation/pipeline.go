@@ -1,0 +1,163 @@
+package correlation
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	api "github.com/outpost-dev/outpost/libs/api/correlation"
+	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/envelope"
+)
+
+// The pipeline, stage by stage (each a small function over one event or one alert, wired in
+// order by the processor):
+//
+//	origin → normalize → dedup key → lifecycle (fold into the alert) → CI binding → silences
+//
+// The event stages are pure; the lifecycle is a pure fold of (alert, event, now) into the
+// next alert, so a batch of events and a redelivery give the same alert.
+
+// item is one event on its way through the pipeline.
+type item struct {
+	seq uint64 // EVENTS stream sequence: the event's identity for idempotence
+	ev  *envelope.Event
+	key string
+}
+
+// checkOrigin is the origin stage: a bridge may publish only event.<its site>.>, so the
+// subject is the sender's identity; a body claiming another site or source is a forgery or
+// a bug, and a retry cannot fix it. event.hub.<service> is the hub's own (no bridge may
+// publish there): a hub service speaks about any site, so only the source must match.
+func checkOrigin(subject string, ev *envelope.Event) error {
+	t := strings.Split(subject, ".")
+	if len(t) != 3 || t[0] != "event" {
+		return bus.Permanent(fmt.Errorf("event %s arrived on %q, not on event.<site>.<source>", ev.ID, subject))
+	}
+	if (ev.Site != t[1] && t[1] != bus.OriginHub) || ev.Source != t[2] {
+		return bus.Permanent(fmt.Errorf("event %s claims site %q source %q but was sent on %s: a sender may only send its own site's events",
+			ev.ID, ev.Site, ev.Source, subject))
+	}
+	return nil
+}
+
+// normalize is the normalize stage: trimmed fields, lower-case node (host names and
+// addresses compare case-insensitively), a known severity. An unknown severity cannot be
+// fixed by a retry.
+func normalize(ev *envelope.Event) error {
+	ev.Node = strings.ToLower(strings.TrimSpace(ev.Node))
+	ev.Type = strings.TrimSpace(ev.Type)
+	ev.Resource = strings.TrimSpace(ev.Resource)
+	ev.Metric = strings.TrimSpace(ev.Metric)
+	ev.MessageKey = strings.TrimSpace(ev.MessageKey)
+	ev.Severity = strings.ToLower(strings.TrimSpace(ev.Severity))
+	if ev.Severity == "" {
+		ev.Severity = api.DefaultSeverity
+	}
+	if api.Rank(ev.Severity) < 0 {
+		return bus.Permanent(fmt.Errorf("event %s: severity %q: want one of %s", ev.ID, ev.Severity, strings.Join(api.Severities, ", ")))
+	}
+	if ev.Node == "" && ev.MessageKey == "" {
+		return bus.Permanent(fmt.Errorf("event %s has neither node nor message_key: an alert needs something to be about", ev.ID))
+	}
+	return nil
+}
+
+// dedupKey is the dedup stage: events of one key are one alert. Site and source always
+// belong to it (two sites may well both have a 10.0.0.1); message_key, when given, stands
+// for node, type, resource and metric.
+func dedupKey(ev *envelope.Event) string {
+	if ev.MessageKey != "" {
+		return ev.Site + "|" + ev.Source + "|k|" + ev.MessageKey
+	}
+	return ev.Site + "|" + ev.Source + "|" + ev.Node + "|" + ev.Type + "|" + ev.Resource + "|" + ev.Metric
+}
+
+// slotOf is where the current alert of a dedup key lives in KV: a fixed-length hash, so any
+// key fits the KV key alphabet.
+func slotOf(key string) string {
+	h := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(h[:10])
+}
+
+// alertID is deterministic — the key's slot and the sequence of the event that opened it —
+// so the same events always make the same alert, however often they are redelivered.
+func alertID(slot string, seq uint64) string { return slot + "-" + strconv.FormatUint(seq, 10) }
+
+// slotOfID is the slot part of an alert id.
+func slotOfID(id string) (string, bool) {
+	slot, seq, ok := strings.Cut(id, "-")
+	if !ok || len(slot) != 20 || seq == "" {
+		return "", false
+	}
+	if _, err := hex.DecodeString(slot); err != nil {
+		return "", false
+	}
+	if _, err := strconv.ParseUint(seq, 10, 64); err != nil {
+		return "", false
+	}
+	return slot, true
+}
+
+// fold is the lifecycle stage: it applies one event to the current alert of its key (nil:
+// none yet) at now. It returns the next alert (nil: nothing to keep, a clear with nothing
+// open), the closed alert it replaced when the event opens a new one (to archive), and
+// whether anything changed. An event at or below the alert's LastSeq was applied already.
+func fold(cur *api.Alert, it item, now time.Time) (next, archived *api.Alert, changed bool) {
+	ev := it.ev
+	if cur != nil && it.seq <= cur.LastSeq {
+		return cur, nil, false
+	}
+	if cur == nil || cur.State == api.StateClosed {
+		if ev.Severity == api.SeverityClear {
+			return cur, nil, false // nothing open to clear
+		}
+		a := &api.Alert{ID: alertID(slotOf(it.key), it.seq), Key: it.key, State: api.StateOpen, Severity: ev.Severity,
+			Site: ev.Site, Source: ev.Source, Node: ev.Node, Type: ev.Type, Resource: ev.Resource, Metric: ev.Metric,
+			MessageKey: ev.MessageKey, Message: ev.Message, Additional: ev.Fields,
+			Count: 1, FirstSeen: now, LastSeen: now, LastSeq: it.seq}
+		return a, cur, true
+	}
+	a := *cur
+	a.LastSeq = it.seq
+	a.LastSeen = now
+	if ev.Message != "" {
+		a.Message = ev.Message
+	}
+	if len(ev.Fields) > 0 {
+		a.Additional = ev.Fields
+	}
+	if ev.Severity == api.SeverityClear {
+		t := now
+		a.State, a.ClosedAt, a.CloseReason = api.StateClosed, &t, api.ClosedByClear
+		return &a, nil, true
+	}
+	// Count counts the problem events; the latest one's severity is the alert's.
+	a.Count++
+	a.Severity = ev.Severity
+	return &a, nil, true
+}
+
+// timeout closes an alert nothing touched for d by now; it reports whether it did.
+func timeout(a *api.Alert, d time.Duration, now time.Time) (*api.Alert, bool) {
+	if d <= 0 || a == nil || a.State == api.StateClosed || now.Before(a.LastSeen.Add(d)) {
+		return a, false
+	}
+	n := *a
+	t := now
+	n.State, n.ClosedAt, n.CloseReason = api.StateClosed, &t, api.ClosedByTimeout
+	return &n, true
+}
+
+// silence is the silences stage: it records which active silences mute the alert at now.
+func silence(a *api.Alert, ss []api.Silence, now time.Time) {
+	a.SilencedBy = nil
+	for _, s := range ss {
+		if s.Active(now) && s.Matches(a) {
+			a.SilencedBy = append(a.SilencedBy, s.ID)
+		}
+	}
+}

@@ -1,0 +1,408 @@
+package correlation
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	api "github.com/outpost-dev/outpost/libs/api/correlation"
+	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/envelope"
+)
+
+// processor is the active replica's event loop: fetch a batch, run it through the stages,
+// write each touched alert once, ack the batch; between batches, close timed-out alerts.
+// Everything here runs on one goroutine except the writers of a flush, which each own a
+// distinct set of slots.
+type processor struct {
+	s     *service
+	cache map[string]*cached // slot → alert as last written or read
+	// Timeouts: one heap of (deadline, slot), no goroutine or timer per alert; a slot is in
+	// it at most once (scheduled) and is re-checked against the alert when it comes due.
+	timers    timerHeap
+	scheduled map[string]bool
+}
+
+type cached struct {
+	a   *api.Alert // nil: no alert in the slot
+	rev uint64
+}
+
+func newProcessor(s *service) *processor {
+	return &processor{s: s, cache: map[string]*cached{}, scheduled: map[string]bool{}}
+}
+
+// run processes events until ctx ends (lease lost or shutdown). Events of a batch that is
+// not fully written are not acked: the next active replica gets them again.
+func (p *processor) run(ctx context.Context) error {
+	cons, err := p.s.deps.JS.Consumer(ctx, bus.StreamEvents, EventsConsumer)
+	if err != nil {
+		return fmt.Errorf("correlation: consumer %s (provisioned by the hub's topology): %w", EventsConsumer, err)
+	}
+	if err := p.loadOpen(ctx); err != nil {
+		return err
+	}
+	if err := p.catchUp(ctx, cons); err != nil {
+		return err
+	}
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(p.s.cfg.Batch, jetstream.FetchMaxWait(p.s.cfg.FlushInterval))
+		if err != nil {
+			if ctx.Err() == nil {
+				p.s.log.Debug("fetch events", "err", err)
+				sleep(ctx, p.s, p.s.cfg.FlushInterval)
+			}
+			continue
+		}
+		var msgs []jetstream.Msg
+		for m := range batch.Messages() {
+			msgs = append(msgs, m)
+		}
+		if len(msgs) > 0 {
+			if err := p.handle(ctx, msgs, true); err != nil {
+				return nil // ctx ended with the batch unwritten: not acked, it comes back
+			}
+		}
+		p.fireTimeouts(ctx)
+	}
+	return nil
+}
+
+// catchUp applies, in stream order, the events a previous active replica had been given but
+// not acknowledged, before this one takes new events: otherwise their redelivery would come
+// after newer events of the same alerts, and be skipped as already applied. Events it had
+// applied are skipped by each alert's LastSeq.
+func (p *processor) catchUp(ctx context.Context, cons jetstream.Consumer) error {
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("correlation: consumer info: %w", err)
+	}
+	from, to := info.AckFloor.Stream+1, info.Delivered.Stream
+	if info.NumAckPending == 0 || to < from {
+		return nil
+	}
+	p.s.log.Info("catching up on events another replica had not acknowledged", "from_seq", from, "to_seq", to)
+	oc, err := p.s.deps.JS.OrderedConsumer(ctx, bus.StreamEvents, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{"event.>"}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from})
+	if err != nil {
+		return fmt.Errorf("correlation: catch-up reader: %w", err)
+	}
+	for ctx.Err() == nil {
+		batch, err := oc.Fetch(p.s.cfg.Batch, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return fmt.Errorf("correlation: catch-up read: %w", err)
+		}
+		var msgs []jetstream.Msg
+		done := false
+		for m := range batch.Messages() {
+			md, err := m.Metadata()
+			if err != nil || md.Sequence.Stream > to {
+				done = true
+				continue
+			}
+			msgs = append(msgs, m)
+			if md.Sequence.Stream == to {
+				done = true
+			}
+		}
+		if len(msgs) > 0 {
+			if err := p.handle(ctx, msgs, false); err != nil {
+				return nil
+			}
+		}
+		if done || len(msgs) == 0 {
+			return nil
+		}
+	}
+	return nil
+}
+
+// handle runs one batch through the pipeline. With ack, poison events are dead-lettered
+// and the batch is acked once written; it retries failed writes in place (never skipping
+// ahead) and returns an error only when ctx ends first.
+func (p *processor) handle(ctx context.Context, msgs []jetstream.Msg, ack bool) error {
+	now := p.s.clock.Now().UTC()
+	groups := map[string][]item{}
+	var order []string
+	for _, m := range msgs {
+		it, err := p.decode(m)
+		if err != nil {
+			if ack {
+				p.deadLetter(ctx, m, err)
+			}
+			continue
+		}
+		if it.ev == nil {
+			continue // not an event (the gateway's audit records share EVENTS)
+		}
+		slot := slotOf(it.key)
+		if _, ok := groups[slot]; !ok {
+			order = append(order, slot)
+		}
+		groups[slot] = append(groups[slot], it)
+	}
+	pending := order
+	backoff := 100 * time.Millisecond
+	for len(pending) > 0 {
+		pending = p.flush(ctx, pending, groups, now)
+		if len(pending) == 0 {
+			break
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if ack {
+			for _, m := range msgs {
+				_ = m.InProgress()
+			}
+		}
+		p.s.log.Warn("alerts not written; retrying before taking newer events", "alerts", len(pending), "retry_in", backoff)
+		sleep(ctx, p.s, backoff)
+		backoff = min(backoff*2, 5*time.Second)
+	}
+	if ack {
+		for _, m := range msgs {
+			_ = m.Ack()
+		}
+	}
+	if len(p.cache) > p.s.cfg.MaxCachedAlerts {
+		p.cache = map[string]*cached{}
+	}
+	return nil
+}
+
+// decode is the origin and normalize stages: an item, an item without event (not an
+// event: skip), or a permanent error.
+func (p *processor) decode(m jetstream.Msg) (item, error) {
+	md, err := m.Metadata()
+	if err != nil {
+		return item{}, bus.Permanent(fmt.Errorf("no stream metadata: %w", err))
+	}
+	h := m.Headers()
+	_, body, err := envelope.DecodeWith(func(k string) string { return h.Get(k) }, m.Data())
+	if err != nil {
+		return item{}, err
+	}
+	ev, ok := body.(*envelope.Event)
+	if !ok {
+		return item{seq: md.Sequence.Stream}, nil
+	}
+	if err := checkOrigin(m.Subject(), ev); err != nil {
+		return item{}, err
+	}
+	if err := normalize(ev); err != nil {
+		return item{}, err
+	}
+	return item{seq: md.Sequence.Stream, ev: ev, key: dedupKey(ev)}, nil
+}
+
+func (p *processor) deadLetter(ctx context.Context, m jetstream.Msg, cause error) {
+	code := bus.CodePermanent
+	if errors.Is(cause, envelope.ErrDecode) {
+		code = bus.CodeDecode
+	}
+	src := bus.SourceRef{Stream: bus.StreamEvents, Consumer: EventsConsumer, Subject: m.Subject()}
+	if md, err := m.Metadata(); err == nil {
+		src.Seq, src.Deliveries = md.Sequence.Stream, md.NumDelivered
+	}
+	for ctx.Err() == nil {
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := p.s.dlq.DeadLetter(dctx, src, m.Headers(), m.Data(), code, cause.Error())
+		cancel()
+		if err == nil {
+			return
+		}
+		p.s.log.Warn("dead-letter failed; retrying", "err", err)
+		sleep(ctx, p.s, time.Second)
+	}
+}
+
+// flush writes the alerts of the given slots with up to Writers at once and returns the
+// slots that could not be written.
+func (p *processor) flush(ctx context.Context, slots []string, groups map[string][]item, now time.Time) []string {
+	type result struct {
+		slot string
+		c    *cached
+		err  error
+	}
+	results := make([]result, len(slots))
+	sem := make(chan struct{}, p.s.cfg.Writers)
+	var wg sync.WaitGroup
+	for i, slot := range slots {
+		results[i].slot = slot
+		c := p.cache[slot]
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			results[i].c, results[i].err = p.apply(ctx, slot, c, groups[slot], now)
+		}()
+	}
+	wg.Wait()
+	var failed []string
+	for _, r := range results {
+		if r.err != nil {
+			delete(p.cache, r.slot)
+			failed = append(failed, r.slot)
+			p.s.log.Debug("write alert", "slot", r.slot, "err", r.err)
+			continue
+		}
+		p.cache[r.slot] = r.c
+		p.schedule(r.slot, r.c.a)
+	}
+	return failed
+}
+
+// apply folds a slot's events into its alert and writes it once (compare-and-set on the
+// revision: an API ack or close in between makes it re-read and fold again; events already
+// in the alert are skipped by LastSeq).
+func (p *processor) apply(ctx context.Context, slot string, c *cached, items []item, now time.Time) (*cached, error) {
+	for attempt := 0; attempt < 10; attempt++ {
+		if c == nil {
+			a, rev, err := p.s.store.get(ctx, slot)
+			if err != nil {
+				return nil, err
+			}
+			c = &cached{a: a, rev: rev}
+		}
+		cur, changed := c.a, false
+		var archived []*api.Alert
+		for _, it := range items {
+			next, old, ch := fold(cur, it, now)
+			if ch && old != nil {
+				archived = append(archived, old)
+			}
+			changed = changed || ch
+			cur = next
+		}
+		if !changed {
+			return c, nil
+		}
+		if cur.CI == "" && (c.a == nil || c.a.ID != cur.ID) {
+			cur.CI, cur.CIClass = p.s.cis.bind(ctx, cur.Node)
+		}
+		silence(cur, p.s.activeSilences(), now)
+		for _, old := range archived {
+			if err := p.s.store.archive(ctx, old); err != nil {
+				return nil, err
+			}
+		}
+		rev, err := p.s.store.put(ctx, slot, cur, c.rev)
+		if errors.Is(err, errConflict) {
+			c = nil
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &cached{a: cur, rev: rev}, nil
+	}
+	return nil, fmt.Errorf("alert slot %s: changed under every one of 10 writes", slot)
+}
+
+// loadOpen schedules the timeouts of the alerts that are open in KV when this replica
+// becomes active.
+func (p *processor) loadOpen(ctx context.Context) error {
+	if p.s.cfg.AlertTimeout <= 0 {
+		return nil
+	}
+	all, err := p.s.store.all(ctx)
+	if err != nil {
+		return fmt.Errorf("correlation: load open alerts: %w", err)
+	}
+	for i := range all {
+		a := &all[i]
+		if a.State != api.StateClosed {
+			if slot, ok := slotOfID(a.ID); ok {
+				p.schedule(slot, a)
+			}
+		}
+	}
+	return nil
+}
+
+func (p *processor) schedule(slot string, a *api.Alert) {
+	if p.s.cfg.AlertTimeout <= 0 || a == nil || a.State == api.StateClosed || p.scheduled[slot] {
+		return
+	}
+	p.scheduled[slot] = true
+	heap.Push(&p.timers, timer{due: a.LastSeen.Add(p.s.cfg.AlertTimeout), slot: slot})
+}
+
+// fireTimeouts closes the alerts whose timeout passed; an alert touched since it was
+// scheduled goes back in the heap at its new deadline.
+func (p *processor) fireTimeouts(ctx context.Context) {
+	now := p.s.clock.Now().UTC()
+	for p.timers.Len() > 0 && !p.timers[0].due.After(now) {
+		t := heap.Pop(&p.timers).(timer)
+		delete(p.scheduled, t.slot)
+		c, err := p.closeIfTimedOut(ctx, t.slot, now)
+		if err != nil {
+			p.s.log.Warn("alert timeout: cannot write; will retry", "slot", t.slot, "err", err)
+			p.scheduled[t.slot] = true
+			heap.Push(&p.timers, timer{due: now.Add(time.Second), slot: t.slot})
+			return
+		}
+		p.cache[t.slot] = c
+		p.schedule(t.slot, c.a)
+	}
+}
+
+func (p *processor) closeIfTimedOut(ctx context.Context, slot string, now time.Time) (*cached, error) {
+	c := p.cache[slot]
+	for attempt := 0; attempt < 10; attempt++ {
+		if c == nil {
+			a, rev, err := p.s.store.get(ctx, slot)
+			if err != nil {
+				return nil, err
+			}
+			c = &cached{a: a, rev: rev}
+		}
+		next, closed := timeout(c.a, p.s.cfg.AlertTimeout, now)
+		if !closed {
+			return c, nil
+		}
+		rev, err := p.s.store.put(ctx, slot, next, c.rev)
+		if errors.Is(err, errConflict) {
+			c = nil
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &cached{a: next, rev: rev}, nil
+	}
+	return nil, fmt.Errorf("alert slot %s: changed under every one of 10 writes", slot)
+}
+
+type timer struct {
+	due  time.Time
+	slot string
+}
+
+type timerHeap []timer
+
+func (h timerHeap) Len() int           { return len(h) }
+func (h timerHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
+func (h timerHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *timerHeap) Push(x any)        { *h = append(*h, x.(timer)) }
+func (h *timerHeap) Pop() any {
+	old := *h
+	t := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return t
+}
+
+func sleep(ctx context.Context, s *service, d time.Duration) {
+	t := s.clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C():
+	case <-ctx.Done():
+	}
+}

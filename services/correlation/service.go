@@ -1,0 +1,190 @@
+// Package correlation turns raw events (event.<site>.<source> on EVENTS: the bridges'
+// syslog, trap and webhook collectors, hub services, the API) into deduplicated alerts:
+// normalized, keyed, folded into an alert lifecycle (open, acknowledged, closed by a clear
+// event, a timeout or a user), bound to a CMDB CI and matched against silences. Alerts and
+// silences live in KV; the events stay in EVENTS.
+//
+// One replica is active at a time (a lease in the leases bucket) and consumes EVENTS in
+// stream order through one durable consumer, so no two replicas ever race on one alert and
+// every alert's events are applied in order. Inside it, a batch is split by dedup key and
+// each alert is written once per batch, by concurrent writers; the batch is acknowledged
+// only after every alert that includes it is in KV. Every replica serves the API.
+package correlation
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"go.opentelemetry.io/otel/trace"
+
+	api "github.com/outpost-dev/outpost/libs/api/correlation"
+	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/clock"
+	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/version"
+)
+
+// Service is the bus name of the service.
+const Service = api.Service
+
+// EventsConsumer is the durable consumer of EVENTS that the active replica reads.
+const EventsConsumer = "correlation_events"
+
+// ActiveLeaseKey is the key of the leases bucket held by the active replica.
+const ActiveLeaseKey = "correlation.active"
+
+// Deps are what the service is given.
+type Deps struct {
+	NC     *nats.Conn
+	JS     jetstream.JetStream
+	Logger *slog.Logger
+	Tracer trace.TracerProvider
+	// Clock drives alert times, timeouts, silences and the lease; default the real clock.
+	Clock clock.Clock
+}
+
+// Consumers are the service's durable consumers, provisioned by the hub. MaxDeliver is
+// unlimited: the processor never naks — it retries a failed write in place, so that an
+// alert's events are applied in stream order — and poison events go to the DLQ at once.
+// AckWait outlasts any flush; a stalled replica's events come back after it.
+func Consumers() []bus.ConsumerSpec {
+	return []bus.ConsumerSpec{{Stream: bus.StreamEvents, Name: EventsConsumer, Filters: []string{"event.>"},
+		AckWait: 30 * time.Second, MaxDeliver: -1, MaxAckPending: 20_000,
+		Description: "correlation: every event, in order, read by the active replica"}}
+}
+
+type service struct {
+	cfg   Config
+	deps  Deps
+	log   *slog.Logger
+	clock clock.Clock
+	store alertStore
+	kvSil jetstream.KeyValue
+	kvLse jetstream.KeyValue
+	pub   *bus.Publisher
+	dlq   *bus.DeadLetterer
+	cis   *ciBinder
+
+	silMu    sync.RWMutex
+	silences map[string]api.Silence
+}
+
+// Run serves until ctx ends and returns nil on a clean stop.
+func Run(ctx context.Context, cfg Config, deps Deps) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	s, err := newService(ctx, cfg, deps)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
+		return err
+	}
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	if err := s.watchSilences(wctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	svc, err := bus.AddService(ctx, deps.NC, bus.ServiceConfig{Name: Service, Version: version.Semver(),
+		Description: "events into deduplicated alerts; silences", Endpoints: s.endpoints(), Logger: s.log})
+	if err != nil {
+		return err
+	}
+	defer func(svc micro.Service) { _ = svc.Stop() }(svc)
+	return s.serveWhenActive(ctx)
+}
+
+func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", Service)
+	kvA, err := deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: KVAlerts,
+		Description: "correlation: alerts by dedup key slot (a.<slot>) and closed alerts (c.<id>)", History: 1, Storage: jetstream.FileStorage})
+	if err != nil {
+		return nil, fmt.Errorf("correlation: bucket %s: %w", KVAlerts, err)
+	}
+	kvS, err := deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: KVSilences,
+		Description: "correlation: silences by id", History: 1, Storage: jetstream.FileStorage})
+	if err != nil {
+		return nil, fmt.Errorf("correlation: bucket %s: %w", KVSilences, err)
+	}
+	kvL, err := deps.JS.KeyValue(ctx, bus.KVLeases)
+	if err != nil {
+		return nil, fmt.Errorf("correlation: bucket %s (provisioned by the hub's topology): %w", bus.KVLeases, err)
+	}
+	clk := clock.Or(deps.Clock)
+	s := &service{cfg: cfg, deps: deps, log: log, clock: clk, store: alertStore{kv: kvA}, kvSil: kvS, kvLse: kvL,
+		pub: bus.NewPublisher(deps.JS, envelope.ServiceSource(Service), deps.Tracer),
+		dlq: bus.NewDeadLetterer(deps.JS, Service, log, nil), silences: map[string]api.Silence{}}
+	s.cis = newCIBinder(deps.NC, clk, cfg)
+	return s, nil
+}
+
+// serveWhenActive waits for the lease, processes events while it holds it, and goes back to
+// waiting if it is lost; it returns when ctx ends.
+func (s *service) serveWhenActive(ctx context.Context) error {
+	l := &lease{js: s.deps.JS, kv: s.kvLse, holder: s.cfg.Replica, ttl: s.cfg.ActiveLease}
+	waiting := false
+	for {
+		ok, err := l.acquire(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			s.log.Warn("correlation lease: cannot read the leases bucket; retrying", "err", err)
+		}
+		if !ok {
+			if !waiting {
+				s.log.Info("another correlation replica is active: standing by", "replica", s.cfg.Replica)
+				waiting = true
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-s.clock.After(s.cfg.ActiveLease / 4):
+			}
+			continue
+		}
+		waiting = false
+		s.log.Info("correlation replica active", "replica", s.cfg.Replica)
+		actx, cancel := context.WithCancel(ctx)
+		lost := make(chan struct{})
+		held := make(chan struct{})
+		go func() { defer close(held); l.hold(actx, s.clock, s.log, cancel, lost) }()
+		err = newProcessor(s).run(actx)
+		cancel()
+		<-held
+		select {
+		case <-lost:
+			s.log.Warn("correlation lease lost: this replica stopped processing and stands by", "replica", s.cfg.Replica)
+		default:
+			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			l.release(rctx)
+			rcancel()
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// notFound is the 404 of an unknown alert or silence.
+func notFound(what, id string) error {
+	return bus.Errorf(http.StatusNotFound, "no %s %q: list them with outpost %ss ls", what, id, what)
+}

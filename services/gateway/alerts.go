@@ -1,0 +1,49 @@
+package gateway
+
+import (
+	"net/http"
+	"time"
+
+	api "github.com/outpost-dev/outpost/libs/api/correlation"
+	"github.com/outpost-dev/outpost/services/gateway/tokens"
+)
+
+// routeAlerts exposes svc.correlation.*: events in, alerts out, silences. Reading takes a
+// viewer; sending events, acknowledging, closing and silencing take an operator. Bodies are
+// checked here too, so bad input is a 400 naming the field before it reaches the bus.
+func (a *API) routeAlerts(mux *router) {
+	const timeout = 30 * time.Second
+	id := func(r *http.Request) (api.IDRequest, error) { return api.IDRequest{ID: r.PathValue("id")}, nil }
+	mux.Handle("POST /api/v1/events", a.auth(tokens.RoleOperator, relay(a, api.EventSend, timeout, func(r *http.Request) (api.EventInput, error) {
+		in, err := decodeBody[api.EventInput](r)
+		if err == nil {
+			err = in.Validate()
+		}
+		return in, err
+	})), opDoc(api.EventSend, bodyOf[api.EventInput]()))
+	mux.Handle("GET /api/v1/alerts", a.auth(tokens.RoleViewer, relay(a, api.AlertList, timeout, func(r *http.Request) (api.AlertsListRequest, error) {
+		p, err := pageRequest(r)
+		req := api.AlertsListRequest{State: r.URL.Query().Get("state"), Node: r.URL.Query().Get("node"), Request: p}
+		if err == nil {
+			err = req.Validate()
+		}
+		return req, err
+	})), opDoc(api.AlertList, nil, pageParams, []queryParam{{"state", "string", "open, acknowledged or closed (default: all)"}, {"node", "string", "only this node's alerts"}}))
+	mux.Handle("GET /api/v1/alerts/{id}", a.auth(tokens.RoleViewer, relay(a, api.AlertGet, timeout, id)),
+		opDoc(api.AlertGet, nil))
+	mux.Handle("POST /api/v1/alerts/{id}/ack", a.auth(tokens.RoleOperator, relay(a, api.AlertAck, timeout, id)),
+		opDoc(api.AlertAck, nil))
+	mux.Handle("POST /api/v1/alerts/{id}/close", a.auth(tokens.RoleOperator, relay(a, api.AlertClose, timeout, id)),
+		opDoc(api.AlertClose, nil))
+	mux.Handle("POST /api/v1/silences", a.auth(tokens.RoleOperator, relay(a, api.SilenceAdd, timeout, func(r *http.Request) (api.SilenceAddRequest, error) {
+		in, err := decodeBody[api.SilenceAddRequest](r)
+		if err == nil {
+			_, err = in.Validate()
+		}
+		return in, err
+	})), opDoc(api.SilenceAdd, bodyOf[api.SilenceAddRequest]()))
+	mux.Handle("GET /api/v1/silences", a.auth(tokens.RoleViewer, relay(a, api.SilenceList, timeout, pageRequest)),
+		opDoc(api.SilenceList, nil, pageParams))
+	mux.Handle("DELETE /api/v1/silences/{id}", a.auth(tokens.RoleOperator, relay(a, api.SilenceRemove, timeout, id)),
+		opDoc(api.SilenceRemove, nil))
+}
