@@ -49,7 +49,7 @@ func startAccountsHub(t testing.TB) *accountsHub {
 	t.Helper()
 	issuer, _ := nkeys.CreateAccount()
 	ipub, _ := issuer.PublicKey()
-	srv, err := bus.StartServer(bus.ServerConfig{Name: "acc", StoreDir: t.TempDir(), Listen: "127.0.0.1:-1", Domain: bus.Domain,
+	srv, err := bus.StartServer(bus.ServerConfig{Name: "acc", StoreDir: t.TempDir(), Listen: "127.0.0.1:-1",
 		Configure: func(o *server.Options) error {
 			o.AlwaysEnableNonce = true
 			return bus.ApplyAccounts(o, bus.AccountVars{HubPassword: "hub-pw", SysPassword: "sys-pw", CalloutIssuer: ipub})

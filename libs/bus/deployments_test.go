@@ -135,8 +135,8 @@ func TestDeployNATSHubRuns(t *testing.T) {
 	}
 
 	info := deployClientTLS(t, s.Addr().String(), pool)
-	if !info.TLSRequired || info.ServerName != "hub" || !info.JetStream || info.Domain != "hub" {
-		t.Errorf("client INFO = %+v, want tls_required, server_name hub, jetstream, domain hub", info)
+	if !info.TLSRequired || info.ServerName != "hub" || !info.JetStream || info.Domain != "" {
+		t.Errorf("client INFO = %+v, want tls_required, server_name hub, jetstream, no domain", info)
 	}
 
 	ports := s.PortsInfo(5 * time.Second)
@@ -409,8 +409,8 @@ func deployCheckNode(t *testing.T, n deployNode, o *server.Options) {
 	if o.Websocket.Port != n.ws || o.Websocket.TLSConfig == nil || o.Websocket.NoTLS {
 		t.Errorf("websocket: port %d tls %v no_tls %v, want port %d with TLS", o.Websocket.Port, o.Websocket.TLSConfig != nil, o.Websocket.NoTLS, n.ws)
 	}
-	if !o.JetStream || o.JetStreamDomain != "hub" || o.StoreDir != n.store {
-		t.Errorf("jetstream: enabled %v domain %q store %q, want enabled, domain hub, store %q", o.JetStream, o.JetStreamDomain, o.StoreDir, n.store)
+	if !o.JetStream || o.JetStreamDomain != "" || o.StoreDir != n.store {
+		t.Errorf("jetstream: enabled %v domain %q store %q, want enabled, no domain (as the embedded hub), store %q", o.JetStream, o.JetStreamDomain, o.StoreDir, n.store)
 	}
 	if o.JetStreamMaxMemory <= 0 || o.JetStreamMaxStore <= 0 {
 		t.Errorf("jetstream limits: max_mem %d max_file %d, want both set", o.JetStreamMaxMemory, o.JetStreamMaxStore)

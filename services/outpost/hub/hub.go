@@ -186,7 +186,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	srv, err := bus.StartServer(bus.ServerConfig{
-		Name: "outpost-hub", StoreDir: storeDir, Listen: cfg.NATSAddr, Domain: bus.Domain,
+		Name: "outpost-hub", StoreDir: storeDir, Listen: cfg.NATSAddr,
 		SyncInterval: time.Second, Logger: log,
 		TLS: tlsc.nats, WebSocket: cfg.WSSAddr, WebSocketTLS: tlsc.wss,
 		Configure: func(o *server.Options) error {
