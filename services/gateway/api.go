@@ -40,6 +40,7 @@ func (a *API) Handler() http.Handler {
 	a.routeCIs(mux)
 	a.routeTokens(mux)
 	a.routeDiscovery(mux)
+	a.routeImports(mux)
 	mux.Handle("GET /api/v1/audit", a.auth(tokens.RoleViewer, http.HandlerFunc(a.listAudit)), pageParams)
 	mux.Handle("GET /api/v1/dlq", a.auth(tokens.RoleViewer, http.HandlerFunc(a.listDLQ)), pageParams,
 		[]queryParam{{"service", "string", "only what this service dead-lettered (discovery, cmdb, bridge…)"}})

@@ -104,7 +104,7 @@ func (r *router) openAPI(version string) map[string]any {
 	problemRef := map[string]any{"$ref": "#/components/responses/Problem"}
 	for _, rt := range r.routes {
 		op := map[string]any{
-			"summary":     summaries[rt.method+" "+rt.path],
+			"summary":     summaries[rt.method+" "+rt.path] + importSummaries[rt.method+" "+rt.path],
 			"operationId": operationID(rt),
 			"security":    []map[string][]string{{"bearer": {}}},
 			"responses": map[string]any{

@@ -33,6 +33,7 @@ import (
 	"github.com/outpost-dev/outpost/services/discovery"
 	"github.com/outpost-dev/outpost/services/gateway"
 	"github.com/outpost-dev/outpost/services/gateway/tokens"
+	"github.com/outpost-dev/outpost/services/importer"
 )
 
 // Config of the all-in-one hub.
@@ -282,7 +283,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 // Topology is the bus the hub provisions: the default table plus every service's consumers.
 func Topology(l bus.Limits) bus.Topology {
 	return bus.DefaultTopology(l).WithConsumers(cmdb.Consumers(cmdb.DefaultConfig().Partitions)...).
-		WithConsumers(discovery.Consumers()...)
+		WithConsumers(discovery.Consumers()...).WithConsumers(importer.Consumers()...)
 }
 
 // Registry lists the hub services `outpost up` runs in process. Later services add theirs here.
@@ -308,6 +309,9 @@ func Registry(cfg Config, toks *tokens.Store, tlsc hubTLS) []Service {
 			// active lease back at once instead of waiting for it to expire.
 			dc.Replica = "hub-" + replicaName(d.DataDir)
 			return discovery.Run(ctx, dc, discovery.Deps{NC: d.NC, JS: d.JS, Logger: d.Logger, CurveKey: d.CurveKey, Tracer: d.Telemetry.Tracer})
+		}},
+		{Name: "importer", Run: func(ctx context.Context, d Deps) error {
+			return importer.Run(ctx, importer.DefaultConfig(), importer.Deps{NC: d.NC, JS: d.JS, Logger: d.Logger, Tracer: d.Telemetry.Tracer})
 		}},
 		{Name: "local-bridge", Run: func(ctx context.Context, d Deps) error {
 			if cfg.NoLocalBridge {

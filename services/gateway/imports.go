@@ -1,0 +1,216 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	api "github.com/outpost-dev/outpost/libs/api/importer"
+	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/services/gateway/tokens"
+)
+
+// maxMapBytes bounds a transform map's text (a map is a page of YAML, not data).
+const maxMapBytes = 1 << 20
+
+// Query parameters of an upload (raw body) and of the file options (either form).
+var importParams = []queryParam{
+	{"map", "string", "raw body only: the transform map's YAML (multipart: a part named map)"},
+	{"map_file", "string", "the map's file name, for error messages"},
+	{"filename", "string", "raw body only: the file's name (format detection, display)"},
+	{"format", "string", "csv, xlsx, xml, json or jsonl (default: from the file name)"},
+	{"sheet", "string", "XLSX: the sheet to read (default: the first)"},
+	{"header_row", "integer", "CSV, XLSX: the row with the column names (default 1)"},
+	{"record_path", "string", "XML: the path of one record (/servers/server); JSON: the path to the array (/data/servers)"},
+}
+
+// importSummaries document the import routes (merged into the OpenAPI summaries).
+var importSummaries = map[string]string{
+	"POST /api/v1/imports/runs":                  "Upload a file and start an import run: multipart (parts map, then file; fields format, sheet, header_row, record_path) or the file as the raw body with the map in ?map= (operator)",
+	"GET /api/v1/imports/runs":                   "List import runs, newest first, with their counters",
+	"GET /api/v1/imports/runs/{id}":              "An import run: state and counters per outcome (inserted, updated, unchanged, ignored, skipped, error)",
+	"GET /api/v1/imports/runs/{id}/rows":         "A run's rows with their outcome, reason, position and staged columns; ?outcome=error for the errors",
+	"POST /api/v1/imports/runs/{id}/retransform": "Run a changed map over a run's staged rows without uploading again (operator)",
+	"POST /api/v1/imports/maps/validate":         "Check a transform map against the CMDB's class model; every problem with file, line and field",
+}
+
+// routeImports exposes svc.importer.*; uploads stream into the upload object store.
+func (a *API) routeImports(mux *router) {
+	imp := func(role, op string, body func(*http.Request) (any, error)) http.Handler {
+		return a.auth(role, a.relayTo(api.Service, op, 30*time.Second, body))
+	}
+	mux.Handle("POST /api/v1/imports/runs", a.auth(tokens.RoleOperator, http.HandlerFunc(a.importUpload)), importParams)
+	mux.Handle("GET /api/v1/imports/runs", imp(tokens.RoleViewer, api.OpRunsLs, pageQuery), pageParams)
+	mux.Handle("GET /api/v1/imports/runs/{id}", imp(tokens.RoleViewer, api.OpRunGet, func(r *http.Request) (any, error) {
+		return api.RunRequest{ID: r.PathValue("id")}, nil
+	}))
+	mux.Handle("GET /api/v1/imports/runs/{id}/rows", imp(tokens.RoleViewer, api.OpRows, func(r *http.Request) (any, error) {
+		p, err := pageRequest(r)
+		if err != nil {
+			return nil, err
+		}
+		return api.RowsRequest{Run: r.PathValue("id"), Outcome: r.URL.Query().Get("outcome"), Cursor: p.Cursor, Limit: p.Limit}, nil
+	}), []queryParam{{"outcome", "string", "only rows with this outcome: inserted, updated, unchanged, ignored, skipped, error"}}, pageParams)
+	mux.Handle("POST /api/v1/imports/runs/{id}/retransform", imp(tokens.RoleOperator, api.OpRetransform, func(r *http.Request) (any, error) {
+		req, err := decodeBody[api.RetransformRequest](r)
+		req.Run = r.PathValue("id")
+		return req, err
+	}))
+	mux.Handle("POST /api/v1/imports/maps/validate", imp(tokens.RoleViewer, api.OpValidate, func(r *http.Request) (any, error) {
+		return decodeBody[api.ValidateRequest](r)
+	}))
+}
+
+// importUpload takes a file and a map: the map is checked first (a bad map is refused
+// before a byte of a large file is stored), then the file streams into the upload bucket,
+// then the importer starts the run.
+func (a *API) importUpload(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	req := api.StartRequest{Map: q.Get("map"), MapFile: q.Get("map_file"), Filename: q.Get("filename")}
+	fields := map[string]string{}
+	for _, k := range []string{"format", "sheet", "header_row", "record_path"} {
+		fields[k] = q.Get(k)
+	}
+	bad := func(detail string) { problem(w, r, http.StatusBadRequest, "bad-request", "Bad request", detail) }
+	ctx := r.Context()
+	upload := envelope.NewID()
+	req.Upload = upload
+	var stored bool
+	store := func(body io.Reader) bool {
+		if err := applyFileFields(&req, fields); err != nil {
+			bad(err.Error())
+			return false
+		}
+		var vr api.ValidateResponse
+		vctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := bus.Request(vctx, a.deps.NC, api.Service, api.OpValidate, api.ValidateRequest{Map: req.Map, MapFile: req.MapFile}, &vr)
+		cancel()
+		if err != nil {
+			serviceProblem(w, r, err)
+			return false
+		}
+		objs, err := a.uploads(ctx)
+		if err != nil {
+			problem(w, r, http.StatusServiceUnavailable, "unavailable", "Upload store unavailable", err.Error())
+			return false
+		}
+		if _, err := objs.Put(ctx, jetstream.ObjectMeta{Name: upload, Description: req.Filename}, body); err != nil {
+			problem(w, r, http.StatusBadGateway, "upstream", "Upload failed", fmt.Sprintf("storing the file: %v", err))
+			return false
+		}
+		stored = true
+		return true
+	}
+	mt, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if mt == "multipart/form-data" && params["boundary"] != "" {
+		mr, err := r.MultipartReader()
+		if err != nil {
+			bad(err.Error())
+			return
+		}
+		for {
+			part, err := mr.NextPart()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				bad("multipart body: " + err.Error())
+				return
+			}
+			switch name := part.FormName(); name {
+			case "map":
+				b, err := io.ReadAll(io.LimitReader(part, maxMapBytes+1))
+				if err != nil || len(b) > maxMapBytes {
+					bad(fmt.Sprintf("part map: want a transform map of at most %d bytes", maxMapBytes))
+					return
+				}
+				req.Map = string(b)
+				if req.MapFile == "" {
+					req.MapFile = part.FileName()
+				}
+			case "file":
+				if stored {
+					bad("more than one part named file: one file per run")
+					return
+				}
+				if req.Map == "" {
+					bad("part map must come before part file, so that a bad map is refused before the file is stored")
+					return
+				}
+				if req.Filename == "" {
+					req.Filename = part.FileName()
+				}
+				if !store(part) {
+					return
+				}
+			case "format", "sheet", "header_row", "record_path", "filename", "map_file":
+				b, _ := io.ReadAll(io.LimitReader(part, 4096))
+				if name == "filename" {
+					req.Filename = string(b)
+				} else if name == "map_file" {
+					req.MapFile = string(b)
+				} else {
+					fields[name] = string(b)
+				}
+			default:
+				bad(fmt.Sprintf("unknown part %q (parts: map, file, format, sheet, header_row, record_path, filename, map_file)", name))
+				return
+			}
+		}
+		if !stored {
+			bad("no part named file: send the data file as a part named file, after the map")
+			return
+		}
+	} else {
+		if req.Map == "" {
+			bad("no transform map: send multipart (parts map, then file) or the file as the body with ?map=<YAML>")
+			return
+		}
+		if !store(r.Body) {
+			return
+		}
+	}
+	var run api.Run
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := bus.Request(sctx, a.deps.NC, api.Service, api.OpStart, req, &run); err != nil {
+		if objs, oerr := a.uploads(ctx); oerr == nil {
+			_ = objs.Delete(context.WithoutCancel(ctx), upload)
+		}
+		serviceProblem(w, r, err)
+		return
+	}
+	a.audit(r, "import_start", http.StatusOK)
+	writeJSON(w, http.StatusOK, run)
+}
+
+// applyFileFields reads the file options.
+func applyFileFields(req *api.StartRequest, f map[string]string) error {
+	req.Options.Format, req.Options.Sheet, req.Options.RecordPath = f["format"], f["sheet"], f["record_path"]
+	if v := strings.TrimSpace(f["header_row"]); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return fmt.Errorf("header_row %q: want a row number from 1", v)
+		}
+		req.Options.HeaderRow = n
+	}
+	return nil
+}
+
+// uploads is the upload bucket, made when the importer has not made it yet.
+func (a *API) uploads(ctx context.Context) (jetstream.ObjectStore, error) {
+	objs, err := a.deps.JS.ObjectStore(ctx, api.UploadBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		objs, err = a.deps.JS.CreateOrUpdateObjectStore(ctx, api.UploadStoreConfig())
+	}
+	return objs, err
+}

@@ -1,0 +1,401 @@
+package importer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	api "github.com/outpost-dev/outpost/libs/api/importer"
+	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/page"
+	"github.com/outpost-dev/outpost/libs/version"
+	"github.com/outpost-dev/outpost/services/importer/transform"
+)
+
+type service struct {
+	cfg  Config
+	deps Deps
+	log  *slog.Logger
+	pub  *bus.Publisher
+	kv   jetstream.KeyValue
+	objs jetstream.ObjectStore
+	imp  jetstream.Stream
+
+	slots chan struct{} // MaxRuns
+
+	mu   sync.Mutex
+	runs map[string]*runState // runs not finished, owned by this process
+
+	modelMu sync.Mutex
+	model   *transform.Model
+	modelAt time.Time
+
+	wg  sync.WaitGroup
+	ctx context.Context // the service's: runs stop with it
+}
+
+// record is a run as stored: the public view plus what a restart needs to carry on.
+type record struct {
+	api.Run
+	Upload string `json:"upload,omitempty"` // object in the upload bucket until staged
+	Map    string `json:"map"`              // the map's YAML
+	// Observed is the time the run's payloads say they were observed: fixed per run, so a
+	// payload sent again after a restart is the same payload (same receipt id).
+	Observed time.Time `json:"observed"`
+}
+
+func (s *service) now() time.Time {
+	if s.deps.Now != nil {
+		return s.deps.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+// Run serves the import service until ctx ends.
+func Run(ctx context.Context, cfg Config, deps Deps) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("importer config: %w", err)
+	}
+	if deps.NC == nil || deps.JS == nil {
+		return errors.New("importer: NATS connection and JetStream are required")
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &service{cfg: cfg, deps: deps, log: log.With("component", Service), runs: map[string]*runState{},
+		slots: make(chan struct{}, cfg.MaxRuns),
+		pub:   bus.NewPublisher(deps.JS, envelope.ServiceSource(Service), deps.Tracer)}
+	s.ctx = ctx
+	var err error
+	if s.kv, err = deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: KVRuns,
+		Description: "import runs: state, counters, map, staging progress", History: 1, Storage: jetstream.FileStorage}); err != nil {
+		return fmt.Errorf("kv %s: %w", KVRuns, err)
+	}
+	if s.objs, err = deps.JS.CreateOrUpdateObjectStore(ctx, api.UploadStoreConfig()); err != nil {
+		return fmt.Errorf("object store %s: %w", api.UploadBucket, err)
+	}
+	if s.imp, err = deps.JS.Stream(ctx, bus.StreamImports); err != nil {
+		return fmt.Errorf("stream %s (is the bus provisioned?): %w", bus.StreamImports, err)
+	}
+	for _, c := range Consumers() {
+		if _, err := deps.JS.CreateOrUpdateConsumer(ctx, c.Stream, c.Config()); err != nil {
+			return fmt.Errorf("importer consumer %s: %w", c.Name, err)
+		}
+	}
+	router, err := bus.NewRouter(deps.NC, deps.JS, bus.RouterConfig{Service: Service,
+		Topology: bus.Topology{Consumers: Consumers()}, MaxInFlight: 256, Logger: s.log, Tracer: deps.Tracer})
+	if err != nil {
+		return err
+	}
+	if err := router.Handle("importer-receipts", ReceiptsConsumer, bus.Decoded(s.handleReceipt)); err != nil {
+		return err
+	}
+	svc, err := bus.AddService(ctx, deps.NC, bus.ServiceConfig{Name: Service, Version: version.Semver(),
+		Description: "import runs: files staged row by row, transformed by maps into the CMDB", Endpoints: s.endpoints(), Logger: s.log})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = svc.Stop() }()
+	s.resume(ctx)
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); s.saveLoop(ctx) }()
+	err = router.Run(ctx)
+	s.wg.Wait()
+	s.saveAll(context.WithoutCancel(ctx))
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (s *service) endpoints() map[string]bus.Endpoint {
+	return map[string]bus.Endpoint{
+		api.OpValidate: bus.JSON(func(ctx context.Context, r api.ValidateRequest) (any, error) {
+			m, err := s.loadMap(ctx, r.MapFile, r.Map)
+			if err != nil {
+				return nil, err
+			}
+			resp := api.ValidateResponse{Name: m.Name, Class: m.Class, Coalesce: m.Coalesce, Fields: []string{}}
+			for _, f := range m.Fields {
+				resp.Fields = append(resp.Fields, f.Attr)
+			}
+			return resp, nil
+		}),
+		api.OpStart:       bus.JSON(s.start),
+		api.OpRetransform: bus.JSON(s.retransform),
+		api.OpRunsLs:      bus.JSON(s.runsLs),
+		api.OpRunGet: bus.JSON(func(ctx context.Context, r api.RunRequest) (any, error) {
+			rec, err := s.get(ctx, r.ID)
+			if err != nil {
+				return nil, err
+			}
+			return rec.Run, nil
+		}),
+		api.OpRows: bus.JSON(s.rows),
+	}
+}
+
+// classModel asks the CMDB for its class model, kept for half a minute.
+func (s *service) classModel(ctx context.Context) (*transform.Model, error) {
+	s.modelMu.Lock()
+	defer s.modelMu.Unlock()
+	if s.model != nil && time.Since(s.modelAt) < 30*time.Second {
+		return s.model, nil
+	}
+	var raw json.RawMessage
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := bus.Request(rctx, s.deps.NC, "cmdb", "classes", struct{}{}, &raw); err != nil {
+		return nil, fmt.Errorf("the CMDB's class model (svc.cmdb.classes): %w", err)
+	}
+	m, err := transform.ModelFromClasses(raw)
+	if err != nil {
+		return nil, err
+	}
+	s.model, s.modelAt = m, time.Now()
+	return m, nil
+}
+
+// loadMap checks a map against the CMDB's model; a bad map is a 400 listing every problem.
+func (s *service) loadMap(ctx context.Context, file, text string) (*transform.Map, error) {
+	if strings.TrimSpace(text) == "" {
+		return nil, bus.Errorf(http.StatusBadRequest, "no transform map: give the map's YAML (--map MAP.yaml)")
+	}
+	model, err := s.classModel(ctx)
+	if err != nil {
+		var se *bus.ServiceError
+		if errors.As(err, &se) {
+			return nil, bus.Errorf(http.StatusServiceUnavailable, "%s", err.Error())
+		}
+		return nil, err
+	}
+	m, err := transform.Load(file, []byte(text), model)
+	if err != nil {
+		return nil, bus.Errorf(http.StatusBadRequest, "transform map refused:\n%v", err)
+	}
+	return m, nil
+}
+
+func (s *service) start(ctx context.Context, r api.StartRequest) (any, error) {
+	if r.Upload == "" {
+		return nil, bus.Errorf(http.StatusBadRequest, "upload: missing (the gateway stores the file first)")
+	}
+	if _, err := sourceFormat(r.Filename, r.Options); err != nil {
+		return nil, bus.Errorf(http.StatusBadRequest, "%v", err)
+	}
+	if r.Options.HeaderRow < 0 {
+		return nil, bus.Errorf(http.StatusBadRequest, "header_row %d: rows count from 1", r.Options.HeaderRow)
+	}
+	m, err := s.loadMap(ctx, r.MapFile, r.Map)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.objs.GetInfo(ctx, r.Upload); err != nil {
+		return nil, bus.Errorf(http.StatusBadRequest, "upload %q not found in %s: upload the file again", r.Upload, api.UploadBucket)
+	}
+	id := envelope.NewID()
+	now := s.now()
+	rec := &record{Run: api.Run{ID: id, Set: id, State: api.StateQueued, Filename: r.Filename, Options: r.Options,
+		MapName: m.Name, MapFile: r.MapFile, Class: m.Class, Source: m.Source, Created: now},
+		Upload: r.Upload, Map: r.Map, Observed: now}
+	return s.launch(ctx, rec, m)
+}
+
+func (s *service) retransform(ctx context.Context, r api.RetransformRequest) (any, error) {
+	src, err := s.get(ctx, r.Run)
+	if err != nil {
+		return nil, err
+	}
+	if !src.StagingDone {
+		return nil, bus.Errorf(http.StatusConflict, "run %s is still staging its rows: re-transform once it has finished reading its source", r.Run)
+	}
+	m, err := s.loadMap(ctx, r.MapFile, r.Map)
+	if err != nil {
+		return nil, err
+	}
+	id := envelope.NewID()
+	now := s.now()
+	rec := &record{Run: api.Run{ID: id, Set: src.Set, State: api.StateQueued, Filename: src.Filename, Options: src.Options,
+		MapName: m.Name, MapFile: r.MapFile, Class: m.Class, Source: m.Source, Created: now, StagingDone: true,
+		Counters: api.Counters{Staged: src.Counters.Staged}}, Map: r.Map, Observed: now}
+	return s.launch(ctx, rec, m)
+}
+
+func (s *service) launch(ctx context.Context, rec *record, m *transform.Map) (any, error) {
+	if err := s.put(ctx, rec); err != nil {
+		return nil, err
+	}
+	rs := newRunState(rec, m)
+	s.mu.Lock()
+	s.runs[rec.ID] = rs
+	s.mu.Unlock()
+	s.spawn(rs)
+	s.log.Info("import run started", "run", rec.ID, "set", rec.Set, "file", rec.Filename, "map", rec.MapName)
+	return rec.Run, nil
+}
+
+func (s *service) get(ctx context.Context, id string) (*record, error) {
+	if id == "" {
+		return nil, bus.Errorf(http.StatusBadRequest, "run: missing")
+	}
+	s.mu.Lock()
+	rs := s.runs[id]
+	s.mu.Unlock()
+	if rs != nil {
+		rs.mu.Lock()
+		defer rs.mu.Unlock()
+		c := *rs.rec
+		return &c, nil
+	}
+	e, err := s.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrInvalidKey) {
+		return nil, bus.Errorf(http.StatusNotFound, "no import run %q (`outpost import runs ls` lists them)", id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var rec record
+	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+		return nil, fmt.Errorf("run %s: %w", id, err)
+	}
+	return &rec, nil
+}
+
+func (s *service) put(ctx context.Context, rec *record) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if _, err := s.kv.Put(ctx, rec.ID, b); err != nil {
+		return fmt.Errorf("save run %s: %w", rec.ID, err)
+	}
+	return nil
+}
+
+func (s *service) runsLs(ctx context.Context, r api.RunsRequest) (any, error) {
+	keys, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for k := range keys.Keys() {
+		ids = append(ids, k)
+	}
+	// ULIDs sort by creation time: newest first.
+	slices.SortFunc(ids, func(a, b string) int { return strings.Compare(b, a) })
+	ids, next, err := page.Slice(ids, page.Request{Cursor: r.Cursor, Limit: r.Limit}, func(k string) string { return k },
+		func(a, b string) int { return strings.Compare(b, a) })
+	if err != nil {
+		return nil, err
+	}
+	out := api.RunsResponse{Runs: []api.Run{}, NextCursor: next}
+	for _, id := range ids {
+		rec, err := s.get(ctx, id)
+		if err != nil {
+			continue // removed meanwhile
+		}
+		out.Runs = append(out.Runs, rec.Run)
+	}
+	return out, nil
+}
+
+// resume takes up every run that had not finished: its map is compiled again, its outcomes
+// so far are read back, and it carries on.
+func (s *service) resume(ctx context.Context) {
+	keys, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		if !errors.Is(err, jetstream.ErrNoKeysFound) {
+			s.log.Error("resume import runs", "err", err)
+		}
+		return
+	}
+	for id := range keys.Keys() {
+		rec, err := s.get(ctx, id)
+		if err != nil || api.Terminal(rec.State) {
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			// The CMDB may not be serving yet: the map is checked against its model.
+			var m *transform.Map
+			for m == nil {
+				var err error
+				if m, err = s.loadMap(ctx, rec.MapFile, rec.Map); err != nil {
+					var se *bus.ServiceError
+					if errors.As(err, &se) && se.Code == http.StatusBadRequest {
+						rec.State, rec.Reason = api.StateFailed, "after a restart the map no longer loads: "+se.Message
+						t := s.now()
+						rec.Finished = &t
+						_ = s.put(ctx, rec)
+						return
+					}
+					select {
+					case <-ctx.Done():
+						return
+					case <-time.After(time.Second):
+					}
+				}
+			}
+			rs := newRunState(rec, m)
+			rs.resumed = true
+			s.mu.Lock()
+			s.runs[rec.ID] = rs
+			s.mu.Unlock()
+			s.log.Info("import run resumed", "run", rec.ID, "state", rec.State)
+			s.spawn(rs)
+		}()
+	}
+}
+
+// saveLoop writes changed run records twice a second.
+func (s *service) saveLoop(ctx context.Context) {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.saveAll(ctx)
+		}
+	}
+}
+
+func (s *service) saveAll(ctx context.Context) {
+	s.mu.Lock()
+	all := make([]*runState, 0, len(s.runs))
+	for _, rs := range s.runs {
+		all = append(all, rs)
+	}
+	s.mu.Unlock()
+	for _, rs := range all {
+		rs.mu.Lock()
+		if !rs.dirty {
+			rs.mu.Unlock()
+			continue
+		}
+		c := *rs.rec
+		rs.dirty = false
+		rs.mu.Unlock()
+		if err := s.put(ctx, &c); err != nil {
+			s.log.Warn("save import run", "run", c.ID, "err", err)
+			rs.mu.Lock()
+			rs.dirty = true
+			rs.mu.Unlock()
+		}
+	}
+}
