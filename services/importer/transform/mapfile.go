@@ -396,7 +396,11 @@ func oneLine(s string) string {
 func suggest(name string, attrs map[string]string) string {
 	best, bestD := "", 4
 	for a := range attrs {
-		if d := distance(name, a); d < bestD || (d == bestD && a < best) {
+		d := distance(name, a)
+		if strings.HasPrefix(a, name) || strings.HasPrefix(name, a) {
+			d = min(d, 1) // ram → ram_mb
+		}
+		if d < bestD || (d == bestD && a < best) {
 			best, bestD = a, d
 		}
 	}
