@@ -57,10 +57,12 @@ type runState struct {
 	done    bitset
 	pending map[int64]pending
 	dirty   bool
-	resumed bool
 	fatal   string    // the source could not be read to its end
 	moved   time.Time // last outcome or staged row: how long receipts have been awaited
 	wake    chan struct{}
+	// ready is closed once a resumed run's outcomes so far are read back (nil: a new run);
+	// receipts wait for it so that no row is counted twice.
+	ready chan struct{}
 }
 
 func newRunState(rec *record, m *transform.Map) *runState {
@@ -96,15 +98,8 @@ func (s *service) execute(ctx context.Context, rs *runState) {
 	rs.rec.State = api.StateRunning
 	rs.dirty = true
 	id := rs.rec.ID
-	resumed := rs.resumed
 	staging := !rs.rec.StagingDone
 	rs.mu.Unlock()
-	if resumed {
-		if err := s.recount(ctx, rs); err != nil {
-			s.log.Error("import run: outcomes so far not readable; the run waits for the next start", "run", id, "err", err)
-			return
-		}
-	}
 	var wg sync.WaitGroup
 	if staging {
 		wg.Add(1)
@@ -178,6 +173,7 @@ func (s *service) scan(ctx context.Context, subject string, from uint64, each fu
 		return err
 	}
 	left := info.NumPending
+	var seen uint64 // never hand a message on twice, whatever the consumer redelivers
 	for left > 0 {
 		batch, err := cons.Fetch(int(min(left, 1000)), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
@@ -185,6 +181,12 @@ func (s *service) scan(ctx context.Context, subject string, from uint64, each fu
 		}
 		got := 0
 		for m := range batch.Messages() {
+			if md, err := m.Metadata(); err == nil {
+				if md.Sequence.Stream <= seen {
+					continue
+				}
+				seen = md.Sequence.Stream
+			}
 			got++
 			left--
 			if !each(m) {
@@ -589,6 +591,15 @@ func (s *service) handleReceipt(ctx context.Context, meta envelope.Meta, in *env
 	s.mu.Unlock()
 	if rs == nil {
 		return nil // finished (a late duplicate) or not ours
+	}
+	if rs.ready != nil {
+		select {
+		case <-rs.ready:
+		case <-time.After(5 * time.Second):
+			return fmt.Errorf("run %s is still reading back its outcomes", run)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	o := outcomeMsg{N: n, RowSeq: seq, Outcome: api.OutcomeError}
 	rs.mu.Lock()

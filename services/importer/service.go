@@ -312,8 +312,9 @@ func (s *service) runsLs(ctx context.Context, r api.RunsRequest) (any, error) {
 	return out, nil
 }
 
-// resume takes up every run that had not finished: its map is compiled again, its outcomes
-// so far are read back, and it carries on.
+// resume takes up every run that had not finished. Each is registered at once, before
+// receipts are consumed, and answers receipts only once its outcomes so far are read back
+// (ready); its map is compiled again (the CMDB may not be serving yet) and it carries on.
 func (s *service) resume(ctx context.Context) {
 	keys, err := s.kv.ListKeys(ctx)
 	if err != nil {
@@ -327,20 +328,42 @@ func (s *service) resume(ctx context.Context) {
 		if err != nil || api.Terminal(rec.State) {
 			continue
 		}
+		rs := newRunState(rec, nil)
+		rs.ready = make(chan struct{})
+		s.mu.Lock()
+		s.runs[rec.ID] = rs
+		s.mu.Unlock()
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			// The CMDB may not be serving yet: the map is checked against its model.
+			for {
+				err := s.recount(ctx, rs)
+				if err == nil {
+					break
+				}
+				s.log.Warn("import run: reading back its outcomes", "run", rec.ID, "err", err)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(time.Second):
+				}
+			}
+			close(rs.ready)
 			var m *transform.Map
 			for m == nil {
 				var err error
 				if m, err = s.loadMap(ctx, rec.MapFile, rec.Map); err != nil {
 					var se *bus.ServiceError
 					if errors.As(err, &se) && se.Code == http.StatusBadRequest {
-						rec.State, rec.Reason = api.StateFailed, "after a restart the map no longer loads: "+se.Message
+						rs.mu.Lock()
 						t := s.now()
-						rec.Finished = &t
-						_ = s.put(ctx, rec)
+						rs.rec.State, rs.rec.Reason, rs.rec.Finished = api.StateFailed, "after a restart the map no longer loads: "+se.Message, &t
+						c := *rs.rec
+						rs.mu.Unlock()
+						_ = s.put(ctx, &c)
+						s.mu.Lock()
+						delete(s.runs, rec.ID)
+						s.mu.Unlock()
 						return
 					}
 					select {
@@ -350,12 +373,11 @@ func (s *service) resume(ctx context.Context) {
 					}
 				}
 			}
-			rs := newRunState(rec, m)
-			rs.resumed = true
-			s.mu.Lock()
-			s.runs[rec.ID] = rs
-			s.mu.Unlock()
-			s.log.Info("import run resumed", "run", rec.ID, "state", rec.State)
+			rs.mu.Lock()
+			rs.m = m
+			done := rs.rec.Counters.Done()
+			rs.mu.Unlock()
+			s.log.Info("import run resumed", "run", rec.ID, "state", rec.State, "rows_done", done)
 			s.spawn(rs)
 		}()
 	}
