@@ -78,6 +78,8 @@ type Deps struct {
 	Tracer trace.TracerProvider
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+	// Ready, when set, is called once the endpoints answer (the hub's /healthz waits for it).
+	Ready func()
 }
 
 // Consumers are the durable consumers the import service needs; the hub adds them to its

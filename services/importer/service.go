@@ -108,6 +108,9 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	}
 	defer func() { _ = svc.Stop() }()
 	s.resume(ctx)
+	if deps.Ready != nil {
+		deps.Ready()
+	}
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); s.saveLoop(ctx) }()
 	err = router.Run(ctx)

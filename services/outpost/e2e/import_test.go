@@ -3,6 +3,8 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -170,6 +172,36 @@ func TestImportFilesThroughTheHub(t *testing.T) {
 	_, err = h.outpost(t, "import", "run", "--file", csvPath, "--map", mapPath)
 	if err == nil || !strings.Contains(err.Error(), `map.yaml:7: fields.ram: class linux_server has no attribute "ram" (did you mean ram_mb?)`) {
 		t.Fatalf("bad map: %v", err)
+	}
+
+	// The raw-body form (file as the body, map in the query), JSON Lines, coalesce [] —
+	// every row is a new CI, run after run.
+	always := "name: always\ntarget: {class: linux_server}\ncoalesce: []\nfields: {name: 'row.n', os: 'row.os'}\n"
+	body := "{\"n\":\"kiosk-1\",\"os\":\"Debian 12\"}\n{\"n\":\"kiosk-2\"}\n"
+	for i := range 2 {
+		q := url.Values{"map": {always}, "map_file": {"always.yaml"}, "filename": {"kiosks.jsonl"}}
+		req, _ := http.NewRequest("POST", "http://"+h.http+"/api/v1/imports/runs?"+q.Encode(), strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+h.token(t))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var run api.Run
+		err = json.NewDecoder(resp.Body).Decode(&run)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("raw upload: %d %v", resp.StatusCode, err)
+		}
+		eventually(t, 30*time.Second, func() error {
+			h.mustAPI(t, "GET", "/api/v1/imports/runs/"+run.ID, nil, &run)
+			if !api.Terminal(run.State) {
+				return fmt.Errorf("state %s", run.State)
+			}
+			return nil
+		})
+		if run.State != api.StateCompleted || run.Counters != (api.Counters{Staged: 2, Inserted: 2}) {
+			t.Fatalf("coalesce [] run %d: %s %s %+v, want 2 inserted", i+1, run.State, run.Reason, run.Counters)
+		}
 	}
 }
 

@@ -239,7 +239,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	deps := Deps{NC: nc, JS: js, Topology: topo, Telemetry: tel, Logger: log, DataDir: cfg.DataDir,
 		Server: srv, Issuer: issuer, HubAuth: hubAuth, CurveKey: curve}
 	services := Registry(cfg, toks, tlsc)
-	waitFor := []string{"agents", "cmdb"}
+	waitFor := []string{"agents", "cmdb", "importer"}
 	if !cfg.NoLocalBridge {
 		waitFor = append(waitFor, "local-bridge") // one command gives a working system
 	}
@@ -311,7 +311,8 @@ func Registry(cfg Config, toks *tokens.Store, tlsc hubTLS) []Service {
 			return discovery.Run(ctx, dc, discovery.Deps{NC: d.NC, JS: d.JS, Logger: d.Logger, CurveKey: d.CurveKey, Tracer: d.Telemetry.Tracer})
 		}},
 		{Name: "importer", Run: func(ctx context.Context, d Deps) error {
-			return importer.Run(ctx, importer.DefaultConfig(), importer.Deps{NC: d.NC, JS: d.JS, Logger: d.Logger, Tracer: d.Telemetry.Tracer})
+			return importer.Run(ctx, importer.DefaultConfig(), importer.Deps{NC: d.NC, JS: d.JS, Logger: d.Logger, Tracer: d.Telemetry.Tracer,
+				Ready: d.ready.mark("importer")})
 		}},
 		{Name: "local-bridge", Run: func(ctx context.Context, d Deps) error {
 			if cfg.NoLocalBridge {
