@@ -60,6 +60,10 @@ type runState struct {
 	fatal   string    // the source could not be read to its end
 	moved   time.Time // last outcome or staged row: how long receipts have been awaited
 	wake    chan struct{}
+	// saveMu orders the writes of the record; finished is set with the final one, after
+	// which the save loop writes no older copy over it.
+	saveMu   sync.Mutex
+	finished bool
 	// ready is closed once a resumed run's outcomes so far are read back (nil: a new run);
 	// receipts wait for it so that no row is counted twice.
 	ready chan struct{}
@@ -110,9 +114,12 @@ func (s *service) execute(ctx context.Context, rs *runState) {
 	if ctx.Err() != nil {
 		return // stopping: the run resumes at the next start
 	}
+	rs.saveMu.Lock()
+	defer rs.saveMu.Unlock()
 	rs.mu.Lock()
 	t := s.now()
 	rs.rec.Finished = &t
+	rs.finished = true
 	switch {
 	case err != nil:
 		rs.rec.State, rs.rec.Reason = api.StateFailed, err.Error()
@@ -269,12 +276,15 @@ func (s *service) stage(ctx context.Context, rs *runState) {
 			break
 		}
 	}
+	rs.saveMu.Lock()
 	rs.mu.Lock()
 	rs.rec.StagingDone = true
 	c := *rs.rec
 	rs.mu.Unlock()
 	// Saved now, not by the save loop: the upload is deleted next.
-	if err := s.put(ctx, &c); err == nil {
+	err = s.put(ctx, &c)
+	rs.saveMu.Unlock()
+	if err == nil {
 		_ = s.objs.Delete(context.WithoutCancel(ctx), rec.Upload)
 	}
 	rs.signal()
@@ -397,7 +407,9 @@ func (s *service) transform(ctx context.Context, rs *runState) error {
 			}
 			return fmt.Errorf("read the import set %s: %w", set, err)
 		}
+		got := 0
 		for msg := range batch.Messages() {
+			got++
 			var row stagedRow
 			if err := json.Unmarshal(msg.Data(), &row); err != nil {
 				continue
@@ -420,6 +432,13 @@ func (s *service) transform(ctx context.Context, rs *runState) error {
 				return nil
 			}
 			return fmt.Errorf("read the import set %s: %w", set, err)
+		}
+		if got == 0 && stagingDone {
+			// Everything is staged yet rows are missing: the set aged out of IMPORTS.
+			if info, err := cons.Info(ctx); err == nil && info.NumPending == 0 {
+				return fmt.Errorf("the import set %s holds %d rows of %d: staged rows are kept 7 days (IMPORTS); upload the file again",
+					set, read, staged)
+			}
 		}
 	}
 	return s.awaitReceipts(ctx, rs)

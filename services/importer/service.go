@@ -408,9 +408,11 @@ func (s *service) saveAll(ctx context.Context) {
 	}
 	s.mu.Unlock()
 	for _, rs := range all {
+		rs.saveMu.Lock()
 		rs.mu.Lock()
-		if !rs.dirty {
+		if !rs.dirty || rs.finished {
 			rs.mu.Unlock()
+			rs.saveMu.Unlock()
 			continue
 		}
 		c := *rs.rec
@@ -422,5 +424,6 @@ func (s *service) saveAll(ctx context.Context) {
 			rs.dirty = true
 			rs.mu.Unlock()
 		}
+		rs.saveMu.Unlock()
 	}
 }
