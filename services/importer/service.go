@@ -239,13 +239,14 @@ func (s *service) launch(ctx context.Context, rec *record, m *transform.Map) (an
 	if err := s.put(ctx, rec); err != nil {
 		return nil, err
 	}
+	view := rec.Run // the run's goroutine owns rec from here on
 	rs := newRunState(rec, m)
 	s.mu.Lock()
 	s.runs[rec.ID] = rs
 	s.mu.Unlock()
 	s.spawn(rs)
-	s.log.Info("import run started", "run", rec.ID, "set", rec.Set, "file", rec.Filename, "map", rec.MapName)
-	return rec.Run, nil
+	s.log.Info("import run started", "run", view.ID, "set", view.Set, "file", view.Filename, "map", view.MapName)
+	return view, nil
 }
 
 func (s *service) get(ctx context.Context, id string) (*record, error) {
