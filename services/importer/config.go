@@ -28,6 +28,11 @@ const Service = api.Service
 // cmdb.ingested.other).
 const ReceiptsConsumer = "importer-receipts"
 
+// RefusalsConsumer reads what the CMDB dead-lettered: a row whose payload the CMDB refused
+// (an invalid related CI, say) is an error with the CMDB's reason at once, instead of after
+// ReceiptWait.
+const RefusalsConsumer = "importer-refusals"
+
 // KVRuns holds run records by run ID.
 const KVRuns = "import_runs"
 
@@ -89,6 +94,10 @@ func Consumers() []bus.ConsumerSpec {
 		Stream: bus.StreamChanges, Name: ReceiptsConsumer, Filters: []string{bus.IngestedSubject(">")},
 		AckWait: 30 * time.Second, MaxDeliver: 5, MaxAckPending: 4000,
 		Description: "the CMDB's receipts: what each import row's payload became",
+	}, {
+		Stream: bus.StreamDLQ, Name: RefusalsConsumer, Filters: []string{bus.DLQSubject("cmdb") + ".>"},
+		AckWait: 30 * time.Second, MaxDeliver: 5, MaxAckPending: 1000,
+		Description: "payloads the CMDB refused: the import rows they came from are errors with the CMDB's reason",
 	}}
 }
 

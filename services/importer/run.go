@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -599,26 +600,56 @@ func (s *service) expire(ctx context.Context, rs *runState) error {
 	return nil
 }
 
+// handleRefusal makes a row an error when the CMDB dead-lettered its payload, with the
+// CMDB's reason (the DLQ copy keeps the payload's headers: its id names the row).
+func (s *service) handleRefusal(m *message.Message) error {
+	h := bus.Header(m.Metadata)
+	run, n, seq, ok := parsePayloadID(h.Get(envelope.HeaderID))
+	if !ok {
+		return nil
+	}
+	rs, err := s.readyRun(m.Context(), run)
+	if rs == nil || err != nil {
+		return err
+	}
+	o := outcomeMsg{N: n, RowSeq: seq, Outcome: api.OutcomeError}
+	rs.mu.Lock()
+	if p, ok := rs.pending[n]; ok {
+		o.Pos = p.pos
+	}
+	rs.mu.Unlock()
+	o.Reason = where(o.Pos) + "the CMDB refused the row's payload: " + h.Get(bus.HeaderDLQReason)
+	return s.record(m.Context(), rs, o)
+}
+
+// readyRun is an active run able to take outcomes: nil when it finished or is not ours; an
+// error (retried) while a resumed run still reads its outcomes back.
+func (s *service) readyRun(ctx context.Context, run string) (*runState, error) {
+	s.mu.Lock()
+	rs := s.runs[run]
+	s.mu.Unlock()
+	if rs == nil || rs.ready == nil {
+		return rs, nil
+	}
+	select {
+	case <-rs.ready:
+		return rs, nil
+	case <-time.After(5 * time.Second):
+		return nil, fmt.Errorf("run %s is still reading back its outcomes", run)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
 // handleReceipt turns the CMDB's receipt for a row's payload into the row's outcome.
 func (s *service) handleReceipt(ctx context.Context, meta envelope.Meta, in *envelope.Ingested) error {
 	run, n, seq, ok := parsePayloadID(in.Payload)
 	if !ok {
 		return nil // another producer's
 	}
-	s.mu.Lock()
-	rs := s.runs[run]
-	s.mu.Unlock()
-	if rs == nil {
-		return nil // finished (a late duplicate) or not ours
-	}
-	if rs.ready != nil {
-		select {
-		case <-rs.ready:
-		case <-time.After(5 * time.Second):
-			return fmt.Errorf("run %s is still reading back its outcomes", run)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	rs, err := s.readyRun(ctx, run)
+	if rs == nil || err != nil {
+		return err // nil, nil: finished (a late duplicate) or not ours
 	}
 	o := outcomeMsg{N: n, RowSeq: seq, Outcome: api.OutcomeError}
 	rs.mu.Lock()

@@ -101,6 +101,9 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	if err := router.Handle("importer-receipts", ReceiptsConsumer, bus.Decoded(s.handleReceipt)); err != nil {
 		return err
 	}
+	if err := router.Handle("importer-refusals", RefusalsConsumer, s.handleRefusal); err != nil {
+		return err
+	}
 	svc, err := bus.AddService(ctx, deps.NC, bus.ServiceConfig{Name: Service, Version: version.Semver(),
 		Description: "import runs: files staged row by row, transformed by maps into the CMDB", Endpoints: s.endpoints(), Logger: s.log})
 	if err != nil {

@@ -75,8 +75,31 @@ skip_if: 'row.host == "retired"'
 		t.Fatalf("JSON run: %v %+v", err, r)
 	}
 
+	// Related CIs: software as the server's child. A row whose software the CMDB cannot
+	// identify (a version without a name) has its payload refused: that row is an error
+	// with the CMDB's reason, at once.
+	swMap := write("sw.yaml", `name: sw
+target: {class: linux_server}
+coalesce: [serial_number]
+fields: {name: 'row.host', serial_number: 'row.sn'}
+relations:
+  - {type: contains, to: {class: software, fields: {name: 'row.sw', version: 'row.ver'}}}
+`)
+	csvPath := write("sw.csv", "host,sn,sw,ver\nr1,RSN-1,nginx,1.2\nr2,RSN-2,,1.0\n")
+	code, out, errs = run(t, "--server", server, "--data", cfg.DataDir, "import", "run", "--file", csvPath, "--map", swMap, "--wait", "-o", "json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil || r.Counters != (api.Counters{Staged: 2, Inserted: 1, Error: 1}) {
+		t.Fatalf("software run: %v %+v", err, r)
+	}
+	code, out, _ = run(t, "--server", server, "--data", cfg.DataDir, "import", "runs", "show", r.ID, "--rows", "error", "-o", "json")
+	if code != 0 || !strings.Contains(out, "line 3: the CMDB refused the row's payload") || !strings.Contains(out, "no identifier") {
+		t.Fatalf("refused row: %s", out)
+	}
+
 	code, out, _ = run(t, "--server", server, "--data", cfg.DataDir, "import", "runs", "ls")
-	if code != 0 || strings.Count(out, "completed") != 2 {
+	if code != 0 || strings.Count(out, "completed") != 3 {
 		t.Fatalf("runs ls: %d %s", code, out)
 	}
 
