@@ -195,18 +195,19 @@ type Change struct {
 // producer (discovery) counts created, updated and unchanged CIs per run; Payload is the
 // payload's ce-id, so a receipt for a redelivered payload is recognised.
 type Ingested struct {
-	Payload   string `json:"payload"`
-	Source    string `json:"source,omitempty"`
-	Items     int    `json:"items"`
-	Created   int    `json:"created"`
-	Updated   int    `json:"updated"`
-	Unchanged int    `json:"unchanged"`
-	Conflicts int    `json:"conflicts,omitempty"`
-	Skipped   int    `json:"skipped,omitempty"`
+	Payload   string    `json:"payload"`
+	Source    string    `json:"source,omitempty"`
+	Items     int       `json:"items"`
+	Created   int       `json:"created"`
+	Updated   int       `json:"updated"`
+	Unchanged int       `json:"unchanged"`
+	Conflicts int       `json:"conflicts,omitempty"`
+	Skipped   int       `json:"skipped,omitempty"`
+	Time      time.Time `json:"time"`
+
 	// Refs is what each item became, by its payload ref: an importer sending one row's CI
 	// with related CIs tells the row's own outcome from its neighbours'.
 	Refs map[string]ItemOutcome `json:"refs,omitempty"`
-	Time time.Time              `json:"time"`
 }
 
 // ItemOutcome is what the CMDB made of one payload item: created, updated, unchanged,
