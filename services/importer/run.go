@@ -248,6 +248,9 @@ func (s *service) stage(ctx context.Context, rs *runState) {
 		return
 	}
 	defer src.Close()
+	rs.mu.Lock()
+	rs.rec.Header = src.Header()
+	rs.mu.Unlock()
 	cursor := ""
 	if staged > 0 {
 		cursor = strconv.FormatInt(staged, 10)
@@ -456,6 +459,15 @@ func (s *service) transformRow(ctx context.Context, rs *runState, id string, obs
 		return s.record(ctx, rs, outcomeMsg{N: row.N, RowSeq: seq, Pos: row.Pos, Outcome: api.OutcomeError, Reason: row.Err})
 	}
 	res := rs.m.Apply(row.Cols, fmt.Sprintf("%s/%d", id, row.N), observed)
+	if res.Outcome == api.OutcomeError && row.Pos.Sheet != "" && len(res.Columns) > 0 {
+		rs.mu.Lock()
+		for i, h := range rs.rec.Header {
+			if h == res.Columns[0] {
+				row.Pos.Cell = source.ColumnLetters(i+1) + strconv.FormatInt(row.Pos.Row, 10)
+			}
+		}
+		rs.mu.Unlock()
+	}
 	if res.Payload == nil {
 		return s.record(ctx, rs, outcomeMsg{N: row.N, RowSeq: seq, Pos: row.Pos, Outcome: res.Outcome, Reason: where(row.Pos) + res.Reason})
 	}
@@ -493,6 +505,8 @@ func (s *service) transformRow(ctx context.Context, rs *runState, id string, obs
 // where prefixes a reason with the row's position.
 func where(p api.Position) string {
 	switch {
+	case p.Sheet != "" && p.Cell != "":
+		return fmt.Sprintf("sheet %q cell %s: ", p.Sheet, p.Cell)
 	case p.Sheet != "":
 		return fmt.Sprintf("sheet %q row %d: ", p.Sheet, p.Row)
 	case p.Record != "" && p.Line > 0:
@@ -740,7 +754,11 @@ func (s *service) rows(ctx context.Context, r api.RowsRequest) (any, error) {
 			if raw, err := s.imp.GetMsg(ctx, o.RowSeq); err == nil {
 				var row stagedRow
 				if json.Unmarshal(raw.Data, &row) == nil {
+					cell := rr.Position.Cell // found by the transform, not the reader
 					rr.Columns, rr.Position = row.Cols, row.Pos
+					if rr.Position.Cell == "" {
+						rr.Position.Cell = cell
+					}
 				}
 			}
 		}

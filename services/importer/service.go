@@ -52,6 +52,8 @@ type record struct {
 	// Observed is the time the run's payloads say they were observed: fixed per run, so a
 	// payload sent again after a restart is the same payload (same receipt id).
 	Observed time.Time `json:"observed"`
+	// Header is the source's column names in order (CSV, XLSX): an error's cell.
+	Header []string `json:"header,omitempty"`
 }
 
 func (s *service) now() time.Time {
@@ -234,7 +236,7 @@ func (s *service) retransform(ctx context.Context, r api.RetransformRequest) (an
 	now := s.now()
 	rec := &record{Run: api.Run{ID: id, Set: src.Set, State: api.StateQueued, Filename: src.Filename, Options: src.Options,
 		MapName: m.Name, MapFile: r.MapFile, Class: m.Class, Source: m.Source, Created: now, StagingDone: true,
-		Counters: api.Counters{Staged: src.Counters.Staged}}, Map: r.Map, Observed: now}
+		Counters: api.Counters{Staged: src.Counters.Staged}}, Map: r.Map, Observed: now, Header: src.Header}
 	return s.launch(ctx, rec, m)
 }
 

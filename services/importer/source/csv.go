@@ -84,6 +84,9 @@ func headerNames(rec []string, where func(col int) string) ([]string, error) {
 	return names, errors.Join(errs...)
 }
 
+// Header is the column names.
+func (c *csvReader) Header() []string { return c.header }
+
 func (c *csvReader) Next() (Row, error) {
 	rec, err := c.r.Read()
 	if errors.Is(err, io.EOF) {

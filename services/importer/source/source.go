@@ -107,6 +107,25 @@ func (f *FileSource) Page(ctx context.Context, cursor string, max int) (Page, er
 // Close closes the file.
 func (f *FileSource) Close() error { return f.r.Close() }
 
+// Header is the file's column names in order (CSV, XLSX), nil for formats without one.
+func (f *FileSource) Header() []string {
+	if h, ok := f.r.(interface{ Header() []string }); ok {
+		return h.Header()
+	}
+	return nil
+}
+
+// ColumnLetters is a spreadsheet column's name: 1 → A, 27 → AA.
+func ColumnLetters(n int) string {
+	s := ""
+	for n > 0 {
+		n--
+		s = string(rune('A'+n%26)) + s
+		n /= 26
+	}
+	return s
+}
+
 // DetectFormat picks the format from an explicit choice or the file name's extension.
 func DetectFormat(name, format string) (string, error) {
 	if format != "" {

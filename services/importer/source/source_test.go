@@ -371,6 +371,15 @@ func TestFileSourcePages(t *testing.T) {
 	}
 }
 
+func TestColumnLetters(t *testing.T) {
+	t.Parallel()
+	for n, want := range map[int]string{1: "A", 3: "C", 26: "Z", 27: "AA", 52: "AZ", 703: "AAA"} {
+		if got := ColumnLetters(n); got != want {
+			t.Errorf("column %d: %s, want %s", n, got, want)
+		}
+	}
+}
+
 func TestDetectFormat(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]string{"a.CSV": "csv", "b.xlsx": "xlsx", "c.xml": "xml", "d.json": "json", "e.ndjson": "jsonl"} {

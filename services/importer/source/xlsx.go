@@ -115,6 +115,9 @@ func (x *xlsxReader) mergedHeaderCells(row int64) map[string]string {
 	return out
 }
 
+// Header is the column names, from column A on.
+func (x *xlsxReader) Header() []string { return x.header }
+
 func (x *xlsxReader) Next() (Row, error) {
 	for {
 		if !x.rows.Next() {

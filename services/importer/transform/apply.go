@@ -23,6 +23,8 @@ type Result struct {
 	Outcome string
 	Reason  string
 	Payload *envelope.CIPayload
+	// Columns are the row columns the failing expression reads (an error's cells).
+	Columns []string
 }
 
 // Apply transforms one row. nativeKey identifies the row within its source: it is the CI's
@@ -33,7 +35,8 @@ func (m *Map) Apply(row map[string]any, nativeKey string, observed time.Time) Re
 	if m.SkipIf != nil {
 		v, err := expr.Run(m.SkipIf.prog, env)
 		if err != nil {
-			return Result{Outcome: api.OutcomeError, Reason: fmt.Sprintf("skip_if (map line %d): %s", m.SkipIf.Line, oneLine(err.Error()))}
+			return Result{Outcome: api.OutcomeError, Reason: fmt.Sprintf("skip_if (map line %d): %s", m.SkipIf.Line, oneLine(err.Error())),
+				Columns: m.SkipIf.Columns}
 		}
 		if b, _ := v.(bool); b {
 			return Result{Outcome: api.OutcomeIgnored, Reason: "skip_if: " + m.SkipIf.Src}
@@ -41,7 +44,7 @@ func (m *Map) Apply(row map[string]any, nativeKey string, observed time.Time) Re
 	}
 	attrs, err := evalFields(m.Fields, env, "fields.")
 	if err != nil {
-		return Result{Outcome: api.OutcomeError, Reason: err.Error()}
+		return fieldError(err)
 	}
 	for _, c := range m.Coalesce {
 		// The CMDB ignores placeholder identifiers ("N/A", "0000"): such a row could only
@@ -59,7 +62,7 @@ func (m *Map) Apply(row map[string]any, nativeKey string, observed time.Time) Re
 	for i, r := range m.Related {
 		ra, err := evalFields(r.Fields, env, fmt.Sprintf("relations[%d].to.fields.", i))
 		if err != nil {
-			return Result{Outcome: api.OutcomeError, Reason: err.Error()}
+			return fieldError(err)
 		}
 		if len(ra) == 0 {
 			continue // the row has nothing to relate (an empty software column)
@@ -76,6 +79,22 @@ func (m *Map) Apply(row map[string]any, nativeKey string, observed time.Time) Re
 	return Result{Payload: p}
 }
 
+// fieldErr is a field that failed, with the columns its expression reads.
+type fieldErr struct {
+	msg     string
+	columns []string
+}
+
+func (e *fieldErr) Error() string { return e.msg }
+
+func fieldError(err error) Result {
+	r := Result{Outcome: api.OutcomeError, Reason: err.Error()}
+	if fe, ok := err.(*fieldErr); ok {
+		r.Columns = fe.columns
+	}
+	return r
+}
+
 // evalFields runs each field's expression and converts the value to the attribute's type.
 // A nil value (a missing column) leaves the attribute out.
 func evalFields(fields []Field, env map[string]any, prefix string) (map[string]any, error) {
@@ -83,14 +102,14 @@ func evalFields(fields []Field, env map[string]any, prefix string) (map[string]a
 	for _, f := range fields {
 		v, err := expr.Run(f.Expr.prog, env)
 		if err != nil {
-			return nil, fmt.Errorf("%s%s (map line %d): %s", prefix, f.Attr, f.Expr.Line, oneLine(err.Error()))
+			return nil, &fieldErr{fmt.Sprintf("%s%s (map line %d): %s", prefix, f.Attr, f.Expr.Line, oneLine(err.Error())), f.Expr.Columns}
 		}
 		if v == nil {
 			continue
 		}
 		cv, err := convert(v, f.Type)
 		if err != nil {
-			return nil, fmt.Errorf("%s%s (map line %d): %v", prefix, f.Attr, f.Expr.Line, err)
+			return nil, &fieldErr{fmt.Sprintf("%s%s (map line %d): %v", prefix, f.Attr, f.Expr.Line, err), f.Expr.Columns}
 		}
 		if cv != nil {
 			attrs[f.Attr] = cv

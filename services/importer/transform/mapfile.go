@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/vm"
 	"go.yaml.in/yaml/v3"
 
@@ -37,7 +38,9 @@ type Field struct {
 type Expr struct {
 	Src  string
 	Line int
-	prog *vm.Program
+	// Columns are the row columns it reads (row.x, row["x"]): a failure points at their cells.
+	Columns []string
+	prog    *vm.Program
 }
 
 // Related is a CI made or found per row and linked to the row's CI.
@@ -357,7 +360,31 @@ func (l *loader) compile(n *yaml.Node, field, src string, asBool bool) *Expr {
 		l.bad(n, field, "expression %q does not compile: %s", src, oneLine(err.Error()))
 		return nil
 	}
-	return &Expr{Src: src, Line: n.Line, prog: prog}
+	return &Expr{Src: src, Line: n.Line, prog: prog, Columns: columnsOf(prog)}
+}
+
+// columnsOf lists the columns an expression reads from row, in order of appearance.
+func columnsOf(prog *vm.Program) []string {
+	c := &columnCollector{}
+	node := prog.Node()
+	ast.Walk(&node, c)
+	return c.cols
+}
+
+type columnCollector struct{ cols []string }
+
+func (c *columnCollector) Visit(n *ast.Node) {
+	m, ok := (*n).(*ast.MemberNode)
+	if !ok {
+		return
+	}
+	id, ok := m.Node.(*ast.IdentifierNode)
+	if !ok || id.Value != "row" {
+		return
+	}
+	if p, ok := m.Property.(*ast.StringNode); ok && !slices.Contains(c.cols, p.Value) {
+		c.cols = append(c.cols, p.Value)
+	}
 }
 
 func join(parent, key string) string {

@@ -121,6 +121,7 @@ func TestApply(t *testing.T) {
 		reason  string
 		attrs   map[string]any
 		items   int
+		columns []string // the columns an error points at
 	}{
 		{name: "payload with a related child", row: row("host", "WEB-1", "serial", "SN1", "ram_gb", "8", "virt", "yes", "product", "nginx", "version", "1.2"),
 			attrs: map[string]any{"name": "web-1", "serial_number": "SN1", "ram_mb": 8192, "virtual": true}, items: 2},
@@ -129,8 +130,8 @@ func TestApply(t *testing.T) {
 		{name: "skip_if", row: row("host", "a", "serial", "S", "obsolete", "1"), outcome: api.OutcomeIgnored, reason: `skip_if: row.obsolete == "1"`},
 		{name: "no coalesce value", row: row("host", "a", "ram_gb", "1"), outcome: api.OutcomeSkipped, reason: "no value for coalesce attribute serial_number (got nothing)"},
 		{name: "placeholder coalesce value", row: row("host", "a", "serial", "To Be Filled By O.E.M.", "ram_gb", "1"), outcome: api.OutcomeSkipped, reason: "coalesce attribute serial_number"},
-		{name: "expression fails", row: row("host", "a", "serial", "S", "ram_gb", "lots"), outcome: api.OutcomeError, reason: "fields.ram_mb (map line 7):"},
-		{name: "wrong type", row: row("host", "a", "serial", "S", "ram_gb", "1", "virt", "perhaps"), outcome: api.OutcomeError, reason: `fields.virtual (map line 8): want bool, got string "perhaps"`},
+		{name: "expression fails", row: row("host", "a", "serial", "S", "ram_gb", "lots"), outcome: api.OutcomeError, reason: "fields.ram_mb (map line 7):", columns: []string{"ram_gb"}},
+		{name: "wrong type", row: row("host", "a", "serial", "S", "ram_gb", "1", "virt", "perhaps"), outcome: api.OutcomeError, reason: `fields.virtual (map line 8): want bool, got string "perhaps"`, columns: []string{"virt"}},
 		{name: "missing column is no attribute", row: row("host", "a", "serial", "S9", "ram_gb", "2"), attrs: map[string]any{"name": "a", "serial_number": "S9", "ram_mb": 2048}, items: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -138,6 +139,9 @@ func TestApply(t *testing.T) {
 			res := m.Apply(tc.row, "run/1", at)
 			if res.Outcome != tc.outcome || !strings.Contains(res.Reason, tc.reason) {
 				t.Fatalf("outcome %q %q, want %q %q", res.Outcome, res.Reason, tc.outcome, tc.reason)
+			}
+			if fmt.Sprint(res.Columns) != fmt.Sprint(tc.columns) {
+				t.Errorf("error columns %v, want %v", res.Columns, tc.columns)
 			}
 			if tc.outcome != "" {
 				return

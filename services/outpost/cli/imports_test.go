@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/xuri/excelize/v2"
+
 	api "github.com/outpost-dev/outpost/libs/api/importer"
 )
 
@@ -98,8 +100,30 @@ relations:
 		t.Fatalf("refused row: %s", out)
 	}
 
+	// XLSX: a value of the wrong type is an error at its cell.
+	book := excelize.NewFile()
+	_ = book.SetSheetName("Sheet1", "s")
+	_ = book.SetSheetRow("s", "A1", &[]any{"host", "sn", "cpus"})
+	_ = book.SetSheetRow("s", "A2", &[]any{"k1", "KSN-1", 2})
+	_ = book.SetSheetRow("s", "A3", &[]any{"k2", "KSN-2", "many"})
+	xlsxPath := filepath.Join(dir, "k.xlsx")
+	if err := book.SaveAs(xlsxPath); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs = run(t, "--server", server, "--data", cfg.DataDir, "import", "run", "--file", xlsxPath, "--map", mapPath, "--wait", "-o", "json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil || r.Counters != (api.Counters{Staged: 2, Inserted: 1, Error: 1}) {
+		t.Fatalf("XLSX run: %v %+v", err, r)
+	}
+	code, out, _ = run(t, "--server", server, "--data", cfg.DataDir, "import", "runs", "show", r.ID, "--rows", "error")
+	if code != 0 || !strings.Contains(out, `sheet s row 3, cell C3`) || !strings.Contains(out, `sheet "s" cell C3: fields.cpu_count (map line 7): want int, got string "many"`) {
+		t.Fatalf("XLSX error row: %s", out)
+	}
+
 	code, out, _ = run(t, "--server", server, "--data", cfg.DataDir, "import", "runs", "ls")
-	if code != 0 || strings.Count(out, "completed") != 3 {
+	if code != 0 || strings.Count(out, "completed") != 4 {
 		t.Fatalf("runs ls: %d %s", code, out)
 	}
 
