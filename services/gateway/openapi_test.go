@@ -79,9 +79,13 @@ func TestOpenAPISchemasComeFromContracts(t *testing.T) {
 	if err := json.Unmarshal(body, &doc); err != nil {
 		t.Fatal(err)
 	}
+	// schemaOf is the JSON body's schema, or an upload's form (multipart/form-data).
 	schemaOf := func(content any) map[string]any {
 		c, _ := content.(map[string]any)
-		j, _ := c["application/json"].(map[string]any)
+		j, ok := c["application/json"].(map[string]any)
+		if !ok {
+			j, _ = c["multipart/form-data"].(map[string]any)
+		}
 		s, _ := j["schema"].(map[string]any)
 		return s
 	}
@@ -136,6 +140,10 @@ func TestOpenAPISchemasComeFromContracts(t *testing.T) {
 		{"/api/v1/discovery/runs/{id}", "get", "response", "discovery.Run", []string{"id", "counters", "pending_probes", "hosts", "host"}},
 		{"/api/v1/cis/ingest", "post", "request", "envelope.CIPayload", []string{"source", "observed", "items"}},
 		{"/api/v1/tokens", "post", "response", "gateway.TokenCreated", []string{"token", "id", "role"}},
+		{"/api/v1/imports/runs", "post", "request", "importer.UploadForm", []string{"map", "file", "format", "sheet", "header_row", "record_path"}},
+		{"/api/v1/imports/runs", "post", "response", "importer.Run", []string{"id", "state", "counters"}},
+		{"/api/v1/imports/runs/{id}/rows", "get", "response", "importer.RowsResponse", []string{"rows", "next_cursor"}},
+		{"/api/v1/imports/runs/{id}/retransform", "post", "request", "importer.MapSource", []string{"map", "map_file"}},
 	} {
 		op := doc.Paths[c.path][c.method]
 		var content any
