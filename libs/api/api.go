@@ -17,13 +17,14 @@ import (
 	"github.com/outpost-dev/outpost/libs/api/cmdb"
 	"github.com/outpost-dev/outpost/libs/api/correlation"
 	"github.com/outpost-dev/outpost/libs/api/discovery"
+	"github.com/outpost-dev/outpost/libs/api/importer"
 	"github.com/outpost-dev/outpost/libs/api/orchestration"
 	"github.com/outpost-dev/outpost/libs/bus"
 )
 
 // Ops lists every operation of every service, by service then name.
 func Ops() []bus.OpSpec {
-	all := slices.Concat(agents.Ops(), cmdb.Ops(), correlation.Ops(), discovery.Ops(), orchestration.Ops())
+	all := slices.Concat(agents.Ops(), cmdb.Ops(), correlation.Ops(), discovery.Ops(), importer.Ops(), orchestration.Ops())
 	slices.SortFunc(all, func(a, b bus.OpSpec) int { return strings.Compare(a.Subject(), b.Subject()) })
 	return all
 }

@@ -207,7 +207,28 @@ type Ingested struct {
 	Conflicts int       `json:"conflicts,omitempty"`
 	Skipped   int       `json:"skipped,omitempty"`
 	Time      time.Time `json:"time"`
+
+	// Refs is what each item became, by its payload ref: an importer sending one row's CI
+	// with related CIs tells the row's own outcome from its neighbours'.
+	Refs map[string]ItemOutcome `json:"refs,omitempty"`
 }
+
+// ItemOutcome is what the CMDB made of one payload item: created, updated, unchanged,
+// conflict or skipped; the CI it is (when it is one) and why not (conflict, skipped).
+type ItemOutcome struct {
+	Outcome string `json:"outcome"` // one of the Item* constants
+	CI      string `json:"ci,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+// Outcomes of one payload item (ItemOutcome.Outcome).
+const (
+	ItemCreated   = "created"
+	ItemUpdated   = "updated"
+	ItemUnchanged = "unchanged"
+	ItemConflict  = "conflict"
+	ItemSkipped   = "skipped"
+)
 
 // Audit records a write made through the gateway: who, what, when, from where.
 type Audit struct {

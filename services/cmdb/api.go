@@ -59,6 +59,7 @@ type (
 	RelationInfo      = cmdbapi.RelationInfo
 	FamilyInfo        = cmdbapi.FamilyInfo
 	RuleInfo          = cmdbapi.RuleInfo
+	RuleChild         = cmdbapi.RuleChild
 	IngestRequest     = cmdbapi.IngestRequest
 	IngestResponse    = cmdbapi.Outcome
 )
@@ -290,7 +291,11 @@ func (s *service) classes() ClassesResponse {
 			fams[f.Name] = true
 			fi := FamilyInfo{Name: f.Name, Parents: f.Parents, Rules: []RuleInfo{}}
 			for _, r := range f.Rules {
-				fi.Rules = append(fi.Rules, RuleInfo{Name: r.Name, Needs: r.Describe()})
+				ri := RuleInfo{Name: r.Name, Needs: r.Describe(), Attributes: r.Attributes}
+				if r.Children != nil {
+					ri.Child = &RuleChild{Family: r.Children.Family, Attribute: r.Children.Attribute}
+				}
+				fi.Rules = append(fi.Rules, ri)
 			}
 			resp.Families = append(resp.Families, fi)
 		}

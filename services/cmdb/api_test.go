@@ -210,8 +210,21 @@ func TestQueryEndpoints(t *testing.T) {
 			if c.Classes[0].Name != "ci" || !slices.ContainsFunc(c.Relations, func(r cmdb.RelationInfo) bool { return r.Name == "runs_on" }) {
 				t.Errorf("classes start at %s; relations %+v", c.Classes[0].Name, c.Relations)
 			}
-			if i := slices.IndexFunc(c.Families, func(f cmdb.FamilyInfo) bool { return f.Name == "hardware" }); i < 0 || c.Families[i].Rules[0].Name != "serial_number" {
-				t.Errorf("families %+v", c.Families)
+			i := slices.IndexFunc(c.Families, func(f cmdb.FamilyInfo) bool { return f.Name == "hardware" })
+			if i < 0 || len(c.Families[i].Rules) < 3 {
+				t.Fatalf("families %+v", c.Families)
+			}
+			// The rules are data, not only text: what each matches on, or the children it reads.
+			hw := c.Families[i].Rules
+			if hw[0].Name != "serial_number" || !slices.Equal(hw[0].Attributes, []string{"serial_number"}) || hw[0].Child != nil {
+				t.Errorf("hardware's first rule %+v: want serial_number on [serial_number]", hw[0])
+			}
+			if hw[1].Name != "mac_address" || len(hw[1].Attributes) != 0 || hw[1].Child == nil ||
+				*hw[1].Child != (cmdb.RuleChild{Family: "network_adapter", Attribute: "mac_address"}) {
+				t.Errorf("hardware's second rule %+v: want the mac_address of network_adapter children", hw[1])
+			}
+			if !slices.Equal(hw[2].Attributes, []string{"name", "ip_address"}) || hw[2].Needs != "name+ip_address" {
+				t.Errorf("hardware's third rule %+v: want [name ip_address]", hw[2])
 			}
 		})
 		t.Run("errors", func(t *testing.T) {

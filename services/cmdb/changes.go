@@ -86,7 +86,7 @@ func (c *changes) publishReceipt(ctx context.Context, meta envelope.Meta, p enve
 	}
 	r := &envelope.Ingested{Payload: meta.ID, Source: p.Source, Items: len(p.Items), Created: len(out.Created),
 		Updated: len(out.Updated), Unchanged: len(out.Unchanged), Conflicts: len(out.Conflicts), Skipped: len(out.Skipped),
-		Time: time.Now().UTC()}
+		Refs: itemOutcomes(out), Time: time.Now().UTC()}
 	id := changeID(p.Observed, meta.ID, "ingested")
 	err := untilSent(ctx, func(ctx context.Context) error {
 		_, err := c.pub.Publish(ctx, bus.IngestedSubject(source), envelope.Meta{ID: id, Run: meta.Run}, r)
@@ -182,4 +182,29 @@ func changeID(t time.Time, parts ...string) string {
 	}
 	copy(id[6:], sum[:10])
 	return id.String()
+}
+
+// itemOutcomes is an outcome's per-ref view for the receipt.
+func itemOutcomes(out ire.Outcome) map[string]envelope.ItemOutcome {
+	refs := map[string]envelope.ItemOutcome{}
+	for _, g := range []struct {
+		op  string
+		chs []ire.Change
+	}{{envelope.ItemCreated, out.Created}, {envelope.ItemUpdated, out.Updated}, {envelope.ItemUnchanged, out.Unchanged}} {
+		for _, ch := range g.chs {
+			for _, r := range ch.Refs {
+				refs[r] = envelope.ItemOutcome{Outcome: g.op, CI: ch.ID}
+			}
+		}
+	}
+	for _, c := range out.Conflicts {
+		refs[c.Ref] = envelope.ItemOutcome{Outcome: envelope.ItemConflict, Reason: c.Reason}
+	}
+	for _, sk := range out.Skipped {
+		refs[sk.Ref] = envelope.ItemOutcome{Outcome: envelope.ItemSkipped, Reason: sk.Reason}
+	}
+	if len(refs) == 0 {
+		return nil
+	}
+	return refs
 }

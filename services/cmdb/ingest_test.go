@@ -211,6 +211,19 @@ func TestSamePayloadThreeTimes(t *testing.T) {
 				if got := [3]int{r.Created, r.Updated, r.Unchanged}; got != want || r.Items != 5 || r.Payload == "" {
 					return fmt.Errorf("receipt %d: %+v, want created/updated/unchanged %v", i, r, want)
 				}
+				// and what each item became, by its ref (importers tell a row's CI from its neighbours)
+				op := "unchanged"
+				if i == 0 {
+					op = "created"
+				}
+				if len(r.Refs) != 5 {
+					return fmt.Errorf("receipt %d: refs %v, want the 5 items", i, r.Refs)
+				}
+				for ref, o := range r.Refs {
+					if o.Outcome != op || o.CI == "" {
+						return fmt.Errorf("receipt %d: item %s %+v, want %s with its CI", i, ref, o, op)
+					}
+				}
 			}
 			return nil
 		})

@@ -24,11 +24,16 @@ type route struct {
 }
 
 // routeDoc is what the OpenAPI document says of a route: the query parameters it reads, the
-// contract type of its JSON body (nil: it reads none) and of its answer.
+// contract type of its JSON body (nil: it reads none) and of its answer. An upload's body is
+// a form instead: multipart/form-data with one part per field of the form type, or the file
+// as the raw body (the other fields then in the query).
 type routeDoc struct {
-	query          []queryParam
-	body, response reflect.Type
+	query                []queryParam
+	body, form, response reflect.Type
 }
+
+// withForm documents an upload's body: the parts of a multipart/form-data body, or the raw file.
+func (d routeDoc) withForm(form reflect.Type) routeDoc { d.form = form; return d }
 
 // opDoc documents a route served by an op: the op's answer is the route's.
 func opDoc[Req, Resp any](op bus.Op[Req, Resp], body reflect.Type, query ...[]queryParam) routeDoc {
@@ -139,6 +144,13 @@ var summaries = map[string]string{
 	"POST /api/v1/silences":          "Mute alerts matching every k=v of match for a duration (for: 30m, 2h) (operator)",
 	"GET /api/v1/silences":           "Silences, active and ended; cursor pages",
 	"DELETE /api/v1/silences/{id}":   "End a silence now (operator)",
+
+	"POST /api/v1/imports/runs":                  "Upload a file and start an import run: multipart (parts map, then file; fields format, sheet, header_row, record_path) or the file as the raw body with the map in ?map= (operator)",
+	"GET /api/v1/imports/runs":                   "List import runs, newest first, with their counters; cursor pages",
+	"GET /api/v1/imports/runs/{id}":              "An import run: state and counters per outcome (inserted, updated, unchanged, ignored, skipped, error)",
+	"GET /api/v1/imports/runs/{id}/rows":         "A run's rows with their outcome, reason, position and staged columns; ?outcome=error for the errors; cursor pages",
+	"POST /api/v1/imports/runs/{id}/retransform": "Run a changed map over a run's staged rows without uploading again (operator)",
+	"POST /api/v1/imports/maps/validate":         "Check a transform map against the CMDB's class model; every problem with file, line and field",
 }
 
 var pathParam = regexp.MustCompile(`\{([a-z_]+)\}`)
@@ -177,6 +189,13 @@ func (r *router) openAPI(version string) map[string]any {
 		switch {
 		case rt.doc.body != nil:
 			op["requestBody"] = map[string]any{"required": true, "content": jsonOf(rt.doc.body)}
+		case rt.doc.form != nil:
+			op["requestBody"] = map[string]any{"required": true,
+				"description": "multipart/form-data with these parts (the map before the file), or the file as the raw body with the other parts as query parameters",
+				"content": map[string]any{
+					"multipart/form-data":      map[string]any{"schema": gen.Schema(rt.doc.form)},
+					"application/octet-stream": map[string]any{"schema": map[string]any{"type": "string", "contentMediaType": "application/octet-stream"}},
+				}}
 		case rt.method == http.MethodPost:
 			// The request is in the path: a body, if any, is not read.
 			op["requestBody"] = map[string]any{"required": false, "description": "none: the request is in the path",

@@ -79,9 +79,13 @@ func TestOpenAPISchemasComeFromContracts(t *testing.T) {
 	if err := json.Unmarshal(body, &doc); err != nil {
 		t.Fatal(err)
 	}
+	// schemaOf is the JSON body's schema, or an upload's form (multipart/form-data).
 	schemaOf := func(content any) map[string]any {
 		c, _ := content.(map[string]any)
-		j, _ := c["application/json"].(map[string]any)
+		j, ok := c["application/json"].(map[string]any)
+		if !ok {
+			j, _ = c["multipart/form-data"].(map[string]any)
+		}
 		s, _ := j["schema"].(map[string]any)
 		return s
 	}
@@ -139,6 +143,10 @@ func TestOpenAPISchemasComeFromContracts(t *testing.T) {
 		{"/api/v1/events", "post", "request", "correlation.EventInput", []string{"node", "severity", "message_key", "additional"}},
 		{"/api/v1/alerts", "get", "response", "correlation.AlertsListResponse", []string{"items", "next_cursor"}},
 		{"/api/v1/silences", "post", "request", "correlation.SilenceAddRequest", []string{"match", "for", "comment"}},
+		{"/api/v1/imports/runs", "post", "request", "importer.UploadForm", []string{"map", "file", "format", "sheet", "header_row", "record_path"}},
+		{"/api/v1/imports/runs", "post", "response", "importer.Run", []string{"id", "state", "counters"}},
+		{"/api/v1/imports/runs/{id}/rows", "get", "response", "importer.RowsResponse", []string{"rows", "next_cursor"}},
+		{"/api/v1/imports/runs/{id}/retransform", "post", "request", "importer.MapSource", []string{"map", "map_file"}},
 	} {
 		op := doc.Paths[c.path][c.method]
 		var content any

@@ -15,7 +15,17 @@ require (
 	github.com/outpost-dev/outpost/services/discovery v0.0.0-00010101000000-000000000000
 	github.com/outpost-dev/outpost/services/orchestration v0.0.0-00010101000000-000000000000
 	github.com/outpost-dev/outpost/services/gateway v0.0.0
+	github.com/outpost-dev/outpost/services/importer v0.0.0
 	github.com/spf13/cobra v1.10.2
+	github.com/xuri/excelize/v2 v2.11.1
+)
+
+require (
+	github.com/richardlehane/mscfb v1.0.9 // indirect
+	github.com/richardlehane/msoleps v1.0.6 // indirect
+	github.com/tiendc/go-deepcopy v1.7.2 // indirect
+	github.com/xuri/efp v0.0.3-0.20260924042702-217b81952dec // indirect
+	github.com/xuri/nfp v0.0.2-0.20250530014748-2ddeb826f9a9 // indirect
 )
 
 require (
@@ -98,4 +108,5 @@ replace (
 	github.com/outpost-dev/outpost/services/discovery => ../discovery
 	github.com/outpost-dev/outpost/services/orchestration => ../orchestration
 	github.com/outpost-dev/outpost/services/gateway => ../gateway
+	github.com/outpost-dev/outpost/services/importer => ../importer
 )

@@ -163,10 +163,23 @@ type FamilyInfo struct {
 	Rules   []RuleInfo `json:"rules"`
 }
 
-// RuleInfo is one identification rule and what it needs.
+// RuleInfo is one identification rule and what it needs: Needs for people, Attributes or
+// Child as data for producers that pick a rule (an import map's coalesce).
 type RuleInfo struct {
 	Name  string `json:"name"`
 	Needs string `json:"needs"`
+	// Attributes are the CI's own attributes the rule matches on, all of them together
+	// ("class" among them when identity is per class); empty for a rule on child items.
+	Attributes []string `json:"attributes,omitempty"`
+	// Child is set for a rule that takes its values from child items of the payload.
+	Child *RuleChild `json:"child,omitempty"`
+}
+
+// RuleChild names the child items a rule reads: an attribute of children of a family (a
+// host's network adapters' mac_address).
+type RuleChild struct {
+	Family    string `json:"family"`
+	Attribute string `json:"attribute"`
 }
 
 // IngestRequest (ingest) reconciles a payload synchronously, for manual edits and imports

@@ -69,6 +69,12 @@ func (c *client) do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("cannot reach %s: %w", c.base, err)
 	}
 	defer resp.Body.Close()
+	return c.answer(resp, method, path, out)
+}
+
+// answer reads a response: a problem document is the error, else the JSON answer is
+// decoded into out (raw bytes when out is *[]byte).
+func (c *client) answer(resp *http.Response, method, path string, out any) error {
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return fmt.Errorf("read answer from %s: %w", c.base, err)

@@ -74,6 +74,13 @@ var commandOf = map[string]string{
 	"GET /api/v1/workflow-runs/{id}":                       "workflow runs show",
 	"POST /api/v1/workflow-runs/{id}/cancel":               "workflow cancel",
 	"POST /api/v1/workflow-runs/{id}/steps/{step}/approve": "workflow approve",
+
+	"POST /api/v1/imports/runs":                  "import run",
+	"GET /api/v1/imports/runs":                   "import runs ls",
+	"GET /api/v1/imports/runs/{id}":              "import runs show",
+	"GET /api/v1/imports/runs/{id}/rows":         "import runs show",
+	"POST /api/v1/imports/runs/{id}/retransform": "import runs retransform",
+	"POST /api/v1/imports/maps/validate":         "import maps check",
 }
 
 // Every route the gateway documents has a CLI command.

@@ -34,6 +34,7 @@ import (
 	"github.com/outpost-dev/outpost/services/discovery"
 	"github.com/outpost-dev/outpost/services/gateway"
 	"github.com/outpost-dev/outpost/services/gateway/tokens"
+	"github.com/outpost-dev/outpost/services/importer"
 	"github.com/outpost-dev/outpost/services/orchestration"
 )
 
@@ -240,7 +241,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	deps := Deps{NC: nc, JS: js, Topology: topo, Telemetry: tel, Logger: log, DataDir: cfg.DataDir,
 		Server: srv, Issuer: issuer, HubAuth: hubAuth, CurveKey: curve}
 	services := Registry(cfg, toks, tlsc)
-	waitFor := []string{"agents", "cmdb"}
+	waitFor := []string{"agents", "cmdb", "importer"}
 	if !cfg.NoLocalBridge {
 		waitFor = append(waitFor, "local-bridge") // one command gives a working system
 	}
@@ -284,7 +285,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 // Topology is the bus the hub provisions: the default table plus every service's consumers.
 func Topology(l bus.Limits) bus.Topology {
 	return bus.DefaultTopology(l).WithConsumers(cmdb.Consumers(cmdb.DefaultConfig().Partitions)...).
-		WithConsumers(discovery.Consumers()...).WithConsumers(orchestration.Consumers()...).WithConsumers(correlation.Consumers()...)
+		WithConsumers(discovery.Consumers()...).WithConsumers(orchestration.Consumers()...).
+		WithConsumers(correlation.Consumers()...).WithConsumers(importer.Consumers()...)
 }
 
 // Registry lists the hub services `outpost up` runs in process. Later services add theirs here.
@@ -320,6 +322,10 @@ func Registry(cfg Config, toks *tokens.Store, tlsc hubTLS) []Service {
 			cc := correlation.DefaultConfig()
 			cc.Replica = "hub-" + replicaName(d.DataDir) // takes its own lease back after a restart
 			return correlation.Run(ctx, cc, correlation.Deps{NC: d.NC, JS: d.JS, Logger: d.Logger, Tracer: d.Telemetry.Tracer})
+		}},
+		{Name: "importer", Run: func(ctx context.Context, d Deps) error {
+			return importer.Run(ctx, importer.DefaultConfig(), importer.Deps{NC: d.NC, JS: d.JS, Logger: d.Logger, Tracer: d.Telemetry.Tracer,
+				Ready: d.ready.mark("importer")})
 		}},
 		{Name: "local-bridge", Run: func(ctx context.Context, d Deps) error {
 			if cfg.NoLocalBridge {

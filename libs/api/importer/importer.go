@@ -1,0 +1,246 @@
+// Package importer is the contract of the import service (svc.importer.<op>): the request
+// and response types the service, the gateway and the CLI share, the run states and row
+// outcomes, and the object store bucket uploads travel through.
+package importer
+
+import (
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/page"
+)
+
+// Service is the name on the bus: svc.importer.<op>, dlq.importer.
+const Service = "importer"
+
+// Operations of svc.importer.<op>.
+var (
+	Validate    = bus.Op[ValidateRequest, ValidateResponse]{Service: Service, Name: "validate"}
+	Start       = bus.Op[StartRequest, Run]{Service: Service, Name: "start"}
+	Retransform = bus.Op[RetransformRequest, Run]{Service: Service, Name: "retransform"}
+	RunList     = bus.Op[RunsRequest, RunsResponse]{Service: Service, Name: "runs_ls"}
+	RunGet      = bus.Op[RunRequest, Run]{Service: Service, Name: "run_get"}
+	Rows        = bus.Op[RowsRequest, RowsResponse]{Service: Service, Name: "rows"}
+)
+
+// Ops lists every operation of the service.
+func Ops() []bus.OpSpec {
+	return []bus.OpSpec{Validate.Spec(), Start.Spec(), Retransform.Spec(), RunList.Spec(), RunGet.Spec(), Rows.Spec()}
+}
+
+// UploadBucket is the JetStream object store an uploaded file is streamed into (chunked, never
+// held whole in memory) before a run stages it: the gateway writes it, the importer reads it
+// and deletes the object once its rows are staged.
+const UploadBucket = "import_uploads"
+
+// UploadStoreConfig is the upload bucket's configuration; whoever gets there first creates it.
+// Uploads not staged within a week are dropped.
+func UploadStoreConfig() jetstream.ObjectStoreConfig {
+	return jetstream.ObjectStoreConfig{Bucket: UploadBucket, Description: "files uploaded for import runs, until staged",
+		TTL: 7 * 24 * time.Hour, Storage: jetstream.FileStorage}
+}
+
+// Formats of file sources.
+const (
+	FormatCSV   = "csv"
+	FormatXLSX  = "xlsx"
+	FormatXML   = "xml"
+	FormatJSON  = "json"
+	FormatJSONL = "jsonl"
+)
+
+// Run states. A run stages its source's rows and transforms them as they arrive; it is
+// completed when every staged row has an outcome.
+const (
+	StateQueued      = "queued"
+	StateRunning     = "running"
+	StateCompleted   = "completed"
+	StateFailed      = "failed"
+	StateCanceled    = "canceled"
+	OutcomeInserted  = "inserted"
+	OutcomeUpdated   = "updated"
+	OutcomeUnchanged = "unchanged"
+	OutcomeIgnored   = "ignored" // skip_if held
+	OutcomeSkipped   = "skipped" // a coalesce attribute had no value
+	OutcomeError     = "error"   // the row could not be read, an expression failed, a type was wrong, the CMDB refused it
+)
+
+// Outcomes lists every row outcome, in the order runs show them.
+var Outcomes = []string{OutcomeInserted, OutcomeUpdated, OutcomeUnchanged, OutcomeIgnored, OutcomeSkipped, OutcomeError}
+
+// FileOptions say how a file is read; zero values are detected or defaulted.
+type FileOptions struct {
+	Format string `json:"format,omitempty"` // csv, xlsx, xml, json, jsonl; default from the file name
+	// Sheet (XLSX) is the sheet's name; default the first sheet.
+	Sheet string `json:"sheet,omitempty"`
+	// HeaderRow (CSV, XLSX) is the 1-based row holding the column names; default 1. Rows
+	// above it are not read.
+	HeaderRow int `json:"header_row,omitempty"`
+	// RecordPath (XML) is the element path of one record, e.g. /servers/server; (JSON) the
+	// path to the array of records, e.g. /data/servers (default: the document is the array).
+	RecordPath string `json:"record_path,omitempty"`
+}
+
+// ValidateRequest checks a transform map without running it.
+type ValidateRequest struct {
+	Map     string `json:"map"`                // the YAML text
+	MapFile string `json:"map_file,omitempty"` // its file name, for error messages
+}
+
+// ValidateResponse is a valid map's summary. An invalid map is a 400 whose message lists
+// every problem as FILE:LINE: field: reason.
+type ValidateResponse struct {
+	Name     string   `json:"name"`
+	Class    string   `json:"class"`
+	Coalesce []string `json:"coalesce"`
+	Fields   []string `json:"fields"`
+}
+
+// UploadForm is the multipart/form-data body of an upload (POST /api/v1/imports/runs), part
+// by part; the gateway stores the file and sends Start. The map part must come before the
+// file part, so that a bad map is refused before the file is stored. The file may instead
+// be the raw body, with the map and options as query parameters of the same names.
+type UploadForm struct {
+	Map        string `json:"map"`                   // the transform map's YAML
+	File       string `json:"file"`                  // the data file, streamed
+	MapFile    string `json:"map_file,omitempty"`    // default: the map part's file name
+	Filename   string `json:"filename,omitempty"`    // default: the file part's file name
+	Format     string `json:"format,omitempty"`      // FileOptions.Format
+	Sheet      string `json:"sheet,omitempty"`       // FileOptions.Sheet
+	HeaderRow  int    `json:"header_row,omitempty"`  // FileOptions.HeaderRow
+	RecordPath string `json:"record_path,omitempty"` // FileOptions.RecordPath
+}
+
+// StartRequest starts a run over an uploaded file.
+type StartRequest struct {
+	Upload   string      `json:"upload"`   // object name in UploadBucket
+	Filename string      `json:"filename"` // the file's own name (format detection, display)
+	Options  FileOptions `json:"options"`
+	Map      string      `json:"map"`
+	MapFile  string      `json:"map_file,omitempty"`
+}
+
+// RetransformRequest runs a changed map over the rows a run staged, without reading the source
+// again.
+type RetransformRequest struct {
+	Run string `json:"run"`
+	MapSource
+}
+
+// MapSource is a transform map as sent: the body of POST /api/v1/imports/runs/{id}/retransform
+// (the run is in the path).
+type MapSource struct {
+	Map     string `json:"map"`                // the YAML text
+	MapFile string `json:"map_file,omitempty"` // its file name, for error messages
+}
+
+// RunRequest names a run.
+type RunRequest struct {
+	ID string `json:"id"`
+}
+
+// RunsRequest (runs_ls) pages through runs, newest first.
+type RunsRequest = page.Request
+
+// RunsResponse is one page of runs.
+type RunsResponse struct {
+	Runs       []Run  `json:"runs"`
+	NextCursor string `json:"next_cursor,omitempty"`
+}
+
+// Counters count a run's rows by outcome.
+type Counters struct {
+	Staged    int64 `json:"staged"` // rows read from the source
+	Inserted  int64 `json:"inserted"`
+	Updated   int64 `json:"updated"`
+	Unchanged int64 `json:"unchanged"`
+	Ignored   int64 `json:"ignored"`
+	Skipped   int64 `json:"skipped"`
+	Error     int64 `json:"error"`
+}
+
+// Done is the number of rows with an outcome.
+func (c Counters) Done() int64 {
+	return c.Inserted + c.Updated + c.Unchanged + c.Ignored + c.Skipped + c.Error
+}
+
+// Add counts one outcome.
+func (c *Counters) Add(outcome string, n int64) {
+	switch outcome {
+	case OutcomeInserted:
+		c.Inserted += n
+	case OutcomeUpdated:
+		c.Updated += n
+	case OutcomeUnchanged:
+		c.Unchanged += n
+	case OutcomeIgnored:
+		c.Ignored += n
+	case OutcomeSkipped:
+		c.Skipped += n
+	default:
+		c.Error += n
+	}
+}
+
+// Run is an import run: what it reads, with which map, how far it got.
+type Run struct {
+	ID string `json:"id"`
+	// Set is the import set (staged rows, subject import.<set>.rows): the run's own ID, or
+	// for a re-transform the run whose rows it reads.
+	Set      string      `json:"set"`
+	State    string      `json:"state"`
+	Reason   string      `json:"reason,omitempty"`
+	Filename string      `json:"filename,omitempty"`
+	Options  FileOptions `json:"options"`
+	MapName  string      `json:"map_name"`
+	MapFile  string      `json:"map_file,omitempty"`
+	Class    string      `json:"class"`
+	// Source is the CMDB source name the rows are reconciled as (precedence).
+	Source      string     `json:"source"`
+	Created     time.Time  `json:"created"`
+	Finished    *time.Time `json:"finished,omitempty"`
+	StagingDone bool       `json:"staging_done"`
+	Counters    Counters   `json:"counters"`
+}
+
+// Terminal reports whether a run state is final.
+func Terminal(state string) bool {
+	return state == StateCompleted || state == StateFailed || state == StateCanceled
+}
+
+// Position is where a row came from in its source.
+type Position struct {
+	Line   int64  `json:"line,omitempty"`   // CSV, JSON Lines, XML: line of the row's start (1-based)
+	Sheet  string `json:"sheet,omitempty"`  // XLSX
+	Row    int64  `json:"row,omitempty"`    // XLSX row number (1-based)
+	Cell   string `json:"cell,omitempty"`   // XLSX/CSV: the cell a problem is in, e.g. C7
+	Record string `json:"record,omitempty"` // XML /servers/server[3], JSON $.servers[3]
+	Offset int64  `json:"offset,omitempty"` // JSON: byte offset of the record
+	Page   string `json:"page,omitempty"`   // paged sources (SQL, LDAP, REST): the page's cursor
+}
+
+// RowsRequest pages through a run's row outcomes, in the order they were decided.
+type RowsRequest struct {
+	Run     string `json:"run"`
+	Outcome string `json:"outcome,omitempty"` // only rows with this outcome
+	Cursor  string `json:"cursor,omitempty"`
+	Limit   int    `json:"limit,omitempty"`
+}
+
+// RowResult is one row's fate.
+type RowResult struct {
+	N        int64          `json:"n"` // 1-based ordinal of the row in its set
+	Position Position       `json:"position"`
+	Outcome  string         `json:"outcome"`
+	Reason   string         `json:"reason,omitempty"`
+	CI       string         `json:"ci,omitempty"`      // the CI the row became or matched
+	Columns  map[string]any `json:"columns,omitempty"` // the staged row
+}
+
+// RowsResponse is one page of row outcomes.
+type RowsResponse struct {
+	Rows       []RowResult `json:"rows"`
+	NextCursor string      `json:"next_cursor,omitempty"`
+}
