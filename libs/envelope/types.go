@@ -143,7 +143,10 @@ type Heartbeat struct {
 	State        string               `json:"state"`
 	Uptime       float64              `json:"uptime_s"`
 	RSS          int64                `json:"rss_bytes"`
-	Time         time.Time            `json:"time"`
+	// ProbePanics counts probes whose kind panicked since the bridge started (each was
+	// answered with code "panic"; the stacks are in the bridge log).
+	ProbePanics int64     `json:"probe_panics,omitempty"`
+	Time        time.Time `json:"time"`
 }
 
 // Enrollment is a bridge's request to join a site (ce-type outpost.enrollment.v1). Sig is the

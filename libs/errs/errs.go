@@ -56,6 +56,7 @@ const (
 	Unsupported Code = "unsupported"
 	Canceled    Code = "canceled"
 	HostKey     Code = "host_key_mismatch"
+	Panic       Code = "panic"
 )
 
 // Dead-letter reasons (libs/bus uses these values).
@@ -97,6 +98,7 @@ var Table = []Entry{
 	{"Unsupported", Unsupported, 0, false, Result, "the kind cannot do what was asked"},
 	{"Canceled", Canceled, 0, true, Result, "the probe was cancelled (drain, shutdown)"},
 	{"HostKey", HostKey, 0, false, Result, "an SSH host key differs from the known one: nothing was sent"},
+	{"Panic", Panic, 0, false, Result, "the probe kind panicked (a bug in the bridge): the stack is in the bridge log; the probe is not retried"},
 
 	{"Permanent", Permanent, 0, false, DeadLetter, "the handler said retrying cannot help"},
 	{"MaxDeliveries", MaxDeliveries, 0, false, DeadLetter, "failed on every delivery"},

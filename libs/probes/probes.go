@@ -70,6 +70,7 @@ const (
 	CodeUnsupported = "unsupported" // the kind cannot do what was asked
 	CodeTimeout     = "timeout"     // the deadline passed
 	CodeCanceled    = "canceled"    // the probe was cancelled (drain, shutdown)
+	CodePanic       = "panic"       // the kind panicked: a bug, its stack is in the bridge log
 )
 
 // Codes documents the common error codes, in one table (the service error table refers to
@@ -86,4 +87,5 @@ var Codes = []Code{
 	{CodeUnsupported, "the kind cannot do what was asked (a driver or feature it does not have)", false},
 	{CodeTimeout, "the deadline passed", true},
 	{CodeCanceled, "the probe was cancelled (bridge drain or shutdown)", true},
+	{CodePanic, "the probe kind panicked (a bug in the bridge: report it with the stack from the bridge log); the bridge kept running and the probe is not retried", false},
 }

@@ -71,6 +71,9 @@ type Bridge struct {
 	// that dies with results still in its outbox loses nothing — its probes go to a sibling.
 	awaiting sync.Map // result id → *awaitingProbe
 
+	// panics counts probes whose kind panicked (reported in heartbeats).
+	panics atomic.Int64
+
 	state   atomic.Value // string
 	drained chan struct{}
 	drainMu sync.Once

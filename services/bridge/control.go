@@ -46,7 +46,7 @@ func (b *Bridge) heartbeat() *envelope.Heartbeat {
 	}
 	return &envelope.Heartbeat{Agent: b.cfg.Name, Site: b.cfg.Site, Version: b.cfg.Version, Capabilities: b.caps,
 		Pools: pools, OutboxBytes: b.box.Bytes(), OutboxFull: b.box.Full(), State: b.state.Load().(string),
-		Uptime: b.clock.Since(b.started).Seconds(), RSS: rss(), Time: b.clock.Now().UTC()}
+		Uptime: b.clock.Since(b.started).Seconds(), RSS: rss(), ProbePanics: b.panics.Load(), Time: b.clock.Now().UTC()}
 }
 
 // rss reads the resident set size of this process (Linux), 0 elsewhere.

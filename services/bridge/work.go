@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"time"
@@ -102,6 +103,17 @@ func (b *Bridge) pull(ctx context.Context, p *pool, capability string, inflight 
 		inflight.Add(1)
 		go func() {
 			defer func() { p.busy.Add(-1); <-p.slots; inflight.Done() }()
+			defer func() {
+				// A panic of the bridge's own code around the kind (runKind recovers the
+				// kind's): keep the bridge, and take the probe off the queue so it does
+				// not crash a sibling bridge next.
+				if v := recover(); v != nil {
+					n := b.panics.Add(1)
+					b.log.Error("probe execution panicked; the probe is removed from the queue", "subject", jm.Subject(),
+						"panic", fmt.Sprint(v), "panics_total", n, "stack", string(debug.Stack()))
+					_ = jm.Term()
+				}
+			}()
 			b.execute(context.WithoutCancel(ctx), jm, capability)
 		}()
 	}
@@ -227,9 +239,12 @@ func (b *Bridge) runProbe(ctx context.Context, p *envelope.Probe, capability str
 		errors.As(err, &pe)
 		return deny("%s", pe.Message)
 	}
-	data, err := runner.Run(rctx, probe.Request{Probe: *p, Target: p.Target, Params: p.Params, Credentials: creds}, emit)
+	data, err := b.runKind(rctx, runner, probe.Request{Probe: *p, Target: p.Target, Params: p.Params, Credentials: creds}, emit)
 	var final *envelope.Result
+	var pe *probe.Error
 	switch {
+	case errors.As(err, &pe) && pe.Code == probe.CodePanic:
+		final = result(envelope.StatusError, nil, &envelope.Error{Code: probe.CodePanic, Message: pe.Message}, true)
 	case err == nil:
 		final = result(envelope.StatusOK, data, nil, true)
 	case rctx.Err() != nil && errors.Is(err, context.DeadlineExceeded) || probe.CodeOf(err) == probe.CodeTimeout:
@@ -238,13 +253,29 @@ func (b *Bridge) runProbe(ctx context.Context, p *envelope.Probe, capability str
 		final = result(envelope.StatusDenied, data, &envelope.Error{Code: probe.CodeDenied, Message: err.Error()}, true)
 	default:
 		msg := err.Error()
-		var pe *probe.Error
 		if errors.As(err, &pe) {
 			msg = pe.Message
 		}
 		final = result(envelope.StatusError, data, &envelope.Error{Code: probe.CodeOf(err), Message: msg}, true)
 	}
 	return append(chunks, final)
+}
+
+// runKind runs one probe in its kind, turning a panic into a CodePanic error: one bad kind
+// (or one input that trips it) must not take down the bridge and every probe in flight
+// with it. The probe then gets a final "panic" result and is acked like any other, so it is
+// not redelivered to crash a sibling; the stack goes to the bridge log only (it may hold
+// target data, and the result travels to the hub).
+func (b *Bridge) runKind(ctx context.Context, runner probe.Runner, req probe.Request, emit probe.Emit) (data any, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			n := b.panics.Add(1)
+			b.log.Error("probe kind panicked; the probe is answered with code panic and not retried",
+				"probe", req.Probe.ID, "kind", req.Probe.Kind, "panic", fmt.Sprint(v), "panics_total", n, "stack", string(debug.Stack()))
+			data, err = nil, probe.Errorf(probe.CodePanic, "the %s kind panicked: %v (a bug in the bridge; its stack is in the bridge log)", req.Probe.Kind, v)
+		}
+	}()
+	return runner.Run(ctx, req, emit)
 }
 
 // openSecrets opens the credentials sealed to this bridge's curve key, in the probe's order.

@@ -9,14 +9,14 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
 	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/shutdown"
 	"github.com/outpost-dev/outpost/libs/telemetry"
 	"github.com/outpost-dev/outpost/libs/version"
 	"github.com/outpost-dev/outpost/services/bridge"
@@ -43,6 +43,9 @@ func Main(args []string, stderr io.Writer) int {
 	configFile := fs.String("config", os.Getenv("OUTPOST_BRIDGE_CONFIG"), "YAML configuration file (flags and env override it)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (env OUTPOST_LOG_LEVEL)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	// Probes in flight get 30 s to finish (bridge.Run); the outbox flush and heartbeats fit
+	// in the rest.
+	shutdownTimeout := fs.Duration("shutdown-timeout", 45*time.Second, "on SIGINT/SIGTERM, drain for at most this long, then exit (a second signal exits at once)")
 	var allow, caps []string
 	flagCfg := struct {
 		hub, site, name, token, data, ca, cert, key, proxy string
@@ -182,7 +185,11 @@ func Main(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "error:", err)
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop, err := shutdown.Notify(context.Background(), shutdown.Config{Deadline: *shutdownTimeout, Logger: log})
+	if err != nil {
+		fmt.Fprintln(stderr, "error: --shutdown-timeout:", err)
+		return 2
+	}
 	defer stop()
 	if err := bridge.Run(ctx, cfg, bridge.Deps{Logger: log, Kinds: kinds.All()}); err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("bridge stopped", "err", err)

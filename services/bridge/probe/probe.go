@@ -178,6 +178,7 @@ const (
 	CodeUnsupported = probes.CodeUnsupported
 	CodeTimeout     = probes.CodeTimeout
 	CodeCanceled    = probes.CodeCanceled
+	CodePanic       = probes.CodePanic
 )
 
 // Errorf returns a probe Error.

@@ -2,13 +2,12 @@ package cli
 
 import (
 	"os"
-	"os/signal"
 	"runtime/debug"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/outpost-dev/outpost/libs/shutdown"
 	"github.com/outpost-dev/outpost/libs/telemetry"
 	"github.com/outpost-dev/outpost/services/outpost/hub"
 )
@@ -16,6 +15,7 @@ import (
 func newUp(g *globals) *cobra.Command {
 	cfg := hub.DefaultConfig()
 	var logLevel, logFormat string
+	shutdownTimeout := 30 * time.Second
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run the whole hub in one process: embedded NATS JetStream, every service, the gateway",
@@ -24,7 +24,7 @@ is where bridges connect), every hub service, and the gateway's HTTP API.
 The first start creates an admin API token and writes it to <data>/admin.token.
 Bound off loopback (or with --wss) the hub serves TLS: with --tls-cert/--tls-key, or with a
 CA and certificate it makes in <data>/tls/ — bridges trust it with --ca <data>/tls/ca.pem.
-SIGINT or SIGTERM stops it cleanly; restarting on the same --data keeps everything.`,
+SIGINT or SIGTERM stops it cleanly within --shutdown-timeout (a second signal: at once); restarting on the same --data keeps everything.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if g.data != "" {
@@ -52,19 +52,12 @@ SIGINT or SIGTERM stops it cleanly; restarting on the same --data keeps everythi
 			if os.Getenv("GOGC") == "" {
 				debug.SetGCPercent(50)
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			// SIGINT/SIGTERM drains within one deadline; a second signal exits at once.
+			ctx, stop, err := shutdown.Notify(cmd.Context(), shutdown.Config{Deadline: shutdownTimeout, Logger: log})
+			if err != nil {
+				return usageError{err}
+			}
 			defer stop()
-			// A second signal while draining means "now".
-			go func() {
-				<-ctx.Done()
-				sig := make(chan os.Signal, 1)
-				signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-				select {
-				case <-sig:
-					os.Exit(ExitFailure)
-				case <-time.After(15 * time.Second):
-				}
-			}()
 			return hub.Run(ctx, cfg, log)
 		},
 	}
@@ -76,6 +69,7 @@ SIGINT or SIGTERM stops it cleanly; restarting on the same --data keeps everythi
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "key of --tls-cert (PEM)")
 	f.StringVar(&cfg.TLSClientCA, "tls-client-ca", "", "require bridges to present a client certificate signed by this CA (mTLS) on the NATS and WebSocket ports")
 	f.StringArrayVar(&cfg.TLSSANs, "tls-san", nil, "extra DNS name or IP address for the hub's own certificate (repeatable)")
+	f.DurationVar(&shutdownTimeout, "shutdown-timeout", shutdownTimeout, "on SIGINT/SIGTERM, drain for at most this long, then exit (a second signal exits at once)")
 	f.BoolVar(&cfg.NoLocalBridge, "no-local-bridge", false, "do not run the in-process bridge for site \"local\"")
 	f.BoolVar(&cfg.Lab, "lab", false, "run the simulated lab network with site \"lab\" and discover it (the demo)")
 	f.StringVar(&cfg.LabRange, "lab-range", cfg.LabRange, "CIDR of the lab (inside 127.0.0.0/8)")

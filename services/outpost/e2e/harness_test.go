@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -72,15 +73,35 @@ func eventually(t testing.TB, d time.Duration, f func() error) {
 
 type proc struct {
 	cmd *exec.Cmd
-	log *bytes.Buffer
+	log *syncBuffer
 }
+
+// syncBuffer is a process's output, readable while the process still writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) Bytes() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return bytes.Clone(s.b.Bytes())
+}
+
+func (s *syncBuffer) String() string { return string(s.Bytes()) }
 
 func (p *proc) pid() int { return p.cmd.Process.Pid }
 
 func start(t testing.TB, name string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, name), args...)
-	buf := &bytes.Buffer{}
+	buf := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = buf, buf
 	cmd.Env = append(os.Environ(), "OUTPOST_LOG_FORMAT=text")
 	if err := cmd.Start(); err != nil {
