@@ -188,6 +188,7 @@ type service struct {
 	cfg     Config
 	st      store.Store
 	eng     *ire.Engine
+	batch   *batcher // the partitions' payloads, ingested together when they arrive together
 	model   *classes.Model
 	changes *changes
 	kv      jetstream.KeyValue // leases; nil when the bucket is unavailable
@@ -273,6 +274,9 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	defer wg.Wait()
 	rctx, stop := context.WithCancel(ctx)
 	defer stop()
+	s.batch = newBatcher(rctx, eng, batchWorkers(cfg.DSN))
+	// Its workers end with rctx; an ingest in flight finishes first (the store is still open).
+	defer func() { stop(); s.batch.wait() }()
 	routerErr := make(chan error, 1)
 	go func() { routerErr <- router.Run(rctx) }()
 	select {
@@ -304,20 +308,31 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	}
 }
 
-// onPayload ingests one payload from the CMDB stream. A payload the engine rejects can never
-// succeed: it goes to the DLQ at once, with the fields at fault in its reason. Anything else
-// (the store is down, a transaction kept conflicting) is retried by redelivery.
+// onPayload ingests one payload from the CMDB stream, in one transaction with whatever other
+// partitions hand in meanwhile (batcher). A payload the engine rejects can never succeed: it
+// goes to the DLQ at once, with the fields at fault in its reason, and never joins a batch.
+// Anything else (the store is down, a transaction kept conflicting) is retried by redelivery.
 func (s *service) onPayload(ctx context.Context, meta envelope.Meta, p *envelope.CIPayload) error {
-	out, err := s.eng.Ingest(ctx, *p)
+	prep, err := s.eng.Prepare(*p)
 	if err != nil {
-		if errors.Is(err, ire.ErrInvalid) {
-			return bus.Permanent(err)
-		}
+		return bus.Permanent(err) // invalid: alone, before any batch
+	}
+	out, err := s.batch.ingest(ctx, prep)
+	if err != nil {
 		return err
 	}
 	s.changes.publishOutcome(ctx, meta.Run, *p, out)
 	s.changes.publishReceipt(ctx, meta, *p, out)
 	return nil
+}
+
+// batchWorkers is how many ingest transactions run at once: SQLite has one writer, so more
+// would only queue on it; PostgreSQL runs a few side by side.
+func batchWorkers(dsn string) int {
+	if strings.HasPrefix(dsn, "sqlite://") {
+		return 1
+	}
+	return 4
 }
 
 // ensureBus creates the consumers, and the streams and bucket the service needs when they

@@ -100,29 +100,7 @@ func (e *Engine) Ingest(ctx context.Context, p envelope.CIPayload) (Outcome, err
 	if err != nil {
 		return Outcome{}, err
 	}
-	now := e.now().UTC()
-	var out Outcome
-	attempts := 0
-	err = e.store.Update(ctx, func(ctx context.Context, tx store.Tx) error {
-		attempts++
-		r := newRun(e, pl, now)
-		o, err := r.run(ctx, tx)
-		if err != nil {
-			return err
-		}
-		out = o
-		return nil
-	})
-	if err != nil {
-		return Outcome{}, fmt.Errorf("ire: ingest from %s: %w", pl.source, err)
-	}
-	if attempts > 1 {
-		e.log.Debug("ingest retried", "source", pl.source, "attempts", attempts)
-	}
-	for _, c := range out.Conflicts {
-		e.log.Info("identification conflict", "source", pl.source, "ref", c.Ref, "class", c.Class, "reason", c.Reason)
-	}
-	return out, nil
+	return e.ingest(ctx, pl)
 }
 
 // StaleSource is the source named in history when the CMDB itself marks a CI stale.

@@ -1,0 +1,96 @@
+package cmdb
+
+import (
+	"context"
+	"sync"
+
+	"github.com/outpost-dev/outpost/services/cmdb/ire"
+)
+
+// maxBatch bounds the payloads reconciled in one transaction. With one message in flight
+// per partition, a batch holds at most one payload per partition anyway.
+const maxBatch = 64
+
+// batcher groups the payloads that partitions hand in at the same time into one ingest
+// transaction (group commit): while a batch is in the store, the payloads that arrive
+// queue up and go together into the next one. Nothing waits for a batch to fill: a lone
+// payload is ingested at once, so latency never grows; under load, batches grow by
+// themselves.
+//
+// Every payload still has its own message, ack, receipt and outcome; a payload that fails
+// validation never joins a batch (it is dead-lettered alone, see onPayload), and a batch
+// whose transaction fails is split into payloads of their own (ire.Engine.IngestBatch).
+type batcher struct {
+	eng  *ire.Engine
+	reqs chan *batchReq
+	wg   sync.WaitGroup
+}
+
+type batchReq struct {
+	p    *ire.Prepared
+	done chan ire.Result // buffered: the worker never blocks on a handler that gave up
+}
+
+// newBatcher starts workers goroutines that each take whatever payloads are waiting and
+// ingest them together, until ctx ends. SQLite has one writer, so one worker there;
+// PostgreSQL takes concurrent transactions, so a few.
+func newBatcher(ctx context.Context, eng *ire.Engine, workers int) *batcher {
+	b := &batcher{eng: eng, reqs: make(chan *batchReq, maxBatch)}
+	for range max(1, workers) {
+		b.wg.Add(1)
+		go func() { defer b.wg.Done(); b.work(ctx) }()
+	}
+	return b
+}
+
+// ingest reconciles p with whatever else is waiting and returns its own result. When ctx
+// ends first, the payload may still be written: its redelivery is idempotent.
+func (b *batcher) ingest(ctx context.Context, p *ire.Prepared) (ire.Outcome, error) {
+	r := &batchReq{p: p, done: make(chan ire.Result, 1)}
+	select {
+	case b.reqs <- r:
+	case <-ctx.Done():
+		return ire.Outcome{}, ctx.Err()
+	}
+	select {
+	case res := <-r.done:
+		return res.Outcome, res.Err
+	case <-ctx.Done():
+		return ire.Outcome{}, ctx.Err()
+	}
+}
+
+func (b *batcher) work(ctx context.Context) {
+	batch := make([]*batchReq, 0, maxBatch)
+	ps := make([]*ire.Prepared, 0, maxBatch)
+	for {
+		batch, ps = batch[:0], ps[:0]
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-b.reqs:
+			batch = append(batch, r)
+		}
+	more:
+		for len(batch) < maxBatch {
+			select {
+			case r := <-b.reqs:
+				batch = append(batch, r)
+			default:
+				break more
+			}
+		}
+		for _, r := range batch {
+			ps = append(ps, r.p)
+		}
+		// The batch's transaction is not tied to one handler's context: it is written
+		// once for all of them, and a handler that gave up is redelivered (idempotent).
+		res := b.eng.IngestBatch(context.WithoutCancel(ctx), ps)
+		for i, r := range batch {
+			r.done <- res[i]
+		}
+	}
+}
+
+// wait returns once every worker has ended (after ctx ended).
+func (b *batcher) wait() { b.wg.Wait() }
