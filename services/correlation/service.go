@@ -28,6 +28,7 @@ import (
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/clock"
 	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/lease"
 	"github.com/outpost-dev/outpost/libs/version"
 )
 
@@ -133,55 +134,13 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 	return s, nil
 }
 
-// serveWhenActive waits for the lease, processes events while it holds it, and goes back to
-// waiting if it is lost; it returns when ctx ends.
+// serveWhenActive waits for the lease (libs/lease, like discovery's and orchestration's),
+// processes events while it holds it, and goes back to waiting if it is lost; it returns
+// when ctx ends.
 func (s *service) serveWhenActive(ctx context.Context) error {
-	l := &lease{js: s.deps.JS, kv: s.kvLse, holder: s.cfg.Replica, ttl: s.cfg.ActiveLease}
-	waiting := false
-	for {
-		ok, err := l.acquire(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil {
-			s.log.Warn("correlation lease: cannot read the leases bucket; retrying", "err", err)
-		}
-		if !ok {
-			if !waiting {
-				s.log.Info("another correlation replica is active: standing by", "replica", s.cfg.Replica)
-				waiting = true
-			}
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-s.clock.After(s.cfg.ActiveLease / 4):
-			}
-			continue
-		}
-		waiting = false
-		s.log.Info("correlation replica active", "replica", s.cfg.Replica)
-		actx, cancel := context.WithCancel(ctx)
-		lost := make(chan struct{})
-		held := make(chan struct{})
-		go func() { defer close(held); l.hold(actx, s.clock, s.log, cancel, lost) }()
-		err = newProcessor(s).run(actx)
-		cancel()
-		<-held
-		select {
-		case <-lost:
-			s.log.Warn("correlation lease lost: this replica stopped processing and stands by", "replica", s.cfg.Replica)
-		default:
-			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			l.release(rctx)
-			rcancel()
-			if ctx.Err() != nil {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-		}
-	}
+	l := lease.New(lease.Config{JS: s.deps.JS, KV: s.kvLse, Key: ActiveLeaseKey, Holder: s.cfg.Replica, TTL: s.cfg.ActiveLease,
+		Clock: s.clock, Logger: s.log, Name: Service})
+	return l.Serve(ctx, func(ctx context.Context) error { return newProcessor(s).run(ctx) }, nil)
 }
 
 // notFound is the 404 of an unknown alert or silence.

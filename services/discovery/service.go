@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -22,6 +21,7 @@ import (
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/clock"
 	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/lease"
 	"github.com/outpost-dev/outpost/libs/version"
 )
 
@@ -77,9 +77,8 @@ type service struct {
 	mu   sync.Mutex
 	runs map[string]*runState // active runs owned by this process
 
-	// lost is set when this replica loses the active lease (active.go), cleared when it
-	// takes the lease again.
-	lost atomic.Bool
+	// active is this replica's hold on ActiveLeaseKey (active.go, libs/lease).
+	active *lease.Active
 
 	bridgesMu sync.Mutex
 	bridges   map[string]bridgeCache
@@ -171,6 +170,8 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	s.active = lease.New(lease.Config{JS: deps.JS, KV: s.kvLeases, Key: ActiveLeaseKey, Holder: cfg.Replica, TTL: cfg.ActiveLease,
+		Clock: s.clock, Logger: s.log, Name: Service})
 	key, err := loadKey(cfg.DataDir)
 	if err != nil {
 		return nil, err
@@ -314,7 +315,7 @@ func hostKey(run, ip string) string {
 // saveRun writes the run record (caller holds rs.mu).
 // leaseLost: this replica was active and lost its lease; what it still holds in memory is
 // stale and must not overwrite what the active replica writes.
-func (s *service) leaseLost() bool { return s.lost.Load() }
+func (s *service) leaseLost() bool { return s.active != nil && s.active.Lost() }
 
 func (s *service) saveRun(ctx context.Context, rs *runState) {
 	if s.leaseLost() {

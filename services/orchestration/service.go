@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -24,6 +23,7 @@ import (
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/clock"
 	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/lease"
 	"github.com/outpost-dev/outpost/libs/version"
 )
 
@@ -75,9 +75,9 @@ type service struct {
 	mu   sync.Mutex
 	runs map[string]*active // unfinished runs this replica advances
 
-	// lost is set when this replica loses the active lease: what it holds in memory is
-	// stale and must not overwrite what the active replica writes.
-	lost atomic.Bool
+	// hold is this replica's active lease (active.go, libs/lease); once lost, what it holds
+	// in memory is stale and must not overwrite what the active replica writes.
+	hold *lease.Active
 
 	// armed, when set (tests), is told each time a run's goroutine sleeps until at: a
 	// test moves its fake clock only once the run waits for it.
@@ -157,6 +157,8 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	s.hold = lease.New(lease.Config{JS: deps.JS, KV: s.kvLeases, Key: ActiveLeaseKey, Holder: cfg.Replica, TTL: cfg.ActiveLease,
+		Clock: s.clock, Logger: s.log, Name: Service})
 	return s, nil
 }
 
@@ -295,7 +297,7 @@ func (s *service) drive(ctx context.Context, wg *sync.WaitGroup, a *active) {
 
 // save writes the run (caller holds a.mu).
 func (s *service) save(ctx context.Context, r *api.Run) error {
-	if s.lost.Load() {
+	if s.hold != nil && s.hold.Lost() {
 		return errors.New("this orchestration replica lost its lease")
 	}
 	r.Updated = s.now()

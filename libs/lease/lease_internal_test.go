@@ -1,4 +1,4 @@
-package discovery
+package lease
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -43,6 +42,24 @@ func (w *warnings) count(text string) int {
 	return n
 }
 
+const testKey = "test.active"
+
+// eventually polls f until it returns nil or the time is up.
+func eventually(t *testing.T, d time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %v", d, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // TestLeaseTimeline drives the active replica's lease with a fake clock: it is renewed every
 // TTL/3; taken by another replica, it is given up at the next renewal; unreachable, it is
 // kept while the last renewal is under 2/3 of the TTL old and given up after — before the
@@ -57,7 +74,7 @@ func TestLeaseTimeline(t *testing.T) {
 	}{
 		{name: "renewed", lostAt: 0},
 		{name: "taken by another replica", lostAt: 1, spoil: func(t *testing.T, kv jetstream.KeyValue, _ func()) {
-			if _, err := kv.Put(context.Background(), ActiveLeaseKey, []byte("replica-b")); err != nil {
+			if _, err := kv.Put(context.Background(), testKey, []byte("replica-b")); err != nil {
 				t.Fatal(err)
 			}
 		}},
@@ -93,26 +110,25 @@ func TestLeaseTimeline(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			fake := clock.NewFake(t0)
+			fake := clock.NewFake(time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC))
 			logs := &warnings{}
-			s := &service{clock: fake, log: slog.New(logs)}
-			l := &lease{js: ljs, kv: lkv, holder: "replica-a", ttl: ttl}
+			l := New(Config{JS: ljs, KV: lkv, Key: testKey, Holder: "replica-a", TTL: ttl, Clock: fake, Logger: slog.New(logs), Name: "test"})
 			if ok, err := l.acquire(ctx); !ok || err != nil {
 				t.Fatalf("acquire: %v %v", ok, err)
 			}
 			hctx, stop := context.WithCancel(ctx)
 			defer stop()
-			var lost atomic.Bool
+			lost := &l.lost
 			held := make(chan struct{})
-			go func() { defer close(held); s.holdLease(hctx, l, stop, &lost) }()
+			go func() { defer close(held); l.hold(hctx, stop) }()
 			if !fake.BlockUntil(ctx, 1) {
-				t.Fatal("holdLease never armed its ticker")
+				t.Fatal("hold never armed its ticker")
 			}
 			if c.spoil != nil {
 				c.spoil(t, kv, lnc.Close)
 			}
 			rev := func() uint64 {
-				e, err := kv.Get(ctx, ActiveLeaseKey)
+				e, err := kv.Get(ctx, testKey)
 				if err != nil {
 					return 0
 				}

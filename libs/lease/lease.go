@@ -1,0 +1,195 @@
+// Package lease makes replicas of a service active/standby on one key of a KV bucket with a
+// TTL: the replica holding the key serves, the others wait. A service whose state lives in
+// the memory of the replica that advances it (discovery's runs, orchestration's runs,
+// correlation's open alerts) must never have two replicas advancing the same state.
+//
+// The holder renews the key every TTL/3, only if nobody wrote it since its own last write
+// (an expected-last-sequence publish: KeyValue.Update would drop the key's TTL). It gives the
+// lease up — and stops serving — when another replica holds the key, or when it could not
+// renew for 2/3 of the TTL, before the key can expire and a standby take it. A stopping
+// replica deletes the key so a standby takes over at once; a restarted replica with the same
+// holder name takes its own key back at once.
+package lease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-dev/outpost/libs/clock"
+)
+
+// Config of one replica's lease.
+type Config struct {
+	JS     jetstream.JetStream
+	KV     jetstream.KeyValue // the bucket (bus.KVLeases), created with a marker TTL
+	Key    string             // e.g. "discovery.active"
+	Holder string             // this replica's name, stable across its restarts
+	TTL    time.Duration
+	Clock  clock.Clock // nil: the real one
+	Logger *slog.Logger
+	Name   string // the service, for log lines
+}
+
+// Active is one replica's hold on the key.
+type Active struct {
+	cfg  Config
+	rev  uint64
+	lost atomic.Bool
+}
+
+// New returns the replica's lease (not yet acquired).
+func New(cfg Config) *Active {
+	cfg.Clock = clock.Or(cfg.Clock)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Active{cfg: cfg}
+}
+
+// Lost reports whether this replica was serving and lost the lease: what it still holds in
+// memory belongs to the next active replica and must not be written.
+func (a *Active) Lost() bool { return a.lost.Load() }
+
+// Serve waits for the lease, runs serve while it holds it (serve's context ends when the
+// lease is lost or ctx ends), calls idle after each serving period (drop in-memory state:
+// the next active replica owns it), and goes back to waiting if the lease was lost. It
+// returns nil when ctx ends, or serve's error when serve failed with the lease still held.
+func (a *Active) Serve(ctx context.Context, serve func(context.Context) error, idle func()) error {
+	c := a.cfg
+	waiting := false
+	for {
+		ok, err := a.acquire(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			c.Logger.Warn(c.Name+" lease: cannot read the leases bucket; retrying", "err", err)
+		}
+		if !ok {
+			if !waiting {
+				c.Logger.Info("another "+c.Name+" replica is active: standing by", "replica", c.Holder)
+				waiting = true
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-c.Clock.After(c.TTL / 4):
+			}
+			continue
+		}
+		waiting = false
+		c.Logger.Info(c.Name+" replica active", "replica", c.Holder)
+		actx, cancel := context.WithCancel(ctx)
+		a.lost.Store(false)
+		held := make(chan struct{})
+		go func() {
+			defer close(held)
+			a.hold(actx, cancel)
+		}()
+		err = serve(actx)
+		cancel()
+		<-held
+		if !a.lost.Load() {
+			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			a.release(rctx)
+			rcancel()
+		}
+		if idle != nil {
+			idle()
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil && !a.lost.Load() {
+			return err
+		}
+		c.Logger.Warn(c.Name+" lease lost: this replica stopped serving and stands by", "replica", c.Holder)
+	}
+}
+
+// acquire takes the lease if it is free or already this replica's.
+func (a *Active) acquire(ctx context.Context) (bool, error) {
+	c := a.cfg
+	e, err := c.KV.Get(ctx, c.Key)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		rev, err := c.KV.Create(ctx, c.Key, []byte(c.Holder), jetstream.KeyTTL(c.TTL))
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return false, nil // another replica was quicker
+		}
+		if err != nil {
+			return false, err
+		}
+		a.rev = rev
+		return true, nil
+	case err != nil:
+		return false, err
+	case string(e.Value()) != c.Holder:
+		return false, nil
+	}
+	a.rev = e.Revision()
+	if err := a.renew(ctx); err != nil {
+		return false, nil
+	}
+	return true, nil
+}
+
+// renew extends the lease by its TTL, only if nobody wrote the key since our last write.
+func (a *Active) renew(ctx context.Context) error {
+	c := a.cfg
+	m := &nats.Msg{Subject: "$KV." + c.KV.Bucket() + "." + c.Key, Data: []byte(c.Holder)}
+	ack, err := c.JS.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(a.rev), jetstream.WithMsgTTL(c.TTL))
+	if err != nil {
+		return err
+	}
+	a.rev = ack.Sequence
+	return nil
+}
+
+// release gives the lease up, if it is still ours.
+func (a *Active) release(ctx context.Context) {
+	_ = a.cfg.KV.Delete(ctx, a.cfg.Key, jetstream.LastRevision(a.rev))
+}
+
+// hold renews the lease every TTL/3 until ctx ends. When it cannot renew — another replica
+// holds the key, or the bucket is unreachable for most of a TTL — it marks the lease lost
+// and stops serving, before the key can expire and be taken.
+func (a *Active) hold(ctx context.Context, stop context.CancelFunc) {
+	c := a.cfg
+	t := c.Clock.NewTicker(c.TTL / 3)
+	defer t.Stop()
+	renewed := c.Clock.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+		rctx, cancel := context.WithTimeout(ctx, c.TTL/4)
+		err := a.renew(rctx)
+		cancel()
+		if err == nil {
+			renewed = c.Clock.Now()
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		var apiErr *jetstream.APIError
+		taken := errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+		if taken || c.Clock.Since(renewed) > c.TTL*2/3 {
+			c.Logger.Error(c.Name+" lease lost", "replica", c.Holder, "err", fmt.Errorf("renew: %w", err))
+			a.lost.Store(true)
+			stop()
+			return
+		}
+		c.Logger.Warn(c.Name+" lease: renew failed, retrying", "err", err)
+	}
+}
