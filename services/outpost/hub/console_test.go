@@ -123,6 +123,21 @@ func TestConsoleOverTheLab(t *testing.T) {
 		token = strings.TrimSpace(string(b))
 		return err
 	})
+	// /healthz does not wait for discovery (a standby replica would never be "ready"): wait
+	// until it serves before reading its pages, or a loaded machine shows its 503.
+	eventually(t, 30*time.Second, func() error {
+		req, _ := http.NewRequest(http.MethodGet, base+"/api/v1/discovery/runs", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("discovery runs: %d", resp.StatusCode)
+		}
+		return nil
+	})
 	jar, _ := cookiejar.New(nil)
 	cc := &consoleClient{t: t, base: base, c: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error {
 		return http.ErrUseLastResponse
