@@ -15,6 +15,13 @@ type Config struct {
 	Replica string
 	// ActiveLease is the TTL of the lease the active replica holds (default 10 s).
 	ActiveLease time.Duration
+	// Partitions is how many partitions events are split into by dedup key (default 8):
+	// the unit a replica owns, so the most replicas that share the load. Every replica must
+	// run with the same count.
+	Partitions int
+	// RulesDir holds the rule files (*.yaml: event rules, grouping, correlate, inhibit,
+	// flapping; see rules.go); empty: no event rules and the default grouping.
+	RulesDir string
 	// Batch is the most events taken from EVENTS at once (default 1,000). Events of one batch
 	// are folded into their alerts in memory and written once per alert.
 	Batch int
@@ -42,6 +49,7 @@ func DefaultConfig() Config {
 	return Config{
 		Replica:         fmt.Sprintf("%s-%d", strings.ToLower(host), os.Getpid()),
 		ActiveLease:     10 * time.Second,
+		Partitions:      8,
 		Batch:           1000,
 		FlushInterval:   50 * time.Millisecond,
 		AlertTimeout:    24 * time.Hour,
@@ -61,6 +69,9 @@ func (c Config) Validate() error {
 	}
 	if c.ActiveLease < time.Second {
 		errs = append(errs, fmt.Errorf("correlation: ActiveLease %s: want at least 1s", c.ActiveLease))
+	}
+	if c.Partitions < 1 || c.Partitions > 256 {
+		errs = append(errs, fmt.Errorf("correlation: Partitions %d: want 1..256", c.Partitions))
 	}
 	if c.Batch < 1 || c.Batch > 10_000 {
 		errs = append(errs, fmt.Errorf("correlation: Batch %d: want 1..10000", c.Batch))

@@ -3,6 +3,7 @@ package correlation
 import (
 	"container/heap"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -12,7 +13,6 @@ import (
 
 	api "github.com/outpost-dev/outpost/libs/api/correlation"
 	"github.com/outpost-dev/outpost/libs/bus"
-	"github.com/outpost-dev/outpost/libs/envelope"
 )
 
 // processor is the active replica's event loop: fetch a batch, run it through the stages,
@@ -21,6 +21,7 @@ import (
 // distinct set of slots.
 type processor struct {
 	s     *service
+	part  int
 	cache map[string]*cached // slot → alert as last written or read
 	// Timeouts: one heap of (deadline, slot), no goroutine or timer per alert; a slot is in
 	// it at most once (scheduled) and is re-checked against the alert when it comes due.
@@ -33,16 +34,16 @@ type cached struct {
 	rev uint64
 }
 
-func newProcessor(s *service) *processor {
-	return &processor{s: s, cache: map[string]*cached{}, scheduled: map[string]bool{}}
+func newProcessor(s *service, part int) *processor {
+	return &processor{s: s, part: part, cache: map[string]*cached{}, scheduled: map[string]bool{}}
 }
 
 // run processes events until ctx ends (lease lost or shutdown). Events of a batch that is
 // not fully written are not acked: the next active replica gets them again.
 func (p *processor) run(ctx context.Context) error {
-	cons, err := p.s.deps.JS.Consumer(ctx, bus.StreamEvents, EventsConsumer)
+	cons, err := p.s.deps.JS.Consumer(ctx, StreamPartitions, partitionConsumer(p.part))
 	if err != nil {
-		return fmt.Errorf("correlation: consumer %s (provisioned by the hub's topology): %w", EventsConsumer, err)
+		return fmt.Errorf("correlation: consumer %s: %w", partitionConsumer(p.part), err)
 	}
 	if err := p.loadOpen(ctx); err != nil {
 		return err
@@ -87,8 +88,8 @@ func (p *processor) catchUp(ctx context.Context, cons jetstream.Consumer) error 
 		return nil
 	}
 	p.s.log.Info("catching up on events another replica had not acknowledged", "from_seq", from, "to_seq", to)
-	oc, err := p.s.deps.JS.OrderedConsumer(ctx, bus.StreamEvents, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{"event.>"}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from})
+	oc, err := p.s.deps.JS.OrderedConsumer(ctx, StreamPartitions, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{partitionSubjectOf(p.part)}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from})
 	if err != nil {
 		return fmt.Errorf("correlation: catch-up reader: %w", err)
 	}
@@ -133,12 +134,9 @@ func (p *processor) handle(ctx context.Context, msgs []jetstream.Msg, ack bool) 
 		it, err := p.decode(m)
 		if err != nil {
 			if ack {
-				p.deadLetter(ctx, m, err)
+				p.s.deadLetter(ctx, m, StreamPartitions, partitionConsumer(p.part), err)
 			}
 			continue
-		}
-		if it.ev == nil {
-			continue // not an event (the gateway's audit records share EVENTS)
 		}
 		slot := slotOf(it.key)
 		if _, ok := groups[slot]; !ok {
@@ -176,50 +174,18 @@ func (p *processor) handle(ctx context.Context, msgs []jetstream.Msg, ack bool) 
 	return nil
 }
 
-// decode is the origin and normalize stages: an item, an item without event (not an
-// event: skip), or a permanent error.
+// decode reads a routed event; a message that is not one is a bug of a router, kept in
+// the DLQ with its reason.
 func (p *processor) decode(m jetstream.Msg) (item, error) {
 	md, err := m.Metadata()
 	if err != nil {
 		return item{}, bus.Permanent(fmt.Errorf("no stream metadata: %w", err))
 	}
-	h := m.Headers()
-	_, body, err := envelope.DecodeWith(func(k string) string { return h.Get(k) }, m.Data())
-	if err != nil {
-		return item{}, err
+	var r routed
+	if err := json.Unmarshal(m.Data(), &r); err != nil || r.Event == nil || r.Key == "" {
+		return item{}, bus.Permanent(fmt.Errorf("partition %d message %d is not a routed event: %v", p.part, md.Sequence.Stream, err))
 	}
-	ev, ok := body.(*envelope.Event)
-	if !ok {
-		return item{seq: md.Sequence.Stream}, nil
-	}
-	if err := checkOrigin(m.Subject(), ev); err != nil {
-		return item{}, err
-	}
-	if err := normalize(ev); err != nil {
-		return item{}, err
-	}
-	return item{seq: md.Sequence.Stream, ev: ev, key: dedupKey(ev)}, nil
-}
-
-func (p *processor) deadLetter(ctx context.Context, m jetstream.Msg, cause error) {
-	code := bus.CodePermanent
-	if errors.Is(cause, envelope.ErrDecode) {
-		code = bus.CodeDecode
-	}
-	src := bus.SourceRef{Stream: bus.StreamEvents, Consumer: EventsConsumer, Subject: m.Subject()}
-	if md, err := m.Metadata(); err == nil {
-		src.Seq, src.Deliveries = md.Sequence.Stream, md.NumDelivered
-	}
-	for ctx.Err() == nil {
-		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := p.s.dlq.DeadLetter(dctx, src, m.Headers(), m.Data(), code, cause.Error())
-		cancel()
-		if err == nil {
-			return
-		}
-		p.s.log.Warn("dead-letter failed; retrying", "err", err)
-		sleep(ctx, p.s, time.Second)
-	}
+	return item{seq: md.Sequence.Stream, ev: r.Event, key: r.Key}, nil
 }
 
 // flush writes the alerts of the given slots with up to Writers at once and returns the
@@ -317,13 +283,18 @@ func (p *processor) loadOpen(ctx context.Context) error {
 	}
 	for i := range all {
 		a := &all[i]
-		if a.State != api.StateClosed {
+		if a.State != api.StateClosed && p.owns(a) {
 			if slot, ok := slotOfID(a.ID); ok {
 				p.schedule(slot, a)
 			}
 		}
 	}
 	return nil
+}
+
+// owns: the alert's group is in this processor's partition.
+func (p *processor) owns(a *api.Alert) bool {
+	return partitionOf(p.s.rules.groupKey(a.Field), p.s.cfg.Partitions) == p.part
 }
 
 func (p *processor) schedule(slot string, a *api.Alert) {

@@ -28,7 +28,6 @@ import (
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/clock"
 	"github.com/outpost-dev/outpost/libs/envelope"
-	"github.com/outpost-dev/outpost/libs/lease"
 	"github.com/outpost-dev/outpost/libs/version"
 )
 
@@ -72,6 +71,10 @@ type service struct {
 	pub   *bus.Publisher
 	dlq   *bus.DeadLetterer
 	cis   *ciBinder
+	// router and owner: the two halves of the pipeline (router.go, owner.go).
+	router *router
+	owner  *owner
+	rules  *ruleSet
 
 	silMu    sync.RWMutex
 	silences map[string]api.Silence
@@ -103,7 +106,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 		return err
 	}
 	defer func(svc micro.Service) { _ = svc.Stop() }(svc)
-	return s.serveWhenActive(ctx)
+	return s.serve(ctx)
 }
 
 func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
@@ -126,21 +129,36 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("correlation: bucket %s (provisioned by the hub's topology): %w", bus.KVLeases, err)
 	}
+	rules, err := LoadRules(cfg.RulesDir)
+	if err != nil {
+		return nil, fmt.Errorf("correlation: rule files: %w", err)
+	}
 	clk := clock.Or(deps.Clock)
 	s := &service{cfg: cfg, deps: deps, log: log, clock: clk, store: alertStore{kv: kvA}, kvSil: kvS, kvLse: kvL,
 		pub: bus.NewPublisher(deps.JS, envelope.ServiceSource(Service), deps.Tracer),
 		dlq: bus.NewDeadLetterer(deps.JS, Service, log, nil), silences: map[string]api.Silence{}}
 	s.cis = newCIBinder(deps.NC, clk, cfg)
+	s.rules = rules
+	s.router = &router{s: s}
+	s.owner = newOwner(s)
 	return s, nil
 }
 
-// serveWhenActive waits for the lease (libs/lease, like discovery's and orchestration's),
-// processes events while it holds it, and goes back to waiting if it is lost; it returns
-// when ctx ends.
-func (s *service) serveWhenActive(ctx context.Context) error {
-	l := lease.New(lease.Config{JS: s.deps.JS, KV: s.kvLse, Key: ActiveLeaseKey, Holder: s.cfg.Replica, TTL: s.cfg.ActiveLease,
-		Clock: s.clock, Logger: s.log, Name: Service})
-	return l.Serve(ctx, func(ctx context.Context) error { return newProcessor(s).run(ctx) }, nil)
+// serve runs the router (every replica) and the partitions this replica owns until ctx
+// ends.
+func (s *service) serve(ctx context.Context) error {
+	if err := ensurePartitions(ctx, s.deps.JS, s.cfg.Partitions); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	var routeErr error
+	wg.Go(func() { routeErr = s.router.run(ctx) })
+	wg.Go(func() { _ = s.owner.run(ctx) })
+	wg.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return routeErr
 }
 
 // notFound is the 404 of an unknown alert or silence.

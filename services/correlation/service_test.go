@@ -406,23 +406,36 @@ func TestReplayIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	oc, err := r.js.OrderedConsumer(ctx, bus.StreamEvents, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"event.>"}})
-	if err != nil {
+	if err := ensurePartitions(ctx, r.js, s.cfg.Partitions); err != nil {
 		t.Fatal(err)
 	}
-	var msgs []jetstream.Msg
-	b, err := oc.Fetch(100, jetstream.FetchMaxWait(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
+	read := func(stream, subject string) []jetstream.Msg {
+		oc, err := r.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var msgs []jetstream.Msg
+		b, err := oc.Fetch(100, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range b.Messages() {
+			msgs = append(msgs, m)
+		}
+		if len(msgs) != 100 {
+			t.Fatalf("read %d messages of %s, want 100", len(msgs), subject)
+		}
+		return msgs
 	}
-	for m := range b.Messages() {
-		msgs = append(msgs, m)
-	}
-	if len(msgs) != 100 {
-		t.Fatalf("read %d events, want 100", len(msgs))
-	}
+	// Route the events twice (a router that died before acking): the partition stream's
+	// message ids keep one copy of each.
+	events := read(bus.StreamEvents, "event.>")
+	s.router.batch(ctx, events)
+	s.router.batch(ctx, events)
+	part := partitionOf(s.rules.groupKey(func(k string) string { return map[string]string{"site": "dc1", "node": "n1"}[k] }), s.cfg.Partitions)
+	msgs := read(StreamPartitions, partitionSubjectOf(part))
 	for round := range 3 {
-		p := newProcessor(s) // a fresh replica each time: nothing cached
+		p := newProcessor(s, part) // a fresh replica each time: nothing cached
 		if err := p.handle(ctx, msgs[:50+25*round], false); err != nil {
 			t.Fatal(err)
 		}
