@@ -22,6 +22,11 @@ type Config struct {
 	// RulesDir holds the rule files (*.yaml: event rules, grouping, correlate, inhibit,
 	// flapping; see rules.go); empty: no event rules and the default grouping.
 	RulesDir string
+	// Notifiers receive the groups' notifications; NotifyRetries more attempts are made
+	// (backoff from NotifyBackoff, doubling) before one goes to the DLQ.
+	Notifiers     []NotifierConfig
+	NotifyRetries int
+	NotifyBackoff time.Duration
 	// Batch is the most events taken from EVENTS at once (default 1,000). Events of one batch
 	// are folded into their alerts in memory and written once per alert.
 	Batch int
@@ -51,6 +56,8 @@ func DefaultConfig() Config {
 		ActiveLease:     10 * time.Second,
 		Partitions:      8,
 		Batch:           1000,
+		NotifyRetries:   4,
+		NotifyBackoff:   time.Second,
 		FlushInterval:   50 * time.Millisecond,
 		AlertTimeout:    24 * time.Hour,
 		Writers:         16,
@@ -72,6 +79,14 @@ func (c Config) Validate() error {
 	}
 	if c.Partitions < 1 || c.Partitions > 256 {
 		errs = append(errs, fmt.Errorf("correlation: Partitions %d: want 1..256", c.Partitions))
+	}
+	for _, n := range c.Notifiers {
+		if err := n.validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.NotifyRetries < 0 || c.NotifyBackoff <= 0 {
+		errs = append(errs, fmt.Errorf("correlation: NotifyRetries %d, NotifyBackoff %s: want 0 or more, above 0", c.NotifyRetries, c.NotifyBackoff))
 	}
 	if c.Batch < 1 || c.Batch > 10_000 {
 		errs = append(errs, fmt.Errorf("correlation: Batch %d: want 1..10000", c.Batch))

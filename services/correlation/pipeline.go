@@ -26,6 +26,7 @@ type item struct {
 	seq uint64 // EVENTS stream sequence: the event's identity for idempotence
 	ev  *envelope.Event
 	key string
+	th  *Threshold // the event rule's threshold, if any
 }
 
 // checkOrigin is the origin stage: a bridge may publish only event.<its site>.>, so the

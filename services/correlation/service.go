@@ -75,13 +75,17 @@ type service struct {
 	router *router
 	owner  *owner
 	rules  *ruleSet
+	notify *notifier
 
 	silMu    sync.RWMutex
 	silences map[string]api.Silence
 }
 
 // Run serves until ctx ends and returns nil on a clean stop.
-func Run(ctx context.Context, cfg Config, deps Deps) error {
+func Run(ctx context.Context, cfg Config, deps Deps) error { return run(ctx, cfg, deps, nil) }
+
+// run is Run with a hook that sees the service once it is built (tests).
+func run(ctx context.Context, cfg Config, deps Deps, started func(*service)) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -91,6 +95,9 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 			return nil // stopped while starting
 		}
 		return err
+	}
+	if started != nil {
+		started(s)
 	}
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
@@ -125,6 +132,11 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("correlation: bucket %s: %w", KVSilences, err)
 	}
+	kvN, err := deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: KVNotifications,
+		Description: "correlation: the notification log (last notification per notifier and group)", History: 1, Storage: jetstream.FileStorage})
+	if err != nil {
+		return nil, fmt.Errorf("correlation: bucket %s: %w", KVNotifications, err)
+	}
 	kvL, err := deps.JS.KeyValue(ctx, bus.KVLeases)
 	if err != nil {
 		return nil, fmt.Errorf("correlation: bucket %s (provisioned by the hub's topology): %w", bus.KVLeases, err)
@@ -140,6 +152,7 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 	s.cis = newCIBinder(deps.NC, clk, cfg)
 	s.rules = rules
 	s.router = &router{s: s}
+	s.notify = newNotifier(s, kvN)
 	s.owner = newOwner(s)
 	return s, nil
 }
@@ -154,6 +167,7 @@ func (s *service) serve(ctx context.Context) error {
 	var routeErr error
 	wg.Go(func() { routeErr = s.router.run(ctx) })
 	wg.Go(func() { _ = s.owner.run(ctx) })
+	wg.Go(func() { s.notify.run(ctx) })
 	wg.Wait()
 	if ctx.Err() != nil {
 		return nil

@@ -71,7 +71,10 @@ func newRig(t *testing.T) *rig {
 }
 
 // start runs one replica until the test ends; stop ends it early.
-func (r *rig) start(name string, mod func(*Config)) (stop func()) {
+func (r *rig) start(name string, mod func(*Config)) (stop func()) { return r.startSvc(name, mod, nil) }
+
+// startSvc is start that records the replica's service in svcs.
+func (r *rig) startSvc(name string, mod func(*Config), svcs map[string]*service) (stop func()) {
 	cfg := DefaultConfig()
 	cfg.Replica = name
 	cfg.CMDBLookup = false
@@ -83,7 +86,13 @@ func (r *rig) start(name string, mod func(*Config)) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	log := slog.New(slog.NewTextHandler(testWriter{r.t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	go func() { done <- Run(ctx, cfg, Deps{NC: r.nc, JS: r.js, Clock: r.clock, Logger: log}) }()
+	started := make(chan *service, 1)
+	go func() {
+		done <- run(ctx, cfg, Deps{NC: r.nc, JS: r.js, Clock: r.clock, Logger: log}, func(s *service) { started <- s })
+	}()
+	if svcs != nil {
+		svcs[name] = <-started
+	}
 	stopped := false
 	stop = func() {
 		if stopped {
