@@ -16,7 +16,9 @@ import (
 // The pipeline, stage by stage (each a small function over one event or one alert, wired in
 // order by the processor):
 //
-//	origin → normalize → dedup key → lifecycle (fold into the alert) → CI binding → silences
+//	router (any replica):  origin → normalize → event rules → dedup key → partition
+//	partition owner:       threshold → lifecycle (fold) → flapping → CI binding → silences
+//	                       → grouping (timer heap) → inhibition → notification
 //
 // The event stages are pure; the lifecycle is a pure fold of (alert, event, now) into the
 // next alert, so a batch of events and a redelivery give the same alert.

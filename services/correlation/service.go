@@ -4,11 +4,10 @@
 // event, a timeout or a user), bound to a CMDB CI and matched against silences. Alerts and
 // silences live in KV; the events stay in EVENTS.
 //
-// One replica is active at a time (a lease in the leases bucket) and consumes EVENTS in
-// stream order through one durable consumer, so no two replicas ever race on one alert and
-// every alert's events are applied in order. Inside it, a batch is split by dedup key and
-// each alert is written once per batch, by concurrent writers; the batch is acknowledged
-// only after every alert that includes it is in KV. Every replica serves the API.
+// Every replica routes events (router.go) into partitions by group key; the replica that
+// holds a partition's lease (owner.go) folds its events into alerts in order, times its
+// groups in one heap and notifies them (grouping.go, notify.go). Every replica serves the
+// API. See docs/architecture.md, "Correlation".
 package correlation
 
 import (
@@ -50,14 +49,14 @@ type Deps struct {
 	Clock clock.Clock
 }
 
-// Consumers are the service's durable consumers, provisioned by the hub. MaxDeliver is
-// unlimited: the processor never naks — it retries a failed write in place, so that an
-// alert's events are applied in stream order — and poison events go to the DLQ at once.
-// AckWait outlasts any flush; a stalled replica's events come back after it.
+// Consumers are the service's durable consumers of hub streams, provisioned by the hub (the
+// partition consumers are the service's own, see partition.go). MaxDeliver is unlimited:
+// the router never naks — it retries a failed publish in place — and poison events go to
+// the DLQ at once. AckWait outlasts any batch; a stalled replica's events come back after it.
 func Consumers() []bus.ConsumerSpec {
 	return []bus.ConsumerSpec{{Stream: bus.StreamEvents, Name: EventsConsumer, Filters: []string{"event.>"},
 		AckWait: 30 * time.Second, MaxDeliver: -1, MaxAckPending: 20_000,
-		Description: "correlation: every event, in order, read by the active replica"}}
+		Description: "correlation: every event, routed to its partition by any replica"}}
 }
 
 type service struct {
