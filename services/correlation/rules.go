@@ -265,7 +265,6 @@ func (rs *ruleSet) add(file string, data []byte) error {
 
 func (rs *ruleSet) eventRule(file string, n *yaml.Node, bad func(*yaml.Node, string, ...any)) (eventRule, bool) {
 	r := eventRule{file: file, line: n.Line}
-	before := 0
 	eachKey(n, bad, []string{"name", "match", "ignore", "transform", "threshold"}, func(k string, v *yaml.Node) {
 		switch k {
 		case "name":
@@ -324,7 +323,6 @@ func (rs *ruleSet) eventRule(file string, n *yaml.Node, bad func(*yaml.Node, str
 	if r.ignore && acts > 1 {
 		bad(n, "event rule %q: ignore drops the event: transform or threshold would never apply", r.name)
 	}
-	_ = before
 	return r, true
 }
 
