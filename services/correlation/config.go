@@ -15,6 +15,18 @@ type Config struct {
 	Replica string
 	// ActiveLease is the TTL of the lease the active replica holds (default 10 s).
 	ActiveLease time.Duration
+	// Partitions is how many partitions events are split into by dedup key (default 8):
+	// the unit a replica owns, so the most replicas that share the load. Every replica must
+	// run with the same count.
+	Partitions int
+	// RulesDir holds the rule files (*.yaml: event rules, grouping, correlate, inhibit,
+	// flapping; see rules.go); empty: no event rules and the default grouping.
+	RulesDir string
+	// Notifiers receive the groups' notifications; NotifyRetries more attempts are made
+	// (backoff from NotifyBackoff, doubling) before one goes to the DLQ.
+	Notifiers     []NotifierConfig
+	NotifyRetries int
+	NotifyBackoff time.Duration
 	// Batch is the most events taken from EVENTS at once (default 1,000). Events of one batch
 	// are folded into their alerts in memory and written once per alert.
 	Batch int
@@ -42,7 +54,10 @@ func DefaultConfig() Config {
 	return Config{
 		Replica:         fmt.Sprintf("%s-%d", strings.ToLower(host), os.Getpid()),
 		ActiveLease:     10 * time.Second,
+		Partitions:      8,
 		Batch:           1000,
+		NotifyRetries:   4,
+		NotifyBackoff:   time.Second,
 		FlushInterval:   50 * time.Millisecond,
 		AlertTimeout:    24 * time.Hour,
 		Writers:         16,
@@ -61,6 +76,17 @@ func (c Config) Validate() error {
 	}
 	if c.ActiveLease < time.Second {
 		errs = append(errs, fmt.Errorf("correlation: ActiveLease %s: want at least 1s", c.ActiveLease))
+	}
+	if c.Partitions < 1 || c.Partitions > 256 {
+		errs = append(errs, fmt.Errorf("correlation: Partitions %d: want 1..256", c.Partitions))
+	}
+	for _, n := range c.Notifiers {
+		if err := n.validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.NotifyRetries < 0 || c.NotifyBackoff <= 0 {
+		errs = append(errs, fmt.Errorf("correlation: NotifyRetries %d, NotifyBackoff %s: want 0 or more, above 0", c.NotifyRetries, c.NotifyBackoff))
 	}
 	if c.Batch < 1 || c.Batch > 10_000 {
 		errs = append(errs, fmt.Errorf("correlation: Batch %d: want 1..10000", c.Batch))

@@ -16,7 +16,9 @@ import (
 // The pipeline, stage by stage (each a small function over one event or one alert, wired in
 // order by the processor):
 //
-//	origin → normalize → dedup key → lifecycle (fold into the alert) → CI binding → silences
+//	router (any replica):  origin → normalize → event rules → dedup key → partition
+//	partition owner:       threshold → lifecycle (fold) → flapping → CI binding → silences
+//	                       → grouping (timer heap) → inhibition → notification
 //
 // The event stages are pure; the lifecycle is a pure fold of (alert, event, now) into the
 // next alert, so a batch of events and a redelivery give the same alert.
@@ -26,6 +28,7 @@ type item struct {
 	seq uint64 // EVENTS stream sequence: the event's identity for idempotence
 	ev  *envelope.Event
 	key string
+	th  *Threshold // the event rule's threshold, if any
 }
 
 // checkOrigin is the origin stage: a bridge may publish only event.<its site>.>, so the

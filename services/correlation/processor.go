@@ -3,8 +3,10 @@ package correlation
 import (
 	"container/heap"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -12,7 +14,6 @@ import (
 
 	api "github.com/outpost-dev/outpost/libs/api/correlation"
 	"github.com/outpost-dev/outpost/libs/bus"
-	"github.com/outpost-dev/outpost/libs/envelope"
 )
 
 // processor is the active replica's event loop: fetch a batch, run it through the stages,
@@ -21,11 +22,23 @@ import (
 // distinct set of slots.
 type processor struct {
 	s     *service
+	part  int
 	cache map[string]*cached // slot → alert as last written or read
 	// Timeouts: one heap of (deadline, slot), no goroutine or timer per alert; a slot is in
 	// it at most once (scheduled) and is re-checked against the alert when it comes due.
 	timers    timerHeap
 	scheduled map[string]bool
+	// groups are the partition's aggregation groups (grouping.go); slots the per-slot state
+	// of the threshold and flapping stages. Both are memory only: a new owner rebuilds the
+	// groups from the open alerts, and starts thresholds and flap counts afresh.
+	groups map[string]*group
+	slots  map[string]slotState
+}
+
+// slotState is what the threshold and flapping stages remember of a slot between batches.
+type slotState struct {
+	held    []time.Time // threshold: events held back, by arrival
+	changes []time.Time // flapping: state changes
 }
 
 type cached struct {
@@ -33,16 +46,17 @@ type cached struct {
 	rev uint64
 }
 
-func newProcessor(s *service) *processor {
-	return &processor{s: s, cache: map[string]*cached{}, scheduled: map[string]bool{}}
+func newProcessor(s *service, part int) *processor {
+	return &processor{s: s, part: part, cache: map[string]*cached{}, scheduled: map[string]bool{},
+		groups: map[string]*group{}, slots: map[string]slotState{}}
 }
 
 // run processes events until ctx ends (lease lost or shutdown). Events of a batch that is
 // not fully written are not acked: the next active replica gets them again.
 func (p *processor) run(ctx context.Context) error {
-	cons, err := p.s.deps.JS.Consumer(ctx, bus.StreamEvents, EventsConsumer)
+	cons, err := p.s.deps.JS.Consumer(ctx, StreamPartitions, partitionConsumer(p.part))
 	if err != nil {
-		return fmt.Errorf("correlation: consumer %s (provisioned by the hub's topology): %w", EventsConsumer, err)
+		return fmt.Errorf("correlation: consumer %s: %w", partitionConsumer(p.part), err)
 	}
 	if err := p.loadOpen(ctx); err != nil {
 		return err
@@ -68,7 +82,7 @@ func (p *processor) run(ctx context.Context) error {
 				return nil // ctx ended with the batch unwritten: not acked, it comes back
 			}
 		}
-		p.fireTimeouts(ctx)
+		p.fireTimers(ctx)
 	}
 	return nil
 }
@@ -87,8 +101,8 @@ func (p *processor) catchUp(ctx context.Context, cons jetstream.Consumer) error 
 		return nil
 	}
 	p.s.log.Info("catching up on events another replica had not acknowledged", "from_seq", from, "to_seq", to)
-	oc, err := p.s.deps.JS.OrderedConsumer(ctx, bus.StreamEvents, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{"event.>"}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from})
+	oc, err := p.s.deps.JS.OrderedConsumer(ctx, StreamPartitions, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{partitionSubjectOf(p.part)}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from})
 	if err != nil {
 		return fmt.Errorf("correlation: catch-up reader: %w", err)
 	}
@@ -133,12 +147,9 @@ func (p *processor) handle(ctx context.Context, msgs []jetstream.Msg, ack bool) 
 		it, err := p.decode(m)
 		if err != nil {
 			if ack {
-				p.deadLetter(ctx, m, err)
+				p.s.deadLetter(ctx, m, StreamPartitions, partitionConsumer(p.part), err)
 			}
 			continue
-		}
-		if it.ev == nil {
-			continue // not an event (the gateway's audit records share EVENTS)
 		}
 		slot := slotOf(it.key)
 		if _, ok := groups[slot]; !ok {
@@ -176,50 +187,18 @@ func (p *processor) handle(ctx context.Context, msgs []jetstream.Msg, ack bool) 
 	return nil
 }
 
-// decode is the origin and normalize stages: an item, an item without event (not an
-// event: skip), or a permanent error.
+// decode reads a routed event; a message that is not one is a bug of a router, kept in
+// the DLQ with its reason.
 func (p *processor) decode(m jetstream.Msg) (item, error) {
 	md, err := m.Metadata()
 	if err != nil {
 		return item{}, bus.Permanent(fmt.Errorf("no stream metadata: %w", err))
 	}
-	h := m.Headers()
-	_, body, err := envelope.DecodeWith(func(k string) string { return h.Get(k) }, m.Data())
-	if err != nil {
-		return item{}, err
+	var r routed
+	if err := json.Unmarshal(m.Data(), &r); err != nil || r.Event == nil || r.Key == "" {
+		return item{}, bus.Permanent(fmt.Errorf("partition %d message %d is not a routed event: %v", p.part, md.Sequence.Stream, err))
 	}
-	ev, ok := body.(*envelope.Event)
-	if !ok {
-		return item{seq: md.Sequence.Stream}, nil
-	}
-	if err := checkOrigin(m.Subject(), ev); err != nil {
-		return item{}, err
-	}
-	if err := normalize(ev); err != nil {
-		return item{}, err
-	}
-	return item{seq: md.Sequence.Stream, ev: ev, key: dedupKey(ev)}, nil
-}
-
-func (p *processor) deadLetter(ctx context.Context, m jetstream.Msg, cause error) {
-	code := bus.CodePermanent
-	if errors.Is(cause, envelope.ErrDecode) {
-		code = bus.CodeDecode
-	}
-	src := bus.SourceRef{Stream: bus.StreamEvents, Consumer: EventsConsumer, Subject: m.Subject()}
-	if md, err := m.Metadata(); err == nil {
-		src.Seq, src.Deliveries = md.Sequence.Stream, md.NumDelivered
-	}
-	for ctx.Err() == nil {
-		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := p.s.dlq.DeadLetter(dctx, src, m.Headers(), m.Data(), code, cause.Error())
-		cancel()
-		if err == nil {
-			return
-		}
-		p.s.log.Warn("dead-letter failed; retrying", "err", err)
-		sleep(ctx, p.s, time.Second)
-	}
+	return item{seq: md.Sequence.Stream, ev: r.Event, key: r.Key, th: r.Threshold}, nil
 }
 
 // flush writes the alerts of the given slots with up to Writers at once and returns the
@@ -228,6 +207,7 @@ func (p *processor) flush(ctx context.Context, slots []string, groups map[string
 	type result struct {
 		slot string
 		c    *cached
+		st   slotState
 		err  error
 	}
 	results := make([]result, len(slots))
@@ -240,7 +220,7 @@ func (p *processor) flush(ctx context.Context, slots []string, groups map[string
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			results[i].c, results[i].err = p.apply(ctx, slot, c, groups[slot], now)
+			results[i].c, results[i].st, results[i].err = p.apply(ctx, slot, c, groups[slot], now, p.slots[slot])
 		}()
 	}
 	wg.Wait()
@@ -253,43 +233,79 @@ func (p *processor) flush(ctx context.Context, slots []string, groups map[string
 			continue
 		}
 		p.cache[r.slot] = r.c
+		if len(r.st.held) == 0 && len(r.st.changes) == 0 {
+			delete(p.slots, r.slot)
+		} else {
+			p.slots[r.slot] = r.st
+		}
 		p.schedule(r.slot, r.c.a)
+		p.track(r.slot, r.c.a, now)
 	}
 	return failed
 }
 
 // apply folds a slot's events into its alert and writes it once (compare-and-set on the
 // revision: an API ack or close in between makes it re-read and fold again; events already
-// in the alert are skipped by LastSeq).
-func (p *processor) apply(ctx context.Context, slot string, c *cached, items []item, now time.Time) (*cached, error) {
+// in the alert are skipped by LastSeq). On its way it applies the threshold stage (events
+// of a key with no open alert are held until Count of them came within Within) and the
+// flapping stage (state changes counted per slot). It runs concurrently with the other
+// slots' applies and so touches no processor state: st in, st out.
+func (p *processor) apply(ctx context.Context, slot string, c *cached, items []item, now time.Time, st0 slotState) (*cached, slotState, error) {
 	for attempt := 0; attempt < 10; attempt++ {
+		st := slotState{held: slices.Clone(st0.held), changes: slices.Clone(st0.changes)}
 		if c == nil {
 			a, rev, err := p.s.store.get(ctx, slot)
 			if err != nil {
-				return nil, err
+				return nil, st0, err
 			}
 			c = &cached{a: a, rev: rev}
 		}
 		cur, changed := c.a, false
 		var archived []*api.Alert
 		for _, it := range items {
+			closed := cur == nil || cur.State == api.StateClosed
+			held := 0
+			if it.th != nil && closed && it.ev.Severity != api.SeverityClear {
+				st.held = append(within(st.held, now, it.th.Within), now)
+				if len(st.held) < it.th.Count {
+					continue
+				}
+				held, st.held = len(st.held), nil
+			}
 			next, old, ch := fold(cur, it, now)
 			if ch && old != nil {
 				archived = append(archived, old)
 			}
+			if ch && next != nil && closed != (next.State == api.StateClosed) {
+				st.changes = append(st.changes, now)
+			}
+			if held > 0 && next != nil {
+				next.Count = int64(held)
+			}
 			changed = changed || ch
 			cur = next
 		}
+		if f := p.s.rules.flapping; f != nil {
+			st.changes = within(st.changes, now, f.Interval)
+			if cur != nil {
+				flapping := len(st.changes) >= f.Changes
+				if cur.Flapping != flapping {
+					n := *cur
+					n.Flapping, cur, changed = flapping, &n, true
+				}
+			}
+		}
 		if !changed {
-			return c, nil
+			return c, st, nil
 		}
 		if cur.CI == "" && (c.a == nil || c.a.ID != cur.ID) {
 			cur.CI, cur.CIClass = p.s.cis.bind(ctx, cur.Node)
 		}
+		cur.Group = p.s.rules.groupKey(cur.Field)
 		silence(cur, p.s.activeSilences(), now)
 		for _, old := range archived {
 			if err := p.s.store.archive(ctx, old); err != nil {
-				return nil, err
+				return nil, st0, err
 			}
 		}
 		rev, err := p.s.store.put(ctx, slot, cur, c.rev)
@@ -298,32 +314,44 @@ func (p *processor) apply(ctx context.Context, slot string, c *cached, items []i
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, st0, err
 		}
-		return &cached{a: cur, rev: rev}, nil
+		return &cached{a: cur, rev: rev}, st, nil
 	}
-	return nil, fmt.Errorf("alert slot %s: changed under every one of 10 writes", slot)
+	return nil, st0, fmt.Errorf("alert slot %s: changed under every one of 10 writes", slot)
+}
+
+// within keeps the times after now-d.
+func within(ts []time.Time, now time.Time, d time.Duration) []time.Time {
+	cut := 0
+	for cut < len(ts) && !ts[cut].After(now.Add(-d)) {
+		cut++
+	}
+	return ts[cut:]
 }
 
 // loadOpen schedules the timeouts of the alerts that are open in KV when this replica
 // becomes active.
 func (p *processor) loadOpen(ctx context.Context) error {
-	if p.s.cfg.AlertTimeout <= 0 {
-		return nil
-	}
 	all, err := p.s.store.all(ctx)
 	if err != nil {
 		return fmt.Errorf("correlation: load open alerts: %w", err)
 	}
 	for i := range all {
 		a := &all[i]
-		if a.State != api.StateClosed {
+		if a.State != api.StateClosed && p.owns(a) {
 			if slot, ok := slotOfID(a.ID); ok {
 				p.schedule(slot, a)
+				p.track(slot, a, p.s.clock.Now().UTC())
 			}
 		}
 	}
 	return nil
+}
+
+// owns: the alert's group is in this processor's partition.
+func (p *processor) owns(a *api.Alert) bool {
+	return partitionOf(p.s.rules.groupKey(a.Field), p.s.cfg.Partitions) == p.part
 }
 
 func (p *processor) schedule(slot string, a *api.Alert) {
@@ -334,12 +362,16 @@ func (p *processor) schedule(slot string, a *api.Alert) {
 	heap.Push(&p.timers, timer{due: a.LastSeen.Add(p.s.cfg.AlertTimeout), slot: slot})
 }
 
-// fireTimeouts closes the alerts whose timeout passed; an alert touched since it was
-// scheduled goes back in the heap at its new deadline.
-func (p *processor) fireTimeouts(ctx context.Context) {
+// fireTimers runs the timers that are due: group ticks (grouping.go) and alert timeouts
+// (an alert touched since it was scheduled goes back in the heap at its new deadline).
+func (p *processor) fireTimers(ctx context.Context) {
 	now := p.s.clock.Now().UTC()
 	for p.timers.Len() > 0 && !p.timers[0].due.After(now) {
 		t := heap.Pop(&p.timers).(timer)
+		if t.group != "" {
+			p.tickGroup(ctx, t.group, now)
+			continue
+		}
 		delete(p.scheduled, t.slot)
 		c, err := p.closeIfTimedOut(ctx, t.slot, now)
 		if err != nil {
@@ -350,6 +382,7 @@ func (p *processor) fireTimeouts(ctx context.Context) {
 		}
 		p.cache[t.slot] = c
 		p.schedule(t.slot, c.a)
+		p.track(t.slot, c.a, now)
 	}
 }
 
@@ -380,9 +413,11 @@ func (p *processor) closeIfTimedOut(ctx context.Context, slot string, now time.T
 	return nil, fmt.Errorf("alert slot %s: changed under every one of 10 writes", slot)
 }
 
+// timer is an alert's timeout (slot) or a group's tick (group).
 type timer struct {
-	due  time.Time
-	slot string
+	due   time.Time
+	slot  string
+	group string
 }
 
 type timerHeap []timer

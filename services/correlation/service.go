@@ -4,11 +4,10 @@
 // event, a timeout or a user), bound to a CMDB CI and matched against silences. Alerts and
 // silences live in KV; the events stay in EVENTS.
 //
-// One replica is active at a time (a lease in the leases bucket) and consumes EVENTS in
-// stream order through one durable consumer, so no two replicas ever race on one alert and
-// every alert's events are applied in order. Inside it, a batch is split by dedup key and
-// each alert is written once per batch, by concurrent writers; the batch is acknowledged
-// only after every alert that includes it is in KV. Every replica serves the API.
+// Every replica routes events (router.go) into partitions by group key; the replica that
+// holds a partition's lease (owner.go) folds its events into alerts in order, times its
+// groups in one heap and notifies them (grouping.go, notify.go). Every replica serves the
+// API. See docs/architecture.md, "Correlation".
 package correlation
 
 import (
@@ -28,7 +27,6 @@ import (
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/clock"
 	"github.com/outpost-dev/outpost/libs/envelope"
-	"github.com/outpost-dev/outpost/libs/lease"
 	"github.com/outpost-dev/outpost/libs/version"
 )
 
@@ -51,14 +49,14 @@ type Deps struct {
 	Clock clock.Clock
 }
 
-// Consumers are the service's durable consumers, provisioned by the hub. MaxDeliver is
-// unlimited: the processor never naks — it retries a failed write in place, so that an
-// alert's events are applied in stream order — and poison events go to the DLQ at once.
-// AckWait outlasts any flush; a stalled replica's events come back after it.
+// Consumers are the service's durable consumers of hub streams, provisioned by the hub (the
+// partition consumers are the service's own, see partition.go). MaxDeliver is unlimited:
+// the router never naks — it retries a failed publish in place — and poison events go to
+// the DLQ at once. AckWait outlasts any batch; a stalled replica's events come back after it.
 func Consumers() []bus.ConsumerSpec {
 	return []bus.ConsumerSpec{{Stream: bus.StreamEvents, Name: EventsConsumer, Filters: []string{"event.>"},
 		AckWait: 30 * time.Second, MaxDeliver: -1, MaxAckPending: 20_000,
-		Description: "correlation: every event, in order, read by the active replica"}}
+		Description: "correlation: every event, routed to its partition by any replica"}}
 }
 
 type service struct {
@@ -72,13 +70,21 @@ type service struct {
 	pub   *bus.Publisher
 	dlq   *bus.DeadLetterer
 	cis   *ciBinder
+	// router and owner: the two halves of the pipeline (router.go, owner.go).
+	router *router
+	owner  *owner
+	rules  *ruleSet
+	notify *notifier
 
 	silMu    sync.RWMutex
 	silences map[string]api.Silence
 }
 
 // Run serves until ctx ends and returns nil on a clean stop.
-func Run(ctx context.Context, cfg Config, deps Deps) error {
+func Run(ctx context.Context, cfg Config, deps Deps) error { return run(ctx, cfg, deps, nil) }
+
+// run is Run with a hook that sees the service once it is built (tests).
+func run(ctx context.Context, cfg Config, deps Deps, started func(*service)) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -88,6 +94,9 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 			return nil // stopped while starting
 		}
 		return err
+	}
+	if started != nil {
+		started(s)
 	}
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
@@ -103,7 +112,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 		return err
 	}
 	defer func(svc micro.Service) { _ = svc.Stop() }(svc)
-	return s.serveWhenActive(ctx)
+	return s.serve(ctx)
 }
 
 func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
@@ -122,25 +131,47 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("correlation: bucket %s: %w", KVSilences, err)
 	}
+	kvN, err := deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: KVNotifications,
+		Description: "correlation: the notification log (last notification per notifier and group)", History: 1, Storage: jetstream.FileStorage})
+	if err != nil {
+		return nil, fmt.Errorf("correlation: bucket %s: %w", KVNotifications, err)
+	}
 	kvL, err := deps.JS.KeyValue(ctx, bus.KVLeases)
 	if err != nil {
 		return nil, fmt.Errorf("correlation: bucket %s (provisioned by the hub's topology): %w", bus.KVLeases, err)
+	}
+	rules, err := LoadRules(cfg.RulesDir)
+	if err != nil {
+		return nil, fmt.Errorf("correlation: rule files: %w", err)
 	}
 	clk := clock.Or(deps.Clock)
 	s := &service{cfg: cfg, deps: deps, log: log, clock: clk, store: alertStore{kv: kvA}, kvSil: kvS, kvLse: kvL,
 		pub: bus.NewPublisher(deps.JS, envelope.ServiceSource(Service), deps.Tracer),
 		dlq: bus.NewDeadLetterer(deps.JS, Service, log, nil), silences: map[string]api.Silence{}}
 	s.cis = newCIBinder(deps.NC, clk, cfg)
+	s.rules = rules
+	s.router = &router{s: s}
+	s.notify = newNotifier(s, kvN)
+	s.owner = newOwner(s)
 	return s, nil
 }
 
-// serveWhenActive waits for the lease (libs/lease, like discovery's and orchestration's),
-// processes events while it holds it, and goes back to waiting if it is lost; it returns
-// when ctx ends.
-func (s *service) serveWhenActive(ctx context.Context) error {
-	l := lease.New(lease.Config{JS: s.deps.JS, KV: s.kvLse, Key: ActiveLeaseKey, Holder: s.cfg.Replica, TTL: s.cfg.ActiveLease,
-		Clock: s.clock, Logger: s.log, Name: Service})
-	return l.Serve(ctx, func(ctx context.Context) error { return newProcessor(s).run(ctx) }, nil)
+// serve runs the router (every replica) and the partitions this replica owns until ctx
+// ends.
+func (s *service) serve(ctx context.Context) error {
+	if err := ensurePartitions(ctx, s.deps.JS, s.cfg.Partitions); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	var routeErr error
+	wg.Go(func() { routeErr = s.router.run(ctx) })
+	wg.Go(func() { _ = s.owner.run(ctx) })
+	wg.Go(func() { s.notify.run(ctx) })
+	wg.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return routeErr
 }
 
 // notFound is the 404 of an unknown alert or silence.

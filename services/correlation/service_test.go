@@ -71,7 +71,10 @@ func newRig(t *testing.T) *rig {
 }
 
 // start runs one replica until the test ends; stop ends it early.
-func (r *rig) start(name string, mod func(*Config)) (stop func()) {
+func (r *rig) start(name string, mod func(*Config)) (stop func()) { return r.startSvc(name, mod, nil) }
+
+// startSvc is start that records the replica's service in svcs.
+func (r *rig) startSvc(name string, mod func(*Config), svcs map[string]*service) (stop func()) {
 	cfg := DefaultConfig()
 	cfg.Replica = name
 	cfg.CMDBLookup = false
@@ -83,7 +86,13 @@ func (r *rig) start(name string, mod func(*Config)) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	log := slog.New(slog.NewTextHandler(testWriter{r.t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	go func() { done <- Run(ctx, cfg, Deps{NC: r.nc, JS: r.js, Clock: r.clock, Logger: log}) }()
+	started := make(chan *service, 1)
+	go func() {
+		done <- run(ctx, cfg, Deps{NC: r.nc, JS: r.js, Clock: r.clock, Logger: log}, func(s *service) { started <- s })
+	}()
+	if svcs != nil {
+		svcs[name] = <-started
+	}
 	stopped := false
 	stop = func() {
 		if stopped {
@@ -406,23 +415,36 @@ func TestReplayIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	oc, err := r.js.OrderedConsumer(ctx, bus.StreamEvents, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"event.>"}})
-	if err != nil {
+	if err := ensurePartitions(ctx, r.js, s.cfg.Partitions); err != nil {
 		t.Fatal(err)
 	}
-	var msgs []jetstream.Msg
-	b, err := oc.Fetch(100, jetstream.FetchMaxWait(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
+	read := func(stream, subject string) []jetstream.Msg {
+		oc, err := r.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var msgs []jetstream.Msg
+		b, err := oc.Fetch(100, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range b.Messages() {
+			msgs = append(msgs, m)
+		}
+		if len(msgs) != 100 {
+			t.Fatalf("read %d messages of %s, want 100", len(msgs), subject)
+		}
+		return msgs
 	}
-	for m := range b.Messages() {
-		msgs = append(msgs, m)
-	}
-	if len(msgs) != 100 {
-		t.Fatalf("read %d events, want 100", len(msgs))
-	}
+	// Route the events twice (a router that died before acking): the partition stream's
+	// message ids keep one copy of each.
+	events := read(bus.StreamEvents, "event.>")
+	s.router.batch(ctx, events)
+	s.router.batch(ctx, events)
+	part := partitionOf(s.rules.groupKey(func(k string) string { return map[string]string{"site": "dc1", "node": "n1"}[k] }), s.cfg.Partitions)
+	msgs := read(StreamPartitions, partitionSubjectOf(part))
 	for round := range 3 {
-		p := newProcessor(s) // a fresh replica each time: nothing cached
+		p := newProcessor(s, part) // a fresh replica each time: nothing cached
 		if err := p.handle(ctx, msgs[:50+25*round], false); err != nil {
 			t.Fatal(err)
 		}

@@ -197,6 +197,11 @@ type Alert struct {
 	ClosedAt  *time.Time `json:"closed_at,omitempty"`
 	// CloseReason: clear, timeout or manual.
 	CloseReason string `json:"close_reason,omitempty"`
+	// Group is the alert's group: its group_by fields (the rule files' grouping).
+	Group string `json:"group,omitempty"`
+	// Flapping: the alert changed state too often lately (the rule files' flapping); its
+	// group reports it once rather than at every change.
+	Flapping bool `json:"flapping,omitempty"`
 	// SilencedBy lists the silences that mute the alert now.
 	SilencedBy []string `json:"silenced_by,omitempty"`
 	// LastSeq is the EVENTS stream sequence of the last event applied: a redelivered event at

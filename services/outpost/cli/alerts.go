@@ -102,14 +102,17 @@ func newAlerts(g *globals) *cobra.Command {
 			var out api.AlertsListResponse
 			return g.showList(cmd, path, "items", limit, &out, func() error {
 				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tSTATE\tSEVERITY\tCOUNT\tNODE\tCI\tLAST SEEN\tMESSAGE")
+				fmt.Fprintln(tw, "ID\tSTATE\tSEVERITY\tCOUNT\tNODE\tCI\tGROUP\tLAST SEEN\tMESSAGE")
 				for _, a := range out.Items {
 					st := a.State
 					if len(a.SilencedBy) > 0 {
 						st += " (silenced)"
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", a.ID, st, a.Severity, a.Count, orDash(a.Node), orDash(a.CI),
-						a.LastSeen.Local().Format(time.DateTime), clip(a.Message, 60))
+					if a.Flapping {
+						st += " (flapping)"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", a.ID, st, a.Severity, a.Count, orDash(a.Node), orDash(a.CI),
+						orDash(a.Group), a.LastSeen.Local().Format(time.DateTime), clip(a.Message, 60))
 				}
 				return tw.Flush()
 			})

@@ -1,0 +1,63 @@
+package correlation
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	api "github.com/outpost-dev/outpost/libs/api/correlation"
+	"github.com/outpost-dev/outpost/libs/envelope"
+)
+
+// Two replicas share the partitions (each about half), every event of many keys is counted
+// once, and when one replica stops, the other takes its partitions and nothing is lost.
+func TestReplicasSharePartitionsAndTakeOver(t *testing.T) {
+	r := newRig(t)
+	var svcs = map[string]*service{}
+	mod := func(c *Config) { c.ActiveLease = time.Second; c.Partitions = 8 }
+	stopA := r.startSvc("a", mod, svcs)
+	r.startSvc("b", mod, svcs)
+	eventually(t, 20*time.Second, func() error {
+		a, b := svcs["a"].owner.Owned(), svcs["b"].owner.Owned()
+		if len(a) != 4 || len(b) != 4 {
+			return fmt.Errorf("a owns %v, b owns %v: want 4 each", a, b)
+		}
+		return nil
+	})
+	const nodes, per = 40, 25
+	sendAll := func() {
+		for i := range per {
+			for n := range nodes {
+				r.send("dc1", "webhook", envelope.Event{Node: fmt.Sprintf("n%02d", n), Severity: "major", Message: fmt.Sprint(i)})
+			}
+		}
+	}
+	sendAll()
+	want := func(count int64) func() error {
+		return func() error {
+			as := r.alerts("")
+			if len(as) != nodes {
+				return fmt.Errorf("%d alerts, want %d", len(as), nodes)
+			}
+			for _, a := range as {
+				if a.Count != count || a.State != api.StateOpen {
+					return fmt.Errorf("alert %s: count %d state %s, want %d open", a.Node, a.Count, a.State, count)
+				}
+			}
+			return nil
+		}
+	}
+	eventually(t, 20*time.Second, want(per))
+	stopA()
+	sendAll()
+	eventually(t, 20*time.Second, func() error {
+		if b := svcs["b"].owner.Owned(); len(b) != 8 {
+			return fmt.Errorf("b owns %v after a stopped, want all 8", b)
+		}
+		return want(2 * per)()
+	})
+	if got := svcs["b"].owner.Owned(); !slices.Equal(got, []int{0, 1, 2, 3, 4, 5, 6, 7}) {
+		t.Errorf("b owns %v", got)
+	}
+}
