@@ -36,6 +36,8 @@ func (a *API) routeWorkflows(mux *router) {
 		opDoc(api.RunList, nil, pageParams))
 	mux.Handle("GET /api/v1/workflow-runs/{id}", a.auth(tokens.RoleViewer, relay(a, api.RunGet, timeout, id)),
 		opDoc(api.RunGet, nil))
+	mux.Handle("GET /api/v1/workflow-runs/{id}/events", a.auth(tokens.RoleViewer, relay(a, api.RunEvents, timeout, id)),
+		opDoc(api.RunEvents, nil))
 	mux.Handle("POST /api/v1/workflow-runs/{id}/cancel", a.auth(tokens.RoleOperator, relay(a, api.RunCancel, timeout, id)),
 		opDoc(api.RunCancel, nil))
 	mux.Handle("POST /api/v1/workflow-runs/{id}/steps/{step}/approve", a.auth(tokens.RoleOperator, relay(a, api.RunApprove, timeout, func(r *http.Request) (api.ApproveRequest, error) {

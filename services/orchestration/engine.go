@@ -40,12 +40,9 @@ func (s *service) advance(ctx context.Context, wg *sync.WaitGroup, a *active) ti
 	if r.Done() {
 		return time.Time{}
 	}
-	before, _ := json.Marshal(r)
 	defer func() {
-		if after, _ := json.Marshal(r); string(after) != string(before) {
-			if err := s.save(ctx, r); err != nil {
-				s.log.Warn("save run", "run", r.ID, "err", err)
-			}
+		if err := s.save(ctx, a); err != nil {
+			s.log.Warn("save run", "run", r.ID, "err", err)
 		}
 	}()
 	if r.CancelRequested {
@@ -58,7 +55,7 @@ func (s *service) advance(ctx context.Context, wg *sync.WaitGroup, a *active) ti
 			next = t
 		}
 	}
-	for progress := true; progress && !r.Done(); {
+	for progress := true; progress && !r.Done() && ctx.Err() == nil && !a.fenced; {
 		progress = false
 		now := s.now()
 		for _, id := range a.wf.order {
@@ -94,6 +91,15 @@ func (s *service) advance(ctx context.Context, wg *sync.WaitGroup, a *active) ti
 					att.State = "timeout"
 					s.attemptFailed(a, step, st, fmt.Sprintf("attempt %d timed out after %s", att.N, a.wf.timeouts[id]), false, 0)
 					progress = true
+					continue
+				}
+				if st.State == api.StepRunning && !isBuiltin(step.Kind) && att.Sent == nil {
+					// recorded, not sent: the service stopped in between (a resend of the
+					// same probe id is dropped by JetStream or the bridge if it did leave)
+					s.log.Info("sending the probe of an attempt recorded before a restart", "run", r.ID, "step", id, "attempt", att.N)
+					s.dispatchProbe(ctx, a, step, st, runEnv(r, s.now))
+					// no progress when it could not go (stopping, fenced): no busy loop
+					progress = ctx.Err() == nil && !a.fenced && (att.Sent != nil || st.State != api.StepRunning)
 					continue
 				}
 				if st.State == api.StepRunning && isBuiltin(step.Kind) && !a.inflight[att.Key] {
@@ -358,7 +364,7 @@ func (s *service) builtinDone(ctx context.Context, a *active, stepID, key string
 		b, _ := json.Marshal(out)
 		s.attemptSucceeded(st, s.capOutput(b))
 	}
-	if err := s.save(ctx, a.run); err != nil {
+	if err := s.save(ctx, a); err != nil {
 		s.log.Warn("save run", "run", a.run.ID, "err", err)
 	}
 	a.wake()

@@ -34,6 +34,7 @@ import (
 // stand-in answering svc.cmdb.ls/get/ingest, and a fake clock.
 type harness struct {
 	t      *testing.T
+	srv    *bus.Server
 	ctx    context.Context
 	nc     *nats.Conn
 	js     jetstream.JetStream
@@ -87,7 +88,7 @@ func newHarness(t *testing.T) *harness {
 	}
 	// A probe's wire deadline is checked by NATS (TTL) and the bridge against real time,
 	// so the fake clock starts at the real now; no test asserts a date or a duration.
-	h := &harness{t: t, ctx: ctx, nc: nc, js: js, clock: clock.NewFake(time.Now().UTC()), probes: map[string]int{}, armed: map[string]time.Time{}}
+	h := &harness{t: t, srv: srv, ctx: ctx, nc: nc, js: js, clock: clock.NewFake(time.Now().UTC()), probes: map[string]int{}, armed: map[string]time.Time{}}
 	h.web = newTargetServer(t)
 	h.cmdb = newFakeCMDB(ctx, t, nc)
 	h.startBridge()
@@ -122,6 +123,41 @@ func (h *harness) startService(replica string) (stop func()) {
 		if err := <-done; err != nil {
 			h.t.Errorf("Run: %v", err)
 		}
+	}
+}
+
+// startCrashable runs one replica on its own connection; kill stops it as a crash does:
+// its connection is closed first, so nothing it still had in memory reaches the bus. crash,
+// when set, is the replica's crash-point hook.
+func (h *harness) startCrashable(replica string, crash func(ctx context.Context, point string)) (kill func()) {
+	h.t.Helper()
+	nc, err := h.srv.Connect("orchestration-" + replica)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(h.ctx)
+	cfg := DefaultConfig()
+	cfg.Replica = replica
+	cfg.ActiveLease = time.Hour
+	s, err := newService(ctx, cfg, Deps{NC: nc, JS: js, Clock: h.clock})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	s.crashPoint = crash
+	done := make(chan error, 1)
+	go func() { done <- s.serveWhenActive(ctx) }()
+	eventually(h.t, 10*time.Second, func() error {
+		var out api.ListResponse
+		return bus.Request(h.ctx, h.nc, Service, api.List.Name, api.ListRequest{}, &out)
+	})
+	return func() {
+		nc.Close()
+		cancel()
+		<-done // whatever it returns: its connection is gone
 	}
 }
 

@@ -92,13 +92,34 @@ func (s *service) dispatchProbe(ctx context.Context, a *active, step api.Step, s
 		}
 	}
 	// the attempt is on record before the probe exists: its result always finds it
-	if err := s.save(ctx, r); err != nil {
+	if err := s.save(ctx, a); err != nil {
+		if a.fenced {
+			return
+		}
 		s.attemptFailed(a, step, st, "cannot record the attempt: "+err.Error(), false, 0)
 		return
+	}
+	if s.crashPoint != nil {
+		s.crashPoint(ctx, "probe-recorded")
+		if ctx.Err() != nil {
+			return
+		}
 	}
 	if err := bus.PublishProbe(rctx, s.deps.JS, s.pub, p); err != nil {
 		s.attemptFailed(a, step, st, "send probe: "+err.Error(), false, 0)
 		return
+	}
+	if s.crashPoint != nil {
+		s.crashPoint(ctx, "probe-published")
+		if ctx.Err() != nil {
+			return
+		}
+	}
+	// on record too: a resume only awaits it
+	now := s.now()
+	att.Sent = &now
+	if err := s.save(ctx, a); err != nil {
+		s.log.Warn("record the attempt as sent", "run", r.ID, "step", step.ID, "err", err)
 	}
 	s.log.Info("step dispatched", "run", r.ID, "step", step.ID, "attempt", att.N, "probe", p.ID, "site", site, "kind", step.Kind)
 }
@@ -123,8 +144,8 @@ func (s *service) handleResult(ctx context.Context, _ envelope.Meta, res *envelo
 	att := &st.Attempts[len(st.Attempts)-1]
 	att.Agent = res.Agent
 	s.applyResult(a, step, st, res)
-	if err := s.save(ctx, a.run); err != nil {
-		return err // redelivered; the attempt is still in flight in KV
+	if err := s.save(ctx, a); err != nil {
+		return err // redelivered; the attempt is still in flight in the run's history
 	}
 	a.wake()
 	return nil

@@ -25,12 +25,13 @@ var (
 	RunGet     = bus.Op[RunIDRequest, Run]{Service: Service, Name: "run_get"}
 	RunCancel  = bus.Op[RunIDRequest, Run]{Service: Service, Name: "run_cancel"}
 	RunApprove = bus.Op[ApproveRequest, Run]{Service: Service, Name: "run_approve"}
+	RunEvents  = bus.Op[RunIDRequest, EventsResponse]{Service: Service, Name: "run_events"}
 )
 
 // Ops lists every operation of the service.
 func Ops() []bus.OpSpec {
 	return []bus.OpSpec{Add.Spec(), List.Spec(), Show.Spec(), RunStart.Spec(), RunList.Spec(), RunGet.Spec(),
-		RunCancel.Spec(), RunApprove.Spec()}
+		RunCancel.Spec(), RunApprove.Spec(), RunEvents.Spec()}
 }
 
 // Built-in step kinds; every other kind is a probe kind (libs/probes/catalog) run on the
@@ -127,6 +128,9 @@ type Run struct {
 	Finished *time.Time     `json:"finished,omitempty"`
 	// CancelRequested is set by cancel; the run's owner carries it out.
 	CancelRequested bool `json:"cancel_requested,omitempty"`
+	// Seq is the stream sequence of the last event of the run's history (wf.run.<id>.events)
+	// this state includes: a snapshot plus the events after Seq is the run now.
+	Seq uint64 `json:"seq,omitempty"`
 }
 
 // Done reports whether the run reached a final state.
@@ -171,7 +175,31 @@ type Attempt struct {
 	Agent    string     `json:"agent,omitempty"`
 	Started  time.Time  `json:"started"`
 	Deadline *time.Time `json:"deadline,omitempty"`
+	// Sent is when the probe of the attempt was accepted by the bus. An attempt recorded but
+	// not sent (the service stopped in between) is sent on resume with the same probe id;
+	// one sent is only awaited.
+	Sent     *time.Time `json:"sent,omitempty"`
 	Finished *time.Time `json:"finished,omitempty"`
+}
+
+// Event is one entry of a run's history, the stream of events its state is folded from:
+// run.started carries the whole run, a step's event its new state, a run's event the run's
+// new state (its steps excepted). Type says what happened (run.started, attempt.started,
+// attempt.sent, step.succeeded, run.completed, ...).
+type Event struct {
+	Type    string    `json:"type"`
+	Time    time.Time `json:"time"`
+	Step    string    `json:"step,omitempty"`
+	Attempt int       `json:"attempt,omitempty"`
+	// Seq is the event's stream sequence (set when read back; events of one save share it).
+	Seq  uint64   `json:"seq,omitempty"`
+	Run  *Run     `json:"run,omitempty"`
+	Into *StepRun `json:"into,omitempty"`
+}
+
+// EventsResponse (run_events) is a run's whole history, oldest first.
+type EventsResponse struct {
+	Events []Event `json:"events"`
 }
 
 // Approval is an operator's decision on an approval step.
