@@ -215,7 +215,7 @@ func (w *countWriter) n() int {
 // sessions that ran at once: a test of "exactly once" or "never more than N" reads them.
 func TestSSHExecCounters(t *testing.T) {
 	t.Parallel()
-	l := startLab(t, "127.77.203.0/24", 24)
+	l := startLab(t, "127.77.210.0/24", 24)
 	h := l.Manifest().ByClass(lab.ClassLinux)[0]
 	c, err := sshClient(t, h)
 	if err != nil {
@@ -225,7 +225,7 @@ func TestSSHExecCounters(t *testing.T) {
 	sshRun(t, c, "echo one")
 	sshRun(t, c, "echo one")
 	sshRun(t, c, "echo two")
-	if n, m, o := l.Execs(h.IP, "echo one"), l.Execs(h.IP, "echo two"), l.Execs("127.77.203.250", "echo one"); n != 2 || m != 1 || o != 0 {
+	if n, m, o := l.Execs(h.IP, "echo one"), l.Execs(h.IP, "echo two"), l.Execs("127.77.210.250", "echo one"); n != 2 || m != 1 || o != 0 {
 		t.Fatalf("execs: %d, %d, %d; want 2, 1, 0", n, m, o)
 	}
 	l.ResetExecPeak()
