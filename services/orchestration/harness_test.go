@@ -19,11 +19,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	agentsapi "github.com/outpost-dev/outpost/libs/api/agents"
 	cmdbapi "github.com/outpost-dev/outpost/libs/api/cmdb"
 	api "github.com/outpost-dev/outpost/libs/api/orchestration"
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/clock"
 	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/page"
 	"github.com/outpost-dev/outpost/libs/probes"
 	"github.com/outpost-dev/outpost/libs/probes/httprequest"
 )
@@ -42,6 +44,7 @@ type harness struct {
 	web    *targetServer
 	cmdb   *fakeCMDB
 	probes map[string]int // probe id → times the bridge ran it
+	sites  map[string]int // probe id@site → times the bridge took it from the site's queue
 	mu     sync.Mutex
 	// ending: the test is over; probes released by the target's shutdown answer into a
 	// closing connection
@@ -88,9 +91,10 @@ func newHarness(t *testing.T) *harness {
 	}
 	// A probe's wire deadline is checked by NATS (TTL) and the bridge against real time,
 	// so the fake clock starts at the real now; no test asserts a date or a duration.
-	h := &harness{t: t, srv: srv, ctx: ctx, nc: nc, js: js, clock: clock.NewFake(time.Now().UTC()), probes: map[string]int{}, armed: map[string]time.Time{}}
+	h := &harness{t: t, srv: srv, ctx: ctx, nc: nc, js: js, clock: clock.NewFake(time.Now().UTC()), probes: map[string]int{}, sites: map[string]int{}, armed: map[string]time.Time{}}
 	h.web = newTargetServer(t)
 	h.cmdb = newFakeCMDB(ctx, t, nc)
+	serveSites(ctx, t, nc)
 	h.startBridge()
 	t.Cleanup(func() { h.ending.Store(true) }) // runs first
 	return h
@@ -245,7 +249,7 @@ func (h *harness) startBridge() {
 	t := h.t
 	pub := bus.NewPublisher(h.js, envelope.AgentSource("lab", "br-test"), nil)
 	cons, err := h.js.CreateOrUpdateConsumer(h.ctx, bus.StreamProbes, jetstream.ConsumerConfig{Durable: "test-bridge",
-		FilterSubject: "probe.lab.>", AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Minute})
+		FilterSubject: "probe.>", AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,6 +262,7 @@ func (h *harness) startBridge() {
 		}
 		h.mu.Lock()
 		h.probes[p.ID]++
+		h.sites[p.ID+"@"+p.Site]++
 		h.mu.Unlock()
 		go h.execute(pub, p)
 	})
@@ -265,6 +270,12 @@ func (h *harness) startBridge() {
 		t.Fatal(err)
 	}
 	t.Cleanup(cc.Stop)
+}
+
+func (h *harness) sentTo(probe, site string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.sites[probe+"@"+site]
 }
 
 func (h *harness) ran(probe string) int {
@@ -307,6 +318,8 @@ type targetServer struct {
 	mu      sync.Mutex
 	hits    map[string]int
 	release chan struct{}
+	// /slow/...: each takes a while; running and peak count them in flight
+	running, peak int
 }
 
 func newTargetServer(t *testing.T) *targetServer {
@@ -317,6 +330,16 @@ func newTargetServer(t *testing.T) *targetServer {
 		s.hits[r.URL.Path]++
 		n := s.hits[r.URL.Path]
 		s.mu.Unlock()
+		if strings.HasPrefix(r.URL.Path, "/slow/") {
+			s.mu.Lock()
+			s.running++
+			s.peak = max(s.peak, s.running)
+			s.mu.Unlock()
+			time.Sleep(20 * time.Millisecond) // the target's work: others arrive meanwhile
+			s.mu.Lock()
+			s.running--
+			s.mu.Unlock()
+		}
 		switch r.URL.Path {
 		case "/flaky":
 			if n <= 2 {
@@ -410,4 +433,21 @@ func newFakeCMDB(ctx context.Context, t *testing.T, nc *nats.Conn) *fakeCMDB {
 	}
 	t.Cleanup(func() { _ = svc.Stop() })
 	return c
+}
+
+// serveSites answers svc.agents.site_ls with two sites for site_of: lab holds 127.0.0.0/8
+// but excludes 127.0.0.3, edge holds 127.0.0.2/32 (more specific than lab's range).
+func serveSites(ctx context.Context, t *testing.T, nc *nats.Conn) {
+	svc, err := bus.AddService(ctx, nc, bus.ServiceConfig{Name: agentsapi.Service, Version: "0.1.0", Endpoints: map[string]bus.Endpoint{
+		agentsapi.SiteList.Name: agentsapi.SiteList.Handle(func(context.Context, page.Request) (agentsapi.SiteListReply, error) {
+			return agentsapi.SiteListReply{Sites: []agentsapi.Site{
+				{Name: "lab", Ranges: []string{"127.0.0.0/8"}, Exclude: []string{"127.0.0.3"}},
+				{Name: "edge", Ranges: []string{"127.0.0.2/32"}},
+			}}, nil
+		}),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Stop() })
 }

@@ -1,6 +1,7 @@
 package orchestration
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -77,7 +78,7 @@ func (s *service) save(ctx context.Context, a *active) error {
 	}
 	r := a.run
 	now := s.now()
-	evs := diff(a.persisted, r, now)
+	evs, changed := diff(a.persisted, r, now)
 	if len(evs) == 0 {
 		return nil
 	}
@@ -101,7 +102,11 @@ func (s *service) save(ctx context.Context, a *active) error {
 	}
 	a.seq = ack.Sequence
 	r.Seq = ack.Sequence
-	a.persisted = ptr(snapshot(r))
+	if a.persisted == nil {
+		a.persisted = persistedOf(r)
+	} else {
+		a.persisted.commit(r, changed)
+	}
 	a.unsnapped++
 	if r.Done() || a.unsnapped >= s.cfg.SnapshotEvery || startedWaiting(evs) || evs[0].Type == "run.started" {
 		if err := s.writeSnapshot(ctx, r); err != nil {
@@ -132,57 +137,101 @@ func (s *service) writeSnapshot(ctx context.Context, r *api.Run) error {
 	return err
 }
 
-// diff lists the events that turn old into cur (old nil: the run just started).
-func diff(old, cur *api.Run, now time.Time) []api.Event {
+// persisted is a run as its history has it, each step as JSON: what the next save
+// compares the run with.
+type persisted struct {
+	head   api.Run // without steps
+	steps  map[string][]byte
+	states map[string]string
+}
+
+func persistedOf(r *api.Run) *persisted {
+	p := &persisted{head: *r, steps: make(map[string][]byte, len(r.Steps)), states: make(map[string]string, len(r.Steps))}
+	p.head.Steps = nil
+	for i := range r.Steps {
+		b, _ := json.Marshal(&r.Steps[i])
+		p.steps[r.Steps[i].ID] = b
+		p.states[r.Steps[i].ID] = r.Steps[i].State
+	}
+	return p
+}
+
+// settled reports whether a step cannot have changed since it was saved: nothing changes
+// a step while it stays pending or once it is done, so only the others are compared (a
+// for_each of thousands of items saves in time proportional to those in flight).
+func (p *persisted) settled(st *api.StepRun) bool {
+	was, ok := p.states[st.ID]
+	return ok && was == st.State && (st.State == api.StepPending || terminal(st.State))
+}
+
+// diff lists the events that turn old into cur (old nil: the run just started) and the
+// steps' new JSON, for commit once the events are on record.
+func diff(old *persisted, cur *api.Run, now time.Time) ([]api.Event, map[string][]byte) {
 	if old == nil {
 		cp := snapshot(cur)
-		return []api.Event{{Type: "run.started", Time: now, Run: &cp}}
+		return []api.Event{{Type: "run.started", Time: now, Run: &cp}}, nil
 	}
 	var evs []api.Event
+	changed := map[string][]byte{}
 	for i := range cur.Steps {
 		n := &cur.Steps[i]
-		o := old.Step(n.ID)
-		if o != nil && equalJSON(o, n) {
+		if old.settled(n) {
 			continue
 		}
-		cp := *n
-		cp.Attempts = append([]api.Attempt(nil), n.Attempts...)
+		nb, _ := json.Marshal(n)
+		ob, had := old.steps[n.ID]
+		if had && bytes.Equal(ob, nb) {
+			continue
+		}
+		changed[n.ID] = nb
+		var cp api.StepRun
+		_ = json.Unmarshal(nb, &cp)
 		ev := api.Event{Time: now, Step: n.ID, Attempt: len(n.Attempts), Into: &cp}
+		var o api.StepRun
+		if had {
+			_ = json.Unmarshal(ob, &o)
+		}
 		switch {
-		case o == nil:
+		case !had:
 			ev.Type = "step.added"
 		case o.State != n.State:
 			ev.Type = "step." + n.State
 		case len(n.Attempts) > len(o.Attempts):
 			ev.Type = "attempt.started"
-		case len(n.Attempts) > 0 && o.Attempts[len(o.Attempts)-1].Sent == nil && n.Attempts[len(n.Attempts)-1].Sent != nil:
+		case len(n.Attempts) > 0 && len(o.Attempts) == len(n.Attempts) && o.Attempts[len(o.Attempts)-1].Sent == nil && n.Attempts[len(n.Attempts)-1].Sent != nil:
 			ev.Type = "attempt.sent"
-		case len(n.Attempts) > 0 && o.Attempts[len(o.Attempts)-1].State != n.Attempts[len(n.Attempts)-1].State:
+		case len(n.Attempts) > 0 && len(o.Attempts) == len(n.Attempts) && o.Attempts[len(o.Attempts)-1].State != n.Attempts[len(n.Attempts)-1].State:
 			ev.Type = "attempt." + n.Attempts[len(n.Attempts)-1].State
 		default:
 			ev.Type = "step.updated"
 		}
-		if o != nil && o.State == n.State && len(n.Attempts) > len(o.Attempts) {
-			ev.Type = "attempt.started"
-		}
 		evs = append(evs, ev)
 	}
-	if old.State != cur.State || old.Reason != cur.Reason || old.CancelRequested != cur.CancelRequested || (old.Finished == nil) != (cur.Finished == nil) {
+	h := &old.head
+	if h.State != cur.State || h.Reason != cur.Reason || h.CancelRequested != cur.CancelRequested || (h.Finished == nil) != (cur.Finished == nil) {
 		head := *cur
 		head.Steps = nil
 		typ := "run." + cur.State
-		if old.State == cur.State && cur.CancelRequested && !old.CancelRequested {
+		if h.State == cur.State && cur.CancelRequested && !h.CancelRequested {
 			typ = "run.cancel_requested"
 		}
 		evs = append(evs, api.Event{Type: typ, Time: now, Run: &head})
 	}
-	return evs
+	return evs, changed
 }
 
-func equalJSON(a, b any) bool {
-	x, _ := json.Marshal(a)
-	y, _ := json.Marshal(b)
-	return string(x) == string(y)
+// commit brings p up to cur once the events of diff are on record.
+func (p *persisted) commit(cur *api.Run, changed map[string][]byte) {
+	p.head = *cur
+	p.head.Steps = nil
+	for id, b := range changed {
+		p.steps[id] = b
+	}
+	for i := range cur.Steps {
+		if _, ok := changed[cur.Steps[i].ID]; ok {
+			p.states[cur.Steps[i].ID] = cur.Steps[i].State
+		}
+	}
 }
 
 // fold applies one event to a run.

@@ -31,6 +31,18 @@ func (s *service) dispatchProbe(ctx context.Context, a *active, step api.Step, s
 		s.attemptFailed(a, step, st, "site: "+err.Error(), true, 0)
 		return
 	}
+	if step.SiteOf != "" {
+		addr, err := renderString(step.SiteOf, env)
+		if err != nil {
+			s.attemptFailed(a, step, st, "site_of: "+err.Error(), true, 0)
+			return
+		}
+		if site, err = s.siteOf(ctx, addr); err != nil {
+			var pe *permanentError
+			s.attemptFailed(a, step, st, err.Error(), errors.As(err, &pe), 0)
+			return
+		}
+	}
 	target, err := renderString(step.Target, env)
 	if err != nil {
 		s.attemptFailed(a, step, st, "target: "+err.Error(), true, 0)

@@ -83,6 +83,11 @@ type service struct {
 	// armed, when set (tests), is told each time a run's goroutine sleeps until at: a
 	// test moves its fake clock only once the run waits for it.
 	armed func(run string, at time.Time)
+	// sites and their ranges for site_of (siteof.go), fetched at sitesAt
+	sitesMu sync.Mutex
+	sites   []siteRange
+	sitesAt time.Time
+
 	// crashPoint, when set (tests), is called at the points where a crash is interesting
 	// (probe-recorded, probe-published); it blocks like a dead process until ctx ends.
 	crashPoint func(ctx context.Context, point string)
@@ -100,13 +105,15 @@ type active struct {
 	// built-in attempt found after a restart is not among them and was interrupted.
 	inflight map[string]bool
 
-	// persisted is the run as its history has it; seq the stream sequence of its last
-	// event (history.go); unsnapped counts events since the last snapshot.
-	persisted *api.Run
+	// persisted is the run as its history has it (history.go); seq the stream sequence of
+	// its last event; unsnapped counts events since the last snapshot.
+	persisted *persisted
 	seq       uint64
 	unsnapped int
 	// fenced: another replica appended to the run's history; this copy stops.
 	fenced bool
+	// items indexes the items of for_each steps in run.Steps (nil: to be rebuilt).
+	items map[string][]int
 }
 
 func (a *active) wake() {
@@ -251,7 +258,7 @@ func (s *service) resume(ctx context.Context, wg *sync.WaitGroup) error {
 			continue
 		}
 		a := s.newActive(r, wf)
-		a.seq, a.persisted = r.Seq, ptr(snapshot(r))
+		a.seq, a.persisted = r.Seq, persistedOf(r)
 		s.start(ctx, wg, a)
 		n++
 	}

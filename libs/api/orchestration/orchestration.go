@@ -68,8 +68,16 @@ type Step struct {
 	Needs []string `json:"needs,omitempty" yaml:"needs,omitempty"`
 	// If skips the step when it evaluates to false.
 	If string `json:"if,omitempty" yaml:"if,omitempty"`
-	// Site, Target, Credentials, Priority: probe kinds only.
+	// ForEach runs the step once per item of a list (an expression); each run sees item
+	// and index, at most Concurrency (default 10) at a time. The step's output is the list
+	// of the items' outputs; it fails when an item failed (on_failure: continue: it
+	// succeeds with null outputs for the failed items).
+	ForEach     string `json:"for_each,omitempty" yaml:"for_each,omitempty"`
+	Concurrency int    `json:"concurrency,omitempty" yaml:"concurrency,omitempty"`
+	// Site, SiteOf, Target, Credentials, Priority: probe kinds only. SiteOf picks the site
+	// whose ranges hold an address (the most specific range) instead of naming it.
 	Site        string   `json:"site,omitempty" yaml:"site,omitempty"`
+	SiteOf      string   `json:"site_of,omitempty" yaml:"site_of,omitempty"`
 	Target      string   `json:"target,omitempty" yaml:"target,omitempty"`
 	Credentials []string `json:"credentials,omitempty" yaml:"credentials,omitempty"`
 	Priority    string   `json:"priority,omitempty" yaml:"priority,omitempty"`
@@ -162,6 +170,12 @@ type StepRun struct {
 	Finished *time.Time `json:"finished,omitempty"`
 	// Approval is the decision on an approval step.
 	Approval *Approval `json:"approval,omitempty"`
+	// Items is how many items a for_each step expanded to; each is a step of its own,
+	// <id>.<index>, with Parent, Index and Item set.
+	Items  int    `json:"items,omitempty"`
+	Parent string `json:"parent,omitempty"`
+	Index  int    `json:"index,omitempty"`
+	Item   any    `json:"item,omitempty"`
 }
 
 // Attempt is one try of a step. Key is its idempotency key (run, step, attempt): a probe
