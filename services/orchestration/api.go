@@ -46,6 +46,7 @@ func (s *service) endpoints(ctx context.Context, wg *sync.WaitGroup) map[string]
 			return s.cancel(ctx, r.ID)
 		}),
 		api.RunApprove.Name: api.RunApprove.Handle(s.approve),
+		api.RunOutput.Name:  api.RunOutput.Handle(s.output),
 		api.RunEvents.Name: api.RunEvents.Handle(func(ctx context.Context, r api.RunIDRequest) (api.EventsResponse, error) {
 			if _, err := s.getRun(ctx, r.ID); err != nil {
 				return api.EventsResponse{}, err

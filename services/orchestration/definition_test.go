@@ -176,7 +176,7 @@ func TestRunInputs(t *testing.T) {
 func TestRender(t *testing.T) {
 	r := &api.Run{ID: "R1", Workflow: "w", Version: 3, Inputs: map[string]any{"host": "h1", "ports": []any{22.0, 80.0}},
 		Steps: []api.StepRun{{ID: "a", State: api.StepSucceeded, Output: []byte(`{"exit_code": 2}`)}}}
-	env := runEnv(r, func() time.Time { return time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC) })
+	env := runEnv(r, func() time.Time { return time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC) }, nil)
 	got, err := render(map[string]any{"list": "${{ inputs.ports }}", "text": "host ${{ inputs.host }} run ${{ run.id }} v${{ run.version }}",
 		"code": "${{ steps.a.output.exit_code }}", "at": "${{ now() }}"}, env)
 	if err != nil {

@@ -80,7 +80,7 @@ func (s *service) advance(ctx context.Context, wg *sync.WaitGroup, a *active) ti
 					continue
 				}
 				if step.If != "" {
-					ok, err := condition(step.If, runEnv(r, s.now))
+					ok, err := condition(step.If, s.runEnv(ctx, a))
 					if err != nil {
 						s.endStep(st, api.StepFailed, "if: "+err.Error(), nil)
 						continue
@@ -91,7 +91,7 @@ func (s *service) advance(ctx context.Context, wg *sync.WaitGroup, a *active) ti
 					}
 				}
 				if step.ForEach != "" {
-					s.expand(a, step, st)
+					s.expand(ctx, a, step, st)
 					continue
 				}
 				s.startAttempt(ctx, wg, a, step, st)
@@ -128,7 +128,7 @@ func (s *service) advanceStep(ctx context.Context, wg *sync.WaitGroup, a *active
 			// recorded, not sent: the service stopped in between (a resend of the same probe
 			// id is dropped by JetStream or by the bridge if it did leave)
 			s.log.Info("sending the probe of an attempt recorded before a restart", "run", a.run.ID, "step", st.ID, "attempt", att.N)
-			s.dispatchProbe(ctx, a, step, st, s.envFor(a, st))
+			s.dispatchProbe(ctx, a, step, st, s.envFor(ctx, a, st))
 			// no progress when it could not go (stopping, fenced): no busy loop
 			return ctx.Err() == nil && !a.fenced && (att.Sent != nil || st.State != api.StepRunning)
 		}
@@ -165,9 +165,9 @@ func (s *service) advanceStep(ctx context.Context, wg *sync.WaitGroup, a *active
 const maxItems = 10_000
 
 // expand turns a for_each step into its items (caller holds a.mu; st is invalid after).
-func (s *service) expand(a *active, step api.Step, st *api.StepRun) {
+func (s *service) expand(ctx context.Context, a *active, step api.Step, st *api.StepRun) {
 	r := a.run
-	v, err := render(step.ForEach, runEnv(r, s.now))
+	v, err := render(step.ForEach, s.runEnv(ctx, a))
 	if err != nil {
 		s.endStep(st, api.StepFailed, "for_each: "+err.Error(), nil)
 		return
@@ -293,16 +293,21 @@ func (s *service) advanceItems(ctx context.Context, wg *sync.WaitGroup, a *activ
 	if failed > 0 {
 		reason = fmt.Sprintf("%d of %d items failed (first %s)", failed, len(idx), first)
 	}
-	s.endStep(parent, api.StepSucceeded, reason, s.capOutput(b))
+	s.endStep(parent, api.StepSucceeded, reason, s.keepOutput(ctx, attemptKey(a.run.ID, step.ID, 1), b))
 	return true
+}
+
+// runEnv is what the run's expressions see now, large outputs fetched.
+func (s *service) runEnv(ctx context.Context, a *active) map[string]any {
+	return runEnv(a.run, s.now, s.resolver(ctx, a))
 }
 
 // defaultConcurrency is a for_each's concurrency when the step sets none.
 const defaultConcurrency = 10
 
 // envFor is what a step's (or an item's) expressions see now.
-func (s *service) envFor(a *active, st *api.StepRun) map[string]any {
-	env := runEnv(a.run, s.now)
+func (s *service) envFor(ctx context.Context, a *active, st *api.StepRun) map[string]any {
+	env := s.runEnv(ctx, a)
 	if st.Parent != "" {
 		env["item"], env["index"] = st.Item, st.Index
 	}
@@ -399,7 +404,7 @@ func (s *service) startAttempt(ctx context.Context, wg *sync.WaitGroup, a *activ
 	}
 	st.Attempts = append(st.Attempts, att)
 	st.State = api.StepRunning
-	env := s.envFor(a, st)
+	env := s.envFor(ctx, a, st)
 	switch step.Kind {
 	case api.KindApproval:
 		st.State = api.StepWaiting
@@ -535,22 +540,12 @@ func (s *service) builtinDone(ctx context.Context, a *active, stepID, key string
 		s.attemptFailed(a, step, st, err.Error(), errors.As(err, &pe), 0)
 	} else {
 		b, _ := json.Marshal(out)
-		s.attemptSucceeded(st, s.capOutput(b))
+		s.attemptSucceeded(st, s.keepOutput(ctx, key, b))
 	}
 	if err := s.save(ctx, a); err != nil {
 		s.log.Warn("save run", "run", a.run.ID, "err", err)
 	}
 	a.wake()
-}
-
-// capOutput keeps an output in the run only up to MaxOutput bytes.
-func (s *service) capOutput(b json.RawMessage) json.RawMessage {
-	if len(b) <= s.cfg.MaxOutput {
-		return b
-	}
-	out, _ := json.Marshal(map[string]any{"truncated": true, "size": len(b),
-		"note": fmt.Sprintf("output of %d bytes is over the %d kept in a run", len(b), s.cfg.MaxOutput)})
-	return out
 }
 
 func isBuiltin(kind string) bool {

@@ -229,7 +229,8 @@ func format(v any) string {
 }
 
 // runEnv is what a run's expressions see now.
-func runEnv(r *api.Run, now func() time.Time) map[string]any {
+// resolve turns a kept output into what expressions see (nil: as it is kept).
+func runEnv(r *api.Run, now func() time.Time, resolve func(json.RawMessage) any) map[string]any {
 	steps := make(map[string]any, len(r.Steps))
 	for _, st := range r.Steps {
 		if st.Parent != "" {
@@ -237,7 +238,11 @@ func runEnv(r *api.Run, now func() time.Time) map[string]any {
 		}
 		var out any
 		if len(st.Output) > 0 {
-			_ = json.Unmarshal(st.Output, &out)
+			if resolve != nil {
+				out = resolve(st.Output)
+			} else {
+				_ = json.Unmarshal(st.Output, &out)
+			}
 		}
 		steps[st.ID] = map[string]any{"output": out, "state": st.State, "attempts": len(st.Attempts)}
 	}

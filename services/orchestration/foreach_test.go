@@ -64,7 +64,17 @@ steps:
 			Text string `json:"text"`
 		} `json:"body"`
 	}
-	if err := json.Unmarshal(each.Output, &outs); err != nil || len(outs) != 500 || !strings.HasPrefix(outs[7].Body.Text, "ok /slow/p8-7 ") {
+	// 500 outputs are over the inline threshold: the run keeps a reference, the
+	// expression of total saw the list itself, run_output reads it back in pages
+	var ref api.OutputRef
+	if err := json.Unmarshal(each.Output, &ref); err != nil || ref.Ref != BucketOutputs+"/"+run.ID+"-each-1" || ref.Size < 16<<10 {
+		t.Fatalf("each keeps %s, want a reference to an object", each.Output)
+	}
+	full := h.output(run.ID, "each")
+	if int64(len(full)) != ref.Size {
+		t.Fatalf("run_output gave %d bytes, the reference says %d", len(full), ref.Size)
+	}
+	if err := json.Unmarshal(full, &outs); err != nil || len(outs) != 500 || !strings.HasPrefix(outs[7].Body.Text, "ok /slow/p8-7 ") {
 		t.Fatalf("output: %v, %d items, item 7: %+v", err, len(outs), outs[min(7, len(outs)-1)])
 	}
 	item := r.Step("each.7")
@@ -117,5 +127,51 @@ steps:
 				return nil
 			})
 		})
+	}
+}
+
+// An output over the inline threshold is kept by reference: the run (and each event of
+// its history) holds the object's name, size and digest; run_output reads it back in
+// pages; a later step's expression reads the output itself.
+func TestLargeOutputByReference(t *testing.T) {
+	h := newHarness(t)
+	defer h.startService("r1")()
+	host, port := h.web.hostPort()
+	h.add(fmt.Sprintf(`
+name: big
+steps:
+  - id: get
+    kind: http_request
+    site: lab
+    target: %s
+    params: {scheme: http, port: %s, path: /big}
+  - id: seen
+    kind: approval
+    needs: [get]
+    if: '${{ len(steps.get.output.body.text) == 716800 }}'
+`, host, port))
+	run := h.run("big", nil)
+	r := h.waitStep(run.ID, "seen", api.StepWaiting, 1)
+	var ref api.OutputRef
+	if err := json.Unmarshal(r.Step("get").Output, &ref); err != nil || ref.Ref != BucketOutputs+"/"+run.ID+"-get-1" || ref.SHA256 == "" {
+		t.Fatalf("get keeps %.200s, want a reference", r.Step("get").Output)
+	}
+	full := h.output(run.ID, "get")
+	var out struct {
+		Body struct {
+			Text string `json:"text"`
+		} `json:"body"`
+	}
+	if err := json.Unmarshal(full, &out); err != nil || int64(len(full)) != ref.Size || len(out.Body.Text) != 700<<10 || ref.Size <= api.OutputPage {
+		t.Fatalf("run_output: %d bytes (%v), body %d; reference %d bytes", len(full), err, len(out.Body.Text), ref.Size)
+	}
+	var hist api.EventsResponse
+	if err := h.call(api.RunEvents.Name, api.RunIDRequest{ID: run.ID}, &hist); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range hist.Events {
+		if e.Into != nil && len(e.Into.Output) > 16<<10 {
+			t.Fatalf("event %s carries %d bytes of output", e.Type, len(e.Into.Output))
+		}
 	}
 }

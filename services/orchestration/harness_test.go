@@ -205,6 +205,27 @@ func (h *harness) run(name string, inputs map[string]any) api.Run {
 	return out
 }
 
+// output reads a step's whole output with run_output, page by page.
+func (h *harness) output(run, step string) []byte {
+	h.t.Helper()
+	var all []byte
+	req := api.OutputRequest{Run: run, Step: step}
+	for pages := 0; ; pages++ {
+		var out api.OutputResponse
+		if err := h.call(api.RunOutput.Name, req, &out); err != nil {
+			h.t.Fatalf("run_output: %v", err)
+		}
+		if out.Offset != int64(len(all)) || pages > 1000 {
+			h.t.Fatalf("run_output page at %d, want %d", out.Offset, len(all))
+		}
+		all = append(all, out.Data...)
+		if out.Next == 0 {
+			return all
+		}
+		req.Offset = out.Next
+	}
+}
+
 func (h *harness) get(id string) api.Run {
 	h.t.Helper()
 	var out api.Run
@@ -347,6 +368,9 @@ func newTargetServer(t *testing.T) *targetServer {
 				http.Error(w, "busy", http.StatusServiceUnavailable)
 				return
 			}
+		case "/big":
+			fmt.Fprint(w, strings.Repeat("0123456789abcdef", 700<<10/16))
+			return
 		case "/hang":
 			select {
 			case <-done:

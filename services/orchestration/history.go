@@ -42,8 +42,9 @@ func (s *service) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 	// Limits on purpose: histories of finished runs are kept HistoryMaxAge for `runs show`
 	// (their snapshot stays in KV); the byte cap bounds the disk; old events go first,
 	// which only loses detail of finished runs (an unfinished run is snapshotted at least
-	// every SnapshotEvery events and whenever it waits). One run's event is at most a
-	// step's state, whose output is capped at MaxOutput.
+	// every SnapshotEvery events and whenever it waits). A record is at most a bus message
+	// (1 MiB): a save of more is split (one event is a step's state, its output at most
+	// InlineOutput; larger ones are kept by reference).
 	cfg := jetstream.StreamConfig{
 		Name:        StreamRuns,
 		Description: "workflow runs: each run's history of events (wf.run.<run>.events)",
@@ -53,7 +54,7 @@ func (s *service) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      s.cfg.HistoryMaxAge,
 		MaxBytes:    s.cfg.HistoryMaxBytes,
-		MaxMsgSize:  int32(min(s.cfg.MaxOutput*2+64<<10, 8<<20)),
+		MaxMsgSize:  1 << 20,
 		Duplicates:  2 * time.Minute,
 	}
 	st, err := s.deps.JS.CreateOrUpdateStream(ctx, cfg)
@@ -86,22 +87,27 @@ func (s *service) save(ctx context.Context, a *active) error {
 	if evs[0].Run != nil {
 		evs[0].Run.Updated = now
 	}
-	b, err := json.Marshal(record{Events: evs})
-	if err != nil {
-		return err
-	}
-	ack, err := s.deps.JS.Publish(context.WithoutCancel(ctx), runSubject(r.ID), b, jetstream.WithExpectLastSequencePerSubject(a.seq))
-	if err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
-			a.fenced = true
-			s.log.Warn("run fenced", "run", r.ID, "err", err)
-			return errFenced
+	for _, rec := range records(evs, recordBudget) {
+		b, err := json.Marshal(rec)
+		if err != nil {
+			return err
 		}
-		return fmt.Errorf("record run %s: %w", r.ID, err)
+		ack, err := s.deps.JS.Publish(context.WithoutCancel(ctx), runSubject(r.ID), b, jetstream.WithExpectLastSequencePerSubject(a.seq))
+		if err != nil {
+			var apiErr *jetstream.APIError
+			if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+				a.fenced = true
+				s.log.Warn("run fenced", "run", r.ID, "err", err)
+				return errFenced
+			}
+			// a part of this save may be on record: each event is a whole step's state, so
+			// the history stays a valid (older) state of the run; the next save repeats
+			// what is missing, as nothing is committed to persisted yet
+			return fmt.Errorf("record run %s: %w", r.ID, err)
+		}
+		a.seq = ack.Sequence
 	}
-	a.seq = ack.Sequence
-	r.Seq = ack.Sequence
+	r.Seq = a.seq
 	if a.persisted == nil {
 		a.persisted = persistedOf(r)
 	} else {
@@ -117,6 +123,26 @@ func (s *service) save(ctx context.Context, a *active) error {
 		}
 	}
 	return nil
+}
+
+// recordBudget is the most bytes of events put in one record (the bus carries 1 MiB).
+const recordBudget = 768 << 10
+
+// records splits a save's events into records of at most budget bytes (an event alone
+// may be larger: the stream then refuses it, and the save fails loudly).
+func records(evs []api.Event, budget int) []record {
+	var out []record
+	cur, size := record{}, 0
+	for _, e := range evs {
+		b, _ := json.Marshal(e)
+		if len(cur.Events) > 0 && size+len(b) > budget {
+			out = append(out, cur)
+			cur, size = record{}, 0
+		}
+		cur.Events = append(cur.Events, e)
+		size += len(b)
+	}
+	return append(out, cur)
 }
 
 func startedWaiting(evs []api.Event) bool {

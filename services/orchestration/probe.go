@@ -155,7 +155,7 @@ func (s *service) handleResult(ctx context.Context, _ envelope.Meta, res *envelo
 	step := a.step(st.ID)
 	att := &st.Attempts[len(st.Attempts)-1]
 	att.Agent = res.Agent
-	s.applyResult(a, step, st, res)
+	s.applyResult(ctx, a, step, st, res)
 	if err := s.save(ctx, a); err != nil {
 		return err // redelivered; the attempt is still in flight in the run's history
 	}
@@ -166,7 +166,7 @@ func (s *service) handleResult(ctx context.Context, _ envelope.Meta, res *envelo
 // applyResult decides what a final result means for the step. A probe that ran is a
 // success unless its kind says otherwise: an http_request answered 4xx/5xx failed (429
 // and 5xx may be retried, after Retry-After when the server gave one).
-func (s *service) applyResult(a *active, step api.Step, st *api.StepRun, res *envelope.Result) {
+func (s *service) applyResult(ctx context.Context, a *active, step api.Step, st *api.StepRun, res *envelope.Result) {
 	switch res.Status {
 	case envelope.StatusOK, envelope.StatusPartial:
 	default:
@@ -206,7 +206,7 @@ func (s *service) applyResult(a *active, step api.Step, st *api.StepRun, res *en
 			}
 		}
 	}
-	s.attemptSucceeded(st, s.capOutput(output))
+	s.attemptSucceeded(st, s.keepOutput(ctx, st.Attempts[len(st.Attempts)-1].Key, output))
 }
 
 // retryAfter reads a Retry-After header (seconds or an HTTP date).

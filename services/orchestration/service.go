@@ -71,7 +71,8 @@ type service struct {
 	httpc *http.Client
 
 	kvDefs, kvRuns, kvLeases jetstream.KeyValue
-	stream                   jetstream.Stream // StreamRuns: the runs' histories
+	stream                   jetstream.Stream      // StreamRuns: the runs' histories
+	outputs                  jetstream.ObjectStore // BucketOutputs: large outputs
 
 	mu   sync.Mutex
 	runs map[string]*active // unfinished runs this replica advances
@@ -112,6 +113,8 @@ type active struct {
 	unsnapped int
 	// fenced: another replica appended to the run's history; this copy stops.
 	fenced bool
+	// fetched are large outputs read for expressions, by reference.
+	fetched map[string]any
 	// items indexes the items of for_each steps in run.Steps (nil: to be rebuilt).
 	items map[string][]int
 }
@@ -178,6 +181,9 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 	}
 	var err error
 	if s.stream, err = s.ensureStream(ctx); err != nil {
+		return nil, err
+	}
+	if s.outputs, err = s.ensureOutputs(ctx); err != nil {
 		return nil, err
 	}
 	s.hold = lease.New(lease.Config{JS: deps.JS, KV: s.kvLeases, Key: ActiveLeaseKey, Holder: cfg.Replica, TTL: cfg.ActiveLease,

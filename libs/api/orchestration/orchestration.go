@@ -26,12 +26,13 @@ var (
 	RunCancel  = bus.Op[RunIDRequest, Run]{Service: Service, Name: "run_cancel"}
 	RunApprove = bus.Op[ApproveRequest, Run]{Service: Service, Name: "run_approve"}
 	RunEvents  = bus.Op[RunIDRequest, EventsResponse]{Service: Service, Name: "run_events"}
+	RunOutput  = bus.Op[OutputRequest, OutputResponse]{Service: Service, Name: "run_output"}
 )
 
 // Ops lists every operation of the service.
 func Ops() []bus.OpSpec {
 	return []bus.OpSpec{Add.Spec(), List.Spec(), Show.Spec(), RunStart.Spec(), RunList.Spec(), RunGet.Spec(),
-		RunCancel.Spec(), RunApprove.Spec(), RunEvents.Spec()}
+		RunCancel.Spec(), RunApprove.Spec(), RunEvents.Spec(), RunOutput.Spec()}
 }
 
 // Built-in step kinds; every other kind is a probe kind (libs/probes/catalog) run on the
@@ -214,6 +215,38 @@ type Event struct {
 // EventsResponse (run_events) is a run's whole history, oldest first.
 type EventsResponse struct {
 	Events []Event `json:"events"`
+}
+
+// OutputRef stands for an output too large to keep in a run (over the service's inline
+// threshold): the output is an object of the JetStream object store, fetched with
+// run_output (`outpost workflow runs show RUN --output STEP`). Expressions see the output
+// itself.
+type OutputRef struct {
+	Ref    string `json:"$ref"` // <bucket>/<object>
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// OutputRequest (run_output) reads a step's output from Offset; a reply carries at most
+// OutputPage bytes (the bus carries 1 MiB a message): ask again from Next until Next is 0.
+type OutputRequest struct {
+	Run    string `json:"run"`
+	Step   string `json:"step"`
+	Offset int64  `json:"offset,omitempty"`
+}
+
+// OutputPage is the most bytes of an output one run_output reply carries.
+const OutputPage = 512 << 10
+
+// OutputResponse is a page of a step's output (JSON bytes).
+type OutputResponse struct {
+	Step   string `json:"step"`
+	Size   int64  `json:"size"`
+	Offset int64  `json:"offset"`
+	Data   []byte `json:"data"`
+	Next   int64  `json:"next,omitempty"`
+	// Ref names the object when the output is kept by reference.
+	Ref string `json:"ref,omitempty"`
 }
 
 // Approval is an operator's decision on an approval step.
