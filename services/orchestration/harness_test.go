@@ -35,7 +35,7 @@ import (
 // another service), a target web server on 127.0.0.1 counting what it executes, a CMDB
 // stand-in answering svc.cmdb.ls/get/ingest, and a fake clock.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	srv    *bus.Server
 	ctx    context.Context
 	nc     *nats.Conn
@@ -54,7 +54,7 @@ type harness struct {
 	armed   map[string]time.Time
 }
 
-func eventually(t *testing.T, d time.Duration, f func() error) {
+func eventually(t testing.TB, d time.Duration, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
@@ -69,7 +69,7 @@ func eventually(t *testing.T, d time.Duration, f func() error) {
 	}
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	srv, err := bus.StartServer(bus.ServerConfig{Name: "orch-test", StoreDir: t.TempDir()})
@@ -343,7 +343,7 @@ type targetServer struct {
 	running, peak int
 }
 
-func newTargetServer(t *testing.T) *targetServer {
+func newTargetServer(t testing.TB) *targetServer {
 	s := &targetServer{hits: map[string]int{}, release: make(chan struct{})}
 	done := make(chan struct{})
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -409,7 +409,7 @@ type fakeCMDB struct {
 	payloads []envelope.CIPayload
 }
 
-func newFakeCMDB(ctx context.Context, t *testing.T, nc *nats.Conn) *fakeCMDB {
+func newFakeCMDB(ctx context.Context, t testing.TB, nc *nats.Conn) *fakeCMDB {
 	c := &fakeCMDB{ci: map[string]any{"name": "web1", "ip_address": "127.0.0.9", "os": "Debian"},
 		sources: map[string]string{"name": "discovery", "ip_address": "discovery", "os": "discovery"}}
 	ci := func() cmdbapi.CI {
@@ -461,7 +461,7 @@ func newFakeCMDB(ctx context.Context, t *testing.T, nc *nats.Conn) *fakeCMDB {
 
 // serveSites answers svc.agents.site_ls with two sites for site_of: lab holds 127.0.0.0/8
 // but excludes 127.0.0.3, edge holds 127.0.0.2/32 (more specific than lab's range).
-func serveSites(ctx context.Context, t *testing.T, nc *nats.Conn) {
+func serveSites(ctx context.Context, t testing.TB, nc *nats.Conn) {
 	svc, err := bus.AddService(ctx, nc, bus.ServiceConfig{Name: agentsapi.Service, Version: "0.1.0", Endpoints: map[string]bus.Endpoint{
 		agentsapi.SiteList.Name: agentsapi.SiteList.Handle(func(context.Context, page.Request) (agentsapi.SiteListReply, error) {
 			return agentsapi.SiteListReply{Sites: []agentsapi.Site{
