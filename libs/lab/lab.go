@@ -46,6 +46,57 @@ type Lab struct {
 	closers   []io.Closer
 	closeOnce sync.Once
 	closeErr  error
+
+	// execs counts the SSH exec requests run per host and command line; running and peak
+	// are the exec sessions running now and the most that ran at once: what a test of
+	// "exactly once" or "never more than N at a time" asks of a target.
+	execMu  sync.Mutex
+	execs   map[execKey]int
+	running int
+	peak    int
+}
+
+type execKey struct{ ip, command string }
+
+// Execs reports how many times the SSH server of host ip executed command (an exec
+// request, as the client sent it).
+func (l *Lab) Execs(ip, command string) int {
+	l.execMu.Lock()
+	defer l.execMu.Unlock()
+	return l.execs[execKey{ip, command}]
+}
+
+// ExecConcurrency reports how many SSH exec sessions run now, across the lab, and the most
+// that ran at once since the lab started or since the last ResetExecPeak.
+func (l *Lab) ExecConcurrency() (now, peak int) {
+	l.execMu.Lock()
+	defer l.execMu.Unlock()
+	return l.running, l.peak
+}
+
+// ResetExecPeak starts a new high-water mark of concurrent exec sessions from those
+// running now.
+func (l *Lab) ResetExecPeak() {
+	l.execMu.Lock()
+	defer l.execMu.Unlock()
+	l.peak = l.running
+}
+
+// execStarted counts one exec of command on h; the returned func ends it.
+func (l *Lab) execStarted(h *host, command string) func() {
+	l.execMu.Lock()
+	defer l.execMu.Unlock()
+	if l.execs == nil {
+		l.execs = map[execKey]int{}
+	}
+	l.execs[execKey{h.ip.String(), command}]++
+	l.running++
+	l.peak = max(l.peak, l.running)
+	return func() {
+		l.execMu.Lock()
+		l.running--
+		l.execMu.Unlock()
+	}
 }
 
 // Start binds every listener of the lab and serves until Close. ctx bounds

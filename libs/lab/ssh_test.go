@@ -210,3 +210,31 @@ func (w *countWriter) n() int {
 	defer w.mu.Unlock()
 	return w.count
 }
+
+// The SSH servers count what they execute, per host and command, and the most exec
+// sessions that ran at once: a test of "exactly once" or "never more than N" reads them.
+func TestSSHExecCounters(t *testing.T) {
+	t.Parallel()
+	l := startLab(t, "127.77.210.0/24", 24)
+	h := l.Manifest().ByClass(lab.ClassLinux)[0]
+	c, err := sshClient(t, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sshRun(t, c, "echo one")
+	sshRun(t, c, "echo one")
+	sshRun(t, c, "echo two")
+	if n, m, o := l.Execs(h.IP, "echo one"), l.Execs(h.IP, "echo two"), l.Execs("127.77.210.250", "echo one"); n != 2 || m != 1 || o != 0 {
+		t.Fatalf("execs: %d, %d, %d; want 2, 1, 0", n, m, o)
+	}
+	l.ResetExecPeak()
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() { sshRun(t, c, "sleep 1") })
+	}
+	wg.Wait()
+	if now, peak := l.ExecConcurrency(); now != 0 || peak != 3 {
+		t.Fatalf("exec sessions: %d now, peak %d; want 0 and 3", now, peak)
+	}
+}

@@ -107,13 +107,16 @@ func (l *Lab) session(ctx context.Context, h *host, user string, ch ssh.Channel,
 			started = true
 			req.Reply(true, nil)
 			l.goServe(func() {
+				ended := l.execStarted(h, p.Command)
 				var out, errw io.Writer = ch, ch.Stderr()
 				if pty {
 					out = crlfWriter{ch}
 					errw = out
 				}
 				env := &shellEnv{ctx: ctx, h: h, user: user, stdout: out, stderr: errw}
-				finish(env.run(p.Command))
+				status := env.run(p.Command)
+				ended() // before the client hears the end: it may start the next at once
+				finish(status)
 			})
 		case "shell":
 			if started {

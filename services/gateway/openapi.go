@@ -134,6 +134,8 @@ var summaries = map[string]string{
 	"GET /api/v1/workflow-runs":                            "List workflow runs, newest first; cursor pages",
 	"GET /api/v1/workflow-runs/{id}":                       "One workflow run: every step's state, attempts and output",
 	"POST /api/v1/workflow-runs/{id}/cancel":               "Cancel a workflow run",
+	"GET /api/v1/workflow-runs/{id}/steps/{step}/output":   "A step's output in pages of 512 KiB (large outputs are kept by reference in the object store)",
+	"GET /api/v1/workflow-runs/{id}/events":                "A workflow run's history of events, oldest first",
 	"POST /api/v1/workflow-runs/{id}/steps/{step}/approve": "Approve (or with reject: true refuse) an approval step waiting in a run",
 
 	"POST /api/v1/events":            "Send an event (node, type, resource, metric, severity, message, message_key, additional): published on event.hub.api (operator)",

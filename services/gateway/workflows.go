@@ -36,6 +36,19 @@ func (a *API) routeWorkflows(mux *router) {
 		opDoc(api.RunList, nil, pageParams))
 	mux.Handle("GET /api/v1/workflow-runs/{id}", a.auth(tokens.RoleViewer, relay(a, api.RunGet, timeout, id)),
 		opDoc(api.RunGet, nil))
+	mux.Handle("GET /api/v1/workflow-runs/{id}/events", a.auth(tokens.RoleViewer, relay(a, api.RunEvents, timeout, id)),
+		opDoc(api.RunEvents, nil))
+	mux.Handle("GET /api/v1/workflow-runs/{id}/steps/{step}/output", a.auth(tokens.RoleViewer, relay(a, api.RunOutput, timeout, func(r *http.Request) (api.OutputRequest, error) {
+		req := api.OutputRequest{Run: r.PathValue("id"), Step: r.PathValue("step")}
+		if v := r.URL.Query().Get("offset"); v != "" {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				return req, errField("offset", "want a byte offset from 0 (next of the previous page)")
+			}
+			req.Offset = n
+		}
+		return req, nil
+	})), opDoc(api.RunOutput, nil, []queryParam{{"offset", "integer", "where to read from: next of the previous page (default 0)"}}))
 	mux.Handle("POST /api/v1/workflow-runs/{id}/cancel", a.auth(tokens.RoleOperator, relay(a, api.RunCancel, timeout, id)),
 		opDoc(api.RunCancel, nil))
 	mux.Handle("POST /api/v1/workflow-runs/{id}/steps/{step}/approve", a.auth(tokens.RoleOperator, relay(a, api.RunApprove, timeout, func(r *http.Request) (api.ApproveRequest, error) {

@@ -46,6 +46,17 @@ func (s *service) endpoints(ctx context.Context, wg *sync.WaitGroup) map[string]
 			return s.cancel(ctx, r.ID)
 		}),
 		api.RunApprove.Name: api.RunApprove.Handle(s.approve),
+		api.RunOutput.Name:  api.RunOutput.Handle(s.output),
+		api.RunEvents.Name: api.RunEvents.Handle(func(ctx context.Context, r api.RunIDRequest) (api.EventsResponse, error) {
+			if _, err := s.getRun(ctx, r.ID); err != nil {
+				return api.EventsResponse{}, err
+			}
+			evs, _, err := s.history(ctx, r.ID, 0)
+			if evs == nil {
+				evs = []api.Event{}
+			}
+			return api.EventsResponse{Events: evs}, err
+		}),
 	}
 }
 
@@ -196,12 +207,13 @@ func (s *service) startRun(rctx, ctx context.Context, wg *sync.WaitGroup, r api.
 	for _, st := range d.Workflow.Steps {
 		run.Steps = append(run.Steps, api.StepRun{ID: st.ID, Kind: st.Kind, State: api.StepPending})
 	}
-	if err := s.save(rctx, run); err != nil {
+	a := s.newActive(run, wf)
+	if err := s.save(rctx, a); err != nil {
 		return api.Run{}, err
 	}
 	s.log.Info("run started", "run", run.ID, "workflow", d.Name, "version", d.Version)
 	cp := snapshot(run)
-	s.start(ctx, wg, run, wf)
+	s.start(ctx, wg, a)
 	return cp, nil
 }
 
@@ -285,18 +297,14 @@ func (s *service) getRun(ctx context.Context, id string) (api.Run, error) {
 		defer a.mu.Unlock()
 		return snapshot(a.run), nil
 	}
-	e, err := s.kvRuns.Get(ctx, id)
+	r, err := s.load(ctx, id)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrInvalidKey) {
 			return api.Run{}, bus.Errorf(404, "no workflow run %q (`outpost workflow runs ls`)", id)
 		}
 		return api.Run{}, err
 	}
-	var r api.Run
-	if err := json.Unmarshal(e.Value(), &r); err != nil {
-		return api.Run{}, fmt.Errorf("run %s: %w", id, err)
-	}
-	return r, nil
+	return *r, nil
 }
 
 // listRuns pages through runs newest first (run ids are ULIDs: they sort by start time).
@@ -341,7 +349,7 @@ func (s *service) cancel(ctx context.Context, id string) (api.Run, error) {
 	}
 	a.mu.Lock()
 	a.run.CancelRequested = true
-	err := s.save(ctx, a.run)
+	err := s.save(ctx, a)
 	a.mu.Unlock()
 	if err != nil {
 		return api.Run{}, err
@@ -379,7 +387,7 @@ func (s *service) approve(ctx context.Context, r api.ApproveRequest) (api.Run, e
 			out, _ := json.Marshal(map[string]any{"approved": true, "by": r.By, "comment": r.Comment})
 			s.attemptSucceeded(st, out)
 		}
-		err = s.save(ctx, a.run)
+		err = s.save(ctx, a)
 	}
 	a.mu.Unlock()
 	if err != nil {

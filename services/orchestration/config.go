@@ -14,14 +14,24 @@ type Config struct {
 	// ActiveLease is the TTL of the active/standby lease (active.go): a replica that dies
 	// is replaced within it.
 	ActiveLease time.Duration
-	// MaxOutput caps a step's output kept in the run (bytes of JSON); a larger output is
-	// replaced by its size and a note. (Large outputs by reference are a later phase.)
+	// InlineOutput is the largest output kept in the run itself (bytes of JSON); a larger
+	// one goes to the object store and the run keeps a reference (outputs.go).
+	InlineOutput int
+	// MaxOutput caps an output kept by reference; a larger one is replaced by its size and
+	// a note.
 	MaxOutput int
+	// SnapshotEvery: a run's snapshot is rewritten after this many events of its history
+	// (besides when it starts, waits or ends), bounding what a resume reads.
+	SnapshotEvery int
+	// HistoryMaxAge and HistoryMaxBytes bound the WORKFLOW_RUNS stream (history.go).
+	HistoryMaxAge   time.Duration
+	HistoryMaxBytes int64
 }
 
 // DefaultConfig is what the hub runs.
 func DefaultConfig() Config {
-	return Config{ActiveLease: 10 * time.Second, MaxOutput: 256 << 10}
+	return Config{ActiveLease: 10 * time.Second, InlineOutput: 16 << 10, MaxOutput: 64 << 20, SnapshotEvery: 32,
+		HistoryMaxAge: 30 * 24 * time.Hour, HistoryMaxBytes: 2 << 30}
 }
 
 // Validate reports every problem at once.
@@ -30,8 +40,20 @@ func (c Config) Validate() error {
 	if c.ActiveLease < time.Second {
 		errs = append(errs, fmt.Errorf("ActiveLease %s: want at least 1s", c.ActiveLease))
 	}
-	if c.MaxOutput < 1024 {
-		errs = append(errs, fmt.Errorf("MaxOutput %d: want at least 1024 bytes", c.MaxOutput))
+	if c.InlineOutput < 1024 || c.InlineOutput > 256<<10 {
+		errs = append(errs, fmt.Errorf("InlineOutput %d: want 1 KiB to 256 KiB (a run's events carry it)", c.InlineOutput))
+	}
+	if c.MaxOutput < c.InlineOutput {
+		errs = append(errs, fmt.Errorf("MaxOutput %d: want at least InlineOutput (%d)", c.MaxOutput, c.InlineOutput))
+	}
+	if c.SnapshotEvery < 1 {
+		errs = append(errs, fmt.Errorf("SnapshotEvery %d: want at least 1", c.SnapshotEvery))
+	}
+	if c.HistoryMaxAge < time.Hour {
+		errs = append(errs, fmt.Errorf("HistoryMaxAge %s: want at least 1h (runs wait for approvals)", c.HistoryMaxAge))
+	}
+	if c.HistoryMaxBytes < 1<<20 {
+		errs = append(errs, fmt.Errorf("HistoryMaxBytes %d: want at least 1 MiB", c.HistoryMaxBytes))
 	}
 	return errors.Join(errs...)
 }

@@ -128,7 +128,9 @@ func validate(file string, w api.Workflow) (*workflow, error) {
 		for _, s := range w.Steps {
 			anc := ancestors(wf, s.ID)
 			for _, e := range stepExpressions(s) {
-				if err := checkExpression(e.text, w.Inputs, anc, wf.index); err != nil {
+				// item and index exist in a for_each step, but not in its list
+				withItem := s.ForEach != "" && e.field != "for_each"
+				if err := checkExpression(e.text, w.Inputs, anc, wf.index, withItem); err != nil {
 					bad(s.ID, "%s: %v", e.field, err)
 				}
 			}
@@ -160,10 +162,23 @@ func validateStep(file string, wf *workflow, s api.Step) []error {
 	case !builtin && !isProbe:
 		bad("unknown kind %q: want a probe kind (%s) or a built-in (%s)", s.Kind, strings.Join(catalog.Kinds(), ", "), strings.Join(builtins, ", "))
 	}
+	if s.ForEach != "" {
+		if _, ok := wholeExpression(s.ForEach); !ok {
+			bad("for_each %q: want one expression giving a list, e.g. '${{ inputs.hosts }}'", s.ForEach)
+		}
+		if s.Concurrency < 0 || s.Concurrency > 1000 {
+			bad("concurrency %d: want 1 to 1000 (default %d)", s.Concurrency, defaultConcurrency)
+		}
+	} else if s.Concurrency != 0 {
+		bad("concurrency is for for_each steps")
+	}
 	if isProbe {
-		if s.Site == "" {
-			bad("site is required for a probe kind (the site whose bridges run it)")
-		} else if !strings.Contains(s.Site, "${{") && !bus.ValidName(s.Site) {
+		switch {
+		case s.Site != "" && s.SiteOf != "":
+			bad("site and site_of: give one (site names the site; site_of an address the site's ranges hold)")
+		case s.Site == "" && s.SiteOf == "":
+			bad("site or site_of is required for a probe kind (the site whose bridges run it)")
+		case s.Site != "" && !strings.Contains(s.Site, "${{") && !bus.ValidName(s.Site):
 			bad("site %q is not a site name", s.Site)
 		}
 		if len(s.Credentials) > 0 && len(spec.Credentials) == 0 {
@@ -181,8 +196,8 @@ func validateStep(file string, wf *workflow, s api.Step) []error {
 			}
 		}
 	} else if builtin {
-		if s.Site != "" || s.Target != "" || len(s.Credentials) > 0 || s.Priority != "" {
-			bad("site, target, credentials and priority are for probe kinds, not %s", s.Kind)
+		if s.Site != "" || s.SiteOf != "" || s.Target != "" || len(s.Credentials) > 0 || s.Priority != "" {
+			bad("site, site_of, target, credentials and priority are for probe kinds, not %s", s.Kind)
 		}
 		errs = append(errs, validateBuiltin(file, s)...)
 	}
@@ -351,7 +366,9 @@ func stepExpressions(s api.Step) []fieldExpr {
 			add("if", s.If)
 		}
 	}
+	add("for_each", s.ForEach)
 	add("site", s.Site)
+	add("site_of", s.SiteOf)
 	add("target", s.Target)
 	for i, c := range s.Credentials {
 		add(fmt.Sprintf("credentials[%d]", i), c)

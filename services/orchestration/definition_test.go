@@ -84,7 +84,7 @@ steps:
 name: p
 steps:
   - {id: a, kind: http_request, params: {port: "eighty"}, retry: {max_attempts: 0, backoff: linear}}
-`, []string{"step a: site is required", "params.port", "retry.max_attempts 0", "retry.backoff \"linear\""}},
+`, []string{"step a: site or site_of is required", "params.port", "retry.max_attempts 0", "retry.backoff \"linear\""}},
 		{"duplicate ids and bad names", `
 name: Bad_Name
 steps:
@@ -104,7 +104,25 @@ steps:
   - {id: u, kind: cmdb_update, params: {ci: {class: linux_server}}}
   - {id: n, kind: notify, site: lab}
 `, []string{"step w: params.duration is required", "step u: params.ci needs at least one identifying attribute", "step u: params.set is required",
-			"step n: params.url is required", "step n: site, target, credentials and priority are for probe kinds"}},
+			"step n: params.url is required", "step n: site, site_of, target, credentials and priority are for probe kinds"}},
+		{"for_each and site_of", `
+name: fe
+inputs: {hosts: {}}
+steps:
+  - {id: a, kind: http_request, site: lab, site_of: '${{ inputs.hosts }}', for_each: 'inputs.hosts', concurrency: 5000}
+  - {id: b, kind: approval, concurrency: 3}
+`, []string{"step a: site and site_of: give one", "step a: for_each \"inputs.hosts\": want one expression giving a list",
+			"step a: concurrency 5000: want 1 to 1000", "step b: concurrency is for for_each steps"}},
+		{"item outside a for_each", `
+name: fe
+steps:
+  - {id: c, kind: http_request, site: lab, target: '${{ item }}'}
+`, []string{"step c: target: bad expression \"item\""}},
+		{"item in the list of a for_each", `
+name: fe
+steps:
+  - {id: d, kind: http_request, site: lab, for_each: '${{ item }}', target: '${{ item.ip }}'}
+`, []string{"step d: for_each: bad expression \"item\""}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := ParseDefinition("bad.yaml", []byte(c.yaml))
@@ -158,7 +176,7 @@ func TestRunInputs(t *testing.T) {
 func TestRender(t *testing.T) {
 	r := &api.Run{ID: "R1", Workflow: "w", Version: 3, Inputs: map[string]any{"host": "h1", "ports": []any{22.0, 80.0}},
 		Steps: []api.StepRun{{ID: "a", State: api.StepSucceeded, Output: []byte(`{"exit_code": 2}`)}}}
-	env := runEnv(r, func() time.Time { return time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC) })
+	env := runEnv(r, func() time.Time { return time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC) }, nil)
 	got, err := render(map[string]any{"list": "${{ inputs.ports }}", "text": "host ${{ inputs.host }} run ${{ run.id }} v${{ run.version }}",
 		"code": "${{ steps.a.output.exit_code }}", "at": "${{ now() }}"}, env)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,7 +32,13 @@ func terminal(state string) bool {
 	return false
 }
 
-func (a *active) step(id string) api.Step { return a.wf.Steps[a.wf.index[id]] }
+// step is the definition of a step, or of the for_each step an item (<id>.<index>) is of.
+func (a *active) step(id string) api.Step {
+	if i := strings.IndexByte(id, '.'); i >= 0 {
+		id = id[:i]
+	}
+	return a.wf.Steps[a.wf.index[id]]
+}
 
 // advance moves the run as far as it can now and returns when it must look again (zero:
 // only when woken). Caller holds a.mu.
@@ -40,12 +47,9 @@ func (s *service) advance(ctx context.Context, wg *sync.WaitGroup, a *active) ti
 	if r.Done() {
 		return time.Time{}
 	}
-	before, _ := json.Marshal(r)
 	defer func() {
-		if after, _ := json.Marshal(r); string(after) != string(before) {
-			if err := s.save(ctx, r); err != nil {
-				s.log.Warn("save run", "run", r.ID, "err", err)
-			}
+		if err := s.save(ctx, a); err != nil {
+			s.log.Warn("save run", "run", r.ID, "err", err)
 		}
 	}()
 	if r.CancelRequested {
@@ -58,26 +62,25 @@ func (s *service) advance(ctx context.Context, wg *sync.WaitGroup, a *active) ti
 			next = t
 		}
 	}
-	for progress := true; progress && !r.Done(); {
+	for progress := true; progress && !r.Done() && ctx.Err() == nil && !a.fenced; {
 		progress = false
 		now := s.now()
 		for _, id := range a.wf.order {
-			st := r.Step(id)
 			step := a.step(id)
-			switch st.State {
-			case api.StepPending:
+			if r.Step(id).State == api.StepPending {
 				ready, skip := s.ready(a, step)
 				if !ready {
 					continue
 				}
 				progress = true
+				st := r.Step(id)
 				st.Started = &now
 				if skip != "" {
 					s.endStep(st, api.StepSkipped, skip, nil)
 					continue
 				}
 				if step.If != "" {
-					ok, err := condition(step.If, runEnv(r, s.now))
+					ok, err := condition(step.If, s.runEnv(ctx, a))
 					if err != nil {
 						s.endStep(st, api.StepFailed, "if: "+err.Error(), nil)
 						continue
@@ -87,47 +90,228 @@ func (s *service) advance(ctx context.Context, wg *sync.WaitGroup, a *active) ti
 						continue
 					}
 				}
+				if step.ForEach != "" {
+					s.expand(ctx, a, step, st)
+					continue
+				}
 				s.startAttempt(ctx, wg, a, step, st)
-			case api.StepRunning, api.StepWaiting:
-				att := &st.Attempts[len(st.Attempts)-1]
-				if att.Deadline != nil && !now.Before(*att.Deadline) {
-					att.State = "timeout"
-					s.attemptFailed(a, step, st, fmt.Sprintf("attempt %d timed out after %s", att.N, a.wf.timeouts[id]), false, 0)
+				continue
+			}
+			if step.ForEach != "" {
+				if s.advanceItems(ctx, wg, a, step, now, soon) {
 					progress = true
-					continue
 				}
-				if st.State == api.StepRunning && isBuiltin(step.Kind) && !a.inflight[att.Key] {
-					s.attemptFailed(a, step, st, fmt.Sprintf("attempt %d was interrupted: the orchestration service restarted while it ran", att.N), false, 0)
-					progress = true
-					continue
-				}
-				if st.State == api.StepWaiting && step.Kind == api.KindWait && st.NextAt != nil {
-					if !now.Before(*st.NextAt) {
-						att.State = api.StepSucceeded
-						att.Finished = &now
-						st.NextAt = nil
-						s.endStep(st, api.StepSucceeded, "", json.RawMessage(`{}`))
-						progress = true
-						continue
-					}
-					soon(*st.NextAt)
-				}
-				if att.Deadline != nil {
-					soon(*att.Deadline)
-				}
-			case api.StepRetrying:
-				if st.NextAt != nil && now.Before(*st.NextAt) {
-					soon(*st.NextAt)
-					continue
-				}
-				st.NextAt = nil
-				s.startAttempt(ctx, wg, a, step, st)
+				continue
+			}
+			if s.advanceStep(ctx, wg, a, step, r.Step(id), now, soon) {
 				progress = true
 			}
 		}
 		s.settle(a)
 	}
 	return next
+}
+
+// advanceStep moves a step (or an item of a for_each) that has started: its attempt's
+// deadline, a probe recorded but not sent, a built-in interrupted by a restart, the end of
+// a wait, the next attempt. It reports whether anything changed.
+func (s *service) advanceStep(ctx context.Context, wg *sync.WaitGroup, a *active, step api.Step, st *api.StepRun, now time.Time, soon func(time.Time)) bool {
+	switch st.State {
+	case api.StepRunning, api.StepWaiting:
+		att := &st.Attempts[len(st.Attempts)-1]
+		if att.Deadline != nil && !now.Before(*att.Deadline) {
+			att.State = "timeout"
+			s.attemptFailed(a, step, st, fmt.Sprintf("attempt %d timed out after %s", att.N, a.wf.timeouts[step.ID]), false, 0)
+			return true
+		}
+		if st.State == api.StepRunning && !isBuiltin(step.Kind) && att.Sent == nil {
+			// recorded, not sent: the service stopped in between (a resend of the same probe
+			// id is dropped by JetStream or by the bridge if it did leave)
+			s.log.Info("sending the probe of an attempt recorded before a restart", "run", a.run.ID, "step", st.ID, "attempt", att.N)
+			s.dispatchProbe(ctx, a, step, st, s.envFor(ctx, a, st))
+			// no progress when it could not go (stopping, fenced): no busy loop
+			return ctx.Err() == nil && !a.fenced && (att.Sent != nil || st.State != api.StepRunning)
+		}
+		if st.State == api.StepRunning && isBuiltin(step.Kind) && !a.inflight[att.Key] {
+			s.attemptFailed(a, step, st, fmt.Sprintf("attempt %d was interrupted: the orchestration service restarted while it ran", att.N), false, 0)
+			return true
+		}
+		if st.State == api.StepWaiting && step.Kind == api.KindWait && st.NextAt != nil {
+			if !now.Before(*st.NextAt) {
+				att.State = api.StepSucceeded
+				att.Finished = &now
+				st.NextAt = nil
+				s.endStep(st, api.StepSucceeded, "", json.RawMessage(`{}`))
+				return true
+			}
+			soon(*st.NextAt)
+		}
+		if att.Deadline != nil {
+			soon(*att.Deadline)
+		}
+	case api.StepRetrying:
+		if st.NextAt != nil && now.Before(*st.NextAt) {
+			soon(*st.NextAt)
+			return false
+		}
+		st.NextAt = nil
+		s.startAttempt(ctx, wg, a, step, st)
+		return true
+	}
+	return false
+}
+
+// maxItems bounds a for_each: every item is a step of the run's state.
+const maxItems = 10_000
+
+// expand turns a for_each step into its items (caller holds a.mu; st is invalid after).
+func (s *service) expand(ctx context.Context, a *active, step api.Step, st *api.StepRun) {
+	r := a.run
+	v, err := render(step.ForEach, s.runEnv(ctx, a))
+	if err != nil {
+		s.endStep(st, api.StepFailed, "for_each: "+err.Error(), nil)
+		return
+	}
+	list, ok := v.([]any)
+	if !ok {
+		if ss, isStrings := v.([]string); isStrings {
+			for _, x := range ss {
+				list = append(list, x)
+			}
+			ok = true
+		}
+	}
+	switch {
+	case !ok:
+		s.endStep(st, api.StepFailed, fmt.Sprintf("for_each: want a list, the expression gave %T", v), nil)
+		return
+	case len(list) > maxItems:
+		s.endStep(st, api.StepFailed, fmt.Sprintf("for_each: %d items, more than the %d a run takes: split the list", len(list), maxItems), nil)
+		return
+	case len(list) == 0:
+		s.endStep(st, api.StepSucceeded, "no items", json.RawMessage(`[]`))
+		return
+	}
+	st.State, st.Items = api.StepRunning, len(list)
+	id := step.ID
+	for i, item := range list {
+		r.Steps = append(r.Steps, api.StepRun{ID: itemID(id, i), Kind: step.Kind, State: api.StepPending, Parent: id, Index: i, Item: item})
+	}
+	a.items = nil // the index of items is rebuilt
+	s.log.Info("for_each expanded", "run", r.ID, "step", id, "items", len(list))
+}
+
+func itemID(step string, i int) string { return fmt.Sprintf("%s.%d", step, i) }
+
+// itemsOf returns the indexes in run.Steps of a for_each step's items.
+func (a *active) itemsOf(id string) []int {
+	if a.items == nil {
+		a.items = map[string][]int{}
+		for i := range a.run.Steps {
+			if p := a.run.Steps[i].Parent; p != "" {
+				a.items[p] = append(a.items[p], i)
+			}
+		}
+	}
+	return a.items[id]
+}
+
+// advanceItems runs a for_each step's items, at most its concurrency at a time, and ends
+// the step once every item is done.
+func (s *service) advanceItems(ctx context.Context, wg *sync.WaitGroup, a *active, step api.Step, now time.Time, soon func(time.Time)) bool {
+	parent := a.run.Step(step.ID)
+	if parent.State != api.StepRunning {
+		return false
+	}
+	limit := step.Concurrency
+	if limit <= 0 {
+		limit = defaultConcurrency
+	}
+	progress := false
+	idx := a.itemsOf(step.ID)
+	inflight, done := 0, 0
+	for _, i := range idx {
+		st := &a.run.Steps[i]
+		if terminal(st.State) {
+			done++
+			continue
+		}
+		if st.State != api.StepPending {
+			if s.advanceStep(ctx, wg, a, step, st, now, soon) {
+				progress = true
+			}
+			if terminal(st.State) {
+				done++
+			} else {
+				inflight++
+			}
+		}
+	}
+	for _, i := range idx {
+		if inflight >= limit {
+			break
+		}
+		st := &a.run.Steps[i]
+		if st.State != api.StepPending {
+			continue
+		}
+		st.Started = &now
+		s.startAttempt(ctx, wg, a, step, st)
+		progress = true
+		if terminal(st.State) {
+			done++
+		} else {
+			inflight++
+		}
+	}
+	if done < len(idx) {
+		return progress
+	}
+	outs := make([]json.RawMessage, len(idx))
+	failed := 0
+	first := ""
+	for j, i := range idx {
+		st := &a.run.Steps[i]
+		outs[j] = json.RawMessage("null")
+		if st.State == api.StepSucceeded && len(st.Output) > 0 {
+			outs[j] = st.Output
+		}
+		if st.State == api.StepFailed {
+			failed++
+			if first == "" {
+				first = fmt.Sprintf("%s: %s", st.ID, st.Reason)
+			}
+		}
+	}
+	b, _ := json.Marshal(outs)
+	parent = a.run.Step(step.ID)
+	if failed > 0 && step.OnFailure != "continue" {
+		s.endStep(parent, api.StepFailed, fmt.Sprintf("%d of %d items failed (first %s)", failed, len(idx), first), nil)
+		return true
+	}
+	reason := ""
+	if failed > 0 {
+		reason = fmt.Sprintf("%d of %d items failed (first %s)", failed, len(idx), first)
+	}
+	s.endStep(parent, api.StepSucceeded, reason, s.keepOutput(ctx, attemptKey(a.run.ID, step.ID, 1), b))
+	return true
+}
+
+// runEnv is what the run's expressions see now, large outputs fetched.
+func (s *service) runEnv(ctx context.Context, a *active) map[string]any {
+	return runEnv(a.run, s.now, s.resolver(ctx, a))
+}
+
+// defaultConcurrency is a for_each's concurrency when the step sets none.
+const defaultConcurrency = 10
+
+// envFor is what a step's (or an item's) expressions see now.
+func (s *service) envFor(ctx context.Context, a *active, st *api.StepRun) map[string]any {
+	env := s.runEnv(ctx, a)
+	if st.Parent != "" {
+		env["item"], env["index"] = st.Item, st.Index
+	}
+	return env
 }
 
 // ready reports whether a pending step's needs are all done, and a reason to skip it when
@@ -162,7 +346,7 @@ func (s *service) settle(a *active) {
 	all := true
 	for i := range r.Steps {
 		st := &r.Steps[i]
-		if st.State == api.StepFailed && a.step(st.ID).OnFailure != "continue" {
+		if st.State == api.StepFailed && st.Parent == "" && a.step(st.ID).OnFailure != "continue" {
 			s.finishRun(a, api.RunFailed, fmt.Sprintf("step %s failed: %s", st.ID, st.Reason))
 			return
 		}
@@ -213,14 +397,14 @@ func (s *service) startAttempt(ctx context.Context, wg *sync.WaitGroup, a *activ
 	r := a.run
 	now := s.now()
 	n := len(st.Attempts) + 1
-	att := api.Attempt{N: n, Key: attemptKey(r.ID, step.ID, n), State: api.StepRunning, Started: now}
+	att := api.Attempt{N: n, Key: attemptKey(r.ID, st.ID, n), State: api.StepRunning, Started: now}
 	if d := a.wf.timeouts[step.ID]; d > 0 {
 		dl := now.Add(d)
 		att.Deadline = &dl
 	}
 	st.Attempts = append(st.Attempts, att)
 	st.State = api.StepRunning
-	env := runEnv(r, s.now)
+	env := s.envFor(ctx, a, st)
 	switch step.Kind {
 	case api.KindApproval:
 		st.State = api.StepWaiting
@@ -260,7 +444,7 @@ func (s *service) startAttempt(ctx context.Context, wg *sync.WaitGroup, a *activ
 			} else {
 				out, err = s.notify(bctx, att.Key, params)
 			}
-			s.builtinDone(ctx, a, step.ID, att.Key, out, err)
+			s.builtinDone(ctx, a, st.ID, att.Key, out, err)
 		}()
 	default:
 		s.dispatchProbe(ctx, a, step, st, env)
@@ -356,22 +540,12 @@ func (s *service) builtinDone(ctx context.Context, a *active, stepID, key string
 		s.attemptFailed(a, step, st, err.Error(), errors.As(err, &pe), 0)
 	} else {
 		b, _ := json.Marshal(out)
-		s.attemptSucceeded(st, s.capOutput(b))
+		s.attemptSucceeded(st, s.keepOutput(ctx, key, b))
 	}
-	if err := s.save(ctx, a.run); err != nil {
+	if err := s.save(ctx, a); err != nil {
 		s.log.Warn("save run", "run", a.run.ID, "err", err)
 	}
 	a.wake()
-}
-
-// capOutput keeps an output in the run only up to MaxOutput bytes.
-func (s *service) capOutput(b json.RawMessage) json.RawMessage {
-	if len(b) <= s.cfg.MaxOutput {
-		return b
-	}
-	out, _ := json.Marshal(map[string]any{"truncated": true, "size": len(b),
-		"note": fmt.Sprintf("output of %d bytes is over the %d kept in a run", len(b), s.cfg.MaxOutput)})
-	return out
 }
 
 func isBuiltin(kind string) bool {

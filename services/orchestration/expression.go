@@ -25,6 +25,7 @@ import (
 //	steps.<id>.attempts     how many attempts it took
 //	run.id, run.workflow, run.version
 //	now()                   the time (RFC 3339, UTC), from the service's clock
+//	item, index             in a for_each step: the item of the list and its index
 //
 // A string that is one expression and nothing else takes the expression's value and type
 // (a list stays a list); expressions inside other text are formatted into it.
@@ -52,11 +53,14 @@ func wholeExpression(s string) (string, bool) {
 // checkExpression compiles an expression against the shape of what it will see, and
 // refuses reads of inputs that are not declared or of steps that are not among the step's
 // ancestors (their output may not exist when it runs).
-func checkExpression(text string, inputs map[string]api.Input, anc map[string]bool, steps map[string]int) error {
+func checkExpression(text string, inputs map[string]api.Input, anc map[string]bool, steps map[string]int, withItem bool) error {
 	if strings.TrimSpace(text) == "" {
 		return fmt.Errorf("empty expression")
 	}
 	env := exprEnv(map[string]any{}, map[string]any{}, map[string]any{}, func() string { return "" })
+	if withItem {
+		env["item"], env["index"] = any(nil), 0
+	}
 	prog, err := expr.Compile(text, expr.Env(env), expr.DisableBuiltin("now"))
 	if err != nil {
 		return fmt.Errorf("bad expression %q: %s", text, firstLine(err.Error()))
@@ -225,12 +229,20 @@ func format(v any) string {
 }
 
 // runEnv is what a run's expressions see now.
-func runEnv(r *api.Run, now func() time.Time) map[string]any {
+// resolve turns a kept output into what expressions see (nil: as it is kept).
+func runEnv(r *api.Run, now func() time.Time, resolve func(json.RawMessage) any) map[string]any {
 	steps := make(map[string]any, len(r.Steps))
 	for _, st := range r.Steps {
+		if st.Parent != "" {
+			continue // an item: its for_each step's output lists them
+		}
 		var out any
 		if len(st.Output) > 0 {
-			_ = json.Unmarshal(st.Output, &out)
+			if resolve != nil {
+				out = resolve(st.Output)
+			} else {
+				_ = json.Unmarshal(st.Output, &out)
+			}
 		}
 		steps[st.ID] = map[string]any{"output": out, "state": st.State, "attempts": len(st.Attempts)}
 	}

@@ -19,11 +19,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	agentsapi "github.com/outpost-dev/outpost/libs/api/agents"
 	cmdbapi "github.com/outpost-dev/outpost/libs/api/cmdb"
 	api "github.com/outpost-dev/outpost/libs/api/orchestration"
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/clock"
 	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/page"
 	"github.com/outpost-dev/outpost/libs/probes"
 	"github.com/outpost-dev/outpost/libs/probes/httprequest"
 )
@@ -33,7 +35,8 @@ import (
 // another service), a target web server on 127.0.0.1 counting what it executes, a CMDB
 // stand-in answering svc.cmdb.ls/get/ingest, and a fake clock.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
+	srv    *bus.Server
 	ctx    context.Context
 	nc     *nats.Conn
 	js     jetstream.JetStream
@@ -41,6 +44,7 @@ type harness struct {
 	web    *targetServer
 	cmdb   *fakeCMDB
 	probes map[string]int // probe id → times the bridge ran it
+	sites  map[string]int // probe id@site → times the bridge took it from the site's queue
 	mu     sync.Mutex
 	// ending: the test is over; probes released by the target's shutdown answer into a
 	// closing connection
@@ -50,7 +54,7 @@ type harness struct {
 	armed   map[string]time.Time
 }
 
-func eventually(t *testing.T, d time.Duration, f func() error) {
+func eventually(t testing.TB, d time.Duration, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
@@ -65,7 +69,7 @@ func eventually(t *testing.T, d time.Duration, f func() error) {
 	}
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	srv, err := bus.StartServer(bus.ServerConfig{Name: "orch-test", StoreDir: t.TempDir()})
@@ -87,9 +91,10 @@ func newHarness(t *testing.T) *harness {
 	}
 	// A probe's wire deadline is checked by NATS (TTL) and the bridge against real time,
 	// so the fake clock starts at the real now; no test asserts a date or a duration.
-	h := &harness{t: t, ctx: ctx, nc: nc, js: js, clock: clock.NewFake(time.Now().UTC()), probes: map[string]int{}, armed: map[string]time.Time{}}
+	h := &harness{t: t, srv: srv, ctx: ctx, nc: nc, js: js, clock: clock.NewFake(time.Now().UTC()), probes: map[string]int{}, sites: map[string]int{}, armed: map[string]time.Time{}}
 	h.web = newTargetServer(t)
 	h.cmdb = newFakeCMDB(ctx, t, nc)
+	serveSites(ctx, t, nc)
 	h.startBridge()
 	t.Cleanup(func() { h.ending.Store(true) }) // runs first
 	return h
@@ -122,6 +127,41 @@ func (h *harness) startService(replica string) (stop func()) {
 		if err := <-done; err != nil {
 			h.t.Errorf("Run: %v", err)
 		}
+	}
+}
+
+// startCrashable runs one replica on its own connection; kill stops it as a crash does:
+// its connection is closed first, so nothing it still had in memory reaches the bus. crash,
+// when set, is the replica's crash-point hook.
+func (h *harness) startCrashable(replica string, crash func(ctx context.Context, point string)) (kill func()) {
+	h.t.Helper()
+	nc, err := h.srv.Connect("orchestration-" + replica)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(h.ctx)
+	cfg := DefaultConfig()
+	cfg.Replica = replica
+	cfg.ActiveLease = time.Hour
+	s, err := newService(ctx, cfg, Deps{NC: nc, JS: js, Clock: h.clock})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	s.crashPoint = crash
+	done := make(chan error, 1)
+	go func() { done <- s.serveWhenActive(ctx) }()
+	eventually(h.t, 10*time.Second, func() error {
+		var out api.ListResponse
+		return bus.Request(h.ctx, h.nc, Service, api.List.Name, api.ListRequest{}, &out)
+	})
+	return func() {
+		nc.Close()
+		cancel()
+		<-done // whatever it returns: its connection is gone
 	}
 }
 
@@ -163,6 +203,27 @@ func (h *harness) run(name string, inputs map[string]any) api.Run {
 		h.t.Fatalf("run: %v", err)
 	}
 	return out
+}
+
+// output reads a step's whole output with run_output, page by page.
+func (h *harness) output(run, step string) []byte {
+	h.t.Helper()
+	var all []byte
+	req := api.OutputRequest{Run: run, Step: step}
+	for pages := 0; ; pages++ {
+		var out api.OutputResponse
+		if err := h.call(api.RunOutput.Name, req, &out); err != nil {
+			h.t.Fatalf("run_output: %v", err)
+		}
+		if out.Offset != int64(len(all)) || pages > 1000 {
+			h.t.Fatalf("run_output page at %d, want %d", out.Offset, len(all))
+		}
+		all = append(all, out.Data...)
+		if out.Next == 0 {
+			return all
+		}
+		req.Offset = out.Next
+	}
 }
 
 func (h *harness) get(id string) api.Run {
@@ -209,7 +270,7 @@ func (h *harness) startBridge() {
 	t := h.t
 	pub := bus.NewPublisher(h.js, envelope.AgentSource("lab", "br-test"), nil)
 	cons, err := h.js.CreateOrUpdateConsumer(h.ctx, bus.StreamProbes, jetstream.ConsumerConfig{Durable: "test-bridge",
-		FilterSubject: "probe.lab.>", AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Minute})
+		FilterSubject: "probe.>", AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,6 +283,7 @@ func (h *harness) startBridge() {
 		}
 		h.mu.Lock()
 		h.probes[p.ID]++
+		h.sites[p.ID+"@"+p.Site]++
 		h.mu.Unlock()
 		go h.execute(pub, p)
 	})
@@ -229,6 +291,12 @@ func (h *harness) startBridge() {
 		t.Fatal(err)
 	}
 	t.Cleanup(cc.Stop)
+}
+
+func (h *harness) sentTo(probe, site string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.sites[probe+"@"+site]
 }
 
 func (h *harness) ran(probe string) int {
@@ -271,9 +339,11 @@ type targetServer struct {
 	mu      sync.Mutex
 	hits    map[string]int
 	release chan struct{}
+	// /slow/...: each takes a while; running and peak count them in flight
+	running, peak int
 }
 
-func newTargetServer(t *testing.T) *targetServer {
+func newTargetServer(t testing.TB) *targetServer {
 	s := &targetServer{hits: map[string]int{}, release: make(chan struct{})}
 	done := make(chan struct{})
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -281,6 +351,16 @@ func newTargetServer(t *testing.T) *targetServer {
 		s.hits[r.URL.Path]++
 		n := s.hits[r.URL.Path]
 		s.mu.Unlock()
+		if strings.HasPrefix(r.URL.Path, "/slow/") {
+			s.mu.Lock()
+			s.running++
+			s.peak = max(s.peak, s.running)
+			s.mu.Unlock()
+			time.Sleep(20 * time.Millisecond) // the target's work: others arrive meanwhile
+			s.mu.Lock()
+			s.running--
+			s.mu.Unlock()
+		}
 		switch r.URL.Path {
 		case "/flaky":
 			if n <= 2 {
@@ -288,6 +368,9 @@ func newTargetServer(t *testing.T) *targetServer {
 				http.Error(w, "busy", http.StatusServiceUnavailable)
 				return
 			}
+		case "/big":
+			fmt.Fprint(w, strings.Repeat("0123456789abcdef", 700<<10/16))
+			return
 		case "/hang":
 			select {
 			case <-done:
@@ -326,7 +409,7 @@ type fakeCMDB struct {
 	payloads []envelope.CIPayload
 }
 
-func newFakeCMDB(ctx context.Context, t *testing.T, nc *nats.Conn) *fakeCMDB {
+func newFakeCMDB(ctx context.Context, t testing.TB, nc *nats.Conn) *fakeCMDB {
 	c := &fakeCMDB{ci: map[string]any{"name": "web1", "ip_address": "127.0.0.9", "os": "Debian"},
 		sources: map[string]string{"name": "discovery", "ip_address": "discovery", "os": "discovery"}}
 	ci := func() cmdbapi.CI {
@@ -374,4 +457,21 @@ func newFakeCMDB(ctx context.Context, t *testing.T, nc *nats.Conn) *fakeCMDB {
 	}
 	t.Cleanup(func() { _ = svc.Stop() })
 	return c
+}
+
+// serveSites answers svc.agents.site_ls with two sites for site_of: lab holds 127.0.0.0/8
+// but excludes 127.0.0.3, edge holds 127.0.0.2/32 (more specific than lab's range).
+func serveSites(ctx context.Context, t testing.TB, nc *nats.Conn) {
+	svc, err := bus.AddService(ctx, nc, bus.ServiceConfig{Name: agentsapi.Service, Version: "0.1.0", Endpoints: map[string]bus.Endpoint{
+		agentsapi.SiteList.Name: agentsapi.SiteList.Handle(func(context.Context, page.Request) (agentsapi.SiteListReply, error) {
+			return agentsapi.SiteListReply{Sites: []agentsapi.Site{
+				{Name: "lab", Ranges: []string{"127.0.0.0/8"}, Exclude: []string{"127.0.0.3"}},
+				{Name: "edge", Ranges: []string{"127.0.0.2/32"}},
+			}}, nil
+		}),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Stop() })
 }

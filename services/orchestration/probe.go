@@ -31,6 +31,18 @@ func (s *service) dispatchProbe(ctx context.Context, a *active, step api.Step, s
 		s.attemptFailed(a, step, st, "site: "+err.Error(), true, 0)
 		return
 	}
+	if step.SiteOf != "" {
+		addr, err := renderString(step.SiteOf, env)
+		if err != nil {
+			s.attemptFailed(a, step, st, "site_of: "+err.Error(), true, 0)
+			return
+		}
+		if site, err = s.siteOf(ctx, addr); err != nil {
+			var pe *permanentError
+			s.attemptFailed(a, step, st, err.Error(), errors.As(err, &pe), 0)
+			return
+		}
+	}
 	target, err := renderString(step.Target, env)
 	if err != nil {
 		s.attemptFailed(a, step, st, "target: "+err.Error(), true, 0)
@@ -92,13 +104,34 @@ func (s *service) dispatchProbe(ctx context.Context, a *active, step api.Step, s
 		}
 	}
 	// the attempt is on record before the probe exists: its result always finds it
-	if err := s.save(ctx, r); err != nil {
+	if err := s.save(ctx, a); err != nil {
+		if a.fenced {
+			return
+		}
 		s.attemptFailed(a, step, st, "cannot record the attempt: "+err.Error(), false, 0)
 		return
+	}
+	if s.crashPoint != nil {
+		s.crashPoint(ctx, "probe-recorded")
+		if ctx.Err() != nil {
+			return
+		}
 	}
 	if err := bus.PublishProbe(rctx, s.deps.JS, s.pub, p); err != nil {
 		s.attemptFailed(a, step, st, "send probe: "+err.Error(), false, 0)
 		return
+	}
+	if s.crashPoint != nil {
+		s.crashPoint(ctx, "probe-published")
+		if ctx.Err() != nil {
+			return
+		}
+	}
+	// on record too: a resume only awaits it
+	now := s.now()
+	att.Sent = &now
+	if err := s.save(ctx, a); err != nil {
+		s.log.Warn("record the attempt as sent", "run", r.ID, "step", step.ID, "err", err)
 	}
 	s.log.Info("step dispatched", "run", r.ID, "step", step.ID, "attempt", att.N, "probe", p.ID, "site", site, "kind", step.Kind)
 }
@@ -122,9 +155,9 @@ func (s *service) handleResult(ctx context.Context, _ envelope.Meta, res *envelo
 	step := a.step(st.ID)
 	att := &st.Attempts[len(st.Attempts)-1]
 	att.Agent = res.Agent
-	s.applyResult(a, step, st, res)
-	if err := s.save(ctx, a.run); err != nil {
-		return err // redelivered; the attempt is still in flight in KV
+	s.applyResult(ctx, a, step, st, res)
+	if err := s.save(ctx, a); err != nil {
+		return err // redelivered; the attempt is still in flight in the run's history
 	}
 	a.wake()
 	return nil
@@ -133,7 +166,7 @@ func (s *service) handleResult(ctx context.Context, _ envelope.Meta, res *envelo
 // applyResult decides what a final result means for the step. A probe that ran is a
 // success unless its kind says otherwise: an http_request answered 4xx/5xx failed (429
 // and 5xx may be retried, after Retry-After when the server gave one).
-func (s *service) applyResult(a *active, step api.Step, st *api.StepRun, res *envelope.Result) {
+func (s *service) applyResult(ctx context.Context, a *active, step api.Step, st *api.StepRun, res *envelope.Result) {
 	switch res.Status {
 	case envelope.StatusOK, envelope.StatusPartial:
 	default:
@@ -173,7 +206,7 @@ func (s *service) applyResult(a *active, step api.Step, st *api.StepRun, res *en
 			}
 		}
 	}
-	s.attemptSucceeded(st, s.capOutput(output))
+	s.attemptSucceeded(st, s.keepOutput(ctx, st.Attempts[len(st.Attempts)-1].Key, output))
 }
 
 // retryAfter reads a Retry-After header (seconds or an HTTP date).

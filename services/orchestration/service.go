@@ -6,8 +6,8 @@
 package orchestration
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -71,6 +71,8 @@ type service struct {
 	httpc *http.Client
 
 	kvDefs, kvRuns, kvLeases jetstream.KeyValue
+	stream                   jetstream.Stream      // StreamRuns: the runs' histories
+	outputs                  jetstream.ObjectStore // BucketOutputs: large outputs
 
 	mu   sync.Mutex
 	runs map[string]*active // unfinished runs this replica advances
@@ -82,6 +84,14 @@ type service struct {
 	// armed, when set (tests), is told each time a run's goroutine sleeps until at: a
 	// test moves its fake clock only once the run waits for it.
 	armed func(run string, at time.Time)
+	// sites and their ranges for site_of (siteof.go), fetched at sitesAt
+	sitesMu sync.Mutex
+	sites   []siteRange
+	sitesAt time.Time
+
+	// crashPoint, when set (tests), is called at the points where a crash is interesting
+	// (probe-recorded, probe-published); it blocks like a dead process until ctx ends.
+	crashPoint func(ctx context.Context, point string)
 }
 
 // active is an unfinished run in memory, advanced by its own goroutine (drive). Every
@@ -95,6 +105,18 @@ type active struct {
 	// inflight are the keys of built-in attempts running in this process; a running
 	// built-in attempt found after a restart is not among them and was interrupted.
 	inflight map[string]bool
+
+	// persisted is the run as its history has it (history.go); seq the stream sequence of
+	// its last event; unsnapped counts events since the last snapshot.
+	persisted *persisted
+	seq       uint64
+	unsnapped int
+	// fenced: another replica appended to the run's history; this copy stops.
+	fenced bool
+	// fetched are large outputs read for expressions, by reference.
+	fetched map[string]any
+	// items indexes the items of for_each steps in run.Steps (nil: to be rebuilt).
+	items map[string][]int
 }
 
 func (a *active) wake() {
@@ -157,6 +179,13 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	var err error
+	if s.stream, err = s.ensureStream(ctx); err != nil {
+		return nil, err
+	}
+	if s.outputs, err = s.ensureOutputs(ctx); err != nil {
+		return nil, err
+	}
 	s.hold = lease.New(lease.Config{JS: deps.JS, KV: s.kvLeases, Key: ActiveLeaseKey, Holder: cfg.Replica, TTL: cfg.ActiveLease,
 		Clock: s.clock, Logger: s.log, Name: Service})
 	return s, nil
@@ -195,8 +224,10 @@ func (s *service) serve(ctx context.Context) error {
 	return err
 }
 
-// resume takes every unfinished run from KV and carries it on where it was: attempts in
-// flight keep waiting for their result (they are never sent again).
+// resume takes every unfinished run — its snapshot in KV plus the events of its history
+// after it — and carries it on where it was: attempts whose probe was sent keep waiting for
+// their result (they are never sent again); an attempt recorded but not sent is sent then,
+// with the same probe id.
 func (s *service) resume(ctx context.Context, wg *sync.WaitGroup) error {
 	keys, err := s.kvRuns.ListKeys(ctx)
 	if err != nil {
@@ -205,14 +236,21 @@ func (s *service) resume(ctx context.Context, wg *sync.WaitGroup) error {
 		}
 		return err
 	}
-	n := 0
+	var ids []string
 	for k := range keys.Keys() {
-		e, err := s.kvRuns.Get(ctx, k)
+		ids = append(ids, k)
+	}
+	n := 0
+	for _, k := range ids {
+		r, err := s.load(ctx, k)
 		if err != nil {
+			s.log.Error("resume run: cannot read it", "run", k, "err", err)
 			continue
 		}
-		var r api.Run
-		if err := json.Unmarshal(e.Value(), &r); err != nil || r.Done() {
+		if r.Done() {
+			if e, err := s.kvRuns.Get(ctx, k); err == nil && !bytes.Contains(e.Value(), []byte(`"state":"`+r.State+`"`)) {
+				_ = s.writeSnapshot(ctx, r) // it ended after its last snapshot
+			}
 			continue
 		}
 		d, err := s.definition(ctx, r.Workflow, r.Version)
@@ -225,7 +263,9 @@ func (s *service) resume(ctx context.Context, wg *sync.WaitGroup) error {
 			s.log.Error("resume run: its definition no longer validates", "run", r.ID, "err", err)
 			continue
 		}
-		s.start(ctx, wg, &r, wf)
+		a := s.newActive(r, wf)
+		a.seq, a.persisted = r.Seq, persistedOf(r)
+		s.start(ctx, wg, a)
 		n++
 	}
 	if n > 0 {
@@ -234,11 +274,16 @@ func (s *service) resume(ctx context.Context, wg *sync.WaitGroup) error {
 	return nil
 }
 
+func ptr[T any](v T) *T { return &v }
+
+func (s *service) newActive(r *api.Run, wf *workflow) *active {
+	return &active{run: r, wf: wf, kick: make(chan struct{}, 1), inflight: map[string]bool{}}
+}
+
 // start puts a run in memory and starts its goroutine.
-func (s *service) start(ctx context.Context, wg *sync.WaitGroup, r *api.Run, wf *workflow) *active {
-	a := &active{run: r, wf: wf, kick: make(chan struct{}, 1), inflight: map[string]bool{}}
+func (s *service) start(ctx context.Context, wg *sync.WaitGroup, a *active) *active {
 	s.mu.Lock()
-	s.runs[r.ID] = a
+	s.runs[a.run.ID] = a
 	s.mu.Unlock()
 	wg.Add(1)
 	go func() {
@@ -260,11 +305,13 @@ func (s *service) drive(ctx context.Context, wg *sync.WaitGroup, a *active) {
 	for {
 		a.mu.Lock()
 		next := s.advance(ctx, wg, a)
-		done := a.run.Done()
+		done := a.run.Done() || a.fenced
 		a.mu.Unlock()
 		if done {
 			s.mu.Lock()
-			delete(s.runs, a.run.ID)
+			if s.runs[a.run.ID] == a {
+				delete(s.runs, a.run.ID)
+			}
 			s.mu.Unlock()
 			return
 		}
@@ -293,20 +340,4 @@ func (s *service) drive(ctx context.Context, wg *sync.WaitGroup, a *active) {
 			return
 		}
 	}
-}
-
-// save writes the run (caller holds a.mu).
-func (s *service) save(ctx context.Context, r *api.Run) error {
-	if s.hold != nil && s.hold.Lost() {
-		return errors.New("this orchestration replica lost its lease")
-	}
-	r.Updated = s.now()
-	b, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	if _, err := s.kvRuns.Put(context.WithoutCancel(ctx), r.ID, b); err != nil {
-		return fmt.Errorf("save run %s: %w", r.ID, err)
-	}
-	return nil
 }

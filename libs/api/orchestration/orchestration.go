@@ -25,12 +25,14 @@ var (
 	RunGet     = bus.Op[RunIDRequest, Run]{Service: Service, Name: "run_get"}
 	RunCancel  = bus.Op[RunIDRequest, Run]{Service: Service, Name: "run_cancel"}
 	RunApprove = bus.Op[ApproveRequest, Run]{Service: Service, Name: "run_approve"}
+	RunEvents  = bus.Op[RunIDRequest, EventsResponse]{Service: Service, Name: "run_events"}
+	RunOutput  = bus.Op[OutputRequest, OutputResponse]{Service: Service, Name: "run_output"}
 )
 
 // Ops lists every operation of the service.
 func Ops() []bus.OpSpec {
 	return []bus.OpSpec{Add.Spec(), List.Spec(), Show.Spec(), RunStart.Spec(), RunList.Spec(), RunGet.Spec(),
-		RunCancel.Spec(), RunApprove.Spec()}
+		RunCancel.Spec(), RunApprove.Spec(), RunEvents.Spec(), RunOutput.Spec()}
 }
 
 // Built-in step kinds; every other kind is a probe kind (libs/probes/catalog) run on the
@@ -67,8 +69,16 @@ type Step struct {
 	Needs []string `json:"needs,omitempty" yaml:"needs,omitempty"`
 	// If skips the step when it evaluates to false.
 	If string `json:"if,omitempty" yaml:"if,omitempty"`
-	// Site, Target, Credentials, Priority: probe kinds only.
+	// ForEach runs the step once per item of a list (an expression); each run sees item
+	// and index, at most Concurrency (default 10) at a time. The step's output is the list
+	// of the items' outputs; it fails when an item failed (on_failure: continue: it
+	// succeeds with null outputs for the failed items).
+	ForEach     string `json:"for_each,omitempty" yaml:"for_each,omitempty"`
+	Concurrency int    `json:"concurrency,omitempty" yaml:"concurrency,omitempty"`
+	// Site, SiteOf, Target, Credentials, Priority: probe kinds only. SiteOf picks the site
+	// whose ranges hold an address (the most specific range) instead of naming it.
 	Site        string   `json:"site,omitempty" yaml:"site,omitempty"`
+	SiteOf      string   `json:"site_of,omitempty" yaml:"site_of,omitempty"`
 	Target      string   `json:"target,omitempty" yaml:"target,omitempty"`
 	Credentials []string `json:"credentials,omitempty" yaml:"credentials,omitempty"`
 	Priority    string   `json:"priority,omitempty" yaml:"priority,omitempty"`
@@ -127,6 +137,9 @@ type Run struct {
 	Finished *time.Time     `json:"finished,omitempty"`
 	// CancelRequested is set by cancel; the run's owner carries it out.
 	CancelRequested bool `json:"cancel_requested,omitempty"`
+	// Seq is the stream sequence of the last event of the run's history (wf.run.<id>.events)
+	// this state includes: a snapshot plus the events after Seq is the run now.
+	Seq uint64 `json:"seq,omitempty"`
 }
 
 // Done reports whether the run reached a final state.
@@ -158,6 +171,12 @@ type StepRun struct {
 	Finished *time.Time `json:"finished,omitempty"`
 	// Approval is the decision on an approval step.
 	Approval *Approval `json:"approval,omitempty"`
+	// Items is how many items a for_each step expanded to; each is a step of its own,
+	// <id>.<index>, with Parent, Index and Item set.
+	Items  int    `json:"items,omitempty"`
+	Parent string `json:"parent,omitempty"`
+	Index  int    `json:"index,omitempty"`
+	Item   any    `json:"item,omitempty"`
 }
 
 // Attempt is one try of a step. Key is its idempotency key (run, step, attempt): a probe
@@ -171,7 +190,63 @@ type Attempt struct {
 	Agent    string     `json:"agent,omitempty"`
 	Started  time.Time  `json:"started"`
 	Deadline *time.Time `json:"deadline,omitempty"`
+	// Sent is when the probe of the attempt was accepted by the bus. An attempt recorded but
+	// not sent (the service stopped in between) is sent on resume with the same probe id;
+	// one sent is only awaited.
+	Sent     *time.Time `json:"sent,omitempty"`
 	Finished *time.Time `json:"finished,omitempty"`
+}
+
+// Event is one entry of a run's history, the stream of events its state is folded from:
+// run.started carries the whole run, a step's event its new state, a run's event the run's
+// new state (its steps excepted). Type says what happened (run.started, attempt.started,
+// attempt.sent, step.succeeded, run.completed, ...).
+type Event struct {
+	Type    string    `json:"type"`
+	Time    time.Time `json:"time"`
+	Step    string    `json:"step,omitempty"`
+	Attempt int       `json:"attempt,omitempty"`
+	// Seq is the event's stream sequence (set when read back; events of one save share it).
+	Seq  uint64   `json:"seq,omitempty"`
+	Run  *Run     `json:"run,omitempty"`
+	Into *StepRun `json:"into,omitempty"`
+}
+
+// EventsResponse (run_events) is a run's whole history, oldest first.
+type EventsResponse struct {
+	Events []Event `json:"events"`
+}
+
+// OutputRef stands for an output too large to keep in a run (over the service's inline
+// threshold): the output is an object of the JetStream object store, fetched with
+// run_output (`outpost workflow runs show RUN --output STEP`). Expressions see the output
+// itself.
+type OutputRef struct {
+	Ref    string `json:"$ref"` // <bucket>/<object>
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// OutputRequest (run_output) reads a step's output from Offset; a reply carries at most
+// OutputPage bytes (the bus carries 1 MiB a message): ask again from Next until Next is 0.
+type OutputRequest struct {
+	Run    string `json:"run"`
+	Step   string `json:"step"`
+	Offset int64  `json:"offset,omitempty"`
+}
+
+// OutputPage is the most bytes of an output one run_output reply carries.
+const OutputPage = 512 << 10
+
+// OutputResponse is a page of a step's output (JSON bytes).
+type OutputResponse struct {
+	Step   string `json:"step"`
+	Size   int64  `json:"size"`
+	Offset int64  `json:"offset"`
+	Data   []byte `json:"data"`
+	Next   int64  `json:"next,omitempty"`
+	// Ref names the object when the output is kept by reference.
+	Ref string `json:"ref,omitempty"`
 }
 
 // Approval is an operator's decision on an approval step.

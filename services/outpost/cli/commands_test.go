@@ -72,6 +72,8 @@ var commandOf = map[string]string{
 	"POST /api/v1/workflows/{name}/runs":                   "workflow run",
 	"GET /api/v1/workflow-runs":                            "workflow runs ls",
 	"GET /api/v1/workflow-runs/{id}":                       "workflow runs show",
+	"GET /api/v1/workflow-runs/{id}/events":                "workflow runs show",
+	"GET /api/v1/workflow-runs/{id}/steps/{step}/output":   "workflow runs show",
 	"POST /api/v1/workflow-runs/{id}/cancel":               "workflow cancel",
 	"POST /api/v1/workflow-runs/{id}/steps/{step}/approve": "workflow approve",
 

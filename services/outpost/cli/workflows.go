@@ -208,10 +208,38 @@ func newWorkflowRuns(g *globals) *cobra.Command {
 	}
 	limitFlag(ls, &limit, "runs")
 	cmd.AddCommand(ls)
-	cmd.AddCommand(&cobra.Command{
-		Use: "show RUN", Short: "Show a run: each step's state, attempts and reason", Args: cobra.ExactArgs(1),
+	var events bool
+	var output string
+	show := &cobra.Command{
+		Use: "show RUN [--events | --output STEP]", Short: "Show a run: each step's state, attempts and reason; its history; a step's whole output", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.show(cmd, "/api/v1/workflow-runs/"+url.PathEscape(args[0]), func(raw []byte) error {
+			base := "/api/v1/workflow-runs/" + url.PathEscape(args[0])
+			switch {
+			case events && output != "":
+				return fmt.Errorf("--events or --output, not both")
+			case output != "":
+				return g.workflowOutput(cmd, base+"/steps/"+url.PathEscape(output)+"/output")
+			case events:
+				return g.show(cmd, base+"/events", func(raw []byte) error {
+					var h api.EventsResponse
+					if err := json.Unmarshal(raw, &h); err != nil {
+						return err
+					}
+					tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "SEQ	TIME	EVENT	STEP	ATTEMPT	STATE")
+					for _, e := range h.Events {
+						state := ""
+						if e.Into != nil {
+							state = e.Into.State
+						} else if e.Run != nil {
+							state = e.Run.State
+						}
+						fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\n", e.Seq, e.Time.Format(time.DateTime), e.Type, orDash(e.Step), e.Attempt, orDash(state))
+					}
+					return tw.Flush()
+				})
+			}
+			return g.show(cmd, base, func(raw []byte) error {
 				var r api.Run
 				if err := json.Unmarshal(raw, &r); err != nil {
 					return err
@@ -219,8 +247,37 @@ func newWorkflowRuns(g *globals) *cobra.Command {
 				return printWorkflowRun(g.stdout, r)
 			})
 		},
-	})
+	}
+	show.Flags().BoolVar(&events, "events", false, "the run's history of events, oldest first")
+	show.Flags().StringVar(&output, "output", "", "print this step's whole output (JSON), fetched in pages even when kept by reference")
+	cmd.AddCommand(show)
 	return cmd
+}
+
+// workflowOutput prints a step's whole output, page after page.
+func (g *globals) workflowOutput(cmd *cobra.Command, path string) error {
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	var off int64
+	for {
+		var page api.OutputResponse
+		if err := c.do(cmd.Context(), "GET", fmt.Sprintf("%s?offset=%d", path, off), nil, &page); err != nil {
+			return err
+		}
+		if page.Offset != off {
+			return fmt.Errorf("the hub answered the page at %d, asked for %d", page.Offset, off)
+		}
+		if _, err := g.stdout.Write(page.Data); err != nil {
+			return err
+		}
+		if page.Next == 0 {
+			_, err := fmt.Fprintln(g.stdout)
+			return err
+		}
+		off = page.Next
+	}
 }
 
 // stepCounts is "3 succeeded, 1 waiting" for a run's steps.

@@ -14,9 +14,10 @@ import (
 )
 
 // A workflow through `outpost up` and a real bridge: ssh_exec on a lab host with a stored
-// credential, http_request to a lab web server, an approval given after the hub was killed
-// (SIGKILL) while it waited, and cmdb_update on the discovered CI, whose attribute then
-// names the workflow as its source.
+// credential — the hub is killed (SIGKILL) while the command runs on the bridge —,
+// http_request to a lab web server, an approval given after the hub was killed again while
+// it waited, and cmdb_update on the discovered CI, whose attribute then names the workflow
+// as its source. The lab host counts exactly one execution of the command.
 func TestWorkflowEndToEnd(t *testing.T) {
 	t.Parallel()
 	const cidr = "127.77.124.0/24"
@@ -67,7 +68,7 @@ steps:
     site: lab
     target: '${{ inputs.host }}'
     credentials: [lab-ssh]
-    params: {commands: ["hostname"]}
+    params: {commands: ["sleep 3; hostname"]}
   - id: page
     kind: http_request
     site: lab
@@ -89,6 +90,15 @@ steps:
 		h.mustAPI(t, "GET", "/api/v1/workflow-runs/"+run.ID, nil, &r)
 		return r
 	}
+	// the command runs on the bridge: the hub dies; its result waits in the bridge's outbox
+	eventually(t, time.Minute, func() error {
+		if n := l.Execs(linux.IP, "sleep 3; hostname"); n != 1 {
+			return fmt.Errorf("the lab host executed the step %d times", n)
+		}
+		return nil
+	})
+	h.proc.kill(t)
+	h.restart(t)
 	eventually(t, time.Minute, func() error {
 		if r := get(); r.Step("ok").State != api.StepWaiting {
 			return fmt.Errorf("run %s (%s): ok is %s", r.State, r.Reason, r.Step("ok").State)
@@ -121,6 +131,14 @@ steps:
 	})
 	if r.Step("ok").Approval == nil || r.Step("ok").Approval.By != "admin" || len(r.Step("who").Attempts) != 1 {
 		t.Fatalf("approval %+v, who attempts %d", r.Step("ok").Approval, len(r.Step("who").Attempts))
+	}
+	if n := l.Execs(linux.IP, "sleep 3; hostname"); n != 1 {
+		t.Fatalf("the lab host executed the step's one attempt %d times, want 1", n)
+	}
+	var hist api.EventsResponse
+	h.mustAPI(t, "GET", "/api/v1/workflow-runs/"+run.ID+"/events", nil, &hist)
+	if len(hist.Events) == 0 || hist.Events[0].Type != "run.started" || hist.Events[len(hist.Events)-1].Type != "run.completed" {
+		t.Fatalf("history: %+v", hist.Events)
 	}
 	var out struct {
 		CI string `json:"ci"`
