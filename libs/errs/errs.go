@@ -37,6 +37,7 @@ const (
 	Forbidden    Code = "forbidden"
 	NotFound     Code = "not_found"
 	Conflict     Code = "conflict"
+	Gone         Code = "gone"
 	RateLimited  Code = "rate_limited"
 	Internal     Code = "internal"
 	Upstream     Code = "upstream"
@@ -82,6 +83,7 @@ var Table = []Entry{
 	{"Forbidden", Forbidden, http.StatusForbidden, false, API, "the caller's role or key may not do this"},
 	{"NotFound", NotFound, http.StatusNotFound, false, API, "no such object (site, agent, run, CI, credential…)"},
 	{"Conflict", Conflict, http.StatusConflict, false, API, "the object exists, or is not in a state that allows this"},
+	{"Gone", Gone, http.StatusGone, false, API, "the object existed but is no longer kept (e.g. a workflow step's output past its run history's retention)"},
 	{"RateLimited", RateLimited, http.StatusTooManyRequests, true, API, "too many failed attempts from this address: wait and retry"},
 	{"Internal", Internal, http.StatusInternalServerError, false, API | Result, "a bug: report it with the message"},
 	{"Upstream", Upstream, http.StatusBadGateway, true, API, "the gateway could not reach or understand a service"},
