@@ -197,7 +197,9 @@ func (b *Bridge) run(ctx context.Context) error {
 	}
 	defer b.nc.Close()
 	// The hub's JetStream API reaches BRIDGES under a prefix of its own (libs/bus/accounts.go).
-	b.js, err = jetstream.NewWithAPIPrefix(b.nc, bus.BridgeJSAPIPrefix)
+	// The publish-async timeout lets the library drop the futures of acks that never come
+	// (the forwarder itself gives up on them at outbox.AckTimeout, on the bridge's clock).
+	b.js, err = jetstream.NewWithAPIPrefix(b.nc, bus.BridgeJSAPIPrefix, jetstream.WithPublishAsyncTimeout(2*outbox.AckTimeout))
 	if err != nil {
 		return err
 	}
