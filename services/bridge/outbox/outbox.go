@@ -50,6 +50,10 @@ type Config struct {
 	Sent func(id string)
 	// Clock drives the forwarder's backoff, refresh and ack timeout; default the real one.
 	Clock clock.Clock
+	// ExecutedMaxMsgs and ExecutedMaxBytes bound the executed-probe store (defaults
+	// DefaultExecutedMaxMsgs, DefaultExecutedMaxBytes).
+	ExecutedMaxMsgs  int64
+	ExecutedMaxBytes int64
 }
 
 // Outbox is the local store and its forwarder.
@@ -59,6 +63,7 @@ type Outbox struct {
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	st    jetstream.Stream
+	exec  *Executed
 	log   *slog.Logger
 	bytes atomic.Int64
 	msgs  atomic.Int64
@@ -79,10 +84,17 @@ func Open(ctx context.Context, cfg Config) (*Outbox, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.ExecutedMaxMsgs <= 0 {
+		cfg.ExecutedMaxMsgs = DefaultExecutedMaxMsgs
+	}
+	if cfg.ExecutedMaxBytes <= 0 {
+		cfg.ExecutedMaxBytes = DefaultExecutedMaxBytes
+	}
 	// The store's own limit is a little above MaxBytes: Full() stops new work at MaxBytes,
-	// and the slack lets probes already running finish and store their results.
+	// and the slack lets probes already running finish and store their results. The
+	// executed-probe store has its own share.
 	srv, err := bus.StartServer(bus.ServerConfig{Name: "outbox", StoreDir: filepath.Join(cfg.Dir, "outbox"),
-		SyncInterval: time.Second, MaxStore: cfg.MaxBytes + cfg.MaxBytes/8 + 64<<20, Logger: log})
+		SyncInterval: time.Second, MaxStore: cfg.MaxBytes + cfg.MaxBytes/8 + cfg.ExecutedMaxBytes + 64<<20, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("outbox: %w", err)
 	}
@@ -101,12 +113,16 @@ func Open(ctx context.Context, cfg Config) (*Outbox, error) {
 		_, err = js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{Durable: consumer,
 			AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxAckPending: cfg.Batch * 2})
 	}
+	var exec *Executed
+	if err == nil {
+		exec, err = openExecuted(ctx, js, cfg.ExecutedMaxMsgs, cfg.ExecutedMaxBytes)
+	}
 	if err != nil {
 		nc.Close()
 		srv.Shutdown()
 		return nil, fmt.Errorf("outbox store: %w", err)
 	}
-	o := &Outbox{cfg: cfg, srv: srv, nc: nc, js: js, st: st, log: log.With("component", "outbox")}
+	o := &Outbox{cfg: cfg, srv: srv, nc: nc, js: js, st: st, exec: exec, log: log.With("component", "outbox")}
 	o.refresh(ctx)
 	return o, nil
 }
@@ -116,6 +132,9 @@ func (o *Outbox) Close() {
 	o.nc.Close()
 	o.srv.Shutdown()
 }
+
+// Executed is the store of the probes this bridge executed (see Executed).
+func (o *Outbox) Executed() *Executed { return o.exec }
 
 // Put stores one message for the hub subject. It returns once the message is on local disk.
 func (o *Outbox) Put(ctx context.Context, subject string, h nats.Header, data []byte) error {
