@@ -161,6 +161,14 @@ func (b *Bridge) execute(ctx context.Context, jm jetstream.Msg, capability strin
 	c := &claim{probe: p.ID, deliveries: []delivery{d}}
 	b.claims[p.ID] = c
 	b.workMu.Unlock()
+	defer func() {
+		// A panic around the kind (the kind's own is recovered in runKind): forget the claim
+		// so it does not hold later deliveries, and let pull's recover take the probe off.
+		if v := recover(); v != nil {
+			b.release(c, c.finalID, func(jm jetstream.Msg) { _ = jm.Term() })
+			panic(v)
+		}
+	}()
 
 	rec, err := b.box.Executed().Lookup(ctx, p.ID)
 	if err != nil {

@@ -150,7 +150,7 @@ func TestThreatTable(t *testing.T) {
 		t.Errorf("retrying bridges' own dead letters: %d retried, %d refused", len(rr.Retried), len(rr.NotRetried))
 	}
 	final := snapshotHub(t, h, hjs)
-	for _, k := range []string{"stream " + bus.StreamCMDB, "stream " + bus.StreamProbes} {
+	for _, k := range []string{"stream " + bus.StreamCMDB, "stream " + bus.StreamChanges, "stream " + bus.StreamProbes} {
 		if final[k] != before[k] {
 			t.Errorf("a retried dead letter reached the hub: %s was %d, now %d", k, before[k], final[k])
 		}
