@@ -17,6 +17,7 @@ import (
 	"github.com/outpost-dev/outpost/libs/api/cmdb"
 	"github.com/outpost-dev/outpost/libs/api/correlation"
 	"github.com/outpost-dev/outpost/libs/api/discovery"
+	"github.com/outpost-dev/outpost/libs/api/dlq"
 	"github.com/outpost-dev/outpost/libs/api/importer"
 	"github.com/outpost-dev/outpost/libs/api/orchestration"
 	"github.com/outpost-dev/outpost/libs/bus"
@@ -24,7 +25,7 @@ import (
 
 // Ops lists every operation of every service, by service then name.
 func Ops() []bus.OpSpec {
-	all := slices.Concat(agents.Ops(), cmdb.Ops(), correlation.Ops(), discovery.Ops(), importer.Ops(), orchestration.Ops())
+	all := slices.Concat(agents.Ops(), cmdb.Ops(), correlation.Ops(), discovery.Ops(), importer.Ops(), orchestration.Ops(), dlq.Ops())
 	slices.SortFunc(all, func(a, b bus.OpSpec) int { return strings.Compare(a.Subject(), b.Subject()) })
 	return all
 }

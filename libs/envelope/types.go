@@ -55,16 +55,22 @@ type SealedCredential struct {
 // Result is what a bridge sends back for a probe, possibly in several chunks
 // (ce-type outpost.result.v1). ID is unique per chunk and is the dedup key.
 type Result struct {
-	ID       string          `json:"id"`
-	Probe    string          `json:"probe"`
-	Run      string          `json:"run,omitempty"`
-	App      string          `json:"app"`
-	Agent    string          `json:"agent"`
-	Site     string          `json:"site"`
-	Kind     string          `json:"kind"`
-	Status   Status          `json:"status"`
-	Seq      int             `json:"seq"`
-	Final    bool            `json:"final"`
+	ID     string `json:"id"`
+	Probe  string `json:"probe"`
+	Run    string `json:"run,omitempty"`
+	App    string `json:"app"`
+	Agent  string `json:"agent"`
+	Site   string `json:"site"`
+	Kind   string `json:"kind"`
+	Status Status `json:"status"`
+	Seq    int    `json:"seq"`
+	Final  bool   `json:"final"`
+	// Attempt is the execution of the probe that made this result: the delivery of the
+	// probe that ran it (1 the first time; 0 from a bridge that does not say). Every chunk
+	// of one execution carries the same attempt, and a probe run twice (redelivered to a
+	// sibling after a bridge died mid-scan) has two; a reader assembling chunks keeps those
+	// of one attempt together, never mixing two executions' seqs.
+	Attempt  int             `json:"attempt,omitempty"`
 	Started  time.Time       `json:"started"`
 	Finished time.Time       `json:"finished"`
 	Data     json.RawMessage `json:"data,omitempty"`

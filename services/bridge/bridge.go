@@ -66,10 +66,19 @@ type Bridge struct {
 	pools   map[string]*pool
 	started time.Time
 
-	// awaiting holds probes whose final result is in the outbox but not yet at the hub, by
-	// that result's id: the probe is acked only once the hub has the result, so a bridge
-	// that dies with results still in its outbox loses nothing — its probes go to a sibling.
-	awaiting sync.Map // result id → *awaitingProbe
+	// claims are the probes executing here, and awaiting those whose final result is in the
+	// outbox but not yet at the hub, by that result's id: the probe is acked only once the
+	// hub has the result, so a bridge that dies with results still in its outbox loses
+	// nothing — the probe is redelivered, and its result sent from the executed-probe store.
+	workMu   sync.Mutex
+	claims   map[string]*claim // probe id → claim
+	awaiting map[string]*claim // final result id → claim
+
+	// replayed counts redeliveries answered with the stored result instead of a second
+	// execution; unrecorded counts executions the executed-probe store could not record
+	// (full): those probes may run again if redelivered.
+	replayed   atomic.Int64
+	unrecorded atomic.Int64
 
 	// panics counts probes whose kind panicked (reported in heartbeats).
 	panics atomic.Int64
@@ -124,7 +133,8 @@ func newBridge(ctx context.Context, cfg Config, deps Deps) (*Bridge, error) {
 	}
 	clk := clock.Or(deps.Clock)
 	b := &Bridge{cfg: cfg, deps: deps, log: log, clock: clk, ring: ring, id: id, allow: allow, hubKey: hk, runners: map[string]probe.Runner{},
-		kindCap: map[string]string{}, pools: map[string]*pool{}, started: clk.Now(), drained: make(chan struct{})}
+		kindCap: map[string]string{}, pools: map[string]*pool{}, started: clk.Now(), drained: make(chan struct{}),
+		claims: map[string]*claim{}, awaiting: map[string]*claim{}}
 	b.nkey, _ = id.Public()
 	b.state.Store(stateRunning)
 	set := probe.Settings{Logger: log, Dial: allow.dialer(), Allowed: allow.Allowed, MaxOutput: 512 << 10, Now: clk.Now}
@@ -197,7 +207,9 @@ func (b *Bridge) run(ctx context.Context) error {
 	}
 	defer b.nc.Close()
 	// The hub's JetStream API reaches BRIDGES under a prefix of its own (libs/bus/accounts.go).
-	b.js, err = jetstream.NewWithAPIPrefix(b.nc, bus.BridgeJSAPIPrefix)
+	// The publish-async timeout lets the library drop the futures of acks that never come
+	// (the forwarder itself gives up on them at outbox.AckTimeout, on the bridge's clock).
+	b.js, err = jetstream.NewWithAPIPrefix(b.nc, bus.BridgeJSAPIPrefix, jetstream.WithPublishAsyncTimeout(2*outbox.AckTimeout))
 	if err != nil {
 		return err
 	}

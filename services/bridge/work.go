@@ -136,52 +136,160 @@ func (b *Bridge) acquire(ctx context.Context, p *pool, jm jetstream.Msg) bool {
 
 // execute runs one probe and stores its result(s) in the outbox, then acks the probe.
 // ctx is not cancelled by a shutdown: a probe that started finishes (or meets its deadline).
+//
+// A probe id this bridge already executed is not executed again, whichever way it comes
+// back (an ack lost, AckWait passed while the hub was unreachable, this bridge restarted
+// between running it and the hub's ack, a republish with the same id): while it runs here,
+// the new delivery waits for the same result; once done, the stored final result is sent
+// again instead. The probe id is the idempotency key (orchestration's is run+step+attempt).
 func (b *Bridge) execute(ctx context.Context, jm jetstream.Msg, capability string) {
 	_, p, err := envelope.DecodeInto[*envelope.Probe](jm.Headers(), jm.Data())
 	if err != nil {
 		b.deadLetter(ctx, jm, err)
 		return
 	}
-	stop := keepAlive(b.clock, jm)
+	d := delivery{jm: jm, stop: keepAlive(b.clock, jm)}
+	b.workMu.Lock()
+	if c, ok := b.claims[p.ID]; ok {
+		// Running here, or done and on its way to the hub: this delivery is settled with it.
+		c.deliveries = append(c.deliveries, d)
+		b.workMu.Unlock()
+		b.replayed.Add(1)
+		b.log.Info("probe redelivered while this bridge holds it; not executed again", "probe", p.ID)
+		return
+	}
+	c := &claim{probe: p.ID, deliveries: []delivery{d}}
+	b.claims[p.ID] = c
+	b.workMu.Unlock()
+	defer func() {
+		// A panic around the kind (the kind's own is recovered in runKind): forget the claim
+		// so it does not hold later deliveries, and let pull's recover take the probe off.
+		if v := recover(); v != nil {
+			b.release(c, c.finalID, func(jm jetstream.Msg) { _ = jm.Term() })
+			panic(v)
+		}
+	}()
+
+	rec, err := b.box.Executed().Lookup(ctx, p.ID)
+	if err != nil {
+		b.release(c, "", func(jm jetstream.Msg) { _ = jm.NakWithDelay(5 * time.Second) })
+		b.log.Error("executed-probe store unreadable; the probe will be redelivered", "probe", p.ID, "err", err)
+		return
+	}
+	if rec != nil {
+		b.resend(ctx, c, rec)
+		return
+	}
+	attempt := 1
+	if md, err := jm.Metadata(); err == nil && md.NumDelivered > 0 {
+		attempt = int(md.NumDelivered)
+	}
 	started := b.clock.Now().UTC()
-	results := b.runProbe(ctx, p, capability, started)
+	results := b.runProbe(ctx, p, capability, started, attempt)
 	final := results[len(results)-1]
-	// Register before storing: the forwarder may send the result at once.
-	b.awaiting.Store(final.ID, &awaitingProbe{jm: jm, stop: stop})
-	for _, r := range results {
+	for _, r := range results[:len(results)-1] {
 		if err := b.store(ctx, r); err != nil {
-			b.awaiting.Delete(final.ID)
-			stop()
+			b.release(c, "", func(jm jetstream.Msg) { _ = jm.NakWithDelay(5 * time.Second) })
 			b.log.Error("result not stored; the probe will be redelivered", "probe", p.ID, "err", err)
-			_ = jm.NakWithDelay(5 * time.Second)
 			return
 		}
+	}
+	subject, h, data, err := b.encodeResult(final)
+	if err == nil {
+		// Recorded before the final result goes to the outbox: from here on a redelivery
+		// finds the result, whether or not a crash comes first.
+		rec := outbox.ExecutedRecord{Probe: p.ID, Attempt: attempt, Results: final.Seq + 1,
+			Subject: subject, Header: h, Data: data, Finished: final.Finished}
+		if rerr := b.box.Executed().Record(ctx, rec, p.Deadline.Sub(b.clock.Now())+executedMargin); rerr != nil {
+			n := b.unrecorded.Add(1)
+			b.log.Warn("executed probe not recorded: it may run again if redelivered", "probe", p.ID, "err", rerr, "unrecorded_total", n)
+		}
+		// Register before storing: the forwarder may send the result at once.
+		b.workMu.Lock()
+		c.finalID = final.ID
+		b.awaiting[final.ID] = c
+		b.workMu.Unlock()
+		err = b.put(ctx, subject, h, data)
+	}
+	if err != nil {
+		b.release(c, final.ID, func(jm jetstream.Msg) { _ = jm.NakWithDelay(5 * time.Second) })
+		b.log.Error("result not stored; the probe will be redelivered", "probe", p.ID, "err", err)
 	}
 	// The worker is free now; the probe is acked by onSent when the hub has its result.
 }
 
-// awaitingProbe is a probe done here whose final result is on its way to the hub.
-type awaitingProbe struct {
+// executedMargin keeps an executed probe's record a while past its deadline: the hub's and
+// the bridge's clocks differ, and a probe in flight at its deadline may still come back.
+const executedMargin = 15 * time.Minute
+
+// delivery is one delivery of a probe message, kept alive at the hub until it is settled.
+type delivery struct {
 	jm   jetstream.Msg
 	stop func()
 }
 
+// claim is a probe this bridge is executing, or has executed and whose final result is on
+// its way to the hub, with every delivery of it that reached this bridge meanwhile.
+type claim struct {
+	probe      string
+	finalID    string
+	deliveries []delivery
+}
+
+// release forgets a claim and settles its deliveries with settle.
+func (b *Bridge) release(c *claim, finalID string, settle func(jetstream.Msg)) {
+	b.workMu.Lock()
+	if b.claims[c.probe] == c {
+		delete(b.claims, c.probe)
+	}
+	if finalID != "" && b.awaiting[finalID] == c {
+		delete(b.awaiting, finalID)
+	}
+	ds := c.deliveries
+	c.deliveries = nil
+	b.workMu.Unlock()
+	for _, d := range ds {
+		d.stop()
+		settle(d.jm)
+	}
+}
+
+// resend answers a redelivered probe that this bridge already executed with its stored final
+// result, straight to the hub (which drops the copy by its id if it has it), then acks it.
+// The outbox may still hold the result too; the hub keeps one.
+func (b *Bridge) resend(ctx context.Context, c *claim, rec *outbox.ExecutedRecord) {
+	n := b.replayed.Add(1)
+	b.log.Info("probe already executed here; its stored result is sent again instead of running it twice",
+		"probe", rec.Probe, "attempt", rec.Attempt, "result", rec.FinalID(), "replayed_total", n)
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := b.js.PublishMsg(pctx, rec.Msg()); err != nil {
+		b.log.Warn("stored result not re-sent; the probe will be redelivered", "probe", rec.Probe, "err", err)
+		b.release(c, "", func(jm jetstream.Msg) { _ = jm.NakWithDelay(5 * time.Second) })
+		return
+	}
+	b.release(c, "", func(jm jetstream.Msg) { _ = jm.Ack() })
+}
+
 // onSent acks the probe whose final result the hub just acknowledged.
 func (b *Bridge) onSent(resultID string) {
-	if v, ok := b.awaiting.LoadAndDelete(resultID); ok {
-		a := v.(*awaitingProbe)
-		a.stop()
-		_ = a.jm.Ack()
+	b.workMu.Lock()
+	c, ok := b.awaiting[resultID]
+	b.workMu.Unlock()
+	if ok {
+		b.release(c, resultID, func(jm jetstream.Msg) { _ = jm.Ack() })
 	}
 }
 
 // runProbe produces the results of one probe: chunks emitted by the kind, then a final one.
-func (b *Bridge) runProbe(ctx context.Context, p *envelope.Probe, capability string, started time.Time) []*envelope.Result {
+// attempt is the execution (the probe's delivery count): it is in every result's id, so the
+// chunks of two executions of one probe never share an id nor pass for one another.
+func (b *Bridge) runProbe(ctx context.Context, p *envelope.Probe, capability string, started time.Time, attempt int) []*envelope.Result {
 	seq := 0
 	var chunks []*envelope.Result
 	result := func(status envelope.Status, data any, e *envelope.Error, final bool) *envelope.Result {
-		r := &envelope.Result{ID: p.ID + "-" + strconv.Itoa(seq), Probe: p.ID, Run: p.Run, App: p.App, Agent: b.cfg.Name,
-			Site: b.cfg.Site, Kind: p.Kind, Status: status, Seq: seq, Final: final, Started: started,
+		r := &envelope.Result{ID: ResultID(p.ID, attempt, seq), Probe: p.ID, Run: p.Run, App: p.App, Agent: b.cfg.Name,
+			Site: b.cfg.Site, Kind: p.Kind, Status: status, Seq: seq, Final: final, Attempt: attempt, Started: started,
 			Finished: b.clock.Now().UTC(), Error: e}
 		if data != nil {
 			raw, err := json.Marshal(data)
@@ -309,14 +417,34 @@ func (b *Bridge) openSecrets(p *envelope.Probe) ([]probe.Credential, error) {
 	return out, nil
 }
 
+// ResultID is the id of a result: probe, execution and chunk. Deterministic, so a result
+// sent twice (from the outbox, from the executed-probe store) is dropped by the hub's
+// Nats-Msg-Id window and by idempotent readers; distinct across executions of a probe.
+func ResultID(probe string, attempt, seq int) string {
+	return probe + "-" + strconv.Itoa(attempt) + "-" + strconv.Itoa(seq)
+}
+
 // store writes a result to the outbox, waiting (not failing) while the outbox is full.
 func (b *Bridge) store(ctx context.Context, r *envelope.Result) error {
-	meta := envelope.Meta{ID: r.ID, Source: envelope.AgentSource(b.cfg.Site, b.cfg.Name), Time: b.clock.Now().UTC(), Run: r.Run}
-	h, data, err := envelope.Encode(meta, r)
+	subject, h, data, err := b.encodeResult(r)
 	if err != nil {
 		return err
 	}
-	subject := bus.ResultSubject(r.App, r.Site, r.Kind, b.cfg.Name)
+	return b.put(ctx, subject, h, data)
+}
+
+// encodeResult is a result as it goes to the hub: subject, headers, body.
+func (b *Bridge) encodeResult(r *envelope.Result) (string, nats.Header, []byte, error) {
+	meta := envelope.Meta{ID: r.ID, Source: envelope.AgentSource(b.cfg.Site, b.cfg.Name), Time: b.clock.Now().UTC(), Run: r.Run}
+	h, data, err := envelope.Encode(meta, r)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	return bus.ResultSubject(r.App, r.Site, r.Kind, b.cfg.Name), h, data, nil
+}
+
+// put writes an encoded result to the outbox, waiting (not failing) while it is full.
+func (b *Bridge) put(ctx context.Context, subject string, h nats.Header, data []byte) error {
 	for {
 		err := b.box.Put(ctx, subject, h, data)
 		if !errors.Is(err, outbox.ErrFull) {

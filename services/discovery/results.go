@@ -41,7 +41,7 @@ func (s *service) handleResult(ctx context.Context, _ envelope.Meta, res *envelo
 		return nil
 	}
 	h := rs.hosts[p.IP]
-	if h != nil && h.Done[res.Probe] || p.Chunks[res.Seq] {
+	if h != nil && h.Done[res.Probe] || !p.accepts(res) {
 		rs.mu.Unlock()
 		return nil
 	}
@@ -53,12 +53,7 @@ func (s *service) handleResult(ctx context.Context, _ envelope.Meta, res *envelo
 		rs.mu.Unlock()
 		return err
 	}
-	final := p.Final
-	if res.Final {
-		final = res.Seq + 1
-	}
-	seen := len(p.Chunks) + 1
-	complete := final > 0 && seen >= final
+	final, complete := p.progress(res)
 	h = rs.hosts[p.IP]
 	if complete && h != nil {
 		if h.Done == nil {
@@ -78,11 +73,7 @@ func (s *service) handleResult(ctx context.Context, _ envelope.Meta, res *envelo
 			return fmt.Errorf("save host %s: %w", th.IP, err)
 		}
 	}
-	if p.Chunks == nil {
-		p.Chunks = map[int]bool{}
-	}
-	p.Chunks[res.Seq] = true
-	p.Final = final
+	p.record(res, final)
 	if complete {
 		delete(r.Pending, res.Probe)
 		r.Counters.ProbesDone++
@@ -93,6 +84,50 @@ func (s *service) handleResult(ctx context.Context, _ envelope.Meta, res *envelo
 	}
 	rs.mu.Unlock()
 	return nil
+}
+
+// Chunk assembly. Two executions of one probe (redelivered to a sibling after its bridge
+// died mid-scan) split their output into chunks differently, so their seqs mean nothing to
+// each other: the chunks of the newest execution (highest attempt) are counted, a newer
+// execution starts the count afresh, and a chunk of an older one is ignored (what it held
+// was applied already, or the newer execution covers it). Results without an attempt
+// (0) count as one execution.
+
+// accepts reports whether a result still counts for the probe: not a chunk already
+// applied, nor one of an execution older than the one being assembled.
+func (p *pendingProbe) accepts(res *envelope.Result) bool {
+	switch {
+	case res.Attempt < p.Attempt:
+		return false
+	case res.Attempt > p.Attempt:
+		return true
+	}
+	return !p.Chunks[res.Seq]
+}
+
+// progress is the probe's chunk count (final seq + 1, 0 while unknown) and whether it is
+// complete once res is applied.
+func (p *pendingProbe) progress(res *envelope.Result) (final int, complete bool) {
+	final, seen := p.Final, len(p.Chunks)+1
+	if res.Attempt > p.Attempt {
+		final, seen = 0, 1
+	}
+	if res.Final {
+		final = res.Seq + 1
+	}
+	return final, final > 0 && seen >= final
+}
+
+// record notes res as applied, once its hosts are saved.
+func (p *pendingProbe) record(res *envelope.Result, final int) {
+	if res.Attempt > p.Attempt {
+		p.Attempt, p.Chunks = res.Attempt, nil
+	}
+	if p.Chunks == nil {
+		p.Chunks = map[int]bool{}
+	}
+	p.Chunks[res.Seq] = true
+	p.Final = final
 }
 
 // host returns the host record of ip, creating it (alive) when create is set.

@@ -69,6 +69,8 @@ type pendingProbe struct {
 	// Chunks may be handled out of order: the probe is done when all of them are in.
 	Chunks map[int]bool `json:"chunks,omitempty"`
 	Final  int          `json:"final,omitempty"`
+	// Attempt is the execution whose chunks are counted (envelope.Result.Attempt).
+	Attempt int `json:"attempt,omitempty"`
 }
 
 // RunRecord is a discovery run as kept in KV `runs` (key = id).

@@ -27,6 +27,14 @@ const (
 	prefix   = "outbox."
 )
 
+// AckTimeout is how long the forwarder waits for the hub's publish ack of one result. An
+// ack can be lost without the connection dropping (a stream leader change on a clustered
+// hub): the result is then sent again later, and the hub drops the copy by its Nats-Msg-Id.
+const AckTimeout = 10 * time.Second
+
+// lostAckRetry is when a result whose ack was lost is offered to the forwarder again.
+const lostAckRetry = 2 * time.Second
+
 // ErrFull is returned by Put when the outbox holds its byte limit: the bridge stops taking
 // work rather than delete unsent results.
 var ErrFull = errors.New("outbox full")
@@ -42,6 +50,10 @@ type Config struct {
 	Sent func(id string)
 	// Clock drives the forwarder's backoff, refresh and ack timeout; default the real one.
 	Clock clock.Clock
+	// ExecutedMaxMsgs and ExecutedMaxBytes bound the executed-probe store (defaults
+	// DefaultExecutedMaxMsgs, DefaultExecutedMaxBytes).
+	ExecutedMaxMsgs  int64
+	ExecutedMaxBytes int64
 }
 
 // Outbox is the local store and its forwarder.
@@ -51,9 +63,12 @@ type Outbox struct {
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	st    jetstream.Stream
+	exec  *Executed
 	log   *slog.Logger
 	bytes atomic.Int64
 	msgs  atomic.Int64
+	// lostAcks counts publish acks that never came (see AckTimeout).
+	lostAcks atomic.Int64
 }
 
 // Open starts the embedded store (it survives restarts: unsent results are still there).
@@ -69,10 +84,17 @@ func Open(ctx context.Context, cfg Config) (*Outbox, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.ExecutedMaxMsgs <= 0 {
+		cfg.ExecutedMaxMsgs = DefaultExecutedMaxMsgs
+	}
+	if cfg.ExecutedMaxBytes <= 0 {
+		cfg.ExecutedMaxBytes = DefaultExecutedMaxBytes
+	}
 	// The store's own limit is a little above MaxBytes: Full() stops new work at MaxBytes,
-	// and the slack lets probes already running finish and store their results.
+	// and the slack lets probes already running finish and store their results. The
+	// executed-probe store has its own share.
 	srv, err := bus.StartServer(bus.ServerConfig{Name: "outbox", StoreDir: filepath.Join(cfg.Dir, "outbox"),
-		SyncInterval: time.Second, MaxStore: cfg.MaxBytes + cfg.MaxBytes/8 + 64<<20, Logger: log})
+		SyncInterval: time.Second, MaxStore: cfg.MaxBytes + cfg.MaxBytes/8 + cfg.ExecutedMaxBytes + 64<<20, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("outbox: %w", err)
 	}
@@ -91,12 +113,16 @@ func Open(ctx context.Context, cfg Config) (*Outbox, error) {
 		_, err = js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{Durable: consumer,
 			AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxAckPending: cfg.Batch * 2})
 	}
+	var exec *Executed
+	if err == nil {
+		exec, err = openExecuted(ctx, js, cfg.ExecutedMaxMsgs, cfg.ExecutedMaxBytes)
+	}
 	if err != nil {
 		nc.Close()
 		srv.Shutdown()
 		return nil, fmt.Errorf("outbox store: %w", err)
 	}
-	o := &Outbox{cfg: cfg, srv: srv, nc: nc, js: js, st: st, log: log.With("component", "outbox")}
+	o := &Outbox{cfg: cfg, srv: srv, nc: nc, js: js, st: st, exec: exec, log: log.With("component", "outbox")}
 	o.refresh(ctx)
 	return o, nil
 }
@@ -106,6 +132,9 @@ func (o *Outbox) Close() {
 	o.nc.Close()
 	o.srv.Shutdown()
 }
+
+// Executed is the store of the probes this bridge executed (see Executed).
+func (o *Outbox) Executed() *Executed { return o.exec }
 
 // Put stores one message for the hub subject. It returns once the message is on local disk.
 func (o *Outbox) Put(ctx context.Context, subject string, h nats.Header, data []byte) error {
@@ -181,7 +210,9 @@ func (o *Outbox) Forward(ctx context.Context, hub jetstream.JetStream) error {
 			}
 		}
 		sent := o.send(ctx, hub, msgs)
-		if sent < len(msgs) {
+		// Back off only when the hub took nothing (an outage); results whose ack was lost
+		// come back by themselves after AckTimeout and must not slow the others.
+		if sent == 0 {
 			o.log.Warn("hub did not take every result; retrying", "sent", sent, "batch", len(msgs), "retry_in", backoff)
 			o.sleep(ctx, backoff)
 			backoff = min(backoff*2, 5*time.Second)
@@ -194,6 +225,11 @@ func (o *Outbox) Forward(ctx context.Context, hub jetstream.JetStream) error {
 
 // send publishes a batch to the hub and acks the local copies the hub acknowledged; the rest
 // are nacked and come back. Returns how many went through.
+//
+// One deadline covers the whole batch and, once passed, stays passed for every result still
+// waiting: an ack lost without a disconnect (a stream leader change) must not hold the
+// forwarder, and with it every later result, for ever. A result whose ack timed out comes
+// back only after lostAckRetry, so the batches after it flow meanwhile.
 func (o *Outbox) send(ctx context.Context, hub jetstream.JetStream, msgs []jetstream.Msg) int {
 	futures := make([]jetstream.PubAckFuture, len(msgs))
 	for i, m := range msgs {
@@ -204,23 +240,46 @@ func (o *Outbox) send(ctx context.Context, hub jetstream.JetStream, msgs []jetst
 		}
 		futures[i] = f
 	}
-	timeout := o.cfg.Clock.NewTimer(10 * time.Second)
+	expired := make(chan struct{})
+	timeout := o.cfg.Clock.AfterFunc(AckTimeout, func() { close(expired) })
 	defer timeout.Stop()
-	sent := 0
-	for i, m := range msgs {
-		f := futures[i]
-		ok := false
-		if f != nil {
+	// Each ack is awaited on its own: results are settled (and the bridge told) as their
+	// acks arrive, not in batch order behind one that never will.
+	type outcome struct {
+		i        int
+		ok, lost bool
+	}
+	outcomes := make(chan outcome, len(msgs))
+	for i, f := range futures {
+		if f == nil {
+			outcomes <- outcome{i: i}
+			continue
+		}
+		go func() {
 			select {
 			case <-f.Ok():
-				ok = true
+				outcomes <- outcome{i: i, ok: true}
 			case err := <-f.Err():
-				o.log.Debug("forward", "subject", m.Subject(), "err", err)
-			case <-timeout.C():
+				o.log.Debug("forward", "subject", msgs[i].Subject(), "err", err)
+				outcomes <- outcome{i: i}
+			case <-expired:
+				select { // an ack that arrived just before the deadline still counts
+				case <-f.Ok():
+					outcomes <- outcome{i: i, ok: true}
+				default:
+					outcomes <- outcome{i: i, lost: true}
+				}
 			case <-ctx.Done():
+				outcomes <- outcome{i: i}
 			}
-		}
-		if ok {
+		}()
+	}
+	sent, timedOut := 0, 0
+	for range msgs {
+		oc := <-outcomes
+		m := msgs[oc.i]
+		switch {
+		case oc.ok:
 			if o.cfg.Sent != nil {
 				o.cfg.Sent(m.Headers().Get(nats.MsgIdHdr))
 			}
@@ -232,12 +291,24 @@ func (o *Outbox) send(ctx context.Context, hub jetstream.JetStream, msgs []jetst
 				o.msgs.Add(-1)
 				o.bytes.Add(-int64(len(m.Data()) + len(m.Subject()) - len(prefix)))
 			}
-		} else {
+		case oc.lost:
+			// Back after a pause, so the batches behind it go first.
+			timedOut++
+			_ = m.NakWithDelay(lostAckRetry)
+		default:
 			_ = m.Nak()
 		}
 	}
+	if timedOut > 0 {
+		o.lostAcks.Add(int64(timedOut))
+		o.log.Warn("hub acknowledged no result within the ack timeout; they are sent again later (the hub drops duplicates)",
+			"timed_out", timedOut, "batch", len(msgs), "ack_timeout", AckTimeout, "lost_acks_total", o.lostAcks.Load())
+	}
 	return sent
 }
+
+// LostAcks counts results whose publish ack did not come within AckTimeout.
+func (o *Outbox) LostAcks() int64 { return o.lostAcks.Load() }
 
 func (o *Outbox) sleep(ctx context.Context, d time.Duration) {
 	t := o.cfg.Clock.NewTimer(d)

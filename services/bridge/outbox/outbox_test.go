@@ -203,3 +203,107 @@ func TestForwardBacksOff(t *testing.T) {
 		t.Fatalf("%d pending after delivery", o.Pending())
 	}
 }
+
+// TestLostAcksTimeOut: publish acks lost without a disconnect (a stream leader change on a
+// clustered hub; here a subject whose "stream" is a subscriber that never answers) time out
+// after AckTimeout, are retried later, and never hold up the other results: every one
+// published after them reaches the hub, and once the subject answers again the lost ones
+// arrive too.
+func TestLostAcksTimeOut(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	fake := clock.NewFake(time.Date(2026, 3, 1, 2, 0, 0, 0, time.UTC))
+	var mu sync.Mutex
+	sent := map[string]int{}
+	o, err := Open(ctx, Config{Dir: t.TempDir(), MaxBytes: 1 << 20, Batch: 8, Clock: fake, Logger: slog.New(slog.DiscardHandler),
+		Sent: func(id string) { mu.Lock(); sent[id]++; mu.Unlock() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	srv, err := bus.StartServer(bus.ServerConfig{Name: "hub", StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	nc, _ := srv.Connect("hub")
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "RESULTS", Subjects: []string{"result.test.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The black hole takes every publish on result.lost.> and answers none.
+	var holeMu sync.Mutex
+	hole := map[string]int{}
+	sub, err := nc.Subscribe("result.lost.>", func(m *nats.Msg) {
+		holeMu.Lock()
+		hole[m.Header.Get(nats.MsgIdHdr)]++
+		holeMu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.Flush()
+	put := func(subject, id string) {
+		t.Helper()
+		if err := o.Put(ctx, subject, nats.Header{nats.MsgIdHdr: []string{id}}, []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("result.lost.dc1.echo", "lost-1")
+	put("result.lost.dc1.echo", "lost-2")
+	put("result.test.dc1.echo", "ok-0")
+	fctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { _ = o.Forward(fctx, js); close(done) }()
+	defer func() { stop(); <-done }()
+
+	wait := func(what string, ok func() bool) {
+		t.Helper()
+		for !ok() {
+			if ctx.Err() != nil {
+				t.Fatalf("%s: not within the test's time", what)
+			}
+			time.Sleep(5 * time.Millisecond) // real goroutine progress; the clock under test is fake
+		}
+	}
+	holeSaw := func(id string) int { holeMu.Lock(); defer holeMu.Unlock(); return hole[id] }
+	wasSent := func(id string) bool { mu.Lock(); defer mu.Unlock(); return sent[id] > 0 }
+	wait("both lost results published once", func() bool { return holeSaw("lost-1") == 1 && holeSaw("lost-2") == 1 })
+	wait("ok-0 acknowledged", func() bool { return wasSent("ok-0") })
+	// Both acks are lost: the forwarder gives up on them at the ack timeout, not later.
+	fake.Advance(AckTimeout)
+	// Results stored after the lost ones still go through at once, while the lost ones wait
+	// for their retry.
+	for i := 1; i <= 20; i++ {
+		id := fmt.Sprint("ok-", i)
+		put("result.test.dc1.echo", id)
+		wait(id+" acknowledged while two acks are lost", func() bool { return wasSent(id) })
+	}
+	// The lost ones are retried (and time out again) as the clock moves on.
+	for holeSaw("lost-1") < 2 || holeSaw("lost-2") < 2 {
+		if ctx.Err() != nil {
+			t.Fatalf("lost results not retried: %d and %d publishes", holeSaw("lost-1"), holeSaw("lost-2"))
+		}
+		fake.Advance(time.Second)
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The subject answers again (the new leader): the lost results arrive.
+	_ = sub.Unsubscribe()
+	_ = nc.Flush()
+	if _, err := js.UpdateStream(ctx, jetstream.StreamConfig{Name: "RESULTS", Subjects: []string{"result.test.>", "result.lost.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	for !wasSent("lost-1") || !wasSent("lost-2") {
+		if ctx.Err() != nil {
+			t.Fatal("lost results never delivered once their subject answered")
+		}
+		fake.Advance(time.Second)
+		time.Sleep(5 * time.Millisecond)
+	}
+	wait("outbox drained", func() bool { return o.Pending() == 0 })
+	if got := msgs(t, st); got != 23 {
+		t.Fatalf("hub has %d results, want 23", got)
+	}
+}

@@ -37,45 +37,6 @@ func newAudit(g *globals) *cobra.Command {
 	return cmd
 }
 
-func newDLQ(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "dlq", Short: "Dead-lettered messages: what failed, why, from where"}
-	var limit int
-	var service string
-	ls := &cobra.Command{
-		Use: "ls [--service S]", Short: "List dead-lettered messages, oldest first", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			path := "/api/v1/dlq"
-			if service != "" {
-				path += "?service=" + url.QueryEscape(service)
-			}
-			var out gatewayapi.DLQList
-			return g.showList(cmd, path, "items", limit, &out, func() error {
-				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "SEQ\tTIME\tSERVICE\tCODE\tSUBJECT\tREASON")
-				for _, it := range out.Items {
-					subject := it.SourceSubject
-					if subject == "" {
-						subject = it.Subject
-					}
-					when := it.Time
-					if t, err := time.Parse(time.RFC3339, it.Time); err == nil {
-						when = t.Local().Format(time.DateTime)
-					}
-					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", it.Seq, when, it.Service, it.Code, subject, clip(it.Reason, 80))
-				}
-				if len(out.Items) == 0 {
-					fmt.Fprintln(tw, "(the DLQ is empty)")
-				}
-				return tw.Flush()
-			})
-		},
-	}
-	ls.Flags().StringVar(&service, "service", "", "only what this service dead-lettered (discovery, cmdb, bridge…)")
-	limitFlag(ls, &limit, "messages")
-	cmd.AddCommand(ls)
-	return cmd
-}
-
 func newClassifiers(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "classifiers", Short: "Discovery classifiers (the rules that name what answered)"}
 	cmd.AddCommand(&cobra.Command{

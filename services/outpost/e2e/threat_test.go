@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
+	dlqapi "github.com/outpost-dev/outpost/libs/api/dlq"
 	"github.com/outpost-dev/outpost/libs/bus"
 )
 
@@ -68,6 +69,7 @@ func TestThreatTable(t *testing.T) {
 		bus.BridgeJSAPIPrefix + ".CONSUMER.MSG.NEXT.PROBES." + bus.ProbeConsumer("site-b", "interactive", "echo"),
 		"cmdb.ingest.0", "cmdb.changed.linux_server", "event.hub.audit", "dlq.cmdb", "dlq.bridge.site-b",
 		"svc.agents.approve", "svc.agents.site_add", "svc.discovery.credentials_seal", "svc.cmdb.ingest",
+		"svc.dlq.retry", "svc.dlq.purge", "svc.dlq.show",
 		bus.ResultSubject("discovery", "site-b", "echo", "brb"), bus.ResultSubject("discovery", "site-a", "echo", "someone-else"),
 		"probe.site-a.interactive.echo", "agent.heartbeat.site-b.brb", bus.ControlSubject("site-b", "brb"),
 	}
@@ -111,11 +113,21 @@ func TestThreatTable(t *testing.T) {
 				bus.BridgeJSAPIPrefix + ".CONSUMER.INFO.PROBES." + bus.ProbeConsumer("site-a", "interactive", "echo"),
 				bus.ResultSubject("discovery", "site-a", "echo", "bra"), "event.site-a.test", bus.BridgeDLQSubject("site-a")}
 			steer := []string{tokenKey, "cmdb.ingest.0", "event.hub.audit", "dlq.cmdb", "$KV.agents.site-a.evil",
-				"$JS.API.STREAM.PURGE.RESULTS", "$JS.API.STREAM.DELETE.KV_tokens", "svc.agents.approve", "svc.agents.site_add"}
+				"$JS.API.STREAM.PURGE.RESULTS", "$JS.API.STREAM.DELETE.KV_tokens", "svc.agents.approve", "svc.agents.site_add",
+				"svc.dlq.retry", "svc.dlq.purge"}
 			for _, s := range allowed {
 				for _, reply := range steer {
 					_ = nc.PublishRequest(s, reply, []byte(`{"id":"x","role":"admin","name":"planted"}`))
 				}
+			}
+			// Dead letters of its own, naming hub subjects, for an admin to retry one day.
+			for _, target := range []string{"cmdb.ingest.0", "probe.site-a.interactive.echo", "event.hub.audit"} {
+				m := nats.NewMsg(bus.BridgeDLQSubject("site-a"))
+				m.Header.Set(bus.HeaderDLQSubject, target)
+				m.Header.Set(bus.HeaderDLQCode, bus.CodeDecode)
+				m.Header.Set(bus.HeaderDLQService, "cmdb")
+				m.Data = []byte(`{"source":"x","items":[{"ref":"a","class":"linux_server","attributes":{"serial_number":"EVIL"}}]}`)
+				_ = nc.PublishMsg(m)
 			}
 			if err := nc.Flush(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 				t.Logf("flush: %v", err)
@@ -128,6 +140,19 @@ func TestThreatTable(t *testing.T) {
 	for k, v := range after {
 		if before[k] != v {
 			t.Errorf("hub data changed: %s was %d, now %d", k, before[k], v)
+		}
+	}
+	// An admin retrying every dead letter a bridge wrote (planted above, naming hub subjects)
+	// re-publishes none of them: a retried message never gains the hub's rights.
+	var rr dlqapi.RetryReply
+	h.mustAPI(t, "POST", "/api/v1/dlq/retry", map[string]any{"all": true, "service": "bridge"}, &rr)
+	if len(rr.Retried) != 0 || len(rr.NotRetried) == 0 {
+		t.Errorf("retrying bridges' own dead letters: %d retried, %d refused", len(rr.Retried), len(rr.NotRetried))
+	}
+	final := snapshotHub(t, h, hjs)
+	for _, k := range []string{"stream " + bus.StreamCMDB, "stream " + bus.StreamChanges, "stream " + bus.StreamProbes} {
+		if final[k] != before[k] {
+			t.Errorf("a retried dead letter reached the hub: %s was %d, now %d", k, before[k], final[k])
 		}
 	}
 	for who, secret := range plant {

@@ -25,6 +25,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/bus/deadletters"
 	"github.com/outpost-dev/outpost/libs/keyfile"
 	"github.com/outpost-dev/outpost/libs/telemetry"
 	"github.com/outpost-dev/outpost/libs/version"
@@ -338,6 +339,15 @@ func Registry(cfg Config, toks *tokens.Store, tlsc hubTLS) []Service {
 				return nil
 			}
 			return runLabDemo(ctx, cfg, d)
+		}},
+		{Name: "dlq", Run: func(ctx context.Context, d Deps) error {
+			dc := deadletters.DefaultConfig()
+			dc.Version = version.Semver()
+			svc, err := deadletters.New(dc, deadletters.Deps{NC: d.NC, JS: d.JS, Logger: d.Logger, Meter: d.Telemetry.Meter.Meter("outpost/dlq")})
+			if err != nil {
+				return err
+			}
+			return svc.Run(ctx)
 		}},
 		{Name: "gateway", Run: func(ctx context.Context, d Deps) error {
 			gc := gateway.DefaultConfig()

@@ -1,0 +1,138 @@
+package outbox
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The executed-probe store lives in the outbox's embedded store, so it is on disk in the same
+// data dir, survives the same restarts and is read by the next bridge process over that dir.
+const (
+	executedStream = "EXECUTED"
+	executedPrefix = "executed."
+)
+
+// Limits of the executed-probe store: records leave at their TTL; these only bound a burst
+// of long-deadline probes. A full store refuses new records (counted and logged by the
+// bridge) rather than evict one whose probe may still be redelivered.
+const (
+	DefaultExecutedMaxMsgs  = 200_000
+	DefaultExecutedMaxBytes = 128 << 20
+	// ExecutedMaxTTL caps how long one record is kept, whatever the probe's deadline.
+	ExecutedMaxTTL = 7 * 24 * time.Hour
+)
+
+// ErrExecutedFull is returned by Executed.Record when the store holds its limit.
+var ErrExecutedFull = errors.New("executed-probe store full")
+
+// Executed is the bridge's record of the probes it executed, by probe id: a redelivered
+// probe (its ack lost, the bridge restarted between running it and the hub's ack, a
+// republish with the same id) is not run again — its stored final result is sent instead.
+// The probe id is the idempotency key: orchestration's is run + step + attempt, so a
+// step's effect happens at most once per attempt on this bridge.
+type Executed struct {
+	js jetstream.JetStream
+	st jetstream.Stream
+}
+
+// ExecutedRecord is one executed probe: the execution (attempt) that ran it and its final
+// result as it went to the outbox (hub subject, headers, body).
+type ExecutedRecord struct {
+	Probe    string      `json:"probe"`
+	Attempt  int         `json:"attempt"`
+	Results  int         `json:"results"` // results the execution made, chunks and final
+	Subject  string      `json:"subject"`
+	Header   nats.Header `json:"header"`
+	Data     []byte      `json:"data"`
+	Finished time.Time   `json:"finished"`
+}
+
+// FinalID is the id (Nats-Msg-Id) of the record's final result.
+func (r *ExecutedRecord) FinalID() string { return r.Header.Get(nats.MsgIdHdr) }
+
+// Msg is the final result as it is published to the hub.
+func (r *ExecutedRecord) Msg() *nats.Msg {
+	h := nats.Header{}
+	for k, v := range r.Header {
+		h[k] = append([]string(nil), v...)
+	}
+	return &nats.Msg{Subject: r.Subject, Header: h, Data: r.Data}
+}
+
+func openExecuted(ctx context.Context, js jetstream.JetStream, maxMsgs, maxBytes int64) (*Executed, error) {
+	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: executedStream, Description: "probes this bridge executed, with their final result, until their deadline has passed",
+		Subjects: []string{executedPrefix + ">"}, Retention: jetstream.LimitsPolicy, Storage: jetstream.FileStorage,
+		MaxMsgsPerSubject: 1, MaxMsgs: maxMsgs, MaxBytes: maxBytes, MaxAge: ExecutedMaxTTL,
+		Discard: jetstream.DiscardNew, AllowMsgTTL: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("executed-probe store: %w", err)
+	}
+	return &Executed{js: js, st: st}, nil
+}
+
+// executedSubject is the record's subject: probe ids are chosen by the hub's services and
+// may hold characters a subject token cannot, so the id is encoded.
+func executedSubject(probe string) string {
+	return executedPrefix + base64.RawURLEncoding.EncodeToString([]byte(probe))
+}
+
+// Record stores that a probe was executed, kept for ttl (at least a minute, at most
+// ExecutedMaxTTL): pass the time until the probe's deadline, after which the hub no longer
+// redelivers it. It returns once the record is on disk.
+func (e *Executed) Record(ctx context.Context, rec ExecutedRecord, ttl time.Duration) error {
+	ttl = min(max(ttl, time.Minute), ExecutedMaxTTL)
+	body, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	m := &nats.Msg{Subject: executedSubject(rec.Probe), Header: nats.Header{"Nats-TTL": []string{ttl.Round(time.Second).String()}}, Data: body}
+	if _, err := e.js.PublishMsg(ctx, m); err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && strings.Contains(apiErr.Description, "maximum") {
+			return fmt.Errorf("%w: %v", ErrExecutedFull, err)
+		}
+		return fmt.Errorf("record executed probe %s: %w", rec.Probe, err)
+	}
+	return nil
+}
+
+// Lookup returns the record of a probe this bridge executed, or nil when it did not (or the
+// record's time is up).
+func (e *Executed) Lookup(ctx context.Context, probe string) (*ExecutedRecord, error) {
+	raw, err := e.st.GetLastMsgForSubject(ctx, executedSubject(probe))
+	if err != nil {
+		if errors.Is(err, jetstream.ErrMsgNotFound) || isMsgNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("look up executed probe %s: %w", probe, err)
+	}
+	var rec ExecutedRecord
+	if err := json.Unmarshal(raw.Data, &rec); err != nil {
+		return nil, fmt.Errorf("executed probe %s: unreadable record: %w", probe, err)
+	}
+	return &rec, nil
+}
+
+// Len is the number of records kept.
+func (e *Executed) Len(ctx context.Context) (uint64, error) {
+	info, err := e.st.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.Msgs, nil
+}
+
+func isMsgNotFound(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeMessageNotFound
+}
