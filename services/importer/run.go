@@ -503,19 +503,10 @@ func (s *service) transformRow(ctx context.Context, rs *runState, id string, obs
 	return nil
 }
 
-// where prefixes a reason with the row's position.
+// where prefixes a reason with the row's position (servers!C12, line 7, $.data[4]).
 func where(p api.Position) string {
-	switch {
-	case p.Sheet != "" && p.Cell != "":
-		return fmt.Sprintf("sheet %q cell %s: ", p.Sheet, p.Cell)
-	case p.Sheet != "":
-		return fmt.Sprintf("sheet %q row %d: ", p.Sheet, p.Row)
-	case p.Record != "" && p.Line > 0:
-		return fmt.Sprintf("line %d (%s): ", p.Line, p.Record)
-	case p.Record != "":
-		return p.Record + ": "
-	case p.Line > 0:
-		return fmt.Sprintf("line %d: ", p.Line)
+	if w := p.String(); w != "" {
+		return w + ": "
 	}
 	return ""
 }

@@ -4,6 +4,8 @@
 package importer
 
 import (
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -219,6 +221,42 @@ type Position struct {
 	Record string `json:"record,omitempty"` // XML /servers/server[3], JSON $.servers[3]
 	Offset int64  `json:"offset,omitempty"` // JSON: byte offset of the record
 	Page   string `json:"page,omitempty"`   // paged sources (SQL, LDAP, REST): the page's cursor
+}
+
+// SheetCell names a cell the way spreadsheets do, so an operator can paste it into the
+// name box: servers!C12, or 'My Sheet'!C12 when the sheet's name needs quoting.
+func SheetCell(sheet, cell string) string {
+	if sheet == "" {
+		return cell
+	}
+	if strings.ContainsAny(sheet, " !'-+(),;") {
+		sheet = "'" + strings.ReplaceAll(sheet, "'", "''") + "'"
+	}
+	return sheet + "!" + cell
+}
+
+// String says where a row is, as reasons, the CLI and the console show it: servers!C12,
+// servers row 12, line 7 (/servers/server[3]), $.data[4].
+func (p Position) String() string {
+	var parts []string
+	switch {
+	case p.Sheet != "" && p.Cell != "":
+		parts = append(parts, SheetCell(p.Sheet, p.Cell))
+	case p.Sheet != "":
+		parts = append(parts, fmt.Sprintf("%s row %d", strings.TrimSuffix(SheetCell(p.Sheet, ""), "!"), p.Row))
+	case p.Cell != "":
+		parts = append(parts, "cell "+p.Cell)
+	}
+	if p.Line > 0 {
+		parts = append(parts, fmt.Sprintf("line %d", p.Line))
+	}
+	if p.Record != "" {
+		parts = append(parts, p.Record)
+	}
+	if p.Page != "" {
+		parts = append(parts, "page "+p.Page)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // RowsRequest pages through a run's row outcomes, in the order they were decided.

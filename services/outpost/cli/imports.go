@@ -306,22 +306,4 @@ func newImportMaps(g *globals) *cobra.Command {
 }
 
 // position shows where a row is.
-func position(p api.Position) string {
-	var parts []string
-	if p.Sheet != "" {
-		parts = append(parts, fmt.Sprintf("sheet %s row %d", p.Sheet, p.Row))
-	}
-	if p.Cell != "" {
-		parts = append(parts, "cell "+p.Cell)
-	}
-	if p.Line > 0 {
-		parts = append(parts, fmt.Sprintf("line %d", p.Line))
-	}
-	if p.Record != "" {
-		parts = append(parts, p.Record)
-	}
-	if len(parts) == 0 {
-		return "-"
-	}
-	return strings.Join(parts, ", ")
-}
+func position(p api.Position) string { return orDash(p.String()) }

@@ -1,0 +1,242 @@
+package hub_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/xuri/excelize/v2"
+
+	api "github.com/outpost-dev/outpost/libs/api/importer"
+	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/services/cmdb"
+	"github.com/outpost-dev/outpost/services/importer"
+	"github.com/outpost-dev/outpost/services/outpost/hub"
+)
+
+// importHub is the importer and a real CMDB (SQLite) on an embedded bus, composed as the hub
+// composes them; the importer can be stopped and started again over the same bus.
+type importHub struct {
+	t       *testing.T
+	ctx     context.Context
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	cfg     importer.Config
+	stopImp func()
+}
+
+func newImportHub(t *testing.T) *importHub {
+	t.Helper()
+	dir := t.TempDir()
+	srv, err := bus.StartServer(bus.ServerConfig{Name: "imp-ops", StoreDir: filepath.Join(dir, "js")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := srv.Connect("imp-ops")
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := bus.Provision(ctx, js, hub.Topology(bus.DefaultLimits())); err != nil {
+		t.Fatal(err)
+	}
+	cmdbDone := make(chan error, 1)
+	cc := cmdb.DefaultConfig()
+	cc.DSN = "sqlite://" + filepath.Join(dir, "cmdb.db")
+	go func() { cmdbDone <- cmdb.Run(ctx, cc, cmdb.Deps{NC: nc, JS: js, Logger: slog.New(slog.DiscardHandler)}) }()
+	h := &importHub{t: t, ctx: ctx, nc: nc, js: js, cfg: importer.DefaultConfig()}
+	h.cfg.TempDir = t.TempDir()
+	h.cfg.ReceiptWait = 20 * time.Second
+	h.startImporter()
+	t.Cleanup(func() {
+		h.stopImp()
+		cancel()
+		<-cmdbDone
+		nc.Close()
+		srv.Shutdown()
+	})
+	return h
+}
+
+func (h *importHub) startImporter() {
+	ctx, cancel := context.WithCancel(h.ctx)
+	done := make(chan error, 1)
+	go func() { done <- importer.Run(ctx, h.cfg, importer.Deps{NC: h.nc, JS: h.js}) }()
+	h.stopImp = func() {
+		cancel()
+		if err := <-done; err != nil {
+			h.t.Errorf("importer: %v", err)
+		}
+	}
+}
+
+// upload stores data in the upload bucket under a fresh name.
+func (h *importHub) upload(name string, data []byte) string {
+	h.t.Helper()
+	key := fmt.Sprintf("%s-%d", strings.ReplaceAll(name, ".", "-"), time.Now().UnixNano())
+	eventually(h.t, 20*time.Second, func() error {
+		objs, err := h.js.ObjectStore(h.ctx, api.UploadBucket)
+		if err != nil {
+			return err
+		}
+		_, err = objs.Put(h.ctx, jetstream.ObjectMeta{Name: key}, bytes.NewReader(data))
+		return err
+	})
+	return key
+}
+
+// run imports data with a map and waits for the run to end.
+func (h *importHub) run(name string, data []byte, opts api.FileOptions, mapYAML string) api.Run {
+	h.t.Helper()
+	key := h.upload(name, data)
+	var run api.Run
+	eventually(h.t, 20*time.Second, func() error {
+		var err error
+		run, err = api.Start.Call(h.ctx, h.nc, api.StartRequest{Upload: key, Filename: name, Options: opts, Map: mapYAML, MapFile: "m.yaml"})
+		return err
+	})
+	return h.wait(run.ID)
+}
+
+func (h *importHub) wait(id string) api.Run {
+	h.t.Helper()
+	var r api.Run
+	eventually(h.t, 60*time.Second, func() error {
+		var err error
+		if r, err = api.RunGet.Call(h.ctx, h.nc, api.RunRequest{ID: id}); err != nil {
+			return err
+		}
+		if !api.Terminal(r.State) {
+			return fmt.Errorf("run %s %s %+v", id, r.State, r.Counters)
+		}
+		return nil
+	})
+	return r
+}
+
+func (h *importHub) rows(id, outcome string) []api.RowResult {
+	h.t.Helper()
+	resp, err := api.Rows.Call(h.ctx, h.nc, api.RowsRequest{Run: id, Outcome: outcome, Limit: 1000})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return resp.Rows
+}
+
+func xlsxBytes(t *testing.T, sheet string, rows [][]any, merge [2]string) []byte {
+	t.Helper()
+	f := excelize.NewFile()
+	_ = f.SetSheetName("Sheet1", sheet)
+	for i, r := range rows {
+		if err := f.SetSheetRow(sheet, fmt.Sprintf("A%d", i+1), &r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if merge[0] != "" {
+		if err := f.MergeCell(sheet, merge[0], merge[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var b bytes.Buffer
+	if err := f.Write(&b); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+const badInputMap = `name: bad-input
+target: {class: linux_server}
+coalesce: [serial_number]
+fields:
+  name: 'lower(row.host)'
+  serial_number: 'row.serial'
+  ram_mb: 'row.ram_gb != nil ? int(row.ram_gb) * 1024 : nil'
+  virtual: 'row.virt'
+  os: 'row.os != nil ? upper(row.os) : nil'
+`
+
+// Bad input: each bad row is an error at its line, cell or record with its reason, and
+// the run goes on with the others — through the real importer and CMDB.
+func TestImportBadInputRowByRow(t *testing.T) {
+	t.Parallel()
+	h := newImportHub(t)
+	for _, tc := range []struct {
+		name   string
+		file   string
+		data   []byte
+		opts   api.FileOptions
+		want   api.Counters
+		errors []string // each error row's position and reason, in order: "WHERE | REASON SUBSTRING"
+	}{{
+		name: "malformed CSV line", file: "servers.csv",
+		data: []byte("host,serial,ram_gb,virt\nok-1,CSV1,4,no\nbroken,\"CSV2,4,no\nok-3,CSV3,8,yes\n"),
+		// An unclosed quote swallows the rest of the file into one field: the bad line is
+		// the last one read, the rows before it are imported.
+		want:   api.Counters{Staged: 2, Inserted: 1, Error: 1},
+		errors: []string{`line 3 | line 3: malformed CSV: a quoted field opened on line 3 is not closed`},
+	}, {
+		name: "CSV row with the wrong number of fields", file: "servers.csv",
+		data:   []byte("host,serial,ram_gb,virt\nok-4,CSV4,4,no\nshort,CSV5\nok-6,CSV6,8,yes\n"),
+		want:   api.Counters{Staged: 3, Inserted: 2, Error: 1},
+		errors: []string{"line 3 | line 3: 2 fields, the header has 4"},
+	}, {
+		name: "XLSX merged header cells", file: "servers.xlsx",
+		data: xlsxBytes(t, "servers", [][]any{{"host", "serial", "ram_gb", nil, "virt"}, {"x-1", "XL1", 4, nil, "no"}, {"x-2", "XL2", 8, 2, "no"}, {"x-3", "XL3", 16, nil, "yes"}},
+			[2]string{"C1", "D1"}),
+		want:   api.Counters{Staged: 3, Inserted: 2, Error: 1},
+		errors: []string{`servers!D3 | servers!D3: "2" has no column: the header cell D1 of sheet "servers" (merged into C1:D1) is blank`},
+	}, {
+		name: "XLSX wrong type in a mapped field", file: "servers.xlsx",
+		data:   xlsxBytes(t, "servers", [][]any{{"host", "serial", "ram_gb", "virt"}, {"x-4", "XL4", 4, "no"}, {"x-5", "XL5", 4, "perhaps"}}, [2]string{}),
+		want:   api.Counters{Staged: 2, Inserted: 1, Error: 1},
+		errors: []string{`servers!D3 | servers!D3: fields.virtual (map line 8): want bool, got string "perhaps"`},
+	}, {
+		name: "XML not matching the record path", file: "servers.xml",
+		data: []byte("<servers>\n<server><host>m-1</host><serial>XM1</serial><ram_gb>2</ram_gb></server>\n<switch><host>sw</host></switch>\n" +
+			"<server><host>m-3</host><serial>XM3</serial><ram_gb>2</ram_gb></server>\n</servers>\n"),
+		opts:   api.FileOptions{RecordPath: "/servers/server"},
+		want:   api.Counters{Staged: 3, Inserted: 2, Error: 1},
+		errors: []string{"line 3, /servers/switch | element <switch> at /servers/switch does not match the record path /servers/server"},
+	}, {
+		name: "JSON expression failing at run time", file: "servers.json",
+		data:   []byte(`{"data":[{"host":"j-1","serial":"JS1","ram_gb":"abc"},{"host":"j-2","serial":"JS2","ram_gb":4},{"host":"j-3","serial":"JS3","os":7}]}`),
+		opts:   api.FileOptions{RecordPath: "/data"},
+		want:   api.Counters{Staged: 3, Inserted: 1, Error: 2},
+		errors: []string{"$.data[0] | $.data[0]: fields.ram_mb (map line 7): ", "$.data[2] | $.data[2]: fields.os (map line 9): "},
+	}, {
+		name: "JSON Lines not an object", file: "servers.jsonl",
+		data:   []byte("{\"host\":\"l-1\",\"serial\":\"JL1\"}\n[1,2]\n{\"host\":\"l-3\",\"serial\":\"JL3\"}\n"),
+		want:   api.Counters{Staged: 3, Inserted: 2, Error: 1},
+		errors: []string{"line 2 | line 2: want an object, found an array"},
+	}, {
+		name: "expression over a missing column", file: "servers.jsonl",
+		data:   []byte("{\"host\":\"l-4\",\"serial\":\"JL4\",\"os\":\"x\"}\n{\"serial\":\"JL5\",\"os\":\"y\"}\n"),
+		want:   api.Counters{Staged: 2, Inserted: 1, Error: 1},
+		errors: []string{"line 2 | the row has no value for host"},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			run := h.run(tc.file, tc.data, tc.opts, badInputMap)
+			if run.State != api.StateCompleted || run.Counters != tc.want {
+				t.Fatalf("run %s %s %+v, want completed %+v; errors: %+v", run.State, run.Reason, run.Counters, tc.want, h.rows(run.ID, api.OutcomeError))
+			}
+			bad := h.rows(run.ID, api.OutcomeError)
+			if len(bad) != len(tc.errors) {
+				t.Fatalf("%d error rows, want %d: %+v", len(bad), len(tc.errors), bad)
+			}
+			for i, w := range tc.errors {
+				pos, reason, _ := strings.Cut(w, " | ")
+				if got := bad[i].Position.String(); got != pos || !strings.Contains(bad[i].Reason, reason) {
+					t.Errorf("error row %d at %q: %q\nwant at %q: %q", i, got, bad[i].Reason, pos, reason)
+				}
+			}
+		})
+	}
+}
