@@ -51,7 +51,9 @@ func newImportHub(t *testing.T) *importHub {
 	cmdbDone := make(chan error, 1)
 	cc := cmdb.DefaultConfig()
 	cc.DSN = "sqlite://" + filepath.Join(dir, "cmdb.db")
-	go func() { cmdbDone <- cmdb.Run(ctx, cc, cmdb.Deps{NC: nc, JS: js, Logger: slog.New(slog.DiscardHandler)}) }()
+	go func() {
+		cmdbDone <- cmdb.Run(ctx, cc, cmdb.Deps{NC: nc, JS: js, Logger: slog.New(slog.DiscardHandler)})
+	}()
 	h := &importHub{t: t, ctx: ctx, nc: nc, js: js, cfg: importer.DefaultConfig()}
 	h.cfg.TempDir = t.TempDir()
 	h.cfg.ReceiptWait = 20 * time.Second
