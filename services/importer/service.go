@@ -57,6 +57,11 @@ type record struct {
 	Observed time.Time `json:"observed"`
 	// Header is the source's column names in order (CSV, XLSX): an error's cell.
 	Header []string `json:"header,omitempty"`
+	// SentMark bounds the rows whose payload may have reached the CMDB: it is saved before
+	// a payload past it is sent. After a restart, a row at or below it without an outcome
+	// is in doubt — the CMDB may have ingested it and lost its receipt — and its receipt
+	// is checked against the CMDB (see createdByRun).
+	SentMark int64 `json:"sent_mark,omitempty"`
 }
 
 func (s *service) now() time.Time { return s.clock.Now().UTC() }
@@ -337,6 +342,9 @@ func (s *service) resume(ctx context.Context) {
 		}
 		rs := newRunState(rec, nil, s.clock.Now())
 		rs.ready = make(chan struct{})
+		if rec.SentMark > 0 {
+			rs.doubt, rs.insertedCIs = rec.SentMark, map[string]bool{}
+		}
 		s.mu.Lock()
 		s.runs[rec.ID] = rs
 		s.mu.Unlock()

@@ -3,6 +3,7 @@ package hub_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -14,8 +15,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/xuri/excelize/v2"
 
+	cmdbapi "github.com/outpost-dev/outpost/libs/api/cmdb"
 	api "github.com/outpost-dev/outpost/libs/api/importer"
 	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/services/cmdb"
 	"github.com/outpost-dev/outpost/services/importer"
 	"github.com/outpost-dev/outpost/services/outpost/hub"
@@ -240,5 +243,69 @@ func TestImportBadInputRowByRow(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A row whose payload the CMDB ingested before a restart, but whose receipt the importer
+// never got, is sent again after it and reported unchanged by the CMDB: the row is still
+// counted inserted, from the CI's own history (made by this run's payload), once per CI.
+// The state a crash leaves — a run record in KV, its staged rows, the CMDB already holding
+// some rows' CIs — is written here as the importer writes it, then the importer starts.
+func TestResumedRowCountsItsOwnInsert(t *testing.T) {
+	t.Parallel()
+	h := newImportHub(t)
+	// Before the run: one server the CMDB knows already (an earlier import).
+	earlier := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	observed := time.Date(2026, 11, 2, 3, 4, 5, 678000000, time.UTC)
+	ingest := func(serial string, at time.Time) {
+		t.Helper()
+		p := envelope.CIPayload{Source: "import", Observed: at, Items: []envelope.CIItem{{Ref: "row", Class: "linux_server",
+			Attributes: map[string]any{"name": "r-" + strings.ToLower(serial), "serial_number": serial}}}}
+		eventually(t, 20*time.Second, func() error {
+			_, err := cmdbapi.Ingest.Call(h.ctx, h.nc, cmdbapi.IngestRequest{Payload: p})
+			return err
+		})
+	}
+	ingest("RS0", earlier)
+
+	h.stopImp()
+	const run = "01KRESUMEDRUN000000000000A"
+	serials := []string{"RS0", "RS1", "RS2", "RS3", "RS4", "RS3"} // row 6 is row 4's server again
+	for i, sn := range serials {
+		b, _ := json.Marshal(map[string]any{"n": i + 1, "pos": map[string]any{"line": i + 2}, "cols": map[string]any{"h": "r-" + strings.ToLower(sn), "s": sn}})
+		msg := &nats.Msg{Subject: "import." + run + ".rows", Data: b, Header: nats.Header{}}
+		msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s.r.%d", run, i+1))
+		if _, err := h.js.PublishMsg(h.ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Rows 2 and 4 (and so 6, the same server) reached the CMDB before the "crash".
+	ingest("RS1", observed)
+	ingest("RS3", observed)
+	const mapYAML = "name: m\ntarget: {class: linux_server}\ncoalesce: [serial_number]\nfields: {name: 'row.h', serial_number: 'row.s'}\n"
+	rec, _ := json.Marshal(map[string]any{"id": run, "set": run, "state": api.StateRunning, "filename": "s.csv", "options": map[string]any{},
+		"map_name": "m", "class": "linux_server", "source": "import", "created": observed, "staging_done": true,
+		"counters": map[string]any{"staged": len(serials)}, "map": mapYAML, "observed": observed, "sent_mark": 1024})
+	kv, err := h.js.KeyValue(h.ctx, importer.KVRuns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(h.ctx, run, rec); err != nil {
+		t.Fatal(err)
+	}
+	h.startImporter()
+	final := h.wait(run)
+	// RS0 was there before the run: unchanged. RS1 and RS3 are the run's own inserts, lost
+	// receipts or not; row 6 is RS3 again: unchanged.
+	if want := (api.Counters{Staged: 6, Inserted: 4, Unchanged: 2}); final.State != api.StateCompleted || final.Counters != want {
+		t.Fatalf("resumed run %s %s %+v, want %+v", final.State, final.Reason, final.Counters, want)
+	}
+	got := map[int64]string{}
+	for _, r := range h.rows(run, "") {
+		got[r.N] = r.Outcome
+	}
+	want := map[int64]string{1: api.OutcomeUnchanged, 2: api.OutcomeInserted, 3: api.OutcomeInserted, 4: api.OutcomeInserted, 5: api.OutcomeInserted, 6: api.OutcomeUnchanged}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("row outcomes %v, want %v", got, want)
 	}
 }
