@@ -301,8 +301,8 @@ func (s *service) stage(ctx context.Context, rs *runState) {
 	// Saved now, not by the save loop: the upload is deleted next.
 	err = s.put(ctx, &c)
 	rs.saveMu.Unlock()
-	if err == nil {
-		_ = s.objs.Delete(context.WithoutCancel(ctx), rec.Upload)
+	if err == nil && rec.UploadBucket == "" {
+		_ = s.objs.Delete(context.WithoutCancel(ctx), rec.Upload) // a schedule's file stays for its next slot
 	}
 	rs.signal()
 }
@@ -365,7 +365,11 @@ func (s *service) publishRows(ctx context.Context, rs *runState, rows []source.R
 // spool copies the upload to a temporary file (XLSX needs random access; the others are
 // read from it as a stream).
 func (s *service) spool(ctx context.Context, rec record) (string, error) {
-	obj, err := s.objs.Get(ctx, rec.Upload)
+	objs := s.objs
+	if rec.UploadBucket == api.ScheduleFiles {
+		objs = s.files
+	}
+	obj, err := objs.Get(ctx, rec.Upload)
 	if err != nil {
 		return "", fmt.Errorf("upload %s: %w (upload the file again)", rec.Upload, err)
 	}
