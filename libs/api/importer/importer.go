@@ -186,9 +186,16 @@ type MapsResponse struct {
 // MapTestForm is the multipart/form-data body of POST /api/v1/imports/maps/test: an upload
 // (UploadForm's parts, the map part or map_name first) and how many rows to try.
 type MapTestForm struct {
-	UploadForm
-	MapName string `json:"map_name,omitempty"` // a stored map instead of the map part
-	Rows    int    `json:"rows,omitempty"`     // MapTestRequest.Rows
+	Map        string `json:"map,omitempty"`         // the transform map's YAML, or:
+	MapName    string `json:"map_name,omitempty"`    // a stored map's name
+	File       string `json:"file"`                  // the data file, streamed
+	MapFile    string `json:"map_file,omitempty"`    // default: the map part's file name
+	Filename   string `json:"filename,omitempty"`    // default: the file part's file name
+	Format     string `json:"format,omitempty"`      // FileOptions.Format
+	Sheet      string `json:"sheet,omitempty"`       // FileOptions.Sheet
+	HeaderRow  int    `json:"header_row,omitempty"`  // FileOptions.HeaderRow
+	RecordPath string `json:"record_path,omitempty"` // FileOptions.RecordPath
+	Rows       int    `json:"rows,omitempty"`        // MapTestRequest.Rows
 }
 
 // MapTestRequest is a dry run: a map over the first Rows rows of an uploaded file, nothing
