@@ -361,8 +361,8 @@ type Run struct {
 	Finished    *time.Time `json:"finished,omitempty"`
 	StagingDone bool       `json:"staging_done"`
 	// Schedule is the schedule that started the run, if one did.
-	Schedule string `json:"schedule,omitempty"`
-	Counters    Counters   `json:"counters"`
+	Schedule string   `json:"schedule,omitempty"`
+	Counters Counters `json:"counters"`
 }
 
 // Terminal reports whether a run state is final.
