@@ -18,6 +18,7 @@ import (
 	cmdbapi "github.com/outpost-dev/outpost/libs/api/cmdb"
 	api "github.com/outpost-dev/outpost/libs/api/importer"
 	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/clock"
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/services/cmdb"
 	"github.com/outpost-dev/outpost/services/importer"
@@ -32,10 +33,13 @@ type importHub struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	cfg     importer.Config
+	clock   clock.Clock // the importer's; nil: the real one
 	stopImp func()
 }
 
-func newImportHub(t *testing.T) *importHub {
+func newImportHub(t *testing.T) *importHub { return newImportHubWith(t, nil) }
+
+func newImportHubWith(t *testing.T, clk clock.Clock) *importHub {
 	t.Helper()
 	dir := t.TempDir()
 	srv, err := bus.StartServer(bus.ServerConfig{Name: "imp-ops", StoreDir: filepath.Join(dir, "js")})
@@ -57,7 +61,7 @@ func newImportHub(t *testing.T) *importHub {
 	go func() {
 		cmdbDone <- cmdb.Run(ctx, cc, cmdb.Deps{NC: nc, JS: js, Logger: slog.New(slog.DiscardHandler)})
 	}()
-	h := &importHub{t: t, ctx: ctx, nc: nc, js: js, cfg: importer.DefaultConfig()}
+	h := &importHub{t: t, ctx: ctx, nc: nc, js: js, cfg: importer.DefaultConfig(), clock: clk}
 	h.cfg.TempDir = t.TempDir()
 	h.cfg.ReceiptWait = 20 * time.Second
 	h.startImporter()
@@ -74,7 +78,7 @@ func newImportHub(t *testing.T) *importHub {
 func (h *importHub) startImporter() {
 	ctx, cancel := context.WithCancel(h.ctx)
 	done := make(chan error, 1)
-	go func() { done <- importer.Run(ctx, h.cfg, importer.Deps{NC: h.nc, JS: h.js}) }()
+	go func() { done <- importer.Run(ctx, h.cfg, importer.Deps{NC: h.nc, JS: h.js, Clock: h.clock}) }()
 	h.stopImp = func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -307,5 +311,78 @@ func TestResumedRowCountsItsOwnInsert(t *testing.T) {
 	want := map[int64]string{1: api.OutcomeUnchanged, 2: api.OutcomeInserted, 3: api.OutcomeInserted, 4: api.OutcomeInserted, 5: api.OutcomeInserted, 6: api.OutcomeUnchanged}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("row outcomes %v, want %v", got, want)
+	}
+}
+
+// A schedule imports its kept file with its stored map at each slot: the first slot
+// inserts, the next finds everything unchanged, and removing the schedule stops it. The
+// importer's clock is fake, so slots come when the test says.
+func TestScheduledImportRunsEachSlot(t *testing.T) {
+	t.Parallel()
+	clk := clock.NewFake(time.Date(2026, 3, 1, 0, 0, 30, 0, time.UTC))
+	h := newImportHubWith(t, clk)
+	const mapYAML = "name: sched\ntarget: {class: linux_server}\ncoalesce: [serial_number]\nfields: {name: 'row.h', serial_number: 'row.s'}\n"
+	var sm api.StoredMap
+	eventually(t, 20*time.Second, func() error {
+		var err error
+		sm, err = api.MapAdd.Call(h.ctx, h.nc, api.MapSource{Map: mapYAML, MapFile: "sched.yaml"})
+		return err
+	})
+	files, err := h.js.ObjectStore(h.ctx, api.ScheduleFiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := files.PutString(h.ctx, "sched-file", "h,s\nsch-1,SCH1\nsch-2,SCH2\n"); err != nil {
+		t.Fatal(err)
+	}
+	sc, err := api.ScheduleAdd.Call(h.ctx, h.nc, api.Schedule{Name: "every-5", Cron: "*/5 * * * *", MapName: sm.Name, Upload: "sched-file", File: "s.csv"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc.Next == nil || !sc.Next.Equal(time.Date(2026, 3, 1, 0, 5, 0, 0, time.UTC)) {
+		t.Fatalf("next slot %v, want 00:05", sc.Next)
+	}
+	scheduled := func() []api.Run {
+		resp, err := api.RunList.Call(h.ctx, h.nc, api.RunsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []api.Run
+		for _, r := range resp.Runs {
+			if r.Schedule == "every-5" {
+				out = append(out, r)
+			}
+		}
+		return out
+	}
+	slot := func(n int, want api.Counters) {
+		t.Helper()
+		clk.Advance(5 * time.Minute)
+		var runs []api.Run
+		eventually(t, 30*time.Second, func() error {
+			clk.Advance(100 * time.Millisecond) // the scheduler and the run wait on the clock too
+			if runs = scheduled(); len(runs) != n || !api.Terminal(runs[0].State) {
+				return fmt.Errorf("%d scheduled runs (%+v), want %d, the newest finished", len(runs), runs, n)
+			}
+			return nil
+		})
+		if r := runs[0]; r.State != api.StateCompleted || r.Counters != want || r.MapName != "sched" {
+			t.Fatalf("slot %d: run %s %s %+v, want %+v", n, r.State, r.Reason, r.Counters, want)
+		}
+	}
+	slot(1, api.Counters{Staged: 2, Inserted: 2})
+	slot(2, api.Counters{Staged: 2, Unchanged: 2}) // the file was kept for the next slot
+	if _, err := api.ScheduleRm.Call(h.ctx, h.nc, api.ScheduleRequest{Name: "every-5"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := files.GetInfo(h.ctx, "sched-file"); err == nil {
+		t.Error("the schedule's file outlived the schedule")
+	}
+	if ls, err := api.ScheduleLs.Call(h.ctx, h.nc, api.RunsRequest{}); err != nil || len(ls.Schedules) != 0 {
+		t.Fatalf("schedules after rm: %+v %v", ls.Schedules, err)
+	}
+	clk.Advance(10 * time.Minute)
+	if n := len(scheduled()); n != 2 {
+		t.Fatalf("%d scheduled runs after the schedule was removed, want 2", n)
 	}
 }
