@@ -188,11 +188,11 @@ func (s *service) schedulesLs(ctx context.Context, r page.Request) (api.Schedule
 		names = append(names, k)
 	}
 	slices.Sort(names)
-	names, next, err := page.Slice(names, r, func(k string) string { return k }, strings.Compare)
+	names, cursor, err := page.Slice(names, r, func(k string) string { return k }, strings.Compare)
 	if err != nil {
 		return out, bus.Fail(errs.BadRequest, "%v", err)
 	}
-	out.NextCursor = next
+	out.NextCursor = cursor
 	for _, n := range names {
 		e, err := s.schedules.Get(ctx, n)
 		if err != nil {
