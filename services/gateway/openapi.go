@@ -156,6 +156,13 @@ var summaries = map[string]string{
 	"GET /api/v1/imports/runs/{id}/rows":         "A run's rows with their outcome, reason, position and staged columns; ?outcome=error for the errors; cursor pages",
 	"POST /api/v1/imports/runs/{id}/retransform": "Run a changed map over a run's staged rows without uploading again (operator)",
 	"POST /api/v1/imports/maps/validate":         "Check a transform map against the CMDB's class model; every problem with file, line and field",
+	"POST /api/v1/imports/maps":                  "Store a transform map as the next version of its name (operator)",
+	"GET /api/v1/imports/maps":                   "List stored transform maps (latest versions), by name; cursor pages",
+	"GET /api/v1/imports/maps/{name}":            "A stored transform map with its YAML; ?version=N for an older version",
+	"POST /api/v1/imports/maps/test":             "Dry run: a map over the first rows of a file (multipart: map or map_name, then file; rows), each row's target attributes, likely outcome and reason; nothing written (operator)",
+	"POST /api/v1/imports/schedules":             "Schedule an import: multipart parts name, cron, map_name, file options, then the file, kept for every slot (operator)",
+	"GET /api/v1/imports/schedules":              "List import schedules with their next slot and last run; cursor pages",
+	"DELETE /api/v1/imports/schedules/{name}":    "Remove an import schedule and its file (operator)",
 }
 
 var pathParam = regexp.MustCompile(`\{([a-z_]+)\}`)

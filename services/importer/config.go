@@ -19,6 +19,7 @@ import (
 	api "github.com/outpost-dev/outpost/libs/api/importer"
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/clock"
+	"github.com/outpost-dev/outpost/libs/envelope"
 )
 
 // Service is the name on the bus: svc.importer.<op>.
@@ -51,11 +52,19 @@ type Config struct {
 	ReceiptWait time.Duration
 	// TempDir is where uploaded files are spooled while read (default: the OS's).
 	TempDir string
+	// Replica names this process in the schedule lease (default: a random id; give a
+	// stable one so a restarted replica takes its lease back at once).
+	Replica string
+	// ScheduleLease is the TTL of the lease of the replica firing schedules.
+	ScheduleLease time.Duration
+	// ScheduleTick is how often the active replica looks for a due schedule.
+	ScheduleTick time.Duration
 }
 
 // DefaultConfig is the import service of `outpost up`.
 func DefaultConfig() Config {
-	return Config{MaxRuns: 10, InFlight: 512, Partitions: 8, ReceiptWait: 60 * time.Second}
+	return Config{MaxRuns: 10, InFlight: 512, Partitions: 8, ReceiptWait: 60 * time.Second, Replica: "importer-" + envelope.NewID(),
+		ScheduleLease: 10 * time.Second, ScheduleTick: time.Second}
 }
 
 // Validate reports every problem at once.
@@ -72,6 +81,15 @@ func (c Config) Validate() error {
 	}
 	if c.ReceiptWait <= 0 {
 		errs = append(errs, fmt.Errorf("receipt wait %s: want a positive duration", c.ReceiptWait))
+	}
+	if c.Replica == "" {
+		errs = append(errs, errors.New("replica: empty (a name for this process in the schedule lease)"))
+	}
+	if c.ScheduleLease < time.Second {
+		errs = append(errs, fmt.Errorf("schedule lease %s: at least 1s", c.ScheduleLease))
+	}
+	if c.ScheduleTick <= 0 || c.ScheduleTick > time.Minute {
+		errs = append(errs, fmt.Errorf("schedule tick %s: want a positive duration up to 1m (cron slots are minutes)", c.ScheduleTick))
 	}
 	return errors.Join(errs...)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	cmdbapi "github.com/outpost-dev/outpost/libs/api/cmdb"
 	api "github.com/outpost-dev/outpost/libs/api/importer"
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
@@ -69,7 +70,15 @@ type runState struct {
 	// ready is closed once a resumed run's outcomes so far are read back (nil: a new run);
 	// receipts wait for it so that no row is counted twice.
 	ready chan struct{}
+	// doubt is the SentMark a resumed run found: rows up to it without an outcome may have
+	// been ingested before the restart. insertedCIs (non-nil with doubt) are the CIs rows of
+	// the run were counted inserted for, so that a CI is inserted by one row only.
+	doubt       int64
+	insertedCIs map[string]bool
 }
+
+// markStep is how far ahead SentMark is saved: one run record write per markStep payloads.
+const markStep = 1024
 
 func newRunState(rec *record, m *transform.Map, now time.Time) *runState {
 	return &runState{rec: rec, m: m, pending: map[int64]pending{}, wake: make(chan struct{}, 1), moved: now}
@@ -161,6 +170,9 @@ func (s *service) recount(ctx context.Context, rs *runState) error {
 		if !rs.done.get(o.N) {
 			rs.done.set(o.N)
 			rs.rec.Counters.Add(o.Outcome, 1)
+			if o.Outcome == api.OutcomeInserted && rs.insertedCIs != nil && o.CI != "" {
+				rs.insertedCIs[o.CI] = true
+			}
 		}
 		rs.mu.Unlock()
 		return true
@@ -289,8 +301,8 @@ func (s *service) stage(ctx context.Context, rs *runState) {
 	// Saved now, not by the save loop: the upload is deleted next.
 	err = s.put(ctx, &c)
 	rs.saveMu.Unlock()
-	if err == nil {
-		_ = s.objs.Delete(context.WithoutCancel(ctx), rec.Upload)
+	if err == nil && rec.UploadBucket == "" {
+		_ = s.objs.Delete(context.WithoutCancel(ctx), rec.Upload) // a schedule's file stays for its next slot
 	}
 	rs.signal()
 }
@@ -353,7 +365,11 @@ func (s *service) publishRows(ctx context.Context, rs *runState, rows []source.R
 // spool copies the upload to a temporary file (XLSX needs random access; the others are
 // read from it as a stream).
 func (s *service) spool(ctx context.Context, rec record) (string, error) {
-	obj, err := s.objs.Get(ctx, rec.Upload)
+	objs := s.objs
+	if rec.UploadBucket == api.ScheduleFiles {
+		objs = s.files
+	}
+	obj, err := objs.Get(ctx, rec.Upload)
 	if err != nil {
 		return "", fmt.Errorf("upload %s: %w (upload the file again)", rec.Upload, err)
 	}
@@ -490,6 +506,12 @@ func (s *service) transformRow(ctx context.Context, rs *runState, id string, obs
 			}
 		}
 	}
+	if err := s.markSent(ctx, rs, row.N); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
 	rs.mu.Lock()
 	rs.pending[row.N] = pending{seq: seq, pos: row.Pos, sent: s.clock.Now()}
 	rs.mu.Unlock()
@@ -503,19 +525,50 @@ func (s *service) transformRow(ctx context.Context, rs *runState, id string, obs
 	return nil
 }
 
-// where prefixes a reason with the row's position.
+// markSent saves the run's SentMark past row n before n's payload is sent (see record.SentMark).
+func (s *service) markSent(ctx context.Context, rs *runState, n int64) error {
+	rs.mu.Lock()
+	ok := n <= rs.rec.SentMark
+	rs.mu.Unlock()
+	if ok {
+		return nil
+	}
+	rs.saveMu.Lock()
+	defer rs.saveMu.Unlock()
+	rs.mu.Lock()
+	rs.rec.SentMark = n + markStep
+	c := *rs.rec
+	rs.dirty = false
+	rs.mu.Unlock()
+	return s.put(ctx, &c)
+}
+
+// createdByRun tells whether the CMDB created ci from a payload of this run: its oldest
+// history entry is the attribute set by the run's source at the run's observation time
+// (every payload of a run carries the run's, fixed). A row sent before a restart whose
+// receipt was lost is ingested again after it and reported unchanged: this tells that the
+// CI is the row's own insert. A CI with a full page of history was not made by one row.
+func (s *service) createdByRun(ctx context.Context, rec *record, ci string) (bool, error) {
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	d, err := cmdbapi.Get.Call(rctx, s.deps.NC, cmdbapi.IDRequest{ID: ci})
+	if err != nil {
+		return false, fmt.Errorf("CI %s's history (svc.cmdb.get): %w", ci, err)
+	}
+	if len(d.History) == 0 || len(d.History) >= 100 {
+		return false, nil
+	}
+	first := d.History[len(d.History)-1]
+	at := first.Time.Sub(rec.Observed)
+	// The store keeps times to the microsecond at best.
+	created := len(first.Old) == 0 || string(first.Old) == "null"
+	return created && first.Source == rec.Source && at > -time.Millisecond && at < time.Millisecond, nil
+}
+
+// where prefixes a reason with the row's position (servers!C12, line 7, $.data[4]).
 func where(p api.Position) string {
-	switch {
-	case p.Sheet != "" && p.Cell != "":
-		return fmt.Sprintf("sheet %q cell %s: ", p.Sheet, p.Cell)
-	case p.Sheet != "":
-		return fmt.Sprintf("sheet %q row %d: ", p.Sheet, p.Row)
-	case p.Record != "" && p.Line > 0:
-		return fmt.Sprintf("line %d (%s): ", p.Line, p.Record)
-	case p.Record != "":
-		return p.Record + ": "
-	case p.Line > 0:
-		return fmt.Sprintf("line %d: ", p.Line)
+	if w := p.String(); w != "" {
+		return w + ": "
 	}
 	return ""
 }
@@ -563,6 +616,9 @@ func (s *service) record(ctx context.Context, rs *runState, o outcomeMsg) error 
 		rs.done.set(o.N)
 		rs.rec.Counters.Add(o.Outcome, 1)
 		rs.dirty = true
+		if o.Outcome == api.OutcomeInserted && rs.insertedCIs != nil && o.CI != "" {
+			rs.insertedCIs[o.CI] = true
+		}
 	}
 	delete(rs.pending, o.N)
 	rs.moved = s.clock.Now()
@@ -694,6 +750,33 @@ func (s *service) handleReceipt(ctx context.Context, meta envelope.Meta, in *env
 		o.Outcome = api.OutcomeUpdated
 	case envelope.ItemUnchanged:
 		o.Outcome = api.OutcomeUnchanged
+		rs.mu.Lock()
+		inDoubt := n <= rs.doubt && item.CI != "" && !rs.insertedCIs[item.CI]
+		rec := *rs.rec
+		rs.mu.Unlock()
+		if inDoubt {
+			// Sent before the restart: the first ingest may have been this one's insert.
+			mine, err := s.createdByRun(ctx, &rec, item.CI)
+			if err != nil {
+				return err // redelivered: the CMDB answers again shortly
+			}
+			rs.mu.Lock()
+			claimed := mine && !rs.insertedCIs[item.CI]
+			if claimed {
+				o.Outcome = api.OutcomeInserted
+				rs.insertedCIs[item.CI] = true // one row inserts a CI, even among concurrent receipts
+			}
+			rs.mu.Unlock()
+			if claimed {
+				if err := s.record(ctx, rs, o); err != nil {
+					rs.mu.Lock()
+					delete(rs.insertedCIs, item.CI)
+					rs.mu.Unlock()
+					return err
+				}
+				return nil
+			}
+		}
 	case envelope.ItemConflict:
 		o.Reason = where(o.Pos) + "identification conflict, not ingested (`outpost ci conflicts`): " + item.Reason
 	default:

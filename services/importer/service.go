@@ -19,6 +19,7 @@ import (
 	"github.com/outpost-dev/outpost/libs/clock"
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/libs/errs"
+	"github.com/outpost-dev/outpost/libs/lease"
 	"github.com/outpost-dev/outpost/libs/page"
 	"github.com/outpost-dev/outpost/libs/version"
 	"github.com/outpost-dev/outpost/services/importer/transform"
@@ -31,8 +32,12 @@ type service struct {
 	log   *slog.Logger
 	pub   *bus.Publisher
 	kv    jetstream.KeyValue
+	maps  jetstream.KeyValue // stored transform maps, versions as history
 	objs  jetstream.ObjectStore
-	imp   jetstream.Stream
+	// schedules and their files (kept until the schedule is removed)
+	schedules jetstream.KeyValue
+	files     jetstream.ObjectStore
+	imp       jetstream.Stream
 
 	slots chan struct{} // MaxRuns
 
@@ -51,12 +56,20 @@ type service struct {
 type record struct {
 	api.Run
 	Upload string `json:"upload,omitempty"` // object in the upload bucket until staged
-	Map    string `json:"map"`              // the map's YAML
+	// UploadBucket is where Upload is when not in the upload bucket: a schedule's file,
+	// kept after staging for the schedule's next slot.
+	UploadBucket string `json:"upload_bucket,omitempty"`
+	Map          string `json:"map"` // the map's YAML
 	// Observed is the time the run's payloads say they were observed: fixed per run, so a
 	// payload sent again after a restart is the same payload (same receipt id).
 	Observed time.Time `json:"observed"`
 	// Header is the source's column names in order (CSV, XLSX): an error's cell.
 	Header []string `json:"header,omitempty"`
+	// SentMark bounds the rows whose payload may have reached the CMDB: it is saved before
+	// a payload past it is sent. After a restart, a row at or below it without an outcome
+	// is in doubt — the CMDB may have ingested it and lost its receipt — and its receipt
+	// is checked against the CMDB (see createdByRun).
+	SentMark int64 `json:"sent_mark,omitempty"`
 }
 
 func (s *service) now() time.Time { return s.clock.Now().UTC() }
@@ -82,8 +95,24 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 		Description: "import runs: state, counters, map, staging progress", History: 1, Storage: jetstream.FileStorage}); err != nil {
 		return fmt.Errorf("kv %s: %w", KVRuns, err)
 	}
+	if s.maps, err = deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: api.KVMaps,
+		Description: "stored transform maps: one key per name, its versions as history", History: mapVersions, Storage: jetstream.FileStorage}); err != nil {
+		return fmt.Errorf("kv %s: %w", api.KVMaps, err)
+	}
 	if s.objs, err = deps.JS.CreateOrUpdateObjectStore(ctx, api.UploadStoreConfig()); err != nil {
 		return fmt.Errorf("object store %s: %w", api.UploadBucket, err)
+	}
+	if s.schedules, err = deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: KVSchedules,
+		Description: "import schedules: cron, map, file, last slot fired", History: 1, Storage: jetstream.FileStorage}); err != nil {
+		return fmt.Errorf("kv %s: %w", KVSchedules, err)
+	}
+	if s.files, err = deps.JS.CreateOrUpdateObjectStore(ctx, api.ScheduleFilesConfig()); err != nil {
+		return fmt.Errorf("object store %s: %w", api.ScheduleFiles, err)
+	}
+	leases, err := deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bus.KVLeases, Description: "scheduler leases",
+		History: 1, LimitMarkerTTL: time.Second})
+	if err != nil {
+		return fmt.Errorf("kv %s: %w", bus.KVLeases, err)
 	}
 	if s.imp, err = deps.JS.Stream(ctx, bus.StreamImports); err != nil {
 		return fmt.Errorf("stream %s (is the bus provisioned?): %w", bus.StreamImports, err)
@@ -114,8 +143,18 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	if deps.Ready != nil {
 		deps.Ready()
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go func() { defer s.wg.Done(); s.saveLoop(ctx) }()
+	go func() {
+		defer s.wg.Done()
+		// One replica fires schedules: the one holding the lease.
+		sch := &scheduler{kv: s.schedules, clock: s.clock, log: s.log, tick: cfg.ScheduleTick, fire: s.startScheduled}
+		active := lease.New(lease.Config{JS: deps.JS, KV: leases, Key: ScheduleLeaseKey, Holder: cfg.Replica, TTL: cfg.ScheduleLease,
+			Clock: s.clock, Logger: s.log, Name: "import scheduler"})
+		if err := active.Serve(ctx, sch.loop, nil); err != nil {
+			s.log.Error("import scheduler stopped", "err", err)
+		}
+	}()
 	err = router.Run(ctx)
 	s.wg.Wait()
 	s.saveAll(context.WithoutCancel(ctx))
@@ -139,20 +178,27 @@ func (s *service) endpoints() map[string]bus.Endpoint {
 			}
 			return rec.Run, nil
 		}),
-		api.Rows.Name: api.Rows.Handle(s.rows),
+		api.Rows.Name:        api.Rows.Handle(s.rows),
+		api.MapAdd.Name:      api.MapAdd.Handle(s.mapAdd),
+		api.MapList.Name:     api.MapList.Handle(s.mapsLs),
+		api.MapGet.Name:      api.MapGet.Handle(s.mapGet),
+		api.MapTest.Name:     api.MapTest.Handle(s.mapTest),
+		api.ScheduleAdd.Name: api.ScheduleAdd.Handle(s.scheduleAdd),
+		api.ScheduleLs.Name:  api.ScheduleLs.Handle(s.schedulesLs),
+		api.ScheduleRm.Name:  api.ScheduleRm.Handle(s.scheduleRm),
 	}
 }
 
 func (s *service) validate(ctx context.Context, r api.ValidateRequest) (api.ValidateResponse, error) {
-	m, err := s.loadMap(ctx, r.MapFile, r.Map)
+	text, file, err := s.resolveMap(ctx, r.Map, r.MapFile, r.MapName)
 	if err != nil {
 		return api.ValidateResponse{}, err
 	}
-	resp := api.ValidateResponse{Name: m.Name, Class: m.Class, Coalesce: m.Coalesce, Fields: []string{}}
-	for _, f := range m.Fields {
-		resp.Fields = append(resp.Fields, f.Attr)
+	m, err := s.loadMap(ctx, file, text)
+	if err != nil {
+		return api.ValidateResponse{}, err
 	}
-	return resp, nil
+	return summary(m), nil
 }
 
 // classModel asks the CMDB for its class model, kept for half a minute.
@@ -203,6 +249,10 @@ func (s *service) start(ctx context.Context, r api.StartRequest) (api.Run, error
 	if r.Options.HeaderRow < 0 {
 		return api.Run{}, bus.Fail(errs.BadRequest, "header_row %d: rows count from 1", r.Options.HeaderRow)
 	}
+	var err error
+	if r.Map, r.MapFile, err = s.resolveMap(ctx, r.Map, r.MapFile, r.MapName); err != nil {
+		return api.Run{}, err
+	}
 	m, err := s.loadMap(ctx, r.MapFile, r.Map)
 	if err != nil {
 		return api.Run{}, err
@@ -225,6 +275,9 @@ func (s *service) retransform(ctx context.Context, r api.RetransformRequest) (ap
 	}
 	if !src.StagingDone {
 		return api.Run{}, bus.Fail(errs.Conflict, "run %s is still staging its rows: re-transform once it has finished reading its source", r.Run)
+	}
+	if r.Map, r.MapFile, err = s.resolveMap(ctx, r.Map, r.MapFile, r.MapName); err != nil {
+		return api.Run{}, err
 	}
 	m, err := s.loadMap(ctx, r.MapFile, r.Map)
 	if err != nil {
@@ -337,6 +390,9 @@ func (s *service) resume(ctx context.Context) {
 		}
 		rs := newRunState(rec, nil, s.clock.Now())
 		rs.ready = make(chan struct{})
+		if rec.SentMark > 0 {
+			rs.doubt, rs.insertedCIs = rec.SentMark, map[string]bool{}
+		}
 		s.mu.Lock()
 		s.runs[rec.ID] = rs
 		s.mu.Unlock()

@@ -151,6 +151,9 @@ func (c *Console) routes() {
 	auth("GET "+Prefix+"/cis", c.cis)
 	auth("GET "+Prefix+"/cis/{id}", c.ci)
 	auth("GET "+Prefix+"/dlq", c.dlq)
+	auth("GET "+Prefix+"/imports", c.imports)
+	auth("GET "+Prefix+"/imports/runs/{id}", c.importRun)
+	auth("GET "+Prefix+"/imports/runs/{id}/events", c.importRunEvents)
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		c.render(w, r, http.StatusNotFound, "error", &page{Title: "Not found", Errors: []string{"There is no page at " + r.URL.Path + "."}})
 	})

@@ -314,7 +314,7 @@ func TestPagesRenderWhatTheAPISays(t *testing.T) {
 	e := newEnv(t)
 	b := e.browser(t)
 	b.signIn(e.admin)
-	for _, path := range []string{"/console/", "/console/agents", "/console/sites", "/console/discovery", "/console/cis"} {
+	for _, path := range []string{"/console/", "/console/agents", "/console/sites", "/console/discovery", "/console/cis", "/console/imports"} {
 		resp, body := b.get(path)
 		if resp.StatusCode != 200 || !strings.Contains(body, `class="problem"`) || !strings.Contains(body, `<nav class="side"`) {
 			t.Errorf("%s: %d %.300s", path, resp.StatusCode, body)

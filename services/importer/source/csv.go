@@ -97,7 +97,7 @@ func (c *csvReader) Next() (Row, error) {
 		var pe *csv.ParseError
 		if errors.As(err, &pe) {
 			return Row{N: c.n, Pos: api.Position{Line: int64(pe.StartLine)},
-				Err: fmt.Sprintf("line %d, column %d: %v", pe.Line, pe.Column, pe.Err)}, nil
+				Err: csvProblem(pe)}, nil
 		}
 		return Row{}, err
 	}
@@ -111,6 +111,16 @@ func (c *csvReader) Next() (Row, error) {
 		cols[c.header[i]] = v
 	}
 	return Row{N: c.n, Pos: pos, Cols: cols}, nil
+}
+
+// csvProblem says what is wrong with a malformed record: where the record starts (its row's
+// position), and where the reader noticed, which for an unclosed quote is lines later.
+func csvProblem(pe *csv.ParseError) string {
+	if errors.Is(pe.Err, csv.ErrQuote) && pe.Line > pe.StartLine {
+		return fmt.Sprintf("line %d: malformed CSV: a quoted field opened on line %d is not closed (noticed at line %d, column %d: %v); the lines after it were read into that field",
+			pe.StartLine, pe.StartLine, pe.Line, pe.Column, pe.Err)
+	}
+	return fmt.Sprintf("line %d: malformed CSV at column %d: %v", pe.Line, pe.Column, pe.Err)
 }
 
 // decodeText returns r as UTF-8 text and the encoding it was found in.

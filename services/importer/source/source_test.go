@@ -117,7 +117,9 @@ func TestCSV(t *testing.T) {
 		{name: "multi-line quoted field keeps the row's first line", data: []byte("a,b\n\"x\ny\",1\nz,2\n"), delim: ',', enc: "utf-8",
 			rows: []want{{2, map[string]any{"a": "x\ny", "b": "1"}, ""}, {4, map[string]any{"a": "z", "b": "2"}, ""}}},
 		{name: "bad quote is a row error and the file goes on", data: []byte("a,b\n1,2\n3,x\"y\n5,6\n"), delim: ',', enc: "utf-8",
-			rows: []want{{2, map[string]any{"a": "1", "b": "2"}, ""}, {3, nil, "line 3, column 4: bare \" in non-quoted-field"}, {4, map[string]any{"a": "5", "b": "6"}, ""}}},
+			rows: []want{{2, map[string]any{"a": "1", "b": "2"}, ""}, {3, nil, "line 3: malformed CSV at column 4: bare \" in non-quoted-field"}, {4, map[string]any{"a": "5", "b": "6"}, ""}}},
+		{name: "unclosed quote names the line it opened on", data: []byte("a,b\n1,2\n3,\"x\n5,6\n"), delim: ',', enc: "utf-8",
+			rows: []want{{2, map[string]any{"a": "1", "b": "2"}, ""}, {3, nil, "line 3: malformed CSV: a quoted field opened on line 3 is not closed"}}},
 		{name: "short and long rows", data: []byte("a,b\n1\n1,2,3\n"), delim: ',', enc: "utf-8",
 			rows: []want{{2, nil, "line 2: 1 fields, the header has 2"}, {3, nil, "line 3: 3 fields, the header has 2"}}},
 		{name: "header row 3", data: []byte("report\nmade today\nhost,ip\na,10.0.0.1\n"), opts: api.FileOptions{HeaderRow: 3}, delim: ',', enc: "utf-8",
@@ -191,8 +193,10 @@ func TestXLSX(t *testing.T) {
 	servers := [][]any{{"host", "ram_gb", "os"}, {"a", 8, "Debian 12"}, {}, {"b", 16.5, "Rocky"}}
 	inventory := [][]any{{"Inventory export"}, {}, {"name", "serial"}, {"x", "S1"}}
 	book := xlsx(t, map[string][][]any{"servers": servers, "inventory": inventory}, []string{"servers", "inventory"}, nil)
-	merged := xlsx(t, map[string][][]any{"s": {{"host", "ram", nil, "os"}, {"a", 1, 2, "x"}}}, []string{"s"}, map[string][2]string{"s": {"B1", "C1"}})
-	blank := xlsx(t, map[string][][]any{"s": {{"host", nil, "os"}, {"a", 1, "x"}}}, []string{"s"}, nil)
+	merged := xlsx(t, map[string][][]any{"s": {{"host", "ram", nil, "os"}, {"a", 1, 2, "x"}, {"b", 4, nil, "y"}}}, []string{"s"}, map[string][2]string{"s": {"B1", "C1"}})
+	blank := xlsx(t, map[string][][]any{"s": {{"host", nil, "os"}, {"a", 1, "x"}, {"b", nil, "y"}}}, []string{"s"}, nil)
+	allBlank := xlsx(t, map[string][][]any{"My Sheet": {{"host", nil, "os"}, {"a", "x", "y"}}}, []string{"My Sheet"}, nil)
+	twice := xlsx(t, map[string][][]any{"s": {{"host", nil, "host"}, {"a", 1, "x"}}}, []string{"s"}, nil)
 	wide := xlsx(t, map[string][][]any{"s": {{"host"}, {"a", "stray"}}}, []string{"s"}, nil)
 	for _, tc := range []struct {
 		name  string
@@ -208,9 +212,19 @@ func TestXLSX(t *testing.T) {
 		{name: "sheet and header row chosen", path: book, opts: api.FileOptions{Sheet: "inventory", HeaderRow: 3},
 			rows: []want{{0, map[string]any{"name": "x", "serial": "S1"}, ""}}, pos: []api.Position{{Sheet: "inventory", Row: 4}}},
 		{name: "unknown sheet", path: book, opts: api.FileOptions{Sheet: "hosts"}, fatal: `sheet "hosts" not found: the workbook has "servers", "inventory"`},
-		{name: "merged header cell", path: merged, fatal: `header cell C1 of sheet "s" (merged into B1:C1) is blank`},
-		{name: "blank header cell", path: blank, fatal: `header cell B1 of sheet "s" is blank`},
-		{name: "value beyond the header", path: wide, rows: []want{{0, nil, `sheet "s" cell B2: a value beyond the last named column`}},
+		// A blank or merged header cell names no column: a value under it is that row's
+		// error at its cell, the rows with nothing there are read, the sheet goes on.
+		{name: "merged header cell", path: merged, rows: []want{
+			{0, nil, `s!C2: "2" has no column: the header cell C1 of sheet "s" (merged into B1:C1) is blank`},
+			{0, map[string]any{"host": "b", "ram": "4", "os": "y"}, ""}},
+			pos: []api.Position{{Sheet: "s", Row: 2, Cell: "C2"}, {Sheet: "s", Row: 3}}},
+		{name: "blank header cell", path: blank, rows: []want{
+			{0, nil, `s!B2: "1" has no column: the header cell B1 of sheet "s" is blank`},
+			{0, map[string]any{"host": "b", "os": "y"}, ""}},
+			pos: []api.Position{{Sheet: "s", Row: 2, Cell: "B2"}, {Sheet: "s", Row: 3}}},
+		{name: "quoted sheet name", path: allBlank, rows: []want{{0, nil, `'My Sheet'!B2: "x" has no column`}}},
+		{name: "header name twice", path: twice, fatal: `header cell C1 of sheet "s": column name "host" is used twice (first at cell A1 of sheet "s")`},
+		{name: "value beyond the header", path: wide, rows: []want{{0, nil, `s!B2: a value beyond the last named column`}},
 			pos: []api.Position{{Sheet: "s", Row: 2, Cell: "B2"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

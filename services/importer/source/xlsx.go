@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	"github.com/xuri/excelize/v2"
@@ -18,8 +19,12 @@ type xlsxReader struct {
 	rows   *excelize.Rows
 	sheet  string
 	header []string
-	rowNum int64 // sheet row number of the last row read
-	n      int64
+	// unnamed holds the header's blank cells (column index → how to name it in a reason):
+	// a merged or empty header cell names no column, so a value under it is that row's
+	// error, not a reason to refuse the whole sheet.
+	unnamed map[int]string
+	rowNum  int64 // sheet row number of the last row read
+	n       int64
 }
 
 func openXLSX(path string, opts api.FileOptions) (*xlsxReader, error) {
@@ -78,16 +83,34 @@ func newXLSX(f *excelize.File, opts api.FileOptions) (*xlsxReader, error) {
 			break
 		}
 	}
-	x.header, err = headerNames(cols, func(col int) string {
+	where := func(col int) string {
 		cell, _ := excelize.CoordinatesToCellName(col+1, int(headerRow))
 		where := fmt.Sprintf("cell %s of sheet %q", cell, sheet)
 		if m, ok := merged[cell]; ok {
 			where += " (merged into " + m + ")"
 		}
 		return where
-	})
+	}
+	named := make([]string, 0, len(cols))
+	index := make([]int, 0, len(cols))
+	for i, c := range cols {
+		if strings.TrimSpace(c) == "" {
+			if x.unnamed == nil {
+				x.unnamed = map[int]string{}
+			}
+			x.unnamed[i] = "header " + where(i) + " is blank"
+			continue
+		}
+		named = append(named, c)
+		index = append(index, i)
+	}
+	names, err := headerNames(named, func(i int) string { return where(index[i]) })
 	if err != nil {
 		return nil, err
+	}
+	x.header = make([]string, len(cols)) // by column; "" under a blank header cell
+	for i, n := range names {
+		x.header[index[i]] = n
 	}
 	return x, nil
 }
@@ -131,7 +154,7 @@ func (x *xlsxReader) Next() (Row, error) {
 		pos := api.Position{Sheet: x.sheet, Row: x.rowNum}
 		if err != nil {
 			x.n++
-			return Row{N: x.n, Pos: pos, Err: fmt.Sprintf("sheet %q row %d: %v", x.sheet, x.rowNum, err)}, nil
+			return Row{N: x.n, Pos: pos, Err: fmt.Sprintf("%s: %v", SheetCell(x.sheet, "A"+strconv.FormatInt(x.rowNum, 10)), err)}, nil
 		}
 		if blank(cols) {
 			continue // spreadsheets have empty rows between blocks; they are not records
@@ -140,10 +163,21 @@ func (x *xlsxReader) Next() (Row, error) {
 		if len(cols) > len(x.header) && !blank(cols[len(x.header):]) {
 			cell, _ := excelize.CoordinatesToCellName(len(x.header)+1, int(x.rowNum))
 			pos.Cell = cell
-			return Row{N: x.n, Pos: pos, Err: fmt.Sprintf("sheet %q cell %s: a value beyond the last named column", x.sheet, cell)}, nil
+			return Row{N: x.n, Pos: pos, Err: fmt.Sprintf("%s: a value beyond the last named column", SheetCell(x.sheet, cell))}, nil
+		}
+		for i := range min(len(cols), len(x.header)) {
+			if why, ok := x.unnamed[i]; ok && strings.TrimSpace(cols[i]) != "" {
+				cell, _ := excelize.CoordinatesToCellName(i+1, int(x.rowNum))
+				pos.Cell = cell
+				return Row{N: x.n, Pos: pos, Err: fmt.Sprintf("%s: %q has no column: the %s; name the column in the header row, or clear the cell",
+					SheetCell(x.sheet, cell), cols[i], why)}, nil
+			}
 		}
 		row := make(map[string]any, len(x.header))
 		for i, name := range x.header {
+			if name == "" {
+				continue
+			}
 			v := ""
 			if i < len(cols) {
 				v = cols[i]
@@ -184,3 +218,6 @@ func quoteAll(list []string) []string {
 	}
 	return out
 }
+
+// SheetCell names a cell the way spreadsheets do: servers!C12, 'My Sheet'!C12.
+func SheetCell(sheet, cell string) string { return api.SheetCell(sheet, cell) }

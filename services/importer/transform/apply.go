@@ -102,7 +102,7 @@ func evalFields(fields []Field, env map[string]any, prefix string) (map[string]a
 	for _, f := range fields {
 		v, err := expr.Run(f.Expr.prog, env)
 		if err != nil {
-			return nil, &fieldErr{fmt.Sprintf("%s%s (map line %d): %s", prefix, f.Attr, f.Expr.Line, oneLine(err.Error())), f.Expr.Columns}
+			return nil, &fieldErr{fmt.Sprintf("%s%s (map line %d): %s%s", prefix, f.Attr, f.Expr.Line, oneLine(err.Error()), missing(f.Expr, env)), f.Expr.Columns}
 		}
 		if v == nil {
 			continue
@@ -116,6 +116,23 @@ func evalFields(fields []Field, env map[string]any, prefix string) (map[string]a
 		}
 	}
 	return attrs, nil
+}
+
+// missing explains a failed expression by the columns it reads that the row lacks: the
+// expression engine's own message for a missing value ("call of reflect.Value.Type on zero
+// Value") does not say which.
+func missing(e *Expr, env map[string]any) string {
+	row, _ := env["row"].(map[string]any)
+	var gone []string
+	for _, c := range e.Columns {
+		if v, ok := row[c]; !ok || v == nil {
+			gone = append(gone, c)
+		}
+	}
+	if len(gone) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (the row has no value for %s: guard with `row.%s != nil ? … : nil`)", strings.Join(gone, ", "), gone[0])
 }
 
 // convert checks a value against a CMDB attribute type. Text that reads cleanly as the type

@@ -86,6 +86,13 @@ var commandOf = map[string]string{
 	"GET /api/v1/imports/runs/{id}/rows":         "import runs show",
 	"POST /api/v1/imports/runs/{id}/retransform": "import runs retransform",
 	"POST /api/v1/imports/maps/validate":         "import maps check",
+	"POST /api/v1/imports/maps":                  "import maps add",
+	"GET /api/v1/imports/maps":                   "import maps ls",
+	"GET /api/v1/imports/maps/{name}":            "import maps show",
+	"POST /api/v1/imports/maps/test":             "import maps test",
+	"POST /api/v1/imports/schedules":             "import schedules add",
+	"GET /api/v1/imports/schedules":              "import schedules ls",
+	"DELETE /api/v1/imports/schedules/{name}":    "import schedules rm",
 }
 
 // Every route the gateway documents has a CLI command.
