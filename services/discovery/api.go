@@ -158,8 +158,11 @@ func (s *service) start(ctx context.Context, req StartRequest, schedule string) 
 	r.logf(now, "run queued")
 	rs := &runState{run: r, hosts: map[string]*Host{}}
 	rs.mu.Lock()
-	s.saveRun(ctx, rs)
+	err := s.saveRun(ctx, rs)
 	rs.mu.Unlock()
+	if err != nil {
+		return "", fmt.Errorf("run %s not started: its record cannot be written: %w", r.ID, err)
+	}
 	s.mu.Lock()
 	s.runs[r.ID] = rs
 	s.mu.Unlock()
