@@ -93,23 +93,23 @@ func (p *pendingProbe) group() string {
 
 // RunRecord is a discovery run as kept in KV `runs` (key = id).
 type RunRecord struct {
-	ID          string                   `json:"id"`
-	Site        string                   `json:"site"`
-	Ranges      []string                 `json:"ranges,omitempty"`
-	Exclude     []string                 `json:"exclude,omitempty"`
-	Ports       []int                    `json:"ports,omitempty"`
-	Credentials []string                 `json:"credentials,omitempty"`
-	Schedule    string                   `json:"schedule,omitempty"`
-	State       string                   `json:"state"`
-	Reason      string                   `json:"reason,omitempty"`
-	Created     time.Time                `json:"created"`
-	Updated     time.Time                `json:"updated"`
-	Finished    *time.Time               `json:"finished,omitempty"`
-	Deadline    time.Time                `json:"deadline"`
-	Counters    Counters                 `json:"counters"`
-	Errors      []string                 `json:"errors,omitempty"`
-	Log         []string                 `json:"log,omitempty"`
-	Relations   bool                     `json:"relations_sent,omitempty"`
+	ID          string     `json:"id"`
+	Site        string     `json:"site"`
+	Ranges      []string   `json:"ranges,omitempty"`
+	Exclude     []string   `json:"exclude,omitempty"`
+	Ports       []int      `json:"ports,omitempty"`
+	Credentials []string   `json:"credentials,omitempty"`
+	Schedule    string     `json:"schedule,omitempty"`
+	State       string     `json:"state"`
+	Reason      string     `json:"reason,omitempty"`
+	Created     time.Time  `json:"created"`
+	Updated     time.Time  `json:"updated"`
+	Finished    *time.Time `json:"finished,omitempty"`
+	Deadline    time.Time  `json:"deadline"`
+	Counters    Counters   `json:"counters"`
+	Errors      []string   `json:"errors,omitempty"`
+	Log         []string   `json:"log,omitempty"`
+	Relations   bool       `json:"relations_sent,omitempty"`
 	// Fence is the lease token of the replica that wrote the record (libs/lease.Store).
 	Fence uint64 `json:"fence,omitempty"`
 	// Pending are the probes whose final result is awaited. They are not part of the
