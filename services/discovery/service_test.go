@@ -24,6 +24,7 @@ import (
 
 type harness struct {
 	t        *testing.T
+	srv      *bus.Server
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	hub      nkeys.KeyPair
@@ -69,7 +70,7 @@ func newHarness(ctx context.Context, t *testing.T, labRange string, hosts int) *
 	if err := bus.Provision(ctx, js, bus.DefaultTopology(bus.Limits{}).WithConsumers(Consumers()...)); err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, nc: nc, js: js, dataDir: t.TempDir()}
+	h := &harness{t: t, srv: srv, nc: nc, js: js, dataDir: t.TempDir()}
 	h.hub, _ = nkeys.CreateCurveKeys()
 	bkey, _ := nkeys.CreateCurveKeys()
 	bpub, _ := bkey.PublicKey()
