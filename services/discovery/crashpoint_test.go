@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -130,7 +131,9 @@ func (h *harness) checkAgainstManifest(ctx context.Context, v RunView) {
 		}
 		if classes[mh.IP] != mh.Class {
 			var hv RunView
-			_ = bus.Request(ctx, h.nc, Service, "run_get", IDRequest{ID: v.ID, Host: mh.IP}, &hv)
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_ = bus.Request(rctx, h.nc, Service, "run_get", IDRequest{ID: v.ID, Host: mh.IP}, &hv)
+			cancel()
 			t.Errorf("%s (%s): class %q, manifest %q; host %+v", mh.IP, mh.Name, classes[mh.IP], mh.Class, hv.Host)
 		}
 	}
@@ -139,17 +142,38 @@ func (h *harness) checkAgainstManifest(ctx context.Context, v RunView) {
 	}
 	h.mu.Lock()
 	roots := map[string]*envelope.CIPayload{}
+	links := map[string]bool{}
 	for _, p := range h.payloads {
 		if len(p.Relations) == 1 && p.Relations[0].Type == "connected_to" {
+			links[p.Items[0].NativeKey+"|"+p.Items[1].NativeKey] = true
 			continue
 		}
 		roots[p.Items[0].NativeKey] = p
 	}
 	h.mu.Unlock()
 	for _, mh := range m.Hosts {
-		if _, ok := roots[mh.IP]; ok != (mh.Class != "") {
+		p, ok := roots[mh.IP]
+		if ok != (mh.Class != "") {
 			t.Errorf("%s (%q): payload sent %t", mh.IP, mh.Class, ok)
 		}
+		if !ok || mh.Class != "linux_server" {
+			continue
+		}
+		// a Linux server's adapters come from its explore probe: a payload sent without its
+		// explore results lacks them
+		macs := map[string]bool{}
+		for _, it := range p.Items {
+			if mac, _ := it.Attributes["mac_address"].(string); mac != "" {
+				macs[strings.ToLower(mac)] = true
+			}
+		}
+		for _, mac := range mh.MACs {
+			if !macs[strings.ToLower(mac)] {
+				t.Errorf("%s (%s): payload lacks adapter %s (explore results lost?); has %v", mh.IP, mh.Class, mac, macs)
+			}
+		}
+	}
+	if len(links) != len(m.Neighbours) {
+		t.Errorf("LLDP links sent %d, manifest has %d neighbours", len(links), len(m.Neighbours))
 	}
 }
-

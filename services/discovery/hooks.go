@@ -21,8 +21,9 @@ const (
 	PointScanBurst     Point = "scan"
 	PointClassifyBurst Point = "classify"
 	PointExploreBurst  Point = "explore"
-	PointPayload       Point = "payload" // a host's payload published to the CMDB stream
-	PointReceipt       Point = "receipt" // a CMDB receipt applied, not yet acknowledged
+	PointPayload       Point = "payload"  // a host's payload published to the CMDB stream
+	PointReceipt       Point = "receipt"  // a CMDB receipt applied, not yet acknowledged
+	PointScheduleFire  Point = "schedule" // a schedule's slot is due, its run not started yet
 	PointWriteScan     Point = "write:scan"
 	PointWriteClassify Point = "write:classify"
 	PointWriteExplore  Point = "write:explore"
