@@ -42,6 +42,13 @@ type Active struct {
 	cfg  Config
 	rev  uint64
 	lost atomic.Bool
+	// epoch is the fencing token of the current holding: the leases stream's sequence of the
+	// write that acquired it. Every holding, of any replica, gets a larger one.
+	epoch atomic.Uint64
+	// validUntil (unix ns on the lease's clock) is when this replica stops trusting its hold
+	// without a renewal: 2/3 of the TTL after the last renewal was *sent*, so before the key
+	// can expire on the server and a standby take it.
+	validUntil atomic.Int64
 }
 
 // New returns the replica's lease (not yet acquired).
@@ -56,6 +63,34 @@ func New(cfg Config) *Active {
 // Lost reports whether this replica was serving and lost the lease: what it still holds in
 // memory belongs to the next active replica and must not be written.
 func (a *Active) Lost() bool { return a.lost.Load() }
+
+// ErrFenced: this replica's hold on the lease is lost or too old to trust (it was frozen,
+// starved or cut off past the point where a standby may have taken over). It must not
+// write state nor publish work: what it holds in memory may be stale.
+var ErrFenced = errors.New("lease fenced: this replica's lease expired or was taken over; it writes nothing")
+
+// Token is the fencing token of the current holding, or ErrFenced when the replica does not
+// hold the lease or has not renewed it recently enough (its clock says so: a process
+// frozen by SIGSTOP or a VM pause past its lease finds its clock jumped on waking). Check it
+// right before every write and publish; carry it in every KV value written (Store) so a
+// write that slipped between a check and a freeze still loses to the next holder's.
+func (a *Active) Token() (uint64, error) {
+	if a.lost.Load() {
+		return 0, ErrFenced
+	}
+	e := a.epoch.Load()
+	if e == 0 || a.cfg.Clock.Now().UnixNano() >= a.validUntil.Load() {
+		return 0, ErrFenced
+	}
+	return e, nil
+}
+
+// fenced marks the lease lost: a newer holder's write was seen.
+func (a *Active) fenced(why string) {
+	if !a.lost.Swap(true) {
+		a.cfg.Logger.Error(a.cfg.Name+" lease lost: a newer holder wrote our state", "replica", a.cfg.Holder, "why", why)
+	}
+}
 
 // Serve waits for the lease, runs serve while it holds it (serve's context ends when the
 // lease is lost or ctx ends), calls idle after each serving period (drop in-memory state:
@@ -85,7 +120,7 @@ func (a *Active) Serve(ctx context.Context, serve func(context.Context) error, i
 			continue
 		}
 		waiting = false
-		c.Logger.Info(c.Name+" replica active", "replica", c.Holder)
+		c.Logger.Info(c.Name+" replica active", "replica", c.Holder, "fence", a.epoch.Load())
 		actx, cancel := context.WithCancel(ctx)
 		a.lost.Store(false)
 		held := make(chan struct{})
@@ -96,6 +131,7 @@ func (a *Active) Serve(ctx context.Context, serve func(context.Context) error, i
 		err = serve(actx)
 		cancel()
 		<-held
+		a.epoch.Store(0) // not serving: no token until the next holding
 		if !a.lost.Load() {
 			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			a.release(rctx)
@@ -128,6 +164,8 @@ func (a *Active) acquire(ctx context.Context) (bool, error) {
 			return false, err
 		}
 		a.rev = rev
+		a.epoch.Store(rev)
+		a.validUntil.Store(a.cfg.Clock.Now().Add(a.cfg.TTL * 2 / 3).UnixNano())
 		return true, nil
 	case err != nil:
 		return false, err
@@ -138,18 +176,21 @@ func (a *Active) acquire(ctx context.Context) (bool, error) {
 	if err := a.renew(ctx); err != nil {
 		return false, nil
 	}
+	a.epoch.Store(a.rev) // a new holding, even by the same holder: a new token
 	return true, nil
 }
 
 // renew extends the lease by its TTL, only if nobody wrote the key since our last write.
 func (a *Active) renew(ctx context.Context) error {
 	c := a.cfg
+	sent := c.Clock.Now()
 	m := &nats.Msg{Subject: "$KV." + c.KV.Bucket() + "." + c.Key, Data: []byte(c.Holder)}
 	ack, err := c.JS.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(a.rev), jetstream.WithMsgTTL(c.TTL))
 	if err != nil {
 		return err
 	}
 	a.rev = ack.Sequence
+	a.validUntil.Store(sent.Add(c.TTL * 2 / 3).UnixNano())
 	return nil
 }
 

@@ -1,7 +1,9 @@
 package discovery
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
 	"github.com/robfig/cron/v3"
 
 	discoveryapi "github.com/outpost-dev/outpost/libs/api/discovery"
@@ -124,6 +127,11 @@ func (s *service) endpoints() map[string]bus.Endpoint {
 }
 
 func (s *service) start(ctx context.Context, req StartRequest, schedule string) (string, error) {
+	return s.startWithID(ctx, envelope.NewID(), req, schedule)
+}
+
+// startWithID starts a run under a given id (a schedule's slot, slotRunID).
+func (s *service) startWithID(ctx context.Context, id string, req StartRequest, schedule string) (string, error) {
 	var errs []error
 	if req.Site == "" {
 		errs = append(errs, errors.New("site: empty"))
@@ -152,14 +160,17 @@ func (s *service) start(ctx context.Context, req StartRequest, schedule string) 
 		return "", err
 	}
 	now := s.now()
-	r := &RunRecord{ID: envelope.NewID(), Site: req.Site, Ranges: req.Ranges, Exclude: req.Exclude, Ports: req.Ports,
+	r := &RunRecord{ID: id, Site: req.Site, Ranges: req.Ranges, Exclude: req.Exclude, Ports: req.Ports,
 		Credentials: req.Credentials, Schedule: schedule, State: StateQueued, Created: now, Deadline: now.Add(maxRun),
 		Pending: map[string]*pendingProbe{}}
 	r.logf(now, "run queued")
 	rs := &runState{run: r, hosts: map[string]*Host{}}
 	rs.mu.Lock()
-	s.saveRun(ctx, rs)
+	err := s.saveRun(ctx, rs)
 	rs.mu.Unlock()
+	if err != nil {
+		return "", fmt.Errorf("run %s not started: its record cannot be written: %w", r.ID, err)
+	}
 	s.mu.Lock()
 	s.runs[r.ID] = rs
 	s.mu.Unlock()
@@ -395,8 +406,7 @@ func (s *service) listSchedules(ctx context.Context) ([]Schedule, error) {
 	return out, nil
 }
 
-// scheduleLoop fires due schedules. Every replica runs it; a lease key per (schedule, fire
-// time), created once in the leases bucket, makes exactly one of them start the run.
+// scheduleLoop fires due schedules. Only the active replica runs it (active.go).
 func (s *service) scheduleLoop(ctx context.Context) {
 	t := s.clock.NewTicker(time.Second)
 	defer t.Stop()
@@ -410,6 +420,41 @@ func (s *service) scheduleLoop(ctx context.Context) {
 	}
 }
 
+// dueSlot is the latest slot of sc at or before now that has not fired, and how many
+// earlier ones it stands for (missed while no replica was serving): after downtime a
+// schedule fires once, for its latest slot, not once per slot it missed.
+func (s *service) dueSlot(sc *Schedule, now time.Time) (slot time.Time, missed int, ok bool) {
+	next := s.nextFire(sc)
+	if next == nil || now.Before(*next) {
+		return time.Time{}, 0, false
+	}
+	slot = *next
+	if sc.Cron == "" {
+		return slot, 0, true
+	}
+	sched, err := cronParser.Parse(sc.Cron)
+	if err != nil {
+		return time.Time{}, 0, false
+	}
+	for n := sched.Next(slot).UTC(); !n.After(now) && missed < 1_000_000; n = sched.Next(n).UTC() {
+		slot = n
+		missed++
+	}
+	return slot, missed, true
+}
+
+// slotRunID is the id of the run a schedule's slot starts: the same for every attempt, so
+// a crash anywhere between deciding to fire and recording the fire neither loses the slot
+// (the run does not exist: it is started) nor starts it twice (it exists: only the
+// schedule's record is brought up to date). It is a ULID of the slot's time, its random
+// part a hash of the schedule's name.
+func slotRunID(name string, slot time.Time) string {
+	h := sha256.Sum256([]byte("discovery.schedule." + name))
+	var entropy [10]byte
+	copy(entropy[:], h[:10])
+	return ulid.MustNew(ulid.Timestamp(slot), bytes.NewReader(entropy[:])).String()
+}
+
 func (s *service) fireDue(ctx context.Context) {
 	scheds, err := s.listSchedules(ctx)
 	if err != nil {
@@ -417,24 +462,33 @@ func (s *service) fireDue(ctx context.Context) {
 	}
 	now := s.now()
 	for _, sc := range scheds {
-		next := s.nextFire(&sc)
-		if next == nil || now.Before(*next) {
+		slot, missed, ok := s.dueSlot(&sc, now)
+		if !ok {
 			continue
 		}
-		lease := fmt.Sprintf("discovery.schedule.%s.%d", sc.Name, next.Unix())
-		if _, err := s.kvLeases.Create(ctx, lease, []byte(s.cfg.Replica), jetstream.KeyTTL(24*time.Hour)); err != nil {
-			if _, err2 := s.kvLeases.Create(ctx, lease, []byte(s.cfg.Replica)); err2 != nil {
-				continue // another replica fired it
+		id := slotRunID(sc.Name, slot)
+		if _, err := s.kvRuns.Get(ctx, id); errors.Is(err, jetstream.ErrKeyNotFound) {
+			if s.cfg.Hooks != nil {
+				s.cfg.Hooks.At(PointScheduleFire, id)
 			}
+			if _, err := s.startWithID(ctx, id, StartRequest{Site: sc.Site, Ranges: sc.Ranges, Ports: sc.Ports, Credentials: sc.Credentials, MaxRunTime: sc.MaxRunTime}, sc.Name); err != nil {
+				// the slot stays due: tried again on the next tick
+				s.log.Warn("scheduled discovery did not start; trying again", "schedule", sc.Name, "slot", slot, "err", err)
+				continue
+			}
+			if missed > 0 {
+				s.log.Warn("scheduled discovery: slots missed while no replica served fire once", "schedule", sc.Name, "missed", missed, "slot", slot)
+			}
+		} else if err != nil {
+			continue // KV unavailable: the slot stays due
 		}
-		id, err := s.start(ctx, StartRequest{Site: sc.Site, Ranges: sc.Ranges, Ports: sc.Ports, Credentials: sc.Credentials, MaxRunTime: sc.MaxRunTime}, sc.Name)
-		if err != nil {
-			s.log.Warn("scheduled discovery did not start", "schedule", sc.Name, "err", err)
-		}
-		fired := *next
+		fired := slot
 		sc.LastFired, sc.LastRun = &fired, id
 		sc.Next = s.nextFire(&sc)
 		b, _ := json.Marshal(sc)
-		_, _ = s.kvSched.Put(ctx, sc.Name, b)
+		if _, err := s.kvSched.Put(ctx, sc.Name, b); err != nil {
+			// the run exists: the next tick finds it and records the fire again
+			s.log.Warn("scheduled discovery started, its schedule not updated yet", "schedule", sc.Name, "run", id, "err", err)
+		}
 	}
 }

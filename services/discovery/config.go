@@ -42,6 +42,8 @@ type Config struct {
 	ReceiptWait time.Duration
 	// Replica names this process in run leases (default: a random id).
 	Replica string
+	// Hooks are a test's crash points (hooks.go); nil in production.
+	Hooks Hooks
 }
 
 // DefaultConfig is what `outpost up` runs with.

@@ -30,6 +30,10 @@ const (
 	KVAffinity    = "credential_affinity"
 	KVSchedules   = "discovery_schedules"
 	KVHosts       = "discovery_hosts"
+	// KVPending holds a run's pending probes, one key per group (a host, a scan chunk, the
+	// SNMP sweep of a /24): written before the probes are published, so a restart knows
+	// every probe that may be out (pending.go).
+	KVPending = "discovery_pending"
 )
 
 // CredentialTypes are the types a credential may have (libs/envelope holds the list, with

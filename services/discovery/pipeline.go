@@ -16,6 +16,7 @@ import (
 
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/lease"
 	"github.com/outpost-dev/outpost/libs/page"
 	"github.com/outpost-dev/outpost/libs/seal"
 )
@@ -295,14 +296,16 @@ func (s *service) attachCredentials(ctx context.Context, rs *runState, p *envelo
 
 var errNoCredentials = errors.New("no credential of this type for the site")
 
-// publish sends probes in parallel (they are already pending). A probe that cannot be
-// sent is dropped from pending with the reason.
-func (s *service) publish(ctx context.Context, rs *runState, probes []*envelope.Probe) {
+// publish sends probes in parallel; they are on record as pending (KVPending) already. A
+// probe that cannot be sent now is kept and sent again, same id, on the next turn, until
+// its deadline; a replica whose lease is fenced sends nothing.
+func (s *service) publish(ctx context.Context, rs *runState, probes []*envelope.Probe) (sent []*envelope.Probe) {
 	if len(probes) == 0 {
-		return
+		return nil
 	}
 	var mu sync.Mutex
-	var failed []string
+	var failed []*envelope.Probe
+	var firstErr error
 	sem := make(chan struct{}, 64)
 	var wg sync.WaitGroup
 	// publishing outlives a shutdown that starts meanwhile: these probes are already pending
@@ -313,29 +316,60 @@ func (s *service) publish(ctx context.Context, rs *runState, probes []*envelope.
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			if err := bus.PublishProbe(ctx, s.deps.JS, s.pub, p); err != nil {
-				mu.Lock()
-				failed = append(failed, p.ID+": "+err.Error())
-				mu.Unlock()
+			err := s.fence()
+			if err == nil {
+				err = bus.PublishProbe(ctx, s.deps.JS, s.pub, p)
 			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				failed = append(failed, p)
+				if firstErr == nil {
+					firstErr = err
+				}
+				return
+			}
+			sent = append(sent, p)
 		}()
 	}
 	wg.Wait()
 	if len(failed) == 0 {
-		return
+		return sent
 	}
+	if errors.Is(firstErr, lease.ErrFenced) {
+		s.log.Warn("probes not published: lease fenced", "run", rs.run.ID, "probes", len(failed))
+		return sent
+	}
+	s.log.Warn("probes not published; sent again on the next turn", "run", rs.run.ID, "probes", len(failed), "err", firstErr)
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
-	for _, f := range failed {
-		id, _, _ := strings.Cut(f, ":")
-		delete(rs.run.Pending, id)
-		rs.run.errorf("publish probe " + f)
+	rs.unsent = append(rs.unsent, failed...)
+	return sent
+}
+
+// fence is nil while this replica may write and publish (libs/lease.Active.Token).
+func (s *service) fence() error {
+	_, err := s.active.Token()
+	return err
+}
+
+// takeUnsent returns the probes kept from earlier turns that are still pending.
+func (rs *runState) takeUnsent() []*envelope.Probe {
+	var out []*envelope.Probe
+	for _, p := range rs.unsent {
+		if _, ok := rs.run.Pending[p.ID]; ok {
+			out = append(out, p)
+		}
 	}
-	rs.dirty = true
+	rs.unsent = nil
+	return out
 }
 
 // advance runs one turn of a run's pipeline (stage.go), then writes what the turn changed
-// and publishes its probes. It is called on every tick and once for a new run.
+// and publishes its probes: hosts, pending probes and (when its state moved) the run record
+// are written first, so a crash at any instant leaves every probe that may be out on record
+// (pending.go). A failed write holds the turn's probes back until a later turn's writes
+// succeed. It is called on every tick and once for a new run.
 func (s *service) advance(ctx context.Context, rs *runState) {
 	if ctx.Err() != nil {
 		return // shutting down: start no new step
@@ -349,26 +383,61 @@ func (s *service) advance(ctx context.Context, rs *runState) {
 	before := r.State
 	t := newTurn(rs, s.now())
 	s.pipeline.advance(ctx, t)
+	out := append(rs.takeUnsent(), t.out...)
+	points := burstPoints(rs, out)
+	s.at(points, out, r.ID, true)
+	var failed error
 	for _, ip := range slices.Sorted(maps.Keys(t.touched)) {
 		if err := s.saveHost(ctx, t.touched[ip]); err != nil {
-			r.errorf("save host " + ip + ": " + err.Error())
+			failed = err
+			if !errors.Is(err, lease.ErrFenced) {
+				r.errorf("save host " + ip + ": " + err.Error())
+			}
 		}
 	}
 	done := terminalState(r.State)
+	periodic := t.now.Sub(rs.lastSaved) > time.Second || done
+	if err := s.savePending(ctx, rs, periodic); err != nil {
+		failed = err
+	}
 	if done && !terminalState(before) {
 		s.logFinished(r)
 	}
 	// the run record is written at once when its state moves (a new scan, a finished run),
-	// else at most every second: hosts carry what a restart needs
-	if rs.dirty && (r.State != before || t.now.Sub(rs.lastSaved) > time.Second || done) {
-		s.saveRun(ctx, rs)
+	// else at most every second: hosts and pending groups carry what a restart needs
+	if rs.dirty && (r.State != before || periodic) {
+		if err := s.saveRun(ctx, rs); err != nil && r.State != before {
+			failed = err
+		}
+	}
+	if failed != nil && len(out) > 0 {
+		if !errors.Is(failed, lease.ErrFenced) {
+			rs.unsent = out
+			s.log.Warn("probes held back: their pending record is not written", "run", r.ID, "probes", len(out), "err", failed)
+		}
+		out = nil
 	}
 	rs.mu.Unlock()
-	s.publish(ctx, rs, t.out)
+	sent := s.publish(ctx, rs, out)
+	s.at(points, sent, r.ID, false)
 	if done {
 		s.mu.Lock()
 		delete(s.runs, r.ID)
 		s.mu.Unlock()
+		s.forget(rs)
+	}
+}
+
+// forget drops what the fenced writers remember of a finished run's keys.
+func (s *service) forget(rs *runState) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	s.runsW.Forget(rs.run.ID)
+	for ip := range rs.hosts {
+		s.hostsW.Forget(hostKey(rs.run.ID, ip))
+	}
+	for g := range rs.saved {
+		s.pendingW.Forget(pendingKey(rs.run.ID, g))
 	}
 }
 
@@ -377,7 +446,8 @@ func (s *service) finish(ctx context.Context, rs *runState, state, reason string
 	finishRun(rs.run, s.now(), state, reason)
 	rs.dirty = true
 	s.logFinished(rs.run)
-	s.saveRun(ctx, rs)
+	_ = s.savePending(ctx, rs, true)
+	_ = s.saveRun(ctx, rs)
 }
 
 func (s *service) logFinished(r *RunRecord) {
@@ -387,7 +457,15 @@ func (s *service) logFinished(r *RunRecord) {
 
 // sendPayload puts a payload on the CMDB ingest stream (the stages' payloadSender).
 func (s *service) sendPayload(ctx context.Context, run, id string, p *envelope.CIPayload) error {
+	if err := s.fence(); err != nil {
+		return err
+	}
 	subject := bus.CMDBIngestSubjectFor(*p, s.cfg.Partitions)
-	_, err := s.pub.Publish(ctx, subject, envelope.Meta{ID: id, Run: run}, p)
-	return err
+	if _, err := s.pub.Publish(ctx, subject, envelope.Meta{ID: id, Run: run}, p); err != nil {
+		return err
+	}
+	if s.cfg.Hooks != nil {
+		s.cfg.Hooks.At(PointPayload, run)
+	}
+	return nil
 }

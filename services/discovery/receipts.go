@@ -44,6 +44,9 @@ func (s *service) handleReceipt(ctx context.Context, meta envelope.Meta, in *env
 		h.Ingested = nil
 		return fmt.Errorf("save host %s: %w", ip, err)
 	}
+	if s.cfg.Hooks != nil {
+		s.cfg.Hooks.At(PointReceipt, meta.Run)
+	}
 	c := &rs.run.Counters
 	c.Ingested++
 	c.CIsCreated += in.Created

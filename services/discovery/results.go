@@ -80,7 +80,11 @@ func (s *service) handleResult(ctx context.Context, _ envelope.Meta, res *envelo
 	}
 	rs.dirty = true
 	if p.Step == StepScan {
-		s.saveRun(ctx, rs)
+		// a scan chunk applied is not written anywhere else: a restart must not wait for it
+		// (nor, the probe complete, for a copy the bus drops as a duplicate)
+		if err := s.savePending(ctx, rs, true); err != nil {
+			s.log.Warn("save pending scan chunks", "run", r.ID, "err", err)
+		}
 	}
 	rs.mu.Unlock()
 	return nil

@@ -3,6 +3,7 @@ package discovery
 import (
 	"encoding/json"
 	"slices"
+	"strings"
 	"time"
 
 	discoveryapi "github.com/outpost-dev/outpost/libs/api/discovery"
@@ -73,26 +74,52 @@ type pendingProbe struct {
 	Attempt int `json:"attempt,omitempty"`
 }
 
+// group is the KV key suffix (under the run's id) the probe is kept in: its host for
+// classify and explore, its chunk for a scan, its /24 for the SNMP sweep. A group's value
+// stays small however large the range (pending.go).
+func (p *pendingProbe) group() string {
+	switch {
+	case p.Step == StepScan && len(p.Targets) > 0:
+		return "scan." + keySafe(p.Targets[0])
+	case p.Step == StepSweep:
+		ip := p.IP
+		if i := strings.LastIndexByte(ip, '.'); i > 0 && !strings.Contains(ip, ":") {
+			ip = ip[:i]
+		}
+		return "sweep." + keySafe(ip)
+	case p.IP != "":
+		return "host." + keySafe(p.IP)
+	}
+	return "run"
+}
+
 // RunRecord is a discovery run as kept in KV `runs` (key = id).
 type RunRecord struct {
-	ID          string                   `json:"id"`
-	Site        string                   `json:"site"`
-	Ranges      []string                 `json:"ranges,omitempty"`
-	Exclude     []string                 `json:"exclude,omitempty"`
-	Ports       []int                    `json:"ports,omitempty"`
-	Credentials []string                 `json:"credentials,omitempty"`
-	Schedule    string                   `json:"schedule,omitempty"`
-	State       string                   `json:"state"`
-	Reason      string                   `json:"reason,omitempty"`
-	Created     time.Time                `json:"created"`
-	Updated     time.Time                `json:"updated"`
-	Finished    *time.Time               `json:"finished,omitempty"`
-	Deadline    time.Time                `json:"deadline"`
-	Counters    Counters                 `json:"counters"`
-	Errors      []string                 `json:"errors,omitempty"`
-	Log         []string                 `json:"log,omitempty"`
-	Pending     map[string]*pendingProbe `json:"pending,omitempty"`
-	Relations   bool                     `json:"relations_sent,omitempty"`
+	ID          string     `json:"id"`
+	Site        string     `json:"site"`
+	Ranges      []string   `json:"ranges,omitempty"`
+	Exclude     []string   `json:"exclude,omitempty"`
+	Ports       []int      `json:"ports,omitempty"`
+	Credentials []string   `json:"credentials,omitempty"`
+	Schedule    string     `json:"schedule,omitempty"`
+	State       string     `json:"state"`
+	Reason      string     `json:"reason,omitempty"`
+	Created     time.Time  `json:"created"`
+	Updated     time.Time  `json:"updated"`
+	Finished    *time.Time `json:"finished,omitempty"`
+	Deadline    time.Time  `json:"deadline"`
+	Counters    Counters   `json:"counters"`
+	Errors      []string   `json:"errors,omitempty"`
+	Log         []string   `json:"log,omitempty"`
+	Relations   bool       `json:"relations_sent,omitempty"`
+	// Fence is the lease token of the replica that wrote the record (libs/lease.Store).
+	Fence uint64 `json:"fence,omitempty"`
+	// Pending are the probes whose final result is awaited. They are not part of the
+	// record in KV (a /16 with the SNMP sweep would be 11 MiB): they live in KVPending, by
+	// group, written before they are published.
+	Pending map[string]*pendingProbe `json:"-"`
+	// OldPending is where records written before KVPending kept them: read once on resume.
+	OldPending map[string]*pendingProbe `json:"pending,omitempty"`
 }
 
 // Host is one live address of a run (KV discovery_hosts, key <run>.<ip>).
@@ -113,6 +140,7 @@ type Host struct {
 	Log        []HostLog           `json:"log,omitempty"`
 	Done       map[string]bool     `json:"done,omitempty"` // probe ids whose final result was applied
 	LLDP       []LLDPNeighbour     `json:"lldp,omitempty"`
+	Fence      uint64              `json:"fence,omitempty"` // lease token of the writer
 }
 
 // logf adds a line to the host's log; e.Time is the caller's clock reading (a turn's now).

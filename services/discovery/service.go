@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"time"
 
@@ -72,7 +73,10 @@ type service struct {
 	rules    *Classifiers
 	creds    *credStore
 
-	kvRuns, kvHosts, kvAff, kvSched, kvLeases, kvHostKeys jetstream.KeyValue
+	kvRuns, kvHosts, kvAff, kvSched, kvLeases, kvHostKeys, kvPending jetstream.KeyValue
+	// runsW, hostsW and pendingW write run state fenced by the active lease: a replica
+	// that lost it (or was frozen past it) cannot overwrite what the next one wrote.
+	runsW, hostsW, pendingW *lease.Store
 
 	mu   sync.Mutex
 	runs map[string]*runState // active runs owned by this process
@@ -101,6 +105,11 @@ type runState struct {
 	credsAt time.Time
 	// payloads indexes host payload ids by address, for the CMDB's receipts.
 	payloads map[string]string
+	// saved is what KVPending holds of the run's pending probes, by group (pending.go).
+	saved map[string]map[string]pendingSig
+	// unsent are probes on record as pending that could not be published yet (a failed
+	// write ahead of them, or a failed publish): sent on the next turn, same ids.
+	unsent []*envelope.Probe
 	// receiptsSince is when the run had nothing left but the CMDB's receipts to wait for.
 	receiptsSince time.Time
 }
@@ -163,6 +172,7 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 	s.kvRuns = pick(kv(jetstream.KeyValueConfig{Bucket: bus.KVRuns, Description: "run progress", History: 1}))
 	s.kvLeases = pick(kv(jetstream.KeyValueConfig{Bucket: bus.KVLeases, Description: "scheduler leases", History: 1, LimitMarkerTTL: time.Second}))
 	s.kvHosts = pick(kv(jetstream.KeyValueConfig{Bucket: KVHosts, Description: "discovery: hosts of runs (facts, per-host log)", History: 1}))
+	s.kvPending = pick(kv(jetstream.KeyValueConfig{Bucket: KVPending, Description: "discovery: pending probes of active runs, by host, scan chunk or /24 of the sweep", History: 1}))
 	s.kvAff = pick(kv(jetstream.KeyValueConfig{Bucket: KVAffinity, Description: "discovery: credential that worked per site, type and address", History: 1}))
 	s.kvSched = pick(kv(jetstream.KeyValueConfig{Bucket: KVSchedules, Description: "discovery schedules", History: 1}))
 	s.kvHostKeys = pick(kv(jetstream.KeyValueConfig{Bucket: KVHostKeys, Description: "discovery: SSH host keys first seen per site and address (trust on first use)", History: 1}))
@@ -172,6 +182,7 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 	}
 	s.active = lease.New(lease.Config{JS: deps.JS, KV: s.kvLeases, Key: ActiveLeaseKey, Holder: cfg.Replica, TTL: cfg.ActiveLease,
 		Clock: s.clock, Logger: s.log, Name: Service})
+	s.runsW, s.hostsW, s.pendingW = s.active.Store(s.kvRuns), s.active.Store(s.kvHosts), s.active.Store(s.kvPending)
 	key, err := loadKey(cfg.DataDir)
 	if err != nil {
 		return nil, err
@@ -263,11 +274,23 @@ func (s *service) loadRun(ctx context.Context, id string) (*runState, error) {
 	if terminalState(r.State) {
 		return nil, nil
 	}
+	s.runsW.Seen(id, e.Revision())
 	rs := &runState{run: &r, hosts: map[string]*Host{}, resumed: r.State != StateQueued}
-	if r.Pending == nil {
+	r.Pending = map[string]*pendingProbe{}
+	if err := s.loadPending(ctx, rs); err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, fmt.Errorf("run %s: pending probes: %w", id, err)
+	}
+	maps.Copy(r.Pending, r.OldPending)
+	r.OldPending = nil
+	if r.State == StateQueued {
+		// groups written ahead of a start whose record never said "scanning": none of those
+		// probes is awaited (the run starts over), so they are not kept either
 		r.Pending = map[string]*pendingProbe{}
 	}
 	hk, err := s.kvHosts.ListKeysFiltered(ctx, hostKeyPrefix(id)+">")
+	if err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, fmt.Errorf("run %s: hosts: %w", id, err)
+	}
 	if err == nil {
 		for k := range hk.Keys() {
 			he, err := s.kvHosts.Get(ctx, k)
@@ -276,8 +299,9 @@ func (s *service) loadRun(ctx context.Context, id string) (*runState, error) {
 			}
 			var h Host
 			if json.Unmarshal(he.Value(), &h) == nil {
+				s.hostsW.Seen(k, he.Revision())
 				rs.hosts[h.IP] = &h
-				for pid := range h.Done { // applied before the crash, run record not saved yet
+				for pid := range h.Done { // applied before the crash, pending not saved yet
 					delete(r.Pending, pid)
 				}
 			}
@@ -287,12 +311,19 @@ func (s *service) loadRun(ctx context.Context, id string) (*runState, error) {
 	// counters that hosts can tell are recomputed from them
 	c := &r.Counters
 	c.Alive, c.Classified, c.Unclassified = len(rs.hosts), 0, 0
+	c.Ingested, c.CIsCreated, c.CIsUpdated, c.CIsUnchanged = 0, 0, 0, 0
 	for _, h := range rs.hosts {
 		switch {
 		case h.Class != "":
 			c.Classified++
 		case h.Stage == stageDone:
 			c.Unclassified++
+		}
+		if in := h.Ingested; in != nil {
+			c.Ingested++
+			c.CIsCreated += in.Created
+			c.CIsUpdated += in.Updated
+			c.CIsUnchanged += in.Unchanged
 		}
 	}
 	s.log.Info("run resumed", "run", id, "state", r.State, "hosts", len(rs.hosts), "pending", len(r.Pending))
@@ -302,49 +333,31 @@ func (s *service) loadRun(ctx context.Context, id string) (*runState, error) {
 
 func hostKeyPrefix(run string) string { return run + "." }
 
-func hostKey(run, ip string) string {
-	b := []byte(ip)
-	for i, c := range b {
-		if c == '.' || c == ':' {
-			b[i] = '_'
-		}
-	}
-	return hostKeyPrefix(run) + string(b)
-}
+func hostKey(run, ip string) string { return hostKeyPrefix(run) + keySafe(ip) }
 
-// saveRun writes the run record (caller holds rs.mu).
-// leaseLost: this replica was active and lost its lease; what it still holds in memory is
-// stale and must not overwrite what the active replica writes.
-func (s *service) leaseLost() bool { return s.active != nil && s.active.Lost() }
-
-func (s *service) saveRun(ctx context.Context, rs *runState) {
-	if s.leaseLost() {
-		return
-	}
+// saveRun writes the run record (caller holds rs.mu), fenced by the active lease: a replica
+// that lost it writes nothing.
+func (s *service) saveRun(ctx context.Context, rs *runState) error {
 	rs.run.Updated = s.now()
-	b, err := json.Marshal(rs.run)
+	err := s.runsW.Put(ctx, rs.run.ID, func(token uint64) ([]byte, error) {
+		rs.run.Fence = token
+		return json.Marshal(rs.run)
+	})
 	if err != nil {
-		return
-	}
-	if _, err := s.kvRuns.Put(ctx, rs.run.ID, b); err != nil {
 		s.log.Warn("save run", "run", rs.run.ID, "err", err)
-		return
+		return err
 	}
 	rs.dirty = false
 	rs.lastSaved = s.now()
+	return nil
 }
 
-// saveHost writes a host record (caller holds rs.mu).
+// saveHost writes a host record (caller holds rs.mu), fenced like saveRun.
 func (s *service) saveHost(ctx context.Context, h *Host) error {
-	if s.leaseLost() {
-		return errors.New("this discovery replica lost its lease")
-	}
-	b, err := json.Marshal(h)
-	if err != nil {
-		return err
-	}
-	_, err = s.kvHosts.Put(ctx, hostKey(h.Run, h.IP), b)
-	return err
+	return s.hostsW.Put(ctx, hostKey(h.Run, h.IP), func(token uint64) ([]byte, error) {
+		h.Fence = token
+		return json.Marshal(h)
+	})
 }
 
 func (s *service) saveAll(ctx context.Context) {
@@ -356,7 +369,8 @@ func (s *service) saveAll(ctx context.Context) {
 	s.mu.Unlock()
 	for _, rs := range states {
 		rs.mu.Lock()
-		s.saveRun(ctx, rs)
+		_ = s.savePending(ctx, rs, true)
+		_ = s.saveRun(ctx, rs)
 		rs.mu.Unlock()
 	}
 }

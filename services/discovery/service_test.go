@@ -24,6 +24,7 @@ import (
 
 type harness struct {
 	t        *testing.T
+	srv      *bus.Server
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	hub      nkeys.KeyPair
@@ -52,7 +53,8 @@ func eventually(t *testing.T, d time.Duration, f func() error) {
 // newHarness starts an embedded JetStream, the lab on labRange, a fake agents service with
 // one approved bridge for site "lab", the test bridge, and a CMDB stream reader.
 func newHarness(ctx context.Context, t *testing.T, labRange string, hosts int) *harness {
-	srv, err := bus.StartServer(bus.ServerConfig{Name: "disc-test", StoreDir: t.TempDir()})
+	// listening on loopback too: the fencing test's frozen replica is a child process
+	srv, err := bus.StartServer(bus.ServerConfig{Name: "disc-test", StoreDir: t.TempDir(), Listen: "127.0.0.1:-1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +71,7 @@ func newHarness(ctx context.Context, t *testing.T, labRange string, hosts int) *
 	if err := bus.Provision(ctx, js, bus.DefaultTopology(bus.Limits{}).WithConsumers(Consumers()...)); err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, nc: nc, js: js, dataDir: t.TempDir()}
+	h := &harness{t: t, srv: srv, nc: nc, js: js, dataDir: t.TempDir()}
 	h.hub, _ = nkeys.CreateCurveKeys()
 	bkey, _ := nkeys.CreateCurveKeys()
 	bpub, _ := bkey.PublicKey()
@@ -178,7 +180,10 @@ func (h *harness) waitRun(ctx context.Context, id string, d time.Duration) RunVi
 	var v RunView
 	eventually(h.t, d, func() error {
 		v = RunView{}
-		if err := bus.Request(ctx, h.nc, Service, "run_get", IDRequest{ID: id}, &v); err != nil {
+		// each ask bounded: a frozen replica still in the queue group may get it
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := bus.Request(rctx, h.nc, Service, "run_get", IDRequest{ID: id}, &v); err != nil {
 			return err
 		}
 		if !terminalState(v.State) {

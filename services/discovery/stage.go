@@ -113,6 +113,10 @@ type probeRequest struct {
 	Port    int
 	Step    Step
 	Timeout time.Duration
+	// ID, when set, is the id of a pending probe sent again (after a restart): the same id,
+	// so the bus drops the copy while the first is in its dedup window, and results of either
+	// are accepted.
+	ID string
 }
 
 // prober builds a run's probes (params, known host key, sealed credentials) and registers
@@ -145,13 +149,23 @@ func probeEnvelope(t *turn, req probeRequest, extra map[string]any) (*envelope.P
 	if err != nil {
 		return nil, fmt.Errorf("probe %s params: %w", req.Spec.Name, err)
 	}
-	return &envelope.Probe{ID: envelope.NewID(), Run: t.run.ID, App: Service, Site: t.run.Site, Priority: envelope.PriorityStandard,
+	id := req.ID
+	if id == "" {
+		id = envelope.NewID()
+	}
+	return &envelope.Probe{ID: id, Run: t.run.ID, App: Service, Site: t.run.Site, Priority: envelope.PriorityStandard,
 		Kind: req.Spec.Kind, Capability: catalog.Capability(req.Spec.Kind), Target: req.IP, Params: raw,
 		Deadline: t.now.Add(req.Timeout)}, nil
 }
 
-// register makes p pending in the run: its final result is awaited.
+// register makes p pending in the run: its final result is awaited. A probe sent again
+// keeps what its results already brought (scan chunks) and gets its new deadline.
 func (t *turn) register(p *envelope.Probe, req probeRequest) *pendingProbe {
+	if pp, ok := t.run.Pending[p.ID]; ok {
+		pp.Deadline = p.Deadline
+		t.rs.dirty = true
+		return pp
+	}
 	pp := &pendingProbe{IP: req.IP, Step: req.Step, Kind: req.Spec.Kind, Name: req.Spec.Name, Port: req.Port,
 		Cred: req.Spec.Credentials, Deadline: p.Deadline}
 	t.run.Pending[p.ID] = pp
@@ -225,8 +239,11 @@ func expire(t *turn) {
 	}
 }
 
-// reissue sends every pending probe again under a new id after a restart: the old ones may
-// never have left, and a late result of an old one is ignored (it is no longer pending).
+// reissue sends every pending probe again after a restart, under its own id: the pending
+// record is written before a probe is published, so some of them may never have left. A
+// copy of one that did is dropped by the bus within its dedup window, or runs again (the
+// bridge answers from its executed-probe store); either way its results — late ones of the
+// first send included — are applied, since they name a pending probe.
 func (p *pipeline) reissue(ctx context.Context, t *turn) {
 	r := t.run
 	rules := p.rules.Current()
@@ -245,16 +262,22 @@ func (p *pipeline) reissue(ctx context.Context, t *turn) {
 		}
 		return ProbeSpec{}, false
 	}
-	old := r.Pending
-	r.Pending = map[string]*pendingProbe{}
 	sent := 0
-	for _, id := range slices.Sorted(maps.Keys(old)) {
-		pp := old[id]
+	for _, id := range slices.Sorted(maps.Keys(r.Pending)) {
+		pp := r.Pending[id]
 		var np *envelope.Probe
 		var err error
 		switch pp.Step {
 		case StepScan:
-			np, err = scanProbe(ctx, p.probes, t, pp.Targets, pp.Ports, p.cfg.ScanTimeout)
+			var targets []string
+			if addrs, xerr := expand(pp.Targets, nil, 1<<20); xerr != nil {
+				err = xerr
+			} else {
+				for _, a := range addrs {
+					targets = append(targets, a.String())
+				}
+				np, err = scanProbe(ctx, p.probes, t, id, targets, pp.Ports, p.cfg.ScanTimeout)
+			}
 		default:
 			spec, ok := specOf(pp)
 			if !ok {
@@ -265,14 +288,15 @@ func (p *pipeline) reissue(ctx context.Context, t *turn) {
 			if pp.Step == StepSweep {
 				timeout = sweepTimeout
 			}
-			np, err = p.probes.probe(ctx, t, probeRequest{Spec: spec, IP: pp.IP, Port: pp.Port, Step: pp.Step, Timeout: timeout})
+			np, err = p.probes.probe(ctx, t, probeRequest{Spec: spec, IP: pp.IP, Port: pp.Port, Step: pp.Step, Timeout: timeout, ID: id})
 		}
 		if err != nil {
+			delete(r.Pending, id)
 			r.errorf(fmt.Sprintf("resend %s probe %s after restart: %v", pp.Kind, id, err))
 			continue
 		}
 		if h := t.rs.hosts[pp.IP]; h != nil {
-			t.hostLog(h, HostLog{Step: pp.Step, Kind: pp.Kind, Probe: np.ID, Status: "sent", Note: "sent again after a restart (was " + id + ")"})
+			t.hostLog(h, HostLog{Step: pp.Step, Kind: pp.Kind, Probe: np.ID, Status: "sent", Note: "sent again after a restart (same id: a late result of the first send counts)"})
 		}
 		t.out = append(t.out, np)
 		sent++
@@ -285,14 +309,16 @@ func (p *pipeline) reissue(ctx context.Context, t *turn) {
 
 // scanProbe is a tcp_scan chunk of targets × ports, pending with what it needs to be sent
 // again after a restart.
-func scanProbe(ctx context.Context, pr prober, t *turn, targets []string, ports []int, timeout time.Duration) (*envelope.Probe, error) {
+// id is the probe's own id when it is sent again, "" for a new one. The pending copy keeps
+// the targets as ranges: small whatever the chunk size.
+func scanProbe(ctx context.Context, pr prober, t *turn, id string, targets []string, ports []int, timeout time.Duration) (*envelope.Probe, error) {
 	spec := ProbeSpec{Name: string(StepScan), Kind: "tcp_scan", Params: map[string]any{"targets": targets, "ports": ports}}
-	p, err := pr.probe(ctx, t, probeRequest{Spec: spec, Step: StepScan, Timeout: timeout})
+	p, err := pr.probe(ctx, t, probeRequest{Spec: spec, Step: StepScan, Timeout: timeout, ID: id})
 	if err != nil {
 		return nil, err
 	}
 	p.Target = ""
 	pp := t.run.Pending[p.ID]
-	pp.Addrs, pp.Targets, pp.Ports = len(targets), targets, ports
+	pp.Addrs, pp.Targets, pp.Ports = len(targets), compactTargets(targets), ports
 	return p, nil
 }

@@ -74,7 +74,7 @@ func (s *scanStage) start(ctx context.Context, t *turn) {
 		for j, a := range chunk {
 			targets[j] = a.String()
 		}
-		p, err := scanProbe(ctx, s.probes, t, targets, ports, s.cfg.ScanTimeout)
+		p, err := scanProbe(ctx, s.probes, t, "", targets, ports, s.cfg.ScanTimeout)
 		if err != nil {
 			t.finish(StateFailed, "scan probe: "+err.Error())
 			return

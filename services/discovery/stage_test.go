@@ -425,13 +425,15 @@ func TestPipelineMaxRunTime(t *testing.T) {
 	}
 }
 
-// TestPipelineResume: after a restart every pending probe goes again under a new id, with a
-// deadline from the time of the resend.
+// TestPipelineResume: after a restart every pending probe goes again under its own id (the
+// bus drops a copy within its dedup window; a late result of the first send still counts),
+// with a deadline from the time of the resend, and a scan chunk keeps the chunks applied.
 func TestPipelineResume(t *testing.T) {
 	h := &Host{IP: "127.77.9.1", Stage: stageClassify, Facts: Facts{Ports: []int{22}}}
 	g := newRig(t, StateClassifying, h)
 	r := g.rs.run
-	r.Pending["old-scan"] = &pendingProbe{Step: StepScan, Kind: "tcp_scan", Targets: []string{"127.77.9.1", "127.77.9.2"}, Ports: []int{22}, Addrs: 2, Deadline: t0}
+	r.Pending["old-scan"] = &pendingProbe{Step: StepScan, Kind: "tcp_scan", Targets: []string{"127.77.9.1-127.77.9.2"}, Ports: []int{22}, Addrs: 2,
+		Deadline: t0, Chunks: map[int]bool{0: true}}
 	r.Pending["old-ssh"] = &pendingProbe{IP: h.IP, Step: StepClassify, Kind: "ssh_exec", Name: "ssh_identity", Cred: "ssh", Deadline: t0}
 	r.Pending["old-gone"] = &pendingProbe{IP: h.IP, Step: StepExplore, Kind: "ssh_exec", Name: "no_longer_there", Deadline: t0}
 	g.rs.resumed = true
@@ -439,12 +441,20 @@ func TestPipelineResume(t *testing.T) {
 	if got := g.kinds(tr.out); !slices.Equal(got, []string{"ssh_exec", "tcp_scan"}) || len(r.Pending) != 2 {
 		t.Fatalf("resent %v, %d pending", got, len(r.Pending))
 	}
+	for _, p := range tr.out {
+		if p.ID != "old-scan" && p.ID != "old-ssh" {
+			t.Fatalf("sent again under a new id %s", p.ID)
+		}
+		if p.Kind == "tcp_scan" && !strings.Contains(string(p.Params), `"targets":["127.77.9.1","127.77.9.2"]`) {
+			t.Fatalf("scan chunk sent again with params %s", p.Params)
+		}
+	}
 	for id, p := range r.Pending {
-		if strings.HasPrefix(id, "old-") || !p.Deadline.After(t0.Add(time.Hour)) {
+		if !p.Deadline.After(t0.Add(time.Hour)) {
 			t.Fatalf("pending %s %+v", id, p)
 		}
-		if p.Step == StepScan && (p.Addrs != 2 || len(p.Targets) != 2) {
-			t.Fatalf("scan chunk lost its targets: %+v", p)
+		if p.Step == StepScan && (p.Addrs != 2 || len(p.Targets) != 1 || !p.Chunks[0]) {
+			t.Fatalf("scan chunk lost its targets or chunks: %+v", p)
 		}
 	}
 	if r.Counters.Errors != 1 || !strings.Contains(r.Errors[0], "no longer in the classifiers") || h.Stage != stageClassify {
