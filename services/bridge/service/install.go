@@ -30,7 +30,8 @@ type InstallConfig struct {
 	Force bool
 }
 
-// Validate reports every problem at once.
+// Validate reports every problem of what the administrator gave at once (Paths are the
+// platform's, checked by WriteFiles).
 func (c InstallConfig) Validate() error {
 	var errs []error
 	if c.Hub == "" {
@@ -44,9 +45,6 @@ func (c InstallConfig) Validate() error {
 	}
 	if strings.ContainsAny(c.Token, "\n\r") {
 		errs = append(errs, errors.New("the enrollment token holds a line break"))
-	}
-	if c.Paths.ConfigFile == "" || c.Paths.DataDir == "" || c.Paths.SecretsFile == "" {
-		errs = append(errs, errors.New("paths: config file, secrets file and data dir are required"))
 	}
 	return errors.Join(errs...)
 }
@@ -71,6 +69,9 @@ func WriteFiles(c InstallConfig, dataDirInConfig, caInConfig string) error {
 		return err
 	}
 	p := c.Paths
+	if p.ConfigFile == "" || p.DataDir == "" || p.SecretsFile == "" || p.ConfigDir == "" {
+		return errors.New("paths: config dir and file, secrets file and data dir are required")
+	}
 	if _, err := os.Stat(p.ConfigFile); err == nil && !c.Force {
 		return fmt.Errorf("%s exists: edit it, or install again with --force to replace it", p.ConfigFile)
 	}

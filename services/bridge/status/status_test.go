@@ -13,7 +13,7 @@ var t0 = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 func TestWriteRead(t *testing.T) {
 	dir := t.TempDir()
 	s := Status{Version: "1.2.3", Site: "dc1", Name: "br-1", Phase: PhaseRunning, Updated: t0, Apps: []string{"discovery"},
-		Hub: Hub{URL: "tls://hub:4222", Connected: true, Server: "tls://hub:4222", Since: t0.Add(-time.Minute)},
+		Hub:    Hub{URL: "tls://hub:4222", Connected: true, Server: "tls://hub:4222", Since: t0.Add(-time.Minute)},
 		Outbox: Outbox{Results: 3, Bytes: 300, MaxBytes: 1 << 30, Oldest: t0.Add(-90 * time.Second)},
 		Pools:  map[string]Pool{"standard": {Size: 25, Busy: 2}}}
 	if err := Write(dir, s); err != nil {
