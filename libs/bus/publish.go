@@ -26,6 +26,8 @@ type Publisher struct {
 	source string
 	tp     trace.TracerProvider
 	noop   bool
+	// sites caches which applications each site's bridges serve (PublishProbe).
+	sites siteBridgesCache
 }
 
 var noopSpan = trace.SpanFromContext(context.Background()) // a no-op span
@@ -198,15 +200,28 @@ func decodeStrict(data []byte, v any) error {
 	return dec.Decode(v)
 }
 
-// PublishProbe sends a probe to its site's work queue (probe.<site>.<priority>.<capability>)
-// with a per-message TTL equal to its deadline, so a probe nobody could take in time expires
-// instead of running late. Its ce-id (= Nats-Msg-Id) is the probe id.
+// PublishProbe sends a probe to its site's work queue
+// (probe.<site>.<priority>.<capability>.<lane>) with a per-message TTL equal to its deadline,
+// so a probe nobody could take in time expires instead of running late. Its ce-id (=
+// Nats-Msg-Id) is the probe id. A probe of an application no approved bridge of its site
+// serves (SiteBridges) fails at once with a 503 saying so, instead of waiting for its
+// deadline; a site that never had an approved bridge queues its probes until one comes.
 func PublishProbe(ctx context.Context, js jetstream.JetStream, pub *Publisher, p *envelope.Probe) error {
 	ttl := time.Until(p.Deadline)
 	if ttl < time.Second {
 		return Errorf(400, "probe %s: deadline already passed", p.ID)
 	}
-	msg, span, err := pub.Message(ctx, ProbeSubject(p.Site, p.Priority, p.Capability), envelope.Meta{ID: p.ID, Run: p.Run}, p)
+	lane := ProbeLane(p.App)
+	sb, found, err := pub.sites.lookup(ctx, js, p.Site)
+	if err != nil {
+		return fmt.Errorf("probe %s: read the bridges of site %s: %w", p.ID, p.Site, err)
+	}
+	if found {
+		if err := sb.CheckServed(lane); err != nil {
+			return err
+		}
+	}
+	msg, span, err := pub.Message(ctx, ProbeSubject(p.Site, p.Priority, p.Capability, lane), envelope.Meta{ID: p.ID, Run: p.Run}, p)
 	if err != nil {
 		return err
 	}

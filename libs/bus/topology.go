@@ -189,7 +189,7 @@ func DefaultTopology(l Limits) Topology {
 	}
 	return Topology{
 		Streams: []jetstream.StreamConfig{
-			s(jetstream.StreamConfig{Name: StreamProbes, Description: "probes for bridges: probe.<site>.<priority>.<capability>",
+			s(jetstream.StreamConfig{Name: StreamProbes, Description: "probes for bridges: probe.<site>.<priority>.<capability>.<lane>",
 				Subjects: []string{"probe.>"}, Retention: jetstream.WorkQueuePolicy, MaxBytes: l.ProbesMaxBytes,
 				AllowMsgTTL: true, Discard: jetstream.DiscardNew}),
 			s(jetstream.StreamConfig{Name: StreamResults, Description: "probe results, kept for replay: result.<app>.<site>.<kind>.<agent>",
@@ -260,9 +260,10 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
 
 // Subject helpers: the one place subjects are spelled.
 
-// ProbeSubject is probe.<site>.<priority>.<capability>.
-func ProbeSubject(site, priority, capability string) string {
-	return "probe." + site + "." + priority + "." + capability
+// ProbeSubject is probe.<site>.<priority>.<capability>.<lane>; the lane is the probe's
+// application's (ProbeLane), so bridges dedicated to some applications pull only theirs.
+func ProbeSubject(site, priority, capability, lane string) string {
+	return "probe." + site + "." + priority + "." + capability + "." + lane
 }
 
 // ResultSubject is result.<app>.<site>.<kind>.<agent>. The agent is in the subject so that NATS
@@ -315,11 +316,11 @@ func ServiceSubject(service, op string) string { return "svc." + service + "." +
 // HeartbeatSubject is agent.heartbeat.<site>.<id>.
 func HeartbeatSubject(site, agent string) string { return "agent.heartbeat." + site + "." + agent }
 
-// ProbeConsumer names the durable pull consumer of one (site, priority, capability): shared by
-// the site's bridges. Consumer names are one subject token, so the parts are joined with "_";
-// site names therefore may not contain "_" (see ValidName).
-func ProbeConsumer(site, priority, capability string) string {
-	return "probe_" + site + "_" + priority + "_" + capability
+// ProbeConsumer names the durable pull consumer of one (site, priority, capability, lane):
+// shared by the site's bridges serving the lane. Consumer names are one subject token, so the
+// parts are joined with "_"; site names therefore may not contain "_" (see ValidName).
+func ProbeConsumer(site, priority, capability, lane string) string {
+	return "probe_" + site + "_" + priority + "_" + capability + "_" + lane
 }
 
 // ValidName reports whether s can be a site or agent name: it becomes a subject token and

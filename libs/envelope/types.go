@@ -2,6 +2,7 @@ package envelope
 
 import (
 	"encoding/json"
+	"strings"
 	"time"
 )
 
@@ -139,16 +140,18 @@ type PoolStats struct {
 
 // Heartbeat is sent by a bridge every 10 s on core NATS (ce-type outpost.heartbeat.v1).
 type Heartbeat struct {
-	Agent        string               `json:"agent"`
-	Site         string               `json:"site"`
-	Version      string               `json:"version"`
-	Capabilities []string             `json:"capabilities"`
-	Pools        map[string]PoolStats `json:"pools"`
-	OutboxBytes  int64                `json:"outbox_bytes"`
-	OutboxFull   bool                 `json:"outbox_full,omitempty"`
-	State        string               `json:"state"`
-	Uptime       float64              `json:"uptime_s"`
-	RSS          int64                `json:"rss_bytes"`
+	Agent        string   `json:"agent"`
+	Site         string   `json:"site"`
+	Version      string   `json:"version"`
+	Capabilities []string `json:"capabilities"`
+	// Apps are the applications the bridge serves (outpost-bridge --apps); empty: all.
+	Apps        []string             `json:"apps,omitempty"`
+	Pools       map[string]PoolStats `json:"pools"`
+	OutboxBytes int64                `json:"outbox_bytes"`
+	OutboxFull  bool                 `json:"outbox_full,omitempty"`
+	State       string               `json:"state"`
+	Uptime      float64              `json:"uptime_s"`
+	RSS         int64                `json:"rss_bytes"`
 	// ProbePanics counts probes whose kind panicked since the bridge started (each was
 	// answered with code "panic"; the stacks are in the bridge log).
 	ProbePanics int64     `json:"probe_panics,omitempty"`
@@ -158,22 +161,30 @@ type Heartbeat struct {
 // Enrollment is a bridge's request to join a site (ce-type outpost.enrollment.v1). Sig is the
 // bridge's NKey signature over SigningBytes: it proves the sender holds the key it enrolls.
 type Enrollment struct {
-	Name         string         `json:"name"`
-	Site         string         `json:"site"`
-	Token        string         `json:"token,omitempty"`
-	NKey         string         `json:"nkey"`
-	XKey         string         `json:"xkey"`
-	Version      string         `json:"version"`
-	Capabilities []string       `json:"capabilities"`
-	Pools        map[string]int `json:"pools,omitempty"`
-	Time         time.Time      `json:"time"`
-	Sig          string         `json:"sig"`
+	Name         string   `json:"name"`
+	Site         string   `json:"site"`
+	Token        string   `json:"token,omitempty"`
+	NKey         string   `json:"nkey"`
+	XKey         string   `json:"xkey"`
+	Version      string   `json:"version"`
+	Capabilities []string `json:"capabilities"`
+	// Apps are the applications the bridge serves (--apps); empty: all. They decide which
+	// probe lanes it may pull, so they are signed.
+	Apps  []string       `json:"apps,omitempty"`
+	Pools map[string]int `json:"pools,omitempty"`
+	Time  time.Time      `json:"time"`
+	Sig   string         `json:"sig"`
 }
 
 // SigningBytes are what Sig signs: everything that decides the agent's identity and rights.
 func (e *Enrollment) SigningBytes() []byte {
-	return []byte("outpost-enroll\n" + e.Site + "\n" + e.Name + "\n" + e.NKey + "\n" + e.XKey + "\n" +
-		e.Time.UTC().Format(time.RFC3339Nano))
+	b := "outpost-enroll\n" + e.Site + "\n" + e.Name + "\n" + e.NKey + "\n" + e.XKey + "\n" +
+		e.Time.UTC().Format(time.RFC3339Nano)
+	if len(e.Apps) > 0 {
+		// only when set, so a bridge from before --apps still verifies
+		b += "\napps=" + strings.Join(e.Apps, ",")
+	}
+	return []byte(b)
 }
 
 // EnrollmentReply is the hub's answer to an enrollment.

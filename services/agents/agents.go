@@ -51,8 +51,11 @@ type Service struct {
 	deps Deps
 	log  *slog.Logger
 	pub  *bus.Publisher
-	// ensured remembers the (site, capabilities) whose consumers exist.
+	// ensured remembers the (site, capabilities, apps) whose consumers exist.
 	ensured sync.Map
+	// synced remembers the (state, apps) of each agent last written to its site's
+	// bus.SiteBridges record.
+	synced sync.Map
 	// refused remembers when a key's refused enrollment was last logged.
 	refused sync.Map
 }
@@ -103,6 +106,9 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 					log.Error("probe consumers", "site", a.Site, "err", err)
 				}
 			}
+			if err := s.syncSiteBridges(ctx, a); err != nil {
+				log.Error("site bridges", "site", a.Site, "err", err)
+			}
 		}
 	}
 	if deps.Ready != nil {
@@ -129,12 +135,12 @@ func (s *Service) onHeartbeat(ctx context.Context, m *nats.Msg) {
 	}
 }
 
-// ensureConsumers creates the site's probe consumers for the agent's capabilities: one per
-// (priority, capability), shared by every bridge of the site. Bridges re-enroll every 30 s to
-// refresh their ranges; the consumers are only (re)declared when a site's capability set is
-// new to this process.
+// ensureConsumers creates the site's probe consumers for the agent's capabilities and
+// applications: one per (priority, capability, lane), shared by every bridge of the site
+// serving the lane. Bridges re-enroll every 30 s to refresh their ranges; the consumers are
+// only (re)declared when a site's (capabilities, apps) set is new to this process.
 func (s *Service) ensureConsumers(ctx context.Context, a Agent) error {
-	key := a.Site + "|" + strings.Join(a.Capabilities, ",")
+	key := a.Site + "|" + strings.Join(a.Capabilities, ",") + "|" + strings.Join(a.Apps, ",")
 	if _, done := s.ensured.Load(key); done {
 		return nil
 	}
@@ -144,8 +150,10 @@ func (s *Service) ensureConsumers(ctx context.Context, a Agent) error {
 			if !bus.ValidName(c) {
 				continue
 			}
-			_, err := s.deps.JS.CreateOrUpdateConsumer(ctx, bus.StreamProbes, ProbeConsumerConfig(a.Site, prio, c))
-			errs = append(errs, err)
+			for _, lane := range bus.Lanes(a.Apps) {
+				_, err := s.deps.JS.CreateOrUpdateConsumer(ctx, bus.StreamProbes, ProbeConsumerConfig(a.Site, prio, c, lane))
+				errs = append(errs, err)
+			}
 		}
 	}
 	err := errors.Join(errs...)
@@ -155,14 +163,31 @@ func (s *Service) ensureConsumers(ctx context.Context, a Agent) error {
 	return err
 }
 
-// ProbeConsumerConfig is the durable pull consumer of one (site, priority, capability).
-// AckWait is short so a killed bridge's probes reach a sibling quickly; long probes call
+// syncSiteBridges rewrites the site's bus.SiteBridges record (which applications its
+// approved bridges serve; probe publishers read it) when this agent's state or apps are new
+// to this process. The record is rebuilt from the registry, never patched, so replicas
+// writing it concurrently converge on the next change or restart.
+func (s *Service) syncSiteBridges(ctx context.Context, a Agent) error {
+	key := a.Key()
+	val := a.State + "|" + strings.Join(a.Apps, ",")
+	if v, ok := s.synced.Load(key); ok && v.(string) == val {
+		return nil
+	}
+	if err := s.reg.WriteSiteBridges(ctx, a.Site); err != nil {
+		return fmt.Errorf("site %s bridges: %w", a.Site, err)
+	}
+	s.synced.Store(key, val)
+	return nil
+}
+
+// ProbeConsumerConfig is the durable pull consumer of one (site, priority, capability,
+// lane). AckWait is short so a killed bridge's probes reach a sibling quickly; long probes call
 // InProgress. MaxDeliver is generous: a probe only fails for good through its deadline (TTL).
-func ProbeConsumerConfig(site, prio, capability string) jetstream.ConsumerConfig {
+func ProbeConsumerConfig(site, prio, capability, lane string) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable:       bus.ProbeConsumer(site, prio, capability),
-		Description:   fmt.Sprintf("%s probes of site %s, %s priority", capability, site, prio),
-		FilterSubject: bus.ProbeSubject(site, prio, capability),
+		Durable:       bus.ProbeConsumer(site, prio, capability, lane),
+		Description:   fmt.Sprintf("%s probes of site %s, %s priority, %s lane", capability, site, prio, lane),
+		FilterSubject: bus.ProbeSubject(site, prio, capability, lane),
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       probeAckWait,
 		MaxDeliver:    20,

@@ -160,6 +160,9 @@ func (s *Service) endpoints() map[string]bus.Endpoint {
 			if err != nil {
 				return agentsapi.ForgetReply{}, err
 			}
+			if err := s.reg.WriteSiteBridges(ctx, a.Site); err != nil {
+				return agentsapi.ForgetReply{}, err
+			}
 			s.log.Info("agent forgotten: its name may enroll again, its key stays revoked", "agent", a.Name, "site", a.Site)
 			return agentsapi.ForgetReply{Agent: a.Name, Site: a.Site, Status: "forgotten"}, nil
 		}),
@@ -175,6 +178,9 @@ func (s *Service) enroll(ctx context.Context, e envelope.Enrollment) (envelope.E
 	}
 	if !bus.ValidName(e.Name) || !bus.ValidName(e.Site) {
 		return envelope.EnrollmentReply{}, bus.Errorf(http.StatusBadRequest, "agent and site names use 1-64 of a-z, 0-9 and - (got %q in %q)", e.Name, e.Site)
+	}
+	if err := bus.CheckApps(e.Apps); err != nil {
+		return envelope.EnrollmentReply{}, bus.Errorf(http.StatusBadRequest, "%v", err)
 	}
 	kp, err := nkeys.FromPublicKey(e.NKey)
 	if err != nil {
@@ -201,6 +207,9 @@ func (s *Service) enroll(ctx context.Context, e envelope.Enrollment) (envelope.E
 	}
 	if a.State == StateApproved {
 		if err := s.ensureConsumers(ctx, a); err != nil {
+			return envelope.EnrollmentReply{}, err
+		}
+		if err := s.syncSiteBridges(ctx, a); err != nil {
 			return envelope.EnrollmentReply{}, err
 		}
 	}
@@ -236,6 +245,9 @@ func (s *Service) setState(ctx context.Context, ref, state string) (AgentView, e
 		if err := s.ensureConsumers(ctx, a); err != nil {
 			return AgentView{}, err
 		}
+	}
+	if err := s.syncSiteBridges(ctx, a); err != nil {
+		return AgentView{}, err
 	}
 	// Either way the agent's current connection carries its old rights: close it. An approved
 	// bridge reconnects into its site; a revoked one is refused from now on.

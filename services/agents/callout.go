@@ -20,7 +20,7 @@ import (
 // the identity may do and answers with a user JWT carrying exactly those permissions:
 //
 //   - an unknown NKey with a valid enrollment token, or a pending agent: only enroll;
-//   - an approved agent: its site's probe consumers, results, events and heartbeat;
+//   - an approved agent: its site's probe consumers of its applications' lanes, results, events and heartbeat;
 //   - a revoked agent, or anything else: refused.
 //
 // Decisions are made at connect time; approval and revocation close the agent's
@@ -46,10 +46,14 @@ func sitePermissions(a Agent) jwt.Permissions {
 	var p jwt.Permissions
 	for _, prio := range envelope.Priorities {
 		for _, c := range a.Capabilities {
-			cons := bus.ProbeConsumer(a.Site, prio, c)
-			p.Pub.Allow.Add(bus.BridgeJSAPIPrefix+".CONSUMER.MSG.NEXT."+bus.StreamProbes+"."+cons,
-				bus.BridgeJSAPIPrefix+".CONSUMER.INFO."+bus.StreamProbes+"."+cons,
-				"$JS.ACK."+bus.StreamProbes+"."+cons+".>")
+			// Only the lanes of its applications: a bridge dedicated to orchestration cannot
+			// pull a discovery probe even if it tried.
+			for _, lane := range bus.Lanes(a.Apps) {
+				cons := bus.ProbeConsumer(a.Site, prio, c, lane)
+				p.Pub.Allow.Add(bus.BridgeJSAPIPrefix+".CONSUMER.MSG.NEXT."+bus.StreamProbes+"."+cons,
+					bus.BridgeJSAPIPrefix+".CONSUMER.INFO."+bus.StreamProbes+"."+cons,
+					"$JS.ACK."+bus.StreamProbes+"."+cons+".>")
+			}
 		}
 	}
 	p.Pub.Allow.Add(bus.ResultSubject("*", a.Site, "*", a.Name), "event."+a.Site+".>", bus.HeartbeatSubject(a.Site, a.Name),

@@ -287,7 +287,7 @@ func (r *Registry) Enroll(ctx context.Context, e *envelope.Enrollment) (a Agent,
 	}
 	now := r.now().UTC()
 	a = Agent{ID: e.NKey, Name: e.Name, Site: e.Site, State: StatePending, XKey: e.XKey, Version: e.Version,
-		Capabilities: e.Capabilities, Pools: e.Pools, Enrolled: now}
+		Capabilities: e.Capabilities, Apps: e.Apps, Pools: e.Pools, Enrolled: now}
 	if tok.AutoApprove {
 		a.State, a.Approved = StateApproved, now
 	}
@@ -316,7 +316,7 @@ func (r *Registry) refresh(ctx context.Context, key string, e *envelope.Enrollme
 		if err != nil {
 			return Agent{}, false, err
 		}
-		a.Version, a.Capabilities, a.XKey, a.Pools = e.Version, e.Capabilities, e.XKey, e.Pools
+		a.Version, a.Capabilities, a.XKey, a.Pools, a.Apps = e.Version, e.Capabilities, e.XKey, e.Pools, e.Apps
 		b, err := json.Marshal(a)
 		if err != nil {
 			return Agent{}, false, err
@@ -380,6 +380,22 @@ func (r *Registry) Forget(ctx context.Context, ref string) (Agent, error) {
 		_ = r.agents.Delete(ctx, "nkey."+a.ID, jetstream.LastRevision(e.Revision()))
 	}
 	return a, nil
+}
+
+// WriteSiteBridges rebuilds the site's bus.SiteBridges record from the registry: its approved
+// agents and the applications each serves. Probe publishers read it (bus.PublishProbe).
+func (r *Registry) WriteSiteBridges(ctx context.Context, site string) error {
+	all, err := r.Agents(ctx)
+	if err != nil {
+		return err
+	}
+	sb := bus.SiteBridges{Site: site, Bridges: map[string][]string{}}
+	for _, a := range all {
+		if a.Site == site && a.State == StateApproved {
+			sb.Bridges[a.Name] = a.Apps
+		}
+	}
+	return putJSON(ctx, r.sites, bus.SiteBridgesKey(site), sb)
 }
 
 // Beat is the last heartbeat of an agent, as stored.

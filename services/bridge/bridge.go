@@ -20,6 +20,7 @@ import (
 	"github.com/outpost-dev/outpost/services/bridge/identity"
 	"github.com/outpost-dev/outpost/services/bridge/outbox"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
+	"github.com/outpost-dev/outpost/services/bridge/status"
 )
 
 // Deps are what a bridge is given rather than builds: tests inject an in-process hub
@@ -63,6 +64,7 @@ type Bridge struct {
 	runners map[string]probe.Runner // by kind
 	kindCap map[string]string       // kind → capability
 	caps    []string
+	lanes   []string // probe lanes of cfg.Apps (bus.Lanes)
 	pools   map[string]*pool
 	started time.Time
 
@@ -86,6 +88,14 @@ type Bridge struct {
 	state   atomic.Value // string
 	drained chan struct{}
 	drainMu sync.Once
+
+	// The status file (statusfile.go): the phase of the bridge's life, the hub connection
+	// once made (read by the status goroutine), the last write error, the self-upgrade's
+	// state, and since when the hub connection is in its current state.
+	phaseV, ncV, statusErr, upgradeState atomic.Value
+	hubMu                                sync.Mutex
+	hubSince                             time.Time
+	hubWas                               bool
 }
 
 // pool is one priority's bounded set of workers.
@@ -161,6 +171,7 @@ func newBridge(ctx context.Context, cfg Config, deps Deps) (*Bridge, error) {
 		return nil, fmt.Errorf("no probe kind offers any of the capabilities %v", cfg.Capabilities)
 	}
 	slices.Sort(b.caps)
+	b.lanes = bus.Lanes(cfg.Apps)
 	for _, p := range envelope.Priorities {
 		b.pools[p] = &pool{name: p, slots: make(chan struct{}, cfg.Pools[p])}
 	}
@@ -174,6 +185,15 @@ func (b *Bridge) run(ctx context.Context) error {
 		return err
 	}
 	defer b.box.Close()
+	sctx, stopStatus := context.WithCancel(context.WithoutCancel(ctx))
+	statusDone := make(chan struct{})
+	go b.statusLoop(sctx, statusDone)
+	defer func() {
+		stopStatus()
+		<-statusDone
+		b.setPhase(status.PhaseStopped)
+		b.writeStatus(context.Background())
+	}()
 	cols, err := b.startCollectors(ctx)
 	if err != nil {
 		return err
@@ -198,6 +218,7 @@ func (b *Bridge) run(ctx context.Context) error {
 		b.log.Warn("INSECURE: plaintext connection to a remote hub (--insecure-plaintext): the token and every result cross the network in clear; use tls:// or wss://",
 			"hub", remote)
 	}
+	b.setPhase(status.PhaseConnecting)
 	b.nc, err = bus.Connect(bus.ConnectConfig{URL: b.cfg.Hub, Name: "bridge " + b.cfg.Site + "/" + b.cfg.Name,
 		CAFile: b.cfg.CAFile, CertFile: b.cfg.CertFile, KeyFile: b.cfg.KeyFile,
 		Proxy: b.cfg.Proxy, ProxyFromEnvironment: true,
@@ -206,6 +227,7 @@ func (b *Bridge) run(ctx context.Context) error {
 		return err
 	}
 	defer b.nc.Close()
+	b.ncV.Store(b.nc)
 	// The hub's JetStream API reaches BRIDGES under a prefix of its own (libs/bus/accounts.go).
 	// The publish-async timeout lets the library drop the futures of acks that never come
 	// (the forwarder itself gives up on them at outbox.AckTimeout, on the bridge's clock).
@@ -213,7 +235,7 @@ func (b *Bridge) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.log.Info("bridge starting", "hub", bus.RedactURL(b.cfg.Hub), "nkey", b.nkey, "capabilities", b.caps, "data", filepath.Clean(b.cfg.DataDir))
+	b.log.Info("bridge starting", "hub", bus.RedactURL(b.cfg.Hub), "nkey", b.nkey, "capabilities", b.caps, "apps", b.lanes, "data", filepath.Clean(b.cfg.DataDir))
 
 	if err := b.enroll(ctx); err != nil {
 		return err
@@ -233,11 +255,15 @@ func (b *Bridge) run(ctx context.Context) error {
 	var inflight sync.WaitGroup
 	for _, p := range envelope.Priorities {
 		for _, c := range b.caps {
-			wg.Add(1)
-			go func() { defer wg.Done(); b.pull(wctx, b.pools[p], c, &inflight) }()
+			for _, lane := range b.lanes {
+				wg.Add(1)
+				go func() { defer wg.Done(); b.pull(wctx, b.pools[p], c, lane, &inflight) }()
+			}
 		}
 	}
 	go b.refreshSite(wctx)
+	b.setPhase(status.PhaseRunning)
+	b.writeStatus(ctx)
 	b.log.Info("bridge ready: pulling work", "pools", b.cfg.Pools)
 	if b.deps.Ready != nil {
 		b.deps.Ready()
@@ -289,6 +315,7 @@ func (b *Bridge) enroll(ctx context.Context) error {
 			b.log.Info("approved by the hub", "ranges", reply.Ranges, "exclude", reply.Exclude)
 			return b.reconnectIntoSite(ctx)
 		case err == nil:
+			b.setPhase(status.PhasePending)
 			if !loggedPending {
 				b.log.Info("enrolled: pending approval (outpost agents approve " + b.cfg.Name + ")")
 				loggedPending = true
@@ -312,7 +339,7 @@ func (b *Bridge) enroll(ctx context.Context) error {
 func (b *Bridge) enrollOnce(ctx context.Context) (envelope.EnrollmentReply, error) {
 	_, xkey := b.id.Public()
 	e := envelope.Enrollment{Name: b.cfg.Name, Site: b.cfg.Site, Token: b.cfg.Token, NKey: b.nkey, XKey: xkey,
-		Version: b.cfg.Version, Capabilities: b.caps, Pools: b.cfg.Pools, Time: b.clock.Now().UTC()}
+		Version: b.cfg.Version, Capabilities: b.caps, Apps: b.cfg.Apps, Pools: b.cfg.Pools, Time: b.clock.Now().UTC()}
 	sig, err := b.id.Sign(e.SigningBytes())
 	if err != nil {
 		return envelope.EnrollmentReply{}, err
@@ -345,7 +372,7 @@ func (b *Bridge) reconnectIntoSite(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	probeCons := bus.ProbeConsumer(b.cfg.Site, envelope.PriorityInteractive, b.caps[0])
+	probeCons := bus.ProbeConsumer(b.cfg.Site, envelope.PriorityInteractive, b.caps[0], bus.LaneAdhoc)
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		_, err := b.js.Consumer(cctx, bus.StreamProbes, probeCons)

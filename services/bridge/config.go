@@ -41,6 +41,9 @@ type Config struct {
 	OutboxMax         ByteSize       `yaml:"outbox_max"`
 	// Capabilities limits what this bridge offers (default: every kind it has).
 	Capabilities []string `yaml:"capabilities"`
+	// Apps dedicates the bridge to some applications (bus.BridgeApps; default all): it is
+	// given, and pulls, only their probe lanes (plus ad-hoc probes, which every bridge takes).
+	Apps []string `yaml:"apps"`
 	// Kinds changes probe kinds' configs (limits, allowed directories), by kind name: see
 	// KindConfigs. Only the config file sets it.
 	Kinds   map[string]yaml.Node `yaml:"kinds"`
@@ -103,6 +106,9 @@ func (c Config) Validate() error {
 		}
 	}
 	if err := (collect.Config{Syslog: c.Collect.Syslog, Traps: c.Collect.Traps, Webhook: c.Collect.Webhook, WebhookKey: c.Collect.WebhookKey}).Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := bus.CheckApps(c.Apps); err != nil {
 		errs = append(errs, err)
 	}
 	if c.OutboxMax < 1<<20 {

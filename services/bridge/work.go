@@ -34,10 +34,10 @@ func (b *Bridge) gateOpen() bool {
 	return b.state.Load() == stateRunning && !b.box.Full()
 }
 
-// pull takes probes of one (priority, capability) consumer into the priority's pool. In
-// flight per pool never exceeds its size plus the iterator's small prefetch.
-func (b *Bridge) pull(ctx context.Context, p *pool, capability string, inflight *sync.WaitGroup) {
-	name := bus.ProbeConsumer(b.cfg.Site, p.name, capability)
+// pull takes probes of one (priority, capability, lane) consumer into the priority's pool. In
+// flight per pool never exceeds its size plus the iterators' small prefetch.
+func (b *Bridge) pull(ctx context.Context, p *pool, capability, lane string, inflight *sync.WaitGroup) {
+	name := bus.ProbeConsumer(b.cfg.Site, p.name, capability, lane)
 	prefetch := max(1, min(cap(p.slots)/2, 32))
 	var it jetstream.MessagesContext
 	closeIt := func() {
@@ -313,6 +313,11 @@ func (b *Bridge) runProbe(ctx context.Context, p *envelope.Probe, capability str
 	}
 	if p.Site != b.cfg.Site {
 		return deny("probe for site %s reached a bridge of site %s", p.Site, b.cfg.Site)
+	}
+	if lane := bus.ProbeLane(p.App); !bus.Serves(b.cfg.Apps, lane) {
+		// The callout gives this bridge no consumer of the lane: only a forged or misrouted
+		// probe gets here.
+		return deny("probe of application %s reached a bridge serving only %v", lane, b.cfg.Apps)
 	}
 	runner, ok := b.runners[p.Kind]
 	if !ok || b.kindCap[p.Kind] != capability {

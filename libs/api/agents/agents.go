@@ -54,17 +54,19 @@ type Site struct {
 
 // Agent is one bridge's registry record.
 type Agent struct {
-	ID           string         `json:"id"` // its NKey public key
-	Name         string         `json:"name"`
-	Site         string         `json:"site"`
-	State        string         `json:"state"`
-	XKey         string         `json:"xkey"`
-	Version      string         `json:"version"`
-	Capabilities []string       `json:"capabilities"`
-	Pools        map[string]int `json:"pools,omitempty"`
-	Enrolled     time.Time      `json:"enrolled"`
-	Approved     time.Time      `json:"approved,omitzero"`
-	Revoked      time.Time      `json:"revoked,omitzero"`
+	ID           string   `json:"id"` // its NKey public key
+	Name         string   `json:"name"`
+	Site         string   `json:"site"`
+	State        string   `json:"state"`
+	XKey         string   `json:"xkey"`
+	Version      string   `json:"version"`
+	Capabilities []string `json:"capabilities"`
+	// Apps are the applications the bridge serves (--apps); empty: all.
+	Apps     []string       `json:"apps,omitempty"`
+	Pools    map[string]int `json:"pools,omitempty"`
+	Enrolled time.Time      `json:"enrolled"`
+	Approved time.Time      `json:"approved,omitzero"`
+	Revoked  time.Time      `json:"revoked,omitzero"`
 }
 
 // Key is SITE.NAME: unique, the agent's NATS user and the order of lists.

@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/libs/shutdown"
 	"github.com/outpost-dev/outpost/libs/telemetry"
@@ -33,9 +35,27 @@ func (l listFlag) String() string {
 }
 func (l listFlag) Set(s string) error { *l.v = append(*l.v, s); return nil }
 
-// Main runs the bridge and returns the exit code: 0 after a clean stop or a drain, 1 on
-// failure, 2 on bad configuration.
+// Main runs the bridge (or one of its commands: status, service) and returns the exit
+// code: 0 after a clean stop or a drain, 1 on failure, 2 on bad configuration.
 func Main(args []string, stderr io.Writer) int {
+	return MainIO(args, os.Stdout, stderr)
+}
+
+// MainIO is Main with the standard output given (status prints there).
+func MainIO(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "status":
+			return statusMain(args[1:], stdout, stderr)
+		case "service":
+			return serviceMain(args[1:], stdout, stderr)
+		}
+	}
+	return runMain(context.Background(), args, stderr)
+}
+
+// runMain runs the bridge until parent ends or a signal comes.
+func runMain(parent context.Context, args []string, stderr io.Writer) int {
 	cfg := bridge.DefaultConfig()
 	cfg.Version = version.Version
 	fs := flag.NewFlagSet("outpost-bridge", flag.ContinueOnError)
@@ -46,7 +66,7 @@ func Main(args []string, stderr io.Writer) int {
 	// Probes in flight get 30 s to finish (bridge.Run); the outbox flush and heartbeats fit
 	// in the rest.
 	shutdownTimeout := fs.Duration("shutdown-timeout", 45*time.Second, "on SIGINT/SIGTERM, drain for at most this long, then exit (a second signal exits at once)")
-	var allow, caps []string
+	var allow, caps, apps []string
 	flagCfg := struct {
 		hub, site, name, token, data, ca, cert, key, proxy string
 		syslog, traps, webhook                             string
@@ -61,6 +81,7 @@ func Main(args []string, stderr io.Writer) int {
 	fs.StringVar(&flagCfg.data, "data", "", "data directory: identity keys and outbox (default ./bridge-data; env OUTPOST_BRIDGE_DATA)")
 	fs.Var(listFlag{&allow}, "allow", "CIDR this bridge may probe, narrowing the site's ranges (repeatable; env OUTPOST_BRIDGE_ALLOW, comma-separated)")
 	fs.Var(listFlag{&caps}, "capability", "offer only this capability (repeatable; default: all)")
+	fs.Var(listFlag{&apps}, "apps", "serve only these applications, comma-separated: "+strings.Join(bus.BridgeApps, ",")+" (default: all; env OUTPOST_BRIDGE_APPS)")
 	fs.StringVar(&flagCfg.ca, "ca", "", "CA file to verify the hub (env OUTPOST_BRIDGE_CA)")
 	fs.StringVar(&flagCfg.cert, "cert", "", "client certificate for mTLS (env OUTPOST_BRIDGE_CERT)")
 	fs.StringVar(&flagCfg.key, "key", "", "client key for mTLS (env OUTPOST_BRIDGE_KEY)")
@@ -116,6 +137,9 @@ func Main(args []string, stderr io.Writer) int {
 	if v := os.Getenv("OUTPOST_BRIDGE_ALLOW"); v != "" {
 		cfg.Allow = strings.Split(v, ",")
 	}
+	if v := os.Getenv("OUTPOST_BRIDGE_APPS"); v != "" {
+		cfg.Apps = splitList(v)
+	}
 	var errs []error
 	if v := os.Getenv("OUTPOST_BRIDGE_OUTBOX_MAX"); v != "" {
 		if err := cfg.OutboxMax.Set(v); err != nil {
@@ -158,6 +182,9 @@ func Main(args []string, stderr io.Writer) int {
 	if len(caps) > 0 {
 		cfg.Capabilities = caps
 	}
+	if len(apps) > 0 {
+		cfg.Apps = splitList(strings.Join(apps, ","))
+	}
 	for p, n := range flagCfg.pools {
 		if *n != 0 {
 			cfg.Pools[p] = *n
@@ -185,7 +212,7 @@ func Main(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "error:", err)
 		return 2
 	}
-	ctx, stop, err := shutdown.Notify(context.Background(), shutdown.Config{Deadline: *shutdownTimeout, Logger: log})
+	ctx, stop, err := shutdown.Notify(parent, shutdown.Config{Deadline: *shutdownTimeout, Logger: log})
 	if err != nil {
 		fmt.Fprintln(stderr, "error: --shutdown-timeout:", err)
 		return 2
@@ -196,4 +223,15 @@ func Main(args []string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// splitList splits a comma-separated list, dropping blanks and duplicates.
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" && !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	return out
 }

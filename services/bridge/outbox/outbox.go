@@ -318,3 +318,16 @@ func (o *Outbox) sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	}
 }
+
+// Oldest is when the oldest result still waiting was stored (zero when none waits): how long
+// the hub has been missing results, for `outpost-bridge status`.
+func (o *Outbox) Oldest(ctx context.Context) time.Time {
+	if o.msgs.Load() == 0 {
+		return time.Time{}
+	}
+	info, err := o.st.Info(ctx)
+	if err != nil || info.State.Msgs == 0 {
+		return time.Time{}
+	}
+	return info.State.FirstTime
+}

@@ -43,7 +43,7 @@ func sendProbes(b *testing.B, js jetstream.JetStream, n int, prio, delay string)
 		params, _ := json.Marshal(map[string]any{"msg": strconv.Itoa(i), "delay": delay})
 		p := &envelope.Probe{ID: envelope.NewID(), App: "bench", Site: "bench", Priority: prio, Kind: "echo", Capability: "echo",
 			Params: params, Deadline: time.Now().Add(10 * time.Minute).UTC()}
-		msg, span, err := pub.Message(ctx, bus.ProbeSubject(p.Site, p.Priority, p.Capability), envelope.Meta{ID: p.ID}, p)
+		msg, span, err := pub.Message(ctx, bus.ProbeSubject(p.Site, p.Priority, p.Capability, bus.ProbeLane(p.App)), envelope.Meta{ID: p.ID}, p)
 		if err != nil {
 			b.Fatal(err)
 		}

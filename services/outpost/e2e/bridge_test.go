@@ -155,14 +155,14 @@ func TestSitePermissions(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	// Its own site's consumer: allowed.
-	if _, err := js.Consumer(ctx, bus.StreamProbes, bus.ProbeConsumer("site-a", "interactive", "echo")); err != nil {
+	if _, err := js.Consumer(ctx, bus.StreamProbes, bus.ProbeConsumer("site-a", "interactive", "echo", bus.LaneAdhoc)); err != nil {
 		t.Fatalf("own consumer: %v", err)
 	}
 	// Site B's consumer: no info, no pull.
-	if _, err := js.Consumer(ctx, bus.StreamProbes, bus.ProbeConsumer("site-b", "interactive", "echo")); err == nil {
+	if _, err := js.Consumer(ctx, bus.StreamProbes, bus.ProbeConsumer("site-b", "interactive", "echo", bus.LaneAdhoc)); err == nil {
 		t.Fatal("site A's identity read site B's consumer")
 	}
-	pull := bus.BridgeJSAPIPrefix + ".CONSUMER.MSG.NEXT." + bus.StreamProbes + "." + bus.ProbeConsumer("site-b", "interactive", "echo")
+	pull := bus.BridgeJSAPIPrefix + ".CONSUMER.MSG.NEXT." + bus.StreamProbes + "." + bus.ProbeConsumer("site-b", "interactive", "echo", bus.LaneAdhoc)
 	if err := nc.Publish(pull, []byte(`{"batch":1}`)); err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func TestSitePermissions(t *testing.T) {
 		t.Fatalf("pending identity cannot even enroll: %v", err)
 	}
 	pjs, _ := jetstream.NewWithAPIPrefix(pnc, bus.BridgeJSAPIPrefix)
-	if _, err := pjs.Consumer(ctx, bus.StreamProbes, bus.ProbeConsumer("site-c", "interactive", "echo")); err == nil {
+	if _, err := pjs.Consumer(ctx, bus.StreamProbes, bus.ProbeConsumer("site-c", "interactive", "echo", bus.LaneAdhoc)); err == nil {
 		t.Fatal("a pending identity reached its site's consumer")
 	}
 	pnc.Close()
@@ -445,7 +445,7 @@ func TestBadInput(t *testing.T) {
 	h.waitStatus(t, "br1", "up")
 	_, js := h.serviceConn(t)
 	ctx := context.Background()
-	if _, err := js.Publish(ctx, bus.ProbeSubject("dc1", "interactive", "echo"), []byte("{not a probe")); err != nil {
+	if _, err := js.Publish(ctx, bus.ProbeSubject("dc1", "interactive", "echo", bus.LaneAdhoc), []byte("{not a probe")); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 20*time.Second, func() error {

@@ -39,7 +39,7 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	eventually(t, 20*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		c, err := js.Consumer(ctx, bus.StreamProbes, bus.ProbeConsumer("dc1", envelope.PriorityStandard, "echo"))
+		c, err := js.Consumer(ctx, bus.StreamProbes, bus.ProbeConsumer("dc1", envelope.PriorityStandard, "echo", bus.LaneAdhoc))
 		if err != nil {
 			return err
 		}

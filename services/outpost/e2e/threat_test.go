@@ -65,8 +65,8 @@ func TestThreatTable(t *testing.T) {
 	hubSubjects := []string{
 		"$KV.tokens.x", "$KV.agents.x", "$KV.sites.x",
 		"$JS.API.STREAM.INFO.RESULTS", "$JS.API.STREAM.PURGE.RESULTS", "$JS.API.STREAM.MSG.GET.KV_credentials", "$JS.API.INFO",
-		"$JS.API.CONSUMER.MSG.NEXT.PROBES." + bus.ProbeConsumer("site-b", "interactive", "echo"),
-		bus.BridgeJSAPIPrefix + ".CONSUMER.MSG.NEXT.PROBES." + bus.ProbeConsumer("site-b", "interactive", "echo"),
+		"$JS.API.CONSUMER.MSG.NEXT.PROBES." + bus.ProbeConsumer("site-b", "interactive", "echo", bus.LaneAdhoc),
+		bus.BridgeJSAPIPrefix + ".CONSUMER.MSG.NEXT.PROBES." + bus.ProbeConsumer("site-b", "interactive", "echo", bus.LaneAdhoc),
 		"cmdb.ingest.0", "cmdb.changed.linux_server", "event.hub.audit", "dlq.cmdb", "dlq.bridge.site-b",
 		"svc.agents.approve", "svc.agents.site_add", "svc.discovery.credentials_seal", "svc.cmdb.ingest",
 		"svc.dlq.retry", "svc.dlq.purge", "svc.dlq.show",
@@ -110,7 +110,7 @@ func TestThreatTable(t *testing.T) {
 			}
 			// Requests on what the identity may use, with the answer steered onto hub data.
 			allowed := []string{"svc.agents.enroll",
-				bus.BridgeJSAPIPrefix + ".CONSUMER.INFO.PROBES." + bus.ProbeConsumer("site-a", "interactive", "echo"),
+				bus.BridgeJSAPIPrefix + ".CONSUMER.INFO.PROBES." + bus.ProbeConsumer("site-a", "interactive", "echo", bus.LaneAdhoc),
 				bus.ResultSubject("discovery", "site-a", "echo", "bra"), "event.site-a.test", bus.BridgeDLQSubject("site-a")}
 			steer := []string{tokenKey, "cmdb.ingest.0", "event.hub.audit", "dlq.cmdb", "$KV.agents.site-a.evil",
 				"$JS.API.STREAM.PURGE.RESULTS", "$JS.API.STREAM.DELETE.KV_tokens", "svc.agents.approve", "svc.agents.site_add",

@@ -164,7 +164,7 @@ func TestPanickingKindDoesNotKillTheBridge(t *testing.T) {
 		}
 	})
 	js, _ := jetstream.New(nc)
-	cons := bus.ProbeConsumer("dc1", envelope.PriorityInteractive, "echo")
+	cons := bus.ProbeConsumer("dc1", envelope.PriorityInteractive, "echo", bus.LaneAdhoc)
 	eventually(t, 10*time.Second, func() error {
 		c, err := js.Consumer(ctx, bus.StreamProbes, cons)
 		if err != nil {

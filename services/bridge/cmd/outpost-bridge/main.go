@@ -10,7 +10,7 @@ import (
 
 func main() {
 	stop := telemetry.StartProfile("outpost-bridge")
-	code := cli.Main(os.Args[1:], os.Stderr)
+	code := cli.MainIO(os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }

@@ -32,7 +32,6 @@ import (
 	"fmt"
 	"math"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/outpost-dev/outpost/libs/probes"
@@ -118,26 +117,6 @@ func (factory) Create(_ context.Context, set probe.Settings, cfg any) (probe.Run
 		limit = 16
 	}
 	return &runner{cfg: c, set: set, fdBound: limit}, nil
-}
-
-// raiseNoFile lifts the soft open-file limit to the hard one (Go does this at start on
-// Linux; an embedding program may have lowered it) and returns the soft limit.
-func raiseNoFile() int {
-	var r syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
-		return 1024
-	}
-	if r.Cur < r.Max {
-		nr := r
-		nr.Cur = r.Max
-		if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &nr) == nil {
-			r = nr
-		}
-	}
-	if r.Cur > math.MaxInt32 {
-		return math.MaxInt32
-	}
-	return int(r.Cur)
 }
 
 type runner struct {

@@ -1,0 +1,187 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/services/agents"
+)
+
+// resultWatch collects the final results of a site's probes, by probe id.
+type resultWatch struct {
+	mu  sync.Mutex
+	got map[string]envelope.Result
+}
+
+func watchResults(t *testing.T, js jetstream.JetStream, site string) *resultWatch {
+	t.Helper()
+	w := &resultWatch{got: map[string]envelope.Result{}}
+	cons, err := js.OrderedConsumer(context.Background(), bus.StreamResults, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{"result.*." + site + ".>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		if _, r, err := envelope.DecodeInto[*envelope.Result](m.Headers(), m.Data()); err == nil && r.Final {
+			w.mu.Lock()
+			w.got[r.Probe] = *r
+			w.mu.Unlock()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cc.Stop)
+	return w
+}
+
+func (w *resultWatch) wait(t *testing.T, probe string) envelope.Result {
+	t.Helper()
+	var r envelope.Result
+	eventually(t, 30*time.Second, func() error {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		var ok bool
+		if r, ok = w.got[probe]; !ok {
+			return fmt.Errorf("no result for probe %s yet", probe)
+		}
+		return nil
+	})
+	return r
+}
+
+func echoProbe(app, site, msg string) *envelope.Probe {
+	params, _ := json.Marshal(map[string]any{"msg": msg})
+	return &envelope.Probe{ID: envelope.NewID(), Run: "apps-test", App: app, Site: site, Priority: envelope.PriorityStandard,
+		Kind: "echo", Capability: "echo", Params: params, Deadline: time.Now().Add(2 * time.Minute).UTC()}
+}
+
+// A bridge run with --apps orchestration is never given a discovery probe (NATS refuses it
+// the discovery lane), a discovery probe on its site fails at once saying why, and once a
+// discovery bridge joins the site, discovery probes go to that one only.
+func TestAppsSelection(t *testing.T) {
+	t.Parallel()
+	h := startHub(t, t.TempDir())
+	tok := h.addSite(t, "dc1", "127.0.0.0/8", true)
+	orch := startBridge(t, h, "dc1", "br-orch", tok, "--apps", "orchestration")
+	h.waitStatus(t, "br-orch", "up")
+	_, js := h.serviceConn(t)
+	results := watchResults(t, js, "dc1")
+	pub := bus.NewPublisher(js, envelope.ServiceSource("test"), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	// The registry and the heartbeat tell the operator what the bridge serves.
+	var ls struct {
+		Agents []struct {
+			Name string
+			Apps []string
+		}
+	}
+	h.mustAPI(t, "GET", "/api/v1/agents", nil, &ls)
+	if len(ls.Agents) != 1 || !slices.Equal(ls.Agents[0].Apps, []string{"orchestration"}) {
+		t.Fatalf("agents ls: %+v", ls)
+	}
+
+	// Discovery on a site whose only bridge serves orchestration: refused at once.
+	err := bus.PublishProbe(ctx, js, pub, echoProbe("discovery", "dc1", "x"))
+	var se *bus.ServiceError
+	if !errors.As(err, &se) || se.Code != 503 || !strings.Contains(se.Message, "site dc1 has no bridge serving discovery") ||
+		!strings.Contains(se.Message, "br-orch (orchestration)") {
+		t.Fatalf("discovery probe on an orchestration-only site: %v", err)
+	}
+	// The importer's probes are the import application's.
+	if err := bus.PublishProbe(ctx, js, pub, echoProbe("importer", "dc1", "x")); err == nil || !strings.Contains(err.Error(), "serving import") {
+		t.Fatalf("import probe on an orchestration-only site: %v", err)
+	}
+
+	// A discovery probe put straight on its lane (as a hub that skipped the check would) waits
+	// there, even with the lane's consumer in place, while orchestration work flows.
+	cons, err := js.CreateOrUpdateConsumer(ctx, bus.StreamProbes, agents.ProbeConsumerConfig("dc1", envelope.PriorityStandard, "echo", bus.AppDiscovery))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stray := echoProbe("discovery", "dc1", "stray")
+	msg, span, err := pub.Message(ctx, bus.ProbeSubject("dc1", stray.Priority, "echo", bus.AppDiscovery), envelope.Meta{ID: stray.ID}, stray)
+	if err != nil {
+		t.Fatal(err)
+	}
+	span.End()
+	if _, err := js.PublishMsg(ctx, msg); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		p := echoProbe("orchestration", "dc1", fmt.Sprint("orch-", i))
+		if err := bus.PublishProbe(ctx, js, pub, p); err != nil {
+			t.Fatal(err)
+		}
+		if r := results.wait(t, p.ID); r.Status != envelope.StatusOK || r.Agent != "br-orch" {
+			t.Fatalf("orchestration probe: %+v", r)
+		}
+	}
+	// Ad-hoc probes reach every bridge whatever it serves.
+	if out := echo(t, h, "dc1", "adhoc"); len(out.Results) != 1 || out.Results[0].Agent != "br-orch" {
+		t.Fatalf("ad-hoc probe: %+v", out)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Delivered.Consumer != 0 || info.NumPending != 1 {
+		t.Fatalf("the discovery lane was delivered %d probes (pending %d): an orchestration bridge took discovery work",
+			info.Delivered.Consumer, info.NumPending)
+	}
+
+	// Not manners but permissions: the bridge's own key may not pull the discovery lane.
+	orch.proc.kill(t)
+	errs := make(chan error, 16)
+	nc, err := identityConn(t, h, orch.dir, errs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	bjs, _ := jetstream.NewWithAPIPrefix(nc, bus.BridgeJSAPIPrefix)
+	if _, err := bjs.Consumer(ctx, bus.StreamProbes, bus.ProbeConsumer("dc1", envelope.PriorityStandard, "echo", bus.AppOrchestration)); err != nil {
+		t.Fatalf("its own lane: %v", err)
+	}
+	pull := bus.BridgeJSAPIPrefix + ".CONSUMER.MSG.NEXT." + bus.StreamProbes + "." + bus.ProbeConsumer("dc1", envelope.PriorityStandard, "echo", bus.AppDiscovery)
+	if err := nc.Publish(pull, []byte(`{"batch":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	expectViolation(t, errs, pull)
+	nc.Close()
+
+	// A discovery bridge joins: it takes the waiting probe, and new discovery probes are
+	// accepted and answered by it.
+	startBridge(t, h, "dc1", "br-disc", tok, "--apps", "discovery,import")
+	h.waitStatus(t, "br-disc", "up")
+	if r := results.wait(t, stray.ID); r.Agent != "br-disc" {
+		t.Fatalf("the waiting discovery probe: %+v", r)
+	}
+	p := echoProbe("discovery", "dc1", "now")
+	eventually(t, 10*time.Second, func() error { return bus.PublishProbe(ctx, js, pub, p) })
+	if r := results.wait(t, p.ID); r.Status != envelope.StatusOK || r.Agent != "br-disc" {
+		t.Fatalf("discovery probe: %+v", r)
+	}
+}
+
+// --apps is checked before anything starts.
+func TestAppsFlagRefusesUnknownApplication(t *testing.T) {
+	t.Parallel()
+	p := start(t, "outpost-bridge", "--hub", "nats://127.0.0.1:1", "--site", "dc1", "--data", t.TempDir(), "--apps", "discovery,inventory")
+	err := p.cmd.Wait()
+	if err == nil || !strings.Contains(p.log.String(), `--apps "inventory": not an application`) {
+		t.Fatalf("exit %v, log:\n%s", err, p.log.String())
+	}
+}
