@@ -54,11 +54,11 @@ func newHubRig(t *testing.T, ctx context.Context, ip string) *hubRig {
 		Retention: jetstream.WorkQueuePolicy, AllowMsgTTL: true}); err != nil {
 		t.Fatal(err)
 	}
-	r.consumer = bus.ProbeConsumer("lab", envelope.PriorityStandard, httprequest.Capability)
+	r.consumer = bus.ProbeConsumer("lab", envelope.PriorityStandard, httprequest.Capability, bus.AppOrchestration)
 	// AckWait far below the bridge's keep-alive interval: the hub redelivers a probe every
 	// second while the bridge holds it — the redeliveries under test.
 	if _, err := r.js.CreateOrUpdateConsumer(ctx, bus.StreamProbes, jetstream.ConsumerConfig{Durable: r.consumer,
-		FilterSubject: bus.ProbeSubject("lab", envelope.PriorityStandard, httprequest.Capability),
+		FilterSubject: bus.ProbeSubject("lab", envelope.PriorityStandard, httprequest.Capability, bus.AppOrchestration),
 		AckPolicy:     jetstream.AckExplicitPolicy, AckWait: time.Second}); err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ func startBridge(t *testing.T, r *hubRig, dir, name string, forward, ack bool) *
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		b.pull(wctx, b.pools[envelope.PriorityStandard], httprequest.Capability, &inflight)
+		b.pull(wctx, b.pools[envelope.PriorityStandard], httprequest.Capability, bus.AppOrchestration, &inflight)
 	}()
 	var once sync.Once
 	p := &bridgeProc{b: b, stop: func() {

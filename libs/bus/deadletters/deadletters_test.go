@@ -329,7 +329,7 @@ func TestRetryNeverLendsHubRights(t *testing.T) {
 		retryable                bool
 	}{
 		{"a bridge's own dead letter naming the CMDB", bus.BridgeDLQSubject("lab"), "cmdb.ingest.0", false},
-		{"a bridge's own dead letter naming its probes", bus.BridgeDLQSubject("lab"), bus.ProbeSubject("lab", "standard", "ssh"), false},
+		{"a bridge's own dead letter naming its probes", bus.BridgeDLQSubject("lab"), bus.ProbeSubject("lab", "standard", "ssh", bus.AppDiscovery), false},
 		{"a site's dead letter naming a hub subject", bus.DLQOriginSubject("discovery", "lab"), "cmdb.ingest.0", false},
 		{"a site's dead letter naming another site's results", bus.DLQOriginSubject("discovery", "lab"), bus.ResultSubject("discovery", "dc2", "echo", "br-1"), false},
 		{"a site's dead letter naming a wildcard", bus.DLQOriginSubject("discovery", "lab"), "result.discovery.lab.*.br-1", false},
