@@ -107,7 +107,15 @@ func LoadPatterns(dir string) (*Patterns, error) {
 	for n := range files {
 		names = append(names, n)
 	}
-	sort.Strings(names)
+	// embedded files first (an override keeps its place), then the directory's: a duplicate
+	// name is reported in the file that came second
+	sort.Slice(names, func(i, j int) bool {
+		ei, ej := strings.HasPrefix(shown[names[i]], "embedded:") || isEmbedded(names[i]), strings.HasPrefix(shown[names[j]], "embedded:") || isEmbedded(names[j])
+		if ei != ej {
+			return ei
+		}
+		return names[i] < names[j]
+	})
 	ps := &Patterns{}
 	var errs []error
 	seen := map[string]string{}
@@ -131,6 +139,11 @@ func LoadPatterns(dir string) (*Patterns, error) {
 		return nil, err
 	}
 	return ps, nil
+}
+
+func isEmbedded(name string) bool {
+	_, err := fs.Stat(embedded, "patterns/"+name)
+	return err == nil
 }
 
 var lineRE = regexp.MustCompile(`line (\d+)`)
