@@ -19,13 +19,14 @@ import (
 	"github.com/outpost-dev/outpost/libs/api/discovery"
 	"github.com/outpost-dev/outpost/libs/api/dlq"
 	"github.com/outpost-dev/outpost/libs/api/importer"
+	"github.com/outpost-dev/outpost/libs/api/mapping"
 	"github.com/outpost-dev/outpost/libs/api/orchestration"
 	"github.com/outpost-dev/outpost/libs/bus"
 )
 
 // Ops lists every operation of every service, by service then name.
 func Ops() []bus.OpSpec {
-	all := slices.Concat(agents.Ops(), cmdb.Ops(), correlation.Ops(), discovery.Ops(), importer.Ops(), orchestration.Ops(), dlq.Ops())
+	all := slices.Concat(agents.Ops(), cmdb.Ops(), correlation.Ops(), discovery.Ops(), importer.Ops(), orchestration.Ops(), dlq.Ops(), mapping.Ops())
 	slices.SortFunc(all, func(a, b bus.OpSpec) int { return strings.Compare(a.Subject(), b.Subject()) })
 	return all
 }

@@ -21,7 +21,7 @@ var commonCommands = map[string]string{
 	"uniq": "/usr/bin/uniq", "true": "/usr/bin/true", "false": "/usr/bin/false", "sudo": "/usr/bin/sudo",
 	"nproc": "/usr/bin/nproc", "arch": "/usr/bin/arch", "date": "/usr/bin/date", "uptime": "/usr/bin/uptime",
 	"dmidecode": "/usr/sbin/dmidecode", "sh": "/usr/bin/sh", "bash": "/usr/bin/bash", "which": "/usr/bin/which",
-	"systemctl": "/usr/bin/systemctl",
+	"systemctl": "/usr/bin/systemctl", "getent": "/usr/bin/getent",
 }
 
 func (lx *linuxSpec) commandPath(name string) (string, bool) {
@@ -84,7 +84,11 @@ func (h *host) linuxCommand(e *shellEnv, args []string, w *cmdWriter) int {
 		if len(args) == 1 {
 			return 0
 		}
+		var files []string
 		for _, f := range args[1:] {
+			files = append(files, lx.expandGlob(f)...)
+		}
+		for _, f := range files {
 			s, code := h.readFile(f, e.user)
 			switch code {
 			case 0:
@@ -151,6 +155,8 @@ func (h *host) linuxCommand(e *shellEnv, args []string, w *cmdWriter) int {
 	case "systemctl":
 		w.out(lx.systemctl())
 		return 0
+	case "getent":
+		return lx.getent(h, args[1:], w)
 	}
 	fmt.Fprintf(w.stderr, "bash: %s: command not found\n", args[0])
 	return 127
@@ -224,6 +230,9 @@ func (h *host) readFile(path, user string) (string, int) {
 			return s + "\n", 0
 		}
 		return "", 1
+	}
+	if s, ok := lx.files[path]; ok {
+		return s, 0
 	}
 	switch path {
 	case "/sys/class/dmi/id", "/sys/class/dmi/id/", "/etc", "/proc", "/", "/tmp", "/var", "/home":
@@ -652,6 +661,9 @@ func (h *host) ss(args []string) string {
 		netid, local string
 		port         int
 		users        string
+		// established sockets only
+		peer, state string
+		fd          int
 	}
 	var socks []sock
 	users := func(comm string, pids ...int) string {
@@ -662,24 +674,30 @@ func (h *host) ss(args []string) string {
 		return "users:(" + strings.Join(parts, ",") + ")"
 	}
 	if tcp && has("l") || tcp && has("a") {
-		socks = append(socks, sock{"tcp", "0.0.0.0", 22, users("sshd", lx.sshPID)})
+		socks = append(socks, sock{netid: "tcp", local: "0.0.0.0", port: 22, users: users("sshd", lx.sshPID)})
 		if lx.resolved {
-			socks = append(socks, sock{"tcp", "127.0.0.53%lo", 53, users("systemd-resolve", lx.procPID("systemd-resolve"))})
+			socks = append(socks, sock{netid: "tcp", local: "127.0.0.53%lo", port: 53, users: users("systemd-resolve", lx.procPID("systemd-resolve"))})
 		}
 		for _, a := range lx.apps {
 			for _, port := range a.ports {
 				pids := append([]int{a.pid}, a.procs...)
-				socks = append(socks, sock{"tcp", "0.0.0.0", port, users(a.v.process, pids...)})
+				socks = append(socks, sock{netid: "tcp", local: "0.0.0.0", port: port, users: users(a.v.process, pids...)})
 			}
 		}
-		socks = append(socks, sock{"tcp", "[::]", 22, users("sshd", lx.sshPID)})
+		socks = append(socks, sock{netid: "tcp", local: "[::]", port: 22, users: users("sshd", lx.sshPID)})
 	}
 	if udp && (has("l") || has("a")) {
 		if lx.resolved {
-			socks = append(socks, sock{"udp", "127.0.0.53%lo", 53, users("systemd-resolve", lx.procPID("systemd-resolve"))})
+			socks = append(socks, sock{netid: "udp", local: "127.0.0.53%lo", port: 53, users: users("systemd-resolve", lx.procPID("systemd-resolve"))})
 		}
 		if lx.chronyd {
-			socks = append(socks, sock{"udp", "127.0.0.1", 323, users("chronyd", lx.procPID("chronyd"))})
+			socks = append(socks, sock{netid: "udp", local: "127.0.0.1", port: 323, users: users("chronyd", lx.procPID("chronyd"))})
+		}
+	}
+	if tcp && (has("a") || !has("l")) {
+		for _, c := range lx.established() {
+			socks = append(socks, sock{netid: "tcp", local: c.local.Addr().String(), port: int(c.local.Port()), users: users(c.comm, c.pid),
+				peer: c.peer.String(), state: "ESTAB", fd: c.fd})
 		}
 	}
 	var b strings.Builder
@@ -712,6 +730,12 @@ func (h *host) ss(args []string) string {
 		proc := ""
 		if has("p") {
 			proc = s.users
+		}
+		if s.state != "" {
+			state, backlog, peer = s.state, "0", s.peer
+			if has("p") {
+				proc = strings.Replace(s.users, "fd=3)", fmt.Sprintf("fd=%d)", s.fd), 1)
+			}
 		}
 		if both {
 			fmt.Fprintf(&b, "%-6s %-6s %-6s %-6s %30s %20s %s\n", s.netid, state, "0", backlog, s.local+":"+port, peer, proc)
@@ -1095,4 +1119,40 @@ func (lx *linuxSpec) procPID(comm string) int {
 		}
 	}
 	return 1
+}
+
+// getent hosts|ahosts|ahostsv4 NAME...: the lab's DNS (names and FQDNs of its linux hosts).
+func (lx *linuxSpec) getent(h *host, args []string, w *cmdWriter) int {
+	if len(args) == 0 {
+		w.err("Usage: getent [OPTION...] database [key ...]\n")
+		return 1
+	}
+	switch args[0] {
+	case "hosts", "ahosts", "ahostsv4":
+	default:
+		w.err(fmt.Sprintf("Unknown database: %s\n", args[0]))
+		return 1
+	}
+	status := 0
+	for _, name := range args[1:] {
+		ip, ok := lx.resolver[strings.ToLower(name)]
+		if !ok && (strings.EqualFold(name, h.name) || strings.EqualFold(name, h.fqdn)) {
+			ip, ok = h.ip.String(), true
+		}
+		if !ok {
+			if a, err := netip.ParseAddr(name); err == nil {
+				ip, ok = a.String(), true
+			}
+		}
+		if !ok {
+			status = 2
+			continue
+		}
+		if args[0] == "hosts" {
+			w.out(fmt.Sprintf("%-15s %s\n", ip, name))
+		} else {
+			w.out(fmt.Sprintf("%-15s STREAM %s\n%-15s DGRAM  \n%-15s RAW    \n", ip, name, ip, ip))
+		}
+	}
+	return status
 }

@@ -224,6 +224,7 @@ func (l *Lab) buildManifest() Manifest {
 	if hasLDAP {
 		m.Directory = p.dir.manifest()
 	}
+	m.AppServices = append([]AppService{}, p.appServices...)
 	return m
 }
 

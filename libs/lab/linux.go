@@ -30,6 +30,12 @@ type linuxSpec struct {
 	disks    []disk
 	sshPID   int
 	resolved bool // systemd-resolved stub listener (Ubuntu)
+	// files are configuration files of the app tiers (apptier.go), by path
+	files map[string]string
+	// conns are established TCP sockets (apptier.go)
+	conns []tcpConn
+	// resolver answers getent for the lab's names (app hosts only)
+	resolver map[string]string
 	chronyd  bool
 }
 

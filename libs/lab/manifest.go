@@ -24,6 +24,9 @@ type Manifest struct {
 	Hosts         []Host      `json:"hosts"`
 	Neighbours    []Neighbour `json:"neighbours"`
 	Directory     *Directory  `json:"directory,omitempty"`
+	// AppServices are multi-tier application services (web → app → database) for
+	// Service Mapping: entry point and every edge of the traffic.
+	AppServices []AppService `json:"app_services"`
 }
 
 // Host is one address of the lab. Class is empty for a dead address.
@@ -56,6 +59,9 @@ type Host struct {
 
 	Software     []Software    `json:"software"`
 	Applications []Application `json:"applications,omitempty"`
+	// AppServers are the application servers of app tiers (Tomcat, Spring Boot, gunicorn):
+	// listening processes discovery has no rule for.
+	AppServers   []Application `json:"app_servers,omitempty"`
 	Web          []WebService  `json:"web,omitempty"`
 	Certificates []Certificate `json:"certificates,omitempty"`
 	// Interfaces are the NICs (linux) or the ifTable rows (network gear, printers).

@@ -118,6 +118,8 @@ type plan struct {
 	hosts      []*host
 	neighbours []Neighbour
 	dir        *directory
+	// appServices are the multi-tier application services (apptier.go)
+	appServices []AppService
 }
 
 // rng returns a generator for one purpose, independent of every other, so
@@ -260,6 +262,7 @@ func newPlan(cfg Config, now time.Time) (*plan, error) {
 			h.m.FQDN = ""
 		}
 	}
+	p.planAppServices()
 	if err := p.planTLS(); err != nil {
 		return nil, err
 	}

@@ -50,6 +50,7 @@ func (a *API) Handler() http.Handler {
 	mux.Handle("GET /api/v1/dlq", a.auth(tokens.RoleViewer, http.HandlerFunc(a.listDLQ)), doc[gatewayapi.DLQList](nil, pageParams,
 		[]queryParam{{"service", "string", "only what this service dead-lettered (discovery, cmdb, bridge…)"}}))
 	a.routeDLQ(mux)
+	a.routeServices(mux)
 	doc := mux.openAPI(a.cfg.Version)
 	mux.mux.Handle("GET /api/v1/openapi.json", a.auth(tokens.RoleViewer, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, doc)

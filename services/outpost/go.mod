@@ -13,6 +13,7 @@ require (
 	github.com/outpost-dev/outpost/services/cmdb v0.0.0
 	github.com/outpost-dev/outpost/services/correlation v0.0.0
 	github.com/outpost-dev/outpost/services/discovery v0.0.0-00010101000000-000000000000
+	github.com/outpost-dev/outpost/services/mapping v0.0.0-00010101000000-000000000000
 	github.com/outpost-dev/outpost/services/orchestration v0.0.0-00010101000000-000000000000
 	github.com/outpost-dev/outpost/services/gateway v0.0.0
 	github.com/outpost-dev/outpost/services/importer v0.0.0
@@ -106,6 +107,7 @@ replace (
 	github.com/outpost-dev/outpost/services/cmdb => ../cmdb
 	github.com/outpost-dev/outpost/services/correlation => ../correlation
 	github.com/outpost-dev/outpost/services/discovery => ../discovery
+	github.com/outpost-dev/outpost/services/mapping => ../mapping
 	github.com/outpost-dev/outpost/services/orchestration => ../orchestration
 	github.com/outpost-dev/outpost/services/gateway => ../gateway
 	github.com/outpost-dev/outpost/services/importer => ../importer

@@ -36,6 +36,7 @@ import (
 	"github.com/outpost-dev/outpost/services/gateway"
 	"github.com/outpost-dev/outpost/services/gateway/tokens"
 	"github.com/outpost-dev/outpost/services/importer"
+	"github.com/outpost-dev/outpost/services/mapping"
 	"github.com/outpost-dev/outpost/services/orchestration"
 )
 
@@ -327,6 +328,11 @@ func Registry(cfg Config, toks *tokens.Store, tlsc hubTLS) []Service {
 		{Name: "importer", Run: func(ctx context.Context, d Deps) error {
 			return importer.Run(ctx, importer.DefaultConfig(), importer.Deps{NC: d.NC, JS: d.JS, Logger: d.Logger, Tracer: d.Telemetry.Tracer,
 				Ready: d.ready.mark("importer")})
+		}},
+		{Name: "mapping", Run: func(ctx context.Context, d Deps) error {
+			mc := mapping.DefaultConfig()
+			mc.Replica = "hub-" + replicaName(d.DataDir) // takes its own scheduler lease back after a restart
+			return mapping.Run(ctx, mc, mapping.Deps{NC: d.NC, JS: d.JS, Logger: d.Logger, Tracer: d.Telemetry.Tracer})
 		}},
 		{Name: "local-bridge", Run: func(ctx context.Context, d Deps) error {
 			if cfg.NoLocalBridge {
