@@ -162,7 +162,8 @@ func echoCases(t *testing.T) []probetest.Case {
 
 // --- tcp_scan ---
 
-var labPorts = []int{22, 23, 80, 135, 389, 443, 445, 636, 3306, 3389, 5432, 5985, 8443, 9100}
+// Every port a lab host may open, app tiers (8000, 8080) included.
+var labPorts = []int{22, 23, 80, 135, 389, 443, 445, 636, 3306, 3389, 5432, 5985, 8000, 8080, 8443, 9100}
 
 func portList(ports []int) string {
 	s := make([]string, len(ports))
