@@ -151,6 +151,11 @@ var summaries = map[string]string{
 	"GET /api/v1/imports/runs/{id}/rows":         "A run's rows with their outcome, reason, position and staged columns; ?outcome=error for the errors; cursor pages",
 	"POST /api/v1/imports/runs/{id}/retransform": "Run a changed map over a run's staged rows without uploading again (operator)",
 	"POST /api/v1/imports/maps/validate":         "Check a transform map against the CMDB's class model; every problem with file, line and field",
+	"POST /api/v1/imports/sources":               "Store a data source read through a site's bridge: sql, ldap, rest or file, its params and credential name (admin)",
+	"GET /api/v1/imports/sources":                "List stored import data sources by name; cursor pages",
+	"GET /api/v1/imports/sources/{name}":         "A stored import data source",
+	"DELETE /api/v1/imports/sources/{name}":      "Remove a stored import data source (its runs keep their copy) (admin)",
+	"POST /api/v1/imports/sources/{name}/runs":   "Start an import run reading the source through its site's bridges, with a transform map (operator)",
 }
 
 var pathParam = regexp.MustCompile(`\{([a-z_]+)\}`)

@@ -31,8 +31,10 @@ type service struct {
 	log   *slog.Logger
 	pub   *bus.Publisher
 	kv    jetstream.KeyValue
-	objs  jetstream.ObjectStore
-	imp   jetstream.Stream
+	// sources holds the stored data source definitions (KVSources).
+	sources jetstream.KeyValue
+	objs    jetstream.ObjectStore
+	imp     jetstream.Stream
 
 	slots chan struct{} // MaxRuns
 
@@ -57,6 +59,9 @@ type record struct {
 	Observed time.Time `json:"observed"`
 	// Header is the source's column names in order (CSV, XLSX): an error's cell.
 	Header []string `json:"header,omitempty"`
+	// Src is the data source definition a run reads through its site's bridges, as it was
+	// when the run started (nil: an upload).
+	Src *api.Source `json:"src,omitempty"`
 }
 
 func (s *service) now() time.Time { return s.clock.Now().UTC() }
@@ -81,6 +86,10 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	if s.kv, err = deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: KVRuns,
 		Description: "import runs: state, counters, map, staging progress", History: 1, Storage: jetstream.FileStorage}); err != nil {
 		return fmt.Errorf("kv %s: %w", KVRuns, err)
+	}
+	if s.sources, err = deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: KVSources,
+		Description: "import data sources read through a site's bridges", History: 1, Storage: jetstream.FileStorage}); err != nil {
+		return fmt.Errorf("kv %s: %w", KVSources, err)
 	}
 	if s.objs, err = deps.JS.CreateOrUpdateObjectStore(ctx, api.UploadStoreConfig()); err != nil {
 		return fmt.Errorf("object store %s: %w", api.UploadBucket, err)
@@ -139,7 +148,12 @@ func (s *service) endpoints() map[string]bus.Endpoint {
 			}
 			return rec.Run, nil
 		}),
-		api.Rows.Name: api.Rows.Handle(s.rows),
+		api.Rows.Name:         api.Rows.Handle(s.rows),
+		api.SourceAdd.Name:    api.SourceAdd.Handle(s.sourceAdd),
+		api.SourceList.Name:   api.SourceList.Handle(s.sourcesLs),
+		api.SourceGet.Name:    api.SourceGet.Handle(s.sourceGet),
+		api.SourceRemove.Name: api.SourceRemove.Handle(s.sourceRemove),
+		api.SourceRun.Name:    api.SourceRun.Handle(s.sourceRun),
 	}
 }
 

@@ -81,6 +81,11 @@ var commandOf = map[string]string{
 	"GET /api/v1/imports/runs/{id}/rows":         "import runs show",
 	"POST /api/v1/imports/runs/{id}/retransform": "import runs retransform",
 	"POST /api/v1/imports/maps/validate":         "import maps check",
+	"POST /api/v1/imports/sources":               "import source add",
+	"GET /api/v1/imports/sources":                "import source ls",
+	"GET /api/v1/imports/sources/{name}":         "import source show",
+	"DELETE /api/v1/imports/sources/{name}":      "import source rm",
+	"POST /api/v1/imports/sources/{name}/runs":   "import run",
 }
 
 // Every route the gateway documents has a CLI command.
