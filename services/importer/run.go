@@ -536,6 +536,8 @@ func where(p api.Position) string {
 		return p.Record + ": "
 	case p.Line > 0:
 		return fmt.Sprintf("line %d: ", p.Line)
+	case p.Key != "":
+		return fmt.Sprintf("key %s: ", p.Key)
 	}
 	return ""
 }

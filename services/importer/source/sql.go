@@ -28,7 +28,17 @@ type sqlSource struct {
 	pageSize int
 }
 
-var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.$]*$`)
+// identifier is a column name, bare or quoted ("ResourceID", [ResourceID], `ResourceID`):
+// SCCM's views have mixed-case names that PostgreSQL folds unless quoted.
+var identifier = regexp.MustCompile("^([A-Za-z_][A-Za-z0-9_$]*|\"[^\"]+\"|\\[[^\\]]+\\]|`[^`]+`)$")
+
+// bareName is a column name without its quotes, as result columns name it.
+func bareName(id string) string {
+	if len(id) >= 2 && strings.ContainsRune("\"[`", rune(id[0])) {
+		return id[1 : len(id)-1]
+	}
+	return id
+}
 
 func checkSQL(p map[string]string) []error {
 	var errs []error
@@ -213,7 +223,7 @@ func (s *sqlSource) Page(ctx context.Context, cursor string, _ int) (Page, error
 	out := Page{Rows: make([]Row, 0, res.Rows)}
 	keyCol := -1
 	for i, c := range cols {
-		if s.key != "" && strings.EqualFold(c.Name, s.key[strings.LastIndex(s.key, ".")+1:]) {
+		if s.key != "" && (c.Name == bareName(s.key) || !strings.ContainsAny(s.key[:1], "\"[`") && strings.EqualFold(c.Name, s.key)) {
 			keyCol = i
 		}
 	}
