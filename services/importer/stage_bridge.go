@@ -95,7 +95,11 @@ func (s *service) page(ctx context.Context, src source.BridgeSource, rec record,
 			return p, err
 		}
 		var pe *source.ProbeError
-		if errors.As(err, &pe) && !retryable(pe.Code) {
+		// auth_failed is asked once more: a credential is sealed to the bridges approved when
+		// the probe was sent, and a bridge that took it over after its sibling died may have
+		// joined since (it cannot open the seal). A fresh probe is sealed to it too; a wrong
+		// password fails again at once.
+		if errors.As(err, &pe) && !retryable(pe.Code) && !(pe.Code == probes.CodeAuth && attempt == 1) {
 			return p, err
 		}
 		s.log.Warn("import page failed; asking again", "run", rec.ID, "source", rec.Src.Name, "cursor", cursor, "attempt", attempt, "err", err)

@@ -213,6 +213,9 @@ func (s *sqlSource) Page(ctx context.Context, cursor string, _ int) (Page, error
 			e = x
 		}
 	}
+	if e == nil && res.Rows == 0 {
+		e = &execRows{} // the page after the last: empty
+	}
 	if e == nil || len(e.rows) < res.Rows {
 		return Page{}, fmt.Errorf("sql_query page: %d rows announced, chunks missing (sent again)", res.Rows)
 	}
