@@ -78,8 +78,20 @@ func (p *prober) Probe(ctx context.Context, kind, target string, params any, eac
 
 func (p *prober) once(ctx context.Context, spec probes.Spec, target string, raw []byte, wait time.Duration, each func(source.Chunk) error) (envelope.Result, error) {
 	js := p.s.deps.JS
+	// The consumer starts after the stream's last message as of now, before the probe is
+	// sent: an ordered consumer is made on its first fetch, and with "deliver new" a fast
+	// bridge's results published before that would be missed.
+	stream, err := js.Stream(ctx, bus.StreamResults)
+	if err != nil {
+		return envelope.Result{}, fmt.Errorf("read results: %w", err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return envelope.Result{}, fmt.Errorf("read results: %w", err)
+	}
 	cons, err := js.OrderedConsumer(ctx, bus.StreamResults, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{bus.ResultSubject(Service, p.site, spec.Kind, "*")}, DeliverPolicy: jetstream.DeliverNewPolicy})
+		FilterSubjects: []string{bus.ResultSubject(Service, p.site, spec.Kind, "*")},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy, OptStartSeq: info.State.LastSeq + 1})
 	if err != nil {
 		return envelope.Result{}, fmt.Errorf("read results: %w", err)
 	}
