@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"regexp"
 	"strconv"
 	"strings"
@@ -106,6 +107,10 @@ func (s *sqlSource) statement(cursor string) (string, []any, error) {
 		d.UseNumber()
 		if err := d.Decode(&v); err != nil {
 			return "", nil, fmt.Errorf("sql cursor %q: %w", cursor, err)
+		}
+		if _, err := d.Token(); err != io.EOF {
+			// one JSON value and nothing after it: a number is written into the statement
+			return "", nil, fmt.Errorf("sql cursor %q: more than one value", cursor)
 		}
 		switch v := v.(type) {
 		case json.Number:
