@@ -15,6 +15,9 @@ import (
 // timeout, canceled by a bridge's shutdown) is asked again before the run fails.
 const pageRetries = 5
 
+// authRetries is how often a page refused with auth_failed is asked again (see page).
+const authRetries = 4
+
 func (s *service) proberFor(rec record) *prober {
 	return &prober{s: s, run: rec.ID, site: rec.Src.Site, credential: rec.Src.Credential}
 }
@@ -95,11 +98,12 @@ func (s *service) page(ctx context.Context, src source.BridgeSource, rec record,
 			return p, err
 		}
 		var pe *source.ProbeError
-		// auth_failed is asked once more: a credential is sealed to the bridges approved when
-		// the probe was sent, and a bridge that took it over after its sibling died may have
-		// joined since (it cannot open the seal). A fresh probe is sealed to it too; a wrong
-		// password fails again at once.
-		if errors.As(err, &pe) && !retryable(pe.Code) && !(pe.Code == probes.CodeAuth && attempt == 1) {
+		// auth_failed is asked again for a while (attempts 1-4 wait 15 s in all): a credential
+		// is sealed to the bridges approved when the probe was sent (discovery caches a site's
+		// bridge keys for 10 s), and a bridge that took the probe over after its sibling died
+		// may have joined since and cannot open the seal. A probe sent later is sealed to it
+		// too; a wrong password costs four probes before the run fails.
+		if errors.As(err, &pe) && !retryable(pe.Code) && !(pe.Code == probes.CodeAuth && attempt <= authRetries) {
 			return p, err
 		}
 		s.log.Warn("import page failed; asking again", "run", rec.ID, "source", rec.Src.Name, "cursor", cursor, "attempt", attempt, "err", err)

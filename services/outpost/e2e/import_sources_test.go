@@ -324,11 +324,27 @@ func TestImportSourceSurvivesBridgeAndHubCrash(t *testing.T) {
 	h.proc.kill(t)
 	h.restart(t)
 	got = h.waitRun(t, r2.ID, 3*time.Minute)
-	if got.State != api.StateCompleted || got.Counters != (api.Counters{Staged: rows, Updated: rows}) {
-		t.Fatalf("after the hub crash: %s %s %+v, want %d staged and updated once", got.State, got.Reason, got.Counters, rows)
+	// Every row once. A row the CMDB ingested but whose receipt it had not sent when the hub
+	// died is ingested again after the restart and reported unchanged (a known limit, see
+	// docs/architecture.md): updated + unchanged, never a row twice or lost.
+	c := got.Counters
+	if got.State != api.StateCompleted || c.Staged != rows || c.Updated+c.Unchanged != rows || c.Done() != rows {
+		t.Fatalf("after the hub crash: %s %s %+v, want %d staged and each updated once", got.State, got.Reason, c, rows)
 	}
-	if n := ciCountCLI(t, h, "windows_server"); n != rows {
-		t.Fatalf("windows_server CIs: %d, want %d", n, rows)
+	out, err := h.outpost(t, "ci", "ls", "--class", "windows_server", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cis []struct {
+		Name string `json:"name"`
+	}
+	if err := json.Unmarshal(out, &cis); err != nil || len(cis) != rows {
+		t.Fatalf("windows_server CIs: %d (%v), want %d", len(cis), err, rows)
+	}
+	for _, ci := range cis {
+		if ci.Name == "" || ci.Name != strings.ToUpper(ci.Name) {
+			t.Fatalf("%s: the changed map did not reach it", ci.Name)
+		}
 	}
 }
 
