@@ -46,6 +46,7 @@ func (a *API) Handler() http.Handler {
 	a.routeWorkflows(mux)
 	a.routeAlerts(mux)
 	a.routeImports(mux)
+	a.routeImportSources(mux)
 	mux.Handle("GET /api/v1/audit", a.auth(tokens.RoleViewer, http.HandlerFunc(a.listAudit)), doc[gatewayapi.AuditList](nil, pageParams))
 	mux.Handle("GET /api/v1/dlq", a.auth(tokens.RoleViewer, http.HandlerFunc(a.listDLQ)), doc[gatewayapi.DLQList](nil, pageParams,
 		[]queryParam{{"service", "string", "only what this service dead-lettered (discovery, cmdb, bridge…)"}}))

@@ -168,6 +168,11 @@ var summaries = map[string]string{
 	"POST /api/v1/imports/schedules":             "Schedule an import: multipart parts name, cron, map_name, file options, then the file, kept for every slot (operator)",
 	"GET /api/v1/imports/schedules":              "List import schedules with their next slot and last run; cursor pages",
 	"DELETE /api/v1/imports/schedules/{name}":    "Remove an import schedule and its file (operator)",
+	"POST /api/v1/imports/sources":               "Store a data source read through a site's bridge: sql, ldap, rest or file, its params and credential name (admin)",
+	"GET /api/v1/imports/sources":                "List stored import data sources by name; cursor pages",
+	"GET /api/v1/imports/sources/{name}":         "A stored import data source",
+	"DELETE /api/v1/imports/sources/{name}":      "Remove a stored import data source (its runs keep their copy) (admin)",
+	"POST /api/v1/imports/sources/{name}/runs":   "Start an import run reading the source through its site's bridges, with a transform map (operator)",
 }
 
 var pathParam = regexp.MustCompile(`\{([a-z_]+)\}`)

@@ -1,9 +1,11 @@
-// Package importer is the import service: files (CSV, XLSX, XML, JSON, JSON Lines) are staged
-// row by row in the IMPORTS stream (the import set, import.<set>.rows, each row with its
-// position), transformed by a map into CI payloads reconciled by the CMDB under the map's
-// source name, and every row's outcome is kept (import.<run>.out.<outcome>) and counted in
-// the run's record (KV import_runs). A run resumes after a restart from its staged rows and
-// recorded outcomes: no row is read or counted twice.
+// Package importer is the import service: files (CSV, XLSX, XML, JSON, JSON Lines), uploaded
+// or read through a site's bridges, and SQL databases, LDAP directories and REST APIs read
+// through them (stored sources: stage_bridge.go), are staged row by row in the IMPORTS
+// stream (the import set, import.<set>.rows, each row with its position), transformed by a
+// map into CI payloads reconciled by the CMDB under the map's source name, and every row's
+// outcome is kept (import.<run>.out.<outcome>) and counted in the run's record (KV
+// import_runs). A run resumes after a restart from its staged rows and recorded outcomes:
+// no row is read or counted twice.
 package importer
 
 import (

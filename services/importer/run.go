@@ -32,6 +32,11 @@ type stagedRow struct {
 	Pos  api.Position   `json:"pos"`
 	Cols map[string]any `json:"cols,omitempty"`
 	Err  string         `json:"err,omitempty"`
+	// Next (paged sources, on a page's last row) is the cursor of the page after this row's;
+	// Last says the page was the source's last. With Pos.Page and Pos.Index they are where a
+	// restarted run resumes: the last staged row says it, atomically with the rows.
+	Next string `json:"next,omitempty"`
+	Last bool   `json:"last,omitempty"`
 }
 
 // outcomeMsg is a row's outcome (import.<run>.out.<outcome>). RowSeq is the staged row's
@@ -238,19 +243,34 @@ func (s *service) stage(ctx context.Context, rs *runState) {
 		rs.signal()
 	}
 	staged := int64(0)
+	var last *stagedRow
 	if m, err := s.imp.GetLastMsgForSubject(ctx, rowsSubject(rec.Set)); err == nil {
 		var r stagedRow
 		if json.Unmarshal(m.Data, &r) == nil {
-			staged = r.N
+			staged, last = r.N, &r
 		}
 	} else if !errors.Is(err, jetstream.ErrMsgNotFound) {
 		fail("staging: %v", err)
 		return
 	}
-	path, err := s.spool(ctx, rec)
+	if rec.Src != nil && rec.Src.Type != api.SourceFile {
+		s.stageBridge(ctx, rs, rec, last, fail)
+		return
+	}
+	var path string
+	var err error
+	if rec.Src != nil {
+		path, err = s.spoolSiteFile(ctx, rec)
+	} else {
+		path, err = s.spool(ctx, rec)
+	}
 	if err != nil {
 		if ctx.Err() == nil {
-			fail("reading the uploaded file: %v", err)
+			if rec.Src != nil {
+				fail("reading %s on site %s: %v", rec.Filename, rec.Src.Site, err)
+			} else {
+				fail("reading the uploaded file: %v", err)
+			}
 		}
 		return
 	}
@@ -301,7 +321,7 @@ func (s *service) stage(ctx context.Context, rs *runState) {
 	// Saved now, not by the save loop: the upload is deleted next.
 	err = s.put(ctx, &c)
 	rs.saveMu.Unlock()
-	if err == nil && rec.UploadBucket == "" {
+	if err == nil && rec.Upload != "" && rec.UploadBucket == "" {
 		_ = s.objs.Delete(context.WithoutCancel(ctx), rec.Upload) // a schedule's file stays for its next slot
 	}
 	rs.signal()
@@ -327,7 +347,7 @@ func (s *service) publishRows(ctx context.Context, rs *runState, rows []source.R
 		}
 		futures := make([]jetstream.PubAckFuture, 0, len(rows))
 		for _, r := range rows {
-			b, merr := json.Marshal(stagedRow{N: r.N, Pos: r.Pos, Cols: r.Cols, Err: r.Err})
+			b, merr := json.Marshal(stagedRow{N: r.N, Pos: r.Pos, Cols: r.Cols, Err: r.Err, Next: r.Next, Last: r.Last})
 			if merr != nil {
 				b, _ = json.Marshal(stagedRow{N: r.N, Pos: r.Pos, Err: "row not storable: " + merr.Error()})
 			}

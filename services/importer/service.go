@@ -38,6 +38,8 @@ type service struct {
 	schedules jetstream.KeyValue
 	files     jetstream.ObjectStore
 	imp       jetstream.Stream
+	// sources holds the stored data source definitions (KVSources).
+	sources jetstream.KeyValue
 
 	slots chan struct{} // MaxRuns
 
@@ -70,6 +72,9 @@ type record struct {
 	// is in doubt — the CMDB may have ingested it and lost its receipt — and its receipt
 	// is checked against the CMDB (see createdByRun).
 	SentMark int64 `json:"sent_mark,omitempty"`
+	// Src is the data source definition a run reads through its site's bridges, as it was
+	// when the run started (nil: an upload).
+	Src *api.Source `json:"src,omitempty"`
 }
 
 func (s *service) now() time.Time { return s.clock.Now().UTC() }
@@ -98,6 +103,10 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	if s.maps, err = deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: api.KVMaps,
 		Description: "stored transform maps: one key per name, its versions as history", History: mapVersions, Storage: jetstream.FileStorage}); err != nil {
 		return fmt.Errorf("kv %s: %w", api.KVMaps, err)
+	}
+	if s.sources, err = deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: KVSources,
+		Description: "import data sources read through a site's bridges", History: 1, Storage: jetstream.FileStorage}); err != nil {
+		return fmt.Errorf("kv %s: %w", KVSources, err)
 	}
 	if s.objs, err = deps.JS.CreateOrUpdateObjectStore(ctx, api.UploadStoreConfig()); err != nil {
 		return fmt.Errorf("object store %s: %w", api.UploadBucket, err)
@@ -178,14 +187,19 @@ func (s *service) endpoints() map[string]bus.Endpoint {
 			}
 			return rec.Run, nil
 		}),
-		api.Rows.Name:        api.Rows.Handle(s.rows),
-		api.MapAdd.Name:      api.MapAdd.Handle(s.mapAdd),
-		api.MapList.Name:     api.MapList.Handle(s.mapsLs),
-		api.MapGet.Name:      api.MapGet.Handle(s.mapGet),
-		api.MapTest.Name:     api.MapTest.Handle(s.mapTest),
-		api.ScheduleAdd.Name: api.ScheduleAdd.Handle(s.scheduleAdd),
-		api.ScheduleLs.Name:  api.ScheduleLs.Handle(s.schedulesLs),
-		api.ScheduleRm.Name:  api.ScheduleRm.Handle(s.scheduleRm),
+		api.Rows.Name:         api.Rows.Handle(s.rows),
+		api.MapAdd.Name:       api.MapAdd.Handle(s.mapAdd),
+		api.MapList.Name:      api.MapList.Handle(s.mapsLs),
+		api.MapGet.Name:       api.MapGet.Handle(s.mapGet),
+		api.MapTest.Name:      api.MapTest.Handle(s.mapTest),
+		api.ScheduleAdd.Name:  api.ScheduleAdd.Handle(s.scheduleAdd),
+		api.ScheduleLs.Name:   api.ScheduleLs.Handle(s.schedulesLs),
+		api.ScheduleRm.Name:   api.ScheduleRm.Handle(s.scheduleRm),
+		api.SourceAdd.Name:    api.SourceAdd.Handle(s.sourceAdd),
+		api.SourceList.Name:   api.SourceList.Handle(s.sourcesLs),
+		api.SourceGet.Name:    api.SourceGet.Handle(s.sourceGet),
+		api.SourceRemove.Name: api.SourceRemove.Handle(s.sourceRemove),
+		api.SourceRun.Name:    api.SourceRun.Handle(s.sourceRun),
 	}
 }
 

@@ -36,8 +36,8 @@ var (
 
 // Ops lists every operation of the service.
 func Ops() []bus.OpSpec {
-	return []bus.OpSpec{Validate.Spec(), Start.Spec(), Retransform.Spec(), RunList.Spec(), RunGet.Spec(), Rows.Spec(),
-		MapAdd.Spec(), MapList.Spec(), MapGet.Spec(), MapTest.Spec(), ScheduleAdd.Spec(), ScheduleLs.Spec(), ScheduleRm.Spec()}
+	return append([]bus.OpSpec{Validate.Spec(), Start.Spec(), Retransform.Spec(), RunList.Spec(), RunGet.Spec(), Rows.Spec(),
+		MapAdd.Spec(), MapList.Spec(), MapGet.Spec(), MapTest.Spec(), ScheduleAdd.Spec(), ScheduleLs.Spec(), ScheduleRm.Spec()}, SourceOps()...)
 }
 
 // UploadBucket is the JetStream object store an uploaded file is streamed into (chunked, never
@@ -352,9 +352,13 @@ type Run struct {
 	Reason   string      `json:"reason,omitempty"`
 	Filename string      `json:"filename,omitempty"`
 	Options  FileOptions `json:"options"`
-	MapName  string      `json:"map_name"`
-	MapFile  string      `json:"map_file,omitempty"`
-	Class    string      `json:"class"`
+	// DataSource is the stored source a run reads through its site's bridges (empty for
+	// an upload), and Site that source's site.
+	DataSource string `json:"data_source,omitempty"`
+	Site       string `json:"site,omitempty"`
+	MapName    string `json:"map_name"`
+	MapFile    string `json:"map_file,omitempty"`
+	Class      string `json:"class"`
 	// Source is the CMDB source name the rows are reconciled as (precedence).
 	Source      string     `json:"source"`
 	Created     time.Time  `json:"created"`
@@ -378,7 +382,9 @@ type Position struct {
 	Cell   string `json:"cell,omitempty"`   // XLSX/CSV: the cell a problem is in, e.g. C7
 	Record string `json:"record,omitempty"` // XML /servers/server[3], JSON $.servers[3]
 	Offset int64  `json:"offset,omitempty"` // JSON: byte offset of the record
-	Page   string `json:"page,omitempty"`   // paged sources (SQL, LDAP, REST): the page's cursor
+	Page   string `json:"page,omitempty"`   // paged sources (SQL, LDAP, REST): the cursor the row's page was asked with
+	Index  int    `json:"index,omitempty"`  // paged sources: the row's 0-based index in its page
+	Key    string `json:"key,omitempty"`    // SQL paged by key: the row's key
 }
 
 // SheetCell names a cell the way spreadsheets do, so an operator can paste it into the
@@ -410,6 +416,9 @@ func (p Position) String() string {
 	}
 	if p.Record != "" {
 		parts = append(parts, p.Record)
+	}
+	if p.Key != "" {
+		parts = append(parts, "key "+p.Key)
 	}
 	if p.Page != "" {
 		parts = append(parts, "page "+p.Page)

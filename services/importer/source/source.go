@@ -24,6 +24,10 @@ type Row struct {
 	Pos  api.Position   // where it is
 	Cols map[string]any // column name → value (string for text sources; JSON keeps its types)
 	Err  string
+	// Next and Last are set by the stager on a page's last row: the cursor after the page,
+	// and whether it was the last page (see the importer's resume).
+	Next string
+	Last bool
 }
 
 // Reader yields rows in source order; io.EOF after the last. An error other than io.EOF is

@@ -98,6 +98,11 @@ var commandOf = map[string]string{
 	"POST /api/v1/imports/schedules":             "import schedules add",
 	"GET /api/v1/imports/schedules":              "import schedules ls",
 	"DELETE /api/v1/imports/schedules/{name}":    "import schedules rm",
+	"POST /api/v1/imports/sources":               "import source add",
+	"GET /api/v1/imports/sources":                "import source ls",
+	"GET /api/v1/imports/sources/{name}":         "import source show",
+	"DELETE /api/v1/imports/sources/{name}":      "import source rm",
+	"POST /api/v1/imports/sources/{name}/runs":   "import run",
 }
 
 // Every route the gateway documents has a CLI command.

@@ -24,7 +24,7 @@ import (
 // newImport is `outpost import`: runs over files, their rows, maps.
 func newImport(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "import", Short: "Import files into the CMDB through transform maps; runs and every row's outcome"}
-	cmd.AddCommand(newImportRun(g), newImportRuns(g), newImportMaps(g), newImportRetransform(g), newImportSchedules(g))
+	cmd.AddCommand(newImportRun(g), newImportRuns(g), newImportMaps(g), newImportRetransform(g), newImportSchedules(g), newImportSource(g))
 	return cmd
 }
 
@@ -33,10 +33,16 @@ func newImportRun(g *globals) *cobra.Command {
 	var opts api.FileOptions
 	var wait bool
 	cmd := &cobra.Command{
-		Use:   "run --file PATH --map MAP.yaml [--format F] [--sheet S] [--header-row N] [--record-path P] [--wait]",
-		Short: "Upload a file (streamed) and import it with a transform map",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Use:   "run (--file PATH | SOURCE) --map MAP.yaml [--format F] [--sheet S] [--header-row N] [--record-path P] [--wait]",
+		Short: "Upload a file (streamed), or read a stored source through its site's bridge, and import it with a transform map",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				if file != "" || mapPath == "" {
+					return usagef("a stored source (%s) takes --map and no --file", args[0])
+				}
+				return g.runSource(cmd, args[0], mapPath, wait)
+			}
 			if file == "" || mapPath == "" {
 				return usagef("--file and --map are required")
 			}
