@@ -114,7 +114,7 @@ func cim(h *host, class string) ([]*psObject, bool) {
 			"VolumeName", nil, "Size", nil, "FreeSpace", nil, "FileSystem", nil))
 	case "win32_networkadapterconfiguration":
 		out = append(out, obj("Win32_NetworkAdapterConfiguration", "DHCPEnabled", false,
-			"IPAddress", []any{w.addr.Addr().String(), "fe80::" + strings.ToLower(strings.ReplaceAll(w.mac[6:], ":", ""))[:4] + ":1%7"},
+			"IPAddress", []any{w.addr.Addr().String(), "fe80::" + strings.ToLower(strings.ReplaceAll(w.mac[12:], ":", "")) + ":1"},
 			"DefaultIPGateway", []any{gatewayOf(w)}, "DNSDomain", nil, "ServiceName", "vmxnet3ndis6", "Description", w.nicDescr, "Index", int64(7),
 			"IPEnabled", true, "MACAddress", w.mac, "IPSubnet", []any{maskOf(w.addr.Bits()), "64"}))
 		out = append(out, obj("Win32_NetworkAdapterConfiguration", "DHCPEnabled", false, "IPAddress", nil, "DefaultIPGateway", nil,

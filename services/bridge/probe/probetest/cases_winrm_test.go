@@ -45,7 +45,9 @@ func winrmCases(t *testing.T) []probetest.Case {
 	refuses := windowsHost(t, lab.WinRMRefuses)
 	off := windowsHost(t, lab.WinRMOff)
 	secrets := winSecrets()
-	decode := func(t *testing.T, o probetest.Outcome) winrmexec.Result { return probetest.Decode[winrmexec.Result](t, o.Data) }
+	decode := func(t *testing.T, o probetest.Outcome) winrmexec.Result {
+		return probetest.Decode[winrmexec.Result](t, o.Data)
+	}
 	bios := `Get-CimInstance -ClassName Win32_BIOS | Select-Object SerialNumber,Manufacturer | ConvertTo-Json`
 	return []probetest.Case{
 		{Name: probetest.Success, Secrets: secrets, Req: req(w.IP, map[string]any{"commands": []any{
