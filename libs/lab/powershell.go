@@ -572,14 +572,14 @@ func (r *psRun) filter(vals []any, e string) ([]any, error) {
 					n.props = append(n.props, o.props...)
 					continue
 				}
-				x, found := o.get(p)
+				// a property the object lacks is still a column, empty (as PowerShell does)
+				x, _ := o.get(p)
 				name := p
 				for _, op := range o.props {
 					if strings.EqualFold(op.name, p) {
 						name = op.name
 					}
 				}
-				_ = found
 				n.props = append(n.props, psProp{name, x})
 			}
 			out = append(out, n)

@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"strings"
@@ -263,6 +262,3 @@ func newWinCredentialPool(seed int64) *winCredentialPool {
 func (c *winCredentialPool) pick(r *rand.Rand) WinRMCredential {
 	return c.creds[pickWeighted(r, c.weights)]
 }
-
-// psDate is a CIM datetime as ConvertTo-Json writes it ("\/Date(ms)\/").
-func psDate(t time.Time) string { return fmt.Sprintf(`/Date(%d)/`, t.UnixMilli()) }
