@@ -272,7 +272,11 @@ const (
 	// type http_request takes, so a stored SSH, SNMP, SQL or LDAP secret can never be sent
 	// as an Authorization header to a server an operator chose.
 	CredHTTP = "http"
+	// CredWinRM is a Windows account for WS-Management (winrm_exec): NTLM by default, so the
+	// password itself never crosses the wire; fields.auth basic sends it, only over verified
+	// TLS unless the credential allows insecure transport.
+	CredWinRM = "winrm"
 )
 
 // CredentialTypes are the types a stored credential may have.
-var CredentialTypes = []string{CredSSH, CredSNMP, CredSNMPv3, CredLDAP, CredSQL, CredHTTP}
+var CredentialTypes = []string{CredSSH, CredSNMP, CredSNMPv3, CredLDAP, CredSQL, CredHTTP, CredWinRM}

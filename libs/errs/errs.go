@@ -58,6 +58,7 @@ const (
 	Canceled    Code = "canceled"
 	HostKey     Code = "host_key_mismatch"
 	Panic       Code = "panic"
+	WinRMFault  Code = "winrm_fault"
 )
 
 // Dead-letter reasons (libs/bus uses these values).
@@ -100,6 +101,7 @@ var Table = []Entry{
 	{"Unsupported", Unsupported, 0, false, Result, "the kind cannot do what was asked"},
 	{"Canceled", Canceled, 0, true, Result, "the probe was cancelled (drain, shutdown)"},
 	{"HostKey", HostKey, 0, false, Result, "an SSH host key differs from the known one: nothing was sent"},
+	{"WinRMFault", WinRMFault, 0, false, Result, "the WinRM service answered with a WS-Management fault (quota, policy, configuration)"},
 	{"Panic", Panic, 0, false, Result, "the probe kind panicked (a bug in the bridge): the stack is in the bridge log; the probe is not retried"},
 
 	{"Permanent", Permanent, 0, false, DeadLetter, "the handler said retrying cannot help"},

@@ -59,8 +59,22 @@
 //     (nginx, Apache, Microsoft-IIS) and a page title; certificates are
 //     self-signed ECDSA P-256.
 //   - windows_server: TCP 135 and 445 accept and wait, 3389 answers the RDP
-//     X.224 connection request (CredSSP), 5985 is WinRM's HTTP.sys (404,
-//     Server: Microsoft-HTTPAPI/2.0). Nothing more: no SMB, RPC or WMI.
+//     X.224 connection request (CredSSP), 5985 is WinRM as Windows Server
+//     2016/2019/2022 with AllowUnencrypted answer it (winrm.go): HTTP.sys
+//     (Server: Microsoft-HTTPAPI/2.0, 404 off /wsman), NTLMv2 under Negotiate
+//     verified against the manifest's winrm credential and authenticating the
+//     connection (the first Windows host also takes Basic), WS-Management
+//     shells (Create, Command, Receive with base64 streams, Send, Signal,
+//     Delete, OperationTimeout faults, a 30-shell quota). Commands run in a
+//     small Windows PowerShell 5.1 (powershell.go: CIM classes Win32_BIOS,
+//     _ComputerSystem, _OperatingSystem, _Processor, _LogicalDisk,
+//     _NetworkAdapterConfiguration, the Uninstall registry keys, Get-Service,
+//     Get-NetTCPConnection, Select/Where/Sort-Object, Format-List/-Table,
+//     ConvertTo-Json in 5.1's layout; errors as CLIXML on stderr) or cmd.exe.
+//     In a lab with three or more Windows hosts the second-to-last refuses
+//     every credential (Host.WinRM refuses_credentials, no winrm credential in
+//     the manifest) and the last has WinRM stopped (disabled, 5985 closed).
+//     No SMB, RPC or WMI over DCOM.
 //   - printer: TCP 9100 (reads jobs, answers @PJL INFO ID) and SNMP v1/v2c
 //     with community "public" and the printer MIB's serial number.
 //   - ldap_directory: LDAPv3 on 389 (StartTLS) and 636: simple bind, search

@@ -38,7 +38,11 @@ type Lab struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	http   *http.Server
+	winrm  *http.Server // every windows_server's WinRM listener (winrm.go)
 	tlsCfg *tls.Config
+
+	winMu     sync.Mutex
+	winShells map[*host]*winrmState
 
 	mu        sync.Mutex
 	closed    bool
@@ -136,6 +140,7 @@ func Start(ctx context.Context, cfg Config) (*Lab, error) {
 		// scanners that connect and leave make net/http log; keep that at debug
 		ErrorLog: log.New(slogWriter{logger}, "", 0),
 	}
+	l.winrm = l.newWinRMServer()
 	m := l.buildManifest()
 	if l.manifest, err = json.Marshal(m); err != nil {
 		cancel()
@@ -196,6 +201,9 @@ func (l *Lab) Close() error {
 			c.Close()
 		}
 		if err := l.http.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+		if err := l.winrm.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			errs = append(errs, err)
 		}
 		l.wg.Wait()
@@ -287,6 +295,8 @@ func (l *Lab) startHost(h *host) (int, error) {
 		case svcHTTPS:
 			tl := tls.NewListener(ln, l.tlsCfg)
 			l.goServe(func() { l.http.Serve(tl) })
+		case svcWinRM:
+			l.goServe(func() { l.winrm.Serve(ln) })
 		default:
 			handler := l.tcpHandler(h, s)
 			l.goServe(func() { l.acceptLoop(ln, handler) })

@@ -75,6 +75,15 @@ type Host struct {
 	SSHHostKey  string      `json:"ssh_host_key,omitempty"`
 	SSHVersion  string      `json:"ssh_version,omitempty"`
 	Credentials Credentials `json:"credentials"`
+
+	// WinRM is how a windows_server answers WS-Management: ntlm (5985, NTLM with
+	// Credentials.WinRM), refuses_credentials (5985 answers 401 to every credential of the
+	// estate) or disabled (5985 closed).
+	WinRM string `json:"winrm,omitempty"`
+	// Disks are a Windows host's fixed logical disks; Services the names of its running
+	// services (Get-Service).
+	Disks    []Disk   `json:"disks,omitempty"`
+	Services []string `json:"services,omitempty"`
 }
 
 // Software is one installed package (name and version as the package manager reports them).
@@ -135,6 +144,8 @@ type Credentials struct {
 	SSH  *SSHCredential  `json:"ssh,omitempty"`
 	SNMP *SNMPCredential `json:"snmp,omitempty"`
 	LDAP *LDAPCredential `json:"ldap,omitempty"`
+	// WinRM is a Windows account that logs in over WinRM (NTLM).
+	WinRM *WinRMCredential `json:"winrm,omitempty"`
 }
 
 // SSHCredential is a password login (public keys from Config.AuthorizedKeys work too).
@@ -255,7 +266,7 @@ func (m Manifest) WriteFile(path string) error {
 // credential store (outpost credentials add): what a demo or a benchmark registers.
 type StoreCredential struct {
 	Name     string            `json:"name"`
-	Type     string            `json:"type"` // ssh, snmp, snmpv3, ldap
+	Type     string            `json:"type"` // ssh, snmp, snmpv3, ldap, winrm
 	Username string            `json:"username,omitempty"`
 	Secret   string            `json:"secret"`
 	Fields   map[string]string `json:"fields,omitempty"`
@@ -289,6 +300,9 @@ func (m Manifest) StoreCredentials(prefix string) []StoreCredential {
 		}
 		if c.LDAP != nil {
 			add(key{"ldap", c.LDAP.BindDN, c.LDAP.Password}, nil)
+		}
+		if c.WinRM != nil {
+			add(key{"winrm", c.WinRM.Username, c.WinRM.Password}, nil)
 		}
 	}
 	return out

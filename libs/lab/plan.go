@@ -75,6 +75,7 @@ const (
 	svcLDAP      = "ldap"
 	svcLDAPS     = "ldaps"
 	svcHostile   = "hostile"
+	svcWinRM     = "winrm" // WS-Management over HTTP (5985): winrm.go
 )
 
 type service struct {
@@ -98,6 +99,7 @@ type host struct {
 	web      map[int]*webSite // port → site
 	tls      *tlsIdentity
 	hostile  string
+	win      *windowsSpec
 
 	sshVersion string
 	hostKey    ssh.Signer
@@ -120,6 +122,7 @@ type plan struct {
 	dir        *directory
 	// appServices are the multi-tier application services (apptier.go)
 	appServices []AppService
+	winCreds    *winCredentialPool
 }
 
 // rng returns a generator for one purpose, independent of every other, so
@@ -196,6 +199,7 @@ func newPlan(cfg Config, now time.Time) (*plan, error) {
 	p.org, p.domain = org.name, org.domain
 	p.site = lr.IntN(len(sites))
 	creds := newCredentialPools(cfg.Seed, p.org)
+	p.winCreds = newWinCredentialPool(cfg.Seed)
 
 	classes := assignClasses(cfg.Seed, cfg.Hosts)
 	if cfg.Hostile {
@@ -245,6 +249,7 @@ func newPlan(cfg Config, now time.Time) (*plan, error) {
 		}
 	}
 	p.applyLinuxGuarantees(creds)
+	p.applyWindowsGuarantees()
 	p.planTopology()
 	p.dir = newDirectory(cfg.Seed, cfg.Hosts, p.domain, p.org, creds.ldap)
 	for _, h := range p.hosts {
@@ -389,9 +394,10 @@ func (p *plan) planWindows(h *host, r *rand.Rand, counters map[string]int) {
 	}
 	h.m.Serial = serialFor(r, hw.serialKind)
 	h.m.MACs = []string{macFor(p.cfg.Seed, hw.oui, h.idx, 0)}
-	h.services = []service{{port: 135, kind: svcIdle}, {port: 445, kind: svcIdle}, {port: 3389, kind: svcRDP}, {port: 5985, kind: svcHTTP}}
+	h.services = []service{{port: 135, kind: svcIdle}, {port: 445, kind: svcIdle}, {port: 3389, kind: svcRDP}, {port: 5985, kind: svcWinRM}}
 	h.web = map[int]*webSite{5985: {port: 5985, server: "Microsoft-HTTPAPI/2.0", status: 404, winrm: true}}
 	h.m.Web = []WebService{{Port: 5985, Server: "Microsoft-HTTPAPI/2.0", Status: 404, Title: "Not Found"}}
+	p.planWindowsDetail(h, h.m.Virtual, p.winCreds)
 }
 
 func (p *plan) planWebAppliance(h *host, r *rand.Rand, counters map[string]int) {

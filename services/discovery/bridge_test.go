@@ -41,6 +41,7 @@ import (
 	"github.com/outpost-dev/outpost/libs/probes/sshexec"
 	"github.com/outpost-dev/outpost/libs/probes/tcpscan"
 	"github.com/outpost-dev/outpost/libs/probes/tlscert"
+	"github.com/outpost-dev/outpost/libs/probes/winrmexec"
 	"github.com/outpost-dev/outpost/libs/seal"
 )
 
@@ -210,6 +211,8 @@ func (b *testBridge) run(ctx context.Context, p *envelope.Probe) {
 		}
 		b.emit(ctx, p, 0, true, envelope.StatusTimeout, snmpget.Result{IP: p.Target, Attempt: snmp.Attempt{FailedCredentials: failed}},
 			&envelope.Error{Code: probes.CodeTimeout, Message: "no SNMP answer"})
+	case winrmexec.Kind:
+		b.runWinRM(ctx, p, creds)
 	case "ssh_exec":
 		var failed []string
 		known, _ := params["known_host_key"].(string)

@@ -142,6 +142,12 @@ func checkFields(r CredentialAddRequest) []error {
 		default:
 			errs = append(errs, fmt.Errorf("fields.scheme %q: want basic, bearer or header", r.Fields["scheme"]))
 		}
+	case envelope.CredWinRM:
+		switch a := strings.ToLower(r.Fields["auth"]); a {
+		case "", "ntlm", "basic":
+		default:
+			errs = append(errs, fmt.Errorf("fields.auth %q: want ntlm (default) or basic", r.Fields["auth"]))
+		}
 	case envelope.CredSQL:
 		switch t := strings.ToLower(r.Fields["tls"]); t {
 		case "", "verify", "verify-full":

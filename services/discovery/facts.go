@@ -58,6 +58,8 @@ type Facts struct {
 	HTTP              map[int]HTTPFact           `json:"http,omitempty"`
 	TLS               map[int]probes.Certificate `json:"tls,omitempty"`  // port → leaf certificate
 	LDAP              map[string][]string        `json:"ldap,omitempty"` // root DSE attributes
+	// WinRM is what each winrm_exec command printed (exit 0 only): script → stdout.
+	WinRM map[string]string `json:"winrm,omitempty"`
 }
 
 // HasPort says whether port answered.

@@ -43,6 +43,10 @@ func BuildPayload(rules *Ruleset, h *Host, classifier *Classifier, observed time
 	if h.Facts.SSHHostKey != "" {
 		root["ssh_host_key"] = h.Facts.SSHHostKey
 	}
+	winInv, _ := h.Facts.windowsInventory()
+	if winInv != nil && appClass == "" {
+		windowsAttributes(root, winInv)
+	}
 	if s, ok := root["serial_number"].(string); ok && s == "" {
 		delete(root, "serial_number")
 	}
@@ -52,6 +56,8 @@ func BuildPayload(rules *Ruleset, h *Host, classifier *Classifier, observed time
 	var adapters []Adapter
 	if out, ok := h.Facts.SSH["ip -o link"]; ok {
 		adapters = parseIPAddr(h.Facts.SSH["ip -o addr"], parseIPLink(out))
+	} else if winInv != nil {
+		adapters = windowsAdapters(winInv)
 	} else if len(h.Facts.SNMP) > 0 {
 		for _, a := range h.Facts.snmpAdapters() {
 			if a.MAC != "" && a.MAC != "00:00:00:00:00:00" {
@@ -83,8 +89,11 @@ func BuildPayload(rules *Ruleset, h *Host, classifier *Classifier, observed time
 				hostIPSeen = true
 			}
 			p.Items = append(p.Items, envelope.CIItem{Ref: fmt.Sprintf("%s-ip%d", ref, j), Class: "ip_address", Parent: ref,
-				Attributes: map[string]any{"name": pfx.Addr().String(), "address": pfx.Addr().String(), "prefix_length": pfx.Bits(), "ip_version": 4}})
+				Attributes: map[string]any{"name": pfx.Addr().String(), "address": pfx.Addr().String(), "prefix_length": pfx.Bits(), "ip_version": map[bool]int{true: 4, false: 6}[pfx.Addr().Is4()]}})
 		}
+	}
+	if winInv != nil && appClass == "" {
+		windowsItems(p, winInv, h.IP)
 	}
 	if !hostIPSeen {
 		p.Items = append(p.Items, envelope.CIItem{Ref: "ip", Class: "ip_address", Parent: "host",

@@ -18,6 +18,7 @@ import (
 	"github.com/outpost-dev/outpost/libs/probes/sshexec"
 	"github.com/outpost-dev/outpost/libs/probes/tcpscan"
 	"github.com/outpost-dev/outpost/libs/probes/tlscert"
+	"github.com/outpost-dev/outpost/libs/probes/winrmexec"
 )
 
 // handleResult applies one result chunk to its run. It is idempotent: a chunk of a probe
@@ -298,6 +299,23 @@ func (s *service) apply(ctx context.Context, rs *runState, p *pendingProbe, res 
 		if res.Final {
 			h.logf(logEntry)
 		}
+		touched[h.IP] = h
+	case winrmexec.Kind:
+		h := s.host(rs, p.IP, false)
+		if h == nil {
+			return touched, nil
+		}
+		// like ssh_exec: a result refused by every credential still names them
+		v, err := decode[winrmexec.Result](res.Data)
+		if err != nil {
+			logEntry.Error = "decode: " + err.Error()
+		}
+		h.Facts.addWinRM(&v)
+		s.noteCredentials(ctx, rs, h, "winrm", v.Credential, v.FailedCredentials, &logEntry)
+		if v.Credential == "" {
+			logEntry.Note = "no WinRM inventory: the host is classified by its ports"
+		}
+		h.logf(logEntry)
 		touched[h.IP] = h
 	default:
 		r.logf(now, "result of unexpected kind "+res.Kind)

@@ -20,6 +20,7 @@ import (
 	"github.com/outpost-dev/outpost/libs/probes/sshexec"
 	"github.com/outpost-dev/outpost/libs/probes/tcpscan"
 	"github.com/outpost-dev/outpost/libs/probes/tlscert"
+	"github.com/outpost-dev/outpost/libs/probes/winrmexec"
 )
 
 // specs is the table: one line per kind.
@@ -36,6 +37,7 @@ var specs = []probes.Spec{
 	sqlquery.Spec,
 	httprequest.Spec,
 	fileread.Spec,
+	winrmexec.Spec,
 }
 
 // All returns every kind's spec, echo first.

@@ -16,6 +16,7 @@ import (
 	"github.com/outpost-dev/outpost/services/bridge/probe/sshexec"
 	"github.com/outpost-dev/outpost/services/bridge/probe/tcpscan"
 	"github.com/outpost-dev/outpost/services/bridge/probe/tlscert"
+	"github.com/outpost-dev/outpost/services/bridge/probe/winrmexec"
 )
 
 // All returns a factory of every kind, echo first.
@@ -33,5 +34,6 @@ func All() []probe.Factory {
 		sqlquery.NewFactory(),
 		httprequest.NewFactory(),
 		fileread.NewFactory(),
+		winrmexec.NewFactory(),
 	}
 }

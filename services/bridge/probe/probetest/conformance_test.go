@@ -28,6 +28,7 @@ var suites = map[string]func(t *testing.T) []probetest.Case{
 	"sql_query":    sqlCases,
 	"http_request": httpRequestCases,
 	"file_read":    fileReadCases,
+	"winrm_exec":   winrmCases,
 }
 
 // TestConformance runs the table of every registered kind.
