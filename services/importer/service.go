@@ -81,6 +81,14 @@ func (s *service) now() time.Time { return s.clock.Now().UTC() }
 
 // Run serves the import service until ctx ends.
 func Run(ctx context.Context, cfg Config, deps Deps) error {
+	err := run(ctx, cfg, deps)
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil // stopped while still setting up: a normal stop, not a failure
+	}
+	return err
+}
+
+func run(ctx context.Context, cfg Config, deps Deps) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("importer config: %w", err)
 	}
