@@ -30,8 +30,9 @@ type Config struct {
 	// Batch is the most events taken from EVENTS at once (default 1,000). Events of one batch
 	// are folded into their alerts in memory and written once per alert.
 	Batch int
-	// FlushInterval is the longest a batch waits to fill before it is written (default
-	// 50 ms): the latency bound on an event's way to its alert.
+	// FlushInterval is how often, with no event coming, a partition looks at its timers
+	// (group ticks, alert timeouts; default 50 ms). Batches never wait for it: a batch is
+	// whatever events were delivered by the time the previous one was written (intake.go).
 	FlushInterval time.Duration
 	// AlertTimeout closes an alert no event touched for this long (default 24 h; 0: never).
 	AlertTimeout time.Duration

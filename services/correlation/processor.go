@@ -64,20 +64,14 @@ func (p *processor) run(ctx context.Context) error {
 	if err := p.catchUp(ctx, cons); err != nil {
 		return err
 	}
+	in, err := startIntake(cons, p.s.cfg.Batch)
+	if err != nil {
+		return fmt.Errorf("correlation: partition %d: %w", p.part, err)
+	}
+	defer in.stop()
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(p.s.cfg.Batch, jetstream.FetchMaxWait(p.s.cfg.FlushInterval))
-		if err != nil {
-			if ctx.Err() == nil {
-				p.s.log.Debug("fetch events", "err", err)
-				sleep(ctx, p.s, p.s.cfg.FlushInterval)
-			}
-			continue
-		}
-		var msgs []jetstream.Msg
-		for m := range batch.Messages() {
-			msgs = append(msgs, m)
-		}
-		if len(msgs) > 0 {
+		// FlushInterval (real time) bounds how long timers wait when no event comes.
+		if msgs := in.next(ctx, p.s.cfg.FlushInterval); len(msgs) > 0 {
 			if err := p.handle(ctx, msgs, true); err != nil {
 				return nil // ctx ended with the batch unwritten: not acked, it comes back
 			}

@@ -30,20 +30,13 @@ func (r *router) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("correlation: consumer %s (provisioned by the hub's topology): %w", EventsConsumer, err)
 	}
+	in, err := startIntake(cons, r.s.cfg.Batch)
+	if err != nil {
+		return fmt.Errorf("correlation: events: %w", err)
+	}
+	defer in.stop()
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(r.s.cfg.Batch, jetstream.FetchMaxWait(r.s.cfg.FlushInterval))
-		if err != nil {
-			if ctx.Err() == nil {
-				r.s.log.Debug("fetch events", "err", err)
-				sleepReal(ctx, r.s.cfg.FlushInterval)
-			}
-			continue
-		}
-		var msgs []jetstream.Msg
-		for m := range batch.Messages() {
-			msgs = append(msgs, m)
-		}
-		if len(msgs) > 0 {
+		if msgs := in.next(ctx, r.s.cfg.FlushInterval); len(msgs) > 0 {
 			r.batch(ctx, msgs)
 		}
 	}

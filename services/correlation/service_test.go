@@ -461,3 +461,19 @@ func TestReplayIsIdempotent(t *testing.T) {
 type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(b []byte) (int, error) { w.t.Log(string(b)); return len(b), nil }
+
+// A lone event is not held for a batch to fill: with a flush interval of 10 s, far beyond
+// the wait below, it becomes an alert at once (and the fake clock never moves).
+func TestLoneEventIsNotHeldForABatch(t *testing.T) {
+	r := newRig(t)
+	svcs := map[string]*service{}
+	r.startSvc("solo", func(c *Config) { c.Partitions = 1; c.FlushInterval = 10 * time.Second }, svcs)
+	eventually(t, 5*time.Second, func() error {
+		if len(svcs["solo"].owner.Owned()) != 1 {
+			return errors.New("partition 0 not owned yet")
+		}
+		return nil
+	})
+	r.send("dc1", "webhook", envelope.Event{Node: "lone-1", Severity: "major", Message: "alone"})
+	r.one("lone-1", countIs(1, api.StateOpen))
+}
