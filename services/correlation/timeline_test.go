@@ -64,7 +64,10 @@ type timeline struct {
 	barrier int
 }
 
-func newTimeline(t *testing.T, rules string) *timeline {
+func newTimeline(t *testing.T, rules string) *timeline { return newTimelineWith(t, rules, nil) }
+
+// newTimelineWith is newTimeline with more configuration (other notifiers).
+func newTimelineWith(t *testing.T, rules string, mod func(*Config)) *timeline {
 	r := newRig(t)
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "rules.yaml"), []byte(rules), 0o600); err != nil {
@@ -77,6 +80,9 @@ func newTimeline(t *testing.T, rules string) *timeline {
 		c.AlertTimeout = 0
 		c.NotifyBackoff = 10 * time.Millisecond
 		c.Notifiers = []NotifierConfig{{Name: "hook", Webhook: tl.rc.srv.URL}}
+		if mod != nil {
+			mod(c)
+		}
 	})
 	return tl
 }
