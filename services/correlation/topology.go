@@ -39,6 +39,11 @@ const (
 	topologyLeaseKey = "correlation.topology"
 )
 
+// relationsTTL bounds how long a CI's relations are taken as known: the groups are
+// recomputed at least this often while alerts are open, so relations the CMDB learns
+// after the alerts came (a discovery still ingesting) join their groups.
+const relationsTTL = 10 * time.Second
+
 // topologist is the lease holder's side: alerts in, groups out.
 type topologist struct {
 	s    *service
@@ -95,7 +100,7 @@ func (c *relCache) get(ctx context.Context, ci string) []cmdb.Relation {
 }
 
 func newTopologist(s *service, kv jetstream.KeyValue) *topologist {
-	return &topologist{s: s, kv: kv, rels: &relCache{nc: s.deps.NC, clock: s.clock, ttl: min(s.cfg.CMDBCacheTTL, time.Minute),
+	return &topologist{s: s, kv: kv, rels: &relCache{nc: s.deps.NC, clock: s.clock, ttl: min(s.cfg.CMDBCacheTTL, relationsTTL),
 		wait: s.cfg.CMDBTimeout, known: map[string]relEntry{}}}
 }
 
@@ -137,6 +142,8 @@ func (t *topologist) serve(ctx context.Context) error {
 	dirty, loaded := false, false
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	refresh := time.NewTicker(relationsTTL)
+	defer refresh.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -162,6 +169,8 @@ func (t *topologist) serve(ctx context.Context) error {
 				dirty = true
 			}
 			open[slot] = a
+		case <-refresh.C:
+			dirty = dirty || len(open) > 0
 		case <-tick.C:
 			if !dirty || !loaded {
 				continue
