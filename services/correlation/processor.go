@@ -226,6 +226,9 @@ func (p *processor) flush(ctx context.Context, slots []string, groups map[string
 			p.s.log.Debug("write alert", "slot", r.slot, "err", r.err)
 			continue
 		}
+		if old := p.cache[r.slot]; pending(r.c.a) && (old == nil || old.a == nil || old.a.ID != r.c.a.ID) {
+			p.s.rem.enqueue(ctx, r.slot)
+		}
 		p.cache[r.slot] = r.c
 		if len(r.st.held) == 0 && len(r.st.changes) == 0 {
 			delete(p.slots, r.slot)
@@ -292,8 +295,12 @@ func (p *processor) apply(ctx context.Context, slot string, c *cached, items []i
 		if !changed {
 			return c, st, nil
 		}
-		if cur.CI == "" && (c.a == nil || c.a.ID != cur.ID) {
+		opened := cur.State != api.StateClosed && (c.a == nil || c.a.ID != cur.ID)
+		if cur.CI == "" && opened {
 			cur.CI, cur.CIClass = p.s.cis.bind(ctx, cur.Node)
+		}
+		if opened && len(cur.Remediations) == 0 {
+			p.s.rem.request(cur) // written with the alert: a pending remediation survives a crash
 		}
 		cur.Group = p.s.rules.groupKey(cur.Field)
 		silence(cur, p.s.activeSilences(), now)
@@ -335,6 +342,9 @@ func (p *processor) loadOpen(ctx context.Context) error {
 		a := &all[i]
 		if a.State != api.StateClosed && p.owns(a) {
 			if slot, ok := slotOfID(a.ID); ok {
+				if pending(a) { // its previous owner died before starting it
+					p.s.rem.enqueue(ctx, slot)
+				}
 				p.schedule(slot, a)
 				p.track(slot, a, p.s.clock.Now().UTC())
 			}

@@ -75,6 +75,7 @@ type service struct {
 	owner  *owner
 	rules  *ruleSet
 	notify *notifier
+	rem    *remediator
 
 	silMu    sync.RWMutex
 	silences map[string]api.Silence
@@ -171,6 +172,7 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 	s.rules = rules
 	s.router = &router{s: s}
 	s.notify = newNotifier(s, kvN)
+	s.rem = newRemediator(s)
 	s.owner = newOwner(s)
 	s.topo = newTopologist(s, kvT)
 	return s, nil
@@ -188,6 +190,7 @@ func (s *service) serve(ctx context.Context) error {
 	wg.Go(func() { _ = s.owner.run(ctx) })
 	wg.Go(func() { s.notify.run(ctx) })
 	wg.Go(func() { s.topo.run(ctx) })
+	wg.Go(func() { s.rem.run(ctx) })
 	wg.Wait()
 	if ctx.Err() != nil {
 		return nil

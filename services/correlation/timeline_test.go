@@ -286,6 +286,10 @@ func TestRulesRefusedWithFileLine(t *testing.T) {
     match: {type: cpu}
     threshold: {count: 1, within: 5x}
 grouping: {group_by: [severity]}
+topology: {window: 0s, relations: [runs_on, parent_of]}
+remediate:
+  - {name: fix, workflow: restart}
+  - {name: "bad name", match: {type: x}}
 `))
 	if err == nil {
 		t.Fatal("bad rules loaded")
@@ -296,6 +300,11 @@ grouping: {group_by: [severity]}
 		`r.yaml:9: "5x": want a duration`,
 		`r.yaml:9: threshold: count must be at least 2`,
 		`r.yaml:10: field "severity": want one of site`,
+		`r.yaml:11: topology: relation "parent_of": want one of runs_on`,
+		`r.yaml:11: topology: window must be above 0`,
+		`r.yaml:13: remediate fix: match is required`,
+		`r.yaml:14: remediate: name "bad name"`,
+		`r.yaml:14: remediate bad name: workflow is required`,
 	} {
 		if !contains(err.Error(), want) {
 			t.Errorf("error does not say %q:\n%v", want, err)

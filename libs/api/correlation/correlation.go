@@ -210,6 +210,9 @@ type Alert struct {
 	// when it is the cause). Both are computed, not stored with the alert.
 	TopologyGroup string `json:"topology_group,omitempty"`
 	RootCause     string `json:"root_cause,omitempty"`
+	// Remediations are the workflows the rule files' remediate rules started for the alert
+	// when it opened (one per matching rule).
+	Remediations []Remediation `json:"remediations,omitempty"`
 	// SilencedBy lists the silences that mute the alert now.
 	SilencedBy []string `json:"silenced_by,omitempty"`
 	// LastSeq is the EVENTS stream sequence of the last event applied: a redelivered event at
@@ -380,4 +383,21 @@ type TopologyLink struct {
 type GroupsListResponse struct {
 	Items      []TopologyGroup `json:"items"`
 	NextCursor string          `json:"next_cursor,omitempty"`
+}
+
+// Remediation states: pending until the orchestration service took the run, then started
+// (Run is its id) or failed (Error says why; the request is also in the DLQ).
+const (
+	RemediationPending = "pending"
+	RemediationStarted = "started"
+	RemediationFailed  = "failed"
+)
+
+// Remediation is one orchestration run an alert started.
+type Remediation struct {
+	Rule     string `json:"rule"`
+	Workflow string `json:"workflow"`
+	State    string `json:"state"`
+	Run      string `json:"run,omitempty"`
+	Error    string `json:"error,omitempty"`
 }
