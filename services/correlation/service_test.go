@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"testing"
 	"time"
 
@@ -20,7 +21,12 @@ import (
 	"github.com/outpost-dev/outpost/libs/page"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(replicaEnv) != "" {
+		os.Exit(runReplicaProcess()) // this test binary re-executed as a replica (kill_test.go)
+	}
+	goleak.VerifyTestMain(m)
+}
 
 var t0 = time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
 
