@@ -174,6 +174,7 @@ func (p *processor) handle(ctx context.Context, msgs []jetstream.Msg, ack bool) 
 		for _, m := range msgs {
 			_ = m.Ack()
 		}
+		p.s.applied.Add(int64(len(msgs)))
 	}
 	if len(p.cache) > p.s.cfg.MaxCachedAlerts {
 		p.cache = map[string]*cached{}
@@ -230,6 +231,9 @@ func (p *processor) flush(ctx context.Context, slots []string, groups map[string
 			p.s.rem.enqueue(ctx, r.slot)
 		}
 		p.cache[r.slot] = r.c
+		if p.s.onWrite != nil && r.c.a != nil {
+			p.s.onWrite(r.c.a)
+		}
 		if len(r.st.held) == 0 && len(r.st.changes) == 0 {
 			delete(p.slots, r.slot)
 		} else {

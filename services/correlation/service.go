@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -72,10 +73,19 @@ type service struct {
 	cis   *ciBinder
 	// router and owner: the two halves of the pipeline (router.go, owner.go).
 	router *router
+	// routeJS is the router's own JetStream context: its window of unacknowledged async
+	// publishes (Routers × Batch) is not shared with other users of the connection, whose
+	// bursts would otherwise stall it into retries.
+	routeJS jetstream.JetStream
 	owner  *owner
 	rules  *ruleSet
 	notify *notifier
 	rem    *remediator
+
+	// applied counts the partition events written into alerts and acknowledged (status,
+	// benchmarks); onWrite, when set (benchmarks), sees every alert a partition wrote.
+	applied atomic.Int64
+	onWrite func(*api.Alert)
 
 	silMu    sync.RWMutex
 	silences map[string]api.Silence
@@ -171,6 +181,9 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 	s.cis = newCIBinder(deps.NC, clk, cfg)
 	s.rules = rules
 	s.router = &router{s: s}
+	if s.routeJS, err = jetstream.New(deps.NC, jetstream.WithPublishAsyncMaxPending(2*cfg.Routers*cfg.Batch)); err != nil {
+		return nil, fmt.Errorf("correlation: jetstream: %w", err)
+	}
 	s.notify = newNotifier(s, kvN)
 	s.rem = newRemediator(s)
 	s.owner = newOwner(s)

@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 
 var t0 = time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
 
-func eventually(t *testing.T, d time.Duration, f func() error) {
+func eventually(t testing.TB, d time.Duration, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
@@ -47,7 +47,8 @@ func eventually(t *testing.T, d time.Duration, f func() error) {
 
 // rig is an embedded JetStream with the hub's topology and correlation replicas on a fake clock.
 type rig struct {
-	t     *testing.T
+	t     testing.TB
+	quiet bool // no service logs (benchmarks)
 	srv   *bus.Server
 	nc    *nats.Conn
 	js    jetstream.JetStream
@@ -55,7 +56,7 @@ type rig struct {
 	pub   *bus.Publisher
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t testing.TB) *rig {
 	t.Helper()
 	srv, err := bus.StartServer(bus.ServerConfig{Name: "corr-test", StoreDir: t.TempDir()})
 	if err != nil {
@@ -92,6 +93,9 @@ func (r *rig) startSvc(name string, mod func(*Config), svcs map[string]*service)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	log := slog.New(slog.NewTextHandler(testWriter{r.t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if r.quiet {
+		log = slog.New(slog.DiscardHandler)
+	}
 	started := make(chan *service, 1)
 	go func() {
 		done <- run(ctx, cfg, Deps{NC: r.nc, JS: r.js, Clock: r.clock, Logger: log}, func(s *service) { started <- s })
@@ -464,7 +468,7 @@ func TestReplayIsIdempotent(t *testing.T) {
 	}
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(b []byte) (int, error) { w.t.Log(string(b)); return len(b), nil }
 
