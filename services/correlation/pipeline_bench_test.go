@@ -2,6 +2,7 @@ package correlation
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -55,14 +56,29 @@ func eventMsgs(b *testing.B, r *rig, n, keys int, prefix string) []*nats.Msg {
 // publishAll publishes msgs asynchronously (a bounded window of pending acks).
 func publishAll(b *testing.B, js jetstream.JetStream, msgs []*nats.Msg) {
 	for _, m := range msgs {
-		if _, err := js.PublishMsgAsync(m); err != nil {
-			b.Fatal(err)
-		}
+		publishOne(b, js, m)
 	}
 	select {
 	case <-js.PublishAsyncComplete():
 	case <-time.After(2 * time.Minute):
 		b.Fatal("publish acks did not come")
+	}
+}
+
+// publishOne publishes asynchronously, waiting while the window of pending acks is full.
+func publishOne(b *testing.B, js jetstream.JetStream, m *nats.Msg) {
+	for {
+		_, err := js.PublishMsgAsync(m)
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+			b.Fatal(err)
+		}
+		select {
+		case <-js.PublishAsyncComplete():
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }
 
@@ -130,7 +146,7 @@ func BenchmarkEventToAlertLatency(b *testing.B) {
 			defer t.Stop()
 			for k := 0; k < len(bg) && ctx.Err() == nil; k += rate / 100 {
 				for _, m := range bg[k:min(k+rate/100, len(bg))] {
-					_, _ = r.js.PublishMsgAsync(m)
+					publishOne(b, r.js, m)
 				}
 				select {
 				case <-t.C:
@@ -144,9 +160,7 @@ func BenchmarkEventToAlertLatency(b *testing.B) {
 			mu.Lock()
 			sent[node] = time.Now()
 			mu.Unlock()
-			if _, err := r.js.PublishMsgAsync(m); err != nil {
-				b.Fatal(err)
-			}
+			publishOne(b, r.js, m)
 			time.Sleep(2 * time.Millisecond)
 		}
 		eventually(b, time.Minute, func() error {

@@ -77,10 +77,10 @@ type service struct {
 	// publishes (Routers × Batch) is not shared with other users of the connection, whose
 	// bursts would otherwise stall it into retries.
 	routeJS jetstream.JetStream
-	owner  *owner
-	rules  *ruleSet
-	notify *notifier
-	rem    *remediator
+	owner   *owner
+	rules   *ruleSet
+	notify  *notifier
+	rem     *remediator
 
 	// applied counts the partition events written into alerts and acknowledged (status,
 	// benchmarks); onWrite, when set (benchmarks), sees every alert a partition wrote.
