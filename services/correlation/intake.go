@@ -3,6 +3,7 @@ package correlation
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -24,14 +25,18 @@ type intake struct {
 // startIntake consumes cons with up to max messages buffered in the client (they count as
 // delivered and unacknowledged: a replica that dies with them gives them back after
 // AckWait, and a partition's next owner replays them first, see catchUp).
-func startIntake(cons jetstream.Consumer, max int) (*intake, error) {
+func startIntake(cons jetstream.Consumer, max int, log *slog.Logger) (*intake, error) {
 	in := &intake{ch: make(chan jetstream.Msg, max), done: make(chan struct{}), max: max}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		select { // the handler runs on one goroutine: the channel keeps the stream's order
 		case in.ch <- m:
 		case <-in.done:
 		}
-	}, jetstream.PullMaxMessages(max))
+	}, jetstream.PullMaxMessages(max), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		// The client re-pulls by itself after most of these (a missed heartbeat, a
+		// reconnect); a deleted consumer ends the subscription and is worth a line.
+		log.Warn("consuming", "err", err)
+	}))
 	if err != nil {
 		return nil, fmt.Errorf("consume: %w", err)
 	}

@@ -64,7 +64,7 @@ func (p *processor) run(ctx context.Context) error {
 	if err := p.catchUp(ctx, cons); err != nil {
 		return err
 	}
-	in, err := startIntake(cons, p.s.cfg.Batch)
+	in, err := startIntake(cons, p.s.cfg.Batch, p.s.log.With("partition", p.part))
 	if err != nil {
 		return fmt.Errorf("correlation: partition %d: %w", p.part, err)
 	}

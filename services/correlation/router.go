@@ -31,7 +31,7 @@ func (r *router) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("correlation: consumer %s (provisioned by the hub's topology): %w", EventsConsumer, err)
 	}
-	in, err := startIntake(cons, r.s.cfg.Batch)
+	in, err := startIntake(cons, r.s.cfg.Batch, r.s.log.With("stage", "router"))
 	if err != nil {
 		return fmt.Errorf("correlation: events: %w", err)
 	}

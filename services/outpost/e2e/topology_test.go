@@ -82,7 +82,7 @@ topology: {window: 2m, relations: [connected_to, runs_on, depends_on, contains]}
 	var linked map[string][]string
 	sw := ""
 	// the relations come with the discovery's last payloads: wait for them
-	eventually(t, 30*time.Second, func() error {
+	eventually(t, 60*time.Second, func() error {
 		linked, sw = map[string][]string{}, ""
 		for _, n := range m.Neighbours {
 			for _, ip := range []string{n.A, n.B} {
