@@ -33,6 +33,7 @@ func (s *service) endpoints() map[string]bus.Endpoint {
 		api.SilenceAdd.Name:    api.SilenceAdd.Handle(s.silenceAdd),
 		api.SilenceList.Name:   api.SilenceList.Handle(s.silencesList),
 		api.SilenceRemove.Name: api.SilenceRemove.Handle(s.silenceRm),
+		api.GroupList.Name:     api.GroupList.Handle(s.groupsList),
 	}
 }
 
@@ -58,8 +59,12 @@ func (s *service) eventSend(ctx context.Context, in api.EventInput) (api.EventSe
 	return api.EventSendResponse{ID: ev.ID, Subject: subject}, nil
 }
 
-// view fills what is computed at read time: the silences muting an alert now.
+// view fills what is computed at read time: the silences muting an alert now, its
+// topology group.
 func (s *service) view(a *api.Alert, active []api.Silence) {
+	if ref, ok := s.topologyOf(a.ID); ok {
+		a.TopologyGroup, a.RootCause = ref.group, ref.root
+	}
 	if a.State == api.StateClosed {
 		a.SilencedBy = nil
 		return
@@ -195,4 +200,13 @@ func (s *service) silenceRm(ctx context.Context, r api.IDRequest) (api.Silence, 
 	delete(s.silences, r.ID)
 	s.silMu.Unlock()
 	return sil, nil
+}
+
+// groupsList is the topology groups, by id.
+func (s *service) groupsList(_ context.Context, r page.Request) (api.GroupsListResponse, error) {
+	out, next, err := page.Slice(s.topologyGroups(), r, func(g api.TopologyGroup) string { return g.ID }, strings.Compare)
+	if err != nil {
+		return api.GroupsListResponse{}, err
+	}
+	return api.GroupsListResponse{Items: out, NextCursor: next}, nil
 }

@@ -30,8 +30,11 @@ type Config struct {
 	// Batch is the most events taken from EVENTS at once (default 1,000). Events of one batch
 	// are folded into their alerts in memory and written once per alert.
 	Batch int
-	// FlushInterval is the longest a batch waits to fill before it is written (default
-	// 50 ms): the latency bound on an event's way to its alert.
+	// Routers is how many batches of EVENTS one replica routes at once (default 4).
+	Routers int
+	// FlushInterval is how often, with no event coming, a partition looks at its timers
+	// (group ticks, alert timeouts; default 50 ms). Batches never wait for it: a batch is
+	// whatever events were delivered by the time the previous one was written (intake.go).
 	FlushInterval time.Duration
 	// AlertTimeout closes an alert no event touched for this long (default 24 h; 0: never).
 	AlertTimeout time.Duration
@@ -56,6 +59,7 @@ func DefaultConfig() Config {
 		ActiveLease:     10 * time.Second,
 		Partitions:      8,
 		Batch:           1000,
+		Routers:         4,
 		NotifyRetries:   4,
 		NotifyBackoff:   time.Second,
 		FlushInterval:   50 * time.Millisecond,
@@ -90,6 +94,9 @@ func (c Config) Validate() error {
 	}
 	if c.Batch < 1 || c.Batch > 10_000 {
 		errs = append(errs, fmt.Errorf("correlation: Batch %d: want 1..10000", c.Batch))
+	}
+	if c.Routers < 1 || c.Routers > 64 {
+		errs = append(errs, fmt.Errorf("correlation: Routers %d: want 1..64", c.Routers))
 	}
 	if c.FlushInterval < time.Millisecond || c.FlushInterval > 10*time.Second {
 		errs = append(errs, fmt.Errorf("correlation: FlushInterval %s: want 1ms..10s", c.FlushInterval))

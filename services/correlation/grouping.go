@@ -47,9 +47,15 @@ type Notification struct {
 	// Flapping lists the alerts changing state too often: they are reported once, not at
 	// every change, until they settle.
 	Flapping []api.Alert `json:"flapping,omitempty"`
-	// RootCause is the alert the others most likely follow from (correlate rules), if any.
-	RootCause string    `json:"root_cause,omitempty"`
-	Time      time.Time `json:"time"`
+	// RootCause is the alert the others most likely follow from (correlate rules, or the
+	// topology group of a firing alert that is its root cause), if any.
+	RootCause string `json:"root_cause,omitempty"`
+	// Correlated are this group's alerts whose probable root cause is an alert of another
+	// group (topology): not firing here, notified with their cause.
+	Correlated []api.Alert `json:"correlated,omitempty"`
+	// Related are the alerts of other groups that follow from this group's root cause.
+	Related []string  `json:"related,omitempty"`
+	Time    time.Time `json:"time"`
 }
 
 // track puts a written alert in its group and starts the group's timer when it forms.
@@ -133,6 +139,9 @@ func (p *processor) notification(g *group, now time.Time) Notification {
 			sum.WriteString("|s:" + a.ID)
 		case p.inhibited(&a):
 			sum.WriteString("|i:" + a.ID)
+		case p.correlated(&a):
+			n.Correlated = append(n.Correlated, a)
+			sum.WriteString("|t:" + a.ID + ":" + a.RootCause)
 		default:
 			n.Firing = append(n.Firing, a)
 			sum.WriteString("|a:" + a.ID + ":" + a.Severity)
@@ -143,9 +152,33 @@ func (p *processor) notification(g *group, now time.Time) Notification {
 		n.Status = "firing"
 	}
 	n.RootCause = p.rootCause(n.Firing)
+	for _, a := range n.Firing {
+		if ref, ok := p.s.topologyOf(a.ID); ok && ref.root == a.ID {
+			if n.RootCause == "" {
+				n.RootCause = a.ID
+			}
+			for _, id := range p.s.topologyGroup(ref.group).Alerts {
+				if _, here := g.alerts[slotOfIDOr(id)]; !here {
+					n.Related = append(n.Related, id)
+				}
+			}
+			sum.WriteString("|rel:" + strings.Join(n.Related, ","))
+		}
+	}
 	h := sha256.Sum256([]byte(sum.String()))
 	n.ID = hex.EncodeToString(h[:12])
 	return n
+}
+
+// correlated: the alert is in a topology group whose root cause is another alert (a
+// follower, not a cause: its cause's notification names it). It records the root cause.
+func (p *processor) correlated(a *api.Alert) bool {
+	ref, ok := p.s.topologyOf(a.ID)
+	if !ok || ref.root == a.ID {
+		return false
+	}
+	a.TopologyGroup, a.RootCause = ref.group, ref.root
+	return true
 }
 
 // inhibited: a firing alert in this partition matches an inhibit rule's source, a has the

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/smtp"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -183,4 +184,36 @@ func (n *notifier) send(ctx context.Context, to NotifierConfig, x Notification) 
 		fmt.Fprintf(&msg, "FLAPPING %s %s: %s\r\n", a.Node, a.Type, a.Message)
 	}
 	return smtp.SendMail(to.SMTP.Addr, nil, to.SMTP.From, to.SMTP.To, msg.Bytes())
+}
+
+// ParseNotifier reads a notifier as `outpost up --notify` takes it: NAME=URL, the URL an
+// http(s) webhook, or smtp://HOST:PORT?from=ADDR&to=ADDR[&to=ADDR…] for an SMTP relay.
+func ParseNotifier(spec string) (NotifierConfig, error) {
+	name, raw, ok := strings.Cut(spec, "=")
+	if !ok || name == "" || raw == "" {
+		return NotifierConfig{}, fmt.Errorf("notifier %q: want NAME=URL (https://… for a webhook, smtp://host:port?from=…&to=… for mail)", redactURL(spec))
+	}
+	n := NotifierConfig{Name: name}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return NotifierConfig{}, fmt.Errorf("notifier %s: not a URL: %v", name, err)
+	}
+	switch u.Scheme {
+	case "http", "https":
+		n.Webhook = raw
+	case "smtp":
+		q := u.Query()
+		n.SMTP = &SMTPConfig{Addr: u.Host, From: q.Get("from"), To: q["to"]}
+	default:
+		return NotifierConfig{}, fmt.Errorf("notifier %s: scheme %q: want http, https or smtp", name, u.Scheme)
+	}
+	return n, n.validate()
+}
+
+// redactURL drops what could be a secret (user info, query) from a notifier spec.
+func redactURL(s string) string {
+	if i := strings.IndexAny(s, "?@"); i >= 0 {
+		return s[:i] + "…"
+	}
+	return s
 }

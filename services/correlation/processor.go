@@ -64,20 +64,14 @@ func (p *processor) run(ctx context.Context) error {
 	if err := p.catchUp(ctx, cons); err != nil {
 		return err
 	}
+	in, err := startIntake(cons, p.s.cfg.Batch, p.s.log.With("partition", p.part))
+	if err != nil {
+		return fmt.Errorf("correlation: partition %d: %w", p.part, err)
+	}
+	defer in.stop()
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(p.s.cfg.Batch, jetstream.FetchMaxWait(p.s.cfg.FlushInterval))
-		if err != nil {
-			if ctx.Err() == nil {
-				p.s.log.Debug("fetch events", "err", err)
-				sleep(ctx, p.s, p.s.cfg.FlushInterval)
-			}
-			continue
-		}
-		var msgs []jetstream.Msg
-		for m := range batch.Messages() {
-			msgs = append(msgs, m)
-		}
-		if len(msgs) > 0 {
+		// FlushInterval (real time) bounds how long timers wait when no event comes.
+		if msgs := in.next(ctx, p.s.cfg.FlushInterval); len(msgs) > 0 {
 			if err := p.handle(ctx, msgs, true); err != nil {
 				return nil // ctx ended with the batch unwritten: not acked, it comes back
 			}
@@ -180,6 +174,7 @@ func (p *processor) handle(ctx context.Context, msgs []jetstream.Msg, ack bool) 
 		for _, m := range msgs {
 			_ = m.Ack()
 		}
+		p.s.applied.Add(int64(len(msgs)))
 	}
 	if len(p.cache) > p.s.cfg.MaxCachedAlerts {
 		p.cache = map[string]*cached{}
@@ -232,7 +227,13 @@ func (p *processor) flush(ctx context.Context, slots []string, groups map[string
 			p.s.log.Debug("write alert", "slot", r.slot, "err", r.err)
 			continue
 		}
+		if old := p.cache[r.slot]; pending(r.c.a) && (old == nil || old.a == nil || old.a.ID != r.c.a.ID) {
+			p.s.rem.enqueue(ctx, r.slot)
+		}
 		p.cache[r.slot] = r.c
+		if p.s.onWrite != nil && r.c.a != nil {
+			p.s.onWrite(r.c.a)
+		}
 		if len(r.st.held) == 0 && len(r.st.changes) == 0 {
 			delete(p.slots, r.slot)
 		} else {
@@ -298,8 +299,12 @@ func (p *processor) apply(ctx context.Context, slot string, c *cached, items []i
 		if !changed {
 			return c, st, nil
 		}
-		if cur.CI == "" && (c.a == nil || c.a.ID != cur.ID) {
+		opened := cur.State != api.StateClosed && (c.a == nil || c.a.ID != cur.ID)
+		if cur.CI == "" && opened {
 			cur.CI, cur.CIClass = p.s.cis.bind(ctx, cur.Node)
+		}
+		if opened && len(cur.Remediations) == 0 {
+			p.s.rem.request(cur) // written with the alert: a pending remediation survives a crash
 		}
 		cur.Group = p.s.rules.groupKey(cur.Field)
 		silence(cur, p.s.activeSilences(), now)
@@ -341,6 +346,9 @@ func (p *processor) loadOpen(ctx context.Context) error {
 		a := &all[i]
 		if a.State != api.StateClosed && p.owns(a) {
 			if slot, ok := slotOfID(a.ID); ok {
+				if pending(a) { // its previous owner died before starting it
+					p.s.rem.enqueue(ctx, slot)
+				}
 				p.schedule(slot, a)
 				p.track(slot, a, p.s.clock.Now().UTC())
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -30,23 +31,26 @@ func (r *router) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("correlation: consumer %s (provisioned by the hub's topology): %w", EventsConsumer, err)
 	}
-	for ctx.Err() == nil {
-		batch, err := cons.Fetch(r.s.cfg.Batch, jetstream.FetchMaxWait(r.s.cfg.FlushInterval))
-		if err != nil {
-			if ctx.Err() == nil {
-				r.s.log.Debug("fetch events", "err", err)
-				sleepReal(ctx, r.s.cfg.FlushInterval)
-			}
-			continue
-		}
-		var msgs []jetstream.Msg
-		for m := range batch.Messages() {
-			msgs = append(msgs, m)
-		}
-		if len(msgs) > 0 {
-			r.batch(ctx, msgs)
-		}
+	in, err := startIntake(cons, r.s.cfg.Batch, r.s.log.With("stage", "router"))
+	if err != nil {
+		return fmt.Errorf("correlation: events: %w", err)
 	}
+	defer in.stop()
+	// Several batches in flight: a batch waits for its partition publishes to be stored
+	// before it is acknowledged, and that round trip, not CPU, is what bounds one loop. Two
+	// batches may then hand one key's events to its partition out of EVENTS order (as two
+	// replicas may); each is still applied once.
+	var wg sync.WaitGroup
+	for range r.s.cfg.Routers {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				if msgs := in.next(ctx, r.s.cfg.FlushInterval); len(msgs) > 0 {
+					r.batch(ctx, msgs)
+				}
+			}
+		})
+	}
+	wg.Wait()
 	return nil
 }
 
@@ -88,8 +92,9 @@ func (r *router) batch(ctx context.Context, msgs []jetstream.Msg) {
 		futures := make([]jetstream.PubAckFuture, 0, len(pending))
 		var failed []*nats.Msg
 		for _, nm := range pending {
-			f, err := r.s.deps.JS.PublishMsgAsync(nm)
+			f, err := r.s.routeJS.PublishMsgAsync(nm)
 			if err != nil {
+				r.s.log.Debug("route event", "err", err)
 				failed = append(failed, nm)
 				continue
 			}

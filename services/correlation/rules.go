@@ -38,6 +38,10 @@ import (
 //	inhibit:              # a firing source alert mutes targets with the same equal fields
 //	  - {source: {severity: critical}, target: {severity: warning}, equal: [node]}
 //	flapping: {changes: 4, interval: 10m}
+//	topology:             # alerts on related CIs first seen within window: one group (topology.go)
+//	  {window: 5m, relations: [runs_on, depends_on, connected_to, contains]}
+//	remediate:            # an alert that opens and matches starts a workflow (remediate.go)
+//	  - {name: restart, match: {type: http_down}, workflow: restart-web, inputs: {host: "{node}"}}
 //
 // Match keys are the alert fields silences match (api.MatchKeys, additional.<k>).
 
@@ -130,6 +134,8 @@ type ruleSet struct {
 	correlate []correlateRule
 	inhibit   []inhibitRule
 	flapping  *Flapping
+	topology  Topology
+	remediate []remediateRule
 
 	mu      sync.Mutex
 	ignored map[string]int64
@@ -139,10 +145,39 @@ type ruleSet struct {
 // always in one group — and so in one partition.
 var groupFields = []string{"site", "source", "node", "type", "resource", "metric", "message_key"}
 
+func newRuleSet() *ruleSet {
+	return &ruleSet{grouping: DefaultGrouping(), topology: DefaultTopology(), ignored: map[string]int64{}}
+}
+
+// Topology is topology grouping: alerts whose CIs are linked by one of Relations (in the
+// CMDB), first seen within Window of each other, are one group. No relations: off.
+type Topology struct {
+	Window    time.Duration
+	Relations []string
+}
+
+// TopologyRelations are the relation types topology grouping knows how to read.
+var TopologyRelations = []string{"runs_on", "depends_on", "connected_to", "contains"}
+
+// DefaultTopology is every known relation within 5 minutes.
+func DefaultTopology() Topology {
+	return Topology{Window: 5 * time.Minute, Relations: slices.Clone(TopologyRelations)}
+}
+
+// remediateRule starts Workflow when an alert matching match opens, with inputs made of
+// templates over the alert's fields ({node}, {id}, {alert}: the alert as JSON); without
+// inputs, the alert as JSON in the input "alert".
+type remediateRule struct {
+	name     string
+	match    matcher
+	workflow string
+	inputs   map[string]string
+}
+
 // LoadRules reads dir's *.yaml (sorted by name); an empty dir is the defaults (no event
 // rules, DefaultGrouping). Every problem is reported (errors.Join of *LoadError).
 func LoadRules(dir string) (*ruleSet, error) {
-	rs := &ruleSet{grouping: DefaultGrouping(), ignored: map[string]int64{}}
+	rs := newRuleSet()
 	if dir == "" {
 		return rs, nil
 	}
@@ -168,7 +203,7 @@ func LoadRules(dir string) (*ruleSet, error) {
 
 // parseRules loads one file's text (tests, and LoadRules).
 func parseRules(file string, data []byte) (*ruleSet, error) {
-	rs := &ruleSet{grouping: DefaultGrouping(), ignored: map[string]int64{}}
+	rs := newRuleSet()
 	if err := rs.add(file, data); err != nil {
 		return nil, err
 	}
@@ -192,7 +227,7 @@ func (rs *ruleSet) add(file string, data []byte) error {
 		bad(root, "want a mapping of event_rules, grouping, correlate, inhibit, flapping")
 		return errors.Join(errs...)
 	}
-	eachKey(root, bad, []string{"event_rules", "grouping", "correlate", "inhibit", "flapping"}, func(k string, v *yaml.Node) {
+	eachKey(root, bad, []string{"event_rules", "grouping", "correlate", "inhibit", "flapping", "topology", "remediate"}, func(k string, v *yaml.Node) {
 		switch k {
 		case "event_rules":
 			for _, n := range seq(v, bad, k) {
@@ -254,6 +289,60 @@ func (rs *ruleSet) add(file string, data []byte) error {
 				bad(v, "flapping: changes must be at least 2 and interval above 0")
 			}
 			rs.flapping = f
+		case "topology":
+			t := DefaultTopology()
+			eachKey(v, bad, []string{"window", "relations"}, func(k string, v *yaml.Node) {
+				switch k {
+				case "window":
+					t.Window = duration(v, bad)
+				case "relations":
+					t.Relations = []string{}
+					for _, n := range seq(v, bad, "relations") {
+						if !slices.Contains(TopologyRelations, n.Value) {
+							bad(n, "topology: relation %q: want one of %s", n.Value, strings.Join(TopologyRelations, ", "))
+							continue
+						}
+						t.Relations = append(t.Relations, n.Value)
+					}
+				}
+			})
+			if t.Window <= 0 {
+				bad(v, "topology: window must be above 0")
+			}
+			rs.topology = t
+		case "remediate":
+			for _, n := range seq(v, bad, k) {
+				r := remediateRule{}
+				eachKey(n, bad, []string{"name", "match", "workflow", "inputs"}, func(k string, v *yaml.Node) {
+					switch k {
+					case "name":
+						r.name = v.Value
+					case "match":
+						r.match = matcherOf(v, bad)
+					case "workflow":
+						r.workflow = v.Value
+					case "inputs":
+						if v.Kind != yaml.MappingNode {
+							bad(v, "remediate: inputs: want a mapping of input name to template")
+							return
+						}
+						r.inputs = map[string]string{}
+						for i := 0; i+1 < len(v.Content); i += 2 {
+							r.inputs[v.Content[i].Value] = v.Content[i+1].Value
+						}
+					}
+				})
+				if r.name == "" || keyUnsafe.MatchString(r.name) {
+					bad(n, "remediate: name %q: want letters, digits, - and _", r.name)
+				}
+				if r.workflow == "" {
+					bad(n, "remediate %s: workflow is required (the name of an orchestration workflow)", r.name)
+				}
+				if len(r.match) == 0 {
+					bad(n, "remediate %s: match is required: a rule without one would start a workflow for every alert", r.name)
+				}
+				rs.remediate = append(rs.remediate, r)
+			}
 		}
 	})
 	if err := errors.Join(errs...); err != nil {

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -72,12 +73,29 @@ type service struct {
 	cis   *ciBinder
 	// router and owner: the two halves of the pipeline (router.go, owner.go).
 	router *router
-	owner  *owner
-	rules  *ruleSet
-	notify *notifier
+	// routeJS is the router's own JetStream context: its window of unacknowledged async
+	// publishes (Routers × Batch) is not shared with other users of the connection, whose
+	// bursts would otherwise stall it into retries.
+	routeJS jetstream.JetStream
+	owner   *owner
+	rules   *ruleSet
+	notify  *notifier
+	rem     *remediator
+
+	// applied counts the partition events written into alerts and acknowledged (status,
+	// benchmarks); onWrite, when set (benchmarks), sees every alert a partition wrote.
+	applied atomic.Int64
+	onWrite func(*api.Alert)
 
 	silMu    sync.RWMutex
 	silences map[string]api.Silence
+
+	// Topology groups (topology.go): computed by the lease holder, watched by every replica.
+	kvTopo     jetstream.KeyValue
+	topo       *topologist
+	topoMu     sync.RWMutex
+	topoGroups map[string]api.TopologyGroup
+	topoOf     map[string]topoRef
 }
 
 // Run serves until ctx ends and returns nil on a clean stop.
@@ -101,6 +119,12 @@ func run(ctx context.Context, cfg Config, deps Deps, started func(*service)) err
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	if err := s.watchSilences(wctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	if err := s.watchTopology(wctx); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -136,6 +160,11 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("correlation: bucket %s: %w", KVNotifications, err)
 	}
+	kvT, err := deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: KVTopology,
+		Description: "correlation: topology groups (alerts on related CIs) by id", History: 1, Storage: jetstream.FileStorage})
+	if err != nil {
+		return nil, fmt.Errorf("correlation: bucket %s: %w", KVTopology, err)
+	}
 	kvL, err := deps.JS.KeyValue(ctx, bus.KVLeases)
 	if err != nil {
 		return nil, fmt.Errorf("correlation: bucket %s (provisioned by the hub's topology): %w", bus.KVLeases, err)
@@ -147,12 +176,18 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 	clk := clock.Or(deps.Clock)
 	s := &service{cfg: cfg, deps: deps, log: log, clock: clk, store: alertStore{kv: kvA}, kvSil: kvS, kvLse: kvL,
 		pub: bus.NewPublisher(deps.JS, envelope.ServiceSource(Service), deps.Tracer),
-		dlq: bus.NewDeadLetterer(deps.JS, Service, log, nil), silences: map[string]api.Silence{}}
+		dlq: bus.NewDeadLetterer(deps.JS, Service, log, nil), silences: map[string]api.Silence{},
+		kvTopo: kvT, topoGroups: map[string]api.TopologyGroup{}, topoOf: map[string]topoRef{}}
 	s.cis = newCIBinder(deps.NC, clk, cfg)
 	s.rules = rules
 	s.router = &router{s: s}
+	if s.routeJS, err = jetstream.New(deps.NC, jetstream.WithPublishAsyncMaxPending(2*cfg.Routers*cfg.Batch)); err != nil {
+		return nil, fmt.Errorf("correlation: jetstream: %w", err)
+	}
 	s.notify = newNotifier(s, kvN)
+	s.rem = newRemediator(s)
 	s.owner = newOwner(s)
+	s.topo = newTopologist(s, kvT)
 	return s, nil
 }
 
@@ -167,6 +202,8 @@ func (s *service) serve(ctx context.Context) error {
 	wg.Go(func() { routeErr = s.router.run(ctx) })
 	wg.Go(func() { _ = s.owner.run(ctx) })
 	wg.Go(func() { s.notify.run(ctx) })
+	wg.Go(func() { s.topo.run(ctx) })
+	wg.Go(func() { s.rem.run(ctx) })
 	wg.Wait()
 	if ctx.Err() != nil {
 		return nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"testing"
 	"time"
 
@@ -20,11 +21,16 @@ import (
 	"github.com/outpost-dev/outpost/libs/page"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(replicaEnv) != "" {
+		os.Exit(runReplicaProcess()) // this test binary re-executed as a replica (kill_test.go)
+	}
+	goleak.VerifyTestMain(m)
+}
 
 var t0 = time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
 
-func eventually(t *testing.T, d time.Duration, f func() error) {
+func eventually(t testing.TB, d time.Duration, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
@@ -41,7 +47,8 @@ func eventually(t *testing.T, d time.Duration, f func() error) {
 
 // rig is an embedded JetStream with the hub's topology and correlation replicas on a fake clock.
 type rig struct {
-	t     *testing.T
+	t     testing.TB
+	quiet bool // no service logs (benchmarks)
 	srv   *bus.Server
 	nc    *nats.Conn
 	js    jetstream.JetStream
@@ -49,7 +56,7 @@ type rig struct {
 	pub   *bus.Publisher
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t testing.TB) *rig {
 	t.Helper()
 	srv, err := bus.StartServer(bus.ServerConfig{Name: "corr-test", StoreDir: t.TempDir()})
 	if err != nil {
@@ -86,6 +93,9 @@ func (r *rig) startSvc(name string, mod func(*Config), svcs map[string]*service)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	log := slog.New(slog.NewTextHandler(testWriter{r.t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if r.quiet {
+		log = slog.New(slog.DiscardHandler)
+	}
 	started := make(chan *service, 1)
 	go func() {
 		done <- run(ctx, cfg, Deps{NC: r.nc, JS: r.js, Clock: r.clock, Logger: log}, func(s *service) { started <- s })
@@ -458,6 +468,22 @@ func TestReplayIsIdempotent(t *testing.T) {
 	}
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(b []byte) (int, error) { w.t.Log(string(b)); return len(b), nil }
+
+// A lone event is not held for a batch to fill: with a flush interval of 10 s, far beyond
+// the wait below, it becomes an alert at once (and the fake clock never moves).
+func TestLoneEventIsNotHeldForABatch(t *testing.T) {
+	r := newRig(t)
+	svcs := map[string]*service{}
+	r.startSvc("solo", func(c *Config) { c.Partitions = 1; c.FlushInterval = 10 * time.Second }, svcs)
+	eventually(t, 5*time.Second, func() error {
+		if len(svcs["solo"].owner.Owned()) != 1 {
+			return errors.New("partition 0 not owned yet")
+		}
+		return nil
+	})
+	r.send("dc1", "webhook", envelope.Event{Node: "lone-1", Severity: "major", Message: "alone"})
+	r.one("lone-1", countIs(1, api.StateOpen))
+}

@@ -64,7 +64,10 @@ type timeline struct {
 	barrier int
 }
 
-func newTimeline(t *testing.T, rules string) *timeline {
+func newTimeline(t *testing.T, rules string) *timeline { return newTimelineWith(t, rules, nil) }
+
+// newTimelineWith is newTimeline with more configuration (other notifiers).
+func newTimelineWith(t *testing.T, rules string, mod func(*Config)) *timeline {
 	r := newRig(t)
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "rules.yaml"), []byte(rules), 0o600); err != nil {
@@ -77,6 +80,9 @@ func newTimeline(t *testing.T, rules string) *timeline {
 		c.AlertTimeout = 0
 		c.NotifyBackoff = 10 * time.Millisecond
 		c.Notifiers = []NotifierConfig{{Name: "hook", Webhook: tl.rc.srv.URL}}
+		if mod != nil {
+			mod(c)
+		}
 	})
 	return tl
 }
@@ -280,6 +286,10 @@ func TestRulesRefusedWithFileLine(t *testing.T) {
     match: {type: cpu}
     threshold: {count: 1, within: 5x}
 grouping: {group_by: [severity]}
+topology: {window: 0s, relations: [runs_on, parent_of]}
+remediate:
+  - {name: fix, workflow: restart}
+  - {name: "bad name", match: {type: x}}
 `))
 	if err == nil {
 		t.Fatal("bad rules loaded")
@@ -290,6 +300,11 @@ grouping: {group_by: [severity]}
 		`r.yaml:9: "5x": want a duration`,
 		`r.yaml:9: threshold: count must be at least 2`,
 		`r.yaml:10: field "severity": want one of site`,
+		`r.yaml:11: topology: relation "parent_of": want one of runs_on`,
+		`r.yaml:11: topology: window must be above 0`,
+		`r.yaml:13: remediate fix: match is required`,
+		`r.yaml:14: remediate: name "bad name"`,
+		`r.yaml:14: remediate bad name: workflow is required`,
 	} {
 		if !contains(err.Error(), want) {
 			t.Errorf("error does not say %q:\n%v", want, err)

@@ -46,4 +46,6 @@ func (a *API) routeAlerts(mux *router) {
 		opDoc(api.SilenceList, nil, pageParams))
 	mux.Handle("DELETE /api/v1/silences/{id}", a.auth(tokens.RoleOperator, relay(a, api.SilenceRemove, timeout, id)),
 		opDoc(api.SilenceRemove, nil))
+	mux.Handle("GET /api/v1/alert-groups", a.auth(tokens.RoleViewer, relay(a, api.GroupList, timeout, pageRequest)),
+		opDoc(api.GroupList, nil, pageParams))
 }

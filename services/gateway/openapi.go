@@ -154,6 +154,7 @@ var summaries = map[string]string{
 	"POST /api/v1/silences":          "Mute alerts matching every k=v of match for a duration (for: 30m, 2h) (operator)",
 	"GET /api/v1/silences":           "Silences, active and ended; cursor pages",
 	"DELETE /api/v1/silences/{id}":   "End a silence now (operator)",
+	"GET /api/v1/alert-groups":       "Topology groups: open alerts on CMDB CIs related by runs_on, depends_on, connected_to or contains, with the probable root cause",
 
 	"POST /api/v1/imports/runs":                  "Upload a file and start an import run: multipart (parts map, then file; fields format, sheet, header_row, record_path) or the file as the raw body with the map in ?map= (operator)",
 	"GET /api/v1/imports/runs":                   "List import runs, newest first, with their counters; cursor pages",

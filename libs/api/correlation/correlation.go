@@ -32,12 +32,14 @@ var (
 	SilenceAdd    = bus.Op[SilenceAddRequest, Silence]{Service: Service, Name: "silences_add"}
 	SilenceList   = bus.Op[page.Request, SilencesListResponse]{Service: Service, Name: "silences_ls"}
 	SilenceRemove = bus.Op[IDRequest, Silence]{Service: Service, Name: "silences_rm"}
+	// GroupList lists the topology groups: alerts on related CIs, with their probable root cause.
+	GroupList = bus.Op[page.Request, GroupsListResponse]{Service: Service, Name: "groups_ls"}
 )
 
 // Ops lists every operation of the service.
 func Ops() []bus.OpSpec {
 	return []bus.OpSpec{EventSend.Spec(), AlertList.Spec(), AlertGet.Spec(), AlertAck.Spec(), AlertClose.Spec(),
-		SilenceAdd.Spec(), SilenceList.Spec(), SilenceRemove.Spec()}
+		SilenceAdd.Spec(), SilenceList.Spec(), SilenceRemove.Spec(), GroupList.Spec()}
 }
 
 // Severities of an event, most severe first; Clear closes the alert of its dedup key.
@@ -202,6 +204,15 @@ type Alert struct {
 	// Flapping: the alert changed state too often lately (the rule files' flapping); its
 	// group reports it once rather than at every change.
 	Flapping bool `json:"flapping,omitempty"`
+	// TopologyGroup is the topology group the alert is in (alerts on CMDB CIs related by
+	// runs_on, depends_on, connected_to or contains, first seen within the window of each
+	// other); RootCause is that group's probable root cause (an alert id; the alert's own
+	// when it is the cause). Both are computed, not stored with the alert.
+	TopologyGroup string `json:"topology_group,omitempty"`
+	RootCause     string `json:"root_cause,omitempty"`
+	// Remediations are the workflows the rule files' remediate rules started for the alert
+	// when it opened (one per matching rule).
+	Remediations []Remediation `json:"remediations,omitempty"`
 	// SilencedBy lists the silences that mute the alert now.
 	SilencedBy []string `json:"silenced_by,omitempty"`
 	// LastSeq is the EVENTS stream sequence of the last event applied: a redelivered event at
@@ -345,4 +356,48 @@ func (a *Alert) Field(k string) string {
 type SilencesListResponse struct {
 	Items      []Silence `json:"items"`
 	NextCursor string    `json:"next_cursor,omitempty"`
+}
+
+// TopologyGroup is alerts on related CIs taken as one incident: RootCause is the alert on
+// the CI the others depend on (the target of runs_on and depends_on, the container of
+// contains, the CI with the most connected_to links), ties going to the earliest.
+type TopologyGroup struct {
+	ID        string         `json:"id"`
+	RootCause string         `json:"root_cause"`
+	RootCI    string         `json:"root_ci"`
+	RootNode  string         `json:"root_node,omitempty"`
+	Alerts    []string       `json:"alerts"`
+	CIs       []string       `json:"cis"`
+	Links     []TopologyLink `json:"links"`
+	Updated   time.Time      `json:"updated"`
+}
+
+// TopologyLink is a CMDB relation that joined two alerts' CIs into a group.
+type TopologyLink struct {
+	Type string `json:"type"`
+	From string `json:"from"`
+	To   string `json:"to"`
+}
+
+// GroupsListResponse is one page of topology groups.
+type GroupsListResponse struct {
+	Items      []TopologyGroup `json:"items"`
+	NextCursor string          `json:"next_cursor,omitempty"`
+}
+
+// Remediation states: pending until the orchestration service took the run, then started
+// (Run is its id) or failed (Error says why; the request is also in the DLQ).
+const (
+	RemediationPending = "pending"
+	RemediationStarted = "started"
+	RemediationFailed  = "failed"
+)
+
+// Remediation is one orchestration run an alert started.
+type Remediation struct {
+	Rule     string `json:"rule"`
+	Workflow string `json:"workflow"`
+	State    string `json:"state"`
+	Run      string `json:"run,omitempty"`
+	Error    string `json:"error,omitempty"`
 }

@@ -145,6 +145,23 @@ func newAlerts(g *globals) *cobra.Command {
 			},
 		}
 	}
+	var glimit int
+	groups := &cobra.Command{
+		Use: "groups", Short: "List topology groups: alerts on related CIs and their probable root cause", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var out api.GroupsListResponse
+			return g.showList(cmd, "/api/v1/alert-groups", "items", glimit, &out, func() error {
+				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "GROUP\tROOT CAUSE\tROOT NODE\tALERTS\tCIS")
+				for _, x := range out.Items {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\n", x.ID, x.RootCause, orDash(x.RootNode), len(x.Alerts), len(x.CIs))
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	limitFlag(groups, &glimit, "groups")
+	cmd.AddCommand(groups)
 	cmd.AddCommand(ls, one("show", "Show one alert", "GET", ""), one("ack", "Acknowledge an alert: it keeps counting events", "POST", "/ack"),
 		one("close", "Close an alert; the next event of its key opens a new one", "POST", "/close"))
 	return cmd
@@ -168,6 +185,8 @@ func printAlert(g *globals, a api.Alert) {
 	row("first seen", a.FirstSeen.Local().Format(time.DateTime))
 	row("last seen", a.LastSeen.Local().Format(time.DateTime))
 	row("silenced by", strings.Join(a.SilencedBy, ", "))
+	row("topology group", a.TopologyGroup)
+	row("root cause", a.RootCause)
 	for _, k := range slices.Sorted(maps.Keys(a.Additional)) {
 		row("additional."+k, a.Additional[k])
 	}

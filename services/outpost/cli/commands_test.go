@@ -23,6 +23,7 @@ var commandOf = map[string]string{
 	"POST /api/v1/silences":                     "silences add",
 	"GET /api/v1/silences":                      "silences ls",
 	"DELETE /api/v1/silences/{id}":              "silences rm",
+	"GET /api/v1/alert-groups":                  "alerts groups",
 	"GET /api/v1/status":                        "status",
 	"GET /api/v1/whoami":                        "whoami",
 	"GET /api/v1/audit":                         "audit ls",

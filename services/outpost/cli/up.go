@@ -3,18 +3,21 @@ package cli
 import (
 	"os"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/outpost-dev/outpost/libs/shutdown"
 	"github.com/outpost-dev/outpost/libs/telemetry"
+	"github.com/outpost-dev/outpost/services/correlation"
 	"github.com/outpost-dev/outpost/services/outpost/hub"
 )
 
 func newUp(g *globals) *cobra.Command {
 	cfg := hub.DefaultConfig()
 	var logLevel, logFormat string
+	var notify []string
 	shutdownTimeout := 30 * time.Second
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -41,6 +44,15 @@ SIGINT or SIGTERM stops it cleanly within --shutdown-timeout (a second signal: a
 			log, err := telemetry.NewLogger(g.stderr, lc)
 			if err != nil {
 				return usageError{err}
+			}
+			// Notifier URLs may carry a token: OUTPOST_NOTIFY (space-separated NAME=URL) keeps
+			// them out of argv.
+			for _, spec := range append(strings.Fields(os.Getenv("OUTPOST_NOTIFY")), notify...) {
+				n, err := correlation.ParseNotifier(spec)
+				if err != nil {
+					return usageError{err}
+				}
+				cfg.Notifiers = append(cfg.Notifiers, n)
 			}
 			if err := cfg.Validate(); err != nil {
 				return usageError{err}
@@ -76,6 +88,8 @@ SIGINT or SIGTERM stops it cleanly within --shutdown-timeout (a second signal: a
 	f.IntVar(&cfg.LabHosts, "lab-hosts", cfg.LabHosts, "addresses in the lab")
 	f.Int64Var(&cfg.LabSeed, "lab-seed", cfg.LabSeed, "seed of the lab")
 	f.StringVar(&cfg.CMDB, "cmdb", "", "CMDB store: sqlite://PATH (default <data>/cmdb.db) or postgres://user@host/db")
+	f.StringVar(&cfg.CorrelationRules, "correlation-rules", "", "directory of correlation rule files (*.yaml: event_rules, grouping, correlate, inhibit, flapping, topology, remediate), checked at start with file:line")
+	f.StringArrayVar(&notify, "notify", nil, "send alert group notifications to NAME=URL: https://… (webhook) or smtp://host:port?from=ADDR&to=ADDR (repeatable; env OUTPOST_NOTIFY, space-separated, for URLs with a token)")
 	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (env OUTPOST_LOG_LEVEL)")
 	f.StringVar(&logFormat, "log-format", "", "auto, text or json (env OUTPOST_LOG_FORMAT)")
 	return cmd

@@ -143,18 +143,19 @@ func (p *proc) kill(t testing.TB) {
 type testHub struct {
 	dir, http, nats string
 	proc            *proc
+	extra           []string // more `outpost up` flags
 }
 
-func startHub(t testing.TB, dir string) *testHub {
+func startHub(t testing.TB, dir string, extra ...string) *testHub {
 	t.Helper()
-	h := &testHub{dir: dir, http: freeAddr(t), nats: freeAddr(t)}
+	h := &testHub{dir: dir, http: freeAddr(t), nats: freeAddr(t), extra: extra}
 	h.restart(t)
 	return h
 }
 
 func (h *testHub) restart(t testing.TB) {
 	t.Helper()
-	h.proc = start(t, "outpost", "up", "--data", h.dir, "--http", h.http, "--nats", h.nats, "--no-local-bridge")
+	h.proc = start(t, "outpost", append([]string{"up", "--data", h.dir, "--http", h.http, "--nats", h.nats, "--no-local-bridge"}, h.extra...)...)
 	eventually(t, 20*time.Second, func() error {
 		resp, err := http.Get("http://" + h.http + "/healthz")
 		if err != nil {

@@ -67,6 +67,11 @@ type Config struct {
 	Now func() time.Time
 	// Out receives what a person starting the hub must see once (the admin token).
 	Out io.Writer
+	// CorrelationRules is the correlation service's rule directory (*.yaml: event rules,
+	// grouping, correlate, inhibit, flapping, topology, remediate); empty: the defaults.
+	// Notifiers receive its group notifications (--notify NAME=URL).
+	CorrelationRules string
+	Notifiers        []correlation.NotifierConfig
 }
 
 // DefaultConfig is `outpost up` without flags.
@@ -108,6 +113,15 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--tls-san %q: want a DNS name or an IP address", san))
 		}
 	}
+	if c.CorrelationRules != "" {
+		// Rule files are checked before anything starts: a bad rule is a usage error with
+		// its file:line, not a service failing later.
+		if st, err := os.Stat(c.CorrelationRules); err != nil || !st.IsDir() {
+			errs = append(errs, fmt.Errorf("--correlation-rules %q: want a directory of *.yaml rule files", c.CorrelationRules))
+		} else if _, err := correlation.LoadRules(c.CorrelationRules); err != nil {
+			errs = append(errs, fmt.Errorf("--correlation-rules: %w", err))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -126,6 +140,8 @@ type Deps struct {
 	HubAuth nats.Option
 	// CurveKey seals credentials to bridges (libs/seal).
 	CurveKey nkeys.KeyPair
+	// Config is the hub's configuration, for the settings of one service.
+	Config Config
 
 	ready *readiness
 }
@@ -240,7 +256,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 
-	deps := Deps{NC: nc, JS: js, Topology: topo, Telemetry: tel, Logger: log, DataDir: cfg.DataDir,
+	deps := Deps{NC: nc, JS: js, Topology: topo, Telemetry: tel, Logger: log, DataDir: cfg.DataDir, Config: cfg,
 		Server: srv, Issuer: issuer, HubAuth: hubAuth, CurveKey: curve}
 	services := Registry(cfg, toks, tlsc)
 	waitFor := []string{"agents", "cmdb", "importer"}
@@ -323,6 +339,7 @@ func Registry(cfg Config, toks *tokens.Store, tlsc hubTLS) []Service {
 		{Name: "correlation", Run: func(ctx context.Context, d Deps) error {
 			cc := correlation.DefaultConfig()
 			cc.Replica = "hub-" + replicaName(d.DataDir) // takes its own lease back after a restart
+			cc.RulesDir, cc.Notifiers = d.Config.CorrelationRules, d.Config.Notifiers
 			return correlation.Run(ctx, cc, correlation.Deps{NC: d.NC, JS: d.JS, Logger: d.Logger, Tracer: d.Telemetry.Tracer})
 		}},
 		{Name: "importer", Run: func(ctx context.Context, d Deps) error {
