@@ -174,7 +174,9 @@ func (lx *linuxSpec) addBackend(name string, dbAddr, appLocal netip.AddrPort, ba
 // removeBackend undoes addBackend.
 func (lx *linuxSpec) removeBackend(dbAddr, appLocal netip.AddrPort, backend int) {
 	lx.conns = slices.DeleteFunc(slices.Clone(lx.conns), func(c tcpConn) bool { return c.local == dbAddr && c.peer == appLocal })
-	lx.procs = slices.DeleteFunc(slices.Clone(lx.procs), func(p proc) bool { return p.pid == backend && p.comm == "postgres" && strings.Contains(p.args, appLocal.Addr().String()) })
+	lx.procs = slices.DeleteFunc(slices.Clone(lx.procs), func(p proc) bool {
+		return p.pid == backend && p.comm == "postgres" && strings.Contains(p.args, appLocal.Addr().String())
+	})
 }
 
 // MoveDatabase moves an application service's database, while the lab runs, to another
