@@ -26,6 +26,9 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	if os.Getenv(ledgerEnv) != "" {
+		os.Exit(runLedger()) // this binary re-executed as the real-software test's application
+	}
 	dir, err := os.MkdirTemp("", "outpost-e2e-bin")
 	if err != nil {
 		panic(err)
@@ -143,6 +146,7 @@ func (p *proc) kill(t testing.TB) {
 type testHub struct {
 	dir, http, nats string
 	proc            *proc
+	args            []string // extra `outpost up` flags
 }
 
 func startHub(t testing.TB, dir string) *testHub {
@@ -154,7 +158,7 @@ func startHub(t testing.TB, dir string) *testHub {
 
 func (h *testHub) restart(t testing.TB) {
 	t.Helper()
-	h.proc = start(t, "outpost", "up", "--data", h.dir, "--http", h.http, "--nats", h.nats, "--no-local-bridge")
+	h.proc = start(t, "outpost", append([]string{"up", "--data", h.dir, "--http", h.http, "--nats", h.nats, "--no-local-bridge"}, h.args...)...)
 	eventually(t, 20*time.Second, func() error {
 		resp, err := http.Get("http://" + h.http + "/healthz")
 		if err != nil {
