@@ -65,9 +65,11 @@ func (s *service) startMapping(name, reason string) chan struct{} {
 			return
 		}
 		bctx, stop := context.WithCancel(mctx)
-		go s.beat(bctx, cancel, rec, rev)
+		beating := make(chan struct{})
+		go func() { defer close(beating); s.beat(bctx, cancel, rec, rev) }()
 		err = s.mapService(mctx, name)
 		stop()
+		<-beating // no heartbeat may land after the record is deleted
 		if err != nil {
 			s.log.Warn("mapping failed", "service", name, "run", rec.ID, "err", err)
 		}
