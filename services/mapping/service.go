@@ -9,8 +9,9 @@
 // libs/lease) re-maps services so the map stays current.
 //
 // What it keeps: the services, their latest maps (a few versions) and the mappings in
-// progress (resumed after a crash: runs.go) in three KV buckets. Probes go through svc.agents.probe (ad-hoc ssh_exec, credentials sealed
-// by discovery to the site's bridges), so the service adds no subject a bridge touches.
+// progress (resumed after a crash: runs.go) in three KV buckets. Probes go through
+// svc.agents.probe (ad-hoc ssh_exec, credentials sealed by discovery to the site's
+// bridges), so the service adds no subject a bridge touches.
 package mapping
 
 import (
