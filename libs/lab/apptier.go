@@ -1,11 +1,14 @@
 package lab
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"path"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Multi-tier application services: a web server (the existing nginx or Apache of a linux
@@ -131,19 +134,163 @@ func (p *plan) planAppServices() {
 		app.m.AppServers = append(app.m.AppServers, Application{Name: a.v.name, Version: a.v.version, Class: a.v.class, Process: a.v.process, Ports: a.ports})
 
 		// the database tier: a backend process holds the inbound socket
-		dx := db.lx
 		backend := dbApp.pid + 40 + i
-		dx.conns = append(dx.conns, tcpConn{local: dbAddr, peer: appLocal, comm: dbApp.v.process, pid: backend, fd: 9})
-		if dbApp.v.name == "postgresql" {
-			prefix := "postgres: "
-			if dx.d.family == "deb" {
-				prefix += dx.d.versionMajorPG() + "/main: "
-			}
-			dx.procs = append(dx.procs, proc{backend, "postgres", "postgres", fmt.Sprintf("%s%s %s %s(%d) idle", prefix, name, name, app.ip, appLocal.Port())})
-			slices.SortFunc(dx.procs, func(a, b proc) int { return a.pid - b.pid })
-			dx.procs = slices.CompactFunc(dx.procs, func(a, b proc) bool { return a.pid == b.pid })
+		db.lx.addBackend(name, dbAddr, appLocal, backend)
+		p.tiers = append(p.tiers, appTier{app: app, inst: a, appLocal: appLocal, db: db, dbAddr: dbAddr, backend: backend})
+	}
+}
+
+// appTier is how one app service's application and database tiers are wired.
+type appTier struct {
+	app      *host
+	inst     *appInstance
+	appLocal netip.AddrPort // the application's end of its database connection
+	db       *host
+	dbAddr   netip.AddrPort
+	backend  int // the database process holding the inbound socket
+}
+
+// addBackend shows the database's side of an application's connection: the inbound
+// socket on a backend process (PostgreSQL forks one per connection; MySQL holds it in mysqld).
+func (lx *linuxSpec) addBackend(name string, dbAddr, appLocal netip.AddrPort, backend int) {
+	dbApp := lx.apps[len(lx.apps)-1]
+	lx.procs = slices.Clone(lx.procs) // copy on write: a command may still range over the old
+	pid := backend
+	if dbApp.v.name != "postgresql" {
+		pid = dbApp.pid
+	}
+	lx.conns = append(lx.conns, tcpConn{local: dbAddr, peer: appLocal, comm: dbApp.v.process, pid: pid, fd: 9})
+	if dbApp.v.name == "postgresql" {
+		prefix := "postgres: "
+		if lx.d.family == "deb" {
+			prefix += lx.d.versionMajorPG() + "/main: "
+		}
+		lx.procs = append(lx.procs, proc{backend, "postgres", "postgres", fmt.Sprintf("%s%s %s %s(%d) idle", prefix, name, name, appLocal.Addr(), appLocal.Port())})
+		slices.SortFunc(lx.procs, func(a, b proc) int { return a.pid - b.pid })
+		lx.procs = slices.CompactFunc(lx.procs, func(a, b proc) bool { return a.pid == b.pid })
+	}
+}
+
+// removeBackend undoes addBackend.
+func (lx *linuxSpec) removeBackend(dbAddr, appLocal netip.AddrPort, backend int) {
+	lx.conns = slices.DeleteFunc(slices.Clone(lx.conns), func(c tcpConn) bool { return c.local == dbAddr && c.peer == appLocal })
+	lx.procs = slices.DeleteFunc(slices.Clone(lx.procs), func(p proc) bool {
+		return p.pid == backend && p.comm == "postgres" && strings.Contains(p.args, appLocal.Addr().String())
+	})
+}
+
+// MoveDatabase moves an application service's database, while the lab runs, to another
+// database host of the lab running the same engine (the lowest address after the current
+// one, wrapping), as an operator migrating it would: the application's configuration names
+// the new host, its connection goes there, the old database loses the inbound socket and
+// its backend, the new one gains them, and the manifest's edge follows. Commands on those
+// hosts see either the old wiring or the new, never half. It returns the new database's
+// IP:PORT.
+func (l *Lab) MoveDatabase(service string) (string, error) {
+	p := l.plan
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	i := slices.IndexFunc(p.appServices, func(s AppService) bool { return s.Name == service })
+	if i < 0 {
+		return "", fmt.Errorf("lab: no app service %q", service)
+	}
+	t := &p.tiers[i]
+	var dbs []*host
+	for _, h := range p.hosts {
+		if h.class == ClassLinux && h.lx != nil && h.lx.db != "" && h.lx.apps[len(h.lx.apps)-1].ports[0] == int(t.dbAddr.Port()) {
+			dbs = append(dbs, h)
 		}
 	}
+	if len(dbs) < 2 {
+		return "", fmt.Errorf("lab: service %s: no other database host with the same engine (port %d) to move to; use a larger lab", service, t.dbAddr.Port())
+	}
+	j := slices.Index(dbs, t.db)
+	to := dbs[(j+1)%len(dbs)]
+	newAddr := netip.AddrPortFrom(to.ip, t.dbAddr.Port())
+	old := t.db
+
+	// the application: configuration and connection
+	lock := func(hs ...*host) func() {
+		for _, h := range hs {
+			h.live.Lock()
+		}
+		return func() {
+			for _, h := range hs {
+				h.live.Unlock()
+			}
+		}
+	}
+	unlock := lock(t.app, old, to)
+	ax := t.app.lx
+	files := make(map[string]string, len(ax.files))
+	for path, content := range ax.files {
+		c := strings.ReplaceAll(content, fmt.Sprintf("%s:%d", old.fqdn, t.dbAddr.Port()), fmt.Sprintf("%s:%d", to.fqdn, newAddr.Port()))
+		c = strings.ReplaceAll(c, "host="+old.fqdn+"\n", "host="+to.fqdn+"\n")
+		files[path] = c
+	}
+	ax.files = files
+	conns := slices.Clone(ax.conns)
+	for k, c := range conns {
+		if c.local == t.appLocal && c.peer == t.dbAddr {
+			conns[k].peer = newAddr
+		}
+	}
+	ax.conns = conns
+	// the databases
+	old.lx.removeBackend(t.dbAddr, t.appLocal, t.backend)
+	backend := to.lx.apps[len(to.lx.apps)-1].pid + 40 + i
+	to.lx.addBackend(service, newAddr, t.appLocal, backend)
+	unlock()
+
+	oldAddr := t.dbAddr
+	t.db, t.dbAddr, t.backend = to, newAddr, backend
+	edges := slices.Clone(p.appServices[i].Edges)
+	for k, e := range edges {
+		if e.To == oldAddr.String() && e.From == netip.AddrPortFrom(t.app.ip, uint16(t.inst.ports[0])).String() {
+			edges[k].To = newAddr.String()
+		}
+	}
+	p.appServices[i].Edges = edges
+	b, err := json.Marshal(l.buildManifest())
+	if err != nil {
+		return "", fmt.Errorf("lab manifest: %w", err)
+	}
+	l.manifest = b
+	return newAddr.String(), nil
+}
+
+// SetExecDelay makes every command run over SSH on host ip wait d first (0: none): a slow
+// host, for tests that must act while a client is in the middle of its work.
+func (l *Lab) SetExecDelay(ip string, d time.Duration) error {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return fmt.Errorf("lab: %q: %w", ip, err)
+	}
+	h, ok := l.byIP[a]
+	if !ok {
+		return fmt.Errorf("lab: no host %s", ip)
+	}
+	h.live.Lock()
+	h.execDelay = d
+	h.live.Unlock()
+	return nil
+}
+
+// runLive runs a command line on h under the host's read lock, after its exec delay.
+func (l *Lab) runLive(ctx context.Context, h *host, env *shellEnv, line string) int {
+	h.live.RLock()
+	d := h.execDelay
+	h.live.RUnlock()
+	if d > 0 {
+		select {
+		case <-ctx.Done():
+			return 130
+		case <-time.After(d):
+		}
+	}
+	h.live.RLock()
+	defer h.live.RUnlock()
+	return env.run(line)
 }
 
 func (lx *linuxSpec) addFile(p, content string) {

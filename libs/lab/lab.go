@@ -166,8 +166,11 @@ func Start(ctx context.Context, cfg Config) (*Lab, error) {
 
 // Manifest returns the truth about the lab (a fresh copy on every call).
 func (l *Lab) Manifest() Manifest {
+	l.mu.Lock()
+	b := l.manifest
+	l.mu.Unlock()
 	var m Manifest
-	if err := json.Unmarshal(l.manifest, &m); err != nil {
+	if err := json.Unmarshal(b, &m); err != nil {
 		panic(fmt.Sprintf("lab: manifest does not decode: %v", err))
 	}
 	return m

@@ -107,6 +107,11 @@ type host struct {
 	sshPass    string
 	sshOnce    sync.Once
 	sshCfg     *ssh.ServerConfig
+
+	// live guards what a running lab may change on the host (MoveDatabase, SetExecDelay):
+	// commands run under its read lock, so one never sees half a change.
+	live      sync.RWMutex
+	execDelay time.Duration
 }
 
 // plan is the whole simulated network, derived from the config only.
@@ -123,6 +128,8 @@ type plan struct {
 	// appServices are the multi-tier application services (apptier.go)
 	appServices []AppService
 	winCreds    *winCredentialPool
+	// tiers say how each app service is wired, for MoveDatabase (same order as appServices)
+	tiers []appTier
 }
 
 // rng returns a generator for one purpose, independent of every other, so

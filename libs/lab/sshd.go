@@ -114,7 +114,7 @@ func (l *Lab) session(ctx context.Context, h *host, user string, ch ssh.Channel,
 					errw = out
 				}
 				env := &shellEnv{ctx: ctx, h: h, user: user, stdout: out, stderr: errw}
-				status := env.run(p.Command)
+				status := l.runLive(ctx, h, env, p.Command)
 				ended() // before the client hears the end: it may start the next at once
 				finish(status)
 			})
@@ -208,7 +208,7 @@ func (l *Lab) interactive(ctx context.Context, h *host, user string, ch ssh.Chan
 						errw = out
 					}
 					env := &shellEnv{ctx: ctx, h: h, user: user, stdout: out, stderr: errw}
-					status = env.run(cmd)
+					status = l.runLive(ctx, h, env, cmd)
 				}
 				if pty {
 					io.WriteString(out, h.prompt(user))

@@ -33,6 +33,10 @@ type Options struct {
 	Password string
 	// MaxConnections (default 100).
 	MaxConnections int
+	// Host is the loopback address to listen on (default 127.0.0.1); Port the port (default
+	// a free one): tests of real software place the server where their map expects it.
+	Host string
+	Port int
 }
 
 // Server is a running throwaway cluster.
@@ -69,7 +73,13 @@ func Start(ctx context.Context, opt Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Host: "127.0.0.1", User: "postgres", Password: opt.Password, dir: dir, bin: bin}
+	if opt.Host == "" {
+		opt.Host = "127.0.0.1"
+	}
+	if a := net.ParseIP(opt.Host); a == nil || !a.IsLoopback() {
+		return nil, fmt.Errorf("pgserver: host %q: want a loopback address", opt.Host)
+	}
+	s := &Server{Host: opt.Host, User: "postgres", Password: opt.Password, dir: dir, bin: bin}
 	fail := func(err error) (*Server, error) {
 		os.RemoveAll(dir)
 		return nil, err
@@ -99,12 +109,15 @@ func Start(ctx context.Context, opt Options) (*Server, error) {
 	if out, err := s.run(ctx, "initdb", args...); err != nil {
 		return fail(fmt.Errorf("initdb: %w\n%s", err, out))
 	}
-	if s.Port, err = freePort(); err != nil {
-		return fail(err)
+	s.Port = opt.Port
+	if s.Port == 0 {
+		if s.Port, err = freePort(s.Host); err != nil {
+			return fail(err)
+		}
 	}
 	// fsync off: the cluster is thrown away, durability would only slow the tests.
-	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=%d",
-		s.Port, dir, opt.MaxConnections)
+	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=%s -c fsync=off -c full_page_writes=off -c max_connections=%d",
+		s.Port, dir, s.Host, opt.MaxConnections)
 	if out, err := s.run(ctx, "pg_ctl", "-D", filepath.Join(dir, "data"), "-l", filepath.Join(dir, "server.log"), "-w", "-t", "60", "-o", opts, "start"); err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, "server.log"))
 		return fail(fmt.Errorf("pg_ctl start: %w\n%s\n%s", err, out, log))
@@ -220,8 +233,8 @@ func postgresUser() (*syscall.Credential, error) {
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+func freePort(host string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return 0, err
 	}

@@ -206,7 +206,7 @@ func (s *service) mapOp(ctx context.Context, r api.MapRequest) (api.Detail, erro
 	if err != nil || d.Map != nil {
 		return d, err
 	}
-	done := s.startMapping(ctx, r.Name)
+	done := s.startMapping(r.Name, reasonFirstMap)
 	if !r.Wait {
 		d.Service.State = api.ServiceMapping
 		return d, nil
@@ -236,7 +236,7 @@ func (s *service) remap(ctx context.Context, r api.NameRequest) (api.Detail, err
 		}
 	}
 	select {
-	case <-s.startMapping(ctx, r.Name):
+	case <-s.startMapping(r.Name, reasonByHand):
 	case <-ctx.Done():
 		return api.Detail{}, ctx.Err()
 	}

@@ -26,14 +26,21 @@ type Config struct {
 	Tick time.Duration
 	// LeaseTTL is the scheduler lease's TTL (one replica re-maps).
 	LeaseTTL time.Duration
-	// Replica names this replica for the lease; empty: a random name.
+	// Replica names this replica for the lease and its mapping runs; stable across
+	// restarts, so a restarted replica resumes its own runs at once; empty: a random name.
 	Replica string
+	// RunHeartbeat is how often a mapping in progress says it is alive; a run whose
+	// heartbeat is older than RunStale is resumed by the scheduler's replica.
+	RunHeartbeat, RunStale time.Duration
+	// MaxAttempts bounds how often one run is started (resumes included) before it is
+	// marked failed: a map that kills its replica every time is not retried forever.
+	MaxAttempts int
 }
 
 // DefaultConfig is what the hub runs.
 func DefaultConfig() Config {
 	return Config{Depth: 6, MaxNodes: 500, Parallel: 8, ProbeTimeout: 30 * time.Second, Every: time.Hour,
-		Tick: 30 * time.Second, LeaseTTL: 30 * time.Second}
+		Tick: 30 * time.Second, LeaseTTL: 30 * time.Second, RunHeartbeat: 5 * time.Second, RunStale: 30 * time.Second, MaxAttempts: 3}
 }
 
 // Validate reports every problem at once.
@@ -63,6 +70,12 @@ func (c Config) Validate() error {
 	}
 	if c.Tick <= 0 || c.LeaseTTL <= 0 {
 		errs = append(errs, errors.New("tick and lease TTL: want positive durations"))
+	}
+	if c.RunHeartbeat <= 0 || c.RunStale < 2*c.RunHeartbeat {
+		errs = append(errs, fmt.Errorf("run heartbeat %s, run stale %s: want a positive heartbeat and stale at least twice it", c.RunHeartbeat, c.RunStale))
+	}
+	if c.MaxAttempts < 1 {
+		errs = append(errs, fmt.Errorf("max attempts %d: want at least 1", c.MaxAttempts))
 	}
 	return errors.Join(errs...)
 }

@@ -30,15 +30,18 @@ func (s *service) inProgress(name string) chan struct{} {
 }
 
 // startMapping maps a service in the background, once at a time per service; the channel
-// is closed when the mapping ends (a mapping already running is joined, not doubled).
-func (s *service) startMapping(ctx context.Context, name string) chan struct{} {
+// is closed when the mapping ends (a mapping already running here is joined, one running on
+// another live replica is waited for, not doubled). The run is recorded in KVRuns first, so
+// a replica that dies mid-map leaves it to be resumed (runs.go).
+func (s *service) startMapping(name, reason string) chan struct{} {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if done, ok := s.running[name]; ok {
+		s.mu.Unlock()
 		return done
 	}
 	done := make(chan struct{})
 	s.running[name] = done
+	s.mu.Unlock()
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -50,13 +53,50 @@ func (s *service) startMapping(ctx context.Context, name string) chan struct{} {
 		}()
 		// A mapping outlives the request that started it (the next caller finds its map),
 		// not the service: its context is the service's.
-		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Minute)
+		mctx, cancel := context.WithTimeout(s.life, 30*time.Minute)
 		defer cancel()
-		if err := s.mapService(mctx, name); err != nil {
-			s.log.Warn("mapping failed", "service", name, "err", err)
+		rec, rev, err := s.claimRun(mctx, name, reason)
+		if errors.Is(err, errMappedElsewhere) {
+			s.awaitRun(mctx, name)
+			return
 		}
+		if err != nil {
+			s.log.Warn("mapping not started", "service", name, "err", err)
+			return
+		}
+		bctx, stop := context.WithCancel(mctx)
+		beating := make(chan struct{})
+		go func() { defer close(beating); s.beat(bctx, cancel, rec, rev) }()
+		err = s.mapService(mctx, name)
+		stop()
+		<-beating // no heartbeat may land after the record is deleted
+		if err != nil {
+			s.log.Warn("mapping failed", "service", name, "run", rec.ID, "err", err)
+		}
+		if s.life.Err() != nil {
+			// the service stops mid-map: the record stays, the next start (or another
+			// replica) maps it again
+			return
+		}
+		s.endRun(context.WithoutCancel(mctx), name)
 	}()
 	return done
+}
+
+// awaitRun waits until another replica's run of the service ends (its record is gone) or
+// stops beating (the scheduler resumes it).
+func (s *service) awaitRun(mctx context.Context, name string) {
+	for {
+		select {
+		case <-mctx.Done():
+			return
+		case <-s.clock.After(500 * time.Millisecond):
+		}
+		r, _, err := s.getRun(mctx, name)
+		if err != nil || r == nil || s.stale(r) {
+			return
+		}
+	}
 }
 
 // mapService maps one service, stores the map and sends it to the CMDB.
@@ -178,7 +218,32 @@ func diffEdges(old, cur []api.Edge) []api.EdgeChange {
 			out = append(out, api.EdgeChange{Change: "removed", Edge: e})
 		}
 	}
-	return out
+	// A From that lost exactly one edge and gained exactly one: its backend moved.
+	count := map[string][2]int{}
+	for _, c := range out {
+		n := count[c.Edge.From]
+		switch c.Change {
+		case "added":
+			n[0]++
+		case "removed":
+			n[1]++
+		}
+		count[c.Edge.From] = n
+	}
+	moved := []api.EdgeChange{}
+	for _, c := range out {
+		n := count[c.Edge.From]
+		if n != [2]int{1, 1} || c.Change == "changed" {
+			moved = append(moved, c)
+			continue
+		}
+		if c.Change == "added" {
+			i := slices.IndexFunc(out, func(o api.EdgeChange) bool { return o.Change == "removed" && o.Edge.From == c.Edge.From })
+			prev := out[i].Edge
+			moved = append(moved, api.EdgeChange{Change: "moved", Edge: c.Edge, Previous: &prev})
+		}
+	}
+	return moved
 }
 
 func (s *service) sites(ctx context.Context) ([]agentsapi.Site, error) {

@@ -8,9 +8,10 @@
 // applications, depends_on along the traffic, runs_on to hosts. A scheduler (one replica,
 // libs/lease) re-maps services so the map stays current.
 //
-// What it keeps: the services and their latest maps in two KV buckets (the map bucket keeps
-// a few versions). Probes go through svc.agents.probe (ad-hoc ssh_exec, credentials sealed
-// by discovery to the site's bridges), so the service adds no subject a bridge touches.
+// What it keeps: the services, their latest maps (a few versions) and the mappings in
+// progress (resumed after a crash: runs.go) in three KV buckets. Probes go through
+// svc.agents.probe (ad-hoc ssh_exec, credentials sealed by discovery to the site's
+// bridges), so the service adds no subject a bridge touches.
 package mapping
 
 import (
@@ -70,6 +71,11 @@ type service struct {
 	patterns *Patterns
 	kvSvc    jetstream.KeyValue
 	kvMaps   jetstream.KeyValue
+	kvRuns   jetstream.KeyValue
+
+	// life is the service's context: mappings end with the service, not with the request
+	// that started them.
+	life context.Context
 
 	mu      sync.Mutex
 	running map[string]chan struct{} // service name → closed when its mapping ends
@@ -100,6 +106,8 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	if deps.Ready != nil {
 		deps.Ready()
 	}
+	// this replica's runs cut short by its previous life (a crash, a kill) start again now
+	s.resumeRuns(ctx, false)
 	leases, err := deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bus.KVLeases, Description: "scheduler leases",
 		History: 1, LimitMarkerTTL: time.Second})
 	if err != nil {
@@ -127,7 +135,7 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mapping patterns: %w", err)
 	}
-	s := &service{cfg: cfg, deps: deps, clock: clock.Or(deps.Clock), log: log.With("component", Service), patterns: pats,
+	s := &service{life: ctx, cfg: cfg, deps: deps, clock: clock.Or(deps.Clock), log: log.With("component", Service), patterns: pats,
 		running: map[string]chan struct{}{}}
 	if s.kvSvc, err = deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: KVServices,
 		Description: "application services: entry point, site, schedule, state of the map", History: 1, Storage: jetstream.FileStorage}); err != nil {
@@ -136,6 +144,10 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 	if s.kvMaps, err = deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: KVMaps,
 		Description: "maps of application services (the last few versions)", History: 5, Storage: jetstream.FileStorage}); err != nil {
 		return nil, fmt.Errorf("kv %s: %w", KVMaps, err)
+	}
+	if s.kvRuns, err = deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: KVRuns,
+		Description: "mapping runs in progress: owner replica and heartbeat, resumed after a crash", History: 1, Storage: jetstream.FileStorage}); err != nil {
+		return nil, fmt.Errorf("kv %s: %w", KVRuns, err)
 	}
 	return s, nil
 }
@@ -165,6 +177,8 @@ func (s *service) remapDue(ctx context.Context) {
 		if a.NextMap.IsZero() || a.NextMap.After(now) {
 			continue
 		}
-		s.startMapping(ctx, a.Name)
+		s.startMapping(a.Name, reasonSchedule)
 	}
+	// runs whose replica stopped beating (it died, or its host did) are resumed here
+	s.resumeRuns(ctx, true)
 }

@@ -266,6 +266,18 @@ func (t *traversal) visit(ctx context.Context, n *nodeState) []target {
 	var cmds []string
 	for _, pt := range cands {
 		vars := pt.variables(p.args, n.Port, pid)
+		// A server of several processes (nginx's master and workers, Apache's children)
+		// shares the socket; ss may name a worker first, whose command line lacks what the
+		// master's gives (-c FILE): a variable comes from any process of the socket.
+		for _, other := range l.pids[1:] {
+			if op, ok := h.procs[other]; ok {
+				for k, v := range pt.variables(op.args, n.Port, pid) {
+					if _, have := vars[k]; !have {
+						vars[k] = v
+					}
+				}
+			}
+		}
 		for _, f := range pt.Match.Files {
 			if path, ok := expandPath(f, vars); ok && safePath(path) {
 				reads, cmds = append(reads, read{pt, path, -1}), append(cmds, "cat "+path)

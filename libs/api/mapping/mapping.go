@@ -180,10 +180,14 @@ type Edge struct {
 	Source string `json:"source,omitempty"`
 }
 
-// EdgeChange is an edge added or removed since the previous map.
+// EdgeChange is an edge added, removed, changed or moved since the previous map.
 type EdgeChange struct {
-	Change string `json:"change"` // added, removed, changed (found_by or dead differs)
+	// Change: added, removed, changed (found_by or dead differs), or moved (the only edge
+	// that left From was replaced by the only new one from it: a backend that moved).
+	Change string `json:"change"`
 	Edge   Edge   `json:"edge"`
+	// Previous is the edge a moved one replaces.
+	Previous *Edge `json:"previous,omitempty"`
 }
 
 // CMDBOutcome counts what one ingest of the map did.

@@ -154,6 +154,8 @@ func (c *Console) routes() {
 	auth("GET "+Prefix+"/imports", c.imports)
 	auth("GET "+Prefix+"/imports/runs/{id}", c.importRun)
 	auth("GET "+Prefix+"/imports/runs/{id}/events", c.importRunEvents)
+	auth("GET "+Prefix+"/services", c.services)
+	auth("GET "+Prefix+"/services/{name}", c.service)
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		c.render(w, r, http.StatusNotFound, "error", &page{Title: "Not found", Errors: []string{"There is no page at " + r.URL.Path + "."}})
 	})

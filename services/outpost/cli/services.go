@@ -217,7 +217,11 @@ func writeTree(w io.Writer, m *api.Map) {
 	fmt.Fprintf(w, "map v%d, %s: %d nodes, %d edges, %d probes; CMDB %d created, %d updated, %d unchanged, %d relations\n",
 		m.Version, m.Mapped.Local().Format(time.DateTime), len(m.Nodes), len(m.Edges), m.Probes, m.CMDB.Created, m.CMDB.Updated, m.CMDB.Unchanged, m.CMDB.Relations)
 	for _, c := range m.Changes {
-		fmt.Fprintf(w, "  %s: %s -> %s (%s)\n", c.Change, c.Edge.From, c.Edge.To, c.Edge.FoundBy)
+		was := ""
+		if c.Previous != nil {
+			was = ", was -> " + c.Previous.To
+		}
+		fmt.Fprintf(w, "  %s: %s -> %s (%s%s)\n", c.Change, c.Edge.From, c.Edge.To, c.Edge.FoundBy, was)
 	}
 	for _, wn := range m.Warnings {
 		fmt.Fprintf(w, "  warning: %s\n", wn)

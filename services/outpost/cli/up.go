@@ -87,6 +87,7 @@ SIGINT or SIGTERM stops it cleanly within --shutdown-timeout (a second signal: a
 	f.StringVar(&cfg.LabRange, "lab-range", cfg.LabRange, "CIDR of the lab (inside 127.0.0.0/8)")
 	f.IntVar(&cfg.LabHosts, "lab-hosts", cfg.LabHosts, "addresses in the lab")
 	f.Int64Var(&cfg.LabSeed, "lab-seed", cfg.LabSeed, "seed of the lab")
+	f.StringVar(&cfg.MappingPatterns, "mapping-patterns", "", "directory of Service Mapping pattern files (*.yaml) adding to or replacing the built-in ones")
 	f.StringVar(&cfg.CMDB, "cmdb", "", "CMDB store: sqlite://PATH (default <data>/cmdb.db) or postgres://user@host/db")
 	f.StringVar(&cfg.CorrelationRules, "correlation-rules", "", "directory of correlation rule files (*.yaml: event_rules, grouping, correlate, inhibit, flapping, topology, remediate), checked at start with file:line")
 	f.StringArrayVar(&notify, "notify", nil, "send alert group notifications to NAME=URL: https://… (webhook) or smtp://host:port?from=ADDR&to=ADDR (repeatable; env OUTPOST_NOTIFY, space-separated, for URLs with a token)")

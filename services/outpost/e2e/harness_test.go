@@ -26,6 +26,9 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	if os.Getenv(ledgerEnv) != "" {
+		os.Exit(runLedger()) // this binary re-executed as the real-software test's application
+	}
 	dir, err := os.MkdirTemp("", "outpost-e2e-bin")
 	if err != nil {
 		panic(err)

@@ -63,6 +63,9 @@ type Config struct {
 	// extra names the made certificate carries (a DNS name or address bridges dial).
 	TLSCert, TLSKey, TLSClientCA string
 	TLSSANs                      []string
+	// MappingPatterns is a directory of Service Mapping pattern files (*.yaml) that add to
+	// or replace the built-in ones.
+	MappingPatterns string
 	// Now is the clock of certificate validity (tests); nil is time.Now.
 	Now func() time.Time
 	// Out receives what a person starting the hub must see once (the admin token).
@@ -349,6 +352,7 @@ func Registry(cfg Config, toks *tokens.Store, tlsc hubTLS) []Service {
 		{Name: "mapping", Run: func(ctx context.Context, d Deps) error {
 			mc := mapping.DefaultConfig()
 			mc.Replica = "hub-" + replicaName(d.DataDir) // takes its own scheduler lease back after a restart
+			mc.PatternsDir = cfg.MappingPatterns
 			return mapping.Run(ctx, mc, mapping.Deps{NC: d.NC, JS: d.JS, Logger: d.Logger, Tracer: d.Telemetry.Tracer})
 		}},
 		{Name: "local-bridge", Run: func(ctx context.Context, d Deps) error {
