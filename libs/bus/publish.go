@@ -200,6 +200,23 @@ func decodeStrict(data []byte, v any) error {
 	return dec.Decode(v)
 }
 
+// ProbeRoute is the subject of a probe's lane, once an approved bridge of its site is known
+// to serve its application (the check PublishProbe makes), for publishers that send probes
+// asynchronously.
+func ProbeRoute(ctx context.Context, js jetstream.JetStream, pub *Publisher, p *envelope.Probe) (string, error) {
+	lane := ProbeLane(p.App)
+	sb, found, err := pub.sites.lookup(ctx, js, p.Site)
+	if err != nil {
+		return "", fmt.Errorf("probe %s: read the bridges of site %s: %w", p.ID, p.Site, err)
+	}
+	if found {
+		if err := sb.CheckServed(lane); err != nil {
+			return "", err
+		}
+	}
+	return ProbeSubject(p.Site, p.Priority, p.Capability, lane), nil
+}
+
 // PublishProbe sends a probe to its site's work queue
 // (probe.<site>.<priority>.<capability>.<lane>) with a per-message TTL equal to its deadline,
 // so a probe nobody could take in time expires instead of running late. Its ce-id (=
@@ -211,17 +228,11 @@ func PublishProbe(ctx context.Context, js jetstream.JetStream, pub *Publisher, p
 	if ttl < time.Second {
 		return Errorf(400, "probe %s: deadline already passed", p.ID)
 	}
-	lane := ProbeLane(p.App)
-	sb, found, err := pub.sites.lookup(ctx, js, p.Site)
+	subject, err := ProbeRoute(ctx, js, pub, p)
 	if err != nil {
-		return fmt.Errorf("probe %s: read the bridges of site %s: %w", p.ID, p.Site, err)
+		return err
 	}
-	if found {
-		if err := sb.CheckServed(lane); err != nil {
-			return err
-		}
-	}
-	msg, span, err := pub.Message(ctx, ProbeSubject(p.Site, p.Priority, p.Capability, lane), envelope.Meta{ID: p.ID, Run: p.Run}, p)
+	msg, span, err := pub.Message(ctx, subject, envelope.Meta{ID: p.ID, Run: p.Run}, p)
 	if err != nil {
 		return err
 	}

@@ -430,3 +430,39 @@ func TestServiceEndpoints(t *testing.T) {
 		t.Fatalf("want 503, got %v", err)
 	}
 }
+
+// An endpoint with Concurrency serves that many requests at once: four requests all wait
+// inside the handler until the fourth arrives (one at a time, the first would wait forever).
+func TestServiceEndpointConcurrency(t *testing.T) {
+	h, _ := newHub(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var inside atomic.Int64
+	all := make(chan struct{})
+	ep := bus.JSON(func(ctx context.Context, _ struct{}) (any, error) {
+		if inside.Add(1) == 4 {
+			close(all)
+		}
+		select {
+		case <-all:
+			return map[string]bool{"ok": true}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	})
+	ep.Concurrency = 4
+	svc, err := bus.AddService(ctx, h.nc, bus.ServiceConfig{Name: "cmdb", Version: "0.1.0", Endpoints: map[string]bus.Endpoint{"wait": ep}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Stop()
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() { errs <- bus.Request(ctx, h.nc, "cmdb", "wait", struct{}{}, nil) }()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatalf("request: %v (served one at a time?)", err)
+		}
+	}
+}

@@ -62,6 +62,10 @@ type Endpoint struct {
 	Request, Response reflect.Type
 	// Handle decodes a request and returns the answer (JSON-encoded by the service) or an error.
 	Handle func(ctx context.Context, data []byte) (any, error)
+	// Concurrency > 1 serves up to that many requests at once (each in its own goroutine,
+	// answered when done); default one at a time, in arrival order. For ops whose answer
+	// waits on I/O that batches across requests (a journal's group commit).
+	Concurrency int
 }
 
 // Typed adapts a typed handler: the request is decoded strictly (unknown fields are refused,
@@ -167,6 +171,16 @@ func AddService(ctx context.Context, nc *nats.Conn, cfg ServiceConfig) (micro.Se
 				return
 			}
 			_ = req.RespondJSON(resp)
+		}
+		if n := ep.Concurrency; n > 1 {
+			serial, sem := handler, make(chan struct{}, n)
+			handler = func(req micro.Request) {
+				sem <- struct{}{} // a full window holds the subscription: backpressure
+				go func() {
+					defer func() { <-sem }()
+					serial(req)
+				}()
+			}
 		}
 		if err := svc.AddEndpoint(op, micro.HandlerFunc(handler), micro.WithEndpointSubject(ServiceSubject(cfg.Name, op))); err != nil {
 			_ = svc.Stop()

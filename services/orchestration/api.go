@@ -34,10 +34,15 @@ func (s *service) endpoints(ctx context.Context, wg *sync.WaitGroup) map[string]
 			}
 			return s.definition(ctx, r.Name, r.Version)
 		}),
-		// a run belongs to the service's context, not to the request that started it
-		api.RunStart.Name: api.RunStart.Handle(func(rctx context.Context, r api.RunRequest) (api.Run, error) {
-			return s.startRun(rctx, ctx, wg, r)
-		}),
+		// a run belongs to the service's context, not to the request that started it; starts
+		// are served many at once, their first records sharing the journal's batches
+		api.RunStart.Name: func() bus.Endpoint {
+			ep := api.RunStart.Handle(func(rctx context.Context, r api.RunRequest) (api.Run, error) {
+				return s.startRun(rctx, ctx, wg, r)
+			})
+			ep.Concurrency = 64
+			return ep
+		}(),
 		api.RunList.Name: api.RunList.Handle(s.listRuns),
 		api.RunGet.Name: api.RunGet.Handle(func(ctx context.Context, r api.RunIDRequest) (api.Run, error) {
 			return s.getRun(ctx, r.ID)
@@ -88,6 +93,7 @@ func (s *service) add(ctx context.Context, r api.AddRequest) (api.AddResponse, e
 			}
 			return api.AddResponse{}, err
 		}
+		s.defs.saw(d.Name, d.Version)
 		s.log.Info("workflow added", "workflow", d.Name, "version", d.Version, "steps", len(wf.Steps))
 		return api.AddResponse{Name: d.Name, Version: d.Version, Steps: len(wf.Steps)}, nil
 	}
@@ -187,31 +193,55 @@ func (s *service) list(ctx context.Context, r api.ListRequest) (api.ListResponse
 
 // startRun starts a run of a definition with typed inputs.
 func (s *service) startRun(rctx, ctx context.Context, wg *sync.WaitGroup, r api.RunRequest) (api.Run, error) {
+	trig := r.Trigger
+	if trig == nil {
+		trig = &api.Trigger{Kind: "api"}
+	}
+	// cron, cmdb_change and workflow runs are started by the service itself
+	switch {
+	case trig.Kind == "alert" && trig.Event == "":
+		return api.Run{}, bus.Errorf(400, "trigger alert: give the alert's id as event")
+	case trig.Kind != "api" && trig.Kind != "alert":
+		return api.Run{}, bus.Errorf(400, "trigger kind %q: a caller starts runs as api or alert (remediation)", trig.Kind)
+	}
+	return s.startRunAs(rctx, ctx, wg, r, envelope.NewID(), nil, trig)
+}
+
+// startRunAs starts a run with a given id (a child's is chosen by its parent), parent link
+// and trigger. A run whose history exists already is not started again (errStartedAlready).
+func (s *service) startRunAs(rctx, ctx context.Context, wg *sync.WaitGroup, r api.RunRequest, id string, parent *api.RunLink, trig *api.Trigger) (api.Run, error) {
 	if !bus.ValidName(r.Name) {
 		return api.Run{}, bus.Errorf(400, "name %q is not a workflow name", r.Name)
 	}
-	d, err := s.definition(rctx, r.Name, r.Version)
+	if trig.Kind != "api" && trig.Kind != "alert" {
+		// an id derived from what fired it (or chosen by a parent): a second firing finds the
+		// run and leaves it, its snapshot included
+		if _, err := s.kvRuns.Get(rctx, id); err == nil {
+			return api.Run{}, errStartedAlready
+		}
+	}
+	d, wf, err := s.runnable(rctx, r.Name, r.Version)
 	if err != nil {
 		return api.Run{}, err
-	}
-	wf, err := validate(d.Name, d.Workflow)
-	if err != nil {
-		return api.Run{}, bus.Errorf(409, "workflow %s v%d no longer validates: %v", d.Name, d.Version, err)
 	}
 	inputs, err := typedInputs(d, r.Inputs)
 	if err != nil {
 		return api.Run{}, bus.Errorf(400, "%v", err)
 	}
 	now := s.now()
-	run := &api.Run{ID: envelope.NewID(), Workflow: d.Name, Version: d.Version, State: api.RunRunning, Inputs: inputs, Created: now}
+	run := &api.Run{ID: id, Workflow: d.Name, Version: d.Version, State: api.RunRunning, Inputs: inputs, Created: now,
+		Parent: parent, Trigger: trig}
 	for _, st := range d.Workflow.Steps {
 		run.Steps = append(run.Steps, api.StepRun{ID: st.ID, Kind: st.Kind, State: api.StepPending})
 	}
 	a := s.newActive(run, wf)
 	if err := s.save(rctx, a); err != nil {
+		if errors.Is(err, errFenced) {
+			return api.Run{}, errStartedAlready
+		}
 		return api.Run{}, err
 	}
-	s.log.Info("run started", "run", run.ID, "workflow", d.Name, "version", d.Version)
+	s.log.Info("run started", "run", run.ID, "workflow", d.Name, "version", d.Version, "trigger", trig.Kind)
 	cp := snapshot(run)
 	s.start(ctx, wg, a)
 	return cp, nil

@@ -25,7 +25,7 @@ var stepID = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
 var inputName = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]{0,62}$`)
 
 // builtins are the step kinds the service runs itself.
-var builtins = []string{api.KindApproval, api.KindWait, api.KindCMDBUpdate, api.KindNotify}
+var builtins = []string{api.KindApproval, api.KindWait, api.KindCMDBUpdate, api.KindNotify, api.KindWorkflow}
 
 // defaultTimeout is an attempt's timeout when the step sets none: MID server users expect
 // 120 s for an SSH command; built-ins that call the hub or a webhook get 30 s; an approval
@@ -36,6 +36,8 @@ func defaultTimeout(kind string) time.Duration {
 		return 0
 	case api.KindCMDBUpdate, api.KindNotify:
 		return 30 * time.Second
+	case api.KindWorkflow:
+		return 24 * time.Hour // a child run may wait for its own approvals
 	}
 	return 120 * time.Second
 }
@@ -64,6 +66,10 @@ type workflow struct {
 	order    []string       // steps in a topological order (definition order among peers)
 	index    map[string]int // step id → index in Steps
 	timeouts map[string]time.Duration
+	// compensations are the compensating steps of each step (on_failure: [...]), each with
+	// its run id <step>:<id>, in the order they run.
+	compensations map[string][]api.Step
+	comp          map[string]api.Step // <step>:<id> → its step
 }
 
 // ParseDefinition reads and validates a YAML definition; every problem is reported
@@ -99,7 +105,8 @@ func validate(file string, w api.Workflow) (*workflow, error) {
 	if len(w.Steps) == 0 {
 		bad("", "no steps")
 	}
-	wf := &workflow{Workflow: w, index: map[string]int{}, timeouts: map[string]time.Duration{}}
+	wf := &workflow{Workflow: w, index: map[string]int{}, timeouts: map[string]time.Duration{},
+		compensations: map[string][]api.Step{}, comp: map[string]api.Step{}}
 	for i, s := range w.Steps {
 		id := s.ID
 		if id == "" {
@@ -115,6 +122,51 @@ func validate(file string, w api.Workflow) (*workflow, error) {
 	}
 	for _, s := range w.Steps {
 		errs = append(errs, validateStep(file, wf, s)...)
+		// compensating steps: validated as steps of their own, named <step>:<id>; they run
+		// one after another, so they take no needs, and neither loops nor compensations
+		seen := map[string]bool{}
+		for i, c := range s.OnFailure.Compensate {
+			name := fmt.Sprintf("%s:%s", s.ID, c.ID)
+			switch {
+			case c.ID == "":
+				name = fmt.Sprintf("%s:#%d", s.ID, i+1)
+				bad(name, "id is required")
+			case !stepID.MatchString(c.ID):
+				bad(name, "id: want a-z, 0-9 and _, starting with a letter")
+			case seen[c.ID]:
+				bad(name, "id used by another compensating step of %s", s.ID)
+			}
+			seen[c.ID] = true
+			if len(c.Needs) > 0 {
+				bad(name, "needs: compensating steps run one after another, in the order listed")
+			}
+			if c.ForEach != "" {
+				bad(name, "for_each is not supported in a compensating step")
+			}
+			if !c.OnFailure.IsZero() {
+				bad(name, "on_failure: every compensating step runs, whatever the others do")
+			}
+			c.ID = name
+			c.Needs = nil
+			errs = append(errs, validateStep(file, wf, c)...)
+			wf.compensations[s.ID] = append(wf.compensations[s.ID], c)
+			wf.comp[name] = c
+		}
+	}
+	errs = append(errs, validateTriggers(file, wf)...)
+	for name, e := range w.Outputs {
+		if !inputName.MatchString(name) {
+			bad("", "output %q: want letters, digits and _", name)
+		}
+		all := map[string]bool{}
+		for id := range wf.index {
+			all[id] = true
+		}
+		for _, x := range expressionsIn(e) {
+			if err := checkExpression(x, w.Inputs, all, wf.index, false); err != nil {
+				bad("", "outputs.%s: %v", name, err)
+			}
+		}
 	}
 	if len(errs) == 0 {
 		order, cycle := topoOrder(w.Steps)
@@ -132,6 +184,15 @@ func validate(file string, w api.Workflow) (*workflow, error) {
 				withItem := s.ForEach != "" && e.field != "for_each"
 				if err := checkExpression(e.text, w.Inputs, anc, wf.index, withItem); err != nil {
 					bad(s.ID, "%s: %v", e.field, err)
+				}
+			}
+			// a compensating step reads what its failed step read, and the failed step
+			anc[s.ID] = true
+			for _, c := range wf.compensations[s.ID] {
+				for _, e := range stepExpressions(c) {
+					if err := checkExpression(e.text, w.Inputs, anc, wf.index, false); err != nil {
+						bad(c.ID, "%s: %v", e.field, err)
+					}
 				}
 			}
 		}
@@ -229,10 +290,10 @@ func validateStep(file string, wf *workflow, s api.Step) []error {
 			}
 		}
 	}
-	switch s.OnFailure {
+	switch s.OnFailure.Action {
 	case "", "fail", "continue":
 	default:
-		bad("on_failure %q: want fail or continue", s.OnFailure)
+		bad("on_failure %q: want fail, continue or a list of compensating steps", s.OnFailure.Action)
 	}
 	return errs
 }
@@ -243,7 +304,8 @@ func validateBuiltin(file string, s api.Step) []error {
 		errs = append(errs, &DefinitionError{File: file, Step: s.ID, Reason: fmt.Sprintf(format, args...)})
 	}
 	allowed := map[string][]string{api.KindApproval: {"message"}, api.KindWait: {"duration"},
-		api.KindCMDBUpdate: {"ci", "set"}, api.KindNotify: {"url", "method", "body", "headers"}}[s.Kind]
+		api.KindCMDBUpdate: {"ci", "set"}, api.KindNotify: {"url", "method", "body", "headers"},
+		api.KindWorkflow: {"workflow", "version", "inputs"}}[s.Kind]
 	for k := range s.Params {
 		if !slices.Contains(allowed, k) {
 			bad("params.%s: %s takes %s", k, s.Kind, strings.Join(allowed, ", "))
@@ -274,6 +336,20 @@ func validateBuiltin(file string, s api.Step) []error {
 		}
 		if set, ok := s.Params["set"].(map[string]any); !ok || len(set) == 0 {
 			bad("params.set is required: {attribute: value, …}")
+		}
+	case api.KindWorkflow:
+		if v, ok := str("workflow"); !ok || !bus.ValidName(v) {
+			bad("params.workflow is required: the name of the workflow to run")
+		}
+		if v, ok := s.Params["version"]; ok {
+			if n, isInt := v.(int); !isInt || n < 1 {
+				bad("params.version %v: want a version number (default the latest)", v)
+			}
+		}
+		if v, ok := s.Params["inputs"]; ok {
+			if _, isMap := v.(map[string]any); !isMap {
+				bad("params.inputs: want a map of the child's inputs")
+			}
 		}
 	case api.KindNotify:
 		if v, ok := str("url"); !ok || v == "" {

@@ -123,6 +123,50 @@ name: fe
 steps:
   - {id: d, kind: http_request, site: lab, for_each: '${{ item }}', target: '${{ item.ip }}'}
 `, []string{"step d: for_each: bad expression \"item\""}},
+		{"compensating steps", `
+name: comp
+steps:
+  - id: a
+    kind: approval
+    on_failure:
+      - {id: undo, kind: approval, needs: [a]}
+      - {id: undo, kind: wait, params: {duration: 1s}, for_each: '${{ [1] }}'}
+      - {id: x, kind: teleport}
+  - {id: b, kind: approval, needs: [a], on_failure: sometimes}
+`, []string{"step a:undo: needs: compensating steps run one after another", "step a:undo: id used by another compensating step of a",
+			"step a:undo: for_each is not supported", "step a:x: unknown kind \"teleport\"",
+			"step b: on_failure \"sometimes\": want fail, continue or a list of compensating steps"}},
+		{"compensating step reading a later step", `
+name: comp
+steps:
+  - {id: a, kind: approval, on_failure: [{id: y, kind: approval, if: '${{ steps.b.state == "failed" }}'}]}
+  - {id: b, kind: approval, needs: [a]}
+`, []string{"step a:y: if:", "steps.b"}},
+		{"compensating step with an unknown field", `
+name: comp
+steps:
+  - {id: a, kind: approval, on_failure: [{id: u, kind: approval, wait_for: ever}]}
+`, []string{"bad.yaml: not a workflow definition", "wait_for"}},
+		{"workflow step and outputs", `
+name: parent
+steps:
+  - {id: s, kind: workflow, params: {version: 0, inputs: [1], other: x}}
+outputs:
+  bad-name: '${{ steps.s.output }}'
+  x: '${{ steps.nope.output }}'
+`, []string{"step s: params.other: workflow takes workflow, version, inputs", "step s: params.workflow is required",
+			"step s: params.version 0", "step s: params.inputs: want a map", "output \"bad-name\"", "outputs.x:"}},
+		{"triggers", `
+name: trig
+inputs: {ci: {required: true}, other: {}}
+on:
+  cron: "every tuesday"
+  cmdb_change: {class: "Linux Server", op: renamed}
+  inputs: {nope: x, other: '${{ event.ci + }}'}
+steps:
+  - {id: a, kind: approval}
+`, []string{"on: cron \"every tuesday\"", "on: cmdb_change.class \"Linux Server\"", "on: cmdb_change.op \"renamed\"",
+			"on: inputs.nope: the workflow declares no such input", "on: inputs.other: bad expression", "on: input ci is required and has no default"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := ParseDefinition("bad.yaml", []byte(c.yaml))
@@ -191,5 +235,25 @@ func TestRender(t *testing.T) {
 	}
 	if _, err := condition("inputs.host", env); err == nil || !strings.Contains(err.Error(), "not true or false") {
 		t.Fatalf("a non-bool if: %v", err)
+	}
+}
+
+// An item may be anything: a string to split, a map to index.
+func TestItemExpressions(t *testing.T) {
+	_, err := ParseDefinition("items.yaml", []byte(`
+name: items
+inputs: {hosts: {}}
+steps:
+  - id: a
+    kind: ssh_exec
+    site: lab
+    for_each: '${{ split(inputs.hosts, ",") }}'
+    target: '${{ split(item, "|")[0] }}'
+    credentials: ['${{ split(item, "|")[1] }}']
+    params: {commands: ['echo ${{ index }} ${{ now() }}']}
+  - {id: b, kind: http_request, site: lab, needs: [a], for_each: '${{ steps.a.output }}', target: '${{ item.ip }}'}
+`))
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -32,8 +32,12 @@ func terminal(state string) bool {
 	return false
 }
 
-// step is the definition of a step, or of the for_each step an item (<id>.<index>) is of.
+// step is the definition of a step, of the for_each step an item (<id>.<index>) is of, or
+// of a compensating step (<step>:<id>).
 func (a *active) step(id string) api.Step {
+	if strings.IndexByte(id, ':') >= 0 {
+		return a.wf.comp[id]
+	}
 	if i := strings.IndexByte(id, '.'); i >= 0 {
 		id = id[:i]
 	}
@@ -48,7 +52,7 @@ func (s *service) advance(ctx context.Context, wg *sync.WaitGroup, a *active) ti
 		return time.Time{}
 	}
 	defer func() {
-		if err := s.save(ctx, a); err != nil {
+		if err := s.saveRun(ctx, a, true); err != nil {
 			s.log.Warn("save run", "run", r.ID, "err", err)
 		}
 	}()
@@ -107,7 +111,15 @@ func (s *service) advance(ctx context.Context, wg *sync.WaitGroup, a *active) ti
 				progress = true
 			}
 		}
-		s.settle(a)
+		if s.advanceCompensations(ctx, wg, a, now, soon) {
+			progress = true
+		}
+		if s.flush(ctx, wg, a) {
+			progress = true
+		}
+		if s.settle(ctx, a) {
+			progress = true
+		}
 	}
 	return next
 }
@@ -124,7 +136,11 @@ func (s *service) advanceStep(ctx context.Context, wg *sync.WaitGroup, a *active
 			s.attemptFailed(a, step, st, fmt.Sprintf("attempt %d timed out after %s", att.N, a.wf.timeouts[step.ID]), false, 0)
 			return true
 		}
-		if st.State == api.StepRunning && !isBuiltin(step.Kind) && att.Sent == nil {
+		if st.State == api.StepRunning && step.Kind == api.KindWorkflow {
+			if s.checkChild(ctx, a, step, st) {
+				return true
+			}
+		} else if st.State == api.StepRunning && !isBuiltin(step.Kind) && att.Sent == nil {
 			// recorded, not sent: the service stopped in between (a resend of the same probe
 			// id is dropped by JetStream or by the bridge if it did leave)
 			s.log.Info("sending the probe of an attempt recorded before a restart", "run", a.run.ID, "step", st.ID, "attempt", att.N)
@@ -285,7 +301,7 @@ func (s *service) advanceItems(ctx context.Context, wg *sync.WaitGroup, a *activ
 	}
 	b, _ := json.Marshal(outs)
 	parent = a.run.Step(step.ID)
-	if failed > 0 && step.OnFailure != "continue" {
+	if failed > 0 && !step.OnFailure.Continue() {
 		s.endStep(parent, api.StepFailed, fmt.Sprintf("%d of %d items failed (first %s)", failed, len(idx), first), nil)
 		return true
 	}
@@ -323,7 +339,7 @@ func (s *service) ready(a *active, step api.Step) (bool, string) {
 		switch ns.State {
 		case api.StepSucceeded:
 		case api.StepFailed:
-			if a.step(n).OnFailure != "continue" {
+			if !a.step(n).OnFailure.Continue() {
 				return false, "" // the run fails
 			}
 		case api.StepSkipped, api.StepCanceled:
@@ -337,26 +353,152 @@ func (s *service) ready(a *active, step api.Step) (bool, string) {
 	return true, skip
 }
 
-// settle ends the run when a step failed it or every step is done.
-func (s *service) settle(a *active) {
+// settle ends the run when a step failed it or every step is done. A failed step with
+// compensating steps first gets them: the rest of the run stops (steps not started are
+// skipped, steps in flight canceled), the compensations run one after another, and the run
+// fails once they are all done.
+// It reports whether compensations were added (they are to start).
+func (s *service) settle(ctx context.Context, a *active) bool {
 	r := a.run
 	if r.Done() {
-		return
+		return false
 	}
 	all := true
 	for i := range r.Steps {
 		st := &r.Steps[i]
-		if st.State == api.StepFailed && st.Parent == "" && a.step(st.ID).OnFailure != "continue" {
-			s.finishRun(a, api.RunFailed, fmt.Sprintf("step %s failed: %s", st.ID, st.Reason))
-			return
+		if st.State == api.StepFailed && st.Parent == "" && st.Compensates == "" && !a.step(st.ID).OnFailure.Continue() {
+			reason := fmt.Sprintf("step %s failed: %s", st.ID, st.Reason)
+			if comps := a.wf.compensations[st.ID]; len(comps) > 0 {
+				added := r.Step(comps[0].ID) == nil
+				if !s.compensating(a, st.ID, comps) {
+					return added // compensations still to run
+				}
+				reason += "; " + compensationSummary(r, st.ID)
+			}
+			s.finishRun(a, api.RunFailed, reason)
+			return false
 		}
 		if !terminal(st.State) {
 			all = false
 		}
 	}
 	if all {
-		s.finishRun(a, api.RunCompleted, "")
+		s.completeRun(ctx, a)
 	}
+	return false
+}
+
+// compensating adds a failed step's compensating steps to the run the first time (and
+// stops the rest of the run), and reports whether they are all done.
+func (s *service) compensating(a *active, failed string, comps []api.Step) bool {
+	r := a.run
+	if r.Step(comps[0].ID) == nil {
+		now := s.now()
+		for i := range r.Steps {
+			st := &r.Steps[i]
+			switch st.State {
+			case api.StepPending:
+				s.endStep(st, api.StepSkipped, fmt.Sprintf("step %s failed before it started", failed), nil)
+			case api.StepRunning, api.StepRetrying, api.StepWaiting:
+				if n := len(st.Attempts); n > 0 && st.Attempts[n-1].Finished == nil {
+					st.Attempts[n-1].State = api.StepCanceled
+					st.Attempts[n-1].Finished = &now
+				}
+				st.NextAt = nil
+				s.endStep(st, api.StepCanceled, fmt.Sprintf("step %s failed while it ran", failed), nil)
+			}
+		}
+		for _, c := range comps {
+			r.Steps = append(r.Steps, api.StepRun{ID: c.ID, Kind: c.Kind, State: api.StepPending, Compensates: failed})
+		}
+		a.items = nil
+		s.log.Info("step failed: compensating", "run", r.ID, "step", failed, "compensations", len(comps))
+		return false
+	}
+	for _, c := range comps {
+		if !terminal(r.Step(c.ID).State) {
+			return false
+		}
+	}
+	return true
+}
+
+// compensationSummary says how a step's compensations went.
+func compensationSummary(r *api.Run, failed string) string {
+	var ok, bad []string
+	for _, st := range r.Steps {
+		if st.Compensates != failed {
+			continue
+		}
+		if st.State == api.StepSucceeded || st.State == api.StepSkipped {
+			ok = append(ok, st.ID)
+		} else {
+			bad = append(bad, fmt.Sprintf("%s %s (%s)", st.ID, st.State, st.Reason))
+		}
+	}
+	if len(bad) == 0 {
+		return "compensated by " + strings.Join(ok, ", ")
+	}
+	return "compensation failed: " + strings.Join(bad, "; ")
+}
+
+// advanceCompensations runs the compensating steps in the run, one after another in the
+// order listed (each whatever the one before it did).
+func (s *service) advanceCompensations(ctx context.Context, wg *sync.WaitGroup, a *active, now time.Time, soon func(time.Time)) bool {
+	progress := false
+	r := a.run
+	for i := 0; i < len(r.Steps); i++ {
+		st := &r.Steps[i]
+		if st.Compensates == "" || terminal(st.State) {
+			continue
+		}
+		step := a.step(st.ID)
+		if st.State != api.StepPending {
+			if s.advanceStep(ctx, wg, a, step, st, now, soon) {
+				progress = true
+			}
+			if !terminal(r.Steps[i].State) {
+				return progress // the next waits for this one
+			}
+			continue
+		}
+		progress = true
+		st.Started = &now
+		if step.If != "" {
+			ok, err := condition(step.If, s.runEnv(ctx, a))
+			if err != nil {
+				s.endStep(st, api.StepFailed, "if: "+err.Error(), nil)
+				continue
+			}
+			if !ok {
+				s.endStep(st, api.StepSkipped, "if was false", nil)
+				continue
+			}
+		}
+		s.startAttempt(ctx, wg, a, step, st)
+		if !terminal(r.Steps[i].State) {
+			return progress
+		}
+	}
+	return progress
+}
+
+// completeRun ends the run as completed, with the definition's outputs evaluated (an output
+// whose expression fails is an error message in its place and a warning: the steps did run).
+func (s *service) completeRun(ctx context.Context, a *active) {
+	if len(a.wf.Outputs) > 0 {
+		env := s.runEnv(ctx, a)
+		a.run.Outputs = map[string]any{}
+		for name, e := range a.wf.Outputs {
+			v, err := render(e, env)
+			if err != nil {
+				s.log.Warn("run output", "run", a.run.ID, "output", name, "err", err)
+				v = map[string]any{"error": err.Error()}
+			}
+			a.run.Outputs[name] = v
+		}
+	}
+	s.finishRun(a, api.RunCompleted, "")
 }
 
 // finishRun ends the run: steps not started are skipped, steps in flight canceled (a late
@@ -446,6 +588,8 @@ func (s *service) startAttempt(ctx context.Context, wg *sync.WaitGroup, a *activ
 			}
 			s.builtinDone(ctx, a, st.ID, att.Key, out, err)
 		}()
+	case api.KindWorkflow:
+		s.startWorkflowStep(a, step, st, env)
 	default:
 		s.dispatchProbe(ctx, a, step, st, env)
 	}

@@ -3,6 +3,7 @@ package orchestration
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"regexp"
 	"sort"
 	"strings"
@@ -59,9 +60,9 @@ func checkExpression(text string, inputs map[string]api.Input, anc map[string]bo
 	}
 	env := exprEnv(map[string]any{}, map[string]any{}, map[string]any{}, func() string { return "" })
 	if withItem {
-		env["item"], env["index"] = any(nil), 0
+		env["index"] = 0
 	}
-	prog, err := expr.Compile(text, expr.Env(env), expr.DisableBuiltin("now"))
+	prog, err := expr.Compile(text, expr.Env(checkEnv(env, withItem)), expr.DisableBuiltin("now"))
 	if err != nil {
 		return fmt.Errorf("bad expression %q: %s", text, firstLine(err.Error()))
 	}
@@ -84,6 +85,28 @@ func checkExpression(text string, inputs map[string]api.Input, anc map[string]bo
 		}
 	}
 	return nil
+}
+
+// checkEnv is env as a struct for the type checker, with item (when withItem) of type any:
+// a nil value in a map env would be typed nil, and split(item, "|") or item.ip refused.
+func checkEnv(env map[string]any, withItem bool) any {
+	names := make([]string, 0, len(env))
+	for k := range env {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var fields []reflect.StructField
+	for i, k := range names {
+		fields = append(fields, reflect.StructField{Name: fmt.Sprintf("F%d", i), Type: reflect.TypeOf(env[k]), Tag: reflect.StructTag(`expr:"` + k + `"`)})
+	}
+	if withItem {
+		fields = append(fields, reflect.StructField{Name: "Item", Type: reflect.TypeFor[any](), Tag: `expr:"item"`})
+	}
+	v := reflect.New(reflect.StructOf(fields)).Elem()
+	for i, k := range names {
+		v.Field(i).Set(reflect.ValueOf(env[k]))
+	}
+	return v.Interface()
 }
 
 func firstLine(s string) string {
@@ -233,8 +256,8 @@ func format(v any) string {
 func runEnv(r *api.Run, now func() time.Time, resolve func(json.RawMessage) any) map[string]any {
 	steps := make(map[string]any, len(r.Steps))
 	for _, st := range r.Steps {
-		if st.Parent != "" {
-			continue // an item: its for_each step's output lists them
+		if st.Parent != "" || st.Compensates != "" {
+			continue // an item (its for_each step's output lists them), a compensation
 		}
 		var out any
 		if len(st.Output) > 0 {

@@ -49,9 +49,13 @@ type harness struct {
 	// ending: the test is over; probes released by the target's shutdown answer into a
 	// closing connection
 	ending atomic.Bool
+	// svc is the replica startService started last
+	svc *service
 	// armed: the time each run's goroutine last went to sleep until
 	armedMu sync.Mutex
 	armed   map[string]time.Time
+	// cronAt: the slot the cron loop of the latest replica sleeps until
+	cronAt time.Time
 }
 
 func eventually(t testing.TB, d time.Duration, f func() error) {
@@ -110,6 +114,12 @@ func (h *harness) startService(replica string) (stop func()) {
 	s, err := newService(ctx, cfg, Deps{NC: h.nc, JS: h.js, Clock: h.clock})
 	if err != nil {
 		h.t.Fatal(err)
+	}
+	h.svc = s
+	s.cronArmed = func(at time.Time) {
+		h.armedMu.Lock()
+		h.cronAt = at
+		h.armedMu.Unlock()
 	}
 	s.armed = func(run string, at time.Time) {
 		h.armedMu.Lock()

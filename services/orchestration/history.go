@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	api "github.com/outpost-dev/outpost/libs/api/orchestration"
@@ -70,7 +71,12 @@ var errFenced = errors.New("another orchestration replica advanced this run mean
 
 // save appends what changed in the run since it was last saved to its history, and writes
 // a snapshot when one is due (caller holds a.mu).
-func (s *service) save(ctx context.Context, a *active) error {
+func (s *service) save(ctx context.Context, a *active) error { return s.saveRun(ctx, a, false) }
+
+// saveRun is save; lazy leaves a change that only marks probes as sent for the run's next
+// save (a resume re-sends an attempt not marked sent, under the same probe id: JetStream and
+// the bridge drop it).
+func (s *service) saveRun(ctx context.Context, a *active, lazy bool) error {
 	if a.fenced {
 		return errFenced
 	}
@@ -79,20 +85,31 @@ func (s *service) save(ctx context.Context, a *active) error {
 	}
 	r := a.run
 	now := s.now()
+	was := r.Updated
+	r.Updated = now // as folding the events makes it
 	evs, changed := diff(a.persisted, r, now)
-	if len(evs) == 0 {
+	if len(evs) == 0 || (lazy && onlySent(evs)) {
+		r.Updated = was
 		return nil
 	}
-	r.Updated = now
-	if evs[0].Run != nil {
-		evs[0].Run.Updated = now
-	}
-	for _, rec := range records(evs, recordBudget) {
-		b, err := json.Marshal(rec)
-		if err != nil {
-			return err
+	recs := records(evs, recordBudget)
+	snapped := false
+	for i, rec := range recs {
+		w := &write{msg: &nats.Msg{Subject: runSubject(r.ID), Data: rec}, opts: []jetstream.PublishOpt{jetstream.WithExpectLastSequencePerSubject(a.seq)}}
+		if a.persisted == nil && len(recs) == 1 && i == 0 {
+			// a new run: its first snapshot (as of no event, Seq 0: the run.started event
+			// rebuilds it whole) travels in the same batch as its first record. A snapshot
+			// whose record did not make it is no run: load refuses it.
+			sb, _ := json.Marshal(r)
+			snap := &write{msg: &nats.Msg{Subject: snapshotSubject(r.ID), Data: sb}}
+			s.journal.submit(w, snap)
+			<-snap.done
+			snapped = snap.err == nil
+		} else {
+			s.journal.submit(w)
 		}
-		ack, err := s.deps.JS.Publish(context.WithoutCancel(ctx), runSubject(r.ID), b, jetstream.WithExpectLastSequencePerSubject(a.seq))
+		<-w.done
+		ack, err := w.ack, w.err
 		if err != nil {
 			var apiErr *jetstream.APIError
 			if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
@@ -114,7 +131,9 @@ func (s *service) save(ctx context.Context, a *active) error {
 		a.persisted.commit(r, changed)
 	}
 	a.unsnapped++
-	if r.Done() || a.unsnapped >= s.cfg.SnapshotEvery || startedWaiting(evs) || evs[0].Type == "run.started" {
+	if snapped {
+		a.unsnapped = 0
+	} else if r.Done() || a.unsnapped >= s.cfg.SnapshotEvery || startedWaiting(evs) || evs[0].typ == "run.started" {
 		if err := s.writeSnapshot(ctx, r); err != nil {
 			// the history has it: a later snapshot or a resume catches up
 			s.log.Warn("snapshot run", "run", r.ID, "err", err)
@@ -128,26 +147,55 @@ func (s *service) save(ctx context.Context, a *active) error {
 // recordBudget is the most bytes of events put in one record (the bus carries 1 MiB).
 const recordBudget = 768 << 10
 
-// records splits a save's events into records of at most budget bytes (an event alone
-// may be larger: the stream then refuses it, and the save fails loudly).
-func records(evs []api.Event, budget int) []record {
-	var out []record
-	cur, size := record{}, 0
-	for _, e := range evs {
-		b, _ := json.Marshal(e)
-		if len(cur.Events) > 0 && size+len(b) > budget {
-			out = append(out, cur)
-			cur, size = record{}, 0
-		}
-		cur.Events = append(cur.Events, e)
-		size += len(b)
-	}
-	return append(out, cur)
+// event is one event of a save, encoded once (as api.Event) when diff finds it.
+type event struct {
+	typ  string
+	into string // the state a step event puts the step in
+	raw  []byte
 }
 
-func startedWaiting(evs []api.Event) bool {
+// wireEvent is api.Event with the step's state already encoded (diff has its JSON).
+type wireEvent struct {
+	Type    string          `json:"type"`
+	Time    time.Time       `json:"time"`
+	Step    string          `json:"step,omitempty"`
+	Attempt int             `json:"attempt,omitempty"`
+	Run     *api.Run        `json:"run,omitempty"`
+	Into    json.RawMessage `json:"into,omitempty"`
+}
+
+// records joins a save's events into records ({"events":[…]}) of at most budget bytes
+// (an event alone may be larger: the stream then refuses it, and the save fails loudly).
+func records(evs []event, budget int) [][]byte {
+	var out [][]byte
+	var cur []byte
 	for _, e := range evs {
-		if e.Into != nil && (e.Into.State == api.StepWaiting || e.Into.State == api.StepRetrying) {
+		if cur != nil && len(cur)+len(e.raw)+2 > budget {
+			out = append(out, append(cur, "]}"...))
+			cur = nil
+		}
+		if cur == nil {
+			cur = append(make([]byte, 0, 64+len(e.raw)), `{"events":[`...)
+		} else {
+			cur = append(cur, ',')
+		}
+		cur = append(cur, e.raw...)
+	}
+	return append(out, append(cur, "]}"...))
+}
+
+func onlySent(evs []event) bool {
+	for _, e := range evs {
+		if e.typ != "attempt.sent" {
+			return false
+		}
+	}
+	return true
+}
+
+func startedWaiting(evs []event) bool {
+	for _, e := range evs {
+		if e.into == api.StepWaiting || e.into == api.StepRetrying {
 			return true
 		}
 	}
@@ -159,9 +207,17 @@ func (s *service) writeSnapshot(ctx context.Context, r *api.Run) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.kvRuns.Put(context.WithoutCancel(ctx), r.ID, b)
+	if s.journal == nil {
+		_, err = s.kvRuns.Put(context.WithoutCancel(ctx), r.ID, b)
+		return err
+	}
+	// a KV put is a publish on the bucket's subject: it rides in the journal's batch
+	_, err = s.journal.publish(&nats.Msg{Subject: snapshotSubject(r.ID), Data: b})
 	return err
 }
+
+// snapshotSubject is where a put of the run's snapshot in KVRuns goes.
+func snapshotSubject(run string) string { return "$KV." + KVRuns + "." + run }
 
 // persisted is a run as its history has it, each step as JSON: what the next save
 // compares the run with.
@@ -169,15 +225,34 @@ type persisted struct {
 	head   api.Run // without steps
 	steps  map[string][]byte
 	states map[string]string
+	last   map[string]lastAttempt
+}
+
+// lastAttempt is what diff needs of a step's last attempt as saved, to name the event.
+type lastAttempt struct {
+	attempts     int
+	sent         bool
+	attemptState string
+}
+
+func lastOf(st *api.StepRun) lastAttempt {
+	l := lastAttempt{attempts: len(st.Attempts)}
+	if l.attempts > 0 {
+		a := &st.Attempts[l.attempts-1]
+		l.sent, l.attemptState = a.Sent != nil, a.State
+	}
+	return l
 }
 
 func persistedOf(r *api.Run) *persisted {
-	p := &persisted{head: *r, steps: make(map[string][]byte, len(r.Steps)), states: make(map[string]string, len(r.Steps))}
+	p := &persisted{head: *r, steps: make(map[string][]byte, len(r.Steps)), states: make(map[string]string, len(r.Steps)),
+		last: make(map[string]lastAttempt, len(r.Steps))}
 	p.head.Steps = nil
 	for i := range r.Steps {
 		b, _ := json.Marshal(&r.Steps[i])
 		p.steps[r.Steps[i].ID] = b
 		p.states[r.Steps[i].ID] = r.Steps[i].State
+		p.last[r.Steps[i].ID] = lastOf(&r.Steps[i])
 	}
 	return p
 }
@@ -190,14 +265,17 @@ func (p *persisted) settled(st *api.StepRun) bool {
 	return ok && was == st.State && (st.State == api.StepPending || terminal(st.State))
 }
 
-// diff lists the events that turn old into cur (old nil: the run just started) and the
-// steps' new JSON, for commit once the events are on record.
-func diff(old *persisted, cur *api.Run, now time.Time) ([]api.Event, map[string][]byte) {
-	if old == nil {
-		cp := snapshot(cur)
-		return []api.Event{{Type: "run.started", Time: now, Run: &cp}}, nil
+// diff lists the events that turn old into cur (old nil: the run just started), each
+// encoded, and the steps' new JSON, for commit once the events are on record.
+func diff(old *persisted, cur *api.Run, now time.Time) ([]event, map[string][]byte) {
+	enc := func(w wireEvent) []byte {
+		b, _ := json.Marshal(w)
+		return b
 	}
-	var evs []api.Event
+	if old == nil {
+		return []event{{typ: "run.started", raw: enc(wireEvent{Type: "run.started", Time: now, Run: cur})}}, nil
+	}
+	var evs []event
 	changed := map[string][]byte{}
 	for i := range cur.Steps {
 		n := &cur.Steps[i]
@@ -210,28 +288,24 @@ func diff(old *persisted, cur *api.Run, now time.Time) ([]api.Event, map[string]
 			continue
 		}
 		changed[n.ID] = nb
-		var cp api.StepRun
-		_ = json.Unmarshal(nb, &cp)
-		ev := api.Event{Time: now, Step: n.ID, Attempt: len(n.Attempts), Into: &cp}
-		var o api.StepRun
+		typ := "step.added"
 		if had {
-			_ = json.Unmarshal(ob, &o)
+			typ = "step.updated"
+			o := old.last[n.ID]
+			na := len(n.Attempts)
+			switch {
+			case old.states[n.ID] != n.State:
+				typ = "step." + n.State
+			case na > o.attempts:
+				typ = "attempt.started"
+			case na > 0 && o.attempts == na && !o.sent && n.Attempts[na-1].Sent != nil:
+				typ = "attempt.sent"
+			case na > 0 && o.attempts == na && o.attemptState != n.Attempts[na-1].State:
+				typ = "attempt." + n.Attempts[na-1].State
+			}
 		}
-		switch {
-		case !had:
-			ev.Type = "step.added"
-		case o.State != n.State:
-			ev.Type = "step." + n.State
-		case len(n.Attempts) > len(o.Attempts):
-			ev.Type = "attempt.started"
-		case len(n.Attempts) > 0 && len(o.Attempts) == len(n.Attempts) && o.Attempts[len(o.Attempts)-1].Sent == nil && n.Attempts[len(n.Attempts)-1].Sent != nil:
-			ev.Type = "attempt.sent"
-		case len(n.Attempts) > 0 && len(o.Attempts) == len(n.Attempts) && o.Attempts[len(o.Attempts)-1].State != n.Attempts[len(n.Attempts)-1].State:
-			ev.Type = "attempt." + n.Attempts[len(n.Attempts)-1].State
-		default:
-			ev.Type = "step.updated"
-		}
-		evs = append(evs, ev)
+		evs = append(evs, event{typ: typ, into: n.State,
+			raw: enc(wireEvent{Type: typ, Time: now, Step: n.ID, Attempt: len(n.Attempts), Into: nb})})
 	}
 	h := &old.head
 	if h.State != cur.State || h.Reason != cur.Reason || h.CancelRequested != cur.CancelRequested || (h.Finished == nil) != (cur.Finished == nil) {
@@ -241,7 +315,7 @@ func diff(old *persisted, cur *api.Run, now time.Time) ([]api.Event, map[string]
 		if h.State == cur.State && cur.CancelRequested && !h.CancelRequested {
 			typ = "run.cancel_requested"
 		}
-		evs = append(evs, api.Event{Type: typ, Time: now, Run: &head})
+		evs = append(evs, event{typ: typ, raw: enc(wireEvent{Type: typ, Time: now, Run: &head})})
 	}
 	return evs, changed
 }
@@ -256,6 +330,7 @@ func (p *persisted) commit(cur *api.Run, changed map[string][]byte) {
 	for i := range cur.Steps {
 		if _, ok := changed[cur.Steps[i].ID]; ok {
 			p.states[cur.Steps[i].ID] = cur.Steps[i].State
+			p.last[cur.Steps[i].ID] = lastOf(&cur.Steps[i])
 		}
 	}
 }
@@ -369,6 +444,11 @@ func (s *service) load(ctx context.Context, id string) (*api.Run, error) {
 	evs, last, err := s.history(ctx, id, r.Seq)
 	if err != nil {
 		return nil, err
+	}
+	if r.Seq == 0 && len(evs) == 0 {
+		// its first snapshot went out with its run.started record, which did not make it:
+		// the run never started (its caller was told so)
+		return nil, fmt.Errorf("run %s: %w (its start was not recorded)", id, jetstream.ErrKeyNotFound)
 	}
 	for _, ev := range evs {
 		fold(&r, ev)

@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	discoveryapi "github.com/outpost-dev/outpost/libs/api/discovery"
 	api "github.com/outpost-dev/outpost/libs/api/orchestration"
@@ -18,13 +21,26 @@ import (
 	"github.com/outpost-dev/outpost/libs/probes/sshexec"
 )
 
-// dispatchProbe renders the step, writes the run (with the attempt) to KV, then publishes
-// the probe once. Its id is the attempt's idempotency key: JetStream drops a second publish
-// of the same id, and a result is taken only for the attempt still in flight with that id.
-// After a restart the attempt is not sent again: its result is awaited until its deadline.
+// outgoing is a probe prepared in an advance of its run, to be sent by flush once its
+// attempt is on record.
+type outgoing struct {
+	step  string // the step's (or item's) id
+	key   string // its attempt's key, the probe's id
+	msg   *nats.Msg
+	probe *envelope.Probe
+}
+
+// dispatchProbe renders the step's probe and queues it on the run; flush records the
+// attempt and then publishes the probe once. Its id is the attempt's idempotency key:
+// JetStream drops a second publish of the same id, and a result is taken only for the
+// attempt still in flight with that id. After a restart the attempt is not sent again: its
+// result is awaited until its deadline.
 func (s *service) dispatchProbe(ctx context.Context, a *active, step api.Step, st *api.StepRun, env map[string]any) {
 	r := a.run
 	att := &st.Attempts[len(st.Attempts)-1]
+	if a.queued[att.Key] {
+		return
+	}
 	spec, _ := catalog.Lookup(step.Kind)
 	site, err := renderString(step.Site, env)
 	if err != nil {
@@ -80,9 +96,9 @@ func (s *service) dispatchProbe(ctx context.Context, a *active, step api.Step, s
 		s.attemptFailed(a, step, st, err.Error(), true, 0)
 		return
 	}
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
 	if len(creds) > 0 {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
 		// discovery owns the stored credentials and seals them to the site's bridges for this
 		// probe id: the clear secret never reaches this service
 		sealed, err := discoveryapi.CredentialSeal.Call(rctx, s.deps.NC,
@@ -103,37 +119,102 @@ func (s *service) dispatchProbe(ctx context.Context, a *active, step api.Step, s
 			}
 		}
 	}
-	// the attempt is on record before the probe exists: its result always finds it
-	if err := s.save(ctx, a); err != nil {
-		if a.fenced {
+	ttl := time.Until(p.Deadline)
+	if ttl < time.Second {
+		s.attemptFailed(a, step, st, fmt.Sprintf("probe %s: its deadline already passed", p.ID), false, 0)
+		return
+	}
+	subject, err := bus.ProbeRoute(ctx, s.deps.JS, s.pub, p)
+	if err != nil {
+		s.attemptFailed(a, step, st, err.Error(), true, 0)
+		return
+	}
+	msg, span, err := s.pub.Message(ctx, subject, envelope.Meta{ID: p.ID, Run: p.Run}, p)
+	if err != nil {
+		s.attemptFailed(a, step, st, "probe: "+err.Error(), true, 0)
+		return
+	}
+	span.End()
+	// the bridge and NATS drop a probe whose deadline passed before it ran
+	msg.Header.Set("Nats-TTL", ttl.Round(time.Second).String())
+	a.queued[att.Key] = true
+	a.outgoing = append(a.outgoing, outgoing{step: st.ID, key: att.Key, msg: msg, probe: p})
+}
+
+// flush sends the probes the advance queued: first their attempts go on record (one
+// append of the run, in the journal's batch with other runs'), then the probes go out
+// together and their acks are checked together. It reports whether a step changed
+// (a probe that could not be recorded or sent fails its attempt). Caller holds a.mu.
+func (s *service) flush(ctx context.Context, wg *sync.WaitGroup, a *active) bool {
+	if len(a.outgoing) == 0 && len(a.spawns) == 0 {
+		return false
+	}
+	out := a.outgoing
+	a.outgoing = nil
+	defer clear(a.queued)
+	fail := func(key, msg string) {
+		st := currentAttempt(a.run, key)
+		if st == nil {
 			return
 		}
-		s.attemptFailed(a, step, st, "cannot record the attempt: "+err.Error(), false, 0)
-		return
+		s.attemptFailed(a, a.step(st.ID), st, msg, false, 0)
+	}
+	// the attempts are on record before their probes (or child runs) exist: a result
+	// always finds its attempt, and a restart knows what may have left
+	if err := s.save(ctx, a); err != nil {
+		if a.fenced {
+			return false
+		}
+		for _, o := range out {
+			fail(o.key, "cannot record the attempt: "+err.Error())
+		}
+		for _, sp := range a.spawns {
+			delete(a.children, sp.key)
+			fail(sp.key, "cannot record the attempt: "+err.Error())
+		}
+		a.spawns = nil
+		return true
+	}
+	if s.crashPoint != nil && len(a.spawns) > 0 {
+		s.crashPoint(ctx, "child-recorded")
+		if ctx.Err() != nil {
+			return false
+		}
+	}
+	s.startChildren(ctx, wg, a)
+	if len(out) == 0 {
+		return true
 	}
 	if s.crashPoint != nil {
 		s.crashPoint(ctx, "probe-recorded")
 		if ctx.Err() != nil {
-			return
+			return false
 		}
 	}
-	if err := bus.PublishProbe(rctx, s.deps.JS, s.pub, p); err != nil {
-		s.attemptFailed(a, step, st, "send probe: "+err.Error(), false, 0)
-		return
+	msgs := make([]*nats.Msg, len(out))
+	for i, o := range out {
+		msgs[i] = o.msg
 	}
+	errs := s.journal.publishAll(msgs)
 	if s.crashPoint != nil {
 		s.crashPoint(ctx, "probe-published")
 		if ctx.Err() != nil {
-			return
+			return false
 		}
 	}
-	// on record too: a resume only awaits it
 	now := s.now()
-	att.Sent = &now
-	if err := s.save(ctx, a); err != nil {
-		s.log.Warn("record the attempt as sent", "run", r.ID, "step", step.ID, "err", err)
+	for i, o := range out {
+		if errs[i] != nil {
+			fail(o.key, "send probe: "+errs[i].Error())
+			continue
+		}
+		// recorded as sent by the run's next save: a resume only awaits it
+		if st := currentAttempt(a.run, o.key); st != nil {
+			st.Attempts[len(st.Attempts)-1].Sent = &now
+		}
+		s.log.Debug("step dispatched", "run", a.run.ID, "step", o.step, "probe", o.key, "site", o.probe.Site, "kind", o.probe.Kind)
 	}
-	s.log.Info("step dispatched", "run", r.ID, "step", step.ID, "attempt", att.N, "probe", p.ID, "site", site, "kind", step.Kind)
+	return true
 }
 
 // handleResult takes a probe's final result for the attempt in flight with its id; any
@@ -147,20 +228,27 @@ func (s *service) handleResult(ctx context.Context, _ envelope.Meta, res *envelo
 		return nil
 	}
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	st := currentAttempt(a.run, res.Probe)
 	if st == nil || st.State != api.StepRunning {
+		a.mu.Unlock()
 		return nil
 	}
 	step := a.step(st.ID)
 	att := &st.Attempts[len(st.Attempts)-1]
 	att.Agent = res.Agent
 	s.applyResult(ctx, a, step, st, res)
-	if err := s.save(ctx, a); err != nil {
-		return err // redelivered; the attempt is still in flight in the run's history
-	}
+	// the run's goroutine advances the run and records the result together with what it
+	// started next, in one append; the result is acknowledged once that is on record
+	saved := make(chan error, 1)
+	a.waiters = append(a.waiters, saved)
+	a.mu.Unlock()
 	a.wake()
-	return nil
+	select {
+	case err := <-saved:
+		return err // an error: redelivered; the attempt is still in flight in the run's history
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // applyResult decides what a final result means for the step. A probe that ran is a

@@ -59,6 +59,10 @@ func Consumers() []bus.ConsumerSpec {
 		Stream: bus.StreamResults, Name: ResultsConsumer, Filters: []string{"result." + Service + ".>"},
 		AckWait: 30 * time.Second, MaxDeliver: 5, MaxAckPending: 1000,
 		Description: "probe results of workflow steps",
+	}, {
+		Stream: bus.StreamChanges, Name: TriggersConsumer, Filters: []string{"cmdb.changed.>"},
+		AckWait: 30 * time.Second, MaxDeliver: 5, MaxAckPending: 256,
+		Description: "CMDB changes for workflows' cmdb_change triggers",
 	}}
 }
 
@@ -76,6 +80,14 @@ type service struct {
 
 	mu   sync.Mutex
 	runs map[string]*active // unfinished runs this replica advances
+	// closing: serve is awaiting the runs' goroutines; no new one starts
+	closing bool
+
+	// journal writes histories, snapshots and probes in batches (journal.go); one per
+	// term as the active replica.
+	journal *journal
+	// defs caches definitions for run starts (defcache.go).
+	defs *defCache
 
 	// hold is this replica's active lease (active.go, libs/lease); once lost, what it holds
 	// in memory is stale and must not overwrite what the active replica writes.
@@ -88,6 +100,9 @@ type service struct {
 	sitesMu sync.Mutex
 	sites   []siteRange
 	sitesAt time.Time
+
+	// cronArmed, when set (tests), is told the slot the cron loop sleeps until.
+	cronArmed func(at time.Time)
 
 	// crashPoint, when set (tests), is called at the points where a crash is interesting
 	// (probe-recorded, probe-published); it blocks like a dead process until ctx ends.
@@ -117,6 +132,19 @@ type active struct {
 	fetched map[string]any
 	// items indexes the items of for_each steps in run.Steps (nil: to be rebuilt).
 	items map[string][]int
+	// outgoing are the probes this advance prepared, queued their keys: flush records
+	// their attempts, then sends them (probe.go).
+	outgoing []outgoing
+	queued   map[string]bool
+	// spawns are child runs to start once their attempts are on record; children the
+	// children of workflow attempts in flight (attempt key → run), watching the attempts
+	// whose child reports to this run (subworkflow.go).
+	spawns   []spawn
+	children map[string]string
+	watching map[string]bool
+	// waiters are results applied to the run and waiting for the save that records them
+	// (handleResult acknowledges its message then).
+	waiters []chan error
 }
 
 func (a *active) wake() {
@@ -152,7 +180,7 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 		cfg.Replica = envelope.NewID()
 	}
 	s := &service{cfg: cfg, deps: deps, clock: clock.Or(deps.Clock), log: log.With("component", Service),
-		runs: map[string]*active{}, pub: bus.NewPublisher(deps.JS, envelope.ServiceSource(Service), deps.Tracer), httpc: deps.HTTP}
+		runs: map[string]*active{}, defs: newDefCache(), pub: bus.NewPublisher(deps.JS, envelope.ServiceSource(Service), deps.Tracer), httpc: deps.HTTP}
 	if s.httpc == nil {
 		// no redirects: a webhook answers where it was asked
 		s.httpc = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -198,8 +226,24 @@ func (s *service) serve(ctx context.Context) error {
 			return fmt.Errorf("orchestration consumer %s: %w", c.Name, err)
 		}
 	}
+	// the journal outlives the runs' goroutines of this term (they are awaited below), so
+	// it stops only once serve returns
+	jctx, jstop := context.WithCancel(context.WithoutCancel(ctx))
+	s.journal = newJournal(s.deps.JS)
+	jdone := make(chan struct{})
+	go func() { defer close(jdone); s.journal.run(jctx) }()
+	defer func() { jstop(); <-jdone }()
+	// the watch and the cron loop end with this term, also when serve fails and is retried
+	tctx, tstop := context.WithCancel(ctx)
+	defer tstop()
+	go func() {
+		if err := s.defs.watch(tctx, s.kvDefs); err != nil && tctx.Err() == nil {
+			s.log.Warn("watch definitions: run starts read them from the bucket", "err", err)
+		}
+	}()
+	// results are taken by many handlers at once: their appends share the journal's batches
 	router, err := bus.NewRouter(s.deps.NC, s.deps.JS, bus.RouterConfig{Service: Service,
-		Topology: bus.Topology{Consumers: Consumers()}, MaxInFlight: 64, Logger: s.log, Tracer: s.deps.Tracer})
+		Topology: bus.Topology{Consumers: Consumers()}, MaxInFlight: 512, Logger: s.log, Tracer: s.deps.Tracer})
 	if err != nil {
 		return err
 	}
@@ -207,9 +251,23 @@ func (s *service) serve(ctx context.Context) error {
 		return err
 	}
 	var wg sync.WaitGroup
+	s.mu.Lock()
+	s.closing = false
+	s.mu.Unlock()
+	// a triggered run belongs to the service's context, not to the message's
+	if err := router.Handle("orchestration-triggers", TriggersConsumer, bus.Decoded(func(mctx context.Context, meta envelope.Meta, c *envelope.Change) error {
+		return s.handleChange(mctx, ctx, &wg, meta, c)
+	})); err != nil {
+		return err
+	}
 	if err := s.resume(ctx, &wg); err != nil {
 		s.log.Error("resume runs", "err", err)
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.cronLoop(tctx, ctx, &wg)
+	}()
 	svc, err := bus.AddService(ctx, s.deps.NC, bus.ServiceConfig{Name: Service, Version: version.Semver(),
 		Description: "workflows: definitions, runs, approvals", Endpoints: s.endpoints(ctx, &wg), Logger: s.log})
 	if err != nil {
@@ -217,6 +275,9 @@ func (s *service) serve(ctx context.Context) error {
 	}
 	defer func() { _ = svc.Stop() }()
 	err = router.Run(ctx)
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
 	wg.Wait()
 	if ctx.Err() != nil {
 		return nil
@@ -243,6 +304,11 @@ func (s *service) resume(ctx context.Context, wg *sync.WaitGroup) error {
 	n := 0
 	for _, k := range ids {
 		r, err := s.load(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			s.log.Warn("resume: a snapshot without history is no run; removed", "run", k, "err", err)
+			_ = s.kvRuns.Delete(ctx, k)
+			continue
+		}
 		if err != nil {
 			s.log.Error("resume run: cannot read it", "run", k, "err", err)
 			continue
@@ -277,15 +343,22 @@ func (s *service) resume(ctx context.Context, wg *sync.WaitGroup) error {
 func ptr[T any](v T) *T { return &v }
 
 func (s *service) newActive(r *api.Run, wf *workflow) *active {
-	return &active{run: r, wf: wf, kick: make(chan struct{}, 1), inflight: map[string]bool{}}
+	return &active{run: r, wf: wf, kick: make(chan struct{}, 1), inflight: map[string]bool{}, queued: map[string]bool{},
+		children: map[string]string{}, watching: map[string]bool{}}
 }
 
 // start puts a run in memory and starts its goroutine.
 func (s *service) start(ctx context.Context, wg *sync.WaitGroup, a *active) *active {
 	s.mu.Lock()
+	if s.closing {
+		// serve awaits the runs' goroutines: none may start now (the run is on record and
+		// resumes with the next term)
+		s.mu.Unlock()
+		return a
+	}
 	s.runs[a.run.ID] = a
-	s.mu.Unlock()
 	wg.Add(1)
+	s.mu.Unlock()
 	go func() {
 		defer wg.Done()
 		s.drive(ctx, wg, a)
@@ -302,11 +375,43 @@ func (s *service) lookup(id string) *active {
 // drive advances one run until it is finished or ctx ends, sleeping until its next
 // deadline or until something wakes it.
 func (s *service) drive(ctx context.Context, wg *sync.WaitGroup, a *active) {
+	defer func() {
+		// results still waiting for a save are redelivered to whoever advances the run next
+		a.mu.Lock()
+		for _, w := range a.waiters {
+			w <- errJournalStopped
+		}
+		a.waiters = nil
+		a.mu.Unlock()
+	}()
 	for {
 		a.mu.Lock()
 		next := s.advance(ctx, wg, a)
+		if len(a.waiters) > 0 {
+			// advance saved what it did; this save is a no-op unless that one failed
+			err := s.save(ctx, a)
+			for _, w := range a.waiters {
+				w <- err
+			}
+			a.waiters = nil
+		}
 		done := a.run.Done() || a.fenced
+		orphans := s.orphans(a)
+		var ended *api.Run
+		if a.run.Done() && a.run.Parent != nil {
+			cp := snapshot(a.run)
+			ended = &cp
+		}
 		a.mu.Unlock()
+		for _, child := range orphans {
+			// the attempt that waited for it ended otherwise: the child goes too
+			if _, err := s.cancel(ctx, child); err != nil {
+				s.log.Info("cancel a sub-workflow run", "run", a.run.ID, "child", child, "err", err)
+			}
+		}
+		if ended != nil {
+			s.childDone(ctx, ended)
+		}
 		if done {
 			s.mu.Lock()
 			if s.runs[a.run.ID] == a {

@@ -42,6 +42,10 @@ const (
 	KindWait       = "wait"
 	KindCMDBUpdate = "cmdb_update"
 	KindNotify     = "notify"
+	// KindWorkflow runs another workflow (params: workflow, version, inputs) as a child
+	// run; the step's output is {run, outputs} of the child, and canceling the parent (or
+	// the step timing out) cancels the child.
+	KindWorkflow = "workflow"
 )
 
 // Workflow is a definition as written in YAML. Adding one with an existing name makes a
@@ -51,6 +55,55 @@ type Workflow struct {
 	Description string           `json:"description,omitempty" yaml:"description,omitempty"`
 	Inputs      map[string]Input `json:"inputs,omitempty" yaml:"inputs,omitempty"`
 	Steps       []Step           `json:"steps" yaml:"steps"`
+	// Outputs are the run's outputs, expressions over inputs and steps evaluated when it
+	// completes (Run.Outputs); a workflow step's output carries its child's.
+	Outputs map[string]string `json:"outputs,omitempty" yaml:"outputs,omitempty"`
+	// On are the run's triggers besides CLI/API/console: a cron schedule, CMDB changes,
+	// correlation alerts.
+	On *Triggers `json:"on,omitempty" yaml:"on,omitempty"`
+}
+
+// Triggers start runs by themselves. A run started by one records it (Run.Trigger).
+// Correlation alerts start runs through run_start (a remediation action gives its alert as
+// the run's Trigger), not here.
+type Triggers struct {
+	// Cron is a 5-field cron schedule (UTC), e.g. "*/15 * * * *": one run per slot, across
+	// replicas (a KV claim per slot).
+	Cron string `json:"cron,omitempty" yaml:"cron,omitempty"`
+	// CMDBChange starts a run for each CMDB change event that matches and happened after
+	// the definition's version was added.
+	CMDBChange *CMDBChangeTrigger `json:"cmdb_change,omitempty" yaml:"cmdb_change,omitempty"`
+	// Inputs are the run's inputs when a trigger starts it; expressions may read the
+	// change as event (event.ci, event.class, event.op, event.attributes, event.source) and
+	// the slot as event.slot.
+	Inputs map[string]string `json:"inputs,omitempty" yaml:"inputs,omitempty"`
+}
+
+// CMDBChangeTrigger matches CMDB change events (cmdb.changed.<class>): Class is required;
+// Attribute, when given, must be among the attributes the change touched; Op, when given,
+// is created, updated or stale.
+type CMDBChangeTrigger struct {
+	Class     string `json:"class" yaml:"class"`
+	Attribute string `json:"attribute,omitempty" yaml:"attribute,omitempty"`
+	Op        string `json:"op,omitempty" yaml:"op,omitempty"`
+}
+
+// Trigger is what started a run: api (a CLI/API/console call), cron (Slot), cmdb_change
+// (Event: the change event's id), alert (Event: the correlation alert's id, given by the
+// remediation action that called run_start), workflow (Event: the parent run).
+type Trigger struct {
+	Kind  string    `json:"kind"`
+	Slot  time.Time `json:"slot,omitzero"`
+	Event string    `json:"event,omitempty"`
+	// Detail is a short description of what fired (the change, the alert).
+	Detail string `json:"detail,omitempty"`
+}
+
+// RunLink points a child run (of a workflow step) at the step of its parent run.
+type RunLink struct {
+	Run     string `json:"run"`
+	Step    string `json:"step"`
+	Attempt string `json:"attempt"` // the parent attempt's key
 }
 
 // Input declares one input of a workflow.
@@ -88,8 +141,9 @@ type Step struct {
 	// Timeout bounds one attempt (a Go duration); default per kind.
 	Timeout string `json:"timeout,omitempty" yaml:"timeout,omitempty"`
 	Retry   *Retry `json:"retry,omitempty" yaml:"retry,omitempty"`
-	// OnFailure: fail (default) fails the run; continue lets dependent steps run.
-	OnFailure string `json:"on_failure,omitempty" yaml:"on_failure,omitempty"`
+	// OnFailure: fail (default) fails the run; continue lets dependent steps run; a list of
+	// compensating steps run, one after another, once the step failed — then the run fails.
+	OnFailure OnFailure `json:"on_failure,omitzero" yaml:"on_failure,omitempty"`
 }
 
 // Retry is a step's retry policy: up to MaxAttempts attempts in all, waiting Initial
@@ -124,7 +178,12 @@ const (
 
 // Run is one execution of one version of a workflow: the whole state, as kept in KV.
 type Run struct {
-	ID       string         `json:"id"`
+	ID string `json:"id"`
+	// Trigger is what started the run; Parent the workflow step whose child it is.
+	Trigger *Trigger `json:"trigger,omitempty"`
+	Parent  *RunLink `json:"parent,omitempty"`
+	// Outputs are the definition's outputs, evaluated when the run completed.
+	Outputs  map[string]any `json:"outputs,omitempty"`
 	Workflow string         `json:"workflow"`
 	Version  int            `json:"version"`
 	State    string         `json:"state"`
@@ -177,6 +236,8 @@ type StepRun struct {
 	Parent string `json:"parent,omitempty"`
 	Index  int    `json:"index,omitempty"`
 	Item   any    `json:"item,omitempty"`
+	// Compensates is the failed step a compensating step (<step>:<id>) undoes.
+	Compensates string `json:"compensates,omitempty"`
 }
 
 // Attempt is one try of a step. Key is its idempotency key (run, step, attempt): a probe
@@ -195,6 +256,8 @@ type Attempt struct {
 	// one sent is only awaited.
 	Sent     *time.Time `json:"sent,omitempty"`
 	Finished *time.Time `json:"finished,omitempty"`
+	// Child is the run a workflow step's attempt started, recorded before it starts.
+	Child string `json:"child,omitempty"`
 }
 
 // Event is one entry of a run's history, the stream of events its state is folded from:
@@ -319,6 +382,9 @@ type RunRequest struct {
 type RunOptions struct {
 	Version int            `json:"version,omitempty"`
 	Inputs  map[string]any `json:"inputs,omitempty"`
+	// Trigger says what starts the run when it is not an operator (a correlation
+	// remediation action gives {kind: alert, event: <alert id>}); default api.
+	Trigger *Trigger `json:"trigger,omitempty"`
 }
 
 // RunResponse is the run as started.

@@ -156,6 +156,12 @@ func (c *Console) routes() {
 	auth("GET "+Prefix+"/imports/runs/{id}/events", c.importRunEvents)
 	auth("GET "+Prefix+"/services", c.services)
 	auth("GET "+Prefix+"/services/{name}", c.service)
+	auth("GET "+Prefix+"/workflows", c.workflows)
+	auth("GET "+Prefix+"/workflows/{name}", c.workflow)
+	auth("GET "+Prefix+"/workflow-runs/{id}", c.workflowRun)
+	auth("GET "+Prefix+"/workflow-runs/{id}/events", c.workflowRunEvents)
+	auth("POST "+Prefix+"/workflow-runs/{id}/cancel", c.workflowRunCancel)
+	auth("POST "+Prefix+"/workflow-runs/{id}/steps/{step}/approve", c.workflowApprove)
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		c.render(w, r, http.StatusNotFound, "error", &page{Title: "Not found", Errors: []string{"There is no page at " + r.URL.Path + "."}})
 	})

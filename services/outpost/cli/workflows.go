@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -303,6 +305,25 @@ func printWorkflowRun(w io.Writer, r api.Run) error {
 		fmt.Fprintf(w, " — %s", r.Reason)
 	}
 	fmt.Fprintln(w)
+	if t := r.Trigger; t != nil {
+		fmt.Fprintf(w, "started by %s", t.Kind)
+		if !t.Slot.IsZero() {
+			fmt.Fprintf(w, " (slot %s)", t.Slot.Format(time.RFC3339))
+		}
+		if t.Detail != "" {
+			fmt.Fprintf(w, ": %s", t.Detail)
+		} else if t.Event != "" {
+			fmt.Fprintf(w, ": %s", t.Event)
+		}
+		fmt.Fprintln(w)
+	}
+	if p := r.Parent; p != nil {
+		fmt.Fprintf(w, "child of run %s (step %s)\n", p.Run, p.Step)
+	}
+	for _, k := range slices.Sorted(maps.Keys(r.Outputs)) {
+		b, _ := json.Marshal(r.Outputs[k])
+		fmt.Fprintf(w, "output %s = %s\n", k, clip(string(b), 200))
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "STEP\tKIND\tSTATE\tATTEMPTS\tREASON")
 	for _, st := range r.Steps {

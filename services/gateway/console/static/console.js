@@ -71,3 +71,42 @@ function update(run) {
     if (rows.length) hosts.replaceChildren(...rows);
   }
 }
+
+// Live workflow run: on each change the stream announces, the page fetches its own HTML
+// and swaps the run's section (rendering stays on the server); open details stay open.
+document.addEventListener("DOMContentLoaded", () => {
+  const box = document.getElementById("wf-run");
+  const url = box && box.dataset.events;
+  if (!url || !window.EventSource) return;
+  const es = new EventSource(url);
+  const live = () => document.getElementById("wf-run-live");
+  let busy = false, again = false;
+  const refresh = async () => {
+    if (busy) { again = true; return; }
+    busy = true;
+    try {
+      const resp = await fetch(window.location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } });
+      if (resp.ok) {
+        const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
+        const next = doc.getElementById("wf-run");
+        const cur = document.getElementById("wf-run");
+        if (next && cur) {
+          const open = [...cur.querySelectorAll("details[open]")].map((d) => d.closest("li") && d.closest("li").id + "/" + d.className);
+          next.removeAttribute("data-events");
+          cur.replaceWith(next);
+          for (const d of next.querySelectorAll("details")) {
+            if (open.includes(d.closest("li") && d.closest("li").id + "/" + d.className)) d.open = true;
+          }
+          const l = live(); if (l) l.hidden = false;
+        }
+      }
+    } finally {
+      busy = false;
+      if (again) { again = false; refresh(); }
+    }
+  };
+  es.addEventListener("open", () => { const l = live(); if (l) l.hidden = false; });
+  es.addEventListener("run", refresh);
+  es.addEventListener("end", () => { es.close(); refresh().then(() => { const l = live(); if (l) { l.hidden = false; l.textContent = "finished"; } }); });
+  es.addEventListener("problem", (ev) => { const l = live(); if (l) l.textContent = JSON.parse(ev.data).error; });
+});
