@@ -69,11 +69,11 @@ func TestCrashPoints(t *testing.T) {
 		point Point
 		lab   string
 	}{
-		{PointScanBurst, "127.77.201.0/24"},
-		{PointClassifyBurst, "127.77.202.0/24"},
-		{PointExploreBurst, "127.77.203.0/24"},
-		{PointPayload, "127.77.204.0/24"},
-		{PointReceipt, "127.77.205.0/24"},
+		{PointScanBurst, "127.77.221.0/24"},
+		{PointClassifyBurst, "127.77.222.0/24"},
+		{PointExploreBurst, "127.77.223.0/24"},
+		{PointPayload, "127.77.224.0/24"},
+		{PointReceipt, "127.77.225.0/24"},
 	}
 	for _, tc := range cases {
 		t.Run(string(tc.point), func(t *testing.T) {

@@ -91,7 +91,7 @@ func (b *syncBuffer) String() string {
 func TestFencedReplicaWritesNothing(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	h := newHarness(ctx, t, "127.77.206.0/24", 16)
+	h := newHarness(ctx, t, "127.77.226.0/24", 16)
 	seed, _ := h.hub.Seed()
 	var stderr syncBuffer
 	child := exec.Command(os.Args[0], "-test.run=^TestFrozenReplicaChild$", "-test.count=1", "-test.timeout=10m")

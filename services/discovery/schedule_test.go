@@ -34,7 +34,7 @@ func (c *crashAt) At(p Point, _ string) {
 func TestScheduleSlots(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	h := newHarness(ctx, t, "127.77.207.0/24", 0)
+	h := newHarness(ctx, t, "127.77.227.0/24", 0)
 	fake := clock.NewFake(t0)
 	incarnation := func(name string, hooks Hooks) (*nats.Conn, func()) {
 		nc, err := h.srv.Connect(name)
@@ -97,7 +97,7 @@ func TestScheduleSlots(t *testing.T) {
 
 	// a crash between finding the slot due and starting its run
 	_, stop := incarnation("incarnation-1", nil)
-	h.request(ctx, "schedules_add", Schedule{Name: "hourly", Site: "lab", Ranges: []string{"127.77.207.0/30"}, Cron: "0 * * * *"}, nil)
+	h.request(ctx, "schedules_add", Schedule{Name: "hourly", Site: "lab", Ranges: []string{"127.77.227.0/30"}, Cron: "0 * * * *"}, nil)
 	stop()
 	hook := &crashAt{point: PointScheduleFire, crashed: make(chan struct{})}
 	nc2, err := h.srv.Connect("incarnation-2")
