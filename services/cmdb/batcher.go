@@ -45,18 +45,18 @@ func newBatcher(ctx context.Context, eng *ire.Engine, workers int) *batcher {
 
 // ingest reconciles p with whatever else is waiting and returns its own result. When ctx
 // ends first, the payload may still be written: its redelivery is idempotent.
-func (b *batcher) ingest(ctx context.Context, p *ire.Prepared) (ire.Outcome, error) {
+func (b *batcher) ingest(ctx context.Context, p *ire.Prepared) (ire.Result, error) {
 	r := &batchReq{p: p, done: make(chan ire.Result, 1)}
 	select {
 	case b.reqs <- r:
 	case <-ctx.Done():
-		return ire.Outcome{}, ctx.Err()
+		return ire.Result{}, ctx.Err()
 	}
 	select {
 	case res := <-r.done:
-		return res.Outcome, res.Err
+		return res, res.Err
 	case <-ctx.Done():
-		return ire.Outcome{}, ctx.Err()
+		return ire.Result{}, ctx.Err()
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/services/cmdb/ire"
+	"github.com/outpost-dev/outpost/services/cmdb/store"
 )
 
 // Ops of the change events (envelope.Change.Op).
@@ -27,7 +29,9 @@ const (
 // publishTimeout bounds how long a handler keeps trying to announce what it wrote.
 const publishTimeout = 30 * time.Second
 
-// changes publishes cmdb.changed.<class> events.
+// changes makes cmdb.changed.<class> events and ingest receipts. Those of an ingest are
+// written to the outbox in its transaction and published by the drainer (outbox.go); stale
+// marks are published directly.
 //
 // Their ce-id (the Nats-Msg-Id) is derived from what caused them — the payload's digest,
 // the CI and the op — not drawn at random, so a retried publish, or a payload redelivered
@@ -48,54 +52,101 @@ type changeEvent struct {
 	body envelope.Change
 }
 
-// publishOutcome announces every CI an ingest of p created or updated.
-func (c *changes) publishOutcome(ctx context.Context, run string, p envelope.CIPayload, out ire.Outcome) {
+// announce makes the ingest of p write its change events and, for a payload with an id,
+// its receipt in its own transaction (transactional outbox, drained by the drainer); a
+// payload whose receipt is stored already gets that receipt published again.
+func (c *changes) announce(prep *ire.Prepared, meta envelope.Meta, p envelope.CIPayload) {
+	effects := func(out ire.Outcome) (string, []store.OutboxMsg, error) {
+		msgs, err := c.outcomeMsgs(meta.Run, p, out)
+		if err != nil || meta.ID == "" {
+			return "", msgs, err
+		}
+		r := receiptOf(meta, p, out, time.Now().UTC())
+		body, err := json.Marshal(r)
+		if err != nil {
+			return "", nil, err
+		}
+		m, err := c.receiptMsg(meta, p, r)
+		if err != nil {
+			return "", nil, err
+		}
+		return string(body), append(msgs, m), nil
+	}
+	replay := func(stored string) ([]store.OutboxMsg, error) {
+		var r envelope.Ingested
+		if err := json.Unmarshal([]byte(stored), &r); err != nil {
+			return nil, fmt.Errorf("stored receipt of payload %s: %w", meta.ID, err)
+		}
+		m, err := c.receiptMsg(meta, p, &r)
+		if err != nil {
+			return nil, err
+		}
+		return []store.OutboxMsg{m}, nil
+	}
+	key := meta.ID
+	if key == "" {
+		replay = nil
+	}
+	prep.Announce(key, effects, replay)
+}
+
+// outcomeMsgs are the change events of every CI an ingest of p created or updated.
+func (c *changes) outcomeMsgs(run string, p envelope.CIPayload, out ire.Outcome) ([]store.OutboxMsg, error) {
 	if len(out.Created)+len(out.Updated) == 0 {
-		return
+		return nil, nil
 	}
 	digest := payloadDigest(p)
 	at := p.Observed.UTC()
 	if p.Observed.IsZero() {
 		at = time.Now().UTC()
 	}
-	evs := make([]changeEvent, 0, len(out.Created)+len(out.Updated))
-	add := func(op string, chs []ire.Change) {
+	msgs := make([]store.OutboxMsg, 0, len(out.Created)+len(out.Updated))
+	add := func(op string, chs []ire.Change) error {
 		for _, ch := range chs {
-			evs = append(evs, changeEvent{
-				id:   changeID(p.Observed, digest, ch.ID, op),
-				body: envelope.Change{CI: ch.ID, Class: ch.Class, Op: op, Source: p.Source, Attributes: ch.Attributes, Time: at},
-			})
+			body := envelope.Change{CI: ch.ID, Class: ch.Class, Op: op, Source: p.Source, Attributes: ch.Attributes, Time: at}
+			m, err := c.message(bus.ChangeSubject(ch.Class), envelope.Meta{ID: changeID(p.Observed, digest, ch.ID, op), Run: run}, &body)
+			if err != nil {
+				return err
+			}
+			msgs = append(msgs, m)
 		}
+		return nil
 	}
-	add(OpCreated, out.Created)
-	add(OpUpdated, out.Updated)
-	c.publish(ctx, run, evs)
+	if err := add(OpCreated, out.Created); err != nil {
+		return nil, err
+	}
+	if err := add(OpUpdated, out.Updated); err != nil {
+		return nil, err
+	}
+	return msgs, nil
 }
 
-// publishReceipt tells the payload's producer what its items became (cmdb.ingested.<source>),
-// with the payload's run. Its id derives from the payload's, so a receipt published again
-// for a redelivered payload is dropped by the stream's duplicate window; past the window a
-// producer recognises it by Payload.
-func (c *changes) publishReceipt(ctx context.Context, meta envelope.Meta, p envelope.CIPayload, out ire.Outcome) {
-	if meta.ID == "" {
-		return
-	}
+// receiptOf tells the payload's producer what its items became (cmdb.ingested.<source>).
+func receiptOf(meta envelope.Meta, p envelope.CIPayload, out ire.Outcome, now time.Time) *envelope.Ingested {
+	return &envelope.Ingested{Payload: meta.ID, Source: p.Source, Items: len(p.Items), Created: len(out.Created),
+		Updated: len(out.Updated), Unchanged: len(out.Unchanged), Conflicts: len(out.Conflicts), Skipped: len(out.Skipped),
+		Refs: itemOutcomes(out), Time: now}
+}
+
+// receiptMsg is the message of a receipt, with the payload's run. Its id derives from the
+// payload's, so a receipt published again for a redelivered payload is dropped by the
+// stream's duplicate window; past the window a producer recognises it by Payload.
+func (c *changes) receiptMsg(meta envelope.Meta, p envelope.CIPayload, r *envelope.Ingested) (store.OutboxMsg, error) {
 	source := p.Source
 	if !bus.ValidName(source) {
 		source = "other"
 	}
-	r := &envelope.Ingested{Payload: meta.ID, Source: p.Source, Items: len(p.Items), Created: len(out.Created),
-		Updated: len(out.Updated), Unchanged: len(out.Unchanged), Conflicts: len(out.Conflicts), Skipped: len(out.Skipped),
-		Refs: itemOutcomes(out), Time: time.Now().UTC()}
-	id := changeID(p.Observed, meta.ID, "ingested")
-	err := untilSent(ctx, func(ctx context.Context) error {
-		_, err := c.pub.Publish(ctx, bus.IngestedSubject(source), envelope.Meta{ID: id, Run: meta.Run}, r)
-		return err
-	})
+	return c.message(bus.IngestedSubject(source), envelope.Meta{ID: changeID(p.Observed, meta.ID, "ingested"), Run: meta.Run}, r)
+}
+
+// message encodes one announcement for the outbox, with its headers as it will be published.
+func (c *changes) message(subject string, meta envelope.Meta, body envelope.Body) (store.OutboxMsg, error) {
+	m, span, err := c.pub.Message(context.Background(), subject, meta, body)
 	if err != nil {
-		c.log.Error("ingest receipt not published; the CMDB holds the payload's CIs but its producer cannot count them",
-			"payload", meta.ID, "run", meta.Run, "err", err)
+		return store.OutboxMsg{}, fmt.Errorf("encode %s: %w", subject, err)
 	}
+	span.End()
+	return store.OutboxMsg{Subject: subject, MsgID: meta.ID, Header: m.Header, Data: m.Data, Created: time.Now().UTC()}, nil
 }
 
 // publish sends evs, retrying the whole set (duplicates are dropped by their ids) until

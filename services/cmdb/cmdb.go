@@ -57,16 +57,21 @@ type Config struct {
 	StaleEvery time.Duration
 	// ClassesDir, when set, extends or replaces the embedded class model (classes.LoadDir).
 	ClassesDir string
+	// KeepReceipts is how long the receipt of an ingested payload is kept, so that the same
+	// payload delivered again (a producer resuming a run) is answered with what it did. At
+	// least as long as producers may resend: the importer keeps its staged rows 7 days.
+	KeepReceipts time.Duration
 	// Version is the service version NATS micro reports (semver).
 	Version string
 }
 
 // Defaults.
 const (
-	DefaultPartitions = 8
-	DefaultPrecedence = "manual > sccm > discovery > import"
-	DefaultStaleAfter = 30 * 24 * time.Hour
-	DefaultStaleEvery = time.Hour
+	DefaultPartitions   = 8
+	DefaultPrecedence   = "manual > sccm > discovery > import"
+	DefaultStaleAfter   = 30 * 24 * time.Hour
+	DefaultStaleEvery   = time.Hour
+	DefaultKeepReceipts = 7 * 24 * time.Hour
 	// MaxPartitions bounds the consumers a deployment creates.
 	MaxPartitions = 256
 )
@@ -74,12 +79,13 @@ const (
 // DefaultConfig is the CMDB of `outpost up`, on an SQLite file in the working directory.
 func DefaultConfig() Config {
 	return Config{
-		DSN:        "sqlite://cmdb.db",
-		Partitions: DefaultPartitions,
-		Precedence: DefaultPrecedence,
-		StaleAfter: DefaultStaleAfter,
-		StaleEvery: DefaultStaleEvery,
-		Version:    version.Semver(),
+		DSN:          "sqlite://cmdb.db",
+		Partitions:   DefaultPartitions,
+		Precedence:   DefaultPrecedence,
+		StaleAfter:   DefaultStaleAfter,
+		StaleEvery:   DefaultStaleEvery,
+		KeepReceipts: DefaultKeepReceipts,
+		Version:      version.Semver(),
 	}
 }
 
@@ -96,6 +102,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.StaleEvery == 0 {
 		c.StaleEvery = d.StaleEvery
+	}
+	if c.KeepReceipts == 0 {
+		c.KeepReceipts = d.KeepReceipts
 	}
 	if c.Version == "" {
 		c.Version = d.Version
@@ -134,6 +143,9 @@ func (c Config) Validate() error {
 	}
 	if c.StaleEvery < 0 {
 		errs = append(errs, fmt.Errorf("cmdb stale check interval %s: must be positive", c.StaleEvery))
+	}
+	if c.KeepReceipts < 0 {
+		errs = append(errs, fmt.Errorf("cmdb keep-receipts %s: must be positive (default %s)", c.KeepReceipts, DefaultKeepReceipts))
 	}
 	if c.ClassesDir != "" {
 		if fi, err := os.Stat(c.ClassesDir); err != nil {
@@ -191,6 +203,7 @@ type service struct {
 	batch   *batcher // the partitions' payloads, ingested together when they arrive together
 	model   *classes.Model
 	changes *changes
+	drain   *drainer           // publishes what ingests wrote to the outbox
 	kv      jetstream.KeyValue // leases; nil when the bucket is unavailable
 	log     *slog.Logger
 	holder  string // this replica's name in leases
@@ -244,7 +257,8 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 		return fmt.Errorf("cmdb: provision the bus: %w", err)
 	}
 	s := &service{cfg: cfg, st: st, eng: eng, model: model, log: log,
-		changes: newChanges(deps.JS, deps.Tracer, log), holder: holderName(deps.NC)}
+		changes: newChanges(deps.JS, deps.Tracer, log), holder: holderName(deps.NC),
+		drain: newDrainer(st, deps.JS, cfg.KeepReceipts, log)}
 	if s.kv, err = deps.JS.KeyValue(ctx, bus.KVLeases); err != nil {
 		log.Warn("leases bucket unavailable: stale marking is off until restart", "err", err)
 		s.kv = nil
@@ -289,6 +303,8 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); s.staleLoop(rctx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); s.drain.run(rctx) }()
 	log.Info("cmdb serving", "partitions", cfg.Partitions, "store", strings.SplitN(cfg.DSN, "://", 2)[0])
 	if deps.Ready != nil {
 		deps.Ready()
@@ -312,17 +328,19 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 // partitions hand in meanwhile (batcher). A payload the engine rejects can never succeed: it
 // goes to the DLQ at once, with the fields at fault in its reason, and never joins a batch.
 // Anything else (the store is down, a transaction kept conflicting) is retried by redelivery.
+//
+// Its change events and receipt commit with it (outbox) and are published by the drainer:
+// the payload is acked once committed.
 func (s *service) onPayload(ctx context.Context, meta envelope.Meta, p *envelope.CIPayload) error {
 	prep, err := s.eng.Prepare(*p)
 	if err != nil {
 		return bus.Permanent(err) // invalid: alone, before any batch
 	}
-	out, err := s.batch.ingest(ctx, prep)
-	if err != nil {
+	s.changes.announce(prep, meta, *p)
+	if _, err := s.batch.ingest(ctx, prep); err != nil {
 		return err
 	}
-	s.changes.publishOutcome(ctx, meta.Run, *p, out)
-	s.changes.publishReceipt(ctx, meta, *p, out)
+	s.drain.notify()
 	return nil
 }
 

@@ -100,7 +100,8 @@ func (e *Engine) Ingest(ctx context.Context, p envelope.CIPayload) (Outcome, err
 	if err != nil {
 		return Outcome{}, err
 	}
-	return e.ingest(ctx, pl)
+	res := e.ingest(ctx, &Prepared{pl: pl})
+	return res.Outcome, res.Err
 }
 
 // StaleSource is the source named in history when the CMDB itself marks a CI stale.

@@ -17,6 +17,7 @@ type dialect struct {
 	numbered     bool   // $1 placeholders instead of ?
 	collateC     string // migration template: byte-order collation
 	withoutRowID string // migration template: clustered tables
+	autoID       string // migration template: an increasing integer primary key
 	forUpdate    string // row locks for read-modify-write
 	maxParams    int    // bound parameters per statement
 	// retryable reports a transient error after which the transaction may succeed.

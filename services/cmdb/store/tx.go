@@ -243,9 +243,33 @@ func (x *tx) LoadRelations(ctx context.Context, fromIDs []string) ([]RelationRow
 	return out, nil
 }
 
+func (x *tx) LoadReceipts(ctx context.Context, keys []string) (map[string]string, error) {
+	out := make(map[string]string, len(keys))
+	for _, part := range stringChunks(dedupe(keys), inChunk) {
+		ph, args := placeholders(part)
+		rows, err := x.t.QueryContext(ctx, x.s.d.q(`SELECT payload, body FROM receipts WHERE payload IN (`+ph+`)`), args...)
+		if err != nil {
+			return nil, fmt.Errorf("store: load receipts: %w", err)
+		}
+		for rows.Next() {
+			var k, body string
+			if err := rows.Scan(&k, &body); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("store: load receipts: %w", err)
+			}
+			out[k] = body
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("store: load receipts: %w", err)
+		}
+	}
+	return out, nil
+}
+
 // inserts are the statements Write issues.
 type inserts struct {
-	newCI, changedCI, sharedIdent, movedIdent, newIdent, index, history, newRel, seenRel, conflicts insert
+	newCI, changedCI, sharedIdent, movedIdent, newIdent, index, history, newRel, seenRel, conflicts, outbox, receipts insert
 }
 
 func newInserts() inserts {
@@ -269,11 +293,14 @@ func newInserts() inserts {
 		conflicts: insert{"INSERT INTO conflicts (id, dedup_key, source, native_key, class, ref, item, candidates, reason, first_seen, last_seen, count)", 12,
 			` ON CONFLICT (dedup_key) DO UPDATE SET last_seen = excluded.last_seen, count = conflicts.count + 1,
 			item = excluded.item, candidates = excluded.candidates WHERE conflicts.last_seen < excluded.last_seen`},
+		outbox: insert{"INSERT INTO outbox (subject, msg_id, header, data, created)", 5, ""},
+		// A payload's receipt is written once: a later ingest of it replays the stored one.
+		receipts: insert{"INSERT INTO receipts (payload, body, created)", 3, " ON CONFLICT (payload) DO NOTHING"},
 	}
 }
 
 func (in inserts) all() []insert {
-	return []insert{in.newCI, in.changedCI, in.sharedIdent, in.movedIdent, in.newIdent, in.index, in.history, in.newRel, in.seenRel, in.conflicts}
+	return []insert{in.newCI, in.changedCI, in.sharedIdent, in.movedIdent, in.newIdent, in.index, in.history, in.newRel, in.seenRel, in.conflicts, in.outbox, in.receipts}
 }
 
 // Write applies the batch in dependency order: CIs before the rows that reference them.
@@ -358,6 +385,15 @@ func (x *tx) Write(ctx context.Context, b *Batch) error {
 			}
 			return append(a, c.ID, c.DedupKey, c.Source, c.NativeKey, c.Class, c.Ref, item, string(cands), c.Reason,
 				nanos(c.Time), nanos(c.Time), int64(1))
+		}},
+		{in.outbox, len(b.Outbox), func(i int, a []any) []any {
+			m := b.Outbox[i]
+			h, _ := json.Marshal(m.Header) // a map of string lists always encodes
+			return append(a, m.Subject, m.MsgID, string(h), string(m.Data), nanos(m.Created))
+		}},
+		{in.receipts, len(b.Receipts), func(i int, a []any) []any {
+			r := b.Receipts[i]
+			return append(a, r.Payload, r.Body, nanos(r.Created))
 		}},
 	}
 	// Replaced values leave the index before new ones enter, so that a value that only
