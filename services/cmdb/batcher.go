@@ -7,10 +7,6 @@ import (
 	"github.com/outpost-dev/outpost/services/cmdb/ire"
 )
 
-// maxBatch bounds the payloads reconciled in one transaction. With one message in flight
-// per partition, a batch holds at most one payload per partition anyway.
-const maxBatch = 64
-
 // batcher groups the payloads that partitions hand in at the same time into one ingest
 // transaction (group commit): while a batch is in the store, the payloads that arrive
 // queue up and go together into the next one. Nothing waits for a batch to fill: a lone
@@ -22,6 +18,7 @@ const maxBatch = 64
 // whose transaction fails is split into payloads of their own (ire.Engine.IngestBatch).
 type batcher struct {
 	eng  *ire.Engine
+	max  int // payloads per transaction
 	reqs chan *batchReq
 	wg   sync.WaitGroup
 }
@@ -34,8 +31,9 @@ type batchReq struct {
 // newBatcher starts workers goroutines that each take whatever payloads are waiting and
 // ingest them together, until ctx ends. SQLite has one writer, so one worker there;
 // PostgreSQL takes concurrent transactions, so a few.
-func newBatcher(ctx context.Context, eng *ire.Engine, workers int) *batcher {
-	b := &batcher{eng: eng, reqs: make(chan *batchReq, maxBatch)}
+func newBatcher(ctx context.Context, eng *ire.Engine, workers, maxBatch int) *batcher {
+	maxBatch = max(1, maxBatch)
+	b := &batcher{eng: eng, max: maxBatch, reqs: make(chan *batchReq, maxBatch)}
 	for range max(1, workers) {
 		b.wg.Add(1)
 		go func() { defer b.wg.Done(); b.work(ctx) }()
@@ -61,8 +59,8 @@ func (b *batcher) ingest(ctx context.Context, p *ire.Prepared) (ire.Result, erro
 }
 
 func (b *batcher) work(ctx context.Context) {
-	batch := make([]*batchReq, 0, maxBatch)
-	ps := make([]*ire.Prepared, 0, maxBatch)
+	batch := make([]*batchReq, 0, b.max)
+	ps := make([]*ire.Prepared, 0, b.max)
 	for {
 		batch, ps = batch[:0], ps[:0]
 		select {
@@ -72,7 +70,7 @@ func (b *batcher) work(ctx context.Context) {
 			batch = append(batch, r)
 		}
 	more:
-		for len(batch) < maxBatch {
+		for len(batch) < b.max {
 			select {
 			case r := <-b.reqs:
 				batch = append(batch, r)
