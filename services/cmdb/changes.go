@@ -146,7 +146,7 @@ func (c *changes) message(subject string, meta envelope.Meta, body envelope.Body
 		return store.OutboxMsg{}, fmt.Errorf("encode %s: %w", subject, err)
 	}
 	span.End()
-	return store.OutboxMsg{Subject: subject, MsgID: meta.ID, Header: m.Header, Data: m.Data, Created: time.Now().UTC()}, nil
+	return store.OutboxMsg{Subject: subject, MsgID: meta.ID, Header: m.Header, Data: m.Data}, nil
 }
 
 // publish sends evs, retrying the whole set (duplicates are dropped by their ids) until

@@ -25,8 +25,9 @@ import (
 // the ack and the delete, or two replicas drained the same rows — is stored once by the
 // stream within its duplicate window.
 const (
-	// outboxBatch is how many messages one drain round reads and publishes.
-	outboxBatch = 1024
+	// outboxBatch is how many outbox rows (committed transactions) one drain round reads and
+	// publishes.
+	outboxBatch = 16
 	// outboxPoll is how often the drainer looks without being woken: rows that a replica
 	// that crashed or another replica left.
 	outboxPoll = time.Second
@@ -105,12 +106,16 @@ func (d *drainer) run(ctx context.Context) {
 	}
 }
 
-// drain publishes one round of outbox messages and deletes those the stream acknowledged;
-// it returns how many it read.
+// drain publishes one round of outbox rows and deletes those whose messages the stream all
+// acknowledged; it returns how many rows it read.
 func (d *drainer) drain(ctx context.Context) (int, error) {
 	msgs, err := d.st.PendingOutbox(ctx, outboxBatch)
 	if err != nil || len(msgs) == 0 {
 		return 0, err
+	}
+	rows := map[int64]int{} // messages per row
+	for _, m := range msgs {
+		rows[m.Seq]++
 	}
 	if h := beforePublish.Load(); h != nil {
 		if err := (*h)(ctx, msgs); err != nil {
@@ -138,14 +143,14 @@ func (d *drainer) drain(ctx context.Context) (int, error) {
 		}
 		futures = append(futures, sent{m.Seq, f})
 	}
-	acked := make([]int64, 0, len(futures))
+	acks := map[int64]int{}
 	timeout := time.NewTimer(outboxAckWait)
 	defer timeout.Stop()
 wait:
 	for _, s := range futures {
 		select {
 		case <-s.f.Ok():
-			acked = append(acked, s.seq)
+			acks[s.seq]++
 		case err := <-s.f.Err():
 			errs = append(errs, err)
 		case <-timeout.C:
@@ -156,10 +161,16 @@ wait:
 			break wait
 		}
 	}
-	// What was acknowledged leaves the outbox even when the round had failures; the rest
-	// is published again next round (the stream drops the duplicates).
-	if err := d.st.DeleteOutbox(context.WithoutCancel(ctx), acked); err != nil {
+	// Rows all acknowledged leave the outbox even when the round had failures; the others
+	// are published again next round (the stream drops the duplicates).
+	var done []int64
+	for seq, n := range rows {
+		if acks[seq] == n {
+			done = append(done, seq)
+		}
+	}
+	if err := d.st.DeleteOutbox(context.WithoutCancel(ctx), done); err != nil {
 		errs = append(errs, err)
 	}
-	return len(msgs), errors.Join(errs...)
+	return len(rows), errors.Join(errs...)
 }

@@ -107,8 +107,18 @@ func (e *Engine) IngestBatch(ctx context.Context, ps []*Prepared) []Result {
 func (e *Engine) inTx(ctx context.Context, ps []*Prepared) ([]Result, error) {
 	now := e.now().UTC()
 	var outs []Result
-	err := e.store.Update(ctx, func(ctx context.Context, tx store.Tx) error {
+	err := e.store.Update(ctx, func(ctx context.Context, dbtx store.Tx) error {
 		outs = make([]Result, len(ps)) // a retried transaction starts over
+		tx := newOverlay(dbtx)
+		plans := make([]*plan, 0, len(ps))
+		for _, p := range ps {
+			if p != nil {
+				plans = append(plans, p.pl)
+			}
+		}
+		if err := tx.prefetch(ctx, plans); err != nil {
+			return err
+		}
 		var keys []string
 		for _, p := range ps {
 			if p != nil && p.pl != nil && p.key != "" {
@@ -161,9 +171,11 @@ func (e *Engine) inTx(ctx context.Context, ps []*Prepared) ([]Result, error) {
 			outs[i].Outcome = o
 		}
 		if !replayed.Empty() {
-			return tx.Write(ctx, &replayed)
+			if err := tx.Write(ctx, &replayed); err != nil {
+				return err
+			}
 		}
-		return nil
+		return tx.flush(ctx)
 	})
 	return outs, err
 }

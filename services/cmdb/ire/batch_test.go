@@ -3,6 +3,8 @@ package ire_test
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -25,6 +27,7 @@ func TestIngestBatchIsIngestOneByOne(t *testing.T) {
 	late.Observed = t0.Add(1) // newer, but discovery ranks below manual: ram_mb stays 16384
 	other := discovered("SN-OTHER", []string{"02:00:00:00:03:02"}, map[string]any{"name": "web02", "ip_address": "10.1.2.4"})
 	invalid := envelope.CIPayload{Source: "discovery", Observed: t0}
+	clone := discovered("SN-BATCH", []string{"02:00:00:00:03:09"}, map[string]any{"name": "clone", "ip_address": "10.1.2.9"})
 	type want struct{ created, updated, unchanged int }
 	cases := []struct {
 		name  string
@@ -38,6 +41,10 @@ func TestIngestBatchIsIngestOneByOne(t *testing.T) {
 			[]want{{4, 0, 0}, {-1, 0, 0}, {4, 0, 0}}, ""},
 		{"updates in order, by precedence", []envelope.CIPayload{host, moved, manual, late},
 			[]want{{4, 0, 0}, {0, 1, 3}, {0, 1, 0}, {0, 0, 4}}, "16384"}, // manual outranks discovery
+		// The second device reports the first one's serial with other adapters: the serial
+		// becomes shared inside the batch, and both devices are still told apart after.
+		{"a serial two devices share, found in the batch", []envelope.CIPayload{host, clone, host, clone},
+			[]want{{4, 0, 0}, {4, 0, 0}, {0, 0, 4}, {0, 0, 4}}, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -124,11 +131,11 @@ func TestKeyedPayloadReplaysItsReceipt(t *testing.T) {
 			p.Announce(key,
 				func(out ire.Outcome) (string, []store.OutboxMsg, error) {
 					rc := fmt.Sprintf("created=%d unchanged=%d", len(out.Created), len(out.Unchanged))
-					return rc, []store.OutboxMsg{{Subject: "receipt." + key, MsgID: key, Data: []byte(rc)}}, nil
+					return rc, []store.OutboxMsg{{Subject: "receipt." + key, MsgID: key, Data: []byte(strconv.Quote(rc))}}, nil
 				},
 				func(rc string) ([]store.OutboxMsg, error) {
 					*replays = append(*replays, rc)
-					return []store.OutboxMsg{{Subject: "receipt." + key, MsgID: key, Data: []byte(rc)}}, nil
+					return []store.OutboxMsg{{Subject: "receipt." + key, MsgID: key, Data: []byte(strconv.Quote(rc))}}, nil
 				})
 		}
 		var replays []string
@@ -163,16 +170,19 @@ func TestKeyedPayloadReplaysItsReceipt(t *testing.T) {
 		}
 		var got []string
 		for _, m := range msgs {
-			got = append(got, m.Subject+" "+string(m.Data))
+			data, _ := strconv.Unquote(string(m.Data))
+			got = append(got, m.Subject+" "+data)
 		}
 		wantMsgs := []string{"receipt.p1 created=4 unchanged=0", "receipt.p1 created=4 unchanged=0",
 			"receipt.p1 created=4 unchanged=0", "receipt.p2 created=0 unchanged=4"}
 		if strings.Join(got, "\n") != strings.Join(wantMsgs, "\n") {
 			t.Errorf("outbox:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(wantMsgs, "\n"))
 		}
-		seqs := make([]int64, len(msgs))
-		for i, m := range msgs {
-			seqs[i] = m.Seq
+		var seqs []int64
+		for _, m := range msgs {
+			if !slices.Contains(seqs, m.Seq) {
+				seqs = append(seqs, m.Seq)
+			}
 		}
 		if err := f.st.DeleteOutbox(f.ctx, seqs); err != nil {
 			t.Fatal(err)

@@ -7,28 +7,37 @@ import (
 	"time"
 )
 
+// outboxWire is one message in an outbox row.
+type outboxWire struct {
+	Subject string              `json:"s"`
+	MsgID   string              `json:"i"`
+	Header  map[string][]string `json:"h"`
+	Data    json.RawMessage     `json:"d"`
+}
+
 func (s *sqlStore) PendingOutbox(ctx context.Context, limit int) ([]OutboxMsg, error) {
 	if limit <= 0 {
-		limit = 256
+		limit = 16
 	}
-	rows, err := s.r.QueryContext(ctx, s.d.q(`SELECT seq, subject, msg_id, header, data, created FROM outbox ORDER BY seq LIMIT ?`), limit)
+	rows, err := s.r.QueryContext(ctx, s.d.q(`SELECT seq, msgs FROM outbox ORDER BY seq LIMIT ?`), limit)
 	if err != nil {
 		return nil, fmt.Errorf("store: outbox: %w", err)
 	}
 	defer rows.Close()
 	var out []OutboxMsg
 	for rows.Next() {
-		var m OutboxMsg
-		var h, data string
-		var created int64
-		if err := rows.Scan(&m.Seq, &m.Subject, &m.MsgID, &h, &data, &created); err != nil {
+		var seq int64
+		var raw string
+		if err := rows.Scan(&seq, &raw); err != nil {
 			return nil, fmt.Errorf("store: outbox: %w", err)
 		}
-		if err := json.Unmarshal([]byte(h), &m.Header); err != nil {
-			return nil, fmt.Errorf("store: outbox message %d: headers: %w", m.Seq, err)
+		var wire []outboxWire
+		if err := json.Unmarshal([]byte(raw), &wire); err != nil {
+			return nil, fmt.Errorf("store: outbox row %d: %w", seq, err)
 		}
-		m.Data, m.Created = []byte(data), fromNanos(created)
-		out = append(out, m)
+		for _, w := range wire {
+			out = append(out, OutboxMsg{Seq: seq, Subject: w.Subject, MsgID: w.MsgID, Header: w.Header, Data: w.Data})
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("store: outbox: %w", err)

@@ -50,10 +50,10 @@ type Store interface {
 	// history with source; it never deletes. It returns the CIs it flagged.
 	MarkStale(ctx context.Context, seenBefore, now time.Time, source string) ([]Ref, error)
 
-	// PendingOutbox returns up to limit outbox messages, oldest first: announcements
-	// committed with their ingest and not yet acknowledged by the stream.
+	// PendingOutbox returns the messages of up to limit outbox rows, oldest first:
+	// announcements committed with their ingest and not yet acknowledged by the stream.
 	PendingOutbox(ctx context.Context, limit int) ([]OutboxMsg, error)
-	// DeleteOutbox removes outbox messages once the stream acknowledged them.
+	// DeleteOutbox removes outbox rows once the stream acknowledged all their messages.
 	DeleteOutbox(ctx context.Context, seqs []int64) error
 	// PruneReceipts deletes the stored receipts of payloads ingested before before, and
 	// returns how many.
@@ -185,14 +185,14 @@ type Batch struct {
 }
 
 // OutboxMsg is a message written with the changes it announces and published by a drainer
-// after the commit. Seq orders the outbox (set by the store).
+// after the commit. The messages of one Write share a Seq (one outbox row): the row is
+// deleted once all of them are acknowledged.
 type OutboxMsg struct {
 	Seq     int64
 	Subject string
 	MsgID   string // Nats-Msg-Id: a message published twice is stored once by the stream
 	Header  map[string][]string
-	Data    []byte
-	Created time.Time
+	Data    json.RawMessage // the body: JSON, as envelopes are
 }
 
 // ReceiptRow is the receipt of one ingested payload, by payload id.

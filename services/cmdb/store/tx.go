@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // tx implements Tx. Every read takes a whole set of keys or ids in a few statements: the
@@ -293,7 +294,7 @@ func newInserts() inserts {
 		conflicts: insert{"INSERT INTO conflicts (id, dedup_key, source, native_key, class, ref, item, candidates, reason, first_seen, last_seen, count)", 12,
 			` ON CONFLICT (dedup_key) DO UPDATE SET last_seen = excluded.last_seen, count = conflicts.count + 1,
 			item = excluded.item, candidates = excluded.candidates WHERE conflicts.last_seen < excluded.last_seen`},
-		outbox: insert{"INSERT INTO outbox (subject, msg_id, header, data, created)", 5, ""},
+		outbox: insert{"INSERT INTO outbox (msgs, created)", 2, ""},
 		// A payload's receipt is written once: a later ingest of it replays the stored one.
 		receipts: insert{"INSERT INTO receipts (payload, body, created)", 3, " ON CONFLICT (payload) DO NOTHING"},
 	}
@@ -349,6 +350,7 @@ func (x *tx) Write(ctx context.Context, b *Batch) error {
 			return append(a, r.From, r.Type, r.To, r.ID, r.Source, nanos(r.Created), nanos(r.LastSeen))
 		}
 	}
+	var outboxRow string // the batch's messages, in one outbox row
 	shared := make([]Identifier, len(b.SharedIdentifiers))
 	for i, k := range b.SharedIdentifiers {
 		shared[i] = Identifier{Key: k}
@@ -386,15 +388,24 @@ func (x *tx) Write(ctx context.Context, b *Batch) error {
 			return append(a, c.ID, c.DedupKey, c.Source, c.NativeKey, c.Class, c.Ref, item, string(cands), c.Reason,
 				nanos(c.Time), nanos(c.Time), int64(1))
 		}},
-		{in.outbox, len(b.Outbox), func(i int, a []any) []any {
-			m := b.Outbox[i]
-			h, _ := json.Marshal(m.Header) // a map of string lists always encodes
-			return append(a, m.Subject, m.MsgID, string(h), string(m.Data), nanos(m.Created))
+		{in.outbox, min(1, len(b.Outbox)), func(_ int, a []any) []any {
+			return append(a, outboxRow, nanos(time.Now()))
 		}},
 		{in.receipts, len(b.Receipts), func(i int, a []any) []any {
 			r := b.Receipts[i]
 			return append(a, r.Payload, r.Body, nanos(r.Created))
 		}},
+	}
+	if len(b.Outbox) > 0 {
+		wire := make([]outboxWire, len(b.Outbox))
+		for i, m := range b.Outbox {
+			wire[i] = outboxWire{Subject: m.Subject, MsgID: m.MsgID, Header: m.Header, Data: m.Data}
+		}
+		raw, err := json.Marshal(wire)
+		if err != nil {
+			return fmt.Errorf("store: outbox: %w (message bodies must be JSON)", err)
+		}
+		outboxRow = string(raw)
 	}
 	// Replaced values leave the index before new ones enter, so that a value that only
 	// changed case keeps its entry. Replacements are rare next to inserts: one statement each.

@@ -1,22 +1,21 @@
--- Transactional outbox: the change events and ingest receipts an ingest announces are
--- written in its transaction, and a drainer publishes them and deletes them once the stream
--- acknowledged them. A crash between commit and publish loses nothing: the rows wait here.
--- header is the message's NATS headers (JSON object of string lists), data its body.
+-- Transactional outbox: the change events and ingest receipts a transaction announces are
+-- written in it, and a drainer publishes them and deletes the row once the stream
+-- acknowledged every message. A crash between commit and publish loses nothing: the row
+-- waits here. msgs is a JSON array of the transaction's messages ({"s": subject, "i":
+-- message id, "h": headers, "d": body}): one row per transaction, not per message, keeps
+-- the outbox off the ingest's critical path.
 CREATE TABLE outbox (
     seq     {{.AutoID}},
-    subject TEXT NOT NULL,
-    msg_id  TEXT NOT NULL,
-    header  TEXT NOT NULL,
-    data    TEXT NOT NULL,
+    msgs    TEXT NOT NULL,
     created BIGINT NOT NULL
 );
 
 -- The receipt an ingest produced, by payload id, so that a payload delivered again after
 -- its ingest committed gets its true receipt (what it created) rather than "unchanged".
 -- Pruned by age (PruneReceipts).
+-- No index on created: pruning scans the table once an hour, ingest inserts constantly.
 CREATE TABLE receipts (
     payload TEXT PRIMARY KEY,
     body    TEXT NOT NULL,
     created BIGINT NOT NULL
 ){{.WithoutRowID}};
-CREATE INDEX receipts_created ON receipts (created);
