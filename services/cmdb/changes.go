@@ -61,16 +61,12 @@ func (c *changes) announce(prep *ire.Prepared, meta envelope.Meta, p envelope.CI
 		if err != nil || meta.ID == "" {
 			return "", msgs, err
 		}
-		r := receiptOf(meta, p, out, time.Now().UTC())
-		body, err := json.Marshal(r)
+		m, err := c.receiptMsg(meta, p, receiptOf(meta, p, out, time.Now().UTC()))
 		if err != nil {
 			return "", nil, err
 		}
-		m, err := c.receiptMsg(meta, p, r)
-		if err != nil {
-			return "", nil, err
-		}
-		return string(body), append(msgs, m), nil
+		// The message's body is the receipt's JSON: stored as it is, replayed from it.
+		return string(m.Data), append(msgs, m), nil
 	}
 	replay := func(stored string) ([]store.OutboxMsg, error) {
 		var r envelope.Ingested

@@ -2,17 +2,100 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
+	"sort"
+	"strconv"
+	"strings"
 	"time"
 )
 
-// outboxWire is one message in an outbox row.
-type outboxWire struct {
-	Subject string              `json:"s"`
-	MsgID   string              `json:"i"`
-	Header  map[string][]string `json:"h"`
-	Data    json.RawMessage     `json:"d"`
+// An outbox row holds its messages as netstrings ("<length>:<bytes>,"): subject, message
+// id, the number of header values, each as key then value, and the body. Decoding it is a
+// few slices, where JSON cost as much as the ingest's own writes; it stays text (subjects,
+// headers and JSON bodies hold no NUL), so one TEXT column serves both databases.
+
+func encodeOutbox(msgs []OutboxMsg) string {
+	var b strings.Builder
+	put := func(s string) {
+		b.WriteString(strconv.Itoa(len(s)))
+		b.WriteByte(':')
+		b.WriteString(s)
+		b.WriteByte(',')
+	}
+	for _, m := range msgs {
+		put(m.Subject)
+		put(m.MsgID)
+		n := 0
+		for _, vs := range m.Header {
+			n += len(vs)
+		}
+		put(strconv.Itoa(n))
+		keys := make([]string, 0, len(m.Header))
+		for k := range m.Header {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			for _, v := range m.Header[k] {
+				put(k)
+				put(v)
+			}
+		}
+		put(string(m.Data))
+	}
+	return b.String()
+}
+
+func decodeOutbox(seq int64, raw string) ([]OutboxMsg, error) {
+	bad := fmt.Errorf("store: outbox row %d is malformed", seq)
+	next := func() (string, bool) {
+		i := strings.IndexByte(raw, ':')
+		if i <= 0 {
+			return "", false
+		}
+		n, err := strconv.Atoi(raw[:i])
+		if err != nil || n < 0 || len(raw) < i+1+n+1 || raw[i+1+n] != ',' {
+			return "", false
+		}
+		s := raw[i+1 : i+1+n]
+		raw = raw[i+1+n+1:]
+		return s, true
+	}
+	var out []OutboxMsg
+	for raw != "" {
+		var m OutboxMsg
+		var ok bool
+		var count string
+		if m.Subject, ok = next(); !ok {
+			return nil, bad
+		}
+		if m.MsgID, ok = next(); !ok {
+			return nil, bad
+		}
+		if count, ok = next(); !ok {
+			return nil, bad
+		}
+		n, err := strconv.Atoi(count)
+		if err != nil || n < 0 {
+			return nil, bad
+		}
+		m.Header = make(map[string][]string, n)
+		for range n {
+			k, ok1 := next()
+			v, ok2 := next()
+			if !ok1 || !ok2 {
+				return nil, bad
+			}
+			m.Header[k] = append(m.Header[k], v)
+		}
+		data, ok := next()
+		if !ok {
+			return nil, bad
+		}
+		m.Seq, m.Data = seq, []byte(data)
+		out = append(out, m)
+	}
+	return out, nil
 }
 
 func (s *sqlStore) PendingOutbox(ctx context.Context, limit int) ([]OutboxMsg, error) {
@@ -31,13 +114,11 @@ func (s *sqlStore) PendingOutbox(ctx context.Context, limit int) ([]OutboxMsg, e
 		if err := rows.Scan(&seq, &raw); err != nil {
 			return nil, fmt.Errorf("store: outbox: %w", err)
 		}
-		var wire []outboxWire
-		if err := json.Unmarshal([]byte(raw), &wire); err != nil {
-			return nil, fmt.Errorf("store: outbox row %d: %w", seq, err)
+		msgs, err := decodeOutbox(seq, raw)
+		if err != nil {
+			return nil, err
 		}
-		for _, w := range wire {
-			out = append(out, OutboxMsg{Seq: seq, Subject: w.Subject, MsgID: w.MsgID, Header: w.Header, Data: w.Data})
-		}
+		out = append(out, msgs...)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("store: outbox: %w", err)

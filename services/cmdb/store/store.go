@@ -192,7 +192,7 @@ type OutboxMsg struct {
 	Subject string
 	MsgID   string // Nats-Msg-Id: a message published twice is stored once by the stream
 	Header  map[string][]string
-	Data    json.RawMessage // the body: JSON, as envelopes are
+	Data    []byte // the body
 }
 
 // ReceiptRow is the receipt of one ingested payload, by payload id.

@@ -397,15 +397,7 @@ func (x *tx) Write(ctx context.Context, b *Batch) error {
 		}},
 	}
 	if len(b.Outbox) > 0 {
-		wire := make([]outboxWire, len(b.Outbox))
-		for i, m := range b.Outbox {
-			wire[i] = outboxWire{Subject: m.Subject, MsgID: m.MsgID, Header: m.Header, Data: m.Data}
-		}
-		raw, err := json.Marshal(wire)
-		if err != nil {
-			return fmt.Errorf("store: outbox: %w (message bodies must be JSON)", err)
-		}
-		outboxRow = string(raw)
+		outboxRow = encodeOutbox(b.Outbox)
 	}
 	// Replaced values leave the index before new ones enter, so that a value that only
 	// changed case keeps its entry. Replacements are rare next to inserts: one statement each.
