@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -26,12 +25,9 @@ const (
 	OpStale   = "stale"
 )
 
-// publishTimeout bounds how long a handler keeps trying to announce what it wrote.
-const publishTimeout = 30 * time.Second
-
-// changes makes cmdb.changed.<class> events and ingest receipts. Those of an ingest are
-// written to the outbox in its transaction and published by the drainer (outbox.go); stale
-// marks are published directly.
+// changes makes cmdb.changed.<class> events and ingest receipts. They are written to the
+// outbox in the transaction of the change they announce and published by the drainer
+// (outbox.go).
 //
 // Their ce-id (the Nats-Msg-Id) is derived from what caused them — the payload's digest,
 // the CI and the op — not drawn at random, so a retried publish, or a payload redelivered
@@ -45,11 +41,6 @@ type changes struct {
 
 func newChanges(js jetstream.JetStream, tp trace.TracerProvider, log *slog.Logger) *changes {
 	return &changes{pub: bus.NewPublisher(js, envelope.ServiceSource(Name), tp), log: log}
-}
-
-type changeEvent struct {
-	id   string
-	body envelope.Change
 }
 
 // announce makes the ingest of p write its change events and, for a payload with an id,
@@ -143,64 +134,6 @@ func (c *changes) message(subject string, meta envelope.Meta, body envelope.Body
 	}
 	span.End()
 	return store.OutboxMsg{Subject: subject, MsgID: meta.ID, Header: m.Header, Data: m.Data}, nil
-}
-
-// publish sends evs, retrying the whole set (duplicates are dropped by their ids) until
-// they are all acknowledged or publishTimeout passes. What it cannot send is logged: the
-// store already holds the change and its history, only the announcement is lost.
-func (c *changes) publish(ctx context.Context, run string, evs []changeEvent) {
-	if len(evs) == 0 {
-		return
-	}
-	err := untilSent(ctx, func(ctx context.Context) error { return c.send(ctx, run, evs) })
-	if err != nil {
-		ids := make([]string, len(evs))
-		for i, e := range evs {
-			ids[i] = e.body.CI
-		}
-		c.log.Error("change events not published; the CMDB holds the changes but subscribers missed them",
-			"cis", ids, "err", err)
-	}
-}
-
-// untilSent calls send until it succeeds or publishTimeout passes, backing off up to 5 s, and
-// returns the last error. What it announces is committed already: it keeps trying even when
-// the consumer is shutting down (ctx canceled).
-func untilSent(ctx context.Context, send func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
-	defer cancel()
-	wait := 100 * time.Millisecond
-	for {
-		err := send(ctx)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait):
-			wait = min(2*wait, 5*time.Second)
-		}
-	}
-}
-
-func (c *changes) send(ctx context.Context, run string, evs []changeEvent) error {
-	if len(evs) == 1 {
-		e := evs[0]
-		_, err := c.pub.Publish(ctx, bus.ChangeSubject(e.body.Class), envelope.Meta{ID: e.id, Run: run}, &e.body)
-		return err
-	}
-	b := c.pub.Batch()
-	var errs []error
-	for i := range evs {
-		e := &evs[i]
-		if err := b.Add(ctx, bus.ChangeSubject(e.body.Class), envelope.Meta{ID: e.id, Run: run}, &e.body); err != nil {
-			errs = append(errs, err)
-			break
-		}
-	}
-	errs = append(errs, b.Wait(ctx))
-	return errors.Join(errs...)
 }
 
 // payloadDigest identifies a payload by its content (encoding/json sorts map keys, so equal

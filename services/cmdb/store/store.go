@@ -47,8 +47,9 @@ type Store interface {
 	// Conflicts returns recorded identification conflicts, newest first.
 	Conflicts(ctx context.Context, q ConflictQuery) (ConflictPage, error)
 	// MarkStale flags the CIs not seen since seenBefore and records the change in their
-	// history with source; it never deletes. It returns the CIs it flagged.
-	MarkStale(ctx context.Context, seenBefore, now time.Time, source string) ([]Ref, error)
+	// history with source; it never deletes. It returns the CIs it flagged. announce, when
+	// set, returns the messages that announce them, written in the same transaction (outbox).
+	MarkStale(ctx context.Context, seenBefore, now time.Time, source string, announce func([]Ref) ([]OutboxMsg, error)) ([]Ref, error)
 
 	// PendingOutbox returns the messages of up to limit outbox rows, oldest first:
 	// announcements committed with their ingest and not yet acknowledged by the stream.
