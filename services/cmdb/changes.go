@@ -3,6 +3,7 @@ package cmdb
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -46,9 +47,14 @@ func newChanges(js jetstream.JetStream, tp trace.TracerProvider, log *slog.Logge
 // announce makes the ingest of p write its change events and, for a payload with an id,
 // its receipt in its own transaction (transactional outbox, drained by the drainer); a
 // payload whose receipt is stored already gets that receipt published again.
+//
+// The receipt is kept under the payload's id and content digest: the same payload again
+// (a redelivery, a producer resending it) replays it, while a different payload that
+// reuses an id is reconciled as what it is.
 func (c *changes) announce(prep *ire.Prepared, meta envelope.Meta, p envelope.CIPayload) {
+	digest := payloadDigest(p)
 	effects := func(out ire.Outcome) (string, []store.OutboxMsg, error) {
-		msgs, err := c.outcomeMsgs(meta.Run, p, out)
+		msgs, err := c.outcomeMsgs(meta.Run, p, digest, out)
 		if err != nil || meta.ID == "" {
 			return "", msgs, err
 		}
@@ -70,19 +76,20 @@ func (c *changes) announce(prep *ire.Prepared, meta envelope.Meta, p envelope.CI
 		}
 		return []store.OutboxMsg{m}, nil
 	}
-	key := meta.ID
-	if key == "" {
+	key := ""
+	if meta.ID != "" {
+		key = meta.ID + "|" + hex.EncodeToString([]byte(digest))
+	} else {
 		replay = nil
 	}
 	prep.Announce(key, effects, replay)
 }
 
 // outcomeMsgs are the change events of every CI an ingest of p created or updated.
-func (c *changes) outcomeMsgs(run string, p envelope.CIPayload, out ire.Outcome) ([]store.OutboxMsg, error) {
+func (c *changes) outcomeMsgs(run string, p envelope.CIPayload, digest string, out ire.Outcome) ([]store.OutboxMsg, error) {
 	if len(out.Created)+len(out.Updated) == 0 {
 		return nil, nil
 	}
-	digest := payloadDigest(p)
 	at := p.Observed.UTC()
 	if p.Observed.IsZero() {
 		at = time.Now().UTC()

@@ -145,5 +145,23 @@ func TestRedeliveredPayloadGetsItsTrueReceipt(t *testing.T) {
 		if c := counts(t, h.nc); c.Total != 4 {
 			t.Errorf("%d CIs, want 4", c.Total)
 		}
+		mu.Unlock()
+
+		// Another payload reusing the id is no redelivery: it is reconciled as what it is.
+		changed := discovered("SN-REDELIVERED", []string{"02:00:00:00:06:01"}, attrs("ram_mb", 8192))
+		h.publishID(t, changed, "payload-redelivered", false)
+		h.drained(t, 30*time.Second)
+		eventually(t, 20*time.Second, func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			if len(sent) != 3 {
+				return fmt.Errorf("%d receipts published, want 3", len(sent))
+			}
+			if r := sent[2]; r.Updated != 1 || r.Created != 0 {
+				return fmt.Errorf("receipt of the changed payload %+v, want 1 updated", r)
+			}
+			return nil
+		})
+		mu.Lock()
 	})
 }
