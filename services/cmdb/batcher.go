@@ -3,6 +3,7 @@ package cmdb
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/outpost-dev/outpost/services/cmdb/ire"
 )
@@ -58,9 +59,19 @@ func (b *batcher) ingest(ctx context.Context, p *ire.Prepared) (ire.Result, erro
 	}
 }
 
+// linger is how long a worker that is busy — its previous transaction ended just before the
+// next payload arrived — waits for more payloads before it writes a batch smaller than max.
+// Without it, the payloads acked together by one commit come back one by one and each
+// first one would be written alone: most transactions held one payload under a steady
+// import. A worker that was idle writes a lone payload at once.
+const linger = time.Millisecond
+
 func (b *batcher) work(ctx context.Context) {
 	batch := make([]*batchReq, 0, b.max)
 	ps := make([]*ire.Prepared, 0, b.max)
+	timer := time.NewTimer(linger)
+	timer.Stop()
+	var ended time.Time // when the previous transaction ended
 	for {
 		batch, ps = batch[:0], ps[:0]
 		select {
@@ -69,6 +80,7 @@ func (b *batcher) work(ctx context.Context) {
 		case r := <-b.reqs:
 			batch = append(batch, r)
 		}
+		busy := time.Since(ended) < linger
 	more:
 		for len(batch) < b.max {
 			select {
@@ -78,12 +90,28 @@ func (b *batcher) work(ctx context.Context) {
 				break more
 			}
 		}
+		if busy && len(batch) < b.max {
+			timer.Reset(linger)
+		wait:
+			for len(batch) < b.max {
+				select {
+				case r := <-b.reqs:
+					batch = append(batch, r)
+				case <-timer.C:
+					break wait
+				case <-ctx.Done():
+					break wait
+				}
+			}
+			timer.Stop()
+		}
 		for _, r := range batch {
 			ps = append(ps, r.p)
 		}
 		// The batch's transaction is not tied to one handler's context: it is written
 		// once for all of them, and a handler that gave up is redelivered (idempotent).
 		res := b.eng.IngestBatch(context.WithoutCancel(ctx), ps)
+		ended = time.Now()
 		for i, r := range batch {
 			r.done <- res[i]
 		}

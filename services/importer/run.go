@@ -413,6 +413,9 @@ func (s *service) transform(ctx context.Context, rs *runState) error {
 			return fmt.Errorf("read the import set %s: %w", set, err)
 		}
 		got := 0
+		// The rows' payloads go out asynchronously and their acks are awaited once per
+		// fetch: waiting for each publish's ack would bound a run to one row per round trip.
+		pubs := s.pub.Batch()
 		for msg := range batch.Messages() {
 			got++
 			var row stagedRow
@@ -425,9 +428,16 @@ func (s *service) transform(ctx context.Context, rs *runState) error {
 			if md != nil {
 				seq = md.Sequence.Stream
 			}
-			if err := s.transformRow(ctx, rs, id, observed, row, seq); err != nil {
+			if err := s.transformRow(ctx, rs, id, observed, row, seq, pubs); err != nil {
+				_ = pubs.Wait(context.WithoutCancel(ctx))
 				return err
 			}
+		}
+		if err := pubs.Wait(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("send rows to the CMDB: %w", err)
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -449,7 +459,7 @@ func (s *service) transform(ctx context.Context, rs *runState) error {
 	return s.awaitReceipts(ctx, rs)
 }
 
-func (s *service) transformRow(ctx context.Context, rs *runState, id string, observed time.Time, row stagedRow, seq uint64) error {
+func (s *service) transformRow(ctx context.Context, rs *runState, id string, observed time.Time, row stagedRow, seq uint64, pubs *bus.Batch) error {
 	rs.mu.Lock()
 	done := rs.done.get(row.N)
 	rs.mu.Unlock()
@@ -494,7 +504,7 @@ func (s *service) transformRow(ctx context.Context, rs *runState, id string, obs
 	rs.pending[row.N] = pending{seq: seq, pos: row.Pos, sent: s.clock.Now()}
 	rs.mu.Unlock()
 	pid := payloadID(id, row.N, seq)
-	if _, err := s.pub.Publish(ctx, bus.CMDBIngestSubjectFor(*res.Payload, s.cfg.Partitions), envelope.Meta{ID: pid, Run: id}, res.Payload); err != nil {
+	if err := pubs.Add(ctx, bus.CMDBIngestSubjectFor(*res.Payload, s.cfg.Partitions), envelope.Meta{ID: pid, Run: id}, res.Payload); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
