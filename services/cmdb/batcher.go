@@ -11,8 +11,8 @@ import (
 // batcher groups the payloads that partitions hand in at the same time into one ingest
 // transaction (group commit): while a batch is in the store, the payloads that arrive
 // queue up and go together into the next one. Nothing waits for a batch to fill: a lone
-// payload is ingested at once, so latency never grows; under load, batches grow by
-// themselves.
+// payload reaching an idle worker is ingested at once; a busy worker waits at most linger
+// for more, so under load batches grow and latency grows by no more than that.
 //
 // Every payload still has its own message, ack, receipt and outcome; a payload that fails
 // validation never joins a batch (it is dead-lettered alone, see onPayload), and a batch
