@@ -122,13 +122,6 @@ func (d dialect) q(query string) string {
 	return b.String()
 }
 
-// querier is what both *sql.DB and *sql.Tx offer.
-type querier interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
 // placeholders returns "?, ?, …" for n values, padded to a size bucket so that the
 // statements of different batches share a few texts (PostgreSQL caches prepared
 // statements by text). args is extended with repeats of its last value to match.
