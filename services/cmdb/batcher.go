@@ -59,6 +59,11 @@ func (b *batcher) ingest(ctx context.Context, p *ire.Prepared) (ire.Result, erro
 	}
 }
 
+// maxBatchItems bounds the items of one transaction too: an import's one-row payloads fill
+// a batch by count, while 512 discovery payloads of a hundred CIs each would make one
+// transaction hold the writer for seconds and the process hold all of it in memory.
+const maxBatchItems = 4096
+
 // linger is how long a worker that is busy — its previous transaction ended just before the
 // next payload arrived — waits for more payloads before it writes a batch smaller than max.
 // Without it, the payloads acked together by one commit come back one by one and each
@@ -81,22 +86,26 @@ func (b *batcher) work(ctx context.Context) {
 			batch = append(batch, r)
 		}
 		busy := time.Since(ended) < linger
+		items := batch[0].p.Items()
+		full := func() bool { return len(batch) >= b.max || items >= maxBatchItems }
 	more:
-		for len(batch) < b.max {
+		for !full() {
 			select {
 			case r := <-b.reqs:
 				batch = append(batch, r)
+				items += r.p.Items()
 			default:
 				break more
 			}
 		}
-		if busy && len(batch) < b.max {
+		if busy && !full() {
 			timer.Reset(linger)
 		wait:
-			for len(batch) < b.max {
+			for !full() {
 				select {
 				case r := <-b.reqs:
 					batch = append(batch, r)
+					items += r.p.Items()
 				case <-timer.C:
 					break wait
 				case <-ctx.Done():

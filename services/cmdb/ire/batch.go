@@ -45,6 +45,9 @@ func (p *Prepared) Announce(key string, effects Effects, replay Replay) {
 	p.key, p.effects, p.replay = key, effects, replay
 }
 
+// Items is how many items the payload holds (what a batch's size is measured in).
+func (p *Prepared) Items() int { return len(p.pl.items) }
+
 // Prepare validates a payload without touching the store: a *ValidationError (errors.Is
 // ErrInvalid) when it can never be ingested. Callers validate before batching, so that a bad
 // payload is refused alone and validation stays off the store's critical path.
