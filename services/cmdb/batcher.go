@@ -18,10 +18,11 @@ import (
 // validation never joins a batch (it is dead-lettered alone, see onPayload), and a batch
 // whose transaction fails is split into payloads of their own (ire.Engine.IngestBatch).
 type batcher struct {
-	eng  *ire.Engine
-	max  int // payloads per transaction
-	reqs chan *batchReq
-	wg   sync.WaitGroup
+	eng      *ire.Engine
+	max      int // payloads per transaction
+	maxItems int // items per transaction
+	reqs     chan *batchReq
+	wg       sync.WaitGroup
 }
 
 type batchReq struct {
@@ -34,7 +35,7 @@ type batchReq struct {
 // PostgreSQL takes concurrent transactions, so a few.
 func newBatcher(ctx context.Context, eng *ire.Engine, workers, maxBatch int) *batcher {
 	maxBatch = max(1, maxBatch)
-	b := &batcher{eng: eng, max: maxBatch, reqs: make(chan *batchReq, maxBatch)}
+	b := &batcher{eng: eng, max: maxBatch, maxItems: maxBatchItems / max(1, workers), reqs: make(chan *batchReq, maxBatch)}
 	for range max(1, workers) {
 		b.wg.Add(1)
 		go func() { defer b.wg.Done(); b.work(ctx) }()
@@ -59,9 +60,10 @@ func (b *batcher) ingest(ctx context.Context, p *ire.Prepared) (ire.Result, erro
 	}
 }
 
-// maxBatchItems bounds the items of one transaction too: an import's one-row payloads fill
-// a batch by count, while 512 discovery payloads of a hundred CIs each would make one
-// transaction hold the writer for seconds and the process hold all of it in memory.
+// maxBatchItems bounds the items of one transaction too (divided among the workers): an
+// import's one-row payloads fill a batch by count, while 512 discovery payloads of a hundred
+// CIs each would make one transaction hold the writer for seconds and the process hold all
+// of it in memory; with several workers (PostgreSQL), smaller batches keep them all busy.
 const maxBatchItems = 4096
 
 // linger is how long a worker that is busy — its previous transaction ended just before the
@@ -87,7 +89,7 @@ func (b *batcher) work(ctx context.Context) {
 		}
 		busy := time.Since(ended) < linger
 		items := batch[0].p.Items()
-		full := func() bool { return len(batch) >= b.max || items >= maxBatchItems }
+		full := func() bool { return len(batch) >= b.max || items >= b.maxItems }
 	more:
 		for !full() {
 			select {
