@@ -350,10 +350,18 @@ func (s *service) publishRows(ctx context.Context, rs *runState, rows []source.R
 	return err
 }
 
+// spoolTimeout bounds copying an upload out of the object store.
+const spoolTimeout = 6 * time.Hour
+
 // spool copies the upload to a temporary file (XLSX needs random access; the others are
 // read from it as a stream).
 func (s *service) spool(ctx context.Context, rec record) (string, error) {
-	obj, err := s.objs.Get(ctx, rec.Upload)
+	// nats.go bounds a Get whose context has no deadline by its default timeout (5 s), and
+	// that covers reading every chunk: a large upload failed with "nats: timeout". Reading
+	// takes as long as the file needs; the run's context still cancels it.
+	gctx, cancel := context.WithTimeout(ctx, spoolTimeout)
+	defer cancel()
+	obj, err := s.objs.Get(gctx, rec.Upload)
 	if err != nil {
 		return "", fmt.Errorf("upload %s: %w (upload the file again)", rec.Upload, err)
 	}
