@@ -11,6 +11,7 @@ import (
 
 	cmdbapi "github.com/outpost-dev/outpost/libs/api/cmdb"
 	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/services/cmdb/classes"
 	"github.com/outpost-dev/outpost/services/cmdb/ire"
 	"github.com/outpost-dev/outpost/services/cmdb/store"
@@ -310,10 +311,15 @@ func (s *service) ingest(ctx context.Context, r IngestRequest) (IngestResponse, 
 	if err := r.Payload.Validate(); err != nil {
 		return IngestResponse{}, badRequest("payload: %v", err)
 	}
-	out, err := s.eng.Ingest(ctx, r.Payload)
+	prep, err := s.eng.Prepare(r.Payload)
 	if err != nil {
 		return IngestResponse{}, s.fail(OpIngest, err)
 	}
-	s.changes.publishOutcome(ctx, "", r.Payload, out)
-	return out, nil
+	s.changes.announce(prep, envelope.Meta{}, r.Payload) // change events through the outbox
+	res := s.eng.IngestBatch(ctx, []*ire.Prepared{prep})[0]
+	if res.Err != nil {
+		return IngestResponse{}, s.fail(OpIngest, res.Err)
+	}
+	s.drain.notify()
+	return res.Outcome, nil
 }

@@ -3,8 +3,9 @@ package cmdb
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
-	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/services/cmdb/ire"
+	"github.com/outpost-dev/outpost/services/cmdb/store"
 )
 
 // Ops of the change events (envelope.Change.Op).
@@ -24,10 +26,9 @@ const (
 	OpStale   = "stale"
 )
 
-// publishTimeout bounds how long a handler keeps trying to announce what it wrote.
-const publishTimeout = 30 * time.Second
-
-// changes publishes cmdb.changed.<class> events.
+// changes makes cmdb.changed.<class> events and ingest receipts. They are written to the
+// outbox in the transaction of the change they announce and published by the drainer
+// (outbox.go).
 //
 // Their ce-id (the Nats-Msg-Id) is derived from what caused them — the payload's digest,
 // the CI and the op — not drawn at random, so a retried publish, or a payload redelivered
@@ -43,117 +44,103 @@ func newChanges(js jetstream.JetStream, tp trace.TracerProvider, log *slog.Logge
 	return &changes{pub: bus.NewPublisher(js, envelope.ServiceSource(Name), tp), log: log}
 }
 
-type changeEvent struct {
-	id   string
-	body envelope.Change
+// announce makes the ingest of p write its change events and, for a payload with an id,
+// its receipt in its own transaction (transactional outbox, drained by the drainer); a
+// payload whose receipt is stored already gets that receipt published again.
+//
+// The receipt is kept under the payload's id and content digest: the same payload again
+// (a redelivery, a producer resending it) replays it, while a different payload that
+// reuses an id is reconciled as what it is.
+func (c *changes) announce(prep *ire.Prepared, meta envelope.Meta, p envelope.CIPayload) {
+	digest := payloadDigest(p)
+	effects := func(out ire.Outcome) (string, []store.OutboxMsg, error) {
+		msgs, err := c.outcomeMsgs(meta.Run, p, digest, out)
+		if err != nil || meta.ID == "" {
+			return "", msgs, err
+		}
+		m, err := c.receiptMsg(meta, p, receiptOf(meta, p, out, time.Now().UTC()))
+		if err != nil {
+			return "", nil, err
+		}
+		// The message's body is the receipt's JSON: stored as it is, replayed from it.
+		return string(m.Data), append(msgs, m), nil
+	}
+	replay := func(stored string) ([]store.OutboxMsg, error) {
+		var r envelope.Ingested
+		if err := json.Unmarshal([]byte(stored), &r); err != nil {
+			return nil, fmt.Errorf("stored receipt of payload %s: %w", meta.ID, err)
+		}
+		m, err := c.receiptMsg(meta, p, &r)
+		if err != nil {
+			return nil, err
+		}
+		return []store.OutboxMsg{m}, nil
+	}
+	key := ""
+	if meta.ID != "" {
+		key = meta.ID + "|" + hex.EncodeToString([]byte(digest))
+	} else {
+		replay = nil
+	}
+	prep.Announce(key, effects, replay)
 }
 
-// publishOutcome announces every CI an ingest of p created or updated.
-func (c *changes) publishOutcome(ctx context.Context, run string, p envelope.CIPayload, out ire.Outcome) {
+// outcomeMsgs are the change events of every CI an ingest of p created or updated.
+func (c *changes) outcomeMsgs(run string, p envelope.CIPayload, digest string, out ire.Outcome) ([]store.OutboxMsg, error) {
 	if len(out.Created)+len(out.Updated) == 0 {
-		return
+		return nil, nil
 	}
-	digest := payloadDigest(p)
 	at := p.Observed.UTC()
 	if p.Observed.IsZero() {
 		at = time.Now().UTC()
 	}
-	evs := make([]changeEvent, 0, len(out.Created)+len(out.Updated))
-	add := func(op string, chs []ire.Change) {
+	msgs := make([]store.OutboxMsg, 0, len(out.Created)+len(out.Updated))
+	add := func(op string, chs []ire.Change) error {
 		for _, ch := range chs {
-			evs = append(evs, changeEvent{
-				id:   changeID(p.Observed, digest, ch.ID, op),
-				body: envelope.Change{CI: ch.ID, Class: ch.Class, Op: op, Source: p.Source, Attributes: ch.Attributes, Time: at},
-			})
+			body := envelope.Change{CI: ch.ID, Class: ch.Class, Op: op, Source: p.Source, Attributes: ch.Attributes, Time: at}
+			m, err := c.message(bus.ChangeSubject(ch.Class), envelope.Meta{ID: changeID(p.Observed, digest, ch.ID, op), Run: run}, &body)
+			if err != nil {
+				return err
+			}
+			msgs = append(msgs, m)
 		}
+		return nil
 	}
-	add(OpCreated, out.Created)
-	add(OpUpdated, out.Updated)
-	c.publish(ctx, run, evs)
+	if err := add(OpCreated, out.Created); err != nil {
+		return nil, err
+	}
+	if err := add(OpUpdated, out.Updated); err != nil {
+		return nil, err
+	}
+	return msgs, nil
 }
 
-// publishReceipt tells the payload's producer what its items became (cmdb.ingested.<source>),
-// with the payload's run. Its id derives from the payload's, so a receipt published again
-// for a redelivered payload is dropped by the stream's duplicate window; past the window a
-// producer recognises it by Payload.
-func (c *changes) publishReceipt(ctx context.Context, meta envelope.Meta, p envelope.CIPayload, out ire.Outcome) {
-	if meta.ID == "" {
-		return
-	}
+// receiptOf tells the payload's producer what its items became (cmdb.ingested.<source>).
+func receiptOf(meta envelope.Meta, p envelope.CIPayload, out ire.Outcome, now time.Time) *envelope.Ingested {
+	return &envelope.Ingested{Payload: meta.ID, Source: p.Source, Items: len(p.Items), Created: len(out.Created),
+		Updated: len(out.Updated), Unchanged: len(out.Unchanged), Conflicts: len(out.Conflicts), Skipped: len(out.Skipped),
+		Refs: itemOutcomes(out), Time: now}
+}
+
+// receiptMsg is the message of a receipt, with the payload's run. Its id derives from the
+// payload's, so a receipt published again for a redelivered payload is dropped by the
+// stream's duplicate window; past the window a producer recognises it by Payload.
+func (c *changes) receiptMsg(meta envelope.Meta, p envelope.CIPayload, r *envelope.Ingested) (store.OutboxMsg, error) {
 	source := p.Source
 	if !bus.ValidName(source) {
 		source = "other"
 	}
-	r := &envelope.Ingested{Payload: meta.ID, Source: p.Source, Items: len(p.Items), Created: len(out.Created),
-		Updated: len(out.Updated), Unchanged: len(out.Unchanged), Conflicts: len(out.Conflicts), Skipped: len(out.Skipped),
-		Refs: itemOutcomes(out), Time: time.Now().UTC()}
-	id := changeID(p.Observed, meta.ID, "ingested")
-	err := untilSent(ctx, func(ctx context.Context) error {
-		_, err := c.pub.Publish(ctx, bus.IngestedSubject(source), envelope.Meta{ID: id, Run: meta.Run}, r)
-		return err
-	})
+	return c.message(bus.IngestedSubject(source), envelope.Meta{ID: changeID(p.Observed, meta.ID, "ingested"), Run: meta.Run}, r)
+}
+
+// message encodes one announcement for the outbox, with its headers as it will be published.
+func (c *changes) message(subject string, meta envelope.Meta, body envelope.Body) (store.OutboxMsg, error) {
+	m, span, err := c.pub.Message(context.Background(), subject, meta, body)
 	if err != nil {
-		c.log.Error("ingest receipt not published; the CMDB holds the payload's CIs but its producer cannot count them",
-			"payload", meta.ID, "run", meta.Run, "err", err)
+		return store.OutboxMsg{}, fmt.Errorf("encode %s: %w", subject, err)
 	}
-}
-
-// publish sends evs, retrying the whole set (duplicates are dropped by their ids) until
-// they are all acknowledged or publishTimeout passes. What it cannot send is logged: the
-// store already holds the change and its history, only the announcement is lost.
-func (c *changes) publish(ctx context.Context, run string, evs []changeEvent) {
-	if len(evs) == 0 {
-		return
-	}
-	err := untilSent(ctx, func(ctx context.Context) error { return c.send(ctx, run, evs) })
-	if err != nil {
-		ids := make([]string, len(evs))
-		for i, e := range evs {
-			ids[i] = e.body.CI
-		}
-		c.log.Error("change events not published; the CMDB holds the changes but subscribers missed them",
-			"cis", ids, "err", err)
-	}
-}
-
-// untilSent calls send until it succeeds or publishTimeout passes, backing off up to 5 s, and
-// returns the last error. What it announces is committed already: it keeps trying even when
-// the consumer is shutting down (ctx canceled).
-func untilSent(ctx context.Context, send func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
-	defer cancel()
-	wait := 100 * time.Millisecond
-	for {
-		err := send(ctx)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait):
-			wait = min(2*wait, 5*time.Second)
-		}
-	}
-}
-
-func (c *changes) send(ctx context.Context, run string, evs []changeEvent) error {
-	if len(evs) == 1 {
-		e := evs[0]
-		_, err := c.pub.Publish(ctx, bus.ChangeSubject(e.body.Class), envelope.Meta{ID: e.id, Run: run}, &e.body)
-		return err
-	}
-	b := c.pub.Batch()
-	var errs []error
-	for i := range evs {
-		e := &evs[i]
-		if err := b.Add(ctx, bus.ChangeSubject(e.body.Class), envelope.Meta{ID: e.id, Run: run}, &e.body); err != nil {
-			errs = append(errs, err)
-			break
-		}
-	}
-	errs = append(errs, b.Wait(ctx))
-	return errors.Join(errs...)
+	span.End()
+	return store.OutboxMsg{Subject: subject, MsgID: meta.ID, Header: m.Header, Data: m.Data}, nil
 }
 
 // payloadDigest identifies a payload by its content (encoding/json sorts map keys, so equal

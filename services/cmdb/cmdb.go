@@ -3,15 +3,17 @@
 // updated or stale CI on cmdb.changed.<class>, answers queries on svc.cmdb.<op>, and marks
 // CIs no source has seen for a while as stale.
 //
-//	CMDB stream ──cmdb-p<N> consumers──► ire.Engine.Ingest ──► store
-//	                  │ invalid payload                    └──► CHANGES (cmdb.changed.<class>)
+//	CMDB stream ──cmdb-p<N> consumers──► batcher ─► ire.Engine.IngestBatch ──► store + outbox
+//	                  │ invalid payload                 drainer: outbox ──► CHANGES (cmdb.changed.<class>, cmdb.ingested.<source>)
 //	                  └──► DLQ (dlq.cmdb), with the fields at fault
 //	svc.cmdb.{ls,get,history,rel,graph,counts,conflicts,classes,ingest} ──► store / engine
 //
-// One durable consumer per partition, with one message in flight across every replica
-// (MaxAckPending 1), so a partition — and so a device, see IngestSubject — is reconciled by
-// one process, one payload at a time. Replicas share partitions and queries; the store
-// keeps identity correct even when two partitions carry the same device.
+// One durable consumer per partition, with PartitionInFlight messages in flight across every
+// replica; what arrives together is reconciled in one transaction (batcher), one payload
+// after the other. Replicas share partitions and queries; the store keeps identity correct
+// even when two transactions carry the same device. What an ingest announces (change
+// events, its receipt) is written in its transaction and published after the commit by the
+// drainer (transactional outbox).
 package cmdb
 
 import (
@@ -57,16 +59,30 @@ type Config struct {
 	StaleEvery time.Duration
 	// ClassesDir, when set, extends or replaces the embedded class model (classes.LoadDir).
 	ClassesDir string
+	// MaxBatch bounds the payloads ingested in one transaction (group commit, default
+	// DefaultMaxBatch). 1 ingests every payload alone with one payload per partition in
+	// flight, as before batching: for comparison, or to debug one payload at a time.
+	MaxBatch int
+	// KeepReceipts is how long the receipt of an ingested payload is kept, so that the same
+	// payload delivered again (a producer resuming a run) is answered with what it did. At
+	// least as long as producers may resend: the importer keeps its staged rows 7 days.
+	KeepReceipts time.Duration
 	// Version is the service version NATS micro reports (semver).
 	Version string
 }
 
 // Defaults.
 const (
-	DefaultPartitions = 8
-	DefaultPrecedence = "manual > sccm > discovery > import"
-	DefaultStaleAfter = 30 * 24 * time.Hour
-	DefaultStaleEvery = time.Hour
+	DefaultPartitions   = 8
+	DefaultPrecedence   = "manual > sccm > discovery > import"
+	DefaultStaleAfter   = 30 * 24 * time.Hour
+	DefaultStaleEvery   = time.Hour
+	DefaultKeepReceipts = 7 * 24 * time.Hour
+	DefaultMaxBatch     = 512
+	// PartitionInFlight is how many payloads of one partition are handled at once: enough
+	// for a batch to fill while the previous one commits (an import sends one row per
+	// payload, so throughput is the batch size over the commit time).
+	PartitionInFlight = 64
 	// MaxPartitions bounds the consumers a deployment creates.
 	MaxPartitions = 256
 )
@@ -74,12 +90,13 @@ const (
 // DefaultConfig is the CMDB of `outpost up`, on an SQLite file in the working directory.
 func DefaultConfig() Config {
 	return Config{
-		DSN:        "sqlite://cmdb.db",
-		Partitions: DefaultPartitions,
-		Precedence: DefaultPrecedence,
-		StaleAfter: DefaultStaleAfter,
-		StaleEvery: DefaultStaleEvery,
-		Version:    version.Semver(),
+		DSN:          "sqlite://cmdb.db",
+		Partitions:   DefaultPartitions,
+		Precedence:   DefaultPrecedence,
+		StaleAfter:   DefaultStaleAfter,
+		StaleEvery:   DefaultStaleEvery,
+		KeepReceipts: DefaultKeepReceipts,
+		Version:      version.Semver(),
 	}
 }
 
@@ -96,6 +113,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.StaleEvery == 0 {
 		c.StaleEvery = d.StaleEvery
+	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = DefaultMaxBatch
+	}
+	if c.KeepReceipts == 0 {
+		c.KeepReceipts = d.KeepReceipts
 	}
 	if c.Version == "" {
 		c.Version = d.Version
@@ -135,6 +158,12 @@ func (c Config) Validate() error {
 	if c.StaleEvery < 0 {
 		errs = append(errs, fmt.Errorf("cmdb stale check interval %s: must be positive", c.StaleEvery))
 	}
+	if c.MaxBatch < 0 || c.MaxBatch > 10_000 {
+		errs = append(errs, fmt.Errorf("cmdb max batch %d: want 1 to 10000 payloads per transaction (default %d)", c.MaxBatch, DefaultMaxBatch))
+	}
+	if c.KeepReceipts < 0 {
+		errs = append(errs, fmt.Errorf("cmdb keep-receipts %s: must be positive (default %s)", c.KeepReceipts, DefaultKeepReceipts))
+	}
 	if c.ClassesDir != "" {
 		if fi, err := os.Stat(c.ClassesDir); err != nil {
 			errs = append(errs, fmt.Errorf("cmdb classes dir: %w", err))
@@ -164,8 +193,11 @@ type Deps struct {
 func ConsumerName(partition int) string { return fmt.Sprintf("cmdb-p%d", partition) }
 
 // Consumers are the durable consumers of the CMDB stream, one per partition, for the hub's
-// topology. MaxAckPending 1: whichever replica holds a partition's message, no other gets
-// the next one until it is settled, so a partition is reconciled one payload at a time.
+// topology. MaxAckPending PartitionInFlight across replicas: the payloads of a partition
+// are handed to the batcher together and reconciled one after the other in one transaction
+// (SQLite: one writer), or in a few concurrent transactions (PostgreSQL) where the store
+// keeps identity correct (unique identifiers, row locks, retries) and precedence by
+// observed time keeps the newest observation whatever the order.
 func Consumers(partitions int) []bus.ConsumerSpec {
 	if partitions <= 0 {
 		partitions = DefaultPartitions
@@ -176,7 +208,7 @@ func Consumers(partitions int) []bus.ConsumerSpec {
 			Stream:        bus.StreamCMDB,
 			Name:          ConsumerName(p),
 			Filters:       []string{bus.CMDBIngestSubject(p)},
-			MaxAckPending: 1,
+			MaxAckPending: PartitionInFlight,
 			Description:   fmt.Sprintf("CMDB ingest, partition %d of %d", p, partitions),
 		}
 	}
@@ -191,6 +223,7 @@ type service struct {
 	batch   *batcher // the partitions' payloads, ingested together when they arrive together
 	model   *classes.Model
 	changes *changes
+	drain   *drainer           // publishes what ingests wrote to the outbox
 	kv      jetstream.KeyValue // leases; nil when the bucket is unavailable
 	log     *slog.Logger
 	holder  string // this replica's name in leases
@@ -244,15 +277,20 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 		return fmt.Errorf("cmdb: provision the bus: %w", err)
 	}
 	s := &service{cfg: cfg, st: st, eng: eng, model: model, log: log,
-		changes: newChanges(deps.JS, deps.Tracer, log), holder: holderName(deps.NC)}
+		changes: newChanges(deps.JS, deps.Tracer, log), holder: holderName(deps.NC),
+		drain: newDrainer(st, deps.JS, cfg.KeepReceipts, log)}
 	if s.kv, err = deps.JS.KeyValue(ctx, bus.KVLeases); err != nil {
 		log.Warn("leases bucket unavailable: stale marking is off until restart", "err", err)
 		s.kv = nil
 	}
 
 	topo := bus.Topology{Consumers: Consumers(cfg.Partitions)}
+	inFlight := PartitionInFlight
+	if cfg.MaxBatch == 1 {
+		inFlight = 1 // per-payload mode: one at a time per partition
+	}
 	router, err := bus.NewRouter(deps.NC, deps.JS, bus.RouterConfig{Service: Name, Topology: topo,
-		MaxInFlight: 1, Logger: deps.Logger, Tracer: deps.Tracer})
+		MaxInFlight: inFlight, Logger: deps.Logger, Tracer: deps.Tracer})
 	if err != nil {
 		return fmt.Errorf("cmdb: %w", err)
 	}
@@ -274,7 +312,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	defer wg.Wait()
 	rctx, stop := context.WithCancel(ctx)
 	defer stop()
-	s.batch = newBatcher(rctx, eng, batchWorkers(cfg.DSN))
+	s.batch = newBatcher(rctx, eng, batchWorkers(cfg.DSN), cfg.MaxBatch)
 	// Its workers end with rctx; an ingest in flight finishes first (the store is still open).
 	defer func() { stop(); s.batch.wait() }()
 	routerErr := make(chan error, 1)
@@ -289,6 +327,8 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); s.staleLoop(rctx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); s.drain.run(rctx) }()
 	log.Info("cmdb serving", "partitions", cfg.Partitions, "store", strings.SplitN(cfg.DSN, "://", 2)[0])
 	if deps.Ready != nil {
 		deps.Ready()
@@ -312,17 +352,19 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 // partitions hand in meanwhile (batcher). A payload the engine rejects can never succeed: it
 // goes to the DLQ at once, with the fields at fault in its reason, and never joins a batch.
 // Anything else (the store is down, a transaction kept conflicting) is retried by redelivery.
+//
+// Its change events and receipt commit with it (outbox) and are published by the drainer:
+// the payload is acked once committed.
 func (s *service) onPayload(ctx context.Context, meta envelope.Meta, p *envelope.CIPayload) error {
 	prep, err := s.eng.Prepare(*p)
 	if err != nil {
 		return bus.Permanent(err) // invalid: alone, before any batch
 	}
-	out, err := s.batch.ingest(ctx, prep)
-	if err != nil {
+	s.changes.announce(prep, meta, *p)
+	if _, err := s.batch.ingest(ctx, prep); err != nil {
 		return err
 	}
-	s.changes.publishOutcome(ctx, meta.Run, *p, out)
-	s.changes.publishReceipt(ctx, meta, *p, out)
+	s.drain.notify()
 	return nil
 }
 

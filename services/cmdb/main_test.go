@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -94,9 +95,9 @@ func sqliteBackend(t testing.TB) storetest.Backend {
 	return storetest.Backend{Name: "sqlite", DSN: "sqlite://" + filepath.Join(t.TempDir(), "cmdb.db")}
 }
 
-// start runs a CMDB replica on its own connection until the test ends; it fails the test
-// if Run returns an error.
-func (h *hub) start(t testing.TB, cfg cmdb.Config) {
+// start runs a CMDB replica on its own connection until the test ends or stop is called;
+// it fails the test if Run returns an error.
+func (h *hub) start(t testing.TB, cfg cmdb.Config) (stop func()) {
 	t.Helper()
 	nc, js := h.conn(t, "cmdb")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -114,17 +115,22 @@ func (h *hub) start(t testing.TB, cfg cmdb.Config) {
 		cancel()
 		t.Fatal("cmdb did not become ready in 30 s")
 	}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("cmdb.Run: %v", err)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("cmdb.Run: %v", err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Error("cmdb.Run did not return within 20 s of cancellation")
 			}
-		case <-time.After(20 * time.Second):
-			t.Error("cmdb.Run did not return within 20 s of cancellation")
-		}
-	})
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 // publish sends a payload to the partition IngestSubject picks, as a producer would.

@@ -155,12 +155,12 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("zero values mean defaults: %v", err)
 	}
 	bad := Config{DSN: "mysql://x", Partitions: -1, Precedence: "manual > > import", StaleAfter: -time.Hour,
-		StaleEvery: -time.Second, ClassesDir: "/does/not/exist", Version: "one"}
+		StaleEvery: -time.Second, ClassesDir: "/does/not/exist", Version: "one", MaxBatch: -1, KeepReceipts: -time.Hour}
 	err := bad.Validate()
 	if err == nil {
 		t.Fatal("a bad config passed")
 	}
-	for _, want := range []string{`scheme "mysql"`, "partitions -1", "precedence", "stale-after", "stale check interval", "classes dir", `version "one"`} {
+	for _, want := range []string{`scheme "mysql"`, "partitions -1", "precedence", "stale-after", "stale check interval", "classes dir", `version "one"`, "max batch -1", "keep-receipts"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %s:\n%v", want, err)
 		}
@@ -169,7 +169,7 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("sqlite without a path: %v", err)
 	}
 	cs := Consumers(3)
-	if len(cs) != 3 || cs[2].Name != "cmdb-p2" || cs[2].Filters[0] != "cmdb.ingest.2" || cs[2].MaxAckPending != 1 || cs[2].Stream != bus.StreamCMDB {
+	if len(cs) != 3 || cs[2].Name != "cmdb-p2" || cs[2].Filters[0] != "cmdb.ingest.2" || cs[2].MaxAckPending != PartitionInFlight || cs[2].Stream != bus.StreamCMDB {
 		t.Errorf("consumers %+v", cs)
 	}
 }

@@ -7,8 +7,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/services/cmdb/ire"
+	"github.com/outpost-dev/outpost/services/cmdb/store"
 )
 
 // StaleLeaseKey is the key of the leases bucket held by the replica that marks stale CIs.
@@ -53,7 +55,21 @@ func (s *service) markStale(ctx context.Context) {
 		return
 	}
 	now := time.Now().UTC()
-	refs, err := s.eng.MarkStale(ctx, s.cfg.StaleAfter, now)
+	// The stale events commit with the flags (outbox), like an ingest's.
+	announce := func(refs []store.Ref) ([]store.OutboxMsg, error) {
+		msgs := make([]store.OutboxMsg, 0, len(refs))
+		for _, r := range refs {
+			body := envelope.Change{CI: r.ID, Class: r.Class, Op: OpStale, Source: ire.StaleSource, Time: now}
+			m, err := s.changes.message(bus.ChangeSubject(r.Class),
+				envelope.Meta{ID: changeID(now, "stale", r.ID, now.Format(time.RFC3339Nano))}, &body)
+			if err != nil {
+				return nil, err
+			}
+			msgs = append(msgs, m)
+		}
+		return msgs, nil
+	}
+	refs, err := s.eng.MarkStale(ctx, s.cfg.StaleAfter, now, announce)
 	if err != nil {
 		if ctx.Err() == nil {
 			s.log.Error("mark stale", "err", err)
@@ -63,13 +79,6 @@ func (s *service) markStale(ctx context.Context) {
 	if len(refs) == 0 {
 		return
 	}
+	s.drain.notify()
 	s.log.Info("CIs marked stale", "count", len(refs), "not_seen_for", s.cfg.StaleAfter)
-	evs := make([]changeEvent, len(refs))
-	for i, r := range refs {
-		evs[i] = changeEvent{
-			id:   changeID(now, "stale", r.ID, now.Format(time.RFC3339Nano)),
-			body: envelope.Change{CI: r.ID, Class: r.Class, Op: OpStale, Source: ire.StaleSource, Time: now},
-		}
-	}
-	s.changes.publish(ctx, "", evs)
 }

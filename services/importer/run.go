@@ -382,6 +382,9 @@ func (s *service) publishRows(ctx context.Context, rs *runState, rows []source.R
 	return err
 }
 
+// spoolTimeout bounds copying an upload out of the object store.
+const spoolTimeout = 6 * time.Hour
+
 // spool copies the upload to a temporary file (XLSX needs random access; the others are
 // read from it as a stream).
 func (s *service) spool(ctx context.Context, rec record) (string, error) {
@@ -389,7 +392,12 @@ func (s *service) spool(ctx context.Context, rec record) (string, error) {
 	if rec.UploadBucket == api.ScheduleFiles {
 		objs = s.files
 	}
-	obj, err := objs.Get(ctx, rec.Upload)
+	// nats.go bounds a Get whose context has no deadline by its default timeout (5 s), and
+	// that covers reading every chunk: a large upload failed with "nats: timeout". Reading
+	// takes as long as the file needs; the run's context still cancels it.
+	gctx, cancel := context.WithTimeout(ctx, spoolTimeout)
+	defer cancel()
+	obj, err := objs.Get(gctx, rec.Upload)
 	if err != nil {
 		return "", fmt.Errorf("upload %s: %w (upload the file again)", rec.Upload, err)
 	}
@@ -449,6 +457,9 @@ func (s *service) transform(ctx context.Context, rs *runState) error {
 			return fmt.Errorf("read the import set %s: %w", set, err)
 		}
 		got := 0
+		// The rows' payloads go out asynchronously and their acks are awaited once per
+		// fetch: waiting for each publish's ack would bound a run to one row per round trip.
+		pubs := s.pub.Batch()
 		for msg := range batch.Messages() {
 			got++
 			var row stagedRow
@@ -461,9 +472,16 @@ func (s *service) transform(ctx context.Context, rs *runState) error {
 			if md != nil {
 				seq = md.Sequence.Stream
 			}
-			if err := s.transformRow(ctx, rs, id, observed, row, seq); err != nil {
+			if err := s.transformRow(ctx, rs, id, observed, row, seq, pubs); err != nil {
+				_ = pubs.Wait(context.WithoutCancel(ctx))
 				return err
 			}
+		}
+		if err := pubs.Wait(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("send rows to the CMDB: %w", err)
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -485,7 +503,7 @@ func (s *service) transform(ctx context.Context, rs *runState) error {
 	return s.awaitReceipts(ctx, rs)
 }
 
-func (s *service) transformRow(ctx context.Context, rs *runState, id string, observed time.Time, row stagedRow, seq uint64) error {
+func (s *service) transformRow(ctx context.Context, rs *runState, id string, observed time.Time, row stagedRow, seq uint64, pubs *bus.Batch) error {
 	rs.mu.Lock()
 	done := rs.done.get(row.N)
 	rs.mu.Unlock()
@@ -536,7 +554,7 @@ func (s *service) transformRow(ctx context.Context, rs *runState, id string, obs
 	rs.pending[row.N] = pending{seq: seq, pos: row.Pos, sent: s.clock.Now()}
 	rs.mu.Unlock()
 	pid := payloadID(id, row.N, seq)
-	if _, err := s.pub.Publish(ctx, bus.CMDBIngestSubjectFor(*res.Payload, s.cfg.Partitions), envelope.Meta{ID: pid, Run: id}, res.Payload); err != nil {
+	if err := pubs.Add(ctx, bus.CMDBIngestSubjectFor(*res.Payload, s.cfg.Partitions), envelope.Meta{ID: pid, Run: id}, res.Payload); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}

@@ -13,10 +13,40 @@ import (
 type Result struct {
 	Outcome Outcome
 	Err     error
+	// Replayed: the payload's key had a stored receipt, so it was ingested before (a
+	// redelivery after the commit); nothing was reconciled again and Receipt is the stored
+	// one, Outcome is empty.
+	Replayed bool
+	Receipt  string
 }
 
 // Prepared is a payload that passed validation, ready for IngestBatch.
-type Prepared struct{ pl *plan }
+type Prepared struct {
+	pl      *plan
+	key     string
+	effects Effects
+	replay  Replay
+}
+
+// Effects returns what an ingest announces — its receipt, kept under the payload's key,
+// and the messages to publish — from its outcome. It runs inside the ingest's transaction,
+// so the announcements commit, or not, with the changes (transactional outbox).
+type Effects func(out Outcome) (receipt string, msgs []store.OutboxMsg, err error)
+
+// Replay returns the messages to publish again for a payload ingested before, from its
+// stored receipt.
+type Replay func(receipt string) ([]store.OutboxMsg, error)
+
+// Announce makes the ingest of p write effects in its transaction. With a key (the payload's
+// id), the receipt is stored, and a later ingest of the same key reconciles nothing: it
+// gets the stored receipt back (Result.Replayed) and publishes what replay returns, so that
+// a payload redelivered after its commit is answered with what it did, not "unchanged".
+func (p *Prepared) Announce(key string, effects Effects, replay Replay) {
+	p.key, p.effects, p.replay = key, effects, replay
+}
+
+// Items is how many items the payload holds (what a batch's size is measured in).
+func (p *Prepared) Items() int { return len(p.pl.items) }
 
 // Prepare validates a payload without touching the store: a *ValidationError (errors.Is
 // ErrInvalid) when it can never be ingested. Callers validate before batching, so that a bad
@@ -52,73 +82,115 @@ func (e *Engine) IngestBatch(ctx context.Context, ps []*Prepared) []Result {
 		plans[i] = p.pl
 		valid++
 	}
-	switch valid {
-	case 0:
-		return res
-	case 1:
-		for i, pl := range plans {
-			if pl != nil {
-				res[i].Outcome, res[i].Err = e.ingest(ctx, pl)
-			}
-		}
+	if valid == 0 {
 		return res
 	}
-	now := e.now().UTC()
-	outs := make([]Outcome, len(ps))
-	err := e.store.Update(ctx, func(ctx context.Context, tx store.Tx) error {
-		for i, pl := range plans {
-			if pl == nil {
-				continue
+	if valid > 1 {
+		outs, err := e.inTx(ctx, ps)
+		if err == nil {
+			for i, p := range ps {
+				if plans[i] != nil {
+					res[i] = outs[i]
+					e.logConflicts(p.pl, outs[i].Outcome)
+				}
 			}
-			o, err := newRun(e, pl, now).run(ctx, tx)
-			if err != nil {
-				return err
-			}
-			outs[i] = o
+			return res
 		}
-		return nil
-	})
-	if err != nil {
 		e.log.Debug("batch ingest failed, ingesting its payloads one by one", "payloads", valid, "err", err)
-		for i, pl := range plans {
-			if pl != nil {
-				res[i].Outcome, res[i].Err = e.ingest(ctx, pl)
-			}
-		}
-		return res
 	}
-	for i, pl := range plans {
-		if pl == nil {
-			continue
+	for i, p := range ps {
+		if plans[i] != nil {
+			res[i] = e.ingest(ctx, p)
 		}
-		res[i].Outcome = outs[i]
-		e.logConflicts(pl, outs[i])
 	}
 	return res
 }
 
-// ingest writes one validated payload in a transaction of its own.
-func (e *Engine) ingest(ctx context.Context, pl *plan) (Outcome, error) {
+// inTx ingests payloads one after the other in one transaction (nil entries are skipped).
+func (e *Engine) inTx(ctx context.Context, ps []*Prepared) ([]Result, error) {
 	now := e.now().UTC()
-	var out Outcome
-	attempts := 0
-	err := e.store.Update(ctx, func(ctx context.Context, tx store.Tx) error {
-		attempts++
-		o, err := newRun(e, pl, now).run(ctx, tx)
-		if err != nil {
+	var outs []Result
+	err := e.store.Update(ctx, func(ctx context.Context, dbtx store.Tx) error {
+		outs = make([]Result, len(ps)) // a retried transaction starts over
+		tx := newOverlay(dbtx)
+		plans := make([]*plan, 0, len(ps))
+		for _, p := range ps {
+			if p != nil {
+				plans = append(plans, p.pl)
+			}
+		}
+		if err := tx.prefetch(ctx, plans); err != nil {
 			return err
 		}
-		out = o
-		return nil
+		var keys []string
+		for _, p := range ps {
+			if p != nil && p.pl != nil && p.key != "" {
+				keys = append(keys, p.key)
+			}
+		}
+		receipts := map[string]string{}
+		if len(keys) > 0 {
+			var err error
+			if receipts, err = tx.LoadReceipts(ctx, keys); err != nil {
+				return err
+			}
+		}
+		var replayed store.Batch
+		for i, p := range ps {
+			if p == nil || p.pl == nil {
+				continue
+			}
+			if rc, ok := receipts[p.key]; ok && p.key != "" {
+				outs[i] = Result{Replayed: true, Receipt: rc}
+				if p.replay != nil {
+					msgs, err := p.replay(rc)
+					if err != nil {
+						return err
+					}
+					replayed.Outbox = append(replayed.Outbox, msgs...)
+				}
+				continue
+			}
+			r := newRun(e, p.pl, now)
+			if p.effects != nil {
+				r.after = func(out Outcome, b *store.Batch) error {
+					rc, msgs, err := p.effects(out)
+					if err != nil {
+						return err
+					}
+					b.Outbox = append(b.Outbox, msgs...)
+					if p.key != "" {
+						b.Receipts = append(b.Receipts, store.ReceiptRow{Payload: p.key, Body: rc, Created: now})
+						receipts[p.key] = rc // a copy later in the batch replays it
+						outs[i].Receipt = rc
+					}
+					return nil
+				}
+			}
+			o, err := r.run(ctx, tx)
+			if err != nil {
+				return err
+			}
+			outs[i].Outcome = o
+		}
+		if !replayed.Empty() {
+			if err := tx.Write(ctx, &replayed); err != nil {
+				return err
+			}
+		}
+		return tx.flush(ctx)
 	})
+	return outs, err
+}
+
+// ingest writes one prepared payload in a transaction of its own.
+func (e *Engine) ingest(ctx context.Context, p *Prepared) Result {
+	outs, err := e.inTx(ctx, []*Prepared{p})
 	if err != nil {
-		return Outcome{}, fmt.Errorf("ire: ingest from %s: %w", pl.source, err)
+		return Result{Err: fmt.Errorf("ire: ingest from %s: %w", p.pl.source, err)}
 	}
-	if attempts > 1 {
-		e.log.Debug("ingest retried", "source", pl.source, "attempts", attempts)
-	}
-	e.logConflicts(pl, out)
-	return out, nil
+	e.logConflicts(p.pl, outs[0].Outcome)
+	return outs[0]
 }
 
 func (e *Engine) logConflicts(pl *plan, out Outcome) {

@@ -2,11 +2,17 @@ package ire_test
 
 import (
 	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/services/cmdb/internal/storetest"
 	"github.com/outpost-dev/outpost/services/cmdb/ire"
+	"github.com/outpost-dev/outpost/services/cmdb/store"
 )
 
 // A batch does what its payloads ingested one by one do, in order: later payloads see
@@ -21,6 +27,7 @@ func TestIngestBatchIsIngestOneByOne(t *testing.T) {
 	late.Observed = t0.Add(1) // newer, but discovery ranks below manual: ram_mb stays 16384
 	other := discovered("SN-OTHER", []string{"02:00:00:00:03:02"}, map[string]any{"name": "web02", "ip_address": "10.1.2.4"})
 	invalid := envelope.CIPayload{Source: "discovery", Observed: t0}
+	clone := discovered("SN-BATCH", []string{"02:00:00:00:03:09"}, map[string]any{"name": "clone", "ip_address": "10.1.2.9"})
 	type want struct{ created, updated, unchanged int }
 	cases := []struct {
 		name  string
@@ -34,6 +41,10 @@ func TestIngestBatchIsIngestOneByOne(t *testing.T) {
 			[]want{{4, 0, 0}, {-1, 0, 0}, {4, 0, 0}}, ""},
 		{"updates in order, by precedence", []envelope.CIPayload{host, moved, manual, late},
 			[]want{{4, 0, 0}, {0, 1, 3}, {0, 1, 0}, {0, 0, 4}}, "16384"}, // manual outranks discovery
+		// The second device reports the first one's serial with other adapters: the serial
+		// becomes shared inside the batch, and both devices are still told apart after.
+		{"a serial two devices share, found in the batch", []envelope.CIPayload{host, clone, host, clone},
+			[]want{{4, 0, 0}, {4, 0, 0}, {0, 0, 4}, {0, 0, 4}}, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -106,4 +117,87 @@ func prepare(t *testing.T, eng *ire.Engine, ps []envelope.CIPayload) []*ire.Prep
 		out[i] = prep
 	}
 	return out
+}
+
+// A payload announced with a key stores its receipt and writes its messages in its own
+// transaction; the same key again — alone or later in the same batch — reconciles nothing
+// and replays the stored receipt, so a redelivered payload learns what it created, not
+// "unchanged".
+func TestKeyedPayloadReplaysItsReceipt(t *testing.T) {
+	storetest.ForEach(t, func(t *testing.T, b storetest.Backend) {
+		f := newFixture(t, b)
+		host := discovered("SN-KEYED", []string{"02:00:00:00:04:01"}, nil)
+		announce := func(p *ire.Prepared, key string, replays *[]string) {
+			p.Announce(key,
+				func(out ire.Outcome) (string, []store.OutboxMsg, error) {
+					rc := fmt.Sprintf("created=%d unchanged=%d", len(out.Created), len(out.Unchanged))
+					return rc, []store.OutboxMsg{{Subject: "receipt." + key, MsgID: key, Data: []byte(strconv.Quote(rc))}}, nil
+				},
+				func(rc string) ([]store.OutboxMsg, error) {
+					*replays = append(*replays, rc)
+					return []store.OutboxMsg{{Subject: "receipt." + key, MsgID: key, Data: []byte(strconv.Quote(rc))}}, nil
+				})
+		}
+		var replays []string
+		// p1 and its copy in one batch, then p1 again alone, then a new key for the same device.
+		batch := prepare(t, f.eng, []envelope.CIPayload{host, host})
+		announce(batch[0], "p1", &replays)
+		announce(batch[1], "p1", &replays)
+		res := f.eng.IngestBatch(f.ctx, batch)
+		again := prepare(t, f.eng, []envelope.CIPayload{host, host})
+		announce(again[0], "p1", &replays)
+		announce(again[1], "p2", &replays)
+		res = append(res, f.eng.IngestBatch(f.ctx, again[:1])[0], f.eng.IngestBatch(f.ctx, again[1:])[0])
+		want := []struct {
+			replayed bool
+			receipt  string
+		}{{false, "created=4 unchanged=0"}, {true, "created=4 unchanged=0"}, {true, "created=4 unchanged=0"}, {false, "created=0 unchanged=4"}}
+		for i, r := range res {
+			if r.Err != nil {
+				t.Fatalf("ingest %d: %v", i, r.Err)
+			}
+			if r.Replayed != want[i].replayed || r.Receipt != want[i].receipt {
+				t.Errorf("ingest %d: replayed %v receipt %q, want %v %q", i, r.Replayed, r.Receipt, want[i].replayed, want[i].receipt)
+			}
+		}
+		if len(replays) != 2 {
+			t.Errorf("%d replays, want 2", len(replays))
+		}
+		// Every receipt went to the outbox with the changes, in order.
+		msgs, err := f.st.PendingOutbox(f.ctx, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, m := range msgs {
+			data, _ := strconv.Unquote(string(m.Data))
+			got = append(got, m.Subject+" "+data)
+		}
+		wantMsgs := []string{"receipt.p1 created=4 unchanged=0", "receipt.p1 created=4 unchanged=0",
+			"receipt.p1 created=4 unchanged=0", "receipt.p2 created=0 unchanged=4"}
+		if strings.Join(got, "\n") != strings.Join(wantMsgs, "\n") {
+			t.Errorf("outbox:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(wantMsgs, "\n"))
+		}
+		var seqs []int64
+		for _, m := range msgs {
+			if !slices.Contains(seqs, m.Seq) {
+				seqs = append(seqs, m.Seq)
+			}
+		}
+		if err := f.st.DeleteOutbox(f.ctx, seqs); err != nil {
+			t.Fatal(err)
+		}
+		if left, err := f.st.PendingOutbox(f.ctx, 100); err != nil || len(left) != 0 {
+			t.Errorf("outbox after delete: %d messages (%v), want none", len(left), err)
+		}
+		// Pruned receipts are forgotten: the payload is then reconciled (unchanged).
+		if n, err := f.st.PruneReceipts(f.ctx, t0.Add(time.Hour)); err != nil || n != 2 {
+			t.Errorf("pruned %d receipts (%v), want 2", n, err)
+		}
+		late := prepare(t, f.eng, []envelope.CIPayload{host})
+		announce(late[0], "p1", &replays)
+		if r := f.eng.IngestBatch(f.ctx, late)[0]; r.Err != nil || r.Replayed || r.Receipt != "created=0 unchanged=4" {
+			t.Errorf("after pruning: %+v, want a fresh unchanged receipt", r)
+		}
+	})
 }

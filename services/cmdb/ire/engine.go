@@ -100,19 +100,21 @@ func (e *Engine) Ingest(ctx context.Context, p envelope.CIPayload) (Outcome, err
 	if err != nil {
 		return Outcome{}, err
 	}
-	return e.ingest(ctx, pl)
+	res := e.ingest(ctx, &Prepared{pl: pl})
+	return res.Outcome, res.Err
 }
 
 // StaleSource is the source named in history when the CMDB itself marks a CI stale.
 const StaleSource = "cmdb"
 
 // MarkStale flags every CI not seen by any source since now-olderThan. Nothing is
-// deleted; a stale CI seen again is un-flagged by the ingest that sees it.
-func (e *Engine) MarkStale(ctx context.Context, olderThan time.Duration, now time.Time) ([]store.Ref, error) {
+// deleted; a stale CI seen again is un-flagged by the ingest that sees it. announce (may be
+// nil) returns the messages announcing the flagged CIs, written in the same transaction.
+func (e *Engine) MarkStale(ctx context.Context, olderThan time.Duration, now time.Time, announce func([]store.Ref) ([]store.OutboxMsg, error)) ([]store.Ref, error) {
 	if olderThan <= 0 {
 		return nil, fmt.Errorf("ire: mark stale: olderThan must be positive, got %s", olderThan)
 	}
-	refs, err := e.store.MarkStale(ctx, now.Add(-olderThan), now, StaleSource)
+	refs, err := e.store.MarkStale(ctx, now.Add(-olderThan), now, StaleSource, announce)
 	if err != nil {
 		return nil, fmt.Errorf("ire: mark stale: %w", err)
 	}

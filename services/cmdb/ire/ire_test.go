@@ -542,10 +542,10 @@ func TestStaleness(t *testing.T) {
 	storetest.ForEach(t, func(t *testing.T, b storetest.Backend) {
 		f := newFixture(t, b)
 		f.ingest(discovered("SN-OLD", []string{"02:00:00:00:07:01"}, nil))
-		if refs, err := f.eng.MarkStale(f.ctx, 72*time.Hour, t0.Add(24*time.Hour)); err != nil || len(refs) != 0 {
+		if refs, err := f.eng.MarkStale(f.ctx, 72*time.Hour, t0.Add(24*time.Hour), nil); err != nil || len(refs) != 0 {
 			t.Fatalf("nothing is stale after a day: %v %v", refs, err)
 		}
-		refs, err := f.eng.MarkStale(f.ctx, 72*time.Hour, t0.Add(96*time.Hour))
+		refs, err := f.eng.MarkStale(f.ctx, 72*time.Hour, t0.Add(96*time.Hour), nil)
 		if err != nil || len(refs) != 4 {
 			t.Fatalf("mark stale: %d refs, %v; want 4 (host, adapter, address, web server)", len(refs), err)
 		}

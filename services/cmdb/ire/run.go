@@ -32,6 +32,8 @@ type run struct {
 	order []string // CI ids in first-touched order, for deterministic output
 	batch store.Batch
 	out   Outcome
+	// after, when set, adds to the batch what the outcome announces, before it is written.
+	after func(Outcome, *store.Batch) error
 }
 
 // resolution is what identification decided for an item.
@@ -77,6 +79,11 @@ func (r *run) run(ctx context.Context, tx store.Tx) (Outcome, error) {
 		return Outcome{}, err
 	}
 	r.finish()
+	if r.after != nil {
+		if err := r.after(r.out, &r.batch); err != nil {
+			return Outcome{}, err
+		}
+	}
 	if !r.batch.Empty() {
 		if err := tx.Write(ctx, &r.batch); err != nil {
 			return Outcome{}, err

@@ -29,7 +29,7 @@ func (d dialect) migrations() ([]migration, error) {
 		return nil, err
 	}
 	sort.Strings(names)
-	vars := map[string]string{"CollateC": d.collateC, "WithoutRowID": d.withoutRowID}
+	vars := map[string]string{"CollateC": d.collateC, "WithoutRowID": d.withoutRowID, "AutoID": d.autoID}
 	var out []migration
 	for _, name := range names {
 		base := strings.TrimPrefix(name, "migrations/")

@@ -42,6 +42,7 @@ func OpenPostgres(ctx context.Context, dsn string, opts Options) (Store, error) 
 			name:      "postgres",
 			numbered:  true,
 			collateC:  ` COLLATE "C"`,
+			autoID:    "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
 			forUpdate: " FOR UPDATE",
 			maxParams: 65000,
 			retryable: postgresRetryable,

@@ -533,7 +533,7 @@ func (s *sqlStore) Conflicts(ctx context.Context, q ConflictQuery) (ConflictPage
 	return page, nil
 }
 
-func (s *sqlStore) MarkStale(ctx context.Context, seenBefore, now time.Time, source string) ([]Ref, error) {
+func (s *sqlStore) MarkStale(ctx context.Context, seenBefore, now time.Time, source string, announce func([]Ref) ([]OutboxMsg, error)) ([]Ref, error) {
 	var out []Ref
 	err := s.Update(ctx, func(ctx context.Context, txi Tx) error {
 		out = nil
@@ -573,7 +573,13 @@ func (s *sqlStore) MarkStale(ctx context.Context, seenBefore, now time.Time, sou
 		for i, r := range out {
 			hist[i] = HistoryRow{ID: ulid.Make().String(), CIID: r.ID, Attr: "stale", Old: &f, New: &tr, Source: source, Time: now}
 		}
-		return txi.Write(ctx, &Batch{History: hist})
+		b := &Batch{History: hist}
+		if announce != nil {
+			if b.Outbox, err = announce(out); err != nil {
+				return err
+			}
+		}
+		return txi.Write(ctx, b)
 	})
 	if err != nil {
 		return nil, err

@@ -17,6 +17,7 @@ type dialect struct {
 	numbered     bool   // $1 placeholders instead of ?
 	collateC     string // migration template: byte-order collation
 	withoutRowID string // migration template: clustered tables
+	autoID       string // migration template: an increasing integer primary key
 	forUpdate    string // row locks for read-modify-write
 	maxParams    int    // bound parameters per statement
 	// retryable reports a transient error after which the transaction may succeed.
@@ -119,13 +120,6 @@ func (d dialect) q(query string) string {
 		b.WriteByte(query[i])
 	}
 	return b.String()
-}
-
-// querier is what both *sql.DB and *sql.Tx offer.
-type querier interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
 // placeholders returns "?, ?, …" for n values, padded to a size bucket so that the

@@ -47,8 +47,18 @@ type Store interface {
 	// Conflicts returns recorded identification conflicts, newest first.
 	Conflicts(ctx context.Context, q ConflictQuery) (ConflictPage, error)
 	// MarkStale flags the CIs not seen since seenBefore and records the change in their
-	// history with source; it never deletes. It returns the CIs it flagged.
-	MarkStale(ctx context.Context, seenBefore, now time.Time, source string) ([]Ref, error)
+	// history with source; it never deletes. It returns the CIs it flagged. announce, when
+	// set, returns the messages that announce them, written in the same transaction (outbox).
+	MarkStale(ctx context.Context, seenBefore, now time.Time, source string, announce func([]Ref) ([]OutboxMsg, error)) ([]Ref, error)
+
+	// PendingOutbox returns the messages of up to limit outbox rows, oldest first:
+	// announcements committed with their ingest and not yet acknowledged by the stream.
+	PendingOutbox(ctx context.Context, limit int) ([]OutboxMsg, error)
+	// DeleteOutbox removes outbox rows once the stream acknowledged all their messages.
+	DeleteOutbox(ctx context.Context, seqs []int64) error
+	// PruneReceipts deletes the stored receipts of payloads ingested before before, and
+	// returns how many.
+	PruneReceipts(ctx context.Context, before time.Time) (int64, error)
 
 	Close() error
 }
@@ -65,6 +75,9 @@ type Tx interface {
 	LoadCIs(ctx context.Context, ids []string) (map[string]*CIState, error)
 	// LoadRelations returns the relations starting at any of fromIDs.
 	LoadRelations(ctx context.Context, fromIDs []string) ([]RelationRow, error)
+	// LoadReceipts returns the stored receipts of the payloads among keys that were
+	// ingested already.
+	LoadReceipts(ctx context.Context, keys []string) (map[string]string, error)
 	// Write applies a batch. Inserts of identifiers and relations fail on a unique violation
 	// (a concurrent writer got there first), which makes Update retry.
 	Write(ctx context.Context, b *Batch) error
@@ -166,12 +179,35 @@ type Batch struct {
 	NewRelations      []RelationRow
 	SeenRelations     []RelationRow // existing relations whose last_seen moves
 	Conflicts         []ConflictRow
+	// Outbox are messages to publish once the transaction commits (transactional outbox);
+	// Receipts are the receipts to keep by payload id.
+	Outbox   []OutboxMsg
+	Receipts []ReceiptRow
+}
+
+// OutboxMsg is a message written with the changes it announces and published by a drainer
+// after the commit. The messages of one Write share a Seq (one outbox row): the row is
+// deleted once all of them are acknowledged.
+type OutboxMsg struct {
+	Seq     int64
+	Subject string
+	MsgID   string // Nats-Msg-Id: a message published twice is stored once by the stream
+	Header  map[string][]string
+	Data    []byte // the body
+}
+
+// ReceiptRow is the receipt of one ingested payload, by payload id.
+type ReceiptRow struct {
+	Payload string
+	Body    string // what the service publishes (JSON)
+	Created time.Time
 }
 
 // Empty reports whether the batch writes nothing.
 func (b *Batch) Empty() bool {
 	return len(b.NewCIs)+len(b.ChangedCIs)+len(b.AttrChanges)+len(b.NewIdentifiers)+len(b.MovedIdentifiers)+
-		len(b.SharedIdentifiers)+len(b.History)+len(b.NewRelations)+len(b.SeenRelations)+len(b.Conflicts) == 0
+		len(b.SharedIdentifiers)+len(b.History)+len(b.NewRelations)+len(b.SeenRelations)+len(b.Conflicts)+
+		len(b.Outbox)+len(b.Receipts) == 0
 }
 
 // What queries return is the contract's (libs/api/cmdb): the store's answers cross the wire

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // tx implements Tx. Every read takes a whole set of keys or ids in a few statements: the
@@ -243,9 +244,33 @@ func (x *tx) LoadRelations(ctx context.Context, fromIDs []string) ([]RelationRow
 	return out, nil
 }
 
+func (x *tx) LoadReceipts(ctx context.Context, keys []string) (map[string]string, error) {
+	out := make(map[string]string, len(keys))
+	for _, part := range stringChunks(dedupe(keys), inChunk) {
+		ph, args := placeholders(part)
+		rows, err := x.t.QueryContext(ctx, x.s.d.q(`SELECT payload, body FROM receipts WHERE payload IN (`+ph+`)`), args...)
+		if err != nil {
+			return nil, fmt.Errorf("store: load receipts: %w", err)
+		}
+		for rows.Next() {
+			var k, body string
+			if err := rows.Scan(&k, &body); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("store: load receipts: %w", err)
+			}
+			out[k] = body
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("store: load receipts: %w", err)
+		}
+	}
+	return out, nil
+}
+
 // inserts are the statements Write issues.
 type inserts struct {
-	newCI, changedCI, sharedIdent, movedIdent, newIdent, index, history, newRel, seenRel, conflicts insert
+	newCI, changedCI, sharedIdent, movedIdent, newIdent, index, history, newRel, seenRel, conflicts, outbox, receipts insert
 }
 
 func newInserts() inserts {
@@ -269,11 +294,14 @@ func newInserts() inserts {
 		conflicts: insert{"INSERT INTO conflicts (id, dedup_key, source, native_key, class, ref, item, candidates, reason, first_seen, last_seen, count)", 12,
 			` ON CONFLICT (dedup_key) DO UPDATE SET last_seen = excluded.last_seen, count = conflicts.count + 1,
 			item = excluded.item, candidates = excluded.candidates WHERE conflicts.last_seen < excluded.last_seen`},
+		outbox: insert{"INSERT INTO outbox (msgs, created)", 2, ""},
+		// A payload's receipt is written once: a later ingest of it replays the stored one.
+		receipts: insert{"INSERT INTO receipts (payload, body, created)", 3, " ON CONFLICT (payload) DO NOTHING"},
 	}
 }
 
 func (in inserts) all() []insert {
-	return []insert{in.newCI, in.changedCI, in.sharedIdent, in.movedIdent, in.newIdent, in.index, in.history, in.newRel, in.seenRel, in.conflicts}
+	return []insert{in.newCI, in.changedCI, in.sharedIdent, in.movedIdent, in.newIdent, in.index, in.history, in.newRel, in.seenRel, in.conflicts, in.outbox, in.receipts}
 }
 
 // Write applies the batch in dependency order: CIs before the rows that reference them.
@@ -322,6 +350,7 @@ func (x *tx) Write(ctx context.Context, b *Batch) error {
 			return append(a, r.From, r.Type, r.To, r.ID, r.Source, nanos(r.Created), nanos(r.LastSeen))
 		}
 	}
+	var outboxRow string // the batch's messages, in one outbox row
 	shared := make([]Identifier, len(b.SharedIdentifiers))
 	for i, k := range b.SharedIdentifiers {
 		shared[i] = Identifier{Key: k}
@@ -359,6 +388,16 @@ func (x *tx) Write(ctx context.Context, b *Batch) error {
 			return append(a, c.ID, c.DedupKey, c.Source, c.NativeKey, c.Class, c.Ref, item, string(cands), c.Reason,
 				nanos(c.Time), nanos(c.Time), int64(1))
 		}},
+		{in.outbox, min(1, len(b.Outbox)), func(_ int, a []any) []any {
+			return append(a, outboxRow, nanos(time.Now()))
+		}},
+		{in.receipts, len(b.Receipts), func(i int, a []any) []any {
+			r := b.Receipts[i]
+			return append(a, r.Payload, r.Body, nanos(r.Created))
+		}},
+	}
+	if len(b.Outbox) > 0 {
+		outboxRow = encodeOutbox(b.Outbox)
 	}
 	// Replaced values leave the index before new ones enter, so that a value that only
 	// changed case keeps its entry. Replacements are rare next to inserts: one statement each.
