@@ -21,7 +21,7 @@ func (b *Bridge) startCollectors(ctx context.Context) (*collect.Collectors, erro
 	if c.Syslog == "" && c.SyslogTLSCert == "" && c.Traps == "" && c.Webhook == "" {
 		return nil, nil
 	}
-	return collect.Start(ctx, collect.Config{Site: b.cfg.Site, Syslog: c.Syslog, SyslogTLS: c.SyslogTLSAddr, SyslogTLSCert: c.SyslogTLSCert, SyslogTLSKey: c.SyslogTLSKey, Traps: c.Traps, Webhook: c.Webhook,
+	return collect.Start(ctx, collect.Config{Site: b.cfg.Site, Syslog: c.Syslog, SyslogTLS: c.SyslogTLSAddr, SyslogTLSCert: c.SyslogTLSCert, SyslogTLSKey: c.SyslogTLSKey, Traps: c.Traps, TrapUsers: c.TrapUsers, TrapEngineID: c.TrapEngineID, Webhook: c.Webhook,
 		WebhookKey: c.WebhookKey, Clock: b.clock, Logger: b.log}, eventSink{b})
 }
 

@@ -62,8 +62,12 @@ type CollectConfig struct {
 	SyslogTLSKey  string `yaml:"syslog_tls_key"`
 	SyslogTLSAddr string `yaml:"syslog_tls_addr"`
 	Traps         string `yaml:"traps"`
-	Webhook       string `yaml:"webhook"`
-	WebhookKey    string `yaml:"-"`
+	// TrapUsers are the SNMPv3 USM users whose traps and informs are accepted (their
+	// passphrases live in this file only); TrapEngineID the collector's engine ID in hex.
+	TrapUsers    []collect.TrapUser `yaml:"trap_users"`
+	TrapEngineID string             `yaml:"trap_engine_id"`
+	Webhook      string             `yaml:"webhook"`
+	WebhookKey   string             `yaml:"-"`
 }
 
 // DefaultConfig: MID server users know these pool sizes (interactive 10, expedited 20,
@@ -110,7 +114,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--pool-%s %d: want 1..10000", p, n))
 		}
 	}
-	if err := (collect.Config{Syslog: c.Collect.Syslog, SyslogTLS: c.Collect.SyslogTLSAddr, SyslogTLSCert: c.Collect.SyslogTLSCert, SyslogTLSKey: c.Collect.SyslogTLSKey, Traps: c.Collect.Traps, Webhook: c.Collect.Webhook, WebhookKey: c.Collect.WebhookKey}).Validate(); err != nil {
+	if err := (collect.Config{Syslog: c.Collect.Syslog, SyslogTLS: c.Collect.SyslogTLSAddr, SyslogTLSCert: c.Collect.SyslogTLSCert, SyslogTLSKey: c.Collect.SyslogTLSKey, Traps: c.Collect.Traps, TrapUsers: c.Collect.TrapUsers, TrapEngineID: c.Collect.TrapEngineID, Site: c.Site, Webhook: c.Collect.Webhook, WebhookKey: c.Collect.WebhookKey}).Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := bus.CheckApps(c.Apps); err != nil {

@@ -94,7 +94,7 @@ func runMain(parent context.Context, args []string, stderr io.Writer) int {
 	fs.StringVar(&flagCfg.syslog, "collect-syslog", "", "collect syslog (RFC 5424 and 3164, UDP and TCP) on this site-LAN address, e.g. 10.1.0.5:514 (default off)")
 	fs.StringVar(&flagCfg.syslogTLS, "collect-syslog-tls", "", "also collect syslog over TLS (RFC 5425) with this PEM certificate and key: CERT,KEY (listens on port 6514 of the --collect-syslog host unless --collect-syslog-tls-addr)")
 	fs.StringVar(&flagCfg.syslogTLSAddr, "collect-syslog-tls-addr", "", "site-LAN address of syslog over TLS, e.g. 10.1.0.5:6514 (default: the --collect-syslog host, port 6514)")
-	fs.StringVar(&flagCfg.traps, "collect-traps", "", "collect SNMP v1/v2c traps on this site-LAN address, e.g. 10.1.0.5:162 (default off)")
+	fs.StringVar(&flagCfg.traps, "collect-traps", "", "collect SNMP v1/v2c traps and informs on this site-LAN address, e.g. 10.1.0.5:162, and v3 ones of the config file's collect.trap_users (default off)")
 	fs.StringVar(&flagCfg.webhook, "collect-webhook", "", "collect JSON events POSTed to this site-LAN address, e.g. 10.1.0.5:8088; needs OUTPOST_BRIDGE_WEBHOOK_KEY (default off)")
 	fs.Var(&flagCfg.outbox, "outbox-max", "outbox size limit; when full the bridge takes no new work (default 1GiB)")
 	if err := fs.Parse(args); err != nil {

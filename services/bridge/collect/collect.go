@@ -36,8 +36,12 @@ type Config struct {
 	// SyslogTLSCert and SyslogTLSKey (PEM files) turn on syslog over TLS (RFC 5425:
 	// octet-counting frames) on SyslogTLS, by default port 6514 of the Syslog host.
 	SyslogTLS, SyslogTLSCert, SyslogTLSKey string
-	// Traps listens for SNMP v1/v2c traps (and informs) over UDP.
-	Traps string
+	// Traps listens for SNMP v1/v2c traps (and informs) over UDP, and v3 ones of TrapUsers.
+	Traps     string
+	TrapUsers []TrapUser
+	// TrapEngineID is the collector's SNMP engine ID in hex (v3 informs are sent to it);
+	// default: one derived from the site.
+	TrapEngineID string
 	// Webhook serves POST of JSON events over HTTP; WebhookKey is the bearer key it requires.
 	Webhook    string
 	WebhookKey string
@@ -64,6 +68,12 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(a[1]); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: want HOST:PORT, an address of the site LAN such as 10.1.0.5:514", a[0], a[1]))
 		}
+	}
+	for i, u := range c.TrapUsers {
+		errs = append(errs, u.validate(i)...)
+	}
+	if _, err := engineID(c.TrapEngineID, c.Site); err != nil {
+		errs = append(errs, err)
 	}
 	if (c.SyslogTLSCert == "") != (c.SyslogTLSKey == "") {
 		errs = append(errs, errors.New("--collect-syslog-tls: want CERT,KEY — a PEM certificate file and its key file"))
