@@ -18,10 +18,10 @@ import (
 // the outbox, so they take events before the hub is reachable and through an outage.
 func (b *Bridge) startCollectors(ctx context.Context) (*collect.Collectors, error) {
 	c := b.cfg.Collect
-	if c.Syslog == "" && c.Traps == "" && c.Webhook == "" {
+	if c.Syslog == "" && c.SyslogTLSCert == "" && c.Traps == "" && c.Webhook == "" {
 		return nil, nil
 	}
-	return collect.Start(ctx, collect.Config{Site: b.cfg.Site, Syslog: c.Syslog, Traps: c.Traps, Webhook: c.Webhook,
+	return collect.Start(ctx, collect.Config{Site: b.cfg.Site, Syslog: c.Syslog, SyslogTLS: c.SyslogTLSAddr, SyslogTLSCert: c.SyslogTLSCert, SyslogTLSKey: c.SyslogTLSKey, Traps: c.Traps, TrapUsers: c.TrapUsers, TrapEngineID: c.TrapEngineID, Webhook: c.Webhook,
 		WebhookKey: c.WebhookKey, Clock: b.clock, Logger: b.log}, eventSink{b})
 }
 

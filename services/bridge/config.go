@@ -55,10 +55,19 @@ type Config struct {
 // CollectConfig names the collectors' addresses; the webhook's key comes from
 // OUTPOST_BRIDGE_WEBHOOK_KEY only (never a flag: argv is visible to every local user).
 type CollectConfig struct {
-	Syslog     string `yaml:"syslog"`
-	Traps      string `yaml:"traps"`
-	Webhook    string `yaml:"webhook"`
-	WebhookKey string `yaml:"-"`
+	Syslog string `yaml:"syslog"`
+	// SyslogTLS: syslog over TLS (RFC 5425) with this PEM certificate and key, on
+	// SyslogTLSAddr (default: port 6514 of the Syslog host).
+	SyslogTLSCert string `yaml:"syslog_tls_cert"`
+	SyslogTLSKey  string `yaml:"syslog_tls_key"`
+	SyslogTLSAddr string `yaml:"syslog_tls_addr"`
+	Traps         string `yaml:"traps"`
+	// TrapUsers are the SNMPv3 USM users whose traps and informs are accepted (their
+	// passphrases live in this file only); TrapEngineID the collector's engine ID in hex.
+	TrapUsers    []collect.TrapUser `yaml:"trap_users"`
+	TrapEngineID string             `yaml:"trap_engine_id"`
+	Webhook      string             `yaml:"webhook"`
+	WebhookKey   string             `yaml:"-"`
 }
 
 // DefaultConfig: MID server users know these pool sizes (interactive 10, expedited 20,
@@ -105,7 +114,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--pool-%s %d: want 1..10000", p, n))
 		}
 	}
-	if err := (collect.Config{Syslog: c.Collect.Syslog, Traps: c.Collect.Traps, Webhook: c.Collect.Webhook, WebhookKey: c.Collect.WebhookKey}).Validate(); err != nil {
+	if err := (collect.Config{Syslog: c.Collect.Syslog, SyslogTLS: c.Collect.SyslogTLSAddr, SyslogTLSCert: c.Collect.SyslogTLSCert, SyslogTLSKey: c.Collect.SyslogTLSKey, Traps: c.Collect.Traps, TrapUsers: c.Collect.TrapUsers, TrapEngineID: c.Collect.TrapEngineID, Site: c.Site, Webhook: c.Collect.Webhook, WebhookKey: c.Collect.WebhookKey}).Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := bus.CheckApps(c.Apps); err != nil {

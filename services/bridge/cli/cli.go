@@ -70,6 +70,7 @@ func runMain(parent context.Context, args []string, stderr io.Writer) int {
 	flagCfg := struct {
 		hub, site, name, token, data, ca, cert, key, proxy string
 		syslog, traps, webhook                             string
+		syslogTLS, syslogTLSAddr                           string
 		insecure                                           bool
 		pools                                              map[string]*int
 		outbox                                             bridge.ByteSize
@@ -91,7 +92,9 @@ func runMain(parent context.Context, args []string, stderr io.Writer) int {
 		flagCfg.pools[p] = fs.Int("pool-"+p, 0, fmt.Sprintf("%s workers (default %d)", p, cfg.Pools[p]))
 	}
 	fs.StringVar(&flagCfg.syslog, "collect-syslog", "", "collect syslog (RFC 5424 and 3164, UDP and TCP) on this site-LAN address, e.g. 10.1.0.5:514 (default off)")
-	fs.StringVar(&flagCfg.traps, "collect-traps", "", "collect SNMP v1/v2c traps on this site-LAN address, e.g. 10.1.0.5:162 (default off)")
+	fs.StringVar(&flagCfg.syslogTLS, "collect-syslog-tls", "", "also collect syslog over TLS (RFC 5425) with this PEM certificate and key: CERT,KEY (listens on port 6514 of the --collect-syslog host unless --collect-syslog-tls-addr)")
+	fs.StringVar(&flagCfg.syslogTLSAddr, "collect-syslog-tls-addr", "", "site-LAN address of syslog over TLS, e.g. 10.1.0.5:6514 (default: the --collect-syslog host, port 6514)")
+	fs.StringVar(&flagCfg.traps, "collect-traps", "", "collect SNMP v1/v2c traps and informs on this site-LAN address, e.g. 10.1.0.5:162, and v3 ones of the config file's collect.trap_users (default off)")
 	fs.StringVar(&flagCfg.webhook, "collect-webhook", "", "collect JSON events POSTed to this site-LAN address, e.g. 10.1.0.5:8088; needs OUTPOST_BRIDGE_WEBHOOK_KEY (default off)")
 	fs.Var(&flagCfg.outbox, "outbox-max", "outbox size limit; when full the bridge takes no new work (default 1GiB)")
 	if err := fs.Parse(args); err != nil {
@@ -171,6 +174,11 @@ func runMain(parent context.Context, args []string, stderr io.Writer) int {
 	set(flagCfg.proxy, &cfg.Proxy)
 	set(flagCfg.syslog, &cfg.Collect.Syslog)
 	set(flagCfg.traps, &cfg.Collect.Traps)
+	if flagCfg.syslogTLS != "" {
+		cert, key, _ := strings.Cut(flagCfg.syslogTLS, ",")
+		cfg.Collect.SyslogTLSCert, cfg.Collect.SyslogTLSKey = strings.TrimSpace(cert), strings.TrimSpace(key)
+	}
+	set(flagCfg.syslogTLSAddr, &cfg.Collect.SyslogTLSAddr)
 	set(flagCfg.webhook, &cfg.Collect.Webhook)
 	cfg.Collect.WebhookKey = os.Getenv("OUTPOST_BRIDGE_WEBHOOK_KEY")
 	if flagCfg.insecure {

@@ -33,8 +33,15 @@ type Config struct {
 	Site string
 	// Syslog listens on this address over both UDP and TCP.
 	Syslog string
-	// Traps listens for SNMP v1/v2c traps (and informs) over UDP.
-	Traps string
+	// SyslogTLSCert and SyslogTLSKey (PEM files) turn on syslog over TLS (RFC 5425:
+	// octet-counting frames) on SyslogTLS, by default port 6514 of the Syslog host.
+	SyslogTLS, SyslogTLSCert, SyslogTLSKey string
+	// Traps listens for SNMP v1/v2c traps (and informs) over UDP, and v3 ones of TrapUsers.
+	Traps     string
+	TrapUsers []TrapUser
+	// TrapEngineID is the collector's SNMP engine ID in hex (v3 informs are sent to it);
+	// default: one derived from the site.
+	TrapEngineID string
 	// Webhook serves POST of JSON events over HTTP; WebhookKey is the bearer key it requires.
 	Webhook    string
 	WebhookKey string
@@ -62,10 +69,39 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s %q: want HOST:PORT, an address of the site LAN such as 10.1.0.5:514", a[0], a[1]))
 		}
 	}
+	for i, u := range c.TrapUsers {
+		errs = append(errs, u.validate(i)...)
+	}
+	if _, err := engineID(c.TrapEngineID, c.Site); err != nil {
+		errs = append(errs, err)
+	}
+	if (c.SyslogTLSCert == "") != (c.SyslogTLSKey == "") {
+		errs = append(errs, errors.New("--collect-syslog-tls: want CERT,KEY — a PEM certificate file and its key file"))
+	}
+	if c.SyslogTLSCert != "" {
+		addr := c.syslogTLSAddr()
+		if addr == "" {
+			errs = append(errs, errors.New("--collect-syslog-tls needs an address: --collect-syslog HOST:PORT (TLS then listens on HOST:6514) or --collect-syslog-tls-addr HOST:PORT"))
+		} else if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("--collect-syslog-tls-addr %q: want HOST:PORT, an address of the site LAN such as 10.1.0.5:6514", addr))
+		}
+	}
 	if c.Webhook != "" && c.WebhookKey == "" {
 		errs = append(errs, errors.New("--collect-webhook needs OUTPOST_BRIDGE_WEBHOOK_KEY: senders present it as a bearer key"))
 	}
 	return errors.Join(errs...)
+}
+
+// syslogTLSAddr is where syslog over TLS listens: SyslogTLS, else the Syslog host on the
+// RFC 5425 port.
+func (c Config) syslogTLSAddr() string {
+	if c.SyslogTLS != "" {
+		return c.SyslogTLS
+	}
+	if host, _, err := net.SplitHostPort(c.Syslog); err == nil {
+		return net.JoinHostPort(host, "6514")
+	}
+	return ""
 }
 
 // Counts of one collector.
@@ -118,7 +154,7 @@ func Start(ctx context.Context, cfg Config, sink Sink) (*Collectors, error) {
 	starts := []struct {
 		addr  string
 		start func(context.Context) error
-	}{{cfg.Syslog, c.startSyslog}, {cfg.Traps, c.startTraps}, {cfg.Webhook, c.startWebhook}}
+	}{{cfg.Syslog, c.startSyslog}, {cfg.SyslogTLSCert, c.startSyslogTLS}, {cfg.Traps, c.startTraps}, {cfg.Webhook, c.startWebhook}}
 	for _, s := range starts {
 		if s.addr == "" {
 			continue

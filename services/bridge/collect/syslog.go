@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -46,6 +47,30 @@ func (c *Collectors) startSyslog(ctx context.Context) error {
 	return nil
 }
 
+// startSyslogTLS listens for syslog over TLS (RFC 5425): each connection is read as the TCP
+// stream is — octet-counting frames, which RFC 5425 requires (a sender's LF-terminated
+// lines are accepted too). A failed handshake is counted and kept with its reason.
+func (c *Collectors) startSyslogTLS(ctx context.Context) error {
+	c.counter(api.SourceSyslog)
+	addr := c.cfg.syslogTLSAddr()
+	cert, err := tls.LoadX509KeyPair(c.cfg.SyslogTLSCert, c.cfg.SyslogTLSKey)
+	if err != nil {
+		return fmt.Errorf("--collect-syslog-tls %s,%s: %w", c.cfg.SyslogTLSCert, c.cfg.SyslogTLSKey, err)
+	}
+	ln, err := tls.Listen("tcp", addr, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		return fmt.Errorf("--collect-syslog-tls (listening on %s): %w", addr, err)
+	}
+	c.Addrs["syslog/tls"] = ln.Addr()
+	cctx, cancel := context.WithCancel(ctx)
+	c.stops = append(c.stops, func() { cancel(); ln.Close() })
+	go func() { <-cctx.Done(); ln.Close() }()
+	c.wg.Add(1)
+	go func() { defer c.wg.Done(); c.syslogTCP(cctx, ln) }()
+	c.log.Info("syslog collector listening (tls)", "addr", addr)
+	return nil
+}
+
 func (c *Collectors) syslogUDP(ctx context.Context, pc net.PacketConn) {
 	p := newSyslogParser(c.clock)
 	buf := make([]byte, 64<<10)
@@ -83,6 +108,17 @@ func (c *Collectors) syslogTCP(ctx context.Context, ln net.Listener) {
 			defer func() { conn.Close(); <-slots; c.wg.Done() }()
 			stop := context.AfterFunc(ctx, func() { conn.Close() })
 			defer stop()
+			if tc, ok := conn.(*tls.Conn); ok {
+				hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				err := tc.HandshakeContext(hctx)
+				cancel()
+				if err != nil {
+					if ctx.Err() == nil {
+						c.reject(ctx, api.SourceSyslog, fmt.Sprintf("TLS handshake from %s: %v", conn.RemoteAddr(), err), nil)
+					}
+					return
+				}
+			}
 			c.syslogStream(ctx, conn)
 		}()
 	}

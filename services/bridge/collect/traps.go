@@ -45,8 +45,28 @@ func (c *Collectors) startTraps(ctx context.Context) error {
 	addr := probe.LocalAddr().String()
 	probe.Close()
 	tl := gosnmp.NewTrapListener()
+	logger := gosnmp.NewLogger(trapLog{c: c, ctx: ctx})
 	tl.Params = &gosnmp.GoSNMP{Port: 162, Transport: "udp", Version: gosnmp.Version2c, Community: "public",
-		Timeout: 2 * time.Second, Retries: 0, MaxOids: gosnmp.MaxOids, Logger: gosnmp.NewLogger(trapLog{c: c, ctx: ctx})}
+		Timeout: 2 * time.Second, Retries: 0, MaxOids: gosnmp.MaxOids, Logger: logger}
+	if len(c.cfg.TrapUsers) > 0 {
+		// v3: the users' table reads traps (the sender's engine is authoritative) and
+		// informs (this collector's engine is: senders discover its ID, reported on a
+		// message with an unknown one).
+		engine, err := engineID(c.cfg.TrapEngineID, c.cfg.Site)
+		if err != nil {
+			return err
+		}
+		table, err := usmTable(c.cfg.TrapUsers, engine, logger)
+		if err != nil {
+			return err
+		}
+		// Version3 makes the listener authenticate v3 messages; v1/v2c ones are still read
+		// by their own header's version.
+		tl.Params.Version = gosnmp.Version3
+		tl.Params.SecurityModel = gosnmp.UserSecurityModel
+		tl.Params.SecurityParameters = &gosnmp.UsmSecurityParameters{AuthoritativeEngineID: engine}
+		tl.Params.SetTrapSecurityParametersTable(table)
+	}
 	tl.OnNewTrap = func(p *gosnmp.SnmpPacket, from *net.UDPAddr) {
 		ev := trapEvent(p, from, c.clock.Now())
 		ev.Site = c.cfg.Site
@@ -66,7 +86,7 @@ func (c *Collectors) startTraps(ctx context.Context) error {
 	c.Addrs["trap"] = probe.LocalAddr()
 	stop := context.AfterFunc(ctx, tl.Close)
 	c.stops = append(c.stops, func() { stop(); tl.Close() })
-	c.log.Info("trap collector listening (udp, SNMP v1/v2c)", "addr", addr)
+	c.log.Info("trap collector listening (udp, SNMP v1/v2c, v3 for its users)", "addr", addr, "v3_users", len(c.cfg.TrapUsers))
 	return nil
 }
 

@@ -162,6 +162,13 @@ func (c *Console) routes() {
 	auth("GET "+Prefix+"/workflow-runs/{id}/events", c.workflowRunEvents)
 	auth("POST "+Prefix+"/workflow-runs/{id}/cancel", c.workflowRunCancel)
 	auth("POST "+Prefix+"/workflow-runs/{id}/steps/{step}/approve", c.workflowApprove)
+	auth("GET "+Prefix+"/alerts", c.alerts)
+	auth("GET "+Prefix+"/alerts/events", c.alertsEvents)
+	auth("GET "+Prefix+"/alerts/{id}", c.alert)
+	auth("POST "+Prefix+"/alerts/{id}/{action}", c.alertAction)
+	auth("GET "+Prefix+"/silences", c.silences)
+	auth("POST "+Prefix+"/silences", c.silenceAdd)
+	auth("POST "+Prefix+"/silences/{id}/delete", c.silenceRemove)
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		c.render(w, r, http.StatusNotFound, "error", &page{Title: "Not found", Errors: []string{"There is no page at " + r.URL.Path + "."}})
 	})

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
 	cmdbapi "github.com/outpost-dev/outpost/libs/api/cmdb"
 	api "github.com/outpost-dev/outpost/libs/api/correlation"
 	"github.com/outpost-dev/outpost/libs/lab"
@@ -197,4 +199,35 @@ topology: {window: 2m, relations: [connected_to, runs_on, depends_on, contains]}
 		}
 		return fmt.Errorf("no notification with root cause %s and %d related alerts in %d notifications", rootAlert, len(neighbours), len(got))
 	})
+
+	// the console draws the group from a neighbour's alert page: the switch as the root
+	// cause, every CI of the group, every link
+	neighbourAlert := ""
+	for _, a := range alerts.Items {
+		if a.Node == neighbours[0] {
+			neighbourAlert = a.ID
+		}
+	}
+	tab := browser(t)
+	ctx, cancel := context.WithTimeout(tab, 2*time.Minute)
+	defer cancel()
+	shots := artifacts(t)
+	if err := chromedp.Do(ctx, chromedp.Navigate("http://"+h.http+"/console/signin"), chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SetValue(chromedp.ID("token"), h.token(t)),
+		chromedp.Click(chromedp.CSS(`form.signin button[type=submit]`)), chromedp.WaitVisible(chromedp.CSS(`nav.side`)),
+		chromedp.Navigate("http://"+h.http+"/console/alerts/"+neighbourAlert), chromedp.WaitVisible(chromedp.ID("group-map"))); err != nil {
+		screenshot(t, tab, shots, "topology-failed")
+		t.Fatalf("alert page with its group: %v", err)
+	}
+	screenshot(t, tab, shots, "topology-group")
+	drawn, err := chromedp.Run(ctx, chromedp.Evaluate[string](`[document.querySelectorAll('#group-map g.sm-node').length,
+		document.querySelectorAll('#group-map line.sm-edge').length,
+		(document.querySelector('#group-map g[data-root="true"]') || {dataset: {}}).dataset.ci].join(" ")`))
+	cis := len(group.CIs)
+	if !slices.Contains(group.CIs, group.RootCI) {
+		cis++
+	}
+	if want := fmt.Sprintf("%d %d %s", cis, len(group.Links), group.RootCI); err != nil || drawn != want {
+		t.Errorf("group drawn as nodes/edges/root %q, want %q (%v)", drawn, want, err)
+	}
 }

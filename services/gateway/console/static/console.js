@@ -110,3 +110,34 @@ document.addEventListener("DOMContentLoaded", () => {
   es.addEventListener("end", () => { es.close(); refresh().then(() => { const l = live(); if (l) { l.hidden = false; l.textContent = "finished"; } }); });
   es.addEventListener("problem", (ev) => { const l = live(); if (l) l.textContent = JSON.parse(ev.data).error; });
 });
+
+// Live alert list: on each change the stream announces, the page fetches its own HTML and
+// swaps the list (rendering stays on the server).
+document.addEventListener("DOMContentLoaded", () => {
+  const box = document.getElementById("alerts-box");
+  const url = box && box.dataset.events;
+  if (!url || !window.EventSource) return;
+  const es = new EventSource(url);
+  const live = () => document.getElementById("alerts-live");
+  let busy = false, again = false;
+  const refresh = async () => {
+    if (busy) { again = true; return; }
+    busy = true;
+    try {
+      const resp = await fetch(window.location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } });
+      if (resp.ok) {
+        const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
+        const next = doc.getElementById("alerts-box");
+        const cur = document.getElementById("alerts-box");
+        if (next && cur) cur.replaceWith(next);
+      }
+    } finally {
+      busy = false;
+      if (again) { again = false; refresh(); }
+    }
+  };
+  es.addEventListener("open", () => { const l = live(); if (l) l.hidden = false; });
+  es.addEventListener("alerts", refresh);
+  es.addEventListener("end", (ev) => { es.close(); const l = live(); if (l) l.textContent = JSON.parse(ev.data).error || "ended"; });
+  es.addEventListener("problem", (ev) => { const l = live(); if (l) l.textContent = JSON.parse(ev.data).error; });
+});
