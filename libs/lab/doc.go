@@ -57,7 +57,9 @@
 //     or a Cisco telnet login prompt.
 //   - web_server: HTTP 80 and/or HTTPS 443/8443 with a Server header
 //     (nginx, Apache, Microsoft-IIS) and a page title; certificates are
-//     self-signed ECDSA P-256.
+//     self-signed ECDSA P-256. Every web port also serves /flaky?key=K&fail=N,
+//     a target for retry policies: 503 with Retry-After to the first N requests
+//     of key K, then 200 (Lab.FlakyHits counts them).
 //   - windows_server: TCP 135 and 445 accept and wait, 3389 answers the RDP
 //     X.224 connection request (CredSSP), 5985 is WinRM as Windows Server
 //     2016/2019/2022 with AllowUnencrypted answer it (winrm.go): HTTP.sys

@@ -58,6 +58,10 @@ type Lab struct {
 	execs   map[execKey]int
 	running int
 	peak    int
+
+	// flaky counts the requests /flaky answered per key (web.go)
+	flakyMu sync.Mutex
+	flaky   map[string]int
 }
 
 type execKey struct{ ip, command string }

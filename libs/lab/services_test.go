@@ -260,3 +260,63 @@ func TestLargeLab(t *testing.T) {
 		}
 	}
 }
+
+// /flaky fails the first N requests of a key with 503 + Retry-After, then succeeds; keys
+// count apart, across the lab's web servers, and FlakyHits reads the count.
+func TestFlakyEndpoint(t *testing.T) {
+	t.Parallel()
+	l := startLab(t, "127.77.187.0/24", 24)
+	var web []string
+	for _, h := range l.Manifest().Hosts {
+		for _, w := range h.Web {
+			if !w.TLS && w.Port != 5985 && !h.Hostile {
+				web = append(web, net.JoinHostPort(h.IP, itoa(w.Port)))
+			}
+		}
+	}
+	if len(web) < 2 {
+		t.Fatalf("the lab has %d plain web servers, want 2", len(web))
+	}
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	get := func(server, query string) (int, string, string) {
+		t.Helper()
+		resp, err := client.Get("http://" + server + "/flaky?" + query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Retry-After"), string(b)
+	}
+	for _, tc := range []struct {
+		name, query string
+		want        []int // statuses of consecutive requests, alternating servers
+		retryAfter  string
+	}{
+		{"two failures", "key=a&fail=2", []int{503, 503, 200, 200}, "1"},
+		{"other key counts apart", "key=b&fail=1&retry_after=0", []int{503, 200}, "0"},
+		{"no failures", "key=c&fail=0", []int{200}, ""},
+		{"missing key", "fail=2", []int{400}, ""},
+		{"bad fail", "key=d&fail=x", []int{400}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for i, want := range tc.want {
+				code, ra, body := get(web[i%2], tc.query)
+				if code != want {
+					t.Fatalf("request %d: %d %s, want %d", i+1, code, body, want)
+				}
+				if code == 503 && ra != tc.retryAfter {
+					t.Errorf("request %d: Retry-After %q, want %q", i+1, ra, tc.retryAfter)
+				}
+				if code == 400 && !strings.Contains(body, "key=NAME") {
+					t.Errorf("request %d: %q does not say what /flaky needs", i+1, body)
+				}
+			}
+		})
+	}
+	for key, want := range map[string]int{"a": 4, "b": 2, "c": 1, "d": 0} {
+		if n := l.FlakyHits(key); n != want {
+			t.Errorf("FlakyHits(%s) = %d, want %d", key, n, want)
+		}
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"net/netip"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -280,6 +281,10 @@ func (wh webHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if site.iis {
 		hdr.Set("X-Powered-By", "ASP.NET")
 	}
+	if r.URL.Path == "/flaky" {
+		wh.lab.serveFlaky(w, r)
+		return
+	}
 	if r.URL.Path != "/" && r.URL.Path != "/index.html" {
 		hdr.Set("Content-Type", "text/html")
 		w.WriteHeader(http.StatusNotFound)
@@ -312,4 +317,52 @@ func (l *Lab) tlsConfig() *tls.Config {
 			return nil, errors.New("lab: no certificate for " + ap.Addr().String())
 		},
 	}
+}
+
+// serveFlaky is a target that is unavailable for a while, what a retry policy is tested
+// against: /flaky?key=K&fail=N answers 503 Service Unavailable with Retry-After (seconds,
+// ?retry_after=S, default 1) to the first N requests of key K, then 200. Requests are
+// counted per key across every web server of the lab (FlakyHits reads the count), so a test
+// picks its own key and sees exactly how many attempts reached the lab.
+func (l *Lab) serveFlaky(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	key := q.Get("key")
+	fail, err := strconv.Atoi(q.Get("fail"))
+	retryAfter := q.Get("retry_after")
+	if retryAfter == "" {
+		retryAfter = "1"
+	}
+	ra, raErr := strconv.Atoi(retryAfter)
+	if key == "" || err != nil || fail < 0 || raErr != nil || ra < 0 {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusBadRequest)
+		io.WriteString(w, "/flaky needs key=NAME, fail=N (failures before success, N >= 0) and optionally retry_after=SECONDS\n")
+		return
+	}
+	l.flakyMu.Lock()
+	if l.flaky == nil {
+		l.flaky = map[string]int{}
+	}
+	l.flaky[key]++
+	n := l.flaky[key]
+	l.flakyMu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	if n <= fail {
+		w.Header().Set("Retry-After", strconv.Itoa(ra))
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "{\"key\":%q,\"attempt\":%d,\"status\":\"unavailable\"}\n", key, n)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return
+	}
+	fmt.Fprintf(w, "{\"key\":%q,\"attempt\":%d,\"status\":\"ok\"}\n", key, n)
+}
+
+// FlakyHits reports how many requests /flaky answered for key (failed ones included).
+func (l *Lab) FlakyHits(key string) int {
+	l.flakyMu.Lock()
+	defer l.flakyMu.Unlock()
+	return l.flaky[key]
 }

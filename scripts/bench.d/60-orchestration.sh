@@ -10,6 +10,7 @@ out=$($e2e 2>&1 | grep -E '^Benchmark' || true)
 eng=$($engine 2>&1 | grep -E '^Benchmark' || true)
 metric() { awk -v re="$2" -v unit="$3" '$1 ~ re { for (i=2;i<=NF;i++) if ($i==unit) print $(i-1) }' <<<"$1"; }
 p50=$(metric "$out" StepLatency p50-ms); p99=$(metric "$out" StepLatency p99-ms)
+p99s=$(metric "$out" StepLatency p99-send-ms); p99b=$(metric "$out" StepLatency p99-back-ms)
 sps=$(metric "$out" Throughput steps/s); rss=$(metric "$out" Throughput hub-peak-RSS-MB)
 hcpu=$(metric "$out" Throughput hub-cpu-µs/step); bcpu=$(metric "$out" Throughput bridge-cpu-µs/step)
 esps=$(metric "$eng" ConcurrentRuns steps/s); cpu=$(metric "$eng" ConcurrentRuns cpu-ms/step); wpb=$(metric "$eng" ConcurrentRuns writes/batch)
@@ -30,6 +31,8 @@ echo "| figure | value | target |"
 echo "|---|---|---|"
 echo "| step dispatch → result, p50 | ${p50:-n/a} ms | ≤ 5 ms |"
 echo "| step dispatch → result, p99 | ${p99:-n/a} ms | |"
+echo "| … of which the hub's two journal writes (attempt recorded, probe accepted), p99 | ${p99s:-n/a} ms | |"
+echo "| … of which probe accepted → result taken (bridge, its outbox, results consumer), p99 | ${p99b:-n/a} ms | |"
 echo "| steps/s, 1,000 concurrent runs (hub + bridge) | ${sps:-n/a} | ≥ 2,000 |"
 echo "| hub CPU per step at that load | ${hcpu:-n/a} µs | |"
 echo "| bridge CPU per step at that load | ${bcpu:-n/a} µs | |"

@@ -99,7 +99,8 @@ func (r *remediator) start(ctx context.Context, a *api.Alert, rem api.Remediatio
 		return rem
 	}
 	rule := r.s.rules.remediate[i]
-	req := orch.RunRequest{Name: rule.workflow, RunOptions: orch.RunOptions{Inputs: remediationInputs(rule, a)}}
+	// the key makes a repeated start (a retry below, a restart before record) return the first run
+	req := orch.RunRequest{Name: rule.workflow, RunOptions: orch.RunOptions{Inputs: remediationInputs(rule, a), IdempotencyKey: "alert:" + a.ID + ":" + rule.name}}
 	backoff := r.s.cfg.NotifyBackoff
 	var err error
 	for attempt := 0; attempt <= r.s.cfg.NotifyRetries && ctx.Err() == nil; attempt++ {

@@ -2,6 +2,8 @@ package orchestration
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -204,7 +206,58 @@ func (s *service) startRun(rctx, ctx context.Context, wg *sync.WaitGroup, r api.
 	case trig.Kind != "api" && trig.Kind != "alert":
 		return api.Run{}, bus.Errorf(400, "trigger kind %q: a caller starts runs as api or alert (remediation)", trig.Kind)
 	}
+	if r.IdempotencyKey != "" {
+		return s.startOnce(rctx, ctx, wg, r, trig)
+	}
 	return s.startRunAs(rctx, ctx, wg, r, envelope.NewID(), nil, trig)
+}
+
+// maxIdempotencyKey bounds a run_start idempotency key.
+const maxIdempotencyKey = 256
+
+// startOnce starts a run under an idempotency key. The key first reserves a run id (KV
+// create: one caller wins), then the run is started under that id. A repeat finds the
+// reservation and returns the run; when the run is missing — the replica died between the
+// two writes — the repeat starts it under the reserved id (a run's first record is written
+// only if its history is empty, so two repeats at once still start one run).
+func (s *service) startOnce(rctx, ctx context.Context, wg *sync.WaitGroup, r api.RunRequest, trig *api.Trigger) (api.Run, error) {
+	if len(r.IdempotencyKey) > maxIdempotencyKey {
+		return api.Run{}, bus.Errorf(400, "idempotency_key of %d bytes: at most %d", len(r.IdempotencyKey), maxIdempotencyKey)
+	}
+	sum := sha256.Sum256([]byte(r.IdempotencyKey))
+	k := hex.EncodeToString(sum[:])
+	id := envelope.NewID()
+	if _, err := s.kvRunKeys.Create(rctx, k, []byte(id)); err != nil {
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return api.Run{}, fmt.Errorf("idempotency key %q: %w", r.IdempotencyKey, err)
+		}
+		e, gerr := s.kvRunKeys.Get(rctx, k)
+		if gerr != nil {
+			return api.Run{}, fmt.Errorf("idempotency key %q: %w", r.IdempotencyKey, gerr)
+		}
+		id = string(e.Value())
+		if run, err := s.getRun(rctx, id); err == nil {
+			return s.sameStart(r, run)
+		}
+	}
+	run, err := s.startRunAs(rctx, ctx, wg, r, id, nil, trig)
+	if errors.Is(err, errStartedAlready) {
+		// a concurrent repeat started it first
+		if run, err = s.getRun(rctx, id); err == nil {
+			return s.sameStart(r, run)
+		}
+	}
+	return run, err
+}
+
+// sameStart returns the run an idempotency key started, unless the repeat asks for another
+// workflow: a key reused for something else is the caller's mistake, not a repeat.
+func (s *service) sameStart(r api.RunRequest, run api.Run) (api.Run, error) {
+	if run.Workflow != r.Name {
+		return api.Run{}, bus.Errorf(409, "idempotency_key %q started run %s of workflow %s, not %s: give each start its own key", r.IdempotencyKey, run.ID, run.Workflow, r.Name)
+	}
+	s.log.Info("run start repeated: returning the run its idempotency key started", "run", run.ID, "workflow", run.Workflow)
+	return run, nil
 }
 
 // startRunAs starts a run with a given id (a child's is chosen by its parent), parent link

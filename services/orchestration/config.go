@@ -26,12 +26,16 @@ type Config struct {
 	// HistoryMaxAge and HistoryMaxBytes bound the WORKFLOW_RUNS stream (history.go).
 	HistoryMaxAge   time.Duration
 	HistoryMaxBytes int64
+	// IdempotencyTTL is how long a run_start idempotency key keeps naming its run (KV
+	// bucket KVRunKeys): a repeat within it returns that run.
+	IdempotencyTTL time.Duration
 }
 
 // DefaultConfig is what the hub runs.
 func DefaultConfig() Config {
 	return Config{ActiveLease: 10 * time.Second, InlineOutput: 16 << 10, MaxOutput: 64 << 20, SnapshotEvery: 32,
-		HistoryMaxAge: 30 * 24 * time.Hour, HistoryMaxBytes: 2 << 30}
+		HistoryMaxAge: 30 * 24 * time.Hour, HistoryMaxBytes: 2 << 30,
+		IdempotencyTTL: 7 * 24 * time.Hour}
 }
 
 // Validate reports every problem at once.
@@ -54,6 +58,9 @@ func (c Config) Validate() error {
 	}
 	if c.HistoryMaxBytes < 1<<20 {
 		errs = append(errs, fmt.Errorf("HistoryMaxBytes %d: want at least 1 MiB", c.HistoryMaxBytes))
+	}
+	if c.IdempotencyTTL < time.Hour {
+		errs = append(errs, fmt.Errorf("IdempotencyTTL %s: want at least 1h (a caller retries a start for a while)", c.IdempotencyTTL))
 	}
 	return errors.Join(errs...)
 }

@@ -38,6 +38,10 @@ const ResultsConsumer = "orchestration-results"
 const (
 	KVWorkflows = "workflows"     // <name>.<version, 6 digits> → api.Definition
 	KVRuns      = "workflow_runs" // <run id> → api.Run (the run's whole state)
+	// KVRunKeys maps a run_start idempotency key (its SHA-256, hex: KV keys cannot hold
+	// every character a caller's key may) to the run it started; entries expire after
+	// Config.IdempotencyTTL.
+	KVRunKeys = "workflow_run_keys"
 )
 
 // Deps are what Run needs from its host process.
@@ -75,6 +79,7 @@ type service struct {
 	httpc *http.Client
 
 	kvDefs, kvRuns, kvLeases jetstream.KeyValue
+	kvRunKeys                jetstream.KeyValue    // idempotency key → run id
 	stream                   jetstream.Stream      // StreamRuns: the runs' histories
 	outputs                  jetstream.ObjectStore // BucketOutputs: large outputs
 
@@ -203,6 +208,7 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 	pick := func(b jetstream.KeyValue, err error) jetstream.KeyValue { errs = append(errs, err); return b }
 	s.kvDefs = pick(kv(jetstream.KeyValueConfig{Bucket: KVWorkflows, Description: "workflow definitions, every version", History: 1}))
 	s.kvRuns = pick(kv(jetstream.KeyValueConfig{Bucket: KVRuns, Description: "workflow runs: the whole state of each", History: 1}))
+	s.kvRunKeys = pick(kv(jetstream.KeyValueConfig{Bucket: KVRunKeys, Description: "run_start idempotency keys → run id", History: 1, TTL: cfg.IdempotencyTTL}))
 	s.kvLeases = pick(kv(jetstream.KeyValueConfig{Bucket: bus.KVLeases, Description: "scheduler leases", History: 1, LimitMarkerTTL: time.Second}))
 	if err := errors.Join(errs...); err != nil {
 		return nil, err

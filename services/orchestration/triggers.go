@@ -204,12 +204,17 @@ func (s *service) fireCron(ctx, runCtx context.Context, wg *sync.WaitGroup, d ap
 	key := fmt.Sprintf("orchestration.cron.%s.%d", d.Name, slot.Unix())
 	id := firingID(slot, "cron "+d.Name+" "+slot.UTC().Format(time.RFC3339))
 	if _, err := s.kvLeases.Create(ctx, key, []byte(id), jetstream.KeyTTL(24*time.Hour)); err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) {
-			s.log.Debug("cron slot fired already", "workflow", d.Name, "slot", slot)
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			s.log.Warn("cron slot not claimed: not fired", "workflow", d.Name, "slot", slot, "err", err)
 			return
 		}
-		s.log.Warn("cron slot not claimed: not fired", "workflow", d.Name, "slot", slot, "err", err)
-		return
+		// claimed already: by a replica that started the slot's run, or that died between
+		// the claim and the start. The run's id is the slot's, so the start below is refused
+		// when the run exists (errStartedAlready) and completes the firing when it does not.
+		s.log.Debug("cron slot claimed already: starting its run unless it exists", "workflow", d.Name, "slot", slot)
+	}
+	if s.crashPoint != nil {
+		s.crashPoint(ctx, "cron-claimed")
 	}
 	inputs, err := triggerInputs(d.Workflow.On, map[string]any{"slot": slot.UTC().Format(time.RFC3339), "id": id})
 	if err != nil {

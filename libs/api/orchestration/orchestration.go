@@ -385,6 +385,11 @@ type RunOptions struct {
 	// Trigger says what starts the run when it is not an operator (a correlation
 	// remediation action gives {kind: alert, event: <alert id>}); default api.
 	Trigger *Trigger `json:"trigger,omitempty"`
+	// IdempotencyKey makes a start safe to repeat: a second start with the same key (within
+	// the service's IdempotencyTTL, 7 days by default) returns the run the first started
+	// instead of starting another. A caller that may retry or crash between starting a run
+	// and recording it gives one (a remediation: alert:<alert id>:<rule>). At most 256 bytes.
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
 }
 
 // RunResponse is the run as started.

@@ -117,6 +117,15 @@ steps:
 		}
 		return nil
 	})
+	// the remediation started its run under the key alert:<alert id>:<rule>: a start
+	// repeated with that key (a correlation replica that died before recording the run)
+	// returns the same run
+	var again orch.Run
+	h.mustAPI(t, "POST", "/api/v1/workflows/restart-web/runs", map[string]any{"inputs": run.Inputs,
+		"idempotency_key": "alert:" + web.ID + ":restart-web"}, &again)
+	if again.ID != run.ID {
+		t.Errorf("a repeated start with the remediation's key started run %s, want %s", again.ID, run.ID)
+	}
 	var runs orch.RunsResponse
 	h.mustAPI(t, "GET", "/api/v1/workflow-runs", nil, &runs)
 	if len(runs.Runs) != 1 {

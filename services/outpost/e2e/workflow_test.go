@@ -153,3 +153,80 @@ steps:
 		t.Fatalf("CI %s: description %v from %q", out.CI, ci.Attributes["description"], ci.Sources["description"].Source)
 	}
 }
+
+// The retry policy against a lab web server that is unavailable twice (503 with
+// Retry-After: 1) and then answers: through the hub and a real bridge the step makes
+// exactly three attempts, each the lab counts once, each later one started no sooner than
+// the target asked (Retry-After outweighs the shorter backoff), and the run completes.
+func TestWorkflowRetryAgainstLab(t *testing.T) {
+	t.Parallel()
+	const cidr = "127.77.188.0/24"
+	l, err := lab.Start(context.Background(), lab.Config{Range: cidr, Hosts: 16, Seed: 3})
+	if err != nil {
+		t.Skipf("lab: %v", err)
+	}
+	defer l.Close()
+	var web lab.Host
+	for _, mh := range l.Manifest().Hosts {
+		if !mh.Hostile && slices.Contains(mh.OpenTCP, 80) {
+			web = mh
+			break
+		}
+	}
+	if web.IP == "" {
+		t.Fatal("the lab has no web server on port 80")
+	}
+	h := startHub(t, t.TempDir())
+	tok := h.addSite(t, "lab", cidr, true)
+	startBridge(t, h, "lab", "br1", tok)
+	h.waitStatus(t, "br1", "up")
+	h.mustAPI(t, "POST", "/api/v1/workflows", api.AddRequest{File: "retry.yaml", YAML: `
+name: e2e-retry
+inputs:
+  web: {required: true}
+  key: {required: true}
+steps:
+  - id: call
+    kind: http_request
+    site: lab
+    target: '${{ inputs.web }}'
+    params: {scheme: http, port: 80, path: '/flaky?key=${{ inputs.key }}&fail=2'}
+    retry: {max_attempts: 3, backoff: fixed, initial: 100ms}
+`}, nil)
+	key := "e2e-retry-" + t.Name()
+	var run api.Run
+	h.mustAPI(t, "POST", "/api/v1/workflows/e2e-retry/runs", map[string]any{"inputs": map[string]string{"web": web.IP, "key": key}}, &run)
+	var r api.Run
+	eventually(t, time.Minute, func() error {
+		h.mustAPI(t, "GET", "/api/v1/workflow-runs/"+run.ID, nil, &r)
+		if r.State != api.RunCompleted {
+			return fmt.Errorf("run %s (%s): call is %s", r.State, r.Reason, r.Step("call").State)
+		}
+		return nil
+	})
+	st := r.Step("call")
+	if len(st.Attempts) != 3 || st.State != api.StepSucceeded {
+		t.Fatalf("call: %s with %d attempts: %+v", st.State, len(st.Attempts), st.Attempts)
+	}
+	if n := l.FlakyHits(key); n != 3 {
+		t.Fatalf("the lab answered %d requests of the step, want exactly 3 (one per attempt)", n)
+	}
+	for i, a := range st.Attempts {
+		want := "failed"
+		if i == 2 {
+			want = "succeeded"
+		}
+		if a.State != want || a.Agent != "br1" {
+			t.Errorf("attempt %d: %s on %q, want %s on br1 (%s)", a.N, a.State, a.Agent, want, a.Error)
+		}
+		if i < 2 && !strings.Contains(a.Error, "HTTP 503") {
+			t.Errorf("attempt %d failed with %q, want HTTP 503", a.N, a.Error)
+		}
+		if i > 0 && st.Attempts[i-1].Finished != nil && a.Started.Before(st.Attempts[i-1].Finished.Add(time.Second)) {
+			t.Errorf("attempt %d started %s after attempt %d ended: the target asked for Retry-After: 1", a.N, a.Started.Sub(*st.Attempts[i-1].Finished), i)
+		}
+	}
+	if !strings.Contains(string(st.Output), `"status":200`) {
+		t.Errorf("output: %s", st.Output)
+	}
+}
