@@ -1,12 +1,14 @@
 package correlation
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"testing"
 	"time"
 
 	api "github.com/outpost-dev/outpost/libs/api/correlation"
+	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
 )
 
@@ -60,4 +62,47 @@ func TestReplicasSharePartitionsAndTakeOver(t *testing.T) {
 	if got := svcs["b"].owner.Owned(); !slices.Equal(got, []int{0, 1, 2, 3, 4, 5, 6, 7}) {
 		t.Errorf("b owns %v", got)
 	}
+}
+
+// An event the router routes a second time is not counted twice, even when the partition
+// stream no longer knows its message id: a hub's server restarted after the partition had
+// acknowledged the event (interest retention removed it, and the duplicate window is rebuilt
+// from the messages still stored) while the events consumer had not yet stored the router's
+// acknowledgement — the copy then comes with a new partition sequence.
+func TestEventRoutedAgainCountedOnce(t *testing.T) {
+	r := newRig(t)
+	r.start("a", nil)
+	ev := envelope.Event{Node: "again-node", Severity: "major", Message: "disk full"}
+	r.send("dc1", "webhook", ev)
+	a := r.one("again-node", func(a api.Alert) error {
+		if a.Count != 1 {
+			return fmt.Errorf("count %d, want 1", a.Count)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := r.js.Stream(ctx, bus.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The router's copy, as it routes the event again: same EVENTS sequence, no message id
+	// the partition stream still remembers.
+	ev.ID, ev.Site, ev.Source, ev.Type, ev.Time = envelope.NewID(), "dc1", "webhook", "test", t0
+	again := routed{EventSeq: info.State.LastSeq, Key: a.Key, Event: &ev}.marshal()
+	if _, err := r.js.Publish(ctx, partitionSubjectOf(partitionOf(a.Group, DefaultConfig().Partitions)), again); err != nil {
+		t.Fatal(err)
+	}
+	// A new event behind it in the same partition: once it is counted, the copy was seen.
+	r.send("dc1", "webhook", envelope.Event{Node: "again-node", Severity: "major", Message: "disk still full"})
+	r.one("again-node", func(a api.Alert) error {
+		if a.Message != "disk still full" || a.Count != 2 {
+			return fmt.Errorf("count %d message %q, want 2 after the new event (the copy not counted)", a.Count, a.Message)
+		}
+		return nil
+	})
 }

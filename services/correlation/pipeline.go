@@ -1,9 +1,11 @@
 package correlation
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,10 +27,15 @@ import (
 
 // item is one event on its way through the pipeline.
 type item struct {
-	seq uint64 // EVENTS stream sequence: the event's identity for idempotence
-	ev  *envelope.Event
-	key string
-	th  *Threshold // the event rule's threshold, if any
+	// seq is the message's sequence in the stream it was read from: EVENTS in the router,
+	// the partition stream in a partition (the order of its alert's events there).
+	seq uint64
+	// eseq is the event's EVENTS sequence (a partition's items): its identity, whatever
+	// routes it again.
+	eseq uint64
+	ev   *envelope.Event
+	key  string
+	th   *Threshold // the event rule's threshold, if any
 }
 
 // checkOrigin is the origin stage: a bridge may publish only event.<its site>.>, so the
@@ -111,7 +118,7 @@ func slotOfID(id string) (string, bool) {
 // whether anything changed. An event at or below the alert's LastSeq was applied already.
 func fold(cur *api.Alert, it item, now time.Time) (next, archived *api.Alert, changed bool) {
 	ev := it.ev
-	if cur != nil && it.seq <= cur.LastSeq {
+	if cur != nil && (it.seq <= cur.LastSeq || hasSeq(cur.AppliedEvents, it.eseq)) {
 		return cur, nil, false
 	}
 	if cur == nil || cur.State == api.StateClosed {
@@ -122,10 +129,15 @@ func fold(cur *api.Alert, it item, now time.Time) (next, archived *api.Alert, ch
 			Site: ev.Site, Source: ev.Source, Node: ev.Node, Type: ev.Type, Resource: ev.Resource, Metric: ev.Metric,
 			MessageKey: ev.MessageKey, Message: ev.Message, Additional: ev.Fields,
 			Count: 1, FirstSeen: now, LastSeen: now, LastSeq: it.seq}
+		if cur != nil { // a closed alert's events may still be routed again
+			a.AppliedEvents = slices.Clone(cur.AppliedEvents)
+		}
+		a.AppliedEvents = addSeq(a.AppliedEvents, it.eseq)
 		return a, cur, true
 	}
 	a := *cur
 	a.LastSeq = it.seq
+	a.AppliedEvents = addSeq(slices.Clone(cur.AppliedEvents), it.eseq)
 	a.LastSeen = now
 	if ev.Message != "" {
 		a.Message = ev.Message
@@ -163,4 +175,55 @@ func silence(a *api.Alert, ss []api.Silence, now time.Time) {
 			a.SilencedBy = append(a.SilencedBy, s.ID)
 		}
 	}
+}
+
+// hasSeq reports whether seq is in the sorted, disjoint ranges rs (0: an event of a router
+// that did not say its EVENTS sequence, never a duplicate).
+func hasSeq(rs []api.SeqRange, seq uint64) bool {
+	if seq == 0 {
+		return false
+	}
+	i, _ := slices.BinarySearchFunc(rs, seq, func(r api.SeqRange, s uint64) int { return cmp.Compare(r.To, s) })
+	return i < len(rs) && rs[i].From <= seq
+}
+
+// addSeq adds seq to the sorted, disjoint ranges rs, merging neighbours: a storm's events,
+// consecutive in EVENTS, stay one range.
+func addSeq(rs []api.SeqRange, seq uint64) []api.SeqRange {
+	if seq == 0 || hasSeq(rs, seq) {
+		return rs
+	}
+	i, _ := slices.BinarySearchFunc(rs, seq, func(r api.SeqRange, s uint64) int { return cmp.Compare(r.To, s) })
+	left := i > 0 && rs[i-1].To+1 == seq
+	right := i < len(rs) && rs[i].From == seq+1
+	switch {
+	case left && right:
+		rs[i-1].To = rs[i].To
+		return slices.Delete(rs, i, i+1)
+	case left:
+		rs[i-1].To = seq
+	case right:
+		rs[i].From = seq
+	default:
+		rs = slices.Insert(rs, i, api.SeqRange{From: seq, To: seq})
+	}
+	return rs
+}
+
+// pruneSeqs drops the ranges at or below floor, the events consumer's acknowledgement
+// floor: the router never routes those events again.
+func pruneSeqs(rs []api.SeqRange, floor uint64) []api.SeqRange {
+	i := 0
+	for i < len(rs) && rs[i].To <= floor {
+		i++
+	}
+	rs = rs[i:]
+	if len(rs) > 0 && rs[0].From <= floor {
+		rs = slices.Clone(rs)
+		rs[0].From = floor + 1
+	}
+	if len(rs) == 0 {
+		return nil
+	}
+	return rs
 }

@@ -33,7 +33,19 @@ type processor struct {
 	// groups from the open alerts, and starts thresholds and flap counts afresh.
 	groups map[string]*group
 	slots  map[string]slotState
+	// eventsFloor is the events consumer's acknowledgement floor as read at least
+	// floorSettle ago: alerts keep the EVENTS sequences they applied above it. A fresh read
+	// (nextFloor, at nextFloorAt) waits that long, because the server stores a consumer's
+	// acknowledgements a little after it reports them: one killed meanwhile gives those
+	// events to the router again.
+	eventsFloor, nextFloor uint64
+	floorRead, nextFloorAt time.Time
 }
+
+// floorSettle is how old a read of the events consumer's acknowledgement floor must be
+// before it is trusted: well above the server's consumer state flush (100 ms) and its
+// sync interval (1 s).
+const floorSettle = 5 * time.Second
 
 // slotState is what the threshold and flapping stages remember of a slot between batches.
 type slotState struct {
@@ -135,6 +147,7 @@ func (p *processor) catchUp(ctx context.Context, cons jetstream.Consumer) error 
 // ahead) and returns an error only when ctx ends first.
 func (p *processor) handle(ctx context.Context, msgs []jetstream.Msg, ack bool) error {
 	now := p.s.clock.Now().UTC()
+	p.readEventsFloor(ctx)
 	groups := map[string][]item{}
 	var order []string
 	for _, m := range msgs {
@@ -193,7 +206,35 @@ func (p *processor) decode(m jetstream.Msg) (item, error) {
 	if err := json.Unmarshal(m.Data(), &r); err != nil || r.Event == nil || r.Key == "" {
 		return item{}, bus.Permanent(fmt.Errorf("partition %d message %d is not a routed event: %v", p.part, md.Sequence.Stream, err))
 	}
-	return item{seq: md.Sequence.Stream, ev: r.Event, key: r.Key, th: r.Threshold}, nil
+	return item{seq: md.Sequence.Stream, eseq: r.EventSeq, ev: r.Event, key: r.Key, th: r.Threshold}, nil
+}
+
+// readEventsFloor refreshes eventsFloor, reading the bus at most once a second (real time).
+// The floor only grows, and a stale one only keeps more sequences: on an error the last one
+// stays.
+func (p *processor) readEventsFloor(ctx context.Context) {
+	if time.Since(p.floorRead) < time.Second {
+		return
+	}
+	p.floorRead = time.Now()
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	cons, err := p.s.deps.JS.Consumer(cctx, bus.StreamEvents, EventsConsumer)
+	if err == nil {
+		var info *jetstream.ConsumerInfo
+		if info, err = cons.Info(cctx); err == nil {
+			now := time.Now()
+			if !p.nextFloorAt.IsZero() && now.Sub(p.nextFloorAt) < floorSettle {
+				return // the pending read is not old enough yet
+			}
+			if !p.nextFloorAt.IsZero() {
+				p.eventsFloor = max(p.eventsFloor, p.nextFloor)
+			}
+			p.nextFloor, p.nextFloorAt = info.AckFloor.Stream, now
+			return
+		}
+	}
+	p.s.log.Debug("events consumer's ack floor", "err", err)
 }
 
 // flush writes the alerts of the given slots with up to Writers at once and returns the
@@ -307,6 +348,7 @@ func (p *processor) apply(ctx context.Context, slot string, c *cached, items []i
 			p.s.rem.request(cur) // written with the alert: a pending remediation survives a crash
 		}
 		cur.Group = p.s.rules.groupKey(cur.Field)
+		cur.AppliedEvents = pruneSeqs(cur.AppliedEvents, p.eventsFloor)
 		silence(cur, p.s.activeSilences(), now)
 		for _, old := range archived {
 			if err := p.s.store.archive(ctx, old); err != nil {

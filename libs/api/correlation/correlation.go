@@ -215,9 +215,21 @@ type Alert struct {
 	Remediations []Remediation `json:"remediations,omitempty"`
 	// SilencedBy lists the silences that mute the alert now.
 	SilencedBy []string `json:"silenced_by,omitempty"`
-	// LastSeq is the EVENTS stream sequence of the last event applied: a redelivered event at
-	// or below it is not counted again.
+	// LastSeq is the partition stream sequence of the last event applied: a redelivered
+	// partition message at or below it is not counted again.
 	LastSeq uint64 `json:"last_seq"`
+	// AppliedEvents are the EVENTS sequences applied to the alert that the router may still
+	// route again (those above the events consumer's acknowledgement floor when the alert was
+	// written), as ranges: an event routed twice, after a restart of the hub's server forgot
+	// the partition stream's duplicate ids, arrives with a new partition sequence and is
+	// still not counted twice.
+	AppliedEvents []SeqRange `json:"applied_events,omitempty"`
+}
+
+// SeqRange is the stream sequences From..To, both included.
+type SeqRange struct {
+	From uint64 `json:"from"`
+	To   uint64 `json:"to"`
 }
 
 // AlertsListRequest selects alerts; newest last_seen first.
