@@ -199,12 +199,13 @@ func buildBridge(ctx context.Context, c Config, t Target) (string, error) {
 var (
 	describeRe = regexp.MustCompile(`^(\d+\.\d+\.\d+)-(\d+)-g([0-9a-f]+)(-dirty)?$`)
 	pkgVerRe   = regexp.MustCompile(`[^0-9A-Za-z.+~]`)
+	releaseRe  = regexp.MustCompile(`^\d+\.\d+`)
 )
 
 // PackageVersion is v as dpkg and rpm order it: "v1.2.3" → 1.2.3; a pre-release sorts
 // before its release ("1.2.3-rc1" → 1.2.3~rc1); a git describe past a tag after it
-// ("1.2.3-4-gabc" → 1.2.3+git4.abc); an untagged build ("cf7c0c5", "dev") before any
-// release (0.0.0~cf7c0c5).
+// ("1.2.3-4-gabc" → 1.2.3+git4.abc); an untagged build ("cf7c0c5", "86167be", "dev")
+// before any release (0.0.0~cf7c0c5).
 func PackageVersion(v string) string {
 	v = strings.TrimPrefix(v, "v")
 	if m := describeRe.FindStringSubmatch(v); m != nil {
@@ -214,7 +215,7 @@ func PackageVersion(v string) string {
 		}
 		return s
 	}
-	if v == "" || v[0] < '0' || v[0] > '9' {
+	if !releaseRe.MatchString(v) { // untagged: a hash (even one starting with a digit), "dev"
 		return "0.0.0~" + pkgVerRe.ReplaceAllString(strings.ReplaceAll(v, "-", "."), "")
 	}
 	return pkgVerRe.ReplaceAllString(strings.ReplaceAll(v, "-", "~"), "")

@@ -27,6 +27,7 @@ func TestPackageVersion(t *testing.T) {
 		{"v1.2.3-4-gabc123-dirty", "1.2.3+git4.abc123.dirty"},
 		{"cf7c0c5", "0.0.0~cf7c0c5"},
 		{"cf7c0c5-dirty", "0.0.0~cf7c0c5.dirty"},
+		{"86167be", "0.0.0~86167be"},
 		{"dev", "0.0.0~dev"},
 	}
 	for _, c := range cases {
@@ -36,7 +37,7 @@ func TestPackageVersion(t *testing.T) {
 	}
 	// dpkg orders them as a site administrator expects
 	if _, err := exec.LookPath("dpkg"); err == nil {
-		for _, p := range [][2]string{{"v1.2.3-rc1", "v1.2.3"}, {"v1.2.3", "v1.2.3-4-gabc"}, {"cf7c0c5", "v0.1.0"}} {
+		for _, p := range [][2]string{{"v1.2.3-rc1", "v1.2.3"}, {"v1.2.3", "v1.2.3-4-gabc"}, {"cf7c0c5", "v0.1.0"}, {"86167be", "v0.1.0"}} {
 			if err := exec.Command("dpkg", "--compare-versions", PackageVersion(p[0]), "lt", PackageVersion(p[1])).Run(); err != nil {
 				t.Errorf("dpkg: %s (%s) is not older than %s (%s)", p[0], PackageVersion(p[0]), p[1], PackageVersion(p[1]))
 			}

@@ -38,6 +38,10 @@ type Deps struct {
 	// Clock drives the work loop's keep-alives and waits, heartbeats, timestamps and the
 	// outbox's timers; default the real clock. Probe kinds get it through their Settings.
 	Clock clock.Clock
+	// SelfUpgrade lets the bridge take the version its hub pins for the site: only the
+	// outpost-bridge binary, whose caller re-executes on a RestartError (an in-process
+	// bridge, such as the hub's local one, cannot replace its process).
+	SelfUpgrade bool
 }
 
 // Bridge states reported in heartbeats.

@@ -127,7 +127,7 @@ func (b *Bridge) onEnrollReply(ctx context.Context, releasePub, pinned string) {
 	if err := b.up.key.learn(releasePub); err != nil {
 		b.log.Error("hub release key", "err", err)
 	}
-	if !upgrade.Wanted(b.cfg.Version, pinned, b.upgradeRecord()) {
+	if !b.deps.SelfUpgrade || !upgrade.Wanted(b.cfg.Version, pinned, b.upgradeRecord()) {
 		return
 	}
 	b.up.mu.Lock()

@@ -235,7 +235,7 @@ func runMain(parent context.Context, args []string, stderr io.Writer) int {
 			log.Warn("self-upgrade rolled back", "upgrade", d.Record.String())
 		}
 	}
-	err = bridge.Run(ctx, cfg, bridge.Deps{Logger: log, Kinds: kinds.All()})
+	err = bridge.Run(ctx, cfg, bridge.Deps{Logger: log, Kinds: kinds.All(), SelfUpgrade: true})
 	if re, ok := errors.AsType[*bridge.RestartError](err); ok {
 		stop()
 		log.Info("re-executing", "build", re.Decision.Exec)
