@@ -31,8 +31,13 @@ lint: ## gofmt, go vet, and staticcheck when it installs
 bench: build ## run the benchmarks and write docs/benchmarks.md
 	scripts/bench.sh
 
+dist: ## outpost-bridge for linux/amd64, linux/arm64, windows/amd64, .deb/.rpm and the Windows zip into dist/
+	rm -rf dist
+	SOURCE_DATE_EPOCH=$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null || date +%s)}; \
+	go run ./packaging/cmd/outpost-package --out dist --version '$(VERSION)' --mtime $$SOURCE_DATE_EPOCH
+
 tidy: ## go mod tidy every module, then sync the workspace
 	@for d in $(MODULES); do (cd $$d && GOWORK=off GOFLAGS=-mod=mod go mod tidy) || exit 1; done
 	go work sync
 
-.PHONY: help build run test lint bench tidy
+.PHONY: help build run test lint bench dist tidy

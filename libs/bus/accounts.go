@@ -78,6 +78,9 @@ accounts {
     exports: [
       # enrollment and the periodic re-registration
       { service: "svc.agents.enroll", response_type: singleton }
+      # bridge builds for self-upgrade: one chunk of one build per request, read
+      # from the object store by the agents service (no object store API for bridges)
+      { service: "svc.agents.build_chunk", response_type: singleton }
       # the site's shared probe consumers: pull (many answers), info, ack; BRIDGES
       # maps the first two under outpost.jsapi (see BridgeJSAPIPrefix)
       { service: "$JS.API.CONSUMER.MSG.NEXT.PROBES.*", response_type: stream }
@@ -104,6 +107,7 @@ accounts {
     ]
     imports: [
       { service: { account: HUB, subject: "svc.agents.enroll" } }
+      { service: { account: HUB, subject: "svc.agents.build_chunk" } }
       { service: { account: HUB, subject: "$JS.API.CONSUMER.MSG.NEXT.PROBES.*" }, to: "outpost.jsapi.CONSUMER.MSG.NEXT.PROBES.*" }
       { service: { account: HUB, subject: "$JS.API.CONSUMER.INFO.PROBES.*" }, to: "outpost.jsapi.CONSUMER.INFO.PROBES.*" }
       { service: { account: HUB, subject: "$JS.ACK.PROBES.>" } }

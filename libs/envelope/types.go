@@ -154,8 +154,11 @@ type Heartbeat struct {
 	RSS         int64                `json:"rss_bytes"`
 	// ProbePanics counts probes whose kind panicked since the bridge started (each was
 	// answered with code "panic"; the stacks are in the bridge log).
-	ProbePanics int64     `json:"probe_panics,omitempty"`
-	Time        time.Time `json:"time"`
+	ProbePanics int64 `json:"probe_panics,omitempty"`
+	// Upgrade is the state of the bridge's last self-upgrade ("upgraded v1.2.3", "failed
+	// v1.2.4: bad signature …", "rolled back v1.2.5: …"); empty: none attempted.
+	Upgrade string    `json:"upgrade,omitempty"`
+	Time    time.Time `json:"time"`
 }
 
 // Enrollment is a bridge's request to join a site (ce-type outpost.enrollment.v1). Sig is the
@@ -201,6 +204,12 @@ type EnrollmentReply struct {
 	// HubKey is the curve public key the hub seals credentials with: the bridge pins it on
 	// first approval and refuses credentials sealed by any other key.
 	HubKey string `json:"hub_key,omitempty"`
+	// ReleaseKey is the hub's release public key (ed25519, base64): the bridge pins it on
+	// first approval and runs only builds it signed (libs/release).
+	ReleaseKey string `json:"release_key,omitempty"`
+	// PinnedVersion is the bridge version the hub pins for the site (`outpost site
+	// pin-version`); a bridge behind it upgrades itself. Empty: no pin.
+	PinnedVersion string `json:"pinned_version,omitempty"`
 }
 
 // Change announces that the CMDB created, updated or marked a CI (ce-type outpost.change.v1).

@@ -43,6 +43,9 @@ type Deps struct {
 	// HubKey is the curve public key credentials are sealed with (discovery's), told to
 	// bridges at enrollment so they can pin it.
 	HubKey string
+	// ReleaseKey is the hub's release public key (libs/release), told to approved bridges at
+	// enrollment so they pin it and run only builds it signed.
+	ReleaseKey string
 }
 
 // Service is the running agents service.
@@ -51,6 +54,8 @@ type Service struct {
 	deps Deps
 	log  *slog.Logger
 	pub  *bus.Publisher
+	// builds serves bridge builds from the object store (BuildChunk).
+	builds *builds
 	// ensured remembers the (site, capabilities, apps) whose consumers exist.
 	ensured sync.Map
 	// synced remembers the (state, apps) of each agent last written to its site's
@@ -77,7 +82,8 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	if err != nil {
 		return err
 	}
-	s := &Service{reg: reg, deps: deps, log: log, pub: bus.NewPublisher(deps.JS, envelope.ServiceSource("agents"), nil)}
+	s := &Service{reg: reg, deps: deps, log: log, pub: bus.NewPublisher(deps.JS, envelope.ServiceSource("agents"), nil),
+		builds: &builds{js: deps.JS}}
 	co := &callout{reg: reg, issuer: deps.Issuer, log: log}
 	calloutSub, err := deps.NC.QueueSubscribe(CalloutSubject, "agents", func(m *nats.Msg) { co.handle(ctx, m) })
 	if err != nil {

@@ -33,6 +33,7 @@ func (s *Service) view(ctx context.Context, a Agent) AgentView {
 		if b.Version != "" {
 			v.Version = b.Version
 		}
+		v.Upgrade = b.Upgrade
 	}
 	if a.State == StateApproved {
 		switch {
@@ -168,6 +169,14 @@ func (s *Service) endpoints() map[string]bus.Endpoint {
 		}),
 		agentsapi.Control.Name: agentsapi.Control.Handle(s.control),
 		agentsapi.Probe.Name:   agentsapi.Probe.Handle(s.probe),
+		agentsapi.SitePinVersion.Name: agentsapi.SitePinVersion.Handle(func(ctx context.Context, r agentsapi.PinVersionRequest) (Site, error) {
+			site, err := s.reg.PinVersion(ctx, r.Site, r.Version)
+			if err == nil {
+				s.log.Info("bridge version pinned", "site", site.Name, "version", site.PinnedVersion)
+			}
+			return site, err
+		}),
+		agentsapi.BuildChunk.Name: agentsapi.BuildChunk.Handle(s.builds.chunk),
 	}
 }
 
@@ -219,7 +228,11 @@ func (s *Service) enroll(ctx context.Context, e envelope.Enrollment) (envelope.E
 	} else {
 		s.log.Debug("agent re-registered", "agent", a.Name, "site", a.Site, "state", a.State, "version", a.Version)
 	}
-	return envelope.EnrollmentReply{Status: a.State, Agent: a.Name, Site: a.Site, Ranges: site.Ranges, Exclude: site.Exclude, Capabilities: a.Capabilities, HubKey: s.deps.HubKey}, nil
+	reply := envelope.EnrollmentReply{Status: a.State, Agent: a.Name, Site: a.Site, Ranges: site.Ranges, Exclude: site.Exclude, Capabilities: a.Capabilities, HubKey: s.deps.HubKey}
+	if a.State == StateApproved {
+		reply.ReleaseKey, reply.PinnedVersion = s.deps.ReleaseKey, site.PinnedVersion
+	}
+	return reply, nil
 }
 
 // logRefusal records a refused enrollment at WARN (someone holds a token or a revoked key),

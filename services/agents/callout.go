@@ -57,7 +57,7 @@ func sitePermissions(a Agent) jwt.Permissions {
 		}
 	}
 	p.Pub.Allow.Add(bus.ResultSubject("*", a.Site, "*", a.Name), "event."+a.Site+".>", bus.HeartbeatSubject(a.Site, a.Name),
-		bus.ServiceSubject("agents", "enroll"), bus.BridgeDLQSubject(a.Site))
+		bus.ServiceSubject("agents", "enroll"), bus.BridgeDLQSubject(a.Site), bus.ServiceSubject("agents", "build_chunk"))
 	p.Sub.Allow.Add(bus.InboxPrefix(a.ID)+".>", bus.ControlSubject(a.Site, a.Name))
 	// Answers to control requests go to the requester's inbox.
 	p.Resp = &jwt.ResponsePermission{MaxMsgs: 1, Expires: time.Minute}

@@ -17,6 +17,7 @@ import (
 	agentsapi "github.com/outpost-dev/outpost/libs/api/agents"
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/release"
 )
 
 // Agent states kept in the registry. What operators see (up, down, paused, draining) is
@@ -138,6 +139,23 @@ func (r *Registry) AddSite(ctx context.Context, name string, ranges, exclude []s
 func hashToken(t string) string {
 	s := sha256.Sum256([]byte(t))
 	return hex.EncodeToString(s[:])
+}
+
+// PinVersion pins the bridge version of a site (an empty version removes the pin). The
+// site's bridges learn it at their next re-registration (within 30 s).
+func (r *Registry) PinVersion(ctx context.Context, name, version string) (Site, error) {
+	if version != "" && !release.ValidVersion(version) {
+		return Site{}, bus.Errorf(400, "version %q: want letters, digits and . + ~ _ - (at most 64), such as v1.2.3", version)
+	}
+	site, _, err := getJSON[Site](ctx, r.sites, "site."+name)
+	if errors.Is(err, errNotFound) {
+		return Site{}, bus.Errorf(404, "site %s does not exist: `outpost site ls` lists them", name)
+	}
+	if err != nil {
+		return Site{}, err
+	}
+	site.PinnedVersion = version
+	return site, putJSON(ctx, r.sites, "site."+name, site)
 }
 
 // Site returns one site.

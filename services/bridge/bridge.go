@@ -38,6 +38,10 @@ type Deps struct {
 	// Clock drives the work loop's keep-alives and waits, heartbeats, timestamps and the
 	// outbox's timers; default the real clock. Probe kinds get it through their Settings.
 	Clock clock.Clock
+	// SelfUpgrade lets the bridge take the version its hub pins for the site: only the
+	// outpost-bridge binary, whose caller re-executes on a RestartError (an in-process
+	// bridge, such as the hub's local one, cannot replace its process).
+	SelfUpgrade bool
 }
 
 // Bridge states reported in heartbeats.
@@ -96,6 +100,12 @@ type Bridge struct {
 	hubMu                                sync.Mutex
 	hubSince                             time.Time
 	hubWas                               bool
+
+	// up is the self-upgrade (selfupgrade.go); healthy is closed once a heartbeat reached
+	// the hub, which ends a new build's trial.
+	up          *selfUpgrade
+	healthy     chan struct{}
+	healthyOnce sync.Once
 }
 
 // pool is one priority's bounded set of workers.
@@ -116,7 +126,24 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	if err != nil {
 		return err
 	}
-	return b.run(ctx)
+	// A self-upgrade (or its rollback) stops the bridge as a shutdown would — work finished,
+	// outbox closed — and then the caller re-executes into the other build.
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-b.up.restart:
+			cancel()
+		case <-rctx.Done():
+		}
+	}()
+	err = b.run(rctx)
+	select {
+	case <-b.up.restart:
+		return &RestartError{Decision: b.up.to}
+	default:
+	}
+	return err
 }
 
 func newBridge(ctx context.Context, cfg Config, deps Deps) (*Bridge, error) {
@@ -144,7 +171,10 @@ func newBridge(ctx context.Context, cfg Config, deps Deps) (*Bridge, error) {
 	clk := clock.Or(deps.Clock)
 	b := &Bridge{cfg: cfg, deps: deps, log: log, clock: clk, ring: ring, id: id, allow: allow, hubKey: hk, runners: map[string]probe.Runner{},
 		kindCap: map[string]string{}, pools: map[string]*pool{}, started: clk.Now(), drained: make(chan struct{}),
-		claims: map[string]*claim{}, awaiting: map[string]*claim{}}
+		claims: map[string]*claim{}, awaiting: map[string]*claim{}, healthy: make(chan struct{})}
+	if err := b.initUpgrade(); err != nil {
+		return nil, err
+	}
 	b.nkey, _ = id.Public()
 	b.state.Store(stateRunning)
 	set := probe.Settings{Logger: log, Dial: allow.dialer(), Allowed: allow.Allowed, MaxOutput: 512 << 10, Now: clk.Now}
@@ -188,6 +218,7 @@ func (b *Bridge) run(ctx context.Context) error {
 	sctx, stopStatus := context.WithCancel(context.WithoutCancel(ctx))
 	statusDone := make(chan struct{})
 	go b.statusLoop(sctx, statusDone)
+	go b.trialWatch(ctx, b.healthy)
 	defer func() {
 		stopStatus()
 		<-statusDone
@@ -312,6 +343,7 @@ func (b *Bridge) enroll(ctx context.Context) error {
 			if err := b.hubKey.learn(reply.HubKey); err != nil {
 				b.log.Error("hub sealing key", "err", err)
 			}
+			b.onEnrollReply(ctx, reply.ReleaseKey, reply.PinnedVersion)
 			b.log.Info("approved by the hub", "ranges", reply.Ranges, "exclude", reply.Exclude)
 			return b.reconnectIntoSite(ctx)
 		case err == nil:
@@ -404,6 +436,7 @@ func (b *Bridge) refreshSite(ctx context.Context) {
 			if err := b.hubKey.learn(reply.HubKey); err != nil {
 				b.log.Error("hub sealing key", "err", err)
 			}
+			b.onEnrollReply(ctx, reply.ReleaseKey, reply.PinnedVersion)
 		}
 	}
 }

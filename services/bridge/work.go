@@ -25,6 +25,16 @@ import (
 // worked on; well under the consumers' AckWait (15 s).
 const keepAliveEvery = 5 * time.Second
 
+// pullExpiry is how long one pull request of a probe consumer waits at the hub. A bridge
+// serving every application holds 6 lanes × 3 priorities × 9 capabilities = 162 of them, so
+// this is the idle cost of a site: 5 s (the first bridge's choice, for no recorded reason)
+// meant ~32 pull requests/s, each a service import into HUB whose response mapping the
+// server then keeps for 2 minutes, plus an idle heartbeat at half the expiry. 30 s is
+// nats.go's default; its idle heartbeat (15 s) still tells a pull lost without a disconnect
+// (within two heartbeats), a reconnect re-pulls at once, and a leader change or a deleted
+// consumer is reported by the server — nothing waits for the expiry to see new work.
+const pullExpiry = 30 * time.Second
+
 // maxResultBytes keeps one result message under the hub's 1 MiB payload limit with room for
 // headers; kinds stream bigger output through Emit.
 const maxResultBytes = 900 << 10
@@ -76,7 +86,7 @@ func (b *Bridge) pull(ctx context.Context, p *pool, capability, lane string, inf
 		if it == nil {
 			cons, err := b.js.Consumer(ctx, bus.StreamProbes, name)
 			if err == nil {
-				it, err = cons.Messages(jetstream.PullMaxMessages(prefetch), jetstream.PullExpiry(5*time.Second))
+				it, err = cons.Messages(jetstream.PullMaxMessages(prefetch), jetstream.PullExpiry(pullExpiry))
 			}
 			if err != nil {
 				b.log.Debug("consumer not available yet", "consumer", name, "err", err)

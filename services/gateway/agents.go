@@ -48,6 +48,15 @@ func (a *API) routeAgents(mux *router) {
 		c, err := decodeBody[agentsapi.ControlCommand](r)
 		return agentsapi.ControlRequest{Agent: agentRef(r), ControlCommand: c}, err
 	})), opDoc(agentsapi.Control, bodyOf[agentsapi.ControlCommand]()))
+	// The site's bridges learn the pin at their next re-registration and upgrade themselves.
+	mux.Handle("POST /api/v1/sites/{site}/pin-version", a.auth(tokens.RoleAdmin, relay(a, agentsapi.SitePinVersion, 15*time.Second, func(r *http.Request) (agentsapi.PinVersionRequest, error) {
+		req, err := decodeBody[agentsapi.PinVersionRequest](r)
+		if err == nil && req.Site != "" && req.Site != r.PathValue("site") {
+			err = fmt.Errorf("site %q in the body is not the path's %q", req.Site, r.PathValue("site"))
+		}
+		req.Site = r.PathValue("site")
+		return req, err
+	})), opDoc(agentsapi.SitePinVersion, bodyOf[agentsapi.PinVersionRequest]()))
 	mux.Handle("POST /api/v1/probes", a.auth(tokens.RoleOperator, relay(a, agentsapi.Probe, time.Hour, decodeBody[agentsapi.ProbeRequest])),
 		opDoc(agentsapi.Probe, bodyOf[agentsapi.ProbeRequest]()))
 }

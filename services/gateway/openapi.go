@@ -100,6 +100,7 @@ var summaries = map[string]string{
 	"GET /api/v1/probe-kinds/{kind}":            "One probe kind: capability, credential types, params JSON Schema, error codes",
 	"GET /api/v1/sites":                         "List sites",
 	"POST /api/v1/sites":                        "Create a site (or change its ranges) and return an enrollment token (token_ttl, default 24h; token_uses, default any number) (admin)",
+	"POST /api/v1/sites/{site}/pin-version":     "Pin the bridge version of a site; its bridges behind it upgrade themselves to the signed build (empty version: unpin) (admin)",
 	"POST /api/v1/enrollment-tokens":            "Make another enrollment token for a site (ttl, uses, auto_approve); its secret is returned once (admin)",
 	"GET /api/v1/enrollment-tokens":             "List enrollment tokens, of one site with ?site=: expiry, uses left, state; never their secrets (admin)",
 	"DELETE /api/v1/enrollment-tokens/{id}":     "Revoke an enrollment token: it enrolls no more bridges (admin)",

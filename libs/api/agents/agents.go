@@ -29,12 +29,19 @@ var (
 	Forget          = bus.Op[AgentRef, ForgetReply]{Service: Service, Name: "forget"}
 	Control         = bus.Op[ControlRequest, ControlReply]{Service: Service, Name: "control"}
 	Probe           = bus.Op[ProbeRequest, ProbeReply]{Service: Service, Name: "probe"}
+	// SitePinVersion pins the bridge version a site's bridges upgrade to (admin).
+	SitePinVersion = bus.Op[PinVersionRequest, Site]{Service: Service, Name: "site_pin_version"}
+	// BuildChunk is how a bridge downloads a build: one chunk of one build of the hub's
+	// object store per request. It is the only way to read builds BRIDGES is given (no
+	// JetStream API of the object store), and it reads nothing else.
+	BuildChunk = bus.Op[BuildChunkRequest, BuildChunkReply]{Service: Service, Name: "build_chunk"}
 )
 
 // Ops lists every operation of the service.
 func Ops() []bus.OpSpec {
 	return []bus.OpSpec{Enroll.Spec(), SiteAdd.Spec(), SiteList.Spec(), SiteTokenAdd.Spec(), SiteTokenList.Spec(),
-		SiteTokenRevoke.Spec(), List.Spec(), Approve.Spec(), Revoke.Spec(), Forget.Spec(), Control.Spec(), Probe.Spec()}
+		SiteTokenRevoke.Spec(), List.Spec(), Approve.Spec(), Revoke.Spec(), Forget.Spec(), Control.Spec(), Probe.Spec(),
+		SitePinVersion.Spec(), BuildChunk.Spec()}
 }
 
 // Agent states in the registry.
@@ -50,6 +57,39 @@ type Site struct {
 	Ranges  []string  `json:"ranges"`
 	Exclude []string  `json:"exclude,omitempty"`
 	Created time.Time `json:"created"`
+	// PinnedVersion is the bridge version the site's bridges upgrade to (empty: none).
+	PinnedVersion string `json:"pinned_version,omitempty"`
+}
+
+// PinVersionRequest pins (or, with an empty version, unpins) a site's bridge version.
+type PinVersionRequest struct {
+	Site    string `json:"site"`
+	Version string `json:"version"`
+}
+
+// BuildChunkMax is the most bytes one BuildChunk answer carries (well under the 1 MiB
+// message limit once base64-encoded in JSON).
+const BuildChunkMax = 512 << 10
+
+// BuildChunkRequest asks for the bytes of a build from Offset.
+type BuildChunkRequest struct {
+	OS      string `json:"os"`
+	Arch    string `json:"arch"`
+	Version string `json:"version"`
+	Offset  int64  `json:"offset"`
+}
+
+// BuildChunkReply is one chunk with the build's size, digest and signature, which the
+// bridge checks against the release key it pinned once it has every chunk.
+type BuildChunkReply struct {
+	OS        string `json:"os"`
+	Arch      string `json:"arch"`
+	Version   string `json:"version"`
+	Size      int64  `json:"size"`
+	SHA256    string `json:"sha256"`
+	Signature string `json:"signature"`
+	Offset    int64  `json:"offset"`
+	Data      []byte `json:"data"`
 }
 
 // Agent is one bridge's registry record.
@@ -85,6 +125,8 @@ type AgentView struct {
 	OutboxFull    bool                          `json:"outbox_full,omitempty"`
 	Uptime        float64                       `json:"uptime_s,omitempty"`
 	RSS           int64                         `json:"rss_bytes,omitempty"`
+	// Upgrade is the bridge's last self-upgrade state, from its heartbeat.
+	Upgrade string `json:"upgrade,omitempty"`
 }
 
 // EnrollToken is what is kept of an enrollment token (never the secret).

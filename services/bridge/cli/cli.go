@@ -23,6 +23,7 @@ import (
 	"github.com/outpost-dev/outpost/libs/version"
 	"github.com/outpost-dev/outpost/services/bridge"
 	"github.com/outpost-dev/outpost/services/bridge/probe/kinds"
+	"github.com/outpost-dev/outpost/services/bridge/upgrade"
 )
 
 type listFlag struct{ v *[]string }
@@ -226,7 +227,31 @@ func runMain(parent context.Context, args []string, stderr io.Writer) int {
 		return 2
 	}
 	defer stop()
-	if err := bridge.Run(ctx, cfg, bridge.Deps{Logger: log, Kinds: kinds.All()}); err != nil && !errors.Is(err, context.Canceled) {
+	// Self-upgrade (services/bridge/upgrade): before anything opens the data dir, a trial build
+	// that died is rolled back, and the build the data dir's current points at runs instead
+	// of this installed binary.
+	if self, err := os.Executable(); err == nil {
+		d, err := upgrade.Launch(cfg.DataDir, self, version.Version, os.Getenv(upgrade.TrialEnv), time.Now().UTC())
+		switch {
+		case err != nil:
+			log.Error("self-upgrade state unreadable: running this build", "err", err)
+		case d.Exec != "":
+			log.Info("running the upgraded build from the data dir", "build", d.Exec, "upgrade", d.Record.String())
+			err := upgrade.Exec(d)
+			log.Error("could not run the upgraded build: running this one", "build", d.Exec, "err", err)
+		case d.Record.State == upgrade.StateRolledBack:
+			log.Warn("self-upgrade rolled back", "upgrade", d.Record.String())
+		}
+	}
+	err = bridge.Run(ctx, cfg, bridge.Deps{Logger: log, Kinds: kinds.All(), SelfUpgrade: true})
+	if re, ok := errors.AsType[*bridge.RestartError](err); ok {
+		stop()
+		log.Info("re-executing", "build", re.Decision.Exec)
+		err = upgrade.Exec(re.Decision)
+		log.Error("re-execute failed", "build", re.Decision.Exec, "err", err)
+		return 1
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("bridge stopped", "err", err)
 		return 1
 	}

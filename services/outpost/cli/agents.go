@@ -14,7 +14,7 @@ import (
 )
 
 func newSite(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "site", Short: "Manage sites (networks served by bridges) and their enrollment tokens"}
+	cmd := &cobra.Command{Use: "site", Aliases: []string{"sites"}, Short: "Manage sites (networks served by bridges), their enrollment tokens and pinned bridge version"}
 	var ranges, exclude []string
 	var auto bool
 	var ttl time.Duration
@@ -68,7 +68,7 @@ func newSite(g *globals) *cobra.Command {
 		},
 	}
 	limitFlag(ls, &limit, "sites")
-	cmd.AddCommand(add, ls)
+	cmd.AddCommand(add, ls, newSitePin(g))
 	return cmd
 }
 
@@ -81,7 +81,7 @@ func newAgents(g *globals) *cobra.Command {
 			var out agentsapi.ListReply
 			return g.showList(cmd, "/api/v1/agents", "agents", limit, &out, func() error {
 				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "NAME\tSITE\tSTATUS\tVERSION\tCAPABILITIES\tPOOLS (busy/size)\tOUTBOX\tLAST HEARTBEAT")
+				fmt.Fprintln(tw, "NAME\tSITE\tSTATUS\tVERSION\tUPGRADE\tCAPABILITIES\tPOOLS (busy/size)\tOUTBOX\tLAST HEARTBEAT")
 				for _, a := range out.Agents {
 					var pools []string
 					keys := make([]string, 0, len(a.Pools))
@@ -97,7 +97,11 @@ func newAgents(g *globals) *cobra.Command {
 					if a.LastHeartbeat != nil {
 						hb = time.Since(*a.LastHeartbeat).Round(time.Second).String() + " ago"
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Name, a.Site, a.Status, a.Version,
+					upg := a.Upgrade
+					if upg == "" {
+						upg = "-"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Name, a.Site, a.Status, a.Version, upg,
 						strings.Join(a.Capabilities, ","), strings.Join(pools, " "), humanBytes(uint64(max(0, a.OutboxBytes))), hb)
 				}
 				return tw.Flush()

@@ -38,6 +38,7 @@ var commandOf = map[string]string{
 	"POST /api/v1/services/{name}/remap":        "services remap",
 	"GET /api/v1/sites":                         "site ls",
 	"POST /api/v1/sites":                        "site add",
+	"POST /api/v1/sites/{site}/pin-version":     "site pin-version",
 	"POST /api/v1/enrollment-tokens":            "site tokens add",
 	"GET /api/v1/enrollment-tokens":             "site tokens ls",
 	"DELETE /api/v1/enrollment-tokens/{id}":     "site tokens revoke",

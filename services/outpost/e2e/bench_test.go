@@ -232,3 +232,33 @@ func procsCPU(b *testing.B, pids []int) time.Duration {
 	}
 	return time.Duration(ticks) * time.Second / 100 // USER_HZ is 100 on Linux
 }
+
+// BenchmarkHubIdle: the hub's CPU while nothing happens, alone and with one approved bridge
+// serving every application (6 lanes × 3 priorities × 9 capabilities of pull consumers)
+// waiting for work — the standing cost of a site is the difference. BENCH_IDLE (default 60s)
+// is the measured span.
+func BenchmarkHubIdle(b *testing.B) {
+	span := time.Minute
+	if v := os.Getenv("BENCH_IDLE"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			b.Fatalf("BENCH_IDLE: %v", err)
+		}
+		span = d
+	}
+	for _, n := range []int{0, 1} {
+		b.Run(fmt.Sprintf("bridges=%d", n), func(b *testing.B) {
+			h, _, _ := benchSetup(b, n)
+			time.Sleep(5 * time.Second) // settled: every pull loop has its consumer
+			b.ResetTimer()
+			var used time.Duration
+			for range b.N {
+				c0 := procsCPU(b, []int{h.proc.pid()})
+				time.Sleep(span)
+				used += procsCPU(b, []int{h.proc.pid()}) - c0
+			}
+			b.ReportMetric(float64(used.Milliseconds())/(float64(b.N)*span.Seconds()), "hub-cpu-ms/s")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}

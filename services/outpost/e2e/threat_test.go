@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,8 +17,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
+	agentsapi "github.com/outpost-dev/outpost/libs/api/agents"
 	dlqapi "github.com/outpost-dev/outpost/libs/api/dlq"
 	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/release"
+	"github.com/outpost-dev/outpost/services/agents"
 )
 
 // The threat table: what an attacker holding a site token, a pending key, a revoked key or an
@@ -47,6 +51,15 @@ func TestThreatTable(t *testing.T) {
 	pending.proc.kill(t)
 
 	_, hjs := h.serviceConn(t)
+	// A signed bridge build in the hub's object store: bridges may read builds, through
+	// svc.agents.build_chunk only, and never write them.
+	relKey, err := release.LoadOrCreateKey(filepath.Join(h.dir, release.KeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := agents.StoreBuild(context.Background(), hjs, relKey, release.Build{OS: "linux", Arch: "amd64", Version: "v9.9.9"}, []byte("a build")); err != nil {
+		t.Fatal(err)
+	}
 	before := snapshotHub(t, h, hjs)
 
 	// Secrets an attacker would like to plant as gateway tokens: one per identity.
@@ -72,6 +85,10 @@ func TestThreatTable(t *testing.T) {
 		"svc.dlq.retry", "svc.dlq.purge", "svc.dlq.show",
 		bus.ResultSubject("discovery", "site-b", "echo", "brb"), bus.ResultSubject("discovery", "site-a", "echo", "someone-else"),
 		"probe.site-a.interactive.echo", "agent.heartbeat.site-b.brb", bus.ControlSubject("site-b", "brb"),
+		// the build store: no object store API of any kind
+		"$O.bridge_builds.C.x", "$O.bridge_builds.M.eA", "$JS.API.STREAM.INFO.OBJ_bridge_builds", "$JS.API.CONSUMER.CREATE.OBJ_bridge_builds",
+		"$JS.API.DIRECT.GET.OBJ_bridge_builds.$O.bridge_builds.M.eA", bus.BridgeJSAPIPrefix + ".DIRECT.GET.OBJ_import_uploads",
+		bus.BridgeJSAPIPrefix + ".STREAM.INFO.OBJ_bridge_builds",
 	}
 	for _, id := range identities {
 		t.Run(id.name, func(t *testing.T) {
@@ -111,13 +128,36 @@ func TestThreatTable(t *testing.T) {
 			// Requests on what the identity may use, with the answer steered onto hub data.
 			allowed := []string{"svc.agents.enroll",
 				bus.BridgeJSAPIPrefix + ".CONSUMER.INFO.PROBES." + bus.ProbeConsumer("site-a", "interactive", "echo", bus.LaneAdhoc),
-				bus.ResultSubject("discovery", "site-a", "echo", "bra"), "event.site-a.test", bus.BridgeDLQSubject("site-a")}
+				bus.ResultSubject("discovery", "site-a", "echo", "bra"), "event.site-a.test", bus.BridgeDLQSubject("site-a"), "svc.agents.build_chunk"}
 			steer := []string{tokenKey, "cmdb.ingest.0", "event.hub.audit", "dlq.cmdb", "$KV.agents.site-a.evil",
 				"$JS.API.STREAM.PURGE.RESULTS", "$JS.API.STREAM.DELETE.KV_tokens", "svc.agents.approve", "svc.agents.site_add",
 				"svc.dlq.retry", "svc.dlq.purge"}
 			for _, s := range allowed {
 				for _, reply := range steer {
 					_ = nc.PublishRequest(s, reply, []byte(`{"id":"x","role":"admin","name":"planted"}`))
+				}
+			}
+			// Builds: an approved bridge reads a build, and nothing but a build (the name is the
+			// build's os, arch and version in a closed alphabet, never an object name); anyone
+			// else reads nothing.
+			bctx, bcancel := context.WithTimeout(context.Background(), 5*time.Second)
+			got, err := agentsapi.BuildChunk.Call(bctx, nc, agentsapi.BuildChunkRequest{OS: "linux", Arch: "amd64", Version: "v9.9.9"})
+			bcancel()
+			isApproved := id.name == "approved bridge key"
+			if isApproved != (err == nil && string(got.Data) == "a build") {
+				t.Errorf("build_chunk of a stored build: %v %q", err, got.Data)
+			}
+			for _, bad := range []agentsapi.BuildChunkRequest{{OS: "linux", Arch: "amd64", Version: "../../import_uploads/x"},
+				{OS: "linux", Arch: "amd64", Version: ">"}, {OS: "linux.x", Arch: "amd64", Version: "v9.9.9"}, {OS: "..", Arch: "..", Version: "x"}} {
+				if !isApproved {
+					break // it cannot even ask (above)
+				}
+				bctx, bcancel := context.WithTimeout(context.Background(), 2*time.Second)
+				got, err := agentsapi.BuildChunk.Call(bctx, nc, bad)
+				bcancel()
+				var se *bus.ServiceError
+				if !errors.As(err, &se) || se.Code != http.StatusBadRequest {
+					t.Errorf("build_chunk %+v: %v (%d bytes), want a 400", bad, err, len(got.Data))
 				}
 			}
 			// Dead letters of its own, naming hub subjects, for an admin to retry one day.
@@ -187,7 +227,7 @@ func snapshotHub(t *testing.T, h *testHub, js jetstream.JetStream) map[string]in
 		// Heartbeat timestamps change on their own; the set of keys must not.
 		out["kv "+b] = len(keys)
 	}
-	for _, s := range []string{bus.StreamCMDB, bus.StreamChanges, bus.StreamProbes} {
+	for _, s := range []string{bus.StreamCMDB, bus.StreamChanges, bus.StreamProbes, "OBJ_" + release.Bucket} {
 		st, err := js.Stream(ctx, s)
 		if err != nil {
 			t.Fatal(err)

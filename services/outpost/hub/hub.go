@@ -27,6 +27,7 @@ import (
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/bus/deadletters"
 	"github.com/outpost-dev/outpost/libs/keyfile"
+	"github.com/outpost-dev/outpost/libs/release"
 	"github.com/outpost-dev/outpost/libs/telemetry"
 	"github.com/outpost-dev/outpost/libs/version"
 	"github.com/outpost-dev/outpost/services/agents"
@@ -145,6 +146,8 @@ type Deps struct {
 	CurveKey nkeys.KeyPair
 	// Config is the hub's configuration, for the settings of one service.
 	Config Config
+	// ReleaseKey signs bridge builds (libs/release; `outpost bridge-builds add`).
+	ReleaseKey *release.Key
 
 	ready *readiness
 }
@@ -185,6 +188,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	issuerPub, _ := issuer.PublicKey()
 	curve, err := loadOrCreateKey(filepath.Join(cfg.DataDir, "hub.xk"), nkeys.CreateCurveKeys)
+	if err != nil {
+		return err
+	}
+	relKey, err := release.LoadOrCreateKey(filepath.Join(cfg.DataDir, release.KeyFile))
 	if err != nil {
 		return err
 	}
@@ -260,7 +267,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 
 	deps := Deps{NC: nc, JS: js, Topology: topo, Telemetry: tel, Logger: log, DataDir: cfg.DataDir, Config: cfg,
-		Server: srv, Issuer: issuer, HubAuth: hubAuth, CurveKey: curve}
+		Server: srv, Issuer: issuer, HubAuth: hubAuth, CurveKey: curve, ReleaseKey: relKey}
 	services := Registry(cfg, toks, tlsc)
 	waitFor := []string{"agents", "cmdb", "importer"}
 	if !cfg.NoLocalBridge {
@@ -315,7 +322,8 @@ func Registry(cfg Config, toks *tokens.Store, tlsc hubTLS) []Service {
 	return []Service{
 		{Name: "agents", Run: func(ctx context.Context, d Deps) error {
 			return agents.Run(ctx, agents.Config{Version: version.Semver()}, agents.Deps{NC: d.NC, JS: d.JS,
-				Issuer: d.Issuer, Kick: kick(d.Server), Logger: d.Logger, Ready: d.ready.mark("agents"), HubKey: publicKey(d.CurveKey)})
+				Issuer: d.Issuer, Kick: kick(d.Server), Logger: d.Logger, Ready: d.ready.mark("agents"), HubKey: publicKey(d.CurveKey),
+				ReleaseKey: releasePublic(d.ReleaseKey)})
 		}},
 		{Name: "cmdb", Run: func(ctx context.Context, d Deps) error {
 			cc := cmdb.DefaultConfig()
@@ -429,6 +437,13 @@ func replicaName(dataDir string) string {
 }
 
 // publicKey is a key pair's public key ("" for none).
+func releasePublic(k *release.Key) string {
+	if k == nil {
+		return ""
+	}
+	return k.Public()
+}
+
 func publicKey(kp nkeys.KeyPair) string {
 	if kp == nil {
 		return ""

@@ -280,9 +280,10 @@ func rawSoError(fd int) (int, error) {
 	return int(v), nil
 }
 
-// rawEpollPoll collects ready events without waiting.
+// rawEpollPoll collects ready events without waiting. epoll_pwait with no signal mask is
+// epoll_wait, and unlike it exists on every Linux architecture (arm64 has no epoll_wait).
 func rawEpollPoll(epfd int, events []syscall.EpollEvent) (int, error) {
-	n, _, errno := syscall.RawSyscall6(syscall.SYS_EPOLL_WAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	n, _, errno := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
 	if errno != 0 {
 		return 0, errno
 	}
