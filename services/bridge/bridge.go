@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/clock"
@@ -38,6 +39,10 @@ type Deps struct {
 	// Clock drives the work loop's keep-alives and waits, heartbeats, timestamps and the
 	// outbox's timers; default the real clock. Probe kinds get it through their Settings.
 	Clock clock.Clock
+	// Tracer records a span per probe executed and per result put in the outbox, in the
+	// trace the probe came with (its traceparent header); nil: no spans, the context is
+	// still passed on to the results.
+	Tracer trace.TracerProvider
 }
 
 // Bridge states reported in heartbeats.
@@ -84,6 +89,8 @@ type Bridge struct {
 
 	// panics counts probes whose kind panicked (reported in heartbeats).
 	panics atomic.Int64
+	// done counts probes executed (reported in heartbeats: the hub's /metrics per bridge).
+	done atomic.Int64
 
 	state   atomic.Value // string
 	drained chan struct{}

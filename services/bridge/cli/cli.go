@@ -218,7 +218,18 @@ func runMain(parent context.Context, args []string, stderr io.Writer) int {
 		return 2
 	}
 	defer stop()
-	if err := bridge.Run(ctx, cfg, bridge.Deps{Logger: log, Kinds: kinds.All()}); err != nil && !errors.Is(err, context.Canceled) {
+	// OTLP traces when OTEL_EXPORTER_OTLP_* asks for them (off otherwise), flushed at exit.
+	tel, err := telemetry.Setup(ctx, "outpost-bridge", version.Version)
+	if err != nil {
+		fmt.Fprintln(stderr, "error:", err)
+		return 2
+	}
+	defer func() {
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tel.Shutdown(fctx)
+	}()
+	if err := bridge.Run(ctx, cfg, bridge.Deps{Logger: log, Kinds: kinds.All(), Tracer: tel.Tracer}); err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("bridge stopped", "err", err)
 		return 1
 	}
