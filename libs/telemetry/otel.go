@@ -46,7 +46,9 @@ func Setup(ctx context.Context, service, version string) (Providers, error) {
 	if !traces && !metrics {
 		return p, nil
 	}
-	res, err := resource.Merge(resource.Default(), resource.NewWithAttributes(semconv.SchemaURL,
+	// schemaless: the SDK default resource carries its own semconv schema, which a fixed
+	// version here would conflict with on every otel upgrade
+	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(
 		semconv.ServiceName(service), semconv.ServiceVersion(version)))
 	if err != nil {
 		return Providers{}, fmt.Errorf("telemetry resource: %w", err)
