@@ -369,11 +369,13 @@ func TestWANCutLosesNothing(t *testing.T) {
 	labCredentials(t, h, site, m)
 
 	id := startDiscovery(t, h, site, cidr)
-	// mid-discovery: the scan is back, hosts are being classified
+	// mid-discovery: the run has found live hosts and is still at work
+	var before discoveryRun
 	eventually(t, 2*time.Minute, func() error {
 		code, b := h.api(t, "GET", "/api/v1/discovery/runs/"+id, nil)
-		var r discoveryRun
-		if code != 200 || json.Unmarshal(b, &r) != nil {
+		r := &before
+		*r = discoveryRun{}
+		if code != 200 || json.Unmarshal(b, r) != nil {
 			return fmt.Errorf("run_get %d %s", code, b)
 		}
 		if r.State == "completed" || r.State == "failed" {
@@ -388,7 +390,7 @@ func TestWANCutLosesNothing(t *testing.T) {
 		t.Fatalf("before the cut the site cannot reach the hub: %v", err)
 	}
 	link.cut(t)
-	t.Logf("link cut at %s", time.Now().Format(time.TimeOnly))
+	t.Logf("link cut at %s, run %s %s %+v", time.Now().Format(time.TimeOnly), id, before.State, before.Counters)
 	if err := link.hubReachable(); err == nil {
 		t.Fatal("the link is cut but the site still reaches the hub")
 	}
