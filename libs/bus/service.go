@@ -221,8 +221,12 @@ func Request(ctx context.Context, nc *nats.Conn, service, op string, req, resp a
 // *ServiceError.
 func request(ctx context.Context, nc *nats.Conn, service, op string, data []byte) (*nats.Msg, error) {
 	// The caller's trace context travels in the headers: the service's span joins its trace.
-	m := &nats.Msg{Subject: ServiceSubject(service, op), Data: data, Header: nats.Header{}}
-	telemetry.Propagator.Inject(ctx, telemetry.HeaderCarrier(m.Header))
+	m := &nats.Msg{Subject: ServiceSubject(service, op), Data: data}
+	h := nats.Header{}
+	telemetry.Propagator.Inject(ctx, telemetry.HeaderCarrier(h))
+	if len(h) > 0 {
+		m.Header = h // no header block at all when there is no trace
+	}
 	msg, err := nc.RequestMsgWithContext(ctx, m)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {

@@ -66,6 +66,10 @@ type Hub struct {
 	alerts    prometheus.Counter
 	undecoded *prometheus.CounterVec // messages the observer could not read, by subject kind
 
+	// seen drops a message published twice (a bridge resending a result whose ack was lost,
+	// which JetStream deduplicates but a plain subscription sees again)
+	seen *recent
+
 	// totals for Rates, with samples of them taken by Run
 	nProbes, nScanned, nIngested, nAlerts atomic.Int64
 	mu                                    sync.Mutex
@@ -107,7 +111,7 @@ func NewHub(reg prometheus.Registerer, cfg HubConfig) (*Hub, error) {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc(n(name), help, labels, nil)
 	}
-	h := &Hub{cfg: cfg, log: log.With("component", "metrics"),
+	h := &Hub{cfg: cfg, log: log.With("component", "metrics"), seen: newRecent(1 << 15),
 		probes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: n("probes_total"),
 			Help: "Probes finished (final results seen on the bus), by kind and status."}, []string{"kind", "status"}),
 		chunks: prometheus.NewCounter(prometheus.CounterOpts{Name: n("results_total"),
@@ -192,6 +196,9 @@ type resultHead struct {
 }
 
 func (h *Hub) onResult(m *nats.Msg) {
+	if !h.seen.add(m.Header.Get(jetstream.MsgIDHeader)) {
+		return
+	}
 	h.chunks.Inc()
 	var r resultHead
 	if err := json.Unmarshal(m.Data, &r); err != nil || r.Kind == "" {
@@ -219,6 +226,9 @@ func (h *Hub) onResult(m *nats.Msg) {
 }
 
 func (h *Hub) onReceipt(m *nats.Msg) {
+	if !h.seen.add(m.Header.Get(jetstream.MsgIDHeader)) {
+		return
+	}
 	var in envelope.Ingested
 	if err := json.Unmarshal(m.Data, &in); err != nil {
 		h.undecoded.WithLabelValues("receipt").Inc()
@@ -375,4 +385,33 @@ func (h *Hub) collectBeats(ctx context.Context, ch chan<- prometheus.Metric) err
 		}
 	}
 	return nil
+}
+
+// recent remembers the last n message ids (a ring), to count each message once.
+type recent struct {
+	mu   sync.Mutex
+	ids  map[string]struct{}
+	ring []string
+	next int
+}
+
+func newRecent(n int) *recent {
+	return &recent{ids: make(map[string]struct{}, n), ring: make([]string, n)}
+}
+
+// add reports whether id is new (an empty id always is: nothing to tell copies apart by).
+func (r *recent) add(id string) bool {
+	if id == "" {
+		return true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, dup := r.ids[id]; dup {
+		return false
+	}
+	delete(r.ids, r.ring[r.next])
+	r.ring[r.next] = id
+	r.ids[id] = struct{}{}
+	r.next = (r.next + 1) % len(r.ring)
+	return true
 }

@@ -129,7 +129,7 @@ func TestHubSeries(t *testing.T) {
 	}
 
 	// results: a streamed scan (one chunk, then its summary), a failed ssh probe; a receipt;
-	// an alert write; one undecodable result (the stream keeps it too: 4 messages)
+	// an alert write; one undecodable result (the stream keeps it too), and one result sent twice: 5 messages stored
 	result := func(kind, status string, final bool, data any) {
 		b, _ := json.Marshal(map[string]any{"id": "r", "probe": "p", "app": "discovery", "agent": "br1", "site": "dc1", "kind": kind,
 			"status": status, "final": final, "started": now.Add(-3 * time.Second), "finished": now.Add(-time.Second), "data": data})
@@ -150,11 +150,20 @@ func TestHubSeries(t *testing.T) {
 	if err := nc.Publish("result.discovery.dc1.tcp_scan.br1", []byte("not json")); err != nil {
 		t.Fatal(err)
 	}
+	// the same final result sent again (its ack was lost): JetStream drops it, so do the counts
+	again, _ := json.Marshal(map[string]any{"id": "again", "kind": "ssh_exec", "status": "ok", "final": true})
+	for range 2 {
+		if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "result.discovery.dc1.ssh_exec.br1", Data: again,
+			Header: nats.Header{jetstream.MsgIDHeader: []string{"again-1-0"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	want := []string{
 		`outpost_probes_total{kind="tcp_scan",status="ok"} 1`,
 		`outpost_probes_total{kind="ssh_exec",status="error"} 1`,
-		`outpost_results_total 4`,
+		`outpost_probes_total{kind="ssh_exec",status="ok"} 1`,
+		`outpost_results_total 5`,
 		`outpost_probe_duration_seconds_count{kind="tcp_scan"} 1`,
 		`outpost_probe_duration_seconds_sum{kind="tcp_scan"} 2`,
 		`outpost_result_delay_seconds_sum{kind="ssh_exec"} 1`,
@@ -163,8 +172,8 @@ func TestHubSeries(t *testing.T) {
 		`outpost_cmdb_ingested_payloads_total 1`,
 		`outpost_alert_writes_total 1`,
 		`outpost_metrics_undecoded_total{what="result"} 1`,
-		`outpost_consumer_pending_messages{consumer="discovery-results",stream="RESULTS"} 4`,
-		`outpost_stream_messages{stream="RESULTS"} 4`,
+		`outpost_consumer_pending_messages{consumer="discovery-results",stream="RESULTS"} 5`,
+		`outpost_stream_messages{stream="RESULTS"} 5`,
 		`outpost_dlq_messages 1`,
 		`outpost_bridge_outbox_bytes{agent="br1",site="dc1"} 2048`,
 		`outpost_bridge_outbox_messages{agent="br1",site="dc1"} 3`,
@@ -193,9 +202,9 @@ func TestHubSeries(t *testing.T) {
 		return nil
 	})
 
-	// rates: two probes over the 30 s since the first sample
+	// rates: three probes over the 30 s since the first sample
 	now = now.Add(30 * time.Second)
-	if r := h.Rates(); r.Window != 30*time.Second || r.Probes != 2.0/30 || r.ScanAddrs != 254.0/30 || r.CMDBIngested != 5.0/30 || r.AlertWrites != 1.0/30 {
+	if r := h.Rates(); r.Window != 30*time.Second || r.Probes != 3.0/30 || r.ScanAddrs != 254.0/30 || r.CMDBIngested != 5.0/30 || r.AlertWrites != 1.0/30 {
 		t.Errorf("rates %+v", r)
 	}
 }
