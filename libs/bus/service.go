@@ -13,8 +13,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/outpost-dev/outpost/libs/errs"
+	"github.com/outpost-dev/outpost/libs/telemetry"
 )
 
 // ServiceError is an error that crosses the wire from a service endpoint: an HTTP status
@@ -139,6 +143,9 @@ type ServiceConfig struct {
 	Description string
 	Endpoints   map[string]Endpoint
 	Logger      *slog.Logger
+	// Tracer starts a server span per request, the child of the caller's trace context
+	// (request injects it into the headers); nil or no-op: no span.
+	Tracer trace.TracerProvider
 }
 
 // AddService starts the service's endpoints on nc. Stop it with the returned micro.Service.
@@ -152,8 +159,19 @@ func AddService(ctx context.Context, nc *nats.Conn, cfg ServiceConfig) (micro.Se
 	if err != nil {
 		return nil, fmt.Errorf("service %s: %w", cfg.Name, err)
 	}
+	tracing := cfg.Tracer != nil
+	if _, off := cfg.Tracer.(tracenoop.TracerProvider); off {
+		tracing = false
+	}
 	for op, ep := range cfg.Endpoints {
 		handler := func(req micro.Request) {
+			ctx := ctx
+			if tracing {
+				var span trace.Span
+				ctx, span = telemetry.StartServer(ctx, cfg.Tracer, ServiceSubject(cfg.Name, op), telemetry.HeaderCarrier(req.Headers()),
+					attribute.String("rpc.system", "nats"), attribute.String("rpc.service", cfg.Name), attribute.String("rpc.method", op))
+				defer span.End()
+			}
 			resp, err := ep.Handle(ctx, req.Data())
 			if err != nil {
 				var se *ServiceError
@@ -216,7 +234,14 @@ func Request(ctx context.Context, nc *nats.Conn, service, op string, req, resp a
 // request sends one request and turns a service error or a missing service into a
 // *ServiceError.
 func request(ctx context.Context, nc *nats.Conn, service, op string, data []byte) (*nats.Msg, error) {
-	msg, err := nc.RequestWithContext(ctx, ServiceSubject(service, op), data)
+	// The caller's trace context travels in the headers: the service's span joins its trace.
+	m := &nats.Msg{Subject: ServiceSubject(service, op), Data: data}
+	h := nats.Header{}
+	telemetry.Propagator.Inject(ctx, telemetry.HeaderCarrier(h))
+	if len(h) > 0 {
+		m.Header = h // no header block at all when there is no trace
+	}
+	msg, err := nc.RequestMsgWithContext(ctx, m)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
 			return nil, Errorf(http.StatusServiceUnavailable, "service %s is not running (no responder on %s)", service, ServiceSubject(service, op))

@@ -149,9 +149,14 @@ type Heartbeat struct {
 	Pools       map[string]PoolStats `json:"pools"`
 	OutboxBytes int64                `json:"outbox_bytes"`
 	OutboxFull  bool                 `json:"outbox_full,omitempty"`
-	State       string               `json:"state"`
-	Uptime      float64              `json:"uptime_s"`
-	RSS         int64                `json:"rss_bytes"`
+	// OutboxMessages and OutboxAge (seconds since the oldest message was put) say how far
+	// behind the hub the bridge is; ProbesDone counts probes executed since it started.
+	OutboxMessages int64   `json:"outbox_messages,omitempty"`
+	OutboxAge      float64 `json:"outbox_age_s,omitempty"`
+	ProbesDone     int64   `json:"probes_done,omitempty"`
+	State          string  `json:"state"`
+	Uptime         float64 `json:"uptime_s"`
+	RSS            int64   `json:"rss_bytes"`
 	// ProbePanics counts probes whose kind panicked since the bridge started (each was
 	// answered with code "panic"; the stacks are in the bridge log).
 	ProbePanics int64 `json:"probe_panics,omitempty"`

@@ -62,3 +62,39 @@ func StartConsumer(ctx context.Context, tp trace.TracerProvider, subject string,
 	}
 	return tp.Tracer(scope).Start(parent, "process "+subject, opts...)
 }
+
+// StartServer starts a server span for one request (an HTTP call, a svc.* request) as the
+// child of the caller's context carried in the request's headers.
+func StartServer(ctx context.Context, tp trace.TracerProvider, name string, carrier propagation.TextMapCarrier, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	parent := Propagator.Extract(ctx, carrier)
+	return tp.Tracer(scope).Start(parent, name, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...))
+}
+
+// TraceParent is the W3C traceparent of ctx's span ("" when there is none): what a record
+// keeps so work resumed later (a discovery turn, a host's payload) joins the same trace.
+func TraceParent(ctx context.Context) string {
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return ""
+	}
+	c := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(ctx, c)
+	return c["traceparent"]
+}
+
+// WithTraceParent returns ctx with the remote span of a stored traceparent as its parent;
+// ctx unchanged when tp is empty or malformed.
+func WithTraceParent(ctx context.Context, tp string) context.Context {
+	if tp == "" {
+		return ctx
+	}
+	return propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{"traceparent": tp})
+}
+
+// TraceID is the trace id (32 hex digits) of a traceparent, "" when it has none.
+func TraceID(traceparent string) string {
+	sc := trace.SpanContextFromContext(WithTraceParent(context.Background(), traceparent))
+	if !sc.IsValid() {
+		return ""
+	}
+	return sc.TraceID().String()
+}

@@ -32,29 +32,52 @@ func Noop() Providers {
 		Shutdown: func(context.Context) error { return nil }}
 }
 
-// Setup returns OTLP/HTTP trace and metric providers when OTEL_EXPORTER_OTLP_ENDPOINT (or the
-// signal-specific variables) is set, and no-op providers otherwise — so a newcomer's
-// `outpost up` sends nothing anywhere. The exporters read the standard OTEL_* variables.
+// Setup returns OTLP/HTTP providers configured by the standard OTEL_EXPORTER_OTLP_* variables
+// (endpoint, headers, timeout, TLS): traces when OTEL_EXPORTER_OTLP_ENDPOINT or
+// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set, metrics when OTEL_EXPORTER_OTLP_ENDPOINT or
+// OTEL_EXPORTER_OTLP_METRICS_ENDPOINT is; no-op providers otherwise, so a newcomer's
+// `outpost up` sends nothing anywhere (and a traces-only setting does not make the metric
+// exporter fall back to its default localhost:4318).
 func Setup(ctx context.Context, service, version string) (Providers, error) {
-	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
-		return Noop(), nil
+	all := os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != ""
+	traces := all || os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != ""
+	metrics := all || os.Getenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") != ""
+	p := Noop()
+	if !traces && !metrics {
+		return p, nil
 	}
-	res, err := resource.Merge(resource.Default(), resource.NewWithAttributes(semconv.SchemaURL,
+	// schemaless: the SDK default resource carries its own semconv schema, which a fixed
+	// version here would conflict with on every otel upgrade
+	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(
 		semconv.ServiceName(service), semconv.ServiceVersion(version)))
 	if err != nil {
 		return Providers{}, fmt.Errorf("telemetry resource: %w", err)
 	}
-	te, err := otlptracehttp.New(ctx)
-	if err != nil {
-		return Providers{}, fmt.Errorf("otlp trace exporter: %w", err)
+	var stops []func(context.Context) error
+	if traces {
+		te, err := otlptracehttp.New(ctx)
+		if err != nil {
+			return Providers{}, fmt.Errorf("otlp trace exporter (OTEL_EXPORTER_OTLP_*): %w", err)
+		}
+		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(te), sdktrace.WithResource(res))
+		p.Tracer = tp
+		stops = append(stops, tp.Shutdown)
 	}
-	me, err := otlpmetrichttp.New(ctx)
-	if err != nil {
-		return Providers{}, fmt.Errorf("otlp metric exporter: %w", err)
+	if metrics {
+		me, err := otlpmetrichttp.New(ctx)
+		if err != nil {
+			return Providers{}, fmt.Errorf("otlp metric exporter (OTEL_EXPORTER_OTLP_*): %w", err)
+		}
+		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewPeriodicReader(me)), sdkmetric.WithResource(res))
+		p.Meter = mp
+		stops = append(stops, mp.Shutdown)
 	}
-	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(te), sdktrace.WithResource(res))
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewPeriodicReader(me)), sdkmetric.WithResource(res))
-	return Providers{Tracer: tp, Meter: mp, Shutdown: func(ctx context.Context) error {
-		return errors.Join(tp.Shutdown(ctx), mp.Shutdown(ctx))
-	}}, nil
+	p.Shutdown = func(ctx context.Context) error {
+		var errs []error
+		for _, stop := range stops {
+			errs = append(errs, stop(ctx))
+		}
+		return errors.Join(errs...)
+	}
+	return p, nil
 }

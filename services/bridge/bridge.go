@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/clock"
@@ -42,6 +43,10 @@ type Deps struct {
 	// outpost-bridge binary, whose caller re-executes on a RestartError (an in-process
 	// bridge, such as the hub's local one, cannot replace its process).
 	SelfUpgrade bool
+	// Tracer records a span per probe executed and per result put in the outbox, in the
+	// trace the probe came with (its traceparent header); nil: no spans, the context is
+	// still passed on to the results.
+	Tracer trace.TracerProvider
 }
 
 // Bridge states reported in heartbeats.
@@ -88,6 +93,8 @@ type Bridge struct {
 
 	// panics counts probes whose kind panicked (reported in heartbeats).
 	panics atomic.Int64
+	// done counts probes executed (reported in heartbeats: the hub's /metrics per bridge).
+	done atomic.Int64
 
 	state   atomic.Value // string
 	drained chan struct{}

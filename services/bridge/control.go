@@ -51,8 +51,13 @@ func (b *Bridge) heartbeat() *envelope.Heartbeat {
 	for name, p := range b.pools {
 		pools[name] = envelope.PoolStats{Size: cap(p.slots), Busy: int(p.busy.Load()), Queued: int(p.queued.Load())}
 	}
+	var age float64
+	if oldest := b.box.Oldest(context.Background()); !oldest.IsZero() {
+		age = max(0, b.clock.Since(oldest).Seconds())
+	}
 	return &envelope.Heartbeat{Agent: b.cfg.Name, Site: b.cfg.Site, Version: b.cfg.Version, Capabilities: b.caps, Apps: b.cfg.Apps,
-		Pools: pools, OutboxBytes: b.box.Bytes(), OutboxFull: b.box.Full(), State: b.state.Load().(string),
+		Pools: pools, OutboxBytes: b.box.Bytes(), OutboxFull: b.box.Full(), OutboxMessages: b.box.Pending(), OutboxAge: age,
+		ProbesDone: b.done.Load(), State: b.state.Load().(string),
 		Uptime: b.clock.Since(b.started).Seconds(), RSS: rss(), ProbePanics: b.panics.Load(), Upgrade: b.upgradeRecord().String(), Time: b.clock.Now().UTC()}
 }
 

@@ -12,11 +12,16 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/clock"
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/libs/seal"
+	"github.com/outpost-dev/outpost/libs/telemetry"
 	"github.com/outpost-dev/outpost/services/bridge/outbox"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
 )
@@ -158,6 +163,12 @@ func (b *Bridge) execute(ctx context.Context, jm jetstream.Msg, capability strin
 		b.deadLetter(ctx, jm, err)
 		return
 	}
+	// The probe's execution joins the trace it came with; its results carry it on.
+	ctx, span := telemetry.StartConsumer(ctx, b.tracer(), jm.Subject(), telemetry.HeaderCarrier(jm.Headers()))
+	span.SetName("probe " + p.Kind)
+	span.SetAttributes(attribute.String("outpost.probe", p.ID), attribute.String("outpost.probe.kind", p.Kind),
+		attribute.String("outpost.site", p.Site), attribute.String("outpost.agent", b.cfg.Name))
+	defer span.End()
 	d := delivery{jm: jm, stop: keepAlive(b.clock, jm)}
 	b.workMu.Lock()
 	if c, ok := b.claims[p.ID]; ok {
@@ -196,6 +207,7 @@ func (b *Bridge) execute(ctx context.Context, jm jetstream.Msg, capability strin
 	}
 	started := b.clock.Now().UTC()
 	results := b.runProbe(ctx, p, capability, started, attempt)
+	b.done.Add(1)
 	final := results[len(results)-1]
 	for _, r := range results[:len(results)-1] {
 		if err := b.store(ctx, r); err != nil {
@@ -204,7 +216,7 @@ func (b *Bridge) execute(ctx context.Context, jm jetstream.Msg, capability strin
 			return
 		}
 	}
-	subject, h, data, err := b.encodeResult(final)
+	subject, h, data, err := b.encodeResult(ctx, final)
 	if err == nil {
 		// Recorded before the final result goes to the outbox: from here on a redelivery
 		// finds the result, whether or not a crash comes first.
@@ -219,7 +231,7 @@ func (b *Bridge) execute(ctx context.Context, jm jetstream.Msg, capability strin
 		c.finalID = final.ID
 		b.awaiting[final.ID] = c
 		b.workMu.Unlock()
-		err = b.put(ctx, subject, h, data)
+		err = b.putTraced(ctx, subject, h, data)
 	}
 	if err != nil {
 		b.release(c, final.ID, func(jm jetstream.Msg) { _ = jm.NakWithDelay(5 * time.Second) })
@@ -441,20 +453,49 @@ func ResultID(probe string, attempt, seq int) string {
 
 // store writes a result to the outbox, waiting (not failing) while the outbox is full.
 func (b *Bridge) store(ctx context.Context, r *envelope.Result) error {
-	subject, h, data, err := b.encodeResult(r)
+	subject, h, data, err := b.encodeResult(ctx, r)
 	if err != nil {
 		return err
 	}
-	return b.put(ctx, subject, h, data)
+	return b.putTraced(ctx, subject, h, data)
+}
+
+// tracer is the bridge's tracer provider, no-op without one.
+func (b *Bridge) tracer() trace.TracerProvider {
+	if b.deps.Tracer == nil {
+		return tracenoop.NewTracerProvider()
+	}
+	return b.deps.Tracer
+}
+
+// putTraced is put inside an "outbox" producer span whose context replaces the result's
+// traceparent: the hub's consumer of the result is its child, whenever the outbox
+// forwards it (the header is stored with the message, so also after a restart or a resend
+// from the executed-probe store).
+func (b *Bridge) putTraced(ctx context.Context, subject string, h nats.Header, data []byte) error {
+	tp := b.tracer()
+	if _, off := tp.(tracenoop.TracerProvider); off {
+		return b.put(ctx, subject, h, data)
+	}
+	_, span := telemetry.StartProducer(ctx, tp, subject, telemetry.HeaderCarrier(h))
+	span.SetName("outbox " + subject)
+	defer span.End()
+	err := b.put(ctx, subject, h, data)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	return err
 }
 
 // encodeResult is a result as it goes to the hub: subject, headers, body.
-func (b *Bridge) encodeResult(r *envelope.Result) (string, nats.Header, []byte, error) {
+func (b *Bridge) encodeResult(ctx context.Context, r *envelope.Result) (string, nats.Header, []byte, error) {
 	meta := envelope.Meta{ID: r.ID, Source: envelope.AgentSource(b.cfg.Site, b.cfg.Name), Time: b.clock.Now().UTC(), Run: r.Run}
 	h, data, err := envelope.Encode(meta, r)
 	if err != nil {
 		return "", nil, nil, err
 	}
+	// the probe's trace context (traceparent) goes back with its result
+	telemetry.Propagator.Inject(ctx, telemetry.HeaderCarrier(h))
 	return bus.ResultSubject(r.App, r.Site, r.Kind, b.cfg.Name), h, data, nil
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/libs/page"
+	"github.com/outpost-dev/outpost/libs/telemetry"
 )
 
 // Requests and answers of svc.discovery.*: the contract's (libs/api/discovery).
@@ -162,7 +163,7 @@ func (s *service) startWithID(ctx context.Context, id string, req StartRequest, 
 	now := s.now()
 	r := &RunRecord{ID: id, Site: req.Site, Ranges: req.Ranges, Exclude: req.Exclude, Ports: req.Ports,
 		Credentials: req.Credentials, Schedule: schedule, State: StateQueued, Created: now, Deadline: now.Add(maxRun),
-		Pending: map[string]*pendingProbe{}}
+		Pending: map[string]*pendingProbe{}, TraceParent: telemetry.TraceParent(ctx)}
 	r.logf(now, "run queued")
 	rs := &runState{run: r, hosts: map[string]*Host{}}
 	rs.mu.Lock()

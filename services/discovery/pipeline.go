@@ -19,6 +19,7 @@ import (
 	"github.com/outpost-dev/outpost/libs/lease"
 	"github.com/outpost-dev/outpost/libs/page"
 	"github.com/outpost-dev/outpost/libs/seal"
+	"github.com/outpost-dev/outpost/libs/telemetry"
 )
 
 // site is what the agents service knows of a site.
@@ -308,8 +309,9 @@ func (s *service) publish(ctx context.Context, rs *runState, probes []*envelope.
 	var firstErr error
 	sem := make(chan struct{}, 64)
 	var wg sync.WaitGroup
-	// publishing outlives a shutdown that starts meanwhile: these probes are already pending
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	// publishing outlives a shutdown that starts meanwhile: these probes are already pending;
+	// they join the trace of the request that started the run
+	ctx, cancel := context.WithTimeout(telemetry.WithTraceParent(context.WithoutCancel(ctx), rs.run.TraceParent), 30*time.Second)
 	defer cancel()
 	for _, p := range probes {
 		wg.Add(1)

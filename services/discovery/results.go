@@ -19,6 +19,7 @@ import (
 	"github.com/outpost-dev/outpost/libs/probes/tcpscan"
 	"github.com/outpost-dev/outpost/libs/probes/tlscert"
 	"github.com/outpost-dev/outpost/libs/probes/winrmexec"
+	"github.com/outpost-dev/outpost/libs/telemetry"
 )
 
 // handleResult applies one result chunk to its run. It is idempotent: a chunk of a probe
@@ -56,6 +57,10 @@ func (s *service) handleResult(ctx context.Context, _ envelope.Meta, res *envelo
 	}
 	final, complete := p.progress(res)
 	h = rs.hosts[p.IP]
+	if tp := telemetry.TraceParent(ctx); h != nil && tp != "" && tp != h.Trace {
+		h.Trace = tp
+		touched[h.IP] = h
+	}
 	if complete && h != nil {
 		if h.Done == nil {
 			h.Done = map[string]bool{}

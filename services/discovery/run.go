@@ -8,6 +8,7 @@ import (
 
 	discoveryapi "github.com/outpost-dev/outpost/libs/api/discovery"
 	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/telemetry"
 )
 
 // Run states.
@@ -114,6 +115,9 @@ type RunRecord struct {
 	Relations   bool       `json:"relations_sent,omitempty"`
 	// Fence is the lease token of the replica that wrote the record (libs/lease.Store).
 	Fence uint64 `json:"fence,omitempty"`
+	// TraceParent is the trace context of the request that started the run: its probes,
+	// sent on later turns, join that trace (`outpost runs show RUN --trace`).
+	TraceParent string `json:"traceparent,omitempty"`
 	// Pending are the probes whose final result is awaited. They are not part of the
 	// record in KV (a /16 with the SNMP sweep would be 11 MiB): they live in KVPending, by
 	// group, written before they are published.
@@ -141,6 +145,9 @@ type Host struct {
 	Done       map[string]bool     `json:"done,omitempty"` // probe ids whose final result was applied
 	LLDP       []LLDPNeighbour     `json:"lldp,omitempty"`
 	Fence      uint64              `json:"fence,omitempty"` // lease token of the writer
+	// Trace is the trace context of the last result applied to the host: its payload goes
+	// to the CMDB as that result's descendant (bridge → discovery → cmdb in one trace).
+	Trace string `json:"trace,omitempty"`
 }
 
 // logf adds a line to the host's log; e.Time is the caller's clock reading (a turn's now).
@@ -185,7 +192,7 @@ func (r *RunRecord) view() RunView {
 	return RunView{ID: r.ID, Site: r.Site, Ranges: r.Ranges, Exclude: r.Exclude, Ports: r.Ports, Credentials: r.Credentials,
 		Schedule: r.Schedule, State: r.State, Reason: r.Reason, Created: r.Created, Updated: r.Updated, Finished: r.Finished,
 		Deadline: r.Deadline, Counters: r.Counters, Errors: r.Errors, Log: slices.Clone(r.Log), RelationsSent: r.Relations,
-		PendingProbes: len(r.Pending)}
+		PendingProbes: len(r.Pending), TraceID: telemetry.TraceID(r.TraceParent)}
 }
 
 // view is the host as run_get shows it: without the probes applied.

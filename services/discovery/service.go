@@ -211,7 +211,7 @@ func (s *service) serve(ctx context.Context) error {
 		return err
 	}
 	svc, err := bus.AddService(ctx, s.deps.NC, bus.ServiceConfig{Name: Service, Version: serviceVersion(),
-		Description: "discovery runs, schedules and credentials", Endpoints: s.endpoints(), Logger: s.log})
+		Description: "discovery runs, schedules and credentials", Endpoints: s.endpoints(), Logger: s.log, Tracer: s.deps.Tracer})
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/telemetry"
 )
 
 // identifyStage sends the payload of each classified host whose probes are all in (or
@@ -34,7 +35,7 @@ func (s *identifyStage) identify(ctx context.Context, t *turn, h *Host) {
 	}
 	rules := s.rules.Current()
 	p := BuildPayload(rules, h, classifierNamed(rules, h.Classifier), t.now)
-	if err := send(ctx, s.sink, t, payloadID(t.run.ID, h.IP), p); err != nil {
+	if err := send(telemetry.WithTraceParent(ctx, h.Trace), s.sink, t, payloadID(t.run.ID, h.IP), p); err != nil {
 		h.Stage = stageExplore
 		t.hostLog(h, HostLog{Step: StepIdentify, Status: "error", Error: err.Error()})
 		t.run.errorf(h.IP + ": send payload: " + err.Error())

@@ -9,9 +9,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	gatewayapi "github.com/outpost-dev/outpost/libs/api/gateway"
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/errs"
+	"github.com/outpost-dev/outpost/libs/telemetry/metrics"
 	"github.com/outpost-dev/outpost/services/gateway/console"
 	"github.com/outpost-dev/outpost/services/gateway/tokens"
 )
@@ -26,6 +29,9 @@ type API struct {
 	sessions *sessions
 	// closing is closed when the server starts shutting down (console streams end then).
 	closing chan struct{}
+	// metrics observes the bus for /metrics and the status's rates.
+	metrics  *metrics.Hub
+	registry *prometheus.Registry
 }
 
 // Handler is the gateway's routing table. Every API route goes through one router that
@@ -33,6 +39,9 @@ type API struct {
 func (a *API) Handler() http.Handler {
 	mux := newRouter()
 	mux.mux.HandleFunc("GET /healthz", a.healthz)
+	// Prometheus text format; a viewer token (Prometheus's bearer_token) like the rest of
+	// the API: site and bridge names are not for anyone on the network.
+	mux.mux.Handle("GET /metrics", a.auth(tokens.RoleViewer, metrics.Handler(a.registry)))
 	mux.Handle("GET /api/v1/status", a.auth(tokens.RoleViewer, http.HandlerFunc(a.status)), doc[Status](nil))
 	mux.Handle("GET /api/v1/whoami", a.auth(tokens.RoleViewer, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t, _ := Caller(r.Context())
@@ -133,6 +142,11 @@ func (a *API) status(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	slices.SortFunc(st.Streams, func(a, b StreamStatus) int { return strings.Compare(a.Name, b.Name) })
+	if a.metrics != nil {
+		r := a.metrics.Rates()
+		st.Rates = &gatewayapi.Rates{WindowSeconds: r.Window.Seconds(), Probes: r.Probes, ScanAddresses: r.ScanAddrs,
+			CMDBIngested: r.CMDBIngested, AlertWrites: r.AlertWrites}
+	}
 	writeJSON(w, http.StatusOK, st)
 }
 

@@ -15,8 +15,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/telemetry/metrics"
 	"github.com/outpost-dev/outpost/services/gateway/tokens"
 )
 
@@ -77,6 +80,12 @@ type Deps struct {
 	// Now is the clock of the failed-auth limiter and of session expiry (tests); nil is
 	// time.Now.
 	Now func() time.Time
+	// Tracer starts a server span per request, the child of the caller's traceparent
+	// header; its context goes on to the services called. nil: no spans.
+	Tracer trace.TracerProvider
+	// Registry is the process's Prometheus registry served on /metrics, to which the
+	// gateway adds the hub's view of the bus (libs/telemetry/metrics.Hub); nil: a new one.
+	Registry *prometheus.Registry
 }
 
 // Run serves until ctx ends, then shuts down gracefully.
@@ -122,11 +131,26 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	if now == nil {
 		now = time.Now
 	}
-	api := &API{cfg: cfg, deps: deps, log: log, fails: newFailLimiter(cfg.AuthFailBurst, cfg.AuthFailRefill, deps.Now),
+	reg := deps.Registry
+	if reg == nil {
+		reg = metrics.NewRegistry()
+	}
+	observer, err := metrics.NewHub(reg, metrics.HubConfig{NC: deps.NC, JS: deps.JS, Logger: log, Now: deps.Now})
+	if err != nil {
+		return err
+	}
+	octx, stopObserver := context.WithCancel(ctx)
+	defer stopObserver()
+	go func() {
+		if err := observer.Run(octx); err != nil {
+			log.Error("metrics observer stopped: /metrics lacks the bus counters", "err", err)
+		}
+	}()
+	api := &API{cfg: cfg, deps: deps, log: log, metrics: observer, registry: reg, fails: newFailLimiter(cfg.AuthFailBurst, cfg.AuthFailRefill, deps.Now),
 		sessions: &sessions{kv: skv, ttl: cfg.SessionTTL, now: now},
 		closing:  make(chan struct{})}
 	srv := &http.Server{
-		Handler:           api.Handler(),
+		Handler:           api.traced(api.Handler()),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}

@@ -131,10 +131,13 @@ type Run struct {
 	Errors      []string   `json:"errors,omitempty"`
 	Log         []string   `json:"log,omitempty"`
 	// RelationsSent: the run's relations payload went to the CMDB.
-	RelationsSent bool        `json:"relations_sent,omitempty"`
-	PendingProbes int         `json:"pending_probes"`
-	Hosts         []HostBrief `json:"hosts,omitempty"` // run_get without a host
-	Host          *Host       `json:"host,omitempty"`  // run_get with a host's address
+	RelationsSent bool `json:"relations_sent,omitempty"`
+	PendingProbes int  `json:"pending_probes"`
+	// TraceID is the OpenTelemetry trace of the run (the request that started it, its
+	// probes, their results and the CMDB ingest); empty when tracing was off.
+	TraceID string      `json:"trace_id,omitempty"`
+	Hosts   []HostBrief `json:"hosts,omitempty"` // run_get without a host
+	Host    *Host       `json:"host,omitempty"`  // run_get with a host's address
 }
 
 // Final reports whether the run will not change any more.

@@ -28,6 +28,18 @@ type Status struct {
 	Version string         `json:"version"`
 	Streams []StreamStatus `json:"streams"`
 	DLQ     DLQStatus      `json:"dlq"`
+	// Rates are per-second rates over about the last minute (the gateway's /metrics
+	// observer); absent before it has run.
+	Rates *Rates `json:"rates,omitempty"`
+}
+
+// Rates are what flows through the hub, per second.
+type Rates struct {
+	WindowSeconds float64 `json:"window_s"`
+	Probes        float64 `json:"probes_per_s"`
+	ScanAddresses float64 `json:"scan_addresses_per_s"`
+	CMDBIngested  float64 `json:"cmdb_cis_per_s"`
+	AlertWrites   float64 `json:"alert_writes_per_s"`
 }
 
 // StreamStatus is one stream and its consumers.

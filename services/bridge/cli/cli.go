@@ -227,6 +227,17 @@ func runMain(parent context.Context, args []string, stderr io.Writer) int {
 		return 2
 	}
 	defer stop()
+	// OTLP traces when OTEL_EXPORTER_OTLP_* asks for them (off otherwise), flushed at exit.
+	tel, err := telemetry.Setup(ctx, "outpost-bridge", version.Version)
+	if err != nil {
+		fmt.Fprintln(stderr, "error:", err)
+		return 2
+	}
+	defer func() {
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tel.Shutdown(fctx)
+	}()
 	// Self-upgrade (services/bridge/upgrade): before anything opens the data dir, a trial build
 	// that died is rolled back, and the build the data dir's current points at runs instead
 	// of this installed binary.
@@ -243,7 +254,7 @@ func runMain(parent context.Context, args []string, stderr io.Writer) int {
 			log.Warn("self-upgrade rolled back", "upgrade", d.Record.String())
 		}
 	}
-	err = bridge.Run(ctx, cfg, bridge.Deps{Logger: log, Kinds: kinds.All(), SelfUpgrade: true})
+	err = bridge.Run(ctx, cfg, bridge.Deps{Logger: log, Kinds: kinds.All(), SelfUpgrade: true, Tracer: tel.Tracer})
 	if re, ok := errors.AsType[*bridge.RestartError](err); ok {
 		stop()
 		log.Info("re-executing", "build", re.Decision.Exec)

@@ -26,6 +26,7 @@ func statusMain(args []string, stdout, stderr io.Writer) int {
 	data := fs.String("data", os.Getenv("OUTPOST_BRIDGE_DATA"), "the bridge's data directory (default: from --config)")
 	config := fs.String("config", os.Getenv("OUTPOST_BRIDGE_CONFIG"), "the bridge's configuration file (default: the installed one when present)")
 	asJSON := fs.Bool("json", false, "print the status file as JSON")
+	live := fs.Bool("live", false, "only say whether the bridge runs (exit 1 when its status is stale or stopped), whatever the hub's reachability: a liveness check that a WAN cut does not fail")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -48,6 +49,12 @@ func statusMain(args []string, stdout, stderr io.Writer) int {
 		_ = enc.Encode(st)
 	} else {
 		_ = st.Render(stdout, time.Now())
+	}
+	if *live {
+		if st.Phase == status.PhaseStopped || time.Since(st.Updated) > status.StaleAfter {
+			return 1
+		}
+		return 0
 	}
 	if len(st.Health(time.Now())) > 0 {
 		return 1

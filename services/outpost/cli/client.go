@@ -14,7 +14,10 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+
 	gatewayapi "github.com/outpost-dev/outpost/libs/api/gateway"
+	"github.com/outpost-dev/outpost/libs/telemetry"
 )
 
 // client calls the gateway's API.
@@ -59,6 +62,8 @@ func (c *client) do(ctx context.Context, method, path string, in, out any) error
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
+	// a command that traces (discover) passes its trace on: the gateway's span is its child
+	telemetry.Propagator.Inject(ctx, propagation.HeaderCarrier(req.Header))
 	resp, err := c.http.Do(req)
 	if err != nil {
 		var ne net.Error

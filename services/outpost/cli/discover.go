@@ -12,8 +12,13 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	discovery "github.com/outpost-dev/outpost/libs/api/discovery"
+	"github.com/outpost-dev/outpost/libs/telemetry"
+	"github.com/outpost-dev/outpost/libs/version"
 )
 
 // runLine is a run's progress on one line.
@@ -45,7 +50,7 @@ func newDiscover(g *globals) *cobra.Command {
 			}
 			c, _ := g.client()
 			var started discovery.StartReply
-			if err := c.do(cmd.Context(), "POST", "/api/v1/discovery/runs", body, &started); err != nil {
+			if err := startTraced(cmd.Context(), c, body, &started); err != nil {
 				return err
 			}
 			if !wait {
@@ -75,6 +80,30 @@ func newDiscover(g *globals) *cobra.Command {
 	f.StringVar(&ports, "ports", "", "ports to scan, e.g. 22,80,443 or 1-1024 (default: the discovery set)")
 	f.BoolVar(&wait, "wait", false, "wait for the run to finish, with progress on a terminal")
 	return cmd
+}
+
+// startTraced starts the run inside the trace's root span when OTEL_EXPORTER_OTLP_* asks
+// for traces: the gateway, discovery, the bridges and the CMDB add their spans to it.
+func startTraced(ctx context.Context, c *client, body discovery.StartRequest, out *discovery.StartReply) error {
+	tel, err := telemetry.Setup(ctx, "outpost-cli", version.Version)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = tel.Shutdown(fctx) // the span is sent before the command returns
+	}()
+	ctx, span := tel.Tracer.Tracer("github.com/outpost-dev/outpost/services/outpost/cli").Start(ctx, "outpost discover",
+		trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attribute.String("outpost.site", body.Site)))
+	defer span.End()
+	err = c.do(ctx, "POST", "/api/v1/discovery/runs", body, out)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	} else {
+		span.SetAttributes(attribute.String("outpost.run", out.Run))
+	}
+	return err
 }
 
 // progressWriter shows progress only on a terminal: redirected output stays clean.
@@ -160,8 +189,9 @@ func newRuns(g *globals) *cobra.Command {
 	limitFlag(ls, &limit, "runs")
 	cmd.AddCommand(ls)
 	var host string
+	var showTrace bool
 	show := &cobra.Command{
-		Use: "show ID [--host IP]", Short: "Show a run, or what happened on one host of it", Args: cobra.ExactArgs(1),
+		Use: "show ID [--host IP] [--trace]", Short: "Show a run, or what happened on one host of it", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, _ := g.client()
 			path := "/api/v1/discovery/runs/" + url.PathEscape(args[0])
@@ -179,6 +209,13 @@ func newRuns(g *globals) *cobra.Command {
 			if err := json.Unmarshal(raw, &v); err != nil {
 				return err
 			}
+			if showTrace {
+				if v.TraceID == "" {
+					return fmt.Errorf("run %s has no trace: tracing was off when it started (set OTEL_EXPORTER_OTLP_ENDPOINT for the hub, the bridges and the CLI)", v.ID)
+				}
+				_, err := fmt.Fprintln(g.stdout, v.TraceID)
+				return err
+			}
 			if v.Host != nil {
 				return printHost(g.stdout, args[0], v.Host)
 			}
@@ -186,6 +223,7 @@ func newRuns(g *globals) *cobra.Command {
 		},
 	}
 	show.Flags().StringVar(&host, "host", "", "show this host's log: what was tried, what answered, which credentials worked or failed")
+	show.Flags().BoolVar(&showTrace, "trace", false, "print only the run's OpenTelemetry trace id (look it up in your tracing backend)")
 	cmd.AddCommand(show)
 	cmd.AddCommand(&cobra.Command{
 		Use: "cancel ID", Short: "Cancel a run", Args: cobra.ExactArgs(1),

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -14,7 +15,7 @@ import (
 func newStatus(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "status",
-		Short: "Show streams, consumer lag and DLQ size at a glance",
+		Short: "Show streams, consumer lag, DLQ size and the hub's rates at a glance",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.show(cmd, "/api/v1/status", func(raw []byte) error {
@@ -22,7 +23,12 @@ func newStatus(g *globals) *cobra.Command {
 				if err := json.Unmarshal(raw, &st); err != nil {
 					return err
 				}
-				fmt.Fprintf(g.stdout, "hub %s — DLQ: %d messages\n\n", st.Version, st.DLQ.Messages)
+				fmt.Fprintf(g.stdout, "hub %s — DLQ: %d messages\n", st.Version, st.DLQ.Messages)
+				if r := st.Rates; r != nil {
+					fmt.Fprintf(g.stdout, "rates (last %s): probes %.1f/s  scan %.1f addresses/s  CMDB %.1f CIs/s  alerts %.2f/s\n",
+						time.Duration(r.WindowSeconds*float64(time.Second)).Round(time.Second), r.Probes, r.ScanAddresses, r.CMDBIngested, r.AlertWrites)
+				}
+				fmt.Fprintln(g.stdout)
 				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "STREAM\tMESSAGES\tBYTES\tCONSUMER\tPENDING\tACK PENDING\tREDELIVERED")
 				for _, s := range st.Streams {

@@ -103,7 +103,18 @@ func (p *proc) pid() int { return p.cmd.Process.Pid }
 
 func start(t testing.TB, name string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, name), args...)
+	return launch(t, name, exec.Command(filepath.Join(binDir, name), args...))
+}
+
+// startIn starts a binary inside a network namespace (`ip netns exec`, which execs it: the
+// process is the binary itself, signals reach it).
+func startIn(t testing.TB, netns, name string, args ...string) *proc {
+	t.Helper()
+	return launch(t, name, exec.Command("ip", append([]string{"netns", "exec", netns, filepath.Join(binDir, name)}, args...)...))
+}
+
+func launch(t testing.TB, name string, cmd *exec.Cmd) *proc {
+	t.Helper()
 	buf := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = buf, buf
 	cmd.Env = append(os.Environ(), "OUTPOST_LOG_FORMAT=text")
@@ -147,6 +158,16 @@ type testHub struct {
 	dir, http, nats string
 	proc            *proc
 	extra           []string // more `outpost up` flags
+	// client reaches the gateway (nil: http.DefaultClient); a hub in a network namespace
+	// is reached through a dialer that opens its sockets there.
+	client *http.Client
+}
+
+func (h *testHub) httpClient() *http.Client {
+	if h.client != nil {
+		return h.client
+	}
+	return http.DefaultClient
 }
 
 func startHub(t testing.TB, dir string, extra ...string) *testHub {
@@ -190,7 +211,7 @@ func (h *testHub) api(t testing.TB, method, path string, body any) (int, []byte)
 	}
 	req, _ := http.NewRequest(method, "http://"+h.http+path, r)
 	req.Header.Set("Authorization", "Bearer "+h.token(t))
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := h.httpClient().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -390,7 +390,7 @@ func Registry(cfg Config, toks *tokens.Store, tlsc hubTLS) []Service {
 			gc.TLSCert, gc.TLSKey = tlsc.certFile, tlsc.keyFile
 			gc.Version = version.Version
 			return gateway.Run(ctx, gc, gateway.Deps{NC: d.NC, JS: d.JS, Tokens: toks, Topology: d.Topology, Logger: d.Logger,
-				Pending: d.ready.pending})
+				Pending: d.ready.pending, Tracer: d.Telemetry.Tracer})
 		}},
 	}
 }

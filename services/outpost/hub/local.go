@@ -61,7 +61,7 @@ func runLocalBridge(ctx context.Context, d Deps) error {
 	cfg.Hub = inProcessHubURL(d.Server)
 	cfg.Site, cfg.Name, cfg.Token, cfg.DataDir = LocalSite, "local-bridge", token, dir
 	cfg.Version = version.Version
-	return bridge.Run(ctx, cfg, bridge.Deps{Logger: d.Logger, Kinds: kinds.All(), Ready: d.ready.mark("local-bridge"),
+	return bridge.Run(ctx, cfg, bridge.Deps{Logger: d.Logger, Kinds: kinds.All(), Ready: d.ready.mark("local-bridge"), Tracer: d.Telemetry.Tracer,
 		ConnectOptions: []nats.Option{nats.InProcessServer(d.Server.Inner())}})
 }
 
