@@ -23,6 +23,7 @@ const (
 	oidSysDescr      = "1.3.6.1.2.1.1.1.0"
 	oidSysObjectID   = "1.3.6.1.2.1.1.2.0"
 	oidSysName       = "1.3.6.1.2.1.1.5.0"
+	oidSysServices   = "1.3.6.1.2.1.1.7.0"
 	oidIfNumber      = "1.3.6.1.2.1.2.1.0"
 	oidIfDescr       = "1.3.6.1.2.1.2.2.1.2."
 	oidIfPhys        = "1.3.6.1.2.1.2.2.1.6."
@@ -60,6 +61,9 @@ type Facts struct {
 	LDAP              map[string][]string        `json:"ldap,omitempty"` // root DSE attributes
 	// WinRM is what each winrm_exec command printed (exit 0 only): script → stdout.
 	WinRM map[string]string `json:"winrm,omitempty"`
+
+	// object is what the ruleset's sys_object_ids say about the sysObjectID (set by Classify).
+	object *ObjectID
 }
 
 // HasPort says whether port answered.
@@ -140,7 +144,32 @@ func exprEnv(f *Facts) map[string]any {
 		"lines":      func(s string) []string { return nonEmptyLines(s) },
 		"number":     firstNumber,
 		"snmp_str":   func(oid string) string { return f.SNMPString(strings.TrimPrefix(oid, ".")) },
+		// snmp_int is a numeric SNMP value, -1 when absent or not a number.
+		"snmp_int": func(oid string) int { return f.snmpInt(oid) },
+		// oid_kind and oid_vendor: the sys_object_ids entry of the sysObjectID ("" when none).
+		"oid_kind":   func() string { return f.objectField(func(o *ObjectID) string { return o.Kind }) },
+		"oid_vendor": func() string { return f.objectField(func(o *ObjectID) string { return o.Vendor }) },
+		// has_layer(n): sysServices (RFC 1213) has the bit of OSI layer n (1, 2, 3, 4, 7).
+		"has_layer": func(n int) bool {
+			v := f.snmpInt(oidSysServices)
+			return v >= 0 && n >= 1 && n <= 7 && v&(1<<(n-1)) != 0
+		},
 	}
+}
+
+func (f *Facts) snmpInt(oid string) int {
+	n, err := strconv.Atoi(f.SNMPString(strings.TrimPrefix(oid, ".")))
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+func (f *Facts) objectField(get func(*ObjectID) string) string {
+	if f.object == nil {
+		return ""
+	}
+	return get(f.object)
 }
 
 func nonNil(m map[string]string) map[string]string {
