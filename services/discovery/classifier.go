@@ -80,6 +80,10 @@ type Classifier struct {
 	Match    Match              `yaml:"match"`
 	Extract  map[string]Extract `yaml:"extract"`
 	Explore  []ProbeSpec        `yaml:"explore"`
+	// Evidence is what the class rests on: credentialed (an OS probe that logged in), snmp
+	// (the agent's system group), ports. When identification merges the payloads of two
+	// addresses of one machine, the CMDB keeps the class of the stronger evidence.
+	Evidence string `yaml:"evidence"`
 	// Host is the class of the device an application class (web_server, directory_server)
 	// is found on when nothing better is known (default "server").
 	Host string `yaml:"host"`
@@ -105,6 +109,9 @@ type ObjectID struct {
 	Kind   string `yaml:"kind"` // one of objectKinds
 	line   int
 }
+
+// evidenceKinds are what a classifier's class may rest on ("" says nothing).
+var evidenceKinds = []string{"", "credentialed", "snmp", "ports"}
 
 // objectKinds are the device kinds a sysObjectID prefix may name.
 var objectKinds = []string{"linux_host", "windows_host", "unix_host", "network", "printer"}
@@ -258,6 +265,9 @@ func (rs *Ruleset) add(file string, data []byte) error {
 			bad(c.line, "%s: unknown host class %q", what, c.Host)
 		}
 		checkMatch(&c.Match, c.line, what, bad)
+		if !slices.Contains(evidenceKinds, c.Evidence) {
+			bad(c.line, "%s: evidence %q: want one of %s", what, c.Evidence, strings.Join(evidenceKinds[1:], ", "))
+		}
 		for attr, ex := range c.Extract {
 			if ex.Regex == "" && ex.Expr == "" {
 				bad(c.line, "%s: extract %s: give a regex or an expr", what, attr)
