@@ -205,6 +205,25 @@ func (h *host) buildMIB(seed int64) []mibEntry {
 			add(l+"4.2.1.4"+ma, gosnmp.Integer, 0)
 			add(l+"4.2.1.5"+ma, gosnmp.ObjectIdentifier, ".0.0")
 		}
+		// CISCO-CDP-MIB cdpCacheTable (index ifIndex.deviceIndex): Cisco devices see their
+		// Cisco neighbours over CDP too; the device id is the neighbour's FQDN, as IOS
+		// reports a device with a domain name configured.
+		if g.model.vendor == "Cisco" {
+			for _, f := range g.ifaces {
+				rem := f.lldp
+				if rem == nil || rem.host == nil || rem.host.gear == nil || rem.host.gear.model.vendor != "Cisco" {
+					continue
+				}
+				ci := fmt.Sprintf(".%d.%d", f.index, rem.remIndex)
+				c := "1.3.6.1.4.1.9.9.23.1.2.1.1."
+				add(c+"3"+ci, gosnmp.Integer, 1) // ip
+				add(c+"4"+ci, gosnmp.OctetString, rem.mgmtIP.AsSlice())
+				add(c+"5"+ci, gosnmp.OctetString, rem.host.gear.model.sysDescr)
+				add(c+"6"+ci, gosnmp.OctetString, rem.host.fqdn)
+				add(c+"7"+ci, gosnmp.OctetString, rem.portID)
+				add(c+"8"+ci, gosnmp.OctetString, "cisco "+rem.host.gear.model.model)
+			}
+		}
 	}
 	slices.SortFunc(mib, func(a, b mibEntry) int { return cmpOID(a.oid, b.oid) })
 	return mib

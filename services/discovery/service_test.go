@@ -271,8 +271,12 @@ func TestDiscoveryOfTheLab(t *testing.T) {
 	roots := map[string]envelope.CIItem{}
 	links := 0
 	for _, p := range h.payloads {
-		if len(p.Relations) == 1 && p.Relations[0].Type == "connected_to" {
+		if len(p.Relations) > 0 && p.Relations[0].Type == "connected_to" {
 			links++
+			// the devices, and their two ports (adapters), are connected_to each other
+			if len(p.Relations) != 2 || p.Relations[1].From != "pa" || p.Relations[1].To != "pb" {
+				t.Errorf("link payload without the ports' connected_to: %+v", p.Relations)
+			}
 			continue
 		}
 		roots[p.Items[0].NativeKey] = p.Items[0]
