@@ -248,6 +248,8 @@ type HostLog struct {
 	Failed     []string  `json:"failed_credentials,omitempty"`
 	Error      string    `json:"error,omitempty"`
 	Note       string    `json:"note,omitempty"`
+	// Bridge is the agent that ran the probe (a site's bridges share its scan chunks).
+	Bridge string `json:"bridge,omitempty"`
 }
 
 // Schedule is a recurring (cron) or one-off (at) discovery.
