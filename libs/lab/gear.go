@@ -48,6 +48,7 @@ type lldpRemote struct {
 	portDescr string
 	mgmtIP    netip.Addr
 	remIndex  int
+	host      *host // the neighbour
 }
 
 const (
@@ -290,7 +291,7 @@ func (p *plan) planTopology() {
 		}
 		remote := func(h *host, f *gearIface, idx int) *lldpRemote {
 			return &lldpRemote{sysName: h.name, sysDescr: h.gear.model.sysDescr, chassis: macBytes(h.gear.baseMAC),
-				portID: f.name, portDescr: f.descr, mgmtIP: h.ip, remIndex: idx}
+				portID: f.name, portDescr: f.descr, mgmtIP: h.ip, remIndex: idx, host: h}
 		}
 		child.gear.linkCount++
 		parent.gear.linkCount++

@@ -117,11 +117,37 @@ func (h *host) buildMIB(seed int64) []mibEntry {
 		add(idx(x+"15", f.index), gosnmp.Gauge32, uint32(f.speed/1_000_000))
 		add(idx(x+"18", f.index), gosnmp.OctetString, f.alias)
 	}
-	forwarding := 2
-	if h.class == ClassRouter {
+	// A router forwards and has a routing table; so does an L3 switch (sysServices has the
+	// layer-3 bit), which is told from a router by its bridge MIB, as on real gear.
+	forwarding, routes := 2, 0
+	if h.class == ClassRouter || (h.class == ClassSwitch && g.model.services&4 != 0) {
 		forwarding = 1
+		for _, f := range g.ifaces {
+			routes += len(f.addrs) // one connected route per address
+		}
+		routes++ // the default route
 	}
 	add("1.3.6.1.2.1.4.1.0", gosnmp.Integer, forwarding)
+	if routes > 0 {
+		add("1.3.6.1.2.1.4.24.3.0", gosnmp.Gauge32, uint32(routes)) // ipCidrRouteNumber
+		add("1.3.6.1.2.1.4.24.6.0", gosnmp.Gauge32, uint32(routes)) // inetCidrRouteNumber
+	}
+	if h.class == ClassSwitch {
+		// BRIDGE-MIB dot1dBase: bridge address, number of ports, transparent-only; each
+		// bridge port is an Ethernet interface (dot1dBasePortIfIndex).
+		b := "1.3.6.1.2.1.17.1."
+		add(b+"1.0", gosnmp.OctetString, macBytes(g.baseMAC))
+		port := 0
+		for _, f := range g.ifaces {
+			if f.ifType == ifEthernet {
+				port++
+				add(idx(b+"4.1.1", port), gosnmp.Integer, port)
+				add(idx(b+"4.1.2", port), gosnmp.Integer, f.index)
+			}
+		}
+		add(b+"2.0", gosnmp.Integer, port)
+		add(b+"3.0", gosnmp.Integer, 2)
+	}
 	for _, f := range g.ifaces {
 		for _, a := range f.addrs {
 			ip := a.Addr().String()
@@ -178,6 +204,25 @@ func (h *host) buildMIB(seed int64) []mibEntry {
 			add(l+"4.2.1.3"+ma, gosnmp.Integer, 2) // ifIndex
 			add(l+"4.2.1.4"+ma, gosnmp.Integer, 0)
 			add(l+"4.2.1.5"+ma, gosnmp.ObjectIdentifier, ".0.0")
+		}
+		// CISCO-CDP-MIB cdpCacheTable (index ifIndex.deviceIndex): Cisco devices see their
+		// Cisco neighbours over CDP too; the device id is the neighbour's FQDN, as IOS
+		// reports a device with a domain name configured.
+		if g.model.vendor == "Cisco" {
+			for _, f := range g.ifaces {
+				rem := f.lldp
+				if rem == nil || rem.host == nil || rem.host.gear == nil || rem.host.gear.model.vendor != "Cisco" {
+					continue
+				}
+				ci := fmt.Sprintf(".%d.%d", f.index, rem.remIndex)
+				c := "1.3.6.1.4.1.9.9.23.1.2.1.1."
+				add(c+"3"+ci, gosnmp.Integer, 1) // ip
+				add(c+"4"+ci, gosnmp.OctetString, rem.mgmtIP.AsSlice())
+				add(c+"5"+ci, gosnmp.OctetString, rem.host.gear.model.sysDescr)
+				add(c+"6"+ci, gosnmp.OctetString, rem.host.fqdn)
+				add(c+"7"+ci, gosnmp.OctetString, rem.portID)
+				add(c+"8"+ci, gosnmp.OctetString, "cisco "+rem.host.gear.model.model)
+			}
 		}
 	}
 	slices.SortFunc(mib, func(a, b mibEntry) int { return cmpOID(a.oid, b.oid) })

@@ -80,6 +80,10 @@ type Classifier struct {
 	Match    Match              `yaml:"match"`
 	Extract  map[string]Extract `yaml:"extract"`
 	Explore  []ProbeSpec        `yaml:"explore"`
+	// Evidence is what the class rests on: credentialed (an OS probe that logged in), snmp
+	// (the agent's system group), ports. When identification merges the payloads of two
+	// addresses of one machine, the CMDB keeps the class of the stronger evidence.
+	Evidence string `yaml:"evidence"`
 	// Host is the class of the device an application class (web_server, directory_server)
 	// is found on when nothing better is known (default "server").
 	Host string `yaml:"host"`
@@ -96,9 +100,26 @@ type AppRule struct {
 	re      *regexp.Regexp
 }
 
+// ObjectID says what a sysObjectID enterprise prefix means: whose agent it is and what kind
+// of device it runs on. Real estates are classified this way before anything else SNMP
+// says (a net-snmp agent on a Linux host reports ipForwarding like a router would).
+type ObjectID struct {
+	Prefix string `yaml:"prefix"` // numeric OID, no leading dot; the longest matching prefix wins
+	Vendor string `yaml:"vendor"`
+	Kind   string `yaml:"kind"` // one of objectKinds
+	line   int
+}
+
+// evidenceKinds are what a classifier's class may rest on ("" says nothing).
+var evidenceKinds = []string{"", "credentialed", "snmp", "ports"}
+
+// objectKinds are the device kinds a sysObjectID prefix may name.
+var objectKinds = []string{"linux_host", "windows_host", "unix_host", "network", "printer"}
+
 // fileSpec is one classifier file.
 type fileSpec struct {
 	Probes       []ProbeSpec  `yaml:"probes"`
+	ObjectIDs    []ObjectID   `yaml:"sys_object_ids"`
 	Classifiers  []Classifier `yaml:"classifiers"`
 	Applications []AppRule    `yaml:"applications"`
 }
@@ -106,9 +127,26 @@ type fileSpec struct {
 // Ruleset is a loaded, checked set of classifier files.
 type Ruleset struct {
 	Probes       []ProbeSpec
+	ObjectIDs    []ObjectID
 	Classifiers  []Classifier // by priority, highest first
 	Applications []AppRule
 	Files        []string
+}
+
+var numericOID = regexp.MustCompile(`^[0-9]+(\.[0-9]+)*$`)
+
+// LookupObjectID is the entry of the longest prefix of oid (leading dot ignored); nil when
+// no entry matches.
+func (rs *Ruleset) LookupObjectID(oid string) *ObjectID {
+	oid = strings.TrimPrefix(oid, ".")
+	var best *ObjectID
+	for i := range rs.ObjectIDs {
+		e := &rs.ObjectIDs[i]
+		if (oid == e.Prefix || strings.HasPrefix(oid, e.Prefix+".")) && (best == nil || len(e.Prefix) > len(best.Prefix)) {
+			best = e
+		}
+	}
+	return best
 }
 
 // knownKinds are the probe kinds a classifier may name.
@@ -202,6 +240,17 @@ func (rs *Ruleset) add(file string, data []byte) error {
 		p.line = lines["probes"][i]
 		checkProbe(p, "probe "+p.Name, bad)
 	}
+	for i := range spec.ObjectIDs {
+		o := &spec.ObjectIDs[i]
+		o.line = lines["sys_object_ids"][i]
+		o.Prefix = strings.TrimPrefix(o.Prefix, ".")
+		if !numericOID.MatchString(o.Prefix) {
+			bad(o.line, "sys_object_ids: prefix %q is not a numeric OID (like 1.3.6.1.4.1.9)", o.Prefix)
+		}
+		if !slices.Contains(objectKinds, o.Kind) {
+			bad(o.line, "sys_object_ids %s: unknown kind %q (known: %s)", o.Prefix, o.Kind, strings.Join(objectKinds, ", "))
+		}
+	}
 	for i := range spec.Classifiers {
 		c := &spec.Classifiers[i]
 		c.file, c.line = file, lines["classifiers"][i]
@@ -216,6 +265,9 @@ func (rs *Ruleset) add(file string, data []byte) error {
 			bad(c.line, "%s: unknown host class %q", what, c.Host)
 		}
 		checkMatch(&c.Match, c.line, what, bad)
+		if !slices.Contains(evidenceKinds, c.Evidence) {
+			bad(c.line, "%s: evidence %q: want one of %s", what, c.Evidence, strings.Join(evidenceKinds[1:], ", "))
+		}
 		for attr, ex := range c.Extract {
 			if ex.Regex == "" && ex.Expr == "" {
 				bad(c.line, "%s: extract %s: give a regex or an expr", what, attr)
@@ -264,6 +316,7 @@ func (rs *Ruleset) add(file string, data []byte) error {
 		return err
 	}
 	rs.Probes = append(rs.Probes, spec.Probes...)
+	rs.ObjectIDs = append(rs.ObjectIDs, spec.ObjectIDs...)
 	rs.Classifiers = append(rs.Classifiers, spec.Classifiers...)
 	rs.Applications = append(rs.Applications, spec.Applications...)
 	rs.Files = append(rs.Files, file)
@@ -378,8 +431,10 @@ func (m *Match) Matches(f *Facts) bool {
 	return true
 }
 
-// Classify picks the highest-priority classifier that matches.
+// Classify picks the highest-priority classifier that matches. The facts learn what their
+// sysObjectID means (oid_kind(), oid_vendor() in expressions) first.
 func (rs *Ruleset) Classify(f *Facts) *Classifier {
+	f.object = rs.LookupObjectID(f.SNMPString(oidSysObjectID))
 	for i := range rs.Classifiers {
 		if rs.Classifiers[i].Match.Matches(f) {
 			return &rs.Classifiers[i]

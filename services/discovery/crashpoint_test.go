@@ -144,7 +144,7 @@ func (h *harness) checkAgainstManifest(ctx context.Context, v RunView) {
 	roots := map[string]*envelope.CIPayload{}
 	links := map[string]bool{}
 	for _, p := range h.payloads {
-		if len(p.Relations) == 1 && p.Relations[0].Type == "connected_to" {
+		if len(p.Relations) > 0 && p.Relations[0].Type == "connected_to" {
 			links[p.Items[0].NativeKey+"|"+p.Items[1].NativeKey] = true
 			continue
 		}

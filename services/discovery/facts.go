@@ -1,8 +1,10 @@
 package discovery
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strconv"
@@ -23,6 +25,7 @@ const (
 	oidSysDescr      = "1.3.6.1.2.1.1.1.0"
 	oidSysObjectID   = "1.3.6.1.2.1.1.2.0"
 	oidSysName       = "1.3.6.1.2.1.1.5.0"
+	oidSysServices   = "1.3.6.1.2.1.1.7.0"
 	oidIfNumber      = "1.3.6.1.2.1.2.1.0"
 	oidIfDescr       = "1.3.6.1.2.1.2.2.1.2."
 	oidIfPhys        = "1.3.6.1.2.1.2.2.1.6."
@@ -33,6 +36,12 @@ const (
 	oidLldpRemPort   = "1.0.8802.1.1.2.1.4.1.1.7."
 	oidLldpRemSys    = "1.0.8802.1.1.2.1.4.1.1.9."
 	oidLldpRemChasis = "1.0.8802.1.1.2.1.4.1.1.5."
+	// lldpLocChassisId, lldpRemManAddrIfSubtype, cdpCacheAddress/DeviceId/DevicePort
+	oidLldpLocChassis = "1.0.8802.1.1.2.1.3.2.0"
+	oidLldpRemManAddr = "1.0.8802.1.1.2.1.4.2.1.3."
+	oidCdpAddress     = "1.3.6.1.4.1.9.9.23.1.2.1.1.4."
+	oidCdpDeviceID    = "1.3.6.1.4.1.9.9.23.1.2.1.1.6."
+	oidCdpDevicePort  = "1.3.6.1.4.1.9.9.23.1.2.1.1.7."
 )
 
 // HTTPFact is what http_get found on a port.
@@ -60,6 +69,9 @@ type Facts struct {
 	LDAP              map[string][]string        `json:"ldap,omitempty"` // root DSE attributes
 	// WinRM is what each winrm_exec command printed (exit 0 only): script → stdout.
 	WinRM map[string]string `json:"winrm,omitempty"`
+
+	// object is what the ruleset's sys_object_ids say about the sysObjectID (set by Classify).
+	object *ObjectID
 }
 
 // HasPort says whether port answered.
@@ -140,7 +152,32 @@ func exprEnv(f *Facts) map[string]any {
 		"lines":      func(s string) []string { return nonEmptyLines(s) },
 		"number":     firstNumber,
 		"snmp_str":   func(oid string) string { return f.SNMPString(strings.TrimPrefix(oid, ".")) },
+		// snmp_int is a numeric SNMP value, -1 when absent or not a number.
+		"snmp_int": func(oid string) int { return f.snmpInt(oid) },
+		// oid_kind and oid_vendor: the sys_object_ids entry of the sysObjectID ("" when none).
+		"oid_kind":   func() string { return f.objectField(func(o *ObjectID) string { return o.Kind }) },
+		"oid_vendor": func() string { return f.objectField(func(o *ObjectID) string { return o.Vendor }) },
+		// has_layer(n): sysServices (RFC 1213) has the bit of OSI layer n (1, 2, 3, 4, 7).
+		"has_layer": func(n int) bool {
+			v := f.snmpInt(oidSysServices)
+			return v >= 0 && n >= 1 && n <= 7 && v&(1<<(n-1)) != 0
+		},
 	}
+}
+
+func (f *Facts) snmpInt(oid string) int {
+	n, err := strconv.Atoi(f.SNMPString(strings.TrimPrefix(oid, ".")))
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+func (f *Facts) objectField(get func(*ObjectID) string) string {
+	if f.object == nil {
+		return ""
+	}
+	return get(f.object)
 }
 
 func nonNil(m map[string]string) map[string]string {
@@ -340,11 +377,23 @@ func (f *Facts) snmpAdapters() []Adapter {
 	return out
 }
 
-// lldpNeighbours lists the remote systems seen on local ports.
+// lldpNeighbours lists the remote systems seen on local ports over LLDP and CDP, with what
+// identifies each neighbour besides its name (chassis id, management address).
 func (f *Facts) lldpNeighbours() []LLDPNeighbour {
 	sys := f.snmpColumn(oidLldpRemSys)
 	ports := f.snmpColumn(oidLldpRemPort)
+	chassis := f.snmpColumn(oidLldpRemChasis)
 	loc := f.snmpColumn(oidLldpLocPort)
+	// management addresses: index timeMark.localPort.remIndex.subtype(1=ipv4).len(4).a.b.c.d
+	mgmt := map[string]string{}
+	for k := range f.snmpColumn(oidLldpRemManAddr) {
+		parts := strings.Split(k, ".")
+		if len(parts) == 9 && parts[3] == "1" && parts[4] == "4" {
+			if a, err := netip.ParseAddr(strings.Join(parts[5:], ".")); err == nil {
+				mgmt[strings.Join(parts[:3], ".")] = a.String()
+			}
+		}
+	}
 	var out []LLDPNeighbour
 	for k, v := range sys {
 		// index: timeMark.localPortNum.remIndex
@@ -353,13 +402,55 @@ func (f *Facts) lldpNeighbours() []LLDPNeighbour {
 		if len(parts) >= 2 {
 			local = fmt.Sprint(loc[parts[1]])
 		}
-		out = append(out, LLDPNeighbour{LocalPort: local, RemoteName: fmt.Sprint(v), RemotePort: fmt.Sprint(ports[k])})
+		out = append(out, LLDPNeighbour{LocalPort: local, RemoteName: fmt.Sprint(v), RemotePort: fmt.Sprint(ports[k]),
+			RemoteChassis: chassisID(chassis[k]), RemoteAddress: mgmt[k], Protocol: "lldp"})
+	}
+	// CDP: index ifIndex.deviceIndex; the local port is the interface's name
+	names := f.snmpColumn(oidIfName)
+	descr := f.snmpColumn(oidIfDescr)
+	cdpPorts := f.snmpColumn(oidCdpDevicePort)
+	cdpAddrs := f.snmpColumn(oidCdpAddress)
+	for k, v := range f.snmpColumn(oidCdpDeviceID) {
+		ifIndex, _, _ := strings.Cut(k, ".")
+		local := fmt.Sprint(names[ifIndex])
+		if names[ifIndex] == nil {
+			local = fmt.Sprint(descr[ifIndex])
+		}
+		out = append(out, LLDPNeighbour{LocalPort: local, RemoteName: fmt.Sprint(v), RemotePort: fmt.Sprint(cdpPorts[k]),
+			RemoteAddress: octetsIPv4(cdpAddrs[k]), Protocol: "cdp"})
 	}
 	slices.SortFunc(out, func(a, b LLDPNeighbour) int {
-		return strings.Compare(a.LocalPort+a.RemoteName, b.LocalPort+b.RemoteName)
+		return strings.Compare(a.Protocol+a.LocalPort+a.RemoteName, b.Protocol+b.LocalPort+b.RemoteName)
 	})
 	return out
 }
+
+// chassisID normalises an LLDP chassis id (MAC "aa:bb:…" or hex "aabb…") to lower-case hex.
+func chassisID(v any) string {
+	s, ok := v.(string)
+	if !ok {
+		return ""
+	}
+	return strings.ToLower(strings.NewReplacer(":", "", "-", "", ".", "").Replace(s))
+}
+
+// octetsIPv4 reads a 4-octet address as the probe renders it (hex, or text when printable).
+func octetsIPv4(v any) string {
+	s, _ := v.(string)
+	var b []byte
+	if h, err := hex.DecodeString(s); err == nil && len(h) == 4 {
+		b = h
+	} else if len(s) == 4 {
+		b = []byte(s)
+	}
+	if a, ok := netip.AddrFromSlice(b); ok {
+		return a.String()
+	}
+	return ""
+}
+
+// LocalChassis is the device's own LLDP chassis id (lldpLocChassisId), normalised.
+func (f *Facts) LocalChassis() string { return chassisID(f.SNMP[oidLldpLocChassis]) }
 
 // --- reading probe result data: the kinds' own types, from their contract packages ---
 

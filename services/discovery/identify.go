@@ -47,6 +47,13 @@ func BuildPayload(rules *Ruleset, h *Host, classifier *Classifier, observed time
 	if winInv != nil && appClass == "" {
 		windowsAttributes(root, winInv)
 	}
+	// what the class rests on, for the CMDB's precedence when two addresses are one machine
+	switch {
+	case winInv != nil && appClass == "":
+		root["class_evidence"], root["class_evidence_source"] = "credentialed", "winrm_inventory on "+h.IP
+	case classifier != nil && classifier.Evidence != "":
+		root["class_evidence"], root["class_evidence_source"] = classifier.Evidence, classifier.Name+" on "+h.IP
+	}
 	if s, ok := root["serial_number"].(string); ok && s == "" {
 		delete(root, "serial_number")
 	}

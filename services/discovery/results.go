@@ -172,7 +172,7 @@ func (s *service) apply(ctx context.Context, rs *runState, p *pendingProbe, res 
 	r := rs.run
 	touched := map[string]*Host{}
 	now := s.now()
-	logEntry := HostLog{Time: now, Step: p.Step, Kind: res.Kind, Probe: res.Probe, Status: string(res.Status), Error: errText(res)}
+	logEntry := HostLog{Time: now, Step: p.Step, Kind: res.Kind, Probe: res.Probe, Status: string(res.Status), Error: errText(res), Bridge: res.Agent}
 	switch res.Kind {
 	case tcpscan.Kind:
 		hosts, err := scanHosts(res)
@@ -199,7 +199,7 @@ func (s *service) apply(ctx context.Context, rs *runState, p *pendingProbe, res 
 				}
 			}
 			slices.Sort(h.Facts.Ports)
-			h.logf(HostLog{Time: now, Step: StepScan, Kind: "tcp_scan", Probe: res.Probe, Status: "open", Note: "open TCP ports " + joinInts(h.Facts.Ports)})
+			h.logf(HostLog{Time: now, Step: StepScan, Kind: "tcp_scan", Probe: res.Probe, Status: "open", Note: "open TCP ports " + joinInts(h.Facts.Ports), Bridge: res.Agent})
 			touched[h.IP] = h
 		}
 		if res.Final {

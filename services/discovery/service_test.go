@@ -266,13 +266,30 @@ func TestDiscoveryOfTheLab(t *testing.T) {
 			t.Errorf("%s (%s): class %q, manifest %q", mh.IP, mh.Name, classes[mh.IP], mh.Class)
 		}
 	}
+	// the host log says which bridge ran each probe (runs show prints it)
+	for _, mh := range m.Hosts {
+		if mh.Class == "" {
+			continue // dead addresses are not kept
+		}
+		var hv RunView
+		h.request(ctx, "run_get", IDRequest{ID: st.Run, Host: mh.IP}, &hv)
+		for _, l := range hv.Host.Log {
+			if l.Step == StepScan && l.Bridge != "br-test" {
+				t.Errorf("%s: scan log entry without the bridge that ran it: %+v", mh.IP, l)
+			}
+		}
+	}
 	// payloads: one per classified host plus LLDP links; none for dead addresses
 	h.mu.Lock()
 	roots := map[string]envelope.CIItem{}
 	links := 0
 	for _, p := range h.payloads {
-		if len(p.Relations) == 1 && p.Relations[0].Type == "connected_to" {
+		if len(p.Relations) > 0 && p.Relations[0].Type == "connected_to" {
 			links++
+			// the devices, and their two ports (adapters), are connected_to each other
+			if len(p.Relations) != 2 || p.Relations[1].From != "pa" || p.Relations[1].To != "pb" {
+				t.Errorf("link payload without the ports' connected_to: %+v", p.Relations)
+			}
 			continue
 		}
 		roots[p.Items[0].NativeKey] = p.Items[0]

@@ -229,6 +229,12 @@ type LLDPNeighbour struct {
 	LocalPort  string `json:"local_port"`
 	RemoteName string `json:"remote_name"`
 	RemotePort string `json:"remote_port"`
+	// RemoteChassis (LLDP chassis id, hex or MAC) and RemoteAddress (LLDP management or CDP
+	// address) identify the neighbour when names differ (FQDN vs short name).
+	RemoteChassis string `json:"remote_chassis,omitempty"`
+	RemoteAddress string `json:"remote_address,omitempty"`
+	// Protocol is lldp or cdp.
+	Protocol string `json:"protocol,omitempty"`
 }
 
 // Step is what a probe of a run is for (scan, sweep, classify, explore, identify).
@@ -245,6 +251,8 @@ type HostLog struct {
 	Failed     []string  `json:"failed_credentials,omitempty"`
 	Error      string    `json:"error,omitempty"`
 	Note       string    `json:"note,omitempty"`
+	// Bridge is the agent that ran the probe (a site's bridges share its scan chunks).
+	Bridge string `json:"bridge,omitempty"`
 }
 
 // Schedule is a recurring (cron) or one-off (at) discovery.

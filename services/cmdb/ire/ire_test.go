@@ -640,3 +640,73 @@ func TestOrderAndNativeKeys(t *testing.T) {
 		}
 	})
 }
+
+// One machine seen on two addresses by one source: the class follows the evidence
+// (credentialed > snmp > ports), a more specific class is an explicit reclassification
+// that keeps the CI's id, relations and history, and weaker evidence never moves the class
+// sideways (nor replaces the evidence it rests on).
+func TestClassEvidencePrecedence(t *testing.T) {
+	storetest.ForEach(t, func(t *testing.T, b storetest.Backend) {
+		for _, tc := range []struct {
+			name  string
+			steps []struct{ class, evidence, ip string }
+			want  string
+			by    string
+		}{
+			{"ports, then credentialed, then an SNMP guess", []struct{ class, evidence, ip string }{
+				{"server", "ports", "127.77.1.10"}, {"linux_server", "credentialed", "127.77.1.11"}, {"windows_server", "snmp", "127.77.1.10"}, {"windows_server", "ports", "127.77.1.10"}, {"linux_server", "snmp", "127.77.1.10"},
+			}, "linux_server", "credentialed"},
+			{"an SNMP guess, then credentialed", []struct{ class, evidence, ip string }{
+				{"windows_server", "snmp", "127.77.1.20"}, {"linux_server", "credentialed", "127.77.1.21"},
+			}, "linux_server", "credentialed"},
+			{"equal evidence: the newer observation", []struct{ class, evidence, ip string }{
+				{"windows_server", "ports", "127.77.1.30"}, {"linux_server", "ports", "127.77.1.31"},
+			}, "linux_server", "ports"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				f := newFixture(t, b)
+				serial := "SN-EVID-" + tc.steps[0].ip
+				for i, s := range tc.steps {
+					f.ingest(envelope.CIPayload{Source: "discovery", Observed: t0.Add(time.Duration(i) * time.Minute), Items: []envelope.CIItem{
+						item("h", s.class, attrs("serial_number", serial, "name", serial, "ip_address", s.ip,
+							"class_evidence", s.evidence, "class_evidence_source", "probe on "+s.ip)),
+						child("ip", "ip_address", "h", attrs("name", s.ip, "address", s.ip)),
+					}})
+				}
+				var all []store.CI // the backend's database is shared by the cases
+				for _, c := range f.list("hardware") {
+					if c.Name == serial {
+						all = append(all, c)
+					}
+				}
+				if len(all) != 1 {
+					t.Fatalf("%d CIs, want one machine", len(all))
+				}
+				d := f.get(all[0].ID)
+				if d.Class != tc.want || str(d.Attributes["class_evidence"]) != tc.by {
+					t.Fatalf("class %s by %v, want %s by %s", d.Class, d.Attributes["class_evidence"], tc.want, tc.by)
+				}
+				// both addresses stay the machine's
+				addrs := map[string]bool{}
+				for _, a := range f.list("ip_address") {
+					addrs[a.Name] = true
+				}
+				for _, s := range tc.steps {
+					if !addrs[s.ip] {
+						t.Errorf("address %s lost (have %v)", s.ip, addrs)
+					}
+				}
+				// every class change is in the CI's history, from its first class on
+				var changes []string
+				for _, h := range f.history(d.ID) {
+					if h.Attr == "class" {
+						changes = append(changes, string(h.Old)+"→"+string(h.New))
+					}
+				}
+				if tc.steps[0].class != tc.want && len(changes) == 0 {
+					t.Errorf("class went %s → %s without a history entry", tc.steps[0].class, tc.want)
+				}
+			})
+		}
+	})
+}

@@ -455,8 +455,16 @@ func (r *run) merge(w *work, it *item) {
 			w.history = append(w.history, h)
 		}
 	}
-	if it.class.Name != w.row.Class && r.classWins(w, it.class.Name) {
+	// weaker: the item's class evidence ranks below the CI's (an SNMP guess about a machine
+	// already classified by a credentialed probe on another of its addresses): neither its
+	// class nor its evidence attributes replace the CI's.
+	weaker := evidenceRank(it.attrs[EvidenceAttr].json) < evidenceRank(w.attrs[EvidenceAttr].Value)
+	if it.class.Name != w.row.Class && r.classWins(w, it.class.Name, weaker) {
 		record(store.HistoryRow{Attr: "class", Old: strJSON(w.row.Class), New: strJSON(it.class.Name), Source: src, Time: obs})
+		if !w.isNew {
+			r.e.log.Info("ire: CI reclassified", "ci", w.row.ID, "from", w.row.Class, "to", it.class.Name, "source", src,
+				"evidence", it.attrs[EvidenceAttr].json, "by", it.attrs[EvidenceSourceAttr].json)
+		}
 		w.row.Class = it.class.Name
 		w.change("class", nil)
 		w.touched = true
@@ -479,6 +487,9 @@ func (r *run) merge(w *work, it *item) {
 	}
 	sort.Strings(names)
 	for _, a := range names {
+		if weaker && (a == EvidenceAttr || a == EvidenceSourceAttr) {
+			continue
+		}
 		v := it.attrs[a]
 		cur, ok := w.attrs[a]
 		next := store.AttrRow{CIID: w.row.ID, Attr: a, Value: v.json, Source: src, Observed: obs}
@@ -514,16 +525,39 @@ func (r *run) merge(w *work, it *item) {
 	}
 }
 
+// EvidenceAttr is the attribute saying what a CI's class rests on (a source may set it, as
+// discovery does: "credentialed" OS probe > "snmp" system group > "ports"); EvidenceSourceAttr
+// says which probe of which address gave it.
+const (
+	EvidenceAttr       = "class_evidence"
+	EvidenceSourceAttr = "class_evidence_source"
+)
+
+// evidenceRank ranks a JSON class_evidence value; 0 when absent or unknown (which never
+// blocks anything: sources without evidence keep the rules below).
+func evidenceRank(v string) int {
+	switch v {
+	case `"credentialed"`:
+		return 3
+	case `"snmp"`:
+		return 2
+	case `"ports"`:
+		return 1
+	}
+	return 0
+}
+
 // classWins decides whether an item's class replaces the CI's: a more specific class
 // always does (server → linux_server), a more general one never does, and a different
-// branch (linux_server vs windows_server) only when the item's source ranks at least as
-// high as every source that set one of the CI's attributes.
-func (r *run) classWins(w *work, class string) bool {
+// branch (linux_server vs windows_server) only when the item's evidence is not weaker than
+// the CI's and its source ranks at least as high as every source that set one of the CI's
+// attributes.
+func (r *run) classWins(w *work, class string, weaker bool) bool {
 	m := r.e.model
 	switch {
 	case m.IsA(class, w.row.Class):
 		return true
-	case m.IsA(w.row.Class, class):
+	case m.IsA(w.row.Class, class), weaker:
 		return false
 	}
 	mine := r.e.prec.Rank(classes.ClassAttribute, r.pl.source)

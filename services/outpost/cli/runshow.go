@@ -121,6 +121,9 @@ func printHost(w io.Writer, run string, h *discovery.Host) error {
 		if len(l.Failed) > 0 {
 			detail = strings.TrimSpace(detail + " (failed: " + strings.Join(l.Failed, ", ") + ")")
 		}
+		if l.Bridge != "" {
+			detail = strings.TrimSpace(detail + " [bridge " + l.Bridge + "]")
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", l.Time.Local().Format(time.TimeOnly), l.Step, orDash(l.Kind), orDash(l.Status),
 			orDash(l.Credential), clip(detail, 120))
 	}
