@@ -60,6 +60,9 @@ func TestDependencyRules(t *testing.T) {
 				case other == "":
 				case strings.HasPrefix(path, prefix+"libs"):
 					t.Errorf("libs package %s imports service package %s", pkg, d)
+				case path == prefix+"packaging" && other == "bridge":
+					// the release tool packages the bridge: its unit and paths come from
+					// the bridge's own service package, so the package and the service agree
 				case self != "outpost" && other != self:
 					t.Errorf("service %s (%s) imports another service's package %s: services meet on the bus", self, pkg, d)
 				}

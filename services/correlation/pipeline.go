@@ -121,6 +121,19 @@ func fold(cur *api.Alert, it item, now time.Time) (next, archived *api.Alert, ch
 	if cur != nil && (it.seq <= cur.LastSeq || hasSeq(cur.AppliedEvents, it.eseq)) {
 		return cur, nil, false
 	}
+	// The router routes batches concurrently, so two events of one key may reach the
+	// partition out of their EVENTS order: the alert's "latest" fields (message, severity,
+	// a clear) follow the newest event by EVENTS sequence, not by arrival.
+	newest := cur == nil || it.eseq == 0 || it.eseq > maxSeq(cur.AppliedEvents)
+	if !newest {
+		a := *cur
+		a.LastSeq = max(cur.LastSeq, it.seq)
+		a.AppliedEvents = addSeq(slices.Clone(cur.AppliedEvents), it.eseq)
+		if ev.Severity != api.SeverityClear {
+			a.Count++ // an older problem event still counts, into the alert it belongs to
+		}
+		return &a, nil, true
+	}
 	if cur == nil || cur.State == api.StateClosed {
 		if ev.Severity == api.SeverityClear {
 			return cur, nil, false // nothing open to clear
@@ -175,6 +188,14 @@ func silence(a *api.Alert, ss []api.Silence, now time.Time) {
 			a.SilencedBy = append(a.SilencedBy, s.ID)
 		}
 	}
+}
+
+// maxSeq is the highest EVENTS sequence in the sorted ranges rs (0: none).
+func maxSeq(rs []api.SeqRange) uint64 {
+	if len(rs) == 0 {
+		return 0
+	}
+	return rs[len(rs)-1].To
 }
 
 // hasSeq reports whether seq is in the sorted, disjoint ranges rs (0: an event of a router
