@@ -106,7 +106,9 @@ variables the NATS servers' accounts.conf needs (HUB_PASSWORD, SYS_PASSWORD, CAL
 				var b strings.Builder
 				b.WriteString("# NATS server variables of accounts.conf (outpost hub-creds); keep 0600\n")
 				for _, kv := range [][2]string{{"HUB_PASSWORD", sec.HubPassword}, {"SYS_PASSWORD", sec.SysPassword}, {"CALLOUT_ISSUER", pub}} {
-					fmt.Fprintf(&b, "export %s='%s'\n", kv[0], kv[1])
+					// nats-server reads a variable's value as config syntax: quoted, it
+					// stays a string whatever its characters.
+					fmt.Fprintf(&b, "export %s='\"%s\"'\n", kv[0], kv[1])
 				}
 				f, err := os.OpenFile(envFile, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 				if err != nil {

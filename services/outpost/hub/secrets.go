@@ -22,13 +22,13 @@ import (
 // its data dir; service replicas on a NATS cluster (`outpost serve`, each with its own data
 // dir) read them from one credentials file (--nats-creds) made by `outpost hub-creds`.
 type Secrets struct {
-	HubPassword string         // the HUB account's user "hub"
-	SysPassword string         // the SYS account's user "sys" (the NATS servers' config only)
-	Callout     nkeys.KeyPair  // signs the auth callout's answers (CALLOUT_ISSUER is its public key)
-	Curve       nkeys.KeyPair  // seals target credentials to bridges
-	TokenKey    []byte         // signs API token records
-	CredKey     []byte         // encrypts discovery's stored target credentials (AES-256)
-	AdminToken  string         // the bootstrap admin API token every gateway registers and writes to <data>/admin.token
+	HubPassword string        // the HUB account's user "hub"
+	SysPassword string        // the SYS account's user "sys" (the NATS servers' config only)
+	Callout     nkeys.KeyPair // signs the auth callout's answers (CALLOUT_ISSUER is its public key)
+	Curve       nkeys.KeyPair // seals target credentials to bridges
+	TokenKey    []byte        // signs API token records
+	CredKey     []byte        // encrypts discovery's stored target credentials (AES-256)
+	AdminToken  string        // the bootstrap admin API token every gateway registers and writes to <data>/admin.token
 }
 
 // dataDirSecrets loads (or makes, on first start) the secrets of an all-in-one hub from its

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -167,10 +168,14 @@ func Serve(ctx context.Context, cfg ServeConfig, log *slog.Logger) error {
 	limits.Replicas = replicas
 	topo := Topology(limits)
 	// A cluster just started elects its JetStream leaders for a few seconds: retry.
-	if err := retryFor(ctx, 60*time.Second, func() error {
-		pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	if err := retryFor(ctx, 3*time.Minute, func() error {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		defer cancel()
-		return bus.Provision(pctx, js, topo)
+		err := bus.Provision(pctx, js, shuffled(topo))
+		if err != nil {
+			log.Warn("provision the bus: retrying", "err", err)
+		}
+		return err
 	}); err != nil {
 		return fmt.Errorf("provision the bus: %w", err)
 	}
@@ -258,4 +263,15 @@ func retryFor(ctx context.Context, d time.Duration, f func() error) error {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// shuffled is t with its streams, buckets and consumers each in a random order: replicas
+// starting together on a fresh cluster then rarely create the same one at the same moment,
+// which nats-server may leave unanswered (bus.WithReplicas retries it, after a timeout).
+func shuffled(t bus.Topology) bus.Topology {
+	t.Streams, t.KV, t.Consumers = slices.Clone(t.Streams), slices.Clone(t.KV), slices.Clone(t.Consumers)
+	rand.Shuffle(len(t.Streams), func(i, j int) { t.Streams[i], t.Streams[j] = t.Streams[j], t.Streams[i] })
+	rand.Shuffle(len(t.KV), func(i, j int) { t.KV[i], t.KV[j] = t.KV[j], t.KV[i] })
+	rand.Shuffle(len(t.Consumers), func(i, j int) { t.Consumers[i], t.Consumers[j] = t.Consumers[j], t.Consumers[i] })
+	return t
 }
