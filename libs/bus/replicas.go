@@ -60,19 +60,28 @@ func (r replicated) UpdateStream(ctx context.Context, c jetstream.StreamConfig) 
 
 func (r replicated) CreateKeyValue(ctx context.Context, c jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	c.Replicas = r.replicas(c.Replicas)
-	return retryHung(ctx, func(ctx context.Context) (jetstream.KeyValue, error) { return r.JetStream.CreateKeyValue(ctx, c) })
+	if _, err := retryHung(ctx, func(ctx context.Context) (jetstream.KeyValue, error) { return r.JetStream.CreateKeyValue(ctx, c) }); err != nil {
+		return nil, err
+	}
+	return r.leaderReads(ctx, c.Bucket)
 }
 
 func (r replicated) CreateOrUpdateKeyValue(ctx context.Context, c jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	c.Replicas = r.replicas(c.Replicas)
-	return retryHung(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
+	if _, err := retryHung(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
 		return r.JetStream.CreateOrUpdateKeyValue(ctx, c)
-	})
+	}); err != nil {
+		return nil, err
+	}
+	return r.leaderReads(ctx, c.Bucket)
 }
 
 func (r replicated) UpdateKeyValue(ctx context.Context, c jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	c.Replicas = r.replicas(c.Replicas)
-	return retryHung(ctx, func(ctx context.Context) (jetstream.KeyValue, error) { return r.JetStream.UpdateKeyValue(ctx, c) })
+	if _, err := retryHung(ctx, func(ctx context.Context) (jetstream.KeyValue, error) { return r.JetStream.UpdateKeyValue(ctx, c) }); err != nil {
+		return nil, err
+	}
+	return r.leaderReads(ctx, c.Bucket)
 }
 
 func (r replicated) CreateObjectStore(ctx context.Context, c jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
@@ -120,4 +129,40 @@ func retryHung[T any](ctx context.Context, f func(context.Context) (T, error)) (
 		case <-time.After(time.Duration(100+rand.IntN(400)) * time.Millisecond): // apart from the sibling that raced us
 		}
 	}
+}
+
+// leaderReads turns off direct gets on a bucket and binds it again. With direct gets (what
+// nats.go asks for) any replica of an R3 bucket answers a Get, a follower possibly before it
+// has the latest write: a service that wrote a key and read it back (agents: a site, then
+// its enrollment token) was told it does not exist. Without them the stream leader answers,
+// after every write it acknowledged. A process that binds the bucket while a sibling's
+// CreateOrUpdate has just turned direct gets back on keeps them until it binds again.
+func (r replicated) leaderReads(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
+	st, err := r.JetStream.Stream(ctx, "KV_"+bucket)
+	if err != nil {
+		return nil, err
+	}
+	if cfg := st.CachedInfo().Config; cfg.AllowDirect {
+		cfg.AllowDirect = false
+		if _, err := retryHung(ctx, func(ctx context.Context) (jetstream.Stream, error) { return r.JetStream.UpdateStream(ctx, cfg) }); err != nil {
+			return nil, err
+		}
+	}
+	return r.JetStream.KeyValue(ctx, bucket)
+}
+
+// KeyValue binds a bucket with leader reads (leaderReads) even if a sibling left it with
+// direct gets.
+func (r replicated) KeyValue(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
+	st, err := r.JetStream.Stream(ctx, "KV_"+bucket)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return nil, jetstream.ErrBucketNotFound
+		}
+		return nil, err
+	}
+	if st.CachedInfo().Config.AllowDirect {
+		return r.leaderReads(ctx, bucket)
+	}
+	return r.JetStream.KeyValue(ctx, bucket)
 }

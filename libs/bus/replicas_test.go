@@ -127,6 +127,31 @@ func TestWithReplicasOnACluster(t *testing.T) {
 			t.Errorf("%s: %d replicas, want 3", name, r)
 		}
 	}
+	// buckets are read from their leader: a write is seen by the next read, whichever
+	// process makes it
+	for _, name := range []string{"KV_kv0", "KV_kv3"} {
+		st, _ := jss[1].Stream(ctx, name)
+		if st.CachedInfo().Config.AllowDirect {
+			t.Errorf("%s: direct gets on", name)
+		}
+	}
+	kvw, err := jss[0].KeyValue(ctx, "kv1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kvr, err := jss[1].KeyValue(ctx, "kv1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		k := fmt.Sprintf("k%d", i)
+		if _, err := kvw.Put(ctx, k, []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kvr.Get(ctx, k); err != nil {
+			t.Fatalf("read after write of %s: %v", k, err)
+		}
+	}
 	// a configuration that names its replicas keeps them; 1 is the default everywhere
 	st, err := jss[0].CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "TWO", Subjects: []string{"two.>"}, Replicas: 2})
 	if err != nil {
