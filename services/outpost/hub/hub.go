@@ -249,6 +249,23 @@ func tokenStore(ctx context.Context, js jetstream.JetStream, key []byte) (*token
 	return tokens.New(tokenKV, key)
 }
 
+// answering are readiness probes of services that say nothing when they serve: ready once
+// one of their replicas (any process's: they are active/standby) answers a ping.
+var answering = map[string]func(context.Context, *nats.Conn) bool{
+	"discovery": servicePing("discovery"), "orchestration": servicePing("orchestration"),
+	"correlation": servicePing("correlation"), "mapping": servicePing("mapping"),
+}
+
+// servicePing asks $SRV.PING.<name>: some replica of the service serves its endpoints.
+func servicePing(name string) func(context.Context, *nats.Conn) bool {
+	return func(ctx context.Context, nc *nats.Conn) bool {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, err := nc.RequestWithContext(ctx, "$SRV.PING."+name, nil)
+		return err == nil
+	}
+}
+
 // runServices runs services concurrently on deps and blocks until ctx ends or one fails,
 // then stops them all and waits: services drain their consumers and finish in-flight work,
 // the connection flushes. waitFor are the services /healthz waits for (those not run are
@@ -268,6 +285,22 @@ func runServices(ctx context.Context, deps Deps, services []Service, waitFor []s
 	deps.ready = newReadiness(wait...)
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
+	for _, n := range wait {
+		if probe := answering[n]; probe != nil {
+			go func() {
+				for sctx.Err() == nil {
+					if probe(sctx, deps.NC) {
+						deps.ready.mark(n)()
+						return
+					}
+					select {
+					case <-sctx.Done():
+					case <-time.After(200 * time.Millisecond):
+					}
+				}
+			}()
+		}
+	}
 	var wg sync.WaitGroup
 	errc := make(chan error, len(services))
 	for _, s := range services {

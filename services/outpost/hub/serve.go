@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -204,7 +205,9 @@ func Serve(ctx context.Context, cfg ServeConfig, log *slog.Logger) error {
 	}
 	deps := Deps{NC: nc, JS: js, Topology: topo, Telemetry: tel, Logger: log, DataDir: cfg.DataDir,
 		Issuer: sec.Callout, HubAuth: hubAuth, CurveKey: sec.Curve}
-	return runServices(ctx, deps, services, []string{"agents", "cmdb", "importer"}, func() {
+	// /healthz waits for every service this process runs to be served by some replica: a
+	// request through this gateway right after must not find "service not running".
+	return runServices(ctx, deps, services, append([]string{"agents", "cmdb", "importer"}, slices.Sorted(maps.Keys(answering))...), func() {
 		log.Info("outpost serve up", "services", strings.Join(names, ","), "nats", nc.ConnectedUrlRedacted(),
 			"cluster", nc.ConnectedClusterName(), "replicas", replicas, "http", cfg.HTTPAddr, "data", cfg.DataDir)
 	})
