@@ -63,6 +63,12 @@ accounts {
   SYS {
     users: [
       { user: sys, password: $SYS_PASSWORD }
+      # Nobody holds this key's seed (it was thrown away): the user only makes a
+      # standalone nats-server send every client a nonce, which bridges sign with
+      # their NKey for the auth callout (the embedded hub sets AlwaysEnableNonce,
+      # which no config file option can). Without it bridges fail with
+      # "nkeys not supported by the server".
+      { nkey: UA2TVPQ6AMTNI3HZZ5JLENMKMRK5SMKSP7ZLCGFFROJNNYETN25YIWK5, permissions: { publish: { deny: ">" }, subscribe: { deny: ">" } } }
     ]
   }
 

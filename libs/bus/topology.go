@@ -57,26 +57,32 @@ type Limits struct {
 	// DLQPerOrigin is the per-origin quota of dead letters (per dlq.<service>.<origin>
 	// subject, oldest evicted first): default 10,000.
 	DLQPerOrigin   int64
-	ProbesMaxBytes int64         // default 5 GiB
-	Duplicates     time.Duration // dedup window for Nats-Msg-Id (default 2 min)
+	ProbesMaxBytes int64 // default 5 GiB
+	// ProbesMaxConsumers caps PROBES' consumers (default 100,000). nats-server 2.11+ allows
+	// 1,000 consumers per stream unless the stream says otherwise (-1 does not count), and
+	// every site has one per priority, capability and lane (162): the 7th site could not
+	// enroll (measured by BenchmarkSites, services/outpost/e2e).
+	ProbesMaxConsumers int
+	Duplicates         time.Duration // dedup window for Nats-Msg-Id (default 2 min)
 }
 
 // DefaultLimits are what `outpost up` runs with.
 func DefaultLimits() Limits {
 	return Limits{
-		Replicas:         1,
-		ResultsMaxAge:    7 * 24 * time.Hour,
-		ResultsMaxBytes:  10 << 30,
-		ResultsPerSender: 2_000_000,
-		EventsMaxAge:     7 * 24 * time.Hour,
-		EventsMaxBytes:   5 << 30,
-		ChangesMaxAge:    30 * 24 * time.Hour,
-		ImportsMaxAge:    7 * 24 * time.Hour,
-		DLQMaxAge:        30 * 24 * time.Hour,
-		DLQMaxBytes:      1 << 30,
-		DLQPerOrigin:     10_000,
-		ProbesMaxBytes:   5 << 30,
-		Duplicates:       2 * time.Minute,
+		Replicas:           1,
+		ResultsMaxAge:      7 * 24 * time.Hour,
+		ResultsMaxBytes:    10 << 30,
+		ResultsPerSender:   2_000_000,
+		EventsMaxAge:       7 * 24 * time.Hour,
+		EventsMaxBytes:     5 << 30,
+		ChangesMaxAge:      30 * 24 * time.Hour,
+		ImportsMaxAge:      7 * 24 * time.Hour,
+		DLQMaxAge:          30 * 24 * time.Hour,
+		DLQMaxBytes:        1 << 30,
+		DLQPerOrigin:       10_000,
+		ProbesMaxBytes:     5 << 30,
+		ProbesMaxConsumers: 100_000,
+		Duplicates:         2 * time.Minute,
 	}
 }
 
@@ -107,6 +113,9 @@ func (l Limits) withDefaults() Limits {
 	pickN(&l.DLQPerOrigin, d.DLQPerOrigin)
 	pickN(&l.ResultsPerSender, d.ResultsPerSender)
 	pickN(&l.ProbesMaxBytes, d.ProbesMaxBytes)
+	if l.ProbesMaxConsumers == 0 {
+		l.ProbesMaxConsumers = d.ProbesMaxConsumers
+	}
 	return l
 }
 
@@ -190,7 +199,7 @@ func DefaultTopology(l Limits) Topology {
 	return Topology{
 		Streams: []jetstream.StreamConfig{
 			s(jetstream.StreamConfig{Name: StreamProbes, Description: "probes for bridges: probe.<site>.<priority>.<capability>.<lane>",
-				Subjects: []string{"probe.>"}, Retention: jetstream.WorkQueuePolicy, MaxBytes: l.ProbesMaxBytes,
+				Subjects: []string{"probe.>"}, Retention: jetstream.WorkQueuePolicy, MaxBytes: l.ProbesMaxBytes, MaxConsumers: l.ProbesMaxConsumers,
 				AllowMsgTTL: true, Discard: jetstream.DiscardNew}),
 			s(jetstream.StreamConfig{Name: StreamResults, Description: "probe results, kept for replay: result.<app>.<site>.<kind>.<agent>",
 				Subjects: []string{"result.>"}, Retention: jetstream.LimitsPolicy, MaxAge: l.ResultsMaxAge, MaxBytes: l.ResultsMaxBytes,

@@ -59,6 +59,7 @@ func (s *service) endpoints() map[string]bus.Endpoint {
 			}
 			return *v, nil
 		}),
+		discoveryapi.Replay.Name: discoveryapi.Replay.Handle(s.replay),
 		discoveryapi.Cancel.Name: discoveryapi.Cancel.Handle(func(ctx context.Context, r IDRequest) (discoveryapi.CancelReply, error) {
 			return s.cancel(ctx, r.ID)
 		}),
@@ -166,6 +167,11 @@ func (s *service) startWithID(ctx context.Context, id string, req StartRequest, 
 		Pending: map[string]*pendingProbe{}, TraceParent: telemetry.TraceParent(ctx)}
 	r.logf(now, "run queued")
 	rs := &runState{run: r, hosts: map[string]*Host{}}
+	if rp := s.replayOf(id); rp != nil {
+		// a replay run: its probes are answered from RESULTS (replay.go)
+		r.ReplayOf, rs.dry, rp.rs = rp.of, rp.dryRun, rs
+		r.logf(now, fmt.Sprintf("replay of run %s from its stored results (dry run: %v)", rp.of, rp.dryRun))
+	}
 	rs.mu.Lock()
 	err := s.saveRun(ctx, rs)
 	rs.mu.Unlock()

@@ -234,7 +234,7 @@ func (s *service) probe(ctx context.Context, t *turn, req probeRequest) (*envelo
 	if err != nil {
 		return nil, err
 	}
-	if req.Spec.Credentials != "" {
+	if req.Spec.Credentials != "" && s.replayOf(t.run.ID) == nil { // a replay sends nothing to a site
 		if err := s.attachCredentials(ctx, t.rs, p, req.Spec.Credentials, req.IP); err != nil {
 			return nil, err
 		}
@@ -304,6 +304,10 @@ func (s *service) publish(ctx context.Context, rs *runState, probes []*envelope.
 	if len(probes) == 0 {
 		return nil
 	}
+	if rp := s.replayOf(rs.run.ID); rp != nil {
+		s.answerFromStore(ctx, rs, rp, probes)
+		return probes
+	}
 	var mu sync.Mutex
 	var failed []*envelope.Probe
 	var firstErr error
@@ -321,6 +325,9 @@ func (s *service) publish(ctx context.Context, rs *runState, probes []*envelope.
 			err := s.fence()
 			if err == nil {
 				err = bus.PublishProbe(ctx, s.deps.JS, s.pub, p)
+			}
+			if err == nil {
+				s.recordProbe(ctx, p) // what it asked, to replay the run from RESULTS
 			}
 			mu.Lock()
 			defer mu.Unlock()
@@ -426,6 +433,7 @@ func (s *service) advance(ctx context.Context, rs *runState) {
 		s.mu.Lock()
 		delete(s.runs, r.ID)
 		s.mu.Unlock()
+		s.replays.Delete(r.ID)
 		s.forget(rs)
 	}
 }
@@ -459,6 +467,10 @@ func (s *service) logFinished(r *RunRecord) {
 
 // sendPayload puts a payload on the CMDB ingest stream (the stages' payloadSender).
 func (s *service) sendPayload(ctx context.Context, run, id string, p *envelope.CIPayload) error {
+	if rp := s.replayOf(run); rp != nil && rp.dryRun {
+		s.dryPayload(rp, p) // writes disabled: only listed
+		return nil
+	}
 	if err := s.fence(); err != nil {
 		return err
 	}

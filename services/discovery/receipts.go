@@ -74,6 +74,9 @@ func (rs *runState) payloadHost(id string) (string, bool) {
 
 // awaitingReceipts counts the hosts whose payload went to the CMDB without a receipt yet.
 func (rs *runState) awaitingReceipts() int {
+	if rs.dry {
+		return 0
+	}
 	n := 0
 	for _, h := range rs.hosts {
 		if h.CIs > 0 && h.Ingested == nil {

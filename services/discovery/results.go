@@ -349,6 +349,9 @@ func (s *service) noteCredentials(ctx context.Context, rs *runState, h *Host, ty
 		h.Worked = map[string]string{}
 	}
 	h.Worked[typ] = worked
+	if s.replayOf(rs.run.ID) != nil {
+		return // a replay changes nothing but its own run (and, not dry, the CMDB)
+	}
 	if _, err := s.kvAff.Put(ctx, affinityKey(rs.run.Site, typ, h.IP), []byte(worked)); err != nil {
 		s.log.Warn("credential affinity", "err", err)
 	}
@@ -376,6 +379,10 @@ func (s *service) noteHostKey(ctx context.Context, rs *runState, h *Host, res *e
 		return
 	}
 	if v.HostKey == "" {
+		return
+	}
+	if s.replayOf(rs.run.ID) != nil {
+		h.Facts.SSHHostKey = v.HostKey // a replay records no host key
 		return
 	}
 	first, changed, err := s.seeHostKey(ctx, site, h.IP, v.HostKey, v.HostKeyType, rs.run.ID)

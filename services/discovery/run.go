@@ -113,6 +113,8 @@ type RunRecord struct {
 	Errors      []string   `json:"errors,omitempty"`
 	Log         []string   `json:"log,omitempty"`
 	Relations   bool       `json:"relations_sent,omitempty"`
+	// ReplayOf is the run a replay run re-derives from its stored results (replay.go).
+	ReplayOf string `json:"replay_of,omitempty"`
 	// Fence is the lease token of the replica that wrote the record (libs/lease.Store).
 	Fence uint64 `json:"fence,omitempty"`
 	// TraceParent is the trace context of the request that started the run: its probes,
@@ -192,7 +194,7 @@ func (r *RunRecord) view() RunView {
 	return RunView{ID: r.ID, Site: r.Site, Ranges: r.Ranges, Exclude: r.Exclude, Ports: r.Ports, Credentials: r.Credentials,
 		Schedule: r.Schedule, State: r.State, Reason: r.Reason, Created: r.Created, Updated: r.Updated, Finished: r.Finished,
 		Deadline: r.Deadline, Counters: r.Counters, Errors: r.Errors, Log: slices.Clone(r.Log), RelationsSent: r.Relations,
-		PendingProbes: len(r.Pending), TraceID: telemetry.TraceID(r.TraceParent)}
+		PendingProbes: len(r.Pending), TraceID: telemetry.TraceID(r.TraceParent), ReplayOf: r.ReplayOf}
 }
 
 // view is the host as run_get shows it: without the probes applied.

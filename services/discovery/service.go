@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -86,6 +87,11 @@ type service struct {
 
 	bridgesMu sync.Mutex
 	bridges   map[string]bridgeCache
+
+	// replays are the replay runs this replica drives (replay.go), by run id.
+	replays sync.Map
+	// ledgerFailed counts probes published without their ledger entry (not replayable).
+	ledgerFailed atomic.Int64
 }
 
 // runState is an active run in memory (KV is written through): the state the pipeline's
@@ -112,6 +118,8 @@ type runState struct {
 	unsent []*envelope.Probe
 	// receiptsSince is when the run had nothing left but the CMDB's receipts to wait for.
 	receiptsSince time.Time
+	// dry: a dry replay run (replay.go), which sends no payload and so awaits no receipt.
+	dry bool
 }
 
 type bridgeCache struct {
@@ -176,6 +184,7 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 	s.kvAff = pick(kv(jetstream.KeyValueConfig{Bucket: KVAffinity, Description: "discovery: credential that worked per site, type and address", History: 1}))
 	s.kvSched = pick(kv(jetstream.KeyValueConfig{Bucket: KVSchedules, Description: "discovery schedules", History: 1}))
 	s.kvHostKeys = pick(kv(jetstream.KeyValueConfig{Bucket: KVHostKeys, Description: "discovery: SSH host keys first seen per site and address (trust on first use)", History: 1}))
+	errs = append(errs, ensureLedger(ctx, deps.JS, LedgerMaxAge))
 	credKV := pick(kv(jetstream.KeyValueConfig{Bucket: KVCredentials, Description: "target credentials, AES-GCM encrypted", History: 1}))
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -272,6 +281,11 @@ func (s *service) loadRun(ctx context.Context, id string) (*runState, error) {
 		return nil, nil // not a run record (another service's key)
 	}
 	if terminalState(r.State) {
+		return nil, nil
+	}
+	if r.ReplayOf != "" && s.replayOf(id) == nil {
+		// a replay run's answers lived in the replica that started it: replay again
+		s.log.Warn("replay run interrupted: its replica stopped; start the replay again", "run", id, "of", r.ReplayOf)
 		return nil, nil
 	}
 	s.runsW.Seen(id, e.Revision())

@@ -47,6 +47,9 @@ func (a *API) routeDiscovery(mux *router) {
 		opDoc(discoveryapi.ScheduleRemove, nil))
 	mux.Handle("POST /api/v1/discovery/classifiers/reload", a.auth(tokens.RoleAdmin, relay(a, discoveryapi.ClassifiersReload, timeout, none)),
 		opDoc(discoveryapi.ClassifiersReload, nil))
+	// Replay re-derives a run from its stored results into the CMDB (outpost replay): an admin's.
+	mux.Handle("POST /api/v1/discovery/replay", a.auth(tokens.RoleAdmin, relay(a, discoveryapi.Replay, timeout, decodeBody[discoveryapi.ReplayRequest])),
+		opDoc(discoveryapi.Replay, bodyOf[discoveryapi.ReplayRequest]()))
 }
 
 // none is the request of an op without input.

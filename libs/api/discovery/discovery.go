@@ -31,13 +31,15 @@ var (
 	HostKeyList       = bus.Op[page.Request, HostKeyListReply]{Service: Service, Name: "hostkeys_ls"}
 	HostKeyForget     = bus.Op[HostKeysRequest, HostKeyForgetReply]{Service: Service, Name: "hostkeys_forget"}
 	ClassifiersReload = bus.Op[struct{}, ClassifiersReply]{Service: Service, Name: "classifiers_reload"}
+	// Replay re-derives a run from the results it stored (outpost replay --to discovery).
+	Replay = bus.Op[ReplayRequest, ReplayReply]{Service: Service, Name: "replay"}
 )
 
 // Ops lists every operation of the service.
 func Ops() []bus.OpSpec {
 	return []bus.OpSpec{Start.Spec(), RunList.Spec(), RunGet.Spec(), Cancel.Spec(), CredentialAdd.Spec(), CredentialList.Spec(),
 		CredentialSeal.Spec(), CredentialRemove.Spec(), ScheduleAdd.Spec(), ScheduleList.Spec(), ScheduleRemove.Spec(),
-		HostKeyList.Spec(), HostKeyForget.Spec(), ClassifiersReload.Spec()}
+		HostKeyList.Spec(), HostKeyForget.Spec(), ClassifiersReload.Spec(), Replay.Spec()}
 }
 
 // Run states.
@@ -131,8 +133,9 @@ type Run struct {
 	Errors      []string   `json:"errors,omitempty"`
 	Log         []string   `json:"log,omitempty"`
 	// RelationsSent: the run's relations payload went to the CMDB.
-	RelationsSent bool `json:"relations_sent,omitempty"`
-	PendingProbes int  `json:"pending_probes"`
+	RelationsSent bool   `json:"relations_sent,omitempty"`
+	PendingProbes int    `json:"pending_probes"`
+	ReplayOf      string `json:"replay_of,omitempty"` // a replay run: the run it re-derives (outpost replay)
 	// TraceID is the OpenTelemetry trace of the run (the request that started it, its
 	// probes, their results and the CMDB ingest); empty when tracing was off.
 	TraceID string      `json:"trace_id,omitempty"`
@@ -370,4 +373,28 @@ type HostKeyForgetReply struct {
 type ClassifiersReply struct {
 	Files       []string `json:"files"`
 	Classifiers int      `json:"classifiers"`
+}
+
+// ReplayRequest replays the stored results of a run through discovery's live pipeline: a new
+// run with the original's parameters whose probes are answered from the RESULTS stream
+// instead of by bridges (nothing is sent to a site). The classification is today's rules';
+// the payloads go to the CMDB unless DryRun, which only lists them in the replay run's log.
+type ReplayRequest struct {
+	Stream  string `json:"stream"`             // RESULTS: the only stream discovery consumes
+	Run     string `json:"run"`                // the run whose results are replayed
+	Since   string `json:"since,omitempty"`    // only results stored in the last Since (e.g. 10m)
+	FromSeq uint64 `json:"from_seq,omitempty"` // only results from this stream sequence on
+	Site    string `json:"site,omitempty"`
+	Agent   string `json:"agent,omitempty"`
+	Subject string `json:"subject,omitempty"` // a subject pattern inside result.discovery.>
+	DryRun  bool   `json:"dry_run,omitempty"`
+}
+
+// ReplayReply names the replay run (follow it with run_get) and what was found to replay.
+type ReplayReply struct {
+	Run     string `json:"run"`     // the replay run
+	Of      string `json:"of"`      // the run replayed
+	Results int    `json:"results"` // result chunks of the run read from the stream
+	Probes  int    `json:"probes"`  // probes of the run on record (the probe ledger)
+	DryRun  bool   `json:"dry_run,omitempty"`
 }

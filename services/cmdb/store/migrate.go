@@ -84,10 +84,6 @@ func (s *sqlStore) migrate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("store: migrations: %w", err)
 	}
-	if _, err := s.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied BIGINT NOT NULL)`); err != nil {
-		return fmt.Errorf("store: migrations table: %w", err)
-	}
 	t, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store: migrate: %w", err)
@@ -95,9 +91,15 @@ func (s *sqlStore) migrate(ctx context.Context) error {
 	defer func() { _ = t.Rollback() }()
 	if s.d.name == "postgres" {
 		// Replicas starting together: one migrates, the others wait and find nothing to do.
+		// The lock comes first: two concurrent CREATE TABLE IF NOT EXISTS of one table
+		// collide in PostgreSQL's catalog (duplicate key on pg_type).
 		if _, err := t.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7467283901)`); err != nil {
 			return fmt.Errorf("store: migrate lock: %w", err)
 		}
+	}
+	if _, err := t.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied BIGINT NOT NULL)`); err != nil {
+		return fmt.Errorf("store: migrations table: %w", err)
 	}
 	applied := map[int]bool{}
 	rows, err := t.QueryContext(ctx, `SELECT version FROM schema_migrations`)

@@ -136,12 +136,26 @@ func (s *Store) Create(ctx context.Context, name, role string) (string, Token, e
 		return "", Token{}, err
 	}
 	secret := prefix + base64.RawURLEncoding.EncodeToString(buf)
+	t, err := s.Register(ctx, name, role, secret)
+	return secret, t, err
+}
+
+// Register stores a token whose secret was made elsewhere: the bootstrap admin token of a
+// hub's credentials file (outpost hub-creds), which every gateway replica registers and only
+// the first one's write creates. A secret already stored fails with jetstream.ErrKeyExists.
+func (s *Store) Register(ctx context.Context, name, role, secret string) (Token, error) {
+	if !slices.Contains(Roles, role) {
+		return Token{}, fmt.Errorf("role %q: want one of %s", role, strings.Join(Roles, ", "))
+	}
+	if !strings.HasPrefix(secret, prefix) || len(secret) < len(prefix)+32 {
+		return Token{}, fmt.Errorf("token secret: want %s followed by at least 32 characters", prefix)
+	}
 	h := hash(secret)
 	t := Token{ID: h[:12], Name: name, Role: role, Created: time.Now().UTC()}
 	if _, err := s.kv.Create(ctx, h, s.encode(h, t)); err != nil {
-		return "", Token{}, fmt.Errorf("store token: %w", err)
+		return Token{}, fmt.Errorf("store token: %w", err)
 	}
-	return secret, t, nil
+	return t, nil
 }
 
 // Verify returns the token of a secret, or ErrInvalid: for an unknown or revoked token, and

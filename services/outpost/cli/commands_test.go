@@ -16,6 +16,7 @@ import (
 // or a command that went away, fails TestEveryRouteHasACommand.
 var commandOf = map[string]string{
 	"POST /api/v1/events":                       "events send",
+	"POST /api/v1/discovery/replay":             "replay",
 	"GET /api/v1/alerts":                        "alerts ls",
 	"GET /api/v1/alerts/{id}":                   "alerts show",
 	"POST /api/v1/alerts/{id}/ack":              "alerts ack",

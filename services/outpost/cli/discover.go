@@ -55,7 +55,8 @@ func newDiscover(g *globals) *cobra.Command {
 			}
 			if !wait {
 				if g.output == "json" {
-					return json.NewEncoder(g.stdout).Encode(map[string]string{"run": started.Run})
+					// "id" too: the run's id under the name every other object uses
+					return json.NewEncoder(g.stdout).Encode(map[string]string{"run": started.Run, "id": started.Run})
 				}
 				fmt.Fprintf(g.stdout, "run %s started — `outpost runs show %s` follows it\n", started.Run, started.Run)
 				return nil

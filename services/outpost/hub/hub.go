@@ -158,6 +158,10 @@ const hubUser = "hub"
 type Service struct {
 	Name string
 	Run  func(ctx context.Context, deps Deps) error
+	// UpOnly services run only in the all-in-one `outpost up` (its local bridge, the lab
+	// demo). The others run there too, and `outpost serve NAME…` runs them as replicas in
+	// their own processes against a NATS server or cluster.
+	UpOnly bool
 }
 
 // AdminTokenFile is where the first start writes the admin token (mode 0600).
@@ -182,12 +186,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	defer func() { _ = tel.Shutdown(context.Background()) }()
 
-	issuer, err := loadOrCreateKey(filepath.Join(cfg.DataDir, "callout.nk"), nkeys.CreateAccount)
-	if err != nil {
-		return err
-	}
-	issuerPub, _ := issuer.PublicKey()
-	curve, err := loadOrCreateKey(filepath.Join(cfg.DataDir, "hub.xk"), nkeys.CreateCurveKeys)
+	// Hub services sign in as "hub" with the password kept in <data>/hub.secret (0600); every
+	// other connection (bridges) goes through the agents service's auth callout.
+	sec, err := dataDirSecrets(cfg.DataDir)
 	if err != nil {
 		return err
 	}
@@ -195,17 +196,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	// Hub services sign in as "hub" with the password kept in <data>/hub.secret (0600), which
-	// service replicas run as separate processes read too; every other connection (bridges)
-	// goes through the agents service's auth callout.
-	hubPassword, err := ServicePassword(cfg.DataDir)
-	if err != nil {
-		return err
-	}
-	sysPassword, err := SystemPassword(cfg.DataDir)
-	if err != nil {
-		return err
-	}
+	issuerPub, _ := sec.Callout.PublicKey()
 	storeDir := filepath.Join(cfg.DataDir, "jetstream")
 	if err := migrateStoreAccount(storeDir, log); err != nil {
 		return err
@@ -221,7 +212,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Configure: func(o *server.Options) error {
 			// Hub services in HUB, bridges in BRIDGES (placed there by the agents service's
 			// auth callout): the same accounts as deployments/nats.
-			if err := bus.ApplyAccounts(o, bus.AccountVars{HubPassword: hubPassword, SysPassword: sysPassword, CalloutIssuer: issuerPub}); err != nil {
+			if err := bus.ApplyAccounts(o, bus.AccountVars{HubPassword: sec.HubPassword, SysPassword: sec.SysPassword, CalloutIssuer: issuerPub}); err != nil {
 				return err
 			}
 			// Bridges sign the nonce with their NKey; the callout verifies the signature.
@@ -233,7 +224,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	defer srv.Shutdown()
-	hubAuth := nats.UserInfo(hubUser, hubPassword)
+	hubAuth := nats.UserInfo(hubUser, sec.HubPassword)
 	nc, err := srv.Connect("outpost-hub", hubAuth)
 	if err != nil {
 		return err
@@ -250,32 +241,92 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("provision the bus: %w", err)
 	}
-	tokenKV, err := js.KeyValue(ctx, bus.KVTokens)
-	if err != nil {
-		return err
-	}
-	tokenKey, err := loadTokenKey(cfg.DataDir)
-	if err != nil {
-		return err
-	}
-	toks, err := tokens.New(tokenKV, tokenKey)
+	toks, err := tokenStore(ctx, js, sec.TokenKey)
 	if err != nil {
 		return err
 	}
 	if err := ensureAdminToken(ctx, toks, cfg.DataDir, cfg.Out); err != nil {
 		return err
 	}
-
 	deps := Deps{NC: nc, JS: js, Topology: topo, Telemetry: tel, Logger: log, DataDir: cfg.DataDir, Config: cfg,
-		Server: srv, Issuer: issuer, HubAuth: hubAuth, CurveKey: curve, ReleaseKey: relKey}
+		Server: srv, Issuer: sec.Callout, HubAuth: hubAuth, CurveKey: sec.Curve, ReleaseKey: relKey}
 	services := Registry(cfg, toks, tlsc)
 	waitFor := []string{"agents", "cmdb", "importer"}
 	if !cfg.NoLocalBridge {
 		waitFor = append(waitFor, "local-bridge") // one command gives a working system
 	}
-	deps.ready = newReadiness(waitFor...)
+	httpURL := "http://" + cfg.HTTPAddr
+	if tlsc.certFile != "" {
+		httpURL = "https://" + cfg.HTTPAddr
+	}
+	return runServices(ctx, deps, services, waitFor, func() {
+		log.Info("outpost hub up", "http", httpURL, "nats", srv.ClientURL(), "wss", cfg.WSSAddr, "data", cfg.DataDir,
+			"services", len(services), "startup", time.Since(start).Round(time.Millisecond))
+		printBridgeHowTo(cfg.Out, cfg, tlsc, srv.Addr())
+	})
+}
+
+// tokenStore is the API token store on the hub's bus.
+func tokenStore(ctx context.Context, js jetstream.JetStream, key []byte) (*tokens.Store, error) {
+	tokenKV, err := js.KeyValue(ctx, bus.KVTokens)
+	if err != nil {
+		return nil, err
+	}
+	return tokens.New(tokenKV, key)
+}
+
+// answering are readiness probes of services that say nothing when they serve: ready once
+// one of their replicas (any process's: they are active/standby) answers a ping.
+var answering = map[string]func(context.Context, *nats.Conn) bool{
+	"discovery": servicePing("discovery"), "orchestration": servicePing("orchestration"),
+	"correlation": servicePing("correlation"), "mapping": servicePing("mapping"),
+}
+
+// servicePing asks $SRV.PING.<name>: some replica of the service serves its endpoints.
+func servicePing(name string) func(context.Context, *nats.Conn) bool {
+	return func(ctx context.Context, nc *nats.Conn) bool {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, err := nc.RequestWithContext(ctx, "$SRV.PING."+name, nil)
+		return err == nil
+	}
+}
+
+// runServices runs services concurrently on deps and blocks until ctx ends or one fails,
+// then stops them all and waits: services drain their consumers and finish in-flight work,
+// the connection flushes. waitFor are the services /healthz waits for (those not run are
+// ignored); started is called once every service is launched.
+func runServices(ctx context.Context, deps Deps, services []Service, waitFor []string, started func()) error {
+	log := deps.Logger
+	running := map[string]bool{}
+	for _, s := range services {
+		running[s.Name] = true
+	}
+	var wait []string
+	for _, n := range waitFor {
+		if running[n] {
+			wait = append(wait, n)
+		}
+	}
+	deps.ready = newReadiness(wait...)
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
+	for _, n := range wait {
+		if probe := answering[n]; probe != nil {
+			go func() {
+				for sctx.Err() == nil {
+					if probe(sctx, deps.NC) {
+						deps.ready.mark(n)()
+						return
+					}
+					select {
+					case <-sctx.Done():
+					case <-time.After(200 * time.Millisecond):
+					}
+				}
+			}()
+		}
+	}
 	var wg sync.WaitGroup
 	errc := make(chan error, len(services))
 	for _, s := range services {
@@ -287,24 +338,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			}
 		}()
 	}
-	httpURL := "http://" + cfg.HTTPAddr
-	if tlsc.certFile != "" {
-		httpURL = "https://" + cfg.HTTPAddr
+	if started != nil {
+		started()
 	}
-	log.Info("outpost hub up", "http", httpURL, "nats", srv.ClientURL(), "wss", cfg.WSSAddr, "data", cfg.DataDir,
-		"services", len(services), "startup", time.Since(start).Round(time.Millisecond))
-	printBridgeHowTo(cfg.Out, cfg, tlsc, srv.Addr())
-
 	var runErr error
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")
 	case runErr = <-errc:
-		log.Error("a service failed; stopping the hub", "err", runErr)
+		log.Error("a service failed; stopping", "err", runErr)
 	}
 	stop()
 	wg.Wait()
-	if err := nc.FlushTimeout(2 * time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+	if err := deps.NC.FlushTimeout(2 * time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		log.Warn("flush", "err", err)
 	}
 	return runErr
@@ -363,13 +409,13 @@ func Registry(cfg Config, toks *tokens.Store, tlsc hubTLS) []Service {
 			mc.PatternsDir = cfg.MappingPatterns
 			return mapping.Run(ctx, mc, mapping.Deps{NC: d.NC, JS: d.JS, Logger: d.Logger, Tracer: d.Telemetry.Tracer})
 		}},
-		{Name: "local-bridge", Run: func(ctx context.Context, d Deps) error {
+		{Name: "local-bridge", UpOnly: true, Run: func(ctx context.Context, d Deps) error {
 			if cfg.NoLocalBridge {
 				return nil
 			}
 			return runLocalBridge(ctx, d)
 		}},
-		{Name: "lab", Run: func(ctx context.Context, d Deps) error {
+		{Name: "lab", UpOnly: true, Run: func(ctx context.Context, d Deps) error {
 			if !cfg.Lab {
 				return nil
 			}

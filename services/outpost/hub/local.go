@@ -93,7 +93,12 @@ func retry(ctx context.Context, f func() error) error {
 }
 
 // kick closes every connection of an authorized user of the embedded server.
+// Without an embedded server (outpost serve) there is none: a revoked agent is refused at its
+// next connection instead.
 func kick(srv *bus.Server) func(user string) error {
+	if srv == nil {
+		return nil
+	}
 	return func(user string) error {
 		cz, err := srv.Inner().Connz(&server.ConnzOptions{User: user, Limit: 10_000})
 		if err != nil {
