@@ -195,8 +195,30 @@ func (a *Active) renew(ctx context.Context) error {
 }
 
 // release gives the lease up, if it is still ours.
+//
+// a.rev may be behind the key: a renewal sent just before serving stopped can be applied by
+// the server while its publish already returned the context's error (or its ack was lost),
+// so the key's last revision is one we never learnt. The delete on a.rev then fails and the
+// key would stay until its TTL, keeping a standby out for that long. So on a revision
+// mismatch the key is read again: still this holder's value, it is deleted at the revision
+// read (a compare-and-set still: a standby's write in between wins).
 func (a *Active) release(ctx context.Context) {
-	_ = a.cfg.KV.Delete(ctx, a.cfg.Key, jetstream.LastRevision(a.rev))
+	c := a.cfg
+	err := c.KV.Delete(ctx, c.Key, jetstream.LastRevision(a.rev))
+	for attempt := 0; err != nil && attempt < 3; attempt++ {
+		var apiErr *jetstream.APIError
+		if !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence {
+			break
+		}
+		e, gerr := c.KV.Get(ctx, c.Key)
+		if gerr != nil || string(e.Value()) != c.Holder {
+			return // gone already, or another replica's now
+		}
+		err = c.KV.Delete(ctx, c.Key, jetstream.LastRevision(e.Revision()))
+	}
+	if err != nil {
+		c.Logger.Warn(c.Name+" lease not released: a standby takes over when it expires", "replica", c.Holder, "ttl", c.TTL, "err", err)
+	}
 }
 
 // hold renews the lease every TTL/3 until ctx ends. When it cannot renew — another replica

@@ -2,6 +2,7 @@ package lease
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outpost-dev/outpost/libs/bus"
@@ -167,6 +169,78 @@ func TestLeaseTimeline(t *testing.T) {
 			<-held
 			if c.lostAt == 0 && lost.Load() {
 				t.Fatal("a renewed lease was reported lost")
+			}
+		})
+	}
+}
+
+// TestReleaseAfterLateRenewal: a renewal the server applied after the holder stopped
+// waiting for it (its context ended as serving stopped, or its ack was lost) leaves the key
+// at a revision the holder never learnt. Stopping must still delete the key — else a
+// standby waits out the whole TTL — but never a key another replica wrote since.
+func TestReleaseAfterLateRenewal(t *testing.T) {
+	cases := []struct {
+		name string
+		// after is who writes the key after the late renewal ("" nobody).
+		after    string
+		wantHeld string // the key's value once Serve returned; "" gone
+	}{
+		{name: "late renewal only", wantHeld: ""},
+		{name: "standby took the key after it", after: "replica-b", wantHeld: "replica-b"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			srv, err := bus.StartServer(bus.ServerConfig{Name: "lease-release-test", StoreDir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Shutdown()
+			nc, err := srv.Connect("lease-release-test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			js, _ := jetstream.New(nc)
+			kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bus.KVLeases, History: 1, LimitMarkerTTL: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			fake := clock.NewFake(time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC))
+			const ttl = time.Minute // the key never expires within the test
+			l := New(Config{JS: js, KV: kv, Key: testKey, Holder: "replica-a", TTL: ttl, Clock: fake, Name: "test"})
+			sctx, stop := context.WithCancel(ctx)
+			defer stop()
+			served := false
+			err = l.Serve(sctx, func(context.Context) error {
+				served = true
+				// the renewal whose ack never reached the holder: applied on the server,
+				// l.rev not moved
+				m := &nats.Msg{Subject: "$KV." + bus.KVLeases + "." + testKey, Data: []byte("replica-a")}
+				if _, err := js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(l.rev), jetstream.WithMsgTTL(ttl)); err != nil {
+					t.Errorf("late renewal: %v", err)
+				}
+				if c.after != "" {
+					if _, err := kv.Put(ctx, testKey, []byte(c.after)); err != nil {
+						t.Errorf("standby's write: %v", err)
+					}
+				}
+				stop()
+				return nil
+			}, nil)
+			if err != nil || !served {
+				t.Fatalf("Serve: %v (served %v)", err, served)
+			}
+			e, err := kv.Get(ctx, testKey)
+			switch {
+			case c.wantHeld == "" && err == nil:
+				t.Fatalf("key still held by %q after the holder stopped: a standby waits for the TTL", e.Value())
+			case c.wantHeld == "" && !errors.Is(err, jetstream.ErrKeyNotFound):
+				t.Fatal(err)
+			case c.wantHeld != "" && err != nil:
+				t.Fatalf("key of %s deleted by the stopping holder: %v", c.wantHeld, err)
+			case c.wantHeld != "" && string(e.Value()) != c.wantHeld:
+				t.Fatalf("key held by %q, want %q", e.Value(), c.wantHeld)
 			}
 		})
 	}
