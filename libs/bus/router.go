@@ -93,7 +93,7 @@ func NewRouter(nc *nats.Conn, js jetstream.JetStream, cfg RouterConfig) (*Router
 		meter = cfg.Meter.Meter(scope)
 	}
 	r := &Router{cfg: cfg, nc: nc, wm: wm, log: log,
-		sub: NewSubscriber(js, SubscriberConfig{Topology: cfg.Topology, MaxInFlight: cfg.MaxInFlight, Logger: cfg.Logger}),
+		sub: NewSubscriber(js, SubscriberConfig{Topology: cfg.Topology, MaxInFlight: cfg.MaxInFlight, Logger: cfg.Logger, Meter: meter}),
 		dlq: NewDeadLetterer(js, cfg.Service, log, meter)}
 	poison, err := middleware.PoisonQueueWithFilter(r.dlq, DLQSubject(cfg.Service), func(err error) bool {
 		var dl *deadLetterError

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -464,5 +465,60 @@ func TestServiceEndpointConcurrency(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Fatalf("request: %v (served one at a time?)", err)
 		}
+	}
+}
+
+// TestHungHandlerIsNacked: a handler that blocks holds its message alive only up to the
+// consumer's MaxWork; then the message is nacked and redelivered (here handled on its
+// second delivery), the hang is logged, and the consumer — one message at a time, like a
+// CMDB partition — moves on to the next message while the hung handler is still blocked.
+func TestHungHandlerIsNacked(t *testing.T) {
+	spec := bus.ConsumerSpec{Stream: bus.StreamEvents, Name: "hang", Filters: []string{"event.>"},
+		AckWait: time.Second, MaxWork: 2 * time.Second, MaxAckPending: 1, MaxDeliver: 3}
+	h, topo := newHub(t, spec)
+	logs := &logBuf{}
+	r, err := bus.NewRouter(h.nc, h.js, bus.RouterConfig{Service: "test", Topology: topo,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	var mu sync.Mutex
+	handled := map[string][]string{} // event id → deliveries that returned
+	err = r.Handle("hang", "hang", func(msg *message.Message) error {
+		var e envelope.Event
+		if err := json.Unmarshal(msg.Payload, &e); err != nil {
+			return err
+		}
+		n := msg.Metadata.Get(bus.MetaDelivered)
+		if e.ID == "e0" && n == "1" {
+			<-release // hung: a query on a dead connection
+		}
+		mu.Lock()
+		handled[e.ID] = append(handled[e.ID], n)
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer close(release) // before the router's cleanup: let the hung goroutine end
+	runRouter(t, r)
+	pub := bus.NewPublisher(h.js, envelope.AgentSource("dc1", "br-1"), nil)
+	for i := range 2 {
+		if _, err := pub.Publish(context.Background(), bus.EventSubject("dc1", "test"), envelope.Meta{}, event(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 60*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if fmt.Sprint(handled["e0"]) != "[2]" || fmt.Sprint(handled["e1"]) != "[1]" {
+			return fmt.Errorf("handled (event → deliveries): %v", handled)
+		}
+		return nil
+	})
+	if !strings.Contains(logs.String(), "handler hung") || !strings.Contains(logs.String(), "consumer=hang") {
+		t.Fatalf("the hang was not logged:\n%s", logs.String())
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/outpost-dev/outpost/libs/envelope"
 )
@@ -39,6 +41,7 @@ type SubscriberConfig struct {
 	// The client prefetches at most this many, so none waits long with its AckWait ticking.
 	MaxInFlight int
 	Logger      *slog.Logger
+	Meter       metric.Meter // may be nil
 }
 
 // Subscriber implements watermill's message.Subscriber. The topic of Subscribe is the
@@ -52,6 +55,8 @@ type Subscriber struct {
 	// managed: a bus.Router settles each message in its outermost middleware (Settle), so no
 	// goroutine per message waits on watermill's Acked/Nacked channels.
 	managed bool
+
+	hung metric.Int64Counter // handlers past their consumer's MaxWork
 
 	closing   chan struct{} // closed when Close starts: stop pulling
 	abandon   chan struct{} // closed when Close gives up waiting: nak what is still in flight
@@ -68,8 +73,12 @@ func NewSubscriber(js jetstream.JetStream, cfg SubscriberConfig) *Subscriber {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Subscriber{js: js, cfg: cfg, log: log.With("component", "bus"),
+	s := &Subscriber{js: js, cfg: cfg, log: log.With("component", "bus"),
 		closing: make(chan struct{}), abandon: make(chan struct{})}
+	if cfg.Meter != nil {
+		s.hung, _ = cfg.Meter.Int64Counter("outpost.bus.handler_hung", metric.WithDescription("messages nacked because their handler ran past the consumer's MaxWork"))
+	}
+	return s
 }
 
 // Subscribe starts pulling from the consumer named topic.
@@ -159,7 +168,8 @@ func (s *Subscriber) pull(ctx context.Context, spec ConsumerSpec, it jetstream.M
 			continue
 		}
 		wm := toWatermill(jm, spec)
-		f := &flight{jm: jm, ackWait: spec.Config().AckWait, slots: slots, acks: acks, log: s.log, consumer: spec.Name}
+		f := &flight{jm: jm, ackWait: spec.Config().AckWait, maxWork: spec.maxWork(), slots: slots, acks: acks, log: s.log,
+			consumer: spec.Name, delivered: wm.Metadata.Get(MetaDelivered), hung: s.hung}
 		if s.managed {
 			s.wg.Add(1)
 			f.done = s.wg.Done
@@ -184,26 +194,46 @@ func (s *Subscriber) pull(ctx context.Context, spec ConsumerSpec, it jetstream.M
 
 // flight is one message handed to a handler and not yet settled with JetStream.
 type flight struct {
-	jm       jetstream.Msg
-	ackWait  time.Duration
-	slots    chan struct{}
-	acks     chan<- verdictOf
-	done     func()
-	log      *slog.Logger
-	consumer string
-	once     sync.Once
+	jm        jetstream.Msg
+	ackWait   time.Duration
+	maxWork   time.Duration // keep-alives stop then: the handler is taken to be hung
+	slots     chan struct{}
+	acks      chan<- verdictOf
+	done      func()
+	log       *slog.Logger
+	consumer  string
+	delivered string
+	hung      metric.Int64Counter
+	once      sync.Once
 }
 
 type flightKey struct{}
 
 // keepAlive tells the server the message is still being worked on, every half AckWait, so a
 // long handler is not raced by a redelivery to a sibling. Stop it when the handler returns.
+//
+// Not forever: a handler still running after the consumer's MaxWork is taken to be hung (a
+// query stuck on a dead connection, a lock never released). Keeping its message alive would
+// hold it — and, with MaxAckPending 1, its whole partition — forever, and MaxDeliver and the
+// DLQ would never see it. So the message is nacked (redelivered with backoff; dead-lettered
+// once its deliveries run out), its slot freed, and the hang logged and counted. The
+// handler's goroutine cannot be stopped; its verdict, if it ever comes, is ignored.
 func (f *flight) keepAlive() (stop func() bool) {
 	var t *time.Timer
 	var mu sync.Mutex
 	mu.Lock()
 	defer mu.Unlock()
+	began := time.Now()
 	t = time.AfterFunc(f.ackWait/2, func() {
+		if ran := time.Since(began); f.maxWork > 0 && ran >= f.maxWork {
+			f.log.Error("handler hung: its message is nacked for a redelivery and its slot freed",
+				"consumer", f.consumer, "subject", f.jm.Subject(), "delivered", f.delivered, "ran", ran.Round(time.Second), "max_work", f.maxWork)
+			if f.hung != nil {
+				f.hung.Add(context.Background(), 1, metric.WithAttributes(attribute.String("consumer", f.consumer)))
+			}
+			f.settle(false, f.delivered)
+			return
+		}
 		_ = f.jm.InProgress()
 		mu.Lock()
 		t.Reset(f.ackWait / 2)

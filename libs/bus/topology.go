@@ -131,6 +131,23 @@ type ConsumerSpec struct {
 	// MaxAckPending bounds unacknowledged messages across all replicas (default 1,000).
 	MaxAckPending int
 	Description   string
+	// MaxWork bounds how long a handler may keep one message alive with InProgress (default
+	// 10 min, at least one AckWait): a handler still running then is taken to be hung — the
+	// message is nacked for a redelivery (and dead-lettered once its deliveries run out),
+	// its slot freed, and the hang logged and counted (subscriber.go).
+	MaxWork time.Duration
+}
+
+// DefaultMaxWork is a handler's time on one message before it is taken to be hung.
+const DefaultMaxWork = 10 * time.Minute
+
+// maxWork is MaxWork with its default, never under one AckWait.
+func (c ConsumerSpec) maxWork() time.Duration {
+	d := c.MaxWork
+	if d == 0 {
+		d = DefaultMaxWork
+	}
+	return max(d, c.Config().AckWait)
 }
 
 // Config is the JetStream configuration of the consumer, defaults applied.
