@@ -3,6 +3,7 @@ package discovery
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -84,14 +85,109 @@ func (b *syncBuffer) String() string {
 	return b.b.String()
 }
 
+// publishLog records every JetStream publish on the server (core subscriptions see them
+// all) and which were stored: a publish's ack comes back on its reply subject, whose prefix
+// tells the connection (JetStream context) that published it.
+type publishLog struct {
+	mu   sync.Mutex
+	pubs []publishSeen
+	byTo map[string]int // reply subject → index in pubs
+}
+
+type publishSeen struct {
+	subject, reply string
+	fence          uint64
+	stored         bool // acked without error and not as a duplicate
+}
+
+func watchPublishes(t *testing.T, nc *nats.Conn) *publishLog {
+	l := &publishLog{byTo: map[string]int{}}
+	// one channel for every subscription: messages come out in the order the server sent
+	// them, so an ack is never seen before the publish it answers. (Not ">": a watcher on
+	// every subject would answer for missing services, and requests would wait forever.)
+	ch := make(chan *nats.Msg, 1<<16)
+	for _, subj := range []string{"$KV.>", "probe.>", "cmdb.ingest.>", "_INBOX.>"} {
+		sub, err := nc.ChanSubscribe(subj, ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = sub.SetPendingLimits(-1, -1)
+		t.Cleanup(func() { _ = sub.Unsubscribe() })
+	}
+	go func() {
+		for m := range ch {
+			l.record(m)
+		}
+	}()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func (l *publishLog) record(m *nats.Msg) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if strings.HasPrefix(m.Subject, "_INBOX.") {
+		var ack struct {
+			Stream    string          `json:"stream"`
+			Duplicate bool            `json:"duplicate"`
+			Error     json.RawMessage `json:"error"`
+		}
+		if json.Unmarshal(m.Data, &ack) != nil || ack.Stream == "" || ack.Error != nil || ack.Duplicate {
+			return
+		}
+		if i, ok := l.byTo[m.Subject]; ok {
+			l.pubs[i].stored = true
+		}
+		return
+	}
+	if m.Reply == "" {
+		return
+	}
+	var f struct {
+		Fence uint64 `json:"fence"`
+	}
+	_ = json.Unmarshal(m.Data, &f)
+	l.byTo[m.Reply] = len(l.pubs)
+	l.pubs = append(l.pubs, publishSeen{subject: m.Subject, reply: m.Reply, fence: f.Fence})
+}
+
+// prefixOf is the connection part of a reply subject (all but its last token).
+func prefixOf(reply string) string { return reply[:strings.LastIndexByte(reply, '.')+1] }
+
 // TestFencedReplicaWritesNothing freezes the active replica (SIGSTOP, a child process) in
-// the middle of a turn, past its lease; the standby takes over and completes the run; then
-// the frozen replica is resumed: it finds its lease expired and writes nothing — no run,
-// host or pending record, no probe, no payload.
+// the middle of a turn, past its lease; the standby takes over; then the frozen replica is
+// resumed: it finds its lease expired and writes nothing — no run, host or pending record,
+// no probe, no payload.
+//
+// Two cases. Woken long after (the standby completed the run meanwhile): nothing on the
+// server moves once it wakes. Woken while the standby serves, within the frozen turn's
+// own 30 s deadline: that turn goes on at once, so only the fence can stop it — every
+// publish on the server is watched, and none from the woken replica (its connection is
+// known by the reply subjects of its writes before the freeze) may be stored.
 func TestFencedReplicaWritesNothing(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		wakeWhileB bool
+	}{
+		{name: "woken after the standby completed the run"},
+		{name: "woken while the standby serves", wakeWhileB: true},
+	} {
+		t.Run(c.name, func(t *testing.T) { fencedReplica(t, "127.77.226.0/24", 16, c.wakeWhileB) })
+	}
+}
+
+func fencedReplica(t *testing.T, labRange string, hosts int, wakeWhileB bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	h := newHarness(ctx, t, "127.77.226.0/24", 16)
+	h := newHarness(ctx, t, labRange, hosts)
+	wnc, err := h.srv.Connect("publish-watch") // its own connection: nothing of the harness's
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wnc.Close()
+	pubs := watchPublishes(t, wnc)
 	seed, _ := h.hub.Seed()
 	var stderr syncBuffer
 	child := exec.Command(os.Args[0], "-test.run=^TestFrozenReplicaChild$", "-test.count=1", "-test.timeout=10m")
@@ -121,11 +217,66 @@ func TestFencedReplicaWritesNothing(t *testing.T) {
 		}
 		return nil
 	})
+	// the frozen replica's connection: the one that wrote run state before the freeze (only
+	// it served until now)
+	childPrefix := ""
+	pubs.mu.Lock()
+	for _, p := range pubs.pubs {
+		if strings.HasPrefix(p.subject, "$KV."+bus.KVRuns+".") && p.fence > 0 && p.stored {
+			childPrefix = prefixOf(p.reply)
+			break
+		}
+	}
+	pubs.mu.Unlock()
+	if childPrefix == "" {
+		t.Fatal("no run state written by replica a before it froze")
+	}
 
 	stopB := h.startReplica(ctx, "replica-b", 2*time.Second)
 	defer stopB()
+	mark := 0
+	if wakeWhileB {
+		// replica b serves: it wrote run state of its own
+		eventually(t, 20*time.Second, func() error {
+			pubs.mu.Lock()
+			defer pubs.mu.Unlock()
+			for _, p := range pubs.pubs {
+				if strings.HasPrefix(p.subject, "$KV."+bus.KVRuns+".") && p.stored && prefixOf(p.reply) != childPrefix {
+					return nil
+				}
+			}
+			return fmt.Errorf("replica b wrote no run state yet")
+		})
+		pubs.mu.Lock()
+		mark = len(pubs.pubs)
+		pubs.mu.Unlock()
+		if err := child.Process.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 30*time.Second, func() error {
+			if !strings.Contains(stderr.String(), "another discovery replica is active") {
+				return fmt.Errorf("replica a has not stood down yet")
+			}
+			return nil
+		})
+	}
 	v := h.waitRun(ctx, st.Run, 100*time.Second)
 	h.checkAgainstManifest(ctx, v)
+
+	if wakeWhileB {
+		pubs.mu.Lock()
+		defer pubs.mu.Unlock()
+		var wrote []string
+		for _, p := range pubs.pubs[mark:] {
+			if prefixOf(p.reply) == childPrefix && p.stored && !strings.HasPrefix(p.subject, "$KV."+bus.KVLeases+".") {
+				wrote = append(wrote, fmt.Sprintf("%s (fence %d)", p.subject, p.fence))
+			}
+		}
+		if len(wrote) > 0 {
+			t.Fatalf("the fenced replica wrote %d messages after it woke up, e.g. %v", len(wrote), wrote[:min(len(wrote), 5)])
+		}
+		return
+	}
 
 	// what replica b left: nothing of it moves any more
 	streams := []string{"KV_" + bus.KVRuns, "KV_" + KVHosts, "KV_" + KVPending, bus.StreamProbes, bus.StreamCMDB}

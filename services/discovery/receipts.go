@@ -15,6 +15,9 @@ func (s *service) handleReceipt(ctx context.Context, meta envelope.Meta, in *env
 	if meta.Run == "" {
 		return nil
 	}
+	if err := s.fence(); err != nil {
+		return err // stale replica: not even an ack (see handleResult)
+	}
 	rs, err := s.loadRun(ctx, meta.Run)
 	if err != nil || rs == nil {
 		return err

@@ -28,6 +28,13 @@ func (s *service) handleResult(ctx context.Context, _ envelope.Meta, res *envelo
 	if res.Run == "" || res.App != Service {
 		return nil
 	}
+	// a replica whose lease is gone (frozen past it, taken over) must not even ack: what it
+	// holds in memory is stale, and a result it acked for a probe the active replica sent
+	// since (unknown here) would be lost to that replica. Nacked, it is delivered again —
+	// to the active replica once this one stood down.
+	if err := s.fence(); err != nil {
+		return err
+	}
 	rs, err := s.loadRun(ctx, res.Run)
 	if err != nil {
 		return err // transient: KV unavailable, retried
