@@ -58,6 +58,7 @@ const (
 	Canceled    Code = "canceled"
 	HostKey     Code = "host_key_mismatch"
 	Panic       Code = "panic"
+	NotReplayed Code = "not_replayed"
 	WinRMFault  Code = "winrm_fault"
 )
 
@@ -102,6 +103,7 @@ var Table = []Entry{
 	{"Canceled", Canceled, 0, true, Result, "the probe was cancelled (drain, shutdown)"},
 	{"HostKey", HostKey, 0, false, Result, "an SSH host key differs from the known one: nothing was sent"},
 	{"WinRMFault", WinRMFault, 0, false, Result, "the WinRM service answered with a WS-Management fault (quota, policy, configuration)"},
+	{"NotReplayed", NotReplayed, 0, false, Result, "a replayed probe (outpost replay) the stored results do not answer: the original was never sent, or its results aged out of RESULTS"},
 	{"Panic", Panic, 0, false, Result, "the probe kind panicked (a bug in the bridge): the stack is in the bridge log; the probe is not retried"},
 
 	{"Permanent", Permanent, 0, false, DeadLetter, "the handler said retrying cannot help"},

@@ -36,7 +36,7 @@ const (
 	StreamLedger  = "DISCOVERY_PROBES"
 	ledgerSubject = "discovery.ledger."
 	// CodeNotReplayed is the error code of a replayed probe the stored results do not answer.
-	CodeNotReplayed = "not_replayed"
+	CodeNotReplayed = "not_replayed" // errs.NotReplayed
 )
 
 // ReplayRequest, ReplayReply: libs/api/discovery.
