@@ -11,7 +11,9 @@ trap 'git -C "$root" worktree remove --force "$work/base" >/dev/null 2>&1 || tru
 git -C "$root" worktree add --detach "$work/base" "$base" >/dev/null 2>&1
 # One measurement for both trees: this tree's bench file (more samples, CPU per probe) runs in
 # the base tree too; it only uses helpers the base already had.
-cp services/outpost/e2e/bench_test.go "$work/base/services/outpost/e2e/bench_test.go"
+# (The base has no probe lanes: its probe subject takes no lane argument.)
+sed 's/bus.ProbeSubject(p.Site, p.Priority, p.Capability, bus.ProbeLane(p.App))/bus.ProbeSubject(p.Site, p.Priority, p.Capability)/' \
+  services/outpost/e2e/bench_test.go >"$work/base/services/outpost/e2e/bench_test.go"
 cmd="go test ./services/outpost/e2e -run XXX -bench EchoRoundTrip/bridges=1 -benchtime 1x -count 1"
 cmd2="go test ./services/outpost/e2e -run XXX -bench InteractiveLatency -benchtime 1x -count 1"
 metric() { awk -v re="$2" -v unit="$3" '$1 ~ re { for (i=2;i<=NF;i++) if ($i==unit) print $(i-1) }' "$1"; }
