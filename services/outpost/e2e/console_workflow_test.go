@@ -117,10 +117,28 @@ steps:
 	screenshot(t, tab, shots, "11-run-waiting")
 	must("approve", chromedp.SetValue(chromedp.CSS(`#step-gate input[name=comment]`), "looks fine"),
 		chromedp.Click(chromedp.CSS(`#step-gate button[value=approve]`)), chromedp.WaitVisible(chromedp.ID("wf-run-state")))
+	// The decision is a form post: wait for the page it lands on (the gate shows the
+	// approval) before marking it, or the marker may be set on the page being left.
+	eventually(t, 30*time.Second, func() error {
+		// read without failing: the node may be detached while the new page loads
+		got, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(document.querySelector('#step-gate') || {}).innerText || ""`))
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(got, "approved by admin") {
+			return fmt.Errorf("gate after approval: %q", got)
+		}
+		return nil
+	})
 	// the page after the decision follows the run live: a marker proves no reload
 	eval(`window.outpostMarker = 1`)
 	eventually(t, time.Minute, func() error {
-		if s := text(`#wf-run-state`); s != "completed" {
+		// read without failing: live updates swap the page's nodes
+		s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(document.querySelector('#wf-run-state') || {}).innerText || ""`))
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(s) != "completed" {
 			return fmt.Errorf("run state %q", s)
 		}
 		return nil
