@@ -266,7 +266,7 @@ func TestServiceMapOfTheLab(t *testing.T) {
 		var d api.Detail
 		h.mustAPI(t, "GET", "/api/v1/services/"+first.Name, nil, &d)
 		if d.Map == nil || d.Map.Version != d2.Map.Version+1 || d.Service.State != api.ServiceMapped {
-			return fmt.Errorf("service %s: state %s, map version %v (before the kill %d)", first.Name, d.Service.State, d.Map != nil && d.Map.Version > 0, d2.Map.Version)
+			return fmt.Errorf("service %s: state %s (error %q), map version %v (before the kill %d)", first.Name, d.Service.State, d.Service.Error, d.Map != nil && d.Map.Version > 0, d2.Map.Version)
 		}
 		if len(d.Map.Changes) != 0 {
 			return fmt.Errorf("the resumed map changed %+v", d.Map.Changes)
