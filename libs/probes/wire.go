@@ -124,3 +124,20 @@ type TLS struct {
 	Certificate *Certificate  `json:"certificate,omitempty"`
 	Chain       []Certificate `json:"chain,omitempty"`
 }
+
+// DecodeStringOrObject decodes a parameter given either as a JSON string — made into a value
+// by fromString — or as an object, decoded strictly (an unknown field is refused). Types with
+// such a shorthand call it from UnmarshalJSON through a method-less alias of themselves:
+//
+//	type plain Command
+//	return probes.DecodeStringOrObject(b, (*plain)(c), func(s string) plain { return plain{Cmd: s} })
+func DecodeStringOrObject[T any](b []byte, dst *T, fromString func(string) T) error {
+	var s string
+	if json.Unmarshal(b, &s) == nil {
+		*dst = fromString(s)
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	return dec.Decode(dst)
+}

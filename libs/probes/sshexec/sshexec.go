@@ -10,9 +10,6 @@
 package sshexec
 
 import (
-	"encoding/json"
-	"strings"
-
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/libs/probes"
 	"github.com/outpost-dev/outpost/libs/probes/schema"
@@ -68,20 +65,8 @@ func (Command) JSONSchema() *schema.Schema {
 
 // UnmarshalJSON accepts "uname -a" as well as {"cmd": "uname -a", "timeout": "10s"}.
 func (c *Command) UnmarshalJSON(b []byte) error {
-	var s string
-	if json.Unmarshal(b, &s) == nil {
-		*c = Command{Cmd: s}
-		return nil
-	}
 	type plain Command
-	var p plain
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
-		return err
-	}
-	*c = Command(p)
-	return nil
+	return probes.DecodeStringOrObject(b, (*plain)(c), func(s string) plain { return plain{Cmd: s} })
 }
 
 // Output is what one command did.

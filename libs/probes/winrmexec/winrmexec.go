@@ -16,9 +16,6 @@
 package winrmexec
 
 import (
-	"encoding/json"
-	"strings"
-
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/libs/probes"
 	"github.com/outpost-dev/outpost/libs/probes/schema"
@@ -93,20 +90,8 @@ func (Command) JSONSchema() *schema.Schema {
 
 // UnmarshalJSON accepts "Get-Service" as well as {"cmd": "ver", "shell": "cmd"}.
 func (c *Command) UnmarshalJSON(b []byte) error {
-	var s string
-	if json.Unmarshal(b, &s) == nil {
-		*c = Command{Cmd: s}
-		return nil
-	}
 	type plain Command
-	var p plain
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
-		return err
-	}
-	*c = Command(p)
-	return nil
+	return probes.DecodeStringOrObject(b, (*plain)(c), func(s string) plain { return plain{Cmd: s} })
 }
 
 // Output is what one command did.

@@ -1,7 +1,6 @@
 package console
 
 import (
-	"bytes"
 	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
@@ -80,67 +79,19 @@ func (c *Console) alerts(w http.ResponseWriter, r *http.Request) {
 // and swaps the table — rendering stays on the server, as for the workflow runs.
 func (c *Console) alertsEvents(w http.ResponseWriter, r *http.Request) {
 	state, severity, _ := alertFilter(r)
-	rc := http.NewResponseController(w)
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	send := func(event string, data []byte) bool {
-		if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, data); err != nil {
-			return false
-		}
-		return rc.Flush() == nil
-	}
-	if _, err := fmt.Fprint(w, "retry: 2000\n\n"); err != nil {
-		return
-	}
-	tick := time.NewTicker(c.poll)
-	defer tick.Stop()
-	keepalive := time.Now()
-	var last []byte
-	for {
+	// the first answer is what the page shows: only changes are sent
+	c.stream(w, r, "alerts", false, func() ([]byte, bool, error) {
 		l, err := c.listAlerts(r, state, severity, "")
-		var ae *APIError
-		switch {
-		case r.Context().Err() != nil:
-			return
-		case errors.As(err, &ae) && (ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden):
-			msg, _ := json.Marshal(map[string]string{"error": ae.Error()})
-			send("end", msg)
-			return
-		case err != nil:
-			msg, _ := json.Marshal(map[string]string{"error": err.Error()})
-			if !send("problem", msg) {
-				return
-			}
-		default:
-			sum := sha256.New()
-			for _, a := range l.Items {
-				fmt.Fprintf(sum, "%s|%s|%s|%d|%d|%s|%v\n", a.ID, a.State, a.Severity, a.Count, a.LastSeen.UnixNano(), a.TopologyGroup, a.SilencedBy)
-			}
-			b, _ := json.Marshal(map[string]any{"digest": hex.EncodeToString(sum.Sum(nil)), "alerts": len(l.Items)})
-			if !bytes.Equal(b, last) {
-				if last != nil && !send("alerts", b) { // the first answer is what the page shows
-					return
-				}
-				last, keepalive = b, time.Now()
-			}
+		if err != nil {
+			return nil, false, err
 		}
-		if time.Since(keepalive) > 15*time.Second {
-			if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil || rc.Flush() != nil {
-				return
-			}
-			keepalive = time.Now()
+		sum := sha256.New()
+		for _, a := range l.Items {
+			fmt.Fprintf(sum, "%s|%s|%s|%d|%d|%s|%v\n", a.ID, a.State, a.Severity, a.Count, a.LastSeen.UnixNano(), a.TopologyGroup, a.SilencedBy)
 		}
-		select {
-		case <-r.Context().Done():
-			return
-		case <-c.closing:
-			return
-		case <-tick.C:
-		}
-	}
+		b, err := json.Marshal(map[string]any{"digest": hex.EncodeToString(sum.Sum(nil)), "alerts": len(l.Items)})
+		return b, false, err
+	})
 }
 
 type alertData struct {

@@ -1,14 +1,9 @@
 package console
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
-	"slices"
-	"time"
 
 	importerapi "github.com/outpost-dev/outpost/libs/api/importer"
 )
@@ -109,7 +104,7 @@ type importEvent struct {
 // run's: "run" when it changed, "end" once it is final.
 func (c *Console) importRunEvents(w http.ResponseWriter, r *http.Request) {
 	path := "/api/v1/imports/runs/" + url.PathEscape(r.PathValue("id"))
-	c.stream(w, r, func() ([]byte, bool, error) {
+	c.stream(w, r, "run", true, func() ([]byte, bool, error) {
 		var rv importerapi.Run
 		if err := c.call(r, http.MethodGet, path, nil, &rv); err != nil {
 			return nil, false, err
@@ -118,69 +113,4 @@ func (c *Console) importRunEvents(w http.ResponseWriter, r *http.Request) {
 		b, err := json.Marshal(importEvent{Run: rv, Progress: importProgress(rv), Final: final})
 		return b, final, err
 	})
-}
-
-// stream polls fetch and sends what it returns as "event: run" whenever it changed, "end"
-// once it says final (or the API refuses: signed out, gone), "problem" on other errors.
-func (c *Console) stream(w http.ResponseWriter, r *http.Request, fetch func() ([]byte, bool, error)) {
-	rc := http.NewResponseController(w)
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	send := func(event string, data []byte) bool {
-		if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, data); err != nil {
-			return false
-		}
-		return rc.Flush() == nil
-	}
-	if _, err := fmt.Fprint(w, "retry: 2000\n\n"); err != nil {
-		return
-	}
-	tick := time.NewTicker(c.poll)
-	defer tick.Stop()
-	keepalive := time.Now()
-	var last []byte
-	for {
-		b, final, err := fetch()
-		var ae *APIError
-		switch {
-		case r.Context().Err() != nil:
-			return
-		case errors.As(err, &ae) && slices.Contains([]int{http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound}, ae.Status):
-			msg, _ := json.Marshal(map[string]string{"error": ae.Error()})
-			send("end", msg)
-			return
-		case err != nil:
-			msg, _ := json.Marshal(map[string]string{"error": err.Error()})
-			if !send("problem", msg) {
-				return
-			}
-		default:
-			if !bytes.Equal(b, last) {
-				if !send("run", b) {
-					return
-				}
-				last, keepalive = b, time.Now()
-			}
-			if final {
-				send("end", []byte(`{}`))
-				return
-			}
-		}
-		if time.Since(keepalive) > 15*time.Second {
-			if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil || rc.Flush() != nil {
-				return
-			}
-			keepalive = time.Now()
-		}
-		select {
-		case <-r.Context().Done():
-			return
-		case <-c.closing:
-			return
-		case <-tick.C:
-		}
-	}
 }

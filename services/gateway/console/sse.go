@@ -8,6 +8,7 @@ import (
 	discoveryapi "github.com/outpost-dev/outpost/libs/api/discovery"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 )
 
@@ -19,12 +20,28 @@ type runEvent struct {
 	Final    bool `json:"final"`
 }
 
-// runEvents streams a run's progress as Server-Sent Events: it polls the API and sends the
-// run ("event: run") whenever it changed, and "event: end" once the run is final. The page
-// works without it; the stream only saves reloading.
+// runEvents streams a run's progress as Server-Sent Events: "event: run" whenever it
+// changed, and "event: end" once the run is final. The page works without it; the stream
+// only saves reloading.
 func (c *Console) runEvents(w http.ResponseWriter, r *http.Request) {
-	rc := http.NewResponseController(w)
 	path := "/api/v1/discovery/runs/" + url.PathEscape(r.PathValue("id"))
+	c.stream(w, r, "run", true, func() ([]byte, bool, error) {
+		var rv discoveryapi.Run
+		if err := c.call(r, http.MethodGet, path, nil, &rv); err != nil {
+			return nil, false, err
+		}
+		b, err := json.Marshal(runEvent{Run: rv, Progress: rv.Progress(), Final: rv.Final()})
+		return b, rv.Final(), err
+	})
+}
+
+// stream is every live page's event stream: it polls fetch (the page's API read, encoded)
+// and sends what it returns as an `event` whenever it changed — the first answer too when
+// sendFirst (false when the page already shows it) —, "end" once fetch says final or the API
+// refuses for good (signed out, forbidden, gone), "problem" on other errors, and a keepalive
+// comment when idle so proxies keep the stream open.
+func (c *Console) stream(w http.ResponseWriter, r *http.Request, event string, sendFirst bool, fetch func() ([]byte, bool, error)) {
+	rc := http.NewResponseController(w)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
@@ -44,14 +61,13 @@ func (c *Console) runEvents(w http.ResponseWriter, r *http.Request) {
 	defer tick.Stop()
 	keepalive := time.Now()
 	var last []byte
-	for {
-		var rv discoveryapi.Run
-		err := c.call(r, http.MethodGet, path, nil, &rv)
+	for first := true; ; first = false {
+		b, final, err := fetch()
 		var ae *APIError
 		switch {
 		case r.Context().Err() != nil:
 			return
-		case errors.As(err, &ae) && (ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden || ae.Status == http.StatusNotFound):
+		case errors.As(err, &ae) && slices.Contains([]int{http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound}, ae.Status):
 			msg, _ := json.Marshal(map[string]string{"error": ae.Error()})
 			send("end", msg)
 			return
@@ -61,14 +77,13 @@ func (c *Console) runEvents(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		default:
-			b, _ := json.Marshal(runEvent{Run: rv, Progress: rv.Progress(), Final: rv.Final()})
 			if !bytes.Equal(b, last) {
-				if !send("run", b) {
+				if (sendFirst || !first) && !send(event, b) {
 					return
 				}
 				last, keepalive = b, time.Now()
 			}
-			if rv.Final() {
+			if final {
 				send("end", []byte(`{}`))
 				return
 			}

@@ -3,13 +3,10 @@ package console
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
-	"time"
 
 	api "github.com/outpost-dev/outpost/libs/api/orchestration"
 )
@@ -244,67 +241,13 @@ func (c *Console) workflowRunCancel(w http.ResponseWriter, r *http.Request) {
 // Updated whenever it changed; "event: end" once it is final). The page then fetches its
 // own HTML again and swaps the run's section: rendering stays on the server.
 func (c *Console) workflowRunEvents(w http.ResponseWriter, r *http.Request) {
-	rc := http.NewResponseController(w)
 	path := "/api/v1/workflow-runs/" + url.PathEscape(r.PathValue("id"))
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	send := func(event string, data []byte) bool {
-		if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, data); err != nil {
-			return false
-		}
-		return rc.Flush() == nil
-	}
-	if _, err := fmt.Fprint(w, "retry: 2000\n\n"); err != nil {
-		return
-	}
-	tick := time.NewTicker(c.poll)
-	defer tick.Stop()
-	keepalive := time.Now()
-	var last []byte
-	for {
+	c.stream(w, r, "run", true, func() ([]byte, bool, error) {
 		var run api.Run
-		err := c.call(r, http.MethodGet, path, nil, &run)
-		var ae *APIError
-		switch {
-		case r.Context().Err() != nil:
-			return
-		case errors.As(err, &ae) && slices.Contains([]int{http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound}, ae.Status):
-			msg, _ := json.Marshal(map[string]string{"error": ae.Error()})
-			send("end", msg)
-			return
-		case err != nil:
-			msg, _ := json.Marshal(map[string]string{"error": err.Error()})
-			if !send("problem", msg) {
-				return
-			}
-		default:
-			b, _ := json.Marshal(map[string]any{"state": run.State, "updated": run.Updated, "seq": run.Seq})
-			if !bytes.Equal(b, last) {
-				if !send("run", b) {
-					return
-				}
-				last, keepalive = b, time.Now()
-			}
-			if run.Done() {
-				send("end", []byte(`{}`))
-				return
-			}
+		if err := c.call(r, http.MethodGet, path, nil, &run); err != nil {
+			return nil, false, err
 		}
-		if time.Since(keepalive) > 15*time.Second {
-			if _, err := fmt.Fprint(w, ": keepalive\n\n"); err != nil || rc.Flush() != nil {
-				return
-			}
-			keepalive = time.Now()
-		}
-		select {
-		case <-r.Context().Done():
-			return
-		case <-c.closing:
-			return
-		case <-tick.C:
-		}
-	}
+		b, err := json.Marshal(map[string]any{"state": run.State, "updated": run.Updated, "seq": run.Seq})
+		return b, run.Done(), err
+	})
 }
