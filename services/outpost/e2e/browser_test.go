@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -148,4 +149,75 @@ func screenshot(t *testing.T, ctx context.Context, dir, name string) {
 		return
 	}
 	t.Logf("screenshot: %s", p)
+}
+
+// consoleTab is a browser tab a console test drives: every step that fails ends the test
+// with its reason and a screenshot (failShot.png) of what the page showed.
+type consoleTab struct {
+	t        *testing.T
+	tab, ctx context.Context // ctx: the tab with the test's deadline
+	shots    string          // the screenshot directory
+	failShot string
+}
+
+func openConsole(t *testing.T, timeout time.Duration, failShot string) *consoleTab {
+	t.Helper()
+	c := &consoleTab{t: t, shots: artifacts(t), failShot: failShot}
+	c.tab = browser(t)
+	ctx, cancel := context.WithTimeout(c.tab, timeout)
+	t.Cleanup(cancel)
+	c.ctx = ctx
+	return c
+}
+
+func (c *consoleTab) fail(format string, args ...any) {
+	c.t.Helper()
+	screenshot(c.t, c.tab, c.shots, c.failShot)
+	c.t.Fatalf(format, args...)
+}
+
+// must runs steps or fails the test saying what they were for.
+func (c *consoleTab) must(what string, steps ...chromedp.Action[chromedp.Void]) {
+	c.t.Helper()
+	if err := chromedp.Do(c.ctx, steps...); err != nil {
+		c.fail("%s: %v", what, err)
+	}
+}
+
+// eval is a JavaScript expression's number.
+func (c *consoleTab) eval(expr string) int {
+	c.t.Helper()
+	n, err := chromedp.Run(c.ctx, chromedp.Evaluate[int](expr))
+	if err != nil {
+		c.fail("%s: %v", expr, err)
+	}
+	return n
+}
+
+// text is the text of the first element sel matches.
+func (c *consoleTab) text(sel string) string {
+	c.t.Helper()
+	s, err := chromedp.Run(c.ctx, chromedp.Text(chromedp.CSS(sel)))
+	if err != nil {
+		c.fail("text of %s: %v", sel, err)
+	}
+	return s
+}
+
+// location is the page's URL.
+func (c *consoleTab) location() string {
+	c.t.Helper()
+	u, err := chromedp.Run(c.ctx, chromedp.Location())
+	if err != nil {
+		c.fail("location: %v", err)
+	}
+	return u
+}
+
+// textNow is the text of the first element sel matches at this moment ("" when none does):
+// live pages swap their nodes while the test reads them, so a read must not fail on a node
+// that was just replaced — poll it with eventually instead.
+func (c *consoleTab) textNow(sel string) (string, error) {
+	js, _ := json.Marshal(sel)
+	return chromedp.Run(c.ctx, chromedp.Evaluate[string](`(document.querySelector(`+string(js)+`) || {}).innerText || ""`))
 }

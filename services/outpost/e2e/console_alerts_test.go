@@ -7,7 +7,6 @@ package e2e
 // silenced alert says so; a viewer is offered neither the form nor the buttons.
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -46,34 +45,9 @@ func TestConsoleAlertPages(t *testing.T) {
 	h.mustAPI(t, "POST", "/api/v1/tokens", gatewayapi.TokenCreateRequest{Name: "watcher", Role: "viewer"}, &viewer)
 
 	base := "http://" + h.http
-	shots := artifacts(t)
-	tab := browser(t)
-	ctx, cancel := context.WithTimeout(tab, 3*time.Minute)
-	defer cancel()
-	must := func(what string, steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, steps...); err != nil {
-			screenshot(t, tab, shots, "alerts-failed")
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
-	eval := func(expr string) int {
-		t.Helper()
-		n, err := chromedp.Run(ctx, chromedp.Evaluate[int](expr))
-		if err != nil {
-			t.Fatalf("%s: %v", expr, err)
-		}
-		return n
-	}
-	text := func(sel string) string {
-		t.Helper()
-		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			screenshot(t, tab, shots, "alerts-failed")
-			t.Fatalf("text of %s: %v", sel, err)
-		}
-		return s
-	}
+	ct := openConsole(t, 3*time.Minute, "alerts-failed")
+	tab, shots := ct.tab, ct.shots
+	must, eval, text := ct.must, ct.eval, ct.text
 	waitFor := func(what, expr string) {
 		t.Helper()
 		eventually(t, 30*time.Second, func() error {

@@ -6,7 +6,6 @@ package e2e
 // imports page lists the run with its counters and the stored map.
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -42,33 +41,9 @@ func TestConsoleImportRunsInTheBrowser(t *testing.T) {
 	}
 
 	base := "http://" + h.http
-	shots := artifacts(t)
-	tab := browser(t)
-	ctx, cancel := context.WithTimeout(tab, 4*time.Minute)
-	defer cancel()
-	must := func(what string, steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, steps...); err != nil {
-			screenshot(t, tab, shots, "imports-failed")
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
-	eval := func(expr string) int {
-		t.Helper()
-		n, err := chromedp.Run(ctx, chromedp.Evaluate[int](expr))
-		if err != nil {
-			t.Fatalf("%s: %v", expr, err)
-		}
-		return n
-	}
-	text := func(sel string) string {
-		t.Helper()
-		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			t.Fatalf("text of %s: %v", sel, err)
-		}
-		return s
-	}
+	ct := openConsole(t, 4*time.Minute, "imports-failed")
+	tab, shots := ct.tab, ct.shots
+	must, eval, text := ct.must, ct.eval, ct.text
 	must("sign in", chromedp.Navigate(base+"/console/signin"), chromedp.WaitVisible(chromedp.ID("token")),
 		chromedp.SetValue(chromedp.ID("token"), h.token(t)),
 		chromedp.Click(chromedp.CSS(`form.signin button[type=submit]`)), chromedp.WaitVisible(chromedp.CSS(`nav.side`)))

@@ -43,25 +43,9 @@ func TestConsoleServiceMapInTheBrowser(t *testing.T) {
 		"message": "filesystem /var 98% full"}, nil)
 
 	base := "http://" + h.http
-	shots := artifacts(t)
-	tab := browser(t)
-	ctx, cancel := context.WithTimeout(tab, 3*time.Minute)
-	defer cancel()
-	must := func(what string, steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, steps...); err != nil {
-			screenshot(t, tab, shots, "services-failed")
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
-	eval := func(expr string) int {
-		t.Helper()
-		n, err := chromedp.Run(ctx, chromedp.Evaluate[int](expr))
-		if err != nil {
-			t.Fatalf("%s: %v", expr, err)
-		}
-		return n
-	}
+	ct := openConsole(t, 3*time.Minute, "services-failed")
+	tab, ctx, shots := ct.tab, ct.ctx, ct.shots
+	must, eval := ct.must, ct.eval
 	must("sign in", chromedp.Navigate(base+"/console/signin"), chromedp.WaitVisible(chromedp.ID("token")),
 		chromedp.SetValue(chromedp.ID("token"), h.token(t)),
 		chromedp.Click(chromedp.CSS(`form.signin button[type=submit]`)), chromedp.WaitVisible(chromedp.CSS(`nav.side`)))

@@ -7,7 +7,6 @@ package e2e
 // testdata/artifacts).
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -34,41 +33,9 @@ func TestConsoleInTheBrowser(t *testing.T) {
 		return nil
 	})
 	base := "http://" + h.http
-	shots := artifacts(t)
-	tab := browser(t)
-	ctx, cancel := context.WithTimeout(tab, 4*time.Minute)
-	defer cancel()
-	must := func(what string, steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, steps...); err != nil {
-			screenshot(t, tab, shots, "failed")
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
-	eval := func(expr string) int {
-		t.Helper()
-		n, err := chromedp.Run(ctx, chromedp.Evaluate[int](expr))
-		if err != nil {
-			t.Fatalf("%s: %v", expr, err)
-		}
-		return n
-	}
-	text := func(sel string) string {
-		t.Helper()
-		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			t.Fatalf("text of %s: %v", sel, err)
-		}
-		return s
-	}
-	location := func() string {
-		t.Helper()
-		u, err := chromedp.Run(ctx, chromedp.Location())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return u
-	}
+	ct := openConsole(t, 4*time.Minute, "failed")
+	tab, ctx, shots := ct.tab, ct.ctx, ct.shots
+	must, eval, text, location := ct.must, ct.eval, ct.text, ct.location
 
 	// An unauthenticated visit lands on the sign-in form; a wrong token is refused.
 	must("open the console", chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.ID("token")))

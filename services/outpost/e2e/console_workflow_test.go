@@ -7,7 +7,6 @@ package e2e
 // when posting the form anyway.
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"strings"
@@ -50,33 +49,9 @@ steps:
 	h.mustAPI(t, "POST", "/api/v1/tokens", gatewayapi.TokenCreateRequest{Name: "watcher", Role: "viewer"}, &viewer)
 
 	base := "http://" + h.http
-	shots := artifacts(t)
-	tab := browser(t)
-	ctx, cancel := context.WithTimeout(tab, 3*time.Minute)
-	defer cancel()
-	must := func(what string, steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, steps...); err != nil {
-			screenshot(t, tab, shots, "workflow-failed")
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
-	eval := func(expr string) int {
-		t.Helper()
-		n, err := chromedp.Run(ctx, chromedp.Evaluate[int](expr))
-		if err != nil {
-			t.Fatalf("%s: %v", expr, err)
-		}
-		return n
-	}
-	text := func(sel string) string {
-		t.Helper()
-		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			t.Fatalf("text of %s: %v", sel, err)
-		}
-		return s
-	}
+	ct := openConsole(t, 3*time.Minute, "workflow-failed")
+	tab, ctx, shots := ct.tab, ct.ctx, ct.shots
+	must, eval, text := ct.must, ct.eval, ct.text
 	signIn := func(token string) {
 		t.Helper()
 		must("sign in", chromedp.Navigate(base+"/console/signin"), chromedp.WaitVisible(chromedp.ID("token")),
@@ -146,12 +121,16 @@ steps:
 	if eval(`window.outpostMarker || 0`) != 1 {
 		t.Fatal("the run page reloaded instead of updating in place")
 	}
-	if got := text(`#step-gate`); !strings.Contains(got, "approved by admin: looks fine") {
-		t.Fatalf("gate after approval: %q", got)
-	}
-	if s := text(`#step-after .step-state`); s != "skipped" {
-		t.Fatalf("after is %q", s)
-	}
+	// the stream's last event refreshes the section once more: read without failing
+	eventually(t, 30*time.Second, func() error {
+		if got, err := ct.textNow(`#step-gate`); err != nil || !strings.Contains(got, "approved by admin: looks fine") {
+			return fmt.Errorf("gate after approval: %q (%v)", got, err)
+		}
+		if s, err := ct.textNow(`#step-after .step-state`); err != nil || strings.TrimSpace(s) != "skipped" {
+			return fmt.Errorf("after is %q (%v)", s, err)
+		}
+		return nil
+	})
 	if n := eval(`document.querySelectorAll('#step-pause table.attempts tbody tr').length`); n != 1 {
 		t.Fatalf("pause shows %d attempts", n)
 	}

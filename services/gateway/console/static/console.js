@@ -106,7 +106,15 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   };
   es.addEventListener("open", () => { const l = live(); if (l) l.hidden = false; });
-  es.addEventListener("run", refresh);
+  // The stream's first event is usually the state the page was rendered from (the same
+  // history sequence): swapping the section then would only disturb the reader.
+  es.addEventListener("run", (ev) => {
+    const cur = document.getElementById("wf-run");
+    let seq;
+    try { seq = String(JSON.parse(ev.data).seq); } catch (e) { seq = undefined; }
+    if (cur && seq !== undefined && cur.dataset.seq === seq) return;
+    refresh();
+  });
   es.addEventListener("end", () => { es.close(); refresh().then(() => { const l = live(); if (l) { l.hidden = false; l.textContent = "finished"; } }); });
   es.addEventListener("problem", (ev) => { const l = live(); if (l) l.textContent = JSON.parse(ev.data).error; });
 });
