@@ -135,8 +135,8 @@ func TestServeReplicasOnOneServer(t *testing.T) {
 	t.Cleanup(srv.Shutdown)
 	type proc struct {
 		http, data, metrics string
-		cancel     context.CancelFunc
-		done       chan error
+		cancel              context.CancelFunc
+		done                chan error
 	}
 	var procs []*proc
 	for i := range 2 {
@@ -328,7 +328,9 @@ func checkReleaseKey(t *testing.T, srv *bus.Server, sec hub.Secrets) {
 	bc.Version = "0.0.0-test"
 	bctx, bstop := context.WithCancel(ctx)
 	bdone := make(chan error, 1)
-	go func() { bdone <- bridge.Run(bctx, bc, bridge.Deps{Kinds: kinds.All(), Logger: slog.New(slog.DiscardHandler)}) }()
+	go func() {
+		bdone <- bridge.Run(bctx, bc, bridge.Deps{Kinds: kinds.All(), Logger: slog.New(slog.DiscardHandler)})
+	}()
 	defer func() { bstop(); <-bdone }()
 	pub := filepath.Join(bc.DataDir, "release.pub")
 	deadline := time.Now().Add(90 * time.Second)
