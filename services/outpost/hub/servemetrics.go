@@ -68,7 +68,7 @@ type serveCollector struct {
 func newServeCollector(js jetstream.JetStream, names []string, all map[string][]bus.ConsumerSpec) *serveCollector {
 	n := func(name string) string { return prometheus.BuildFQName(metrics.Namespace, "serve", name) }
 	labels := []string{"service", "stream", "consumer"}
-	c := &serveCollector{js: js, consumers: map[string][]bus.ConsumerSpec{}, timeout: 3 * time.Second, running: map[string]bool{},
+	c := &serveCollector{js: js, consumers: map[string][]bus.ConsumerSpec{}, timeout: 5 * time.Second, running: map[string]bool{},
 		descUp: prometheus.NewDesc(n("service_up"), "1 while this process runs the service, 0 once it stopped (a failed service stops the process).", []string{"service"}, nil),
 		descPending: prometheus.NewDesc(n("consumer_pending_messages"),
 			"Messages of a durable consumer a service of this process binds that no replica was given yet (its lag).", labels, nil),
