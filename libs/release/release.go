@@ -100,6 +100,27 @@ func LoadOrCreateKey(path string) (*Key, error) {
 	return &Key{priv: ed25519.NewKeyFromSeed(seed)}, nil
 }
 
+// NewKey makes a fresh release key (outpost hub-creds: one key every replica of a hub shares).
+func NewKey() (*Key, error) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	return &Key{priv: priv}, nil
+}
+
+// KeyFromSeed is the key of a base64 ed25519 seed (Seed's form).
+func KeyFromSeed(s string) (*Key, error) {
+	seed, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+	if err != nil || len(seed) != ed25519.SeedSize {
+		return nil, errors.New("not a base64 ed25519 seed")
+	}
+	return &Key{priv: ed25519.NewKeyFromSeed(seed)}, nil
+}
+
+// Seed is the key's private seed, base64: what a credentials file keeps. Never log it.
+func (k *Key) Seed() string { return base64.StdEncoding.EncodeToString(k.priv.Seed()) }
+
 // Public is the key's public half as bridges pin it (base64).
 func (k *Key) Public() string {
 	return base64.StdEncoding.EncodeToString(k.priv.Public().(ed25519.PublicKey))

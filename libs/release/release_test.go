@@ -98,3 +98,29 @@ func TestBuildValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestKeySeed: a key written as its seed (a hub's credentials file) reads back as the same
+// key, and what it signs verifies with the original's public half.
+func TestKeySeed(t *testing.T) {
+	k, err := NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := KeyFromSeed(k.Seed() + "\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Public() != k.Public() {
+		t.Fatalf("public key after a round trip through the seed: %s, want %s", back.Public(), k.Public())
+	}
+	data := []byte("a build")
+	b := Build{"linux", "amd64", "v1.0.0"}
+	if err := Verify(k.Public(), b, data, back.Sign(b, Digest(data))); err != nil {
+		t.Errorf("signed with the key read from its seed: %v", err)
+	}
+	for _, bad := range []string{"", "not base64!", "AAAA"} {
+		if _, err := KeyFromSeed(bad); err == nil {
+			t.Errorf("seed %q accepted", bad)
+		}
+	}
+}

@@ -298,6 +298,12 @@ func (s *service) retransform(ctx context.Context, r api.RetransformRequest) (ap
 	if !src.StagingDone {
 		return api.Run{}, bus.Fail(errs.Conflict, "run %s is still staging its rows: re-transform once it has finished reading its source", r.Run)
 	}
+	if r.Map == "" && r.MapName == "" {
+		// No map given: the run's own (outpost replay --stream IMPORTS --to importer). Its
+		// payloads reach the CMDB again, whose identification finds the same CIs: nothing
+		// is duplicated, rows come out unchanged unless the CMDB changed since.
+		r.Map, r.MapFile = src.Map, src.MapFile
+	}
 	if r.Map, r.MapFile, err = s.resolveMap(ctx, r.Map, r.MapFile, r.MapName); err != nil {
 		return api.Run{}, err
 	}

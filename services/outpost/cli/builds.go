@@ -26,7 +26,7 @@ import (
 // 35 MB binary is put straight into the object store over the hub's own NATS connection).
 func newBridgeBuilds(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "bridge-builds", Short: "Store signed outpost-bridge builds the hub serves to bridges for self-upgrade (on the hub's host)"}
-	var ver, goos, goarch, natsURL, ca string
+	var ver, goos, goarch, natsURL, ca, creds string
 	add := &cobra.Command{
 		Use:   "add FILE --version V [--os linux --arch amd64] [--data DIR]",
 		Short: "Sign FILE with the hub's release key (<data>/release.key, made on first use) and store it; pin it with `outpost site pin-version`",
@@ -44,13 +44,26 @@ func newBridgeBuilds(g *globals) *cobra.Command {
 			if err != nil {
 				return usageError{err}
 			}
-			key, err := release.LoadOrCreateKey(filepath.Join(data, release.KeyFile))
-			if err != nil {
-				return err
-			}
-			auth, err := hub.ServiceAuth(data)
-			if err != nil {
-				return fmt.Errorf("the hub's service password (%s): %w; run this on the hub's host with --data <hub data dir>", data, err)
+			var key *release.Key
+			var auth nats.Option
+			if creds != "" {
+				// A hub run as outpost serve replicas: its release key and password are in
+				// the credentials file every replica reads.
+				sec, err := hub.ReadCredsFile(creds)
+				if err != nil {
+					return err
+				}
+				if sec.Release == nil {
+					return fmt.Errorf("%s has no release_seed (made by an older outpost hub-creds): its hub names no release key to bridges, so builds cannot be signed for them", creds)
+				}
+				key, auth = sec.Release, sec.NATSAuth()
+			} else {
+				if key, err = release.LoadOrCreateKey(filepath.Join(data, release.KeyFile)); err != nil {
+					return err
+				}
+				if auth, err = hub.ServiceAuth(data); err != nil {
+					return fmt.Errorf("the hub's service password (%s): %w; run this on the hub's host with --data <hub data dir>, or give --nats-creds", data, err)
+				}
 			}
 			if ca == "" && strings.HasPrefix(natsURL, "tls://") {
 				if p := filepath.Join(data, "tls", "ca.pem"); fileExists(p) {
@@ -86,6 +99,7 @@ func newBridgeBuilds(g *globals) *cobra.Command {
 	f.StringVar(&goarch, "arch", runtime.GOARCH, "the build's GOARCH")
 	f.StringVar(&natsURL, "nats", "nats://"+hub.DefaultConfig().NATSAddr, "the hub's NATS URL (tls:// when it serves TLS)")
 	f.StringVar(&ca, "ca", "", "CA of the hub's certificate (default <data>/tls/ca.pem for tls://)")
+	f.StringVar(&creds, "nats-creds", "", "a hub run as outpost serve replicas: its credentials file (outpost hub-creds), whose release key signs and whose password connects")
 	_ = add.MarkFlagRequired("version")
 	cmd.AddCommand(add)
 	return cmd

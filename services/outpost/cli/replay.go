@@ -4,20 +4,23 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	discovery "github.com/outpost-dev/outpost/libs/api/discovery"
+	importapi "github.com/outpost-dev/outpost/libs/api/importer"
 )
 
 // replayTargets are the services `outpost replay --to` can feed, with the streams they read.
-var replayTargets = map[string][]string{"discovery": {"RESULTS"}}
+var replayTargets = map[string][]string{"discovery": {"RESULTS"}, "importer": {"IMPORTS"}}
 
 func newReplay(g *globals) *cobra.Command {
 	var req discovery.ReplayRequest
-	var to string
+	var to, mapArg string
 	wait := true
 	timeout := 10 * time.Minute
 	cmd := &cobra.Command{
@@ -31,11 +34,20 @@ classifiers, its probes answered from RUN's stored results (nothing is sent to a
 payloads go to the CMDB (a wiped CMDB is rebuilt); with --dry-run nothing is written and the
 run's log lists what would have been sent. The command waits for the replay run to finish.
 
-Streams EVENTS, CMDB and IMPORTS have no replay target yet: the CMDB's ingest stream is a work
-queue (an ingested payload is gone), and replaying events and import rows into correlation and
-the importer is still to come.`,
+--to importer --stream IMPORTS --run RUN re-transforms the rows import run RUN staged in IMPORTS
+(kept 7 days by default) through the importer's live transform: a new run of the same set, with
+RUN's own map or --map. Its payloads reach the CMDB, whose identification finds the CIs they
+made before: a replay duplicates nothing (its rows come out unchanged unless the CMDB or the
+map changed). An import set is replayed whole (no --since/--from-seq/--subject), and has no
+dry run: "outpost import maps test FILE --map MAP" previews a map on a file's rows.
+
+Streams EVENTS and CMDB have no replay target yet: the CMDB's ingest stream is a work queue (an
+ingested payload is gone; RESULTS and IMPORTS rebuild what it held), and correlation cannot yet
+tell an event it applied long ago from a new one.`,
 		Example: `  outpost replay --stream RESULTS --run 01JF... --to discovery
-  outpost replay --stream RESULTS --run 01JF... --to discovery --dry-run`,
+  outpost replay --stream RESULTS --run 01JF... --to discovery --dry-run
+  outpost replay --stream IMPORTS --run 01JG... --to importer
+  outpost replay --stream IMPORTS --run 01JG... --to importer --map hosts-v2.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			streams, ok := replayTargets[to]
@@ -48,6 +60,12 @@ the importer is still to come.`,
 			}
 			if !contains(streams, req.Stream) {
 				return usagef("--stream %s --to %s: %s reads %s", req.Stream, to, to, strings.Join(streams, ", "))
+			}
+			if to == "importer" {
+				return g.replayImport(cmd, req, mapArg, wait)
+			}
+			if mapArg != "" {
+				return usagef("--map is for --to importer")
 			}
 			if req.Run == "" {
 				return usagef("--to discovery needs --run: the run whose results to replay (outpost runs ls)")
@@ -105,8 +123,9 @@ the importer is still to come.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&req.Stream, "stream", "", "stream to replay: RESULTS (EVENTS, CMDB, IMPORTS: no target yet)")
-	f.StringVar(&to, "to", "", "service whose handler gets the messages: discovery")
+	f.StringVar(&req.Stream, "stream", "", "stream to replay: RESULTS (--to discovery), IMPORTS (--to importer); EVENTS, CMDB: no target yet")
+	f.StringVar(&to, "to", "", "service whose handler gets the messages: discovery or importer")
+	f.StringVar(&mapArg, "map", "", "--to importer: the transform map (YAML file or stored map's name); default the run's own")
 	f.StringVar(&req.Run, "run", "", "only this run's messages")
 	f.StringVar(&req.Since, "since", "", "only messages stored in the last DURATION (e.g. 10m)")
 	f.Uint64Var(&req.FromSeq, "from-seq", 0, "only messages from this stream sequence on")
@@ -119,11 +138,58 @@ the importer is still to come.`,
 	return cmd
 }
 
+// replayImport re-transforms an import run's staged rows (IMPORTS) with its own map or
+// --map: the importer's retransform, which the CMDB's identification makes idempotent.
+func (g *globals) replayImport(cmd *cobra.Command, req discovery.ReplayRequest, mapArg string, wait bool) error {
+	var errs []string
+	if req.Run == "" {
+		errs = append(errs, "--to importer needs --run: the import run whose staged rows to replay (outpost import runs ls)")
+	}
+	if req.DryRun {
+		errs = append(errs, "--to importer has no --dry-run: preview a map on a file's rows with outpost import maps test FILE --map MAP")
+	}
+	for _, f := range []struct {
+		flag string
+		set  bool
+	}{{"--since", req.Since != ""}, {"--from-seq", req.FromSeq > 0}, {"--site", req.Site != ""}, {"--agent", req.Agent != ""}, {"--subject", req.Subject != ""}} {
+		if f.set {
+			errs = append(errs, f.flag+": an import set is replayed whole (--run names it)")
+		}
+	}
+	if len(errs) > 0 {
+		return usagef("%s", strings.Join(errs, "; "))
+	}
+	var ms importapi.MapSource
+	if mapArg != "" {
+		m, err := readMap(mapArg)
+		if err != nil {
+			return err
+		}
+		ms = importapi.MapSource{Map: string(m.text), MapFile: filepath.Base(m.path), MapName: m.name}
+		if m.path == "" {
+			ms.MapFile = ""
+		}
+	}
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	var run importapi.Run
+	if err := c.do(cmd.Context(), "POST", "/api/v1/imports/runs/"+url.PathEscape(req.Run)+"/retransform", ms, &run); err != nil {
+		return err
+	}
+	if g.output != "json" {
+		fmt.Fprintf(g.stdout, "replay of import run %s: run %s re-transforms set %s (%d staged rows) with map %s\n", req.Run, run.ID, run.Set, run.Counters.Staged, run.MapName)
+	}
+	return g.finishImport(cmd.Context(), c, run, wait)
+}
+
 func keys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
 		out = append(out, k)
 	}
+	sort.Strings(out)
 	return out
 }
 

@@ -29,10 +29,18 @@ a service share its durable consumers, and its leases decide what only one may d
 --nats-creds is the hub's credentials file made by "outpost hub-creds" (the NATS password and the
 keys every replica shares); without it the secrets of --data are used (a process beside
 "outpost up" on the same data dir). A gateway writes the admin API token to <data>/admin.token.
-Streams and buckets get 3 replicas on a cluster and 1 on a single server unless --replicas says.`,
+Streams and buckets get 3 replicas on a cluster and 1 on a single server unless --replicas says.
+
+Every process serves /metrics (Prometheus text: its CPU and memory, which of its services run,
+the lag of the durable consumers they share with the other replicas) and /healthz on --metrics;
+a gateway among its services serves the same figures, with the hub's view of the bus, on its
+own /metrics behind a viewer token. With --nats-creds, the release key that signs bridge builds
+comes from the credentials file (every replica names the same one to bridges; "outpost
+bridge-builds add --nats-creds FILE" signs with it); without, from <data>/release.key as
+"outpost up" does.`,
 		Example: `  outpost serve all --nats-url nats://10.0.0.1:4222,nats://10.0.0.2:4222,nats://10.0.0.3:4222 \
       --nats-creds /etc/outpost/hub.creds --nats-ca /etc/outpost/ca.pem --data /var/lib/outpost --http 0.0.0.0:8080
-  outpost serve discovery --nats-url nats://127.0.0.1:4222 --nats-creds ./cluster/hub.creds --data ./disc2`,
+  outpost serve discovery --nats-url nats://127.0.0.1:4222 --nats-creds ./cluster/hub.creds --data ./disc2 --metrics 127.0.0.1:9464`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.Services = args
@@ -75,6 +83,8 @@ Streams and buckets get 3 replicas on a cluster and 1 on a single server unless 
 	f.StringVar(&cfg.CMDB, "cmdb", "", "CMDB store: sqlite://PATH (default <data>/cmdb.db) or postgres://user@host/db; replicas of cmdb on several machines need PostgreSQL")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "gateway HTTPS certificate (PEM)")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "key of --tls-cert (PEM)")
+	f.StringVar(&cfg.MetricsAddr, "metrics", hub.DefaultMetricsAddr, "operations port of this process (/metrics in Prometheus text, /healthz), no auth: keep it on loopback or a private network; "+
+		"the default picks a free loopback port, logged and written to <data>/"+hub.MetricsAddrFile+"; off disables it")
 	f.IntVar(&cfg.Replicas, "replicas", 0, "replicas of the streams and buckets the services create (0: 3 on a cluster, 1 on a single server)")
 	f.DurationVar(&shutdownTimeout, "shutdown-timeout", shutdownTimeout, "on SIGINT/SIGTERM, drain for at most this long, then exit")
 	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (env OUTPOST_LOG_LEVEL)")

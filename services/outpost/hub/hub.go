@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/bus/deadletters"
@@ -148,6 +149,9 @@ type Deps struct {
 	Config Config
 	// ReleaseKey signs bridge builds (libs/release; `outpost bridge-builds add`).
 	ReleaseKey *release.Key
+	// Metrics is the process's Prometheus registry (outpost serve's operations port); the
+	// gateway serves it on /metrics too. nil: the gateway makes its own.
+	Metrics *prometheus.Registry
 
 	ready *readiness
 }
@@ -436,7 +440,7 @@ func Registry(cfg Config, toks *tokens.Store, tlsc hubTLS) []Service {
 			gc.TLSCert, gc.TLSKey = tlsc.certFile, tlsc.keyFile
 			gc.Version = version.Version
 			return gateway.Run(ctx, gc, gateway.Deps{NC: d.NC, JS: d.JS, Tokens: toks, Topology: d.Topology, Logger: d.Logger,
-				Pending: d.ready.pending, Tracer: d.Telemetry.Tracer})
+				Pending: d.ready.pending, Tracer: d.Telemetry.Tracer, Registry: d.Metrics})
 		}},
 	}
 }

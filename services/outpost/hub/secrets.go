@@ -12,9 +12,11 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
 	"github.com/outpost-dev/outpost/libs/keyfile"
+	"github.com/outpost-dev/outpost/libs/release"
 	"github.com/outpost-dev/outpost/services/gateway/tokens"
 )
 
@@ -29,6 +31,10 @@ type Secrets struct {
 	TokenKey    []byte        // signs API token records
 	CredKey     []byte        // encrypts discovery's stored target credentials (AES-256)
 	AdminToken  string        // the bootstrap admin API token every gateway registers and writes to <data>/admin.token
+	// Release signs bridge builds (libs/release). Every replica's agents service names its
+	// public half to bridges, which pin it: replicas must share one key. nil: a credentials
+	// file made before it was added (bridges of such a hub get no upgrades).
+	Release *release.Key
 }
 
 // dataDirSecrets loads (or makes, on first start) the secrets of an all-in-one hub from its
@@ -77,6 +83,9 @@ func NewSecrets() (Secrets, error) {
 		return s, err
 	}
 	s.AdminToken = "opt_" + base64.RawURLEncoding.EncodeToString(buf)
+	if s.Release, err = release.NewKey(); err != nil {
+		return s, err
+	}
 	return s, nil
 }
 
@@ -106,6 +115,9 @@ func WriteCredsFile(path string, s Secrets) error {
 		{"admin_token", s.AdminToken},
 	} {
 		fmt.Fprintf(&b, "%s: %s\n", kv[0], kv[1])
+	}
+	if s.Release != nil {
+		fmt.Fprintf(&b, "release_seed: %s\n", s.Release.Seed())
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
@@ -176,6 +188,14 @@ func ReadCredsFile(path string) (Secrets, error) {
 	s.HubPassword, s.SysPassword, s.AdminToken = need("hub_password"), fields["sys_password"], need("admin_token")
 	s.Callout, s.Curve = seed("callout_seed"), seed("curve_seed")
 	s.TokenKey, s.CredKey = key("token_key", tokens.KeySize), key("credential_key", 32)
+	// Optional: files made before the release key was shared through them have none.
+	if v := fields["release_seed"]; v != "" {
+		k, err := release.KeyFromSeed(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: release_seed is %v", path, err))
+		}
+		s.Release = k
+	}
 	return s, errors.Join(errs...)
 }
 
@@ -198,3 +218,6 @@ func placeCredentialKey(dataDir string, key []byte) error {
 	}
 	return os.WriteFile(path, key, 0o600)
 }
+
+// NATSAuth is the NATS option a hub service process signs in with, from these secrets.
+func (s Secrets) NATSAuth() nats.Option { return nats.UserInfo(hubUser, s.HubPassword) }

@@ -20,7 +20,9 @@ import (
 
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/keyfile"
+	"github.com/outpost-dev/outpost/libs/release"
 	"github.com/outpost-dev/outpost/libs/telemetry"
+	"github.com/outpost-dev/outpost/libs/telemetry/metrics"
 	"github.com/outpost-dev/outpost/libs/version"
 	"github.com/outpost-dev/outpost/services/gateway/tokens"
 )
@@ -46,7 +48,10 @@ type ServeConfig struct {
 	// single server.
 	Replicas int
 	Limits   bus.Limits
-	Out      io.Writer
+	// MetricsAddr is the operations port (/metrics, /healthz): host:port, "" for
+	// DefaultMetricsAddr (a free loopback port), or MetricsOff.
+	MetricsAddr string
+	Out         io.Writer
 }
 
 // ServeNames lists the services `outpost serve` can run.
@@ -91,6 +96,9 @@ func (c ServeConfig) Validate() error {
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, errors.New("--tls-cert and --tls-key go together"))
+	}
+	if err := validMetricsAddr(c.MetricsAddr); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -203,16 +211,49 @@ func Serve(ctx context.Context, cfg ServeConfig, log *slog.Logger) error {
 			names = append(names, s.Name)
 		}
 	}
-	// No release key here: bridge builds are signed on the hub that holds <data>/release.key
-	// (`outpost bridge-builds add`); bridges enrolled through serve get no upgrades yet.
+	relKey, err := serveReleaseKey(cfg, sec, log)
+	if err != nil {
+		return err
+	}
+	// One registry per process: its operations port serves it, and so does its gateway's
+	// /metrics when it runs one (with the hub's view of the bus added).
+	reg := metrics.NewRegistry()
+	sc := newServeCollector(js, names, serviceConsumers())
+	if err := reg.Register(sc); err != nil {
+		return err
+	}
+	services = sc.trackRunning(services)
+	if addr := cfg.MetricsAddr; addr != MetricsOff {
+		if addr == "" {
+			addr = DefaultMetricsAddr
+		}
+		services = append(services, metricsService(addr, cfg.DataDir, reg, log))
+	}
 	deps := Deps{NC: nc, JS: js, Topology: topo, Telemetry: tel, Logger: log, DataDir: cfg.DataDir, Config: hc,
-		Issuer: sec.Callout, HubAuth: hubAuth, CurveKey: sec.Curve}
+		Issuer: sec.Callout, HubAuth: hubAuth, CurveKey: sec.Curve, ReleaseKey: relKey, Metrics: reg}
 	// /healthz waits for every service this process runs to be served by some replica: a
 	// request through this gateway right after must not find "service not running".
 	return runServices(ctx, deps, services, append([]string{"agents", "cmdb", "importer"}, slices.Sorted(maps.Keys(answering))...), func() {
 		log.Info("outpost serve up", "services", strings.Join(names, ","), "nats", nc.ConnectedUrlRedacted(),
 			"cluster", nc.ConnectedClusterName(), "replicas", replicas, "http", cfg.HTTPAddr, "data", cfg.DataDir)
 	})
+}
+
+// serveReleaseKey is the key that signs bridge builds, whose public half the agents service
+// names to approved bridges (they pin it and run only builds it signed). Replicas must all
+// name the same one, so on a cluster it comes from the hub's credentials file; a process
+// without one sits beside `outpost up` on its data dir and uses the same <data>/release.key
+// as up (made on first use). A credentials file made before it carried the key gives none:
+// bridges then get no upgrades, which is said once at start.
+func serveReleaseKey(cfg ServeConfig, sec Secrets, log *slog.Logger) (*release.Key, error) {
+	if cfg.CredsFile == "" {
+		return release.LoadOrCreateKey(filepath.Join(cfg.DataDir, release.KeyFile))
+	}
+	if sec.Release == nil {
+		log.Warn("the hub's credentials file has no release_seed (made by an older outpost hub-creds): bridges get no release key and no self-upgrades",
+			"creds", cfg.CredsFile)
+	}
+	return sec.Release, nil
 }
 
 // registerAdminToken makes sure the bootstrap admin token of the hub's credentials exists
