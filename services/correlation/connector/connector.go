@@ -191,25 +191,31 @@ func (c *Connectors) Result(ctx context.Context, ref poll.Ref, r *envelope.Resul
 	var events, skipped, rejected int64
 	for i, rec := range recs {
 		ev, rid, err := Map(d, rec, c.clock.Now())
-		if err != nil {
-			rejected++
-			c.reject(ctx, d, i, rec, err)
-			continue
-		}
+		// A record an earlier poll took — mapped or rejected — is skipped: by the watermark
+		// when records have a time, else by the previous poll's ids.
+		known := ev != nil && (!timed || !ev.Time.IsZero())
 		switch {
-		case timed && (ev.Time.Before(st.Watermark) || (ev.Time.Equal(st.Watermark) && slices.Contains(prev, rid))):
+		case known && timed && (ev.Time.Before(st.Watermark) || (ev.Time.Equal(st.Watermark) && slices.Contains(prev, rid))):
 			skipped++
 			continue
-		case !timed && slices.Contains(prev, rid):
+		case known && !timed && slices.Contains(prev, rid):
 			skipped++
 			next.IDs = append(next.IDs, rid) // still in the answer: keep skipping it
 			continue
 		}
-		subject := bus.EventSubject(bus.OriginHub, ev.Source)
-		if _, err := c.deps.Pub.Publish(ctx, subject, envelope.Meta{ID: ev.ID, Time: c.clock.Now().UTC()}, ev); err != nil {
-			return fmt.Errorf("connector %s: publish event: %w", d.Name, err) // retried; ids make it idempotent
+		if err != nil {
+			rejected++
+			c.reject(ctx, d, i, rec, err)
+		} else {
+			subject := bus.EventSubject(bus.OriginHub, ev.Source)
+			if _, err := c.deps.Pub.Publish(ctx, subject, envelope.Meta{ID: ev.ID, Time: c.clock.Now().UTC()}, ev); err != nil {
+				return fmt.Errorf("connector %s: publish event: %w", d.Name, err) // retried; ids make it idempotent
+			}
+			events++
 		}
-		events++
+		if !known {
+			continue // no time to hold it by: rejected again by the next poll, and counted
+		}
 		if timed {
 			if ev.Time.After(newest) {
 				newest, next.IDs = ev.Time, nil
@@ -310,7 +316,9 @@ func Records(d api.Connector, r *envelope.Result) ([]any, error) {
 // Map makes the event of one record and its id (the mapped id, else a hash of the record).
 func Map(d api.Connector, rec any, now time.Time) (*envelope.Event, string, error) {
 	if _, ok := rec.(map[string]any); !ok {
-		return nil, "", errors.New("not an object")
+		b, _ := json.Marshal(rec)
+		h := sha256.Sum256(b)
+		return nil, hex.EncodeToString(h[:12]), errors.New("not an object")
 	}
 	get := func(path string) (string, bool, error) {
 		p, _ := api.ParsePath(path)
@@ -374,12 +382,13 @@ func Map(d api.Connector, rec any, now time.Time) (*envelope.Event, string, erro
 		if err != nil {
 			errs = append(errs, fmt.Errorf("time: %w", err))
 		}
-		ev.Time = pt
+		ev.Time = pt // zero when unreadable: such a record is not held by the watermark
 	} else if d.Fields["time"] != "" {
+		ev.Time = time.Time{}
 		errs = append(errs, fmt.Errorf("time: no %s in the record (the watermark needs it)", d.Fields["time"]))
 	}
 	if len(errs) > 0 {
-		return nil, rid, errors.Join(errs...)
+		return ev, rid, errors.Join(errs...) // ev for its time and id only: not to be published
 	}
 	h := sha256.Sum256([]byte(d.Name + "\x00" + rid))
 	ev.ID = "conn-" + hex.EncodeToString(h[:12])
