@@ -26,6 +26,7 @@ func (*Enrollment) CEType() string { return TypeEnrollment }
 func (*Change) CEType() string     { return TypeChange }
 func (*Audit) CEType() string      { return TypeAudit }
 func (*Ingested) CEType() string   { return TypeIngested }
+func (*Sample) CEType() string     { return TypeSample }
 
 // registry maps each known ce-type to a constructor of its body.
 var registry = map[string]func() Body{
@@ -38,6 +39,7 @@ var registry = map[string]func() Body{
 	TypeChange:     func() Body { return new(Change) },
 	TypeAudit:      func() Body { return new(Audit) },
 	TypeIngested:   func() Body { return new(Ingested) },
+	TypeSample:     func() Body { return new(Sample) },
 }
 
 func knownTypes() []string {

@@ -43,6 +43,7 @@ const (
 	TypeChange     = "outpost.change.v1"
 	TypeAudit      = "outpost.audit.v1"
 	TypeIngested   = "outpost.ingested.v1"
+	TypeSample     = "outpost.metric.v1"
 )
 
 // Meta is the CloudEvents context of one message.

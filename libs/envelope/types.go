@@ -294,3 +294,17 @@ const (
 
 // CredentialTypes are the types a stored credential may have.
 var CredentialTypes = []string{CredSSH, CredSNMP, CredSNMPv3, CredLDAP, CredSQL, CredHTTP, CredWinRM}
+
+// Sample is one value of a metric series (ce-type outpost.metric.v1, on METRICS
+// metric.<site>.<metric>): collected through a site's bridge for the slot Time names, so a
+// redelivered or re-collected slot is the same sample.
+type Sample struct {
+	Site   string  `json:"site"`
+	Metric string  `json:"metric"`
+	Target string  `json:"target"`
+	Value  float64 `json:"value"`
+	// Time is the collection slot the value was taken for (the hub's schedule).
+	Time time.Time `json:"time"`
+	// Agent is the bridge that took it.
+	Agent string `json:"agent,omitempty"`
+}

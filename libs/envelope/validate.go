@@ -91,3 +91,13 @@ func (i *Ingested) Validate() error {
 func (a *Audit) Validate() error {
 	return required(TypeAudit, [2]string{"actor", a.Actor}, [2]string{"action", a.Action})
 }
+
+func (s *Sample) Validate() error {
+	if err := required(TypeSample, [2]string{"site", s.Site}, [2]string{"metric", s.Metric}, [2]string{"target", s.Target}); err != nil {
+		return err
+	}
+	if s.Time.IsZero() {
+		return &MissingFieldError{Field: "time", In: TypeSample}
+	}
+	return nil
+}

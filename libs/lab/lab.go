@@ -62,6 +62,8 @@ type Lab struct {
 	// flaky counts the requests /flaky answered per key (web.go)
 	flakyMu sync.Mutex
 	flaky   map[string]int
+	// feeds are the gauges and events tests serve as other tools' APIs (feeds.go)
+	feeds feeds
 }
 
 type execKey struct{ ip, command string }

@@ -285,6 +285,9 @@ func (wh webHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		wh.lab.serveFlaky(w, r)
 		return
 	}
+	if wh.lab.serveFeed(w, r) {
+		return
+	}
 	if r.URL.Path != "/" && r.URL.Path != "/index.html" {
 		hdr.Set("Content-Type", "text/html")
 		w.WriteHeader(http.StatusNotFound)

@@ -20,7 +20,7 @@ import (
 // endpoints are svc.correlation.<op>, the ops of its contract (libs/api/correlation); every
 // replica serves them (queue group).
 func (s *service) endpoints() map[string]bus.Endpoint {
-	return map[string]bus.Endpoint{
+	return withCollectors(map[string]bus.Endpoint{
 		api.EventSend.Name: api.EventSend.Handle(s.eventSend),
 		api.AlertList.Name: api.AlertList.Handle(s.alertsList),
 		api.AlertGet.Name:  api.AlertGet.Handle(s.alertGet),
@@ -34,7 +34,7 @@ func (s *service) endpoints() map[string]bus.Endpoint {
 		api.SilenceList.Name:   api.SilenceList.Handle(s.silencesList),
 		api.SilenceRemove.Name: api.SilenceRemove.Handle(s.silenceRm),
 		api.GroupList.Name:     api.GroupList.Handle(s.groupsList),
-	}
+	}, s.col)
 }
 
 func badRequest(err error) error {

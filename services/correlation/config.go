@@ -6,6 +6,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/outpost-dev/outpost/services/correlation/metrics"
 )
 
 // Config of the correlation service.
@@ -49,6 +51,8 @@ type Config struct {
 	// MaxCachedAlerts bounds the alerts kept in memory; past it the cache is dropped and
 	// refilled from KV as events come (default 100,000).
 	MaxCachedAlerts int
+	// Metrics configures the METRICS stream of collected samples (metrics/).
+	Metrics metrics.Config
 }
 
 // DefaultConfig is what `outpost up` runs.
@@ -69,6 +73,7 @@ func DefaultConfig() Config {
 		CMDBTimeout:     2 * time.Second,
 		CMDBCacheTTL:    5 * time.Minute,
 		MaxCachedAlerts: 100_000,
+		Metrics:         metrics.DefaultConfig(),
 	}
 }
 
@@ -112,6 +117,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxCachedAlerts < 1 {
 		errs = append(errs, fmt.Errorf("correlation: MaxCachedAlerts %d: want at least 1", c.MaxCachedAlerts))
+	}
+	if err := c.Metrics.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

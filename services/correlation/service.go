@@ -29,6 +29,7 @@ import (
 	"github.com/outpost-dev/outpost/libs/clock"
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/libs/version"
+	"github.com/outpost-dev/outpost/services/correlation/poll"
 )
 
 // Service is the bus name of the service.
@@ -55,9 +56,10 @@ type Deps struct {
 // the router never naks — it retries a failed publish in place — and poison events go to
 // the DLQ at once. AckWait outlasts any batch; a stalled replica's events come back after it.
 func Consumers() []bus.ConsumerSpec {
-	return []bus.ConsumerSpec{{Stream: bus.StreamEvents, Name: EventsConsumer, Filters: []string{"event.>"},
+	cs := []bus.ConsumerSpec{{Stream: bus.StreamEvents, Name: EventsConsumer, Filters: []string{"event.>"},
 		AckWait: 30 * time.Second, MaxDeliver: -1, MaxAckPending: 20_000,
 		Description: "correlation: every event, routed to its partition by any replica"}}
+	return append(cs, poll.Consumers()...)
 }
 
 type service struct {
@@ -81,6 +83,7 @@ type service struct {
 	rules   *ruleSet
 	notify  *notifier
 	rem     *remediator
+	col     *collectors // metrics and pull connectors (collect.go)
 
 	// applied counts the partition events written into alerts and acknowledged (status,
 	// benchmarks); onWrite, when set (benchmarks), sees every alert a partition wrote.
@@ -188,6 +191,9 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 	s.rem = newRemediator(s)
 	s.owner = newOwner(s)
 	s.topo = newTopologist(s, kvT)
+	if s.col, err = newCollectors(ctx, s); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -204,6 +210,9 @@ func (s *service) serve(ctx context.Context) error {
 	wg.Go(func() { s.notify.run(ctx) })
 	wg.Go(func() { s.topo.run(ctx) })
 	wg.Go(func() { s.rem.run(ctx) })
+	if s.col != nil { // a service built by hand in a test or benchmark has none
+		wg.Go(func() { s.col.run(ctx, s) })
+	}
 	wg.Wait()
 	if ctx.Err() != nil {
 		return nil

@@ -38,8 +38,8 @@ var (
 
 // Ops lists every operation of the service.
 func Ops() []bus.OpSpec {
-	return []bus.OpSpec{EventSend.Spec(), AlertList.Spec(), AlertGet.Spec(), AlertAck.Spec(), AlertClose.Spec(),
-		SilenceAdd.Spec(), SilenceList.Spec(), SilenceRemove.Spec(), GroupList.Spec()}
+	return append([]bus.OpSpec{EventSend.Spec(), AlertList.Spec(), AlertGet.Spec(), AlertAck.Spec(), AlertClose.Spec(),
+		SilenceAdd.Spec(), SilenceList.Spec(), SilenceRemove.Spec(), GroupList.Spec()}, collectOps()...)
 }
 
 // Severities of an event, most severe first; Clear closes the alert of its dedup key.
