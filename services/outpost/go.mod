@@ -18,6 +18,7 @@ require (
 	github.com/outpost-dev/outpost/services/orchestration v0.0.0-00010101000000-000000000000
 	github.com/outpost-dev/outpost/services/gateway v0.0.0
 	github.com/outpost-dev/outpost/services/importer v0.0.0
+	github.com/prometheus/client_golang v1.25.0
 	github.com/spf13/cobra v1.10.2
 	github.com/xuri/excelize/v2 v2.11.1
 )
