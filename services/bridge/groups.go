@@ -14,8 +14,9 @@ import (
 // (bus.ProbeGroups): the hub tells it their keys at enrollment, and the auth callout grants
 // it exactly those. They change when the site's bridges do (one dedicated to other
 // applications joins, one leaves): the hub then deletes the old consumers, declares the new
-// ones and closes the site's bridges' connections, and a bridge that reconnects (or finds
-// a consumer gone) re-reads its groups here and pulls the new consumers.
+// ones and closes the connections of the bridges whose groups changed, and a bridge that
+// reconnects (or finds a consumer gone or refused) re-reads its groups here and pulls the
+// new consumers.
 
 // regroupEvery bounds how often a bridge asks the hub for its groups when something
 // suggests they changed (a reconnect, a consumer gone or refused): a hub that is down must
