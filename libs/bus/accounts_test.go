@@ -70,7 +70,7 @@ func startAccountsHub(t testing.TB) *accountsHub {
 		uc.Name = accSite + "." + accAgent
 		uc.Audience = bus.AccountBridges
 		p := &uc.Permissions
-		cons := bus.ProbeConsumer(accSite, "standard", "echo", bus.LaneAdhoc)
+		cons := bus.ProbeConsumer(accSite, "standard", "echo-adhoc")
 		p.Pub.Allow.Add("outpost.jsapi.CONSUMER.MSG.NEXT.PROBES."+cons, "outpost.jsapi.CONSUMER.INFO.PROBES."+cons, "$JS.ACK.PROBES."+cons+".>",
 			"result.*."+accSite+".>", "event."+accSite+".>", "svc.agents.enroll")
 		p.Sub.Allow.Add(bus.InboxPrefix(req.ConnectOptions.Nkey)+".>", bus.ControlSubject(accSite, accAgent))
@@ -97,7 +97,7 @@ func startAccountsHub(t testing.TB) *accountsHub {
 	if err := bus.Provision(ctx, js, bus.DefaultTopology(bus.DefaultLimits())); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.CreateOrUpdateConsumer(ctx, bus.StreamProbes, jetstream.ConsumerConfig{Durable: bus.ProbeConsumer(accSite, "standard", "echo", bus.LaneAdhoc),
+	if _, err := js.CreateOrUpdateConsumer(ctx, bus.StreamProbes, jetstream.ConsumerConfig{Durable: bus.ProbeConsumer(accSite, "standard", "echo-adhoc"),
 		FilterSubject: bus.ProbeSubject(accSite, "standard", "echo", bus.LaneAdhoc), AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestBridgeAccountWorksThroughImports(t *testing.T) {
 	if _, err := h.js.Publish(ctx, bus.ProbeSubject(accSite, "standard", "echo", bus.LaneAdhoc), []byte("probe-1")); err != nil {
 		t.Fatal(err)
 	}
-	cons, err := bjs.Consumer(ctx, bus.StreamProbes, bus.ProbeConsumer(accSite, "standard", "echo", bus.LaneAdhoc))
+	cons, err := bjs.Consumer(ctx, bus.StreamProbes, bus.ProbeConsumer(accSite, "standard", "echo-adhoc"))
 	if err != nil {
 		t.Fatalf("consumer info through the import: %v", err)
 	}
@@ -170,7 +170,7 @@ func TestBridgeAccountWorksThroughImports(t *testing.T) {
 	for _, reply := range steer {
 		_ = bnc.PublishRequest("result.discovery.a.echo", reply, []byte("x"))
 		_ = bnc.PublishRequest("svc.agents.enroll", reply, []byte("x"))
-		_ = bnc.PublishRequest("$JS.API.CONSUMER.INFO.PROBES."+bus.ProbeConsumer(accSite, "standard", "echo", bus.LaneAdhoc), reply, nil)
+		_ = bnc.PublishRequest("$JS.API.CONSUMER.INFO.PROBES."+bus.ProbeConsumer(accSite, "standard", "echo-adhoc"), reply, nil)
 	}
 	if err := bnc.Flush(); err != nil {
 		t.Fatal(err)

@@ -16,9 +16,10 @@ import (
 
 // Applications a bridge can be dedicated to (outpost-bridge --apps), as MID server users know
 // them. A probe travels in its application's lane: probe.<site>.<priority>.<capability>.<lane>,
-// pulled through the durable consumer of that lane; a bridge is given (by the auth callout)
-// and pulls only the lanes of its applications, so a bridge run with --apps orchestration is
-// never delivered a discovery probe — NATS refuses it the discovery consumers.
+// pulled through the durable consumer of the site's group holding that cell (probegroups.go);
+// a bridge is given (by the auth callout) and pulls only groups of cells it serves, so a
+// bridge run with --apps orchestration is never delivered a discovery probe — NATS refuses it
+// every consumer whose filters take one.
 const (
 	AppDiscovery      = "discovery"
 	AppOrchestration  = "orchestration"
@@ -87,6 +88,17 @@ func Serves(apps []string, lane string) bool {
 type SiteBridges struct {
 	Site    string              `json:"site"`
 	Bridges map[string][]string `json:"bridges"`
+	// Capabilities each bridge offers: with Bridges, what ProbeGroups partitions.
+	Capabilities map[string][]string `json:"capabilities,omitempty"`
+}
+
+// Groups are the site's probe consumer groups (ProbeGroups of its bridges' profiles).
+func (sb SiteBridges) Groups() []ProbeGroup {
+	profiles := make(map[string]ProbeProfile, len(sb.Bridges))
+	for name, apps := range sb.Bridges {
+		profiles[name] = ProbeProfile{Capabilities: sb.Capabilities[name], Apps: apps}
+	}
+	return ProbeGroups(profiles)
 }
 
 // SiteBridgesKey is where a site's SiteBridges lives in KV sites.

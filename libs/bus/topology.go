@@ -342,13 +342,6 @@ func ServiceSubject(service, op string) string { return "svc." + service + "." +
 // HeartbeatSubject is agent.heartbeat.<site>.<id>.
 func HeartbeatSubject(site, agent string) string { return "agent.heartbeat." + site + "." + agent }
 
-// ProbeConsumer names the durable pull consumer of one (site, priority, capability, lane):
-// shared by the site's bridges serving the lane. Consumer names are one subject token, so the
-// parts are joined with "_"; site names therefore may not contain "_" (see ValidName).
-func ProbeConsumer(site, priority, capability, lane string) string {
-	return "probe_" + site + "_" + priority + "_" + capability + "_" + lane
-}
-
 // ValidName reports whether s can be a site or agent name: it becomes a subject token and
 // part of consumer names, so only [a-z0-9-], 1..64, starting with a letter or digit.
 func ValidName(s string) bool {

@@ -215,6 +215,10 @@ type EnrollmentReply struct {
 	// PinnedVersion is the bridge version the hub pins for the site (`outpost site
 	// pin-version`); a bridge behind it upgrades itself. Empty: no pin.
 	PinnedVersion string `json:"pinned_version,omitempty"`
+	// ProbeGroups are the keys of the site's probe consumer groups this bridge pulls, one
+	// consumer per priority each (bus.ProbeConsumer); they change when the site's bridges
+	// do, and the bridge is then kicked to reconnect and re-read them.
+	ProbeGroups []string `json:"probe_groups,omitempty"`
 }
 
 // Change announces that the CMDB created, updated or marked a CI (ce-type outpost.change.v1).

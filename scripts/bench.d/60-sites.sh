@@ -13,9 +13,9 @@ echo "$sites sites, each a lab /28 (4 hosts) with its own bridge (enrolled with 
 echo "with the site's own permissions; the bridges share the benchmark's process, the hub runs alone as"
 echo "\`outpost up --no-local-bridge\`), then one discovery per site, all started together. \`BENCH_SITES=$sites $cmd\`:"
 echo
-echo "| sites | enrol all (first site / last site) | all runs start → completed | hub CPU over the runs | hub RSS idle / peak | JetStream consumers (per site) | hosts alive / classified / manifest |"
-echo "|---|---|---|---|---|---|---|"
-echo "| $(m sites) | $(m s-to-enroll) s ($(m s-first-site-up) s / $(m s-last-site-up) s) | $(m s/all-runs) s | $(m hub-CPU-s) s | $(m hub-idle-RSS-MB) / $(m hub-peak-RSS-MB) MB | $(m consumers) ($(m consumers/site)) | $(m alive) / $(m classified) / $(m manifest-hosts) |"
+echo "| sites | enrol all (first site / last site) | hub CPU enrolling | hub idle CPU | all runs start → completed | hub CPU over the runs (per alive host) | bridges+labs CPU | hub RSS idle / peak | JetStream consumers (per site) | hosts alive / classified / manifest |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| $(m sites) | $(m s-to-enroll) s ($(m s-first-site-up) s / $(m s-last-site-up) s) | $(m hub-CPU-s-enroll) s | $(m hub-idle-CPU-%) % | $(m s/all-runs) s | $(m hub-CPU-s) s ($(m hub-CPU-ms/alive-host) ms) | $(m bridges+labs-CPU-s) s | $(m hub-idle-RSS-MB) / $(m hub-peak-RSS-MB) MB | $(m consumers) ($(m consumers/site)) | $(m alive) / $(m classified) / $(m manifest-hosts) |"
 echo
 echo '```'
 echo "$out"

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -56,11 +58,11 @@ type Service struct {
 	pub  *bus.Publisher
 	// builds serves bridge builds from the object store (BuildChunk).
 	builds *builds
-	// ensured remembers the (site, capabilities, apps) whose consumers exist.
-	ensured sync.Map
-	// synced remembers the (state, apps) of each agent last written to its site's
-	// bus.SiteBridges record.
-	synced sync.Map
+	// declared remembers each site's groups (planSignature) whose consumers this process
+	// declared.
+	declared sync.Map
+	// siteMu serialises syncSite per site.
+	siteMu sync.Map
 	// refused remembers when a key's refused enrollment was last logged.
 	refused sync.Map
 }
@@ -104,16 +106,16 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 		return err
 	}
 	defer svc.Stop()
-	// Consumers of every approved agent's site exist from the start (idempotent).
+	// Every site's consumers and record are in line with the registry from the start.
 	if all, err := reg.Agents(ctx); err == nil {
+		done := map[string]bool{}
 		for _, a := range all {
-			if a.State == StateApproved {
-				if err := s.ensureConsumers(ctx, a); err != nil {
-					log.Error("probe consumers", "site", a.Site, "err", err)
-				}
+			if done[a.Site] {
+				continue
 			}
-			if err := s.syncSiteBridges(ctx, a); err != nil {
-				log.Error("site bridges", "site", a.Site, "err", err)
+			done[a.Site] = true
+			if _, err := s.syncSite(ctx, a.Site); err != nil {
+				log.Error("site probe consumers", "site", a.Site, "err", err)
 			}
 		}
 	}
@@ -141,62 +143,125 @@ func (s *Service) onHeartbeat(ctx context.Context, m *nats.Msg) {
 	}
 }
 
-// ensureConsumers creates the site's probe consumers for the agent's capabilities and
-// applications: one per (priority, capability, lane), shared by every bridge of the site
-// serving the lane. Bridges re-enroll every 30 s to refresh their ranges; the consumers are
-// only (re)declared when a site's (capabilities, apps) set is new to this process.
-func (s *Service) ensureConsumers(ctx context.Context, a Agent) error {
-	key := a.Site + "|" + strings.Join(a.Capabilities, ",") + "|" + strings.Join(a.Apps, ",")
-	if _, done := s.ensured.Load(key); done {
-		return nil
+// syncSite brings a site's probe consumers, its bus.SiteBridges record and its bridges'
+// rights in line with the registry, after an agent of the site enrolled, re-registered,
+// was approved, revoked or forgotten. The record is rebuilt from the registry, never
+// patched, so replicas doing this concurrently converge. Consumers are (re)declared when
+// the site's groups are new to this process; when the groups differ from the stored
+// record's, the bridges whose groups changed are kicked: their connections carry grants for
+// the old consumers, and they reconnect into the new ones (and re-read their groups:
+// Bridge.regroup).
+// It returns the site's groups.
+func (s *Service) syncSite(ctx context.Context, site string) ([]bus.ProbeGroup, error) {
+	mu, _ := s.siteMu.LoadOrStore(site, &sync.Mutex{})
+	mu.(*sync.Mutex).Lock()
+	defer mu.(*sync.Mutex).Unlock()
+	sb, err := s.reg.SiteBridges(ctx, site)
+	if err != nil {
+		return nil, fmt.Errorf("site %s bridges: %w", site, err)
 	}
-	var errs []error
-	for _, prio := range envelope.Priorities {
-		for _, c := range a.Capabilities {
-			if !bus.ValidName(c) {
-				continue
-			}
-			for _, lane := range bus.Lanes(a.Apps) {
-				_, err := s.deps.JS.CreateOrUpdateConsumer(ctx, bus.StreamProbes, ProbeConsumerConfig(a.Site, prio, c, lane))
-				errs = append(errs, err)
-			}
+	groups := sb.Groups()
+	plan := planSignature(groups)
+	old, found, err := s.reg.StoredSiteBridges(ctx, site)
+	if err != nil {
+		return nil, fmt.Errorf("site %s bridges: %w", site, err)
+	}
+	oldGroups := old.Groups()
+	if v, ok := s.declared.Load(site); !ok || v.(string) != plan {
+		if err := s.declareConsumers(ctx, site, groups); err != nil {
+			return nil, fmt.Errorf("site %s probe consumers: %w", site, err)
+		}
+		s.declared.Store(site, plan)
+	}
+	if !found || !sameBridges(old, sb) {
+		if err := s.reg.WriteSiteBridges(ctx, sb); err != nil {
+			return nil, fmt.Errorf("site %s bridges: %w", site, err)
 		}
 	}
-	err := errors.Join(errs...)
-	if err == nil {
-		s.ensured.Store(key, true)
+	if !found || s.deps.Kick == nil {
+		return groups, nil
 	}
-	return err
+	// Only a bridge whose own groups changed needs new rights: one joining beside identical
+	// siblings changes no one's.
+	for name := range sb.Bridges {
+		was, now := bus.GroupKeysOf(oldGroups, name), bus.GroupKeysOf(groups, name)
+		if _, known := old.Bridges[name]; !known || slices.Equal(was, now) {
+			continue // a new bridge connects (or reconnects) into its rights by itself
+		}
+		s.log.Info("the bridge's probe groups changed: it reconnects into the new consumers", "site", site, "agent", name, "groups", now)
+		if err := s.deps.Kick(site + "." + name); err != nil {
+			s.log.Warn("kick after the site's probe groups changed", "site", site, "agent", name, "err", err)
+		}
+	}
+	return groups, nil
 }
 
-// syncSiteBridges rewrites the site's bus.SiteBridges record (which applications its
-// approved bridges serve; probe publishers read it) when this agent's state or apps are new
-// to this process. The record is rebuilt from the registry, never patched, so replicas
-// writing it concurrently converge on the next change or restart.
-func (s *Service) syncSiteBridges(ctx context.Context, a Agent) error {
-	key := a.Key()
-	val := a.State + "|" + strings.Join(a.Apps, ",")
-	if v, ok := s.synced.Load(key); ok && v.(string) == val {
-		return nil
+// planSignature tells two sets of groups apart by their consumers (their keys).
+func planSignature(groups []bus.ProbeGroup) string {
+	var b strings.Builder
+	for _, g := range groups {
+		b.WriteString(g.Key + ";")
 	}
-	if err := s.reg.WriteSiteBridges(ctx, a.Site); err != nil {
-		return fmt.Errorf("site %s bridges: %w", a.Site, err)
-	}
-	s.synced.Store(key, val)
-	return nil
+	return b.String()
 }
 
-// ProbeConsumerConfig is the durable pull consumer of one (site, priority, capability,
-// lane). AckWait is short so a killed bridge's probes reach a sibling quickly; long probes call
+func sameBridges(a, b bus.SiteBridges) bool {
+	return maps.EqualFunc(a.Bridges, b.Bridges, slices.Equal) && maps.EqualFunc(a.Capabilities, b.Capabilities, slices.Equal)
+}
+
+// declareConsumers makes the site's probe consumers exactly one per (priority, group):
+// first it deletes the site's consumers that are not (a group that split or merged, a
+// consumer of the per-lane layout before it), since a WorkQueue stream refuses a consumer
+// whose filters overlap another's; then it creates the missing ones. A deleted consumer's
+// probes stay in the stream and the new group's consumer delivers them; one a bridge held
+// unacked is delivered again and settled by the bridge's executed-probe record.
+func (s *Service) declareConsumers(ctx context.Context, site string, groups []bus.ProbeGroup) error {
+	want := map[string]jetstream.ConsumerConfig{}
+	for _, prio := range envelope.Priorities {
+		for _, g := range groups {
+			cfg := ProbeConsumerConfig(site, prio, g)
+			want[cfg.Durable] = cfg
+		}
+	}
+	st, err := s.deps.JS.Stream(ctx, bus.StreamProbes)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	names := st.ConsumerNames(ctx)
+	var stale []string
+	for n := range names.Name() {
+		if _, ok := want[n]; !ok && strings.HasPrefix(n, bus.ProbeConsumerPrefix(site)) {
+			stale = append(stale, n)
+		}
+	}
+	if err := names.Err(); err != nil {
+		return err
+	}
+	for _, n := range stale {
+		if err := st.DeleteConsumer(ctx, n); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			errs = append(errs, fmt.Errorf("delete %s: %w", n, err))
+		}
+	}
+	for _, cfg := range want {
+		if _, err := st.CreateOrUpdateConsumer(ctx, cfg); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", cfg.Durable, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ProbeConsumerConfig is the durable pull consumer of one group of a site at a priority.
+// AckWait is short so a killed bridge's probes reach a sibling quickly; long probes call
 // InProgress. MaxDeliver is generous: a probe only fails for good through its deadline (TTL).
-func ProbeConsumerConfig(site, prio, capability, lane string) jetstream.ConsumerConfig {
+func ProbeConsumerConfig(site, prio string, g bus.ProbeGroup) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable:       bus.ProbeConsumer(site, prio, capability, lane),
-		Description:   fmt.Sprintf("%s probes of site %s, %s priority, %s lane", capability, site, prio, lane),
-		FilterSubject: bus.ProbeSubject(site, prio, capability, lane),
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       probeAckWait,
-		MaxDeliver:    20,
-		MaxAckPending: 10_000,
+		Durable:        bus.ProbeConsumer(site, prio, g.Key),
+		Description:    fmt.Sprintf("probes of site %s, %s priority, capability.lane: %s", site, prio, strings.Join(g.Cells, " ")),
+		FilterSubjects: g.Filters(site, prio),
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        probeAckWait,
+		MaxDeliver:     20,
+		MaxAckPending:  10_000,
 	}
 }

@@ -161,7 +161,7 @@ func (s *Service) endpoints() map[string]bus.Endpoint {
 			if err != nil {
 				return agentsapi.ForgetReply{}, err
 			}
-			if err := s.reg.WriteSiteBridges(ctx, a.Site); err != nil {
+			if _, err := s.syncSite(ctx, a.Site); err != nil {
 				return agentsapi.ForgetReply{}, err
 			}
 			s.log.Info("agent forgotten: its name may enroll again, its key stays revoked", "agent", a.Name, "site", a.Site)
@@ -214,11 +214,9 @@ func (s *Service) enroll(ctx context.Context, e envelope.Enrollment) (envelope.E
 		}
 		return envelope.EnrollmentReply{}, err
 	}
+	var groups []bus.ProbeGroup
 	if a.State == StateApproved {
-		if err := s.ensureConsumers(ctx, a); err != nil {
-			return envelope.EnrollmentReply{}, err
-		}
-		if err := s.syncSiteBridges(ctx, a); err != nil {
+		if groups, err = s.syncSite(ctx, a.Site); err != nil {
 			return envelope.EnrollmentReply{}, err
 		}
 	}
@@ -231,6 +229,7 @@ func (s *Service) enroll(ctx context.Context, e envelope.Enrollment) (envelope.E
 	reply := envelope.EnrollmentReply{Status: a.State, Agent: a.Name, Site: a.Site, Ranges: site.Ranges, Exclude: site.Exclude, Capabilities: a.Capabilities, HubKey: s.deps.HubKey}
 	if a.State == StateApproved {
 		reply.ReleaseKey, reply.PinnedVersion = s.deps.ReleaseKey, site.PinnedVersion
+		reply.ProbeGroups = bus.GroupKeysOf(groups, a.Name)
 	}
 	return reply, nil
 }
@@ -254,12 +253,7 @@ func (s *Service) setState(ctx context.Context, ref, state string) (AgentView, e
 	if err != nil {
 		return AgentView{}, err
 	}
-	if state == StateApproved {
-		if err := s.ensureConsumers(ctx, a); err != nil {
-			return AgentView{}, err
-		}
-	}
-	if err := s.syncSiteBridges(ctx, a); err != nil {
+	if _, err := s.syncSite(ctx, a.Site); err != nil {
 		return AgentView{}, err
 	}
 	// Either way the agent's current connection carries its old rights: close it. An approved

@@ -20,7 +20,7 @@ import (
 // the identity may do and answers with a user JWT carrying exactly those permissions:
 //
 //   - an unknown NKey with a valid enrollment token, or a pending agent: only enroll;
-//   - an approved agent: its site's probe consumers of its applications' lanes, results, events and heartbeat;
+//   - an approved agent: its site's probe consumers of groups it serves, results, events and heartbeat;
 //   - a revoked agent, or anything else: refused.
 //
 // Decisions are made at connect time; approval and revocation close the agent's
@@ -41,19 +41,17 @@ func pendingPermissions(nkey string) jwt.Permissions {
 	return p
 }
 
-// Permissions of an approved agent of a site.
-func sitePermissions(a Agent) jwt.Permissions {
+// Permissions of an approved agent of a site, whose probe consumer groups are groups.
+func sitePermissions(a Agent, groups []bus.ProbeGroup) jwt.Permissions {
 	var p jwt.Permissions
 	for _, prio := range envelope.Priorities {
-		for _, c := range a.Capabilities {
-			// Only the lanes of its applications: a bridge dedicated to orchestration cannot
-			// pull a discovery probe even if it tried.
-			for _, lane := range bus.Lanes(a.Apps) {
-				cons := bus.ProbeConsumer(a.Site, prio, c, lane)
-				p.Pub.Allow.Add(bus.BridgeJSAPIPrefix+".CONSUMER.MSG.NEXT."+bus.StreamProbes+"."+cons,
-					bus.BridgeJSAPIPrefix+".CONSUMER.INFO."+bus.StreamProbes+"."+cons,
-					"$JS.ACK."+bus.StreamProbes+"."+cons+".>")
-			}
+		for _, key := range bus.GroupKeysOf(groups, a.Name) {
+			// Only the groups of cells it serves: a bridge dedicated to orchestration cannot
+			// pull a discovery probe even if it tried, nor another site's or profile's.
+			cons := bus.ProbeConsumer(a.Site, prio, key)
+			p.Pub.Allow.Add(bus.BridgeJSAPIPrefix+".CONSUMER.MSG.NEXT."+bus.StreamProbes+"."+cons,
+				bus.BridgeJSAPIPrefix+".CONSUMER.INFO."+bus.StreamProbes+"."+cons,
+				"$JS.ACK."+bus.StreamProbes+"."+cons+".>")
 		}
 	}
 	p.Pub.Allow.Add(bus.ResultSubject("*", a.Site, "*", a.Name), "event."+a.Site+".>", bus.HeartbeatSubject(a.Site, a.Name),
@@ -122,7 +120,12 @@ func (c *callout) decide(ctx context.Context, req *jwt.AuthorizationRequestClaim
 	a, err := c.reg.AgentByNKey(ctx, opts.Nkey)
 	switch {
 	case err == nil && a.State == StateApproved:
-		return a.Key(), sitePermissions(a), nil
+		// The groups from the registry as it is now: the consumers syncSite declares from it.
+		sb, err := c.reg.SiteBridges(ctx, a.Site)
+		if err != nil {
+			return "", jwt.Permissions{}, fmt.Errorf("registry unavailable: %w", err)
+		}
+		return a.Key(), sitePermissions(a, sb.Groups()), nil
 	case err == nil && a.State == StatePending:
 		return a.Key(), pendingPermissions(opts.Nkey), nil
 	case err == nil:

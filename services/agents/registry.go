@@ -400,20 +400,46 @@ func (r *Registry) Forget(ctx context.Context, ref string) (Agent, error) {
 	return a, nil
 }
 
-// WriteSiteBridges rebuilds the site's bus.SiteBridges record from the registry: its approved
-// agents and the applications each serves. Probe publishers read it (bus.PublishProbe).
-func (r *Registry) WriteSiteBridges(ctx context.Context, site string) error {
-	all, err := r.Agents(ctx)
+// SiteBridges builds the site's bus.SiteBridges record from the registry: its approved
+// agents, the applications and capabilities each serves. Only the site's own keys are read:
+// enrolling the hundredth site must not read the other ninety-nine's agents.
+func (r *Registry) SiteBridges(ctx context.Context, site string) (bus.SiteBridges, error) {
+	sb := bus.SiteBridges{Site: site, Bridges: map[string][]string{}, Capabilities: map[string][]string{}}
+	keys, err := r.agents.ListKeysFiltered(ctx, "agent."+site+".*")
 	if err != nil {
-		return err
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return sb, nil
+		}
+		return sb, err
 	}
-	sb := bus.SiteBridges{Site: site, Bridges: map[string][]string{}}
-	for _, a := range all {
+	for k := range keys.Keys() {
+		a, _, err := getJSON[Agent](ctx, r.agents, k)
+		if errors.Is(err, errNotFound) {
+			continue // forgotten meanwhile
+		}
+		if err != nil {
+			return sb, err
+		}
 		if a.Site == site && a.State == StateApproved {
 			sb.Bridges[a.Name] = a.Apps
+			sb.Capabilities[a.Name] = a.Capabilities
 		}
 	}
-	return putJSON(ctx, r.sites, bus.SiteBridgesKey(site), sb)
+	return sb, nil
+}
+
+// StoredSiteBridges is the site's record as last written (found false: none yet).
+func (r *Registry) StoredSiteBridges(ctx context.Context, site string) (bus.SiteBridges, bool, error) {
+	sb, _, err := getJSON[bus.SiteBridges](ctx, r.sites, bus.SiteBridgesKey(site))
+	if errors.Is(err, errNotFound) {
+		return bus.SiteBridges{}, false, nil
+	}
+	return sb, err == nil, err
+}
+
+// WriteSiteBridges stores the site's record: probe publishers read it (bus.PublishProbe).
+func (r *Registry) WriteSiteBridges(ctx context.Context, sb bus.SiteBridges) error {
+	return putJSON(ctx, r.sites, bus.SiteBridgesKey(sb.Site), sb)
 }
 
 // Beat is the last heartbeat of an agent, as stored.

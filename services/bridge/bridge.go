@@ -73,7 +73,8 @@ type Bridge struct {
 	runners map[string]probe.Runner // by kind
 	kindCap map[string]string       // kind → capability
 	caps    []string
-	lanes   []string // probe lanes of cfg.Apps (bus.Lanes)
+	lanes   []string  // probe lanes of cfg.Apps (bus.Lanes)
+	groups  *groupSet // the site's probe consumer groups this bridge pulls (groups.go)
 	pools   map[string]*pool
 	started time.Time
 
@@ -178,7 +179,7 @@ func newBridge(ctx context.Context, cfg Config, deps Deps) (*Bridge, error) {
 	clk := clock.Or(deps.Clock)
 	b := &Bridge{cfg: cfg, deps: deps, log: log, clock: clk, ring: ring, id: id, allow: allow, hubKey: hk, runners: map[string]probe.Runner{},
 		kindCap: map[string]string{}, pools: map[string]*pool{}, started: clk.Now(), drained: make(chan struct{}),
-		claims: map[string]*claim{}, awaiting: map[string]*claim{}, healthy: make(chan struct{})}
+		claims: map[string]*claim{}, awaiting: map[string]*claim{}, healthy: make(chan struct{}), groups: newGroupSet()}
 	if err := b.initUpgrade(); err != nil {
 		return nil, err
 	}
@@ -291,14 +292,8 @@ func (b *Bridge) run(ctx context.Context) error {
 	forwardDone := make(chan struct{})
 	go func() { _ = b.box.Forward(fctx, b.js); close(forwardDone) }()
 	var inflight sync.WaitGroup
-	for _, p := range envelope.Priorities {
-		for _, c := range b.caps {
-			for _, lane := range b.lanes {
-				wg.Add(1)
-				go func() { defer wg.Done(); b.pull(wctx, b.pools[p], c, lane, &inflight) }()
-			}
-		}
-	}
+	wg.Add(1)
+	go func() { defer wg.Done(); b.superviseConsumers(wctx, &inflight) }()
 	go b.refreshSite(wctx)
 	b.setPhase(status.PhaseRunning)
 	b.writeStatus(ctx)
@@ -351,7 +346,8 @@ func (b *Bridge) enroll(ctx context.Context) error {
 				b.log.Error("hub sealing key", "err", err)
 			}
 			b.onEnrollReply(ctx, reply.ReleaseKey, reply.PinnedVersion)
-			b.log.Info("approved by the hub", "ranges", reply.Ranges, "exclude", reply.Exclude)
+			b.groups.set(reply.ProbeGroups)
+			b.log.Info("approved by the hub", "ranges", reply.Ranges, "exclude", reply.Exclude, "probe_groups", reply.ProbeGroups)
 			return b.reconnectIntoSite(ctx)
 		case err == nil:
 			b.setPhase(status.PhasePending)
@@ -397,6 +393,8 @@ func (b *Bridge) reconnectIntoSite(ctx context.Context) error {
 	reconnected := make(chan struct{}, 1)
 	b.nc.SetReconnectHandler(func(nc *nats.Conn) {
 		b.log.Info("reconnected to hub", "server", nc.ConnectedUrlRedacted())
+		// A kick after the site's probe groups changed ends in a reconnect: re-read them.
+		b.groups.suspect()
 		select {
 		case reconnected <- struct{}{}:
 		default:
@@ -411,7 +409,11 @@ func (b *Bridge) reconnectIntoSite(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	probeCons := bus.ProbeConsumer(b.cfg.Site, envelope.PriorityInteractive, b.caps[0], bus.LaneAdhoc)
+	keys := b.groups.get()
+	if len(keys) == 0 {
+		return nil // nothing to wait for: superviseConsumers says so
+	}
+	probeCons := bus.ProbeConsumer(b.cfg.Site, envelope.PriorityInteractive, keys[0])
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		_, err := b.js.Consumer(cctx, bus.StreamProbes, probeCons)
@@ -444,6 +446,9 @@ func (b *Bridge) refreshSite(ctx context.Context) {
 				b.log.Error("hub sealing key", "err", err)
 			}
 			b.onEnrollReply(ctx, reply.ReleaseKey, reply.PinnedVersion)
+			if !slices.Equal(slices.Sorted(slices.Values(reply.ProbeGroups)), b.groups.get()) {
+				b.groups.suspect()
+			}
 		}
 	}
 }

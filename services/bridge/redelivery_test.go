@@ -54,7 +54,7 @@ func newHubRig(t *testing.T, ctx context.Context, ip string) *hubRig {
 		Retention: jetstream.WorkQueuePolicy, AllowMsgTTL: true}); err != nil {
 		t.Fatal(err)
 	}
-	r.consumer = bus.ProbeConsumer("lab", envelope.PriorityStandard, httprequest.Capability, bus.AppOrchestration)
+	r.consumer = bus.ProbeConsumer("lab", envelope.PriorityStandard, "orch-http")
 	// AckWait far below the bridge's keep-alive interval: the hub redelivers a probe every
 	// second while the bridge holds it — the redeliveries under test.
 	if _, err := r.js.CreateOrUpdateConsumer(ctx, bus.StreamProbes, jetstream.ConsumerConfig{Durable: r.consumer,
@@ -165,7 +165,7 @@ func startBridge(t *testing.T, r *hubRig, dir, name string, forward, ack bool) *
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		b.pull(wctx, b.pools[envelope.PriorityStandard], httprequest.Capability, bus.AppOrchestration, &inflight)
+		b.pull(wctx, b.pools[envelope.PriorityStandard], r.consumer, &inflight)
 	}()
 	var once sync.Once
 	p := &bridgeProc{b: b, stop: func() {

@@ -31,8 +31,9 @@ import (
 const keepAliveEvery = 5 * time.Second
 
 // pullExpiry is how long one pull request of a probe consumer waits at the hub. A bridge
-// serving every application holds 6 lanes × 3 priorities × 9 capabilities = 162 of them, so
-// this is the idle cost of a site: 5 s (the first bridge's choice, for no recorded reason)
+// holds one per priority and probe group (3 when its site's bridges all take the same work;
+// 162, one per lane, priority and capability, before groups), so this is the idle cost of a
+// site: 5 s (the first bridge's choice, for no recorded reason)
 // meant ~32 pull requests/s, each a service import into HUB whose response mapping the
 // server then keeps for 2 minutes, plus an idle heartbeat at half the expiry. 30 s is
 // nats.go's default; its idle heartbeat (15 s) still tells a pull lost without a disconnect
@@ -49,10 +50,11 @@ func (b *Bridge) gateOpen() bool {
 	return b.state.Load() == stateRunning && !b.box.Full()
 }
 
-// pull takes probes of one (priority, capability, lane) consumer into the priority's pool. In
-// flight per pool never exceeds its size plus the iterators' small prefetch.
-func (b *Bridge) pull(ctx context.Context, p *pool, capability, lane string, inflight *sync.WaitGroup) {
-	name := bus.ProbeConsumer(b.cfg.Site, p.name, capability, lane)
+// pull takes probes of one consumer (a probe group of the site at the pool's priority) into
+// the priority's pool. In flight per pool never exceeds its size plus the iterators' small
+// prefetch. A consumer gone or refused means the site's groups may have changed: the
+// supervisor is told (groups.go) and stops this loop if so.
+func (b *Bridge) pull(ctx context.Context, p *pool, name string, inflight *sync.WaitGroup) {
 	prefetch := max(1, min(cap(p.slots)/2, 32))
 	var it jetstream.MessagesContext
 	closeIt := func() {
@@ -95,17 +97,25 @@ func (b *Bridge) pull(ctx context.Context, p *pool, capability, lane string, inf
 			}
 			if err != nil {
 				b.log.Debug("consumer not available yet", "consumer", name, "err", err)
+				b.groups.suspect()
 				sleep(ctx, b.clock, time.Second)
 				continue
 			}
 		}
 		jm, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			switch {
+			case errors.Is(err, jetstream.ErrMsgIteratorClosed):
 				it = nil
+			case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound):
+				it.Stop()
+				it = nil
+				b.groups.suspect()
 			}
 			continue
 		}
+		// The group's consumer carries several capabilities: the subject says which.
+		capability := bus.ProbeCapability(jm.Subject())
 		// Wait for a worker of this priority, keeping the probe ours meanwhile.
 		p.queued.Add(1)
 		if !b.acquire(ctx, p, jm) {

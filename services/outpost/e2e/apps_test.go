@@ -15,7 +15,6 @@ import (
 
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
-	"github.com/outpost-dev/outpost/services/agents"
 )
 
 // resultWatch collects the final results of a site's probes, by probe id.
@@ -106,9 +105,21 @@ func TestAppsSelection(t *testing.T) {
 		t.Fatalf("import probe on an orchestration-only site: %v", err)
 	}
 
+	// One group for the site: the bridge's cells, one consumer per priority.
+	orchCons := probeConsumer(t, js, "dc1", envelope.PriorityStandard, "echo", bus.AppOrchestration)
+	if c := probeConsumer(t, js, "dc1", envelope.PriorityStandard, "echo", bus.LaneAdhoc); c != orchCons {
+		t.Fatalf("ad-hoc probes in %s, orchestration ones in %s: one bridge, one group", c, orchCons)
+	}
+	if n := siteConsumers(t, js, "dc1"); len(n) != len(envelope.Priorities) {
+		t.Fatalf("site consumers %v, want one per priority", n)
+	}
+
 	// A discovery probe put straight on its lane (as a hub that skipped the check would) waits
-	// there, even with the lane's consumer in place, while orchestration work flows.
-	cons, err := js.CreateOrUpdateConsumer(ctx, bus.StreamProbes, agents.ProbeConsumerConfig("dc1", envelope.PriorityStandard, "echo", bus.AppDiscovery))
+	// there, even with a consumer of that lane in place (one the per-lane layout left behind),
+	// while orchestration work flows.
+	legacy := bus.ProbeConsumerPrefix("dc1") + "standard_echo_discovery"
+	cons, err := js.CreateOrUpdateConsumer(ctx, bus.StreamProbes, jetstream.ConsumerConfig{Durable: legacy,
+		FilterSubject: bus.ProbeSubject("dc1", envelope.PriorityStandard, "echo", bus.AppDiscovery), AckPolicy: jetstream.AckExplicitPolicy})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +132,8 @@ func TestAppsSelection(t *testing.T) {
 	if _, err := js.PublishMsg(ctx, msg); err != nil {
 		t.Fatal(err)
 	}
-	for i := range 5 {
+	orchestrate := func(i int) {
+		t.Helper()
 		p := echoProbe("orchestration", "dc1", fmt.Sprint("orch-", i))
 		if err := bus.PublishProbe(ctx, js, pub, p); err != nil {
 			t.Fatal(err)
@@ -129,6 +141,9 @@ func TestAppsSelection(t *testing.T) {
 		if r := results.wait(t, p.ID); r.Status != envelope.StatusOK || r.Agent != "br-orch" {
 			t.Fatalf("orchestration probe: %+v", r)
 		}
+	}
+	for i := range 5 {
+		orchestrate(i)
 	}
 	// Ad-hoc probes reach every bridge whatever it serves.
 	if out := echo(t, h, "dc1", "adhoc"); len(out.Results) != 1 || out.Results[0].Agent != "br-orch" {
@@ -143,27 +158,13 @@ func TestAppsSelection(t *testing.T) {
 			info.Delivered.Consumer, info.NumPending)
 	}
 
-	// Not manners but permissions: the bridge's own key may not pull the discovery lane.
-	orch.proc.kill(t)
-	errs := make(chan error, 16)
-	nc, err := identityConn(t, h, orch.dir, errs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	bjs, _ := jetstream.NewWithAPIPrefix(nc, bus.BridgeJSAPIPrefix)
-	if _, err := bjs.Consumer(ctx, bus.StreamProbes, bus.ProbeConsumer("dc1", envelope.PriorityStandard, "echo", bus.AppOrchestration)); err != nil {
-		t.Fatalf("its own lane: %v", err)
-	}
-	pull := bus.BridgeJSAPIPrefix + ".CONSUMER.MSG.NEXT." + bus.StreamProbes + "." + bus.ProbeConsumer("dc1", envelope.PriorityStandard, "echo", bus.AppDiscovery)
-	if err := nc.Publish(pull, []byte(`{"batch":1}`)); err != nil {
-		t.Fatal(err)
-	}
-	expectViolation(t, errs, pull)
-	nc.Close()
+	// Not manners but permissions: the bridge's own key may not pull a discovery consumer.
+	checkPulls(t, h, orch.dir, map[string]bool{orchCons: true, legacy: false})
 
-	// A discovery bridge joins: it takes the waiting probe, and new discovery probes are
-	// accepted and answered by it.
+	// A discovery bridge joins: the site's cells split into groups (ad-hoc for both, the
+	// rest for one each); the per-lane leftover goes, the new discovery group takes the
+	// waiting probe to the discovery bridge, and the orchestration bridge, told to reconnect,
+	// pulls its new groups without a restart.
 	startBridge(t, h, "dc1", "br-disc", tok, "--apps", "discovery,import")
 	h.waitStatus(t, "br-disc", "up")
 	if r := results.wait(t, stray.ID); r.Agent != "br-disc" {
@@ -173,6 +174,75 @@ func TestAppsSelection(t *testing.T) {
 	eventually(t, 10*time.Second, func() error { return bus.PublishProbe(ctx, js, pub, p) })
 	if r := results.wait(t, p.ID); r.Status != envelope.StatusOK || r.Agent != "br-disc" {
 		t.Fatalf("discovery probe: %+v", r)
+	}
+	for i := range 3 {
+		orchestrate(10 + i)
+	}
+	eventually(t, 30*time.Second, func() error {
+		if n := siteConsumers(t, js, "dc1"); len(n) != 3*len(envelope.Priorities) || slices.Contains(n, legacy) {
+			return fmt.Errorf("site consumers %v, want 3 groups per priority and no leftover", n)
+		}
+		return nil
+	})
+	adhoc := probeConsumer(t, js, "dc1", envelope.PriorityStandard, "echo", bus.LaneAdhoc)
+	orchOnly := probeConsumer(t, js, "dc1", envelope.PriorityStandard, "echo", bus.AppOrchestration)
+	discOnly := probeConsumer(t, js, "dc1", envelope.PriorityStandard, "echo", bus.AppDiscovery)
+	if imp := probeConsumer(t, js, "dc1", envelope.PriorityStandard, "ssh", bus.AppImport); imp != discOnly {
+		t.Errorf("the discovery bridge's import probes in %s, its discovery ones in %s: one group", imp, discOnly)
+	}
+	checkPulls(t, h, orch.dir, map[string]bool{adhoc: true, orchOnly: true, discOnly: false})
+}
+
+// siteConsumers lists the site's probe consumers.
+func siteConsumers(t *testing.T, js jetstream.JetStream, site string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, bus.StreamProbes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	names := st.ConsumerNames(ctx)
+	for n := range names.Name() {
+		if strings.HasPrefix(n, bus.ProbeConsumerPrefix(site)) {
+			out = append(out, n)
+		}
+	}
+	if err := names.Err(); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// checkPulls connects with a bridge's key (a raw client beside the running bridge) and
+// checks which consumers it may read and pull: allowed[name] true must answer, false must
+// be refused by NATS.
+func checkPulls(t *testing.T, h *testHub, dir string, allowed map[string]bool) {
+	t.Helper()
+	errs := make(chan error, 16)
+	nc, err := identityConn(t, h, dir, errs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	bjs, _ := jetstream.NewWithAPIPrefix(nc, bus.BridgeJSAPIPrefix)
+	for name, ok := range allowed {
+		if ok {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, err := bjs.Consumer(ctx, bus.StreamProbes, name)
+			cancel()
+			if err != nil {
+				t.Errorf("its own consumer %s: %v", name, err)
+			}
+			continue
+		}
+		pull := bus.BridgeJSAPIPrefix + ".CONSUMER.MSG.NEXT." + bus.StreamProbes + "." + name
+		if err := nc.Publish(pull, []byte(`{"batch":1}`)); err != nil {
+			t.Fatal(err)
+		}
+		expectViolation(t, errs, pull)
 	}
 }
 

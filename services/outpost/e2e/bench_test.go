@@ -234,7 +234,7 @@ func procsCPU(b *testing.B, pids []int) time.Duration {
 }
 
 // BenchmarkHubIdle: the hub's CPU while nothing happens, alone and with one approved bridge
-// serving every application (6 lanes × 3 priorities × 9 capabilities of pull consumers)
+// serving every application (3 pull consumers, one per priority, since probe groups)
 // waiting for work — the standing cost of a site is the difference. BENCH_IDLE (default 60s)
 // is the measured span.
 func BenchmarkHubIdle(b *testing.B) {

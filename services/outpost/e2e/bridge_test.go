@@ -151,18 +151,21 @@ func TestSitePermissions(t *testing.T) {
 		t.Fatalf("approved identity refused: %v", err)
 	}
 	defer nc.Close()
+	_, hjs := h.serviceConn(t)
+	consA := probeConsumer(t, hjs, "site-a", "interactive", "echo", bus.LaneAdhoc)
+	consB := probeConsumer(t, hjs, "site-b", "interactive", "echo", bus.LaneAdhoc)
 	js, _ := jetstream.NewWithAPIPrefix(nc, bus.BridgeJSAPIPrefix)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	// Its own site's consumer: allowed.
-	if _, err := js.Consumer(ctx, bus.StreamProbes, bus.ProbeConsumer("site-a", "interactive", "echo", bus.LaneAdhoc)); err != nil {
+	if _, err := js.Consumer(ctx, bus.StreamProbes, consA); err != nil {
 		t.Fatalf("own consumer: %v", err)
 	}
 	// Site B's consumer: no info, no pull.
-	if _, err := js.Consumer(ctx, bus.StreamProbes, bus.ProbeConsumer("site-b", "interactive", "echo", bus.LaneAdhoc)); err == nil {
+	if _, err := js.Consumer(ctx, bus.StreamProbes, consB); err == nil {
 		t.Fatal("site A's identity read site B's consumer")
 	}
-	pull := bus.BridgeJSAPIPrefix + ".CONSUMER.MSG.NEXT." + bus.StreamProbes + "." + bus.ProbeConsumer("site-b", "interactive", "echo", bus.LaneAdhoc)
+	pull := bus.BridgeJSAPIPrefix + ".CONSUMER.MSG.NEXT." + bus.StreamProbes + "." + consB
 	if err := nc.Publish(pull, []byte(`{"batch":1}`)); err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +201,8 @@ func TestSitePermissions(t *testing.T) {
 		t.Fatalf("pending identity cannot even enroll: %v", err)
 	}
 	pjs, _ := jetstream.NewWithAPIPrefix(pnc, bus.BridgeJSAPIPrefix)
-	if _, err := pjs.Consumer(ctx, bus.StreamProbes, bus.ProbeConsumer("site-c", "interactive", "echo", bus.LaneAdhoc)); err == nil {
+	// (the consumer its group would have once approved: the same cells as site A's bridge)
+	if _, err := pjs.Consumer(ctx, bus.StreamProbes, bus.ProbeConsumer("site-c", "interactive", groupKeyOf(consA))); err == nil {
 		t.Fatal("a pending identity reached its site's consumer")
 	}
 	pnc.Close()
@@ -481,3 +485,24 @@ func TestBadInput(t *testing.T) {
 		t.Fatalf("allowed target: %+v", out.Results[0])
 	}
 }
+
+// probeConsumer is the name of the site's consumer that takes (priority, capability, lane)
+// probes, once the agents service has declared it.
+func probeConsumer(t testing.TB, js jetstream.JetStream, site, priority, capability, lane string) string {
+	t.Helper()
+	var name string
+	eventually(t, 30*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		var err error
+		name, err = bus.FindProbeConsumer(ctx, js, site, priority, capability, lane)
+		if err != nil {
+			return fmt.Errorf("site %s %s %s.%s: %w", site, priority, capability, lane, err)
+		}
+		return nil
+	})
+	return name
+}
+
+// groupKeyOf is the group key in a probe consumer's name (bus.ProbeConsumer).
+func groupKeyOf(consumer string) string { return consumer[strings.LastIndex(consumer, "_")+1:] }

@@ -36,10 +36,11 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 		}
 	}()
 	_, js := h.serviceConn(t)
+	cons := probeConsumer(t, js, "dc1", envelope.PriorityStandard, "echo", bus.LaneAdhoc)
 	eventually(t, 20*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		c, err := js.Consumer(ctx, bus.StreamProbes, bus.ProbeConsumer("dc1", envelope.PriorityStandard, "echo", bus.LaneAdhoc))
+		c, err := js.Consumer(ctx, bus.StreamProbes, cons)
 		if err != nil {
 			return err
 		}

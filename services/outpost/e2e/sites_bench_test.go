@@ -24,8 +24,10 @@ import (
 // hub's alone); the bridges run in this process (bridge.Run, one per site: the simulation
 // flag is the library call), the labs too.
 //
-// Reports: the hub's idle RSS once every bridge is up, its peak RSS (VmHWM) and CPU seconds
-// over the discoveries, JetStream consumers in total and per site, wall time.
+// Reports: the hub's idle RSS and CPU once every bridge is up, its CPU over the enrollments,
+// its peak RSS (VmHWM) and CPU seconds over the discoveries (and per alive host), this
+// process's CPU (bridges and labs) over them, JetStream consumers in total and per site,
+// wall times.
 func BenchmarkSites(b *testing.B) {
 	sites := 100
 	if v, err := strconv.Atoi(os.Getenv("BENCH_SITES")); err == nil && v > 0 && v <= 256 {
@@ -57,6 +59,7 @@ func BenchmarkSites(b *testing.B) {
 	bctx, stopBridges := context.WithCancel(ctx)
 	defer func() { stopBridges(); wg.Wait() }()
 	t0 := time.Now()
+	enrollCPU0 := procsCPU(b, []int{h.proc.pid()})
 	// Sites enroll one after the other: each bridge up before the next site is added, so the
 	// time one enrollment takes is measured as the consumers pile up.
 	var firstEnroll, lastEnroll time.Duration
@@ -92,6 +95,13 @@ func BenchmarkSites(b *testing.B) {
 		}
 	}
 	enrolled := time.Since(t0)
+	enrollCPU := procsCPU(b, []int{h.proc.pid()}) - enrollCPU0
+	// The standing cost of the sites: the hub's CPU while every bridge waits for work (their
+	// pull requests and heartbeats), over a fixed span.
+	const idleSpan = 15 * time.Second
+	idleCPU0 := procsCPU(b, []int{h.proc.pid()})
+	time.Sleep(idleSpan)
+	idleCPU := procsCPU(b, []int{h.proc.pid()}) - idleCPU0
 	idleRSS := procKB(b, h.proc.pid(), "VmRSS")
 	info, err := js.AccountInfo(ctx)
 	if err != nil {
@@ -99,7 +109,7 @@ func BenchmarkSites(b *testing.B) {
 	}
 	consumers := info.Consumers - base.Consumers
 	b.ResetTimer()
-	var wall, cpu time.Duration
+	var wall, cpu, selfCPU time.Duration
 	classified, alive, manifest := 0, 0, 0
 	for _, s := range all {
 		for _, mh := range s.lab.Manifest().Hosts {
@@ -110,6 +120,7 @@ func BenchmarkSites(b *testing.B) {
 	}
 	for range b.N {
 		cpu0 := procsCPU(b, []int{h.proc.pid()})
+		self0 := procsCPU(b, []int{os.Getpid()})
 		start := time.Now()
 		ids := make([]string, len(all))
 		var swg sync.WaitGroup
@@ -129,6 +140,7 @@ func BenchmarkSites(b *testing.B) {
 		}
 		wall = time.Since(start)
 		cpu = procsCPU(b, []int{h.proc.pid()}) - cpu0
+		selfCPU = procsCPU(b, []int{os.Getpid()}) - self0
 	}
 	b.StopTimer()
 	after, err := js.AccountInfo(ctx)
@@ -141,6 +153,10 @@ func BenchmarkSites(b *testing.B) {
 	b.ReportMetric(lastEnroll.Seconds(), "s-last-site-up")
 	b.ReportMetric(wall.Seconds(), "s/all-runs")
 	b.ReportMetric(cpu.Seconds(), "hub-CPU-s")
+	b.ReportMetric(float64(cpu.Milliseconds())/float64(max(alive, 1)), "hub-CPU-ms/alive-host")
+	b.ReportMetric(selfCPU.Seconds(), "bridges+labs-CPU-s")
+	b.ReportMetric(enrollCPU.Seconds(), "hub-CPU-s-enroll")
+	b.ReportMetric(100*idleCPU.Seconds()/idleSpan.Seconds(), "hub-idle-CPU-%")
 	b.ReportMetric(float64(idleRSS)/1024, "hub-idle-RSS-MB")
 	b.ReportMetric(float64(procKB(b, h.proc.pid(), "VmHWM"))/1024, "hub-peak-RSS-MB")
 	b.ReportMetric(float64(consumers), "consumers")

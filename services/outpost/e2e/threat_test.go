@@ -60,6 +60,14 @@ func TestThreatTable(t *testing.T) {
 	if _, _, err := agents.StoreBuild(context.Background(), hjs, relKey, release.Build{OS: "linux", Arch: "amd64", Version: "v9.9.9"}, []byte("a build")); err != nil {
 		t.Fatal(err)
 	}
+	// bra's own probe consumer, and names it must not reach: another site's with the same
+	// cells, its site's consumer of another profile (the group an echo-only orchestration
+	// bridge would have), and a per-lane name of the layout before groups.
+	ownCons := probeConsumer(t, hjs, "site-a", "interactive", "echo", bus.LaneAdhoc)
+	otherSite := bus.ProbeConsumer("site-b", "interactive", groupKeyOf(ownCons))
+	otherProfile := bus.ProbeConsumer("site-a", "interactive", bus.ProbeGroups(map[string]bus.ProbeProfile{
+		"x": {Capabilities: []string{"echo"}, Apps: []string{bus.AppOrchestration}}})[0].Key)
+	perLane := bus.ProbeConsumerPrefix("site-a") + "interactive_echo_adhoc"
 	before := snapshotHub(t, h, hjs)
 
 	// Secrets an attacker would like to plant as gateway tokens: one per identity.
@@ -78,8 +86,17 @@ func TestThreatTable(t *testing.T) {
 	hubSubjects := []string{
 		"$KV.tokens.x", "$KV.agents.x", "$KV.sites.x",
 		"$JS.API.STREAM.INFO.RESULTS", "$JS.API.STREAM.PURGE.RESULTS", "$JS.API.STREAM.MSG.GET.KV_credentials", "$JS.API.INFO",
-		"$JS.API.CONSUMER.MSG.NEXT.PROBES." + bus.ProbeConsumer("site-b", "interactive", "echo", bus.LaneAdhoc),
-		bus.BridgeJSAPIPrefix + ".CONSUMER.MSG.NEXT.PROBES." + bus.ProbeConsumer("site-b", "interactive", "echo", bus.LaneAdhoc),
+		"$JS.API.CONSUMER.MSG.NEXT.PROBES." + otherSite, bus.BridgeJSAPIPrefix + ".CONSUMER.MSG.NEXT.PROBES." + otherSite,
+		// probe consumers: only its own groups' are a bridge's; it never creates, deletes or
+		// lists one, so it cannot make itself a consumer with other filters
+		bus.BridgeJSAPIPrefix + ".CONSUMER.MSG.NEXT.PROBES." + otherProfile, bus.BridgeJSAPIPrefix + ".CONSUMER.INFO.PROBES." + otherProfile,
+		bus.BridgeJSAPIPrefix + ".CONSUMER.MSG.NEXT.PROBES." + perLane, bus.BridgeJSAPIPrefix + ".CONSUMER.INFO.PROBES." + otherSite,
+		"$JS.ACK.PROBES." + otherSite + ".1.1.1.1.1.0", "$JS.ACK.PROBES." + otherProfile + ".1.1.1.1.1.0",
+		"$JS.API.CONSUMER.CREATE.PROBES." + ownCons + ".probe.site-b.>", bus.BridgeJSAPIPrefix + ".CONSUMER.CREATE.PROBES." + ownCons + ".probe.site-b.>",
+		"$JS.API.CONSUMER.CREATE.PROBES.evil", bus.BridgeJSAPIPrefix + ".CONSUMER.CREATE.PROBES.evil",
+		"$JS.API.CONSUMER.DURABLE.CREATE.PROBES." + ownCons, bus.BridgeJSAPIPrefix + ".CONSUMER.DURABLE.CREATE.PROBES." + ownCons,
+		"$JS.API.CONSUMER.DELETE.PROBES." + ownCons, bus.BridgeJSAPIPrefix + ".CONSUMER.DELETE.PROBES." + ownCons,
+		bus.BridgeJSAPIPrefix + ".CONSUMER.LIST.PROBES", bus.BridgeJSAPIPrefix + ".CONSUMER.NAMES.PROBES",
 		"cmdb.ingest.0", "cmdb.changed.linux_server", "event.hub.audit", "dlq.cmdb", "dlq.bridge.site-b",
 		"svc.agents.approve", "svc.agents.site_add", "svc.discovery.credentials_seal", "svc.cmdb.ingest",
 		"svc.dlq.retry", "svc.dlq.purge", "svc.dlq.show",
@@ -127,7 +144,7 @@ func TestThreatTable(t *testing.T) {
 			}
 			// Requests on what the identity may use, with the answer steered onto hub data.
 			allowed := []string{"svc.agents.enroll",
-				bus.BridgeJSAPIPrefix + ".CONSUMER.INFO.PROBES." + bus.ProbeConsumer("site-a", "interactive", "echo", bus.LaneAdhoc),
+				bus.BridgeJSAPIPrefix + ".CONSUMER.INFO.PROBES." + ownCons,
 				bus.ResultSubject("discovery", "site-a", "echo", "bra"), "event.site-a.test", bus.BridgeDLQSubject("site-a"), "svc.agents.build_chunk"}
 			steer := []string{tokenKey, "cmdb.ingest.0", "event.hub.audit", "dlq.cmdb", "$KV.agents.site-a.evil",
 				"$JS.API.STREAM.PURGE.RESULTS", "$JS.API.STREAM.DELETE.KV_tokens", "svc.agents.approve", "svc.agents.site_add",
@@ -237,6 +254,8 @@ func snapshotHub(t *testing.T, h *testHub, js jetstream.JetStream) map[string]in
 			t.Fatal(err)
 		}
 		out["stream "+s] = int(info.State.Msgs)
+		// No consumer made, deleted or swapped for one with other filters.
+		out["consumers of "+s] = info.State.Consumers
 	}
 	// Dead letters: the attacking site may fill its own quota (dlq.<service>.site-a: its own
 	// bad results and dead letters), nothing else.

@@ -164,8 +164,11 @@ func TestPanickingKindDoesNotKillTheBridge(t *testing.T) {
 		}
 	})
 	js, _ := jetstream.New(nc)
-	cons := bus.ProbeConsumer("dc1", envelope.PriorityInteractive, "echo", bus.LaneAdhoc)
 	eventually(t, 10*time.Second, func() error {
+		cons, err := bus.FindProbeConsumer(ctx, js, "dc1", envelope.PriorityInteractive, "echo", bus.LaneAdhoc)
+		if err != nil {
+			return err
+		}
 		c, err := js.Consumer(ctx, bus.StreamProbes, cons)
 		if err != nil {
 			return err
