@@ -48,4 +48,39 @@ func (a *API) routeAlerts(mux *router) {
 		opDoc(api.SilenceRemove, nil))
 	mux.Handle("GET /api/v1/alert-groups", a.auth(tokens.RoleViewer, relay(a, api.GroupList, timeout, pageRequest)),
 		opDoc(api.GroupList, nil, pageParams))
+	a.routeCollect(mux, timeout)
+}
+
+// routeCollect exposes the collection definitions: metrics (scheduled samples, baselines,
+// anomaly events) and pull connectors (another tool's event API polled through a site's
+// bridge). Metrics take an operator, as discovery schedules do; a connector is a standing
+// data source read with a stored credential, so it takes an admin, as import sources do.
+func (a *API) routeCollect(mux *router, timeout time.Duration) {
+	name := func(r *http.Request) (api.NameRequest, error) { return api.NameRequest{Name: r.PathValue("name")}, nil }
+	mux.Handle("POST /api/v1/metrics", a.auth(tokens.RoleOperator, relay(a, api.MetricAdd, timeout, func(r *http.Request) (api.MetricDef, error) {
+		in, err := decodeBody[api.MetricDef](r)
+		if err == nil {
+			err = in.Validate()
+		}
+		return in, err
+	})), opDoc(api.MetricAdd, bodyOf[api.MetricDef]()))
+	mux.Handle("GET /api/v1/metrics", a.auth(tokens.RoleViewer, relay(a, api.MetricList, timeout, pageRequest)),
+		opDoc(api.MetricList, nil, pageParams))
+	mux.Handle("DELETE /api/v1/metrics/{name}", a.auth(tokens.RoleOperator, relay(a, api.MetricRemove, timeout, name)),
+		opDoc(api.MetricRemove, nil))
+	mux.Handle("GET /api/v1/metric-series", a.auth(tokens.RoleViewer, relay(a, api.SeriesList, timeout, func(r *http.Request) (api.SeriesListRequest, error) {
+		p, err := pageRequest(r)
+		return api.SeriesListRequest{Metric: r.URL.Query().Get("metric"), Request: p}, err
+	})), opDoc(api.SeriesList, nil, pageParams, []queryParam{{"metric", "string", "only this metric definition's series"}}))
+	mux.Handle("POST /api/v1/connectors", a.auth(tokens.RoleAdmin, relay(a, api.ConnectorAdd, timeout, func(r *http.Request) (api.Connector, error) {
+		in, err := decodeBody[api.Connector](r)
+		if err == nil {
+			err = in.Validate()
+		}
+		return in, err
+	})), opDoc(api.ConnectorAdd, bodyOf[api.Connector]()))
+	mux.Handle("GET /api/v1/connectors", a.auth(tokens.RoleViewer, relay(a, api.ConnectorList, timeout, pageRequest)),
+		opDoc(api.ConnectorList, nil, pageParams))
+	mux.Handle("DELETE /api/v1/connectors/{name}", a.auth(tokens.RoleAdmin, relay(a, api.ConnectorRemove, timeout, name)),
+		opDoc(api.ConnectorRemove, nil))
 }

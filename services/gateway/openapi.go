@@ -158,6 +158,14 @@ var summaries = map[string]string{
 	"DELETE /api/v1/silences/{id}":   "End a silence now (operator)",
 	"GET /api/v1/alert-groups":       "Topology groups: open alerts on CMDB CIs related by runs_on, depends_on, connected_to or contains, with the probable root cause",
 
+	"POST /api/v1/metrics":             "Add or replace a metric definition: a probe (http_request, snmp_get, ssh_exec) per target on a site every interval, each target one series with an EWMA and hour-of-week baseline raising anomaly events (operator)",
+	"GET /api/v1/metrics":              "Metric definitions by name; cursor pages",
+	"DELETE /api/v1/metrics/{name}":    "Remove a metric definition: its collection stops (operator)",
+	"GET /api/v1/metric-series":        "Series (definition × target) with their baseline, last sample, score and last collection error; ?metric= for one definition; cursor pages",
+	"POST /api/v1/connectors":          "Add or replace a pull connector: another tool's event API polled through a site's bridge, each record mapped to an event (admin)",
+	"GET /api/v1/connectors":           "Pull connectors with their state: polls, events, skipped and rejected records, watermark, last error; cursor pages",
+	"DELETE /api/v1/connectors/{name}": "Remove a pull connector: its polling stops (admin)",
+
 	"POST /api/v1/imports/runs":                  "Upload a file and start an import run: multipart (parts map, then file; fields format, sheet, header_row, record_path) or the file as the raw body with the map in ?map= (operator)",
 	"GET /api/v1/imports/runs":                   "List import runs, newest first, with their counters; cursor pages",
 	"GET /api/v1/imports/runs/{id}":              "An import run: state and counters per outcome (inserted, updated, unchanged, ignored, skipped, error)",

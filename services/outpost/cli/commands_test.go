@@ -106,6 +106,13 @@ var commandOf = map[string]string{
 	"GET /api/v1/imports/sources/{name}":         "import source show",
 	"DELETE /api/v1/imports/sources/{name}":      "import source rm",
 	"POST /api/v1/imports/sources/{name}/runs":   "import run",
+	"POST /api/v1/metrics":                       "metrics add",
+	"GET /api/v1/metrics":                        "metrics ls",
+	"DELETE /api/v1/metrics/{name}":              "metrics rm",
+	"GET /api/v1/metric-series":                  "metrics series",
+	"POST /api/v1/connectors":                    "connectors add",
+	"GET /api/v1/connectors":                     "connectors ls",
+	"DELETE /api/v1/connectors/{name}":           "connectors rm",
 }
 
 // Every route the gateway documents has a CLI command.

@@ -74,6 +74,7 @@ func newRoot(g *globals) *cobra.Command {
 	root.AddCommand(newUp(g), newStatus(g), newVersion(g), newSite(g), newAgents(g), newProbe(g), newLab(g), newCI(g), newTokens(g), newDiscover(g), newWorkflow(g), newRuns(g), newSchedules(g), newCredentials(g), newHostKeys(g),
 		newAudit(g), newDLQ(g), newClassifiers(g), newWhoami(g), newEvents(g), newAlerts(g), newSilences(g), newImport(g), newServices(g), newBridgeBuilds(g))
 	root.AddCommand(newServe(g), newHubCreds(g), newReplay(g)) // scale-out: services as replicas on a NATS cluster
+	root.AddCommand(newMetrics(g), newConnectors(g))           // correlation's collection definitions
 	// Now rather than at Execute, so strictGroups covers it; it keeps the writer it sees now.
 	root.SetOut(g.stdout)
 	root.SetErr(g.stderr)

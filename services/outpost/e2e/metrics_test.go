@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -42,14 +44,6 @@ func TestMetricsAnomalyAndPullConnector(t *testing.T) {
 	h.waitStatus(t, "mx-br", "up")
 	nc, _ := h.serviceConn(t)
 	ctx := context.Background()
-	call := func(what string, f func(context.Context) error) {
-		t.Helper()
-		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		if err := f(cctx); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
 	alerts := func(ctx context.Context) ([]api.Alert, error) {
 		r, err := api.AlertList.Call(ctx, nc, api.AlertsListRequest{Request: page.Request{Limit: 1000}})
 		return r.Items, err
@@ -65,23 +59,45 @@ func TestMetricsAnomalyAndPullConnector(t *testing.T) {
 		return got, all, err
 	}
 
-	// --- metric: a gauge on the lab's status page
+	// --- metric: a gauge on the lab's status page, defined in a file through the CLI
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
 	l.SetGauge("load", 100)
-	params, _ := json.Marshal(map[string]any{"port": 80, "path": "/feeds/metrics.json", "timeout": "10s"})
-	call("metrics_add", func(ctx context.Context) error {
-		_, err := api.MetricAdd.Call(ctx, nc, api.MetricDef{Name: "load", Site: "mx", Kind: api.KindHTTP, Targets: []string{web.IP},
-			Interval: "1s", Params: params, Value: "gauges.load", Baseline: api.Baseline{MinSamples: 5, Threshold: 4}})
-		return err
-	})
-	// refused with every problem at once
-	if _, err := api.MetricAdd.Call(ctx, nc, api.MetricDef{Name: "Bad Name", Site: "mx", Kind: "ping", Interval: "0s"}); err == nil ||
-		!containsAll(err.Error(), "name", "kind", "targets", "interval") {
-		t.Fatalf("a bad metric definition: %v, want every problem named", err)
+	if out, err := h.outpost(t, "metrics", "add", "-f", write("load.yaml", fmt.Sprintf(`name: load
+site: mx
+kind: http_request
+targets: [%s]
+interval: 1s
+params: {port: 80, path: /feeds/metrics.json, timeout: 10s}
+value: gauges.load
+baseline: {min_samples: 5, threshold: 4}
+`, web.IP))); err != nil || !strings.Contains(string(out), "metric load: http_request on mx every 1s, 1 target(s)") {
+		t.Fatalf("outpost metrics add: %v\n%s", err, out)
+	}
+	// refused with every problem at once, before anything is sent
+	if out, err := h.outpost(t, "metrics", "add", "-f", write("bad.yaml", "name: Bad Name\nsite: mx\nkind: ping\ninterval: 0s\n")); err == nil ||
+		!containsAll(err.Error(), "bad.yaml:1: name", "kind", "targets", "interval") {
+		t.Fatalf("a bad metric definition: %v %s, want every problem named with file:line", err, out)
+	}
+	// and by the gateway, for a client that skips the CLI's check
+	if code, body := h.api(t, "POST", "/api/v1/metrics", api.MetricDef{Name: "Bad Name", Site: "mx", Kind: "ping", Interval: "0s"}); code != 400 ||
+		!containsAll(string(body), "name", "kind", "targets", "interval") {
+		t.Fatalf("POST /api/v1/metrics of a bad definition: %d %s, want 400 naming every problem", code, body)
 	}
 	series := func(ctx context.Context) (api.Series, error) {
-		r, err := api.SeriesList.Call(ctx, nc, api.SeriesListRequest{Metric: "load"})
+		out, err := h.outpost(t, "metrics", "series", "--metric", "load", "-o", "json")
+		var r api.SeriesListResponse
+		if err == nil {
+			err = json.Unmarshal(out, &r)
+		}
 		if err != nil || len(r.Items) != 1 {
-			return api.Series{}, fmt.Errorf("series: %+v %v", r.Items, err)
+			return api.Series{}, fmt.Errorf("outpost metrics series: %+v %v %s", r.Items, err, out)
 		}
 		return r.Items[0], nil
 	}
@@ -133,18 +149,26 @@ func TestMetricsAnomalyAndPullConnector(t *testing.T) {
 		lab.FeedEvent{ID: "e2", Host: "web-9", Check: "http", Level: "warn", Summary: "slow", Occurred: t0.Add(time.Second)},
 		lab.FeedEvent{ID: "e3", Host: "", Check: "http", Level: "warn", Summary: "no host", Occurred: t0.Add(time.Second)},
 	)
-	call("connectors_add", func(ctx context.Context) error {
-		_, err := api.ConnectorAdd.Call(ctx, nc, api.Connector{Name: "tool", Site: "mx", URL: "http://" + web.IP + "/feeds/events.json",
-			Interval: "1s", Records: "events", SinceParam: "since",
-			Fields:     map[string]string{"id": "id", "node": "host", "type": "check", "severity": "level", "message": "summary", "time": "occurred"},
-			Severities: map[string]string{"crit": "critical", "warn": "warning", "ok": "clear"}})
-		return err
-	})
+	if out, err := h.outpost(t, "connectors", "add", "-f", write("tool.yaml", fmt.Sprintf(`name: tool
+site: mx
+url: http://%s/feeds/events.json
+interval: 1s
+records: events
+since_param: since
+fields: {id: id, node: host, type: check, severity: level, message: summary, time: occurred}
+severities: {crit: critical, warn: warning, ok: clear}
+`, web.IP))); err != nil {
+		t.Fatalf("outpost connectors add: %v\n%s", err, out)
+	}
 	fromTool := func(a api.Alert) bool { return a.Source == api.ConnectorSourcePrefix+"tool" }
 	state := func(ctx context.Context) (api.ConnectorState, error) {
-		r, err := api.ConnectorList.Call(ctx, nc, page.Request{})
+		out, err := h.outpost(t, "connectors", "ls", "-o", "json")
+		var r api.ConnectorsResponse
+		if err == nil {
+			err = json.Unmarshal(out, &r)
+		}
 		if err != nil || len(r.Items) != 1 || r.Items[0].State == nil {
-			return api.ConnectorState{}, fmt.Errorf("connectors %+v: %v", r.Items, err)
+			return api.ConnectorState{}, fmt.Errorf("outpost connectors ls: %+v %v %s", r.Items, err, out)
 		}
 		return *r.Items[0].State, nil
 	}
