@@ -25,7 +25,7 @@ func TestExecutedRecordsAcrossRestarts(t *testing.T) {
 	}
 	want := ExecutedRecord{Probe: "run-1/step a+b", Attempt: 2, Results: 3, Subject: "result.orchestration.lab.http_request.br-1",
 		Header: nats.Header{nats.MsgIdHdr: []string{"run-1/step a+b-2-2"}, "Ce-Type": []string{"outpost.result.v1"}},
-		Data: []byte(`{"status":"ok"}`), Finished: time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)}
+		Data:   []byte(`{"status":"ok"}`), Finished: time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)}
 	check := func(e *Executed, when string) {
 		t.Helper()
 		for _, surely := range []bool{false, true} {
