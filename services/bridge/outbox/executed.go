@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -164,13 +165,22 @@ func executedSubject(probe string) string {
 // Record stores that a probe was executed, kept for ttl (at least a minute, at most
 // ExecutedMaxTTL): pass the time until the probe's deadline, after which the hub no longer
 // redelivers it. It returns once the record is on disk.
+//
+// The record is the final result itself — its data as the body, its headers renamed under
+// recordResultHeader (a result's Nats-Msg-Id must not act on this stream) — with the
+// execution in a few headers of its own: no JSON, no base64 of the data.
 func (e *Executed) Record(ctx context.Context, rec ExecutedRecord, ttl time.Duration) error {
 	ttl = min(max(ttl, time.Minute), ExecutedMaxTTL)
-	body, err := json.Marshal(rec)
-	if err != nil {
-		return err
+	h := make(nats.Header, len(rec.Header)+5)
+	for k, v := range rec.Header {
+		h[recordResultHeader+k] = v
 	}
-	m := &nats.Msg{Subject: executedSubject(rec.Probe), Header: nats.Header{"Nats-TTL": []string{ttl.Round(time.Second).String()}}, Data: body}
+	h[recordSubject] = []string{rec.Subject}
+	h[recordAttempt] = []string{strconv.Itoa(rec.Attempt)}
+	h[recordResults] = []string{strconv.Itoa(rec.Results)}
+	h[recordFinished] = []string{rec.Finished.UTC().Format(time.RFC3339Nano)}
+	h["Nats-TTL"] = []string{ttl.Round(time.Second).String()}
+	m := &nats.Msg{Subject: executedSubject(rec.Probe), Header: h, Data: rec.Data}
 	// Indexed before the write: a record stored but not indexed would be missed, one
 	// indexed but not stored only costs a lookup.
 	e.remember(rec.Probe, ttl)
@@ -182,6 +192,45 @@ func (e *Executed) Record(ctx context.Context, rec ExecutedRecord, ttl time.Dura
 		return fmt.Errorf("record executed probe %s: %w", rec.Probe, err)
 	}
 	return nil
+}
+
+// Headers of a stored record.
+const (
+	recordResultHeader = "Outpost-Result-" // prefix of the final result's own headers
+	recordSubject      = "Outpost-Executed-Subject"
+	recordAttempt      = "Outpost-Executed-Attempt"
+	recordResults      = "Outpost-Executed-Results"
+	recordFinished     = "Outpost-Executed-Finished"
+)
+
+// decodeRecord reads a stored record; one written as JSON (bridges before the header
+// layout) is read too, so an upgrade keeps the records on disk.
+func decodeRecord(probe string, h nats.Header, data []byte) (*ExecutedRecord, error) {
+	if h.Get(recordSubject) == "" {
+		var rec ExecutedRecord
+		if err := json.Unmarshal(data, &rec); err != nil {
+			return nil, err
+		}
+		return &rec, nil
+	}
+	rec := &ExecutedRecord{Probe: probe, Subject: h.Get(recordSubject), Header: nats.Header{}, Data: data}
+	var errs []error
+	var err error
+	if rec.Attempt, err = strconv.Atoi(h.Get(recordAttempt)); err != nil {
+		errs = append(errs, fmt.Errorf("header %s: %w", recordAttempt, err))
+	}
+	if rec.Results, err = strconv.Atoi(h.Get(recordResults)); err != nil {
+		errs = append(errs, fmt.Errorf("header %s: %w", recordResults, err))
+	}
+	if rec.Finished, err = time.Parse(time.RFC3339Nano, h.Get(recordFinished)); err != nil {
+		errs = append(errs, fmt.Errorf("header %s: %w", recordFinished, err))
+	}
+	for k, v := range h {
+		if name, ok := strings.CutPrefix(k, recordResultHeader); ok {
+			rec.Header[name] = v
+		}
+	}
+	return rec, errors.Join(errs...)
 }
 
 // Lookup returns the record of a probe this bridge executed, or nil when it did not (or the
@@ -198,11 +247,11 @@ func (e *Executed) Lookup(ctx context.Context, probe string, surely bool) (*Exec
 		}
 		return nil, fmt.Errorf("look up executed probe %s: %w", probe, err)
 	}
-	var rec ExecutedRecord
-	if err := json.Unmarshal(raw.Data, &rec); err != nil {
+	rec, err := decodeRecord(probe, raw.Header, raw.Data)
+	if err != nil {
 		return nil, fmt.Errorf("executed probe %s: unreadable record: %w", probe, err)
 	}
-	return &rec, nil
+	return rec, nil
 }
 
 // Len is the number of records kept.

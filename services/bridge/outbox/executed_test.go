@@ -3,6 +3,7 @@ package outbox
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -48,12 +49,24 @@ func TestExecutedRecordsAcrossRestarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(o.Executed(), "same process")
+	// A record as bridges before the header layout wrote it (JSON) stays readable after an
+	// upgrade.
+	legacy := want
+	legacy.Probe = "legacy-probe"
+	body, _ := json.Marshal(legacy)
+	if _, err := o.js.PublishMsg(ctx, &nats.Msg{Subject: executedSubject(legacy.Probe), Header: nats.Header{"Nats-TTL": []string{"1h"}}, Data: body}); err != nil {
+		t.Fatal(err)
+	}
 	o.Close()
 
 	o = open()
 	defer o.Close()
 	check(o.Executed(), "after a restart")
-	if n, err := o.Executed().Len(ctx); err != nil || n != 1 {
-		t.Fatalf("records after a restart: %d (err %v), want 1", n, err)
+	if n, err := o.Executed().Len(ctx); err != nil || n != 2 {
+		t.Fatalf("records after a restart: %d (err %v), want 2", n, err)
+	}
+	got, err := o.Executed().Lookup(ctx, legacy.Probe, false)
+	if err != nil || got == nil || got.Probe != legacy.Probe || got.Subject != legacy.Subject || got.FinalID() != legacy.FinalID() || !bytes.Equal(got.Data, legacy.Data) {
+		t.Fatalf("a JSON record after the upgrade: %+v, err %v; want %+v", got, err, legacy)
 	}
 }
