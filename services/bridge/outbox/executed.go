@@ -53,7 +53,7 @@ type Executed struct {
 	// writer (the store is embedded, in its data dir), so a probe not in known was not
 	// executed here.
 	mu        sync.Mutex
-	known     map[uint64]time.Time // hash of the probe id → when its record has surely left
+	known     map[uint64]int64 // hash of the probe id → when its record has surely left (Unix s)
 	lastPrune time.Time
 }
 
@@ -103,7 +103,7 @@ func openExecuted(ctx context.Context, js jetstream.JetStream, maxMsgs, maxBytes
 	if err != nil {
 		return nil, fmt.Errorf("executed-probe store: %w", err)
 	}
-	e := &Executed{js: js, st: st, known: map[uint64]time.Time{}, lastPrune: time.Now()}
+	e := &Executed{js: js, st: st, known: map[uint64]int64{}, lastPrune: time.Now()}
 	if err := e.loadKnown(ctx); err != nil {
 		return nil, err
 	}
@@ -118,7 +118,7 @@ func (e *Executed) loadKnown(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("executed-probe store: list records: %w", err)
 	}
-	until := time.Now().Add(ExecutedMaxTTL + knownSlack)
+	until := time.Now().Add(ExecutedMaxTTL + knownSlack).Unix()
 	for subj := range info.State.Subjects {
 		id, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(subj, executedPrefix))
 		if err != nil {
@@ -136,13 +136,13 @@ func (e *Executed) remember(probe string, ttl time.Duration) {
 	now := time.Now()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.known[knownKey(probe)] = now.Add(ttl + knownSlack)
+	e.known[knownKey(probe)] = now.Add(ttl + knownSlack).Unix()
 	if now.Sub(e.lastPrune) < pruneEvery {
 		return
 	}
 	e.lastPrune = now
 	for k, until := range e.known {
-		if now.After(until) {
+		if now.Unix() > until {
 			delete(e.known, k)
 		}
 	}
