@@ -201,7 +201,13 @@ func (b *Bridge) execute(ctx context.Context, jm jetstream.Msg, capability strin
 		}
 	}()
 
-	rec, err := b.box.Executed().Lookup(ctx, p.ID)
+	attempt := 1
+	if md, err := jm.Metadata(); err == nil && md.NumDelivered > 0 {
+		attempt = int(md.NumDelivered)
+	}
+	// A first delivery is looked up in the store's index only (a republished id is in it);
+	// a redelivery always reads the store.
+	rec, err := b.box.Executed().Lookup(ctx, p.ID, attempt > 1)
 	if err != nil {
 		b.release(c, "", func(jm jetstream.Msg) { _ = jm.NakWithDelay(5 * time.Second) })
 		b.log.Error("executed-probe store unreadable; the probe will be redelivered", "probe", p.ID, "err", err)
@@ -210,10 +216,6 @@ func (b *Bridge) execute(ctx context.Context, jm jetstream.Msg, capability strin
 	if rec != nil {
 		b.resend(ctx, c, rec)
 		return
-	}
-	attempt := 1
-	if md, err := jm.Metadata(); err == nil && md.NumDelivered > 0 {
-		attempt = int(md.NumDelivered)
 	}
 	started := b.clock.Now().UTC()
 	results := b.runProbe(ctx, p, capability, started, attempt)
