@@ -5,12 +5,12 @@
 # starts RUNS discoveries at once (one per /25 of the lab) and waits for all; CPU comes from every
 # replica's /metrics (process_cpu_seconds_total), the bridge's from /proc. Writes markdown.
 #
-#   scripts/bench.d/70-replicas.sh          BENCH_REPLICAS_HOSTS (120), BENCH_REPLICAS_COUNT (1 round per N)
+#   scripts/bench.d/70-replicas.sh          BENCH_REPLICAS_HOSTS (120), BENCH_REPLICAS_COUNT (3 rounds per N)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 HOSTS=${BENCH_REPLICAS_HOSTS:-120}
-COUNT=${BENCH_REPLICAS_COUNT:-1}
+COUNT=${BENCH_REPLICAS_COUNT:-3}
 LAB=127.77.154.0/23 # four /25 runs; nothing else in the repository uses 127.77.154-155
 RANGES="127.77.154.0/25 127.77.154.128/25 127.77.155.0/25 127.77.155.128/25"
 tmp=$(mktemp -d)
@@ -142,7 +142,7 @@ for n in 0 1 2 3; do # 0: a warm-up round with one replica (the CMDB's first CIs
 		say "== discovery replicas=$k round $r$([ "$n" = 0 ] && echo ' (warm-up)')"
 		line=$(one_round "$k" "d$n" "$r")
 		say "$line"
-		[ "$n" = 0 ] || rows+=("$k $line")
+		[ "$n" = 0 ] || rows+=("$k $r $line")
 	done
 	for p in "${dp[@]}"; do kill -TERM "$p"; done
 	for p in "${dp[@]}"; do wait "$p" 2>/dev/null || true; done
@@ -154,18 +154,18 @@ echo
 echo "\`scripts/cluster.sh up\` (3 \`nats-server\` nodes on loopback, R3 streams, the auth callout), one \`outpost serve"
 echo "gateway agents cmdb\` process (SQLite CMDB), one \`outpost-bridge\`, a lab of $HOSTS addresses on $LAB (seed 7, its"
 echo "credentials added), and N \`outpost serve discovery\` processes. A round starts 4 discoveries at once (one per /25)"
-echo "and waits until all are final; a warm-up round with one replica went first (the CMDB's first CIs). CPU is"
+echo "and waits until all are final ($COUNT rounds per N, each shown); a warm-up round with one replica went first (the CMDB's first CIs). CPU is"
 echo "process user+sys over the round: each discovery replica's and the hub process's \`process_cpu_seconds_total\`"
 echo "from their /metrics, the bridge's from /proc; per address = discovery replicas' CPU / addresses of the runs."
 echo "$(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at the end — **the machine was shared and loaded**: wall"
 echo "times move from run to run, CPU per address is the steadier figure. \`scripts/bench.d/70-replicas.sh\`:"
 echo
-echo "| discovery replicas | addresses (4 runs) | classified | wall | addresses/s | discovery CPU (per replica) | discovery CPU per address | hub process CPU | bridge CPU | runs not completed |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| discovery replicas | round | addresses (4 runs) | classified | wall | addresses/s | discovery CPU (per replica) | discovery CPU per address | hub process CPU | bridge CPU | runs not completed |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for row in "${rows[@]}"; do
 	# shellcheck disable=SC2086
-	set -- $row # n wall addresses classified bad disc hub bridge per
-	echo "| $1 | $3 | $4 | $2 s | $(awk -v a="$3" -v w="$2" 'BEGIN{printf "%.1f", a/w}') | $6 s ($9) | $(awk -v c="$6" -v a="$3" 'BEGIN{printf "%.1f", 1000*c/a}') ms | $7 s | $8 s | $5 |"
+	set -- $row # n round wall addresses classified bad disc hub bridge per-replica
+	echo "| $1 | $2 | $4 | $5 | $3 s | $(awk -v a="$4" -v w="$3" 'BEGIN{printf "%.1f", a/w}') | $7 s (${10}) | $(awk -v c="$7" -v a="$4" 'BEGIN{printf "%.2f", 1000*c/a}') ms | $8 s | $9 s | $6 |"
 done
 echo
 echo "Discovery replicas are active/standby today (services/discovery/active.go: one lease, \`discovery.active\`): the"
