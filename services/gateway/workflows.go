@@ -63,4 +63,9 @@ func (a *API) routeWorkflows(mux *router) {
 		t, _ := Caller(r.Context())
 		return api.ApproveRequest{Run: r.PathValue("id"), Step: r.PathValue("step"), Decision: d, By: t.Name}, nil
 	})), opDoc(api.RunApprove, bodyOf[api.Decision]()))
+	// Replay re-delivers stored CMDB change events to the cmdb_change triggers (outpost
+	// replay --to orchestration): an admin's, like discovery's; a request reads at most
+	// api.ReplayLimit changes, whose run starts may take longer than a lookup.
+	mux.Handle("POST /api/v1/orchestration/replay", a.auth(tokens.RoleAdmin, relay(a, api.Replay, 2*time.Minute, decodeBody[api.ReplayRequest])),
+		opDoc(api.Replay, bodyOf[api.ReplayRequest]()))
 }

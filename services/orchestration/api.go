@@ -54,6 +54,9 @@ func (s *service) endpoints(ctx context.Context, wg *sync.WaitGroup) map[string]
 		}),
 		api.RunApprove.Name: api.RunApprove.Handle(s.approve),
 		api.RunOutput.Name:  api.RunOutput.Handle(s.output),
+		api.Replay.Name: api.Replay.Handle(func(rctx context.Context, r api.ReplayRequest) (api.ReplayReply, error) {
+			return s.replay(rctx, ctx, wg, r)
+		}),
 		api.RunEvents.Name: api.RunEvents.Handle(func(ctx context.Context, r api.RunIDRequest) (api.EventsResponse, error) {
 			if _, err := s.getRun(ctx, r.ID); err != nil {
 				return api.EventsResponse{}, err

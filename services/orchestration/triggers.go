@@ -227,10 +227,19 @@ func (s *service) fireCron(ctx, runCtx context.Context, wg *sync.WaitGroup, d ap
 	}
 }
 
-// handleChange starts the runs of the cmdb_change triggers a CMDB change event matches.
-func (s *service) handleChange(mctx, ctx context.Context, wg *sync.WaitGroup, meta envelope.Meta, c *envelope.Change) error {
-	var errs []error
-	for _, t := range s.triggeredDefs(mctx) {
+// changeFiring is one cmdb_change trigger a change event matches: the run it starts.
+type changeFiring struct {
+	d   api.Definition
+	id  string // the run's, derived from the change event's id
+	req api.RunRequest
+	trg *api.Trigger
+}
+
+// changeFirings lists the firings of a change event: one per latest definition whose
+// cmdb_change filter it matches. A trigger whose inputs do not render is logged and skipped.
+func (s *service) changeFirings(ctx context.Context, meta envelope.Meta, c *envelope.Change) []changeFiring {
+	var out []changeFiring
+	for _, t := range s.triggeredDefs(ctx) {
 		m := t.d.Workflow.On.CMDBChange
 		if m == nil || m.Class != c.Class || (m.Op != "" && m.Op != c.Op) || (m.Attribute != "" && !slices.Contains(c.Attributes, m.Attribute)) {
 			continue
@@ -251,13 +260,23 @@ func (s *service) handleChange(mctx, ctx context.Context, wg *sync.WaitGroup, me
 		}
 		trig := &api.Trigger{Kind: "cmdb_change", Event: meta.ID,
 			Detail: fmt.Sprintf("%s %s %s (%s) by %s", c.Class, c.CI, c.Op, strings.Join(c.Attributes, ", "), c.Source)}
-		_, err = s.startRunAs(mctx, ctx, wg, api.RunRequest{Name: t.d.Name, RunOptions: api.RunOptions{Version: t.d.Version, Inputs: inputs}}, id, nil, trig)
+		out = append(out, changeFiring{d: t.d, id: id, trg: trig,
+			req: api.RunRequest{Name: t.d.Name, RunOptions: api.RunOptions{Version: t.d.Version, Inputs: inputs}}})
+	}
+	return out
+}
+
+// handleChange starts the runs of the cmdb_change triggers a CMDB change event matches.
+func (s *service) handleChange(mctx, ctx context.Context, wg *sync.WaitGroup, meta envelope.Meta, c *envelope.Change) error {
+	var errs []error
+	for _, f := range s.changeFirings(mctx, meta, c) {
+		_, err := s.startRunAs(mctx, ctx, wg, f.req, f.id, nil, f.trg)
 		var se *bus.ServiceError
 		switch {
 		case err == nil, errors.Is(err, errStartedAlready):
 		case errors.As(err, &se) && se.Code < 500:
 			// the definition refuses these inputs: a redelivery would too
-			s.log.Warn("cmdb_change trigger: run refused", "workflow", t.d.Name, "change", meta.ID, "err", err)
+			s.log.Warn("cmdb_change trigger: run refused", "workflow", f.d.Name, "change", meta.ID, "err", err)
 		default:
 			errs = append(errs, err) // redelivered; runs already started are not started again
 		}

@@ -27,12 +27,15 @@ var (
 	RunApprove = bus.Op[ApproveRequest, Run]{Service: Service, Name: "run_approve"}
 	RunEvents  = bus.Op[RunIDRequest, EventsResponse]{Service: Service, Name: "run_events"}
 	RunOutput  = bus.Op[OutputRequest, OutputResponse]{Service: Service, Name: "run_output"}
+	// Replay re-delivers stored CMDB change events (the CHANGES stream) to the cmdb_change
+	// triggers (outpost replay --stream CHANGES --to orchestration).
+	Replay = bus.Op[ReplayRequest, ReplayReply]{Service: Service, Name: "replay"}
 )
 
 // Ops lists every operation of the service.
 func Ops() []bus.OpSpec {
 	return []bus.OpSpec{Add.Spec(), List.Spec(), Show.Spec(), RunStart.Spec(), RunList.Spec(), RunGet.Spec(),
-		RunCancel.Spec(), RunApprove.Spec(), RunEvents.Spec(), RunOutput.Spec()}
+		RunCancel.Spec(), RunApprove.Spec(), RunEvents.Spec(), RunOutput.Spec(), Replay.Spec()}
 }
 
 // Built-in step kinds; every other kind is a probe kind (libs/probes/catalog) run on the
@@ -423,4 +426,51 @@ type ApproveRequest struct {
 type Decision struct {
 	Reject  bool   `json:"reject,omitempty"`
 	Comment string `json:"comment,omitempty"`
+}
+
+// ReplayRequest re-delivers the CMDB change events the CHANGES stream kept to the latest
+// definitions' cmdb_change triggers, through the live handler: a trigger's run id derives
+// from the change event's id, so a run a change started already (live or by an earlier
+// replay) is not started again. Since/Until and FromSeq/ToSeq bound what is read; a reply
+// covers at most Limit events and says where to go on (Next).
+type ReplayRequest struct {
+	Stream  string `json:"stream,omitempty"`   // CHANGES (the default): the only stream orchestration replays
+	Since   string `json:"since,omitempty"`    // changes stored in the last Since (10m) or from an RFC 3339 time
+	Until   string `json:"until,omitempty"`    // changes stored before Until ago (5m) or before an RFC 3339 time
+	FromSeq uint64 `json:"from_seq,omitempty"` // changes from this stream sequence on
+	ToSeq   uint64 `json:"to_seq,omitempty"`   // changes up to this stream sequence
+	Class   string `json:"class,omitempty"`    // only changes of this CI class
+	Limit   int    `json:"limit,omitempty"`    // events read per request (default and cap: ReplayLimit)
+	DryRun  bool   `json:"dry_run,omitempty"`  // start nothing: say which runs would start
+}
+
+// ReplayLimit is the most change events one replay request reads; the CLI goes on from Next.
+const ReplayLimit = 1000
+
+// ReplayReply says what one replay request read and did.
+type ReplayReply struct {
+	Changes  int    `json:"changes"`             // change events read
+	FirstSeq uint64 `json:"first_seq,omitempty"` // stream sequences of the first and last read
+	LastSeq  uint64 `json:"last_seq,omitempty"`
+	// Next, when not 0, is the sequence to go on from (from_seq): the request stopped at
+	// its limit before the end of the range.
+	Next    uint64         `json:"next,omitempty"`
+	Matched int            `json:"matched"` // firings: a change that matches a trigger
+	Started int            `json:"started"` // runs started (dry run: that would start)
+	Existed int            `json:"existed"` // runs a change had started already: not started again
+	Refused int            `json:"refused"` // firings the definition refused (bad inputs)
+	Firings []ReplayFiring `json:"firings,omitempty"`
+	DryRun  bool           `json:"dry_run,omitempty"`
+}
+
+// ReplayFiring is one change × trigger of a replay: the run it started, had started or
+// would start.
+type ReplayFiring struct {
+	Seq      uint64 `json:"seq"`      // of the change in CHANGES
+	Change   string `json:"change"`   // the change event's id
+	Workflow string `json:"workflow"` // name and version of the triggered definition
+	Version  int    `json:"version"`
+	Run      string `json:"run"`     // the run's id (derived from the change's)
+	Outcome  string `json:"outcome"` // started, existed, would_start, refused
+	Reason   string `json:"reason,omitempty"`
 }

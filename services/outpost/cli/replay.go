@@ -13,14 +13,16 @@ import (
 
 	discovery "github.com/outpost-dev/outpost/libs/api/discovery"
 	importapi "github.com/outpost-dev/outpost/libs/api/importer"
+	orchapi "github.com/outpost-dev/outpost/libs/api/orchestration"
 )
 
 // replayTargets are the services `outpost replay --to` can feed, with the streams they read.
-var replayTargets = map[string][]string{"discovery": {"RESULTS"}, "importer": {"IMPORTS"}}
+var replayTargets = map[string][]string{"discovery": {"RESULTS"}, "importer": {"IMPORTS"}, "orchestration": {"CHANGES"}}
 
 func newReplay(g *globals) *cobra.Command {
 	var req discovery.ReplayRequest
 	var to, mapArg string
+	var ch orchapi.ReplayRequest // --to orchestration's own bounds
 	wait := true
 	timeout := 10 * time.Minute
 	cmd := &cobra.Command{
@@ -41,13 +43,22 @@ made before: a replay duplicates nothing (its rows come out unchanged unless the
 map changed). An import set is replayed whole (no --since/--from-seq/--subject), and has no
 dry run: "outpost import maps test FILE --map MAP" previews a map on a file's rows.
 
+--to orchestration --stream CHANGES re-delivers the CMDB change events CHANGES kept to the
+workflows' cmdb_change triggers (latest definitions, as live): a triggered run's id derives from
+its change event's id, so a run a change started already — live or by an earlier replay — is
+not started again; replaying twice starts each run once. Bound it with --since/--until (a
+duration before now or an RFC 3339 time), --from-seq/--to-seq and --class; --dry-run lists the
+runs that would start.
+
 Streams EVENTS and CMDB have no replay target yet: the CMDB's ingest stream is a work queue (an
 ingested payload is gone; RESULTS and IMPORTS rebuild what it held), and correlation cannot yet
 tell an event it applied long ago from a new one.`,
 		Example: `  outpost replay --stream RESULTS --run 01JF... --to discovery
   outpost replay --stream RESULTS --run 01JF... --to discovery --dry-run
   outpost replay --stream IMPORTS --run 01JG... --to importer
-  outpost replay --stream IMPORTS --run 01JG... --to importer --map hosts-v2.yaml`,
+  outpost replay --stream IMPORTS --run 01JG... --to importer --map hosts-v2.yaml
+  outpost replay --stream CHANGES --to orchestration --since 2h --until 1h --dry-run
+  outpost replay --stream CHANGES --to orchestration --from-seq 1200 --to-seq 1450 --class linux_server`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			streams, ok := replayTargets[to]
@@ -66,6 +77,13 @@ tell an event it applied long ago from a new one.`,
 			}
 			if mapArg != "" {
 				return usagef("--map is for --to importer")
+			}
+			if to == "orchestration" {
+				ch.Since, ch.FromSeq, ch.DryRun = req.Since, req.FromSeq, req.DryRun
+				return g.replayChanges(cmd, req, ch)
+			}
+			if ch.Until != "" || ch.ToSeq > 0 || ch.Class != "" {
+				return usagef("--until, --to-seq and --class are for --to orchestration")
 			}
 			if req.Run == "" {
 				return usagef("--to discovery needs --run: the run whose results to replay (outpost runs ls)")
@@ -123,12 +141,15 @@ tell an event it applied long ago from a new one.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&req.Stream, "stream", "", "stream to replay: RESULTS (--to discovery), IMPORTS (--to importer); EVENTS, CMDB: no target yet")
-	f.StringVar(&to, "to", "", "service whose handler gets the messages: discovery or importer")
+	f.StringVar(&req.Stream, "stream", "", "stream to replay: RESULTS (--to discovery), IMPORTS (--to importer), CHANGES (--to orchestration); EVENTS, CMDB: no target yet")
+	f.StringVar(&to, "to", "", "service whose handler gets the messages: discovery, importer or orchestration")
 	f.StringVar(&mapArg, "map", "", "--to importer: the transform map (YAML file or stored map's name); default the run's own")
 	f.StringVar(&req.Run, "run", "", "only this run's messages")
 	f.StringVar(&req.Since, "since", "", "only messages stored in the last DURATION (e.g. 10m)")
 	f.Uint64Var(&req.FromSeq, "from-seq", 0, "only messages from this stream sequence on")
+	f.StringVar(&ch.Until, "until", "", "--to orchestration: only changes stored before DURATION ago (e.g. 1h) or an RFC 3339 time")
+	f.Uint64Var(&ch.ToSeq, "to-seq", 0, "--to orchestration: only changes up to this stream sequence")
+	f.StringVar(&ch.Class, "class", "", "--to orchestration: only changes of this CI class (e.g. linux_server)")
 	f.StringVar(&req.Site, "site", "", "only this site's messages")
 	f.StringVar(&req.Agent, "agent", "", "only this bridge's messages")
 	f.StringVar(&req.Subject, "subject", "", "only messages on subjects matching this pattern (e.g. result.discovery.lab.ssh_exec.>)")
@@ -182,6 +203,81 @@ func (g *globals) replayImport(cmd *cobra.Command, req discovery.ReplayRequest, 
 		fmt.Fprintf(g.stdout, "replay of import run %s: run %s re-transforms set %s (%d staged rows) with map %s\n", req.Run, run.ID, run.Set, run.Counters.Staged, run.MapName)
 	}
 	return g.finishImport(cmd.Context(), c, run, wait)
+}
+
+// replayChanges re-delivers CMDB change events (CHANGES) to orchestration's cmdb_change
+// triggers, a request per orchapi.ReplayLimit changes, each going on where the last stopped.
+func (g *globals) replayChanges(cmd *cobra.Command, req discovery.ReplayRequest, ch orchapi.ReplayRequest) error {
+	var errs []string
+	for _, f := range []struct {
+		flag string
+		set  bool
+	}{{"--run", req.Run != ""}, {"--site", req.Site != ""}, {"--agent", req.Agent != ""}, {"--subject", req.Subject != ""}} {
+		if f.set {
+			errs = append(errs, f.flag+": change events are chosen by --since/--until, --from-seq/--to-seq and --class")
+		}
+	}
+	if ch.Since != "" && ch.FromSeq > 0 {
+		errs = append(errs, "--since and --from-seq: give one of them")
+	}
+	if len(errs) > 0 {
+		return usagef("%s", strings.Join(errs, "; "))
+	}
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	ch.Stream = "CHANGES"
+	total := orchapi.ReplayReply{DryRun: ch.DryRun}
+	for {
+		var out orchapi.ReplayReply
+		err := c.do(cmd.Context(), "POST", "/api/v1/orchestration/replay", ch, &out)
+		total.Changes += out.Changes
+		total.Matched += out.Matched
+		total.Started += out.Started
+		total.Existed += out.Existed
+		total.Refused += out.Refused
+		total.Firings = append(total.Firings, out.Firings...)
+		if total.FirstSeq == 0 {
+			total.FirstSeq = out.FirstSeq
+		}
+		if out.LastSeq > 0 {
+			total.LastSeq = out.LastSeq
+		}
+		if err != nil {
+			if total.LastSeq > 0 {
+				return fmt.Errorf("%w (read up to seq %d: %d changes, %d runs started; replaying again from there starts nothing twice)", err, total.LastSeq, total.Changes, total.Started)
+			}
+			return err
+		}
+		if out.Next == 0 {
+			break
+		}
+		// the rest of the range from where this request stopped; since is spent by now
+		ch.FromSeq, ch.Since = out.Next, ""
+	}
+	if g.output == "json" {
+		b, _ := json.Marshal(total)
+		return writeLine(g.stdout, b)
+	}
+	started := "started"
+	if total.DryRun {
+		started = "would start"
+	}
+	span := ""
+	if total.Changes > 0 {
+		span = fmt.Sprintf(" (seq %d-%d)", total.FirstSeq, total.LastSeq)
+	}
+	fmt.Fprintf(g.stdout, "replay of CHANGES to orchestration: %d change events%s, %d matched a trigger: %d %s, %d had started already, %d refused\n",
+		total.Changes, span, total.Matched, total.Started, started, total.Existed, total.Refused)
+	for _, f := range total.Firings {
+		line := fmt.Sprintf("  seq %d  change %s  %s v%d  run %s  %s", f.Seq, f.Change, f.Workflow, f.Version, f.Run, strings.ReplaceAll(f.Outcome, "_", " "))
+		if f.Reason != "" {
+			line += ": " + f.Reason
+		}
+		fmt.Fprintln(g.stdout, line)
+	}
+	return nil
 }
 
 func keys[V any](m map[string]V) []string {

@@ -2,12 +2,17 @@ package cli_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	api "github.com/outpost-dev/outpost/libs/api/importer"
+	orchapi "github.com/outpost-dev/outpost/libs/api/orchestration"
 )
 
 // TestReplayImports replays an import run's staged rows (IMPORTS) into the importer: with the
@@ -85,5 +90,123 @@ func TestReplayImports(t *testing.T) {
 	if code, _, errs := run(t, "--server", server, "--data", cfg.DataDir, "replay", "--to", "discovery", "--run", "x", "--map", mapPath); code == 0 ||
 		!strings.Contains(errs, "--map is for --to importer") {
 		t.Errorf("--map with discovery: exit %d, %q", code, errs)
+	}
+}
+
+// TestReplayChanges replays CMDB change events (CHANGES) into orchestration through the
+// gateway: the cmdb_change runs the live trigger started are found, not started again, by
+// one replay and by the next; a dry run says so too. Flags that do not choose change events
+// are refused.
+func TestReplayChanges(t *testing.T) {
+	cfg := startHub(t)
+	dir := t.TempDir()
+	server := "http://" + cfg.HTTPAddr
+	cli := func(args ...string) string {
+		t.Helper()
+		code, out, errs := run(t, append([]string{"--server", server, "--data", cfg.DataDir}, args...)...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, errs)
+		}
+		return out
+	}
+	wf := filepath.Join(dir, "on-new.yaml")
+	if err := os.WriteFile(wf, []byte(`name: on-new
+inputs: {ci: {required: true}}
+on:
+  cmdb_change: {class: linux_server, op: created}
+  inputs: {ci: '${{ event.ci }}'}
+steps:
+  - {id: hold, kind: approval}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cli("workflow", "add", wf)
+	payload := filepath.Join(dir, "cis.json")
+	if err := os.WriteFile(payload, []byte(`{"source": "import", "items": [
+  {"ref": "a", "class": "linux_server", "attributes": {"name": "rp-a", "serial_number": "RP-A"}},
+  {"ref": "b", "class": "linux_server", "attributes": {"name": "rp-b", "serial_number": "RP-B"}}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cli("ci", "ingest", payload)
+	triggered := func() ([]string, error) {
+		code, out, errs := run(t, "--server", server, "--data", cfg.DataDir, "workflow", "runs", "ls", "-o", "json")
+		if code != 0 {
+			return nil, fmt.Errorf("workflow runs ls: exit %d: %s", code, errs)
+		}
+		var page orchapi.RunsResponse
+		if err := json.Unmarshal([]byte(out), &page); err != nil || page.Runs == nil {
+			if err := json.Unmarshal([]byte(out), &page.Runs); err != nil {
+				return nil, fmt.Errorf("workflow runs ls: %v in %q", err, out)
+			}
+		}
+		var ids []string
+		for _, r := range page.Runs {
+			if r.Workflow == "on-new" {
+				ids = append(ids, r.ID)
+			}
+		}
+		sort.Strings(ids)
+		return ids, nil
+	}
+	var live []string
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ids, err := triggered()
+		if err == nil && len(ids) == 2 {
+			live = ids
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the live trigger started runs %v (%v) within 60 s, want 2", ids, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	for _, name := range []string{"first replay", "second replay"} {
+		t.Run(name, func(t *testing.T) {
+			var r orchapi.ReplayReply
+			out := cli("replay", "--stream", "CHANGES", "--to", "orchestration", "--class", "linux_server", "-o", "json")
+			if err := json.Unmarshal([]byte(out), &r); err != nil {
+				t.Fatalf("%v in %q", err, out)
+			}
+			if r.Changes < 2 || r.Matched != 2 || r.Started != 0 || r.Existed != 2 {
+				t.Fatalf("replay: %d changes, %d matched, %d started, %d existed; want 2 matched, both existing: %+v", r.Changes, r.Matched, r.Started, r.Existed, r.Firings)
+			}
+			for _, f := range r.Firings {
+				if !slices.Contains(live, f.Run) {
+					t.Errorf("firing %+v names a run the live trigger did not start (%v)", f, live)
+				}
+			}
+			if ids, err := triggered(); err != nil || !slices.Equal(ids, live) {
+				t.Fatalf("after the replay runs %v (%v), want the live ones %v", ids, err, live)
+			}
+		})
+	}
+	out := cli("replay", "--stream", "CHANGES", "--to", "orchestration", "--dry-run", "--until", "2006-01-02T15:04:05Z")
+	if !strings.Contains(out, "0 change events, 0 matched") {
+		t.Errorf("dry run until 2006: %q, want nothing read", out)
+	}
+	out = cli("replay", "--stream", "CHANGES", "--to", "orchestration", "--dry-run")
+	if !strings.Contains(out, "0 would start, 2 had started already") {
+		t.Errorf("dry run: %q, want both runs found", out)
+	}
+
+	refused := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"run", []string{"--run", "x"}, "--run: change events are chosen by"},
+		{"since and from-seq", []string{"--since", "1h", "--from-seq", "3"}, "give one of them"},
+		{"another stream", []string{"--stream", "EVENTS"}, "orchestration reads CHANGES"},
+		{"bad until", []string{"--until", "soon"}, `until "soon"`},
+	}
+	for _, tc := range refused {
+		t.Run("refused: "+tc.name, func(t *testing.T) {
+			code, _, errs := run(t, append([]string{"--server", server, "--data", cfg.DataDir, "replay", "--to", "orchestration"}, tc.args...)...)
+			if code == 0 || !strings.Contains(errs, tc.want) {
+				t.Errorf("exit %d, stderr %q: want a refusal saying %q", code, errs, tc.want)
+			}
+		})
 	}
 }
