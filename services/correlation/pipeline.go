@@ -115,16 +115,15 @@ func slotOfID(id string) (string, bool) {
 // fold is the lifecycle stage: it applies one event to the current alert of its key (nil:
 // none yet) at now. It returns the next alert (nil: nothing to keep, a clear with nothing
 // open), the closed alert it replaced when the event opens a new one (to archive), and
-// whether anything changed. An event at or below the alert's LastSeq was applied already.
+// whether anything changed. The caller has skipped the events the alert took already
+// (apply: by LastSeq and AppliedEvents).
 func fold(cur *api.Alert, it item, now time.Time) (next, archived *api.Alert, changed bool) {
 	ev := it.ev
-	if cur != nil && (it.seq <= cur.LastSeq || hasSeq(cur.AppliedEvents, it.eseq)) {
-		return cur, nil, false
-	}
 	// The router routes batches concurrently, so two events of one key may reach the
 	// partition out of their EVENTS order: the alert's "latest" fields (message, severity,
-	// a clear) follow the newest event by EVENTS sequence, not by arrival.
-	newest := cur == nil || it.eseq == 0 || it.eseq > maxSeq(cur.AppliedEvents)
+	// a clear) follow the newest event by EVENTS sequence, not by arrival. Equal sequences
+	// are events of one EVENTS message, which come in their order within it.
+	newest := cur == nil || it.eseq == 0 || it.eseq >= newestSeq(cur)
 	if !newest {
 		a := *cur
 		a.LastSeq = max(cur.LastSeq, it.seq)
@@ -141,7 +140,7 @@ func fold(cur *api.Alert, it item, now time.Time) (next, archived *api.Alert, ch
 		a := &api.Alert{ID: alertID(slotOf(it.key), it.seq), Key: it.key, State: api.StateOpen, Severity: ev.Severity,
 			Site: ev.Site, Source: ev.Source, Node: ev.Node, Type: ev.Type, Resource: ev.Resource, Metric: ev.Metric,
 			MessageKey: ev.MessageKey, Message: ev.Message, Additional: ev.Fields,
-			Count: 1, FirstSeen: now, LastSeen: now, LastSeq: it.seq}
+			Count: 1, FirstSeen: now, LastSeen: now, LastSeq: it.seq, LastEvent: it.eseq}
 		if cur != nil { // a closed alert's events may still be routed again
 			a.AppliedEvents = slices.Clone(cur.AppliedEvents)
 		}
@@ -150,6 +149,7 @@ func fold(cur *api.Alert, it item, now time.Time) (next, archived *api.Alert, ch
 	}
 	a := *cur
 	a.LastSeq = it.seq
+	a.LastEvent = it.eseq
 	a.AppliedEvents = addSeq(slices.Clone(cur.AppliedEvents), it.eseq)
 	a.LastSeen = now
 	if ev.Message != "" {
@@ -167,6 +167,16 @@ func fold(cur *api.Alert, it item, now time.Time) (next, archived *api.Alert, ch
 	a.Count++
 	a.Severity = ev.Severity
 	return &a, nil, true
+}
+
+// newestSeq is the EVENTS sequence of the newest event an alert took: LastEvent, or for an
+// alert written before it was kept, the highest of its applied sequences (each then the
+// sequence of one event).
+func newestSeq(a *api.Alert) uint64 {
+	if a.LastEvent > 0 {
+		return a.LastEvent
+	}
+	return maxSeq(a.AppliedEvents)
 }
 
 // timeout closes an alert nothing touched for d by now; it reports whether it did.
