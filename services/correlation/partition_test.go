@@ -123,6 +123,7 @@ func TestBatchedEventsEachApplied(t *testing.T) {
 	batch := &envelope.EventBatch{Events: []envelope.Event{
 		ev("batch-1", "major", "first"), ev("batch-2", "major", "down"), ev("batch-1", "critical", "second"),
 		ev("batch-3", "loud", "unknown severity"), ev("batch-2", "clear", "up"),
+		ev("batch-4", "major", "down"), ev("batch-4", "clear", "up"), ev("batch-4", "major", "down again"),
 	}}
 	ack, err := r.pub.Publish(ctx, bus.EventSubject("dc1", "webhook"), envelope.Meta{}, batch)
 	if err != nil {
@@ -135,6 +136,21 @@ func TestBatchedEventsEachApplied(t *testing.T) {
 		return nil
 	})
 	r.one("batch-2", countIs(1, api.StateClosed))
+	eventually(t, 10*time.Second, func() error { // open, clear, open in one message: two alerts
+		var got []string
+		ids := map[string]bool{}
+		for _, a := range r.alerts("") {
+			if a.Node == "batch-4" {
+				got = append(got, a.State+" "+a.Message)
+				ids[a.ID] = true
+			}
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, []string{"closed up", "open down again"}) || len(ids) != 2 {
+			return fmt.Errorf("alerts of batch-4 %v with %d ids, want one closed by the clear and one open, two ids", got, len(ids))
+		}
+		return nil
+	})
 	eventually(t, 10*time.Second, func() error {
 		st, err := r.js.Stream(ctx, bus.StreamDLQ)
 		if err != nil {
@@ -144,8 +160,8 @@ func TestBatchedEventsEachApplied(t *testing.T) {
 		if err != nil {
 			return fmt.Errorf("no dead letter yet: %w", err)
 		}
-		if reason := m.Header.Get(bus.HeaderDLQReason); !strings.Contains(reason, "event 3 of the 5") || !strings.Contains(reason, "loud") {
-			return fmt.Errorf("dead letter reason %q, want it to name event 3 of the 5 and its severity", reason)
+		if reason := m.Header.Get(bus.HeaderDLQReason); !strings.Contains(reason, "event 3 of the 8") || !strings.Contains(reason, "loud") {
+			return fmt.Errorf("dead letter reason %q, want it to name event 3 of the 8 and its severity", reason)
 		}
 		if m.Header.Get(envelope.HeaderType) != envelope.TypeEvent || !strings.Contains(string(m.Data), "batch-3") {
 			return fmt.Errorf("dead letter %s %s, want the bad event alone", m.Header.Get(envelope.HeaderType), m.Data)

@@ -36,6 +36,7 @@ type item struct {
 	ev   *envelope.Event
 	key  string
 	th   *Threshold // the event rule's threshold, if any
+	idx  int        // the event's index in its partition message
 }
 
 // checkOrigin is the origin stage: a bridge may publish only event.<its site>.>, so the
@@ -93,9 +94,17 @@ func slotOf(key string) string {
 	return hex.EncodeToString(h[:10])
 }
 
-// alertID is deterministic — the key's slot and the sequence of the event that opened it —
-// so the same events always make the same alert, however often they are redelivered.
-func alertID(slot string, seq uint64) string { return slot + "-" + strconv.FormatUint(seq, 10) }
+// alertID is deterministic — the key's slot and the place of the event that opened it:
+// its partition message's sequence and its index there (several alerts of one key may open
+// in one message: open, clear, open) — so the same events always make the same alert,
+// however often they are redelivered.
+func alertID(slot string, seq uint64, idx int) string {
+	return slot + "-" + strconv.FormatUint(seq*alertIDSpan+uint64(idx), 10)
+}
+
+// alertIDSpan is above the most events of one partition message (routeMaxEvents, plus the
+// last EVENTS message of a part, at most envelope.MaxEventBatch).
+const alertIDSpan = 10_000
 
 // slotOfID is the slot part of an alert id.
 func slotOfID(id string) (string, bool) {
@@ -137,7 +146,7 @@ func fold(cur *api.Alert, it item, now time.Time) (next, archived *api.Alert, ch
 		if ev.Severity == api.SeverityClear {
 			return cur, nil, false // nothing open to clear
 		}
-		a := &api.Alert{ID: alertID(slotOf(it.key), it.seq), Key: it.key, State: api.StateOpen, Severity: ev.Severity,
+		a := &api.Alert{ID: alertID(slotOf(it.key), it.seq, it.idx), Key: it.key, State: api.StateOpen, Severity: ev.Severity,
 			Site: ev.Site, Source: ev.Source, Node: ev.Node, Type: ev.Type, Resource: ev.Resource, Metric: ev.Metric,
 			MessageKey: ev.MessageKey, Message: ev.Message, Additional: ev.Fields,
 			Count: 1, FirstSeen: now, LastSeen: now, LastSeq: it.seq, LastEvent: it.eseq}

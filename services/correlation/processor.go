@@ -211,7 +211,7 @@ func (p *processor) decode(m jetstream.Msg) ([]item, error) {
 	}
 	its := make([]item, len(b.Events))
 	for i, r := range b.Events {
-		its[i] = item{seq: md.Sequence.Stream, eseq: r.EventSeq, ev: r.Event, key: r.Key, th: r.Threshold}
+		its[i] = item{seq: md.Sequence.Stream, eseq: r.EventSeq, ev: r.Event, key: r.Key, th: r.Threshold, idx: i}
 	}
 	return its, nil
 }
