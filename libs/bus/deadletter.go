@@ -75,6 +75,11 @@ type SourceRef struct {
 	Stream, Consumer, Subject string
 	Seq                       uint64
 	Deliveries                uint64
+	// Part names one part of the message (one event of a batch) when only that part is
+	// poison: the dead letter holds that part alone, its id says which one (so several
+	// parts of one message are several dead letters), and the message stays in its stream,
+	// its other parts being good.
+	Part string
 }
 
 // DeadLetterer copies a poison message to DLQ (dlq.<service>.<origin>) with its reason and origin, then
@@ -106,7 +111,11 @@ func (d *DeadLetterer) DeadLetter(ctx context.Context, src SourceRef, h nats.Hea
 		out[k] = v
 	}
 	set := func(k, v string) { out[k] = []string{v} }
-	set(nats.MsgIdHdr, "dlq:"+src.Stream+":"+strconv.FormatUint(src.Seq, 10))
+	id := "dlq:" + src.Stream + ":" + strconv.FormatUint(src.Seq, 10)
+	if src.Part != "" {
+		id += ":" + src.Part
+	}
+	set(nats.MsgIdHdr, id)
 	set(HeaderDLQCode, code)
 	set(HeaderDLQReason, reason)
 	set(HeaderDLQSubject, src.Subject)
@@ -120,7 +129,7 @@ func (d *DeadLetterer) DeadLetter(ctx context.Context, src SourceRef, h nats.Hea
 	if _, err := d.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Header: out, Data: data}); err != nil {
 		return fmt.Errorf("dead-letter %s seq %d to %s: %w", src.Stream, src.Seq, subject, err)
 	}
-	if src.Seq > 0 {
+	if src.Seq > 0 && src.Part == "" {
 		st, err := d.stream(ctx, src.Stream)
 		if err != nil {
 			return err

@@ -20,6 +20,7 @@ type Body interface {
 func (*Probe) CEType() string      { return TypeProbe }
 func (*Result) CEType() string     { return TypeResult }
 func (*Event) CEType() string      { return TypeEvent }
+func (*EventBatch) CEType() string { return TypeEvents }
 func (*CIPayload) CEType() string  { return TypeCI }
 func (*Heartbeat) CEType() string  { return TypeHeartbeat }
 func (*Enrollment) CEType() string { return TypeEnrollment }
@@ -33,6 +34,7 @@ var registry = map[string]func() Body{
 	TypeProbe:      func() Body { return new(Probe) },
 	TypeResult:     func() Body { return new(Result) },
 	TypeEvent:      func() Body { return new(Event) },
+	TypeEvents:     func() Body { return new(EventBatch) },
 	TypeCI:         func() Body { return new(CIPayload) },
 	TypeHeartbeat:  func() Body { return new(Heartbeat) },
 	TypeEnrollment: func() Body { return new(Enrollment) },

@@ -37,6 +37,7 @@ const (
 	TypeProbe      = "outpost.probe.v1"
 	TypeResult     = "outpost.result.v1"
 	TypeEvent      = "outpost.event.v1"
+	TypeEvents     = "outpost.events.v1"
 	TypeCI         = "outpost.ci.v1"
 	TypeHeartbeat  = "outpost.heartbeat.v1"
 	TypeEnrollment = "outpost.enrollment.v1"

@@ -133,3 +133,53 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// An event batch round-trips with every event's id, and its decoding is as strict as a
+// single event's: the first event missing a required field is named by its index.
+func TestEventBatch(t *testing.T) {
+	ev := func(id string) Event {
+		return Event{ID: id, Site: "dc1", Source: "webhook", Type: "cpu", Node: "n1", Time: time.Unix(0, 0).UTC()}
+	}
+	var missing *MissingFieldError
+	var bad *MalformedError
+	tooMany := make([]Event, MaxEventBatch+1)
+	for i := range tooMany {
+		tooMany[i] = ev(NewID())
+	}
+	noType := ev("e2")
+	noType.Type = ""
+	cases := []struct {
+		name      string
+		batch     EventBatch
+		wantErr   any
+		wantField string
+	}{
+		{"two events", EventBatch{Events: []Event{ev("e1"), ev("e2")}}, nil, ""},
+		{"empty", EventBatch{}, &missing, "events"},
+		{"second event without type", EventBatch{Events: []Event{ev("e1"), noType}}, &missing, "events[1].type"},
+		{"over the bound", EventBatch{Events: tooMany}, &bad, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			data, err := json.Marshal(&c.batch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			meta := NewMeta(TypeEvents, "/t")
+			_, body, err := Decode(meta.Headers(nil), data)
+			if c.wantErr == nil {
+				b, ok := body.(*EventBatch)
+				if err != nil || !ok || len(b.Events) != len(c.batch.Events) || b.Events[1].ID != "e2" {
+					t.Fatalf("decoded %+v, %v; want the %d events back", body, err, len(c.batch.Events))
+				}
+				return
+			}
+			if !errors.As(err, c.wantErr) {
+				t.Fatalf("error %T %v, want %T", err, err, c.wantErr)
+			}
+			if c.wantField != "" && missing.Field != c.wantField {
+				t.Fatalf("missing field %q, want %q", missing.Field, c.wantField)
+			}
+		})
+	}
+}

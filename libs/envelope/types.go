@@ -105,6 +105,17 @@ type Event struct {
 	Fields map[string]string `json:"additional,omitempty"`
 }
 
+// EventBatch is several events of one sender in one message (ce-type outpost.events.v1):
+// a collector's burst (a webhook array, a syslog storm) stored, forwarded and acknowledged
+// once for all of them — per message, not per event, is what the bus spends. Each event
+// keeps its own id; the message's Nats-Msg-Id is the batch's.
+type EventBatch struct {
+	Events []Event `json:"events"`
+}
+
+// MaxEventBatch bounds the events of one EventBatch: a receiver sizes its work by it.
+const MaxEventBatch = 1000
+
 // CIPayload is a set of CIs and relations observed by one source, sent to the CMDB
 // (ce-type outpost.ci.v1). Items refer to each other by Ref, local to the payload.
 type CIPayload struct {

@@ -47,6 +47,24 @@ func (e *Event) Validate() error {
 	return required(TypeEvent, [2]string{"id", e.ID}, [2]string{"site", e.Site}, [2]string{"source", e.Source}, [2]string{"type", e.Type})
 }
 
+func (b *EventBatch) Validate() error {
+	if len(b.Events) == 0 {
+		return &MissingFieldError{Field: "events", In: TypeEvents}
+	}
+	if len(b.Events) > MaxEventBatch {
+		return &MalformedError{Type: TypeEvents, Err: fmt.Errorf("%d events: at most %d in one message", len(b.Events), MaxEventBatch)}
+	}
+	for i := range b.Events {
+		e := &b.Events[i]
+		for _, f := range [...][2]string{{"id", e.ID}, {"site", e.Site}, {"source", e.Source}, {"type", e.Type}} {
+			if f[1] == "" { // the field name is built only for the error: this runs per event
+				return &MissingFieldError{Field: fmt.Sprintf("events[%d].%s", i, f[0]), In: TypeEvents}
+			}
+		}
+	}
+	return nil
+}
+
 func (c *CIPayload) Validate() error {
 	if err := required(TypeCI, [2]string{"source", c.Source}); err != nil {
 		return err

@@ -29,21 +29,54 @@ func (b *Bridge) startCollectors(ctx context.Context) (*collect.Collectors, erro
 // event.<site>.<source>, rejects as dead letters on dlq.bridge.<site> with their reason.
 type eventSink struct{ b *Bridge }
 
+// Events stores a source's events in as few outbox messages as fit: one event as an Event,
+// several as EventBatch messages of at most eventBatchMax events and eventBatchBytes — the
+// outbox, the WAN link and the hub's bus then spend per message, not per event.
 func (s eventSink) Events(ctx context.Context, source string, evs []*envelope.Event) error {
+	for i := 0; i < len(evs); i += eventBatchMax {
+		if err := s.put(ctx, source, evs[i:min(i+eventBatchMax, len(evs))]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// eventBatchMax and eventBatchBytes bound one message of events: well under the bus's
+// maximum payload (1 MiB), and the hub routes a message's events together.
+const (
+	eventBatchMax   = 500
+	eventBatchBytes = 256 << 10
+)
+
+func (s eventSink) put(ctx context.Context, source string, evs []*envelope.Event) error {
 	b := s.b
-	subject := bus.EventSubject(b.cfg.Site, source)
-	src := envelope.AgentSource(b.cfg.Site, b.cfg.Name)
-	for _, ev := range evs {
-		h, data, err := envelope.Encode(envelope.Meta{ID: ev.ID, Source: src, Time: b.clock.Now().UTC()}, ev)
-		if err != nil {
+	var body envelope.Body = evs[0]
+	if len(evs) > 1 {
+		batch := &envelope.EventBatch{Events: make([]envelope.Event, len(evs))}
+		for i, ev := range evs {
+			batch.Events[i] = *ev
+		}
+		body = batch
+	}
+	meta := envelope.Meta{Source: envelope.AgentSource(b.cfg.Site, b.cfg.Name), Time: b.clock.Now().UTC()}
+	if len(evs) == 1 {
+		meta.ID = evs[0].ID
+	}
+	h, data, err := envelope.Encode(meta, body)
+	if err != nil {
+		return err
+	}
+	if len(data) > eventBatchBytes && len(evs) > 1 { // large events: halve until each part fits
+		if err := s.put(ctx, source, evs[:len(evs)/2]); err != nil {
 			return err
 		}
-		if err := b.box.Put(ctx, subject, h, data); err != nil {
-			if errors.Is(err, outbox.ErrFull) {
-				b.log.Warn("outbox full: collected events refused until the hub takes what waits", "source", source)
-			}
-			return err
+		return s.put(ctx, source, evs[len(evs)/2:])
+	}
+	if err := b.box.Put(ctx, bus.EventSubject(b.cfg.Site, source), h, data); err != nil {
+		if errors.Is(err, outbox.ErrFull) {
+			b.log.Warn("outbox full: collected events refused until the hub takes what waits", "source", source)
 		}
+		return err
 	}
 	return nil
 }

@@ -36,6 +36,7 @@ type item struct {
 	ev   *envelope.Event
 	key  string
 	th   *Threshold // the event rule's threshold, if any
+	idx  int        // the event's index in its partition message
 }
 
 // checkOrigin is the origin stage: a bridge may publish only event.<its site>.>, so the
@@ -93,9 +94,17 @@ func slotOf(key string) string {
 	return hex.EncodeToString(h[:10])
 }
 
-// alertID is deterministic — the key's slot and the sequence of the event that opened it —
-// so the same events always make the same alert, however often they are redelivered.
-func alertID(slot string, seq uint64) string { return slot + "-" + strconv.FormatUint(seq, 10) }
+// alertID is deterministic — the key's slot and the place of the event that opened it:
+// its partition message's sequence and its index there (several alerts of one key may open
+// in one message: open, clear, open) — so the same events always make the same alert,
+// however often they are redelivered.
+func alertID(slot string, seq uint64, idx int) string {
+	return slot + "-" + strconv.FormatUint(seq*alertIDSpan+uint64(idx), 10)
+}
+
+// alertIDSpan is above the most events of one partition message (routeMaxEvents, plus the
+// last EVENTS message of a part, at most envelope.MaxEventBatch).
+const alertIDSpan = 10_000
 
 // slotOfID is the slot part of an alert id.
 func slotOfID(id string) (string, bool) {
@@ -115,16 +124,15 @@ func slotOfID(id string) (string, bool) {
 // fold is the lifecycle stage: it applies one event to the current alert of its key (nil:
 // none yet) at now. It returns the next alert (nil: nothing to keep, a clear with nothing
 // open), the closed alert it replaced when the event opens a new one (to archive), and
-// whether anything changed. An event at or below the alert's LastSeq was applied already.
+// whether anything changed. The caller has skipped the events the alert took already
+// (apply: by LastSeq and AppliedEvents).
 func fold(cur *api.Alert, it item, now time.Time) (next, archived *api.Alert, changed bool) {
 	ev := it.ev
-	if cur != nil && (it.seq <= cur.LastSeq || hasSeq(cur.AppliedEvents, it.eseq)) {
-		return cur, nil, false
-	}
 	// The router routes batches concurrently, so two events of one key may reach the
 	// partition out of their EVENTS order: the alert's "latest" fields (message, severity,
-	// a clear) follow the newest event by EVENTS sequence, not by arrival.
-	newest := cur == nil || it.eseq == 0 || it.eseq > maxSeq(cur.AppliedEvents)
+	// a clear) follow the newest event by EVENTS sequence, not by arrival. Equal sequences
+	// are events of one EVENTS message, which come in their order within it.
+	newest := cur == nil || it.eseq == 0 || it.eseq >= newestSeq(cur)
 	if !newest {
 		a := *cur
 		a.LastSeq = max(cur.LastSeq, it.seq)
@@ -138,10 +146,10 @@ func fold(cur *api.Alert, it item, now time.Time) (next, archived *api.Alert, ch
 		if ev.Severity == api.SeverityClear {
 			return cur, nil, false // nothing open to clear
 		}
-		a := &api.Alert{ID: alertID(slotOf(it.key), it.seq), Key: it.key, State: api.StateOpen, Severity: ev.Severity,
+		a := &api.Alert{ID: alertID(slotOf(it.key), it.seq, it.idx), Key: it.key, State: api.StateOpen, Severity: ev.Severity,
 			Site: ev.Site, Source: ev.Source, Node: ev.Node, Type: ev.Type, Resource: ev.Resource, Metric: ev.Metric,
 			MessageKey: ev.MessageKey, Message: ev.Message, Additional: ev.Fields,
-			Count: 1, FirstSeen: now, LastSeen: now, LastSeq: it.seq}
+			Count: 1, FirstSeen: now, LastSeen: now, LastSeq: it.seq, LastEvent: it.eseq}
 		if cur != nil { // a closed alert's events may still be routed again
 			a.AppliedEvents = slices.Clone(cur.AppliedEvents)
 		}
@@ -150,6 +158,7 @@ func fold(cur *api.Alert, it item, now time.Time) (next, archived *api.Alert, ch
 	}
 	a := *cur
 	a.LastSeq = it.seq
+	a.LastEvent = it.eseq
 	a.AppliedEvents = addSeq(slices.Clone(cur.AppliedEvents), it.eseq)
 	a.LastSeen = now
 	if ev.Message != "" {
@@ -167,6 +176,16 @@ func fold(cur *api.Alert, it item, now time.Time) (next, archived *api.Alert, ch
 	a.Count++
 	a.Severity = ev.Severity
 	return &a, nil, true
+}
+
+// newestSeq is the EVENTS sequence of the newest event an alert took: LastEvent, or for an
+// alert written before it was kept, the highest of its applied sequences (each then the
+// sequence of one event).
+func newestSeq(a *api.Alert) uint64 {
+	if a.LastEvent > 0 {
+		return a.LastEvent
+	}
+	return maxSeq(a.AppliedEvents)
 }
 
 // timeout closes an alert nothing touched for d by now; it reports whether it did.

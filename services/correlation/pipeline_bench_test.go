@@ -35,20 +35,30 @@ func benchReplica(b *testing.B) (*rig, *service) {
 	return r, s
 }
 
-// eventMsgs are n events over keys dedup keys, ready to publish (CloudEvents headers,
-// Nats-Msg-Id, as a bridge's outbox forwards them).
-func eventMsgs(b *testing.B, r *rig, n, keys int, prefix string) []*nats.Msg {
+// eventMsgs are n events over keys dedup keys, per to a message (an EventBatch as the
+// bridge's collectors store a burst; 1: one event a message, as a lone syslog line), ready
+// to publish (CloudEvents headers, Nats-Msg-Id, as a bridge's outbox forwards them).
+func eventMsgs(b *testing.B, r *rig, n, keys, per int, prefix string) []*nats.Msg {
 	ctx := context.Background()
-	out := make([]*nats.Msg, n)
-	for i := range n {
-		ev := envelope.Event{ID: envelope.NewID(), Site: "dc1", Source: "webhook", Type: "cpu", Node: fmt.Sprintf("%s-%05d", prefix, i%keys),
-			Severity: "major", Message: "load high", Time: t0}
-		m, span, err := r.pub.Message(ctx, bus.EventSubject("dc1", "webhook"), envelope.Meta{ID: ev.ID}, &ev)
+	var out []*nats.Msg
+	for i := 0; i < n; i += per {
+		var body envelope.Body
+		batch := &envelope.EventBatch{}
+		for j := i; j < min(i+per, n); j++ {
+			ev := envelope.Event{ID: envelope.NewID(), Site: "dc1", Source: "webhook", Type: "cpu", Node: fmt.Sprintf("%s-%05d", prefix, j%keys),
+				Severity: "major", Message: "load high", Time: t0}
+			batch.Events = append(batch.Events, ev)
+		}
+		body = batch
+		if per == 1 {
+			body = &batch.Events[0]
+		}
+		m, span, err := r.pub.Message(ctx, bus.EventSubject("dc1", "webhook"), envelope.Meta{}, body)
 		if err != nil {
 			b.Fatal(err)
 		}
 		span.End()
-		out[i] = m
+		out = append(out, m)
 	}
 	return out
 }
@@ -83,13 +93,20 @@ func publishOne(b *testing.B, js jetstream.JetStream, m *nats.Msg) {
 }
 
 // BenchmarkPipeline: events/s from publish on EVENTS to alerts written and acknowledged —
-// router, partition stream, partition owner, KV — 100,000 events over 1,000 keys a round.
+// router, partition stream, partition owner, KV — 100,000 events over 1,000 keys a round,
+// 100 events a message (a collector's batch) and, for comparison, one event a message.
 func BenchmarkPipeline(b *testing.B) {
+	for _, per := range []int{100, 1} {
+		b.Run(fmt.Sprintf("per_msg=%d", per), func(b *testing.B) { benchPipeline(b, per) })
+	}
+}
+
+func benchPipeline(b *testing.B, per int) {
 	r, s := benchReplica(b)
 	const n, keys = 100_000, 1_000
 	var total, cpu time.Duration
 	for i := range b.N {
-		msgs := eventMsgs(b, r, n, keys, fmt.Sprintf("r%d", i))
+		msgs := eventMsgs(b, r, n, keys, per, fmt.Sprintf("r%d", i))
 		before := s.applied.Load()
 		cpu0 := processCPU()
 		start := time.Now()
@@ -137,8 +154,8 @@ func BenchmarkEventToAlertLatency(b *testing.B) {
 	}
 	const probes, rate = 1_000, 2_000
 	for i := range b.N {
-		bg := eventMsgs(b, r, rate*3, 1_000, fmt.Sprintf("bg%d", i))
-		pr := eventMsgs(b, r, probes, probes, fmt.Sprintf("probe%d", i))
+		bg := eventMsgs(b, r, rate*3, 1_000, 1, fmt.Sprintf("bg%d", i))
+		pr := eventMsgs(b, r, probes, probes, 1, fmt.Sprintf("probe%d", i))
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
 		wg.Go(func() { // 2,000 events/s in steps of 10 ms

@@ -3,7 +3,6 @@ package correlation
 import (
 	"container/heap"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -150,19 +149,23 @@ func (p *processor) handle(ctx context.Context, msgs []jetstream.Msg, ack bool) 
 	p.readEventsFloor(ctx)
 	groups := map[string][]item{}
 	var order []string
+	events := 0
 	for _, m := range msgs {
-		it, err := p.decode(m)
+		its, err := p.decode(m)
 		if err != nil {
 			if ack {
 				p.s.deadLetter(ctx, m, StreamPartitions, partitionConsumer(p.part), err)
 			}
 			continue
 		}
-		slot := slotOf(it.key)
-		if _, ok := groups[slot]; !ok {
-			order = append(order, slot)
+		events += len(its)
+		for _, it := range its {
+			slot := slotOf(it.key)
+			if _, ok := groups[slot]; !ok {
+				order = append(order, slot)
+			}
+			groups[slot] = append(groups[slot], it)
 		}
-		groups[slot] = append(groups[slot], it)
 	}
 	pending := order
 	backoff := 100 * time.Millisecond
@@ -187,7 +190,7 @@ func (p *processor) handle(ctx context.Context, msgs []jetstream.Msg, ack bool) 
 		for _, m := range msgs {
 			_ = m.Ack()
 		}
-		p.s.applied.Add(int64(len(msgs)))
+		p.s.applied.Add(int64(events))
 	}
 	if len(p.cache) > p.s.cfg.MaxCachedAlerts {
 		p.cache = map[string]*cached{}
@@ -195,18 +198,22 @@ func (p *processor) handle(ctx context.Context, msgs []jetstream.Msg, ack bool) 
 	return nil
 }
 
-// decode reads a routed event; a message that is not one is a bug of a router, kept in
+// decode reads a routed batch; a message that is not one is a bug of a router, kept in
 // the DLQ with its reason.
-func (p *processor) decode(m jetstream.Msg) (item, error) {
+func (p *processor) decode(m jetstream.Msg) ([]item, error) {
 	md, err := m.Metadata()
 	if err != nil {
-		return item{}, bus.Permanent(fmt.Errorf("no stream metadata: %w", err))
+		return nil, bus.Permanent(fmt.Errorf("no stream metadata: %w", err))
 	}
-	var r routed
-	if err := json.Unmarshal(m.Data(), &r); err != nil || r.Event == nil || r.Key == "" {
-		return item{}, bus.Permanent(fmt.Errorf("partition %d message %d is not a routed event: %v", p.part, md.Sequence.Stream, err))
+	b, err := partitionMsg(m.Data())
+	if err != nil {
+		return nil, bus.Permanent(fmt.Errorf("partition %d message %d is not a routed batch: %v", p.part, md.Sequence.Stream, err))
 	}
-	return item{seq: md.Sequence.Stream, eseq: r.EventSeq, ev: r.Event, key: r.Key, th: r.Threshold}, nil
+	its := make([]item, len(b.Events))
+	for i, r := range b.Events {
+		its[i] = item{seq: md.Sequence.Stream, eseq: r.EventSeq, ev: r.Event, key: r.Key, th: r.Threshold, idx: i}
+	}
+	return its, nil
 }
 
 // readEventsFloor refreshes eventsFloor, reading the bus at most once a second (real time).
@@ -304,7 +311,32 @@ func (p *processor) apply(ctx context.Context, slot string, c *cached, items []i
 		}
 		cur, changed := c.a, false
 		var archived []*api.Alert
+		// Skip what the alert took already: a partition message at or below its LastSeq (a
+		// redelivery), an event of an EVENTS message it has taken (the alert as read, or an
+		// earlier partition message of these items: routed again in another batch). A
+		// message's own events are not skipped: several of one EVENTS message share its
+		// sequence.
+		var lastSeq uint64
+		var seen []api.SeqRange
+		if c.a != nil {
+			lastSeq, seen = c.a.LastSeq, c.a.AppliedEvents
+		}
+		var msgSeq uint64
+		var msgEvents []uint64 // EVENTS sequences of the current partition message's items
 		for _, it := range items {
+			if it.seq != msgSeq {
+				if len(msgEvents) > 0 {
+					seen = slices.Clone(seen)
+					for _, e := range msgEvents {
+						seen = addSeq(seen, e)
+					}
+				}
+				msgSeq, msgEvents = it.seq, msgEvents[:0]
+			}
+			if it.seq <= lastSeq || hasSeq(seen, it.eseq) {
+				continue
+			}
+			msgEvents = append(msgEvents, it.eseq)
 			closed := cur == nil || cur.State == api.StateClosed
 			held := 0
 			if it.th != nil && closed && it.ev.Severity != api.SeverityClear {

@@ -413,8 +413,8 @@ func TestFailoverCountsEachEventOnce(t *testing.T) {
 	})
 }
 
-// Replaying events already applied (what a new active replica's catch-up and a redelivery
-// do) changes nothing: each alert keeps the stream sequence of the last event it took.
+// Replaying events already applied (what a new active replica's catch-up, a redelivery and
+// a router routing them again in other batches do) changes nothing.
 func TestReplayIsIdempotent(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
@@ -428,36 +428,41 @@ func TestReplayIsIdempotent(t *testing.T) {
 	if err := ensurePartitions(ctx, r.js, s.cfg.Partitions); err != nil {
 		t.Fatal(err)
 	}
-	read := func(stream, subject string) []jetstream.Msg {
+	read := func(stream, subject string, n int) []jetstream.Msg {
 		oc, err := r.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		var msgs []jetstream.Msg
-		b, err := oc.Fetch(100, jetstream.FetchMaxWait(5*time.Second))
+		b, err := oc.Fetch(n+1, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
 			t.Fatal(err)
 		}
 		for m := range b.Messages() {
 			msgs = append(msgs, m)
 		}
-		if len(msgs) != 100 {
-			t.Fatalf("read %d messages of %s, want 100", len(msgs), subject)
+		if len(msgs) != n {
+			t.Fatalf("read %d messages of %s, want %d", len(msgs), subject, n)
 		}
 		return msgs
 	}
-	// Route the events twice (a router that died before acking): the partition stream's
-	// message ids keep one copy of each.
-	events := read(bus.StreamEvents, "event.>")
-	s.router.batch(ctx, events)
-	s.router.batch(ctx, events)
+	// Route overlapping batches (a router that died before acking, its events routed again
+	// in other batches) and one batch twice (the partition stream's message ids keep one
+	// copy of that one): three routed batches, the first 50 events in all three.
+	events := read(bus.StreamEvents, "event.>", 100)
+	for _, n := range []int{50, 75, 100, 100} {
+		s.router.batch(ctx, events[:n])
+	}
 	part := partitionOf(s.rules.groupKey(func(k string) string { return map[string]string{"site": "dc1", "node": "n1"}[k] }), s.cfg.Partitions)
-	msgs := read(StreamPartitions, partitionSubjectOf(part))
+	msgs := read(StreamPartitions, partitionSubjectOf(part), 3)
 	for round := range 3 {
 		p := newProcessor(s, part) // a fresh replica each time: nothing cached
-		if err := p.handle(ctx, msgs[:50+25*round], false); err != nil {
+		if err := p.handle(ctx, msgs[:round+1], false); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := newProcessor(s, part).handle(ctx, msgs, false); err != nil { // all of them in one batch
+		t.Fatal(err)
 	}
 	a, _, err := s.store.get(ctx, slotOf("dc1|webhook|n1|test||"))
 	if err != nil || a == nil {

@@ -218,11 +218,15 @@ type Alert struct {
 	// LastSeq is the partition stream sequence of the last event applied: a redelivered
 	// partition message at or below it is not counted again.
 	LastSeq uint64 `json:"last_seq"`
-	// AppliedEvents are the EVENTS sequences applied to the alert that the router may still
-	// route again (those above the events consumer's acknowledgement floor when the alert was
-	// written), as ranges: an event routed twice, after a restart of the hub's server forgot
-	// the partition stream's duplicate ids, arrives with a new partition sequence and is
-	// still not counted twice.
+	// LastEvent is the EVENTS sequence of the newest event the alert took: its latest
+	// fields are that event's, whatever order events of several batches arrive in.
+	LastEvent uint64 `json:"last_event,omitempty"`
+	// AppliedEvents are the EVENTS sequences whose events of this alert's key the alert
+	// has taken, as ranges (the router covers a whole batch of EVENTS messages at once),
+	// kept while the router may still route them again (above the events consumer's
+	// acknowledgement floor when the alert was written): an event routed twice, in another
+	// batch or after a restart of the hub's server forgot the partition stream's duplicate
+	// ids, arrives with a new partition sequence and is still not counted twice.
 	AppliedEvents []SeqRange `json:"applied_events,omitempty"`
 }
 
