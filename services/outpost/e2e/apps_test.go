@@ -48,7 +48,7 @@ func watchResults(t *testing.T, js jetstream.JetStream, site string) *resultWatc
 func (w *resultWatch) wait(t *testing.T, probe string) envelope.Result {
 	t.Helper()
 	var r envelope.Result
-	eventually(t, 30*time.Second, func() error {
+	eventually(t, 60*time.Second, func() error {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		var ok bool
@@ -78,7 +78,8 @@ func TestAppsSelection(t *testing.T) {
 	_, js := h.serviceConn(t)
 	results := watchResults(t, js, "dc1")
 	pub := bus.NewPublisher(js, envelope.ServiceSource("test"), nil)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	// The whole test's budget (two bridges, a regroup and a reconnect), not one step's.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
 	// The registry and the heartbeat tell the operator what the bridge serves.
@@ -171,7 +172,7 @@ func TestAppsSelection(t *testing.T) {
 		t.Fatalf("the waiting discovery probe: %+v", r)
 	}
 	p := echoProbe("discovery", "dc1", "now")
-	eventually(t, 10*time.Second, func() error { return bus.PublishProbe(ctx, js, pub, p) })
+	eventually(t, 30*time.Second, func() error { return bus.PublishProbe(ctx, js, pub, p) })
 	if r := results.wait(t, p.ID); r.Status != envelope.StatusOK || r.Agent != "br-disc" {
 		t.Fatalf("discovery probe: %+v", r)
 	}

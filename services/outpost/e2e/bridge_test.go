@@ -406,7 +406,7 @@ func TestInteractiveIsNotDelayedByStandardWork(t *testing.T) {
 	_, js := h.serviceConn(t)
 	// 6 probes of 12 s on 2 workers: the standard pool is busy for 36 s.
 	publishProbes(t, js, "dc1", 6, "12s")
-	eventually(t, 20*time.Second, func() error {
+	eventually(t, 30*time.Second, func() error {
 		var out struct {
 			Agents []struct {
 				Pools map[string]envelope.PoolStats
@@ -420,8 +420,8 @@ func TestInteractiveIsNotDelayedByStandardWork(t *testing.T) {
 	})
 	start := time.Now()
 	echo(t, h, "dc1", "urgent")
-	// Generous: it would take ≥ 12 s if it queued behind standard work.
-	if d := time.Since(start); d > 6*time.Second {
+	// Generous (a loaded CI machine): it would take ≥ 12 s if it queued behind standard work.
+	if d := time.Since(start); d > 10*time.Second {
 		t.Fatalf("interactive echo took %s behind a saturated standard pool", d)
 	}
 	// Heartbeats keep their 10 s cadence: the last one is never older than a beat and a half.

@@ -55,7 +55,7 @@ func TestInstalledBridgeAndLocalStatus(t *testing.T) {
 		// one space between words, whatever the columns' widths
 		return strings.Join(strings.Fields(string(out)), " "), code
 	}
-	eventually(t, 20*time.Second, func() error {
+	eventually(t, 60*time.Second, func() error {
 		out, code := status()
 		if code != 0 || !strings.Contains(out, "phase running") || !strings.Contains(out, "apps orchestration") ||
 			!strings.Contains(out, "connected to") || !strings.Contains(out, "health ok") {

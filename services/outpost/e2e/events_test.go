@@ -109,7 +109,7 @@ func TestEventsBecomeAlerts(t *testing.T) {
 		t.Errorf("alerts ack: %s", out)
 	}
 	cli("silences", "add", "--match", "node=db-01", "--for", "2h")
-	eventually(t, 10*time.Second, func() error {
+	eventually(t, 30*time.Second, func() error {
 		if a := alerts()["db-01"]; len(a.SilencedBy) != 1 {
 			return fmt.Errorf("db-01 silenced by %v, want one silence", a.SilencedBy)
 		}

@@ -180,7 +180,8 @@ func startHub(t testing.TB, dir string, extra ...string) *testHub {
 func (h *testHub) restart(t testing.TB) {
 	t.Helper()
 	h.proc = start(t, "outpost", append([]string{"up", "--data", h.dir, "--http", h.http, "--nats", h.nats, "--no-local-bridge"}, h.extra...)...)
-	eventually(t, 20*time.Second, func() error {
+	// Generous: a hub starting beside other hubs on a loaded 2-core CI machine.
+	eventually(t, 60*time.Second, func() error {
 		resp, err := http.Get("http://" + h.http + "/healthz")
 		if err != nil {
 			return err
@@ -254,7 +255,7 @@ func (h *testHub) status(t testing.TB, name string) string {
 
 func (h *testHub) waitStatus(t testing.TB, name, want string) {
 	t.Helper()
-	eventually(t, 30*time.Second, func() error {
+	eventually(t, 60*time.Second, func() error {
 		if got := h.status(t, name); got != want {
 			return fmt.Errorf("agent %s is %q, want %q", name, got, want)
 		}

@@ -111,7 +111,7 @@ steps:
 	})
 	// more events on the remediated alert start nothing more
 	h.mustAPI(t, "POST", "/api/v1/events", api.EventInput{Node: "web-07", Type: "http_down", Severity: "critical"}, nil)
-	eventually(t, 10*time.Second, func() error {
+	eventually(t, 30*time.Second, func() error {
 		if a := byNode()["web-07"]; a.Count != 6 || len(a.Remediations) != 1 {
 			return fmt.Errorf("count %d remediations %+v", a.Count, a.Remediations)
 		}

@@ -252,7 +252,7 @@ func TestServiceMapOfTheLab(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	eventually(t, 20*time.Second, func() error {
+	eventually(t, 60*time.Second, func() error {
 		if now, _ := l.ExecConcurrency(); now == 0 {
 			return fmt.Errorf("the mapping has not reached the entry host yet")
 		}

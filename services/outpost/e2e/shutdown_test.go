@@ -37,8 +37,8 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	}()
 	_, js := h.serviceConn(t)
 	cons := probeConsumer(t, js, "dc1", envelope.PriorityStandard, "echo", bus.LaneAdhoc)
-	eventually(t, 20*time.Second, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	eventually(t, 60*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		c, err := js.Consumer(ctx, bus.StreamProbes, cons)
 		if err != nil {
