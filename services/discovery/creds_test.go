@@ -16,7 +16,7 @@ import (
 func TestCredentialRules(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	h := newHarness(ctx, t, "127.77.125.0/24", 0)
+	h := newHarness(ctx, t, "127.77.234.0/24", 0)
 	stop := h.startService(ctx)
 	defer stop()
 	add := func(r CredentialAddRequest) error {
@@ -79,7 +79,7 @@ func TestCredentialRules(t *testing.T) {
 func TestCredentialBinding(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	h := newHarness(ctx, t, "127.77.125.0/24", 0)
+	h := newHarness(ctx, t, "127.77.234.0/24", 0)
 	stop := h.startService(ctx)
 	defer stop()
 	h.request(ctx, "credentials_add", CredentialAddRequest{Name: "prod-ssh", Type: "ssh", Site: "lab", Username: "root", Secret: "Sup3r-Secret-SSH-pw"}, nil)

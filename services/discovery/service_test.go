@@ -404,16 +404,16 @@ func TestRunSurvivesRestart(t *testing.T) {
 func TestCancelAndMaxRunTime(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	h := newHarness(ctx, t, "127.77.124.0/24", 0)
+	h := newHarness(ctx, t, "127.77.233.0/24", 0)
 	stop := h.startService(ctx)
 	defer stop()
 	var st StartReply
-	h.request(ctx, "start", StartRequest{Site: "lab", Ranges: []string{"127.77.124.0/28"}}, &st)
+	h.request(ctx, "start", StartRequest{Site: "lab", Ranges: []string{"127.77.233.0/28"}}, &st)
 	h.request(ctx, "cancel", IDRequest{ID: st.Run}, nil)
 	if v := h.waitRun(ctx, st.Run, 10*time.Second); v.State != StateCanceled {
 		t.Fatalf("state %s", v.State)
 	}
-	h.request(ctx, "start", StartRequest{Site: "lab", Ranges: []string{"127.77.124.0/28"}, MaxRunTime: "1ns"}, &st)
+	h.request(ctx, "start", StartRequest{Site: "lab", Ranges: []string{"127.77.233.0/28"}, MaxRunTime: "1ns"}, &st)
 	if v := h.waitRun(ctx, st.Run, 10*time.Second); v.State != StateFailed || !strings.Contains(v.Reason, "max run time") {
 		t.Fatalf("state %s %s", v.State, v.Reason)
 	}
@@ -428,7 +428,7 @@ func TestCancelAndMaxRunTime(t *testing.T) {
 func TestCredentialsEncryptedAtRest(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	h := newHarness(ctx, t, "127.77.125.0/24", 0)
+	h := newHarness(ctx, t, "127.77.234.0/24", 0)
 	stop := h.startService(ctx)
 	defer stop()
 	const secret = "S3cr3t-Passw0rd-xyzzy"
@@ -468,18 +468,18 @@ func TestCredentialsEncryptedAtRest(t *testing.T) {
 func TestSchedulesFireOnce(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	h := newHarness(ctx, t, "127.77.126.0/24", 0)
+	h := newHarness(ctx, t, "127.77.235.0/24", 0)
 	stop1 := h.startService(ctx)
 	defer stop1()
 	stop2 := h.startService(ctx)
 	defer stop2()
 	at := time.Now().Add(time.Second).UTC()
-	h.request(ctx, "schedules_add", Schedule{Name: "nightly", Site: "lab", Ranges: []string{"127.77.126.0/30"}, At: &at}, nil)
+	h.request(ctx, "schedules_add", Schedule{Name: "nightly", Site: "lab", Ranges: []string{"127.77.235.0/30"}, At: &at}, nil)
 	err := bus.Request(ctx, h.nc, Service, "schedules_add", Schedule{Name: "bad", Site: "lab", Cron: "every tuesday"}, nil)
 	if se, ok := err.(*bus.ServiceError); !ok || se.Code != 400 {
 		t.Fatalf("bad cron: %v", err)
 	}
-	eventually(t, 15*time.Second, func() error {
+	eventually(t, 60*time.Second, func() error {
 		var out struct {
 			Schedules []Schedule `json:"schedules"`
 		}
@@ -558,14 +558,15 @@ func TestOneActiveReplica(t *testing.T) {
 		}
 		return string(e.Value())
 	}
-	stopA := h.startReplica(ctx, "replica-a", 2*time.Second)
-	eventually(t, 10*time.Second, func() error {
+	// a 10 s lease: a replica starved of CPU on a loaded machine must not lose it mid-test
+	stopA := h.startReplica(ctx, "replica-a", 10*time.Second)
+	eventually(t, 30*time.Second, func() error {
 		if holder() != "replica-a" {
 			return fmt.Errorf("lease held by %q", holder())
 		}
 		return bus.Request(ctx, h.nc, Service, "runs_ls", struct{}{}, nil)
 	})
-	stopB := h.startReplica(ctx, "replica-b", 2*time.Second)
+	stopB := h.startReplica(ctx, "replica-b", 10*time.Second)
 	defer stopB()
 	// replica b stands by: the service still has exactly one instance answering
 	time.Sleep(time.Second)
@@ -573,7 +574,7 @@ func TestOneActiveReplica(t *testing.T) {
 	sub, _ := h.nc.SubscribeSync(nats.NewInbox())
 	_ = h.nc.PublishRequest("$SRV.PING."+Service, sub.Subject, nil)
 	for {
-		m, err := sub.NextMsg(500 * time.Millisecond)
+		m, err := sub.NextMsg(2 * time.Second)
 		if err != nil {
 			break
 		}
@@ -595,7 +596,7 @@ func TestOneActiveReplica(t *testing.T) {
 		return nil
 	})
 	stopA()
-	eventually(t, 10*time.Second, func() error {
+	eventually(t, 40*time.Second, func() error {
 		if holder() != "replica-b" {
 			return fmt.Errorf("lease held by %q", holder())
 		}
