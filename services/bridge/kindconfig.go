@@ -58,15 +58,9 @@ func decodeKindConfig(kind string, node *yaml.Node, def any) (any, error) {
 	if node.Kind != yaml.MappingNode || t.Kind() != reflect.Struct {
 		return nil, fmt.Errorf("kinds.%s (line %d): want a mapping of the kind's settings", kind, node.Line)
 	}
-	fields := map[string]reflect.StructField{}
+	fields := map[string][]int{} // setting → index of its field
 	var known []string
-	for i := range t.NumField() {
-		f := t.Field(i)
-		if name, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); name != "" && name != "-" {
-			fields[name] = f
-			known = append(known, name)
-		}
-	}
+	settings(t, nil, fields, &known)
 	var errs []error
 	for i := 0; i+1 < len(node.Content); i += 2 {
 		k := node.Content[i]
@@ -91,7 +85,7 @@ func decodeKindConfig(kind string, node *yaml.Node, def any) (any, error) {
 	}
 	for i := 0; i+1 < len(node.Content); i += 2 {
 		k := node.Content[i]
-		fv := v.Elem().FieldByIndex(fields[k.Value].Index)
+		fv := v.Elem().FieldByIndex(fields[k.Value])
 		if negative(fv) {
 			errs = append(errs, fmt.Errorf("%s: %s is negative", at(k.Value, k.Line), node.Content[i+1].Value))
 		}
@@ -105,6 +99,23 @@ func decodeKindConfig(kind string, node *yaml.Node, def any) (any, error) {
 		}
 	}
 	return cfg, errors.Join(errs...)
+}
+
+// settings lists the yaml names of a Config's fields in order, with the fields of a struct
+// embedded `yaml:",inline"` (the limits every exec kind shares) at their place.
+func settings(t reflect.Type, at []int, fields map[string][]int, known *[]string) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		index := append(slices.Clone(at), i)
+		switch {
+		case name == "" && slices.Contains(strings.Split(opts, ","), "inline") && f.Type.Kind() == reflect.Struct:
+			settings(f.Type, index, fields, known)
+		case name != "" && name != "-":
+			fields[name] = index
+			*known = append(*known, name)
+		}
+	}
 }
 
 func negative(v reflect.Value) bool {

@@ -16,6 +16,7 @@ import (
 	"github.com/outpost-dev/outpost/services/bridge/probe/kinds"
 	"github.com/outpost-dev/outpost/services/bridge/probe/sshexec"
 	"github.com/outpost-dev/outpost/services/bridge/probe/tcpscan"
+	"github.com/outpost-dev/outpost/services/bridge/probe/winrmexec"
 )
 
 func kindsSection(t *testing.T, text string) map[string]yaml.Node {
@@ -53,6 +54,22 @@ kinds:
 	if cfgs["ssh_exec"].(sshexec.Config) != sshexec.NewFactory().DefaultConfig() {
 		t.Error("ssh_exec with an empty entry lost its defaults")
 	}
+	// the exec kinds' limits are embedded inline: their keys stay flat
+	cfgs, err = bridge.KindConfigs(kinds.All(), kindsSection(t, `
+kinds:
+  ssh_exec: {max_commands: 7, command_timeout: 1m}
+  winrm_exec: {max_output: 4096}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ssh, winrm := cfgs["ssh_exec"].(sshexec.Config), cfgs["winrm_exec"].(winrmexec.Config)
+	if ssh.MaxCommands != 7 || ssh.CommandTimeout != time.Minute || ssh.MaxOutput != sshexec.NewFactory().DefaultConfig().(sshexec.Config).MaxOutput {
+		t.Errorf("ssh_exec: %+v (max_output must keep its default)", ssh)
+	}
+	if winrm.MaxOutput != 4096 || winrm.MaxCommands != winrmexec.NewFactory().DefaultConfig().(winrmexec.Config).MaxCommands {
+		t.Errorf("winrm_exec: %+v (max_commands must keep its default)", winrm)
+	}
 	if len(cfgs) != len(kinds.All()) {
 		t.Errorf("%d configs for %d kinds", len(cfgs), len(kinds.All()))
 	}
@@ -71,6 +88,12 @@ func TestKindConfigsRefused(t *testing.T) {
 		{"negative", "kinds:\n  ssh_exec: {max_commands: -1}\n", []string{"kinds.ssh_exec.max_commands (line 2): -1 is negative"}},
 		{"the kind's own validation", "kinds:\n  file_read: {allowed_dirs: [logs]}\n  tcp_scan: {engine: fast}\n",
 			[]string{`kinds.file_read.allowed_dirs[0]: "logs" is not absolute`, `kinds.tcp_scan.engine: "fast": want raw or dial`}},
+		{"inline setting unknown", "kinds:\n  winrm_exec: {max_command: 3}\n",
+			[]string{"kinds.winrm_exec.max_command (line 2): unknown setting (known: connect_timeout, command_timeout, max_command_time, max_commands, max_output)"}},
+		{"inline setting negative", "kinds:\n  winrm_exec: {max_output: -5}\n", []string{"kinds.winrm_exec.max_output (line 2): -5 is negative"}},
+		{"exec limits' validation", "kinds:\n  ssh_exec: {command_timeout: 2h}\n  winrm_exec: {max_commands: 0, max_output: 10}\n",
+			[]string{"kinds.ssh_exec.command_timeout: want a positive duration no longer than max_command_time",
+				"kinds.winrm_exec.max_commands: want at least 1", "kinds.winrm_exec.max_output: want at least 1024 bytes"}},
 		{"not a mapping", "kinds:\n  echo: [1]\n", []string{"kinds.echo (line 2): want a mapping"}},
 	}
 	for _, tc := range cases {

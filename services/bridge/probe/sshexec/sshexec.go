@@ -30,6 +30,7 @@ import (
 	contract "github.com/outpost-dev/outpost/libs/probes/sshexec"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/capture"
+	"github.com/outpost-dev/outpost/services/bridge/probe/internal/execlimit"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/param"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/target"
 )
@@ -42,13 +43,9 @@ type (
 	Result  = contract.Result
 )
 
-// Config of ssh_exec.
+// Config of ssh_exec: the limits every exec kind has (Validate comes with them).
 type Config struct {
-	ConnectTimeout time.Duration `yaml:"connect_timeout"`
-	CommandTimeout time.Duration `yaml:"command_timeout"` // default per command
-	MaxCommandTime time.Duration `yaml:"max_command_time"`
-	MaxCommands    int           `yaml:"max_commands"`
-	MaxOutput      int           `yaml:"max_output"` // per stream of one command (bounded by the chunk size)
+	execlimit.Limits `yaml:",inline"`
 }
 
 type factory struct{}
@@ -58,8 +55,7 @@ func NewFactory() probe.Factory { return factory{} }
 
 func (factory) Spec() probes.Spec { return contract.Spec }
 func (factory) DefaultConfig() any {
-	return Config{ConnectTimeout: 15 * time.Second, CommandTimeout: 120 * time.Second, MaxCommandTime: 30 * time.Minute,
-		MaxCommands: 100, MaxOutput: 1 << 20}
+	return Config{Limits: execlimit.Default(100)}
 }
 
 func (factory) Create(_ context.Context, set probe.Settings, cfg any) (probe.Runner, error) {
@@ -88,34 +84,19 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 	if err := probe.DecodeParams(req.Params, &p); err != nil {
 		return nil, err
 	}
-	if len(p.Commands) == 0 {
-		return nil, param.Bad("commands", "empty: give at least one command")
-	}
-	if len(p.Commands) > r.cfg.MaxCommands {
-		return nil, param.Bad("commands", "%d commands is beyond the limit of %d", len(p.Commands), r.cfg.MaxCommands)
-	}
-	def, err := param.Duration("timeout", p.Timeout, r.cfg.CommandTimeout, r.cfg.MaxCommandTime)
+	timeouts, err := execlimit.Timeouts(r.cfg.Limits, p.Commands, p.Timeout, func(c Command) (string, string) { return c.Cmd, c.Timeout })
 	if err != nil {
 		return nil, err
 	}
 	cmds := make([]command, len(p.Commands))
 	for i, c := range p.Commands {
-		if strings.TrimSpace(c.Cmd) == "" {
-			return nil, param.Bad(fmt.Sprintf("commands[%d]", i), "empty command")
-		}
-		to, err := param.Duration(fmt.Sprintf("commands[%d].timeout", i), c.Timeout, def, r.cfg.MaxCommandTime)
-		if err != nil {
-			return nil, err
-		}
-		cmds[i] = command{c.Cmd, to}
+		cmds[i] = command{c.Cmd, timeouts[i]}
 	}
-	connectTO, err := param.Duration("connect_timeout", p.ConnectTimeout, r.cfg.ConnectTimeout, 5*time.Minute)
+	connectTO, err := r.cfg.Connect(p.ConnectTimeout)
 	if err != nil {
 		return nil, err
 	}
-	// two streams per command, each up to twice its size once escaped in JSON
-	perStream := max(1024, capture.Limit(r.set.MaxOutput)/(4*len(cmds)+2))
-	maxOut, err := param.Int("max_output", p.MaxOutput, min(64<<10, perStream), min(r.cfg.MaxOutput, perStream))
+	maxOut, err := r.cfg.PerStream(p.MaxOutput, r.set.MaxOutput, len(cmds))
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +136,7 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 		if probe.CodeOf(err) == contract.CodeHostKeyMismatch {
 			// the result carries the key seen, so the hub can show both
 			res.DurationMS = r.set.Since(start).Milliseconds()
-			return res, scrub(err, secrets)
+			return res, param.RedactError(err, secrets)
 		}
 		var auth *authError
 		if errors.As(err, &auth) {
@@ -163,7 +144,7 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 			res.FailedCredentials = append(res.FailedCredentials, c.Name)
 			continue
 		}
-		return nil, scrub(err, secrets)
+		return nil, param.RedactError(err, secrets)
 	}
 	if client == nil {
 		// the result names the refused credentials (readers record them: credential
@@ -176,17 +157,14 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 	defer stop()
 	for _, c := range cmds {
 		out := r.exec(ctx, client, c, maxOut)
-		out.Stdout = redactBlob(out.Stdout, secrets)
-		out.Stderr = redactBlob(out.Stderr, secrets)
+		out.Stdout = param.RedactBlob(out.Stdout, secrets)
+		out.Stderr = param.RedactBlob(out.Stderr, secrets)
 		res.Outputs = append(res.Outputs, out)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if out.Error != "" && !out.TimedOut && out.ExitCode == nil {
-			break // the connection is gone
-		}
-		if p.StopOnError && (out.TimedOut || out.ExitCode == nil || *out.ExitCode != 0) {
-			break
+		if execlimit.Stop(p.StopOnError, out.Error, out.TimedOut, out.ExitCode) {
+			break // the connection is gone, or stop_on_error after a failure
 		}
 	}
 	res.DurationMS = r.set.Since(start).Milliseconds()
@@ -378,17 +356,4 @@ func (l *locked) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
-}
-
-func redactBlob(b capture.Blob, secrets []string) capture.Blob {
-	b.Text = param.Redact(b.Text, secrets...)
-	return b
-}
-
-func scrub(err error, secrets []string) error {
-	var pe *probe.Error
-	if errors.As(err, &pe) {
-		return &probe.Error{Code: pe.Code, Message: param.Redact(pe.Message, secrets...)}
-	}
-	return err
 }

@@ -36,6 +36,7 @@ import (
 	contract "github.com/outpost-dev/outpost/libs/probes/winrmexec"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/capture"
+	"github.com/outpost-dev/outpost/services/bridge/probe/internal/execlimit"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/param"
 	"github.com/outpost-dev/outpost/services/bridge/probe/internal/target"
 )
@@ -48,31 +49,9 @@ type (
 	Result  = contract.Result
 )
 
-// Config of winrm_exec.
+// Config of winrm_exec: the limits every exec kind has (Validate comes with them).
 type Config struct {
-	ConnectTimeout time.Duration `yaml:"connect_timeout"`
-	CommandTimeout time.Duration `yaml:"command_timeout"` // default per command
-	MaxCommandTime time.Duration `yaml:"max_command_time"`
-	MaxCommands    int           `yaml:"max_commands"`
-	MaxOutput      int           `yaml:"max_output"` // per stream of one command (bounded by the chunk size)
-}
-
-// Validate reports every problem of an operator's config.
-func (c Config) Validate() error {
-	var errs []error
-	if c.ConnectTimeout <= 0 {
-		errs = append(errs, errors.New("connect_timeout: want a positive duration"))
-	}
-	if c.CommandTimeout <= 0 || c.MaxCommandTime < c.CommandTimeout {
-		errs = append(errs, errors.New("command_timeout: want a positive duration no longer than max_command_time"))
-	}
-	if c.MaxCommands < 1 {
-		errs = append(errs, errors.New("max_commands: want at least 1"))
-	}
-	if c.MaxOutput < 1024 {
-		errs = append(errs, errors.New("max_output: want at least 1024 bytes"))
-	}
-	return errors.Join(errs...)
+	execlimit.Limits `yaml:",inline"`
 }
 
 type factory struct{}
@@ -82,8 +61,7 @@ func NewFactory() probe.Factory { return factory{} }
 
 func (factory) Spec() probes.Spec { return contract.Spec }
 func (factory) DefaultConfig() any {
-	return Config{ConnectTimeout: 15 * time.Second, CommandTimeout: 120 * time.Second, MaxCommandTime: 30 * time.Minute,
-		MaxCommands: 50, MaxOutput: 1 << 20}
+	return Config{Limits: execlimit.Default(50)}
 }
 
 func (factory) Create(_ context.Context, set probe.Settings, cfg any) (probe.Runner, error) {
@@ -122,10 +100,7 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 	if err := probe.DecodeParams(req.Params, &p); err != nil {
 		return nil, err
 	}
-	if len(p.Commands) > r.cfg.MaxCommands {
-		return nil, param.Bad("commands", "%d commands is beyond the limit of %d", len(p.Commands), r.cfg.MaxCommands)
-	}
-	def, err := param.Duration("timeout", p.Timeout, r.cfg.CommandTimeout, r.cfg.MaxCommandTime)
+	timeouts, err := execlimit.Timeouts(r.cfg.Limits, p.Commands, p.Timeout, func(c Command) (string, string) { return c.Cmd, c.Timeout })
 	if err != nil {
 		return nil, err
 	}
@@ -135,13 +110,6 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 	}
 	cmds := make([]command, len(p.Commands))
 	for i, c := range p.Commands {
-		if strings.TrimSpace(c.Cmd) == "" {
-			return nil, param.Bad(fmt.Sprintf("commands[%d]", i), "empty command")
-		}
-		to, err := param.Duration(fmt.Sprintf("commands[%d].timeout", i), c.Timeout, def, r.cfg.MaxCommandTime)
-		if err != nil {
-			return nil, err
-		}
 		sh := strings.ToLower(c.Shell)
 		switch sh {
 		case "":
@@ -150,15 +118,13 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 		default:
 			return nil, param.Bad(fmt.Sprintf("commands[%d].shell", i), "%s: want powershell or cmd", param.Quote(c.Shell))
 		}
-		cmds[i] = command{c.Cmd, sh, to}
+		cmds[i] = command{c.Cmd, sh, timeouts[i]}
 	}
-	connectTO, err := param.Duration("connect_timeout", p.ConnectTimeout, r.cfg.ConnectTimeout, 5*time.Minute)
+	connectTO, err := r.cfg.Connect(p.ConnectTimeout)
 	if err != nil {
 		return nil, err
 	}
-	// two streams per command, each up to twice its size once escaped in JSON
-	perStream := max(1024, capture.Limit(r.set.MaxOutput)/(4*len(cmds)+2))
-	maxOut, err := param.Int("max_output", p.MaxOutput, min(64<<10, perStream), min(r.cfg.MaxOutput, perStream))
+	maxOut, err := r.cfg.PerStream(p.MaxOutput, r.set.MaxOutput, len(cmds))
 	if err != nil {
 		return nil, err
 	}
@@ -225,7 +191,7 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 			res.FailedCredentials = append(res.FailedCredentials, c.Name)
 			continue
 		}
-		return nil, scrub(err, secrets)
+		return nil, param.RedactError(err, secrets)
 	}
 	if sess == nil {
 		res.DurationMS = r.set.Since(start).Milliseconds()
@@ -234,18 +200,15 @@ func (r *runner) Run(ctx context.Context, req probe.Request, _ probe.Emit) (any,
 	defer sess.close()
 	for _, c := range cmds {
 		out := r.exec(ctx, sess, c, maxOut)
-		out.Stdout = redactBlob(out.Stdout, secrets)
-		out.Stderr = redactBlob(out.Stderr, secrets)
+		out.Stdout = param.RedactBlob(out.Stdout, secrets)
+		out.Stderr = param.RedactBlob(out.Stderr, secrets)
 		out.Error = param.Redact(out.Error, secrets...)
 		res.Outputs = append(res.Outputs, out)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if out.Error != "" && !out.TimedOut && out.ExitCode == nil {
-			break // the shell is gone
-		}
-		if p.StopOnError && (out.TimedOut || out.ExitCode == nil || *out.ExitCode != 0) {
-			break
+		if execlimit.Stop(p.StopOnError, out.Error, out.TimedOut, out.ExitCode) {
+			break // the shell is gone, or stop_on_error after a failure
 		}
 	}
 	res.DurationMS = r.set.Since(start).Milliseconds()
@@ -400,19 +363,6 @@ func (r *runner) cmdError(ctx, cctx context.Context, err error, timeout time.Dur
 		return fmt.Sprintf("no exit within %s: terminated", timeout)
 	}
 	return err.Error()
-}
-
-func redactBlob(b capture.Blob, secrets []string) capture.Blob {
-	b.Text = param.Redact(b.Text, secrets...)
-	return b
-}
-
-func scrub(err error, secrets []string) error {
-	var pe *probe.Error
-	if errors.As(err, &pe) {
-		return &probe.Error{Code: pe.Code, Message: param.Redact(pe.Message, secrets...)}
-	}
-	return err
 }
 
 type authError struct{ status int }

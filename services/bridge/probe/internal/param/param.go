@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"slices"
@@ -175,4 +176,21 @@ func Quote(s string) string {
 		s = s[:80] + "…"
 	}
 	return strconv.Quote(s)
+}
+
+// RedactBlob is Redact on captured output shown as text (base64 output is binary and
+// left as it is).
+func RedactBlob(b probes.Blob, secrets []string) probes.Blob {
+	b.Text = Redact(b.Text, secrets...)
+	return b
+}
+
+// RedactError is Redact on a probe error's message, keeping its code; other errors
+// (context errors, which quote nothing) pass as they are.
+func RedactError(err error, secrets []string) error {
+	var pe *probe.Error
+	if errors.As(err, &pe) {
+		return &probe.Error{Code: pe.Code, Message: Redact(pe.Message, secrets...)}
+	}
+	return err
 }
