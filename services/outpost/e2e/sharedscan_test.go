@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -28,6 +30,12 @@ func sharedScan(t testing.TB, cidr string, hosts, n, kill int) (discoveryRun, ti
 
 // sharedScanLog is sharedScan that also returns the run's log.
 func sharedScanLog(t testing.TB, cidr string, hosts, n, kill int) (discoveryRun, time.Duration, map[string]int, lab.Manifest, []string) {
+	return sharedScanRun(t, cidr, hosts, n, kill, nil)
+}
+
+// sharedScanRun is sharedScanLog; measure, when set, is called as soon as the run completes,
+// with the hub and bridges still running.
+func sharedScanRun(t testing.TB, cidr string, hosts, n, kill int, measure func(*testHub, []*testBridge)) (discoveryRun, time.Duration, map[string]int, lab.Manifest, []string) {
 	t.Helper()
 	l, err := lab.Start(context.Background(), lab.Config{Range: cidr, Hosts: hosts, Seed: 7})
 	if err != nil {
@@ -66,6 +74,9 @@ func sharedScanLog(t testing.TB, cidr string, hosts, n, kill int) (discoveryRun,
 	}
 	r := waitDiscovery(t, h, id, 10*time.Minute)
 	wall := time.Since(t0)
+	if measure != nil {
+		measure(h, bridges)
+	}
 	if r.State != "completed" {
 		t.Fatalf("run %s: %s %s", id, r.State, r.Reason)
 	}
@@ -153,21 +164,90 @@ func TestSiteBridgesShareTheScan(t *testing.T) {
 	t.Logf("hosts scanned per bridge: %v", by)
 }
 
-// BenchmarkSharedScan: the same 1,000-host lab /20 discovered by one and by three bridges
-// of its site.
+// BenchmarkSharedScan: the same 1,000-host lab /20 discovered by one and by two bridges
+// of its site (each its own process). Besides the run's wall time it reports the scan
+// phase's (from the run log's "scanning" and "scan done" lines, whole seconds), and the CPU
+// time (user+sys from /proc) of the hub and of the bridges per address of the range: the
+// machine is shared, so wall times move with its load and CPU per unit of work does not.
+// Run it once per size (-benchtime=1x): each iteration starts a lab, a hub and its bridges.
+//
+//	nice -n 15 go test -run '^$' -bench BenchmarkSharedScan -benchtime=1x -timeout 30m ./services/outpost/e2e/
 func BenchmarkSharedScan(b *testing.B) {
-	for i, n := range []int{1, 3} {
+	for i, n := range []int{1, 2} {
 		b.Run(fmt.Sprintf("bridges=%d", n), func(b *testing.B) {
-			var wall time.Duration
-			var by map[string]int
+			var st sharedScanStats
 			for range b.N {
-				_, wall, by, _ = sharedScan(b, fmt.Sprintf("127.77.%d.0/20", 80+16*i), 1000, n, 0)
+				st = sharedScanMeasured(b, []string{"127.77.16.0/20", "127.77.96.0/20"}[i], 1000, n)
 			}
-			b.ReportMetric(wall.Seconds(), "s/run")
-			b.ReportMetric(float64(len(by)), "bridges-used")
+			b.ReportMetric(st.wall.Seconds(), "s/run")
+			b.ReportMetric(st.scan.Seconds(), "scan-s/run")
+			b.ReportMetric(float64(st.hubCPU.Microseconds())/float64(st.addrs), "hub-cpu-us/addr")
+			b.ReportMetric(float64(st.bridgeCPU.Microseconds())/float64(st.addrs), "bridges-cpu-us/addr")
+			b.ReportMetric(float64(len(st.by)), "bridges-used")
 			b.ReportMetric(0, "ns/op")
+			b.Logf("%d bridges: run %s, scan %s, hub CPU %s, bridges' CPU %s, %d addresses, %d classified, hosts scanned per bridge %v",
+				n, st.wall.Round(time.Second), st.scan, st.hubCPU.Round(time.Millisecond), st.bridgeCPU.Round(time.Millisecond), st.addrs, st.classified, st.by)
 		})
 	}
+}
+
+type sharedScanStats struct {
+	wall, scan        time.Duration
+	hubCPU, bridgeCPU time.Duration
+	addrs, classified int
+	by                map[string]int
+}
+
+// sharedScanMeasured is sharedScan without a kill, measuring CPU of the hub and the bridges
+// at the run's end (before they stop).
+func sharedScanMeasured(b *testing.B, cidr string, hosts, n int) sharedScanStats {
+	var st sharedScanStats
+	measure := func(h *testHub, bridges []*testBridge) {
+		st.hubCPU = procCPU(b, h.proc.cmd.Process.Pid)
+		for _, br := range bridges {
+			st.bridgeCPU += procCPU(b, br.proc.cmd.Process.Pid)
+		}
+	}
+	r, wall, by, _, log := sharedScanRun(b, cidr, hosts, n, 0, measure)
+	st.wall, st.by, st.addrs, st.classified = wall, by, r.Counters.Addresses, r.Counters.Classified
+	var from, to time.Time
+	for _, l := range log {
+		ts, text, _ := strings.Cut(l, " ")
+		at, err := time.Parse(time.RFC3339, ts)
+		switch {
+		case err != nil:
+		case strings.HasPrefix(text, "scanning "):
+			from = at
+		case strings.HasPrefix(text, "scan done"):
+			to = at
+		}
+	}
+	if !from.IsZero() && !to.IsZero() {
+		st.scan = to.Sub(from)
+	}
+	return st
+}
+
+// procCPU is a process's user+sys CPU time from /proc/PID/stat (clock ticks of 10 ms).
+func procCPU(b testing.TB, pid int) time.Duration {
+	b.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatalf("cpu of %d: %v", pid, err)
+	}
+	// fields after the command name (which may hold blanks) in parentheses: state is the
+	// first, utime the 12th and stime the 13th
+	_, rest, _ := strings.Cut(string(data), ") ")
+	f := strings.Fields(rest)
+	if len(f) < 13 {
+		b.Fatalf("cpu of %d: short /proc stat %q", pid, data)
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	s, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		b.Fatalf("cpu of %d: %v %v in %q", pid, err1, err2, data)
+	}
+	return time.Duration(u+s) * 10 * time.Millisecond
 }
 
 // TestBridgeKilledMidChunk: two bridges of one site share the scan of a lab /25 its hosts
