@@ -89,22 +89,23 @@ func (s *service) site(ctx context.Context, name string) (site, error) {
 
 // recipients are the curve keys of the site's approved bridges (cached 10 s).
 func (s *service) recipients(ctx context.Context, siteName string) ([]string, error) {
-	c, err := s.siteBridges(ctx, siteName)
+	c, err := s.siteBridges(ctx, siteName, false)
 	return c.keys, err
 }
 
-// scanners is how many of the site's approved bridges take discovery's tcp_scan chunks
-// (cached 10 s with recipients).
+// scanners is how many of the site's approved bridges take discovery's tcp_scan chunks,
+// read afresh (and refreshing recipients' cache): it is asked once per run, and a count
+// cached before a bridge's approval would cut the scan for fewer bridges than serve it.
 func (s *service) scanners(ctx context.Context, siteName string) (int, error) {
-	c, err := s.siteBridges(ctx, siteName)
+	c, err := s.siteBridges(ctx, siteName, true)
 	return c.scanners, err
 }
 
-func (s *service) siteBridges(ctx context.Context, siteName string) (bridgeCache, error) {
+func (s *service) siteBridges(ctx context.Context, siteName string, fresh bool) (bridgeCache, error) {
 	s.bridgesMu.Lock()
 	c, ok := s.bridges[siteName]
 	s.bridgesMu.Unlock()
-	if ok && s.now().Sub(c.at) < 10*time.Second {
+	if ok && !fresh && s.now().Sub(c.at) < 10*time.Second {
 		return c, nil
 	}
 	agents, err := agentsList[agentView](ctx, s.deps.NC, "ls", "agents")

@@ -185,8 +185,8 @@ func BenchmarkSharedScan(b *testing.B) {
 			b.ReportMetric(float64(st.bridgeCPU.Microseconds())/float64(st.addrs), "bridges-cpu-us/addr")
 			b.ReportMetric(float64(len(st.by)), "bridges-used")
 			b.ReportMetric(0, "ns/op")
-			b.Logf("%d bridges: run %s, scan %s, hub CPU %s, bridges' CPU %s, %d addresses, %d classified, hosts scanned per bridge %v",
-				n, st.wall.Round(time.Second), st.scan, st.hubCPU.Round(time.Millisecond), st.bridgeCPU.Round(time.Millisecond), st.addrs, st.classified, st.by)
+			b.Logf("%d bridges: run %s, scan %s, hub CPU %s, bridges' CPU %s, %d addresses, %d classified, hosts scanned per bridge %v; %s",
+				n, st.wall.Round(time.Second), st.scan, st.hubCPU.Round(time.Millisecond), st.bridgeCPU.Round(time.Millisecond), st.addrs, st.classified, st.by, st.cut)
 		})
 	}
 }
@@ -196,6 +196,7 @@ type sharedScanStats struct {
 	hubCPU, bridgeCPU time.Duration
 	addrs, classified int
 	by                map[string]int
+	cut               string // the run log's "scanning …" line
 }
 
 // sharedScanMeasured is sharedScan without a kill, measuring CPU of the hub and the bridges
@@ -217,7 +218,7 @@ func sharedScanMeasured(b *testing.B, cidr string, hosts, n int) sharedScanStats
 		switch {
 		case err != nil:
 		case strings.HasPrefix(text, "scanning "):
-			from = at
+			from, st.cut = at, text
 		case strings.HasPrefix(text, "scan done"):
 			to = at
 		}
