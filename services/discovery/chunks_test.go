@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/outpost-dev/outpost/libs/envelope"
@@ -90,5 +91,44 @@ func TestChunksOfTwoExecutions(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestScanChunkSize: a range is cut for the site's bridges that can scan — ChunksPerBridge
+// chunks each, never below MinChunk nor above ChunkSize — so that N bridges each take a
+// share of the chunks; a site with one bridge keeps whole ChunkSize chunks.
+func TestScanChunkSize(t *testing.T) {
+	def := DefaultConfig()
+	cases := []struct {
+		name             string
+		cfg              Config
+		addrs, bridges   int
+		wantSize, chunks int
+	}{
+		{"one bridge, a /20: ChunkSize chunks", def, 4094, 1, 1024, 4},
+		{"no bridge known yet: as one", def, 4094, 0, 1024, 4},
+		{"three bridges, a /20: four chunks each", def, 4094, 3, 342, 12},
+		{"two bridges, a /22: four chunks each", def, 1022, 2, 128, 8},
+		{"three bridges, a /24: MinChunk bounds the cut", def, 254, 3, 64, 4},
+		{"twenty bridges, a /16: ChunkSize bounds the chunk", def, 65534, 20, 820, 80},
+		{"two bridges, a /16: ChunkSize caps", def, 65534, 2, 1024, 64},
+		{"ChunkSize below MinChunk wins", Config{ChunkSize: 1}, 2, 3, 1, 2},
+		{"zero knobs take the defaults", Config{ChunkSize: 1024}, 4094, 3, 342, 12},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			size := tc.cfg.scanChunkSize(tc.addrs, tc.bridges)
+			if chunks := (tc.addrs + size - 1) / size; size != tc.wantSize || chunks != tc.chunks {
+				t.Fatalf("%d addresses, %d bridges: chunks of %d (%d chunks), want %d (%d chunks)", tc.addrs, tc.bridges, size, chunks, tc.wantSize, tc.chunks)
+			}
+		})
+	}
+	bad := DefaultConfig()
+	bad.DataDir, bad.ChunksPerBridge, bad.MinChunk = "x", -1, 70000
+	err := bad.Validate()
+	for _, want := range []string{"chunks per bridge -1", "min chunk 70000"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate: %v, want %q", err, want)
+		}
 	}
 }

@@ -12,8 +12,19 @@ var DefaultPorts = []int{22, 23, 80, 135, 389, 443, 445, 636, 1433, 3306, 3389, 
 
 // Config configures the discovery service.
 type Config struct {
-	// ChunkSize is how many addresses one tcp_scan probe covers (default 1,024).
+	// ChunkSize is the most addresses one tcp_scan probe covers (default 1,024).
 	ChunkSize int
+	// ChunksPerBridge is how many scan chunks a run aims to give each bridge of its site
+	// that can scan (default 4): the chunks are probes on the site's shared consumer, which
+	// hands them out across the bridges' pull requests, so a range cut into fewer chunks
+	// than bridges leaves bridges idle, and several chunks per bridge let a faster bridge
+	// take more and make a bridge killed mid-chunk cost only its chunk's share again.
+	// Chunks are never smaller than MinChunk nor larger than ChunkSize. 0: the default.
+	ChunksPerBridge int
+	// MinChunk is the fewest addresses a chunk covers when the range is cut for several
+	// bridges (default 64): below that, a probe's overhead outweighs the sharing. 0: the
+	// default.
+	MinChunk int
 	// Ports scanned when a run does not name its own.
 	Ports []int
 	// SNMPEveryAddress sends snmp_get of the system group to every address of the range,
@@ -49,7 +60,7 @@ type Config struct {
 // DefaultConfig is what `outpost up` runs with.
 func DefaultConfig() Config {
 	return Config{
-		ChunkSize: 1024, Ports: append([]int(nil), DefaultPorts...), SNMPEveryAddress: true,
+		ChunkSize: 1024, ChunksPerBridge: 4, MinChunk: 64, Ports: append([]int(nil), DefaultPorts...), SNMPEveryAddress: true,
 		MaxRunTime: time.Hour, ProbeTimeout: 2 * time.Minute, ScanTimeout: 10 * time.Minute,
 		Partitions: 8, Tick: 250 * time.Millisecond, ReceiptWait: 60 * time.Second, ActiveLease: 10 * time.Second,
 	}
@@ -60,6 +71,12 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.ChunkSize < 1 || c.ChunkSize > 65536 {
 		errs = append(errs, fmt.Errorf("chunk size %d: want 1..65536", c.ChunkSize))
+	}
+	if c.ChunksPerBridge < 0 || c.ChunksPerBridge > 64 {
+		errs = append(errs, fmt.Errorf("chunks per bridge %d: want 1..64 (0: the default, 4)", c.ChunksPerBridge))
+	}
+	if c.MinChunk < 0 || c.MinChunk > 65536 {
+		errs = append(errs, fmt.Errorf("min chunk %d: want 1..65536 (0: the default, 64)", c.MinChunk))
 	}
 	if len(c.Ports) == 0 {
 		errs = append(errs, errors.New("ports: empty; give at least one TCP port"))
@@ -94,4 +111,23 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("tick: must be positive"))
 	}
 	return errors.Join(errs...)
+}
+
+// scanChunkSize is how many addresses each tcp_scan chunk of a run of addrs addresses covers
+// on a site with bridges bridges that can scan: the range cut into ChunksPerBridge chunks per
+// bridge, each of MinChunk..ChunkSize addresses (ChunkSize wins when MinChunk is larger). A
+// site with one bridge keeps ChunkSize: there is no one to share with, and fewer probes.
+func (c Config) scanChunkSize(addrs, bridges int) int {
+	if bridges <= 1 {
+		return c.ChunkSize
+	}
+	per, least := c.ChunksPerBridge, c.MinChunk
+	if per <= 0 {
+		per = 4
+	}
+	if least <= 0 {
+		least = 64
+	}
+	size := (addrs + bridges*per - 1) / (bridges * per)
+	return max(1, min(c.ChunkSize, max(least, size)))
 }

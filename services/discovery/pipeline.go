@@ -18,6 +18,7 @@ import (
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/libs/lease"
 	"github.com/outpost-dev/outpost/libs/page"
+	"github.com/outpost-dev/outpost/libs/probes/tcpscan"
 	"github.com/outpost-dev/outpost/libs/seal"
 	"github.com/outpost-dev/outpost/libs/telemetry"
 )
@@ -34,6 +35,15 @@ type agentView struct {
 	Site  string `json:"site"`
 	State string `json:"state"`
 	XKey  string `json:"xkey"`
+	// Capabilities and Apps say whether the bridge takes discovery's tcp_scan probes
+	// (empty: not reported, or every one).
+	Capabilities []string `json:"capabilities"`
+	Apps         []string `json:"apps"`
+}
+
+// scans reports whether the bridge takes discovery's tcp_scan chunks.
+func (a agentView) scans() bool {
+	return bus.Serves(a.Apps, bus.ProbeLane(Service)) && (len(a.Capabilities) == 0 || slices.Contains(a.Capabilities, tcpscan.Capability))
 }
 
 // agentsList reads a whole list of the agents service (op site_ls or ls), page after page:
@@ -79,26 +89,42 @@ func (s *service) site(ctx context.Context, name string) (site, error) {
 
 // recipients are the curve keys of the site's approved bridges (cached 10 s).
 func (s *service) recipients(ctx context.Context, siteName string) ([]string, error) {
+	c, err := s.siteBridges(ctx, siteName, false)
+	return c.keys, err
+}
+
+// scanners is how many of the site's approved bridges take discovery's tcp_scan chunks,
+// read afresh (and refreshing recipients' cache): it is asked once per run, and a count
+// cached before a bridge's approval would cut the scan for fewer bridges than serve it.
+func (s *service) scanners(ctx context.Context, siteName string) (int, error) {
+	c, err := s.siteBridges(ctx, siteName, true)
+	return c.scanners, err
+}
+
+func (s *service) siteBridges(ctx context.Context, siteName string, fresh bool) (bridgeCache, error) {
 	s.bridgesMu.Lock()
 	c, ok := s.bridges[siteName]
 	s.bridgesMu.Unlock()
-	if ok && s.now().Sub(c.at) < 10*time.Second {
-		return c.keys, nil
+	if ok && !fresh && s.now().Sub(c.at) < 10*time.Second {
+		return c, nil
 	}
 	agents, err := agentsList[agentView](ctx, s.deps.NC, "ls", "agents")
 	if err != nil {
-		return nil, fmt.Errorf("agents: %w", err)
+		return bridgeCache{}, fmt.Errorf("agents: %w", err)
 	}
-	var keys []string
+	c = bridgeCache{at: s.now()}
 	for _, a := range agents {
 		if a.Site == siteName && a.State == "approved" && a.XKey != "" {
-			keys = append(keys, a.XKey)
+			c.keys = append(c.keys, a.XKey)
+			if a.scans() {
+				c.scanners++
+			}
 		}
 	}
 	s.bridgesMu.Lock()
-	s.bridges[siteName] = bridgeCache{keys: keys, at: s.now()}
+	s.bridges[siteName] = c
 	s.bridgesMu.Unlock()
-	return keys, nil
+	return c, nil
 }
 
 // expand lists the addresses of ranges (CIDR, address, or a-b) minus exclude.

@@ -123,8 +123,9 @@ type runState struct {
 }
 
 type bridgeCache struct {
-	keys []string
-	at   time.Time
+	keys     []string
+	scanners int
+	at       time.Time
 }
 
 func (s *service) now() time.Time { return s.clock.Now().UTC() }

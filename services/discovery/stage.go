@@ -129,6 +129,8 @@ type prober interface {
 type scope interface {
 	site(ctx context.Context, name string) (site, error)
 	recipients(ctx context.Context, site string) ([]string, error)
+	// scanners is how many approved bridges of the site take discovery's tcp_scan probes.
+	scanners(ctx context.Context, site string) (int, error)
 }
 
 // payloadSender puts a payload on the CMDB's ingest stream, with a stable message id.

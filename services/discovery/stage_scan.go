@@ -67,9 +67,19 @@ func (s *scanStage) start(ctx context.Context, t *turn) {
 	if len(ports) == 0 {
 		ports = s.cfg.Ports
 	}
+	// The chunks are cut for the site's bridges that can scan: the site's consumer hands
+	// them out across the bridges' pull requests (round robin among waiting requests), so
+	// each bridge takes a share and a bridge killed mid-chunk loses only its chunk, which
+	// the consumer redelivers to another after AckWait.
+	scanners, err := s.scope.scanners(ctx, r.Site)
+	if err != nil {
+		t.finish(StateFailed, err.Error())
+		return
+	}
+	size := s.cfg.scanChunkSize(len(addrs), scanners)
 	var out = t.out
-	for i := 0; i < len(addrs); i += s.cfg.ChunkSize {
-		chunk := addrs[i:min(i+s.cfg.ChunkSize, len(addrs))]
+	for i := 0; i < len(addrs); i += size {
+		chunk := addrs[i:min(i+size, len(addrs))]
 		targets := make([]string, len(chunk))
 		for j, a := range chunk {
 			targets[j] = a.String()
@@ -101,7 +111,7 @@ func (s *scanStage) start(ctx context.Context, t *turn) {
 		}
 	}
 	r.State = StateScanning
-	t.logf(fmt.Sprintf("scanning %d addresses in %d chunks, %d probes", len(addrs), (len(addrs)+s.cfg.ChunkSize-1)/s.cfg.ChunkSize, len(out)-len(t.out)))
+	t.logf(fmt.Sprintf("scanning %d addresses in %d chunks of up to %d for %d scanning bridges, %d probes", len(addrs), (len(addrs)+size-1)/size, size, scanners, len(out)-len(t.out)))
 	t.out = out
 	t.rs.dirty = true
 }

@@ -51,6 +51,8 @@ func (s fixedScope) site(_ context.Context, name string) (site, error) {
 
 func (s fixedScope) recipients(context.Context, string) ([]string, error) { return s.bridges, nil }
 
+func (s fixedScope) scanners(context.Context, string) (int, error) { return len(s.bridges), nil }
+
 // payloadLog records the payloads sent to the CMDB; while fail is set, sending fails.
 type payloadLog struct {
 	ids      []string

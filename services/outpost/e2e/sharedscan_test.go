@@ -4,11 +4,19 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	cmdbapi "github.com/outpost-dev/outpost/libs/api/cmdb"
 	"github.com/outpost-dev/outpost/libs/lab"
+	"github.com/outpost-dev/outpost/services/bridge/status"
 )
 
 // sharedScan runs a discovery of a lab on a site served by n bridges (separate processes);
@@ -16,6 +24,18 @@ import (
 // wall time from the start request to completed, and, per bridge, the hosts whose scan
 // chunk it ran (from the host logs, as `outpost discovery runs show` prints them).
 func sharedScan(t testing.TB, cidr string, hosts, n, kill int) (discoveryRun, time.Duration, map[string]int, lab.Manifest) {
+	r, wall, by, m, _ := sharedScanLog(t, cidr, hosts, n, kill)
+	return r, wall, by, m
+}
+
+// sharedScanLog is sharedScan that also returns the run's log.
+func sharedScanLog(t testing.TB, cidr string, hosts, n, kill int) (discoveryRun, time.Duration, map[string]int, lab.Manifest, []string) {
+	return sharedScanRun(t, cidr, hosts, n, kill, nil)
+}
+
+// sharedScanRun is sharedScanLog; measure, when set, is called as soon as the run completes,
+// with the hub and bridges still running.
+func sharedScanRun(t testing.TB, cidr string, hosts, n, kill int, measure func(*testHub, []*testBridge)) (discoveryRun, time.Duration, map[string]int, lab.Manifest, []string) {
 	t.Helper()
 	l, err := lab.Start(context.Background(), lab.Config{Range: cidr, Hosts: hosts, Seed: 7})
 	if err != nil {
@@ -54,9 +74,29 @@ func sharedScan(t testing.TB, cidr string, hosts, n, kill int) (discoveryRun, ti
 	}
 	r := waitDiscovery(t, h, id, 10*time.Minute)
 	wall := time.Since(t0)
+	if measure != nil {
+		measure(h, bridges)
+	}
 	if r.State != "completed" {
 		t.Fatalf("run %s: %s %s", id, r.State, r.Reason)
 	}
+	return r, wall, scannedBy(t, h, id, r), m, runLog(t, h, id)
+}
+
+// runLog is a run's log lines.
+func runLog(t testing.TB, h *testHub, id string) []string {
+	t.Helper()
+	var v struct {
+		Log []string `json:"log"`
+	}
+	h.mustAPI(t, "GET", "/api/v1/discovery/runs/"+id, nil, &v)
+	return v.Log
+}
+
+// scannedBy counts, per bridge, the hosts of a run whose scan chunk it ran (the bridge of
+// the host log's first scan entry, as `outpost discovery runs show` prints it).
+func scannedBy(t testing.TB, h *testHub, id string, r discoveryRun) map[string]int {
+	t.Helper()
 	by := map[string]int{}
 	for _, hb := range r.Hosts {
 		var v struct {
@@ -78,7 +118,7 @@ func sharedScan(t testing.TB, cidr string, hosts, n, kill int) (discoveryRun, ti
 			}
 		}
 	}
-	return r, wall, by, m
+	return by
 }
 
 // TestSiteBridgesShareTheScan: three bridges of one site take the scan chunks of a /22 from
@@ -86,7 +126,7 @@ func sharedScan(t testing.TB, cidr string, hosts, n, kill int) (discoveryRun, ti
 // classified), and the host logs say which bridge scanned what.
 func TestSiteBridgesShareTheScan(t *testing.T) {
 	t.Parallel()
-	r, _, by, m := sharedScan(t, "127.77.168.0/22", 120, 3, 2)
+	r, _, by, m, log := sharedScanLog(t, "127.77.168.0/22", 120, 3, 2)
 	want := map[string]string{}
 	for _, mh := range m.Hosts {
 		if mh.Class != "" {
@@ -115,25 +155,219 @@ func TestSiteBridgesShareTheScan(t *testing.T) {
 	if scanned == 0 || scanned > len(got) {
 		t.Errorf("%d hosts name the bridge that scanned them, %d hosts classified", scanned, len(got))
 	}
-	// Not asserted yet: that the chunks spread over the bridges. The chunks are probes on
-	// the site's shared consumer, but a /22 is one chunk at the default ChunkSize (1,024)
-	// and a bridge prefetches up to 32 probes (work.go): issue 16 item 5 is open.
+	// The /22 is cut for the three bridges (four chunks each); the lab's hosts fill only its
+	// first chunks, so which bridges scanned hosts is logged, not asserted: the kill test
+	// below asserts the spread on a range the hosts fill.
+	if want := "in 12 chunks of up to 86 for 3 scanning bridges"; !slices.ContainsFunc(log, func(l string) bool { return strings.Contains(l, want) }) {
+		t.Errorf("run log does not say %q:\n%s", want, strings.Join(log, "\n"))
+	}
 	t.Logf("hosts scanned per bridge: %v", by)
 }
 
-// BenchmarkSharedScan: the same 1,000-host lab /20 discovered by one and by three bridges
-// of its site.
+// BenchmarkSharedScan: the same 1,000-host lab /20 discovered by one and by two bridges
+// of its site (each its own process). Besides the run's wall time it reports the scan
+// phase's (from the run log's "scanning" and "scan done" lines, whole seconds), and the CPU
+// time (user+sys from /proc) of the hub and of the bridges per address of the range: the
+// machine is shared, so wall times move with its load and CPU per unit of work does not.
+// Run it once per size (-benchtime=1x): each iteration starts a lab, a hub and its bridges.
+//
+//	nice -n 15 go test -run '^$' -bench BenchmarkSharedScan -benchtime=1x -timeout 30m ./services/outpost/e2e/
 func BenchmarkSharedScan(b *testing.B) {
-	for i, n := range []int{1, 3} {
+	for i, n := range []int{1, 2} {
 		b.Run(fmt.Sprintf("bridges=%d", n), func(b *testing.B) {
-			var wall time.Duration
-			var by map[string]int
+			var st sharedScanStats
 			for range b.N {
-				_, wall, by, _ = sharedScan(b, fmt.Sprintf("127.77.%d.0/20", 80+16*i), 1000, n, 0)
+				st = sharedScanMeasured(b, []string{"127.77.16.0/20", "127.77.96.0/20"}[i], 1000, n)
 			}
-			b.ReportMetric(wall.Seconds(), "s/run")
-			b.ReportMetric(float64(len(by)), "bridges-used")
+			b.ReportMetric(st.wall.Seconds(), "s/run")
+			b.ReportMetric(st.scan.Seconds(), "scan-s/run")
+			b.ReportMetric(float64(st.hubCPU.Microseconds())/float64(st.addrs), "hub-cpu-us/addr")
+			b.ReportMetric(float64(st.bridgeCPU.Microseconds())/float64(st.addrs), "bridges-cpu-us/addr")
+			b.ReportMetric(float64(len(st.by)), "bridges-used")
 			b.ReportMetric(0, "ns/op")
+			b.Logf("%d bridges: run %s, scan %s, hub CPU %s, bridges' CPU %s, %d addresses, %d classified, hosts scanned per bridge %v; %s",
+				n, st.wall.Round(time.Second), st.scan, st.hubCPU.Round(time.Millisecond), st.bridgeCPU.Round(time.Millisecond), st.addrs, st.classified, st.by, st.cut)
 		})
+	}
+}
+
+type sharedScanStats struct {
+	wall, scan        time.Duration
+	hubCPU, bridgeCPU time.Duration
+	addrs, classified int
+	by                map[string]int
+	cut               string // the run log's "scanning …" line
+}
+
+// sharedScanMeasured is sharedScan without a kill, measuring CPU of the hub and the bridges
+// at the run's end (before they stop).
+func sharedScanMeasured(b *testing.B, cidr string, hosts, n int) sharedScanStats {
+	var st sharedScanStats
+	measure := func(h *testHub, bridges []*testBridge) {
+		st.hubCPU = procCPU(b, h.proc.cmd.Process.Pid)
+		for _, br := range bridges {
+			st.bridgeCPU += procCPU(b, br.proc.cmd.Process.Pid)
+		}
+	}
+	r, wall, by, _, log := sharedScanRun(b, cidr, hosts, n, 0, measure)
+	st.wall, st.by, st.addrs, st.classified = wall, by, r.Counters.Addresses, r.Counters.Classified
+	var from, to time.Time
+	for _, l := range log {
+		ts, text, _ := strings.Cut(l, " ")
+		at, err := time.Parse(time.RFC3339, ts)
+		switch {
+		case err != nil:
+		case strings.HasPrefix(text, "scanning "):
+			from, st.cut = at, text
+		case strings.HasPrefix(text, "scan done"):
+			to = at
+		}
+	}
+	if !from.IsZero() && !to.IsZero() {
+		st.scan = to.Sub(from)
+	}
+	return st
+}
+
+// procCPU is a process's user+sys CPU time from /proc/PID/stat (clock ticks of 10 ms).
+func procCPU(b testing.TB, pid int) time.Duration {
+	b.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatalf("cpu of %d: %v", pid, err)
+	}
+	// fields after the command name (which may hold blanks) in parentheses: state is the
+	// first, utime the 12th and stime the 13th
+	_, rest, _ := strings.Cut(string(data), ") ")
+	f := strings.Fields(rest)
+	if len(f) < 13 {
+		b.Fatalf("cpu of %d: short /proc stat %q", pid, data)
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	s, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		b.Fatalf("cpu of %d: %v %v in %q", pid, err1, err2, data)
+	}
+	return time.Duration(u+s) * 10 * time.Millisecond
+}
+
+// TestBridgeKilledMidChunk: two bridges of one site share the scan of a lab /25 its hosts
+// fill (two chunks of 64 addresses, one each); the second bridge offers only the tcp
+// capability, so it is busy only with its scan chunk, and is SIGKILLed while it scans it —
+// its bridges' tcp_scan rate is low enough that a chunk takes ~30 s. Its chunk is
+// redelivered to the other bridge: every host of the lab is found and classified, and each
+// is exactly one CI in the CMDB.
+func TestBridgeKilledMidChunk(t *testing.T) {
+	t.Parallel()
+	const cidr = "127.77.44.0/25"
+	l, err := lab.Start(context.Background(), lab.Config{Range: cidr, Hosts: 100, Seed: 5})
+	if err != nil {
+		t.Skipf("lab: %v", err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	m := l.Manifest()
+	h := startHub(t, t.TempDir())
+	tok := h.addSite(t, "lab", cidr, true)
+	// 64 addresses × 15 ports at 30 attempts/s: a chunk scans for ~32 s, far longer than
+	// the status file's 5 s period that tells the test the bridge took its chunk.
+	conf := filepath.Join(t.TempDir(), "bridge.yaml")
+	writeFile(t, conf, "kinds:\n  tcp_scan: {rate: 30}\n")
+	startBridge(t, h, "lab", "br1", tok, "--config", conf)
+	br2 := startBridge(t, h, "lab", "br2", tok, "--config", conf, "--capability", "tcp")
+	h.waitStatus(t, "br1", "up")
+	h.waitStatus(t, "br2", "up")
+	for _, lc := range m.StoreCredentials("lab") {
+		h.mustAPI(t, "POST", "/api/v1/credentials", map[string]any{"name": lc.Name, "type": lc.Type, "site": "lab",
+			"username": lc.Username, "secret": lc.Secret, "fields": lc.Fields}, nil)
+	}
+	id := startDiscovery(t, h, "lab", cidr)
+	// br2 takes nothing but tcp probes, and no banner probe comes before the scan ends:
+	// busy workers of br2 while the run scans are its scan chunk.
+	eventually(t, 3*time.Minute, func() error {
+		var r discoveryRun
+		h.mustAPI(t, "GET", "/api/v1/discovery/runs/"+id, nil, &r)
+		st, err := status.Read(br2.dir)
+		if err != nil {
+			return fmt.Errorf("run %s; br2 status: %v", r.State, err)
+		}
+		busy := 0
+		for _, p := range st.Pools {
+			busy += p.Busy
+		}
+		if r.State != "scanning" || busy == 0 {
+			return fmt.Errorf("run %s, br2 busy %d (status of %s): br2 has not taken a scan chunk", r.State, busy, st.Updated.Format(time.RFC3339))
+		}
+		return nil
+	})
+	if err := br2.proc.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	r := waitDiscovery(t, h, id, 10*time.Minute)
+	if r.State != "completed" {
+		t.Fatalf("run %s: %s %s", id, r.State, r.Reason)
+	}
+	by := scannedBy(t, h, id, r)
+	t.Logf("hosts scanned per bridge: %v; run log:\n%s", by, strings.Join(runLog(t, h, id), "\n"))
+	if want := "in 2 chunks of up to 64 for 2 scanning bridges"; !slices.ContainsFunc(runLog(t, h, id), func(l string) bool { return strings.Contains(l, want) }) {
+		t.Errorf("the run log does not say %q", want)
+	}
+
+	got := map[string]string{}
+	for _, hb := range r.Hosts {
+		got[hb.IP] = hb.Class
+	}
+	classes := map[string]bool{}
+	for _, mh := range m.Hosts {
+		if mh.Class == "" {
+			continue
+		}
+		classes[mh.Class] = true
+		if got[mh.IP] == "" {
+			t.Errorf("%s (%s) lost: not classified after br2 was killed mid-chunk", mh.IP, mh.Class)
+		}
+	}
+	// each host exactly once in the CMDB: one host CI with its address. Appliances (web
+	// servers, directories) are a "server" CI with the application CIs under it.
+	hostClass := func(class string) string {
+		if class == lab.ClassWeb || class == lab.ClassLDAP {
+			return "server"
+		}
+		return class
+	}
+	// a class lists its subclasses too (server: linux_server, …): one entry per CI id
+	cis := map[string]cmdbapi.CI{}
+	for class := range classes {
+		for _, ci := range listCIs(t, h, hostClass(class)) {
+			cis[ci.ID] = ci
+		}
+	}
+	for _, mh := range m.Hosts {
+		if mh.Class == "" {
+			continue
+		}
+		var of []string
+		for _, ci := range cis {
+			if ci.Class == hostClass(mh.Class) && fmt.Sprint(ci.Attributes["ip_address"]) == mh.IP {
+				of = append(of, ci.Class+" "+ci.ID)
+			}
+		}
+		if len(of) != 1 {
+			t.Errorf("%s (%s): %d %s CIs with its address in the CMDB %v, want exactly 1", mh.IP, mh.Class, len(of), hostClass(mh.Class), of)
+		}
+	}
+}
+
+// listCIs is every CI of a class, page after page.
+func listCIs(t testing.TB, h *testHub, class string) []cmdbapi.CI {
+	t.Helper()
+	var cis []cmdbapi.CI
+	cursor := ""
+	for {
+		var list cmdbapi.ListResponse
+		h.mustAPI(t, "GET", "/api/v1/cis?class="+class+"&limit=500&cursor="+url.QueryEscape(cursor), nil, &list)
+		cis = append(cis, list.Items...)
+		if cursor = list.NextCursor; cursor == "" {
+			return cis
+		}
 	}
 }
