@@ -120,8 +120,13 @@ func (h *host) linuxCommand(e *shellEnv, args []string, w *cmdWriter) int {
 		w.out(lx.ps(args[1:]))
 		return 0
 	case "ss":
-		w.out(h.ss(args[1:]))
-		return 0
+		out, status := h.ss(args[1:])
+		if status != 0 {
+			w.err(out)
+		} else {
+			w.out(out)
+		}
+		return status
 	case "dpkg-query":
 		return lx.dpkgQuery(args[1:], w)
 	case "dpkg":
@@ -497,9 +502,27 @@ func (lx *linuxSpec) df(args []string) string {
 func (lx *linuxSpec) ps(args []string) string {
 	var cols []string
 	style := "o"
+	var only map[int]bool // -p LIST: these pids only
+	pidList := func(list string) {
+		if only == nil {
+			only = map[int]bool{}
+		}
+		for _, f := range strings.FieldsFunc(list, func(r rune) bool { return r == ',' || r == ' ' }) {
+			if n, err := strconv.Atoi(f); err == nil {
+				only[n] = true
+			}
+		}
+	}
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		switch {
+		case (a == "-p" || a == "p" || a == "--pid" || a == "-q" || a == "--quick-pid") && i+1 < len(args):
+			pidList(args[i+1])
+			i++
+		case strings.HasPrefix(a, "--pid="):
+			pidList(strings.TrimPrefix(a, "--pid="))
+		case strings.HasPrefix(a, "-p") && len(a) > 2:
+			pidList(a[2:])
 		case a == "aux" || a == "-aux" || a == "auxww":
 			style = "aux"
 		case a == "-ef" || a == "-eF" || a == "-efww":
@@ -524,13 +547,13 @@ func (lx *linuxSpec) ps(args []string) string {
 	switch {
 	case style == "aux":
 		fmt.Fprintf(&b, "%-8s %7s %4s %4s %8s %6s %-8s %-4s %5s %6s %s\n", "USER", "PID", "%CPU", "%MEM", "VSZ", "RSS", "TTY", "STAT", "START", "TIME", "COMMAND")
-		for _, p := range lx.procs {
+		for _, p := range lx.procList(only) {
 			fmt.Fprintf(&b, "%-8s %7d %4s %4s %8d %6d %-8s %-4s %5s %6s %s\n", trunc(p.user, 8), p.pid, "0.0", "0.1", 16000+p.pid*3, 5000+p.pid, "?", "Ss", "Sep12", "0:01", p.args)
 		}
 		return b.String()
 	case style == "ef" || len(cols) == 0:
 		fmt.Fprintf(&b, "%-8s %7s %7s  %s %5s %-8s %8s %s\n", "UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD")
-		for _, p := range lx.procs {
+		for _, p := range lx.procList(only) {
 			fmt.Fprintf(&b, "%-8s %7d %7d  %d %5s %-8s %8s %s\n", trunc(p.user, 8), p.pid, ppid(p), 0, "Sep12", "?", "00:00:01", p.args)
 		}
 		return b.String()
@@ -603,7 +626,7 @@ func (lx *linuxSpec) ps(args []string) string {
 		}
 		line(h)
 	}
-	for _, p := range lx.procs {
+	for _, p := range lx.procList(only) {
 		v := make([]string, len(cs))
 		for i, c := range cs {
 			v[i] = c.val(p)
@@ -611,6 +634,20 @@ func (lx *linuxSpec) ps(args []string) string {
 		line(v)
 	}
 	return b.String()
+}
+
+// procList is the process table, or the processes of only (ps -p) when it is not nil.
+func (lx *linuxSpec) procList(only map[int]bool) []proc {
+	if only == nil {
+		return lx.procs
+	}
+	var out []proc
+	for _, p := range lx.procs {
+		if only[p.pid] {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func ppid(p proc) int {
@@ -632,10 +669,16 @@ func trunc(s string, n int) string {
 
 var serviceNames = map[int]string{22: "ssh", 53: "domain", 80: "http", 443: "https", 3306: "mysql", 5432: "postgresql", 323: "323"}
 
-func (h *host) ss(args []string) string {
+// ss answers like iproute2's ss: the options pick the tables, a filter expression (see
+// ssfilter.go) the sockets. It returns the output, or the error and status 1.
+func (h *host) ss(args []string) (string, int) {
 	lx := h.lx
 	var flags string
+	var expr []string
 	for _, a := range args {
+		if !strings.HasPrefix(a, "-") {
+			expr = append(expr, a)
+		}
 		if strings.HasPrefix(a, "-") && !strings.HasPrefix(a, "--") {
 			flags += a[1:]
 		}
@@ -651,6 +694,10 @@ func (h *host) ss(args []string) string {
 		case "--processes":
 			flags += "p"
 		}
+	}
+	filter, err := parseSSFilter(expr)
+	if err != nil {
+		return fmt.Sprintf("ss: bison bellows (while parsing filter): \"syntax error!\" (%v)\n", err), 1
 	}
 	has := func(c string) bool { return strings.Contains(flags, c) }
 	tcp, udp := has("t"), has("u")
@@ -710,6 +757,13 @@ func (h *host) ss(args []string) string {
 		}
 	}
 	for _, s := range socks {
+		fs := ssSock{local: ssAddrPort(s.local, s.port)}
+		if s.peer != "" {
+			fs.peer, _ = netip.ParseAddrPort(s.peer)
+		}
+		if !filter(fs) {
+			continue
+		}
 		port := strconv.Itoa(s.port)
 		if !has("n") {
 			if n, ok := serviceNames[s.port]; ok {
@@ -743,7 +797,7 @@ func (h *host) ss(args []string) string {
 			fmt.Fprintf(&b, "%-6s %-6s %-6s %30s %20s %s\n", state, "0", backlog, s.local+":"+port, peer, proc)
 		}
 	}
-	return b.String()
+	return b.String(), 0
 }
 
 func (h *host) ipCommand(args []string, w *cmdWriter) int {

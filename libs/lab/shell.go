@@ -419,7 +419,7 @@ func (e *shellEnv) seq(args []string, w *cmdWriter) int {
 }
 
 // textFilter implements the common pipe tails: head/tail [-n N] [-c N], grep
-// [-i] [-v] [-c] [-E] PATTERN (fixed strings), wc [-l|-c|-w], sort [-r] [-n], uniq.
+// [-i] [-v] [-c] [-E] [-F] PATTERN or -e PATTERN... (fixed strings), wc [-l|-c|-w], sort [-r] [-n], uniq.
 func textFilter(args []string, in []byte, w *cmdWriter) int {
 	name := args[0]
 	text := string(in)
@@ -428,10 +428,13 @@ func textFilter(args []string, in []byte, w *cmdWriter) int {
 		lines = lines[:len(lines)-1]
 	}
 	flags := map[string]string{}
-	var operands []string
+	var operands, patterns []string
 	for i := 1; i < len(args); i++ {
 		a := args[i]
 		switch {
+		case (a == "-e" || a == "--regexp") && name == "grep" && i+1 < len(args):
+			patterns = append(patterns, args[i+1]) // grep -e P1 -e P2: a line with any of them
+			i++
 		case (a == "-n" || a == "-c") && (name == "head" || name == "tail") && i+1 < len(args):
 			flags[a] = args[i+1]
 			i++
@@ -471,14 +474,18 @@ func textFilter(args []string, in []byte, w *cmdWriter) int {
 		}
 		return 0
 	case "grep":
-		if len(operands) == 0 {
+		if len(patterns) == 0 && len(operands) == 0 {
 			w.err("Usage: grep [OPTION]... PATTERNS [FILE]...\n")
 			return 2
 		}
-		pat := operands[0]
+		if len(patterns) == 0 {
+			patterns = operands[:1]
+		}
 		ci := flags["-i"] != ""
 		if ci {
-			pat = strings.ToLower(pat)
+			for i := range patterns {
+				patterns[i] = strings.ToLower(patterns[i])
+			}
 		}
 		count := 0
 		var out strings.Builder
@@ -487,7 +494,8 @@ func textFilter(args []string, in []byte, w *cmdWriter) int {
 			if ci {
 				hay = strings.ToLower(l)
 			}
-			if strings.Contains(hay, pat) != (flags["-v"] != "") {
+			hit := slices.ContainsFunc(patterns, func(p string) bool { return strings.Contains(hay, p) })
+			if hit != (flags["-v"] != "") {
 				count++
 				out.WriteString(l)
 			}

@@ -1,18 +1,54 @@
 package mapping
 
 import (
+	"fmt"
 	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
 )
 
-// What a host told a probe: its name, listening and established TCP sockets with their
-// processes, and its process table. Parsed from `hostname`, `ss -ltnp`, `ss -tnp` and
-// `ps -eo pid,comm,args` as procps and iproute2 print them.
+// What a host told the probes of one node: its name, the socket listening on the node's
+// port, the processes of that socket (their command lines, their other listening ports and
+// their established connections). Parsed from `hostname`, `ss` and `ps` as procps and
+// iproute2 print them.
+//
+// Every command asks only for what the node needs (ss filters, grep on the pids, ps -p),
+// never for the whole socket or process table: a busy server's `ss -tanp` is megabytes,
+// and a probe's output is capped, so a whole table would be cut and the map would miss the
+// listener or the connections. What is still cut is said (Output.Truncated → a warning
+// and the node's reason), never dropped silently.
 
-// hostCommands are the commands of the first probe of every host.
-var hostCommands = []string{"hostname", "uname -s", "ss -ltnp", "ss -tnp", "ps -eo pid,comm,args"}
+// listenerCommands are the first probe of a node: the host's name and OS, and the socket
+// listening on ip:port — bound to that address or to every address (IPv4 or IPv6).
+func listenerCommands(ip netip.Addr, port int) []string {
+	src := "src " + ip.String()
+	if ip.Is6() {
+		src = "src [" + ip.String() + "]"
+	} else {
+		src += " or src [::ffff:" + ip.String() + "]"
+	}
+	return []string{"hostname", "uname -s",
+		fmt.Sprintf("ss -Hltnp 'sport = :%d and ( %s or src 0.0.0.0 or src [::] )'", port, src)}
+}
+
+// processCommands are the second probe of a node: the command lines of the listener's
+// processes, their listening sockets and their TCP sockets that are not inbound on the
+// entry port (grep keeps the lines naming one of the pids: ss has no pid filter).
+func processCommands(pids []int, port int) []string {
+	list := make([]string, len(pids))
+	var grep strings.Builder
+	grep.WriteString("grep -F")
+	for i, p := range pids {
+		list[i] = strconv.Itoa(p)
+		fmt.Fprintf(&grep, " -e 'pid=%d,'", p)
+	}
+	return []string{
+		"ps -o pid=,comm=,args= -p " + strings.Join(list, ","),
+		"ss -Hltnp | " + grep.String(),
+		fmt.Sprintf("ss -Htnp '! sport = :%d' | %s", port, grep.String()),
+	}
+}
 
 type socket struct {
 	local, peer netip.AddrPort

@@ -377,7 +377,7 @@ func (b *bridgeProber) Exec(ctx context.Context, ip string, cmds []string) ([]Ou
 	}
 	out := make([]Output, len(data.Outputs))
 	for i, o := range data.Outputs {
-		out[i] = Output{Stdout: o.Stdout.Text, Exit: -1}
+		out[i] = Output{Stdout: o.Stdout.Text, Exit: -1, Truncated: o.Stdout.Truncated, Size: o.Stdout.Size}
 		if o.ExitCode != nil {
 			out[i].Exit = *o.ExitCode
 		}

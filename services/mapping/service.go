@@ -1,6 +1,6 @@
 // Package mapping is Service Mapping: an application service is declared by its entry point
 // ("the payroll portal at https://payroll.corp:443") and mapped top-down through the site's
-// bridges — on the entry host, which process listens on the port (ss -ltnp), which
+// bridges — on the entry host, which process listens on the port (ss -ltnp sport = :P), which
 // application that is (patterns, data in patterns/*.yaml), where it connects (established
 // sockets and what its configuration names), resolved to host:port and followed there —
 // bounded by depth, the site's ranges and hosts already visited. The map goes to the CMDB

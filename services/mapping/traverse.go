@@ -22,10 +22,13 @@ type Prober interface {
 	Exec(ctx context.Context, ip string, cmds []string) ([]Output, error)
 }
 
-// Output is one command's result.
+// Output is one command's result. Truncated says the prober kept only the first part of
+// its stdout (a capped probe result): what the command listed may be incomplete.
 type Output struct {
-	Stdout string
-	Exit   int
+	Stdout    string
+	Exit      int
+	Truncated bool
+	Size      int64 // bytes the command wrote to stdout (when Truncated, more than len(Stdout))
 }
 
 // Limits bound one mapping.
@@ -45,7 +48,6 @@ type traversal struct {
 	lim      Limits
 
 	mu       sync.Mutex
-	hosts    map[string]*hostEntry
 	probes   int
 	warnings []string
 
@@ -53,16 +55,12 @@ type traversal struct {
 	edges map[[2]string]*api.Edge
 }
 
-type hostEntry struct {
-	once  sync.Once
-	facts *hostFacts
-}
-
 type nodeState struct {
 	api.Node
 	pattern *Pattern
 	ports   []int // every port of the process (CI port = lowest)
 	os      string
+	cut     []string // what was truncated, said in the node's reason
 }
 
 type target struct {
@@ -89,45 +87,85 @@ func (t *traversal) exec(ctx context.Context, ip string, cmds []string) ([]Outpu
 	return t.prober.Exec(ctx, ip, cmds)
 }
 
-// host probes a host once per mapping.
-func (t *traversal) host(ctx context.Context, ip string) *hostFacts {
-	t.mu.Lock()
-	e, ok := t.hosts[ip]
-	if !ok {
-		e = &hostEntry{}
-		t.hosts[ip] = e
+// truncated records that a command's output was cut: a warning of the mapping and a note
+// in the node's reason, so a map that may miss something says so.
+func (t *traversal) truncated(n *nodeState, cmd string, o Output, misses string) {
+	if !o.Truncated {
+		return
 	}
-	t.mu.Unlock()
-	e.once.Do(func() {
-		h := &hostFacts{ip: ip, procs: map[int]process{}}
-		out, err := t.exec(ctx, ip, hostCommands)
-		switch {
-		case err != nil:
-			h.err = err.Error()
-		case len(out) < len(hostCommands):
-			h.err = fmt.Sprintf("the probe answered %d of %d commands", len(out), len(hostCommands))
-		default:
-			h.hostname = strings.TrimSpace(out[0].Stdout)
-			h.os = strings.TrimSpace(out[1].Stdout)
-			h.listeners = parseSS(out[2].Stdout)
-			for _, s := range parseSS(out[3].Stdout) {
+	note := fmt.Sprintf("the output of `%s` was truncated (%d of %d bytes kept): %s", cmd, len(o.Stdout), o.Size, misses)
+	n.cut = append(n.cut, note)
+	t.warn("%s: %s", n.ID, note)
+}
+
+// probeNode asks the node's host for the socket listening on the node's port and, when
+// one does, for its processes, their listening sockets and their connections: two
+// probes whose output stays small whatever else the host runs.
+func (t *traversal) probeNode(ctx context.Context, n *nodeState, addr netip.Addr) (h *hostFacts, l socket, found bool) {
+	h = &hostFacts{ip: n.IP, procs: map[int]process{}}
+	cmds := listenerCommands(addr, n.Port)
+	out, err := t.exec(ctx, n.IP, cmds)
+	switch {
+	case err != nil:
+		h.err = err.Error()
+		return h, l, false
+	case len(out) < len(cmds):
+		h.err = fmt.Sprintf("the probe answered %d of %d commands", len(out), len(cmds))
+		return h, l, false
+	}
+	h.hostname, h.os = strings.TrimSpace(out[0].Stdout), strings.TrimSpace(out[1].Stdout)
+	if out[2].Exit != 0 {
+		h.err = fmt.Sprintf("`%s` failed (exit %d): is iproute2 installed?", cmds[2], out[2].Exit)
+		return h, l, false
+	}
+	t.truncated(n, cmds[2], out[2], "the listener may be missing")
+	h.listeners = parseSS(out[2].Stdout)
+	if l, found = h.listener(addr, n.Port); !found || len(l.pids) == 0 {
+		return h, l, found
+	}
+
+	pcmds := processCommands(l.pids, n.Port)
+	pout, err := t.exec(ctx, n.IP, pcmds)
+	switch {
+	case err != nil:
+		t.warn("%s: reading the listener's processes and connections failed: %v", n.ID, err)
+		n.cut = append(n.cut, "its processes and connections could not be read: "+err.Error())
+		return h, l, true
+	case len(pout) < len(pcmds):
+		t.warn("%s: the probe of the listener's processes answered %d of %d commands", n.ID, len(pout), len(pcmds))
+		n.cut = append(n.cut, fmt.Sprintf("the probe of its processes answered %d of %d commands", len(pout), len(pcmds)))
+	}
+	for i, o := range pout {
+		// grep exits 1 when no line names a pid (no other listener, no connection)
+		if o.Exit != 0 && !(i > 0 && o.Exit == 1 && o.Stdout == "") {
+			t.warn("%s: `%s` failed (exit %d)", n.ID, pcmds[i], o.Exit)
+		}
+		switch i {
+		case 0:
+			t.truncated(n, pcmds[i], o, "a process's command line may be missing")
+			h.procs = parsePS(o.Stdout)
+		case 1:
+			t.truncated(n, pcmds[i], o, "the process's other listening ports may be missing")
+			for _, s := range parseSS(o.Stdout) {
+				if !slices.ContainsFunc(h.listeners, func(x socket) bool { return x.local == s.local }) {
+					h.listeners = append(h.listeners, s)
+				}
+			}
+		case 2:
+			t.truncated(n, pcmds[i], o, "connections may be missing from the map")
+			for _, s := range parseSS(o.Stdout) {
 				if s.peer.IsValid() {
 					h.conns = append(h.conns, s)
 				}
 			}
-			h.procs = parsePS(out[4].Stdout)
-			if out[2].Exit != 0 || len(h.listeners) == 0 {
-				h.err = "ss -ltnp gave no listening sockets (is iproute2 installed and may the credential's user see them?)"
-			}
 		}
-		e.facts = h
-	})
-	return e.facts
+	}
+	return h, l, true
 }
 
 // run maps from the entry and returns the nodes and edges, sorted.
 func (t *traversal) run(ctx context.Context, entry netip.AddrPort) (root string, nodes []api.Node, edges []api.Edge) {
-	t.hosts, t.nodes, t.edges = map[string]*hostEntry{}, map[string]*nodeState{}, map[[2]string]*api.Edge{}
+	t.nodes, t.edges = map[string]*nodeState{}, map[[2]string]*api.Edge{}
 	root = entry.String()
 	t.nodes[root] = &nodeState{Node: api.Node{ID: root, IP: entry.Addr().String(), Port: int(entry.Port())}}
 	level := []*nodeState{t.nodes[root]}
@@ -224,16 +262,20 @@ func (t *traversal) link(n *nodeState, tg target, depth int) []*nodeState {
 
 // visit identifies the process behind a node and returns where it connects.
 func (t *traversal) visit(ctx context.Context, n *nodeState) []target {
-	h := t.host(ctx, n.IP)
+	defer func() {
+		if len(n.cut) > 0 {
+			n.Reason = strings.TrimPrefix(n.Reason+"; "+strings.Join(n.cut, "; "), "; ")
+		}
+	}()
+	addr, _ := netip.ParseAddr(n.IP)
+	h, l, ok := t.probeNode(ctx, n, addr)
 	n.Hostname, n.os = h.hostname, h.os
 	if h.err != "" {
 		n.State, n.Reason = api.StateUnreachable, h.err
 		return nil
 	}
-	addr, _ := netip.ParseAddr(n.IP)
-	l, ok := h.listener(addr, n.Port)
 	if !ok {
-		n.State, n.Reason = api.StateUnreachable, fmt.Sprintf("nothing listens on %s (ss -ltnp)", n.ID)
+		n.State, n.Reason = api.StateUnreachable, fmt.Sprintf("nothing listens on %s (ss -ltn)", n.ID)
 		return nil
 	}
 	n.State = api.StateOK
@@ -296,6 +338,11 @@ func (t *traversal) visit(ctx context.Context, n *nodeState) []target {
 		var err error
 		if outs, err = t.exec(ctx, n.IP, cmds); err != nil {
 			t.warn("%s: reading configuration failed: %v", n.ID, err)
+		}
+		for i, o := range outs {
+			if i < len(cmds) {
+				t.truncated(n, cmds[i], o, "connections it names further on may be missing")
+			}
 		}
 	}
 	var chosen *Pattern

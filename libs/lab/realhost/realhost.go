@@ -8,9 +8,11 @@
 //
 // Test support only: no binary links it. It runs commands as the test's user, so it binds
 // loopback addresses only, takes one password, refuses every command outside its list,
-// and never starts a shell: a command line is split on blanks (quotes, operators,
-// redirections and substitutions are refused) and globs are expanded like bash does (a
-// pattern matching nothing stays as written).
+// and never starts a shell: a command line is split on blanks, '...' quotes literally, |
+// pipes one listed command into another (`ss -Htnp '! sport = :80' | grep -F -e 'pid=7,'`),
+// every other shell character (double quotes, $, `, ;, &, <, >, parentheses and braces
+// outside quotes, backslashes) is refused, and unquoted globs are expanded like bash does
+// (a pattern matching nothing stays as written).
 package realhost
 
 import (
@@ -34,7 +36,7 @@ import (
 )
 
 // DefaultCommands are what Service Mapping sends to a Linux host.
-var DefaultCommands = []string{"hostname", "uname", "ss", "ps", "cat", "getent"}
+var DefaultCommands = []string{"hostname", "uname", "ss", "ps", "cat", "getent", "grep"}
 
 // Config of one host.
 type Config struct {
@@ -212,52 +214,136 @@ func (h *Host) session(ch ssh.Channel, reqs <-chan *ssh.Request) {
 	}
 }
 
-// run executes one command line without a shell and returns its exit status.
+// word is one argument of a command line; a quoted one is never globbed.
+type word struct {
+	s      string
+	quoted bool
+}
+
+// parse splits a command line into the stages of a pipeline, each a list of words. It
+// refuses what it does not implement rather than guess what a shell would do.
+func parse(line string) ([][]word, error) {
+	var stages [][]word
+	var cur []word
+	var b strings.Builder
+	inWord, quoted := false, false
+	flush := func() {
+		if inWord {
+			cur = append(cur, word{b.String(), quoted})
+			b.Reset()
+			inWord, quoted = false, false
+		}
+	}
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case c == '\'':
+			j := strings.IndexByte(line[i+1:], '\'')
+			if j < 0 {
+				return nil, errors.New("unterminated single quote")
+			}
+			b.WriteString(line[i+1 : i+1+j])
+			inWord, quoted = true, true
+			i += j + 1
+		case c == ' ' || c == '\t':
+			flush()
+		case c == '|':
+			flush()
+			if len(cur) == 0 || i+1 < len(line) && line[i+1] == '|' {
+				return nil, errors.New("| needs a command on each side (|| is refused)")
+			}
+			stages, cur = append(stages, cur), nil
+		case strings.IndexByte("\"`$;&<>(){}\\\n", c) >= 0:
+			return nil, fmt.Errorf("%q outside single quotes is refused (no shell here)", c)
+		default:
+			b.WriteByte(c)
+			inWord = true
+		}
+	}
+	flush()
+	if len(cur) == 0 && len(stages) > 0 {
+		return nil, errors.New("| needs a command on each side")
+	}
+	if len(cur) > 0 {
+		stages = append(stages, cur)
+	}
+	return stages, nil
+}
+
+// run executes one command line without a shell and returns its exit status: the last
+// stage's, as bash without pipefail.
 func (h *Host) run(line string, stdout, stderr io.Writer) int {
 	h.mu.Lock()
 	h.execs = append(h.execs, line)
 	h.mu.Unlock()
-	if strings.ContainsAny(line, "'\"`$;&|<>(){}\\\n") {
-		fmt.Fprintf(stderr, "realhost: %q: quotes, operators, redirections and substitutions are refused (no shell here)\n", line)
+	stages, err := parse(line)
+	if err != nil {
+		fmt.Fprintf(stderr, "realhost: %q refused: %v\n", line, err)
 		return 2
 	}
-	argv := strings.Fields(line)
-	if len(argv) == 0 {
+	if len(stages) == 0 {
 		return 0
-	}
-	path, ok := h.paths[argv[0]]
-	if !ok {
-		if slices.Contains(h.cfg.Commands, argv[0]) {
-			fmt.Fprintf(stderr, "bash: %s: command not found\n", argv[0])
-		} else {
-			fmt.Fprintf(stderr, "realhost: %s: not one of the commands this host runs (%s)\n", argv[0], strings.Join(h.cfg.Commands, ", "))
-		}
-		return 127
-	}
-	var args []string
-	for _, a := range argv[1:] {
-		if strings.ContainsAny(a, "*?[") {
-			if m, err := filepath.Glob(a); err == nil && len(m) > 0 {
-				args = append(args, m...)
-				continue
-			}
-		}
-		args = append(args, a)
 	}
 	ctx, cancel := context.WithTimeout(h.ctx, h.cfg.Timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, path, args...)
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return 0
-	case errors.As(err, &ee) && ee.ExitCode() >= 0:
-		return ee.ExitCode()
-	default:
-		fmt.Fprintf(stderr, "realhost: %s: %v\n", argv[0], err)
-		return 126
+	cmds := make([]*exec.Cmd, len(stages))
+	for i, st := range stages {
+		name := st[0].s
+		path, ok := h.paths[name]
+		if !ok || st[0].quoted {
+			if slices.Contains(h.cfg.Commands, name) {
+				fmt.Fprintf(stderr, "bash: %s: command not found\n", name)
+			} else {
+				fmt.Fprintf(stderr, "realhost: %s: not one of the commands this host runs (%s)\n", name, strings.Join(h.cfg.Commands, ", "))
+			}
+			return 127
+		}
+		var args []string
+		for _, a := range st[1:] {
+			if !a.quoted && strings.ContainsAny(a.s, "*?[") {
+				if m, err := filepath.Glob(a.s); err == nil && len(m) > 0 {
+					args = append(args, m...)
+					continue
+				}
+			}
+			args = append(args, a.s)
+		}
+		cmd := exec.CommandContext(ctx, path, args...)
+		cmd.Stderr = stderr
+		cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
+		if i > 0 {
+			// the previous stage's stdout is an *os.File: the kernel pipes it, no copying here
+			if cmd.Stdin, err = cmds[i-1].StdoutPipe(); err != nil {
+				fmt.Fprintf(stderr, "realhost: %v\n", err)
+				return 126
+			}
+		}
+		cmds[i] = cmd
 	}
+	cmds[len(cmds)-1].Stdout = stdout
+	for i, cmd := range cmds {
+		if err := cmd.Start(); err != nil {
+			fmt.Fprintf(stderr, "realhost: %s: %v\n", stages[i][0].s, err)
+			for _, started := range cmds[:i] {
+				_ = started.Process.Kill()
+				_ = started.Wait()
+			}
+			return 126
+		}
+	}
+	status := 0
+	for i, cmd := range cmds {
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		switch {
+		case err == nil:
+			status = 0
+		case errors.As(err, &ee) && ee.ExitCode() >= 0:
+			status = ee.ExitCode()
+		default:
+			fmt.Fprintf(stderr, "realhost: %s: %v\n", stages[i][0].s, err)
+			status = 126
+		}
+	}
+	return status
 }

@@ -50,6 +50,15 @@ func TestRealHost(t *testing.T) {
 		{"rm -rf " + dir, 127, "", "not one of the commands"},
 		{"cat /etc/hostname; rm x", 2, "", "refused"},
 		{"cat $(echo /etc/shadow)", 2, "", "refused"},
+		// single quotes are literal (no glob), a pipe runs one listed command into another
+		{"cat " + dir + "/*.conf | grep -F -e 'file b' -e 'nothing'", 0, "file b.conf\n", ""},
+		{"cat '" + dir + "/*.conf'", 1, "", "No such file"},
+		{"cat " + dir + "/a.conf | grep -F 'no such line'", 1, "", ""},
+		{"cat " + dir + "/a.conf | rm x", 127, "", "not one of the commands"},
+		{"cat " + dir + "/a.conf || rm x", 2, "", "refused"},
+		{"cat " + dir + "/a.conf |", 2, "", "refused"},
+		{"grep 'unterminated", 2, "", "refused"},
+		{"cat (x)", 2, "", "refused"},
 	} {
 		s, err := c.NewSession()
 		if err != nil {
@@ -72,7 +81,7 @@ func TestRealHost(t *testing.T) {
 	if _, err := os.Stat(dir); err != nil {
 		t.Errorf("the refused rm ran: %v", err)
 	}
-	if n := len(h.Execs()); n != 6 {
-		t.Errorf("%d execs recorded, want 6", n)
+	if n := len(h.Execs()); n != 14 {
+		t.Errorf("%d execs recorded, want 14", n)
 	}
 }
