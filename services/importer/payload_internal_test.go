@@ -80,3 +80,66 @@ func TestPayloadIDs(t *testing.T) {
 		}
 	}
 }
+
+// Staged rows and outcomes travel in pages; messages written one row each (before pages)
+// still read back.
+func TestPagesAndSingleMessagesDecode(t *testing.T) {
+	staged := []struct {
+		name string
+		data string
+		want []int64
+	}{
+		{"page", `{"rows":[{"n":3,"pos":{"line":4}},{"n":4,"pos":{"line":5},"cols":{"a":"x"}}]}`, []int64{3, 4}},
+		{"one row (before pages)", `{"n":7,"pos":{"line":8},"cols":{"a":"y"}}`, []int64{7}},
+		{"empty", `{}`, nil},
+	}
+	for _, c := range staged {
+		rows, err := decodeStaged([]byte(c.data))
+		var got []int64
+		for _, r := range rows {
+			got = append(got, r.N)
+		}
+		if err != nil || !reflect.DeepEqual(got, c.want) {
+			t.Errorf("%s: rows %v %v, want %v", c.name, got, err, c.want)
+		}
+	}
+	outs, err := decodeOutcomes([]byte(`{"n":5,"outcome":"error","reason":"line 6: bad"}`))
+	if err != nil || len(outs) != 1 || outs[0].N != 5 || outs[0].Outcome != "error" {
+		t.Errorf("single outcome (before pages): %+v %v", outs, err)
+	}
+
+	// 600 inserted and 3 errors: pages of at most pageRows, one kind each, ids naming rows.
+	var in []outcomeMsg
+	for n := int64(1); n <= 603; n++ {
+		o := outcomeMsg{N: n, Outcome: "inserted", CI: "ci"}
+		if n%200 == 0 {
+			o.Outcome, o.Reason = "error", "bad"
+		}
+		in = append(in, o)
+	}
+	msgs := outcomeNATSMsgs("RUN", in)
+	seen, ids := map[int64]bool{}, map[string]bool{}
+	for _, m := range msgs {
+		page, err := decodeOutcomes(m.Data)
+		if err != nil || len(page) == 0 || len(page) > pageRows {
+			t.Fatalf("page on %s: %d outcomes, %v", m.Subject, len(page), err)
+		}
+		id := m.Header.Get("Nats-Msg-Id")
+		if ids[id] {
+			t.Errorf("message id %s twice", id)
+		}
+		ids[id] = true
+		for _, o := range page {
+			if m.Subject != outcomeSubject("RUN", o.Outcome) {
+				t.Errorf("row %d (%s) on %s", o.N, o.Outcome, m.Subject)
+			}
+			if seen[o.N] {
+				t.Errorf("row %d in two pages", o.N)
+			}
+			seen[o.N] = true
+		}
+	}
+	if len(seen) != len(in) || len(msgs) != 4 {
+		t.Errorf("%d rows in %d messages, want %d rows in 4 (3 inserted pages, 1 error page)", len(seen), len(msgs), len(in))
+	}
+}

@@ -41,8 +41,57 @@ type stagedRow struct {
 	Last bool   `json:"last,omitempty"`
 }
 
-// outcomeMsg is a row's outcome (import.<run>.out.<outcome>). RowSeq is the staged row's
-// stream sequence, to show its columns.
+// stagedPage is what a message of the import set holds: a page of rows, in order. (A set
+// staged before pages holds one stagedRow per message; decodeStaged reads both.) One
+// message per row cost the hub a JetStream store, an ack and a duplicate-window entry per
+// row — the window alone held hundreds of MB while a 1 GB file was staged.
+type stagedPage struct {
+	Rows []stagedRow `json:"rows"`
+}
+
+// decodeStaged reads a message of the import set: its rows, in order.
+func decodeStaged(data []byte) ([]stagedRow, error) {
+	var m struct {
+		stagedRow
+		Rows []stagedRow `json:"rows"`
+	}
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, err
+	}
+	if len(m.Rows) > 0 {
+		return m.Rows, nil
+	}
+	if m.N > 0 {
+		return []stagedRow{m.stagedRow}, nil
+	}
+	return nil, nil
+}
+
+// outcomePage is what a message of a run's outcomes holds: outcomes of one kind, in the
+// order they were decided (one message per row before pages; decodeOutcomes reads both).
+type outcomePage struct {
+	Outcomes []outcomeMsg `json:"outcomes"`
+}
+
+func decodeOutcomes(data []byte) ([]outcomeMsg, error) {
+	var m struct {
+		outcomeMsg
+		Outcomes []outcomeMsg `json:"outcomes"`
+	}
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, err
+	}
+	if len(m.Outcomes) > 0 {
+		return m.Outcomes, nil
+	}
+	if m.Outcome != "" {
+		return []outcomeMsg{m.outcomeMsg}, nil
+	}
+	return nil, nil
+}
+
+// outcomeMsg is a row's outcome (in a page on import.<run>.out.<outcome>). RowSeq is the
+// stream sequence of the staged page holding the row, to show its columns.
 type outcomeMsg struct {
 	N       int64        `json:"n"`
 	RowSeq  uint64       `json:"row_seq,omitempty"`
@@ -169,16 +218,18 @@ func (s *service) recount(ctx context.Context, rs *runState) error {
 	rs.rec.Counters = api.Counters{Staged: rs.rec.Counters.Staged}
 	rs.mu.Unlock()
 	return s.scan(ctx, outcomeSubject(id, ">"), 0, func(m jetstream.Msg) bool {
-		var o outcomeMsg
-		if json.Unmarshal(m.Data(), &o) != nil {
+		outs, err := decodeOutcomes(m.Data())
+		if err != nil {
 			return true
 		}
 		rs.mu.Lock()
-		if !rs.done.get(o.N) {
-			rs.done.set(o.N)
-			rs.rec.Counters.Add(o.Outcome, 1)
-			if o.Outcome == api.OutcomeInserted && rs.insertedCIs != nil && o.CI != "" {
-				rs.insertedCIs[o.CI] = true
+		for _, o := range outs {
+			if !rs.done.get(o.N) {
+				rs.done.set(o.N)
+				rs.rec.Counters.Add(o.Outcome, 1)
+				if o.Outcome == api.OutcomeInserted && rs.insertedCIs != nil && o.CI != "" {
+					rs.insertedCIs[o.CI] = true
+				}
 			}
 		}
 		rs.mu.Unlock()
@@ -247,8 +298,8 @@ func (s *service) stage(ctx context.Context, rs *runState) {
 	staged := int64(0)
 	var last *stagedRow
 	if m, err := s.imp.GetLastMsgForSubject(ctx, rowsSubject(rec.Set)); err == nil {
-		var r stagedRow
-		if json.Unmarshal(m.Data, &r) == nil {
+		if rows, err := decodeStaged(m.Data); err == nil && len(rows) > 0 {
+			r := rows[len(rows)-1]
 			staged, last = r.N, &r
 		}
 	} else if !errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -329,8 +380,9 @@ func (s *service) stage(ctx context.Context, rs *runState) {
 	rs.signal()
 }
 
-// publishRows stages rows and waits for the stream's acks; a page is sent again whole on a
-// failure (ids deduplicate) so that no row is missing before a later one.
+// publishRows stages rows, in pages of at most pageRows rows and about pageBytes, and
+// waits for the stream's acks; the rows are sent again whole on a failure (page ids
+// deduplicate) so that no row is missing before a later one.
 func (s *service) publishRows(ctx context.Context, rs *runState, rows []source.Row) error {
 	if len(rows) == 0 {
 		return nil
@@ -338,6 +390,38 @@ func (s *service) publishRows(ctx context.Context, rs *runState, rows []source.R
 	rs.mu.Lock()
 	set := rs.rec.Set
 	rs.mu.Unlock()
+	var msgs []*nats.Msg
+	page := make([]json.RawMessage, 0, min(len(rows), pageRows))
+	first, size := int64(0), 0
+	cut := func(last int64) {
+		b, _ := json.Marshal(struct {
+			Rows []json.RawMessage `json:"rows"`
+		}{page})
+		msg := &nats.Msg{Subject: rowsSubject(set), Data: b, Header: nats.Header{}}
+		msg.Header.Set(jetstream.MsgIDHeader, set+".r."+strconv.FormatInt(first, 10)+"-"+strconv.FormatInt(last, 10))
+		msgs = append(msgs, msg)
+		page, size = page[:0:0], 0
+	}
+	for i, r := range rows {
+		b, merr := json.Marshal(stagedRow{N: r.N, Pos: r.Pos, Cols: r.Cols, Err: r.Err, Next: r.Next, Last: r.Last})
+		if merr != nil {
+			b, _ = json.Marshal(stagedRow{N: r.N, Pos: r.Pos, Err: "row not storable: " + merr.Error()})
+		}
+		if len(page) > 0 && size+len(b) > pageBytes {
+			cut(rows[i-1].N)
+		}
+		if len(page) == 0 {
+			first = r.N
+		}
+		page = append(page, b)
+		size += len(b)
+		if len(page) == pageRows {
+			cut(r.N)
+		}
+	}
+	if len(page) > 0 {
+		cut(rows[len(rows)-1].N)
+	}
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		if attempt > 0 {
@@ -347,15 +431,10 @@ func (s *service) publishRows(ctx context.Context, rs *runState, rows []source.R
 			case <-s.clock.After(time.Duration(attempt) * time.Second):
 			}
 		}
-		futures := make([]jetstream.PubAckFuture, 0, len(rows))
-		for _, r := range rows {
-			b, merr := json.Marshal(stagedRow{N: r.N, Pos: r.Pos, Cols: r.Cols, Err: r.Err, Next: r.Next, Last: r.Last})
-			if merr != nil {
-				b, _ = json.Marshal(stagedRow{N: r.N, Pos: r.Pos, Err: "row not storable: " + merr.Error()})
-			}
-			msg := &nats.Msg{Subject: rowsSubject(set), Data: b, Header: nats.Header{}}
-			msg.Header.Set(jetstream.MsgIDHeader, set+".r."+strconv.FormatInt(r.N, 10))
-			f, perr := s.deps.JS.PublishMsgAsync(msg)
+		err = nil
+		futures := make([]jetstream.PubAckFuture, 0, len(msgs))
+		for _, msg := range msgs {
+			f, perr := s.deps.JS.PublishMsgAsync(msg, jetstream.WithStallWait(5*time.Second))
 			if perr != nil {
 				err = perr
 				break
@@ -371,7 +450,7 @@ func (s *service) publishRows(ctx context.Context, rs *runState, rows []source.R
 				return ctx.Err()
 			}
 		}
-		if err == nil && len(futures) == len(rows) {
+		if err == nil && len(futures) == len(msgs) {
 			rs.mu.Lock()
 			rs.rec.Counters.Staged = rows[len(rows)-1].N
 			rs.dirty = true
@@ -383,6 +462,13 @@ func (s *service) publishRows(ctx context.Context, rs *runState, rows []source.R
 	}
 	return err
 }
+
+// A staged page holds at most pageRows rows, and no more than about pageBytes unless one
+// row alone is larger (the server's limit, 1 MiB by default, still applies to it).
+const (
+	pageRows  = 256
+	pageBytes = 256 << 10
+)
 
 // spoolTimeout bounds copying an upload out of the object store.
 const spoolTimeout = 6 * time.Hour
@@ -451,7 +537,7 @@ func (s *service) transform(ctx context.Context, rs *runState) error {
 		if stagingDone && read >= staged {
 			break
 		}
-		batch, err := cons.Fetch(1024, jetstream.FetchMaxWait(250*time.Millisecond))
+		batch, err := cons.Fetch(8, jetstream.FetchMaxWait(250*time.Millisecond)) // pages of up to 256 rows
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -466,19 +552,21 @@ func (s *service) transform(ctx context.Context, rs *runState) error {
 		out := newOutgoing(s, rs, id, pubs)
 		for msg := range batch.Messages() {
 			got++
-			var row stagedRow
-			if err := json.Unmarshal(msg.Data(), &row); err != nil {
+			rows, err := decodeStaged(msg.Data())
+			if err != nil {
 				continue
 			}
-			read = row.N
 			md, _ := msg.Metadata()
 			seq := uint64(0)
 			if md != nil {
 				seq = md.Sequence.Stream
 			}
-			if err := s.transformRow(ctx, rs, observed, row, seq, out); err != nil {
-				_ = pubs.Wait(context.WithoutCancel(ctx))
-				return err
+			for _, row := range rows {
+				read = row.N
+				if err := s.transformRow(ctx, rs, observed, row, seq, out); err != nil {
+					_ = pubs.Wait(context.WithoutCancel(ctx))
+					return err
+				}
 			}
 		}
 		if err := out.flushAll(ctx); err != nil {
@@ -523,7 +611,8 @@ func (s *service) transformRow(ctx context.Context, rs *runState, observed time.
 		return nil
 	}
 	if row.Err != "" {
-		return s.record(ctx, rs, outcomeMsg{N: row.N, RowSeq: seq, Pos: row.Pos, Outcome: api.OutcomeError, Reason: row.Err})
+		out.decided = append(out.decided, outcomeMsg{N: row.N, RowSeq: seq, Pos: row.Pos, Outcome: api.OutcomeError, Reason: row.Err})
+		return nil
 	}
 	res := rs.m.Apply(row.Cols, fmt.Sprintf("%s/%d", id, row.N), observed)
 	if res.Outcome == api.OutcomeError && row.Pos.Sheet != "" && len(res.Columns) > 0 {
@@ -536,7 +625,8 @@ func (s *service) transformRow(ctx context.Context, rs *runState, observed time.
 		rs.mu.Unlock()
 	}
 	if res.Payload == nil {
-		return s.record(ctx, rs, outcomeMsg{N: row.N, RowSeq: seq, Pos: row.Pos, Outcome: res.Outcome, Reason: where(row.Pos) + res.Reason})
+		out.decided = append(out.decided, outcomeMsg{N: row.N, RowSeq: seq, Pos: row.Pos, Outcome: res.Outcome, Reason: where(row.Pos) + res.Reason})
+		return nil
 	}
 	// Bounded: wait while InFlight rows await their receipts. The rows gathered but not yet
 	// sent go first, or their receipts would be what the wait waits for.
@@ -585,6 +675,9 @@ type outgoing struct {
 	run    string
 	pubs   *bus.Batch
 	groups map[int]*rowGroup
+	// decided are the outcomes of the fetch's rows that need no CMDB (ignored, skipped,
+	// error): recorded together at the end of the fetch, not one publish each.
+	decided []outcomeMsg
 }
 
 // rowGroup is the rows of one payload being gathered.
@@ -630,6 +723,12 @@ func (o *outgoing) add(ctx context.Context, n int64, seq uint64, p *envelope.CIP
 }
 
 func (o *outgoing) flushAll(ctx context.Context) error {
+	if len(o.decided) > 0 {
+		if err := o.s.recordAll(ctx, o.rs, o.decided); err != nil {
+			return err
+		}
+		o.decided = o.decided[:0]
+	}
 	for part := range o.groups {
 		if err := o.flush(ctx, part); err != nil {
 			return err
@@ -844,13 +943,14 @@ func (s *service) recordAll(ctx context.Context, rs *runState, outs []outcomeMsg
 	if len(todo) == 0 {
 		return nil
 	}
+	msgs := outcomeNATSMsgs(id, todo)
 	var err error
-	if len(todo) == 1 {
-		_, err = s.deps.JS.PublishMsg(ctx, outcomeNATSMsg(id, todo[0]))
+	if len(msgs) == 1 {
+		_, err = s.deps.JS.PublishMsg(ctx, msgs[0])
 	} else {
-		futures := make([]jetstream.PubAckFuture, 0, len(todo))
-		for _, o := range todo {
-			f, perr := s.deps.JS.PublishMsgAsync(outcomeNATSMsg(id, o), jetstream.WithStallWait(5*time.Second))
+		futures := make([]jetstream.PubAckFuture, 0, len(msgs))
+		for _, m := range msgs {
+			f, perr := s.deps.JS.PublishMsgAsync(m, jetstream.WithStallWait(5*time.Second))
 			if perr != nil {
 				err = perr
 				break
@@ -894,13 +994,53 @@ func (s *service) recordAll(ctx context.Context, rs *runState, outs []outcomeMsg
 	return nil
 }
 
-// outcomeNATSMsg is a row's outcome message; its id makes a second one for the row a
-// duplicate the stream drops.
-func outcomeNATSMsg(run string, o outcomeMsg) *nats.Msg {
-	b, _ := json.Marshal(o)
-	msg := &nats.Msg{Subject: outcomeSubject(run, o.Outcome), Data: b, Header: nats.Header{}}
-	msg.Header.Set(jetstream.MsgIDHeader, run+".o."+strconv.FormatInt(o.N, 10))
-	return msg
+// outcomeNATSMsgs are the messages of rows' outcomes: a page per outcome kind (at most
+// pageRows outcomes, about pageBytes). A page's id names its rows, so the same outcomes
+// recorded twice at once (a redelivered receipt) are a duplicate the stream drops; readers
+// count a row once whatever they read.
+func outcomeNATSMsgs(run string, outs []outcomeMsg) []*nats.Msg {
+	byKind := map[string][]outcomeMsg{}
+	var kinds []string
+	for _, o := range outs {
+		if _, ok := byKind[o.Outcome]; !ok {
+			kinds = append(kinds, o.Outcome)
+		}
+		byKind[o.Outcome] = append(byKind[o.Outcome], o)
+	}
+	var msgs []*nats.Msg
+	for _, kind := range kinds {
+		page := make([]json.RawMessage, 0, min(len(byKind[kind]), pageRows))
+		var ns []int64
+		size := 0
+		cut := func() {
+			b, _ := json.Marshal(struct {
+				Outcomes []json.RawMessage `json:"outcomes"`
+			}{page})
+			msg := &nats.Msg{Subject: outcomeSubject(run, kind), Data: b, Header: nats.Header{}}
+			id := run + ".o." + strconv.FormatInt(ns[0], 10)
+			if len(ns) > 1 {
+				id += "-" + strconv.FormatInt(ns[len(ns)-1], 10) + "-" + strconv.Itoa(len(ns))
+			}
+			msg.Header.Set(jetstream.MsgIDHeader, id)
+			msgs = append(msgs, msg)
+			page, ns, size = page[:0:0], nil, 0
+		}
+		for _, o := range byKind[kind] {
+			b, _ := json.Marshal(o)
+			if len(page) > 0 && size+len(b) > pageBytes {
+				cut()
+			}
+			page, ns = append(page, b), append(ns, o.N)
+			size += len(b)
+			if len(page) == pageRows {
+				cut()
+			}
+		}
+		if len(page) > 0 {
+			cut()
+		}
+	}
+	return msgs
 }
 
 // awaitReceipts waits until every payload has its receipt, or ReceiptWait passed without
@@ -1156,53 +1296,78 @@ func (s *service) rows(ctx context.Context, r api.RowsRequest) (api.RowsResponse
 	case limit < 0 || limit > 1000:
 		return api.RowsResponse{}, bus.Fail(errs.BadRequest, "limit %d: want 1 to 1000 (default 100)", limit)
 	}
-	from := uint64(1)
+	// A cursor is the stream sequence of an outcome page, and the index in it of the next
+	// outcome ("123.45"); a bare sequence is a page's start (cursors made before pages).
+	from, skip := uint64(1), 0
 	if r.Cursor != "" {
-		v, err := strconv.ParseUint(r.Cursor, 10, 64)
-		if err != nil || v == 0 {
+		seqText, idxText, hasIdx := strings.Cut(r.Cursor, ".")
+		v, err := strconv.ParseUint(seqText, 10, 64)
+		i := 0
+		if hasIdx && err == nil {
+			i, err = strconv.Atoi(idxText)
+		}
+		if err != nil || v == 0 || i < 0 {
 			return api.RowsResponse{}, bus.Fail(errs.BadRequest, "cursor %q is not one this API made: pass next_cursor unchanged", r.Cursor)
 		}
-		from = v
+		from, skip = v, i
 	}
 	out := api.RowsResponse{Rows: []api.RowResult{}}
-	var last uint64
-	more := false
+	pages := map[uint64][]stagedRow{} // staged pages read for their rows' columns
 	err = s.scan(ctx, subject, from, func(m jetstream.Msg) bool {
-		if len(out.Rows) == limit {
-			more = true
-			return false
-		}
-		var o outcomeMsg
-		if json.Unmarshal(m.Data(), &o) != nil {
+		outs, err := decodeOutcomes(m.Data())
+		if err != nil {
 			return true
 		}
-		md, _ := m.Metadata()
-		if md != nil {
-			last = md.Sequence.Stream
+		var seq uint64
+		if md, _ := m.Metadata(); md != nil {
+			seq = md.Sequence.Stream
 		}
-		rr := api.RowResult{N: o.N, Position: o.Pos, Outcome: o.Outcome, Reason: o.Reason, CI: o.CI}
-		if o.RowSeq > 0 {
-			if raw, err := s.imp.GetMsg(ctx, o.RowSeq); err == nil {
-				var row stagedRow
-				if json.Unmarshal(raw.Data, &row) == nil {
-					cell := rr.Position.Cell // found by the transform, not the reader
-					rr.Columns, rr.Position = row.Cols, row.Pos
-					if rr.Position.Cell == "" {
-						rr.Position.Cell = cell
-					}
+		start := 0
+		if seq == from {
+			start = skip
+		}
+		for i := start; i < len(outs); i++ {
+			if len(out.Rows) == limit {
+				out.NextCursor = strconv.FormatUint(seq, 10) + "." + strconv.Itoa(i)
+				return false
+			}
+			o := outs[i]
+			rr := api.RowResult{N: o.N, Position: o.Pos, Outcome: o.Outcome, Reason: o.Reason, CI: o.CI}
+			if row, ok := s.stagedRowAt(ctx, pages, o.RowSeq, o.N); ok {
+				cell := rr.Position.Cell // found by the transform, not the reader
+				rr.Columns, rr.Position = row.Cols, row.Pos
+				if rr.Position.Cell == "" {
+					rr.Position.Cell = cell
 				}
 			}
+			out.Rows = append(out.Rows, rr)
 		}
-		out.Rows = append(out.Rows, rr)
-		return true
+		return true // at the limit, the next message (if any) makes the cursor
 	})
 	if err != nil {
 		return api.RowsResponse{}, err
 	}
-	if more {
-		out.NextCursor = strconv.FormatUint(last+1, 10)
-	}
 	return out, nil
+}
+
+// stagedRowAt is row n of the staged page at seq (pages caches the pages read).
+func (s *service) stagedRowAt(ctx context.Context, pages map[uint64][]stagedRow, seq uint64, n int64) (stagedRow, bool) {
+	if seq == 0 {
+		return stagedRow{}, false
+	}
+	rows, ok := pages[seq]
+	if !ok {
+		if raw, err := s.imp.GetMsg(ctx, seq); err == nil {
+			rows, _ = decodeStaged(raw.Data)
+		}
+		pages[seq] = rows
+	}
+	for _, r := range rows {
+		if r.N == n {
+			return r, true
+		}
+	}
+	return stagedRow{}, false
 }
 
 // bitset marks the rows with an outcome.

@@ -190,13 +190,14 @@ func BenchmarkImportLargeCSV(b *testing.B) {
 		b.Fatal(err)
 	}
 	var rss float64
-	var elapsed time.Duration
+	var elapsed, cpu time.Duration
 	for range b.N {
 		h := startHubWith(b, b.TempDir())
 		base := peakRSS(b, h.proc.pid())
-		start := time.Now()
+		start, cpu0 := time.Now(), procCPU(b, h.proc.pid())
 		run := h.importRun(b, "--file", csvPath, "--map", mapPath)
 		elapsed += time.Since(start)
+		cpu += procCPU(b, h.proc.pid()) - cpu0
 		if run.State != api.StateCompleted || run.Counters != (api.Counters{Staged: rows, Ignored: rows}) {
 			b.Fatalf("run %s %s %+v, want completed with %d ignored", run.State, run.Reason, run.Counters, rows)
 		}
@@ -205,5 +206,6 @@ func BenchmarkImportLargeCSV(b *testing.B) {
 	}
 	b.ReportMetric(rss, "hub-peak-RSS-MB")
 	b.ReportMetric(float64(rows)*float64(b.N)/elapsed.Seconds(), "rows/s")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(rows*int64(b.N)), "hub-cpu-µs/row")
 	b.ReportMetric(0, "ns/op")
 }
