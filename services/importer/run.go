@@ -1,12 +1,12 @@
 package importer
 
 import (
+	"bufio"
 	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -485,19 +485,23 @@ func (s *service) spool(ctx context.Context, rec record) (string, error) {
 	// takes as long as the file needs; the run's context still cancels it.
 	gctx, cancel := context.WithTimeout(ctx, spoolTimeout)
 	defer cancel()
-	obj, err := objs.Get(gctx, rec.Upload)
-	if err != nil {
+	if _, err := objs.GetInfo(gctx, rec.Upload); err != nil {
 		return "", fmt.Errorf("upload %s: %w (upload the file again)", rec.Upload, err)
 	}
-	defer obj.Close()
 	f, err := os.CreateTemp(s.cfg.TempDir, "outpost-import-*"+filepath.Ext(rec.Filename))
 	if err != nil {
 		return "", err
 	}
-	if _, err := io.Copy(f, obj); err != nil {
+	// Buffered: chunks are 128 KiB, the file system likes larger writes no less.
+	bw := bufio.NewWriterSize(f, 1<<20)
+	err = readObject(gctx, s.deps.JS, objs, rec.Upload, bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
 		f.Close()
 		os.Remove(f.Name())
-		return "", err
+		return "", fmt.Errorf("upload %s: %w", rec.Upload, err)
 	}
 	if err := f.Close(); err != nil {
 		os.Remove(f.Name())
