@@ -202,12 +202,11 @@ func (a *API) receiveUpload(w http.ResponseWriter, r *http.Request, bucket strin
 				return false
 			}
 		}
-		objs, err := a.objectStore(ctx, bucket)
-		if err != nil {
+		if _, err := a.objectStore(ctx, bucket); err != nil {
 			problem(w, r, errs.Unavailable, "Upload store unavailable", err.Error())
 			return false
 		}
-		if _, err := objs.Put(ctx, jetstream.ObjectMeta{Name: req.Upload, Description: req.Filename}, body); err != nil {
+		if _, err := putObject(ctx, a.deps.JS, bucket, req.Upload, req.Filename, body); err != nil {
 			problem(w, r, errs.Upstream, "Upload failed", fmt.Sprintf("storing the file: %v", err))
 			return false
 		}

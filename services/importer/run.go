@@ -1,13 +1,15 @@
 package importer
 
 import (
+	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,8 +41,57 @@ type stagedRow struct {
 	Last bool   `json:"last,omitempty"`
 }
 
-// outcomeMsg is a row's outcome (import.<run>.out.<outcome>). RowSeq is the staged row's
-// stream sequence, to show its columns.
+// stagedPage is what a message of the import set holds: a page of rows, in order. (A set
+// staged before pages holds one stagedRow per message; decodeStaged reads both.) One
+// message per row cost the hub a JetStream store, an ack and a duplicate-window entry per
+// row — the window alone held hundreds of MB while a 1 GB file was staged.
+type stagedPage struct {
+	Rows []stagedRow `json:"rows"`
+}
+
+// decodeStaged reads a message of the import set: its rows, in order.
+func decodeStaged(data []byte) ([]stagedRow, error) {
+	var m struct {
+		stagedRow
+		Rows []stagedRow `json:"rows"`
+	}
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, err
+	}
+	if len(m.Rows) > 0 {
+		return m.Rows, nil
+	}
+	if m.N > 0 {
+		return []stagedRow{m.stagedRow}, nil
+	}
+	return nil, nil
+}
+
+// outcomePage is what a message of a run's outcomes holds: outcomes of one kind, in the
+// order they were decided (one message per row before pages; decodeOutcomes reads both).
+type outcomePage struct {
+	Outcomes []outcomeMsg `json:"outcomes"`
+}
+
+func decodeOutcomes(data []byte) ([]outcomeMsg, error) {
+	var m struct {
+		outcomeMsg
+		Outcomes []outcomeMsg `json:"outcomes"`
+	}
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, err
+	}
+	if len(m.Outcomes) > 0 {
+		return m.Outcomes, nil
+	}
+	if m.Outcome != "" {
+		return []outcomeMsg{m.outcomeMsg}, nil
+	}
+	return nil, nil
+}
+
+// outcomeMsg is a row's outcome (in a page on import.<run>.out.<outcome>). RowSeq is the
+// stream sequence of the staged page holding the row, to show its columns.
 type outcomeMsg struct {
 	N       int64        `json:"n"`
 	RowSeq  uint64       `json:"row_seq,omitempty"`
@@ -167,16 +218,18 @@ func (s *service) recount(ctx context.Context, rs *runState) error {
 	rs.rec.Counters = api.Counters{Staged: rs.rec.Counters.Staged}
 	rs.mu.Unlock()
 	return s.scan(ctx, outcomeSubject(id, ">"), 0, func(m jetstream.Msg) bool {
-		var o outcomeMsg
-		if json.Unmarshal(m.Data(), &o) != nil {
+		outs, err := decodeOutcomes(m.Data())
+		if err != nil {
 			return true
 		}
 		rs.mu.Lock()
-		if !rs.done.get(o.N) {
-			rs.done.set(o.N)
-			rs.rec.Counters.Add(o.Outcome, 1)
-			if o.Outcome == api.OutcomeInserted && rs.insertedCIs != nil && o.CI != "" {
-				rs.insertedCIs[o.CI] = true
+		for _, o := range outs {
+			if !rs.done.get(o.N) {
+				rs.done.set(o.N)
+				rs.rec.Counters.Add(o.Outcome, 1)
+				if o.Outcome == api.OutcomeInserted && rs.insertedCIs != nil && o.CI != "" {
+					rs.insertedCIs[o.CI] = true
+				}
 			}
 		}
 		rs.mu.Unlock()
@@ -245,8 +298,8 @@ func (s *service) stage(ctx context.Context, rs *runState) {
 	staged := int64(0)
 	var last *stagedRow
 	if m, err := s.imp.GetLastMsgForSubject(ctx, rowsSubject(rec.Set)); err == nil {
-		var r stagedRow
-		if json.Unmarshal(m.Data, &r) == nil {
+		if rows, err := decodeStaged(m.Data); err == nil && len(rows) > 0 {
+			r := rows[len(rows)-1]
 			staged, last = r.N, &r
 		}
 	} else if !errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -327,8 +380,9 @@ func (s *service) stage(ctx context.Context, rs *runState) {
 	rs.signal()
 }
 
-// publishRows stages rows and waits for the stream's acks; a page is sent again whole on a
-// failure (ids deduplicate) so that no row is missing before a later one.
+// publishRows stages rows, in pages of at most pageRows rows and about pageBytes, and
+// waits for the stream's acks; the rows are sent again whole on a failure (page ids
+// deduplicate) so that no row is missing before a later one.
 func (s *service) publishRows(ctx context.Context, rs *runState, rows []source.Row) error {
 	if len(rows) == 0 {
 		return nil
@@ -336,6 +390,38 @@ func (s *service) publishRows(ctx context.Context, rs *runState, rows []source.R
 	rs.mu.Lock()
 	set := rs.rec.Set
 	rs.mu.Unlock()
+	var msgs []*nats.Msg
+	page := make([]json.RawMessage, 0, min(len(rows), pageRows))
+	first, size := int64(0), 0
+	cut := func(last int64) {
+		b, _ := json.Marshal(struct {
+			Rows []json.RawMessage `json:"rows"`
+		}{page})
+		msg := &nats.Msg{Subject: rowsSubject(set), Data: b, Header: nats.Header{}}
+		msg.Header.Set(jetstream.MsgIDHeader, set+".r."+strconv.FormatInt(first, 10)+"-"+strconv.FormatInt(last, 10))
+		msgs = append(msgs, msg)
+		page, size = page[:0:0], 0
+	}
+	for i, r := range rows {
+		b, merr := json.Marshal(stagedRow{N: r.N, Pos: r.Pos, Cols: r.Cols, Err: r.Err, Next: r.Next, Last: r.Last})
+		if merr != nil {
+			b, _ = json.Marshal(stagedRow{N: r.N, Pos: r.Pos, Err: "row not storable: " + merr.Error()})
+		}
+		if len(page) > 0 && size+len(b) > pageBytes {
+			cut(rows[i-1].N)
+		}
+		if len(page) == 0 {
+			first = r.N
+		}
+		page = append(page, b)
+		size += len(b)
+		if len(page) == pageRows {
+			cut(r.N)
+		}
+	}
+	if len(page) > 0 {
+		cut(rows[len(rows)-1].N)
+	}
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		if attempt > 0 {
@@ -345,15 +431,10 @@ func (s *service) publishRows(ctx context.Context, rs *runState, rows []source.R
 			case <-s.clock.After(time.Duration(attempt) * time.Second):
 			}
 		}
-		futures := make([]jetstream.PubAckFuture, 0, len(rows))
-		for _, r := range rows {
-			b, merr := json.Marshal(stagedRow{N: r.N, Pos: r.Pos, Cols: r.Cols, Err: r.Err, Next: r.Next, Last: r.Last})
-			if merr != nil {
-				b, _ = json.Marshal(stagedRow{N: r.N, Pos: r.Pos, Err: "row not storable: " + merr.Error()})
-			}
-			msg := &nats.Msg{Subject: rowsSubject(set), Data: b, Header: nats.Header{}}
-			msg.Header.Set(jetstream.MsgIDHeader, set+".r."+strconv.FormatInt(r.N, 10))
-			f, perr := s.deps.JS.PublishMsgAsync(msg)
+		err = nil
+		futures := make([]jetstream.PubAckFuture, 0, len(msgs))
+		for _, msg := range msgs {
+			f, perr := s.deps.JS.PublishMsgAsync(msg, jetstream.WithStallWait(5*time.Second))
 			if perr != nil {
 				err = perr
 				break
@@ -369,7 +450,7 @@ func (s *service) publishRows(ctx context.Context, rs *runState, rows []source.R
 				return ctx.Err()
 			}
 		}
-		if err == nil && len(futures) == len(rows) {
+		if err == nil && len(futures) == len(msgs) {
 			rs.mu.Lock()
 			rs.rec.Counters.Staged = rows[len(rows)-1].N
 			rs.dirty = true
@@ -381,6 +462,13 @@ func (s *service) publishRows(ctx context.Context, rs *runState, rows []source.R
 	}
 	return err
 }
+
+// A staged page holds at most pageRows rows, and no more than about pageBytes unless one
+// row alone is larger (the server's limit, 1 MiB by default, still applies to it).
+const (
+	pageRows  = 256
+	pageBytes = 256 << 10
+)
 
 // spoolTimeout bounds copying an upload out of the object store.
 const spoolTimeout = 6 * time.Hour
@@ -397,19 +485,23 @@ func (s *service) spool(ctx context.Context, rec record) (string, error) {
 	// takes as long as the file needs; the run's context still cancels it.
 	gctx, cancel := context.WithTimeout(ctx, spoolTimeout)
 	defer cancel()
-	obj, err := objs.Get(gctx, rec.Upload)
-	if err != nil {
+	if _, err := objs.GetInfo(gctx, rec.Upload); err != nil {
 		return "", fmt.Errorf("upload %s: %w (upload the file again)", rec.Upload, err)
 	}
-	defer obj.Close()
 	f, err := os.CreateTemp(s.cfg.TempDir, "outpost-import-*"+filepath.Ext(rec.Filename))
 	if err != nil {
 		return "", err
 	}
-	if _, err := io.Copy(f, obj); err != nil {
+	// Buffered: chunks are 128 KiB, the file system likes larger writes no less.
+	bw := bufio.NewWriterSize(f, 1<<20)
+	err = readObject(gctx, s.deps.JS, objs, rec.Upload, bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
 		f.Close()
 		os.Remove(f.Name())
-		return "", err
+		return "", fmt.Errorf("upload %s: %w", rec.Upload, err)
 	}
 	if err := f.Close(); err != nil {
 		os.Remove(f.Name())
@@ -449,7 +541,7 @@ func (s *service) transform(ctx context.Context, rs *runState) error {
 		if stagingDone && read >= staged {
 			break
 		}
-		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(250*time.Millisecond))
+		batch, err := cons.Fetch(8, jetstream.FetchMaxWait(250*time.Millisecond)) // pages of up to 256 rows
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -459,23 +551,34 @@ func (s *service) transform(ctx context.Context, rs *runState) error {
 		got := 0
 		// The rows' payloads go out asynchronously and their acks are awaited once per
 		// fetch: waiting for each publish's ack would bound a run to one row per round trip.
+		// Rows bound for one CMDB partition travel together, RowsPerPayload to a payload.
 		pubs := s.pub.Batch()
+		out := newOutgoing(s, rs, id, pubs)
 		for msg := range batch.Messages() {
 			got++
-			var row stagedRow
-			if err := json.Unmarshal(msg.Data(), &row); err != nil {
+			rows, err := decodeStaged(msg.Data())
+			if err != nil {
 				continue
 			}
-			read = row.N
 			md, _ := msg.Metadata()
 			seq := uint64(0)
 			if md != nil {
 				seq = md.Sequence.Stream
 			}
-			if err := s.transformRow(ctx, rs, id, observed, row, seq, pubs); err != nil {
-				_ = pubs.Wait(context.WithoutCancel(ctx))
-				return err
+			for _, row := range rows {
+				read = row.N
+				if err := s.transformRow(ctx, rs, observed, row, seq, out); err != nil {
+					_ = pubs.Wait(context.WithoutCancel(ctx))
+					return err
+				}
 			}
+		}
+		if err := out.flushAll(ctx); err != nil {
+			_ = pubs.Wait(context.WithoutCancel(ctx))
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
 		}
 		if err := pubs.Wait(ctx); err != nil {
 			if ctx.Err() != nil {
@@ -503,15 +606,17 @@ func (s *service) transform(ctx context.Context, rs *runState) error {
 	return s.awaitReceipts(ctx, rs)
 }
 
-func (s *service) transformRow(ctx context.Context, rs *runState, id string, observed time.Time, row stagedRow, seq uint64, pubs *bus.Batch) error {
+func (s *service) transformRow(ctx context.Context, rs *runState, observed time.Time, row stagedRow, seq uint64, out *outgoing) error {
 	rs.mu.Lock()
 	done := rs.done.get(row.N)
+	id := rs.rec.ID
 	rs.mu.Unlock()
 	if done {
 		return nil
 	}
 	if row.Err != "" {
-		return s.record(ctx, rs, outcomeMsg{N: row.N, RowSeq: seq, Pos: row.Pos, Outcome: api.OutcomeError, Reason: row.Err})
+		out.decided = append(out.decided, outcomeMsg{N: row.N, RowSeq: seq, Pos: row.Pos, Outcome: api.OutcomeError, Reason: row.Err})
+		return nil
 	}
 	res := rs.m.Apply(row.Cols, fmt.Sprintf("%s/%d", id, row.N), observed)
 	if res.Outcome == api.OutcomeError && row.Pos.Sheet != "" && len(res.Columns) > 0 {
@@ -524,15 +629,23 @@ func (s *service) transformRow(ctx context.Context, rs *runState, id string, obs
 		rs.mu.Unlock()
 	}
 	if res.Payload == nil {
-		return s.record(ctx, rs, outcomeMsg{N: row.N, RowSeq: seq, Pos: row.Pos, Outcome: res.Outcome, Reason: where(row.Pos) + res.Reason})
+		out.decided = append(out.decided, outcomeMsg{N: row.N, RowSeq: seq, Pos: row.Pos, Outcome: res.Outcome, Reason: where(row.Pos) + res.Reason})
+		return nil
 	}
-	// Bounded: wait while InFlight payloads await their receipts.
+	// Bounded: wait while InFlight rows await their receipts. The rows gathered but not yet
+	// sent go first, or their receipts would be what the wait waits for.
 	for {
 		rs.mu.Lock()
 		n := len(rs.pending)
 		rs.mu.Unlock()
 		if n < s.cfg.InFlight {
 			break
+		}
+		if err := out.flushAll(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
 		}
 		select {
 		case <-ctx.Done():
@@ -544,23 +657,195 @@ func (s *service) transformRow(ctx context.Context, rs *runState, id string, obs
 			}
 		}
 	}
-	if err := s.markSent(ctx, rs, row.N); err != nil {
+	rs.mu.Lock()
+	rs.pending[row.N] = pending{seq: seq, pos: row.Pos, sent: s.clock.Now()}
+	rs.mu.Unlock()
+	if err := out.add(ctx, row.N, seq, res.Payload); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
 		return err
 	}
-	rs.mu.Lock()
-	rs.pending[row.N] = pending{seq: seq, pos: row.Pos, sent: s.clock.Now()}
-	rs.mu.Unlock()
-	pid := payloadID(id, row.N, seq)
-	if err := pubs.Add(ctx, bus.CMDBIngestSubjectFor(*res.Payload, s.cfg.Partitions), envelope.Meta{ID: pid, Run: id}, res.Payload); err != nil {
-		if ctx.Err() != nil {
-			return nil
+	return nil
+}
+
+// outgoing gathers the payloads of a fetch's rows into one payload per CMDB partition (a
+// device's payloads keep their partition, so one device is still reconciled by one
+// partition at a time) and sends each once it holds RowsPerPayload rows, or at the end of
+// the fetch.
+type outgoing struct {
+	s      *service
+	rs     *runState
+	run    string
+	pubs   *bus.Batch
+	groups map[int]*rowGroup
+	// decided are the outcomes of the fetch's rows that need no CMDB (ignored, skipped,
+	// error): recorded together at the end of the fetch, not one publish each.
+	decided []outcomeMsg
+}
+
+// rowGroup is the rows of one payload being gathered.
+type rowGroup struct {
+	rows []groupedRow
+	keys map[string]bool // the rows' identities: a second row of one device waits for the next payload
+}
+
+type groupedRow struct {
+	n   int64
+	seq uint64
+	p   *envelope.CIPayload
+}
+
+func newOutgoing(s *service, rs *runState, run string, pubs *bus.Batch) *outgoing {
+	return &outgoing{s: s, rs: rs, run: run, pubs: pubs, groups: map[int]*rowGroup{}}
+}
+
+func (o *outgoing) add(ctx context.Context, n int64, seq uint64, p *envelope.CIPayload) error {
+	part := bus.CMDBPartition(*p, o.s.cfg.Partitions)
+	key := bus.CMDBPartitionKey(*p)
+	g := o.groups[part]
+	if g != nil && key != "" && g.keys[key] {
+		// Two rows of one device in one payload would both read as inserting it; in
+		// payloads of their own, the second is the update it is.
+		if err := o.flush(ctx, part); err != nil {
+			return err
 		}
-		return fmt.Errorf("send row %d to the CMDB: %w", row.N, err)
+		g = nil
+	}
+	if g == nil {
+		g = &rowGroup{keys: map[string]bool{}}
+		o.groups[part] = g
+	}
+	g.rows = append(g.rows, groupedRow{n: n, seq: seq, p: p})
+	if key != "" {
+		g.keys[key] = true
+	}
+	if len(g.rows) >= o.s.cfg.RowsPerPayload {
+		return o.flush(ctx, part)
 	}
 	return nil
+}
+
+func (o *outgoing) flushAll(ctx context.Context) error {
+	if len(o.decided) > 0 {
+		if err := o.s.recordAll(ctx, o.rs, o.decided); err != nil {
+			return err
+		}
+		o.decided = o.decided[:0]
+	}
+	for part := range o.groups {
+		if err := o.flush(ctx, part); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// flush sends one partition's gathered rows: a lone row as the one-row payload it is, more
+// as one payload whose refs name each row (rowRef).
+func (o *outgoing) flush(ctx context.Context, part int) error {
+	g := o.groups[part]
+	delete(o.groups, part)
+	if g == nil || len(g.rows) == 0 {
+		return nil
+	}
+	last := int64(0)
+	for _, r := range g.rows {
+		last = max(last, r.n)
+	}
+	if err := o.s.markSent(ctx, o.rs, last); err != nil {
+		return err
+	}
+	var pid string
+	var p *envelope.CIPayload
+	if len(g.rows) == 1 {
+		pid, p = payloadID(o.run, g.rows[0].n, g.rows[0].seq), g.rows[0].p
+	} else {
+		pid, p = multiPayloadID(o.run, g.rows[0].n, g.rows[0].seq, len(g.rows)), mergeRows(g.rows)
+	}
+	if err := o.pubs.Add(ctx, bus.CMDBIngestSubject(part), envelope.Meta{ID: pid, Run: o.run}, p); err != nil {
+		return fmt.Errorf("send rows %d… to the CMDB: %w", g.rows[0].n, err)
+	}
+	return nil
+}
+
+// rowRef is the ref of row n's item ref in a payload of many rows: "<n>:<seq>:<ref>" (the
+// staged row's number and stream sequence, and its ref in the row's own payload), so that a
+// receipt alone — after a restart, with nothing in memory — names each row and its staged
+// columns.
+func rowRef(n int64, seq uint64, ref string) string {
+	return strconv.FormatInt(n, 10) + ":" + strconv.FormatUint(seq, 10) + ":" + ref
+}
+
+func parseRowRef(r string) (n int64, seq uint64, ref string, ok bool) {
+	a, rest, ok1 := strings.Cut(r, ":")
+	b, ref, ok2 := strings.Cut(rest, ":")
+	if !ok1 || !ok2 {
+		return 0, 0, "", false
+	}
+	n, err1 := strconv.ParseInt(a, 10, 64)
+	seq, err2 := strconv.ParseUint(b, 10, 64)
+	return n, seq, ref, err1 == nil && err2 == nil
+}
+
+// mergeRows makes one payload of several rows' payloads (same source and observed time: the
+// run's), each item and relation under its row's refs.
+func mergeRows(rows []groupedRow) *envelope.CIPayload {
+	n := 0
+	for _, r := range rows {
+		n += len(r.p.Items)
+	}
+	out := &envelope.CIPayload{Source: rows[0].p.Source, Observed: rows[0].p.Observed, Items: make([]envelope.CIItem, 0, n)}
+	for _, r := range rows {
+		for _, it := range r.p.Items {
+			it.Ref = rowRef(r.n, r.seq, it.Ref)
+			if it.Parent != "" {
+				it.Parent = rowRef(r.n, r.seq, it.Parent)
+			}
+			out.Items = append(out.Items, it)
+		}
+		for _, rel := range r.p.Relations {
+			rel.From, rel.To = rowRef(r.n, r.seq, rel.From), rowRef(r.n, r.seq, rel.To)
+			out.Relations = append(out.Relations, rel)
+		}
+	}
+	return out
+}
+
+// splitRows undoes mergeRows: each row's own payload, by row number, with its sequence.
+func splitRows(p *envelope.CIPayload) map[int64]groupedRow {
+	out := map[int64]groupedRow{}
+	get := func(n int64, seq uint64) groupedRow {
+		r, ok := out[n]
+		if !ok {
+			r = groupedRow{n: n, seq: seq, p: &envelope.CIPayload{Source: p.Source, Observed: p.Observed}}
+			out[n] = r
+		}
+		return r
+	}
+	for _, it := range p.Items {
+		n, seq, ref, ok := parseRowRef(it.Ref)
+		if !ok {
+			continue
+		}
+		r := get(n, seq)
+		it.Ref = ref
+		if _, _, pref, ok := parseRowRef(it.Parent); ok {
+			it.Parent = pref
+		}
+		r.p.Items = append(r.p.Items, it)
+	}
+	for _, rel := range p.Relations {
+		n, seq, from, ok1 := parseRowRef(rel.From)
+		_, _, to, ok2 := parseRowRef(rel.To)
+		if !ok1 || !ok2 {
+			continue
+		}
+		r := get(n, seq)
+		rel.From, rel.To = from, to
+		r.p.Relations = append(r.p.Relations, rel)
+	}
+	return out
 }
 
 // markSent saves the run's SentMark past row n before n's payload is sent (see record.SentMark).
@@ -616,53 +901,150 @@ func payloadID(run string, n int64, seq uint64) string {
 	return "imp-" + run + "-" + strconv.FormatInt(n, 10) + "-" + strconv.FormatUint(seq, 10)
 }
 
-func parsePayloadID(id string) (run string, n int64, seq uint64, ok bool) {
+// multiPayloadID names a payload of rows rows, the first n: each row's outcome is in the
+// receipt under its rowRef.
+func multiPayloadID(run string, n int64, seq uint64, rows int) string {
+	return payloadID(run, n, seq) + "-m" + strconv.Itoa(rows)
+}
+
+// parsePayloadID reads a payload id: multi says it holds many rows (n, seq: its first).
+func parsePayloadID(id string) (run string, n int64, seq uint64, multi, ok bool) {
 	rest, found := strings.CutPrefix(id, "imp-")
 	if !found {
-		return "", 0, 0, false
+		return "", 0, 0, false, false
 	}
 	parts := strings.Split(rest, "-")
-	if len(parts) != 3 {
-		return "", 0, 0, false
+	switch {
+	case len(parts) == 4 && strings.HasPrefix(parts[3], "m"):
+		multi = true
+	case len(parts) != 3:
+		return "", 0, 0, false, false
 	}
 	n, err1 := strconv.ParseInt(parts[1], 10, 64)
 	seq, err2 := strconv.ParseUint(parts[2], 10, 64)
-	return parts[0], n, seq, err1 == nil && err2 == nil
+	return parts[0], n, seq, multi, err1 == nil && err2 == nil
 }
 
 // record keeps a row's outcome (once) and counts it.
 func (s *service) record(ctx context.Context, rs *runState, o outcomeMsg) error {
+	return s.recordAll(ctx, rs, []outcomeMsg{o})
+}
+
+// recordAll keeps rows' outcomes (each once) and counts them: published together, their
+// acks awaited once (a payload's receipt answers for many rows).
+func (s *service) recordAll(ctx context.Context, rs *runState, outs []outcomeMsg) error {
 	rs.mu.Lock()
-	if rs.done.get(o.N) {
-		delete(rs.pending, o.N)
-		rs.mu.Unlock()
+	id := rs.rec.ID
+	todo := outs[:0:0]
+	for _, o := range outs {
+		if rs.done.get(o.N) {
+			delete(rs.pending, o.N)
+			continue
+		}
+		todo = append(todo, o)
+	}
+	rs.mu.Unlock()
+	if len(todo) == 0 {
 		return nil
 	}
-	id := rs.rec.ID
-	rs.mu.Unlock()
-	b, _ := json.Marshal(o)
-	msg := &nats.Msg{Subject: outcomeSubject(id, o.Outcome), Data: b, Header: nats.Header{}}
-	msg.Header.Set(jetstream.MsgIDHeader, id+".o."+strconv.FormatInt(o.N, 10))
-	if _, err := s.deps.JS.PublishMsg(ctx, msg); err != nil {
+	msgs := outcomeNATSMsgs(id, todo)
+	var err error
+	if len(msgs) == 1 {
+		_, err = s.deps.JS.PublishMsg(ctx, msgs[0])
+	} else {
+		futures := make([]jetstream.PubAckFuture, 0, len(msgs))
+		for _, m := range msgs {
+			f, perr := s.deps.JS.PublishMsgAsync(m, jetstream.WithStallWait(5*time.Second))
+			if perr != nil {
+				err = perr
+				break
+			}
+			futures = append(futures, f)
+		}
+		for _, f := range futures {
+			select {
+			case <-f.Ok():
+			case e := <-f.Err():
+				err = e
+			case <-ctx.Done():
+				err = ctx.Err()
+			}
+			if err != nil {
+				break
+			}
+		}
+	}
+	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return fmt.Errorf("record row %d's outcome: %w", o.N, err)
+		return fmt.Errorf("record the outcome of %d rows from row %d: %w", len(todo), todo[0].N, err)
 	}
 	rs.mu.Lock()
-	if !rs.done.get(o.N) {
-		rs.done.set(o.N)
-		rs.rec.Counters.Add(o.Outcome, 1)
-		rs.dirty = true
-		if o.Outcome == api.OutcomeInserted && rs.insertedCIs != nil && o.CI != "" {
-			rs.insertedCIs[o.CI] = true
+	for _, o := range todo {
+		if !rs.done.get(o.N) {
+			rs.done.set(o.N)
+			rs.rec.Counters.Add(o.Outcome, 1)
+			rs.dirty = true
+			if o.Outcome == api.OutcomeInserted && rs.insertedCIs != nil && o.CI != "" {
+				rs.insertedCIs[o.CI] = true
+			}
 		}
+		delete(rs.pending, o.N)
 	}
-	delete(rs.pending, o.N)
 	rs.moved = s.clock.Now()
 	rs.mu.Unlock()
 	rs.signal()
 	return nil
+}
+
+// outcomeNATSMsgs are the messages of rows' outcomes: a page per outcome kind (at most
+// pageRows outcomes, about pageBytes). A page's id names its rows, so the same outcomes
+// recorded twice at once (a redelivered receipt) are a duplicate the stream drops; readers
+// count a row once whatever they read.
+func outcomeNATSMsgs(run string, outs []outcomeMsg) []*nats.Msg {
+	byKind := map[string][]outcomeMsg{}
+	var kinds []string
+	for _, o := range outs {
+		if _, ok := byKind[o.Outcome]; !ok {
+			kinds = append(kinds, o.Outcome)
+		}
+		byKind[o.Outcome] = append(byKind[o.Outcome], o)
+	}
+	var msgs []*nats.Msg
+	for _, kind := range kinds {
+		page := make([]json.RawMessage, 0, min(len(byKind[kind]), pageRows))
+		var ns []int64
+		size := 0
+		cut := func() {
+			b, _ := json.Marshal(struct {
+				Outcomes []json.RawMessage `json:"outcomes"`
+			}{page})
+			msg := &nats.Msg{Subject: outcomeSubject(run, kind), Data: b, Header: nats.Header{}}
+			id := run + ".o." + strconv.FormatInt(ns[0], 10)
+			if len(ns) > 1 {
+				id += "-" + strconv.FormatInt(ns[len(ns)-1], 10) + "-" + strconv.Itoa(len(ns))
+			}
+			msg.Header.Set(jetstream.MsgIDHeader, id)
+			msgs = append(msgs, msg)
+			page, ns, size = page[:0:0], nil, 0
+		}
+		for _, o := range byKind[kind] {
+			b, _ := json.Marshal(o)
+			if len(page) > 0 && size+len(b) > pageBytes {
+				cut()
+			}
+			page, ns = append(page, b), append(ns, o.N)
+			size += len(b)
+			if len(page) == pageRows {
+				cut()
+			}
+		}
+		if len(page) > 0 {
+			cut()
+		}
+	}
+	return msgs
 }
 
 // awaitReceipts waits until every payload has its receipt, or ReceiptWait passed without
@@ -710,16 +1092,21 @@ func (s *service) expire(ctx context.Context, rs *runState) error {
 }
 
 // handleRefusal makes a row an error when the CMDB dead-lettered its payload, with the
-// CMDB's reason (the DLQ copy keeps the payload's headers: its id names the row).
+// CMDB's reason (the DLQ copy keeps the payload's headers: its id names the row). A payload
+// of many rows is refused whole for any one of them: its rows are sent again, each in a
+// payload of its own, so that only the rows at fault are errors, each with its reason.
 func (s *service) handleRefusal(m *message.Message) error {
 	h := bus.Header(m.Metadata)
-	run, n, seq, ok := parsePayloadID(h.Get(envelope.HeaderID))
+	run, n, seq, multi, ok := parsePayloadID(h.Get(envelope.HeaderID))
 	if !ok {
 		return nil
 	}
 	rs, err := s.readyRun(m.Context(), run)
 	if rs == nil || err != nil {
 		return err
+	}
+	if multi {
+		return s.resendAlone(m, rs, run)
 	}
 	o := outcomeMsg{N: n, RowSeq: seq, Outcome: api.OutcomeError}
 	rs.mu.Lock()
@@ -729,6 +1116,37 @@ func (s *service) handleRefusal(m *message.Message) error {
 	rs.mu.Unlock()
 	o.Reason = where(o.Pos) + "the CMDB refused the row's payload: " + h.Get(bus.HeaderDLQReason)
 	return s.record(m.Context(), rs, o)
+}
+
+// resendAlone sends the rows of a refused payload of many rows again, one payload each.
+func (s *service) resendAlone(m *message.Message, rs *runState, run string) error {
+	_, p, err := envelope.DecodeIntoWith[*envelope.CIPayload](m.Metadata.Get, m.Payload)
+	if err != nil {
+		s.log.Warn("a refused import payload does not decode: its rows get no receipt and become errors after the receipt wait",
+			"run", run, "payload", bus.Header(m.Metadata).Get(envelope.HeaderID), "err", err)
+		return nil
+	}
+	pubs := s.pub.Batch()
+	for _, r := range splitRows(p) {
+		rs.mu.Lock()
+		done := rs.done.get(r.n)
+		if !done {
+			if _, ok := rs.pending[r.n]; !ok {
+				rs.pending[r.n] = pending{seq: r.seq, sent: s.clock.Now()}
+			}
+		}
+		rs.moved = s.clock.Now()
+		rs.mu.Unlock()
+		if done {
+			continue
+		}
+		subject := bus.CMDBIngestSubjectFor(*r.p, s.cfg.Partitions)
+		if err := pubs.Add(m.Context(), subject, envelope.Meta{ID: payloadID(run, r.n, r.seq), Run: run}, r.p); err != nil {
+			_ = pubs.Wait(context.WithoutCancel(m.Context()))
+			return err
+		}
+	}
+	return pubs.Wait(m.Context())
 }
 
 // readyRun is an active run able to take outcomes: nil when it finished or is not ours; an
@@ -750,9 +1168,9 @@ func (s *service) readyRun(ctx context.Context, run string) (*runState, error) {
 	}
 }
 
-// handleReceipt turns the CMDB's receipt for a row's payload into the row's outcome.
+// handleReceipt turns the CMDB's receipt for a payload into its rows' outcomes.
 func (s *service) handleReceipt(ctx context.Context, meta envelope.Meta, in *envelope.Ingested) error {
-	run, n, seq, ok := parsePayloadID(in.Payload)
+	run, n, seq, multi, ok := parsePayloadID(in.Payload)
 	if !ok {
 		return nil // another producer's
 	}
@@ -760,67 +1178,102 @@ func (s *service) handleReceipt(ctx context.Context, meta envelope.Meta, in *env
 	if rs == nil || err != nil {
 		return err // nil, nil: finished (a late duplicate) or not ours
 	}
-	o := outcomeMsg{N: n, RowSeq: seq, Outcome: api.OutcomeError}
+	if !multi {
+		item, ok := in.Refs[transform.RowRef]
+		if !ok {
+			// A CMDB without per-item outcomes: the row is the only item, or the first.
+			switch {
+			case in.Created > 0:
+				item.Outcome = envelope.ItemCreated
+			case in.Updated > 0:
+				item.Outcome = envelope.ItemUpdated
+			case in.Unchanged > 0:
+				item.Outcome = envelope.ItemUnchanged
+			default:
+				item.Outcome = envelope.ItemConflict
+			}
+		}
+		return s.receiveRows(ctx, rs, []rowReceipt{{n: n, seq: seq, item: item}})
+	}
+	rows := make([]rowReceipt, 0, len(in.Refs))
+	for ref, item := range in.Refs {
+		n, seq, own, ok := parseRowRef(ref)
+		if ok && own == transform.RowRef {
+			rows = append(rows, rowReceipt{n: n, seq: seq, item: item})
+		}
+	}
+	slices.SortFunc(rows, func(a, b rowReceipt) int { return cmp.Compare(a.n, b.n) })
+	return s.receiveRows(ctx, rs, rows)
+}
+
+// rowReceipt is what the CMDB made of one row's CI.
+type rowReceipt struct {
+	n    int64
+	seq  uint64
+	item envelope.ItemOutcome
+}
+
+// receiveRows records the outcomes of rows the CMDB answered for.
+func (s *service) receiveRows(ctx context.Context, rs *runState, rows []rowReceipt) error {
+	outs := make([]outcomeMsg, 0, len(rows))
+	var claimed []string // CIs claimed as this run's inserts here: released if recording fails
+	for _, r := range rows {
+		o := outcomeMsg{N: r.n, RowSeq: r.seq, Outcome: api.OutcomeError, CI: r.item.CI}
+		rs.mu.Lock()
+		if p, ok := rs.pending[r.n]; ok {
+			o.Pos = p.pos
+		}
+		rs.mu.Unlock()
+		switch r.item.Outcome {
+		case envelope.ItemCreated:
+			o.Outcome = api.OutcomeInserted
+		case envelope.ItemUpdated:
+			o.Outcome = api.OutcomeUpdated
+		case envelope.ItemUnchanged:
+			o.Outcome = api.OutcomeUnchanged
+			rs.mu.Lock()
+			inDoubt := r.n <= rs.doubt && r.item.CI != "" && !rs.insertedCIs[r.item.CI]
+			rec := *rs.rec
+			rs.mu.Unlock()
+			if inDoubt {
+				// Sent before the restart: the first ingest may have been this one's insert.
+				mine, err := s.createdByRun(ctx, &rec, r.item.CI)
+				if err != nil {
+					s.release(rs, claimed)
+					return err // redelivered: the CMDB answers again shortly
+				}
+				rs.mu.Lock()
+				if mine && !rs.insertedCIs[r.item.CI] {
+					o.Outcome = api.OutcomeInserted
+					rs.insertedCIs[r.item.CI] = true // one row inserts a CI, even among concurrent receipts
+					claimed = append(claimed, r.item.CI)
+				}
+				rs.mu.Unlock()
+			}
+		case envelope.ItemConflict:
+			o.Reason = where(o.Pos) + "identification conflict, not ingested (`outpost ci conflicts`): " + r.item.Reason
+		default:
+			o.Reason = where(o.Pos) + "not ingested by the CMDB: " + r.item.Reason
+		}
+		outs = append(outs, o)
+	}
+	if err := s.recordAll(ctx, rs, outs); err != nil {
+		s.release(rs, claimed)
+		return err
+	}
+	return nil
+}
+
+// release gives back CIs claimed as inserted by rows whose outcomes were not recorded.
+func (s *service) release(rs *runState, cis []string) {
+	if len(cis) == 0 {
+		return
+	}
 	rs.mu.Lock()
-	if p, ok := rs.pending[n]; ok {
-		o.Pos = p.pos
+	for _, ci := range cis {
+		delete(rs.insertedCIs, ci)
 	}
 	rs.mu.Unlock()
-	item, ok := in.Refs[transform.RowRef]
-	if !ok {
-		// A CMDB without per-item outcomes: the row is the only item, or the first.
-		switch {
-		case in.Created > 0:
-			item.Outcome = envelope.ItemCreated
-		case in.Updated > 0:
-			item.Outcome = envelope.ItemUpdated
-		case in.Unchanged > 0:
-			item.Outcome = envelope.ItemUnchanged
-		default:
-			item.Outcome = envelope.ItemConflict
-		}
-	}
-	o.CI = item.CI
-	switch item.Outcome {
-	case envelope.ItemCreated:
-		o.Outcome = api.OutcomeInserted
-	case envelope.ItemUpdated:
-		o.Outcome = api.OutcomeUpdated
-	case envelope.ItemUnchanged:
-		o.Outcome = api.OutcomeUnchanged
-		rs.mu.Lock()
-		inDoubt := n <= rs.doubt && item.CI != "" && !rs.insertedCIs[item.CI]
-		rec := *rs.rec
-		rs.mu.Unlock()
-		if inDoubt {
-			// Sent before the restart: the first ingest may have been this one's insert.
-			mine, err := s.createdByRun(ctx, &rec, item.CI)
-			if err != nil {
-				return err // redelivered: the CMDB answers again shortly
-			}
-			rs.mu.Lock()
-			claimed := mine && !rs.insertedCIs[item.CI]
-			if claimed {
-				o.Outcome = api.OutcomeInserted
-				rs.insertedCIs[item.CI] = true // one row inserts a CI, even among concurrent receipts
-			}
-			rs.mu.Unlock()
-			if claimed {
-				if err := s.record(ctx, rs, o); err != nil {
-					rs.mu.Lock()
-					delete(rs.insertedCIs, item.CI)
-					rs.mu.Unlock()
-					return err
-				}
-				return nil
-			}
-		}
-	case envelope.ItemConflict:
-		o.Reason = where(o.Pos) + "identification conflict, not ingested (`outpost ci conflicts`): " + item.Reason
-	default:
-		o.Reason = where(o.Pos) + "not ingested by the CMDB: " + item.Reason
-	}
-	return s.record(ctx, rs, o)
 }
 
 // rows pages through a run's row outcomes, each with its staged columns.
@@ -847,53 +1300,78 @@ func (s *service) rows(ctx context.Context, r api.RowsRequest) (api.RowsResponse
 	case limit < 0 || limit > 1000:
 		return api.RowsResponse{}, bus.Fail(errs.BadRequest, "limit %d: want 1 to 1000 (default 100)", limit)
 	}
-	from := uint64(1)
+	// A cursor is the stream sequence of an outcome page, and the index in it of the next
+	// outcome ("123.45"); a bare sequence is a page's start (cursors made before pages).
+	from, skip := uint64(1), 0
 	if r.Cursor != "" {
-		v, err := strconv.ParseUint(r.Cursor, 10, 64)
-		if err != nil || v == 0 {
+		seqText, idxText, hasIdx := strings.Cut(r.Cursor, ".")
+		v, err := strconv.ParseUint(seqText, 10, 64)
+		i := 0
+		if hasIdx && err == nil {
+			i, err = strconv.Atoi(idxText)
+		}
+		if err != nil || v == 0 || i < 0 {
 			return api.RowsResponse{}, bus.Fail(errs.BadRequest, "cursor %q is not one this API made: pass next_cursor unchanged", r.Cursor)
 		}
-		from = v
+		from, skip = v, i
 	}
 	out := api.RowsResponse{Rows: []api.RowResult{}}
-	var last uint64
-	more := false
+	pages := map[uint64][]stagedRow{} // staged pages read for their rows' columns
 	err = s.scan(ctx, subject, from, func(m jetstream.Msg) bool {
-		if len(out.Rows) == limit {
-			more = true
-			return false
-		}
-		var o outcomeMsg
-		if json.Unmarshal(m.Data(), &o) != nil {
+		outs, err := decodeOutcomes(m.Data())
+		if err != nil {
 			return true
 		}
-		md, _ := m.Metadata()
-		if md != nil {
-			last = md.Sequence.Stream
+		var seq uint64
+		if md, _ := m.Metadata(); md != nil {
+			seq = md.Sequence.Stream
 		}
-		rr := api.RowResult{N: o.N, Position: o.Pos, Outcome: o.Outcome, Reason: o.Reason, CI: o.CI}
-		if o.RowSeq > 0 {
-			if raw, err := s.imp.GetMsg(ctx, o.RowSeq); err == nil {
-				var row stagedRow
-				if json.Unmarshal(raw.Data, &row) == nil {
-					cell := rr.Position.Cell // found by the transform, not the reader
-					rr.Columns, rr.Position = row.Cols, row.Pos
-					if rr.Position.Cell == "" {
-						rr.Position.Cell = cell
-					}
+		start := 0
+		if seq == from {
+			start = skip
+		}
+		for i := start; i < len(outs); i++ {
+			if len(out.Rows) == limit {
+				out.NextCursor = strconv.FormatUint(seq, 10) + "." + strconv.Itoa(i)
+				return false
+			}
+			o := outs[i]
+			rr := api.RowResult{N: o.N, Position: o.Pos, Outcome: o.Outcome, Reason: o.Reason, CI: o.CI}
+			if row, ok := s.stagedRowAt(ctx, pages, o.RowSeq, o.N); ok {
+				cell := rr.Position.Cell // found by the transform, not the reader
+				rr.Columns, rr.Position = row.Cols, row.Pos
+				if rr.Position.Cell == "" {
+					rr.Position.Cell = cell
 				}
 			}
+			out.Rows = append(out.Rows, rr)
 		}
-		out.Rows = append(out.Rows, rr)
-		return true
+		return true // at the limit, the next message (if any) makes the cursor
 	})
 	if err != nil {
 		return api.RowsResponse{}, err
 	}
-	if more {
-		out.NextCursor = strconv.FormatUint(last+1, 10)
-	}
 	return out, nil
+}
+
+// stagedRowAt is row n of the staged page at seq (pages caches the pages read).
+func (s *service) stagedRowAt(ctx context.Context, pages map[uint64][]stagedRow, seq uint64, n int64) (stagedRow, bool) {
+	if seq == 0 {
+		return stagedRow{}, false
+	}
+	rows, ok := pages[seq]
+	if !ok {
+		if raw, err := s.imp.GetMsg(ctx, seq); err == nil {
+			rows, _ = decodeStaged(raw.Data)
+		}
+		pages[seq] = rows
+	}
+	for _, r := range rows {
+		if r.N == n {
+			return r, true
+		}
+	}
+	return stagedRow{}, false
 }
 
 // bitset marks the rows with an outcome.

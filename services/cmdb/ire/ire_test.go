@@ -710,3 +710,71 @@ func TestClassEvidencePrecedence(t *testing.T) {
 		}
 	})
 }
+
+// An SCCM import sends one row per network adapter: each payload carries the computer with
+// one of its adapters. Payloads that share the serial and the name but not the adapters
+// are parts of one device — one CI with every adapter, its serial still identifying it —
+// whether they arrive one by one or in one batch; a clone with the serial under another
+// name still makes the serial shared.
+func TestPartialAdapterPayloadsMerge(t *testing.T) {
+	part := func(name, mac, ip string) envelope.CIPayload {
+		return envelope.CIPayload{Source: "sccm", Observed: t0, Items: []envelope.CIItem{
+			item("pc", "windows_server", attrs("name", name, "serial_number", "SCCM-SN-0001", "ip_address", ip)),
+			child("nic", "network_adapter", "pc", attrs("mac_address", mac)),
+		}}
+	}
+	parts := []envelope.CIPayload{
+		part("PC-01", "02:00:00:00:0a:01", "10.9.0.1"),
+		part("pc-01", "02:00:00:00:0a:02", "10.9.0.2"), // names compare case-insensitively
+		part("PC-01 ", "02:00:00:00:0a:03", "10.9.0.3"),
+	}
+	for _, mode := range []string{"one by one", "one batch"} {
+		t.Run(mode, func(t *testing.T) {
+			storetest.ForEach(t, func(t *testing.T, b storetest.Backend) {
+				f := newFixture(t, b)
+				if mode == "one by one" {
+					for _, p := range parts {
+						f.ingest(p)
+					}
+				} else {
+					for i, r := range f.eng.IngestBatch(f.ctx, prepare(t, f.eng, parts)) {
+						if r.Err != nil {
+							t.Fatalf("payload %d: %v", i, r.Err)
+						}
+					}
+				}
+				hw := f.list("hardware")
+				if len(hw) != 1 {
+					t.Fatalf("%d hardware CIs %+v, want 1: the parts are one computer", len(hw), hw)
+				}
+				d := f.get(hw[0].ID)
+				var serial bool
+				for _, k := range d.Identifiers {
+					serial = serial || (k.Kind == "serial_number" && k.Value == "sccm-sn-0001")
+				}
+				if !serial {
+					t.Errorf("identifiers %+v: the serial no longer identifies the computer", d.Identifiers)
+				}
+				if n := len(f.list("network_adapter")); n != 3 {
+					t.Errorf("%d adapters, want 3", n)
+				}
+
+				// A clone: the same serial, another name, another adapter.
+				out := f.ingest(part("pc-02", "02:00:00:00:0b:01", "10.9.1.1"))
+				if len(out.Created) == 0 || out.Created[0].Class != "windows_server" {
+					t.Fatalf("clone under another name: want a new CI, got %+v", out)
+				}
+				if n := len(f.list("hardware")); n != 2 {
+					t.Errorf("%d hardware CIs after the clone, want 2", n)
+				}
+				for _, c := range f.list("hardware") {
+					for _, k := range f.get(c.ID).Identifiers {
+						if k.Kind == "serial_number" {
+							t.Errorf("CI %s still identified by the cloned serial %s", c.Name, k.Value)
+						}
+					}
+				}
+			})
+		})
+	}
+}

@@ -27,7 +27,10 @@ type run struct {
 	keys map[store.Key]string
 	// held lists the identifiers each CI holds: from the store, plus what this payload
 	// registered.
-	held  map[string][]store.Key
+	held map[string][]store.Key
+	// names are the names of CIs an item's serial matched while their adapters did not:
+	// the evidence that tells a device reporting some of its adapters from a cloned serial.
+	names map[string]string
 	works map[string]*work
 	order []string // CI ids in first-touched order, for deterministic output
 	batch store.Batch
@@ -164,6 +167,9 @@ func (r *run) identify(ctx context.Context, tx store.Tx, level []*item) error {
 				r.held[ci] = held[ci]
 			}
 		}
+		if err := r.loadNames(ctx, tx, level, gs); err != nil {
+			return err
+		}
 	}
 	for _, it := range level {
 		if g, ok := gs[it]; ok {
@@ -216,7 +222,7 @@ func (r *run) resolve(it *item, gs []group) {
 		x := owners[0]
 		if g.rule != nil && g.rule.DetectShared && len(childKeys) > 0 {
 			theirs := r.heldLike(x, childKeys)
-			if len(theirs) > 0 && !overlaps(theirs, childKeys) {
+			if len(theirs) > 0 && !overlaps(theirs, childKeys) && !r.sameName(it, x) {
 				// Same value, different adapters: the value is a placeholder several devices
 				// report (cloned BIOS, OEM default). It stops identifying anyone, x included.
 				for _, k := range usable[gi] {
@@ -295,6 +301,80 @@ func (r *run) resolve(it *item, gs []group) {
 		r.keys[k] = res.ci
 		r.held[res.ci] = append(r.held[res.ci], k)
 	}
+}
+
+// loadNames reads the names of the CIs that detect_shared rules of the level's items
+// match, when the item offers child identifiers (adapter MACs) none of which the CI holds:
+// resolve tells a shared serial from a partial view of the same device by them (sameName).
+// Candidates were prefetched with their batch, so this rarely reads the store.
+func (r *run) loadNames(ctx context.Context, tx store.Tx, level []*item, gs map[*item][]group) error {
+	var want []string
+	for _, it := range level {
+		g, ok := gs[it]
+		if !ok || !hasName(it) {
+			continue
+		}
+		var childKeys []store.Key
+		for _, x := range g {
+			if x.rule != nil && x.rule.Children != nil {
+				childKeys = append(childKeys, x.keys...)
+			}
+		}
+		if len(childKeys) == 0 {
+			continue
+		}
+		for _, x := range g {
+			if x.rule == nil || !x.rule.DetectShared {
+				continue
+			}
+			for _, k := range x.keys {
+				ci, ok := r.keys[k]
+				if _, known := r.names[ci]; !ok || ci == "" || known || slices.Contains(want, ci) {
+					continue
+				}
+				if theirs := r.heldLike(ci, childKeys); len(theirs) > 0 && !overlaps(theirs, childKeys) {
+					want = append(want, ci)
+				}
+			}
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	states, err := tx.LoadCIs(ctx, want)
+	if err != nil {
+		return err
+	}
+	if r.names == nil {
+		r.names = make(map[string]string, len(states))
+	}
+	for id, st := range states {
+		r.names[id] = st.Name
+	}
+	return nil
+}
+
+// hasName tells whether an item carries a name that can tell devices apart.
+func hasName(it *item) bool {
+	av, ok := it.attrs["name"]
+	return ok && classes.IdentifierValue(av.canonical) != ""
+}
+
+// sameName tells whether item it names the device CI x is: the same serial, the same name,
+// other adapters is one device reported in parts (an SCCM import sends one row per network
+// adapter), not a serial shared by clones. A junk name ("localhost", say, when listed)
+// tells nothing.
+func (r *run) sameName(it *item, x string) bool {
+	av, ok := it.attrs["name"]
+	if !ok {
+		return false
+	}
+	v := classes.IdentifierValue(av.canonical)
+	if v == "" || r.e.model.IsJunk(v) {
+		return false
+	}
+	name, ok := r.names[x]
+	return ok && classes.IdentifierValue(name) == v
 }
 
 // owners returns the distinct CIs holding keys, sorted.

@@ -73,6 +73,29 @@ func peakRSS(t testing.TB, pid int) float64 {
 	return 0
 }
 
+// procCPU is a process's CPU time so far (user + system, /proc/PID/stat): what a unit of
+// work costs whatever else the machine runs.
+func procCPU(t testing.TB, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields after the command name (in parentheses, which may hold spaces): utime and stime
+	// are the 12th and 13th of them, in clock ticks (100 per second on Linux).
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		t.Fatalf("/proc/%d/stat: %q", pid, s)
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("/proc/%d/stat: utime %q stime %q", pid, f[11], f[12])
+	}
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
 // writeBenchCSV writes rows servers (the importMap's columns) to path, each padded with a
 // notes column to about rowBytes bytes, and returns the number of rows written: rows, or as
 // many as fit in maxBytes when maxBytes > 0.
@@ -127,13 +150,14 @@ func BenchmarkImportCSV(b *testing.B) {
 				b.Cleanup(func() { _ = pg.Stop() })
 				extra = []string{"--cmdb", pg.DSN}
 			}
-			var elapsed time.Duration
+			var elapsed, cpu time.Duration
 			var rss float64
 			for range b.N {
 				h := startHubWith(b, b.TempDir(), extra...) // every round starts empty: it measures inserts
-				start := time.Now()
+				start, cpu0 := time.Now(), procCPU(b, h.proc.pid())
 				run := h.importRun(b, "--file", csvPath, "--map", mapPath)
 				elapsed += time.Since(start)
+				cpu += procCPU(b, h.proc.pid()) - cpu0
 				if run.State != api.StateCompleted || run.Counters != (api.Counters{Staged: rows, Inserted: rows}) {
 					b.Fatalf("run %s %s %+v, want completed with %d inserted", run.State, run.Reason, run.Counters, rows)
 				}
@@ -141,6 +165,7 @@ func BenchmarkImportCSV(b *testing.B) {
 			}
 			b.ReportMetric(float64(rows)*float64(b.N)/elapsed.Seconds(), "rows/s")
 			b.ReportMetric(rss, "hub-peak-RSS-MB")
+			b.ReportMetric(float64(cpu.Microseconds())/float64(rows*int64(b.N)), "hub-cpu-µs/row")
 			b.ReportMetric(0, "ns/op")
 		})
 	}
@@ -165,13 +190,14 @@ func BenchmarkImportLargeCSV(b *testing.B) {
 		b.Fatal(err)
 	}
 	var rss float64
-	var elapsed time.Duration
+	var elapsed, cpu time.Duration
 	for range b.N {
 		h := startHubWith(b, b.TempDir())
 		base := peakRSS(b, h.proc.pid())
-		start := time.Now()
+		start, cpu0 := time.Now(), procCPU(b, h.proc.pid())
 		run := h.importRun(b, "--file", csvPath, "--map", mapPath)
 		elapsed += time.Since(start)
+		cpu += procCPU(b, h.proc.pid()) - cpu0
 		if run.State != api.StateCompleted || run.Counters != (api.Counters{Staged: rows, Ignored: rows}) {
 			b.Fatalf("run %s %s %+v, want completed with %d ignored", run.State, run.Reason, run.Counters, rows)
 		}
@@ -180,5 +206,6 @@ func BenchmarkImportLargeCSV(b *testing.B) {
 	}
 	b.ReportMetric(rss, "hub-peak-RSS-MB")
 	b.ReportMetric(float64(rows)*float64(b.N)/elapsed.Seconds(), "rows/s")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(rows*int64(b.N)), "hub-cpu-µs/row")
 	b.ReportMetric(0, "ns/op")
 }

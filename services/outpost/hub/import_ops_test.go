@@ -394,3 +394,40 @@ func TestScheduledImportRunsEachSlot(t *testing.T) {
 		t.Fatalf("%d scheduled runs after the schedule was removed, want 2", n)
 	}
 }
+
+// Rows travel to the CMDB many to a payload; a payload the CMDB refuses (here for one row's
+// adapter, whose placeholder MAC leaves it no identifier: only the CMDB checks related
+// CIs' identifiers) is sent again row by row, so that only the row
+// at fault is an error, at its line, with the CMDB's reason, and every other row of the
+// payload is inserted.
+func TestRefusedPayloadErrsOnlyItsRow(t *testing.T) {
+	t.Parallel()
+	h := newImportHub(t)
+	const mapYAML = `name: nics
+target: {class: linux_server}
+coalesce: [serial_number]
+fields:
+  name: 'row.host'
+  serial_number: 'row.serial'
+relations:
+  - {type: contains, to: {class: network_adapter, fields: {mac_address: 'row.mac'}}}
+`
+	var csv strings.Builder
+	csv.WriteString("host,serial,mac\n")
+	for i := 1; i <= 40; i++ {
+		mac := fmt.Sprintf("02:00:00:00:%02x:%02x", i/256, i%256)
+		if i == 17 {
+			mac = "00:00:00:00:00:00"
+		}
+		fmt.Fprintf(&csv, "rf-%02d,RFSN%02d,%s\n", i, i, mac)
+	}
+	run := h.run("nics.csv", []byte(csv.String()), api.FileOptions{}, mapYAML)
+	if want := (api.Counters{Staged: 40, Inserted: 39, Error: 1}); run.State != api.StateCompleted || run.Counters != want {
+		t.Fatalf("run %s %s %+v, want completed %+v; errors: %+v", run.State, run.Reason, run.Counters, want, h.rows(run.ID, api.OutcomeError))
+	}
+	bad := h.rows(run.ID, api.OutcomeError)
+	if len(bad) != 1 || bad[0].N != 17 || bad[0].Position.String() != "line 18" ||
+		!strings.Contains(bad[0].Reason, "the CMDB refused the row's payload") || !strings.Contains(bad[0].Reason, "no identifier") {
+		t.Fatalf("error rows %+v: want row 17 at line 18, refused by the CMDB: its adapter has no identifier", bad)
+	}
+}
