@@ -218,19 +218,11 @@ func procKB(b *testing.B, pid int, field string) int64 {
 // procsCPU is the user+system CPU time the processes used so far (/proc/<pid>/stat).
 func procsCPU(b *testing.B, pids []int) time.Duration {
 	b.Helper()
-	var ticks int64
+	var d time.Duration
 	for _, pid := range pids {
-		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			b.Fatal(err)
-		}
-		// Fields after the command name (which may hold spaces) start after the last ')'.
-		f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		ticks += ut + st
+		d += procCPU(b, pid)
 	}
-	return time.Duration(ticks) * time.Second / 100 // USER_HZ is 100 on Linux
+	return d
 }
 
 // BenchmarkHubIdle: the hub's CPU while nothing happens, alone and with one approved bridge

@@ -5,10 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -227,28 +225,6 @@ func sharedScanMeasured(b *testing.B, cidr string, hosts, n int) sharedScanStats
 		st.scan = to.Sub(from)
 	}
 	return st
-}
-
-// procCPU is a process's user+sys CPU time from /proc/PID/stat (clock ticks of 10 ms).
-func procCPU(b testing.TB, pid int) time.Duration {
-	b.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		b.Fatalf("cpu of %d: %v", pid, err)
-	}
-	// fields after the command name (which may hold blanks) in parentheses: state is the
-	// first, utime the 12th and stime the 13th
-	_, rest, _ := strings.Cut(string(data), ") ")
-	f := strings.Fields(rest)
-	if len(f) < 13 {
-		b.Fatalf("cpu of %d: short /proc stat %q", pid, data)
-	}
-	u, err1 := strconv.ParseInt(f[11], 10, 64)
-	s, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		b.Fatalf("cpu of %d: %v %v in %q", pid, err1, err2, data)
-	}
-	return time.Duration(u+s) * 10 * time.Millisecond
 }
 
 // TestBridgeKilledMidChunk: two bridges of one site share the scan of a lab /25 its hosts
