@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/clock"
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/services/cmdb/ire"
 	"github.com/outpost-dev/outpost/services/cmdb/store"
@@ -36,12 +37,13 @@ const (
 // within its window; after the window a redelivered payload changes nothing anyway
 // (ingest is idempotent), so it announces nothing.
 type changes struct {
-	pub *bus.Publisher
-	log *slog.Logger
+	pub   *bus.Publisher
+	log   *slog.Logger
+	clock clock.Clock
 }
 
-func newChanges(js jetstream.JetStream, tp trace.TracerProvider, log *slog.Logger) *changes {
-	return &changes{pub: bus.NewPublisher(js, envelope.ServiceSource(Name), tp), log: log}
+func newChanges(js jetstream.JetStream, tp trace.TracerProvider, log *slog.Logger, clk clock.Clock) *changes {
+	return &changes{pub: bus.NewPublisher(js, envelope.ServiceSource(Name), tp), log: log, clock: clk}
 }
 
 // announce makes the ingest of p write its change events and, for a payload with an id,
@@ -58,7 +60,7 @@ func (c *changes) announce(prep *ire.Prepared, meta envelope.Meta, p envelope.CI
 		if err != nil || meta.ID == "" {
 			return "", msgs, err
 		}
-		m, err := c.receiptMsg(meta, p, receiptOf(meta, p, out, time.Now().UTC()))
+		m, err := c.receiptMsg(meta, p, receiptOf(meta, p, out, c.clock.Now().UTC()))
 		if err != nil {
 			return "", nil, err
 		}
@@ -92,7 +94,7 @@ func (c *changes) outcomeMsgs(run string, p envelope.CIPayload, digest string, o
 	}
 	at := p.Observed.UTC()
 	if p.Observed.IsZero() {
-		at = time.Now().UTC()
+		at = c.clock.Now().UTC()
 	}
 	msgs := make([]store.OutboxMsg, 0, len(out.Created)+len(out.Updated))
 	add := func(op string, chs []ire.Change) error {

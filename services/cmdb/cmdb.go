@@ -32,6 +32,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/clock"
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/libs/version"
 	"github.com/outpost-dev/outpost/services/cmdb/classes"
@@ -187,6 +188,9 @@ type Deps struct {
 	Tracer trace.TracerProvider // may be nil
 	// Ready, when set, is called once the consumers and endpoints are serving.
 	Ready func()
+	// Clock times stale marking, change events without an observed time, receipts and their
+	// pruning; default the real clock.
+	Clock clock.Clock
 }
 
 // ConsumerName is the durable consumer of one partition: cmdb-p<partition>.
@@ -227,6 +231,7 @@ type service struct {
 	kv      jetstream.KeyValue // leases; nil when the bucket is unavailable
 	log     *slog.Logger
 	holder  string // this replica's name in leases
+	clock   clock.Clock
 }
 
 // Run serves until ctx ends: it opens (and migrates) the store, makes sure the bus has what
@@ -265,7 +270,8 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 		return fmt.Errorf("cmdb: %w", err)
 	}
 	defer st.Close()
-	eng, err := ire.New(st, model, ire.Options{Precedence: prec, Logger: log})
+	clk := clock.Or(deps.Clock)
+	eng, err := ire.New(st, model, ire.Options{Precedence: prec, Logger: log, Now: clk.Now})
 	if err != nil {
 		return err
 	}
@@ -276,9 +282,9 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	if err != nil {
 		return fmt.Errorf("cmdb: provision the bus: %w", err)
 	}
-	s := &service{cfg: cfg, st: st, eng: eng, model: model, log: log,
-		changes: newChanges(deps.JS, deps.Tracer, log), holder: holderName(deps.NC),
-		drain: newDrainer(st, deps.JS, cfg.KeepReceipts, log)}
+	s := &service{cfg: cfg, st: st, eng: eng, model: model, log: log, clock: clk,
+		changes: newChanges(deps.JS, deps.Tracer, log, clk), holder: holderName(deps.NC),
+		drain: newDrainer(st, deps.JS, cfg.KeepReceipts, log, clk)}
 	if s.kv, err = deps.JS.KeyValue(ctx, bus.KVLeases); err != nil {
 		log.Warn("leases bucket unavailable: stale marking is off until restart", "err", err)
 		s.kv = nil

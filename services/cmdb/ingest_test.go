@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/clock"
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/services/cmdb"
 	"github.com/outpost-dev/outpost/services/cmdb/internal/storetest"
@@ -385,6 +386,9 @@ func TestDiscoveryAndImportMakeOneCI(t *testing.T) {
 // it needs. Stale CIs are flagged by one replica per round, announced, and never deleted.
 func TestStandaloneAndStaleMarking(t *testing.T) {
 	h := newHub(t, false)
+	// the services' clock is the test's: a round of marking happens when the test advances it
+	fake := clock.NewFake(time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC))
+	h.clock = fake
 	cfg := testConfig(sqliteBackend(t))
 	cfg.StaleAfter = time.Hour
 	cfg.StaleEvery = 100 * time.Millisecond
@@ -392,9 +396,9 @@ func TestStandaloneAndStaleMarking(t *testing.T) {
 	h.start(t, cfg)
 
 	old := discovered("SN-OLD", nil, attrs("name", "old"))
-	old.Observed = time.Now().Add(-2 * time.Hour)
+	old.Observed = fake.Now().Add(-2 * time.Hour)
 	fresh := discovered("SN-FRESH", nil, attrs("name", "fresh"))
-	fresh.Observed = time.Now()
+	fresh.Observed = fake.Now()
 	h.publish(t, old)
 	h.publish(t, fresh)
 	h.drained(t, 30*time.Second)
@@ -407,7 +411,8 @@ func TestStandaloneAndStaleMarking(t *testing.T) {
 		return items[0]
 	}
 	oldID := find("old").ID
-	eventually(t, 15*time.Second, func() error {
+	eventually(t, 30*time.Second, func() error {
+		fake.Advance(cfg.StaleEvery) // the next round (its lease expires in real time)
 		stale := true
 		if items := listAll(t, h.nc, cmdb.ListRequest{Stale: &stale}); len(items) != 2 || !slices.ContainsFunc(items, func(c store.CI) bool { return c.ID == oldID }) {
 			return fmt.Errorf("stale CIs: %d, want the old host and its web server", len(items))
@@ -440,7 +445,7 @@ func TestStandaloneAndStaleMarking(t *testing.T) {
 	})
 
 	// Seen again: no longer stale.
-	old.Observed = time.Now()
+	old.Observed = fake.Now()
 	h.publish(t, old)
 	h.drained(t, 30*time.Second)
 	if find("old").Stale {

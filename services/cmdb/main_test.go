@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/clock"
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/services/cmdb"
 	"github.com/outpost-dev/outpost/services/cmdb/internal/pgtest"
@@ -45,6 +46,8 @@ type hub struct {
 	srv *bus.Server
 	nc  *nats.Conn
 	js  jetstream.JetStream
+	// clock, when set, is the services' clock (nil: the real one)
+	clock clock.Clock
 }
 
 // newHub starts a server. provisioned: the hub's topology with the CMDB consumers, as
@@ -104,7 +107,7 @@ func (h *hub) start(t testing.TB, cfg cmdb.Config) (stop func()) {
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- cmdb.Run(ctx, cfg, cmdb.Deps{NC: nc, JS: js, Ready: func() { close(ready) }})
+		done <- cmdb.Run(ctx, cfg, cmdb.Deps{NC: nc, JS: js, Ready: func() { close(ready) }, Clock: h.clock})
 	}()
 	select {
 	case <-ready:

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/outpost-dev/outpost/libs/clock"
 	"github.com/outpost-dev/outpost/services/cmdb/store"
 )
 
@@ -43,15 +44,16 @@ const (
 var beforePublish atomic.Pointer[func(context.Context, []store.OutboxMsg) error]
 
 type drainer struct {
-	st   store.Store
-	js   jetstream.JetStream
-	log  *slog.Logger
-	keep time.Duration // receipts older than this are pruned
-	wake chan struct{}
+	st    store.Store
+	js    jetstream.JetStream
+	log   *slog.Logger
+	keep  time.Duration // receipts older than this are pruned
+	wake  chan struct{}
+	clock clock.Clock
 }
 
-func newDrainer(st store.Store, js jetstream.JetStream, keep time.Duration, log *slog.Logger) *drainer {
-	return &drainer{st: st, js: js, keep: keep, log: log, wake: make(chan struct{}, 1)}
+func newDrainer(st store.Store, js jetstream.JetStream, keep time.Duration, log *slog.Logger, clk clock.Clock) *drainer {
+	return &drainer{st: st, js: js, keep: keep, log: log, wake: make(chan struct{}, 1), clock: clk}
 }
 
 // notify tells the drainer that a transaction committed messages.
@@ -70,9 +72,9 @@ func (d *drainer) run(ctx context.Context) {
 	lastPrune := time.Time{}
 	wait := 100 * time.Millisecond
 	for {
-		if time.Since(lastPrune) >= pruneEvery {
-			lastPrune = time.Now()
-			if n, err := d.st.PruneReceipts(ctx, time.Now().Add(-d.keep)); err != nil && ctx.Err() == nil {
+		if d.clock.Since(lastPrune) >= pruneEvery {
+			lastPrune = d.clock.Now()
+			if n, err := d.st.PruneReceipts(ctx, lastPrune.Add(-d.keep)); err != nil && ctx.Err() == nil {
 				d.log.Warn("old ingest receipts not pruned; retried in an hour", "err", err)
 			} else if n > 0 {
 				d.log.Info("old ingest receipts pruned", "count", n, "older_than", d.keep)

@@ -19,13 +19,13 @@ const StaleLeaseKey = "cmdb.stale"
 // staleLoop marks stale CIs once at start and then every StaleEvery, until ctx ends.
 func (s *service) staleLoop(ctx context.Context) {
 	s.markStale(ctx)
-	t := time.NewTicker(s.cfg.StaleEvery)
+	t := s.clock.NewTicker(s.cfg.StaleEvery)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 			s.markStale(ctx)
 		}
 	}
@@ -54,7 +54,7 @@ func (s *service) markStale(ctx context.Context) {
 		}
 		return
 	}
-	now := time.Now().UTC()
+	now := s.clock.Now().UTC()
 	// The stale events commit with the flags (outbox), like an ingest's.
 	announce := func(refs []store.Ref) ([]store.OutboxMsg, error) {
 		msgs := make([]store.OutboxMsg, 0, len(refs))
