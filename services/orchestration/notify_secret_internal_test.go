@@ -13,7 +13,7 @@ import (
 func TestNotifyErrorHidesTheWebhookSecret(t *testing.T) {
 	s := &service{httpc: &http.Client{}}
 	for _, raw := range []string{
-		"http://127.0.0.1:1/hooks/T0PSECRET?sig=T0PSECRET",  // refused: transport error
+		"http://127.0.0.1:1/hooks/T0PSECRET?sig=T0PSECRET", // refused: transport error
 		"http://u:T0PSECRET@127.0.0.1:1/x?token=T0PSECRET", // with user info
 		"ftp://127.0.0.1/T0PSECRET",                        // refused before any request
 	} {
