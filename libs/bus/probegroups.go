@@ -78,7 +78,7 @@ func ProbeGroups(bridges map[string]ProbeProfile) []ProbeGroup {
 	for _, g := range bySig {
 		sort.Strings(g.Cells)
 		sum := sha256.Sum256([]byte(strings.Join(g.Cells, ",")))
-		g.Key = hex.EncodeToString(sum[:6])
+		g.Key = hex.EncodeToString(sum[:16]) // 128 bits: two cell sets never share a consumer name
 		out = append(out, *g)
 	}
 	slices.SortFunc(out, func(a, b ProbeGroup) int { return strings.Compare(a.Key, b.Key) })

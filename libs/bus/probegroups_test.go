@@ -145,3 +145,20 @@ func TestProbeGroupsOnAWorkQueue(t *testing.T) {
 		t.Errorf("another site: %v", err)
 	}
 }
+
+// Group keys name consumers: 48 bits made a collision between two sites' cell sets a
+// birthday away at scale; 128 bits make it negligible.
+func TestProbeGroupKeyIs128Bits(t *testing.T) {
+	groups := bus.ProbeGroups(map[string]bus.ProbeProfile{
+		"a": {Capabilities: []string{"echo", "tcp"}, Apps: []string{bus.AppDiscovery}},
+		"b": {Capabilities: []string{"echo"}},
+	})
+	if len(groups) == 0 {
+		t.Fatal("no groups")
+	}
+	for _, g := range groups {
+		if len(g.Key) != 32 {
+			t.Errorf("group %v: key %q has %d hex digits, want 32 (128 bits)", g.Cells, g.Key, len(g.Key))
+		}
+	}
+}

@@ -2,6 +2,8 @@ package envelope
 
 import (
 	"encoding/json"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -195,8 +197,27 @@ type Enrollment struct {
 	Sig   string         `json:"sig"`
 }
 
-// SigningBytes are what Sig signs: everything that decides the agent's identity and rights.
+// SigningBytes are what Sig signs: everything that decides the agent's identity and rights
+// (version 2: its capabilities and pools too, as they decide its grants).
 func (e *Enrollment) SigningBytes() []byte {
+	var b strings.Builder
+	b.WriteString("outpost-enroll-v2\n" + e.Site + "\n" + e.Name + "\n" + e.NKey + "\n" + e.XKey + "\n" +
+		e.Time.UTC().Format(time.RFC3339Nano))
+	b.WriteString("\napps=" + strings.Join(e.Apps, ","))
+	b.WriteString("\ncapabilities=" + strings.Join(e.Capabilities, ","))
+	pools := make([]string, 0, len(e.Pools))
+	for k, v := range e.Pools {
+		pools = append(pools, k+":"+strconv.Itoa(v))
+	}
+	slices.Sort(pools)
+	b.WriteString("\npools=" + strings.Join(pools, ","))
+	return []byte(b.String())
+}
+
+// LegacySigningBytes are what bridges from before version 2 signed: no capabilities nor
+// pools. The hub accepts such a signature only from a key it already knows, and then keeps
+// the capabilities and pools it has on record instead of the unsigned ones sent.
+func (e *Enrollment) LegacySigningBytes() []byte {
 	b := "outpost-enroll\n" + e.Site + "\n" + e.Name + "\n" + e.NKey + "\n" + e.XKey + "\n" +
 		e.Time.UTC().Format(time.RFC3339Nano)
 	if len(e.Apps) > 0 {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 )
 
 // ModeError is a secret file that group or others may read.
@@ -42,10 +43,20 @@ func Read(path string) ([]byte, error) {
 }
 
 // Create writes a new secret file with mode 0600. It fails with fs.ErrExist if the file is
-// already there: a secret is never overwritten by accident.
+// already there: a secret is never overwritten by accident. The file appears whole or not
+// at all: the data goes to a 0600 temporary file in the same directory, synced, then
+// hard-linked to path (which, unlike rename, refuses to replace an existing file), so a
+// failed write (disk full, a crash) never leaves a partial secret file behind.
 func Create(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // the link (or nothing) stays
+	if err := f.Chmod(0o600); err != nil {
+		_ = f.Close()
 		return err
 	}
 	if _, err := f.Write(data); err != nil {
@@ -56,7 +67,21 @@ func Create(path string, data []byte) error {
 		_ = f.Close()
 		return err
 	}
-	return f.Close()
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Link(tmp, path); err != nil {
+		var le *os.LinkError
+		if errors.As(err, &le) && errors.Is(le.Err, fs.ErrExist) {
+			return &fs.PathError{Op: "create", Path: path, Err: fs.ErrExist}
+		}
+		return err
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync() // the new name survives a crash
+		_ = d.Close()
+	}
+	return nil
 }
 
 // LoadOrCreate reads the secret file at path, or creates it with what create returns when

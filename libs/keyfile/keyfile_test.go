@@ -71,3 +71,34 @@ func TestLoadOrCreate(t *testing.T) {
 		t.Fatalf("world-readable key loaded or replaced: %v (calls %d)", err, calls)
 	}
 }
+
+// Create makes the file whole (0600) or not at all, never replaces one, and leaves no
+// temporary file behind either way.
+func TestCreateIsAtomic(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "hub.creds")
+	if err := keyfile.Create(path, []byte("secret: 1\n")); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode: %v %v", fi, err)
+	}
+	if err := keyfile.Create(path, []byte("secret: 2\n")); !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("second create: %v, want fs.ErrExist", err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "secret: 1\n" {
+		t.Fatalf("overwritten: %q", b)
+	}
+	// A directory the write cannot happen in: nothing appears.
+	if err := keyfile.Create(filepath.Join(dir, "missing", "x"), []byte("s")); err == nil {
+		t.Fatal("created in a missing directory")
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Errorf("left behind: %v", names)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"strings"
 
@@ -118,11 +119,32 @@ func KeyFromSeed(s string) (*Key, error) {
 	return &Key{priv: ed25519.NewKeyFromSeed(seed)}, nil
 }
 
+// String names the key by its public half: a Key printed by mistake (%v, %s, %x, a log
+// attribute, an error) never shows the private key. Value receivers, so that a Key value
+// and a *Key both have it.
+func (k Key) String() string {
+	if k.priv == nil {
+		return "release key (none)"
+	}
+	return "release key " + k.Public()
+}
+
+// GoString is String for %#v, which would otherwise print the private key's bytes.
+func (k Key) GoString() string { return k.String() }
+
+// LogValue logs the key as its public half (slog).
+func (k Key) LogValue() slog.Value {
+	if k.priv == nil {
+		return slog.StringValue("(none)")
+	}
+	return slog.GroupValue(slog.String("public", k.Public()))
+}
+
 // Seed is the key's private seed, base64: what a credentials file keeps. Never log it.
 func (k *Key) Seed() string { return base64.StdEncoding.EncodeToString(k.priv.Seed()) }
 
 // Public is the key's public half as bridges pin it (base64).
-func (k *Key) Public() string {
+func (k Key) Public() string {
 	return base64.StdEncoding.EncodeToString(k.priv.Public().(ed25519.PublicKey))
 }
 

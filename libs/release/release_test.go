@@ -1,7 +1,12 @@
 package release
 
 import (
+	"bytes"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -121,6 +126,29 @@ func TestKeySeed(t *testing.T) {
 	for _, bad := range []string{"", "not base64!", "AAAA"} {
 		if _, err := KeyFromSeed(bad); err == nil {
 			t.Errorf("seed %q accepted", bad)
+		}
+	}
+}
+
+// A release key printed by mistake — %v, %+v, %#v, %s, a log attribute — shows its public
+// half only, never the private key or its seed.
+func TestKeyNeverPrintsItsPrivateHalf(t *testing.T) {
+	k, err := NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logged bytes.Buffer
+	slog.New(slog.NewTextHandler(&logged, nil)).Info("release key", "key", k)
+	slog.New(slog.NewJSONHandler(&logged, nil)).Info("release key", "key", k)
+	outs := []string{fmt.Sprintf("%v", k), fmt.Sprintf("%+v", k), fmt.Sprintf("%#v", k), fmt.Sprintf("%s", k), fmt.Sprint(*k), logged.String()}
+	seed := k.Seed()
+	raw, _ := base64.StdEncoding.DecodeString(seed)
+	for i, out := range outs {
+		if strings.Contains(out, seed) || strings.Contains(out, strings.Trim(fmt.Sprint(raw), "[]")) || strings.Contains(out, hex.EncodeToString(raw)) {
+			t.Errorf("form %d shows the private key: %s", i, out)
+		}
+		if !strings.Contains(out, k.Public()) {
+			t.Errorf("form %d does not name the key by its public half: %s", i, out)
 		}
 	}
 }

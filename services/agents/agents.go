@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -26,6 +27,30 @@ import (
 // Config of the agents service.
 type Config struct {
 	Version string
+	// ProfileInterval: a bridge's profile (apps, capabilities) changes at most once per
+	// interval; each change regroups its site's consumers and kicks bridges, so one bridge
+	// must not churn its site. Enrollments changing it sooner are refused (429). 0: the default
+	// (DefaultProfileInterval); negative: no limit.
+	ProfileInterval time.Duration
+	// ConsumerCheckInterval: a re-registering bridge's site has its probe consumers checked
+	// (and re-declared when one is missing, e.g. deleted by hand) at most once per interval.
+	// 0: DefaultConsumerCheckInterval.
+	ConsumerCheckInterval time.Duration
+}
+
+// Defaults of Config.
+const (
+	DefaultProfileInterval       = 5 * time.Minute
+	DefaultConsumerCheckInterval = time.Minute
+)
+
+// Validate reports every problem of the config.
+func (c Config) Validate() error {
+	var errs []error
+	if c.ConsumerCheckInterval < 0 {
+		errs = append(errs, fmt.Errorf("agents: consumer check interval %s: want 0 (default) or more", c.ConsumerCheckInterval))
+	}
+	return errors.Join(errs...)
 }
 
 // Deps are what the service talks to.
@@ -65,6 +90,11 @@ type Service struct {
 	siteMu sync.Map
 	// refused remembers when a key's refused enrollment was last logged.
 	refused sync.Map
+	// profileRefused counts enrollments refused for changing a profile too often.
+	profileRefused atomic.Int64
+	// consumersChecked remembers when each site's consumers were last checked.
+	consumersChecked sync.Map
+	consumerCheck    time.Duration
 }
 
 // Run serves until ctx ends.
@@ -80,12 +110,24 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
 	reg, err := OpenRegistry(ctx, deps.JS, deps.Now)
 	if err != nil {
 		return err
 	}
+	switch {
+	case cfg.ProfileInterval == 0:
+		reg.ProfileInterval = DefaultProfileInterval
+	case cfg.ProfileInterval > 0:
+		reg.ProfileInterval = cfg.ProfileInterval
+	}
+	if cfg.ConsumerCheckInterval == 0 {
+		cfg.ConsumerCheckInterval = DefaultConsumerCheckInterval
+	}
 	s := &Service{reg: reg, deps: deps, log: log, pub: bus.NewPublisher(deps.JS, envelope.ServiceSource("agents"), nil),
-		builds: &builds{js: deps.JS}}
+		builds: &builds{js: deps.JS}, consumerCheck: cfg.ConsumerCheckInterval}
 	co := &callout{reg: reg, issuer: deps.Issuer, log: log}
 	calloutSub, err := deps.NC.QueueSubscribe(CalloutSubject, "agents", func(m *nats.Msg) { co.handle(ctx, m) })
 	if err != nil {
@@ -146,54 +188,102 @@ func (s *Service) onHeartbeat(ctx context.Context, m *nats.Msg) {
 // syncSite brings a site's probe consumers, its bus.SiteBridges record and its bridges'
 // rights in line with the registry, after an agent of the site enrolled, re-registered,
 // was approved, revoked or forgotten. The record is rebuilt from the registry, never
-// patched, so replicas doing this concurrently converge. Consumers are (re)declared when
-// the site's groups are new to this process; when the groups differ from the stored
-// record's, the bridges whose groups changed are kicked: their connections carry grants for
-// the old consumers, and they reconnect into the new ones (and re-read their groups:
-// Bridge.regroup).
+// patched. Consumers are (re)declared when the site's groups are new to this process or
+// differ from the stored record's, and the record is then written conditionally on the
+// revision read before the registry was: of two replicas declaring at once, one from an
+// older registry, the loser's write fails and it reads and declares again, so the last
+// consumers declared are always the current registry's. When the groups differ from the
+// stored record's, the bridges whose groups changed are kicked: their connections carry
+// grants for the old consumers, and they reconnect into the new ones (and re-read their
+// groups: Bridge.regroup).
 // It returns the site's groups.
 func (s *Service) syncSite(ctx context.Context, site string) ([]bus.ProbeGroup, error) {
 	mu, _ := s.siteMu.LoadOrStore(site, &sync.Mutex{})
 	mu.(*sync.Mutex).Lock()
 	defer mu.(*sync.Mutex).Unlock()
-	sb, err := s.reg.SiteBridges(ctx, site)
-	if err != nil {
-		return nil, fmt.Errorf("site %s bridges: %w", site, err)
-	}
-	groups := sb.Groups()
-	plan := planSignature(groups)
-	old, found, err := s.reg.StoredSiteBridges(ctx, site)
-	if err != nil {
-		return nil, fmt.Errorf("site %s bridges: %w", site, err)
-	}
-	oldGroups := old.Groups()
-	if v, ok := s.declared.Load(site); !ok || v.(string) != plan {
-		if err := s.declareConsumers(ctx, site, groups); err != nil {
-			return nil, fmt.Errorf("site %s probe consumers: %w", site, err)
-		}
-		s.declared.Store(site, plan)
-	}
-	if !found || !sameBridges(old, sb) {
-		if err := s.reg.WriteSiteBridges(ctx, sb); err != nil {
+	for range 10 {
+		// The record first: a write another replica makes after this read fails ours.
+		old, rev, found, err := s.reg.StoredSiteBridges(ctx, site)
+		if err != nil {
 			return nil, fmt.Errorf("site %s bridges: %w", site, err)
 		}
-	}
-	if !found || s.deps.Kick == nil {
+		sb, err := s.reg.SiteBridges(ctx, site)
+		if err != nil {
+			return nil, fmt.Errorf("site %s bridges: %w", site, err)
+		}
+		groups := sb.Groups()
+		plan := planSignature(groups)
+		oldGroups := old.Groups()
+		declare := !found || planSignature(oldGroups) != plan
+		if v, ok := s.declared.Load(site); !ok || v.(string) != plan {
+			declare = true
+		}
+		if declare {
+			if err := s.declareConsumers(ctx, site, groups); err != nil {
+				s.declared.Delete(site)
+				return nil, fmt.Errorf("site %s probe consumers: %w", site, err)
+			}
+		}
+		if declare || !sameBridges(old, sb) {
+			err := s.reg.WriteSiteBridges(ctx, sb, rev)
+			if errors.Is(err, errRecordChanged) {
+				s.declared.Delete(site)
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("site %s bridges: %w", site, err)
+			}
+		}
+		s.declared.Store(site, plan)
+		if !found || s.deps.Kick == nil {
+			return groups, nil
+		}
+		// Only a bridge whose own groups changed needs new rights: one joining beside identical
+		// siblings changes no one's.
+		for name := range sb.Bridges {
+			was, now := bus.GroupKeysOf(oldGroups, name), bus.GroupKeysOf(groups, name)
+			if _, known := old.Bridges[name]; !known || slices.Equal(was, now) {
+				continue // a new bridge connects (or reconnects) into its rights by itself
+			}
+			s.log.Info("the bridge's probe groups changed: it reconnects into the new consumers", "site", site, "agent", name, "groups", now)
+			if err := s.deps.Kick(site + "." + name); err != nil {
+				s.log.Warn("kick after the site's probe groups changed", "site", site, "agent", name, "err", err)
+			}
+		}
 		return groups, nil
 	}
-	// Only a bridge whose own groups changed needs new rights: one joining beside identical
-	// siblings changes no one's.
-	for name := range sb.Bridges {
-		was, now := bus.GroupKeysOf(oldGroups, name), bus.GroupKeysOf(groups, name)
-		if _, known := old.Bridges[name]; !known || slices.Equal(was, now) {
-			continue // a new bridge connects (or reconnects) into its rights by itself
-		}
-		s.log.Info("the bridge's probe groups changed: it reconnects into the new consumers", "site", site, "agent", name, "groups", now)
-		if err := s.deps.Kick(site + "." + name); err != nil {
-			s.log.Warn("kick after the site's probe groups changed", "site", site, "agent", name, "err", err)
+	return nil, bus.Errorf(409, "site %s: its bridges record kept changing while its probe consumers were declared; try again", site)
+}
+
+// checkConsumers makes sure the site's probe consumers exist, at most once per
+// consumerCheck per site (a bridge re-registers every 30 s): one deleted by hand, or by a
+// replica that declared from an older registry, is declared again instead of leaving the
+// bridges pulling nothing.
+func (s *Service) checkConsumers(ctx context.Context, site string, groups []bus.ProbeGroup) {
+	now := s.deps.Now()
+	if last, ok := s.consumersChecked.Load(site); ok && now.Sub(last.(time.Time)) < s.consumerCheck {
+		return
+	}
+	s.consumersChecked.Store(site, now)
+	for _, prio := range envelope.Priorities {
+		for _, g := range groups {
+			name := bus.ProbeConsumer(site, prio, g.Key)
+			_, err := s.deps.JS.Consumer(ctx, bus.StreamProbes, name)
+			if err == nil {
+				continue
+			}
+			if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+				s.log.Warn("check probe consumer", "site", site, "consumer", name, "err", err)
+				return
+			}
+			s.log.Warn("a probe consumer of the site is missing: declaring the site's consumers again", "site", site, "consumer", name)
+			s.declared.Delete(site)
+			if _, err := s.syncSite(ctx, site); err != nil {
+				s.log.Error("re-declare the site's probe consumers", "site", site, "err", err)
+			}
+			return
 		}
 	}
-	return groups, nil
 }
 
 // planSignature tells two sets of groups apart by their consumers (their keys).

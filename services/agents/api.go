@@ -188,7 +188,7 @@ func (s *Service) enroll(ctx context.Context, e envelope.Enrollment) (envelope.E
 	if !bus.ValidName(e.Name) || !bus.ValidName(e.Site) {
 		return envelope.EnrollmentReply{}, bus.Errorf(http.StatusBadRequest, "agent and site names use 1-64 of a-z, 0-9 and - (got %q in %q)", e.Name, e.Site)
 	}
-	if err := bus.CheckApps(e.Apps); err != nil {
+	if err := errors.Join(bus.CheckApps(e.Apps), checkCapabilities(e.Capabilities, e.Pools)); err != nil {
 		return envelope.EnrollmentReply{}, bus.Errorf(http.StatusBadRequest, "%v", err)
 	}
 	kp, err := nkeys.FromPublicKey(e.NKey)
@@ -196,37 +196,71 @@ func (s *Service) enroll(ctx context.Context, e envelope.Enrollment) (envelope.E
 		return envelope.EnrollmentReply{}, bus.Errorf(http.StatusBadRequest, "nkey: %v", err)
 	}
 	sig, err := decodeSig(e.Sig)
+	legacy := false
 	if err != nil || kp.Verify(e.SigningBytes(), sig) != nil {
-		return envelope.EnrollmentReply{}, bus.Errorf(http.StatusForbidden, "enrollment signature does not verify for %s", e.NKey)
+		if err != nil || kp.Verify(e.LegacySigningBytes(), sig) != nil {
+			return envelope.EnrollmentReply{}, bus.Errorf(http.StatusForbidden, "enrollment signature does not verify for %s", e.NKey)
+		}
+		legacy = true
 	}
 	if d := s.deps.Now().Sub(e.Time); d > 10*time.Minute || d < -10*time.Minute {
 		return envelope.EnrollmentReply{}, bus.Errorf(http.StatusForbidden, "enrollment time %s is more than 10 min from the hub's clock: check the bridge host's clock", e.Time)
 	}
-	site, err := s.reg.Site(ctx, e.Site)
-	if err != nil {
-		return envelope.EnrollmentReply{}, bus.Errorf(http.StatusNotFound, "site %s does not exist: create it with `outpost site add %s --range CIDR`", e.Site, e.Site)
+	if legacy {
+		// Its capabilities and pools are not signed: only a known key may use the old form
+		// (so that it can still re-register and upgrade itself), and what it sends of them is
+		// replaced by what is on record.
+		known, err := s.reg.AgentByNKey(ctx, e.NKey)
+		if err != nil || known.State == StateRevoked || known.Site != e.Site || known.Name != e.Name {
+			return envelope.EnrollmentReply{}, bus.Errorf(http.StatusForbidden, "this bridge signs its enrollment the old way (capabilities unsigned): upgrade it to this hub's version to enroll")
+		}
+		e.Capabilities, e.Pools = known.Capabilities, known.Pools
 	}
-	a, isNew, err := s.reg.Enroll(ctx, &e)
+	a, outcome, err := s.reg.Enroll(ctx, &e)
 	if err != nil {
 		var se *bus.ServiceError
-		if errors.As(err, &se) && (se.Code == http.StatusForbidden || se.Code == http.StatusConflict) {
+		if errors.As(err, &se) && (se.Code == http.StatusForbidden || se.Code == http.StatusConflict || se.Code == http.StatusTooManyRequests) {
+			if se.Code == http.StatusTooManyRequests {
+				s.profileRefused.Add(1)
+			}
 			s.logRefusal(e, se.Message)
 		}
 		return envelope.EnrollmentReply{}, err
+	}
+	// Only now: before the token (or the key) was checked, nobody learns whether a site exists.
+	site, err := s.reg.Site(ctx, e.Site)
+	if err != nil {
+		return envelope.EnrollmentReply{}, fmt.Errorf("site %s of agent %s: %w", e.Site, a.Key(), err)
 	}
 	var groups []bus.ProbeGroup
 	if a.State == StateApproved {
 		if groups, err = s.syncSite(ctx, a.Site); err != nil {
 			return envelope.EnrollmentReply{}, err
 		}
+		if outcome == ReRegistered {
+			s.checkConsumers(ctx, a.Site, groups)
+		}
 	}
-	// Bridges re-register every 30 s: only a new agent is news.
-	if isNew {
-		s.log.Info("agent enrolled", "agent", a.Name, "site", a.Site, "state", a.State, "nkey", a.ID, "version", a.Version)
-	} else {
+	p := effective(a)
+	switch outcome {
+	case Enrolled:
+		s.log.Info("agent enrolled", "agent", a.Name, "site", a.Site, "state", a.State, "nkey", a.ID, "version", a.Version,
+			"apps", a.Apps, "capabilities", a.Capabilities)
+	case ProfileRequested:
+		// Recorded, not granted: an admin decides (`outpost agents show` lists it).
+		s.log.Warn("agent asks for a wider profile than approved: not granted until `outpost agents approve` again",
+			"agent", a.Name, "site", a.Site, "requested_apps", a.Requested.Apps, "requested_capabilities", a.Requested.Capabilities,
+			"approved_apps", a.ApprovedProfile.Apps, "approved_capabilities", a.ApprovedProfile.Capabilities)
+	case ProfileChanged:
+		s.log.Info("agent profile changed", "agent", a.Name, "site", a.Site, "apps", p.Apps, "capabilities", p.Capabilities)
+	default:
+		// Bridges re-register every 30 s: only a new agent is news.
 		s.log.Debug("agent re-registered", "agent", a.Name, "site", a.Site, "state", a.State, "version", a.Version)
 	}
-	reply := envelope.EnrollmentReply{Status: a.State, Agent: a.Name, Site: a.Site, Ranges: site.Ranges, Exclude: site.Exclude, Capabilities: a.Capabilities, HubKey: s.deps.HubKey}
+	reply := envelope.EnrollmentReply{Status: a.State, Agent: a.Name, Site: a.Site, Ranges: site.Ranges, Exclude: site.Exclude, Capabilities: p.Capabilities, HubKey: s.deps.HubKey}
+	if a.Requested != nil {
+		reply.Message = "a wider profile (apps, capabilities) than approved is requested: an admin runs `outpost agents approve " + a.Site + "/" + a.Name + "` to grant it"
+	}
 	if a.State == StateApproved {
 		reply.ReleaseKey, reply.PinnedVersion = s.deps.ReleaseKey, site.PinnedVersion
 		reply.ProbeGroups = bus.GroupKeysOf(groups, a.Name)

@@ -40,9 +40,9 @@ func TestEnrollmentTokenLimits(t *testing.T) {
 		{"one use, used", agents.TokenAddRequest{Uses: 1}, step{enroll: 1, want: "has enrolled its 1 bridge(s)"}},
 		{"three uses, two used", agents.TokenAddRequest{Uses: 3}, step{enroll: 2}},
 		{"unlimited uses", agents.TokenAddRequest{}, step{enroll: 5}},
-		{"token of another site", agents.TokenAddRequest{}, step{want: "made for site other"}},
-		{"no token", agents.TokenAddRequest{}, step{want: "needs a valid token"}},
-		{"unknown token", agents.TokenAddRequest{}, step{want: "needs a valid token"}},
+		{"token of another site", agents.TokenAddRequest{}, step{want: "no usable enrollment token of site token-of-another-site"}},
+		{"no token", agents.TokenAddRequest{}, step{want: "no usable enrollment token"}},
+		{"unknown token", agents.TokenAddRequest{}, step{want: "no usable enrollment token"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			site := strings.NewReplacer(" ", "-", ",", "", "(", "", ")", "").Replace(tc.name)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
@@ -43,7 +44,24 @@ type (
 type Registry struct {
 	sites, agents, beats jetstream.KeyValue
 	now                  func() time.Time
+	// ProfileInterval is how often an agent's asserted profile may change (0: any time).
+	ProfileInterval time.Duration
 }
+
+// EnrollOutcome says what an enrollment did, for the service's log and audit.
+type EnrollOutcome int
+
+const (
+	// ReRegistered: a known key re-registered with nothing new to tell an operator.
+	ReRegistered EnrollOutcome = iota
+	// Enrolled: a new agent.
+	Enrolled
+	// ProfileRequested: an approved agent asserted a profile wider than its approved one,
+	// (newly) recorded as requested; it needs `outpost agents approve` again.
+	ProfileRequested
+	// ProfileChanged: the agent's asserted profile changed within what it is approved for.
+	ProfileChanged
+)
 
 // OpenRegistry binds the buckets of the topology; now is the clock (nil: time.Now).
 func OpenRegistry(ctx context.Context, js jetstream.JetStream, now func() time.Time) (*Registry, error) {
@@ -275,75 +293,131 @@ func (r *Registry) FindAgent(ctx context.Context, ref string) (Agent, uint64, er
 // re-enroll every 30 s and tokens expire. Anything else is a new enrollment and needs a
 // usable token of the site, one use of which it spends. A revoked key never enrolls again,
 // and a revoked agent's name stays taken until an admin forgets it.
-func (r *Registry) Enroll(ctx context.Context, e *envelope.Enrollment) (a Agent, isNew bool, err error) {
+func (r *Registry) Enroll(ctx context.Context, e *envelope.Enrollment) (a Agent, outcome EnrollOutcome, err error) {
 	known, err := r.AgentByNKey(ctx, e.NKey)
 	switch {
 	case err == nil && known.State == StateRevoked:
-		return Agent{}, false, bus.Errorf(403, "this key was revoked (agent %s/%s) and never enrolls again: give the bridge a new data dir (a new key); an admin may first need to free the name with `outpost agents forget %s/%s`",
+		// Only the key's holder (the signature verified) learns its own record's state.
+		return Agent{}, ReRegistered, bus.Errorf(403, "this key was revoked (agent %s/%s) and never enrolls again: give the bridge a new data dir (a new key); an admin may first need to free the name with `outpost agents forget %s/%s`",
 			known.Site, known.Name, known.Site, known.Name)
 	case err == nil && (known.Site != e.Site || known.Name != e.Name):
-		return Agent{}, false, bus.Errorf(409, "this key is already enrolled as %s/%s: run the bridge with --site %s --name %s, or give it a new data dir to enroll another agent",
+		return Agent{}, ReRegistered, bus.Errorf(409, "this key is already enrolled as %s/%s: run the bridge with --site %s --name %s, or give it a new data dir to enroll another agent",
 			known.Site, known.Name, known.Site, known.Name)
 	case err == nil:
 		return r.refresh(ctx, known.Key(), e)
 	case !errors.Is(err, errNotFound):
-		return Agent{}, false, err
+		return Agent{}, ReRegistered, err
+	}
+	// A new key: the token is checked against the site before anything else, so that
+	// without one nobody learns whether a site exists or which names its agents have.
+	// Its holder may learn why its own token of the site no longer enrolls (expired, used up,
+	// revoked): that tells nothing about other sites or names.
+	switch t, _, err := r.lookupToken(ctx, e.Token); {
+	case errors.Is(err, errNotFound) || (err == nil && t.Site != e.Site):
+		return Agent{}, ReRegistered, errEnrollRefused(e.Site)
+	case err != nil:
+		return Agent{}, ReRegistered, err
+	default:
+		if err := usable(t, r.now()); err != nil {
+			return Agent{}, ReRegistered, err
+		}
 	}
 	existing, _, err := getJSON[Agent](ctx, r.agents, "agent."+e.Site+"."+e.Name)
 	switch {
 	case err == nil && existing.State == StateRevoked:
-		return Agent{}, false, bus.Errorf(403, "agent %s/%s was revoked; its name is kept so that no other key takes it silently: if this bridge is meant to replace it, an admin runs `outpost agents forget %s/%s` first",
+		return Agent{}, ReRegistered, bus.Errorf(403, "agent %s/%s was revoked; its name is kept so that no other key takes it silently: if this bridge is meant to replace it, an admin runs `outpost agents forget %s/%s` first",
 			e.Site, e.Name, e.Site, e.Name)
 	case err == nil:
-		return Agent{}, false, bus.Errorf(409, "agent name %s is already enrolled in site %s with another key; revoke it first or choose another --name", e.Name, e.Site)
+		return Agent{}, ReRegistered, bus.Errorf(409, "agent name %s is already enrolled in site %s with another key; revoke it first or choose another --name", e.Name, e.Site)
 	case !errors.Is(err, errNotFound):
-		return Agent{}, false, err
+		return Agent{}, ReRegistered, err
 	}
 	tok, err := r.useToken(ctx, e.Token, e.Site)
 	if err != nil {
-		return Agent{}, false, err
+		return Agent{}, ReRegistered, err
 	}
 	now := r.now().UTC()
 	a = Agent{ID: e.NKey, Name: e.Name, Site: e.Site, State: StatePending, XKey: e.XKey, Version: e.Version,
 		Capabilities: e.Capabilities, Apps: e.Apps, Pools: e.Pools, Enrolled: now}
 	if tok.AutoApprove {
-		a.State, a.Approved = StateApproved, now
+		// The token's holder was trusted with what the bridge asserts now, nothing more.
+		p := asserted(a)
+		a.State, a.Approved, a.ApprovedProfile = StateApproved, now, &p
 	}
 	b, err := json.Marshal(a)
 	if err != nil {
-		return Agent{}, false, err
+		return Agent{}, ReRegistered, err
 	}
 	// Create, not Put: of two keys racing for one name, one wins and the other is told.
 	if _, err := r.agents.Create(ctx, "agent."+a.Key(), b); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
-			return Agent{}, false, bus.Errorf(409, "agent name %s was enrolled in site %s by another key just now; choose another --name", e.Name, e.Site)
+			return Agent{}, ReRegistered, bus.Errorf(409, "agent name %s was enrolled in site %s by another key just now; choose another --name", e.Name, e.Site)
 		}
-		return Agent{}, false, err
+		return Agent{}, ReRegistered, err
 	}
 	if _, err := r.agents.Put(ctx, "nkey."+a.ID, []byte(a.Key())); err != nil {
-		return Agent{}, false, err
+		return Agent{}, ReRegistered, err
 	}
-	return a, true, nil
+	return a, Enrolled, nil
+}
+
+// errEnrollRefused is the one answer to a new key without a usable token of the site,
+// whether the site exists or not, whatever its agents are named.
+func errEnrollRefused(site string) error {
+	return bus.Errorf(403, "enrollment refused: no usable enrollment token of site %s (unknown, expired, used up, revoked or made for another site); an admin makes one with `outpost site tokens add %s`", site, site)
 }
 
 // refresh updates what a known agent reports about itself (a restart, a pending bridge
-// polling, the periodic re-registration).
-func (r *Registry) refresh(ctx context.Context, key string, e *envelope.Enrollment) (Agent, bool, error) {
+// polling, the periodic re-registration). What it asserts is recorded, but its rights
+// follow its approved profile (effective): a wider assertion is recorded as requested.
+// A change of the asserted profile applies at most once per ProfileInterval: each one
+// regroups the site's consumers and kicks bridges, so one bridge must not churn its site.
+func (r *Registry) refresh(ctx context.Context, key string, e *envelope.Enrollment) (Agent, EnrollOutcome, error) {
 	for range 5 {
 		a, rev, err := getJSON[Agent](ctx, r.agents, "agent."+key)
 		if err != nil {
-			return Agent{}, false, err
+			return Agent{}, ReRegistered, err
+		}
+		now := r.now().UTC()
+		if a.State == StateApproved && a.ApprovedProfile == nil {
+			// Approved before approved profiles were kept: what it had is what it was approved for.
+			p := asserted(a)
+			a.ApprovedProfile = &p
+		}
+		want := Profile{Apps: e.Apps, Capabilities: e.Capabilities}
+		outcome := ReRegistered
+		if !sameProfile(asserted(a), want) {
+			if !a.ProfileChanged.IsZero() && r.ProfileInterval > 0 && now.Sub(a.ProfileChanged) < r.ProfileInterval {
+				a.ProfileRefused++
+				if b, err := json.Marshal(a); err == nil {
+					_, _ = r.agents.Update(ctx, "agent."+key, b, rev) // the count is best effort
+				}
+				next := a.ProfileChanged.Add(r.ProfileInterval)
+				return a, ReRegistered, bus.Errorf(http.StatusTooManyRequests,
+					"agent %s changed its profile (apps, capabilities) at %s: changes apply at most once every %s, next from %s; until then run the bridge with its previous --apps and capabilities",
+					key, a.ProfileChanged.Format(time.RFC3339), r.ProfileInterval, next.Format(time.RFC3339))
+			}
+			a.ProfileChanged = now
+			outcome = ProfileChanged
 		}
 		a.Version, a.Capabilities, a.XKey, a.Pools, a.Apps = e.Version, e.Capabilities, e.XKey, e.Pools, e.Apps
+		wasRequested := a.Requested
+		a.Requested = nil
+		if a.ApprovedProfile != nil && wider(*a.ApprovedProfile, want) {
+			a.Requested = &want
+			if wasRequested == nil || !sameProfile(*wasRequested, want) {
+				outcome = ProfileRequested
+			}
+		}
 		b, err := json.Marshal(a)
 		if err != nil {
-			return Agent{}, false, err
+			return Agent{}, ReRegistered, err
 		}
 		if _, err := r.agents.Update(ctx, "agent."+key, b, rev); err == nil {
-			return a, false, nil
+			return a, outcome, nil
 		}
 	}
-	return Agent{}, false, fmt.Errorf("refresh agent %s: changed concurrently", key)
+	return Agent{}, ReRegistered, fmt.Errorf("refresh agent %s: changed concurrently", key)
 }
 
 // SetState moves an agent to approved or revoked (compare-and-set on its revision).
@@ -359,7 +433,9 @@ func (r *Registry) SetState(ctx context.Context, ref, state string) (Agent, erro
 		a.State = state
 		now := r.now().UTC()
 		if state == StateApproved {
-			a.Approved = now
+			// Approving approves what the bridge asserts now, a pending request included.
+			p := asserted(a)
+			a.Approved, a.ApprovedProfile, a.Requested = now, &p, nil
 		} else {
 			a.Revoked = now
 		}
@@ -421,25 +497,48 @@ func (r *Registry) SiteBridges(ctx context.Context, site string) (bus.SiteBridge
 			return sb, err
 		}
 		if a.Site == site && a.State == StateApproved {
-			sb.Bridges[a.Name] = a.Apps
-			sb.Capabilities[a.Name] = a.Capabilities
+			p := effective(a)
+			sb.Bridges[a.Name] = p.Apps
+			sb.Capabilities[a.Name] = p.Capabilities
 		}
 	}
 	return sb, nil
 }
 
-// StoredSiteBridges is the site's record as last written (found false: none yet).
-func (r *Registry) StoredSiteBridges(ctx context.Context, site string) (bus.SiteBridges, bool, error) {
-	sb, _, err := getJSON[bus.SiteBridges](ctx, r.sites, bus.SiteBridgesKey(site))
+// StoredSiteBridges is the site's record as last written (found false: none yet) and its
+// revision (0: none).
+func (r *Registry) StoredSiteBridges(ctx context.Context, site string) (bus.SiteBridges, uint64, bool, error) {
+	sb, rev, err := getJSON[bus.SiteBridges](ctx, r.sites, bus.SiteBridgesKey(site))
 	if errors.Is(err, errNotFound) {
-		return bus.SiteBridges{}, false, nil
+		return bus.SiteBridges{}, 0, false, nil
 	}
-	return sb, err == nil, err
+	return sb, rev, err == nil, err
 }
 
-// WriteSiteBridges stores the site's record: probe publishers read it (bus.PublishProbe).
-func (r *Registry) WriteSiteBridges(ctx context.Context, sb bus.SiteBridges) error {
-	return putJSON(ctx, r.sites, bus.SiteBridgesKey(sb.Site), sb)
+// errRecordChanged: the record was written by someone else since it was read.
+var errRecordChanged = errors.New("changed since read")
+
+// WriteSiteBridges stores the site's record if it is still at revision rev (0: absent):
+// probe publishers read it (bus.PublishProbe). A replica that lost the race gets
+// errRecordChanged and must read again, as the consumers it declared may be stale.
+func (r *Registry) WriteSiteBridges(ctx context.Context, sb bus.SiteBridges, rev uint64) error {
+	b, err := json.Marshal(sb)
+	if err != nil {
+		return err
+	}
+	if rev == 0 {
+		_, err = r.sites.Create(ctx, bus.SiteBridgesKey(sb.Site), b)
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return errRecordChanged
+		}
+		return err
+	}
+	_, err = r.sites.Update(ctx, bus.SiteBridgesKey(sb.Site), b, rev)
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+		return errRecordChanged
+	}
+	return err
 }
 
 // Beat is the last heartbeat of an agent, as stored.

@@ -357,7 +357,7 @@ func (b *Bridge) enroll(ctx context.Context) error {
 			}
 		default:
 			var se *bus.ServiceError
-			if errors.As(err, &se) && (se.Code == 403 || se.Code == 404 || se.Code == 409 || se.Code == 400) {
+			if errors.As(err, &se) && (se.Code == 403 || se.Code == 404 || se.Code == 409 || se.Code == 400 || se.Code == 429) {
 				b.log.Error("enrollment refused", "err", se.Message)
 			} else {
 				b.log.Debug("enroll", "err", err)
@@ -440,7 +440,15 @@ func (b *Bridge) refreshSite(ctx context.Context) {
 			return
 		case <-t.C():
 		}
-		if reply, err := b.enrollOnce(ctx); err == nil && reply.Status == "approved" {
+		reply, err := b.enrollOnce(ctx)
+		var se *bus.ServiceError
+		if errors.As(err, &se) && se.Code == 429 {
+			b.log.Warn("profile change refused by the hub", "err", se.Message)
+		}
+		if err == nil && reply.Message != "" {
+			b.log.Warn("hub: " + reply.Message)
+		}
+		if err == nil && reply.Status == "approved" {
 			b.allow.setSite(reply.Ranges, reply.Exclude)
 			if err := b.hubKey.learn(reply.HubKey); err != nil {
 				b.log.Error("hub sealing key", "err", err)

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/redact"
 )
 
 // NotifierConfig is one destination of group notifications: a webhook (POST of the
@@ -46,7 +47,7 @@ func (n NotifierConfig) validate() error {
 		errs = append(errs, fmt.Errorf("correlation: notifier %s: give a webhook URL or an SMTP relay (one of them)", n.Name))
 	}
 	if n.Webhook != "" && !strings.HasPrefix(n.Webhook, "http://") && !strings.HasPrefix(n.Webhook, "https://") {
-		errs = append(errs, fmt.Errorf("correlation: notifier %s: webhook %q: want an http(s) URL", n.Name, n.Webhook))
+		errs = append(errs, fmt.Errorf("correlation: notifier %s: webhook %s: want an http(s) URL", n.Name, redactURL(n.Webhook)))
 	}
 	if n.SMTP != nil && (n.SMTP.Addr == "" || n.SMTP.From == "" || len(n.SMTP.To) == 0) {
 		errs = append(errs, fmt.Errorf("correlation: notifier %s: smtp needs addr, from and to", n.Name))
@@ -154,19 +155,22 @@ func (n *notifier) deliver(ctx context.Context, to NotifierConfig, x Notificatio
 func (n *notifier) send(ctx context.Context, to NotifierConfig, x Notification) error {
 	body, _ := json.Marshal(x)
 	if to.Webhook != "" {
+		// Errors name the webhook by its host only: its path and query are often its secret,
+		// and they would reach the log and the dead letter's reason.
+		where := redact.URLString(to.Webhook)
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, to.Webhook, bytes.NewReader(body))
 		if err != nil {
-			return err
+			return fmt.Errorf("webhook %s: %w", where, redact.HTTPError(err))
 		}
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Idempotency-Key", x.ID)
 		resp, err := n.http.Do(req)
 		if err != nil {
-			return err
+			return fmt.Errorf("webhook %s: %w", where, redact.HTTPError(err))
 		}
 		_ = resp.Body.Close()
 		if resp.StatusCode/100 != 2 {
-			return fmt.Errorf("webhook answered %s", resp.Status)
+			return fmt.Errorf("webhook %s answered %s", where, resp.Status)
 		}
 		return nil
 	}
@@ -196,7 +200,7 @@ func ParseNotifier(spec string) (NotifierConfig, error) {
 	n := NotifierConfig{Name: name}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return NotifierConfig{}, fmt.Errorf("notifier %s: not a URL: %v", name, err)
+		return NotifierConfig{}, fmt.Errorf("notifier %s: not a URL: %v", name, redact.HTTPError(err))
 	}
 	switch u.Scheme {
 	case "http", "https":
@@ -210,10 +214,11 @@ func ParseNotifier(spec string) (NotifierConfig, error) {
 	return n, n.validate()
 }
 
-// redactURL drops what could be a secret (user info, query) from a notifier spec.
+// redactURL drops what could be a secret (user info, path, query) from a notifier spec.
 func redactURL(s string) string {
-	if i := strings.IndexAny(s, "?@"); i >= 0 {
-		return s[:i] + "…"
+	name, raw, ok := strings.Cut(s, "=")
+	if ok && strings.Contains(raw, "://") {
+		return name + "=" + redact.URLString(raw)
 	}
-	return s
+	return redact.URLString(s)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -54,6 +55,8 @@ type rig struct {
 	js    jetstream.JetStream
 	clock *clock.Fake
 	pub   *bus.Publisher
+	// logs holds every replica's log lines, for tests that check what is (not) logged.
+	logs lockedBuffer
 }
 
 func newRig(t testing.TB) *rig {
@@ -92,7 +95,7 @@ func (r *rig) startSvc(name string, mod func(*Config), svcs map[string]*service)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	log := slog.New(slog.NewTextHandler(testWriter{r.t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{r.t}, &r.logs), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	if r.quiet {
 		log = slog.New(slog.DiscardHandler)
 	}

@@ -16,6 +16,7 @@ import (
 	cmdbapi "github.com/outpost-dev/outpost/libs/api/cmdb"
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/redact"
 )
 
 // SourcePrefix names a workflow as the source of what it writes to the CMDB:
@@ -132,7 +133,7 @@ func (s *service) notify(ctx context.Context, key string, params map[string]any)
 	raw, _ := params["url"].(string)
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, permanent("params.url %q: want an absolute http(s) URL", raw)
+		return nil, permanent("params.url %s: want an absolute http(s) URL", redact.URLString(raw))
 	}
 	method := "POST"
 	if m, ok := params["method"].(string); ok && m != "" {
@@ -149,7 +150,7 @@ func (s *service) notify(ctx context.Context, key string, params map[string]any)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(body))
 	if err != nil {
-		return nil, permanent("params.url: %v", err)
+		return nil, permanent("params.url %s: %v", redact.URL(u), redact.HTTPError(err))
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if h, ok := params["headers"].(map[string]any); ok {
@@ -160,12 +161,13 @@ func (s *service) notify(ctx context.Context, key string, params map[string]any)
 	req.Header.Set("Idempotency-Key", key)
 	resp, err := s.httpc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("webhook %s: %w", u.Redacted(), err)
+		// *url.Error prints the whole URL: keep only its cause, and the host.
+		return nil, fmt.Errorf("webhook %s: %w", redact.URL(u), redact.HTTPError(err))
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode >= 300 {
-		msg := fmt.Sprintf("webhook %s answered %s", u.Redacted(), resp.Status)
+		msg := fmt.Sprintf("webhook %s answered %s", redact.URL(u), resp.Status)
 		if resp.StatusCode < 500 && resp.StatusCode != 408 && resp.StatusCode != 429 {
 			return nil, permanent("%s", msg)
 		}

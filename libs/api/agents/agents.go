@@ -107,6 +107,23 @@ type Agent struct {
 	Enrolled time.Time      `json:"enrolled"`
 	Approved time.Time      `json:"approved,omitzero"`
 	Revoked  time.Time      `json:"revoked,omitzero"`
+	// ApprovedProfile is the profile an admin approved (`agents approve`, or an
+	// auto-approve token at enrollment). The bridge is granted only what lies both in it and
+	// in what it asserts now (Apps, Capabilities): a bridge cannot widen its own rights.
+	ApprovedProfile *Profile `json:"approved_profile,omitempty"`
+	// Requested is a wider profile the bridge asserted since its approval: not granted
+	// until an admin runs `outpost agents approve` again.
+	Requested *Profile `json:"requested,omitempty"`
+	// ProfileChanged is when the bridge's asserted profile last changed; changes apply at
+	// most once per the hub's profile interval, and ProfileRefused counts those refused.
+	ProfileChanged time.Time `json:"profile_changed,omitzero"`
+	ProfileRefused int       `json:"profile_refused,omitempty"`
+}
+
+// Profile is what a bridge takes: its applications (empty: all) and probe capabilities.
+type Profile struct {
+	Apps         []string `json:"apps,omitempty"`
+	Capabilities []string `json:"capabilities"`
 }
 
 // Key is SITE.NAME: unique, the agent's NATS user and the order of lists.

@@ -142,6 +142,7 @@ func (d MetricDef) Validate() error {
 		if _, err := ParsePath(d.Value); err != nil {
 			errs = append(errs, fmt.Errorf("value: %w", err))
 		}
+		errs = append(errs, checkHTTPParams(d.Params)...)
 	case KindSSH:
 		if d.Value != "" {
 			if re, err := regexp.Compile(d.Value); err != nil || re.NumSubexp() < 1 {
@@ -286,11 +287,8 @@ func (c Connector) Validate() error {
 	if iv, err := time.ParseDuration(c.Interval); err != nil || iv < time.Second {
 		errs = append(errs, fmt.Errorf("interval %q: want a duration of at least 1s (30s, 5m)", c.Interval))
 	}
-	for k := range c.Headers {
-		if strings.EqualFold(k, "Authorization") {
-			errs = append(errs, errors.New("headers: no Authorization (no secrets in a definition): name an http credential"))
-		}
-	}
+	errs = append(errs, checkHeaders("headers", c.Headers)...)
+	errs = append(errs, checkURL("url", c.URL)...)
 	if _, err := ParsePath(c.Records); err != nil {
 		errs = append(errs, fmt.Errorf("records: %w", err))
 	}

@@ -101,10 +101,29 @@ func newAgents(g *globals) *cobra.Command {
 					if upg == "" {
 						upg = "-"
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Name, a.Site, a.Status, a.Version, upg,
+					status := a.Status
+					if a.Requested != nil {
+						status += " (requests more)"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Name, a.Site, status, a.Version, upg,
 						strings.Join(a.Capabilities, ","), strings.Join(pools, " "), humanBytes(uint64(max(0, a.OutboxBytes))), hb)
 				}
-				return tw.Flush()
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+				// A bridge asking for a wider profile than approved gets none of it until an
+				// admin decides: say what it asks and how to grant it.
+				for _, a := range out.Agents {
+					if r := a.Requested; r != nil {
+						apps := strings.Join(r.Apps, ",")
+						if apps == "" {
+							apps = "all"
+						}
+						fmt.Fprintf(g.stdout, "%s/%s requests apps %s, capabilities %s (not granted): `outpost agents approve %s/%s` grants it\n",
+							a.Site, a.Name, apps, strings.Join(r.Capabilities, ","), a.Site, a.Name)
+					}
+				}
+				return nil
 			})
 		},
 	}

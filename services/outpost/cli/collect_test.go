@@ -161,7 +161,7 @@ severities: {5: critical, OK: clear}
 		t.Fatalf("metrics add as an operator: exit %d %s %s", code, out, errs)
 	}
 	if code, _, errs := cli("connectors", "add", "-f", write("badconn.yaml", "name: tool\nsite: hub\nurl: ftp://x\ninterval: 1h\nheaders: {Authorization: Bearer x}\nfields: {host: h}\nseverities: {x: awful}\n")); code != 2 ||
-		!containsAll(errs, "badconn.yaml:1: url", "no Authorization", "map node or message_key", "fields.host: unknown event field", "severities.x") {
+		!containsAll(errs, "badconn.yaml:1: url", "headers.Authorization: not allowed", "map node or message_key", "fields.host: unknown event field", "severities.x") {
 		t.Fatalf("a bad connector: exit %d %s, want every problem", code, errs)
 	}
 	code, out, errs = cli("connectors", "add", "-f", conn, "-o", "json")

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/outpost-dev/outpost/libs/keyfile"
 	"github.com/outpost-dev/outpost/libs/shutdown"
 	"github.com/outpost-dev/outpost/libs/telemetry"
 	"github.com/outpost-dev/outpost/services/outpost/hub"
@@ -120,16 +121,9 @@ variables the NATS servers' accounts.conf needs (HUB_PASSWORD, SYS_PASSWORD, CAL
 					// stays a string whatever its characters.
 					fmt.Fprintf(&b, "export %s='\"%s\"'\n", kv[0], kv[1])
 				}
-				f, err := os.OpenFile(envFile, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-				if err != nil {
+				// Whole or not at all, like the credentials file; on failure neither stays.
+				if err := keyfile.Create(envFile, []byte(b.String())); err != nil {
 					return errors.Join(fmt.Errorf("--env %s: %w", envFile, err), os.Remove(args[0]))
-				}
-				if _, err := f.WriteString(b.String()); err != nil {
-					f.Close()
-					return err
-				}
-				if err := f.Close(); err != nil {
-					return err
 				}
 			}
 			fmt.Fprintf(g.stdout, "wrote %s\n", args[0])

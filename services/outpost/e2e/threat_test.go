@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,6 +22,7 @@ import (
 	agentsapi "github.com/outpost-dev/outpost/libs/api/agents"
 	dlqapi "github.com/outpost-dev/outpost/libs/api/dlq"
 	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/libs/release"
 	"github.com/outpost-dev/outpost/services/agents"
 )
@@ -312,4 +315,99 @@ func randomHex(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return fmt.Sprintf("%x", b)
+}
+
+// A threat-table row of its own (it needs a bridge of a narrow profile): an approved bridge
+// re-enrolling with a wider profile (every application instead of orchestration only) is
+// recorded as requesting it and granted nothing more — the consumers of the wider profile,
+// and with them discovery probes and the site's credentials they carry, stay out of reach
+// until an admin approves again.
+func TestThreatTableWiderProfile(t *testing.T) {
+	t.Parallel()
+	h := startHub(t, t.TempDir())
+	tok := h.addSite(t, "site-w", "127.0.0.0/8", true)
+	br := startBridge(t, h, "site-w", "brw", tok, "--apps", bus.AppOrchestration)
+	h.waitStatus(t, "brw", "up")
+	br.proc.kill(t) // the raw client below is the only user of brw's key
+	_, hjs := h.serviceConn(t)
+	own := probeConsumer(t, hjs, "site-w", "interactive", "echo", bus.AppOrchestration)
+
+	var ls agentsapi.ListReply
+	h.mustAPI(t, "GET", "/api/v1/agents", nil, &ls)
+	var rec agentsapi.AgentView
+	for _, a := range ls.Agents {
+		if a.Name == "brw" {
+			rec = a
+		}
+	}
+	seed, err := os.ReadFile(filepath.Join(br.dir, "identity.nk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(seed))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 64)
+	nc, err := identityConn(t, h, br.dir, errs)
+	if err != nil {
+		t.Fatalf("the approved key cannot connect: %v", err)
+	}
+	defer nc.Close()
+	// Every application: the record's capabilities, no --apps.
+	e := envelope.Enrollment{Name: "brw", Site: "site-w", NKey: rec.ID, XKey: rec.XKey, Version: rec.Version,
+		Capabilities: rec.Capabilities, Time: time.Now().UTC()}
+	sig, err := kp.Sign(e.SigningBytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Sig = base64.RawURLEncoding.EncodeToString(sig)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	reply, err := agentsapi.Enroll.Call(ctx, nc, e)
+	if err != nil {
+		t.Fatalf("re-enrollment with a wider profile: %v", err)
+	}
+	if !strings.Contains(reply.Message, "outpost agents approve site-w/brw") {
+		t.Errorf("the reply does not say the wider profile awaits approval: %+v", reply)
+	}
+	// Hub side: no consumer of the site takes a discovery probe.
+	if _, err := bus.FindProbeConsumer(ctx, hjs, "site-w", "interactive", "echo", bus.AppDiscovery); !errors.Is(err, bus.ErrNoProbeConsumer) {
+		t.Errorf("a consumer of the site takes discovery probes after the bridge asked for them: %v", err)
+	}
+	// Bridge side, reconnected into whatever its rights are now: its own consumer answers,
+	// the wider profile's consumers do not.
+	nc.Close()
+	nc2, err := identityConn(t, h, br.dir, errs)
+	if err != nil {
+		t.Fatalf("the approved key cannot reconnect: %v", err)
+	}
+	defer nc2.Close()
+	eventually(t, 60*time.Second, func() error {
+		_, err := nc2.Request(bus.BridgeJSAPIPrefix+".CONSUMER.INFO."+bus.StreamProbes+"."+own, nil, 5*time.Second)
+		return err
+	})
+	wide := bus.ProbeGroups(map[string]bus.ProbeProfile{"brw": {Capabilities: rec.Capabilities}})
+	for _, g := range wide {
+		for _, prio := range envelope.Priorities {
+			cons := bus.ProbeConsumer("site-w", prio, g.Key)
+			for _, s := range []string{bus.BridgeJSAPIPrefix + ".CONSUMER.INFO." + bus.StreamProbes + "." + cons,
+				bus.BridgeJSAPIPrefix + ".CONSUMER.MSG.NEXT." + bus.StreamProbes + "." + cons} {
+				if m, err := nc2.Request(s, []byte(`{"batch":1,"expires":1000000000}`), 2*time.Second); err == nil {
+					t.Errorf("the wider profile's consumer answered on %s: %s", s, m.Data)
+				}
+			}
+		}
+	}
+	// The request is visible to operators; approving grants it.
+	h.mustAPI(t, "GET", "/api/v1/agents", nil, &ls)
+	for _, a := range ls.Agents {
+		if a.Name == "brw" && (a.Requested == nil || len(a.Requested.Apps) != 0) {
+			t.Errorf("agents ls does not show the wider request: %+v", a.Requested)
+		}
+	}
+	h.mustAPI(t, "POST", "/api/v1/agents/brw/approve", nil, nil)
+	if _, err := bus.FindProbeConsumer(ctx, hjs, "site-w", "interactive", "echo", bus.AppDiscovery); err != nil {
+		t.Errorf("approved, yet no consumer takes the site's discovery probes: %v", err)
+	}
 }

@@ -119,18 +119,14 @@ func WriteCredsFile(path string, s Secrets) error {
 	if s.Release != nil {
 		fmt.Fprintf(&b, "release_seed: %s\n", s.Release.Seed())
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
+	// Whole or not at all (keyfile.Create): a failed write leaves no partial credentials.
+	if err := keyfile.Create(path, b.Bytes()); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("%s exists: a hub's credentials are made once (remove it only to start a new hub)", path)
 		}
 		return err
 	}
-	if _, err := f.Write(b.Bytes()); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return nil
 }
 
 // ReadCredsFile reads a credentials file; it reports every missing or bad field, and refuses
