@@ -92,7 +92,7 @@ func Open(ctx context.Context, cfg Config) (*Outbox, error) {
 	}
 	// The store's own limit is a little above MaxBytes: Full() stops new work at MaxBytes,
 	// and the slack lets probes already running finish and store their results. The
-	// executed-probe store has its own share.
+	// share of the executed-probe store is for the stream earlier bridges kept it in.
 	srv, err := bus.StartServer(bus.ServerConfig{Name: "outbox", StoreDir: filepath.Join(cfg.Dir, "outbox"),
 		SyncInterval: time.Second, MaxStore: cfg.MaxBytes + cfg.MaxBytes/8 + cfg.ExecutedMaxBytes + 64<<20, Logger: log})
 	if err != nil {
@@ -115,7 +115,8 @@ func Open(ctx context.Context, cfg Config) (*Outbox, error) {
 	}
 	var exec *Executed
 	if err == nil {
-		exec, err = openExecuted(ctx, js, cfg.ExecutedMaxMsgs, cfg.ExecutedMaxBytes)
+		exec, err = openExecuted(ctx, js, executedConfig{dir: filepath.Join(cfg.Dir, executedDir),
+			maxMsgs: cfg.ExecutedMaxMsgs, maxBytes: cfg.ExecutedMaxBytes, clk: cfg.Clock, log: log})
 	}
 	if err != nil {
 		nc.Close()
@@ -129,6 +130,7 @@ func Open(ctx context.Context, cfg Config) (*Outbox, error) {
 
 // Close stops the store (unsent results stay on disk for the next start).
 func (o *Outbox) Close() {
+	o.exec.Close()
 	o.nc.Close()
 	o.srv.Shutdown()
 }
