@@ -62,7 +62,7 @@ func Encode(meta Meta, body Body) (nats.Header, []byte, error) {
 	if err := body.Validate(); err != nil {
 		return nil, nil, fmt.Errorf("encode %s: %w", meta.Type, err)
 	}
-	data, err := json.Marshal(body)
+	data, err := marshalBody(body)
 	if err != nil {
 		return nil, nil, fmt.Errorf("encode %s: %w", meta.Type, err)
 	}

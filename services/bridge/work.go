@@ -173,12 +173,19 @@ func (b *Bridge) execute(ctx context.Context, jm jetstream.Msg, capability strin
 		b.deadLetter(ctx, jm, err)
 		return
 	}
-	// The probe's execution joins the trace it came with; its results carry it on.
-	ctx, span := telemetry.StartConsumer(ctx, b.tracer(), jm.Subject(), telemetry.HeaderCarrier(jm.Headers()))
-	span.SetName("probe " + p.Kind)
-	span.SetAttributes(attribute.String("outpost.probe", p.ID), attribute.String("outpost.probe.kind", p.Kind),
-		attribute.String("outpost.site", p.Site), attribute.String("outpost.agent", b.cfg.Name))
-	defer span.End()
+	// The probe's execution joins the trace it came with; its results carry it on. Without
+	// a tracer only the context is carried: a no-op span per probe still cost its options,
+	// attributes and name.
+	if tp := b.tracer(); isNoopTracer(tp) {
+		ctx = telemetry.Propagator.Extract(ctx, telemetry.HeaderCarrier(jm.Headers()))
+	} else {
+		var span trace.Span
+		ctx, span = telemetry.StartConsumer(ctx, tp, jm.Subject(), telemetry.HeaderCarrier(jm.Headers()))
+		span.SetName("probe " + p.Kind)
+		span.SetAttributes(attribute.String("outpost.probe", p.ID), attribute.String("outpost.probe.kind", p.Kind),
+			attribute.String("outpost.site", p.Site), attribute.String("outpost.agent", b.cfg.Name))
+		defer span.End()
+	}
 	d := delivery{jm: jm, stop: keepAlive(b.clock, jm)}
 	b.workMu.Lock()
 	if c, ok := b.claims[p.ID]; ok {
@@ -480,13 +487,19 @@ func (b *Bridge) tracer() trace.TracerProvider {
 	return b.deps.Tracer
 }
 
+// isNoopTracer reports whether tp records nothing (the bridge runs without a tracer).
+func isNoopTracer(tp trace.TracerProvider) bool {
+	_, off := tp.(tracenoop.TracerProvider)
+	return off
+}
+
 // putTraced is put inside an "outbox" producer span whose context replaces the result's
 // traceparent: the hub's consumer of the result is its child, whenever the outbox
 // forwards it (the header is stored with the message, so also after a restart or a resend
 // from the executed-probe store).
 func (b *Bridge) putTraced(ctx context.Context, subject string, h nats.Header, data []byte) error {
 	tp := b.tracer()
-	if _, off := tp.(tracenoop.TracerProvider); off {
+	if isNoopTracer(tp) {
 		return b.put(ctx, subject, h, data)
 	}
 	_, span := telemetry.StartProducer(ctx, tp, subject, telemetry.HeaderCarrier(h))

@@ -200,8 +200,8 @@ func (h *Hub) onResult(m *nats.Msg) {
 		return
 	}
 	h.chunks.Inc()
-	var r resultHead
-	if err := json.Unmarshal(m.Data, &r); err != nil || r.Kind == "" {
+	r, err := readResultHead(m.Data)
+	if err != nil || r.Kind == "" {
 		h.undecoded.WithLabelValues("result").Inc()
 		return
 	}

@@ -5,7 +5,9 @@
 package outbox
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -92,7 +94,7 @@ func Open(ctx context.Context, cfg Config) (*Outbox, error) {
 	}
 	// The store's own limit is a little above MaxBytes: Full() stops new work at MaxBytes,
 	// and the slack lets probes already running finish and store their results. The
-	// executed-probe store has its own share.
+	// share of the executed-probe store is for the stream earlier bridges kept it in.
 	srv, err := bus.StartServer(bus.ServerConfig{Name: "outbox", StoreDir: filepath.Join(cfg.Dir, "outbox"),
 		SyncInterval: time.Second, MaxStore: cfg.MaxBytes + cfg.MaxBytes/8 + cfg.ExecutedMaxBytes + 64<<20, Logger: log})
 	if err != nil {
@@ -115,7 +117,8 @@ func Open(ctx context.Context, cfg Config) (*Outbox, error) {
 	}
 	var exec *Executed
 	if err == nil {
-		exec, err = openExecuted(ctx, js, cfg.ExecutedMaxMsgs, cfg.ExecutedMaxBytes)
+		exec, err = openExecuted(ctx, js, executedConfig{dir: filepath.Join(cfg.Dir, executedDir),
+			maxMsgs: cfg.ExecutedMaxMsgs, maxBytes: cfg.ExecutedMaxBytes, clk: cfg.Clock, log: log})
 	}
 	if err != nil {
 		nc.Close()
@@ -129,6 +132,7 @@ func Open(ctx context.Context, cfg Config) (*Outbox, error) {
 
 // Close stops the store (unsent results stay on disk for the next start).
 func (o *Outbox) Close() {
+	o.exec.Close()
 	o.nc.Close()
 	o.srv.Shutdown()
 }
@@ -137,8 +141,20 @@ func (o *Outbox) Close() {
 func (o *Outbox) Executed() *Executed { return o.exec }
 
 // Put stores one message for the hub subject. It returns once the message is on local disk.
+//
+// A plain request to the local stream, not jetstream's PublishMsg: that decodes every
+// publish ack from JSON, while a store ack ({"stream":...,"seq":...}) only needs telling
+// from an error — one JSON decode and its allocations less per result.
 func (o *Outbox) Put(ctx context.Context, subject string, h nats.Header, data []byte) error {
-	_, err := o.js.PublishMsg(ctx, &nats.Msg{Subject: prefix + subject, Header: h, Data: data})
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, putTimeout)
+		defer cancel()
+	}
+	resp, err := o.nc.RequestMsgWithContext(ctx, &nats.Msg{Subject: prefix + subject, Header: h, Data: data})
+	if err == nil {
+		err = storeAckError(resp.Data)
+	}
 	if err != nil {
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && strings.Contains(apiErr.Description, "maximum bytes") {
@@ -148,6 +164,31 @@ func (o *Outbox) Put(ctx context.Context, subject string, h nats.Header, data []
 	}
 	o.msgs.Add(1)
 	o.bytes.Add(int64(len(data) + len(subject)))
+	return nil
+}
+
+// putTimeout bounds a local store write whose context has no deadline.
+const putTimeout = 5 * time.Second
+
+// storeAckError reads a stream's reply to a publish: nil for a store ack, the server's
+// error otherwise. Only a reply that is not a plain ack is decoded.
+func storeAckError(reply []byte) error {
+	if bytes.HasPrefix(reply, []byte(`{"stream":`)) && !bytes.Contains(reply, []byte(`"error"`)) {
+		return nil
+	}
+	var ack struct {
+		Stream string              `json:"stream"`
+		Error  *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(reply, &ack); err != nil {
+		return fmt.Errorf("unreadable reply of the local store %q: %w", reply, err)
+	}
+	if ack.Error != nil {
+		return ack.Error
+	}
+	if ack.Stream == "" {
+		return fmt.Errorf("reply of the local store is not a store ack: %q", reply)
+	}
 	return nil
 }
 

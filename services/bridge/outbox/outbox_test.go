@@ -307,3 +307,34 @@ func TestLostAcksTimeOut(t *testing.T) {
 		t.Fatalf("hub has %d results, want 23", got)
 	}
 }
+
+// TestStoreAckError: a store ack is no error; a server error keeps its API error (ErrFull
+// is told by it); anything else is an error that says what came back.
+func TestStoreAckError(t *testing.T) {
+	cases := []struct {
+		name, reply string
+		ok          bool
+		apiCode     int
+	}{
+		{"store ack", `{"stream":"OUTBOX","seq":12}`, true, 0},
+		{"store ack, duplicate", `{"stream":"OUTBOX","seq":12,"duplicate":true}`, true, 0},
+		{"store ack, other layout", `{"seq":12, "stream":"OUTBOX"}`, true, 0},
+		{"error", `{"error":{"code":503,"err_code":10077,"description":"maximum bytes exceeded"},"stream":"OUTBOX"}`, false, 503},
+		{"error first", `{"stream":"OUTBOX","error":{"code":400,"err_code":10060,"description":"expected stream does not match"}}`, false, 400},
+		{"not JSON", `+OK`, false, 0},
+		{"empty", ``, false, 0},
+		{"no stream", `{"seq":1}`, false, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := storeAckError([]byte(tc.reply))
+			if (err == nil) != tc.ok {
+				t.Fatalf("reply %s: err %v, want ok %v", tc.reply, err, tc.ok)
+			}
+			var apiErr *jetstream.APIError
+			if tc.apiCode != 0 && (!errors.As(err, &apiErr) || apiErr.Code != tc.apiCode) {
+				t.Fatalf("reply %s: err %v, want the API error with code %d", tc.reply, err, tc.apiCode)
+			}
+		})
+	}
+}
