@@ -130,8 +130,10 @@ func TestRealNetSNMPAgentIsALinuxHost(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "snmpd.conf"), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// -C: only this configuration; no MIB files are read (numeric OIDs only).
-	cmd := exec.Command(bin, "-f", "-C", "-c", filepath.Join(dir, "snmpd.conf"), "-M", dir, "-m", "", "-Lf", filepath.Join(dir, "snmpd.log"))
+	// -C: only this configuration; no MIB files are read (numeric OIDs only). -I -smux: no
+	// SMUX listener, which snmpd otherwise opens on 0.0.0.0:199 — every lab address of the
+	// tests running beside this one would show port 199 open.
+	cmd := exec.Command(bin, "-f", "-C", "-c", filepath.Join(dir, "snmpd.conf"), "-M", dir, "-m", "", "-I", "-smux", "-Lf", filepath.Join(dir, "snmpd.log"))
 	cmd.Env = append(os.Environ(), "SNMP_PERSISTENT_DIR="+dir, "MIBS=")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
