@@ -25,6 +25,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/bus/capacity"
 	"github.com/outpost-dev/outpost/libs/bus/deadletters"
 	"github.com/outpost-dev/outpost/libs/keyfile"
 	"github.com/outpost-dev/outpost/libs/release"
@@ -429,6 +430,14 @@ func Registry(cfg Config, toks *tokens.Store, tlsc hubTLS) []Service {
 				return err
 			}
 			return svc.Run(ctx)
+		}},
+		{Name: "capacity", Run: func(ctx context.Context, d Deps) error {
+			// every store against its limits: near, full and unbounded stores raise events
+			w, err := capacity.New(capacity.DefaultConfig(), capacity.Deps{JS: d.JS, Logger: d.Logger, Meter: d.Telemetry.Meter.Meter("outpost/bus")})
+			if err != nil {
+				return err
+			}
+			return w.Run(ctx)
 		}},
 		{Name: "gateway", Run: func(ctx context.Context, d Deps) error {
 			gc := gateway.DefaultConfig()
