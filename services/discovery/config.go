@@ -40,11 +40,19 @@ type Config struct {
 	// ReceiptWait bounds how long a run with all its probes done waits for the CMDB's
 	// receipts of its payloads before it completes anyway (default 60 s).
 	ReceiptWait time.Duration
+	// Retention is how long a finished run is kept — its record and hosts — after it ended
+	// (default 30 days); PruneEvery how often the active replica prunes (default 1 h).
+	// retention.go.
+	Retention  time.Duration
+	PruneEvery time.Duration
 	// Replica names this process in run leases (default: a random id).
 	Replica string
 	// Hooks are a test's crash points (hooks.go); nil in production.
 	Hooks Hooks
 }
+
+// DefaultRetention keeps finished runs 30 days.
+const DefaultRetention = 30 * 24 * time.Hour
 
 // DefaultConfig is what `outpost up` runs with.
 func DefaultConfig() Config {
@@ -52,6 +60,7 @@ func DefaultConfig() Config {
 		ChunkSize: 1024, Ports: append([]int(nil), DefaultPorts...), SNMPEveryAddress: true,
 		MaxRunTime: time.Hour, ProbeTimeout: 2 * time.Minute, ScanTimeout: 10 * time.Minute,
 		Partitions: 8, Tick: 250 * time.Millisecond, ReceiptWait: 60 * time.Second, ActiveLease: 10 * time.Second,
+		Retention: DefaultRetention, PruneEvery: time.Hour,
 	}
 }
 
@@ -89,6 +98,12 @@ func (c Config) Validate() error {
 	}
 	if c.ReceiptWait < 0 {
 		errs = append(errs, errors.New("receipt wait: must not be negative"))
+	}
+	if c.Retention < time.Hour {
+		errs = append(errs, fmt.Errorf("retention %s: at least 1h (finished runs are kept that long after they end)", c.Retention))
+	}
+	if c.PruneEvery < time.Second {
+		errs = append(errs, fmt.Errorf("prune every %s: at least 1s", c.PruneEvery))
 	}
 	if c.Tick <= 0 {
 		errs = append(errs, errors.New("tick: must be positive"))

@@ -222,9 +222,10 @@ func (s *service) serve(ctx context.Context) error {
 		s.log.Error("resume runs", "err", err)
 	}
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); s.tickLoop(ctx) }()
 	go func() { defer wg.Done(); s.scheduleLoop(ctx) }()
+	go func() { defer wg.Done(); s.pruneLoop(ctx) }()
 	err = router.Run(ctx)
 	wg.Wait()
 	s.saveAll(context.WithoutCancel(ctx))
