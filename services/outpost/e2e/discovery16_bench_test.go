@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"strconv"
 	"testing"
@@ -46,9 +47,10 @@ func BenchmarkDiscovery16(b *testing.B) {
 	b.ResetTimer()
 	var wall time.Duration
 	var r discoveryRun
+	var id string
 	for range b.N {
 		t0 := time.Now()
-		id := startDiscovery(b, h, "lab", cidr)
+		id = startDiscovery(b, h, "lab", cidr)
 		r = waitDiscovery(b, h, id, 60*time.Minute)
 		wall = time.Since(t0)
 		if r.State != "completed" {
@@ -60,7 +62,24 @@ func BenchmarkDiscovery16(b *testing.B) {
 		b.Fatalf("the run covered %d addresses, want the whole /16 (65,534)", r.Counters.Addresses)
 	}
 	if r.Counters.Alive < alive {
-		b.Fatalf("the run found %d hosts alive, the lab has %d", r.Counters.Alive, alive)
+		found := map[string]bool{}
+		for _, x := range r.Hosts {
+			found[x.IP] = true
+		}
+		var missing []string
+		for _, x := range l.Manifest().Hosts {
+			if x.Class != "" && !found[x.IP] {
+				missing = append(missing, x.IP+" ("+x.Class+")")
+			}
+		}
+		_, raw := h.api(b, "GET", "/api/v1/discovery/runs/"+id+"?host=-", nil)
+		var rec struct {
+			Errors []string `json:"errors"`
+			Log    []string `json:"log"`
+		}
+		_ = json.Unmarshal(raw, &rec)
+		b.Logf("run errors: %v\nrun log: %v", rec.Errors[:min(len(rec.Errors), 20)], rec.Log)
+		b.Fatalf("the run found %d hosts alive, the lab has %d; missing: %v; reason %q", r.Counters.Alive, alive, missing, r.Reason)
 	}
 	b.ReportMetric(wall.Seconds(), "s/run")
 	b.ReportMetric(float64(procKB(b, h.proc.pid(), "VmHWM"))/1024, "hub-peak-RSS-MB")
