@@ -116,6 +116,9 @@ type runState struct {
 	// unsent are probes on record as pending that could not be published yet (a failed
 	// write ahead of them, or a failed publish): sent on the next turn, same ids.
 	unsent []*envelope.Probe
+	// unsavedHosts are hosts changed by turns whose writes failed (pending or host): written
+	// by the next turn, after its pending probes (pipeline.go, advance).
+	unsavedHosts map[string]*Host
 	// receiptsSince is when the run had nothing left but the CMDB's receipts to wait for.
 	receiptsSince time.Time
 	// dry: a dry replay run (replay.go), which sends no payload and so awaits no receipt.
