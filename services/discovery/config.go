@@ -25,6 +25,13 @@ type Config struct {
 	// ScanTimeout the one of a tcp_scan chunk (default 10 min).
 	ProbeTimeout time.Duration
 	ScanTimeout  time.Duration
+	// ProbeResends is how often a probe that passed its deadline without any result is
+	// sent again, under a new id, its timeout doubled each time (default 3; 0: never). A
+	// bridge reports a target's own timeout as a result, so no result at all means no bridge
+	// ran the probe in time: the site was cut off and the probe left PROBES with its TTL, or
+	// its bridge died holding it. The doubling outlasts a cut of some minutes whenever the
+	// probe was sent: an SNMP sweep probe (30 s) is sent again after 45 s, 2 min and 4¼ min.
+	ProbeResends int
 	// ClassifiersDir, when set, holds *.yaml files that replace embedded files of the same
 	// name and add new ones.
 	ClassifiersDir string
@@ -58,7 +65,7 @@ const DefaultRetention = 30 * 24 * time.Hour
 func DefaultConfig() Config {
 	return Config{
 		ChunkSize: 1024, Ports: append([]int(nil), DefaultPorts...), SNMPEveryAddress: true,
-		MaxRunTime: time.Hour, ProbeTimeout: 2 * time.Minute, ScanTimeout: 10 * time.Minute,
+		MaxRunTime: time.Hour, ProbeTimeout: 2 * time.Minute, ScanTimeout: 10 * time.Minute, ProbeResends: 3,
 		Partitions: 8, Tick: 250 * time.Millisecond, ReceiptWait: 60 * time.Second, ActiveLease: 10 * time.Second,
 		Retention: DefaultRetention, PruneEvery: time.Hour,
 	}
@@ -80,6 +87,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxRunTime <= 0 {
 		errs = append(errs, errors.New("max run time: must be positive"))
+	}
+	if c.ProbeResends < 0 || c.ProbeResends > 10 {
+		errs = append(errs, fmt.Errorf("probe resends %d: want 0..10 (each doubles the probe's timeout)", c.ProbeResends))
 	}
 	if c.ProbeTimeout < time.Second {
 		errs = append(errs, errors.New("probe timeout: at least 1s"))

@@ -163,6 +163,7 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 	s := &service{cfg: cfg, deps: deps, clock: clock.Or(deps.Clock), log: log, rules: rules, runs: map[string]*runState{}, bridges: map[string]bridgeCache{},
 		pub: bus.NewPublisher(deps.JS, envelope.ServiceSource(Service), deps.Tracer)}
 	s.pipeline = newPipeline(cfg, rules, s, s, s)
+	s.pipeline.log = s.log
 	// buckets are made (or brought to the table's limits) from the stores table
 	kv := func(spec jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 		b, err := deps.JS.CreateOrUpdateKeyValue(ctx, spec)
