@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -74,7 +75,7 @@ func (p *Publisher) Publish(ctx context.Context, subject string, meta envelope.M
 	ack, err := p.js.PublishMsg(ctx, msg)
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
-		return nil, fmt.Errorf("publish %s: %w", subject, err)
+		return nil, fmt.Errorf("publish %s: %w", subject, storeFull(subject, err))
 	}
 	return ack, nil
 }
@@ -136,7 +137,7 @@ func (b *Batch) collect() {
 		case err := <-pf.f.Err():
 			pf.span.SetStatus(codes.Error, err.Error())
 			b.mu.Lock()
-			b.errs = append(b.errs, fmt.Errorf("publish %s id %s: %w", pf.subject, pf.id, err))
+			b.errs = append(b.errs, fmt.Errorf("publish %s id %s: %w", pf.subject, pf.id, storeFull(pf.subject, err)))
 			b.mu.Unlock()
 		}
 		pf.span.End()
@@ -239,7 +240,26 @@ func PublishProbe(ctx context.Context, js jetstream.JetStream, pub *Publisher, p
 	defer span.End()
 	msg.Header.Set("Nats-TTL", ttl.Round(time.Second).String())
 	if _, err := js.PublishMsg(ctx, msg); err != nil {
-		return fmt.Errorf("publish probe %s: %w", p.ID, err)
+		return fmt.Errorf("publish probe %s: %w", p.ID, storeFull(msg.Subject, err))
 	}
 	return nil
+}
+
+// ErrStoreFull: the stream (or bucket) is at a limit with DiscardNew and refuses writes
+// until it drains; the capacity watch (libs/bus/capacity) raises an event about it. The
+// writer keeps what it wanted to write and tries again later.
+var ErrStoreFull = errors.New("stream full: writes are refused until it drains (see the store_full event on event.hub.bus)")
+
+// IsStoreFull reports whether err is a write refused by a full stream.
+func IsStoreFull(err error) bool { return errors.Is(err, ErrStoreFull) }
+
+// storeFull marks the server's "maximum … exceeded" refusal of a write to subject as
+// ErrStoreFull, naming the stream of the stores table that refused it.
+func storeFull(subject string, err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == 10077 || // JSStreamStoreFailedF
+		strings.Contains(apiErr.Description, "maximum") && strings.Contains(apiErr.Description, "exceeded")) {
+		return fmt.Errorf("%s: %w: %w", StreamOfSubject(subject), ErrStoreFull, err)
+	}
+	return err
 }

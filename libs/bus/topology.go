@@ -43,21 +43,24 @@ const (
 type Limits struct {
 	Replicas        int           // 1 embedded, 3 on a cluster
 	ResultsMaxAge   time.Duration // replay window (default 7 days)
-	ResultsMaxBytes int64         // default 10 GiB
+	ResultsMaxBytes int64         // default 3 GiB
 	// ResultsPerSender caps the results kept per result.<app>.<site>.<kind>.<agent> subject
 	// (oldest of that subject evicted first): one bridge flooding the hub replaces its own
 	// results, not another site's. Default 2,000,000.
 	ResultsPerSender int64
 	EventsMaxAge     time.Duration // default 7 days
-	EventsMaxBytes   int64         // default 5 GiB
+	EventsMaxBytes   int64         // default 1 GiB
 	ChangesMaxAge    time.Duration // default 30 days
+	ChangesMaxBytes  int64         // default 1 GiB
 	ImportsMaxAge    time.Duration // default 7 days
+	ImportsMaxBytes  int64         // default 2 GiB
+	CMDBMaxBytes     int64         // default 1 GiB: payloads waiting for the CMDB
 	DLQMaxAge        time.Duration // default 30 days: poison messages wait for a human
 	DLQMaxBytes      int64         // default 1 GiB
 	// DLQPerOrigin is the per-origin quota of dead letters (per dlq.<service>.<origin>
 	// subject, oldest evicted first): default 10,000.
 	DLQPerOrigin   int64
-	ProbesMaxBytes int64 // default 5 GiB
+	ProbesMaxBytes int64 // default 1 GiB
 	// ProbesMaxConsumers caps PROBES' consumers (default 100,000). nats-server 2.11+ allows
 	// 1,000 consumers per stream unless the stream says otherwise (-1 does not count), and
 	// every site has one per priority, capability and lane (162): the 7th site could not
@@ -71,16 +74,19 @@ func DefaultLimits() Limits {
 	return Limits{
 		Replicas:           1,
 		ResultsMaxAge:      7 * 24 * time.Hour,
-		ResultsMaxBytes:    10 << 30,
+		ResultsMaxBytes:    3 << 30,
 		ResultsPerSender:   2_000_000,
 		EventsMaxAge:       7 * 24 * time.Hour,
-		EventsMaxBytes:     5 << 30,
+		EventsMaxBytes:     1 << 30,
 		ChangesMaxAge:      30 * 24 * time.Hour,
+		ChangesMaxBytes:    1 << 30,
 		ImportsMaxAge:      7 * 24 * time.Hour,
+		ImportsMaxBytes:    2 << 30,
+		CMDBMaxBytes:       1 << 30,
 		DLQMaxAge:          30 * 24 * time.Hour,
 		DLQMaxBytes:        1 << 30,
 		DLQPerOrigin:       10_000,
-		ProbesMaxBytes:     5 << 30,
+		ProbesMaxBytes:     1 << 30,
 		ProbesMaxConsumers: 100_000,
 		Duplicates:         2 * time.Minute,
 	}
@@ -116,6 +122,9 @@ func (l Limits) withDefaults() Limits {
 	if l.ProbesMaxConsumers == 0 {
 		l.ProbesMaxConsumers = d.ProbesMaxConsumers
 	}
+	pickN(&l.ChangesMaxBytes, d.ChangesMaxBytes)
+	pickN(&l.ImportsMaxBytes, d.ImportsMaxBytes)
+	pickN(&l.CMDBMaxBytes, d.CMDBMaxBytes)
 	return l
 }
 
@@ -193,6 +202,8 @@ type KVSpec struct {
 	History     uint8
 	// LimitMarkerTTL enables per-key TTLs (used by leases).
 	LimitMarkerTTL time.Duration
+	MaxBytes       int64
+	Replicas       int
 }
 
 // Topology is the one declarative table of what the bus holds. Provision makes the server
@@ -203,46 +214,26 @@ type Topology struct {
 	Consumers []ConsumerSpec
 }
 
-// DefaultTopology is DESIGN.md §2 as data. Services add their consumers with WithConsumers.
+// DefaultTopology is DESIGN.md §2 as data: the table's stores owned by "bus" (stores.go).
+// Services add their consumers with WithConsumers.
 func DefaultTopology(l Limits) Topology {
 	l = l.withDefaults()
-	s := func(c jetstream.StreamConfig) jetstream.StreamConfig {
-		c.Storage = jetstream.FileStorage
-		c.Replicas = l.Replicas
-		c.Duplicates = l.Duplicates
-		c.Discard = jetstream.DiscardOld
-		return c
+	var t Topology
+	for _, st := range Stores(l) {
+		if st.Owner != "bus" {
+			continue
+		}
+		switch st.Kind {
+		case KindStream:
+			c := st.StreamConfig(l.Replicas)
+			c.Duplicates = l.Duplicates
+			t.Streams = append(t.Streams, c)
+		case KindKV:
+			t.KV = append(t.KV, KVSpec{Bucket: st.Name, Description: st.Description, TTL: st.MaxAge, History: st.History,
+				LimitMarkerTTL: st.LimitMarkerTTL, MaxBytes: st.MaxBytes, Replicas: l.Replicas})
+		}
 	}
-	return Topology{
-		Streams: []jetstream.StreamConfig{
-			s(jetstream.StreamConfig{Name: StreamProbes, Description: "probes for bridges: probe.<site>.<priority>.<capability>.<lane>",
-				Subjects: []string{"probe.>"}, Retention: jetstream.WorkQueuePolicy, MaxBytes: l.ProbesMaxBytes, MaxConsumers: l.ProbesMaxConsumers,
-				AllowMsgTTL: true, Discard: jetstream.DiscardNew}),
-			s(jetstream.StreamConfig{Name: StreamResults, Description: "probe results, kept for replay: result.<app>.<site>.<kind>.<agent>",
-				Subjects: []string{"result.>"}, Retention: jetstream.LimitsPolicy, MaxAge: l.ResultsMaxAge, MaxBytes: l.ResultsMaxBytes,
-				MaxMsgsPerSubject: l.ResultsPerSender}),
-			s(jetstream.StreamConfig{Name: StreamEvents, Description: "raw events: event.<site>.<source>",
-				Subjects: []string{"event.>"}, Retention: jetstream.LimitsPolicy, MaxAge: l.EventsMaxAge, MaxBytes: l.EventsMaxBytes}),
-			s(jetstream.StreamConfig{Name: StreamCMDB, Description: "CI payloads to reconcile: cmdb.ingest.<partition>",
-				Subjects: []string{"cmdb.ingest.>"}, Retention: jetstream.WorkQueuePolicy}),
-			s(jetstream.StreamConfig{Name: StreamChanges, Description: "CMDB changes: cmdb.changed.<class>; ingest receipts: cmdb.ingested.<source>",
-				Subjects: []string{"cmdb.changed.>", "cmdb.ingested.>"}, Retention: jetstream.LimitsPolicy, MaxAge: l.ChangesMaxAge}),
-			s(jetstream.StreamConfig{Name: StreamImports, Description: "import rows: import.<set>.rows",
-				Subjects: []string{"import.>"}, Retention: jetstream.LimitsPolicy, MaxAge: l.ImportsMaxAge}),
-			s(jetstream.StreamConfig{Name: StreamDLQ, Description: "poison messages with their reason: dlq.<service>.<origin>",
-				Subjects: []string{"dlq.>"}, Retention: jetstream.LimitsPolicy, MaxAge: l.DLQMaxAge, MaxBytes: l.DLQMaxBytes,
-				MaxMsgsPerSubject: l.DLQPerOrigin}),
-		},
-		KV: []KVSpec{
-			{Bucket: KVAgents, Description: "agent registry", History: 1},
-			{Bucket: KVSites, Description: "sites and their ranges", History: 5},
-			{Bucket: KVRuns, Description: "run progress", History: 1},
-			{Bucket: KVLeases, Description: "scheduler leases", History: 1, LimitMarkerTTL: time.Second},
-			{Bucket: KVTokens, Description: "API tokens (hashed)", History: 1},
-			{Bucket: KVSessions, Description: "console sign-ins: session id hash to token hash; shared by gateway replicas", History: 1, TTL: SessionTTL},
-			{Bucket: KVHeartbeats, Description: "last heartbeat of each agent; expires after 3 missed beats", History: 1, TTL: HeartbeatTTL},
-		},
-	}
+	return t
 }
 
 // WithConsumers returns the topology plus the given consumers.
@@ -271,7 +262,11 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) error {
 	}
 	for _, kv := range t.KV {
 		cfg := jetstream.KeyValueConfig{Bucket: kv.Bucket, Description: kv.Description, TTL: kv.TTL,
-			History: kv.History, Storage: jetstream.FileStorage, LimitMarkerTTL: kv.LimitMarkerTTL}
+			History: kv.History, Storage: jetstream.FileStorage, LimitMarkerTTL: kv.LimitMarkerTTL,
+			MaxBytes: kv.MaxBytes, Replicas: max(kv.Replicas, 1)}
+		if cfg.MaxBytes == 0 {
+			cfg.MaxBytes = -1
+		}
 		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
 			errs = append(errs, fmt.Errorf("kv %s: %w", kv.Bucket, err))
 		}

@@ -28,6 +28,10 @@ type Config struct {
 	Range string
 	// Hosts is how many addresses the lab simulates (about 15% of them dead).
 	Hosts int
+	// Stride spreads the hosts over the range: host i takes address 1 + i*Stride (0 or 1:
+	// consecutive). A few hundred hosts with a large stride make a sparse /16, the shape
+	// of a real site's discovery range, without a socket per address.
+	Stride int
 	// Seed determines everything the lab simulates: same seed, same range,
 	// same day → byte-identical manifest.
 	Seed int64
@@ -62,6 +66,9 @@ func (c Config) Validate() error {
 	case p.Bits() < loopback.Bits() || !loopback.Contains(p.Addr()):
 		errs = append(errs, fmt.Errorf("range %q: outside 127.0.0.0/8; the lab never binds anything but loopback addresses (use 127.77.x.0/24)", c.Range))
 	}
+	if c.Stride < 0 {
+		errs = append(errs, fmt.Errorf("stride %d: want 0 or more (0 and 1: consecutive addresses)", c.Stride))
+	}
 	if c.Hosts < 1 {
 		errs = append(errs, fmt.Errorf("hosts %d: want at least 1", c.Hosts))
 	}
@@ -73,6 +80,7 @@ func (c Config) Validate() error {
 		if c.Hostile {
 			need += HostileHosts
 		}
+		need = (need-1)*c.stride() + 1
 		// the network and broadcast addresses are never used
 		if avail := (1 << (32 - p.Bits())) - 2; need > avail {
 			errs = append(errs, fmt.Errorf("range %q has %d usable addresses, the lab needs %d (hosts %d%s): use a larger range",
@@ -86,6 +94,9 @@ func (c Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// stride is Stride with its default.
+func (c Config) stride() int { return max(c.Stride, 1) }
 
 func (c Config) prefix() netip.Prefix {
 	return netip.MustParsePrefix(c.Range).Masked()

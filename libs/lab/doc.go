@@ -101,7 +101,9 @@
 // # Tests
 //
 // This package's tests use 127.77.200.0/24 to 127.77.209.0/24,
-// 127.77.212.0/22 (1,000 hosts) and plans of 127.77.250.0/24 (nothing bound);
-// benchmarks use 127.77.216.0/22. Other packages should use other 127.77.x
+// 127.77.212.0/22 (1,000 hosts), 127.77.220.0/24 and plans of 127.77.250.0/24
+// (nothing bound); benchmarks use 127.77.216.0/22. Config.Stride spreads a lab's hosts
+// over its range: the /16 discovery benchmark (services/outpost/e2e) runs a sparse lab on
+// the whole of 127.77.0.0/16, alone. Other packages should use other 127.77.x
 // ranges.
 package lab

@@ -63,6 +63,8 @@ func TestConfigValidate(t *testing.T) {
 		{lab.Config{Range: "nonsense", Hosts: 0}, []string{"not a CIDR", "at least 1"}},
 		{lab.Config{Range: "127.77.0.0/29", Hosts: 6, Hostile: true}, []string{"6 usable addresses", "needs 9"}},
 		{lab.Config{Range: "127.77.0.0/16", Hosts: lab.MaxHosts + 1}, []string{"at most"}},
+		{lab.Config{Range: "127.77.0.0/24", Hosts: 10, Stride: 30}, []string{"254 usable addresses", "needs 271"}},
+		{lab.Config{Range: "127.77.0.0/24", Hosts: 1, Stride: -1}, []string{"stride -1"}},
 	}
 	for _, c := range cases {
 		err := c.cfg.Validate()
@@ -284,3 +286,19 @@ func TestPortsMatchManifest(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestStrideSpreadsHosts: with a stride, host i lives at the range's address 1 + i*stride.
+func TestStrideSpreadsHosts(t *testing.T) {
+	l, err := lab.Start(context.Background(), lab.Config{Range: "127.77.220.0/24", Hosts: 4, Stride: 50, Seed: 7})
+	if err != nil {
+		t.Skipf("lab cannot start here: %v", err)
+	}
+	defer l.Close()
+	var ips []string
+	for _, h := range l.Manifest().Hosts {
+		ips = append(ips, h.IP)
+	}
+	if got, want := strings.Join(ips, " "), "127.77.220.1 127.77.220.51 127.77.220.101 127.77.220.151"; got != want {
+		t.Fatalf("hosts at %s, want %s", got, want)
+	}
+}

@@ -217,7 +217,7 @@ func newPlan(cfg Config, now time.Time) (*plan, error) {
 	counters := map[string]int{}
 	site := sites[p.site]
 	for i, class := range classes {
-		h := &host{idx: i, ip: addrAt(p.prefix, i+1), class: class}
+		h := &host{idx: i, ip: addrAt(p.prefix, 1+i*cfg.stride()), class: class}
 		p.hosts = append(p.hosts, h)
 		h.m = Host{IP: h.ip.String(), Class: class, MACs: []string{}, OpenTCP: []int{}, Software: []Software{}}
 		if class == ClassHostile {

@@ -104,8 +104,7 @@ func StoreBuild(ctx context.Context, js jetstream.JetStream, key *release.Key, b
 	if err := b.Validate(); err != nil {
 		return b, "", err
 	}
-	obs, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: release.Bucket,
-		Description: "outpost-bridge builds, signed with the hub's release key, served to bridges by svc.agents.build_chunk"})
+	obs, err := js.CreateOrUpdateObjectStore(ctx, bus.ObjectStore(release.Bucket)) // the stores table (libs/bus/stores.go)
 	if err != nil {
 		return b, "", err
 	}

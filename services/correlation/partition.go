@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
 )
 
@@ -110,10 +111,9 @@ func partitionMsg(data []byte) (routedBatch, error) {
 // Changing the partition count of a running system re-partitions new events only: the
 // consumers of partitions beyond the new count are left to drain by hand (documented).
 func ensurePartitions(ctx context.Context, js jetstream.JetStream, n int) error {
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: StreamPartitions,
-		Description: "correlation: normalized events by partition, from the router to the partition owner",
-		Subjects:    []string{partitionSubject + ">"}, Retention: jetstream.InterestPolicy, Storage: jetstream.FileStorage,
-		Duplicates: partitionDupWindow, Discard: jetstream.DiscardOld})
+	cfg := bus.Stream(StreamPartitions) // the stores table (libs/bus/stores.go)
+	cfg.Subjects, cfg.Duplicates = []string{partitionSubject + ">"}, partitionDupWindow
+	_, err := js.CreateOrUpdateStream(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("correlation: stream %s: %w", StreamPartitions, err)
 	}

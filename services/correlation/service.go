@@ -148,23 +148,19 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("component", Service)
-	kvA, err := deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: KVAlerts,
-		Description: "correlation: alerts by dedup key slot (a.<slot>) and closed alerts (c.<id>)", History: 1, Storage: jetstream.FileStorage})
+	kvA, err := deps.JS.CreateOrUpdateKeyValue(ctx, bus.KV(KVAlerts))
 	if err != nil {
 		return nil, fmt.Errorf("correlation: bucket %s: %w", KVAlerts, err)
 	}
-	kvS, err := deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: KVSilences,
-		Description: "correlation: silences by id", History: 1, Storage: jetstream.FileStorage})
+	kvS, err := deps.JS.CreateOrUpdateKeyValue(ctx, bus.KV(KVSilences))
 	if err != nil {
 		return nil, fmt.Errorf("correlation: bucket %s: %w", KVSilences, err)
 	}
-	kvN, err := deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: KVNotifications,
-		Description: "correlation: the notification log (last notification per notifier and group)", History: 1, Storage: jetstream.FileStorage})
+	kvN, err := deps.JS.CreateOrUpdateKeyValue(ctx, bus.KV(KVNotifications))
 	if err != nil {
 		return nil, fmt.Errorf("correlation: bucket %s: %w", KVNotifications, err)
 	}
-	kvT, err := deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: KVTopology,
-		Description: "correlation: topology groups (alerts on related CIs) by id", History: 1, Storage: jetstream.FileStorage})
+	kvT, err := deps.JS.CreateOrUpdateKeyValue(ctx, bus.KV(KVTopology))
 	if err != nil {
 		return nil, fmt.Errorf("correlation: bucket %s: %w", KVTopology, err)
 	}

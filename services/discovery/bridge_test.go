@@ -108,6 +108,13 @@ func (b *testBridge) run(ctx context.Context, p *envelope.Probe) {
 	b.mu.Lock()
 	b.seen[p.Kind]++
 	b.mu.Unlock()
+	if time.Now().After(p.Deadline) {
+		// as the real bridge (services/bridge, work.go): a probe whose deadline passed while
+		// it waited for a worker is answered with a timeout, not run — discovery sends again
+		// only probes nobody answered
+		b.emit(ctx, p, 0, true, envelope.StatusTimeout, nil, &envelope.Error{Code: probes.CodeTimeout, Message: "the probe's deadline passed before a worker took it"})
+		return
+	}
 	var creds []seal.Secret
 	for _, sc := range p.Secrets {
 		s, err := seal.Open(b.key, sc, p.ID)

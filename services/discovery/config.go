@@ -36,6 +36,13 @@ type Config struct {
 	// ScanTimeout the one of a tcp_scan chunk (default 10 min).
 	ProbeTimeout time.Duration
 	ScanTimeout  time.Duration
+	// ProbeResends is how often a probe that passed its deadline without any result is
+	// sent again, under a new id, its timeout doubled each time (default 3; 0: never). A
+	// bridge reports a target's own timeout as a result, so no result at all means no bridge
+	// ran the probe in time: the site was cut off and the probe left PROBES with its TTL, or
+	// its bridge died holding it. The doubling outlasts a cut of some minutes whenever the
+	// probe was sent: an SNMP sweep probe (30 s) is sent again after 45 s, 2 min and 4¼ min.
+	ProbeResends int
 	// ClassifiersDir, when set, holds *.yaml files that replace embedded files of the same
 	// name and add new ones.
 	ClassifiersDir string
@@ -51,18 +58,27 @@ type Config struct {
 	// ReceiptWait bounds how long a run with all its probes done waits for the CMDB's
 	// receipts of its payloads before it completes anyway (default 60 s).
 	ReceiptWait time.Duration
+	// Retention is how long a finished run is kept — its record and hosts — after it ended
+	// (default 30 days); PruneEvery how often the active replica prunes (default 1 h).
+	// retention.go.
+	Retention  time.Duration
+	PruneEvery time.Duration
 	// Replica names this process in run leases (default: a random id).
 	Replica string
 	// Hooks are a test's crash points (hooks.go); nil in production.
 	Hooks Hooks
 }
 
+// DefaultRetention keeps finished runs 30 days.
+const DefaultRetention = 30 * 24 * time.Hour
+
 // DefaultConfig is what `outpost up` runs with.
 func DefaultConfig() Config {
 	return Config{
 		ChunkSize: 1024, ChunksPerBridge: 4, MinChunk: 64, Ports: append([]int(nil), DefaultPorts...), SNMPEveryAddress: true,
-		MaxRunTime: time.Hour, ProbeTimeout: 2 * time.Minute, ScanTimeout: 10 * time.Minute,
+		MaxRunTime: time.Hour, ProbeTimeout: 2 * time.Minute, ScanTimeout: 10 * time.Minute, ProbeResends: 3,
 		Partitions: 8, Tick: 250 * time.Millisecond, ReceiptWait: 60 * time.Second, ActiveLease: 10 * time.Second,
+		Retention: DefaultRetention, PruneEvery: time.Hour,
 	}
 }
 
@@ -89,6 +105,9 @@ func (c Config) Validate() error {
 	if c.MaxRunTime <= 0 {
 		errs = append(errs, errors.New("max run time: must be positive"))
 	}
+	if c.ProbeResends < 0 || c.ProbeResends > 10 {
+		errs = append(errs, fmt.Errorf("probe resends %d: want 0..10 (each doubles the probe's timeout)", c.ProbeResends))
+	}
 	if c.ProbeTimeout < time.Second {
 		errs = append(errs, errors.New("probe timeout: at least 1s"))
 	}
@@ -106,6 +125,12 @@ func (c Config) Validate() error {
 	}
 	if c.ReceiptWait < 0 {
 		errs = append(errs, errors.New("receipt wait: must not be negative"))
+	}
+	if c.Retention < time.Hour {
+		errs = append(errs, fmt.Errorf("retention %s: at least 1h (finished runs are kept that long after they end)", c.Retention))
+	}
+	if c.PruneEvery < time.Second {
+		errs = append(errs, fmt.Errorf("prune every %s: at least 1s", c.PruneEvery))
 	}
 	if c.Tick <= 0 {
 		errs = append(errs, errors.New("tick: must be positive"))

@@ -76,10 +76,9 @@ func probeKey(p *envelope.Probe) string {
 
 // ensureLedger creates the probe ledger stream (replicas: the deployment's, bus.WithReplicas).
 func ensureLedger(ctx context.Context, js jetstream.JetStream, maxAge time.Duration) error {
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: StreamLedger,
-		Description: "discovery: what each published probe asked (probe id and key), to replay runs from RESULTS",
-		Subjects:    []string{ledgerSubject + ">"}, Retention: jetstream.LimitsPolicy, MaxAge: maxAge,
-		Storage: jetstream.FileStorage, Discard: jetstream.DiscardOld, MaxBytes: 1 << 30})
+	cfg := bus.Stream(StreamLedger) // the stores table (libs/bus/stores.go)
+	cfg.Subjects, cfg.MaxAge = []string{ledgerSubject + ">"}, maxAge
+	_, err := js.CreateOrUpdateStream(ctx, cfg)
 	return err
 }
 

@@ -73,6 +73,9 @@ type pendingProbe struct {
 	Final  int          `json:"final,omitempty"`
 	// Attempt is the execution whose chunks are counted (envelope.Result.Attempt).
 	Attempt int `json:"attempt,omitempty"`
+	// Resends counts the sends before this one that passed their deadline without a result
+	// (stage.go, expire): this probe replaces them, with a timeout doubled per resend.
+	Resends int `json:"resends,omitempty"`
 }
 
 // group is the KV key suffix (under the run's id) the probe is kept in: its host for

@@ -116,6 +116,9 @@ type runState struct {
 	// unsent are probes on record as pending that could not be published yet (a failed
 	// write ahead of them, or a failed publish): sent on the next turn, same ids.
 	unsent []*envelope.Probe
+	// unsavedHosts are hosts changed by turns whose writes failed (pending or host): written
+	// by the next turn, after its pending probes (pipeline.go, advance).
+	unsavedHosts map[string]*Host
 	// receiptsSince is when the run had nothing left but the CMDB's receipts to wait for.
 	receiptsSince time.Time
 	// dry: a dry replay run (replay.go), which sends no payload and so awaits no receipt.
@@ -161,16 +164,10 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 	s := &service{cfg: cfg, deps: deps, clock: clock.Or(deps.Clock), log: log, rules: rules, runs: map[string]*runState{}, bridges: map[string]bridgeCache{},
 		pub: bus.NewPublisher(deps.JS, envelope.ServiceSource(Service), deps.Tracer)}
 	s.pipeline = newPipeline(cfg, rules, s, s, s)
+	s.pipeline.log = s.log
+	// buckets are made (or brought to the table's limits) from the stores table
 	kv := func(spec jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-		b, err := deps.JS.KeyValue(ctx, spec.Bucket)
-		if err == nil {
-			return b, nil
-		}
-		if !errors.Is(err, jetstream.ErrBucketNotFound) {
-			return nil, fmt.Errorf("kv %s: %w", spec.Bucket, err)
-		}
-		spec.Storage = jetstream.FileStorage
-		b, err = deps.JS.CreateOrUpdateKeyValue(ctx, spec)
+		b, err := deps.JS.CreateOrUpdateKeyValue(ctx, spec)
 		if err != nil {
 			return nil, fmt.Errorf("kv %s: %w", spec.Bucket, err)
 		}
@@ -178,15 +175,15 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 	}
 	var errs []error
 	pick := func(b jetstream.KeyValue, err error) jetstream.KeyValue { errs = append(errs, err); return b }
-	s.kvRuns = pick(kv(jetstream.KeyValueConfig{Bucket: bus.KVRuns, Description: "run progress", History: 1}))
-	s.kvLeases = pick(kv(jetstream.KeyValueConfig{Bucket: bus.KVLeases, Description: "scheduler leases", History: 1, LimitMarkerTTL: time.Second}))
-	s.kvHosts = pick(kv(jetstream.KeyValueConfig{Bucket: KVHosts, Description: "discovery: hosts of runs (facts, per-host log)", History: 1}))
-	s.kvPending = pick(kv(jetstream.KeyValueConfig{Bucket: KVPending, Description: "discovery: pending probes of active runs, by host, scan chunk or /24 of the sweep", History: 1}))
-	s.kvAff = pick(kv(jetstream.KeyValueConfig{Bucket: KVAffinity, Description: "discovery: credential that worked per site, type and address", History: 1}))
-	s.kvSched = pick(kv(jetstream.KeyValueConfig{Bucket: KVSchedules, Description: "discovery schedules", History: 1}))
-	s.kvHostKeys = pick(kv(jetstream.KeyValueConfig{Bucket: KVHostKeys, Description: "discovery: SSH host keys first seen per site and address (trust on first use)", History: 1}))
+	s.kvRuns = pick(kv(bus.KV(bus.KVRuns)))
+	s.kvLeases = pick(kv(bus.KV(bus.KVLeases)))
+	s.kvHosts = pick(kv(bus.KV(KVHosts)))
+	s.kvPending = pick(kv(bus.KV(KVPending)))
+	s.kvAff = pick(kv(bus.KV(KVAffinity)))
+	s.kvSched = pick(kv(bus.KV(KVSchedules)))
+	s.kvHostKeys = pick(kv(bus.KV(KVHostKeys)))
 	errs = append(errs, ensureLedger(ctx, deps.JS, LedgerMaxAge))
-	credKV := pick(kv(jetstream.KeyValueConfig{Bucket: KVCredentials, Description: "target credentials, AES-GCM encrypted", History: 1}))
+	credKV := pick(kv(bus.KV(KVCredentials)))
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -230,9 +227,10 @@ func (s *service) serve(ctx context.Context) error {
 		s.log.Error("resume runs", "err", err)
 	}
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); s.tickLoop(ctx) }()
 	go func() { defer wg.Done(); s.scheduleLoop(ctx) }()
+	go func() { defer wg.Done(); s.pruneLoop(ctx) }()
 	err = router.Run(ctx)
 	wg.Wait()
 	s.saveAll(context.WithoutCancel(ctx))

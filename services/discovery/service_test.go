@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,6 +34,8 @@ type harness struct {
 	dataDir  string
 	mu       sync.Mutex
 	payloads []*envelope.CIPayload
+	// replicaLog is what the in-process replicas logged: shown when the test failed.
+	replicaLog syncBuffer
 }
 
 func eventually(t *testing.T, d time.Duration, f func() error) {
@@ -72,6 +75,11 @@ func newHarness(ctx context.Context, t *testing.T, labRange string, hosts int) *
 		t.Fatal(err)
 	}
 	h := &harness{t: t, srv: srv, nc: nc, js: js, dataDir: t.TempDir()}
+	t.Cleanup(func() {
+		if t.Failed() && h.replicaLog.String() != "" {
+			t.Logf("in-process replicas' log:\n%s", h.replicaLog.String())
+		}
+	})
 	h.hub, _ = nkeys.CreateCurveKeys()
 	bkey, _ := nkeys.CreateCurveKeys()
 	bpub, _ := bkey.PublicKey()
@@ -154,7 +162,8 @@ func (h *harness) startReplica(ctx context.Context, replica string, lease time.D
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- Run(cctx, cfg, Deps{NC: h.nc, JS: h.js, CurveKey: h.hub}) }()
+	log := slog.New(slog.NewTextHandler(&h.replicaLog, &slog.HandlerOptions{Level: slog.LevelInfo})).With("replica", replica)
+	go func() { done <- Run(cctx, cfg, Deps{NC: h.nc, JS: h.js, CurveKey: h.hub, Logger: log}) }()
 	return func() {
 		cancel()
 		select {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"time"
@@ -190,6 +191,7 @@ type pipeline struct {
 	rules  *Classifiers
 	probes prober
 	stages []stage
+	log    *slog.Logger // nil: not logged (the run's own log still says it)
 }
 
 func newPipeline(cfg Config, rules *Classifiers, sc scope, pr prober, sink payloadSender) *pipeline {
@@ -216,7 +218,7 @@ func (p *pipeline) advance(ctx context.Context, t *turn) {
 		t.rs.resumed = false
 		p.reissue(ctx, t)
 	}
-	expire(t)
+	p.expire(ctx, t)
 	for _, s := range p.stages {
 		if s.advance(ctx, t) || terminalState(r.State) {
 			return
@@ -224,21 +226,113 @@ func (p *pipeline) advance(ctx context.Context, t *turn) {
 	}
 }
 
-// expire drops pending probes whose deadline passed long ago: their result will not come.
-func expire(t *turn) {
-	for id, p := range t.run.Pending {
-		if t.now.Before(p.Deadline.Add(expireAfter)) {
+// expire handles pending probes whose deadline passed long ago: their result will not come.
+// Each is sent again under a new id with a doubled timeout (resend), at most ProbeResends
+// times; then it is dropped and its host goes on without it.
+func (p *pipeline) expire(ctx context.Context, t *turn) {
+	resent, dropped := 0, 0
+	for _, id := range slices.Sorted(maps.Keys(t.run.Pending)) {
+		pp := t.run.Pending[id]
+		if t.now.Before(pp.Deadline.Add(expireAfter)) {
 			continue
 		}
 		delete(t.run.Pending, id)
 		t.rs.dirty = true
-		if h := t.rs.hosts[p.IP]; h != nil {
-			t.hostLog(h, HostLog{Step: p.Step, Kind: p.Kind, Probe: id, Status: "timeout", Error: "no result before the probe's deadline"})
+		h := t.rs.hosts[pp.IP]
+		var why string
+		if pp.Resends < p.cfg.ProbeResends {
+			np, err := p.rebuild(ctx, t, pp, "", pp.Resends+1)
+			if err == nil {
+				t.run.Pending[np.ID].Resends = pp.Resends + 1
+				t.run.Counters.ProbesResent++
+				if h != nil {
+					t.hostLog(h, HostLog{Step: pp.Step, Kind: pp.Kind, Probe: np.ID, Status: "sent",
+						Note: fmt.Sprintf("sent again (%d of %d): probe %s got no result before its deadline (no bridge ran it in time); new deadline %s",
+							pp.Resends+1, p.cfg.ProbeResends, id, np.Deadline.Format(time.RFC3339))})
+				}
+				t.out = append(t.out, np)
+				resent++
+				continue
+			}
+			why = "; not sent again: " + err.Error()
+		} else if pp.Resends > 0 {
+			why = fmt.Sprintf(" (after %d resends)", pp.Resends)
 		}
-		if p.Step == StepScan {
-			t.run.errorf(fmt.Sprintf("scan probe %s: no result before its deadline", id))
+		dropped++
+		if h != nil {
+			t.hostLog(h, HostLog{Step: pp.Step, Kind: pp.Kind, Probe: id, Status: "timeout", Error: "no result before the probe's deadline" + why})
+		}
+		if pp.Step == StepScan {
+			t.run.errorf(fmt.Sprintf("scan probe %s: no result before its deadline%s", id, why))
 		}
 	}
+	if resent > 0 {
+		t.logf(fmt.Sprintf("%d probes got no result before their deadline (no bridge ran them in time): sent again with new deadlines", resent))
+	}
+	if (resent > 0 || dropped > 0) && p.log != nil {
+		p.log.Info("probes past their deadline without a result", "run", t.run.ID, "resent", resent, "given_up", dropped,
+			"resent_total", t.run.Counters.ProbesResent)
+	}
+}
+
+// timeout is the deadline a probe of step gets on its resends-th resend: the step's own,
+// doubled per resend up to maxResendTimeout (never below the step's own).
+func (p *pipeline) timeout(step Step, resends int) time.Duration {
+	base := p.cfg.ProbeTimeout
+	switch step {
+	case StepScan:
+		base = p.cfg.ScanTimeout
+	case StepSweep:
+		base = sweepTimeout
+	}
+	d := base
+	for range resends {
+		d *= 2
+	}
+	return max(base, min(d, maxResendTimeout))
+}
+
+// maxResendTimeout caps the doubled timeout of a resent probe: a site that stays cut off
+// ends its hosts' wait within some half an hour, well inside MaxRunTime.
+const maxResendTimeout = 10 * time.Minute
+
+// rebuild makes the probe of a pending one again: under id (a resend after a restart, the
+// same id) or a new id ("": the previous send expired), with the timeout of its resend.
+func (p *pipeline) rebuild(ctx context.Context, t *turn, pp *pendingProbe, id string, resends int) (*envelope.Probe, error) {
+	if pp.Step == StepScan {
+		addrs, err := expand(pp.Targets, nil, 1<<20)
+		if err != nil {
+			return nil, err
+		}
+		targets := make([]string, 0, len(addrs))
+		for _, a := range addrs {
+			targets = append(targets, a.String())
+		}
+		return scanProbe(ctx, p.probes, t, id, targets, pp.Ports, p.timeout(StepScan, resends))
+	}
+	spec, ok := p.specOf(pp)
+	if !ok {
+		return nil, fmt.Errorf("probe %s is no longer in the classifiers", pp.Name)
+	}
+	return p.probes.probe(ctx, t, probeRequest{Spec: spec, IP: pp.IP, Port: pp.Port, Step: pp.Step, Timeout: p.timeout(pp.Step, resends), ID: id})
+}
+
+// specOf is the current rules' spec of a pending classify, sweep or explore probe.
+func (p *pipeline) specOf(pp *pendingProbe) (ProbeSpec, bool) {
+	rules := p.rules.Current()
+	for _, sp := range rules.Probes {
+		if sp.Name == pp.Name && (pp.Step == StepClassify || pp.Step == StepSweep) {
+			return sp, true
+		}
+	}
+	for _, c := range rules.Classifiers {
+		for _, sp := range c.Explore {
+			if sp.Name == pp.Name && pp.Step == StepExplore {
+				return sp, true
+			}
+		}
+	}
+	return ProbeSpec{}, false
 }
 
 // reissue sends every pending probe again after a restart, under its own id: the pending
@@ -248,50 +342,10 @@ func expire(t *turn) {
 // first send included — are applied, since they name a pending probe.
 func (p *pipeline) reissue(ctx context.Context, t *turn) {
 	r := t.run
-	rules := p.rules.Current()
-	specOf := func(pp *pendingProbe) (ProbeSpec, bool) {
-		for _, sp := range rules.Probes {
-			if sp.Name == pp.Name && (pp.Step == StepClassify || pp.Step == StepSweep) {
-				return sp, true
-			}
-		}
-		for _, c := range rules.Classifiers {
-			for _, sp := range c.Explore {
-				if sp.Name == pp.Name && pp.Step == StepExplore {
-					return sp, true
-				}
-			}
-		}
-		return ProbeSpec{}, false
-	}
 	sent := 0
 	for _, id := range slices.Sorted(maps.Keys(r.Pending)) {
 		pp := r.Pending[id]
-		var np *envelope.Probe
-		var err error
-		switch pp.Step {
-		case StepScan:
-			var targets []string
-			if addrs, xerr := expand(pp.Targets, nil, 1<<20); xerr != nil {
-				err = xerr
-			} else {
-				for _, a := range addrs {
-					targets = append(targets, a.String())
-				}
-				np, err = scanProbe(ctx, p.probes, t, id, targets, pp.Ports, p.cfg.ScanTimeout)
-			}
-		default:
-			spec, ok := specOf(pp)
-			if !ok {
-				err = fmt.Errorf("probe %s is no longer in the classifiers", pp.Name)
-				break
-			}
-			timeout := p.cfg.ProbeTimeout
-			if pp.Step == StepSweep {
-				timeout = sweepTimeout
-			}
-			np, err = p.probes.probe(ctx, t, probeRequest{Spec: spec, IP: pp.IP, Port: pp.Port, Step: pp.Step, Timeout: timeout, ID: id})
-		}
+		np, err := p.rebuild(ctx, t, pp, id, pp.Resends)
 		if err != nil {
 			delete(r.Pending, id)
 			r.errorf(fmt.Sprintf("resend %s probe %s after restart: %v", pp.Kind, id, err))

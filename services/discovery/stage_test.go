@@ -90,6 +90,7 @@ func newRig(t *testing.T, state string, hosts ...*Host) *rig {
 	}
 	cfg := DefaultConfig()
 	cfg.DataDir = t.TempDir()
+	cfg.ProbeResends = 0 // the stages' own timelines; TestExpiredProbesResent sets it
 	g := &rig{t: t, cfg: cfg, clock: clock.NewFake(t0), rules: rules, probe: localProber{missing: map[string]bool{}},
 		scope: fixedScope{of: site{Name: "lab", Ranges: []string{"127.77.9.0/30"}}, bridges: []string{"XKEY"}}, sink: &payloadLog{}}
 	r := &RunRecord{ID: "01RUN", Site: "lab", State: state, Created: t0, Deadline: t0.Add(cfg.MaxRunTime), Pending: map[string]*pendingProbe{}}
@@ -465,4 +466,107 @@ func TestPipelineResume(t *testing.T) {
 	if tr := g.at(time.Hour - time.Minute + time.Second); len(tr.out) != 0 {
 		t.Fatal("resent twice")
 	}
+}
+
+// TestExpiredProbesResent: a probe that got no result by its deadline + expireAfter (no
+// bridge ran it: a WAN cut let it leave PROBES with its TTL) is sent again under a new id,
+// its timeout doubled, at most ProbeResends times — counted, in the host's and the run's
+// log — and its host waits for the new send; past the bound it is given up as before.
+func TestExpiredProbesResent(t *testing.T) {
+	const resends = 2
+	newHost := func() *Host { return &Host{IP: "127.77.9.3", Stage: stageNew, Facts: Facts{Ports: []int{22}}} }
+	setup := func(t *testing.T) (*rig, *Host, string) {
+		h := newHost()
+		g := newRig(t, StateClassifying, h)
+		g.cfg.ProbeResends = resends
+		g.build()
+		tr := g.at(0)
+		if len(tr.out) != 1 || tr.out[0].Kind != "ssh_exec" {
+			t.Fatalf("sent %v, want one ssh_exec", g.kinds(tr.out))
+		}
+		return g, h, tr.out[0].ID
+	}
+	pt := DefaultConfig().ProbeTimeout
+	// expiry of the n-th send (0: the first) sent at `at`: its timeout doubled n times
+	expiry := func(at time.Duration, n int) time.Duration { return at + pt<<n + expireAfter }
+
+	t.Run("answered after a resend", func(t *testing.T) {
+		g, h, first := setup(t)
+		if tr := g.at(expiry(0, 0) - time.Nanosecond); len(tr.out) != 0 || g.rs.run.Pending[first] == nil {
+			t.Fatalf("resent before its expiry: %v", g.kinds(tr.out))
+		}
+		tr := g.at(expiry(0, 0))
+		if len(tr.out) != 1 || tr.out[0].ID == first || tr.out[0].Kind != "ssh_exec" {
+			t.Fatalf("at the expiry sent %v, want the ssh_exec again under a new id", g.kinds(tr.out))
+		}
+		second := tr.out[0].ID
+		pp := g.rs.run.Pending[second]
+		if g.rs.run.Pending[first] != nil || pp == nil || pp.Resends != 1 || !pp.Deadline.Equal(t0.Add(expiry(0, 0)+2*pt)) {
+			t.Fatalf("pending %v; the new send %+v, want resends 1 and deadline +%s", g.pendingIDs(), pp, expiry(0, 0)+2*pt)
+		}
+		if !tr.out[0].Deadline.Equal(pp.Deadline) {
+			t.Fatalf("the probe's deadline %s, its pending copy's %s", tr.out[0].Deadline, pp.Deadline)
+		}
+		if c := g.rs.run.Counters; c.ProbesResent != 1 || c.ProbesSent != 2 {
+			t.Fatalf("counters %+v: want 1 resent of 2 sent", c)
+		}
+		if l := lastLog(h); l.Status != "sent" || l.Probe != second || !strings.Contains(l.Note, "sent again (1 of 2)") {
+			t.Fatalf("host log %+v", l)
+		}
+		if !slices.ContainsFunc(g.rs.run.Log, func(l string) bool { return strings.Contains(l, "sent again") }) {
+			t.Fatalf("run log says nothing of the resend: %v", g.rs.run.Log)
+		}
+		g.at(expiry(0, 0) + time.Minute)
+		if h.Stage != stageClassify {
+			t.Fatalf("host moved on (%s) while its resent probe is pending", h.Stage)
+		}
+		g.answer(second)
+		g.at(expiry(0, 0) + time.Minute + time.Second)
+		if h.Stage == stageClassify || slices.ContainsFunc(h.Log, func(l HostLog) bool { return l.Status == "timeout" }) {
+			t.Fatalf("after the answer: stage %s, log %+v", h.Stage, h.Log)
+		}
+	})
+
+	t.Run("given up past the bound", func(t *testing.T) {
+		g, h, _ := setup(t)
+		at := time.Duration(0)
+		for n := range resends {
+			at = expiry(at, n)
+			if tr := g.at(at); len(tr.out) != 1 {
+				t.Fatalf("resend %d at +%s: sent %v", n+1, at, g.kinds(tr.out))
+			}
+		}
+		at = expiry(at, resends)
+		if tr := g.at(at - time.Nanosecond); len(tr.out) != 0 || h.Stage != stageClassify {
+			t.Fatalf("before the last send's expiry: sent %v, stage %s", g.kinds(tr.out), h.Stage)
+		}
+		tr := g.at(at)
+		if len(tr.out) != 0 || len(g.rs.run.Pending) != 0 || h.Stage != stageDone {
+			t.Fatalf("past the bound: sent %v, pending %v, stage %s", g.kinds(tr.out), g.pendingIDs(), h.Stage)
+		}
+		if i := slices.IndexFunc(h.Log, func(l HostLog) bool { return l.Status == "timeout" }); i < 0 ||
+			!strings.Contains(h.Log[i].Error, "after 2 resends") {
+			t.Fatalf("host log %+v: want the timeout after 2 resends", h.Log)
+		}
+		if c := g.rs.run.Counters; c.ProbesResent != resends || g.rs.run.State != StateCompleted {
+			t.Fatalf("run %s, counters %+v", g.rs.run.State, c)
+		}
+	})
+
+	t.Run("timeouts", func(t *testing.T) {
+		g, _, _ := setup(t)
+		for _, c := range []struct {
+			step    Step
+			resends int
+			want    time.Duration
+		}{
+			{StepSweep, 0, sweepTimeout}, {StepSweep, 1, 2 * sweepTimeout}, {StepSweep, 3, 8 * sweepTimeout},
+			{StepClassify, 0, pt}, {StepExplore, 2, 4 * pt}, {StepClassify, 5, maxResendTimeout},
+			{StepScan, 0, g.cfg.ScanTimeout}, {StepScan, 3, max(g.cfg.ScanTimeout, maxResendTimeout)},
+		} {
+			if got := g.p.timeout(c.step, c.resends); got != c.want {
+				t.Errorf("%s after %d resends: %s, want %s", c.step, c.resends, got, c.want)
+			}
+		}
+	})
 }

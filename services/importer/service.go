@@ -104,30 +104,25 @@ func run(ctx context.Context, cfg Config, deps Deps) error {
 		pub:   bus.NewPublisher(deps.JS, envelope.ServiceSource(Service), deps.Tracer)}
 	s.ctx = ctx
 	var err error
-	if s.kv, err = deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: KVRuns,
-		Description: "import runs: state, counters, map, staging progress", History: 1, Storage: jetstream.FileStorage}); err != nil {
+	if s.kv, err = deps.JS.CreateOrUpdateKeyValue(ctx, bus.KV(KVRuns)); err != nil {
 		return fmt.Errorf("kv %s: %w", KVRuns, err)
 	}
-	if s.maps, err = deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: api.KVMaps,
-		Description: "stored transform maps: one key per name, its versions as history", History: mapVersions, Storage: jetstream.FileStorage}); err != nil {
+	if s.maps, err = deps.JS.CreateOrUpdateKeyValue(ctx, bus.KV(api.KVMaps)); err != nil {
 		return fmt.Errorf("kv %s: %w", api.KVMaps, err)
 	}
-	if s.sources, err = deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: KVSources,
-		Description: "import data sources read through a site's bridges", History: 1, Storage: jetstream.FileStorage}); err != nil {
+	if s.sources, err = deps.JS.CreateOrUpdateKeyValue(ctx, bus.KV(KVSources)); err != nil {
 		return fmt.Errorf("kv %s: %w", KVSources, err)
 	}
 	if s.objs, err = deps.JS.CreateOrUpdateObjectStore(ctx, api.UploadStoreConfig()); err != nil {
 		return fmt.Errorf("object store %s: %w", api.UploadBucket, err)
 	}
-	if s.schedules, err = deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: KVSchedules,
-		Description: "import schedules: cron, map, file, last slot fired", History: 1, Storage: jetstream.FileStorage}); err != nil {
+	if s.schedules, err = deps.JS.CreateOrUpdateKeyValue(ctx, bus.KV(KVSchedules)); err != nil {
 		return fmt.Errorf("kv %s: %w", KVSchedules, err)
 	}
 	if s.files, err = deps.JS.CreateOrUpdateObjectStore(ctx, api.ScheduleFilesConfig()); err != nil {
 		return fmt.Errorf("object store %s: %w", api.ScheduleFiles, err)
 	}
-	leases, err := deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bus.KVLeases, Description: "scheduler leases",
-		History: 1, LimitMarkerTTL: time.Second})
+	leases, err := deps.JS.CreateOrUpdateKeyValue(ctx, bus.KV(bus.KVLeases))
 	if err != nil {
 		return fmt.Errorf("kv %s: %w", bus.KVLeases, err)
 	}

@@ -108,8 +108,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	}
 	// this replica's runs cut short by its previous life (a crash, a kill) start again now
 	s.resumeRuns(ctx, false)
-	leases, err := deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bus.KVLeases, Description: "scheduler leases",
-		History: 1, LimitMarkerTTL: time.Second})
+	leases, err := deps.JS.CreateOrUpdateKeyValue(ctx, bus.KV(bus.KVLeases))
 	if err != nil {
 		return fmt.Errorf("kv %s: %w", bus.KVLeases, err)
 	}
@@ -137,16 +136,13 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 	}
 	s := &service{life: ctx, cfg: cfg, deps: deps, clock: clock.Or(deps.Clock), log: log.With("component", Service), patterns: pats,
 		running: map[string]chan struct{}{}}
-	if s.kvSvc, err = deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: KVServices,
-		Description: "application services: entry point, site, schedule, state of the map", History: 1, Storage: jetstream.FileStorage}); err != nil {
+	if s.kvSvc, err = deps.JS.CreateOrUpdateKeyValue(ctx, bus.KV(KVServices)); err != nil {
 		return nil, fmt.Errorf("kv %s: %w", KVServices, err)
 	}
-	if s.kvMaps, err = deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: KVMaps,
-		Description: "maps of application services (the last few versions)", History: 5, Storage: jetstream.FileStorage}); err != nil {
+	if s.kvMaps, err = deps.JS.CreateOrUpdateKeyValue(ctx, bus.KV(KVMaps)); err != nil {
 		return nil, fmt.Errorf("kv %s: %w", KVMaps, err)
 	}
-	if s.kvRuns, err = deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: KVRuns,
-		Description: "mapping runs in progress: owner replica and heartbeat, resumed after a crash", History: 1, Storage: jetstream.FileStorage}); err != nil {
+	if s.kvRuns, err = deps.JS.CreateOrUpdateKeyValue(ctx, bus.KV(KVRuns)); err != nil {
 		return nil, fmt.Errorf("kv %s: %w", KVRuns, err)
 	}
 	return s, nil

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	api "github.com/outpost-dev/outpost/libs/api/orchestration"
+	"github.com/outpost-dev/outpost/libs/bus"
 )
 
 // A run is event-sourced. Every change of its state is appended to its own subject of the
@@ -46,18 +47,8 @@ func (s *service) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 	// every SnapshotEvery events and whenever it waits). A record is at most a bus message
 	// (1 MiB): a save of more is split (one event is a step's state, its output at most
 	// InlineOutput; larger ones are kept by reference).
-	cfg := jetstream.StreamConfig{
-		Name:        StreamRuns,
-		Description: "workflow runs: each run's history of events (wf.run.<run>.events)",
-		Subjects:    []string{"wf.run.*.events"},
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardOld,
-		MaxAge:      s.cfg.HistoryMaxAge,
-		MaxBytes:    s.cfg.HistoryMaxBytes,
-		MaxMsgSize:  1 << 20,
-		Duplicates:  2 * time.Minute,
-	}
+	cfg := bus.Stream(StreamRuns) // the stores table (libs/bus/stores.go); the config's retention overrides
+	cfg.MaxAge, cfg.MaxBytes = s.cfg.HistoryMaxAge, s.cfg.HistoryMaxBytes
 	st, err := s.deps.JS.CreateOrUpdateStream(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", StreamRuns, err)

@@ -23,9 +23,9 @@ import (
 const BucketOutputs = "workflow_outputs"
 
 func (s *service) ensureOutputs(ctx context.Context) (jetstream.ObjectStore, error) {
-	os, err := s.deps.JS.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: BucketOutputs,
-		Description: "workflow step outputs too large to keep in a run", TTL: s.cfg.HistoryMaxAge,
-		MaxBytes: s.cfg.HistoryMaxBytes, Storage: jetstream.FileStorage})
+	cfg := bus.ObjectStore(BucketOutputs) // the stores table; the config's retention overrides
+	cfg.TTL, cfg.MaxBytes = s.cfg.HistoryMaxAge, s.cfg.HistoryMaxBytes
+	os, err := s.deps.JS.CreateOrUpdateObjectStore(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", BucketOutputs, err)
 	}

@@ -206,10 +206,12 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 	}
 	var errs []error
 	pick := func(b jetstream.KeyValue, err error) jetstream.KeyValue { errs = append(errs, err); return b }
-	s.kvDefs = pick(kv(jetstream.KeyValueConfig{Bucket: KVWorkflows, Description: "workflow definitions, every version", History: 1}))
-	s.kvRuns = pick(kv(jetstream.KeyValueConfig{Bucket: KVRuns, Description: "workflow runs: the whole state of each", History: 1}))
-	s.kvRunKeys = pick(kv(jetstream.KeyValueConfig{Bucket: KVRunKeys, Description: "run_start idempotency keys → run id", History: 1, TTL: cfg.IdempotencyTTL}))
-	s.kvLeases = pick(kv(jetstream.KeyValueConfig{Bucket: bus.KVLeases, Description: "scheduler leases", History: 1, LimitMarkerTTL: time.Second}))
+	s.kvDefs = pick(kv(bus.KV(KVWorkflows)))
+	s.kvRuns = pick(kv(bus.KV(KVRuns)))
+	runKeys := bus.KV(KVRunKeys)
+	runKeys.TTL = cfg.IdempotencyTTL // the configured window, not the table's default
+	s.kvRunKeys = pick(kv(runKeys))
+	s.kvLeases = pick(kv(bus.KV(bus.KVLeases)))
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}

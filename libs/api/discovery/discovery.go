@@ -104,6 +104,9 @@ type Counters struct {
 	Unclassified int `json:"unclassified"` // alive but matched no classifier (no CI sent)
 	ProbesSent   int `json:"probes_sent"`
 	ProbesDone   int `json:"probes_done"`
+	// ProbesResent counts probes sent again, under a new id, because no result came
+	// before their deadline (no bridge ran them in time: a cut-off site, a dead bridge).
+	ProbesResent int `json:"probes_resent,omitempty"`
 	PayloadsSent int `json:"payloads_sent"`
 	CIsSent      int `json:"cis_sent"`
 	Relations    int `json:"relations_sent"`

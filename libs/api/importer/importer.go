@@ -48,8 +48,7 @@ const UploadBucket = "import_uploads"
 // UploadStoreConfig is the upload bucket's configuration; whoever gets there first creates it.
 // Uploads not staged within a week are dropped.
 func UploadStoreConfig() jetstream.ObjectStoreConfig {
-	return jetstream.ObjectStoreConfig{Bucket: UploadBucket, Description: "files uploaded for import runs, until staged",
-		TTL: 7 * 24 * time.Hour, Storage: jetstream.FileStorage}
+	return bus.ObjectStore(UploadBucket) // the stores table (libs/bus/stores.go)
 }
 
 // Formats of file sources.
@@ -279,8 +278,7 @@ const ScheduleFiles = "import_schedule_files"
 
 // ScheduleFilesConfig is the scheduled files bucket's configuration.
 func ScheduleFilesConfig() jetstream.ObjectStoreConfig {
-	return jetstream.ObjectStoreConfig{Bucket: ScheduleFiles, Description: "files of scheduled imports, until their schedule is removed",
-		Storage: jetstream.FileStorage}
+	return bus.ObjectStore(ScheduleFiles) // the stores table (libs/bus/stores.go)
 }
 
 // ScheduleRequest names a schedule.

@@ -33,7 +33,11 @@ func printRun(w io.Writer, v discovery.Run) error {
 	fmt.Fprintf(w, "  addresses %d, scanned %d, alive %d, classified %d, unclassified %d\n", c.Addresses, c.Scanned, c.Alive, c.Classified, c.Unclassified)
 	fmt.Fprintf(w, "  CIs: %d created, %d updated, %d unchanged (%d sent in %d payloads, %d with a CMDB receipt)\n",
 		c.CIsCreated, c.CIsUpdated, c.CIsUnchanged, c.CIsSent, c.PayloadsSent, c.Ingested)
-	fmt.Fprintf(w, "  probes %d/%d done, %d pending; errors %d\n", c.ProbesDone, c.ProbesSent, v.PendingProbes, c.Errors)
+	fmt.Fprintf(w, "  probes %d/%d done, %d pending", c.ProbesDone, c.ProbesSent, v.PendingProbes)
+	if c.ProbesResent > 0 {
+		fmt.Fprintf(w, ", %d sent again (no result before their deadline)", c.ProbesResent)
+	}
+	fmt.Fprintf(w, "; errors %d\n", c.Errors)
 	if len(v.Hosts) > 0 {
 		fmt.Fprintln(w)
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)

@@ -27,6 +27,7 @@ type discoveryRun struct {
 		CIsCreated   int `json:"cis_created"`
 		CIsUpdated   int `json:"cis_updated"`
 		CIsUnchanged int `json:"cis_unchanged"`
+		ProbesResent int `json:"probes_resent"`
 	} `json:"counters"`
 	Hosts []struct {
 		IP    string `json:"ip"`

@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outpost-dev/outpost/libs/bus"
+	"github.com/outpost-dev/outpost/libs/bus/capacity"
 	"github.com/outpost-dev/outpost/libs/bus/deadletters"
 	"github.com/outpost-dev/outpost/libs/keyfile"
 	"github.com/outpost-dev/outpost/libs/release"
@@ -56,6 +57,9 @@ type Config struct {
 	// CMDB is the store DSN: sqlite://PATH (default <data>/cmdb.db) or postgres://...
 	CMDB   string
 	Limits bus.Limits
+	// DiscoveryRetention keeps finished discovery runs (record and hosts) this long after
+	// they ended (default 30 days); `--discovery-retention`.
+	DiscoveryRetention time.Duration
 	// WSSAddr, when set, accepts bridges over WebSocket (wss://, TLS always) for sites whose
 	// only way out is HTTPS.
 	WSSAddr string
@@ -82,7 +86,7 @@ type Config struct {
 // DefaultConfig is `outpost up` without flags.
 func DefaultConfig() Config {
 	return Config{DataDir: "./data", HTTPAddr: "127.0.0.1:8080", NATSAddr: "127.0.0.1:4222", Limits: bus.DefaultLimits(), Out: os.Stdout,
-		LabRange: "127.77.0.0/24", LabHosts: 60, LabSeed: 7}
+		LabRange: "127.77.0.0/24", LabHosts: 60, LabSeed: 7, DiscoveryRetention: discovery.DefaultRetention}
 }
 
 // Validate reports every problem at once.
@@ -98,6 +102,9 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(a.v); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: want host:port (%v)", a.flag, a.v, err))
 		}
+	}
+	if c.DiscoveryRetention != 0 && c.DiscoveryRetention < time.Hour {
+		errs = append(errs, fmt.Errorf("--discovery-retention %s: at least 1h (e.g. 720h keeps finished runs 30 days)", c.DiscoveryRetention))
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, errors.New("--tls-cert and --tls-key go together: give both, or neither to let the hub make its own in <data>/tls/"))
@@ -387,6 +394,9 @@ func Registry(cfg Config, toks *tokens.Store, tlsc hubTLS) []Service {
 		{Name: "discovery", Run: func(ctx context.Context, d Deps) error {
 			dc := discovery.DefaultConfig()
 			dc.DataDir = filepath.Join(d.DataDir, "discovery")
+			if cfg.DiscoveryRetention > 0 {
+				dc.Retention = cfg.DiscoveryRetention
+			}
 			// One hub per data dir: a restarted hub (even after SIGKILL) takes its own
 			// active lease back at once instead of waiting for it to expire.
 			dc.Replica = "hub-" + replicaName(d.DataDir)
@@ -433,6 +443,14 @@ func Registry(cfg Config, toks *tokens.Store, tlsc hubTLS) []Service {
 				return err
 			}
 			return svc.Run(ctx)
+		}},
+		{Name: "capacity", Run: func(ctx context.Context, d Deps) error {
+			// every store against its limits: near, full and unbounded stores raise events
+			w, err := capacity.New(capacity.DefaultConfig(), capacity.Deps{JS: d.JS, Logger: d.Logger, Meter: d.Telemetry.Meter.Meter("outpost/bus")})
+			if err != nil {
+				return err
+			}
+			return w.Run(ctx)
 		}},
 		{Name: "gateway", Run: func(ctx context.Context, d Deps) error {
 			gc := gateway.DefaultConfig()

@@ -200,11 +200,12 @@ func TestUpLifecycle(t *testing.T) {
 func TestUpRefusesBadConfig(t *testing.T) {
 	cfg := hub.DefaultConfig()
 	cfg.DataDir, cfg.HTTPAddr, cfg.NATSAddr = "", "nope", "also-nope"
+	cfg.DiscoveryRetention = time.Minute
 	err := hub.Run(context.Background(), cfg, slog.New(slog.DiscardHandler))
 	if err == nil {
 		t.Fatal("bad config accepted")
 	}
-	for _, want := range []string{"--data", "--http", "--nats"} {
+	for _, want := range []string{"--data", "--http", "--nats", "--discovery-retention"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Fatalf("error %q does not name %s", err, want)
 		}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Discovery of a /16 for docs/benchmarks.md: a sparse lab spread over 127.77.0.0/16, the whole
+# /16 scanned and swept, `outpost up` and `outpost-bridge` as separate processes; the run must
+# complete, with the wall time and the hub's peak RSS (VmHWM). Writes markdown.
+set -euo pipefail
+cmd="go test ./services/outpost/e2e -run XXX -bench BenchmarkDiscovery16 -benchtime 1x -count 1 -timeout 90m"
+out=$($cmd 2>&1 | grep -E '^(Benchmark|--- FAIL|\s+\S+_test.go)' || true)
+# a metric of the benchmark's line
+m() { echo "$out" | awk -v u="$1" '/^Benchmark/ { for (i=2;i<=NF;i++) if ($i==u) print $(i-1) }' | head -1; }
+echo "## Discovery of a /16"
+echo
+echo "A discovery of the whole of 127.77.0.0/16 (every address TCP-scanned on the discovery ports and"
+echo "swept with SNMP) where a sparse lab lives: hosts spread with a stride of 251 addresses, so they fall"
+echo "in 252 /24s and every scan chunk. Pending probes are kept per host, scan chunk and /24 of the sweep"
+echo "(never one value for the run), so the hub's memory follows the hosts alive and the probes in flight,"
+echo "not the range. \`outpost up --no-local-bridge\` and one \`outpost-bridge\` as separate processes."
+echo "Peak RSS is VmHWM at the end of the run. \`$cmd\`:"
+echo
+echo "| range | addresses | hosts alive (manifest) | found alive | classified | CIs | start → completed | hub RSS before | hub peak RSS | bridge peak RSS | target |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| 127.77.0.0/16 | $(m addresses) | $(m manifest-hosts) | $(m alive) | $(m classified) | $(m CIs) | $(m s/run) s | $(m hub-RSS-before-MB) MB | $(m hub-peak-RSS-MB) MB | $(m bridge-peak-RSS-MB) MB | completes; hub ≤ 500 MB |"
+echo
+echo '```'
+echo "$out"
+echo '```'

@@ -1,0 +1,94 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/outpost-dev/outpost/libs/lab"
+)
+
+// BenchmarkDiscovery16: a discovery of a whole /16 (127.77.0.0/16: 65,534 addresses, every
+// one TCP-scanned and swept with SNMP) where a sparse lab lives — BENCH_D16_HOSTS hosts
+// (default 256) spread over the range with a stride of 251 addresses, so they fall in 252
+// different /24s and every scan chunk — with `outpost up` and `outpost-bridge` as separate
+// processes. The run must complete; the hub's peak RSS (VmHWM) shows its state stays bounded
+// by the hosts alive and the probes in flight, not by the range. Run alone: it binds in the
+// whole of 127.77.0.0/16.
+func BenchmarkDiscovery16(b *testing.B) {
+	const cidr = "127.77.0.0/16"
+	hosts := 256
+	if v, err := strconv.Atoi(os.Getenv("BENCH_D16_HOSTS")); err == nil && v > 0 {
+		hosts = v
+	}
+	l, err := lab.Start(context.Background(), lab.Config{Range: cidr, Hosts: hosts, Stride: 251, Seed: 7})
+	if err != nil {
+		b.Fatalf("lab: %v", err)
+	}
+	defer l.Close()
+	alive := 0
+	for _, h := range l.Manifest().Hosts {
+		if h.Class != "" {
+			alive++
+		}
+	}
+	h := startHub(b, b.TempDir())
+	tok := h.addSite(b, "lab", cidr, true)
+	br := startBridge(b, h, "lab", "br1", tok)
+	h.waitStatus(b, "br1", "up")
+	for _, lc := range l.Manifest().StoreCredentials("lab") {
+		h.mustAPI(b, "POST", "/api/v1/credentials", map[string]any{"name": lc.Name, "type": lc.Type, "site": "lab",
+			"username": lc.Username, "secret": lc.Secret, "fields": lc.Fields}, nil)
+	}
+	hubBefore := procKB(b, h.proc.pid(), "VmRSS")
+	b.ResetTimer()
+	var wall time.Duration
+	var r discoveryRun
+	var id string
+	for range b.N {
+		t0 := time.Now()
+		id = startDiscovery(b, h, "lab", cidr)
+		r = waitDiscovery(b, h, id, 60*time.Minute)
+		wall = time.Since(t0)
+		if r.State != "completed" {
+			b.Fatalf("run %s: %s %s", id, r.State, r.Reason)
+		}
+	}
+	b.StopTimer()
+	if r.Counters.Addresses != 65534 {
+		b.Fatalf("the run covered %d addresses, want the whole /16 (65,534)", r.Counters.Addresses)
+	}
+	if r.Counters.Alive < alive {
+		found := map[string]bool{}
+		for _, x := range r.Hosts {
+			found[x.IP] = true
+		}
+		var missing []string
+		for _, x := range l.Manifest().Hosts {
+			if x.Class != "" && !found[x.IP] {
+				missing = append(missing, x.IP+" ("+x.Class+")")
+			}
+		}
+		_, raw := h.api(b, "GET", "/api/v1/discovery/runs/"+id+"?host=-", nil)
+		var rec struct {
+			Errors []string `json:"errors"`
+			Log    []string `json:"log"`
+		}
+		_ = json.Unmarshal(raw, &rec)
+		b.Logf("run errors: %v\nrun log: %v", rec.Errors[:min(len(rec.Errors), 20)], rec.Log)
+		b.Fatalf("the run found %d hosts alive, the lab has %d; missing: %v; reason %q", r.Counters.Alive, alive, missing, r.Reason)
+	}
+	b.ReportMetric(wall.Seconds(), "s/run")
+	b.ReportMetric(float64(procKB(b, h.proc.pid(), "VmHWM"))/1024, "hub-peak-RSS-MB")
+	b.ReportMetric(float64(hubBefore)/1024, "hub-RSS-before-MB")
+	b.ReportMetric(float64(procKB(b, br.proc.pid(), "VmHWM"))/1024, "bridge-peak-RSS-MB")
+	b.ReportMetric(float64(r.Counters.Addresses), "addresses")
+	b.ReportMetric(float64(alive), "manifest-hosts")
+	b.ReportMetric(float64(r.Counters.Alive), "alive")
+	b.ReportMetric(float64(r.Counters.Classified), "classified")
+	b.ReportMetric(float64(r.Counters.CIsCreated+r.Counters.CIsUpdated+r.Counters.CIsUnchanged), "CIs")
+	b.ReportMetric(0, "ns/op")
+}
