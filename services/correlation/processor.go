@@ -410,13 +410,15 @@ func (p *processor) apply(ctx context.Context, slot string, c *cached, items []i
 			side.Group = p.s.rules.groupKey(side.Field)
 			archived = append(archived, side)
 		}
-		if cur.AppliedFrom == 0 {
-			// first written by this version: a new key knows all it took; an older
-			// version's alert kept its sequences above the floor only
+		switch {
+		// First written by this version: a new key knows all it took; an older version's
+		// alert kept its sequences above the floor only (not read yet: left for a later
+		// write, and a replay meanwhile takes the floor it reads as the bound).
+		case cur.AppliedFrom > 0:
+		case c.a == nil:
 			cur.AppliedFrom = 1
-			if c.a != nil {
-				cur.AppliedFrom = p.eventsFloor + 1
-			}
+		case p.eventsFloor > 0:
+			cur.AppliedFrom = p.eventsFloor + 1
 		}
 		if opened && len(cur.Remediations) == 0 {
 			p.s.rem.request(cur) // written with the alert: a pending remediation survives a crash
