@@ -34,6 +34,7 @@ func (s *service) endpoints() map[string]bus.Endpoint {
 		api.SilenceList.Name:   api.SilenceList.Handle(s.silencesList),
 		api.SilenceRemove.Name: api.SilenceRemove.Handle(s.silenceRm),
 		api.GroupList.Name:     api.GroupList.Handle(s.groupsList),
+		api.Replay.Name:        api.Replay.Handle(s.replay),
 	}, s.col)
 }
 

@@ -60,8 +60,8 @@ type Notification struct {
 
 // track puts a written alert in its group and starts the group's timer when it forms.
 func (p *processor) track(slot string, a *api.Alert, now time.Time) {
-	if a == nil {
-		return
+	if a == nil || a.CloseReason == api.ClosedByReplay {
+		return // a replay record never joins a group: old events notify nothing
 	}
 	key := p.s.rules.groupKey(a.Field)
 	g := p.groups[key]

@@ -70,6 +70,9 @@ type routed struct {
 	Event    *envelope.Event `json:"event"`
 	// Threshold is the event rule's threshold, applied by the partition (it counts).
 	Threshold *Threshold `json:"threshold,omitempty"`
+	// Replay: routed again by a replay (replay.go), not by the live router: applied only
+	// when its key's alerts never took it, and never opening or changing an alert's state.
+	Replay bool `json:"replay,omitempty"`
 }
 
 func (r routed) marshal() []byte {

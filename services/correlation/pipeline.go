@@ -37,6 +37,8 @@ type item struct {
 	key  string
 	th   *Threshold // the event rule's threshold, if any
 	idx  int        // the event's index in its partition message
+	// replay: routed by a replay (replay.go): applied only when never taken, state untouched
+	replay bool
 }
 
 // checkOrigin is the origin stage: a bridge may publish only event.<its site>.>, so the
@@ -149,9 +151,9 @@ func fold(cur *api.Alert, it item, now time.Time) (next, archived *api.Alert, ch
 		a := &api.Alert{ID: alertID(slotOf(it.key), it.seq, it.idx), Key: it.key, State: api.StateOpen, Severity: ev.Severity,
 			Site: ev.Site, Source: ev.Source, Node: ev.Node, Type: ev.Type, Resource: ev.Resource, Metric: ev.Metric,
 			MessageKey: ev.MessageKey, Message: ev.Message, Additional: ev.Fields,
-			Count: 1, FirstSeen: now, LastSeen: now, LastSeq: it.seq, LastEvent: it.eseq}
+			Count: 1, FirstSeen: now, LastSeen: now, LastSeq: it.seq, LastEvent: it.eseq, FirstEvent: it.eseq, AppliedFrom: 1}
 		if cur != nil { // a closed alert's events may still be routed again
-			a.AppliedEvents = slices.Clone(cur.AppliedEvents)
+			a.AppliedEvents, a.AppliedFrom = slices.Clone(cur.AppliedEvents), cur.AppliedFrom
 		}
 		a.AppliedEvents = addSeq(a.AppliedEvents, it.eseq)
 		return a, cur, true
@@ -246,24 +248,6 @@ func addSeq(rs []api.SeqRange, seq uint64) []api.SeqRange {
 		rs[i].From = seq
 	default:
 		rs = slices.Insert(rs, i, api.SeqRange{From: seq, To: seq})
-	}
-	return rs
-}
-
-// pruneSeqs drops the ranges at or below floor, the events consumer's acknowledgement
-// floor: the router never routes those events again.
-func pruneSeqs(rs []api.SeqRange, floor uint64) []api.SeqRange {
-	i := 0
-	for i < len(rs) && rs[i].To <= floor {
-		i++
-	}
-	rs = rs[i:]
-	if len(rs) > 0 && rs[0].From <= floor {
-		rs = slices.Clone(rs)
-		rs[0].From = floor + 1
-	}
-	if len(rs) == 0 {
-		return nil
 	}
 	return rs
 }

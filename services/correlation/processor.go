@@ -211,7 +211,7 @@ func (p *processor) decode(m jetstream.Msg) ([]item, error) {
 	}
 	its := make([]item, len(b.Events))
 	for i, r := range b.Events {
-		its[i] = item{seq: md.Sequence.Stream, eseq: r.EventSeq, ev: r.Event, key: r.Key, th: r.Threshold, idx: i}
+		its[i] = item{seq: md.Sequence.Stream, eseq: r.EventSeq, ev: r.Event, key: r.Key, th: r.Threshold, idx: i, replay: r.Replay}
 	}
 	return its, nil
 }
@@ -323,6 +323,12 @@ func (p *processor) apply(ctx context.Context, slot string, c *cached, items []i
 		}
 		var msgSeq uint64
 		var msgEvents []uint64 // EVENTS sequences of the current partition message's items
+		// A replay's items: the slot's applied ledger (read once, only for them) and the
+		// closed replay record of events older than the open alert (archived with it).
+		var ledger []api.SeqRange
+		var ledgerRead bool
+		var side *api.Alert
+		var err error
 		for _, it := range items {
 			if it.seq != msgSeq {
 				if len(msgEvents) > 0 {
@@ -334,6 +340,25 @@ func (p *processor) apply(ctx context.Context, slot string, c *cached, items []i
 				msgSeq, msgEvents = it.seq, msgEvents[:0]
 			}
 			if it.seq <= lastSeq || hasSeq(seen, it.eseq) {
+				continue
+			}
+			if it.replay {
+				if !ledgerRead {
+					if ledger, err = p.s.ledger(ctx, slot); err != nil {
+						return nil, st0, err
+					}
+					ledgerRead = true
+				}
+				if takenBefore(c.a, ledger, it.eseq, p.eventsFloor) {
+					continue
+				}
+				msgEvents = append(msgEvents, it.eseq)
+				var rec *api.Alert
+				cur, rec, archived = foldReplay(cur, side, archived, slot, it, now)
+				if rec != nil {
+					side = rec
+				}
+				changed = true
 				continue
 			}
 			msgEvents = append(msgEvents, it.eseq)
@@ -372,15 +397,40 @@ func (p *processor) apply(ctx context.Context, slot string, c *cached, items []i
 		if !changed {
 			return c, st, nil
 		}
+		if cur == nil { // a replay's clears with nothing to clear and nothing to record
+			return c, st, nil
+		}
 		opened := cur.State != api.StateClosed && (c.a == nil || c.a.ID != cur.ID)
-		if cur.CI == "" && opened {
+		record := cur.CloseReason == api.ClosedByReplay && (c.a == nil || c.a.ID != cur.ID)
+		if cur.CI == "" && (opened || record) {
 			cur.CI, cur.CIClass = p.s.cis.bind(ctx, cur.Node)
+		}
+		if side != nil {
+			side.CI, side.CIClass = p.s.cis.bind(ctx, side.Node)
+			side.Group = p.s.rules.groupKey(side.Field)
+			archived = append(archived, side)
+		}
+		switch {
+		// First written by this version: a new key knows all it took; an older version's
+		// alert kept its sequences above the floor only (not read yet: left for a later
+		// write, and a replay meanwhile takes the floor it reads as the bound).
+		case cur.AppliedFrom > 0:
+		case c.a == nil:
+			cur.AppliedFrom = 1
+		case p.eventsFloor > 0:
+			cur.AppliedFrom = p.eventsFloor + 1
 		}
 		if opened && len(cur.Remediations) == 0 {
 			p.s.rem.request(cur) // written with the alert: a pending remediation survives a crash
 		}
 		cur.Group = p.s.rules.groupKey(cur.Field)
-		cur.AppliedEvents = pruneSeqs(cur.AppliedEvents, p.eventsFloor)
+		keep, spill := trimApplied(cur.AppliedEvents, p.eventsFloor)
+		if len(spill) > 0 {
+			if err := p.s.spill(ctx, slot, spill); err != nil {
+				return nil, st0, err
+			}
+			cur.AppliedEvents = keep
+		}
 		silence(cur, p.s.activeSilences(), now)
 		for _, old := range archived {
 			if err := p.s.store.archive(ctx, old); err != nil {

@@ -199,6 +199,9 @@ func (s *service) serve(ctx context.Context) error {
 	if err := ensurePartitions(ctx, s.deps.JS, s.cfg.Partitions); err != nil {
 		return err
 	}
+	if err := ensureLedger(ctx, s.deps.JS); err != nil {
+		return err
+	}
 	var wg sync.WaitGroup
 	var routeErr error
 	wg.Go(func() { routeErr = s.router.run(ctx) })

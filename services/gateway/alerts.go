@@ -48,6 +48,10 @@ func (a *API) routeAlerts(mux *router) {
 		opDoc(api.SilenceRemove, nil))
 	mux.Handle("GET /api/v1/alert-groups", a.auth(tokens.RoleViewer, relay(a, api.GroupList, timeout, pageRequest)),
 		opDoc(api.GroupList, nil, pageParams))
+	// Replay re-routes stored EVENTS to the partitions (outpost replay --to correlation):
+	// an admin's, like the other replays; a request reads at most api.ReplayLimit messages.
+	mux.Handle("POST /api/v1/correlation/replay", a.auth(tokens.RoleAdmin, relay(a, api.Replay, 2*time.Minute, decodeBody[api.ReplayRequest])),
+		opDoc(api.Replay, bodyOf[api.ReplayRequest]()))
 	a.routeCollect(mux, timeout)
 }
 

@@ -137,6 +137,7 @@ var summaries = map[string]string{
 	"POST /api/v1/discovery/classifiers/reload": "Reload classifier files; a bad set is refused and the old one kept",
 	"POST /api/v1/discovery/replay":             "Replay a run from its stored results (a replay run: RUN's probes answered from RESULTS; dry_run lists the payloads instead of sending them)",
 	"POST /api/v1/orchestration/replay":         "Replay stored CMDB change events (CHANGES) to the workflows' cmdb_change triggers; a run a change started already is not started again; dry_run only lists them",
+	"POST /api/v1/correlation/replay":           "Replay stored events (EVENTS) to the correlation partitions with their original sequences; an event an alert took already is skipped, one never applied is taken once (never reopening or notifying); dry_run only counts",
 
 	"POST /api/v1/workflows":                               "Add a workflow definition (YAML): a new version of its name; refused with file, step and reason when invalid",
 	"GET /api/v1/workflows":                                "List workflow definitions (latest versions); cursor pages",

@@ -34,12 +34,16 @@ var (
 	SilenceRemove = bus.Op[IDRequest, Silence]{Service: Service, Name: "silences_rm"}
 	// GroupList lists the topology groups: alerts on related CIs, with their probable root cause.
 	GroupList = bus.Op[page.Request, GroupsListResponse]{Service: Service, Name: "groups_ls"}
+	// Replay re-routes the events EVENTS kept, with their original EVENTS sequences, to the
+	// partitions (outpost replay --stream EVENTS --to correlation): an event an alert took
+	// already is skipped, one never applied is taken once (ReplayRequest).
+	Replay = bus.Op[ReplayRequest, ReplayReply]{Service: Service, Name: "replay"}
 )
 
 // Ops lists every operation of the service.
 func Ops() []bus.OpSpec {
 	return append([]bus.OpSpec{EventSend.Spec(), AlertList.Spec(), AlertGet.Spec(), AlertAck.Spec(), AlertClose.Spec(),
-		SilenceAdd.Spec(), SilenceList.Spec(), SilenceRemove.Spec(), GroupList.Spec()}, collectOps()...)
+		SilenceAdd.Spec(), SilenceList.Spec(), SilenceRemove.Spec(), GroupList.Spec(), Replay.Spec()}, collectOps()...)
 }
 
 // Severities of an event, most severe first; Clear closes the alert of its dedup key.
@@ -82,6 +86,10 @@ const (
 	ClosedByClear   = "clear"
 	ClosedByTimeout = "timeout"
 	ClosedByUser    = "manual"
+	// ClosedByReplay marks a replay record: events a replay took that belong to no open
+	// alert (their key's alert closed, or the events older than it), kept closed so that
+	// old events never fire, notify or remediate (ReplayRequest).
+	ClosedByReplay = "replayed"
 )
 
 // Event sources the bridge's collectors and the hub publish as (event.<site>.<source>).
@@ -221,12 +229,22 @@ type Alert struct {
 	// LastEvent is the EVENTS sequence of the newest event the alert took: its latest
 	// fields are that event's, whatever order events of several batches arrive in.
 	LastEvent uint64 `json:"last_event,omitempty"`
+	// FirstEvent is the EVENTS sequence of the event that opened the alert: a replayed
+	// event older than it is not this alert's (0: written before it was kept).
+	FirstEvent uint64 `json:"first_event,omitempty"`
+	// AppliedFrom is the EVENTS sequence from which the key's applied sequences are all
+	// known (AppliedEvents and the service's applied ledger); a replayed event below it is
+	// taken as applied. 1 for a key first seen by a version that keeps them all; the events
+	// consumer's floor when an alert of an older version was first rewritten.
+	AppliedFrom uint64 `json:"applied_from,omitempty"`
 	// AppliedEvents are the EVENTS sequences whose events of this alert's key the alert
 	// has taken, as ranges (the router covers a whole batch of EVENTS messages at once),
 	// kept while the router may still route them again (above the events consumer's
-	// acknowledgement floor when the alert was written): an event routed twice, in another
-	// batch or after a restart of the hub's server forgot the partition stream's duplicate
-	// ids, arrives with a new partition sequence and is still not counted twice.
+	// acknowledgement floor when the alert was written, and the newest ranges below it):
+	// an event routed twice, in another batch or after a restart of the hub's server forgot
+	// the partition stream's duplicate ids, arrives with a new partition sequence and is
+	// still not counted twice. Older ranges move to the service's applied ledger (stream
+	// CORR_APPLIED), where a replay finds them.
 	AppliedEvents []SeqRange `json:"applied_events,omitempty"`
 }
 
@@ -416,4 +434,49 @@ type Remediation struct {
 	State    string `json:"state"`
 	Run      string `json:"run,omitempty"`
 	Error    string `json:"error,omitempty"`
+}
+
+// ReplayRequest re-routes the events EVENTS kept to the correlation partitions, each with
+// its original EVENTS sequence, through today's event rules (origin, normalize, ignore,
+// transform, dedup key). An event its key's alerts took already (AppliedEvents, the applied
+// ledger) is skipped, so replaying a range twice changes nothing the second time; an event
+// never applied (dropped by a rule since removed, lost with a wiped alert bucket) is taken
+// once: into its key's open alert when it is not older than the alert (Count grows; state,
+// severity and message stay), else into a closed replay record (ClosedByReplay). A replay
+// never opens, reopens, closes or notifies an alert. Since/Until and FromSeq/ToSeq bound
+// what is read; a reply covers at most Limit messages and says where to go on (Next).
+type ReplayRequest struct {
+	Stream  string `json:"stream,omitempty"`   // EVENTS (the default): the only stream correlation replays
+	Since   string `json:"since,omitempty"`    // events stored in the last Since (10m) or from an RFC 3339 time
+	Until   string `json:"until,omitempty"`    // events stored before Until ago (5m) or before an RFC 3339 time
+	FromSeq uint64 `json:"from_seq,omitempty"` // events from this EVENTS sequence on
+	ToSeq   uint64 `json:"to_seq,omitempty"`   // events up to this EVENTS sequence
+	Limit   int    `json:"limit,omitempty"`    // messages read per request (default and cap: ReplayLimit)
+	DryRun  bool   `json:"dry_run,omitempty"`  // route nothing: count what would be applied
+}
+
+// ReplayLimit is the most EVENTS messages one replay request reads; the CLI goes on from Next.
+const ReplayLimit = 2000
+
+// ReplayReply says what one replay request read and routed (dry run: would route). The
+// partitions apply routed events a moment later; Applied is what the alerts as read by the
+// request had not taken yet.
+type ReplayReply struct {
+	Messages int    `json:"messages"`            // EVENTS messages read
+	Events   int    `json:"events"`              // events in them
+	FirstSeq uint64 `json:"first_seq,omitempty"` // EVENTS sequences of the first and last read
+	LastSeq  uint64 `json:"last_seq,omitempty"`
+	// Next, when not 0, is the sequence to go on from (from_seq): the request stopped at
+	// its limit before the end of the range.
+	Next    uint64 `json:"next,omitempty"`
+	Ignored int    `json:"ignored"` // dropped by today's event rules (counted per rule, as live)
+	Invalid int    `json:"invalid"` // refused by origin/normalize (the live router dead-lettered them)
+	Skipped int    `json:"skipped"` // taken by their alerts already (or before the key's AppliedFrom)
+	Applied int    `json:"applied"` // not taken yet: routed to be applied once (dry run: would be)
+	// Alerts is how many alerts the applied events touch: open alerts whose count grows
+	// (AlertsOpen) and keys whose events go into a closed replay record (Records).
+	Alerts     int  `json:"alerts"`
+	AlertsOpen int  `json:"alerts_open"`
+	Records    int  `json:"records"`
+	DryRun     bool `json:"dry_run,omitempty"`
 }

@@ -11,13 +11,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	corrapi "github.com/outpost-dev/outpost/libs/api/correlation"
 	discovery "github.com/outpost-dev/outpost/libs/api/discovery"
 	importapi "github.com/outpost-dev/outpost/libs/api/importer"
 	orchapi "github.com/outpost-dev/outpost/libs/api/orchestration"
 )
 
 // replayTargets are the services `outpost replay --to` can feed, with the streams they read.
-var replayTargets = map[string][]string{"discovery": {"RESULTS"}, "importer": {"IMPORTS"}, "orchestration": {"CHANGES"}}
+var replayTargets = map[string][]string{"discovery": {"RESULTS"}, "importer": {"IMPORTS"}, "orchestration": {"CHANGES"}, "correlation": {"EVENTS"}}
 
 func newReplay(g *globals) *cobra.Command {
 	var req discovery.ReplayRequest
@@ -50,15 +51,24 @@ not started again; replaying twice starts each run once. Bound it with --since/-
 duration before now or an RFC 3339 time), --from-seq/--to-seq and --class; --dry-run lists the
 runs that would start.
 
-Streams EVENTS and CMDB have no replay target yet: the CMDB's ingest stream is a work queue (an
-ingested payload is gone; RESULTS and IMPORTS rebuild what it held), and correlation cannot yet
-tell an event it applied long ago from a new one.`,
+--to correlation --stream EVENTS re-routes the events EVENTS kept, each with its original
+EVENTS sequence, through today's event rules to the alerts: an event an alert took already
+(live or by an earlier replay) is skipped, so replaying twice changes nothing; an event never
+taken (a rule dropped it and is gone since, the alerts were wiped) is taken once — into its
+key's open alert (the count grows; state, severity and message stay) or, with no open alert,
+into a closed replay record (close reason "replayed"). A replay never opens, reopens, closes
+or notifies an alert. Bound it with --since/--until, --from-seq/--to-seq; --dry-run counts.
+
+Stream CMDB has no replay target: the CMDB's ingest stream is a work queue (an ingested
+payload is gone; RESULTS and IMPORTS rebuild what it held).`,
 		Example: `  outpost replay --stream RESULTS --run 01JF... --to discovery
   outpost replay --stream RESULTS --run 01JF... --to discovery --dry-run
   outpost replay --stream IMPORTS --run 01JG... --to importer
   outpost replay --stream IMPORTS --run 01JG... --to importer --map hosts-v2.yaml
   outpost replay --stream CHANGES --to orchestration --since 2h --until 1h --dry-run
-  outpost replay --stream CHANGES --to orchestration --from-seq 1200 --to-seq 1450 --class linux_server`,
+  outpost replay --stream CHANGES --to orchestration --from-seq 1200 --to-seq 1450 --class linux_server
+  outpost replay --stream EVENTS --to correlation --since 2h --until 1h --dry-run
+  outpost replay --stream EVENTS --to correlation --from-seq 5000 --to-seq 9000`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			streams, ok := replayTargets[to]
@@ -82,8 +92,14 @@ tell an event it applied long ago from a new one.`,
 				ch.Since, ch.FromSeq, ch.DryRun = req.Since, req.FromSeq, req.DryRun
 				return g.replayChanges(cmd, req, ch)
 			}
+			if to == "correlation" {
+				if ch.Class != "" {
+					return usagef("--class is for --to orchestration")
+				}
+				return g.replayEvents(cmd, req, corrapi.ReplayRequest{Since: req.Since, Until: ch.Until, FromSeq: req.FromSeq, ToSeq: ch.ToSeq, DryRun: req.DryRun})
+			}
 			if ch.Until != "" || ch.ToSeq > 0 || ch.Class != "" {
-				return usagef("--until, --to-seq and --class are for --to orchestration")
+				return usagef("--until and --to-seq are for --to orchestration and correlation, --class for orchestration")
 			}
 			if req.Run == "" {
 				return usagef("--to discovery needs --run: the run whose results to replay (outpost runs ls)")
@@ -141,14 +157,14 @@ tell an event it applied long ago from a new one.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&req.Stream, "stream", "", "stream to replay: RESULTS (--to discovery), IMPORTS (--to importer), CHANGES (--to orchestration); EVENTS, CMDB: no target yet")
-	f.StringVar(&to, "to", "", "service whose handler gets the messages: discovery, importer or orchestration")
+	f.StringVar(&req.Stream, "stream", "", "stream to replay: RESULTS (--to discovery), IMPORTS (--to importer), CHANGES (--to orchestration), EVENTS (--to correlation); CMDB: no target")
+	f.StringVar(&to, "to", "", "service whose handler gets the messages: discovery, importer, orchestration or correlation")
 	f.StringVar(&mapArg, "map", "", "--to importer: the transform map (YAML file or stored map's name); default the run's own")
 	f.StringVar(&req.Run, "run", "", "only this run's messages")
 	f.StringVar(&req.Since, "since", "", "only messages stored in the last DURATION (e.g. 10m)")
 	f.Uint64Var(&req.FromSeq, "from-seq", 0, "only messages from this stream sequence on")
-	f.StringVar(&ch.Until, "until", "", "--to orchestration: only changes stored before DURATION ago (e.g. 1h) or an RFC 3339 time")
-	f.Uint64Var(&ch.ToSeq, "to-seq", 0, "--to orchestration: only changes up to this stream sequence")
+	f.StringVar(&ch.Until, "until", "", "--to orchestration, correlation: only messages stored before DURATION ago (e.g. 1h) or an RFC 3339 time")
+	f.Uint64Var(&ch.ToSeq, "to-seq", 0, "--to orchestration, correlation: only messages up to this stream sequence")
 	f.StringVar(&ch.Class, "class", "", "--to orchestration: only changes of this CI class (e.g. linux_server)")
 	f.StringVar(&req.Site, "site", "", "only this site's messages")
 	f.StringVar(&req.Agent, "agent", "", "only this bridge's messages")
@@ -277,6 +293,78 @@ func (g *globals) replayChanges(cmd *cobra.Command, req discovery.ReplayRequest,
 		}
 		fmt.Fprintln(g.stdout, line)
 	}
+	return nil
+}
+
+// replayEvents re-routes stored events (EVENTS) to correlation's alerts, a request per
+// corrapi.ReplayLimit messages, each going on where the last stopped.
+func (g *globals) replayEvents(cmd *cobra.Command, req discovery.ReplayRequest, ev corrapi.ReplayRequest) error {
+	var errs []string
+	for _, f := range []struct {
+		flag string
+		set  bool
+	}{{"--run", req.Run != ""}, {"--site", req.Site != ""}, {"--agent", req.Agent != ""}, {"--subject", req.Subject != ""}} {
+		if f.set {
+			errs = append(errs, f.flag+": events are chosen by --since/--until and --from-seq/--to-seq")
+		}
+	}
+	if ev.Since != "" && ev.FromSeq > 0 {
+		errs = append(errs, "--since and --from-seq: give one of them")
+	}
+	if len(errs) > 0 {
+		return usagef("%s", strings.Join(errs, "; "))
+	}
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	ev.Stream = "EVENTS"
+	total := corrapi.ReplayReply{DryRun: ev.DryRun}
+	for {
+		var out corrapi.ReplayReply
+		err := c.do(cmd.Context(), "POST", "/api/v1/correlation/replay", ev, &out)
+		total.Messages += out.Messages
+		total.Events += out.Events
+		total.Ignored += out.Ignored
+		total.Invalid += out.Invalid
+		total.Skipped += out.Skipped
+		total.Applied += out.Applied
+		// alerts are counted per request: a key touched by two requests counts twice
+		total.Alerts += out.Alerts
+		total.AlertsOpen += out.AlertsOpen
+		total.Records += out.Records
+		if total.FirstSeq == 0 {
+			total.FirstSeq = out.FirstSeq
+		}
+		if out.LastSeq > 0 {
+			total.LastSeq = out.LastSeq
+		}
+		if err != nil {
+			if total.LastSeq > 0 {
+				return fmt.Errorf("%w (read up to seq %d: %d events, %d applied; replaying again from there counts nothing twice)", err, total.LastSeq, total.Events, total.Applied)
+			}
+			return err
+		}
+		if out.Next == 0 {
+			break
+		}
+		ev.FromSeq, ev.Since = out.Next, ""
+	}
+	if g.output == "json" {
+		b, _ := json.Marshal(total)
+		return writeLine(g.stdout, b)
+	}
+	applied := "applied"
+	if total.DryRun {
+		applied = "would be applied"
+	}
+	span := ""
+	if total.Messages > 0 {
+		span = fmt.Sprintf(" (seq %d-%d)", total.FirstSeq, total.LastSeq)
+	}
+	fmt.Fprintf(g.stdout, "replay of EVENTS to correlation: %d messages%s, %d events: %d %s, %d taken already, %d ignored by the rules, %d invalid\n",
+		total.Messages, span, total.Events, total.Applied, applied, total.Skipped, total.Ignored, total.Invalid)
+	fmt.Fprintf(g.stdout, "alerts touched: %d (%d open alerts counting more, %d closed replay records)\n", total.Alerts, total.AlertsOpen, total.Records)
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	corrapi "github.com/outpost-dev/outpost/libs/api/correlation"
 	api "github.com/outpost-dev/outpost/libs/api/importer"
 	orchapi "github.com/outpost-dev/outpost/libs/api/orchestration"
 )
@@ -204,6 +205,102 @@ steps:
 	for _, tc := range refused {
 		t.Run("refused: "+tc.name, func(t *testing.T) {
 			code, _, errs := run(t, append([]string{"--server", server, "--data", cfg.DataDir, "replay", "--to", "orchestration"}, tc.args...)...)
+			if code == 0 || !strings.Contains(errs, tc.want) {
+				t.Errorf("exit %d, stderr %q: want a refusal saying %q", code, errs, tc.want)
+			}
+		})
+	}
+}
+
+// TestReplayEvents replays stored events (EVENTS) into correlation through the gateway:
+// the alert took them live, so two replays and a dry run apply nothing, and a closed
+// alert stays closed with its count (a replay never reopens one). Flags that do not choose
+// events are refused.
+func TestReplayEvents(t *testing.T) {
+	cfg := startHub(t)
+	server := "http://" + cfg.HTTPAddr
+	cli := func(args ...string) string {
+		t.Helper()
+		code, out, errs := run(t, append([]string{"--server", server, "--data", cfg.DataDir}, args...)...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, errs)
+		}
+		return out
+	}
+	for range 3 {
+		cli("events", "send", "--node", "rp-web", "--type", "cpu", "--severity", "major", "--message", "load high")
+	}
+	alert := func() (corrapi.Alert, error) {
+		code, out, errs := run(t, "--server", server, "--data", cfg.DataDir, "alerts", "ls", "--node", "rp-web", "-o", "json")
+		if code != 0 {
+			return corrapi.Alert{}, fmt.Errorf("alerts ls: exit %d: %s", code, errs)
+		}
+		var page corrapi.AlertsListResponse
+		if err := json.Unmarshal([]byte(out), &page); err != nil || page.Items == nil {
+			if err := json.Unmarshal([]byte(out), &page.Items); err != nil {
+				return corrapi.Alert{}, fmt.Errorf("alerts ls: %v in %q", err, out)
+			}
+		}
+		if len(page.Items) != 1 {
+			return corrapi.Alert{}, fmt.Errorf("%d alerts for rp-web, want 1: %+v", len(page.Items), page.Items)
+		}
+		return page.Items[0], nil
+	}
+	var a corrapi.Alert
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var err error
+		a, err = alert()
+		if err == nil && a.Count == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the live pipeline: alert %+v (%v) within 60 s, want count 3", a, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	cli("alerts", "close", a.ID)
+
+	for _, name := range []string{"first replay", "second replay"} {
+		t.Run(name, func(t *testing.T) {
+			var r corrapi.ReplayReply
+			out := cli("replay", "--stream", "EVENTS", "--to", "correlation", "-o", "json")
+			if err := json.Unmarshal([]byte(out), &r); err != nil {
+				t.Fatalf("%v in %q", err, out)
+			}
+			if r.Events < 3 || r.Applied != 0 || r.Skipped != r.Events-r.Ignored-r.Invalid || r.Alerts != 0 {
+				t.Fatalf("replay: %+v; want every event skipped (taken live), nothing applied", r)
+			}
+			got, err := alert()
+			if err != nil || got.ID != a.ID || got.Count != 3 || got.State != corrapi.StateClosed {
+				t.Fatalf("after the replay: %+v (%v); want %s closed with count 3", got, err, a.ID)
+			}
+		})
+	}
+	out := cli("replay", "--stream", "EVENTS", "--to", "correlation", "--dry-run", "--from-seq", "1", "--to-seq", "1000000")
+	if !strings.Contains(out, "0 would be applied") || !strings.Contains(out, "alerts touched: 0") {
+		t.Errorf("dry run: %q, want nothing to apply", out)
+	}
+	out = cli("replay", "--stream", "EVENTS", "--to", "correlation", "--dry-run", "--until", "2006-01-02T15:04:05Z")
+	if !strings.Contains(out, "0 messages, 0 events") {
+		t.Errorf("dry run until 2006: %q, want nothing read", out)
+	}
+
+	refused := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"run", []string{"--run", "x"}, "--run: events are chosen by"},
+		{"since and from-seq", []string{"--since", "1h", "--from-seq", "3"}, "give one of them"},
+		{"class", []string{"--class", "linux_server"}, "--class is for --to orchestration"},
+		{"another stream", []string{"--stream", "CHANGES"}, "correlation reads EVENTS"},
+		{"bad since", []string{"--since", "soon"}, `since "soon"`},
+		{"to-seq before from-seq", []string{"--from-seq", "9", "--to-seq", "3"}, "from_seq 9 is after to_seq 3"},
+	}
+	for _, tc := range refused {
+		t.Run("refused: "+tc.name, func(t *testing.T) {
+			code, _, errs := run(t, append([]string{"--server", server, "--data", cfg.DataDir, "replay", "--to", "correlation"}, tc.args...)...)
 			if code == 0 || !strings.Contains(errs, tc.want) {
 				t.Errorf("exit %d, stderr %q: want a refusal saying %q", code, errs, tc.want)
 			}
