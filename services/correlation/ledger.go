@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -40,14 +39,12 @@ func appliedSubjectOf(slot string) string { return appliedSubject + slot }
 // ensureLedger creates the ledger stream, its age that of EVENTS (0: kept as long as
 // EVENTS keeps anything; a range older than the oldest event answers nothing).
 func ensureLedger(ctx context.Context, js jetstream.JetStream) error {
-	var maxAge time.Duration
+	cfg := bus.Stream(StreamApplied) // the stores table (libs/bus/stores.go)
 	if st, err := js.Stream(ctx, bus.StreamEvents); err == nil {
-		maxAge = st.CachedInfo().Config.MaxAge
+		// the hub's EVENTS may be tuned (bus.Limits): the ledger keeps ranges as long
+		cfg.MaxAge = st.CachedInfo().Config.MaxAge
 	}
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: StreamApplied,
-		Description: "correlation: EVENTS sequences alerts took, moved out of the alerts (corr.applied.<slot>), for replay",
-		Subjects:    []string{appliedSubject + ">"}, Retention: jetstream.LimitsPolicy, Storage: jetstream.FileStorage,
-		MaxAge: maxAge, Discard: jetstream.DiscardOld})
+	_, err := js.CreateOrUpdateStream(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("correlation: stream %s: %w", StreamApplied, err)
 	}

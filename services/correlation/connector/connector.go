@@ -79,13 +79,11 @@ func New(ctx context.Context, deps Deps) (*Connectors, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	kvD, err := deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: KVDefs,
-		Description: "correlation: pull connector definitions by name", History: 1, Storage: jetstream.FileStorage})
+	kvD, err := deps.JS.CreateOrUpdateKeyValue(ctx, bus.KV(KVDefs))
 	if err != nil {
 		return nil, fmt.Errorf("connectors: bucket %s: %w", KVDefs, err)
 	}
-	kvS, err := deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: KVState,
-		Description: "correlation: pull connectors' watermarks and counts", History: 1, Storage: jetstream.FileStorage})
+	kvS, err := deps.JS.CreateOrUpdateKeyValue(ctx, bus.KV(KVState))
 	if err != nil {
 		return nil, fmt.Errorf("connectors: bucket %s: %w", KVState, err)
 	}

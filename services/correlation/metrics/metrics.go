@@ -60,13 +60,13 @@ func Subject(site, metric string) string { return "metric." + site + "." + metri
 // Config of metric collection.
 type Config struct {
 	MaxAge   time.Duration // METRICS retention (default 7 days)
-	MaxBytes int64         // METRICS size cap (default 1 GiB; oldest evicted first)
+	MaxBytes int64         // METRICS size cap (default 512 MiB; oldest evicted first)
 	Replicas int           // stream replicas (default 1)
 }
 
 // DefaultConfig is what `outpost up` runs.
 func DefaultConfig() Config {
-	return Config{MaxAge: 7 * 24 * time.Hour, MaxBytes: 1 << 30, Replicas: 1}
+	return Config{MaxAge: 7 * 24 * time.Hour, MaxBytes: 512 << 20, Replicas: 1}
 }
 
 // Validate reports every problem at once.
@@ -119,22 +119,19 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Metrics, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if _, err := deps.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: Stream, Subjects: []string{"metric.>"},
-		Description: "correlation: metric samples collected through the sites' bridges", Retention: jetstream.LimitsPolicy,
-		MaxAge: cfg.MaxAge, MaxBytes: cfg.MaxBytes, Discard: jetstream.DiscardOld, Storage: jetstream.FileStorage,
-		Replicas: cfg.Replicas, Duplicates: 2 * time.Minute}); err != nil {
+	sc := bus.Stream(Stream) // the stores table (libs/bus/stores.go), with this service's limits
+	sc.MaxAge, sc.MaxBytes, sc.Replicas = cfg.MaxAge, cfg.MaxBytes, cfg.Replicas
+	if _, err := deps.JS.CreateOrUpdateStream(ctx, sc); err != nil {
 		return nil, fmt.Errorf("metrics: stream %s: %w", Stream, err)
 	}
 	if _, err := deps.JS.CreateOrUpdateConsumer(ctx, Stream, samplesSpec().Config()); err != nil {
 		return nil, fmt.Errorf("metrics: consumer %s: %w", SamplesConsumer, err)
 	}
-	kvD, err := deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: KVDefs,
-		Description: "correlation: metric collection definitions by name", History: 1, Storage: jetstream.FileStorage})
+	kvD, err := deps.JS.CreateOrUpdateKeyValue(ctx, bus.KV(KVDefs))
 	if err != nil {
 		return nil, fmt.Errorf("metrics: bucket %s: %w", KVDefs, err)
 	}
-	kvS, err := deps.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: KVSeries,
-		Description: "correlation: metric series baselines (EWMA, hour-of-week bands) and last samples", History: 1, Storage: jetstream.FileStorage})
+	kvS, err := deps.JS.CreateOrUpdateKeyValue(ctx, bus.KV(KVSeries))
 	if err != nil {
 		return nil, fmt.Errorf("metrics: bucket %s: %w", KVSeries, err)
 	}
