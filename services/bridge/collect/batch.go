@@ -92,7 +92,6 @@ type batcher struct {
 	timer  clock.Timer
 	gen    uint64 // of the armed timer: a stale one does nothing
 	closed bool
-
 }
 
 func newBatcher(c *Collectors, source string, ctx context.Context) *batcher {

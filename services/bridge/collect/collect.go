@@ -55,7 +55,7 @@ type Config struct {
 	// DefaultBatchConfig).
 	Batch  BatchConfig
 	Clock  clock.Clock
-	Logger   *slog.Logger
+	Logger *slog.Logger
 }
 
 // SampleMax is how much of a rejected input a dead letter keeps.
@@ -138,10 +138,10 @@ type Collectors struct {
 	stats map[string]*counter // by source
 	// batchers gather syslog lines and traps into batches, by source (written at start
 	// only; readers hold their own batcher, so starting traps never races syslog readers).
-	batchers map[string]*batcher
+	batchers               map[string]*batcher
 	syslogBatch, trapBatch *batcher
-	wg    sync.WaitGroup
-	stops []func()
+	wg                     sync.WaitGroup
+	stops                  []func()
 	// Addrs are the addresses actually bound, by source (tests listen on port 0).
 	Addrs map[string]net.Addr
 }
