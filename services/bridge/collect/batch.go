@@ -102,7 +102,7 @@ func newBatcher(c *Collectors, source string, ctx context.Context) *batcher {
 func (b *batcher) add(ev *envelope.Event) {
 	size := eventSize(ev)
 	b.mu.Lock()
-	if b.closed { // a reader outliving Close (cannot happen: Close waits for readers); store at once
+	if b.closed { // a reader outliving Close (Close waits for readers first): store at once
 		b.mu.Unlock()
 		b.store([]*envelope.Event{ev})
 		return
@@ -144,15 +144,27 @@ func (b *batcher) armLocked() {
 	})
 }
 
-// flush stores batches from the front: every pending event when all, else while a full
-// batch waits. Each batch holds at most MaxEvents and MaxBytes (a single event over
-// MaxBytes goes alone: the sink splits or refuses it with a reason).
+// flush stores batches from the front: when all, every event pending when it is called
+// (not those that come meanwhile: under a steady stream that would store whatever arrived
+// during the last write, in small batches), and in any case while a full batch waits. Each
+// batch holds at most MaxEvents and MaxBytes (a single event over MaxBytes goes alone: the
+// sink splits or refuses it with a reason). What remains gets a linger timer of its own,
+// so an event waits at most Linger plus the writes ahead of it.
 func (b *batcher) flush(all bool) {
 	b.write.Lock()
 	defer b.write.Unlock()
+	due := 0
+	if all {
+		b.mu.Lock()
+		due = len(b.evs)
+		b.mu.Unlock()
+	}
 	for {
 		b.mu.Lock()
-		if len(b.evs) == 0 || (!all && !b.fullLocked()) {
+		if len(b.evs) == 0 || (due <= 0 && !b.fullLocked()) {
+			if len(b.evs) > 0 && b.timer == nil && !b.closed {
+				b.armLocked()
+			}
 			b.mu.Unlock()
 			return
 		}
@@ -166,14 +178,12 @@ func (b *batcher) flush(all bool) {
 		if len(b.evs) == 0 {
 			b.evs, b.sizes = nil, nil // let the stored batch's array go
 		}
-		// The timer belongs to the batch just taken; what remains gets its own.
+		due -= n
+		// The timer belongs to the oldest events, just taken.
 		if b.timer != nil {
 			b.timer.Stop()
 			b.timer = nil
 			b.gen++
-		}
-		if len(b.evs) > 0 && !b.closed && !all {
-			b.armLocked()
 		}
 		b.mu.Unlock()
 		b.store(evs)
