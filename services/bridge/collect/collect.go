@@ -138,10 +138,10 @@ type Collectors struct {
 	stats map[string]*counter // by source
 	// batchers gather syslog lines and traps into batches, by source (written at start
 	// only; readers hold their own batcher, so starting traps never races syslog readers).
-	batchers               map[string]*batcher
-	syslogBatch, trapBatch *batcher
-	wg                     sync.WaitGroup
-	stops                  []func()
+	batchers    map[string]*batcher
+	syslogBatch *batcher
+	wg          sync.WaitGroup
+	stops       []func()
 	// Addrs are the addresses actually bound, by source (tests listen on port 0).
 	Addrs map[string]net.Addr
 }

@@ -38,7 +38,6 @@ var stdTraps = map[int]stdTrap{
 func (c *Collectors) startTraps(ctx context.Context) error {
 	c.counter(api.SourceTrap)
 	batch := c.batcher(ctx, api.SourceTrap)
-	c.trapBatch = batch
 	// Bind first, so a bad address fails the start; the listener then binds it itself.
 	probe, err := net.ListenPacket("udp", c.cfg.Traps)
 	if err != nil {
