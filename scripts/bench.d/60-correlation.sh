@@ -4,7 +4,8 @@
 # events a message as the bridge's collectors store a burst, and one a message — p99
 # event → alert latency under load, and the same alert load pushed into Prometheus
 # Alertmanager (built from its Go module, bench/alertmanager, outside go.work) in the same
-# run, side by side. Writes markdown.
+# run, side by side; then a syslog burst through a site bridge's collector (batched, and one
+# line a message) to alerts on the hub. Writes markdown.
 set -euo pipefail
 count=${BENCH_CORR_COUNT:-3}
 tmp=$(mktemp -d)
@@ -13,8 +14,10 @@ metric() { awk -v re="$2" -v unit="$3" '$1 ~ re { for (i=2;i<=NF;i++) if ($i==un
 median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) {print "n/a"} else if (NR%2) {print a[(NR+1)/2]} else {printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2}}'; }
 cmd1="go test ./services/correlation -run XXX -bench (Pipeline|EventToAlertLatency) -benchtime 1x -count $count"
 cmd2="go test -run XXX -bench . -benchtime 1x -count $count"
+cmd3="go test ./services/outpost/e2e -run XXX -bench SyslogBurst -benchtime 1x -count $count"
 $cmd1 2>/dev/null | grep -E '^Benchmark' >"$tmp/corr.txt" || true
 (cd bench/alertmanager && GOWORK=off $cmd2 2>/dev/null | grep -E '^Benchmark' >"$tmp/am.txt") || true
+$cmd3 2>/dev/null | grep -E '^Benchmark' >"$tmp/syslog.txt" || true
 eps=$(metric "$tmp/corr.txt" 'Pipeline/per_msg=100' events/s | median)
 cpu=$(metric "$tmp/corr.txt" 'Pipeline/per_msg=100' cpu-µs/event | median)
 eps2=$(metric "$tmp/corr.txt" 'Pipeline/per_msg=100' events/s-at-2-cores | median)
@@ -26,6 +29,12 @@ aps=$(metric "$tmp/am.txt" 'AlertmanagerIngest' alerts/s | median)
 acpu=$(metric "$tmp/am.txt" 'AlertmanagerIngest' cpu-µs/alert | median)
 ap50=$(metric "$tmp/am.txt" 'AlertmanagerLatency' p50-ms | median)
 ap99=$(metric "$tmp/am.txt" 'AlertmanagerLatency' p99-ms | median)
+seps500=$(metric "$tmp/syslog.txt" 'SyslogBurst/batch=500-' events/s | median)
+scpu500=$(metric "$tmp/syslog.txt" 'SyslogBurst/batch=500-' cpu-µs/event | median)
+seps2500=$(metric "$tmp/syslog.txt" 'SyslogBurst/batch=500-' events/s-at-2-cores | median)
+seps1=$(metric "$tmp/syslog.txt" 'SyslogBurst/batch=1-' events/s | median)
+scpu1=$(metric "$tmp/syslog.txt" 'SyslogBurst/batch=1-' cpu-µs/event | median)
+seps21=$(metric "$tmp/syslog.txt" 'SyslogBurst/batch=1-' events/s-at-2-cores | median)
 echo "## Correlation beside Prometheus Alertmanager, same run"
 echo
 echo "Outpost: \`$cmd1\` — one replica, 8 partitions, default rules, on an embedded JetStream"
@@ -51,3 +60,15 @@ echo "What differs: an Outpost event is durable twice (in its EVENTS message, th
 echo "batch of the router's part) and its"
 echo "alert is a KV document shared by replicas; Alertmanager keeps alerts in memory and"
 echo "gossips them between replicas. Vendor staff quote 3–10k events/s per instance."
+echo
+echo "### A syslog burst through a site bridge"
+echo
+echo "\`$cmd3\` — \`outpost up\` and an \`outpost-bridge\` as separate processes; ${BENCH_SYSLOG_EVENTS:-50000}"
+echo "RFC 5424 lines over 100 alerts written at once on one TCP connection to the bridge's syslog"
+echo "collector, counted when the hub's alerts hold them all: collector, batch, the bridge's outbox,"
+echo "the link to EVENTS, router, partitions, KV. CPU is the hub's and the bridge's (/proc), per event."
+echo
+echo "| bridge stores | events/s, wall clock (shared machine) | CPU µs per event (hub + bridge) | events/s if the 2 cores were the pipeline's |"
+echo "|---|---|---|---|"
+echo "| batches (default: 500 lines, 256 KiB or 25 ms) | $seps500 | $scpu500 | $seps2500 |"
+echo "| one line a message (--collect-batch-max 1) | $seps1 | $scpu1 | $seps21 |"

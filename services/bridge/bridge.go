@@ -18,6 +18,7 @@ import (
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/clock"
 	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/services/bridge/collect"
 	"github.com/outpost-dev/outpost/services/bridge/identity"
 	"github.com/outpost-dev/outpost/services/bridge/outbox"
 	"github.com/outpost-dev/outpost/services/bridge/probe"
@@ -105,9 +106,11 @@ type Bridge struct {
 	// once made (read by the status goroutine), the last write error, the self-upgrade's
 	// state, and since when the hub connection is in its current state.
 	phaseV, ncV, statusErr, upgradeState atomic.Value
-	hubMu                                sync.Mutex
-	hubSince                             time.Time
-	hubWas                               bool
+	// cols are the running collectors, for the status file.
+	cols     atomic.Pointer[collect.Collectors]
+	hubMu    sync.Mutex
+	hubSince time.Time
+	hubWas   bool
 
 	// up is the self-upgrade (selfupgrade.go); healthy is closed once a heartbeat reached
 	// the hub, which ends a new build's trial.
@@ -238,6 +241,7 @@ func (b *Bridge) run(ctx context.Context) error {
 		return err
 	}
 	if cols != nil {
+		b.cols.Store(cols)
 		defer func() { cols.Close(); b.log.Info("collectors stopped", "counts", cols.Counts()) }()
 	}
 	if n := b.box.Pending(); n > 0 {

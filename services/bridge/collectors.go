@@ -22,31 +22,30 @@ func (b *Bridge) startCollectors(ctx context.Context) (*collect.Collectors, erro
 		return nil, nil
 	}
 	return collect.Start(ctx, collect.Config{Site: b.cfg.Site, Syslog: c.Syslog, SyslogTLS: c.SyslogTLSAddr, SyslogTLSCert: c.SyslogTLSCert, SyslogTLSKey: c.SyslogTLSKey, Traps: c.Traps, TrapUsers: c.TrapUsers, TrapEngineID: c.TrapEngineID, Webhook: c.Webhook,
-		WebhookKey: c.WebhookKey, Clock: b.clock, Logger: b.log}, eventSink{b})
+		WebhookKey: c.WebhookKey, Batch: c.Batch, Clock: b.clock, Logger: b.log}, eventSink{b, c.Batch.WithDefaults()})
 }
 
 // eventSink puts collected events and rejected input in the outbox: events on
 // event.<site>.<source>, rejects as dead letters on dlq.bridge.<site> with their reason.
-type eventSink struct{ b *Bridge }
+type eventSink struct {
+	b *Bridge
+	// batch bounds one message of events (collect.batch: by default 500 events, 256 KiB):
+	// well under the bus's maximum payload (1 MiB), and the hub routes a message's events
+	// together.
+	batch collect.BatchConfig
+}
 
 // Events stores a source's events in as few outbox messages as fit: one event as an Event,
-// several as EventBatch messages of at most eventBatchMax events and eventBatchBytes — the
+// several as EventBatch messages of at most batch.MaxEvents events and batch.MaxBytes — the
 // outbox, the WAN link and the hub's bus then spend per message, not per event.
 func (s eventSink) Events(ctx context.Context, source string, evs []*envelope.Event) error {
-	for i := 0; i < len(evs); i += eventBatchMax {
-		if err := s.put(ctx, source, evs[i:min(i+eventBatchMax, len(evs))]); err != nil {
+	for i := 0; i < len(evs); i += s.batch.MaxEvents {
+		if err := s.put(ctx, source, evs[i:min(i+s.batch.MaxEvents, len(evs))]); err != nil {
 			return err
 		}
 	}
 	return nil
 }
-
-// eventBatchMax and eventBatchBytes bound one message of events: well under the bus's
-// maximum payload (1 MiB), and the hub routes a message's events together.
-const (
-	eventBatchMax   = 500
-	eventBatchBytes = 256 << 10
-)
 
 func (s eventSink) put(ctx context.Context, source string, evs []*envelope.Event) error {
 	b := s.b
@@ -66,7 +65,7 @@ func (s eventSink) put(ctx context.Context, source string, evs []*envelope.Event
 	if err != nil {
 		return err
 	}
-	if len(data) > eventBatchBytes && len(evs) > 1 { // large events: halve until each part fits
+	if len(data) > s.batch.MaxBytes && len(evs) > 1 { // large events: halve until each part fits
 		if err := s.put(ctx, source, evs[:len(evs)/2]); err != nil {
 			return err
 		}

@@ -68,6 +68,9 @@ type CollectConfig struct {
 	TrapEngineID string             `yaml:"trap_engine_id"`
 	Webhook      string             `yaml:"webhook"`
 	WebhookKey   string             `yaml:"-"`
+	// Batch bounds how syslog lines and traps gather into one outbox message (and how
+	// events of a webhook array are split): max_events, max_bytes, linger.
+	Batch collect.BatchConfig `yaml:"batch"`
 }
 
 // DefaultConfig: MID server users know these pool sizes (interactive 10, expedited 20,
@@ -114,7 +117,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--pool-%s %d: want 1..10000", p, n))
 		}
 	}
-	if err := (collect.Config{Syslog: c.Collect.Syslog, SyslogTLS: c.Collect.SyslogTLSAddr, SyslogTLSCert: c.Collect.SyslogTLSCert, SyslogTLSKey: c.Collect.SyslogTLSKey, Traps: c.Collect.Traps, TrapUsers: c.Collect.TrapUsers, TrapEngineID: c.Collect.TrapEngineID, Site: c.Site, Webhook: c.Collect.Webhook, WebhookKey: c.Collect.WebhookKey}).Validate(); err != nil {
+	if err := (collect.Config{Syslog: c.Collect.Syslog, SyslogTLS: c.Collect.SyslogTLSAddr, SyslogTLSCert: c.Collect.SyslogTLSCert, SyslogTLSKey: c.Collect.SyslogTLSKey, Traps: c.Collect.Traps, TrapUsers: c.Collect.TrapUsers, TrapEngineID: c.Collect.TrapEngineID, Site: c.Site, Webhook: c.Collect.Webhook, WebhookKey: c.Collect.WebhookKey, Batch: c.Collect.Batch}).Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := bus.CheckApps(c.Apps); err != nil {

@@ -3,6 +3,9 @@ package bridge_test
 import (
 	"strings"
 	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
 
 	"github.com/outpost-dev/outpost/services/bridge"
 )
@@ -36,6 +39,36 @@ func TestConfigHubTransport(t *testing.T) {
 			}
 			if err != nil && strings.Contains(err.Error(), ":pw@") {
 				t.Fatalf("the proxy password is in the error: %v", err)
+			}
+		})
+	}
+}
+
+// collect.batch is read from the config file and validated with the rest.
+func TestConfigCollectBatch(t *testing.T) {
+	cases := []struct {
+		name, yaml string
+		want       string // "" = valid
+		linger     time.Duration
+	}{
+		{"defaults", "collect: {syslog: 127.0.0.1:514}", "", 0},
+		{"set", "collect: {syslog: 127.0.0.1:514, batch: {max_events: 200, max_bytes: 65536, linger: 10ms}}", "", 10 * time.Millisecond},
+		{"over the message bound", "collect: {batch: {max_events: 5000}}", "collect.batch.max_events 5000", 0},
+		{"linger too long", "collect: {batch: {linger: 1m}}", "collect.batch.linger 1m0s", time.Minute},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := bridge.DefaultConfig()
+			if err := yaml.Unmarshal([]byte(tc.yaml), &c); err != nil {
+				t.Fatal(err)
+			}
+			c.Hub, c.Site, c.Name = "nats://127.0.0.1:4222", "dc1", "br1"
+			err := c.Validate()
+			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Fatalf("Validate() = %v, want %q", err, tc.want)
+			}
+			if c.Collect.Batch.Linger != tc.linger {
+				t.Errorf("linger %s, want %s", c.Collect.Batch.Linger, tc.linger)
 			}
 		})
 	}

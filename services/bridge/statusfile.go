@@ -45,6 +45,12 @@ func (b *Bridge) status(ctx context.Context) status.Status {
 	if v, ok := b.upgradeState.Load().(string); ok {
 		s.Upgrade = v
 	}
+	if cols := b.cols.Load(); cols != nil {
+		s.Collectors = map[string]status.Collector{}
+		for src, n := range cols.Counts() {
+			s.Collectors[src] = status.Collector(n)
+		}
+	}
 	for name, p := range b.pools {
 		s.Pools[name] = status.Pool{Size: cap(p.slots), Busy: int(p.busy.Load()), Queued: int(p.queued.Load())}
 	}

@@ -73,6 +73,8 @@ func runMain(parent context.Context, args []string, stderr io.Writer) int {
 		syslog, traps, webhook                             string
 		syslogTLS, syslogTLSAddr                           string
 		insecure                                           bool
+		batchMax                                           int
+		batchLinger                                        time.Duration
 		pools                                              map[string]*int
 		outbox                                             bridge.ByteSize
 	}{pools: map[string]*int{}}
@@ -97,6 +99,8 @@ func runMain(parent context.Context, args []string, stderr io.Writer) int {
 	fs.StringVar(&flagCfg.syslogTLSAddr, "collect-syslog-tls-addr", "", "site-LAN address of syslog over TLS, e.g. 10.1.0.5:6514 (default: the --collect-syslog host, port 6514)")
 	fs.StringVar(&flagCfg.traps, "collect-traps", "", "collect SNMP v1/v2c traps and informs on this site-LAN address, e.g. 10.1.0.5:162, and v3 ones of the config file's collect.trap_users (default off)")
 	fs.StringVar(&flagCfg.webhook, "collect-webhook", "", "collect JSON events POSTed to this site-LAN address, e.g. 10.1.0.5:8088; needs OUTPOST_BRIDGE_WEBHOOK_KEY (default off)")
+	fs.IntVar(&flagCfg.batchMax, "collect-batch-max", 0, "most syslog lines or traps stored in one message, 1..1000 (1: each on its own; default 500; config collect.batch.max_events)")
+	fs.DurationVar(&flagCfg.batchLinger, "collect-batch-linger", 0, "longest a collected syslog line or trap waits in memory for its batch, at most 1s (default 25ms; config collect.batch.linger)")
 	fs.Var(&flagCfg.outbox, "outbox-max", "outbox size limit; when full the bridge takes no new work (default 1GiB)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -181,6 +185,12 @@ func runMain(parent context.Context, args []string, stderr io.Writer) int {
 	}
 	set(flagCfg.syslogTLSAddr, &cfg.Collect.SyslogTLSAddr)
 	set(flagCfg.webhook, &cfg.Collect.Webhook)
+	if flagCfg.batchMax != 0 {
+		cfg.Collect.Batch.MaxEvents = flagCfg.batchMax
+	}
+	if flagCfg.batchLinger != 0 {
+		cfg.Collect.Batch.Linger = flagCfg.batchLinger
+	}
 	cfg.Collect.WebhookKey = os.Getenv("OUTPOST_BRIDGE_WEBHOOK_KEY")
 	if flagCfg.insecure {
 		cfg.InsecurePlaintext = true

@@ -51,8 +51,11 @@ type Config struct {
 	MaxMessage int
 	// MaxConns bounds concurrent syslog TCP connections (default 256).
 	MaxConns int
-	Clock    clock.Clock
-	Logger   *slog.Logger
+	// Batch bounds how syslog lines and traps gather into one stored message (zero fields:
+	// DefaultBatchConfig).
+	Batch  BatchConfig
+	Clock  clock.Clock
+	Logger *slog.Logger
 }
 
 // SampleMax is how much of a rejected input a dead letter keeps.
@@ -86,6 +89,9 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--collect-syslog-tls-addr %q: want HOST:PORT, an address of the site LAN such as 10.1.0.5:6514", addr))
 		}
 	}
+	if err := c.Batch.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.Webhook != "" && c.WebhookKey == "" {
 		errs = append(errs, errors.New("--collect-webhook needs OUTPOST_BRIDGE_WEBHOOK_KEY: senders present it as a bearer key"))
 	}
@@ -109,12 +115,18 @@ type Counts struct {
 	Accepted int64 `json:"accepted"` // events stored
 	Rejected int64 `json:"rejected"` // bad input: malformed, oversize, refused key
 	Dropped  int64 `json:"dropped"`  // good events the sink could not store (outbox full)
+	// Batches is how many times events were handed to the sink (one stored message each,
+	// unless over the sink's bounds); Accepted / Batches is the mean events per batch.
+	Batches  int64 `json:"batches"`
+	MaxBatch int64 `json:"max_batch"` // most events in one batch
+	Pending  int64 `json:"pending"`   // events waiting for their batch to be stored
 }
 
-type counter struct{ accepted, rejected, dropped atomic.Int64 }
+type counter struct{ accepted, rejected, dropped, batches, maxBatch atomic.Int64 }
 
 func (c *counter) counts() Counts {
-	return Counts{Accepted: c.accepted.Load(), Rejected: c.rejected.Load(), Dropped: c.dropped.Load()}
+	return Counts{Accepted: c.accepted.Load(), Rejected: c.rejected.Load(), Dropped: c.dropped.Load(),
+		Batches: c.batches.Load(), MaxBatch: c.maxBatch.Load()}
 }
 
 // Collectors are the running collectors.
@@ -124,8 +136,12 @@ type Collectors struct {
 	log   *slog.Logger
 	clock clock.Clock
 	stats map[string]*counter // by source
-	wg    sync.WaitGroup
-	stops []func()
+	// batchers gather syslog lines and traps into batches, by source (written at start
+	// only; readers hold their own batcher, so starting traps never races syslog readers).
+	batchers    map[string]*batcher
+	syslogBatch *batcher
+	wg          sync.WaitGroup
+	stops       []func()
 	// Addrs are the addresses actually bound, by source (tests listen on port 0).
 	Addrs map[string]net.Addr
 }
@@ -145,12 +161,13 @@ func Start(ctx context.Context, cfg Config, sink Sink) (*Collectors, error) {
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = 256
 	}
+	cfg.Batch = cfg.Batch.WithDefaults()
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := &Collectors{cfg: cfg, sink: sink, log: log.With("component", "collect"), clock: clock.Or(cfg.Clock),
-		stats: map[string]*counter{}, Addrs: map[string]net.Addr{}}
+		stats: map[string]*counter{}, batchers: map[string]*batcher{}, Addrs: map[string]net.Addr{}}
 	starts := []struct {
 		addr  string
 		start func(context.Context) error
@@ -167,21 +184,36 @@ func Start(ctx context.Context, cfg Config, sink Sink) (*Collectors, error) {
 	return c, nil
 }
 
-// Close stops every collector and waits for them.
+// Close stops every collector, waits for them, then stores the batches still pending.
 func (c *Collectors) Close() {
 	for _, stop := range c.stops {
 		stop()
 	}
 	c.wg.Wait()
+	for _, b := range c.batchers {
+		b.close()
+	}
 }
 
 // Counts are every collector's counts, by source.
 func (c *Collectors) Counts() map[string]Counts {
 	out := map[string]Counts{}
 	for src, ct := range c.stats {
-		out[src] = ct.counts()
+		n := ct.counts()
+		if b := c.batchers[src]; b != nil {
+			n.Pending = int64(b.pending())
+		}
+		out[src] = n
 	}
 	return out
+}
+
+// batcher is the source's batcher, made on first use (at start, before readers run).
+func (c *Collectors) batcher(ctx context.Context, source string) *batcher {
+	if c.batchers[source] == nil {
+		c.batchers[source] = newBatcher(c, source, ctx)
+	}
+	return c.batchers[source]
 }
 
 func (c *Collectors) counter(source string) *counter {
@@ -200,6 +232,13 @@ func (c *Collectors) store(ctx context.Context, source string, evs []*envelope.E
 		return err
 	}
 	ct.accepted.Add(int64(len(evs)))
+	ct.batches.Add(1)
+	for n := int64(len(evs)); ; {
+		m := ct.maxBatch.Load()
+		if n <= m || ct.maxBatch.CompareAndSwap(m, n) {
+			break
+		}
+	}
 	return nil
 }
 

@@ -28,6 +28,7 @@ type memSink struct {
 	mu      sync.Mutex
 	events  []*envelope.Event
 	rejects []string
+	batches []int // events of each Events call
 }
 
 func (s *memSink) Events(_ context.Context, source string, evs []*envelope.Event) error {
@@ -42,6 +43,7 @@ func (s *memSink) Events(_ context.Context, source string, evs []*envelope.Event
 		}
 	}
 	s.events = append(s.events, evs...)
+	s.batches = append(s.batches, len(evs))
 	return nil
 }
 
@@ -75,10 +77,29 @@ func eventually(t *testing.T, d time.Duration, f func() error) {
 	}
 }
 
+// start starts the collectors on a fake clock that fires batches' linger timers as soon as
+// they are armed, so tests of what is collected need not care how it is batched.
 func start(t *testing.T, cfg Config) (*Collectors, *memSink) {
 	t.Helper()
+	c, sink, clk := startFake(t, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for clk.BlockUntil(ctx, 1) {
+			clk.Advance(DefaultBatchConfig().Linger)
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return c, sink
+}
+
+// startFake starts the collectors on a fake clock that moves only when the test moves it.
+func startFake(t *testing.T, cfg Config) (*Collectors, *memSink, *clock.Fake) {
+	t.Helper()
 	cfg.Site = "dc1"
-	cfg.Clock = clock.NewFake(t0)
+	clk := clock.NewFake(t0)
+	cfg.Clock = clk
 	sink := &memSink{}
 	ctx, cancel := context.WithCancel(context.Background())
 	c, err := Start(ctx, cfg, sink)
@@ -87,7 +108,7 @@ func start(t *testing.T, cfg Config) (*Collectors, *memSink) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cancel(); c.Close() })
-	return c, sink
+	return c, sink, clk
 }
 
 // waitEvents waits for n events and returns them.

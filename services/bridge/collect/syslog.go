@@ -27,6 +27,7 @@ import (
 // octet counting when a frame starts with a digit, else one message per line).
 func (c *Collectors) startSyslog(ctx context.Context) error {
 	c.counter(api.SourceSyslog)
+	c.syslogBatch = c.batcher(ctx, api.SourceSyslog)
 	pc, err := net.ListenPacket("udp", c.cfg.Syslog)
 	if err != nil {
 		return fmt.Errorf("--collect-syslog %s (udp): %w", c.cfg.Syslog, err)
@@ -52,6 +53,7 @@ func (c *Collectors) startSyslog(ctx context.Context) error {
 // lines are accepted too). A failed handshake is counted and kept with its reason.
 func (c *Collectors) startSyslogTLS(ctx context.Context) error {
 	c.counter(api.SourceSyslog)
+	c.syslogBatch = c.batcher(ctx, api.SourceSyslog)
 	addr := c.cfg.syslogTLSAddr()
 	cert, err := tls.LoadX509KeyPair(c.cfg.SyslogTLSCert, c.cfg.SyslogTLSKey)
 	if err != nil {
@@ -250,7 +252,9 @@ func (c *Collectors) syslogMessage(ctx context.Context, p *syslogParser, msg []b
 		return
 	}
 	ev.Site = c.cfg.Site
-	_ = c.store(ctx, api.SourceSyslog, []*envelope.Event{ev})
+	// Into the source's batch (see BatchConfig for what lingers there): syslog has no
+	// acknowledgement to hold back.
+	c.syslogBatch.add(ev)
 }
 
 // event maps a syslog message: node is its host name (else the sender's address), type its

@@ -37,6 +37,7 @@ var stdTraps = map[int]stdTrap{
 
 func (c *Collectors) startTraps(ctx context.Context) error {
 	c.counter(api.SourceTrap)
+	batch := c.batcher(ctx, api.SourceTrap)
 	// Bind first, so a bad address fails the start; the listener then binds it itself.
 	probe, err := net.ListenPacket("udp", c.cfg.Traps)
 	if err != nil {
@@ -70,16 +71,24 @@ func (c *Collectors) startTraps(ctx context.Context) error {
 	tl.OnNewTrap = func(p *gosnmp.SnmpPacket, from *net.UDPAddr) {
 		ev := trapEvent(p, from, c.clock.Now())
 		ev.Site = c.cfg.Site
-		_ = c.store(ctx, api.SourceTrap, []*envelope.Event{ev})
+		// The listener acknowledges an inform when this returns: its batch is stored
+		// first. A trap has no acknowledgement: it lingers with its batch.
+		if p.PDUType == gosnmp.InformRequest {
+			batch.addNow(ev)
+			return
+		}
+		batch.add(ev)
 	}
 	errc := make(chan error, 1)
+	startWait := c.clock.NewTimer(5 * time.Second)
+	defer startWait.Stop()
 	c.wg.Add(1)
 	go func() { defer c.wg.Done(); errc <- tl.Listen(addr) }()
 	select {
 	case <-tl.Listening():
 	case err := <-errc:
 		return fmt.Errorf("--collect-traps %s: %w", c.cfg.Traps, err)
-	case <-c.clock.After(5 * time.Second):
+	case <-startWait.C():
 		tl.Close()
 		return fmt.Errorf("--collect-traps %s: the trap listener did not start", c.cfg.Traps)
 	}

@@ -52,6 +52,8 @@ type Status struct {
 	Hub          Hub             `json:"hub"`
 	Outbox       Outbox          `json:"outbox"`
 	Pools        map[string]Pool `json:"pools"`
+	// Collectors are the event collectors' counts by source (syslog, trap, webhook).
+	Collectors map[string]Collector `json:"collectors,omitempty"`
 	// Upgrade is the last self-upgrade's state (empty: none attempted).
 	Upgrade string `json:"upgrade,omitempty"`
 }
@@ -73,6 +75,17 @@ type Outbox struct {
 	MaxBytes int64     `json:"max_bytes"`
 	Full     bool      `json:"full,omitempty"`
 	Oldest   time.Time `json:"oldest,omitzero"`
+}
+
+// Collector counts what one event collector took and how it stored it: Batches outbox
+// messages for Accepted events (Accepted / Batches events per message on average).
+type Collector struct {
+	Accepted int64 `json:"accepted"`
+	Rejected int64 `json:"rejected"`
+	Dropped  int64 `json:"dropped"`
+	Batches  int64 `json:"batches"`
+	MaxBatch int64 `json:"max_batch"`
+	Pending  int64 `json:"pending"`
 }
 
 // Pool is one priority's workers.
@@ -180,6 +193,20 @@ func (s Status) Render(w io.Writer, now time.Time) error {
 	for _, n := range names {
 		p := s.Pools[n]
 		fmt.Fprintf(tw, "pool %s\t%d/%d busy, %d queued\n", n, p.Busy, p.Size, p.Queued)
+	}
+	srcs := make([]string, 0, len(s.Collectors))
+	for n := range s.Collectors {
+		srcs = append(srcs, n)
+	}
+	sort.Strings(srcs)
+	for _, n := range srcs {
+		c := s.Collectors[n]
+		per := 0.0
+		if c.Batches > 0 {
+			per = float64(c.Accepted) / float64(c.Batches)
+		}
+		fmt.Fprintf(tw, "collector %s\t%d events in %d messages (%.1f a message, at most %d), %d waiting, %d rejected, %d dropped\n",
+			n, c.Accepted, c.Batches, per, c.MaxBatch, c.Pending, c.Rejected, c.Dropped)
 	}
 	fmt.Fprintf(tw, "apps\t%s\n", apps)
 	fmt.Fprintf(tw, "capabilities\t%s\n", strings.Join(s.Capabilities, ","))

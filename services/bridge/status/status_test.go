@@ -71,3 +71,17 @@ func TestHealthAndRender(t *testing.T) {
 		}
 	}
 }
+
+// The collectors' counts show how many events each stored message carries.
+func TestRenderCollectors(t *testing.T) {
+	s := Status{Site: "dc1", Name: "br-1", Phase: PhaseRunning, Updated: t0, Hub: Hub{Connected: true},
+		Collectors: map[string]Collector{"syslog": {Accepted: 1200, Batches: 3, MaxBatch: 500, Pending: 7, Rejected: 2}}}
+	var b strings.Builder
+	if err := s.Render(&b, t0); err != nil {
+		t.Fatal(err)
+	}
+	want := "collector syslog  1200 events in 3 messages (400.0 a message, at most 500), 7 waiting, 2 rejected, 0 dropped"
+	if !strings.Contains(b.String(), want) {
+		t.Errorf("render lacks %q:\n%s", want, b.String())
+	}
+}
