@@ -18,6 +18,7 @@ var commandOf = map[string]string{
 	"POST /api/v1/events":                       "events send",
 	"POST /api/v1/discovery/replay":             "replay",
 	"POST /api/v1/orchestration/replay":         "replay",
+	"POST /api/v1/correlation/replay":           "replay",
 	"GET /api/v1/alerts":                        "alerts ls",
 	"GET /api/v1/alerts/{id}":                   "alerts show",
 	"POST /api/v1/alerts/{id}/ack":              "alerts ack",
