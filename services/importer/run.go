@@ -211,11 +211,29 @@ func (s *service) execute(ctx context.Context, rs *runState) {
 // runCtx is the service's context for runs (set by Run).
 func (s *service) runCtx() context.Context { return s.ctx }
 
-// recount reads back the outcomes a run recorded before a restart.
+// recount reads back what a run did before a restart: its staged count from the import
+// set and its outcomes. The counters are made from what the stream holds, not from the
+// record, which is saved at most twice a second and so may predate the last pages staged:
+// when those were the file's last rows, staging resumes past them, stages nothing more and
+// would leave Staged at the record's older count (with every row done, the run completed
+// "4,500 staged" of 6,000).
 func (s *service) recount(ctx context.Context, rs *runState) error {
 	rs.mu.Lock()
-	id := rs.rec.ID
-	rs.rec.Counters = api.Counters{Staged: rs.rec.Counters.Staged}
+	id, set := rs.rec.ID, rs.rec.Set
+	rs.mu.Unlock()
+	last, err := s.lastStaged(ctx, set)
+	if err != nil {
+		return fmt.Errorf("the import set %s: %w", set, err)
+	}
+	rs.mu.Lock()
+	staged := rs.rec.Counters.Staged
+	if last != nil && last.N > staged {
+		// Never lower: a set older than IMPORTS' max age is gone from the stream, and the
+		// record's count, saved only after the stream acknowledged those rows, is right.
+		staged = last.N
+		rs.dirty = true
+	}
+	rs.rec.Counters = api.Counters{Staged: staged}
 	rs.mu.Unlock()
 	return s.scan(ctx, outcomeSubject(id, ">"), 0, func(m jetstream.Msg) bool {
 		outs, err := decodeOutcomes(m.Data())
@@ -296,22 +314,19 @@ func (s *service) stage(ctx context.Context, rs *runState) {
 		rs.signal()
 	}
 	staged := int64(0)
-	var last *stagedRow
-	if m, err := s.imp.GetLastMsgForSubject(ctx, rowsSubject(rec.Set)); err == nil {
-		if rows, err := decodeStaged(m.Data); err == nil && len(rows) > 0 {
-			r := rows[len(rows)-1]
-			staged, last = r.N, &r
-		}
-	} else if !errors.Is(err, jetstream.ErrMsgNotFound) {
+	last, err := s.lastStaged(ctx, rec.Set)
+	if err != nil {
 		fail("staging: %v", err)
 		return
+	}
+	if last != nil {
+		staged = last.N
 	}
 	if rec.Src != nil && rec.Src.Type != api.SourceFile {
 		s.stageBridge(ctx, rs, rec, last, fail)
 		return
 	}
 	var path string
-	var err error
 	if rec.Src != nil {
 		path, err = s.spoolSiteFile(ctx, rec)
 	} else {
@@ -378,6 +393,23 @@ func (s *service) stage(ctx context.Context, rs *runState) {
 		_ = s.objs.Delete(context.WithoutCancel(ctx), rec.Upload) // a schedule's file stays for its next slot
 	}
 	rs.signal()
+}
+
+// lastStaged is the last row of an import set in the stream (nil: none staged, or the set
+// aged out of IMPORTS).
+func (s *service) lastStaged(ctx context.Context, set string) (*stagedRow, error) {
+	m, err := s.imp.GetLastMsgForSubject(ctx, rowsSubject(set))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	rows, err := decodeStaged(m.Data)
+	if err != nil || len(rows) == 0 {
+		return nil, nil // an unreadable message names no row
+	}
+	return &rows[len(rows)-1], nil
 }
 
 // publishRows stages rows, in pages of at most pageRows rows and about pageBytes, and

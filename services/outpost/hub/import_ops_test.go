@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -82,12 +83,14 @@ func (h *importHub) startImporter() {
 	ctx, cancel := context.WithCancel(h.ctx)
 	done := make(chan error, 1)
 	go func() { done <- importer.Run(ctx, h.cfg, importer.Deps{NC: h.nc, JS: h.js, Clock: h.clock}) }()
-	h.stopImp = func() {
+	// Once: a test that stops the importer and fails before starting it again stops it
+	// again in its cleanup, which must not wait for a second end that never comes.
+	h.stopImp = sync.OnceFunc(func() {
 		cancel()
 		if err := <-done; err != nil {
 			h.t.Errorf("importer: %v", err)
 		}
-	}
+	})
 }
 
 // upload stores data in the upload bucket under a fresh name.
