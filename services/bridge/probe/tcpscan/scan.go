@@ -287,7 +287,7 @@ type engine struct {
 	// the window of addresses being scanned
 	ready            []*host
 	active, nextHost int
-	// own is the probe's own rate (its share of it, per shard), shared the bridge's budget
+	// own is the probe's own rate (this shard's share of it), shared the bridge's budget
 	// that every tcp_scan probe of the bridge draws from; nil: no limit
 	own, shared *bucket
 
