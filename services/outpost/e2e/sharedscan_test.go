@@ -3,13 +3,17 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -30,12 +34,14 @@ func sharedScan(t testing.TB, cidr string, hosts, n, kill int) (discoveryRun, ti
 
 // sharedScanLog is sharedScan that also returns the run's log.
 func sharedScanLog(t testing.TB, cidr string, hosts, n, kill int) (discoveryRun, time.Duration, map[string]int, lab.Manifest, []string) {
-	return sharedScanRun(t, cidr, hosts, n, kill, nil)
+	r, wall, by, _, m, log := sharedScanRun(t, cidr, hosts, n, kill, nil)
+	return r, wall, by, m, log
 }
 
 // sharedScanRun is sharedScanLog; measure, when set, is called as soon as the run completes,
-// with the hub and bridges still running; bridgeArgs are given to every bridge.
-func sharedScanRun(t testing.TB, cidr string, hosts, n, kill int, measure func(h *testHub, bridges []*testBridge, id string, r discoveryRun), bridgeArgs ...string) (discoveryRun, time.Duration, map[string]int, lab.Manifest, []string) {
+// with the hub and bridges still running; bridgeArgs are given to every bridge. Besides the
+// hosts scanned per bridge it returns how many hosts were scanned more than once.
+func sharedScanRun(t testing.TB, cidr string, hosts, n, kill int, measure func(h *testHub, bridges []*testBridge), bridgeArgs ...string) (discoveryRun, time.Duration, map[string]int, int, lab.Manifest, []string) {
 	t.Helper()
 	l, err := lab.Start(context.Background(), lab.Config{Range: cidr, Hosts: hosts, Seed: 7})
 	if err != nil {
@@ -75,12 +81,13 @@ func sharedScanRun(t testing.TB, cidr string, hosts, n, kill int, measure func(h
 	r := waitDiscovery(t, h, id, 10*time.Minute)
 	wall := time.Since(t0)
 	if measure != nil {
-		measure(h, bridges, id, r)
+		measure(h, bridges)
 	}
 	if r.State != "completed" {
 		t.Fatalf("run %s: %s %s", id, r.State, r.Reason)
 	}
-	return r, wall, scannedBy(t, h, id, r), m, runLog(t, h, id)
+	by, twice := scanCounts(t, h, id, r)
+	return r, wall, by, twice, m, runLog(t, h, id)
 }
 
 // runLog is a run's log lines.
@@ -102,35 +109,70 @@ func scannedBy(t testing.TB, h *testHub, id string, r discoveryRun) map[string]i
 }
 
 // scanCounts is scannedBy, and how many hosts have more than one scan entry with a bridge
-// in their log (their chunk was probed again).
+// in their log (their chunk was probed again). It asks for the hosts' logs 8 at a time: a
+// /20 has hundreds, and each answer takes a while on a loaded machine.
 func scanCounts(t testing.TB, h *testHub, id string, r discoveryRun) (map[string]int, int) {
 	t.Helper()
+	tok := h.token(t)
+	type hostLog struct {
+		Host struct {
+			Log []struct {
+				Step   string `json:"step"`
+				Bridge string `json:"bridge"`
+			} `json:"log"`
+		} `json:"host"`
+	}
+	get := func(ip string) (hostLog, error) {
+		var v hostLog
+		req, _ := http.NewRequest("GET", "http://"+h.http+"/api/v1/discovery/runs/"+id+"?host="+ip, nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := h.httpClient().Do(req)
+		if err != nil {
+			return v, err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			return v, fmt.Errorf("host %s of run %s: %d %s", ip, id, resp.StatusCode, b)
+		}
+		return v, json.Unmarshal(b, &v)
+	}
 	by, twice := map[string]int{}, 0
-	for _, hb := range r.Hosts {
-		var v struct {
-			Host struct {
-				Log []struct {
-					Step   string `json:"step"`
-					Bridge string `json:"bridge"`
-				} `json:"log"`
-			} `json:"host"`
-		}
-		_, b := h.api(t, "GET", "/api/v1/discovery/runs/"+id+"?host="+hb.IP, nil)
-		if err := json.Unmarshal(b, &v); err != nil {
-			t.Fatal(err)
-		}
-		scans := 0
-		for _, e := range v.Host.Log {
-			if e.Step == "scan" && e.Bridge != "" {
-				if scans == 0 {
-					by[e.Bridge]++
+	var mu sync.Mutex
+	var errs []error
+	ips := make(chan string)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for ip := range ips {
+				v, err := get(ip)
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, err)
 				}
-				scans++
+				scans := 0
+				for _, e := range v.Host.Log {
+					if e.Step == "scan" && e.Bridge != "" {
+						if scans == 0 {
+							by[e.Bridge]++
+						}
+						scans++
+					}
+				}
+				if scans > 1 {
+					twice++
+				}
+				mu.Unlock()
 			}
-		}
-		if scans > 1 {
-			twice++
-		}
+		})
+	}
+	for _, hb := range r.Hosts {
+		ips <- hb.IP
+	}
+	close(ips)
+	wg.Wait()
+	if len(errs) > 0 {
+		t.Fatalf("host logs: %v", errors.Join(errs...))
 	}
 	return by, twice
 }
@@ -231,14 +273,14 @@ type sharedScanStats struct {
 // at the run's end (before they stop).
 func sharedScanMeasured(b *testing.B, cidr string, hosts, n int, bridgeArgs ...string) sharedScanStats {
 	var st sharedScanStats
-	measure := func(h *testHub, bridges []*testBridge, id string, r discoveryRun) {
+	measure := func(h *testHub, bridges []*testBridge) {
 		st.hubCPU = procCPU(b, h.proc.cmd.Process.Pid)
 		for _, br := range bridges {
 			st.bridgeCPU += procCPU(b, br.proc.cmd.Process.Pid)
 		}
-		_, st.twice = scanCounts(b, h, id, r)
 	}
-	r, wall, by, _, log := sharedScanRun(b, cidr, hosts, n, 0, measure, bridgeArgs...)
+	r, wall, by, twice, _, log := sharedScanRun(b, cidr, hosts, n, 0, measure, bridgeArgs...)
+	st.twice = twice
 	st.wall, st.by, st.addrs, st.classified = wall, by, r.Counters.Addresses, r.Counters.Classified
 	var from, to time.Time
 	for _, l := range log {
