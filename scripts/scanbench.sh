@@ -13,7 +13,7 @@
 # By default each case also scans through a real hub and bridge: bin/outpost up (no local
 # bridge) and bin/outpost-bridge in its own process, enrolled to a site "scanbench" whose range
 # is the lab's, both started in the case's network namespace; the row's wall time is
-# `outpost probe --kind tcp_scan ... --param rate=0` from request to the last result, i.e.
+# `outpost probe --kind tcp_scan ...` (the bridge's tcp_scan rate budget lifted in its config) from request to the last result, i.e.
 # gateway → agents → PROBES → bridge → RESULTS → gateway. --no-hub leaves that row out.
 # --through-hub CMD replaces it: CMD runs (sh -c, inside the namespace in the filtered
 # case) with SCANBENCH_RANGE, SCANBENCH_PORTS and SCANBENCH_OUT set, and writes its results
@@ -115,12 +115,14 @@ start_hub() {
 	local tok
 	tok=$("${op[@]}" site add scanbench --range "$range" --auto-approve -o json | sed -n 's/.*"token": *"\([^"]*\)".*/\1/p')
 	[ -n "$tok" ] || { log "site add gave no token"; return 1; }
-	"$@" "$tmp/outpost-bridge" --hub "nats://127.0.0.1:$nats" --site scanbench --name scanbench-br --token "$tok" --data "$d/bridge" >"$d/bridge.log" 2>&1 &
+	# the bridge's tcp_scan budget (one rate for all its scans) lifted, as the runner's rows
+	printf 'kinds:\n  tcp_scan: {rate: 0}\n' >"$d/bridge.yaml"
+	"$@" "$tmp/outpost-bridge" --hub "nats://127.0.0.1:$nats" --site scanbench --name scanbench-br --token "$tok" --data "$d/bridge" --config "$d/bridge.yaml" >"$d/bridge.log" 2>&1 &
 	hub_pids+=($!)
 	for _ in $(seq 1 100); do "${op[@]}" agents ls -o json 2>/dev/null | grep -q '"status": *"up"' && break; sleep 0.2; done
 	"${op[@]}" agents ls -o json 2>/dev/null | grep -q '"status": *"up"' || { tail -5 "$d/bridge.log" >&2; log "the bridge is not up"; return 1; }
 	# the command runs inside the namespace already (scanbench is started there)
-	hub_args=(-through-hub "$tmp/outpost --server http://127.0.0.1:$http --data $d/hub probe --site scanbench --kind tcp_scan --priority standard --timeout 20m --target \$SCANBENCH_RANGE --param ports=\$SCANBENCH_PORTS --param rate=0 -o json >\$SCANBENCH_OUT")
+	hub_args=(-through-hub "$tmp/outpost --server http://127.0.0.1:$http --data $d/hub probe --site scanbench --kind tcp_scan --priority standard --timeout 20m --target \$SCANBENCH_RANGE --param ports=\$SCANBENCH_PORTS -o json >\$SCANBENCH_OUT")
 }
 hub_args=()
 
@@ -158,12 +160,12 @@ fi
 	echo "The lab runs in a process of its own (like the targets of a real scan); the scanners run one after the other, $rounds rounds interleaved,"
 	echo "in the same network namespace. Wall time is the median of the rounds (each round in brackets); nmap stops after a round it did not finish."
 	echo
-	echo "* **tcp_scan (runner)**: the kind's runner called directly, defaults except \`rate: 0\` (the polite 2,000 probes/s lifted): 1,024 in flight, 32 per address, nmap -T4 timing;"
+	echo "* **tcp_scan (runner)**: the kind's runner called directly, defaults except the bridge budget \`rate: 0\` (the polite 2,000 attempts/s per bridge lifted): 1,024 in flight, 32 per address, nmap -T4 timing;"
 	echo "  with its default raw engine (non-blocking sockets + epoll, one loop per CPU) and with \`engine: dial\` (every attempt through Settings.Dial)."
 	echo "* **minimal Go connect loop**: 1,024 goroutines, \`net.DialTimeout\` with 500 ms, one try — the kernel's connect() rate, the honest limit on loopback."
 	echo "* **nmap -sT -T4 -n -Pn** over the same ports, bounded by ${nmap_timeout} s."
 	if [ "$own_hub" = 1 ]; then
-		echo "* **tcp_scan through hub and bridge**: \`outpost probe --site scanbench --kind tcp_scan --target $range --param ports=<top 100> --param rate=0\`"
+		echo "* **tcp_scan through hub and bridge**: \`outpost probe --site scanbench --kind tcp_scan --target $range --param ports=<top 100>\`, the bridge's \`kinds: {tcp_scan: {rate: 0}}\`"
 		echo "  against \`outpost up --no-local-bridge\` and an \`outpost-bridge\` in its own process: gateway → agents → PROBES → bridge → RESULTS → gateway, timed from the request to the last result."
 	elif [ -n "$hub" ]; then echo "* **through hub and bridge**: \`$hub\`."; fi
 	echo

@@ -95,6 +95,8 @@ type Bridge struct {
 
 	// panics counts probes whose kind panicked (reported in heartbeats).
 	panics atomic.Int64
+	// scans: the tcp_scan chunks this bridge holds, and those it handed back (scanshare.go)
+	scans scanShare
 	// done counts probes executed (reported in heartbeats: the hub's /metrics per bridge).
 	done atomic.Int64
 

@@ -116,10 +116,15 @@ func (b *Bridge) pull(ctx context.Context, p *pool, name string, inflight *sync.
 		}
 		// The group's consumer carries several capabilities: the subject says which.
 		capability := bus.ProbeCapability(jm.Subject())
+		scanDone, handedBack := b.shareScan(jm, capability)
+		if handedBack {
+			continue
+		}
 		// Wait for a worker of this priority, keeping the probe ours meanwhile.
 		p.queued.Add(1)
 		if !b.acquire(ctx, p, jm) {
 			p.queued.Add(-1)
+			scanDone()
 			_ = jm.Nak()
 			return
 		}
@@ -127,7 +132,7 @@ func (b *Bridge) pull(ctx context.Context, p *pool, name string, inflight *sync.
 		p.busy.Add(1)
 		inflight.Add(1)
 		go func() {
-			defer func() { p.busy.Add(-1); <-p.slots; inflight.Done() }()
+			defer func() { p.busy.Add(-1); <-p.slots; scanDone(); inflight.Done() }()
 			defer func() {
 				// A panic of the bridge's own code around the kind (runKind recovers the
 				// kind's): keep the bridge, and take the probe off the queue so it does

@@ -22,7 +22,7 @@ var Spec = probes.Spec{
 type Params struct {
 	Targets        probes.List `json:"targets,omitempty" doc:"IPs, CIDRs, ranges (10.0.0.1-10.0.0.50 or 10.0.0.1-50); default: the probe's target"`
 	Ports          probes.List `json:"ports,omitempty" default:"discovery" doc:"ports, ranges (1000-2000), presets top100 and discovery"`
-	Rate           *float64    `json:"rate,omitempty" min:"0" default:"2000" doc:"probes per second for the whole scan; 0 = unlimited where the bridge allows"`
+	Rate           *float64    `json:"rate,omitempty" min:"0" doc:"this scan's own limit in probes per second, within the bridge's budget (kinds.tcp_scan.rate, default 2000/s, shared by all the scans the bridge runs at once): it can only lower the scan's share; absent or 0: the budget alone"`
 	MaxInFlight    int         `json:"max_in_flight,omitempty" min:"0" default:"1024" doc:"connection attempts in flight (bounded by the open-file limit)"`
 	PerHost        int         `json:"per_host,omitempty" min:"0" default:"32" doc:"attempts in flight to one address"`
 	Retries        *int        `json:"retries,omitempty" min:"0" max:"6" default:"1" doc:"extra tries of a port that did not answer"`
@@ -74,8 +74,11 @@ type Summary struct {
 	Chunks      int      `json:"chunks"`
 	DurationMS  int64    `json:"duration_ms"`
 	ProbesPerS  float64  `json:"probes_per_s"`
-	Rate        float64  `json:"rate"`
-	MaxInFlight int      `json:"max_in_flight"`
+	// Rate is the most this scan could go at: its own rate within the bridge's budget
+	// (0: unlimited); BridgeRate is that budget, shared with the bridge's other scans.
+	Rate        float64 `json:"rate"`
+	BridgeRate  float64 `json:"bridge_rate"`
+	MaxInFlight int     `json:"max_in_flight"`
 	// Engine is "raw" (non-blocking sockets and epoll) or "dial" (the bridge's dialer).
 	Engine  string `json:"engine"`
 	PerHost int    `json:"per_host"`

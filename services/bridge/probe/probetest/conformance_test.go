@@ -205,14 +205,17 @@ type scanSummary struct {
 }
 
 func tcpScanCases(t *testing.T) []probetest.Case {
-	fast := func(p map[string]any) map[string]any { p["rate"] = 0; p["seed"] = 1; return p }
+	fast := func(p map[string]any) map[string]any { p["seed"] = 1; return p }
+	// the bridge's scan budget lifted (its rate is shared by all its scans; a probe can
+	// only lower its own)
+	unlimited := func(c any) any { cfg := c.(tcpscan.Config); cfg.Rate = 0; return cfg }
 	wantHostile := func(ip string) func(t *testing.T, o probetest.Outcome) {
 		return func(t *testing.T, o probetest.Outcome) {
 			eq(t, "open ports of "+ip, fmt.Sprint(openFromChunks(t, o)[ip]), fmt.Sprint(lab.HostilePorts))
 		}
 	}
 	return []probetest.Case{
-		{Name: probetest.Success, Req: req("", fast(map[string]any{"targets": []string{labRange, "127.77.161.0/30"}, "ports": portList(labPorts)})),
+		{Name: probetest.Success, Config: unlimited, Req: req("", fast(map[string]any{"targets": []string{labRange, "127.77.161.0/30"}, "ports": portList(labPorts)})),
 			Check: func(t *testing.T, o probetest.Outcome) {
 				got := openFromChunks(t, o)
 				total := 0
@@ -239,7 +242,7 @@ func tcpScanCases(t *testing.T) []probetest.Case {
 					t.Error("no chunk was streamed")
 				}
 			}},
-		{Name: probetest.Success + "/dial-engine", Config: func(c any) any { cfg := c.(tcpscan.Config); cfg.Engine = "dial"; return cfg },
+		{Name: probetest.Success + "/dial-engine", Config: func(c any) any { cfg := unlimited(c).(tcpscan.Config); cfg.Engine = "dial"; return cfg },
 			Req: req("", fast(map[string]any{"targets": labRange, "ports": portList(labPorts)})),
 			Check: func(t *testing.T, o probetest.Outcome) {
 				got := openFromChunks(t, o)
@@ -256,7 +259,7 @@ func tcpScanCases(t *testing.T) []probetest.Case {
 					t.Errorf("the dial engine dialled %d times through Settings.Dial, want every attempt", o.Dials)
 				}
 			}},
-		{Name: probetest.Success + "/no-stream", NoEmit: true, Req: req(linuxHost(t).IP, fast(map[string]any{"ports": portList(labPorts)})),
+		{Name: probetest.Success + "/no-stream", NoEmit: true, Config: unlimited, Req: req(linuxHost(t).IP, fast(map[string]any{"ports": portList(labPorts)})),
 			Check: func(t *testing.T, o probetest.Outcome) {
 				s := probetest.Decode[scanSummary](t, o.Data)
 				if len(s.Hosts) != 1 || fmt.Sprint(s.Hosts[0].Open) != fmt.Sprint(linuxHost(t).OpenTCP) {
@@ -265,17 +268,17 @@ func tcpScanCases(t *testing.T) []probetest.Case {
 			}},
 		{Name: probetest.BadCreds, NA: "a connect scan uses no credentials"},
 		// a stall host accepts and says nothing: to a connect scan its ports are open
-		{Name: probetest.Stalled, Req: req(stall(t), fast(map[string]any{"ports": "1-1024,3306,5432"})), Check: wantHostile(stall(t))},
-		{Name: probetest.WrongProtocol, Req: req(wrong(t), fast(map[string]any{"ports": "1-1024,3306,5432"})), Check: wantHostile(wrong(t))},
+		{Name: probetest.Stalled, Config: unlimited, Req: req(stall(t), fast(map[string]any{"ports": "1-1024,3306,5432"})), Check: wantHostile(stall(t))},
+		{Name: probetest.WrongProtocol, Config: unlimited, Req: req(wrong(t), fast(map[string]any{"ports": "1-1024,3306,5432"})), Check: wantHostile(wrong(t))},
 		{Name: probetest.Cancel, Req: req(labRange, map[string]any{"ports": "1-65535"}), CancelAfter: 300 * time.Millisecond, WantCode: probe.CodeCanceled},
-		{Name: probetest.Cancel + "/unlimited-rate", Req: req(labRange, map[string]any{"ports": "1-65535", "rate": 0}), CancelAfter: 300 * time.Millisecond, WantCode: probe.CodeCanceled},
-		{Name: probetest.Oversize, MaxOutput: 2048, Req: req(labRange, fast(map[string]any{"ports": portList(labPorts)})),
+		{Name: probetest.Cancel + "/unlimited-rate", Config: unlimited, Req: req(labRange, map[string]any{"ports": "1-65535"}), CancelAfter: 300 * time.Millisecond, WantCode: probe.CodeCanceled},
+		{Name: probetest.Oversize, MaxOutput: 2048, Config: unlimited, Req: req(labRange, fast(map[string]any{"ports": portList(labPorts)})),
 			Check: func(t *testing.T, o probetest.Outcome) {
 				if len(o.Chunks) < 3 {
 					t.Errorf("%d chunks: a small MaxOutput should split the scan in many", len(o.Chunks))
 				}
 			}},
-		{Name: probetest.Oversize + "/no-stream", NoEmit: true, MaxOutput: 2048, Req: req(labRange, fast(map[string]any{"ports": portList(labPorts)})),
+		{Name: probetest.Oversize + "/no-stream", NoEmit: true, MaxOutput: 2048, Config: unlimited, Req: req(labRange, fast(map[string]any{"ports": portList(labPorts)})),
 			Check: func(t *testing.T, o probetest.Outcome) {
 				s := probetest.Decode[scanSummary](t, o.Data)
 				if !s.Truncated || len(s.Hosts) >= s.HostsUp {

@@ -36,13 +36,14 @@ func TestEngines(t *testing.T) {
 				f := NewFactory()
 				cfg := f.DefaultConfig().(Config)
 				cfg.Engine = engine
+				cfg.Rate = 0
 				set := probe.Settings{Allowed: func(ip net.IP) bool { return ip.IsLoopback() }}
 				r, err := f.Create(context.Background(), set, cfg)
 				if err != nil {
 					t.Fatal(err)
 				}
 				ports := fmt.Sprintf("%d,%d-%d", ap.Port(), ap.Port()+1, ap.Port()+5)
-				params, _ := json.Marshal(map[string]any{"targets": ap.Addr().String(), "ports": ports, "rate": 0})
+				params, _ := json.Marshal(map[string]any{"targets": ap.Addr().String(), "ports": ports})
 				res, err := r.Run(context.Background(), probe.Request{Params: params}, nil)
 				if err != nil {
 					t.Fatal(err)

@@ -108,7 +108,7 @@ type outcome struct {
 
 func (r *runner) scan(ctx context.Context, pl *plan, all []netip.Addr, emit probe.Emit) (any, error) {
 	start := r.set.Time()
-	sum := &Summary{Ports: len(pl.ports), Rate: pl.rate, PerHost: pl.perHost}
+	sum := &Summary{Ports: len(pl.ports), Rate: effectiveRate(pl.rate, r.cfg.Rate), BridgeRate: r.cfg.Rate, PerHost: pl.perHost}
 	addrs := make([]netip.Addr, 0, len(all))
 	var denied []netip.Addr
 	for _, a := range all {
@@ -153,6 +153,7 @@ func (r *runner) scan(ctx context.Context, pl *plan, all []netip.Addr, emit prob
 	for k := range engines {
 		spl := *pl
 		spl.rate = pl.rate / float64(shards)
+		own := newBucket(spl.rate)
 		w := workers / shards
 		if k < workers%shards {
 			w++
@@ -160,7 +161,7 @@ func (r *runner) scan(ctx context.Context, pl *plan, all []netip.Addr, emit prob
 		part := addrs[k*len(addrs)/shards : (k+1)*len(addrs)/shards]
 		engines[k] = &engine{
 			pl: &spl, ports: ports, addrs: part, rng: rand.New(rand.NewPCG(seed+uint64(k), seed^0x5DEECE66D)), out: out, sum: &Summary{},
-			dial: target.Dialer(r.set), maxOut: out.maxOut, workers: w,
+			dial: target.Dialer(r.set), maxOut: out.maxOut, workers: w, own: own, shared: r.budget,
 			group: max(r.cfg.HostGroup/shards, 2*w/max(pl.perHost, 1)+1, 16),
 		}
 	}
@@ -286,8 +287,9 @@ type engine struct {
 	// the window of addresses being scanned
 	ready            []*host
 	active, nextHost int
-	tokens           float64
-	last             time.Time
+	// own is the probe's own rate (this shard's share of it), shared the bridge's budget
+	// that every tcp_scan probe of the bridge draws from; nil: no limit
+	own, shared *bucket
 
 	batch  []Host
 	silent []netip.Addr
@@ -333,23 +335,16 @@ func (e *engine) addReady(h *host) {
 	}
 }
 
-// token takes one probe's worth of the rate; when none is left it says how long to wait.
-// The bucket holds 20 ms of probes.
+// token takes one attempt's worth of the probe's own rate and of the bridge's budget; when
+// either has none left it says how long to wait.
 func (e *engine) token(now time.Time) (bool, time.Duration) {
-	rate := e.pl.rate
-	if rate <= 0 {
-		return true, 0
+	if ok, wait := e.own.take(now); !ok {
+		return false, wait
 	}
-	burst := max(1, rate/50)
-	if e.last.IsZero() {
-		e.tokens, e.last = burst, now
+	if ok, wait := e.shared.take(now); !ok {
+		e.own.giveBack()
+		return false, wait
 	}
-	e.tokens = min(burst, e.tokens+now.Sub(e.last).Seconds()*rate)
-	e.last = now
-	if e.tokens < 1 {
-		return false, time.Duration((1 - e.tokens) / rate * float64(time.Second))
-	}
-	e.tokens--
 	return true, 0
 }
 

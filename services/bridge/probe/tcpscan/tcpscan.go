@@ -2,9 +2,10 @@
 //
 // Addresses are IPs, CIDRs and ranges ("10.0.0.1-10.0.0.50", "10.0.0.1-50"); ports are
 // numbers, ranges and the presets top100 (nmap's) and discovery. The scan is polite by
-// default — 2,000 probes/s for the whole probe, at most 32 connections in flight per
-// address — and can be lifted by params where the bridge's config lets it (rate 0 means
-// unlimited, for benchmarks).
+// default — 2,000 connection attempts/s for the whole bridge, shared by every tcp_scan
+// probe it runs at once (Config.Rate, like nmap's --max-rate for one scanner), at most 32
+// connections in flight per address. A probe's rate param can only lower its own share;
+// the bridge's budget is lifted only in the bridge's config (rate: 0, for benchmarks).
 //
 // Timing follows nmap -T4: each address starts from the scan's RTT estimate (500 ms before
 // any answer), adapts to its own answers (SRTT + 4·RTTVAR, between 100 ms and 1,250 ms),
@@ -29,6 +30,7 @@ package tcpscan
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -47,9 +49,14 @@ type (
 
 // Config is the bridge-side configuration of tcp_scan.
 type Config struct {
-	// Rate is the default global rate in probes (connection attempts) per second.
+	// Rate is the bridge's scan budget: connection attempts per second of all the
+	// tcp_scan probes the bridge runs at once, together (one token bucket holding 20 ms of
+	// them). A bridge holding several scan chunks of a run shares this rate between them,
+	// so what the site's network sees is this rate, whatever the bridge's concurrency; 0
+	// is unlimited. A probe's rate param can only lower its own share.
 	Rate float64 `yaml:"rate"`
-	// MaxRate bounds what a probe may ask; 0 lets a probe lift the rate entirely.
+	// MaxRate is no longer a setting (it bounded what a probe could lift its own rate to,
+	// when the rate was per probe): Validate says so, rather than the bridge ignoring it.
 	MaxRate float64 `yaml:"max_rate"`
 	// MaxInFlight is the default number of connection attempts in flight; probes may ask
 	// for more up to MaxInFlightLimit. Both are bounded by half the open-file limit.
@@ -77,11 +84,31 @@ type Config struct {
 
 // Validate reports every problem of an operator's config.
 func (c Config) Validate() error {
+	var errs []error
 	switch c.Engine {
 	case "", "raw", "dial":
-		return nil
+	default:
+		errs = append(errs, fmt.Errorf("engine: %q: want raw or dial", c.Engine))
 	}
-	return fmt.Errorf("engine: %q: want raw or dial", c.Engine)
+	if c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0) {
+		errs = append(errs, fmt.Errorf("rate: %v: want connection attempts per second for the whole bridge, ≥ 0 (0 = unlimited)", c.Rate))
+	}
+	if c.MaxRate != 0 {
+		errs = append(errs, fmt.Errorf("max_rate: no longer a setting: rate is now the bridge's budget shared by all its scans, and a probe can only lower its own share; set rate (%v now) to the most the bridge may send and remove max_rate", c.Rate))
+	}
+	return errors.Join(errs...)
+}
+
+// effectiveRate is the most a probe with its own rate (0: none) scans at on a bridge whose
+// budget is bridge (0: unlimited); 0 is unlimited.
+func effectiveRate(own, bridge float64) float64 {
+	switch {
+	case own <= 0:
+		return bridge
+	case bridge <= 0:
+		return own
+	}
+	return min(own, bridge)
 }
 
 type factory struct{}
@@ -91,10 +118,10 @@ func NewFactory() probe.Factory { return factory{} }
 
 func (factory) Spec() probes.Spec { return contract.Spec }
 
-// DefaultConfig is polite: 2,000 probes/s, 1,024 in flight, 32 per address.
+// DefaultConfig is polite: 2,000 attempts/s for the whole bridge, 1,024 in flight, 32 per address.
 func (factory) DefaultConfig() any {
 	return Config{
-		Rate: 2000, MaxRate: 0, MaxInFlight: 1024, MaxInFlightLimit: 8192, PerHost: 32,
+		Rate: 2000, MaxInFlight: 1024, MaxInFlightLimit: 8192, PerHost: 32,
 		MaxAddresses: 1 << 18, MaxProbes: 64 << 20,
 		InitialTimeout: 500 * time.Millisecond, MinTimeout: 100 * time.Millisecond, MaxTimeout: 1250 * time.Millisecond,
 		Retries: 1, HostGroup: 256, ChunkHosts: 256, Engine: "raw",
@@ -106,23 +133,24 @@ func (factory) Create(_ context.Context, set probe.Settings, cfg any) (probe.Run
 	if !ok {
 		return nil, probe.Errorf(probe.CodeInternal, "tcp_scan: config of type %T", cfg)
 	}
-	switch c.Engine {
-	case "", "raw", "dial":
-	default:
-		return nil, probe.Errorf(probe.CodeBadParams, "tcp_scan config: engine %q: want raw or dial", c.Engine)
+	if err := c.Validate(); err != nil {
+		return nil, probe.Errorf(probe.CodeBadParams, "tcp_scan config: %v", err)
 	}
 	fdLimit := raiseNoFile()
 	limit := fdLimit / 2
 	if limit < 16 {
 		limit = 16
 	}
-	return &runner{cfg: c, set: set, fdBound: limit}, nil
+	return &runner{cfg: c, set: set, fdBound: limit, budget: newBucket(c.Rate)}, nil
 }
 
+// runner is the bridge's one tcp_scan runner: every probe of the kind runs through it, so
+// its budget is the bridge's.
 type runner struct {
 	cfg     Config
 	set     probe.Settings
 	fdBound int
+	budget  *bucket // Config.Rate, shared by every scan running at once; nil: unlimited
 }
 
 // plan is a validated scan.
@@ -145,7 +173,7 @@ func (r *runner) plan(req probe.Request) (*plan, error) {
 		return nil, err
 	}
 	c := r.cfg
-	pl := &plan{rate: c.Rate, retries: c.Retries, seed: p.Seed}
+	pl := &plan{retries: c.Retries, seed: p.Seed}
 	pl.addrs = p.Targets
 	if len(pl.addrs) == 0 && req.Target != "" {
 		for _, t := range strings.Split(req.Target, ",") {
@@ -169,10 +197,8 @@ func (r *runner) plan(req probe.Request) (*plan, error) {
 	if p.Rate != nil {
 		switch rate := *p.Rate; {
 		case rate < 0 || math.IsNaN(rate) || math.IsInf(rate, 0):
-			return nil, param.Bad("rate", "%v: want probes per second ≥ 0 (0 = unlimited)", rate)
-		case c.MaxRate > 0 && (rate == 0 || rate > c.MaxRate):
-			return nil, param.Bad("rate", "%v is beyond this bridge's limit of %v probes/s", rate, c.MaxRate)
-		default:
+			return nil, param.Bad("rate", "%v: want probes per second ≥ 0 (0 = the bridge's budget alone)", rate)
+		default: // above the bridge's budget it changes nothing: the budget still holds
 			pl.rate = rate
 		}
 	}

@@ -332,11 +332,12 @@ func portList(ports []uint16) string {
 	return strings.Join(s, ",")
 }
 
-// ours runs the tcp_scan runner directly, rate limit lifted, defaults otherwise.
+// ours runs the tcp_scan runner directly, the bridge's rate budget lifted, defaults otherwise.
 func ours(ctx context.Context, prefix netip.Prefix, ports []uint16, inFlight int, engine string) row {
 	f := tcpscan.NewFactory()
 	cfg := f.DefaultConfig().(tcpscan.Config)
 	cfg.Engine = engine
+	cfg.Rate = 0 // the bridge's budget (shared by its scans; a probe can only lower its own)
 	set := probe.Settings{Allowed: func(ip net.IP) bool {
 		a, ok := netip.AddrFromSlice(ip)
 		return ok && loopback.Contains(a.Unmap())
@@ -346,7 +347,7 @@ func ours(ctx context.Context, prefix netip.Prefix, ports []uint16, inFlight int
 	if err != nil {
 		return row{scanner: name, err: err}
 	}
-	params, _ := json.Marshal(map[string]any{"targets": prefix.String(), "ports": portList(ports), "rate": 0, "max_in_flight": inFlight})
+	params, _ := json.Marshal(map[string]any{"targets": prefix.String(), "ports": portList(ports), "max_in_flight": inFlight})
 	found := openSet{}
 	var mu sync.Mutex
 	emit := func(_ context.Context, data any) error {

@@ -1,0 +1,57 @@
+package bridge
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/probes/tcpscan"
+)
+
+// A site's bridges share a discovery's scan by taking its chunks from one consumer, which
+// hands each chunk to whichever bridge's pull request is waiting — all of a run's chunks
+// go out at once, so one bridge may get eight and a sibling none. A bridge's tcp_scan rate
+// is one budget for everything it scans (services/bridge/probe/tcpscan), so chunks held
+// beyond a couple run no faster there: they only wait while a sibling idles. A bridge that
+// runs scanHold scans already hands a further chunk back (a Nak with a delay) for a sibling
+// to take; after scanHandBacks deliveries it keeps it — a lone bridge, or siblings as busy,
+// loses nothing but the delay, and the consumer's MaxDeliver (20) is never reached this way.
+const (
+	scanHold          = 2
+	scanHandBacks     = 12
+	scanHandBackDelay = 2 * time.Second
+)
+
+// scanShare counts the tcp_scan probes this bridge holds and the chunks it handed back.
+type scanShare struct {
+	held       atomic.Int64
+	handedBack atomic.Int64
+}
+
+// shareScan decides on a probe just pulled: a tcp_scan beyond scanHold is handed back
+// (handedBack true, the message is settled); otherwise done is to be called once the probe
+// is finished with.
+func (b *Bridge) shareScan(jm jetstream.Msg, capability string) (done func(), handedBack bool) {
+	nothing := func() {}
+	if capability != tcpscan.Capability {
+		return nothing, false
+	}
+	_, p, err := envelope.DecodeInto[*envelope.Probe](jm.Headers(), jm.Data())
+	if err != nil || p.Kind != tcpscan.Kind {
+		return nothing, false // execute dead-letters what does not decode
+	}
+	if n := b.scans.held.Add(1); n > scanHold {
+		if md, err := jm.Metadata(); err == nil && md.NumDelivered < scanHandBacks {
+			if jm.NakWithDelay(scanHandBackDelay) == nil {
+				b.scans.held.Add(-1)
+				total := b.scans.handedBack.Add(1)
+				b.log.Debug("scan chunk handed back for a sibling bridge: this bridge's scan rate is taken", "probe", p.ID,
+					"scans_held", n-1, "delivery", md.NumDelivered, "handed_back_total", total)
+				return nil, true
+			}
+		}
+	}
+	return func() { b.scans.held.Add(-1) }, false
+}
