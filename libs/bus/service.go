@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"reflect"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
@@ -260,4 +261,27 @@ func request(ctx context.Context, nc *nats.Conn, service, op string, data []byte
 		return nil, se
 	}
 	return msg, nil
+}
+
+// WhenAvailable calls call until it succeeds, fails with an error retrying cannot fix, or the
+// hub services it asks stay unavailable (a retryable ServiceError: "not running", 503) for
+// within; the waits back off from 100 ms to 2 s. A hub that restarts resumes its work at
+// once, often before its other services answer: a "not running" then is a moment of the
+// start, not a reason to fail the work.
+func WhenAvailable[T any](ctx context.Context, within time.Duration, call func(context.Context) (T, error)) (T, error) {
+	deadline := time.Now().Add(within)
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		v, err := call(ctx)
+		var se *ServiceError
+		if err == nil || !errors.As(err, &se) || !se.Retryable() || time.Now().Add(wait).After(deadline) {
+			return v, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return v, errors.Join(err, ctx.Err())
+		case <-t.C:
+		}
+	}
 }

@@ -16,7 +16,7 @@ import (
 // A hub that restarts resumes its mappings before its other services answer (the CI run
 // that found it: the resumed map failed on "service agents is not running"). The mapping
 // waits for them; an error retrying cannot fix is returned at once.
-func TestUntilAvailable(t *testing.T) {
+func TestWhenAvailable(t *testing.T) {
 	s := testService(t, "r1", clock.Real())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -35,13 +35,13 @@ func TestUntilAvailable(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = svc.Stop() })
 	}()
-	sites, err := untilAvailable(ctx, s, s.sites)
+	sites, err := bus.WhenAvailable(ctx, availWait, s.sites)
 	if err != nil || len(sites) != 1 || sites[0].Name != "lab" {
 		t.Fatalf("sites once the agents service is up: %+v, %v", sites, err)
 	}
 
 	calls := 0
-	_, err = untilAvailable(ctx, s, func(context.Context) (int, error) {
+	_, err = bus.WhenAvailable(ctx, availWait, func(context.Context) (int, error) {
 		calls++
 		return 0, bus.Errorf(http.StatusBadRequest, "bad")
 	})
@@ -52,7 +52,7 @@ func TestUntilAvailable(t *testing.T) {
 
 	short, stop := context.WithCancel(ctx)
 	stop()
-	if _, err := untilAvailable(short, s, func(context.Context) (int, error) {
+	if _, err := bus.WhenAvailable(short, availWait, func(context.Context) (int, error) {
 		return 0, bus.Errorf(http.StatusServiceUnavailable, "down")
 	}); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled while a service is down: %v, want the cancellation", err)

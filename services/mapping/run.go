@@ -22,6 +22,10 @@ import (
 	"github.com/outpost-dev/outpost/libs/probes/sshexec"
 )
 
+// availWait is how long a mapping waits for the hub services it asks (agents, discovery) to
+// answer: a hub that restarts resumes its mappings before they do (bus.WhenAvailable).
+const availWait = 2 * time.Minute
+
 // inProgress returns the channel closed when the service's running mapping ends, or nil.
 func (s *service) inProgress(name string) chan struct{} {
 	s.mu.Lock()
@@ -143,7 +147,7 @@ type mapped struct {
 }
 
 func (s *service) mapOnce(ctx context.Context, a api.AppService) (*mapped, error) {
-	sites, err := untilAvailable(ctx, s, s.sites)
+	sites, err := bus.WhenAvailable(ctx, availWait, s.sites)
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +167,7 @@ func (s *service) mapOnce(ctx context.Context, a api.AppService) (*mapped, error
 	if s.deps.Prober != nil {
 		prober = s.deps.Prober(a.Site)
 	} else {
-		creds, err := untilAvailable(ctx, s, func(ctx context.Context) ([]string, error) { return s.sshCredentials(ctx, a.Site) })
+		creds, err := bus.WhenAvailable(ctx, availWait, func(ctx context.Context) ([]string, error) { return s.sshCredentials(ctx, a.Site) })
 		if err != nil {
 			return nil, err
 		}
@@ -259,28 +263,6 @@ func (s *service) sites(ctx context.Context) ([]agentsapi.Site, error) {
 			return out, nil
 		}
 		req.Cursor = r.NextCursor
-	}
-}
-
-// untilAvailable calls get until it succeeds, fails for good, or the services it asks stay
-// unavailable past availWait. A hub that restarts resumes its interrupted mappings at once,
-// often before the agents and discovery services answer: a "not running" then is a moment of
-// the start, not a reason to mark the service failed.
-func untilAvailable[T any](ctx context.Context, s *service, get func(context.Context) (T, error)) (T, error) {
-	const availWait = 2 * time.Minute
-	deadline := s.now().Add(availWait)
-	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
-		v, err := get(ctx)
-		var se *bus.ServiceError
-		if err == nil || !errors.As(err, &se) || !se.Retryable() || !s.now().Before(deadline) {
-			return v, err
-		}
-		s.log.Info("mapping waits for a hub service", "err", err, "retry_in", wait)
-		select {
-		case <-ctx.Done():
-			return v, errors.Join(err, ctx.Err())
-		case <-s.clock.After(wait):
-		}
 	}
 }
 

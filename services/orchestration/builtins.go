@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	cmdbapi "github.com/outpost-dev/outpost/libs/api/cmdb"
 	"github.com/outpost-dev/outpost/libs/bus"
@@ -46,7 +47,10 @@ func (s *service) cmdbUpdate(ctx context.Context, workflow string, params map[st
 			filters[k] = format(v)
 		}
 	}
-	list, err := cmdbapi.List.Call(ctx, s.deps.NC, cmdbapi.ListRequest{Class: class, Filters: filters, Limit: 2})
+	// the CMDB not running yet (the hub restarting) is waited for, not the step's failure
+	list, err := bus.WhenAvailable(ctx, 20*time.Second, func(ctx context.Context) (cmdbapi.ListResponse, error) {
+		return cmdbapi.List.Call(ctx, s.deps.NC, cmdbapi.ListRequest{Class: class, Filters: filters, Limit: 2})
+	})
 	if err != nil {
 		return nil, fmt.Errorf("find the CI: %w", err)
 	}

@@ -97,12 +97,15 @@ func (s *service) dispatchProbe(ctx context.Context, a *active, step api.Step, s
 		return
 	}
 	if len(creds) > 0 {
-		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		// discovery owns the stored credentials and seals them to the site's bridges for this
-		// probe id: the clear secret never reaches this service
-		sealed, err := discoveryapi.CredentialSeal.Call(rctx, s.deps.NC,
-			discoveryapi.SealRequest{Site: site, Kind: step.Kind, Probe: p.ID, Names: creds, Target: target})
+		// probe id: the clear secret never reaches this service. A discovery service not
+		// running yet (the hub restarting) is waited for, not taken as the step's failure.
+		sealed, err := bus.WhenAvailable(rctx, 20*time.Second, func(ctx context.Context) (discoveryapi.SealReply, error) {
+			return discoveryapi.CredentialSeal.Call(ctx, s.deps.NC,
+				discoveryapi.SealRequest{Site: site, Kind: step.Kind, Probe: p.ID, Names: creds, Target: target})
+		})
 		if err != nil {
 			var se *bus.ServiceError
 			s.attemptFailed(a, step, st, "credentials: "+err.Error(), errors.As(err, &se) && se.Code == 400, 0)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	agentsapi "github.com/outpost-dev/outpost/libs/api/agents"
+	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/page"
 )
 
@@ -75,7 +76,9 @@ func (s *service) sitesCached(ctx context.Context) ([]siteRange, error) {
 	req := page.Request{Limit: 1000}
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		rep, err := agentsapi.SiteList.Call(cctx, s.deps.NC, req)
+		rep, err := bus.WhenAvailable(cctx, 8*time.Second, func(ctx context.Context) (agentsapi.SiteListReply, error) {
+			return agentsapi.SiteList.Call(ctx, s.deps.NC, req)
+		})
 		cancel()
 		if err != nil {
 			return nil, err

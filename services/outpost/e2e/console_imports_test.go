@@ -76,14 +76,27 @@ func TestConsoleImportRunsInTheBrowser(t *testing.T) {
 	screenshot(t, tab, shots, "imports-01-run")
 
 	// Rows filtered by outcome: the error row with its line and reason.
+	// A filter link loads another page: the table of the page being left can still match,
+	// so the rows are read (without failing on a node the navigation detached) until the
+	// filtered page shows them.
 	must("error rows", chromedp.Click(chromedp.CSS(`nav.filters a[data-outcome=error]`)), chromedp.WaitVisible(chromedp.CSS(`table.rows`)))
+	eventually(t, 30*time.Second, func() error {
+		row, err := ct.textNow(`table.rows tbody tr[data-outcome=error]`)
+		if err != nil || !strings.Contains(row, fmt.Sprintf("line %d", n+2)) || !strings.Contains(row, "fields.ram_mb") {
+			return fmt.Errorf("error row: %q (%v)", row, err)
+		}
+		return nil
+	})
 	if got := eval(`document.querySelectorAll('table.rows tbody tr[data-outcome]').length`); got != 1 {
 		t.Fatalf("%d rows under the error filter, want 1", got)
 	}
-	if row := text(`table.rows tbody tr[data-outcome=error]`); !strings.Contains(row, fmt.Sprintf("line %d", n+2)) || !strings.Contains(row, "fields.ram_mb") {
-		t.Fatalf("error row: %q", row)
-	}
 	must("inserted rows", chromedp.Click(chromedp.CSS(`nav.filters a[data-outcome=inserted]`)), chromedp.WaitVisible(chromedp.CSS(`table.rows`)))
+	eventually(t, 30*time.Second, func() error {
+		if s, err := ct.textNow(`table.rows tbody tr[data-outcome=inserted]`); err != nil || s == "" {
+			return fmt.Errorf("no inserted row shown yet (%v)", err)
+		}
+		return nil
+	})
 	if got := eval(`document.querySelectorAll('table.rows tbody tr[data-outcome=inserted]').length`); got != 100 {
 		t.Fatalf("%d inserted rows on the first page, want 100", got)
 	}

@@ -199,6 +199,13 @@ func TestServiceMapOfTheLab(t *testing.T) {
 	first := m.AppServices[0]
 	d0 := maps[first.Name]
 	hist0 := len(h.ciHistory(t, d0.Service.CIID))
+	// every service CI's creation event is out of the CMDB's outbox before counting
+	eventually(t, 30*time.Second, func() error {
+		if n := len(changeEvents(t, js, "application_service")); n < len(m.AppServices) {
+			return fmt.Errorf("%d application_service change events, want one per service (%d)", n, len(m.AppServices))
+		}
+		return nil
+	})
 	events0 := len(changeEvents(t, js, "application_service"))
 	d1 := h.mapService(t, first.Name, true)
 	if d1.Map.Version != d0.Map.Version+1 || len(d1.Map.Changes) != 0 {
@@ -233,10 +240,14 @@ func TestServiceMapOfTheLab(t *testing.T) {
 		strings.Contains(string(hist[0].New), oldDB) {
 		t.Errorf("service CI history after the move: %d entries (was %d), newest %+v; want one edges entry from %s to %s", len(hist), hist0, hist[0], oldDB, newDB)
 	}
-	evs := changeEvents(t, js, "application_service")
-	if len(evs) != events0+1 || evs[len(evs)-1].CI != d0.Service.CIID || evs[len(evs)-1].Op != "updated" {
-		t.Errorf("application_service change events after the move: %d (was %d), last %+v; want one update of %s", len(evs), events0, evs[len(evs)-1], d0.Service.CIID)
-	}
+	// change events leave the CMDB's outbox after its commit: wait for the one of the move
+	eventually(t, 30*time.Second, func() error {
+		evs := changeEvents(t, js, "application_service")
+		if len(evs) != events0+1 || evs[len(evs)-1].CI != d0.Service.CIID || evs[len(evs)-1].Op != "updated" {
+			return fmt.Errorf("application_service change events after the move: %d (was %d), last %+v; want one update of %s", len(evs), events0, evs[len(evs)-1], d0.Service.CIID)
+		}
+		return nil
+	})
 
 	// the hub killed mid-map: the restarted hub maps the service again by itself
 	webIP, _, _ := net.SplitHostPort(first.Edges[0].From)
