@@ -53,8 +53,8 @@ func (t Type) Canonical(v any) (any, error) {
 	bad := func() (any, error) { return nil, &TypeError{Want: t, Got: KindOf(v)} }
 	switch t {
 	case String:
-		if s, ok := v.(string); ok {
-			return s, nil
+		if _, ok := v.(string); ok {
+			return v, nil // v as it is: boxing s again would allocate
 		}
 	case MAC:
 		if s, ok := v.(string); ok {
@@ -67,7 +67,7 @@ func (t Type) Canonical(v any) (any, error) {
 		case int32:
 			return int64(n), nil
 		case int64:
-			return n, nil
+			return v, nil
 		case uint32:
 			return int64(n), nil
 		case float64:
@@ -83,7 +83,7 @@ func (t Type) Canonical(v any) (any, error) {
 		switch n := v.(type) {
 		case float64:
 			if !math.IsNaN(n) && !math.IsInf(n, 0) {
-				return n, nil
+				return v, nil
 			}
 		case float32:
 			return float64(n), nil
@@ -97,8 +97,8 @@ func (t Type) Canonical(v any) (any, error) {
 			}
 		}
 	case Bool:
-		if b, ok := v.(bool); ok {
-			return b, nil
+		if _, ok := v.(bool); ok {
+			return v, nil
 		}
 	case Time:
 		switch x := v.(type) {

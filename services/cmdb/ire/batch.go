@@ -112,13 +112,13 @@ func (e *Engine) inTx(ctx context.Context, ps []*Prepared) ([]Result, error) {
 	var outs []Result
 	err := e.store.Update(ctx, func(ctx context.Context, dbtx store.Tx) error {
 		outs = make([]Result, len(ps)) // a retried transaction starts over
-		tx := newOverlay(dbtx)
 		plans := make([]*plan, 0, len(ps))
 		for _, p := range ps {
 			if p != nil {
 				plans = append(plans, p.pl)
 			}
 		}
+		tx := newOverlay(dbtx, plans)
 		if err := tx.prefetch(ctx, plans); err != nil {
 			return err
 		}

@@ -575,8 +575,10 @@ func (r *run) merge(w *work, it *item) {
 		next := store.AttrRow{CIID: w.row.ID, Attr: a, Value: v.json, Source: src, Observed: obs}
 		switch {
 		case !ok:
-			nv := v.json
-			record(store.HistoryRow{Attr: a, New: &nv, Source: src, Time: obs})
+			if !w.isNew { // as record does, before nv is made: it would escape for nothing
+				nv := v.json
+				w.history = append(w.history, store.HistoryRow{Attr: a, New: &nv, Source: src, Time: obs})
+			}
 			w.change(a, &store.AttrChange{CIID: w.row.ID, Attr: a, New: v.json})
 		case cur.Value == v.json:
 			// Same value: a stronger source takes ownership (so weaker ones cannot change it
@@ -597,12 +599,24 @@ func (r *run) merge(w *work, it *item) {
 		w.attrs[a] = next
 	}
 	if n, ok := w.attrs["name"]; ok {
-		var name string
-		if json.Unmarshal([]byte(n.Value), &name) == nil && name != w.row.Name {
+		if name, ok := jsonString(n.Value); ok && name != w.row.Name {
 			w.row.Name = name
 			w.touched = true
 		}
 	}
+}
+
+// jsonString decodes a JSON string value; false when v is not one. Plain strings (no
+// escapes), as names are, are sliced out without the decoder.
+func jsonString(v string) (string, bool) {
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' && strings.IndexByte(v, '\\') < 0 {
+		return v[1 : len(v)-1], true
+	}
+	var s string
+	if json.Unmarshal([]byte(v), &s) != nil {
+		return "", false
+	}
+	return s, true
 }
 
 // EvidenceAttr is the attribute saying what a CI's class rests on (a source may set it, as

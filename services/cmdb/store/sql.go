@@ -260,10 +260,3 @@ func nullString(p *string) any {
 	}
 	return *p
 }
-
-func emptyAsNull(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
-}

@@ -316,7 +316,19 @@ func (x *tx) Write(ctx context.Context, b *Batch) error {
 	}
 	// The index has every attribute of a new CI, and follows the changes of the others:
 	// old text out, new text in.
-	type entry struct{ attr, norm, ci string }
+	//
+	// Row values are boxed (any) once: a string converted to an interface is an
+	// allocation, and a CI's id and the attribute names repeat in most rows of a batch.
+	boxes := map[string]any{}
+	box := func(s string) any {
+		if v, ok := boxes[s]; ok {
+			return v
+		}
+		v := any(s)
+		boxes[s] = v
+		return v
+	}
+	type entry struct{ attr, norm, ci any }
 	n := 0
 	for _, c := range b.NewCIs {
 		n += len(c.Attrs)
@@ -324,24 +336,29 @@ func (x *tx) Write(ctx context.Context, b *Batch) error {
 	add := make([]entry, 0, n+len(b.AttrChanges))
 	var drop []entry
 	for _, c := range b.NewCIs {
+		id := any(c.ID)
 		for a, v := range c.Attrs {
-			if n, ok := normOf(v.Value).(string); ok {
-				add = append(add, entry{a, n, c.ID})
+			if n, ok := normOf(v.Value); ok {
+				add = append(add, entry{box(a), n, id})
 			}
 		}
 	}
 	for _, c := range b.AttrChanges {
-		if n, ok := normOf(c.Old).(string); ok {
+		if n, ok := normOf(c.Old); ok {
 			drop = append(drop, entry{c.Attr, n, c.CIID})
 		}
-		if n, ok := normOf(c.New).(string); ok {
-			add = append(add, entry{c.Attr, n, c.CIID})
+		if n, ok := normOf(c.New); ok {
+			add = append(add, entry{box(c.Attr), n, c.CIID})
 		}
 	}
 	identRow := func(rows []Identifier) func(int, []any) []any {
 		return func(i int, a []any) []any {
 			k := rows[i]
-			return append(a, k.Family, k.Kind, k.Value, emptyAsNull(k.CIID))
+			ci := any(nil)
+			if k.CIID != "" {
+				ci = box(k.CIID)
+			}
+			return append(a, box(k.Family), box(k.Kind), k.Value, ci)
 		}
 	}
 	relRow := func(rows []RelationRow) func(int, []any) []any {
@@ -418,11 +435,11 @@ func (x *tx) Write(ctx context.Context, b *Batch) error {
 const maxNorm = 256
 
 // normOf returns the text that filters and search compare for a JSON value: strings
-// trimmed and lower-cased, numbers and booleans as written; nil for lists, objects, null
-// and long text.
-func normOf(jsonValue string) any {
+// trimmed and lower-cased, numbers and booleans as written; false for lists, objects,
+// null and long text.
+func normOf(jsonValue string) (string, bool) {
 	if jsonValue == "" {
-		return nil
+		return "", false
 	}
 	var n string
 	switch jsonValue[0] {
@@ -430,19 +447,19 @@ func normOf(jsonValue string) any {
 		s := jsonValue[1 : len(jsonValue)-1]
 		if strings.IndexByte(s, '\\') >= 0 { // escapes: let the decoder resolve them
 			if err := json.Unmarshal([]byte(jsonValue), &s); err != nil {
-				return nil
+				return "", false
 			}
 		}
 		n = strings.ToLower(strings.TrimSpace(s))
 	case '[', '{', 'n':
-		return nil
+		return "", false
 	default:
 		n = strings.ToLower(jsonValue)
 	}
 	if len(n) > maxNorm {
-		return nil
+		return "", false
 	}
-	return n
+	return n, true
 }
 
 func dedupe(values []string) []string {
