@@ -32,6 +32,10 @@ type ConnectConfig struct {
 	// Options are appended last (e.g. nats.Nkey with an in-memory key pair).
 	Options []nats.Option
 	Logger  *slog.Logger
+	// OnError, when set, is also told every asynchronous error of the connection (after it is
+	// logged): a permissions violation arrives only this way, and a bridge refused its own
+	// probe consumer must learn so to re-read its groups (services/bridge/groups.go).
+	OnError func(sub *nats.Subscription, err error)
 }
 
 // Validate reports every problem at once.
@@ -119,6 +123,9 @@ func Connect(cfg ConnectConfig) (*nats.Conn, error) {
 				subj = sub.Subject
 			}
 			log.Error("hub connection error", "subject", subj, "err", err)
+			if cfg.OnError != nil {
+				cfg.OnError(sub, err)
+			}
 		}),
 	}
 	if cfg.CAFile != "" || cfg.CertFile != "" {

@@ -267,7 +267,7 @@ func (b *Bridge) run(ctx context.Context) error {
 	b.nc, err = bus.Connect(bus.ConnectConfig{URL: b.cfg.Hub, Name: "bridge " + b.cfg.Site + "/" + b.cfg.Name,
 		CAFile: b.cfg.CAFile, CertFile: b.cfg.CertFile, KeyFile: b.cfg.KeyFile,
 		Proxy: b.cfg.Proxy, ProxyFromEnvironment: true,
-		Options: append(opts, b.deps.ConnectOptions...), Logger: b.log})
+		Options: append(opts, b.deps.ConnectOptions...), Logger: b.log, OnError: b.onConnError})
 	if err != nil {
 		return err
 	}
@@ -415,19 +415,29 @@ func (b *Bridge) reconnectIntoSite(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	keys := b.groups.get()
-	if len(keys) == 0 {
-		return nil // nothing to wait for: superviseConsumers says so
-	}
-	probeCons := bus.ProbeConsumer(b.cfg.Site, envelope.PriorityInteractive, keys[0])
+	asked := b.clock.Now() // the enrollment that approved us read the groups just now
 	for {
+		keys := b.groups.get()
+		if len(keys) == 0 {
+			return nil // nothing to wait for: superviseConsumers says so
+		}
+		probeCons := bus.ProbeConsumer(b.cfg.Site, envelope.PriorityInteractive, keys[0])
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		_, err := b.js.Consumer(cctx, bus.StreamProbes, probeCons)
 		cancel()
 		if err == nil {
 			return nil
 		}
-		b.log.Debug("waiting for the site's consumers", "err", err)
+		b.log.Debug("waiting for the site's consumers", "consumer", probeCons, "err", err)
+		// A consumer missing or refused (the callout grants only the current groups' consumers:
+		// a refusal is a permissions violation and this request times out) may mean the groups
+		// changed since the hub answered — a sibling with another profile enrolled meanwhile,
+		// and its kick found this bridge between connections. Ask the hub again (spaced out)
+		// instead of waiting forever on a stale name; regroup reconnects when they changed.
+		if now := b.clock.Now(); now.Sub(asked) >= regroupEvery {
+			asked = now
+			b.regroup(ctx)
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

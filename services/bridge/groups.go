@@ -2,9 +2,13 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
@@ -137,5 +141,16 @@ func (b *Bridge) regroup(ctx context.Context) {
 	b.log.Info("the site's probe groups changed: pulling the new consumers", "groups", reply.ProbeGroups)
 	if err := b.nc.ForceReconnect(); err != nil {
 		b.log.Warn("reconnect into the new probe groups", "err", err)
+	}
+}
+
+// onConnError hears the connection's asynchronous errors: a permissions violation on one
+// of the site's probe consumers (a JetStream API or pull request the callout no longer
+// grants) means this bridge holds stale groups — the server only says so this way, the
+// request itself just times out — so the groups are re-read (spaced out by the supervisor,
+// or by reconnectIntoSite before it runs).
+func (b *Bridge) onConnError(_ *nats.Subscription, err error) {
+	if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), bus.ProbeConsumerPrefix(b.cfg.Site)) {
+		b.groups.suspect()
 	}
 }
