@@ -12,9 +12,11 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -262,7 +264,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	deps := Deps{NC: nc, JS: js, Topology: topo, Telemetry: tel, Logger: log, DataDir: cfg.DataDir, Config: cfg,
 		Server: srv, Issuer: sec.Callout, HubAuth: hubAuth, CurveKey: sec.Curve, ReleaseKey: relKey}
 	services := Registry(cfg, toks, tlsc)
-	waitFor := []string{"agents", "cmdb", "importer"}
+	// /healthz says 200 once every service answers, as for `outpost serve`: a client that
+	// waited for it can use any of them at once
+	waitFor := append([]string{"agents", "cmdb", "importer"}, slices.Sorted(maps.Keys(answering))...)
 	if !cfg.NoLocalBridge {
 		waitFor = append(waitFor, "local-bridge") // one command gives a working system
 	}
