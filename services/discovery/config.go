@@ -65,6 +65,9 @@ type Config struct {
 	PruneEvery time.Duration
 	// Replica names this process in run leases (default: a random id).
 	Replica string
+	// ShareRuns makes every replica active, each run owned by one of them through a lease
+	// of its own (owner.go); off, replicas are active/standby on one lease (active.go).
+	ShareRuns bool
 	// Hooks are a test's crash points (hooks.go); nil in production.
 	Hooks Hooks
 }
