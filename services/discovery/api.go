@@ -175,8 +175,14 @@ func (s *service) startWithID(ctx context.Context, id string, req StartRequest, 
 	}
 	if s.own == nil {
 		s.bind(rs, s.active)
-	} else if err := s.own.hold(ctx, rs); err != nil {
-		return "", fmt.Errorf("run %s not started: %w", r.ID, err)
+	} else {
+		// no claim pass of this replica may take the run (a second lease of the same key)
+		// until it is in s.runs or given up
+		s.own.claimMu.Lock()
+		defer s.own.claimMu.Unlock()
+		if err := s.own.hold(ctx, rs); err != nil {
+			return "", fmt.Errorf("run %s not started: %w", r.ID, err)
+		}
 	}
 	rs.mu.Lock()
 	err := s.saveRun(ctx, rs)
@@ -191,6 +197,7 @@ func (s *service) startWithID(ctx context.Context, id string, req StartRequest, 
 		// over this replica's share: the run is on record, queued; a replica under its
 		// share takes it (owner.go). A replay run stays: its answers live here.
 		s.own.drop(rs)
+		s.own.leave()
 		s.log.Info("discovery run queued for another replica", "run", r.ID, "site", r.Site)
 		return r.ID, nil
 	}

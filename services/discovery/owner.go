@@ -64,9 +64,12 @@ type owner struct {
 	// result handed over; a failed handover forgets the entry.
 	holders map[string]holderSeen
 
-	sub *nats.Subscription
-	sem chan struct{}
-	wg  sync.WaitGroup
+	sub      *nats.Subscription
+	nudges   *nats.Subscription
+	nudge    chan struct{} // a claim pass now: a replica left a new run to the others
+	sem      chan struct{}
+	handlers sync.WaitGroup // handoffs being applied
+	wg       sync.WaitGroup // watchers of the runs' leases
 }
 
 type holderSeen struct {
@@ -82,13 +85,16 @@ const (
 	runLeasePrefix = "discovery.run."
 	memberPrefix   = "discovery.member."
 	handoffPrefix  = "svc.discovery.handoff."
+	// claimSubject: a replica that left a new run to the others (over its share) asks them
+	// for a claim pass now rather than at their next tick.
+	claimSubject = "svc.discovery.claim"
 )
 
 var keyUnsafe = regexp.MustCompile(`[^A-Za-z0-9_-]`)
 
 func newOwner(s *service) *owner {
 	name := keyUnsafe.ReplaceAllString(s.cfg.Replica, "_")
-	o := &owner{s: s, member: memberPrefix + name, inbox: handoffPrefix + name, skip: map[string]bool{}, holders: map[string]holderSeen{}, sem: make(chan struct{}, 64)}
+	o := &owner{s: s, member: memberPrefix + name, inbox: handoffPrefix + name, skip: map[string]bool{}, holders: map[string]holderSeen{}, nudge: make(chan struct{}, 1), sem: make(chan struct{}, 64)}
 	o.members.Store(1)
 	return o
 }
@@ -109,7 +115,15 @@ func (o *owner) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C():
+		case <-o.nudge:
 		}
+	}
+}
+
+// leave asks the other replicas for a claim pass: a run was left to them.
+func (o *owner) leave() {
+	if err := o.s.deps.NC.Publish(claimSubject, nil); err != nil {
+		o.s.log.Warn("discovery: cannot ask the other replicas to take a run; they look at their next pass", "err", err)
 	}
 }
 
@@ -324,12 +338,24 @@ func (o *owner) drop(rs *runState) {
 	rs.lease.Drop(ctx)
 }
 
+// quiesce stops taking handoffs and waits for the ones being applied: then the runs' state
+// can be saved for the last time. A handoff not applied is not acknowledged by its sender:
+// the result is delivered again, to the run's next owner.
+func (o *owner) quiesce() {
+	if o.sub == nil {
+		return
+	}
+	_ = o.nudges.Unsubscribe()
+	_ = o.sub.Drain()
+	for end := time.Now().Add(5 * time.Second); o.sub.IsValid() && time.Now().Before(end); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	o.handlers.Wait()
+}
+
 // stop gives every run up (their state was saved) and withdraws the member key, so the
 // other replicas take the runs at once.
 func (o *owner) stop(ctx context.Context) {
-	if o.sub != nil {
-		_ = o.sub.Drain()
-	}
 	o.s.mu.Lock()
 	states := make([]*runState, 0, len(o.s.runs))
 	for _, rs := range o.s.runs {
@@ -412,9 +438,9 @@ type handoffReply struct {
 func (o *owner) listen() error {
 	sub, err := o.s.deps.NC.Subscribe(o.inbox, func(m *nats.Msg) {
 		o.sem <- struct{}{} // bounded: at most the consumers' in-flight messages wait here
-		o.wg.Add(1)
+		o.handlers.Add(1)
 		go func() {
-			defer func() { <-o.sem; o.wg.Done() }()
+			defer func() { <-o.sem; o.handlers.Done() }()
 			rep := o.apply(m.Data)
 			b, _ := json.Marshal(rep)
 			_ = m.Respond(b)
@@ -424,6 +450,17 @@ func (o *owner) listen() error {
 		return fmt.Errorf("discovery handoff subject %s: %w", o.inbox, err)
 	}
 	o.sub = sub
+	nudges, err := o.s.deps.NC.Subscribe(claimSubject, func(*nats.Msg) {
+		select {
+		case o.nudge <- struct{}{}:
+		default: // a pass is due already
+		}
+	})
+	if err != nil {
+		_ = sub.Unsubscribe()
+		return fmt.Errorf("discovery claim subject %s: %w", claimSubject, err)
+	}
+	o.nudges = nudges
 	return nil
 }
 

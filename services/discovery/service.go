@@ -288,6 +288,9 @@ func (s *service) serve(ctx context.Context) error {
 	}
 	err = router.Run(ctx)
 	wg.Wait()
+	if s.own != nil {
+		s.own.quiesce()
+	}
 	s.saveAll(context.WithoutCancel(ctx))
 	if s.own != nil {
 		s.own.stop(context.WithoutCancel(ctx))
