@@ -298,10 +298,19 @@ func (o *owner) lease(id string) *lease.Active {
 		Clock: o.s.clock, Logger: o.s.log.With("run", id), Name: Service + " run"})
 }
 
-// hold gives a new run its own lease (start, api.go).
+// hold gives a new run its own lease (start, api.go). The leases bucket may not answer for
+// a moment (a cluster node lost, a stream leader elected): tried three times over a second
+// before the start fails.
 func (o *owner) hold(ctx context.Context, rs *runState) error {
 	l := o.lease(rs.run.ID)
 	held, ok, err := l.Take(ctx)
+	for wait := 200 * time.Millisecond; err != nil && wait <= 800*time.Millisecond && ctx.Err() == nil; wait *= 2 {
+		select {
+		case <-ctx.Done():
+		case <-o.s.clock.After(wait):
+		}
+		held, ok, err = l.Take(ctx)
+	}
 	if err != nil {
 		return fmt.Errorf("run lease: %w", err)
 	}
