@@ -168,9 +168,8 @@ for row in "${rows[@]}"; do
 	echo "| $1 | $2 | $4 | $5 | $3 s | $(awk -v a="$4" -v w="$3" 'BEGIN{printf "%.1f", a/w}') | $7 s (${10}) | $(awk -v c="$7" -v a="$4" 'BEGIN{printf "%.2f", 1000*c/a}') ms | $8 s | $9 s | $6 |"
 done
 echo
-echo "Every discovery replica is active (services/discovery/owner.go): each run is owned by one replica through its"
-echo "lease \`discovery.run.<id>\`, a replica takes free runs while it owns fewer than its share (live runs / live"
-echo "replicas), a run started on a replica above its share is left to the others, and results reaching a replica"
-echo "that does not own their run are handed to the owner. With 4 runs, 2 replicas own 2 each and 3 replicas 2/1/1."
-echo "On this 2-core machine the bridge, the hub process and three nats-server nodes share the same cores as the"
-echo "replicas, so more replicas spread discovery's CPU but cannot add cores."
+echo "Discovery replicas are active/standby today (services/discovery/active.go: one lease, \`discovery.active\`): the"
+echo "active replica advances every run and the others wait for its lease, so a 2nd and 3rd replica add"
+echo "availability, not throughput — the standby replicas' CPU above is their idle cost. Sharing runs across active"
+echo "replicas (per-run leases, issue 18 item 1) is what would let N replicas go faster; on this 2-core machine even"
+echo "then the bridge, the hub process and three nats-server nodes share the same cores."

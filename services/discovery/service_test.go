@@ -153,6 +153,11 @@ func (h *harness) startService(ctx context.Context) (stop func()) {
 // startReplica runs a replica of the discovery service (a random name when empty, the
 // default lease when 0) without waiting for it to serve.
 func (h *harness) startReplica(ctx context.Context, replica string, lease time.Duration) (stop func()) {
+	return h.startReplicaWith(ctx, replica, lease, DefaultConfig().ShareRuns)
+}
+
+// startSharedReplica starts a replica with ShareRuns on (every replica active).
+func (h *harness) startSharedReplica(ctx context.Context, replica string, lease time.Duration) (stop func()) {
 	return h.startReplicaWith(ctx, replica, lease, true)
 }
 
@@ -560,8 +565,8 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-// TestOneActiveReplica: with ShareRuns off, of two replicas one serves (the lease holder);
-// with it on (the default) both serve, and the run belongs to the replica holding its
+// TestOneActiveReplica: with ShareRuns off (the default), of two replicas one serves (the
+// lease holder); with it on both serve, and the run belongs to the replica holding its
 // lease. Either way, when the replica advancing a run stops in the middle of it the other
 // takes over, resumes the run and completes it.
 func TestOneActiveReplica(t *testing.T) {
@@ -592,7 +597,7 @@ func oneActiveReplica(t *testing.T, labRange string, shared bool) {
 		}
 		return string(e.Value())
 	}
-	start := h.startReplica
+	start := h.startSharedReplica
 	if !shared {
 		start = h.startStandbyReplica
 	}
