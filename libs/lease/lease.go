@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -49,6 +50,11 @@ type Active struct {
 	// without a renewal: 2/3 of the TTL after the last renewal was *sent*, so before the key
 	// can expire on the server and a standby take it.
 	validUntil atomic.Int64
+
+	// stop and held are the renewal goroutine of a holding begun by Take (Drop ends it).
+	takeMu sync.Mutex
+	stop   context.CancelFunc
+	held   chan struct{}
 }
 
 // New returns the replica's lease (not yet acquired).
@@ -147,6 +153,48 @@ func (a *Active) Serve(ctx context.Context, serve func(context.Context) error, i
 			return err
 		}
 		c.Logger.Warn(c.Name+" lease lost: this replica stopped serving and stands by", "replica", c.Holder)
+	}
+}
+
+// Take tries once to take the lease — free, or already this holder's (a restarted replica
+// of the same name) — for a unit of work owned by one replica among active ones (a
+// discovery run): no waiting, no serving loop. Held, it is renewed in the background until
+// Drop or until it is lost; the context returned ends then. Token fences every write as
+// with Serve. ok false: another replica holds it (err nil) or the bucket could not be read.
+func (a *Active) Take(ctx context.Context) (held context.Context, ok bool, err error) {
+	a.takeMu.Lock()
+	defer a.takeMu.Unlock()
+	if a.stop != nil {
+		return nil, false, errors.New("lease " + a.cfg.Key + ": already taken by this replica")
+	}
+	if ok, err = a.acquire(ctx); !ok {
+		return nil, false, err
+	}
+	a.lost.Store(false)
+	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	a.stop, a.held = cancel, done
+	go func() {
+		defer close(done)
+		a.hold(hctx, cancel)
+	}()
+	return hctx, true, nil
+}
+
+// Drop ends a holding begun by Take: renewals stop, Token fences from now on, and the key is
+// deleted when it is still ours, so another replica may take it at once.
+func (a *Active) Drop(ctx context.Context) {
+	a.takeMu.Lock()
+	defer a.takeMu.Unlock()
+	if a.stop == nil {
+		return
+	}
+	a.stop()
+	<-a.held
+	a.stop, a.held = nil, nil
+	a.epoch.Store(0)
+	if !a.lost.Load() {
+		a.release(ctx)
 	}
 }
 

@@ -245,3 +245,100 @@ func TestReleaseAfterLateRenewal(t *testing.T) {
 		})
 	}
 }
+
+// TestTakeDrop: Take holds a free key (or the holder's own) at once and renews it in the
+// background; another holder cannot take it meanwhile; Drop deletes it, fences the dropped
+// holding and lets the other take it with a larger token; a holding whose key another
+// replica overwrote is lost at its next renewal: its context ends and Token fences.
+func TestTakeDrop(t *testing.T) {
+	ctx := context.Background()
+	srv, err := bus.StartServer(bus.ServerConfig{Name: "lease-take-test", StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	nc, err := srv.Connect("lease-take-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bus.KVLeases, History: 1, LimitMarkerTTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := clock.NewFake(time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC))
+	const ttl = time.Minute // the key never expires within the test
+	mk := func(holder string) *Active {
+		return New(Config{JS: js, KV: kv, Key: testKey, Holder: holder, TTL: ttl, Clock: fake, Name: "test"})
+	}
+	a, b := mk("replica-a"), mk("replica-b")
+	heldA, ok, err := a.Take(ctx)
+	if !ok || err != nil {
+		t.Fatalf("a: Take of a free key: ok %v, err %v", ok, err)
+	}
+	tokA, err := a.Token()
+	if err != nil {
+		t.Fatalf("a holds the key, Token: %v", err)
+	}
+	if _, _, err := a.Take(ctx); err == nil {
+		t.Fatal("a: a second Take of a held lease succeeded")
+	}
+	if _, ok, err := b.Take(ctx); ok || err != nil {
+		t.Fatalf("b: Take of a's key: ok %v, err %v; want not taken, no error", ok, err)
+	}
+	a.Drop(ctx)
+	if heldA.Err() == nil {
+		t.Fatal("a dropped the lease, its holding's context still open")
+	}
+	if _, err := a.Token(); !errors.Is(err, ErrFenced) {
+		t.Fatalf("a dropped the lease, Token: %v; want ErrFenced", err)
+	}
+	if _, err := kv.Get(ctx, testKey); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("a dropped the lease, the key: %v; want deleted", err)
+	}
+	heldB, ok, err := b.Take(ctx)
+	if !ok || err != nil {
+		t.Fatalf("b: Take after a's Drop: ok %v, err %v", ok, err)
+	}
+	tokB, _ := b.Token()
+	if tokB <= tokA {
+		t.Fatalf("b's token %d is not above a's %d", tokB, tokA)
+	}
+	// the same holder restarted (a new Active, as after a crash) takes its own key back
+	b2 := mk("replica-b")
+	if _, err := kv.Put(ctx, testKey, []byte("replica-c")); err != nil { // another replica overwrote the key
+		t.Fatal(err)
+	}
+	bctx, bcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer bcancel()
+	if !fake.BlockUntil(bctx, 1) { // b's renewal ticker is waiting
+		t.Fatal("b's holding has no renewal ticker waiting")
+	}
+	fake.Advance(ttl / 3) // b's renewal finds the key changed: lost
+	select {
+	case <-heldB.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("b's holding did not end after its key was overwritten")
+	}
+	if !b.Lost() {
+		t.Fatal("b's key was overwritten, b not lost")
+	}
+	if _, err := b.Token(); !errors.Is(err, ErrFenced) {
+		t.Fatalf("b lost the lease, Token: %v; want ErrFenced", err)
+	}
+	b.Drop(ctx) // a lost lease is not released: the key stays replica-c's
+	if e, err := kv.Get(ctx, testKey); err != nil || string(e.Value()) != "replica-c" {
+		t.Fatalf("after b's Drop the key is %v (%v); want replica-c's", e, err)
+	}
+	if _, ok, err := b2.Take(ctx); ok || err != nil {
+		t.Fatalf("b restarted: Take of replica-c's key: ok %v, err %v; want not taken", ok, err)
+	}
+	if _, err := kv.Put(ctx, testKey, []byte("replica-b")); err != nil { // b's key from before a restart
+		t.Fatal(err)
+	}
+	if _, ok, err := b2.Take(ctx); !ok || err != nil {
+		t.Fatalf("b restarted: Take of its own key: ok %v, err %v; want taken at once", ok, err)
+	}
+	b2.Drop(ctx)
+}

@@ -167,20 +167,46 @@ func (s *service) startWithID(ctx context.Context, id string, req StartRequest, 
 		Pending: map[string]*pendingProbe{}, TraceParent: telemetry.TraceParent(ctx)}
 	r.logf(now, "run queued")
 	rs := &runState{run: r, hosts: map[string]*Host{}}
-	if rp := s.replayOf(id); rp != nil {
+	rp := s.replayOf(id)
+	if rp != nil {
 		// a replay run: its probes are answered from RESULTS (replay.go)
 		r.ReplayOf, rs.dry, rp.rs = rp.of, rp.dryRun, rs
 		r.logf(now, fmt.Sprintf("replay of run %s from its stored results (dry run: %v)", rp.of, rp.dryRun))
+	}
+	if s.own == nil {
+		s.bind(rs, s.active)
+	} else {
+		// no claim pass of this replica may take the run (a second lease of the same key)
+		// until it is in s.runs or given up
+		s.own.claimMu.Lock()
+		defer s.own.claimMu.Unlock()
+		if err := s.own.hold(ctx, rs); err != nil {
+			return "", fmt.Errorf("run %s not started: %w", r.ID, err)
+		}
 	}
 	rs.mu.Lock()
 	err := s.saveRun(ctx, rs)
 	rs.mu.Unlock()
 	if err != nil {
+		if s.own != nil {
+			s.own.drop(rs)
+		}
 		return "", fmt.Errorf("run %s not started: its record cannot be written: %w", r.ID, err)
+	}
+	if s.own != nil && rp == nil && !s.own.keepNew(ctx) {
+		// over this replica's share: the run is on record, queued; a replica under its
+		// share takes it (owner.go). A replay run stays: its answers live here.
+		s.own.drop(rs)
+		s.own.leave()
+		s.log.Info("discovery run queued for another replica", "run", r.ID, "site", r.Site)
+		return r.ID, nil
 	}
 	s.mu.Lock()
 	s.runs[r.ID] = rs
 	s.mu.Unlock()
+	if s.own != nil {
+		s.own.watch(rs)
+	}
 	s.log.Info("discovery run queued", "run", r.ID, "site", r.Site)
 	go s.advance(context.WithoutCancel(ctx), rs)
 	return r.ID, nil
@@ -309,6 +335,17 @@ func (s *service) cancel(ctx context.Context, id string) (discoveryapi.CancelRep
 	s.mu.Lock()
 	rs := s.runs[id]
 	s.mu.Unlock()
+	if rs == nil && s.own != nil {
+		// another replica's run is canceled by its owner; a free one is taken to be canceled
+		owned, holder, err := s.own.ownerOf(ctx, id)
+		if err != nil {
+			return discoveryapi.CancelReply{}, err
+		}
+		if holder != "" {
+			return s.own.forwardCancel(ctx, holder, id)
+		}
+		rs = owned
+	}
 	if rs != nil {
 		rs.mu.Lock()
 		if !terminalState(rs.run.State) {

@@ -65,6 +65,12 @@ type Config struct {
 	PruneEvery time.Duration
 	// Replica names this process in run leases (default: a random id).
 	Replica string
+	// ShareRuns makes every replica active, each run owned by one of them through a lease
+	// of its own (owner.go); off (the default), replicas are active/standby on one lease
+	// (active.go). Schedules and retention have the one lease either way. Off by default
+	// until its reads of run records on a NATS cluster are consistent: on the 3-node bench
+	// one of two replicas saw completed runs as missing (docs/architecture.md).
+	ShareRuns bool
 	// Hooks are a test's crash points (hooks.go); nil in production.
 	Hooks Hooks
 }

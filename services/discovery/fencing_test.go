@@ -27,6 +27,8 @@ const (
 	childEnv     = "DISCOVERY_FENCING_CHILD_URL"
 	childSeedEnv = "DISCOVERY_FENCING_CHILD_HUB_SEED"
 	childDirEnv  = "DISCOVERY_FENCING_CHILD_DIR"
+	// childSharedEnv: the child runs with ShareRuns (its run's own lease fences it)
+	childSharedEnv = "DISCOVERY_FENCING_CHILD_SHARED"
 )
 
 // selfStop freezes its process (SIGSTOP) the first time a run is about to write a turn
@@ -63,6 +65,7 @@ func TestFrozenReplicaChild(t *testing.T) {
 	cfg.Replica = "replica-a"
 	cfg.ActiveLease = 2 * time.Second
 	cfg.Hooks = &selfStop{}
+	cfg.ShareRuns = os.Getenv(childSharedEnv) == "1"
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	_ = Run(context.Background(), cfg, Deps{NC: nc, JS: js, CurveKey: hub, Logger: log})
 }
@@ -166,19 +169,25 @@ func prefixOf(reply string) string { return reply[:strings.LastIndexByte(reply, 
 // own 30 s deadline: that turn goes on at once, so only the fence can stop it — every
 // publish on the server is watched, and none from the woken replica (its connection is
 // known by the reply subjects of its writes before the freeze) may be stored.
+//
+// Both cases again with ShareRuns: both replicas active, the frozen one's run taken over
+// by the other once the run's own lease expired; that lease's token fences the woken one.
 func TestFencedReplicaWritesNothing(t *testing.T) {
 	for _, c := range []struct {
 		name       string
 		wakeWhileB bool
+		shared     bool
 	}{
 		{name: "woken after the standby completed the run"},
 		{name: "woken while the standby serves", wakeWhileB: true},
+		{name: "shared runs, woken after the other replica completed the run", shared: true},
+		{name: "shared runs, woken while the other replica serves", wakeWhileB: true, shared: true},
 	} {
-		t.Run(c.name, func(t *testing.T) { fencedReplica(t, "127.77.226.0/24", 16, c.wakeWhileB) })
+		t.Run(c.name, func(t *testing.T) { fencedReplica(t, "127.77.226.0/24", 16, c.wakeWhileB, c.shared) })
 	}
 }
 
-func fencedReplica(t *testing.T, labRange string, hosts int, wakeWhileB bool) {
+func fencedReplica(t *testing.T, labRange string, hosts int, wakeWhileB, shared bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	h := newHarness(ctx, t, labRange, hosts)
@@ -192,6 +201,12 @@ func fencedReplica(t *testing.T, labRange string, hosts int, wakeWhileB bool) {
 	var stderr syncBuffer
 	child := exec.Command(os.Args[0], "-test.run=^TestFrozenReplicaChild$", "-test.count=1", "-test.timeout=10m")
 	child.Env = append(os.Environ(), childEnv+"="+h.srv.ClientURL(), childSeedEnv+"="+string(seed), childDirEnv+"="+h.dataDir)
+	// what the woken replica logs once it found its lease lost
+	stoodDown := "another discovery replica is active"
+	if shared {
+		child.Env = append(child.Env, childSharedEnv+"=1")
+		stoodDown = "discovery run lease lost"
+	}
 	child.Stderr, child.Stdout = &stderr, &stderr
 	if err := child.Start(); err != nil {
 		t.Fatal(err)
@@ -232,8 +247,12 @@ func fencedReplica(t *testing.T, labRange string, hosts int, wakeWhileB bool) {
 		t.Fatal("no run state written by replica a before it froze")
 	}
 
-	stopB := h.startReplica(ctx, "replica-b", 2*time.Second)
-	defer stopB()
+	if shared {
+		h.startShared(ctx, "replica-b", 2*time.Second) // stopped by the test's cleanup
+	} else {
+		stopB := h.startStandbyReplica(ctx, "replica-b", 2*time.Second)
+		defer stopB()
+	}
 	mark := 0
 	if wakeWhileB {
 		// replica b serves: it wrote run state of its own
@@ -254,7 +273,7 @@ func fencedReplica(t *testing.T, labRange string, hosts int, wakeWhileB bool) {
 			t.Fatal(err)
 		}
 		eventually(t, 30*time.Second, func() error {
-			if !strings.Contains(stderr.String(), "another discovery replica is active") {
+			if !strings.Contains(stderr.String(), stoodDown) {
 				return fmt.Errorf("replica a has not stood down yet")
 			}
 			return nil
@@ -306,7 +325,7 @@ func fencedReplica(t *testing.T, labRange string, hosts int, wakeWhileB bool) {
 	}
 	// a resumed replica finds out it lost the lease, stops serving and stands by
 	eventually(t, 30*time.Second, func() error {
-		if !strings.Contains(stderr.String(), "another discovery replica is active") {
+		if !strings.Contains(stderr.String(), stoodDown) {
 			return fmt.Errorf("replica a has not stood down yet")
 		}
 		return nil

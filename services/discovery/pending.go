@@ -70,7 +70,7 @@ func (s *service) savePending(ctx context.Context, rs *runState, all bool) error
 		if !grew && (len(saved) == len(probes) || !all) {
 			continue
 		}
-		err := s.pendingW.Put(ctx, pendingKey(rs.run.ID, g), func(token uint64) ([]byte, error) {
+		err := rs.pendingW.Put(ctx, pendingKey(rs.run.ID, g), func(token uint64) ([]byte, error) {
 			return json.Marshal(pendingGroup{Fence: token, Probes: probes})
 		})
 		if err != nil {
@@ -88,7 +88,7 @@ func (s *service) savePending(ctx context.Context, rs *runState, all bool) error
 			if _, ok := cur[g]; ok {
 				continue
 			}
-			if err := s.pendingW.Delete(ctx, pendingKey(rs.run.ID, g)); err != nil {
+			if err := rs.pendingW.Delete(ctx, pendingKey(rs.run.ID, g)); err != nil {
 				errs = append(errs, fmt.Errorf("pending %s: %w", g, err))
 				continue
 			}
@@ -113,7 +113,7 @@ func (s *service) loadPending(ctx context.Context, rs *runState) error {
 		if err != nil {
 			return err
 		}
-		s.pendingW.Seen(k, e.Revision())
+		rs.pendingW.Seen(k, e.Revision())
 		var pg pendingGroup
 		if err := json.Unmarshal(e.Value(), &pg); err != nil {
 			return fmt.Errorf("pending %s: %w", k, err)

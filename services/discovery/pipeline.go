@@ -348,7 +348,7 @@ func (s *service) publish(ctx context.Context, rs *runState, probes []*envelope.
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			err := s.fence()
+			err := rs.fence()
 			if err == nil {
 				err = bus.PublishProbe(ctx, s.deps.JS, s.pub, p)
 			}
@@ -382,10 +382,25 @@ func (s *service) publish(ctx context.Context, rs *runState, probes []*envelope.
 	return sent
 }
 
-// fence is nil while this replica may write and publish (libs/lease.Active.Token).
+// fence is nil while this replica holds the active lease (libs/lease.Active.Token):
+// schedules and retention; a run's writes are fenced by runState.fence.
 func (s *service) fence() error {
 	_, err := s.active.Token()
 	return err
+}
+
+// fenceRun is nil while this replica may write and publish for the run.
+func (s *service) fenceRun(run string) error {
+	if s.own == nil {
+		return s.fence()
+	}
+	s.mu.Lock()
+	rs := s.runs[run]
+	s.mu.Unlock()
+	if rs == nil {
+		return lease.ErrFenced // not (any more) this replica's run
+	}
+	return rs.fence()
 }
 
 // takeUnsent returns the probes kept from earlier turns that are still pending.
@@ -441,7 +456,7 @@ func (s *service) advance(ctx context.Context, rs *runState) {
 	maps.Copy(rs.unsavedHosts, t.touched)
 	if failed == nil {
 		for _, ip := range slices.Sorted(maps.Keys(rs.unsavedHosts)) {
-			if err := s.saveHost(ctx, rs.unsavedHosts[ip]); err != nil {
+			if err := s.saveHost(ctx, rs, rs.unsavedHosts[ip]); err != nil {
 				failed = err
 				if !errors.Is(err, lease.ErrFenced) {
 					r.errorf("save host " + ip + ": " + err.Error())
@@ -477,6 +492,9 @@ func (s *service) advance(ctx context.Context, rs *runState) {
 		s.mu.Unlock()
 		s.replays.Delete(r.ID)
 		s.forget(rs)
+		if s.own != nil {
+			s.own.drop(rs) // the record says finished: nobody takes the run again
+		}
 	}
 }
 
@@ -484,12 +502,12 @@ func (s *service) advance(ctx context.Context, rs *runState) {
 func (s *service) forget(rs *runState) {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
-	s.runsW.Forget(rs.run.ID)
+	rs.runsW.Forget(rs.run.ID)
 	for ip := range rs.hosts {
-		s.hostsW.Forget(hostKey(rs.run.ID, ip))
+		rs.hostsW.Forget(hostKey(rs.run.ID, ip))
 	}
 	for g := range rs.saved {
-		s.pendingW.Forget(pendingKey(rs.run.ID, g))
+		rs.pendingW.Forget(pendingKey(rs.run.ID, g))
 	}
 }
 
@@ -513,7 +531,7 @@ func (s *service) sendPayload(ctx context.Context, run, id string, p *envelope.C
 		s.dryPayload(rp, p) // writes disabled: only listed
 		return nil
 	}
-	if err := s.fence(); err != nil {
+	if err := s.fenceRun(run); err != nil {
 		return err
 	}
 	subject := bus.CMDBIngestSubjectFor(*p, s.cfg.Partitions)

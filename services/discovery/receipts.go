@@ -15,11 +15,31 @@ func (s *service) handleReceipt(ctx context.Context, meta envelope.Meta, in *env
 	if meta.Run == "" {
 		return nil
 	}
+	if s.own != nil {
+		rs, holder, err := s.own.ownerOf(ctx, meta.Run)
+		switch {
+		case err != nil:
+			return err
+		case holder != "":
+			return s.own.forward(ctx, holder, handoff{Kind: handoffReceipt, Run: meta.Run, Meta: &meta, Ingested: in})
+		case rs == nil:
+			return nil
+		}
+		return s.applyReceipt(ctx, rs, meta, in)
+	}
 	if err := s.fence(); err != nil {
 		return err // stale replica: not even an ack (see handleResult)
 	}
 	rs, err := s.loadRun(ctx, meta.Run)
 	if err != nil || rs == nil {
+		return err
+	}
+	return s.applyReceipt(ctx, rs, meta, in)
+}
+
+// applyReceipt counts a receipt in a run this replica owns.
+func (s *service) applyReceipt(ctx context.Context, rs *runState, meta envelope.Meta, in *envelope.Ingested) error {
+	if err := rs.fence(); err != nil {
 		return err
 	}
 	rs.mu.Lock()
@@ -43,7 +63,7 @@ func (s *service) handleReceipt(ctx context.Context, meta envelope.Meta, in *env
 	h.logf(HostLog{Time: s.now(), Step: StepIdentify, Status: "ingested", Note: note})
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
 	defer cancel()
-	if err := s.saveHost(ctx, h); err != nil {
+	if err := s.saveHost(ctx, rs, h); err != nil {
 		h.Ingested = nil
 		return fmt.Errorf("save host %s: %w", ip, err)
 	}

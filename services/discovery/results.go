@@ -24,9 +24,24 @@ import (
 
 // handleResult applies one result chunk to its run. It is idempotent: a chunk of a probe
 // that is no longer pending (already applied, run finished) is acknowledged and ignored.
+//
+// With ShareRuns a result of a run another replica owns is handed over to it (owner.go), and
+// one of a run nobody owns any more (its replica died) makes this replica its owner.
 func (s *service) handleResult(ctx context.Context, _ envelope.Meta, res *envelope.Result) error {
 	if res.Run == "" || res.App != Service {
 		return nil
+	}
+	if s.own != nil {
+		rs, holder, err := s.own.ownerOf(ctx, res.Run)
+		switch {
+		case err != nil:
+			return err // transient: retried, then delivered again
+		case holder != "":
+			return s.own.forward(ctx, holder, handoff{Kind: handoffResult, Run: res.Run, Result: res})
+		case rs == nil:
+			return nil // finished or unknown run
+		}
+		return s.applyResult(ctx, rs, res)
 	}
 	// a replica whose lease is gone (frozen past it, taken over) must not even ack: what it
 	// holds in memory is stale, and a result it acked for a probe the active replica sent
@@ -41,6 +56,15 @@ func (s *service) handleResult(ctx context.Context, _ envelope.Meta, res *envelo
 	}
 	if rs == nil {
 		return nil
+	}
+	return s.applyResult(ctx, rs, res)
+}
+
+// applyResult applies a result chunk to a run this replica owns.
+func (s *service) applyResult(ctx context.Context, rs *runState, res *envelope.Result) error {
+	// as above: a run whose lease is lost is not even acked (its next owner gets the result)
+	if err := rs.fence(); err != nil {
+		return err
 	}
 	rs.mu.Lock()
 	r := rs.run
@@ -78,7 +102,7 @@ func (s *service) handleResult(ctx context.Context, _ envelope.Meta, res *envelo
 	// hosts are written before the ack, and the probe leaves pending only once they are:
 	// a crash or a failed write loses nothing (the result is delivered again)
 	for _, th := range touched {
-		if err := s.saveHost(ctx, th); err != nil {
+		if err := s.saveHost(ctx, rs, th); err != nil {
 			if complete && h != nil {
 				delete(h.Done, res.Probe)
 			}

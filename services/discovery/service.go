@@ -76,14 +76,19 @@ type service struct {
 
 	kvRuns, kvHosts, kvAff, kvSched, kvLeases, kvHostKeys, kvPending jetstream.KeyValue
 	// runsW, hostsW and pendingW write run state fenced by the active lease: a replica
-	// that lost it (or was frozen past it) cannot overwrite what the next one wrote.
+	// that lost it (or was frozen past it) cannot overwrite what the next one wrote. With
+	// ShareRuns each run has writers of its own, fenced by its run lease (owner.go).
 	runsW, hostsW, pendingW *lease.Store
 
 	mu   sync.Mutex
 	runs map[string]*runState // active runs owned by this process
 
-	// active is this replica's hold on ActiveLeaseKey (active.go, libs/lease).
+	// active is this replica's hold on ActiveLeaseKey (active.go, libs/lease): with
+	// ShareRuns it only decides who runs schedules and retention.
 	active *lease.Active
+
+	// own spreads runs over the active replicas (ShareRuns, owner.go).
+	own *owner
 
 	bridgesMu sync.Mutex
 	bridges   map[string]bridgeCache
@@ -123,6 +128,28 @@ type runState struct {
 	receiptsSince time.Time
 	// dry: a dry replay run (replay.go), which sends no payload and so awaits no receipt.
 	dry bool
+	// lease fences the run's writes and publishes, through runsW, hostsW and pendingW: the
+	// service's active lease, or with ShareRuns the run's own (owner.go).
+	lease                   *lease.Active
+	runsW, hostsW, pendingW *lease.Store
+	// held ends when the run's own lease is lost or dropped (ShareRuns; nil otherwise).
+	held context.Context
+}
+
+// fence is nil while this replica may write the run's state and publish its work.
+func (rs *runState) fence() error {
+	_, err := rs.lease.Token()
+	return err
+}
+
+// bind makes the run's writes go through a lease: the active one, or the run's own.
+func (s *service) bind(rs *runState, l *lease.Active) {
+	rs.lease = l
+	if l == s.active {
+		rs.runsW, rs.hostsW, rs.pendingW = s.runsW, s.hostsW, s.pendingW
+		return
+	}
+	rs.runsW, rs.hostsW, rs.pendingW = l.Store(s.kvRuns), l.Store(s.kvHosts), l.Store(s.kvPending)
 }
 
 type bridgeCache struct {
@@ -144,6 +171,9 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	s, err := newService(ctx, cfg, deps)
 	if err != nil {
 		return err
+	}
+	if cfg.ShareRuns {
+		return s.serve(ctx)
 	}
 	return s.serveWhenActive(ctx)
 }
@@ -190,6 +220,9 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 	s.active = lease.New(lease.Config{JS: deps.JS, KV: s.kvLeases, Key: ActiveLeaseKey, Holder: cfg.Replica, TTL: cfg.ActiveLease,
 		Clock: s.clock, Logger: s.log, Name: Service})
 	s.runsW, s.hostsW, s.pendingW = s.active.Store(s.kvRuns), s.active.Store(s.kvHosts), s.active.Store(s.kvPending)
+	if cfg.ShareRuns {
+		s.own = newOwner(s)
+	}
 	key, err := loadKey(cfg.DataDir)
 	if err != nil {
 		return nil, err
@@ -223,17 +256,45 @@ func (s *service) serve(ctx context.Context) error {
 		return err
 	}
 	defer func() { _ = svc.Stop() }()
-	if err := s.resume(ctx); err != nil {
-		s.log.Error("resume runs", "err", err)
-	}
 	var wg sync.WaitGroup
-	wg.Add(3)
-	go func() { defer wg.Done(); s.tickLoop(ctx) }()
-	go func() { defer wg.Done(); s.scheduleLoop(ctx) }()
-	go func() { defer wg.Done(); s.pruneLoop(ctx) }()
+	if s.own != nil {
+		// every replica serves; runs are claimed by owner.go, schedules and retention stay
+		// with the holder of the active lease
+		if err := s.own.listen(); err != nil {
+			return err
+		}
+		wg.Add(3)
+		go func() { defer wg.Done(); s.tickLoop(ctx) }()
+		go func() { defer wg.Done(); s.own.run(ctx) }()
+		go func() {
+			defer wg.Done()
+			_ = s.active.Serve(ctx, func(actx context.Context) error {
+				var lw sync.WaitGroup
+				lw.Add(2)
+				go func() { defer lw.Done(); s.scheduleLoop(actx) }()
+				go func() { defer lw.Done(); s.pruneLoop(actx) }()
+				lw.Wait()
+				return nil
+			}, nil)
+		}()
+	} else {
+		if err := s.resume(ctx); err != nil {
+			s.log.Error("resume runs", "err", err)
+		}
+		wg.Add(3)
+		go func() { defer wg.Done(); s.tickLoop(ctx) }()
+		go func() { defer wg.Done(); s.scheduleLoop(ctx) }()
+		go func() { defer wg.Done(); s.pruneLoop(ctx) }()
+	}
 	err = router.Run(ctx)
 	wg.Wait()
+	if s.own != nil {
+		s.own.quiesce()
+	}
 	s.saveAll(context.WithoutCancel(ctx))
+	if s.own != nil {
+		s.own.stop(context.WithoutCancel(ctx))
+	}
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -262,7 +323,21 @@ func (s *service) resume(ctx context.Context) error {
 
 // loadRun returns the in-memory state of an active run, loading it from KV when needed.
 // Finished and unknown runs return nil.
+//
+// With ShareRuns only the runs this replica owns are loaded here: the others are another
+// replica's (or nobody's yet), owner.go takes them.
 func (s *service) loadRun(ctx context.Context, id string) (*runState, error) {
+	if s.own != nil {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.runs[id], nil
+	}
+	return s.load(ctx, id, s.active, nil)
+}
+
+// load reads a run from KV into memory, its writes fenced by l (held: the run's own lease's
+// holding, nil for the active lease).
+func (s *service) load(ctx context.Context, id string, l *lease.Active, held context.Context) (*runState, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if rs, ok := s.runs[id]; ok {
@@ -287,8 +362,9 @@ func (s *service) loadRun(ctx context.Context, id string) (*runState, error) {
 		s.log.Warn("replay run interrupted: its replica stopped; start the replay again", "run", id, "of", r.ReplayOf)
 		return nil, nil
 	}
-	s.runsW.Seen(id, e.Revision())
-	rs := &runState{run: &r, hosts: map[string]*Host{}, resumed: r.State != StateQueued}
+	rs := &runState{run: &r, hosts: map[string]*Host{}, resumed: r.State != StateQueued, held: held}
+	s.bind(rs, l)
+	rs.runsW.Seen(id, e.Revision())
 	r.Pending = map[string]*pendingProbe{}
 	if err := s.loadPending(ctx, rs); err != nil && !errors.Is(err, jetstream.ErrNoKeysFound) {
 		return nil, fmt.Errorf("run %s: pending probes: %w", id, err)
@@ -312,7 +388,7 @@ func (s *service) loadRun(ctx context.Context, id string) (*runState, error) {
 			}
 			var h Host
 			if json.Unmarshal(he.Value(), &h) == nil {
-				s.hostsW.Seen(k, he.Revision())
+				rs.hostsW.Seen(k, he.Revision())
 				rs.hosts[h.IP] = &h
 				for pid := range h.Done { // applied before the crash, pending not saved yet
 					delete(r.Pending, pid)
@@ -352,7 +428,7 @@ func hostKey(run, ip string) string { return hostKeyPrefix(run) + keySafe(ip) }
 // that lost it writes nothing.
 func (s *service) saveRun(ctx context.Context, rs *runState) error {
 	rs.run.Updated = s.now()
-	err := s.runsW.Put(ctx, rs.run.ID, func(token uint64) ([]byte, error) {
+	err := rs.runsW.Put(ctx, rs.run.ID, func(token uint64) ([]byte, error) {
 		rs.run.Fence = token
 		return json.Marshal(rs.run)
 	})
@@ -365,9 +441,9 @@ func (s *service) saveRun(ctx context.Context, rs *runState) error {
 	return nil
 }
 
-// saveHost writes a host record (caller holds rs.mu), fenced like saveRun.
-func (s *service) saveHost(ctx context.Context, h *Host) error {
-	return s.hostsW.Put(ctx, hostKey(h.Run, h.IP), func(token uint64) ([]byte, error) {
+// saveHost writes a host record of rs (caller holds rs.mu), fenced like saveRun.
+func (s *service) saveHost(ctx context.Context, rs *runState, h *Host) error {
+	return rs.hostsW.Put(ctx, hostKey(h.Run, h.IP), func(token uint64) ([]byte, error) {
 		h.Fence = token
 		return json.Marshal(h)
 	})

@@ -153,7 +153,22 @@ func (h *harness) startService(ctx context.Context) (stop func()) {
 // startReplica runs a replica of the discovery service (a random name when empty, the
 // default lease when 0) without waiting for it to serve.
 func (h *harness) startReplica(ctx context.Context, replica string, lease time.Duration) (stop func()) {
+	return h.startReplicaWith(ctx, replica, lease, DefaultConfig().ShareRuns)
+}
+
+// startSharedReplica starts a replica with ShareRuns on (every replica active).
+func (h *harness) startSharedReplica(ctx context.Context, replica string, lease time.Duration) (stop func()) {
+	return h.startReplicaWith(ctx, replica, lease, true)
+}
+
+// startStandbyReplica starts a replica with ShareRuns off (active/standby).
+func (h *harness) startStandbyReplica(ctx context.Context, replica string, lease time.Duration) (stop func()) {
+	return h.startReplicaWith(ctx, replica, lease, false)
+}
+
+func (h *harness) startReplicaWith(ctx context.Context, replica string, lease time.Duration, shared bool) (stop func()) {
 	cfg := DefaultConfig()
+	cfg.ShareRuns = shared
 	cfg.DataDir = h.dataDir
 	cfg.Tick = 50 * time.Millisecond
 	cfg.Replica = replica
@@ -550,68 +565,101 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-// TestOneActiveReplica: of two replicas one serves (the lease holder); when it stops in the
-// middle of a run the other takes over, resumes the run and completes it.
+// TestOneActiveReplica: with ShareRuns off (the default), of two replicas one serves (the
+// lease holder); with it on both serve, and the run belongs to the replica holding its
+// lease. Either way, when the replica advancing a run stops in the middle of it the other
+// takes over, resumes the run and completes it.
 func TestOneActiveReplica(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		shared bool
+		lab    string
+	}{
+		{name: "active/standby", lab: "127.77.118.0/24"},
+		{name: "shared runs", shared: true, lab: "127.77.103.0/24"},
+	} {
+		t.Run(c.name, func(t *testing.T) { oneActiveReplica(t, c.lab, c.shared) })
+	}
+}
+
+func oneActiveReplica(t *testing.T, labRange string, shared bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	h := newHarness(ctx, t, "127.77.118.0/24", 20)
-	holder := func() string {
+	h := newHarness(ctx, t, labRange, 20)
+	holder := func(key string) string {
 		kv, err := h.js.KeyValue(ctx, bus.KVLeases)
 		if err != nil {
 			return ""
 		}
-		e, err := kv.Get(ctx, ActiveLeaseKey)
+		e, err := kv.Get(ctx, key)
 		if err != nil {
 			return ""
 		}
 		return string(e.Value())
 	}
+	start := h.startSharedReplica
+	if !shared {
+		start = h.startStandbyReplica
+	}
 	// a 10 s lease: a replica starved of CPU on a loaded machine must not lose it mid-test
-	stopA := h.startReplica(ctx, "replica-a", 10*time.Second)
+	stopA := start(ctx, "replica-a", 10*time.Second)
 	eventually(t, 30*time.Second, func() error {
-		if holder() != "replica-a" {
-			return fmt.Errorf("lease held by %q", holder())
+		if holder(ActiveLeaseKey) != "replica-a" {
+			return fmt.Errorf("lease held by %q", holder(ActiveLeaseKey))
 		}
 		return bus.Request(ctx, h.nc, Service, "runs_ls", struct{}{}, nil)
 	})
-	stopB := h.startReplica(ctx, "replica-b", 10*time.Second)
-	defer stopB()
-	// replica b stands by: the service still has exactly one instance answering
-	time.Sleep(time.Second)
-	var infos []json.RawMessage
-	sub, _ := h.nc.SubscribeSync(nats.NewInbox())
-	_ = h.nc.PublishRequest("$SRV.PING."+Service, sub.Subject, nil)
-	for {
-		m, err := sub.NextMsg(2 * time.Second)
-		if err != nil {
-			break
-		}
-		infos = append(infos, m.Data)
-	}
-	if len(infos) != 1 || holder() != "replica-a" {
-		t.Fatalf("%d discovery instances answer, lease held by %q; want one, replica-a", len(infos), holder())
-	}
-
+	// the run starts with replica a alone: its run
 	h.addLabCredentials(ctx, "")
 	var st StartReply
 	h.request(ctx, "start", StartRequest{Site: "lab"}, &st)
+	stopB := start(ctx, "replica-b", 10*time.Second)
+	defer stopB()
+	// active/standby: replica b stands by, the service has exactly one instance answering;
+	// shared runs: both answer
+	want := 1
+	if shared {
+		want = 2
+	}
+	eventually(t, 30*time.Second, func() error {
+		var infos []json.RawMessage
+		sub, err := h.nc.SubscribeSync(nats.NewInbox())
+		if err != nil {
+			return err
+		}
+		defer func() { _ = sub.Unsubscribe() }()
+		_ = h.nc.PublishRequest("$SRV.PING."+Service, sub.Subject, nil)
+		for {
+			m, err := sub.NextMsg(2 * time.Second)
+			if err != nil {
+				break
+			}
+			infos = append(infos, m.Data)
+		}
+		if len(infos) != want || holder(ActiveLeaseKey) != "replica-a" {
+			return fmt.Errorf("%d discovery instances answer, lease held by %q; want %d, replica-a", len(infos), holder(ActiveLeaseKey), want)
+		}
+		return nil
+	})
 	eventually(t, 30*time.Second, func() error {
 		var v RunView
 		h.request(ctx, "run_get", IDRequest{ID: st.Run}, &v)
 		if v.Counters.Alive == 0 {
 			return fmt.Errorf("run %s: nothing alive yet (%s)", st.Run, v.State)
 		}
+		if shared && holder(RunLeaseKey(st.Run)) != "replica-a" {
+			return fmt.Errorf("run %s: lease held by %q, want replica-a", st.Run, holder(RunLeaseKey(st.Run)))
+		}
 		return nil
 	})
 	stopA()
 	eventually(t, 40*time.Second, func() error {
-		if holder() != "replica-b" {
-			return fmt.Errorf("lease held by %q", holder())
+		if holder(ActiveLeaseKey) != "replica-b" {
+			return fmt.Errorf("lease held by %q", holder(ActiveLeaseKey))
 		}
 		return nil
 	})
-	v := h.waitRun(ctx, st.Run, 60*time.Second)
+	v := h.waitRun(ctx, st.Run, 90*time.Second)
 	alive := 0
 	for _, mh := range h.lab.Manifest().Hosts {
 		if mh.Class != "" {
@@ -620,5 +668,8 @@ func TestOneActiveReplica(t *testing.T) {
 	}
 	if v.State != StateCompleted || v.Counters.Classified != alive {
 		t.Fatalf("run after the takeover: %s %s, classified %d of %d; errors %v", v.State, v.Reason, v.Counters.Classified, alive, v.Errors)
+	}
+	if shared && !strings.Contains(h.replicaLog.String(), "replica=replica-b component=discovery run="+st.Run) {
+		t.Errorf("replica b's log says nothing of run %s: was it taken over?", st.Run)
 	}
 }
