@@ -110,6 +110,13 @@ func (s *service) siteBridges(ctx context.Context, siteName string, fresh bool) 
 	}
 	agents, err := agentsList[agentView](ctx, s.deps.NC, "ls", "agents")
 	if err != nil {
+		if ok {
+			// The agents service did not answer in time (a /16 sweep asks often under load):
+			// the bridges known a moment ago still seal this probe's credentials, where failing
+			// would lose the probe's part of the sweep.
+			s.log.Warn("site bridges not refreshed: using the last known", "site", siteName, "age", s.now().Sub(c.at).Round(time.Second), "err", err)
+			return c, nil
+		}
 		return bridgeCache{}, fmt.Errorf("agents: %w", err)
 	}
 	c = bridgeCache{at: s.now()}
