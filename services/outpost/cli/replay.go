@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -224,20 +225,8 @@ func (g *globals) replayImport(cmd *cobra.Command, req discovery.ReplayRequest, 
 // replayChanges re-delivers CMDB change events (CHANGES) to orchestration's cmdb_change
 // triggers, a request per orchapi.ReplayLimit changes, each going on where the last stopped.
 func (g *globals) replayChanges(cmd *cobra.Command, req discovery.ReplayRequest, ch orchapi.ReplayRequest) error {
-	var errs []string
-	for _, f := range []struct {
-		flag string
-		set  bool
-	}{{"--run", req.Run != ""}, {"--site", req.Site != ""}, {"--agent", req.Agent != ""}, {"--subject", req.Subject != ""}} {
-		if f.set {
-			errs = append(errs, f.flag+": change events are chosen by --since/--until, --from-seq/--to-seq and --class")
-		}
-	}
-	if ch.Since != "" && ch.FromSeq > 0 {
-		errs = append(errs, "--since and --from-seq: give one of them")
-	}
-	if len(errs) > 0 {
-		return usagef("%s", strings.Join(errs, "; "))
+	if err := refuseResultFilters(req, "change events are chosen by --since/--until, --from-seq/--to-seq and --class", ch.Since, ch.FromSeq); err != nil {
+		return err
 	}
 	c, err := g.client()
 	if err != nil {
@@ -245,32 +234,22 @@ func (g *globals) replayChanges(cmd *cobra.Command, req discovery.ReplayRequest,
 	}
 	ch.Stream = "CHANGES"
 	total := orchapi.ReplayReply{DryRun: ch.DryRun}
-	for {
-		var out orchapi.ReplayReply
-		err := c.do(cmd.Context(), "POST", "/api/v1/orchestration/replay", ch, &out)
-		total.Changes += out.Changes
-		total.Matched += out.Matched
-		total.Started += out.Started
-		total.Existed += out.Existed
-		total.Refused += out.Refused
-		total.Firings = append(total.Firings, out.Firings...)
-		if total.FirstSeq == 0 {
-			total.FirstSeq = out.FirstSeq
-		}
-		if out.LastSeq > 0 {
-			total.LastSeq = out.LastSeq
-		}
-		if err != nil {
-			if total.LastSeq > 0 {
-				return fmt.Errorf("%w (read up to seq %d: %d changes, %d runs started; replaying again from there starts nothing twice)", err, total.LastSeq, total.Changes, total.Started)
-			}
-			return err
-		}
-		if out.Next == 0 {
-			break
-		}
-		// the rest of the range from where this request stopped; since is spent by now
-		ch.FromSeq, ch.Since = out.Next, ""
+	total.FirstSeq, total.LastSeq, err = replayPages(cmd.Context(), c, "/api/v1/orchestration/replay", &ch,
+		func(next uint64) { ch.FromSeq, ch.Since = next, "" },
+		func(out orchapi.ReplayReply) pageSeqs {
+			total.Changes += out.Changes
+			total.Matched += out.Matched
+			total.Started += out.Started
+			total.Existed += out.Existed
+			total.Refused += out.Refused
+			total.Firings = append(total.Firings, out.Firings...)
+			return pageSeqs{out.FirstSeq, out.LastSeq, out.Next}
+		},
+		func() string {
+			return fmt.Sprintf("%d changes, %d runs started; replaying again from there starts nothing twice", total.Changes, total.Started)
+		})
+	if err != nil {
+		return err
 	}
 	if g.output == "json" {
 		b, _ := json.Marshal(total)
@@ -299,20 +278,8 @@ func (g *globals) replayChanges(cmd *cobra.Command, req discovery.ReplayRequest,
 // replayEvents re-routes stored events (EVENTS) to correlation's alerts, a request per
 // corrapi.ReplayLimit messages, each going on where the last stopped.
 func (g *globals) replayEvents(cmd *cobra.Command, req discovery.ReplayRequest, ev corrapi.ReplayRequest) error {
-	var errs []string
-	for _, f := range []struct {
-		flag string
-		set  bool
-	}{{"--run", req.Run != ""}, {"--site", req.Site != ""}, {"--agent", req.Agent != ""}, {"--subject", req.Subject != ""}} {
-		if f.set {
-			errs = append(errs, f.flag+": events are chosen by --since/--until and --from-seq/--to-seq")
-		}
-	}
-	if ev.Since != "" && ev.FromSeq > 0 {
-		errs = append(errs, "--since and --from-seq: give one of them")
-	}
-	if len(errs) > 0 {
-		return usagef("%s", strings.Join(errs, "; "))
+	if err := refuseResultFilters(req, "events are chosen by --since/--until and --from-seq/--to-seq", ev.Since, ev.FromSeq); err != nil {
+		return err
 	}
 	c, err := g.client()
 	if err != nil {
@@ -320,35 +287,26 @@ func (g *globals) replayEvents(cmd *cobra.Command, req discovery.ReplayRequest, 
 	}
 	ev.Stream = "EVENTS"
 	total := corrapi.ReplayReply{DryRun: ev.DryRun}
-	for {
-		var out corrapi.ReplayReply
-		err := c.do(cmd.Context(), "POST", "/api/v1/correlation/replay", ev, &out)
-		total.Messages += out.Messages
-		total.Events += out.Events
-		total.Ignored += out.Ignored
-		total.Invalid += out.Invalid
-		total.Skipped += out.Skipped
-		total.Applied += out.Applied
-		// alerts are counted per request: a key touched by two requests counts twice
-		total.Alerts += out.Alerts
-		total.AlertsOpen += out.AlertsOpen
-		total.Records += out.Records
-		if total.FirstSeq == 0 {
-			total.FirstSeq = out.FirstSeq
-		}
-		if out.LastSeq > 0 {
-			total.LastSeq = out.LastSeq
-		}
-		if err != nil {
-			if total.LastSeq > 0 {
-				return fmt.Errorf("%w (read up to seq %d: %d events, %d applied; replaying again from there counts nothing twice)", err, total.LastSeq, total.Events, total.Applied)
-			}
-			return err
-		}
-		if out.Next == 0 {
-			break
-		}
-		ev.FromSeq, ev.Since = out.Next, ""
+	total.FirstSeq, total.LastSeq, err = replayPages(cmd.Context(), c, "/api/v1/correlation/replay", &ev,
+		func(next uint64) { ev.FromSeq, ev.Since = next, "" },
+		func(out corrapi.ReplayReply) pageSeqs {
+			total.Messages += out.Messages
+			total.Events += out.Events
+			total.Ignored += out.Ignored
+			total.Invalid += out.Invalid
+			total.Skipped += out.Skipped
+			total.Applied += out.Applied
+			// alerts are counted per request: a key touched by two requests counts twice
+			total.Alerts += out.Alerts
+			total.AlertsOpen += out.AlertsOpen
+			total.Records += out.Records
+			return pageSeqs{out.FirstSeq, out.LastSeq, out.Next}
+		},
+		func() string {
+			return fmt.Sprintf("%d events, %d applied; replaying again from there counts nothing twice", total.Events, total.Applied)
+		})
+	if err != nil {
+		return err
 	}
 	if g.output == "json" {
 		b, _ := json.Marshal(total)
@@ -366,6 +324,60 @@ func (g *globals) replayEvents(cmd *cobra.Command, req discovery.ReplayRequest, 
 		total.Messages, span, total.Events, total.Applied, applied, total.Skipped, total.Ignored, total.Invalid)
 	fmt.Fprintf(g.stdout, "alerts touched: %d (%d open alerts counting more, %d closed replay records)\n", total.Alerts, total.AlertsOpen, total.Records)
 	return nil
+}
+
+// refuseResultFilters refuses the RESULTS-only flags (--run, --site, --agent, --subject) for a
+// stream whose messages are chosen otherwise (how, in chosenBy), and --since with --from-seq.
+func refuseResultFilters(req discovery.ReplayRequest, chosenBy, since string, fromSeq uint64) error {
+	var errs []string
+	for _, f := range []struct {
+		flag string
+		set  bool
+	}{{"--run", req.Run != ""}, {"--site", req.Site != ""}, {"--agent", req.Agent != ""}, {"--subject", req.Subject != ""}} {
+		if f.set {
+			errs = append(errs, f.flag+": "+chosenBy)
+		}
+	}
+	if since != "" && fromSeq > 0 {
+		errs = append(errs, "--since and --from-seq: give one of them")
+	}
+	if len(errs) > 0 {
+		return usagef("%s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// pageSeqs is the stream range one replay answer read and where the next request starts (0:
+// the range is done).
+type pageSeqs struct{ first, last, next uint64 }
+
+// replayPages posts a replay request again and again — a service answers a bounded number of
+// messages per request — each going on where the last stopped (goOn sets the request's start),
+// handing every answer to add, which counts it and returns its range. It returns the first and
+// last sequences read; an error after some pages says how far the replay got (progress), so
+// the user can go on from there.
+func replayPages[Resp any](ctx context.Context, c *client, path string, req any, goOn func(next uint64), add func(Resp) pageSeqs, progress func() string) (first, last uint64, err error) {
+	for {
+		var out Resp
+		err := c.do(ctx, "POST", path, req, &out)
+		page := add(out)
+		if first == 0 {
+			first = page.first
+		}
+		if page.last > 0 {
+			last = page.last
+		}
+		if err != nil {
+			if last > 0 {
+				return first, last, fmt.Errorf("%w (read up to seq %d: %s)", err, last, progress())
+			}
+			return first, last, err
+		}
+		if page.next == 0 {
+			return first, last, nil
+		}
+		goOn(page.next)
+	}
 }
 
 func keys[V any](m map[string]V) []string {
