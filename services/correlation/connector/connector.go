@@ -21,7 +21,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,6 +36,7 @@ import (
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/libs/page"
 	"github.com/outpost-dev/outpost/libs/probes/httprequest"
+	"github.com/outpost-dev/outpost/services/correlation/defs"
 	"github.com/outpost-dev/outpost/services/correlation/poll"
 )
 
@@ -65,8 +65,8 @@ type Connectors struct {
 	kvDefs  jetstream.KeyValue
 	kvState jetstream.KeyValue
 
-	mu    sync.RWMutex
-	defs  map[string]api.Connector
+	defs  *defs.Store[api.Connector]
+	mu    sync.Mutex
 	since map[string]time.Time // watermark per connector, for since_param
 
 	// Counters: nothing skipped without one.
@@ -87,55 +87,25 @@ func New(ctx context.Context, deps Deps) (*Connectors, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connectors: bucket %s: %w", KVState, err)
 	}
-	return &Connectors{deps: deps, log: log.With("stage", "connector"), clock: clock.Or(deps.Clock), kvDefs: kvD, kvState: kvS,
-		defs: map[string]api.Connector{}, since: map[string]time.Time{}}, nil
+	log = log.With("stage", "connector")
+	return &Connectors{deps: deps, log: log, clock: clock.Or(deps.Clock), kvDefs: kvD, kvState: kvS,
+		defs:  defs.New(kvD, "connector", "outpost connectors ls", func(d api.Connector) string { return d.Name }, log),
+		since: map[string]time.Time{}}, nil
 }
 
-// Run keeps the definitions in memory until ctx ends.
-func (c *Connectors) Run(ctx context.Context) error {
-	w, err := c.kvDefs.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("watch %s: %w", KVDefs, err)
-	}
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil
-			}
-			if e == nil {
-				continue
-			}
-			c.mu.Lock()
-			var d api.Connector
-			if e.Operation() != jetstream.KeyValuePut {
-				delete(c.defs, e.Key())
-			} else if err := json.Unmarshal(e.Value(), &d); err != nil {
-				c.log.Warn("a stored connector cannot be read; it is not run", "key", e.Key(), "err", err)
-			} else {
-				c.defs[d.Name] = d
-			}
-			c.mu.Unlock()
-		}
-	}
-}
+// Run keeps the definitions in memory until ctx ends; it returns once the stored ones are read.
+func (c *Connectors) Run(ctx context.Context) error { return c.defs.Watch(ctx) }
 
-func (c *Connectors) def(name string) (api.Connector, bool) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	d, ok := c.defs[name]
-	return d, ok
-}
+func (c *Connectors) def(name string) (api.Connector, bool) { return c.defs.Get(name) }
 
 // Jobs is one per connector: an http_request of its URL (with the watermark in since_param).
 func (c *Connectors) Jobs() []poll.Job {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	out := make([]poll.Job, 0, len(c.defs))
-	for _, d := range c.defs {
+	var all []api.Connector
+	c.defs.Each(func(d api.Connector) { all = append(all, d) })
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]poll.Job, 0, len(all))
+	for _, d := range all {
 		u, err := url.Parse(d.URL)
 		if err != nil {
 			continue // refused at add
@@ -467,26 +437,15 @@ func (c *Connectors) Add(ctx context.Context, d api.Connector) (api.Connector, e
 		return api.Connector{}, bus.Errorf(http.StatusBadRequest, "%s", strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
 	d.Created, d.State = c.clock.Now().UTC(), nil
-	b, err := json.Marshal(d)
-	if err != nil {
+	if err := c.defs.Put(ctx, d); err != nil {
 		return api.Connector{}, err
-	}
-	if _, err := c.kvDefs.Put(ctx, d.Name, b); err != nil {
-		return api.Connector{}, bus.Errorf(http.StatusServiceUnavailable, "store connector %s, retry: %v", d.Name, err)
 	}
 	return d, nil
 }
 
 // List pages the connectors by name, each with its state.
 func (c *Connectors) List(ctx context.Context, r page.Request) (api.ConnectorsResponse, error) {
-	c.mu.RLock()
-	items := make([]api.Connector, 0, len(c.defs))
-	for _, d := range c.defs {
-		items = append(items, d)
-	}
-	c.mu.RUnlock()
-	sort.Slice(items, func(i, j int) bool { return items[i].Name < items[j].Name })
-	out, next, err := page.Slice(items, r, func(d api.Connector) string { return d.Name }, strings.Compare)
+	out, next, err := c.defs.Page(r)
 	if err != nil {
 		return api.ConnectorsResponse{}, err
 	}
@@ -500,12 +459,9 @@ func (c *Connectors) List(ctx context.Context, r page.Request) (api.ConnectorsRe
 
 // Remove deletes a connector and its state.
 func (c *Connectors) Remove(ctx context.Context, r api.NameRequest) (api.Connector, error) {
-	d, ok := c.def(r.Name)
-	if !ok {
-		return api.Connector{}, bus.Errorf(http.StatusNotFound, "no connector %q: list them with outpost connectors ls", r.Name)
-	}
-	if err := c.kvDefs.Delete(ctx, r.Name); err != nil {
-		return api.Connector{}, bus.Errorf(http.StatusServiceUnavailable, "remove connector %s, retry: %v", r.Name, err)
+	d, err := c.defs.Remove(ctx, r.Name)
+	if err != nil {
+		return api.Connector{}, err
 	}
 	_ = c.kvState.Delete(ctx, r.Name)
 	return d, nil

@@ -23,7 +23,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -39,6 +38,7 @@ import (
 	"github.com/outpost-dev/outpost/libs/probes/httprequest"
 	"github.com/outpost-dev/outpost/libs/probes/snmpget"
 	"github.com/outpost-dev/outpost/libs/probes/sshexec"
+	"github.com/outpost-dev/outpost/services/correlation/defs"
 	"github.com/outpost-dev/outpost/services/correlation/poll"
 )
 
@@ -103,8 +103,7 @@ type Metrics struct {
 	kvDefs   jetstream.KeyValue
 	kvSeries jetstream.KeyValue
 
-	mu   sync.RWMutex
-	defs map[string]api.MetricDef
+	defs *defs.Store[api.MetricDef]
 
 	// Counters: nothing skipped without one.
 	Samples, Anomalies, Clears, Old, Failures atomic.Int64
@@ -135,8 +134,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Metrics, error) {
 	if err != nil {
 		return nil, fmt.Errorf("metrics: bucket %s: %w", KVSeries, err)
 	}
-	return &Metrics{cfg: cfg, deps: deps, log: log.With("stage", "metrics"), clock: clock.Or(deps.Clock), kvDefs: kvD, kvSeries: kvS,
-		defs: map[string]api.MetricDef{}}, nil
+	log = log.With("stage", "metrics")
+	return &Metrics{cfg: cfg, deps: deps, log: log, clock: clock.Or(deps.Clock), kvDefs: kvD, kvSeries: kvS,
+		defs: defs.New(kvD, "metric", "outpost metrics ls", func(d api.MetricDef) string { return d.Name }, log)}, nil
 }
 
 func samplesSpec() bus.ConsumerSpec {
@@ -146,15 +146,7 @@ func samplesSpec() bus.ConsumerSpec {
 
 // Run keeps the definitions in memory and turns samples into baselines until ctx ends.
 func (m *Metrics) Run(ctx context.Context) error {
-	if err := watchDefs(ctx, m.kvDefs, m.log, func(name string, d *api.MetricDef) {
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		if d == nil {
-			delete(m.defs, name)
-			return
-		}
-		m.defs[name] = *d
-	}); err != nil {
+	if err := m.defs.Watch(ctx); err != nil {
 		return err
 	}
 	r, err := bus.NewRouter(m.deps.NC, m.deps.JS, bus.RouterConfig{Service: api.Service, Topology: bus.Topology{Consumers: []bus.ConsumerSpec{samplesSpec()}},
@@ -168,61 +160,19 @@ func (m *Metrics) Run(ctx context.Context) error {
 	return r.Run(ctx)
 }
 
-// watchDefs calls put for every definition now and every change after, until ctx ends;
-// it returns once the current ones were read.
-func watchDefs[T any](ctx context.Context, kv jetstream.KeyValue, log *slog.Logger, put func(string, *T)) error {
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("watch %s: %w", kv.Bucket(), err)
-	}
-	ready := make(chan struct{})
-	go func() {
-		defer func() { _ = w.Stop() }()
-		for e := range w.Updates() {
-			if e == nil {
-				close(ready)
-				continue
-			}
-			if e.Operation() != jetstream.KeyValuePut {
-				put(e.Key(), nil)
-				continue
-			}
-			var d T
-			if err := json.Unmarshal(e.Value(), &d); err != nil {
-				log.Warn("a stored definition cannot be read; it is not run", "bucket", kv.Bucket(), "key", e.Key(), "err", err)
-				continue
-			}
-			put(e.Key(), &d)
-		}
-	}()
-	select {
-	case <-ready:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // Jobs are one per definition and target.
 func (m *Metrics) Jobs() []poll.Job {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
 	var out []poll.Job
-	for _, d := range m.defs {
+	m.defs.Each(func(d api.MetricDef) {
 		iv, _ := time.ParseDuration(d.Interval)
 		for _, t := range d.Targets {
 			out = append(out, poll.Job{Name: d.Name, Site: d.Site, Kind: d.Kind, Target: t, Params: d.Params, Credential: d.Credential, Interval: iv})
 		}
-	}
+	})
 	return out
 }
 
-func (m *Metrics) def(name string) (api.MetricDef, bool) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	d, ok := m.defs[name]
-	return d, ok
-}
+func (m *Metrics) def(name string) (api.MetricDef, bool) { return m.defs.Get(name) }
 
 // Result turns a probe's result into a sample on METRICS; a failed probe or a result
 // without the value is the series' last error. The sample's message id is its series and
@@ -482,26 +432,15 @@ func (m *Metrics) Add(ctx context.Context, d api.MetricDef) (api.MetricDef, erro
 		return api.MetricDef{}, bus.Errorf(http.StatusBadRequest, "%s", strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
 	d.Created = m.clock.Now().UTC()
-	b, err := json.Marshal(d)
-	if err != nil {
+	if err := m.defs.Put(ctx, d); err != nil {
 		return api.MetricDef{}, err
-	}
-	if _, err := m.kvDefs.Put(ctx, d.Name, b); err != nil {
-		return api.MetricDef{}, bus.Errorf(http.StatusServiceUnavailable, "store metric %s, retry: %v", d.Name, err)
 	}
 	return d, nil
 }
 
 // List pages the definitions by name.
 func (m *Metrics) List(_ context.Context, r page.Request) (api.MetricDefsResponse, error) {
-	m.mu.RLock()
-	items := make([]api.MetricDef, 0, len(m.defs))
-	for _, d := range m.defs {
-		items = append(items, d)
-	}
-	m.mu.RUnlock()
-	sort.Slice(items, func(i, j int) bool { return items[i].Name < items[j].Name })
-	out, next, err := page.Slice(items, r, func(d api.MetricDef) string { return d.Name }, strings.Compare)
+	out, next, err := m.defs.Page(r)
 	if err != nil {
 		return api.MetricDefsResponse{}, err
 	}
@@ -510,14 +449,7 @@ func (m *Metrics) List(_ context.Context, r page.Request) (api.MetricDefsRespons
 
 // Remove deletes a definition; its series stay until purged with the bucket's history.
 func (m *Metrics) Remove(ctx context.Context, r api.NameRequest) (api.MetricDef, error) {
-	d, ok := m.def(r.Name)
-	if !ok {
-		return api.MetricDef{}, bus.Errorf(http.StatusNotFound, "no metric %q: list them with outpost metrics ls", r.Name)
-	}
-	if err := m.kvDefs.Delete(ctx, r.Name); err != nil {
-		return api.MetricDef{}, bus.Errorf(http.StatusServiceUnavailable, "remove metric %s, retry: %v", r.Name, err)
-	}
-	return d, nil
+	return m.defs.Remove(ctx, r.Name)
 }
 
 // Series pages every series (of one metric when asked) by metric, site and target.
