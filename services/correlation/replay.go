@@ -204,51 +204,10 @@ func (s *service) publishReplay(ctx context.Context, seqs []uint64, parts map[in
 	return nil
 }
 
-// readEvents reads EVENTS (from fromSeq or since, else from the start) with a fresh ordered
-// consumer until it has caught up or f says stop.
+// readEvents reads EVENTS (from fromSeq or since, else from the start) until it has caught up
+// or f says stop.
 func (s *service) readEvents(ctx context.Context, fromSeq uint64, since time.Time, f func(m jetstream.Msg, seq uint64, stored time.Time) (bool, error)) error {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{"event.>"}, DeliverPolicy: jetstream.DeliverAllPolicy}
-	switch {
-	case fromSeq > 0:
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, fromSeq
-	case !since.IsZero():
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
-	}
-	cons, err := s.deps.JS.OrderedConsumer(ctx, bus.StreamEvents, cfg)
-	if err != nil {
-		return err
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return err
-	}
-	left := info.NumPending
-	for left > 0 {
-		batch, err := cons.Fetch(replayRead, jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			return err
-		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			md, err := m.Metadata()
-			if err != nil {
-				return err
-			}
-			left = md.NumPending
-			more, err := f(m, md.Sequence.Stream, md.Timestamp)
-			if err != nil || !more {
-				return err
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return err
-		}
-		if got == 0 {
-			return fmt.Errorf("%s: %d messages announced but none delivered within 2 s", bus.StreamEvents, left)
-		}
-	}
-	return nil
+	return bus.ReadRange(ctx, s.deps.JS, bus.StreamRange{Stream: bus.StreamEvents, Filter: "event.>", FromSeq: fromSeq, Since: since, Batch: replayRead}, f)
 }
 
 // eventsAckFloor is the events consumer's acknowledgement floor now (0 when unknown: then

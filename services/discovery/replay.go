@@ -201,49 +201,14 @@ func (s *service) readLedger(ctx context.Context, run string) (map[string]string
 }
 
 // readStream reads every stored message of stream matching filter (from fromSeq or since,
-// else from the start) with a fresh ordered consumer, until it has caught up.
+// else from the start) until it has caught up, and says how many it read.
 func readStream(ctx context.Context, js jetstream.JetStream, stream, filter string, fromSeq uint64, since time.Time, f func(jetstream.Msg) error) (int, error) {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverAllPolicy}
-	switch {
-	case fromSeq > 0:
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, fromSeq
-	case !since.IsZero():
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
-	}
-	cons, err := js.OrderedConsumer(ctx, stream, cfg)
-	if err != nil {
-		return 0, err
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return 0, err
-	}
-	left := info.NumPending
 	n := 0
-	for left > 0 {
-		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			return n, err
-		}
-		got := 0
-		for msg := range batch.Messages() {
-			got++
-			n++
-			if err := f(msg); err != nil {
-				return n, err
-			}
-			if md, err := msg.Metadata(); err == nil {
-				left = md.NumPending
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return n, err
-		}
-		if got == 0 {
-			return n, fmt.Errorf("%s: %d messages announced but none delivered within 2 s", stream, left)
-		}
-	}
-	return n, nil
+	err := bus.ReadRange(ctx, js, bus.StreamRange{Stream: stream, Filter: filter, FromSeq: fromSeq, Since: since}, func(m jetstream.Msg, _ uint64, _ time.Time) (bool, error) {
+		n++
+		return true, f(m)
+	})
+	return n, err
 }
 
 // answerFromStore answers a replay run's probes with the original's stored results, as

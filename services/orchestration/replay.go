@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	api "github.com/outpost-dev/outpost/libs/api/orchestration"
@@ -148,48 +147,7 @@ func replayTime(name, v string, now time.Time) (time.Time, error) {
 }
 
 // readChanges reads the stored messages of CHANGES matching filter (from fromSeq or since,
-// else from the start) with a fresh ordered consumer until it has caught up or f says stop.
+// else from the start) until it has caught up or f says stop.
 func readChanges(ctx context.Context, js jetstream.JetStream, filter string, fromSeq uint64, since time.Time, f func(msg jetstream.Msg, seq uint64, stored time.Time) (bool, error)) error {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverAllPolicy}
-	switch {
-	case fromSeq > 0:
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, fromSeq
-	case !since.IsZero():
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
-	}
-	cons, err := js.OrderedConsumer(ctx, bus.StreamChanges, cfg)
-	if err != nil {
-		return err
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return err
-	}
-	left := info.NumPending
-	for left > 0 {
-		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			return err
-		}
-		got := 0
-		for msg := range batch.Messages() {
-			got++
-			md, err := msg.Metadata()
-			if err != nil {
-				return err
-			}
-			left = md.NumPending
-			more, err := f(msg, md.Sequence.Stream, md.Timestamp)
-			if err != nil || !more {
-				return err
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return err
-		}
-		if got == 0 {
-			return fmt.Errorf("%s: %d messages announced but none delivered within 2 s", bus.StreamChanges, left)
-		}
-	}
-	return nil
+	return bus.ReadRange(ctx, js, bus.StreamRange{Stream: bus.StreamChanges, Filter: filter, FromSeq: fromSeq, Since: since}, f)
 }
