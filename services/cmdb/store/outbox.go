@@ -95,13 +95,22 @@ func decodeOutbox(seq int64, raw string) ([]OutboxMsg, error) {
 			return nil, bad
 		}
 		m.Header = make(map[string][]string, n)
-		for range n {
+		// One backing array for the message's header values instead of one per header (a
+		// change event has half a dozen); capped slices, so a second value of a header is
+		// appended to a copy and never overwrites its neighbour's.
+		vals := make([]string, n)
+		for i := range n {
 			k, ok1 := next()
 			v, ok2 := next()
 			if !ok1 || !ok2 {
 				return nil, bad
 			}
-			m.Header[k] = append(m.Header[k], v)
+			if prev, ok := m.Header[k]; ok {
+				m.Header[k] = append(prev, v)
+				continue
+			}
+			vals[i] = v
+			m.Header[k] = vals[i : i+1 : i+1]
 		}
 		data, ok := next()
 		if !ok {
