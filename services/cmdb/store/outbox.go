@@ -76,6 +76,8 @@ func decodeOutbox(seq int64, raw string) ([]OutboxMsg, error) {
 		raw = raw[i+1+n+1:]
 		return s, true
 	}
+	// The messages' bodies are slices of one copy of the row, not a copy each.
+	orig, buf := raw, []byte(raw)
 	var out []OutboxMsg
 	for raw != "" {
 		var m OutboxMsg
@@ -116,7 +118,8 @@ func decodeOutbox(seq int64, raw string) ([]OutboxMsg, error) {
 		if !ok {
 			return nil, bad
 		}
-		m.Seq, m.Data = seq, []byte(data)
+		end := len(orig) - len(raw) - 1 // data is followed by ','
+		m.Seq, m.Data = seq, buf[end-len(data):end:end]
 		out = append(out, m)
 	}
 	return out, nil
