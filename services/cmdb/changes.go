@@ -157,7 +157,9 @@ func payloadDigest(p envelope.CIPayload) string {
 
 // bodyDigest identifies a payload by its encoded body. Producers encode payloads with
 // encoding/json, which writes the same payload as the same bytes (struct fields in order,
-// map keys sorted): a resend has the digest of the first send.
+// map keys sorted): a resend has the digest of the first send. (Versions before this one
+// keyed receipts by payloadDigest: a payload redelivered across the upgrade is not found
+// and is reconciled again, which changes nothing and reports its items unchanged.)
 func bodyDigest(body []byte) string {
 	sum := sha256.Sum256(body)
 	return string(sum[:])
