@@ -315,7 +315,7 @@ func (s *service) ingest(ctx context.Context, r IngestRequest) (IngestResponse, 
 	if err != nil {
 		return IngestResponse{}, s.fail(OpIngest, err)
 	}
-	s.changes.announce(prep, envelope.Meta{}, r.Payload) // change events through the outbox
+	s.changes.announce(prep, envelope.Meta{}, r.Payload, payloadDigest(r.Payload)) // change events through the outbox
 	res := s.eng.IngestBatch(ctx, []*ire.Prepared{prep})[0]
 	if res.Err != nil {
 		return IngestResponse{}, s.fail(OpIngest, res.Err)

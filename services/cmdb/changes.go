@@ -50,11 +50,10 @@ func newChanges(js jetstream.JetStream, tp trace.TracerProvider, log *slog.Logge
 // its receipt in its own transaction (transactional outbox, drained by the drainer); a
 // payload whose receipt is stored already gets that receipt published again.
 //
-// The receipt is kept under the payload's id and content digest: the same payload again
-// (a redelivery, a producer resending it) replays it, while a different payload that
-// reuses an id is reconciled as what it is.
-func (c *changes) announce(prep *ire.Prepared, meta envelope.Meta, p envelope.CIPayload) {
-	digest := payloadDigest(p)
+// The receipt is kept under the payload's id and content digest (bodyDigest of the
+// message, or payloadDigest): the same payload again (a redelivery, a producer resending
+// it) replays it, while a different payload that reuses an id is reconciled as what it is.
+func (c *changes) announce(prep *ire.Prepared, meta envelope.Meta, p envelope.CIPayload, digest string) {
 	effects := func(out ire.Outcome) (string, []store.OutboxMsg, error) {
 		msgs, err := c.outcomeMsgs(meta.Run, p, digest, out)
 		if err != nil || meta.ID == "" {
@@ -146,13 +145,23 @@ func (c *changes) message(subject string, meta envelope.Meta, body envelope.Body
 }
 
 // payloadDigest identifies a payload by its content (encoding/json sorts map keys, so equal
-// payloads have equal digests).
+// payloads have equal digests), for payloads that come without their encoded body
+// (svc.cmdb.ingest).
 func payloadDigest(p envelope.CIPayload) string {
 	b, err := json.Marshal(p)
 	if err != nil {
 		return ""
 	}
-	sum := sha256.Sum256(b)
+	return bodyDigest(b)
+}
+
+// bodyDigest identifies a payload by its encoded body. Producers encode payloads with
+// encoding/json, which writes the same payload as the same bytes (struct fields in order,
+// map keys sorted): a resend has the digest of the first send. (Versions before this one
+// keyed receipts by payloadDigest: a payload redelivered across the upgrade is not found
+// and is reconciled again, which changes nothing and reports its items unchanged.)
+func bodyDigest(body []byte) string {
+	sum := sha256.Sum256(body)
 	return string(sum[:])
 }
 

@@ -27,6 +27,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
@@ -301,7 +302,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 		return fmt.Errorf("cmdb: %w", err)
 	}
 	for _, c := range topo.Consumers {
-		if err := router.Handle(c.Name, c.Name, bus.Decoded(s.onPayload)); err != nil {
+		if err := router.Handle(c.Name, c.Name, s.handlePayload); err != nil {
 			return fmt.Errorf("cmdb: %w", err)
 		}
 	}
@@ -361,17 +362,29 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 //
 // Its change events and receipt commit with it (outbox) and are published by the drainer:
 // the payload is acked once committed.
-func (s *service) onPayload(ctx context.Context, meta envelope.Meta, p *envelope.CIPayload) error {
+func (s *service) onPayload(ctx context.Context, meta envelope.Meta, p *envelope.CIPayload, digest string) error {
 	prep, err := s.eng.Prepare(*p)
 	if err != nil {
 		return bus.Permanent(err) // invalid: alone, before any batch
 	}
-	s.changes.announce(prep, meta, *p)
+	s.changes.announce(prep, meta, *p, digest)
 	if _, err := s.batch.ingest(ctx, prep); err != nil {
 		return err
 	}
 	s.drain.notify()
 	return nil
+}
+
+// handlePayload decodes a message of the CMDB stream as bus.Decoded does and hands it to
+// onPayload with the digest of its body as it came: the bytes are what a redelivery or a
+// producer's resend repeats, and hashing them costs a fraction of encoding the decoded
+// payload again (which was 2 % of the CPU and 6 % of the allocations of an ingest).
+func (s *service) handlePayload(msg *message.Message) error {
+	meta, p, err := envelope.DecodeIntoWith[*envelope.CIPayload](msg.Metadata.Get, msg.Payload)
+	if err != nil {
+		return err
+	}
+	return s.onPayload(msg.Context(), meta, p, bodyDigest(msg.Payload))
 }
 
 // batchWorkers is how many ingest transactions run at once: SQLite has one writer, so more

@@ -31,8 +31,11 @@ type overlay struct {
 	// wrote are the identifiers the batch gave to each CI (to complete a later read).
 	wrote map[string][]store.Key
 	cis   map[string]*ciState
-	rels  map[string]map[relKey]store.RelationRow // by from CI
-	// relsRead: rels[from] holds every relation of from (read from the database).
+	// rels are the relations the batch read or wrote, relsFrom their keys by from CI (one
+	// map for all, not one per CI: a map per CI was a twentieth of an ingest's allocations).
+	rels     map[relKey]relState
+	relsFrom map[string][]relKey
+	// relsRead: rels holds every relation of from (read from the database).
 	relsRead map[string]bool
 	receipts map[string]*string // nil: known absent
 
@@ -44,10 +47,7 @@ type overlay struct {
 	attrChanges        []store.AttrChange
 	attrAt             map[[2]string]int
 	history            []store.HistoryRow
-	relOrder           []relKey
-	relFrom            map[relKey]string
-	relIsNew           map[relKey]bool
-	relWritten         map[relKey]bool
+	relOrder           []relKey // written relations, in first-written order
 	conflicts          []store.ConflictRow
 	conflictAt         map[string]int
 	outbox             []store.OutboxMsg
@@ -69,6 +69,12 @@ type ciState struct {
 
 type relKey struct{ typ, from, to string }
 
+type relState struct {
+	row     store.RelationRow
+	isNew   bool // created in this batch: inserted at flush
+	written bool // in relOrder: written at flush
+}
+
 // newOverlay sizes its maps for a batch of plans (nil entries allowed): most of a batch's
 // items become or find one CI each, with a few identifiers and their relations, and maps
 // grown one doubling at a time were a tenth of an ingest's allocations.
@@ -86,19 +92,20 @@ func newOverlay(tx store.Tx, plans []*plan) *overlay {
 		held:       map[string][]store.Key{},
 		wrote:      make(map[string][]store.Key, items),
 		cis:        make(map[string]*ciState, items),
-		rels:       make(map[string]map[relKey]store.RelationRow, items),
+		rels:       make(map[relKey]relState, rels),
+		relsFrom:   make(map[string][]relKey, items),
 		relsRead:   map[string]bool{},
 		receipts:   make(map[string]*string, len(plans)),
 		keyIsNew:   make(map[store.Key]bool, 3*items),
 		keyIsMoved: map[store.Key]bool{},
 		attrAt:     map[[2]string]int{},
-		relFrom:    map[relKey]string{},
-		relIsNew:   make(map[relKey]bool, rels),
-		relWritten: make(map[relKey]bool, rels),
 		conflictAt: map[string]int{},
 		ciOrder:    make([]string, 0, items),
 		newKeys:    make([]store.Key, 0, 3*items),
 		relOrder:   make([]relKey, 0, rels),
+		// A new CI has a history row and a change event; every payload its receipt.
+		history: make([]store.HistoryRow, 0, items),
+		outbox:  make([]store.OutboxMsg, 0, items+len(plans)),
 	}
 }
 
@@ -211,10 +218,11 @@ func (o *overlay) LoadRelations(ctx context.Context, fromIDs []string) ([]store.
 		}
 		for _, r := range rows {
 			k := relKey{r.Type, r.From, r.To}
-			if o.relWritten[k] {
+			if _, ok := o.rels[k]; ok {
 				continue // the batch's row is newer
 			}
-			o.relsOf(r.From)[k] = r
+			o.rels[k] = relState{row: r}
+			o.relsFrom[r.From] = append(o.relsFrom[r.From], k)
 		}
 		for _, id := range missing {
 			o.relsRead[id] = true
@@ -222,20 +230,26 @@ func (o *overlay) LoadRelations(ctx context.Context, fromIDs []string) ([]store.
 	}
 	var out []store.RelationRow
 	for _, id := range dedupeIDs(fromIDs) {
-		for _, r := range o.rels[id] {
-			out = append(out, r)
+		for _, k := range o.relsFrom[id] {
+			out = append(out, o.rels[k].row)
 		}
 	}
 	return out, nil
 }
 
-func (o *overlay) relsOf(from string) map[relKey]store.RelationRow {
-	m := o.rels[from]
-	if m == nil {
-		m = map[relKey]store.RelationRow{}
-		o.rels[from] = m
+// putRel notes a relation the batch writes: new (inserted) or seen again (last_seen).
+func (o *overlay) putRel(r store.RelationRow, isNew bool) {
+	k := relKey{r.Type, r.From, r.To}
+	st, ok := o.rels[k]
+	if !ok {
+		o.relsFrom[r.From] = append(o.relsFrom[r.From], k)
 	}
-	return m
+	if !st.written {
+		st.written = true
+		o.relOrder = append(o.relOrder, k)
+	}
+	st.row, st.isNew = r, st.isNew || isNew
+	o.rels[k] = st
 }
 
 func (o *overlay) LoadReceipts(ctx context.Context, keys []string) (map[string]string, error) {
@@ -310,21 +324,10 @@ func (o *overlay) Write(_ context.Context, b *store.Batch) error {
 	}
 	o.history = append(o.history, b.History...)
 	for _, r := range b.NewRelations {
-		k := relKey{r.Type, r.From, r.To}
-		o.relsOf(r.From)[k] = r
-		if !o.relWritten[k] {
-			o.relOrder = append(o.relOrder, k)
-			o.relWritten[k] = true
-		}
-		o.relIsNew[k] = true
+		o.putRel(r, true)
 	}
 	for _, r := range b.SeenRelations {
-		k := relKey{r.Type, r.From, r.To}
-		o.relsOf(r.From)[k] = r
-		if !o.relWritten[k] {
-			o.relOrder = append(o.relOrder, k)
-			o.relWritten[k] = true
-		}
+		o.putRel(r, false)
 	}
 	for _, c := range b.Conflicts {
 		if i, ok := o.conflictAt[c.DedupKey]; ok {
@@ -398,8 +401,9 @@ func (o *overlay) flush(ctx context.Context) error {
 		b.MovedIdentifiers = append(b.MovedIdentifiers, store.Identifier{Key: k, CIID: o.keys[k].ci})
 	}
 	for _, k := range o.relOrder {
-		r := o.rels[k.from][k]
-		if o.relIsNew[k] {
+		st := o.rels[k]
+		r := st.row
+		if st.isNew {
 			b.NewRelations = append(b.NewRelations, r)
 		} else {
 			b.SeenRelations = append(b.SeenRelations, r)

@@ -76,6 +76,8 @@ func decodeOutbox(seq int64, raw string) ([]OutboxMsg, error) {
 		raw = raw[i+1+n+1:]
 		return s, true
 	}
+	// The messages' bodies are slices of one copy of the row, not a copy each.
+	orig, buf := raw, []byte(raw)
 	var out []OutboxMsg
 	for raw != "" {
 		var m OutboxMsg
@@ -95,19 +97,29 @@ func decodeOutbox(seq int64, raw string) ([]OutboxMsg, error) {
 			return nil, bad
 		}
 		m.Header = make(map[string][]string, n)
-		for range n {
+		// One backing array for the message's header values instead of one per header (a
+		// change event has half a dozen); capped slices, so a second value of a header is
+		// appended to a copy and never overwrites its neighbour's.
+		vals := make([]string, n)
+		for i := range n {
 			k, ok1 := next()
 			v, ok2 := next()
 			if !ok1 || !ok2 {
 				return nil, bad
 			}
-			m.Header[k] = append(m.Header[k], v)
+			if prev, ok := m.Header[k]; ok {
+				m.Header[k] = append(prev, v)
+				continue
+			}
+			vals[i] = v
+			m.Header[k] = vals[i : i+1 : i+1]
 		}
 		data, ok := next()
 		if !ok {
 			return nil, bad
 		}
-		m.Seq, m.Data = seq, []byte(data)
+		end := len(orig) - len(raw) - 1 // data is followed by ','
+		m.Seq, m.Data = seq, buf[end-len(data):end:end]
 		out = append(out, m)
 	}
 	return out, nil

@@ -20,6 +20,9 @@ type dialect struct {
 	autoID       string // migration template: an increasing integer primary key
 	forUpdate    string // row locks for read-modify-write
 	maxParams    int    // bound parameters per statement
+	// indexObjects: a new CI's search-index entries are written from one JSON object per
+	// CI (json_each), see insertIndexObjects.
+	indexObjects bool
 	// retryable reports a transient error after which the transaction may succeed.
 	retryable func(error) bool
 }
@@ -203,20 +206,23 @@ func (s *sqlStore) insertRows(ctx context.Context, t *sql.Tx, in insert, n int, 
 		for end := i + size; i < end; i++ {
 			args = row(i, args)
 		}
-		text := in.text(s.d, size)
-		var err error
-		if stmt, ok := s.stmts[text]; ok {
-			ts := t.StmtContext(ctx, stmt)
-			_, err = ts.ExecContext(ctx, args...)
-			ts.Close()
-		} else {
-			_, err = t.ExecContext(ctx, text, args...)
-		}
-		if err != nil {
+		if err := s.exec(ctx, t, in.text(s.d, size), args); err != nil {
 			return fmt.Errorf("%s: %w", in.head, err)
 		}
 	}
 	return nil
+}
+
+// exec runs a statement in t, prepared once when its text was (prepareInserts).
+func (s *sqlStore) exec(ctx context.Context, t *sql.Tx, text string, args []any) error {
+	if stmt, ok := s.stmts[text]; ok {
+		ts := t.StmtContext(ctx, stmt)
+		_, err := ts.ExecContext(ctx, args...)
+		ts.Close()
+		return err
+	}
+	_, err := t.ExecContext(ctx, text, args...)
+	return err
 }
 
 // prepareInserts prepares every insert text once, on SQLite, whose driver parses each
@@ -233,6 +239,15 @@ func (s *sqlStore) prepareInserts(ctx context.Context) error {
 			stmt, err := s.w.PrepareContext(ctx, text)
 			if err != nil {
 				return fmt.Errorf("store: prepare %s: %w", in.head, err)
+			}
+			s.stmts[text] = stmt
+		}
+	}
+	if s.d.indexObjects {
+		for _, text := range indexObjectTexts {
+			stmt, err := s.w.PrepareContext(ctx, text)
+			if err != nil {
+				return fmt.Errorf("store: prepare the index statement: %w", err)
 			}
 			s.stmts[text] = stmt
 		}

@@ -101,6 +101,7 @@ func OpenSQLite(ctx context.Context, path string, opts Options) (Store, error) {
 			withoutRowID: " WITHOUT ROWID",
 			autoID:       "INTEGER PRIMARY KEY AUTOINCREMENT",
 			maxParams:    32000, // SQLITE_MAX_VARIABLE_NUMBER is 32766 since 3.32
+			indexObjects: true,
 			retryable:    sqliteRetryable,
 		},
 		w:          w,

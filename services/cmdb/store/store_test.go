@@ -286,3 +286,63 @@ func TestMigrationsAreIdempotent(t *testing.T) {
 		b.Open(t)
 	})
 }
+
+// The search index of new CIs is written in bulk (on SQLite from one JSON object per CI,
+// with values JSON would escape written as rows): whatever the path and the statement size
+// (64, 16, 4 and 1 CIs), every indexed value of every new CI must be found by a filter, as
+// the filter normalises it (trimmed, lower-cased), and values that are not indexed (lists,
+// long text) must not be.
+func TestIndexOfNewCIs(t *testing.T) {
+	m, err := classes.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// distribution values: plain, needing JSON escapes, non-ASCII, with spaces to trim.
+	tricky := []string{`Ubuntu`, `say "hi"`, `back\slash`, "tab\there", "Ünïcödé Ω", "  Padded  ", "<b>&amp;</b>", "\x7fdel"}
+	const n = 64 + 16 + 4 + 2 + 1 // every statement size, and twice the smallest
+	storetest.ForEach(t, func(t *testing.T, b storetest.Backend) {
+		ctx := context.Background()
+		st := b.Open(t)
+		eng, err := ire.New(st, m, ire.Options{Now: func() time.Time { return t0 }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := envelope.CIPayload{Source: "discovery", Observed: t0}
+		for i := range n {
+			p.Items = append(p.Items, envelope.CIItem{Ref: fmt.Sprint(i), Class: "linux_server", Attributes: map[string]any{
+				"name": fmt.Sprintf("Idx-%03d", i), "serial_number": fmt.Sprintf("IDX-%03d", i),
+				"distribution": tricky[i%len(tricky)], "cpu_count": i, "kernel_release": strings.Repeat("k", 300)}})
+		}
+		out, err := eng.Ingest(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(out.Created) != n {
+			t.Fatalf("created %d CIs, want %d", len(out.Created), n)
+		}
+		find := func(attr, value string) []string {
+			t.Helper()
+			return names(listAll(t, st, store.ListQuery{Filters: []store.AttrFilter{{Attr: attr, Value: value}}, Limit: 1000}))
+		}
+		for i := range n {
+			name := fmt.Sprintf("Idx-%03d", i)
+			for attr, value := range map[string]string{"name": strings.ToUpper(name), "serial_number": fmt.Sprintf("idx-%03d", i), "cpu_count": fmt.Sprint(i)} {
+				if got := find(attr, value); !slices.Equal(got, []string{name}) {
+					t.Errorf("filter %s = %q: %v, want [%s]", attr, value, got, name)
+				}
+			}
+		}
+		for k, v := range tricky {
+			var want []string
+			for i := k; i < n; i += len(tricky) {
+				want = append(want, fmt.Sprintf("Idx-%03d", i))
+			}
+			if got := find("distribution", strings.ToUpper(v)); !slices.Equal(got, want) {
+				t.Errorf("filter distribution = %q: %v, want %v", v, got, want)
+			}
+		}
+		if got := find("kernel_release", strings.Repeat("k", 300)); len(got) != 0 {
+			t.Errorf("a 300-character value is not indexed, but its filter found %v", got)
+		}
+	})
+}
