@@ -14,6 +14,26 @@ git -C "$root" worktree add --detach "$work/base" "$base" >/dev/null 2>&1
 # (The base has no probe lanes: its probe subject takes no lane argument.)
 sed 's/bus.ProbeSubject(p.Site, p.Priority, p.Capability, bus.ProbeLane(p.App))/bus.ProbeSubject(p.Site, p.Priority, p.Capability)/' \
   services/outpost/e2e/bench_test.go >"$work/base/services/outpost/e2e/bench_test.go"
+# The bench file's helpers that live in other files of this tree (procCPU, since the e2e
+# benches share one) go to the base in a file of their own when it lacks them; without this
+# the base's bench does not build and its column is "n/a".
+if ! grep -q '^func procCPU' "$work"/base/services/outpost/e2e/*_test.go; then
+  {
+    printf 'package e2e
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+'
+    awk '/^func procCPU\(/ {on=1} on {print} on && /^}/ {exit}' services/outpost/e2e/*_test.go
+  } >"$work/base/services/outpost/e2e/zz_benchproc_test.go"
+fi
 cmd="go test ./services/outpost/e2e -run XXX -bench EchoRoundTrip/bridges=1 -benchtime 1x -count 1"
 cmd2="go test ./services/outpost/e2e -run XXX -bench InteractiveLatency -benchtime 1x -count 1"
 metric() { awk -v re="$2" -v unit="$3" '$1 ~ re { for (i=2;i<=NF;i++) if ($i==unit) print $(i-1) }' "$1"; }
@@ -24,6 +44,9 @@ for i in $(seq "$rounds"); do
   (cd "$work/base" && { $cmd; $cmd2; } 2>/dev/null | grep -E '^Benchmark' >>"$work/before.txt") || true
   echo "== accounts A/B round $i: after (this tree)" >&2
   ({ $cmd; $cmd2; } 2>/dev/null | grep -E '^Benchmark' >>"$work/after.txt") || true
+done
+for t in before after; do
+  [ -s "$work/$t.txt" ] || echo "15-accounts: no figures from the $t tree (does its bench build? run the go test command there)" >&2
 done
 rt_b=$(metric "$work/before.txt" 'bridges=1' probes/s | median); rt_a=$(metric "$work/after.txt" 'bridges=1' probes/s | median)
 p50_b=$(metric "$work/before.txt" 'InteractiveLatency' p50-ms | median); p50_a=$(metric "$work/after.txt" 'InteractiveLatency' p50-ms | median)
