@@ -61,8 +61,7 @@ type Executed struct {
 
 	// syncMu orders the syncs (the loop's and Close's); they run outside mu, so a
 	// record or a lookup never waits for an fsync (an fsync on a busy disk takes
-	// milliseconds: under mu it stalled every probe starting or finishing meanwhile, and
-	// was the bulk of the interactive lane's p99).
+	// milliseconds: under mu it stalled every probe starting or finishing meanwhile).
 	syncMu sync.Mutex
 
 	mu       sync.Mutex
