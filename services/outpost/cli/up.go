@@ -62,8 +62,9 @@ SIGINT or SIGTERM stops it cleanly within --shutdown-timeout (a second signal: a
 				return usageError{err}
 			}
 			defer stop()
-			// GC at 50 % heap growth once the live heap is large, 100 % while it is small
-			// (gcPolicy says why). GOGC, when set, decides.
+			// GC by a 48 MB headroom over the live heap, within GOGC 50–100: 50 % for a
+			// large heap as before, less often for a small one (gcPolicy says why). GOGC,
+			// when set, decides.
 			if os.Getenv("GOGC") == "" {
 				go hubGC.run(ctx, time.Second)
 			}
