@@ -59,6 +59,11 @@ type Executed struct {
 	maxMsgs  int
 	maxBytes int64
 
+	// syncMu orders the syncs (the loop's and Close's); they run outside mu, so a
+	// record or a lookup never waits for an fsync (an fsync on a busy disk takes
+	// milliseconds: under mu it stalled every probe starting or finishing meanwhile).
+	syncMu sync.Mutex
+
 	mu       sync.Mutex
 	index    map[uint64]slot // hash of the probe id → where its record is
 	spill    map[string]slot // the rare ids whose hash another live id already has
@@ -67,6 +72,10 @@ type Executed struct {
 	activeAt int64 // when the active segment was started (Unix s)
 	bytes    int64 // of every segment on disk
 	dirty    bool
+	// unsynced are segments left for a new one with writes not yet synced, and dirDirty
+	// that a segment file was created: both are synced by the next sync, within a second.
+	unsynced []*os.File
+	dirDirty bool
 	lastTidy time.Time
 	closed   bool
 	stop     chan struct{}
@@ -326,10 +335,8 @@ func (e *Executed) segmentFor(now time.Time, n int64) (*segment, error) {
 	if s != nil && s.size+n <= segmentMax && now.Unix() < e.activeAt+int64(segmentSpan/time.Second) {
 		return s, nil
 	}
-	if s != nil {
-		if err := s.f.Sync(); err != nil {
-			return nil, err
-		}
+	if s != nil && e.dirty {
+		e.unsynced = append(e.unsynced, s.f)
 	}
 	id := uint32(1)
 	for sid := range e.segs {
@@ -340,10 +347,7 @@ func (e *Executed) segmentFor(now time.Time, n int64) (*segment, error) {
 	if err != nil {
 		return nil, err
 	}
-	if d, err := os.Open(e.dir); err == nil {
-		_ = d.Sync() // the new file's name survives a power cut
-		d.Close()
-	}
+	e.dirDirty = true // the new file's name survives a power cut once the directory is synced
 	s = &segment{id: id, f: f}
 	e.segs[id] = s
 	e.active = s
@@ -395,15 +399,38 @@ func (e *Executed) syncLoop() {
 	}
 }
 
+// sync makes what was written so far durable. The fsyncs run without mu: records written
+// meanwhile are either in this sync or marked dirty for the next one.
 func (e *Executed) sync() {
+	e.syncMu.Lock()
+	defer e.syncMu.Unlock()
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if !e.dirty || e.active == nil || e.closed {
+	if e.closed {
+		e.mu.Unlock()
 		return
 	}
+	files := e.unsynced
+	e.unsynced = nil
+	if e.dirty && e.active != nil {
+		files = append(files, e.active.f)
+	}
 	e.dirty = false
-	if err := e.active.f.Sync(); err != nil {
-		e.log.Warn("executed-probe store: sync failed", "err", err)
+	dir := e.dirDirty
+	e.dirDirty = false
+	e.mu.Unlock()
+	for _, f := range files {
+		// A segment deleted meanwhile (all its records expired) is closed: nothing to keep.
+		if err := f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
+			e.log.Warn("executed-probe store: sync failed", "err", err)
+		}
+	}
+	if dir {
+		if d, err := os.Open(e.dir); err == nil {
+			if err := d.Sync(); err != nil {
+				e.log.Warn("executed-probe store: sync of the directory failed", "err", err)
+			}
+			d.Close()
+		}
 	}
 }
 

@@ -261,6 +261,60 @@ func TestExecutedExpiryAndLimits(t *testing.T) {
 	}
 }
 
+// TestExecutedSyncBesideRecords: the fsyncs run outside the store's lock, so records and
+// lookups go on while a sync runs; a segment left for a new one (its span passed) is still
+// synced, and every record — before, across and after the switch, written while syncs ran —
+// is found by the next process.
+func TestExecutedSyncBesideRecords(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	clk := clock.NewFake(reference)
+	o := openAt(t, dir, clk, func(c *Config) { c.ExecutedMaxMsgs = 10_000 })
+	e := o.Executed()
+	var want []ExecutedRecord
+	record := func(probe string) {
+		t.Helper()
+		r := testRecord(probe)
+		if err := e.Record(ctx, r, time.Hour); err != nil {
+			t.Fatalf("record %s: %v", probe, err)
+		}
+		want = append(want, r)
+	}
+	record("first")
+	clk.Advance(segmentSpan + time.Second) // the next record starts a new segment
+	record("second")
+	syncs := make(chan struct{})
+	go func() {
+		defer close(syncs)
+		for range 50 {
+			e.sync()
+		}
+	}()
+	for i := range 500 {
+		record("during-" + strconv.Itoa(i))
+	}
+	<-syncs
+	e.sync()
+	e.mu.Lock()
+	left, dirDirty, dirty := len(e.unsynced), e.dirDirty, e.dirty
+	e.mu.Unlock()
+	if left != 0 || dirDirty || dirty {
+		t.Fatalf("after a sync: %d segments waiting, directory to sync %v, active segment dirty %v; want none", left, dirDirty, dirty)
+	}
+	o.Close()
+	if segs, _ := filepath.Glob(filepath.Join(dir, executedDir, "*"+segmentSuffix)); len(segs) != 2 {
+		t.Fatalf("segments: %v, want 2", segs)
+	}
+	o = openAt(t, dir, clk, func(c *Config) { c.ExecutedMaxMsgs = 10_000 })
+	defer o.Close()
+	for _, r := range want {
+		got, err := o.Executed().Lookup(ctx, r.Probe, false)
+		if err != nil || !sameRecord(got, r) {
+			t.Fatalf("after a restart, %s: record %+v, err %v", r.Probe, got, err)
+		}
+	}
+}
+
 // BenchmarkExecutedRecord: CPU of one record (the write per executed probe).
 func BenchmarkExecutedRecord(b *testing.B) {
 	o, err := Open(context.Background(), Config{Dir: b.TempDir(), MaxBytes: 1 << 20, ExecutedMaxMsgs: 1 << 30, ExecutedMaxBytes: 1 << 40})
