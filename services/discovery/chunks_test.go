@@ -94,52 +94,34 @@ func TestChunksOfTwoExecutions(t *testing.T) {
 	}
 }
 
-// TestScanChunks: a range is cut for the site's bridges that can scan. One bridge gets whole
-// ChunkSize chunks; several get chunks that shrink as the range is used up — the first the
-// addresses over bridges × ChunksPerBridge (what an even cut gives), each later one the
-// addresses left over the same, never below MinChunk (but the range's last) nor above
-// ChunkSize — and every address is in exactly one chunk, in order.
-func TestScanChunks(t *testing.T) {
+// TestScanChunkSize: a range is cut for the site's bridges that can scan — ChunksPerBridge
+// chunks each, never below MinChunk nor above ChunkSize — so that N bridges each take a
+// share of the chunks; a site with one bridge keeps whole ChunkSize chunks.
+func TestScanChunkSize(t *testing.T) {
 	def := DefaultConfig()
 	cases := []struct {
-		name                string
-		cfg                 Config
-		addrs, bridges      int
-		first, chunks, last int
+		name             string
+		cfg              Config
+		addrs, bridges   int
+		wantSize, chunks int
 	}{
-		{"one bridge, a /20: ChunkSize chunks", def, 4094, 1, 1024, 4, 1022},
-		{"no bridge known yet: as one", def, 4094, 0, 1024, 4, 1022},
-		{"three bridges, a /20: an even cut's first, then shrinking", def, 4094, 3, 342, 32, 11},
-		{"two bridges, a /22", def, 1022, 2, 128, 14, 9},
-		{"three bridges, a /22 (the e2e test's)", def, 1022, 3, 86, 16, 16},
-		{"three bridges, a /24: MinChunk bounds the cut", def, 254, 3, 64, 4, 62},
-		{"two bridges, a /25: MinChunk bounds the cut", def, 126, 2, 64, 2, 62},
-		{"twenty bridges, a /16: ChunkSize bounds nothing", def, 65534, 20, 820, 283, 9},
-		{"two bridges, a /16: ChunkSize caps the first", def, 65534, 2, 1024, 85, 44},
-		{"ChunkSize below MinChunk wins", Config{ChunkSize: 1}, 2, 3, 1, 2, 1},
-		{"zero knobs take the defaults", Config{ChunkSize: 1024}, 4094, 3, 342, 32, 11},
+		{"one bridge, a /20: ChunkSize chunks", def, 4094, 1, 1024, 4},
+		{"no bridge known yet: as one", def, 4094, 0, 1024, 4},
+		{"three bridges, a /20: four chunks each", def, 4094, 3, 342, 12},
+		{"two bridges, a /22: four chunks each", def, 1022, 2, 128, 8},
+		{"three bridges, a /24: MinChunk bounds the cut", def, 254, 3, 64, 4},
+		{"twenty bridges, a /16: ChunkSize bounds the chunk", def, 65534, 20, 820, 80},
+		{"two bridges, a /16: ChunkSize caps", def, 65534, 2, 1024, 64},
+		{"ChunkSize below MinChunk wins", Config{ChunkSize: 1}, 2, 3, 1, 2},
+		{"zero knobs take the defaults", Config{ChunkSize: 1024}, 4094, 3, 342, 12},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			sizes := tc.cfg.scanChunks(tc.addrs, tc.bridges)
-			if len(sizes) != tc.chunks || sizes[0] != tc.first || sizes[len(sizes)-1] != tc.last {
-				t.Fatalf("%d addresses, %d bridges: %d chunks, first %d, last %d (%v); want %d chunks, first %d, last %d",
-					tc.addrs, tc.bridges, len(sizes), sizes[0], sizes[len(sizes)-1], sizes, tc.chunks, tc.first, tc.last)
-			}
-			sum := 0
-			for i, n := range sizes {
-				sum += n
-				if n < 1 || n > max(tc.cfg.ChunkSize, 1) || i > 0 && n > sizes[i-1] {
-					t.Fatalf("chunk %d of %d addresses: want 1..%d and no larger than the one before (%v)", i, n, tc.cfg.ChunkSize, sizes)
-				}
-			}
-			if sum != tc.addrs {
-				t.Fatalf("chunks cover %d addresses, want %d (%v)", sum, tc.addrs, sizes)
+			size := tc.cfg.scanChunkSize(tc.addrs, tc.bridges)
+			if chunks := (tc.addrs + size - 1) / size; size != tc.wantSize || chunks != tc.chunks {
+				t.Fatalf("%d addresses, %d bridges: chunks of %d (%d chunks), want %d (%d chunks)", tc.addrs, tc.bridges, size, chunks, tc.wantSize, tc.chunks)
 			}
 		})
-	}
-	if got := def.scanChunks(0, 3); len(got) != 0 {
-		t.Errorf("no address: chunks %v, want none", got)
 	}
 	bad := DefaultConfig()
 	bad.DataDir, bad.ChunksPerBridge, bad.MinChunk = "x", -1, 70000

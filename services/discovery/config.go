@@ -14,15 +14,12 @@ var DefaultPorts = []int{22, 23, 80, 135, 389, 443, 445, 636, 1433, 3306, 3389, 
 type Config struct {
 	// ChunkSize is the most addresses one tcp_scan probe covers (default 1,024).
 	ChunkSize int
-	// ChunksPerBridge sizes the scan chunks of a site with several bridges that can scan
-	// (default 4): each chunk is the addresses still to cut over bridges × ChunksPerBridge,
-	// so the first ones are what an even cut into ChunksPerBridge chunks per bridge would
-	// give and the later ones shrink (scanChunks). The chunks are probes on the site's
-	// shared consumer, which hands them out across the bridges' pull requests, so a range
-	// cut into fewer chunks than bridges leaves bridges idle, and several chunks per bridge
-	// let a faster bridge take more and make a bridge killed mid-chunk cost only its
-	// chunk's share again. Chunks are never smaller than MinChunk (but for the range's
-	// last) nor larger than ChunkSize. 0: the default.
+	// ChunksPerBridge is how many scan chunks a run aims to give each bridge of its site
+	// that can scan (default 4): the chunks are probes on the site's shared consumer, which
+	// hands them out across the bridges' pull requests, so a range cut into fewer chunks
+	// than bridges leaves bridges idle, and several chunks per bridge let a faster bridge
+	// take more and make a bridge killed mid-chunk cost only its chunk's share again.
+	// Chunks are never smaller than MinChunk nor larger than ChunkSize. 0: the default.
 	ChunksPerBridge int
 	// MinChunk is the fewest addresses a chunk covers when the range is cut for several
 	// bridges (default 64): below that, a probe's overhead outweighs the sharing. 0: the
@@ -147,30 +144,13 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// scanChunks is the sizes of the tcp_scan chunks, in order, that a run of addrs addresses is
-// cut into on a site with bridges bridges that can scan. A site with one bridge gets whole
-// ChunkSize chunks: there is no one to share with, and fewer probes. Several bridges get
-// chunks that shrink as the range is used up (guided self-scheduling, as OpenMP's
-// schedule(guided)): each is the addresses still to cut over bridges × ChunksPerBridge,
-// within MinChunk..ChunkSize (ChunkSize wins when MinChunk is larger). The first chunks are
-// as large as an even cut's, and the last ones small, because the site's consumer hands the
-// chunks out in this order: a bridge that is slower (loaded, farther) or took its chunk
-// late finishes a small one while its siblings finish theirs, where with equal chunks the
-// run waited a whole chunk's time for it (the shared-scan bench measured 0.42 of one
-// bridge's time instead of a third; a model of three bridges at 100/90/80 % speed gives
-// 30 % over the ideal time with 12 equal chunks, 6 % with these). Unequal chunks also keep
-// a bridge's two held chunks (services/bridge/scanshare.go) from ending together and
-// leaving it idle until a handed-back chunk comes round again.
-func (c Config) scanChunks(addrs, bridges int) []int {
-	if addrs <= 0 {
-		return nil
-	}
+// scanChunkSize is how many addresses each tcp_scan chunk of a run of addrs addresses covers
+// on a site with bridges bridges that can scan: the range cut into ChunksPerBridge chunks per
+// bridge, each of MinChunk..ChunkSize addresses (ChunkSize wins when MinChunk is larger). A
+// site with one bridge keeps ChunkSize: there is no one to share with, and fewer probes.
+func (c Config) scanChunkSize(addrs, bridges int) int {
 	if bridges <= 1 {
-		sizes := make([]int, 0, (addrs+c.ChunkSize-1)/c.ChunkSize)
-		for left := addrs; left > 0; left -= c.ChunkSize {
-			sizes = append(sizes, min(c.ChunkSize, left))
-		}
-		return sizes
+		return c.ChunkSize
 	}
 	per, least := c.ChunksPerBridge, c.MinChunk
 	if per <= 0 {
@@ -179,12 +159,6 @@ func (c Config) scanChunks(addrs, bridges int) []int {
 	if least <= 0 {
 		least = 64
 	}
-	var sizes []int
-	for left := addrs; left > 0; {
-		size := (left + bridges*per - 1) / (bridges * per)
-		size = min(left, max(1, min(c.ChunkSize, max(least, size))))
-		sizes = append(sizes, size)
-		left -= size
-	}
-	return sizes
+	size := (addrs + bridges*per - 1) / (bridges * per)
+	return max(1, min(c.ChunkSize, max(least, size)))
 }

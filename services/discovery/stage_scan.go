@@ -76,12 +76,10 @@ func (s *scanStage) start(ctx context.Context, t *turn) {
 		t.finish(StateFailed, err.Error())
 		return
 	}
-	sizes := s.cfg.scanChunks(len(addrs), scanners)
+	size := s.cfg.scanChunkSize(len(addrs), scanners)
 	var out = t.out
-	from := 0
-	for _, size := range sizes {
-		chunk := addrs[from : from+size]
-		from += size
+	for i := 0; i < len(addrs); i += size {
+		chunk := addrs[i:min(i+size, len(addrs))]
 		targets := make([]string, len(chunk))
 		for j, a := range chunk {
 			targets[j] = a.String()
@@ -113,7 +111,7 @@ func (s *scanStage) start(ctx context.Context, t *turn) {
 		}
 	}
 	r.State = StateScanning
-	t.logf(fmt.Sprintf("scanning %d addresses in %d chunks of up to %d for %d scanning bridges, %d probes", len(addrs), len(sizes), sizes[0], scanners, len(out)-len(t.out)))
+	t.logf(fmt.Sprintf("scanning %d addresses in %d chunks of up to %d for %d scanning bridges, %d probes", len(addrs), (len(addrs)+size-1)/size, size, scanners, len(out)-len(t.out)))
 	t.out = out
 	t.rs.dirty = true
 }
