@@ -60,8 +60,8 @@ func Seal(hub nkeys.KeyPair, s Secret, recipients []string) (envelope.SealedCred
 // each sweep probe's credentials to every bridge of the site, thousands of probes before
 // the first scan chunk goes out (1 ms a credential for three bridges on the loaded bench
 // machine: the hub took 6.7 s to send a run's first scan chunk, 1.1 s with this; see
-// docs/benchmarks.md, shared scan). A key that
-// nkeys cannot give raw falls back to its own Seal.
+// docs/benchmarks.md, shared scan). A key that nkeys cannot give raw falls back to its own
+// Seal.
 func sealTo(hub nkeys.KeyPair, sender string, plain []byte, recipient string) ([]byte, error) {
 	key, err := pairKey(hub, sender, recipient)
 	if err != nil {
