@@ -53,5 +53,18 @@ func (b *Bridge) shareScan(jm jetstream.Msg, capability string) (done func(), ha
 			}
 		}
 	}
-	return func() { b.scans.held.Add(-1) }, false
+	// Which chunks a bridge ran, when, and with how many others: what tells where a shared
+	// scan loses time (docs/benchmarks.md); debug only, a run has a few dozen chunks. Wall
+	// time: the duration is for the log only.
+	took := time.Now()
+	delivery := uint64(0)
+	if md, err := jm.Metadata(); err == nil {
+		delivery = md.NumDelivered
+	}
+	b.log.Debug("scan chunk taken", "probe", p.ID, "scans_held", b.scans.held.Load(), "delivery", delivery)
+	return func() {
+		n := b.scans.held.Add(-1)
+		b.log.Debug("scan chunk finished", "probe", p.ID, "held_for", time.Since(took).Round(time.Millisecond), "scans_held", n,
+			"probes_done", b.done.Load())
+	}, false
 }

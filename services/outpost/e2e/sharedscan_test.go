@@ -273,10 +273,28 @@ type sharedScanStats struct {
 // at the run's end (before they stop).
 func sharedScanMeasured(b *testing.B, cidr string, hosts, n int, bridgeArgs ...string) sharedScanStats {
 	var st sharedScanStats
+	// BENCH_SHARED_LOGDIR: the hub's and the bridges' logs go there (bridges at debug level:
+	// which scan chunks each took and when, scanshare.go), to see where the scan loses time.
+	logDir := os.Getenv("BENCH_SHARED_LOGDIR")
+	if logDir != "" {
+		bridgeArgs = append(slices.Clone(bridgeArgs), "--log-level", "debug")
+	}
 	measure := func(h *testHub, bridges []*testBridge) {
 		st.hubCPU = procCPU(b, h.proc.cmd.Process.Pid)
 		for _, br := range bridges {
 			st.bridgeCPU += procCPU(b, br.proc.cmd.Process.Pid)
+		}
+		if logDir == "" {
+			return
+		}
+		write := func(name string, p *proc) {
+			if err := os.WriteFile(filepath.Join(logDir, fmt.Sprintf("%d-%s.log", n, name)), []byte(p.log.String()), 0o600); err != nil {
+				b.Error(err)
+			}
+		}
+		write("hub", h.proc)
+		for _, br := range bridges {
+			write(br.name, br.proc)
 		}
 	}
 	r, wall, by, twice, _, log := sharedScanRun(b, cidr, hosts, n, 0, measure, bridgeArgs...)
@@ -296,6 +314,9 @@ func sharedScanMeasured(b *testing.B, cidr string, hosts, n int, bridgeArgs ...s
 	}
 	if !from.IsZero() && !to.IsZero() {
 		st.scan = to.Sub(from)
+	}
+	if logDir != "" {
+		_ = os.WriteFile(filepath.Join(logDir, fmt.Sprintf("%d-run.log", n)), []byte(strings.Join(log, "\n")+"\n"), 0o600)
 	}
 	return st
 }
