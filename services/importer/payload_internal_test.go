@@ -1,10 +1,12 @@
 package importer
 
 import (
+	"encoding/json"
 	"reflect"
 	"testing"
 	"time"
 
+	api "github.com/outpost-dev/outpost/libs/api/importer"
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/services/importer/transform"
 )
@@ -141,5 +143,40 @@ func TestPagesAndSingleMessagesDecode(t *testing.T) {
 	}
 	if len(seen) != len(in) || len(msgs) != 4 {
 		t.Errorf("%d rows in %d messages, want %d rows in 4 (3 inserted pages, 1 error page)", len(seen), len(msgs), len(in))
+	}
+}
+
+// A page joined from its items' JSON is the bytes encoding/json makes of the page (what
+// readers of pages staged before joinPage decode), for any number of items.
+func TestJoinPageIsThePagesJSON(t *testing.T) {
+	rows := []stagedRow{
+		{N: 1, Pos: api.Position{Line: 2}, Cols: map[string]any{"host": "a<b>&c", "n": "1"}},
+		{N: 2, Pos: api.Position{Line: 3}, Err: "line 3: wrong number of fields"},
+		{N: 3, Pos: api.Position{Line: 4}, Cols: map[string]any{"é": "\u2028", "empty": ""}, Next: "c", Last: true},
+	}
+	for n := 0; n <= len(rows); n++ {
+		items, size := [][]byte{}, 0
+		raw := []json.RawMessage{}
+		for _, r := range rows[:n] {
+			b, err := json.Marshal(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			items, raw, size = append(items, b), append(raw, b), size+len(b)
+		}
+		want, err := json.Marshal(struct {
+			Rows []json.RawMessage `json:"rows"`
+		}{raw})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := joinPage(`{"rows":[`, items, size)
+		if string(got) != string(want) {
+			t.Errorf("%d rows:\n got %s\nwant %s", n, got, want)
+		}
+		back, err := decodeStaged(got)
+		if err != nil || len(back) != n || (n > 0 && !reflect.DeepEqual(back, rows[:n])) {
+			t.Errorf("%d rows: decoded %+v %v", n, back, err)
+		}
 	}
 }
