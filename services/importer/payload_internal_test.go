@@ -180,3 +180,44 @@ func TestJoinPageIsThePagesJSON(t *testing.T) {
 		}
 	}
 }
+
+// A row handed to the transform in process is used as is only when it is what reading it
+// back from the stream gives: text columns and valid UTF-8; anything else is decoded.
+func TestRoundTripsOnlyWhenDecodingGivesTheRowBack(t *testing.T) {
+	cases := []struct {
+		name string
+		row  stagedRow
+		want bool
+	}{
+		{"text columns", stagedRow{N: 1, Pos: api.Position{Line: 2}, Cols: map[string]any{"host": "a<b>&\u2028", "ram": "4"}}, true},
+		{"an empty column", stagedRow{N: 2, Cols: map[string]any{"host": "", "ram": nil}}, true},
+		{"no columns", stagedRow{N: 3, Pos: api.Position{Line: 4}, Cols: map[string]any{}, Err: "line 4: 2 fields, the header has 3"}, true},
+		{"a paged row", stagedRow{N: 4, Pos: api.Position{Page: "c1", Index: 3, Key: "k"}, Cols: map[string]any{"cn": "x"}, Next: "c2", Last: true}, true},
+		{"a number (JSON source)", stagedRow{N: 5, Cols: map[string]any{"ram": 4}}, false},
+		{"a bool", stagedRow{N: 6, Cols: map[string]any{"on": true}}, false},
+		{"invalid UTF-8 in a value", stagedRow{N: 7, Cols: map[string]any{"host": "a\xffb"}}, false},
+		{"invalid UTF-8 in a name", stagedRow{N: 8, Cols: map[string]any{"h\xff": "a"}}, false},
+		{"invalid UTF-8 in the reason", stagedRow{N: 9, Err: "bad \xfe"}, false},
+	}
+	for _, c := range cases {
+		if got := roundTrips(c.row); got != c.want {
+			t.Errorf("%s: roundTrips %v, want %v", c.name, got, c.want)
+			continue
+		}
+		if !c.want {
+			continue
+		}
+		b, err := json.Marshal(c.row)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := decodeStaged(joinPage(`{"rows":[`, [][]byte{b}, len(b)))
+		want := c.row
+		if len(want.Cols) == 0 {
+			want.Cols = nil // as publishRows keeps it
+		}
+		if err != nil || len(back) != 1 || !reflect.DeepEqual(back[0], want) {
+			t.Errorf("%s: decoded %+v (%v), kept %+v", c.name, back, err, want)
+		}
+	}
+}

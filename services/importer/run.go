@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
@@ -150,10 +151,40 @@ type feed struct {
 	done  chan struct{} // closed when the transform returns: staging feeds no more
 }
 
-// fedPage is a staged page: its stream sequence and the message's data.
+// fedPage is a staged page: its stream sequence and the message's data, and its rows when
+// they are what decoding the data gives (roundTrips): text columns need no decoding back.
 type fedPage struct {
 	seq  uint64
 	data []byte
+	rows []stagedRow // nil: decode data
+}
+
+// roundTrips tells whether decoding r's JSON gives r back, so that the transform of a row
+// handed over in process is the transform of the row read back from the stream: its
+// columns are text or nothing (JSON numbers come back as float64) and every string is
+// valid UTF-8 (encoding/json replaces invalid bytes).
+func roundTrips(r stagedRow) bool {
+	for k, v := range r.Cols {
+		if !utf8.ValidString(k) {
+			return false
+		}
+		switch t := v.(type) {
+		case nil:
+		case string:
+			if !utf8.ValidString(t) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	p := r.Pos
+	for _, s := range [...]string{r.Err, r.Next, p.Sheet, p.Cell, p.Record, p.Page, p.Key} {
+		if !utf8.ValidString(s) {
+			return false
+		}
+	}
+	return true
 }
 
 // feedPages is how many staged pages wait for the transform at most (256 KiB each at
@@ -492,16 +523,25 @@ func (s *service) publishRows(ctx context.Context, rs *runState, rows []source.R
 	set := rs.rec.Set
 	rs.mu.Unlock()
 	var msgs []*nats.Msg
+	var fed []fedPage // the pages for the feed, rows kept when they round-trip
 	page := make([][]byte, 0, min(len(rows), pageRows))
+	var pageRowsKept []stagedRow
+	exact := true
 	first, size := int64(0), 0
 	cut := func(last int64) {
 		msg := &nats.Msg{Subject: rowsSubject(set), Data: joinPage(`{"rows":[`, page, size), Header: nats.Header{}}
 		msg.Header.Set(jetstream.MsgIDHeader, set+".r."+strconv.FormatInt(first, 10)+"-"+strconv.FormatInt(last, 10))
 		msgs = append(msgs, msg)
-		page, size = page[:0], 0
+		f := fedPage{data: msg.Data}
+		if exact {
+			f.rows = pageRowsKept
+		}
+		fed = append(fed, f)
+		page, size, pageRowsKept, exact = page[:0], 0, nil, true
 	}
 	for i, r := range rows {
-		b, merr := json.Marshal(stagedRow{N: r.N, Pos: r.Pos, Cols: r.Cols, Err: r.Err, Next: r.Next, Last: r.Last})
+		sr := stagedRow{N: r.N, Pos: r.Pos, Cols: r.Cols, Err: r.Err, Next: r.Next, Last: r.Last}
+		b, merr := json.Marshal(sr)
 		if merr != nil {
 			b, _ = json.Marshal(stagedRow{N: r.N, Pos: r.Pos, Err: "row not storable: " + merr.Error()})
 		}
@@ -513,6 +553,16 @@ func (s *service) publishRows(ctx context.Context, rs *runState, rows []source.R
 		}
 		page = append(page, b)
 		size += len(b)
+		if rs.feed != nil && exact {
+			if merr != nil || !roundTrips(sr) {
+				exact = false
+			} else {
+				if len(sr.Cols) == 0 {
+					sr.Cols = nil // omitted when empty: decoded as none
+				}
+				pageRowsKept = append(pageRowsKept, sr)
+			}
+		}
 		if len(page) == pageRows {
 			cut(r.N)
 		}
@@ -558,8 +608,9 @@ func (s *service) publishRows(ctx context.Context, rs *runState, rows []source.R
 			rs.mu.Unlock()
 			rs.signal()
 			if rs.feed != nil {
-				for i, msg := range msgs {
-					if err := rs.feed.send(ctx, fedPage{seq: seqs[i], data: msg.Data}); err != nil {
+				for i, f := range fed {
+					f.seq = seqs[i]
+					if err := rs.feed.send(ctx, f); err != nil {
 						return err
 					}
 				}
@@ -760,9 +811,12 @@ func (s *service) transformPages(ctx context.Context, rs *runState, observed tim
 	pubs := s.pub.Batch()
 	out := newOutgoing(s, rs, id, pubs)
 	for _, p := range pages {
-		rows, err := decodeStaged(p.data)
-		if err != nil {
-			continue
+		rows := p.rows
+		if rows == nil {
+			var err error
+			if rows, err = decodeStaged(p.data); err != nil {
+				continue
+			}
 		}
 		if len(rows) > 0 {
 			last = max(last, rows[len(rows)-1].N)

@@ -162,6 +162,7 @@ func BenchmarkImportCSV(b *testing.B) {
 					b.Fatalf("run %s %s %+v, want completed with %d inserted", run.State, run.Reason, run.Counters, rows)
 				}
 				rss = max(rss, peakRSS(b, h.proc.pid()))
+				saveHubLog(b, h)
 			}
 			b.ReportMetric(float64(rows)*float64(b.N)/elapsed.Seconds(), "rows/s")
 			b.ReportMetric(rss, "hub-peak-RSS-MB")
