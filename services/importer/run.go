@@ -188,8 +188,12 @@ func roundTrips(r stagedRow) bool {
 }
 
 // feedPages is how many staged pages wait for the transform at most (256 KiB each at
-// most): staging runs no further ahead of the transform than this.
-const feedPages = 8
+// most): staging runs no further ahead of the transform than this. The transform takes up
+// to feedPages at once, waiting up to feedWait (real time, as a fetch's wait) for them.
+const (
+	feedPages = 8
+	feedWait  = 250 * time.Millisecond
+)
 
 var errTransformStopped = errors.New("the transform stopped")
 
@@ -725,19 +729,28 @@ func (s *service) transform(ctx context.Context, rs *runState) error {
 				}
 				pages = append(pages[:0], p)
 			}
-			// The pages waiting too, up to a fetch's worth: their rows' payloads share
-			// CMDB payloads and one wait for acks.
-			for more := open; more && len(pages) < feedPages; {
-				select {
-				case p, ok := <-rs.feed.pages:
-					if !ok {
-						open, more = false, false
-					} else {
+			// More pages, up to feedPages or for feedWait (what a fetch from the stream
+			// gathered): their rows share CMDB payloads — one page's rows spread over every
+			// partition would make payloads of a few rows — and one wait for acks.
+			if open && len(pages) < feedPages {
+				wait := time.NewTimer(feedWait)
+			gather:
+				for len(pages) < feedPages {
+					select {
+					case p, ok := <-rs.feed.pages:
+						if !ok {
+							open = false
+							break gather
+						}
 						pages = append(pages, p)
+					case <-wait.C:
+						break gather
+					case <-ctx.Done():
+						wait.Stop()
+						return nil
 					}
-				default:
-					more = false
 				}
+				wait.Stop()
 			}
 			if len(pages) == 0 {
 				continue
