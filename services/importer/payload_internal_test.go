@@ -1,10 +1,12 @@
 package importer
 
 import (
+	"encoding/json"
 	"reflect"
 	"testing"
 	"time"
 
+	api "github.com/outpost-dev/outpost/libs/api/importer"
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/services/importer/transform"
 )
@@ -141,5 +143,81 @@ func TestPagesAndSingleMessagesDecode(t *testing.T) {
 	}
 	if len(seen) != len(in) || len(msgs) != 4 {
 		t.Errorf("%d rows in %d messages, want %d rows in 4 (3 inserted pages, 1 error page)", len(seen), len(msgs), len(in))
+	}
+}
+
+// A page joined from its items' JSON is the bytes encoding/json makes of the page (what
+// readers of pages staged before joinPage decode), for any number of items.
+func TestJoinPageIsThePagesJSON(t *testing.T) {
+	rows := []stagedRow{
+		{N: 1, Pos: api.Position{Line: 2}, Cols: map[string]any{"host": "a<b>&c", "n": "1"}},
+		{N: 2, Pos: api.Position{Line: 3}, Err: "line 3: wrong number of fields"},
+		{N: 3, Pos: api.Position{Line: 4}, Cols: map[string]any{"é": "\u2028", "empty": ""}, Next: "c", Last: true},
+	}
+	for n := 0; n <= len(rows); n++ {
+		items, size := [][]byte{}, 0
+		raw := []json.RawMessage{}
+		for _, r := range rows[:n] {
+			b, err := json.Marshal(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			items, raw, size = append(items, b), append(raw, b), size+len(b)
+		}
+		want, err := json.Marshal(struct {
+			Rows []json.RawMessage `json:"rows"`
+		}{raw})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := joinPage(`{"rows":[`, items, size)
+		if string(got) != string(want) {
+			t.Errorf("%d rows:\n got %s\nwant %s", n, got, want)
+		}
+		back, err := decodeStaged(got)
+		if err != nil || len(back) != n || (n > 0 && !reflect.DeepEqual(back, rows[:n])) {
+			t.Errorf("%d rows: decoded %+v %v", n, back, err)
+		}
+	}
+}
+
+// A row handed to the transform in process is used as is only when it is what reading it
+// back from the stream gives: text columns and valid UTF-8; anything else is decoded.
+func TestRoundTripsOnlyWhenDecodingGivesTheRowBack(t *testing.T) {
+	cases := []struct {
+		name string
+		row  stagedRow
+		want bool
+	}{
+		{"text columns", stagedRow{N: 1, Pos: api.Position{Line: 2}, Cols: map[string]any{"host": "a<b>&\u2028", "ram": "4"}}, true},
+		{"an empty column", stagedRow{N: 2, Cols: map[string]any{"host": "", "ram": nil}}, true},
+		{"no columns", stagedRow{N: 3, Pos: api.Position{Line: 4}, Cols: map[string]any{}, Err: "line 4: 2 fields, the header has 3"}, true},
+		{"a paged row", stagedRow{N: 4, Pos: api.Position{Page: "c1", Index: 3, Key: "k"}, Cols: map[string]any{"cn": "x"}, Next: "c2", Last: true}, true},
+		{"a number (JSON source)", stagedRow{N: 5, Cols: map[string]any{"ram": 4}}, false},
+		{"a bool", stagedRow{N: 6, Cols: map[string]any{"on": true}}, false},
+		{"invalid UTF-8 in a value", stagedRow{N: 7, Cols: map[string]any{"host": "a\xffb"}}, false},
+		{"invalid UTF-8 in a name", stagedRow{N: 8, Cols: map[string]any{"h\xff": "a"}}, false},
+		{"invalid UTF-8 in the reason", stagedRow{N: 9, Err: "bad \xfe"}, false},
+	}
+	for _, c := range cases {
+		if got := roundTrips(c.row); got != c.want {
+			t.Errorf("%s: roundTrips %v, want %v", c.name, got, c.want)
+			continue
+		}
+		if !c.want {
+			continue
+		}
+		b, err := json.Marshal(c.row)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := decodeStaged(joinPage(`{"rows":[`, [][]byte{b}, len(b)))
+		want := c.row
+		if len(want.Cols) == 0 {
+			want.Cols = nil // as publishRows keeps it
+		}
+		if err != nil || len(back) != 1 || !reflect.DeepEqual(back[0], want) {
+			t.Errorf("%s: decoded %+v (%v), kept %+v", c.name, back, err, want)
+		}
 	}
 }

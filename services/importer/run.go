@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
@@ -131,6 +132,85 @@ type runState struct {
 	// the run were counted inserted for, so that a CI is inserted by one row only.
 	doubt       int64
 	insertedCIs map[string]bool
+	// feed (nil: none) takes the pages this process stages to the transform as they are
+	// acknowledged; set before staging starts, only by execute.
+	feed *feed
+}
+
+// feed hands the pages a run stages to its transform in the same process, with their
+// stream sequences, instead of the transform reading them back from IMPORTS. Reading them
+// back cost the hub the server's delivery of every page and, worse, its message-block
+// loads: a block read within 10 s of its last write stays cached (8 MiB a block) until
+// then, and those buffers were most of the hub's peak heap while a 1 GB CSV was staged.
+// The stream stays the record: a resumed run, a re-transform and `runs show` read it.
+type feed struct {
+	// base is the last row staged before this process's staging began: rows up to it are
+	// read from the stream, the rest come through pages.
+	base  int64
+	pages chan fedPage
+	done  chan struct{} // closed when the transform returns: staging feeds no more
+}
+
+// fedPage is a staged page: its stream sequence and the message's data, and its rows when
+// they are what decoding the data gives (roundTrips): text columns need no decoding back.
+type fedPage struct {
+	seq  uint64
+	data []byte
+	rows []stagedRow // nil: decode data
+}
+
+// roundTrips tells whether decoding r's JSON gives r back, so that the transform of a row
+// handed over in process is the transform of the row read back from the stream: its
+// columns are text or nothing (JSON numbers come back as float64) and every string is
+// valid UTF-8 (encoding/json replaces invalid bytes).
+func roundTrips(r stagedRow) bool {
+	for k, v := range r.Cols {
+		if !utf8.ValidString(k) {
+			return false
+		}
+		switch t := v.(type) {
+		case nil:
+		case string:
+			if !utf8.ValidString(t) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	p := r.Pos
+	for _, s := range [...]string{r.Err, r.Next, p.Sheet, p.Cell, p.Record, p.Page, p.Key} {
+		if !utf8.ValidString(s) {
+			return false
+		}
+	}
+	return true
+}
+
+// feedPages is how many staged pages wait for the transform at most (256 KiB each at
+// most): staging runs no further ahead of the transform than this. The transform takes up
+// to feedPages at once, waiting up to feedWait (real time, as a fetch's wait) for them.
+const (
+	feedPages = 8
+	feedWait  = 250 * time.Millisecond
+)
+
+var errTransformStopped = errors.New("the transform stopped")
+
+func newFeed(base int64) *feed {
+	return &feed{base: base, pages: make(chan fedPage, feedPages), done: make(chan struct{})}
+}
+
+// send waits until the transform takes p (or stopped, or ctx ended).
+func (f *feed) send(ctx context.Context, p fedPage) error {
+	select {
+	case f.pages <- p:
+		return nil
+	case <-f.done:
+		return errTransformStopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // markStep is how far ahead SentMark is saved: one run record write per markStep payloads.
@@ -170,13 +250,39 @@ func (s *service) execute(ctx context.Context, rs *runState) {
 	rs.dirty = true
 	id := rs.rec.ID
 	staging := !rs.rec.StagingDone
+	set := rs.rec.Set
 	rs.mu.Unlock()
 	var wg sync.WaitGroup
 	if staging {
-		wg.Add(1)
-		go func() { defer wg.Done(); s.stage(ctx, rs) }()
+		// Where staging resumes, and so which rows the transform reads from the stream.
+		last, err := s.lastStaged(ctx, set)
+		switch {
+		case ctx.Err() != nil:
+			// stopping: the run resumes at the next start
+		case err != nil:
+			rs.mu.Lock()
+			rs.fatal = fmt.Sprintf("staging: %v", err)
+			rs.rec.StagingDone = true
+			rs.dirty = true
+			rs.mu.Unlock()
+		default:
+			base := int64(0)
+			if last != nil {
+				base = last.N
+			}
+			rs.feed = newFeed(base)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer close(rs.feed.pages)
+				s.stage(ctx, rs, last)
+			}()
+		}
 	}
 	err := s.transform(ctx, rs)
+	if rs.feed != nil {
+		close(rs.feed.done)
+	}
 	wg.Wait()
 	if ctx.Err() != nil {
 		return // stopping: the run resumes at the next start
@@ -300,8 +406,9 @@ func (s *service) scan(ctx context.Context, subject string, from uint64, each fu
 	return nil
 }
 
-// stage reads the run's file into the import set, after the rows staged before a restart.
-func (s *service) stage(ctx context.Context, rs *runState) {
+// stage reads the run's file into the import set, after the rows staged before a restart
+// (last: the last of them, nil if none).
+func (s *service) stage(ctx context.Context, rs *runState, last *stagedRow) {
 	rs.mu.Lock()
 	rec := *rs.rec
 	rs.mu.Unlock()
@@ -314,11 +421,6 @@ func (s *service) stage(ctx context.Context, rs *runState) {
 		rs.signal()
 	}
 	staged := int64(0)
-	last, err := s.lastStaged(ctx, rec.Set)
-	if err != nil {
-		fail("staging: %v", err)
-		return
-	}
 	if last != nil {
 		staged = last.N
 	}
@@ -327,6 +429,7 @@ func (s *service) stage(ctx context.Context, rs *runState) {
 		return
 	}
 	var path string
+	var err error
 	if rec.Src != nil {
 		path, err = s.spoolSiteFile(ctx, rec)
 	} else {
@@ -414,7 +517,8 @@ func (s *service) lastStaged(ctx context.Context, set string) (*stagedRow, error
 
 // publishRows stages rows, in pages of at most pageRows rows and about pageBytes, and
 // waits for the stream's acks; the rows are sent again whole on a failure (page ids
-// deduplicate) so that no row is missing before a later one.
+// deduplicate) so that no row is missing before a later one. Once acknowledged, the pages
+// go to the run's transform (rs.feed) with their stream sequences.
 func (s *service) publishRows(ctx context.Context, rs *runState, rows []source.Row) error {
 	if len(rows) == 0 {
 		return nil
@@ -423,19 +527,25 @@ func (s *service) publishRows(ctx context.Context, rs *runState, rows []source.R
 	set := rs.rec.Set
 	rs.mu.Unlock()
 	var msgs []*nats.Msg
-	page := make([]json.RawMessage, 0, min(len(rows), pageRows))
+	var fed []fedPage // the pages for the feed, rows kept when they round-trip
+	page := make([][]byte, 0, min(len(rows), pageRows))
+	var pageRowsKept []stagedRow
+	exact := true
 	first, size := int64(0), 0
 	cut := func(last int64) {
-		b, _ := json.Marshal(struct {
-			Rows []json.RawMessage `json:"rows"`
-		}{page})
-		msg := &nats.Msg{Subject: rowsSubject(set), Data: b, Header: nats.Header{}}
+		msg := &nats.Msg{Subject: rowsSubject(set), Data: joinPage(`{"rows":[`, page, size), Header: nats.Header{}}
 		msg.Header.Set(jetstream.MsgIDHeader, set+".r."+strconv.FormatInt(first, 10)+"-"+strconv.FormatInt(last, 10))
 		msgs = append(msgs, msg)
-		page, size = page[:0:0], 0
+		f := fedPage{data: msg.Data}
+		if exact {
+			f.rows = pageRowsKept
+		}
+		fed = append(fed, f)
+		page, size, pageRowsKept, exact = page[:0], 0, nil, true
 	}
 	for i, r := range rows {
-		b, merr := json.Marshal(stagedRow{N: r.N, Pos: r.Pos, Cols: r.Cols, Err: r.Err, Next: r.Next, Last: r.Last})
+		sr := stagedRow{N: r.N, Pos: r.Pos, Cols: r.Cols, Err: r.Err, Next: r.Next, Last: r.Last}
+		b, merr := json.Marshal(sr)
 		if merr != nil {
 			b, _ = json.Marshal(stagedRow{N: r.N, Pos: r.Pos, Err: "row not storable: " + merr.Error()})
 		}
@@ -447,6 +557,16 @@ func (s *service) publishRows(ctx context.Context, rs *runState, rows []source.R
 		}
 		page = append(page, b)
 		size += len(b)
+		if rs.feed != nil && exact {
+			if merr != nil || !roundTrips(sr) {
+				exact = false
+			} else {
+				if len(sr.Cols) == 0 {
+					sr.Cols = nil // omitted when empty: decoded as none
+				}
+				pageRowsKept = append(pageRowsKept, sr)
+			}
+		}
 		if len(page) == pageRows {
 			cut(r.N)
 		}
@@ -455,6 +575,7 @@ func (s *service) publishRows(ctx context.Context, rs *runState, rows []source.R
 		cut(rows[len(rows)-1].N)
 	}
 	var err error
+	seqs := make([]uint64, len(msgs))
 	for attempt := 0; attempt < 3; attempt++ {
 		if attempt > 0 {
 			select {
@@ -473,9 +594,10 @@ func (s *service) publishRows(ctx context.Context, rs *runState, rows []source.R
 			}
 			futures = append(futures, f)
 		}
-		for _, f := range futures {
+		for i, f := range futures {
 			select {
-			case <-f.Ok():
+			case ack := <-f.Ok():
+				seqs[i] = ack.Sequence // a duplicate's ack names the page's first copy
 			case e := <-f.Err():
 				err = e
 			case <-ctx.Done():
@@ -489,10 +611,32 @@ func (s *service) publishRows(ctx context.Context, rs *runState, rows []source.R
 			rs.moved = s.clock.Now()
 			rs.mu.Unlock()
 			rs.signal()
+			if rs.feed != nil {
+				for i, f := range fed {
+					f.seq = seqs[i]
+					if err := rs.feed.send(ctx, f); err != nil {
+						return err
+					}
+				}
+			}
 			return nil
 		}
 	}
 	return err
+}
+
+// joinPage is a page message: open, the items comma-separated, "]}". Each item is already
+// compact JSON: encoding them again as json.RawMessage would only copy and re-validate them.
+func joinPage(open string, items [][]byte, size int) []byte {
+	b := make([]byte, 0, len(open)+size+len(items)+2)
+	b = append(b, open...)
+	for i, it := range items {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, it...)
+	}
+	return append(b, "]}"...)
 }
 
 // A staged page holds at most pageRows rows, and no more than about pageBytes unless one
@@ -556,86 +700,164 @@ func sourceFormat(filename string, o api.FileOptions) (string, error) {
 
 // transform follows the import set as it is staged: each row's outcome is decided here or,
 // for a payload, by the CMDB's receipt. It returns once every staged row has an outcome.
+// The rows staged before this process (a resumed run, a re-transform) are read from the
+// stream; those this process stages come through the run's feed.
 func (s *service) transform(ctx context.Context, rs *runState) error {
 	rs.mu.Lock()
-	set, id := rs.rec.Set, rs.rec.ID
+	set := rs.rec.Set
 	observed := rs.rec.Observed
+	upTo := rs.rec.Counters.Staged // no feed: staging is done (or failed) and this is all
 	rs.mu.Unlock()
+	if rs.feed != nil {
+		upTo = rs.feed.base
+	}
+	if upTo > 0 {
+		if err := s.transformStaged(ctx, rs, set, observed, upTo); err != nil || ctx.Err() != nil {
+			return err
+		}
+	}
+	if rs.feed != nil {
+		pages := make([]fedPage, 0, feedPages)
+		for open := true; open; {
+			select {
+			case <-ctx.Done():
+				return nil
+			case p, ok := <-rs.feed.pages:
+				if !ok {
+					open = false
+					break
+				}
+				pages = append(pages[:0], p)
+			}
+			// More pages, up to feedPages or for feedWait (what a fetch from the stream
+			// gathered): their rows share CMDB payloads — one page's rows spread over every
+			// partition would make payloads of a few rows — and one wait for acks.
+			if open && len(pages) < feedPages {
+				wait := time.NewTimer(feedWait)
+			gather:
+				for len(pages) < feedPages {
+					select {
+					case p, ok := <-rs.feed.pages:
+						if !ok {
+							open = false
+							break gather
+						}
+						pages = append(pages, p)
+					case <-wait.C:
+						break gather
+					case <-ctx.Done():
+						wait.Stop()
+						return nil
+					}
+				}
+				wait.Stop()
+			}
+			if len(pages) == 0 {
+				continue
+			}
+			if _, err := s.transformPages(ctx, rs, observed, pages, 0); err != nil || ctx.Err() != nil {
+				return err
+			}
+			pages = pages[:0]
+		}
+	}
+	return s.awaitReceipts(ctx, rs)
+}
+
+// transformStaged transforms the rows of the import set up to row upTo, read from the stream.
+func (s *service) transformStaged(ctx context.Context, rs *runState, set string, observed time.Time, upTo int64) error {
 	cons, err := s.imp.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{rowsSubject(set)}})
 	if err != nil {
 		return fmt.Errorf("read the import set %s: %w", set, err)
 	}
 	var read int64 // ordinal of the last staged row read
-	for {
-		rs.mu.Lock()
-		staged, stagingDone := rs.rec.Counters.Staged, rs.rec.StagingDone
-		rs.mu.Unlock()
-		if stagingDone && read >= staged {
-			break
-		}
-		batch, err := cons.Fetch(8, jetstream.FetchMaxWait(250*time.Millisecond)) // pages of up to 256 rows
+	pages := make([]fedPage, 0, feedPages)
+	for read < upTo {
+		batch, err := cons.Fetch(feedPages, jetstream.FetchMaxWait(250*time.Millisecond)) // pages of up to 256 rows
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("read the import set %s: %w", set, err)
 		}
-		got := 0
-		// The rows' payloads go out asynchronously and their acks are awaited once per
-		// fetch: waiting for each publish's ack would bound a run to one row per round trip.
-		// Rows bound for one CMDB partition travel together, RowsPerPayload to a payload.
-		pubs := s.pub.Batch()
-		out := newOutgoing(s, rs, id, pubs)
+		pages = pages[:0]
 		for msg := range batch.Messages() {
-			got++
-			rows, err := decodeStaged(msg.Data())
-			if err != nil {
-				continue
-			}
-			md, _ := msg.Metadata()
 			seq := uint64(0)
-			if md != nil {
+			if md, _ := msg.Metadata(); md != nil {
 				seq = md.Sequence.Stream
 			}
-			for _, row := range rows {
-				read = row.N
-				if err := s.transformRow(ctx, rs, observed, row, seq, out); err != nil {
-					_ = pubs.Wait(context.WithoutCancel(ctx))
-					return err
-				}
-			}
-		}
-		if err := out.flushAll(ctx); err != nil {
-			_ = pubs.Wait(context.WithoutCancel(ctx))
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		if err := pubs.Wait(ctx); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("send rows to the CMDB: %w", err)
+			pages = append(pages, fedPage{seq: seq, data: msg.Data()})
 		}
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
-			if ctx.Err() != nil {
-				return nil
-			}
 			return fmt.Errorf("read the import set %s: %w", set, err)
 		}
-		if got == 0 && stagingDone {
-			// Everything is staged yet rows are missing: the set aged out of IMPORTS.
+		if len(pages) == 0 {
+			// Every row up to upTo is staged yet rows are missing: the set aged out of IMPORTS.
 			if info, err := cons.Info(ctx); err == nil && info.NumPending == 0 {
 				return fmt.Errorf("the import set %s holds %d rows of %d: staged rows are kept 7 days (IMPORTS); upload the file again",
-					set, read, staged)
+					set, read, upTo)
+			}
+			continue
+		}
+		last, err := s.transformPages(ctx, rs, observed, pages, upTo)
+		if err != nil {
+			return err
+		}
+		read = max(read, last)
+	}
+	return nil
+}
+
+// transformPages transforms staged pages' rows (those after upTo left out, when upTo > 0:
+// they come through the feed), sends their payloads and waits for the sends' acks: rows
+// bound for one CMDB partition travel together, RowsPerPayload to a payload. last is the
+// highest row number the pages hold.
+func (s *service) transformPages(ctx context.Context, rs *runState, observed time.Time, pages []fedPage, upTo int64) (last int64, err error) {
+	rs.mu.Lock()
+	id := rs.rec.ID
+	rs.mu.Unlock()
+	// The rows' payloads go out asynchronously and their acks are awaited once per call:
+	// waiting for each publish's ack would bound a run to one row per round trip.
+	pubs := s.pub.Batch()
+	out := newOutgoing(s, rs, id, pubs)
+	for _, p := range pages {
+		rows := p.rows
+		if rows == nil {
+			var err error
+			if rows, err = decodeStaged(p.data); err != nil {
+				continue
+			}
+		}
+		if len(rows) > 0 {
+			last = max(last, rows[len(rows)-1].N)
+		}
+		for _, row := range rows {
+			if upTo > 0 && row.N > upTo {
+				break
+			}
+			if err := s.transformRow(ctx, rs, observed, row, p.seq, out); err != nil {
+				_ = pubs.Wait(context.WithoutCancel(ctx))
+				return last, err
 			}
 		}
 	}
-	return s.awaitReceipts(ctx, rs)
+	if err := out.flushAll(ctx); err != nil {
+		_ = pubs.Wait(context.WithoutCancel(ctx))
+		if ctx.Err() != nil {
+			return last, nil
+		}
+		return last, err
+	}
+	if err := pubs.Wait(ctx); err != nil {
+		if ctx.Err() != nil {
+			return last, nil
+		}
+		return last, fmt.Errorf("send rows to the CMDB: %w", err)
+	}
+	return last, nil
 }
 
 func (s *service) transformRow(ctx context.Context, rs *runState, observed time.Time, row stagedRow, seq uint64, out *outgoing) error {
@@ -1045,21 +1267,18 @@ func outcomeNATSMsgs(run string, outs []outcomeMsg) []*nats.Msg {
 	}
 	var msgs []*nats.Msg
 	for _, kind := range kinds {
-		page := make([]json.RawMessage, 0, min(len(byKind[kind]), pageRows))
+		page := make([][]byte, 0, min(len(byKind[kind]), pageRows))
 		var ns []int64
 		size := 0
 		cut := func() {
-			b, _ := json.Marshal(struct {
-				Outcomes []json.RawMessage `json:"outcomes"`
-			}{page})
-			msg := &nats.Msg{Subject: outcomeSubject(run, kind), Data: b, Header: nats.Header{}}
+			msg := &nats.Msg{Subject: outcomeSubject(run, kind), Data: joinPage(`{"outcomes":[`, page, size), Header: nats.Header{}}
 			id := run + ".o." + strconv.FormatInt(ns[0], 10)
 			if len(ns) > 1 {
 				id += "-" + strconv.FormatInt(ns[len(ns)-1], 10) + "-" + strconv.Itoa(len(ns))
 			}
 			msg.Header.Set(jetstream.MsgIDHeader, id)
 			msgs = append(msgs, msg)
-			page, ns, size = page[:0:0], nil, 0
+			page, ns, size = page[:0], nil, 0
 		}
 		for _, o := range byKind[kind] {
 			b, _ := json.Marshal(o)

@@ -263,9 +263,9 @@ func (s *service) serve(ctx context.Context) error {
 	s.closing = false
 	s.mu.Unlock()
 	// a triggered run belongs to the service's context, not to the message's
-	if err := router.Handle("orchestration-triggers", TriggersConsumer, bus.Decoded(func(mctx context.Context, meta envelope.Meta, c *envelope.Change) error {
+	if err := router.Handle("orchestration-triggers", TriggersConsumer, s.watchedChanges(bus.Decoded(func(mctx context.Context, meta envelope.Meta, c *envelope.Change) error {
 		return s.handleChange(mctx, ctx, &wg, meta, c)
-	})); err != nil {
+	}))); err != nil {
 		return err
 	}
 	if err := s.resume(ctx, &wg); err != nil {

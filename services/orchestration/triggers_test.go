@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
+
 	api "github.com/outpost-dev/outpost/libs/api/orchestration"
 	"github.com/outpost-dev/outpost/libs/bus"
 	"github.com/outpost-dev/outpost/libs/envelope"
@@ -171,6 +173,23 @@ steps:
 	}
 	if n != 1 {
 		t.Errorf("after a redelivery %d runs, want 1", n)
+	}
+
+	// Change events of classes no trigger watches are acknowledged undecoded; a watched
+	// class's, or one whose subject names no class, go on to be decoded.
+	for _, c := range []struct {
+		subject string
+		want    bool
+	}{{"cmdb.changed.linux_server", true}, {"cmdb.changed.windows_server", false}, {"cmdb.changed.software", false}, {"", true}} {
+		passed := false
+		handler := h.svc.watchedChanges(func(*message.Message) error { passed = true; return nil })
+		msg := message.NewMessage("m1", []byte("not decoded"))
+		if c.subject != "" {
+			msg.Metadata.Set(bus.MetaSubject, c.subject)
+		}
+		if err := handler(msg); err != nil || passed != c.want {
+			t.Errorf("subject %q: passed on %v (err %v), want %v", c.subject, passed, err, c.want)
+		}
 	}
 }
 

@@ -23,7 +23,7 @@ import (
 //	  CSV → CMDB, OUTPOST_BENCH_IMPORT_ROWS rows (default 100,000) on SQLite and PostgreSQL:
 //	  rows/s from the upload to the run's completion (every row inserted), and the hub's peak RSS.
 //	go test ./services/outpost/e2e -run XXX -bench BenchmarkImportLargeCSV -benchtime 1x
-//	  a CSV of OUTPOST_BENCH_IMPORT_BYTES (default 1 GiB) staged and transformed with a map
+//	  a CSV of OUTPOST_BENCH_IMPORT_BYTES (default 1 GB) staged and transformed with a map
 //	  that ignores every row (the CMDB is not what is measured): the hub's peak RSS.
 
 func envInt(name string, def int64) int64 {
@@ -162,12 +162,23 @@ func BenchmarkImportCSV(b *testing.B) {
 					b.Fatalf("run %s %s %+v, want completed with %d inserted", run.State, run.Reason, run.Counters, rows)
 				}
 				rss = max(rss, peakRSS(b, h.proc.pid()))
+				saveHubLog(b, h)
 			}
 			b.ReportMetric(float64(rows)*float64(b.N)/elapsed.Seconds(), "rows/s")
 			b.ReportMetric(rss, "hub-peak-RSS-MB")
 			b.ReportMetric(float64(cpu.Microseconds())/float64(rows*int64(b.N)), "hub-cpu-µs/row")
 			b.ReportMetric(0, "ns/op")
 		})
+	}
+}
+
+// saveHubLog writes the hub's output to OUTPOST_BENCH_HUB_LOG when set (diagnosing a
+// bench: with GODEBUG=gctrace=1 in the environment, the hub's collections are in it).
+func saveHubLog(t testing.TB, h *testHub) {
+	if path := os.Getenv("OUTPOST_BENCH_HUB_LOG"); path != "" {
+		if err := os.WriteFile(path, h.proc.log.Bytes(), 0o600); err != nil {
+			t.Error(err)
+		}
 	}
 }
 
@@ -182,10 +193,12 @@ skip_if: 'true'
 `
 
 func BenchmarkImportLargeCSV(b *testing.B) {
-	size := envInt("OUTPOST_BENCH_IMPORT_BYTES", 1<<30)
+	// 1 GB (the issue's figure), not 1 GiB: import_uploads holds at most 1 GiB (libs/bus
+	// stores table) and a 1 GiB file with its chunks' headers is refused as over it.
+	size := envInt("OUTPOST_BENCH_IMPORT_BYTES", 1_000_000_000)
 	dir := b.TempDir()
 	csvPath, mapPath := filepath.Join(dir, "large.csv"), filepath.Join(dir, "map.yaml")
-	rows := writeBenchCSV(b, csvPath, 0, 1024, size) // 1 KiB rows: 1 GiB is a million rows
+	rows := writeBenchCSV(b, csvPath, 0, 1024, size) // 1 KiB rows: 1 GB is 976,562 rows
 	if err := os.WriteFile(mapPath, []byte(largeMap), 0o600); err != nil {
 		b.Fatal(err)
 	}
@@ -203,6 +216,7 @@ func BenchmarkImportLargeCSV(b *testing.B) {
 		}
 		rss = max(rss, peakRSS(b, h.proc.pid()))
 		b.Logf("%d MB CSV, %d rows: hub peak RSS %.0f MB (%.0f MB when idle)", size>>20, rows, rss, base)
+		saveHubLog(b, h)
 	}
 	b.ReportMetric(rss, "hub-peak-RSS-MB")
 	b.ReportMetric(float64(rows)*float64(b.N)/elapsed.Seconds(), "rows/s")
