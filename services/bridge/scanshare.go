@@ -6,6 +6,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/outpost-dev/outpost/libs/clock"
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/libs/probes/tcpscan"
 )
@@ -18,11 +19,29 @@ import (
 // runs scanHold scans already hands a further chunk back (a Nak with a delay) for a sibling
 // to take; after scanHandBacks deliveries it keeps it — a lone bridge, or siblings as busy,
 // loses nothing but the delay, and the consumer's MaxDeliver (20) is never reached this way.
+// The delay grows after the first few hand-backs (handBackDelay): with a fixed 2 s the
+// window was 24 s, and on a large range (a /18, or a low rate) where every bridge is busy
+// for longer than that, the chunks still waiting were kept by whichever bridge got their
+// last delivery — the lottery sharing is meant to avoid. A chunk whose deadline is near is
+// kept rather than bounced into a timeout.
 const (
-	scanHold          = 2
-	scanHandBacks     = 12
-	scanHandBackDelay = 2 * time.Second
+	scanHold             = 2
+	scanHandBacks        = 12
+	scanHandBackDelay    = 2 * time.Second
+	scanHandBackMaxDelay = 30 * time.Second
+	scanHandBackQuick    = 4 // deliveries handed back after scanHandBackDelay before it grows
 )
+
+// handBackDelay is the Nak delay of a chunk's delivery-th hand-back (1-based): 2 s for the
+// first scanHandBackQuick, then doubling up to scanHandBackMaxDelay — about 2.5 minutes over
+// scanHandBacks deliveries, well inside a scan chunk's deadline (10 minutes by default).
+func handBackDelay(delivery uint64) time.Duration {
+	d := scanHandBackDelay
+	for i := uint64(scanHandBackQuick); i < delivery && d < scanHandBackMaxDelay; i++ {
+		d *= 2
+	}
+	return min(d, scanHandBackMaxDelay)
+}
 
 // scanShare counts the tcp_scan probes this bridge holds and the chunks it handed back.
 type scanShare struct {
@@ -43,8 +62,9 @@ func (b *Bridge) shareScan(jm jetstream.Msg, capability string) (done func(), ha
 		return nothing, false // execute dead-letters what does not decode
 	}
 	if n := b.scans.held.Add(1); n > scanHold {
-		if md, err := jm.Metadata(); err == nil && md.NumDelivered < scanHandBacks {
-			if jm.NakWithDelay(scanHandBackDelay) == nil {
+		md, err := jm.Metadata()
+		if err == nil && md.NumDelivered < scanHandBacks && p.Deadline.Sub(clock.Or(b.clock).Now()) > 4*handBackDelay(md.NumDelivered) {
+			if jm.NakWithDelay(handBackDelay(md.NumDelivered)) == nil {
 				b.scans.held.Add(-1)
 				total := b.scans.handedBack.Add(1)
 				b.log.Debug("scan chunk handed back for a sibling bridge: this bridge's scan rate is taken", "probe", p.ID,

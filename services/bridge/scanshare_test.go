@@ -41,9 +41,13 @@ func TestScanChunksBeyondTheHoldGoBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	publish := func(id, kind, capability string) {
+	publish := func(id, kind, capability string, within ...time.Duration) {
+		deadline := time.Now().Add(time.Minute)
+		if len(within) > 0 {
+			deadline = time.Now().Add(within[0])
+		}
 		p := &envelope.Probe{ID: id, Run: "run-1", App: "discovery", Site: "lab", Priority: envelope.PriorityStandard,
-			Kind: kind, Capability: capability, Target: "127.77.117.0/28", Deadline: time.Now().Add(time.Minute)}
+			Kind: kind, Capability: capability, Target: "127.77.117.0/28", Deadline: deadline}
 		h, data, err := envelope.Encode(envelope.Meta{Source: "/services/test"}, p)
 		if err != nil {
 			t.Fatal(err)
@@ -72,13 +76,14 @@ func TestScanChunksBeyondTheHoldGoBack(t *testing.T) {
 		publish(fmt.Sprintf("scan-%d", i), tcpscan.Kind, tcpscan.Capability)
 	}
 	publish("banner-1", banner.Kind, banner.Capability)
+	publish("scan-late", tcpscan.Kind, tcpscan.Capability, 5*time.Second) // too near its deadline to bounce
 
 	b := &Bridge{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	var dones []func()
 	for _, want := range []struct {
 		id   string
 		back bool
-	}{{"scan-1", false}, {"scan-2", false}, {"scan-3", true}, {"banner-1", false}} {
+	}{{"scan-1", false}, {"scan-2", false}, {"scan-3", true}, {"banner-1", false}, {"scan-late", false}} {
 		m, id := next()
 		if id != want.id {
 			t.Fatalf("delivered %s, want %s", id, want.id)
@@ -91,11 +96,12 @@ func TestScanChunksBeyondTheHoldGoBack(t *testing.T) {
 			dones = append(dones, done)
 		}
 	}
-	if n := b.scans.held.Load(); n != 2 {
-		t.Fatalf("%d scans held, want 2", n)
+	if n := b.scans.held.Load(); n != 3 {
+		t.Fatalf("%d scans held, want 3 (two, and the one kept near its deadline)", n)
 	}
-	dones[0]()      // scan-1 done: the bridge can take a chunk again
-	m, id := next() // scan-3 again, after the hand-back delay
+	dones[0]()            // scan-1 done
+	dones[len(dones)-1]() // scan-late done: the bridge can take a chunk again
+	m, id := next()       // scan-3 again, after the hand-back delay
 	md, _ := m.Metadata()
 	if id != "scan-3" || md.NumDelivered != 2 {
 		t.Fatalf("delivered %s (delivery %d), want scan-3's second delivery", id, md.NumDelivered)
@@ -105,5 +111,27 @@ func TestScanChunksBeyondTheHoldGoBack(t *testing.T) {
 	}
 	if n := b.scans.handedBack.Load(); n != 1 {
 		t.Errorf("%d chunks handed back, want 1", n)
+	}
+}
+
+// The hand-back delay stays short for the first deliveries (an idle sibling takes the chunk
+// soon) and then grows, so that a chunk waits about two and a half minutes for a free bridge
+// before one keeps it, not 24 s.
+func TestHandBackDelay(t *testing.T) {
+	for _, c := range []struct {
+		delivery uint64
+		want     time.Duration
+	}{{1, 2 * time.Second}, {4, 2 * time.Second}, {5, 4 * time.Second}, {6, 8 * time.Second}, {7, 16 * time.Second},
+		{8, 30 * time.Second}, {11, 30 * time.Second}, {40, 30 * time.Second}} {
+		if got := handBackDelay(c.delivery); got != c.want {
+			t.Errorf("handBackDelay(%d) = %v, want %v", c.delivery, got, c.want)
+		}
+	}
+	var window time.Duration
+	for d := uint64(1); d < scanHandBacks; d++ {
+		window += handBackDelay(d)
+	}
+	if window < 2*time.Minute || window > 5*time.Minute {
+		t.Errorf("a chunk is handed back for %v in all; want 2 to 5 minutes (well inside a chunk's 10-minute deadline)", window)
 	}
 }
