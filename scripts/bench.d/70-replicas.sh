@@ -5,12 +5,16 @@
 # starts RUNS discoveries at once (one per /25 of the lab) and waits for all; CPU comes from every
 # replica's /metrics (process_cpu_seconds_total), the bridge's from /proc. Writes markdown.
 #
-#   scripts/bench.d/70-replicas.sh          BENCH_REPLICAS_HOSTS (120), BENCH_REPLICAS_COUNT (3 rounds per N)
+#   scripts/bench.d/70-replicas.sh          BENCH_REPLICAS_HOSTS (120), BENCH_REPLICAS_COUNT (3 rounds per N),
+#                                           BENCH_REPLICAS_N ("1 2 3": the replica counts measured),
+#                                           BENCH_REPLICAS_KEEP (a dir: every process's log is copied there at the end)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 HOSTS=${BENCH_REPLICAS_HOSTS:-120}
 COUNT=${BENCH_REPLICAS_COUNT:-3}
+NS=${BENCH_REPLICAS_N:-1 2 3}
+KEEP=${BENCH_REPLICAS_KEEP:-}
 LAB=127.77.154.0/23 # four /25 runs; nothing else in the repository uses 127.77.154-155
 RANGES="127.77.154.0/25 127.77.154.128/25 127.77.155.0/25 127.77.155.128/25"
 tmp=$(mktemp -d)
@@ -19,6 +23,10 @@ cleanup() {
 	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 	scripts/cluster.sh down "$tmp/c" >/dev/null 2>&1 || true
+	if [ -n "$KEEP" ]; then # the logs outlive the temp dir: a failed round can be read afterwards
+		mkdir -p "$KEEP" && cp "$tmp"/*.log "$tmp"/*.json "$KEEP"/ 2>/dev/null || true
+		find "$tmp/c" -name '*.log' -exec cp {} "$KEEP"/ \; 2>/dev/null || true
+	fi
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -30,6 +38,15 @@ waitfor() { # waitfor SECONDS CMD...
 	until "$@" >/dev/null 2>&1; do [ $SECONDS -lt $end ] || return 1; sleep 0.5; done
 }
 now() { date +%s.%N; }
+jsz() { # jsz TAG: with KEEP, each node's view of the runs and leases buckets (allow_direct, leader, lag) for the record
+	[ -n "$KEEP" ] || return 0
+	mkdir -p "$KEEP"
+	local f m
+	for f in "$tmp"/c/conf/n*.conf; do
+		m=$(awk '$1=="http:" {print $2}' "$f")
+		curl -fsS "http://$m/jsz?accounts=true&streams=true&config=true" >"$KEEP/jsz-$1-$(basename "$f" .conf).json" 2>/dev/null || true
+	done
+}
 
 nice -n 15 go build -o bin/outpost ./services/outpost/cmd/outpost
 nice -n 15 go build -o bin/outpost-bridge ./services/bridge/cmd/outpost-bridge
@@ -111,7 +128,8 @@ one_round() {
 	for i in $(seq 1 "$n"); do d1+=("$(cpu_metrics "$tmp/$pre-$i")"); done
 	h1=$(cpu_metrics "$tmp/hub"); b1=$(cpu_proc "$brpid")
 	local counts per="" sum=0
-	counts=$(for id in "${ids[@]}"; do op runs show "$id" -o json; done | python3 -c '
+	# a run that cannot be shown counts as not completed ("unreadable"), not as a smaller round
+	counts=$(for id in "${ids[@]}"; do op runs show "$id" -o json || printf '{"id":"%s","state":"unreadable","counters":{"addresses":0,"classified":0}}\n' "$id"; done | python3 -c '
 import json,sys
 dec=json.JSONDecoder(); s=sys.stdin.read().strip(); a=c=0; bad=[]
 while s:
@@ -127,7 +145,7 @@ print(a,c,";".join(bad) or "-")')
 }
 
 rows=()
-for n in 0 1 2 3; do # 0: a warm-up round with one replica (the CMDB's first CIs), not reported
+for n in 0 $NS; do # 0: a warm-up round with one replica (the CMDB's first CIs), not reported
 	k=$((n == 0 ? 1 : n)); dp=()
 	for i in $(seq 1 "$k"); do
 		serve "d$n-$i" discovery
@@ -137,6 +155,7 @@ for n in 0 1 2 3; do # 0: a warm-up round with one replica (the CMDB's first CIs
 	for i in $(seq 1 "$k"); do waitfor 120 test -s "$tmp/d$n-$i/metrics.addr" || die "replica d$n-$i wrote no metrics.addr: $(tail -n 3 "$tmp/d$n-$i.log")"; done
 	waitfor 180 op runs ls -o json || die "no discovery replica answers (N=$k): $(tail -n 3 "$tmp/d$n-1.log")"
 	[ "$n" = 0 ] && add_creds
+	jsz "d$n"
 	rounds=$([ "$n" = 0 ] && echo 1 || echo "$COUNT")
 	for r in $(seq 1 "$rounds"); do
 		say "== discovery replicas=$k round $r$([ "$n" = 0 ] && echo ' (warm-up)')"
@@ -168,8 +187,9 @@ for row in "${rows[@]}"; do
 	echo "| $1 | $2 | $4 | $5 | $3 s | $(awk -v a="$4" -v w="$3" 'BEGIN{printf "%.1f", a/w}') | $7 s (${10}) | $(awk -v c="$7" -v a="$4" 'BEGIN{printf "%.2f", 1000*c/a}') ms | $8 s | $9 s | $6 |"
 done
 echo
-echo "Discovery replicas are active/standby today (services/discovery/active.go: one lease, \`discovery.active\`): the"
-echo "active replica advances every run and the others wait for its lease, so a 2nd and 3rd replica add"
-echo "availability, not throughput — the standby replicas' CPU above is their idle cost. Sharing runs across active"
-echo "replicas (per-run leases, issue 18 item 1) is what would let N replicas go faster; on this 2-core machine even"
-echo "then the bridge, the hub process and three nats-server nodes share the same cores."
+echo "Discovery replicas share runs (the default; services/discovery/owner.go): each run is owned by the replica"
+echo "holding its lease, free runs are taken up to a fair share (live runs / live replicas), and a result of a run"
+echo "another replica owns is handed to the owner. The per-replica CPU column shows how the runs were spread. What it"
+echo "costs: the handovers between replicas add CPU in all, and on this 2-core machine N replicas share the cores"
+echo "with the bridge, the hub process and three nats-server nodes, so more replicas need not finish sooner here —"
+echo "the figure that says whether work is shared is the per-replica CPU, not the wall time."

@@ -2,7 +2,10 @@ package discovery
 
 import "context"
 
-// ActiveLeaseKey is the key of the leases bucket held by the replica that runs discovery.
+// ActiveLeaseKey is the key of the leases bucket held by the replica that runs discovery's
+// schedules and retention; with ShareRuns off (`--discovery-standby`), by the replica that
+// runs everything, as described here. With ShareRuns (the default) runs are shared, each
+// owned through a lease of its own (owner.go).
 //
 // A run's state lives in the memory of the replica that advances it (written through to KV
 // for restarts), so two replicas must never advance the same runs. Replicas are therefore

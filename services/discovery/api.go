@@ -214,8 +214,12 @@ func (s *service) startWithID(ctx context.Context, id string, req StartRequest, 
 
 func (s *service) readRun(ctx context.Context, id string) (*RunRecord, error) {
 	e, err := s.kvRuns.Get(ctx, id)
-	if err != nil {
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, bus.Errorf(404, "run %q not found", id)
+	}
+	if err != nil {
+		// not a 404: the run may well exist (a cluster node lost, a leader being elected)
+		return nil, bus.Errorf(503, "run %q cannot be read now, try again: %v", id, err)
 	}
 	var r RunRecord
 	if err := json.Unmarshal(e.Value(), &r); err != nil || r.Site == "" {

@@ -66,10 +66,10 @@ type Config struct {
 	// Replica names this process in run leases (default: a random id).
 	Replica string
 	// ShareRuns makes every replica active, each run owned by one of them through a lease
-	// of its own (owner.go); off (the default), replicas are active/standby on one lease
-	// (active.go). Schedules and retention have the one lease either way. Off by default
-	// until its reads of run records on a NATS cluster are consistent: on the 3-node bench
-	// one of two replicas saw completed runs as missing (docs/architecture.md).
+	// of its own (owner.go; the default); off, replicas are active/standby on one lease
+	// (active.go: `outpost up|serve --discovery-standby`). Schedules and retention have the
+	// one lease either way. Which replica owns a run is decided from reads of the runs and
+	// leases buckets, which on a cluster go to their stream leaders (leaderkv.go).
 	ShareRuns bool
 	// Hooks are a test's crash points (hooks.go); nil in production.
 	Hooks Hooks
@@ -84,7 +84,7 @@ func DefaultConfig() Config {
 		ChunkSize: 1024, ChunksPerBridge: 4, MinChunk: 64, Ports: append([]int(nil), DefaultPorts...), SNMPEveryAddress: true,
 		MaxRunTime: time.Hour, ProbeTimeout: 2 * time.Minute, ScanTimeout: 10 * time.Minute, ProbeResends: 3,
 		Partitions: 8, Tick: 250 * time.Millisecond, ReceiptWait: 60 * time.Second, ActiveLease: 10 * time.Second,
-		Retention: DefaultRetention, PruneEvery: time.Hour,
+		Retention: DefaultRetention, PruneEvery: time.Hour, ShareRuns: true,
 	}
 }
 

@@ -175,7 +175,11 @@ func (o *owner) keepNew(ctx context.Context) bool {
 }
 
 // claim is one pass over the runs bucket: the live runs are counted and free ones taken,
-// oldest first, while this replica owns fewer than its share.
+// oldest first, while this replica owns fewer than its share. A record that cannot be read
+// is reported (the first few) but does not stop the pass: the runs that can be read are
+// still taken. Records are read through the runs stream's leader on a cluster
+// (leaderkv.go): a replica that read them from a follower, or through a handle left with
+// direct gets, saw runs as missing and took none.
 func (o *owner) claim(ctx context.Context) error {
 	keys, err := o.s.kvRuns.ListKeys(ctx)
 	if errors.Is(err, jetstream.ErrNoKeysFound) {
@@ -190,6 +194,7 @@ func (o *owner) claim(ctx context.Context) error {
 		created time.Time
 	}
 	var free []cand
+	var unread []error // records that could not be read: the others are still taken
 	seen := map[string]bool{}
 	live := int64(0)
 	for k := range keys.Keys() {
@@ -209,7 +214,10 @@ func (o *owner) claim(ctx context.Context) error {
 		}
 		r, ok, err := o.record(ctx, k)
 		if err != nil {
-			return err
+			if len(unread) < 3 {
+				unread = append(unread, fmt.Errorf("run %s: %w", k, err))
+			}
+			continue
 		}
 		if !ok {
 			continue
@@ -228,13 +236,13 @@ func (o *owner) claim(ctx context.Context) error {
 	slices.SortFunc(free, func(a, b cand) int { return cmp.Or(a.created.Compare(b.created), cmp.Compare(a.id, b.id)) })
 	for _, c := range free {
 		if ctx.Err() != nil || o.owned() >= o.share(live) {
-			return nil
+			break
 		}
 		if _, err := o.take(ctx, c.id); err != nil {
 			o.s.log.Warn("discovery: cannot take run", "run", c.id, "err", err)
 		}
 	}
-	return nil
+	return errors.Join(unread...)
 }
 
 // record reads a run record: ok false when the key is no run this replica could take

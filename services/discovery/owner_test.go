@@ -164,6 +164,15 @@ func TestReplicasShareRuns(t *testing.T) {
 			if who := h.runHolder(ctx, id); who != "" && holders[id] == "" {
 				holders[id] = who
 			}
+			// while each run is owned by one replica, either answers run_get of it (the
+			// other from the shared record): a run that exists is never "not found"
+			var v RunView
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := bus.Request(rctx, h.nc, Service, "run_get", IDRequest{ID: id}, &v)
+			cancel()
+			if err != nil && strings.Contains(err.Error(), "not found") {
+				t.Fatalf("run_get %s while it runs (leases %v): %v", id, holders, err)
+			}
 		}
 		a, b := holders[ids[0]], holders[ids[1]]
 		if a == "" || b == "" || a == b {
@@ -174,6 +183,27 @@ func TestReplicasShareRuns(t *testing.T) {
 	for i, id := range ids {
 		v := h.waitRun(ctx, id, 180*time.Second)
 		h.checkRange(ctx, v, halves[i])
+	}
+	// either replica answers run_get of either run (the requests are spread over both): the
+	// one that did not own it reads the shared record, and says the same as the owner did
+	for _, id := range ids {
+		var first RunView
+		for n := range 8 {
+			var v RunView
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := bus.Request(rctx, h.nc, Service, "run_get", IDRequest{ID: id}, &v)
+			cancel()
+			if err != nil {
+				t.Fatalf("run_get %s (request %d of 8): %v", id, n+1, err)
+			}
+			if n == 0 {
+				first = v
+			}
+			if v.State != StateCompleted || v.Counters != first.Counters || len(v.Hosts) != len(first.Hosts) {
+				t.Errorf("run_get %s (request %d): %s, %+v, %d hosts; the first answer said %s, %+v, %d hosts", id, n+1,
+					v.State, v.Counters, len(v.Hosts), first.State, first.Counters, len(first.Hosts))
+			}
+		}
 	}
 	// a finished run's lease is given up
 	for _, id := range ids {

@@ -195,13 +195,14 @@ func newService(ctx context.Context, cfg Config, deps Deps) (*service, error) {
 		pub: bus.NewPublisher(deps.JS, envelope.ServiceSource(Service), deps.Tracer)}
 	s.pipeline = newPipeline(cfg, rules, s, s, s)
 	s.pipeline.log = s.log
-	// buckets are made (or brought to the table's limits) from the stores table
+	// buckets are made (or brought to the table's limits) from the stores table; on a
+	// cluster they are read through their stream leaders (leaderkv.go)
 	kv := func(spec jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 		b, err := deps.JS.CreateOrUpdateKeyValue(ctx, spec)
 		if err != nil {
 			return nil, fmt.Errorf("kv %s: %w", spec.Bucket, err)
 		}
-		return b, nil
+		return leaderReads(ctx, deps.JS, deps.NC, b)
 	}
 	var errs []error
 	pick := func(b jetstream.KeyValue, err error) jetstream.KeyValue { errs = append(errs, err); return b }

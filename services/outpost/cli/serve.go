@@ -86,6 +86,7 @@ bridge-builds add --nats-creds FILE" signs with it); without, from <data>/releas
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "key of --tls-cert (PEM)")
 	f.StringVar(&cfg.MetricsAddr, "metrics", hub.DefaultMetricsAddr, "operations port of this process (/metrics in Prometheus text, /healthz), no auth: keep it on loopback or a private network; "+
 		"the default picks a free loopback port, logged and written to <data>/"+hub.MetricsAddrFile+"; off disables it")
+	f.BoolVar(&cfg.DiscoveryStandby, "discovery-standby", false, "discovery replicas active/standby: one advances every run, the others wait for its lease (default: every replica active, each run owned by one of them)")
 	f.IntVar(&cfg.Replicas, "replicas", 0, "replicas of the streams and buckets the services create (0: 3 on a cluster, 1 on a single server)")
 	f.DurationVar(&shutdownTimeout, "shutdown-timeout", shutdownTimeout, "on SIGINT/SIGTERM, drain for at most this long, then exit")
 	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (env OUTPOST_LOG_LEVEL)")

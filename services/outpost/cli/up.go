@@ -90,6 +90,7 @@ SIGINT or SIGTERM stops it cleanly within --shutdown-timeout (a second signal: a
 	f.StringVar(&cfg.CorrelationRules, "correlation-rules", "", "directory of correlation rule files (*.yaml: event_rules, grouping, correlate, inhibit, flapping, topology, remediate), checked at start with file:line")
 	f.StringArrayVar(&notify, "notify", nil, "send alert group notifications to NAME=URL: https://… (webhook) or smtp://host:port?from=ADDR&to=ADDR (repeatable; env OUTPOST_NOTIFY, space-separated, for URLs with a token)")
 	f.DurationVar(&cfg.DiscoveryRetention, "discovery-retention", cfg.DiscoveryRetention, "keep finished discovery runs (record and hosts) this long after they end, then prune them (at least 1h)")
+	f.BoolVar(&cfg.DiscoveryStandby, "discovery-standby", false, "discovery replicas active/standby: one advances every run, the others wait for its lease (default: every replica active, each run owned by one of them)")
 	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (env OUTPOST_LOG_LEVEL)")
 	f.StringVar(&logFormat, "log-format", "", "auto, text or json (env OUTPOST_LOG_FORMAT)")
 	return cmd

@@ -62,6 +62,10 @@ type Config struct {
 	// DiscoveryRetention keeps finished discovery runs (record and hosts) this long after
 	// they ended (default 30 days); `--discovery-retention`.
 	DiscoveryRetention time.Duration
+	// DiscoveryStandby makes discovery replicas active/standby (one serves, the others wait
+	// for its lease) instead of sharing runs, each run owned by one of them through its own
+	// lease (the default: discovery.Config.ShareRuns); `--discovery-standby`.
+	DiscoveryStandby bool
 	// WSSAddr, when set, accepts bridges over WebSocket (wss://, TLS always) for sites whose
 	// only way out is HTTPS.
 	WSSAddr string
@@ -404,6 +408,7 @@ func Registry(cfg Config, toks *tokens.Store, tlsc hubTLS) []Service {
 			// One hub per data dir: a restarted hub (even after SIGKILL) takes its own
 			// active lease back at once instead of waiting for it to expire.
 			dc.Replica = "hub-" + replicaName(d.DataDir)
+			dc.ShareRuns = !cfg.DiscoveryStandby
 			return discovery.Run(ctx, dc, discovery.Deps{NC: d.NC, JS: d.JS, Logger: d.Logger, CurveKey: d.CurveKey, Tracer: d.Telemetry.Tracer})
 		}},
 		{Name: "orchestration", Run: func(ctx context.Context, d Deps) error {

@@ -51,7 +51,9 @@ type ServeConfig struct {
 	// MetricsAddr is the operations port (/metrics, /healthz): host:port, "" for
 	// DefaultMetricsAddr (a free loopback port), or MetricsOff.
 	MetricsAddr string
-	Out         io.Writer
+	// DiscoveryStandby: discovery replicas active/standby instead of sharing runs (Config).
+	DiscoveryStandby bool
+	Out              io.Writer
 }
 
 // ServeNames lists the services `outpost serve` can run.
@@ -202,7 +204,8 @@ func Serve(ctx context.Context, cfg ServeConfig, log *slog.Logger) error {
 			return err
 		}
 	}
-	hc := Config{DataDir: cfg.DataDir, HTTPAddr: cfg.HTTPAddr, CMDB: cfg.CMDB, NoLocalBridge: true, Limits: limits, Out: cfg.Out}
+	hc := Config{DataDir: cfg.DataDir, HTTPAddr: cfg.HTTPAddr, CMDB: cfg.CMDB, NoLocalBridge: true, Limits: limits, Out: cfg.Out,
+		DiscoveryStandby: cfg.DiscoveryStandby}
 	var services []Service
 	var names []string
 	for _, s := range Registry(hc, toks, hubTLS{certFile: cfg.TLSCert, keyFile: cfg.TLSKey}) {
