@@ -67,3 +67,11 @@ func (s *service) at(points map[string]Point, probes []*envelope.Probe, run stri
 		s.cfg.Hooks.At(pt, run)
 	}
 }
+
+// ProbeFaults, when a Hooks value implements it too, lets a test make the build of a probe
+// fail as its dependencies do under load (a credential or host-key lookup, the site's
+// bridges timing out): ProbeFault is called as each build begins (ip "" for a scan chunk),
+// and a non-nil error is the build's.
+type ProbeFaults interface {
+	ProbeFault(run string, step Step, kind, ip string) error
+}

@@ -37,10 +37,11 @@ type pendingSig struct {
 	deadline int64
 	chunks   int
 	final    int
+	unsent   string
 }
 
 func sigOf(p *pendingProbe) pendingSig {
-	return pendingSig{deadline: p.Deadline.UnixNano(), chunks: len(p.Chunks), final: p.Final}
+	return pendingSig{deadline: p.Deadline.UnixNano(), chunks: len(p.Chunks), final: p.Final, unsent: p.Unsent}
 }
 
 // savePending writes the run's groups that gained or changed a probe since their last

@@ -253,6 +253,11 @@ func lastAddr(p netip.Prefix) netip.Addr {
 // for ssh_exec the host key on record (trust on first use: the bridge refuses any other),
 // and the site's credentials of the type the spec names, sealed to its bridges.
 func (s *service) probe(ctx context.Context, t *turn, req probeRequest) (*envelope.Probe, error) {
+	if f, ok := s.cfg.Hooks.(ProbeFaults); ok {
+		if err := f.ProbeFault(t.run.ID, req.Step, req.Spec.Kind, req.IP); err != nil {
+			return nil, err
+		}
+	}
 	extra := map[string]any{}
 	if req.Spec.Kind == "ssh_exec" && req.IP != "" {
 		known, err := s.knownHostKey(ctx, t.run.Site, req.IP)

@@ -76,6 +76,12 @@ type pendingProbe struct {
 	// Resends counts the sends before this one that passed their deadline without a result
 	// (stage.go, expire): this probe replaces them, with a timeout doubled per resend.
 	Resends int `json:"resends,omitempty"`
+	// Unsent says why the probe is pending but not built nor sent yet: the turn's build
+	// budget was spent, or a step of its build failed transiently (issue.go). Tries counts
+	// the turns its build failed; Retry is when it is tried again.
+	Unsent string    `json:"unsent,omitempty"`
+	Tries  int       `json:"tries,omitempty"`
+	Retry  time.Time `json:"retry,omitzero"`
 }
 
 // group is the KV key suffix (under the run's id) the probe is kept in: its host for

@@ -121,6 +121,10 @@ type runState struct {
 	// unsent are probes on record as pending that could not be published yet (a failed
 	// write ahead of them, or a failed publish): sent on the next turn, same ids.
 	unsent []*envelope.Probe
+	// startTries counts the turns whose start of the run failed transiently (reading the
+	// site or its bridges); startRetry is when the next may try (stage_scan.go).
+	startTries int
+	startRetry time.Time
 	// unsavedHosts are hosts changed by turns whose writes failed (pending or host): written
 	// by the next turn, after its pending probes (pipeline.go, advance).
 	unsavedHosts map[string]*Host

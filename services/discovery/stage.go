@@ -47,6 +47,9 @@ type turn struct {
 	// classified are the hosts the classify stage gave a class in this turn: the explore
 	// stage sends them the probes of their class.
 	classified []classified
+	// built counts the probes this turn built, failing the probes in a row whose build
+	// failed every attempt, unsentNow the probes it registered unsent (issue.go).
+	built, failing, unsentNow int
 }
 
 // classified is a host and the classifier that gave it its class.
@@ -166,6 +169,8 @@ func probeEnvelope(t *turn, req probeRequest, extra map[string]any) (*envelope.P
 func (t *turn) register(p *envelope.Probe, req probeRequest) *pendingProbe {
 	if pp, ok := t.run.Pending[p.ID]; ok {
 		pp.Deadline = p.Deadline
+		// built at last (issue.go); counted sent when it was registered unsent
+		pp.Unsent, pp.Tries, pp.Retry = "", 0, time.Time{}
 		t.rs.dirty = true
 		return pp
 	}
@@ -219,6 +224,8 @@ func (p *pipeline) advance(ctx context.Context, t *turn) {
 		p.reissue(ctx, t)
 	}
 	p.expire(ctx, t)
+	p.sendUnsent(ctx, t)
+	defer t.noteUnsent()
 	for _, s := range p.stages {
 		if s.advance(ctx, t) || terminalState(r.State) {
 			return
@@ -233,24 +240,30 @@ func (p *pipeline) expire(ctx context.Context, t *turn) {
 	resent, dropped := 0, 0
 	for _, id := range slices.Sorted(maps.Keys(t.run.Pending)) {
 		pp := t.run.Pending[id]
-		if t.now.Before(pp.Deadline.Add(expireAfter)) {
-			continue
+		if pp.Unsent != "" || t.now.Before(pp.Deadline.Add(expireAfter)) {
+			continue // an unsent probe's wait is sendUnsent's
 		}
 		delete(t.run.Pending, id)
 		t.rs.dirty = true
 		h := t.rs.hosts[pp.IP]
 		var why string
 		if pp.Resends < p.cfg.ProbeResends {
-			np, err := p.rebuild(ctx, t, pp, "", pp.Resends+1)
+			np, npp, err := p.rebuild(ctx, t, pp, "", pp.Resends+1)
 			if err == nil {
-				t.run.Pending[np.ID].Resends = pp.Resends + 1
+				npp.Resends = pp.Resends + 1
 				t.run.Counters.ProbesResent++
 				if h != nil {
-					t.hostLog(h, HostLog{Step: pp.Step, Kind: pp.Kind, Probe: np.ID, Status: "sent",
-						Note: fmt.Sprintf("sent again (%d of %d): probe %s got no result before its deadline (no bridge ran it in time); new deadline %s",
-							pp.Resends+1, p.cfg.ProbeResends, id, np.Deadline.Format(time.RFC3339))})
+					note := fmt.Sprintf("sent again (%d of %d): probe %s got no result before its deadline (no bridge ran it in time); new deadline %s",
+						pp.Resends+1, p.cfg.ProbeResends, id, npp.Deadline.Format(time.RFC3339))
+					if np == nil {
+						note = fmt.Sprintf("to be sent again (%d of %d): probe %s got no result before its deadline; its build waits: %s",
+							pp.Resends+1, p.cfg.ProbeResends, id, npp.Unsent)
+					}
+					t.hostLog(h, HostLog{Step: pp.Step, Kind: pp.Kind, Probe: idOf(np, npp, t), Status: "sent", Note: note})
 				}
-				t.out = append(t.out, np)
+				if np != nil {
+					t.out = append(t.out, np)
+				}
 				resent++
 				continue
 			}
@@ -296,13 +309,15 @@ func (p *pipeline) timeout(step Step, resends int) time.Duration {
 // ends its hosts' wait within some half an hour, well inside MaxRunTime.
 const maxResendTimeout = 10 * time.Minute
 
-// rebuild makes the probe of a pending one again: under id (a resend after a restart, the
-// same id) or a new id ("": the previous send expired), with the timeout of its resend.
-func (p *pipeline) rebuild(ctx context.Context, t *turn, pp *pendingProbe, id string, resends int) (*envelope.Probe, error) {
+// rebuild makes the probe of a pending one again (through issue: a transient failure leaves
+// it registered unsent, the probe nil): under id (a resend after a restart, or of an unsent
+// probe: the same id) or a new id ("": the previous send expired), with the timeout of its
+// resend.
+func (p *pipeline) rebuild(ctx context.Context, t *turn, pp *pendingProbe, id string, resends int) (*envelope.Probe, *pendingProbe, error) {
 	if pp.Step == StepScan {
 		addrs, err := expand(pp.Targets, nil, 1<<20)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		targets := make([]string, 0, len(addrs))
 		for _, a := range addrs {
@@ -312,9 +327,22 @@ func (p *pipeline) rebuild(ctx context.Context, t *turn, pp *pendingProbe, id st
 	}
 	spec, ok := p.specOf(pp)
 	if !ok {
-		return nil, fmt.Errorf("probe %s is no longer in the classifiers", pp.Name)
+		return nil, nil, fmt.Errorf("probe %s is no longer in the classifiers", pp.Name)
 	}
-	return p.probes.probe(ctx, t, probeRequest{Spec: spec, IP: pp.IP, Port: pp.Port, Step: pp.Step, Timeout: p.timeout(pp.Step, resends), ID: id})
+	return issue(ctx, p.probes, t, probeRequest{Spec: spec, IP: pp.IP, Port: pp.Port, Step: pp.Step, Timeout: p.timeout(pp.Step, resends), ID: id})
+}
+
+// idOf is the id of a probe issue returned: the probe's, or its pending record's (unsent).
+func idOf(p *envelope.Probe, pp *pendingProbe, t *turn) string {
+	if p != nil {
+		return p.ID
+	}
+	for id, x := range t.run.Pending {
+		if x == pp {
+			return id
+		}
+	}
+	return ""
 }
 
 // specOf is the current rules' spec of a pending classify, sweep or explore probe.
@@ -345,11 +373,21 @@ func (p *pipeline) reissue(ctx context.Context, t *turn) {
 	sent := 0
 	for _, id := range slices.Sorted(maps.Keys(r.Pending)) {
 		pp := r.Pending[id]
-		np, err := p.rebuild(ctx, t, pp, id, pp.Resends)
+		if pp.Unsent != "" {
+			continue // never sent: sendUnsent builds it when due
+		}
+		np, _, err := p.rebuild(ctx, t, pp, id, pp.Resends)
 		if err != nil {
 			delete(r.Pending, id)
+			r.Counters.ProbesUnsent++
 			r.errorf(fmt.Sprintf("resend %s probe %s after restart: %v", pp.Kind, id, err))
+			if h := t.rs.hosts[pp.IP]; h != nil {
+				t.hostLog(h, HostLog{Step: pp.Step, Kind: pp.Kind, Probe: id, Status: "error", Error: pp.Name + ": not sent again after a restart: " + err.Error()})
+			}
 			continue
+		}
+		if np == nil {
+			continue // its build must wait (issue.go): still pending, unsent, same id
 		}
 		if h := t.rs.hosts[pp.IP]; h != nil {
 			t.hostLog(h, HostLog{Step: pp.Step, Kind: pp.Kind, Probe: np.ID, Status: "sent", Note: "sent again after a restart (same id: a late result of the first send counts)"})
@@ -367,14 +405,16 @@ func (p *pipeline) reissue(ctx context.Context, t *turn) {
 // again after a restart.
 // id is the probe's own id when it is sent again, "" for a new one. The pending copy keeps
 // the targets as ranges: small whatever the chunk size.
-func scanProbe(ctx context.Context, pr prober, t *turn, id string, targets []string, ports []int, timeout time.Duration) (*envelope.Probe, error) {
+// Issued through issue: the probe is nil when its build must wait (registered unsent).
+func scanProbe(ctx context.Context, pr prober, t *turn, id string, targets []string, ports []int, timeout time.Duration) (*envelope.Probe, *pendingProbe, error) {
 	spec := ProbeSpec{Name: string(StepScan), Kind: "tcp_scan", Params: map[string]any{"targets": targets, "ports": ports}}
-	p, err := pr.probe(ctx, t, probeRequest{Spec: spec, Step: StepScan, Timeout: timeout, ID: id})
+	p, pp, err := issue(ctx, pr, t, probeRequest{Spec: spec, Step: StepScan, Timeout: timeout, ID: id})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	p.Target = ""
-	pp := t.run.Pending[p.ID]
+	if p != nil {
+		p.Target = ""
+	}
 	pp.Addrs, pp.Targets, pp.Ports = len(targets), compactTargets(targets), ports
-	return p, nil
+	return p, pp, nil
 }

@@ -66,13 +66,19 @@ func (c *classifyStage) send(ctx context.Context, t *turn, h *Host) []*envelope.
 			}
 		}
 		for _, port := range ports {
-			p, err := c.probes.probe(ctx, t, probeRequest{Spec: spec, IP: h.IP, Port: port, Step: StepClassify, Timeout: c.timeout})
-			if err != nil {
-				note := err.Error()
-				if errors.Is(err, errNoCredentials) {
-					note = fmt.Sprintf("no %s credential for site %s", spec.Credentials, t.run.Site)
-				}
+			p, pp, err := issue(ctx, c.probes, t, probeRequest{Spec: spec, IP: h.IP, Port: port, Step: StepClassify, Timeout: c.timeout})
+			if errors.Is(err, errNoCredentials) {
+				note := fmt.Sprintf("no %s credential for site %s", spec.Credentials, t.run.Site)
 				t.hostLog(h, HostLog{Step: StepClassify, Kind: spec.Kind, Status: "skipped", Note: spec.Name + ": " + note})
+				continue
+			}
+			if err != nil { // cannot be built (not transient: issue.go)
+				t.run.Counters.ProbesUnsent++
+				t.hostLog(h, HostLog{Step: StepClassify, Kind: spec.Kind, Status: "error", Error: spec.Name + ": not sent: " + err.Error()})
+				continue
+			}
+			if p == nil { // pending, built on a later turn: the host waits for it (issue.go)
+				t.hostLog(h, HostLog{Step: StepClassify, Kind: spec.Kind, Status: "waiting", Note: spec.Name + ": not built yet: " + pp.Unsent})
 				continue
 			}
 			t.hostLog(h, HostLog{Step: StepClassify, Kind: spec.Kind, Probe: p.ID, Status: "sent", Note: spec.Name + credNote(p)})

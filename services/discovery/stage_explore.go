@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -20,9 +21,18 @@ func (e *exploreStage) advance(ctx context.Context, t *turn) bool {
 			if !spec.When.Matches(&h.Facts) {
 				continue
 			}
-			p, err := e.probes.probe(ctx, t, probeRequest{Spec: spec, IP: h.IP, Step: StepExplore, Timeout: e.timeout})
-			if err != nil {
-				t.hostLog(h, HostLog{Step: StepExplore, Kind: spec.Kind, Status: "skipped", Note: spec.Name + ": " + err.Error()})
+			p, pp, err := issue(ctx, e.probes, t, probeRequest{Spec: spec, IP: h.IP, Step: StepExplore, Timeout: e.timeout})
+			if errors.Is(err, errNoCredentials) {
+				t.hostLog(h, HostLog{Step: StepExplore, Kind: spec.Kind, Status: "skipped", Note: spec.Name + ": no " + spec.Credentials + " credential for site " + t.run.Site})
+				continue
+			}
+			if err != nil { // cannot be built (not transient: issue.go)
+				t.run.Counters.ProbesUnsent++
+				t.hostLog(h, HostLog{Step: StepExplore, Kind: spec.Kind, Status: "error", Error: spec.Name + ": not sent: " + err.Error()})
+				continue
+			}
+			if p == nil { // pending, built on a later turn: the host waits for it (issue.go)
+				t.hostLog(h, HostLog{Step: StepExplore, Kind: spec.Kind, Status: "waiting", Note: spec.Name + ": not built yet: " + pp.Unsent})
 				continue
 			}
 			t.hostLog(h, HostLog{Step: StepExplore, Kind: spec.Kind, Probe: p.ID, Status: "sent", Note: spec.Name + credNote(p)})

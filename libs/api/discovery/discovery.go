@@ -107,6 +107,10 @@ type Counters struct {
 	// ProbesResent counts probes sent again, under a new id, because no result came
 	// before their deadline (no bridge ran them in time: a cut-off site, a dead bridge).
 	ProbesResent int `json:"probes_resent,omitempty"`
+	// ProbesUnsent counts probes given up before they were sent: their build (host key,
+	// credentials, the site's bridges) failed and kept failing; the host's log and the
+	// run's errors say why.
+	ProbesUnsent int `json:"probes_unsent,omitempty"`
 	PayloadsSent int `json:"payloads_sent"`
 	CIsSent      int `json:"cis_sent"`
 	Relations    int `json:"relations_sent"`
