@@ -536,7 +536,8 @@ func isNoopTracer(tp trace.TracerProvider) bool {
 	return off
 }
 
-// sendTraced is send inside a "result" producer span whose context replaces the result's
+// sendTraced is send inside an "outbox" producer span (the outbox sends the result, directly
+// or stored: attribute outpost.result.direct) whose context replaces the result's
 // traceparent: the hub's consumer of the result is its child, whether it went directly or
 // whenever the outbox forwards it (the header is stored with the message, so also after a
 // restart or a resend from the executed-probe store).
@@ -546,7 +547,7 @@ func (b *Bridge) sendTraced(ctx context.Context, c *claim, subject string, h nat
 		return b.send(ctx, c, subject, h, data)
 	}
 	_, span := telemetry.StartProducer(ctx, tp, subject, telemetry.HeaderCarrier(h))
-	span.SetName("result " + subject)
+	span.SetName("outbox " + subject)
 	defer span.End()
 	direct, err = b.send(ctx, c, subject, h, data)
 	span.SetAttributes(attribute.Bool("outpost.result.direct", direct))
