@@ -24,9 +24,10 @@ import (
 // to the outbox without trying.
 const DefaultDirectTimeout = 2 * time.Second
 
-// DirectPause is how long after a failed direct send DirectFirst results go to the outbox
-// without trying: a hub that is connected but does not ack (a stream leader lost) then costs
-// an interactive result at most one timeout per pause, not one each.
+// DirectPause is how long after a failed direct send results go to the outbox without
+// trying: a hub that is connected but does not ack (a stream leader lost) then costs the
+// workers one timeout per pause, not one per result (DirectFirst results ignore a backlog,
+// so without it each interactive result would wait the timeout again).
 const DirectPause = 5 * time.Second
 
 // Route says how Send may get a result to the hub.
@@ -41,9 +42,10 @@ const (
 	// none in flight), else stores it: a backlog drains in order, and a backlog mostly means
 	// the hub was out of reach a moment ago.
 	DirectWhenIdle
-	// DirectFirst sends straight to the hub even behind a backlog, unless a direct send
-	// failed within DirectPause: for small results whose latency matters (interactive).
+	// DirectFirst sends straight to the hub even behind a backlog: for small results whose
+	// latency matters (interactive).
 	DirectFirst
+	// Neither tries within DirectPause of a failed direct send.
 )
 
 // Send gets one result to the hub durably: directly (direct true: the hub's stream acked it)
@@ -74,8 +76,8 @@ func (o *Outbox) direct(hub *nats.Conn, route Route) bool {
 	if hub == nil || route == ViaOutbox || hub.Status() != nats.CONNECTED {
 		return false
 	}
-	if route == DirectWhenIdle {
-		return o.msgs.Load() == 0
+	if route == DirectWhenIdle && o.msgs.Load() != 0 {
+		return false
 	}
 	failed := o.directFailed.Load()
 	return failed == 0 || o.cfg.Clock.Now().Sub(time.Unix(0, failed)) >= DirectPause

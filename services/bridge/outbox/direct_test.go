@@ -136,9 +136,9 @@ func TestSendRoutes(t *testing.T) {
 	}
 }
 
-// TestDirectPause: after a direct send failed, DirectFirst results go to the outbox without
-// trying for DirectPause (a hub that does not ack costs one timeout, not one per result),
-// then are tried again.
+// TestDirectPause: after a direct send failed, results go to the outbox without trying for
+// DirectPause (a hub that does not ack costs one timeout, not one per result), then are
+// tried again. DirectFirst, so that the outbox's backlog (the failed results) is no reason.
 func TestDirectPause(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
