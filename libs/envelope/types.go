@@ -167,6 +167,12 @@ type Heartbeat struct {
 	OutboxMessages int64   `json:"outbox_messages,omitempty"`
 	OutboxAge      float64 `json:"outbox_age_s,omitempty"`
 	ProbesDone     int64   `json:"probes_done,omitempty"`
+	// ResultsDirect counts results the hub acked on a direct send, ResultsStored those put
+	// in the outbox instead (a backlog, no connection, or one of DirectFailures: a direct
+	// send that failed or timed out), since the bridge started.
+	ResultsDirect  int64   `json:"results_direct,omitempty"`
+	ResultsStored  int64   `json:"results_stored,omitempty"`
+	DirectFailures int64   `json:"direct_failures,omitempty"`
 	State          string  `json:"state"`
 	Uptime         float64 `json:"uptime_s"`
 	RSS            int64   `json:"rss_bytes"`

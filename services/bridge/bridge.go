@@ -313,8 +313,8 @@ func (b *Bridge) run(ctx context.Context) error {
 	case <-b.drained:
 		drained = true
 	}
-	// Stop pulling, let running probes finish (their results go to the outbox), and on a drain
-	// wait until the hub has every result.
+	// Stop pulling, let running probes finish (their results go to the hub or the outbox), and
+	// on a drain wait until the hub has every result.
 	stopWork()
 	wg.Wait()
 	done := make(chan struct{})

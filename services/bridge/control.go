@@ -58,6 +58,7 @@ func (b *Bridge) heartbeat() *envelope.Heartbeat {
 	return &envelope.Heartbeat{Agent: b.cfg.Name, Site: b.cfg.Site, Version: b.cfg.Version, Capabilities: b.caps, Apps: b.cfg.Apps,
 		Pools: pools, OutboxBytes: b.box.Bytes(), OutboxFull: b.box.Full(), OutboxMessages: b.box.Pending(), OutboxAge: age,
 		ProbesDone: b.done.Load(), State: b.state.Load().(string),
+		ResultsDirect: b.box.SentDirect(), ResultsStored: b.box.Stored(), DirectFailures: b.box.DirectFailures(),
 		Uptime: b.clock.Since(b.started).Seconds(), RSS: rss(), ProbePanics: b.panics.Load(), Upgrade: b.upgradeRecord().String(), Time: b.clock.Now().UTC()}
 }
 

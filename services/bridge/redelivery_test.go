@@ -28,6 +28,7 @@ import (
 type hubRig struct {
 	t        *testing.T
 	ctx      context.Context
+	srv      *bus.Server
 	js       jetstream.JetStream
 	results  jetstream.Stream
 	consumer string
@@ -48,7 +49,7 @@ func newHubRig(t *testing.T, ctx context.Context, ip string) *hubRig {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	r := &hubRig{t: t, ctx: ctx, target: ip}
+	r := &hubRig{t: t, ctx: ctx, srv: srv, target: ip}
 	r.js, _ = jetstream.New(nc)
 	if _, err := r.js.CreateStream(ctx, jetstream.StreamConfig{Name: bus.StreamProbes, Subjects: []string{"probe.>"},
 		Retention: jetstream.WorkQueuePolicy, AllowMsgTTL: true}); err != nil {
@@ -136,9 +137,24 @@ type bridgeProc struct {
 
 // startBridge starts a bridge over dir; forward=false leaves results in its outbox (a hub
 // out of reach); ack=false keeps the forwarder from telling the bridge (the probe is not
-// acked although the hub has its result: a crash right after the forward).
+// acked although the hub has its result: a crash right after the forward). Its results all
+// go through the outbox (no direct sends: see startBridgeWith).
 func startBridge(t *testing.T, r *hubRig, dir, name string, forward, ack bool) *bridgeProc {
 	t.Helper()
+	return startBridgeWith(t, r, dir, name, rigOpts{forward: forward, ack: ack})
+}
+
+// rigOpts: forward and ack as for startBridge; direct gives the bridge a connection of its
+// own to the hub for direct sends (outbox.Send), waiting directTimeout (default the
+// outbox's) for the hub's ack.
+type rigOpts struct {
+	forward, ack, direct bool
+	directTimeout        time.Duration
+}
+
+func startBridgeWith(t *testing.T, r *hubRig, dir, name string, o rigOpts) *bridgeProc {
+	t.Helper()
+	forward, ack := o.forward, o.ack
 	ctx := r.ctx
 	cfg := Config{Site: "lab", Name: name, DataDir: dir, Pools: map[string]int{envelope.PriorityInteractive: 2, envelope.PriorityExpedited: 2, envelope.PriorityStandard: 4}}
 	b, err := newBridge(ctx, cfg, Deps{Kinds: []probe.Factory{httpkind.NewFactory()}, Logger: slog.New(slog.DiscardHandler)})
@@ -150,11 +166,16 @@ func startBridge(t *testing.T, r *hubRig, dir, name string, forward, ack bool) *
 	if !ack {
 		sent = nil
 	}
-	b.box, err = outbox.Open(ctx, outbox.Config{Dir: dir, MaxBytes: 16 << 20, Sent: sent, Clock: b.clock})
+	b.box, err = outbox.Open(ctx, outbox.Config{Dir: dir, MaxBytes: 16 << 20, Sent: sent, Clock: b.clock, DirectTimeout: o.directTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
 	b.js = r.js
+	if o.direct {
+		if b.nc, err = r.srv.Connect("bridge " + name); err != nil {
+			t.Fatal(err)
+		}
+	}
 	wctx, stopWork := context.WithCancel(ctx)
 	fctx, stopForward := context.WithCancel(ctx)
 	var wg, inflight sync.WaitGroup
@@ -182,6 +203,9 @@ func startBridge(t *testing.T, r *hubRig, dir, name string, forward, ack bool) *
 			}
 			b.workMu.Unlock()
 			b.box.Close()
+			if b.nc != nil {
+				b.nc.Close()
+			}
 		})
 	}}
 	t.Cleanup(p.stop)

@@ -57,7 +57,7 @@ func (b *Bridge) status(ctx context.Context) status.Status {
 	if b.box != nil {
 		octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		s.Outbox = status.Outbox{Results: b.box.Pending(), Bytes: b.box.Bytes(), MaxBytes: int64(b.cfg.OutboxMax), Full: b.box.Full(),
-			Oldest: b.box.Oldest(octx).UTC()}
+			Oldest: b.box.Oldest(octx).UTC(), Direct: b.box.SentDirect(), Stored: b.box.Stored(), DirectFailures: b.box.DirectFailures()}
 		cancel()
 		if s.Outbox.Oldest.Equal(time.Time{}.UTC()) {
 			s.Outbox.Oldest = time.Time{}

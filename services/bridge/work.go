@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -164,7 +165,8 @@ func (b *Bridge) acquire(ctx context.Context, p *pool, jm jetstream.Msg) bool {
 	}
 }
 
-// execute runs one probe and stores its result(s) in the outbox, then acks the probe.
+// execute runs one probe and sends its result(s) to the hub — directly, or through the
+// outbox — then acks the probe once the hub has its final result.
 // ctx is not cancelled by a shutdown: a probe that started finishes (or meets its deadline).
 //
 // A probe id this bridge already executed is not executed again, whichever way it comes
@@ -201,7 +203,7 @@ func (b *Bridge) execute(ctx context.Context, jm jetstream.Msg, capability strin
 		b.log.Info("probe redelivered while this bridge holds it; not executed again", "probe", p.ID)
 		return
 	}
-	c := &claim{probe: p.ID, deliveries: []delivery{d}}
+	c := &claim{probe: p.ID, deliveries: []delivery{d}, interactive: p.Priority == envelope.PriorityInteractive}
 	b.claims[p.ID] = c
 	b.workMu.Unlock()
 	defer func() {
@@ -230,11 +232,11 @@ func (b *Bridge) execute(ctx context.Context, jm jetstream.Msg, capability strin
 		return
 	}
 	started := b.clock.Now().UTC()
-	results := b.runProbe(ctx, p, capability, started, attempt)
+	results := b.runProbe(ctx, c, p, capability, started, attempt)
 	b.done.Add(1)
 	final := results[len(results)-1]
 	for _, r := range results[:len(results)-1] {
-		if err := b.store(ctx, r); err != nil {
+		if err := b.store(ctx, c, r); err != nil {
 			b.release(c, "", func(jm jetstream.Msg) { _ = jm.NakWithDelay(5 * time.Second) })
 			b.log.Error("result not stored; the probe will be redelivered", "probe", p.ID, "err", err)
 			return
@@ -242,26 +244,32 @@ func (b *Bridge) execute(ctx context.Context, jm jetstream.Msg, capability strin
 	}
 	subject, h, data, err := b.encodeResult(ctx, final)
 	if err == nil {
-		// Recorded before the final result goes to the outbox: from here on a redelivery
-		// finds the result, whether or not a crash comes first.
+		// Recorded before the final result leaves (to the hub or the outbox): from here on a
+		// redelivery finds the result, whether or not a crash comes first.
 		rec := outbox.ExecutedRecord{Probe: p.ID, Attempt: attempt, Results: final.Seq + 1,
 			Subject: subject, Header: h, Data: data, Finished: final.Finished}
 		if rerr := b.box.Executed().Record(ctx, rec, p.Deadline.Sub(b.clock.Now())+executedMargin); rerr != nil {
 			n := b.unrecorded.Add(1)
 			b.log.Warn("executed probe not recorded: it may run again if redelivered", "probe", p.ID, "err", rerr, "unrecorded_total", n)
 		}
-		// Register before storing: the forwarder may send the result at once.
+		// Register before sending: if it goes to the outbox, the forwarder may send it at once.
 		b.workMu.Lock()
 		c.finalID = final.ID
 		b.awaiting[final.ID] = c
 		b.workMu.Unlock()
-		err = b.putTraced(ctx, subject, h, data)
+		var direct bool
+		direct, err = b.sendTraced(ctx, c, subject, h, data)
+		if err == nil && direct {
+			// The hub's stream acked the result: the probe is done.
+			b.release(c, final.ID, func(jm jetstream.Msg) { _ = jm.Ack() })
+			return
+		}
 	}
 	if err != nil {
 		b.release(c, final.ID, func(jm jetstream.Msg) { _ = jm.NakWithDelay(5 * time.Second) })
 		b.log.Error("result not stored; the probe will be redelivered", "probe", p.ID, "err", err)
 	}
-	// The worker is free now; the probe is acked by onSent when the hub has its result.
+	// The result is in the outbox; the probe is acked by onSent when the hub has it.
 }
 
 // executedMargin keeps an executed probe's record a while past its deadline: the hub's and
@@ -280,6 +288,32 @@ type claim struct {
 	probe      string
 	finalID    string
 	deliveries []delivery
+	// interactive: its results try the hub directly even behind an outbox backlog
+	// (outbox.DirectFirst). stored: a result of this execution went to the outbox, so the
+	// rest follow it there (in order: the hub's ad-hoc reply ends at the final result, and
+	// a reader of chunks must not see the final one first).
+	interactive bool
+	stored      atomic.Bool
+}
+
+// route is how the next result of the claim may travel to the hub.
+//
+// Interactive results try the hub first even when the outbox has a backlog: they are small
+// and few (one pool of 10 by default), a user waits for them, and the backlog — standard
+// work stored while the hub was out of reach, or a discovery's flood — is sent in order by
+// one forwarder in batches of 256: behind it, an ad-hoc probe would wait for all of it.
+// Probes do not depend on one another's order, so nothing is lost by letting it pass; a hub
+// that is connected yet does not ack costs it at most one timeout per outbox.DirectPause.
+// Other results take the hub directly only with an empty outbox: a backlog drains in order,
+// and means the hub was out of reach a moment ago.
+func (c *claim) route() outbox.Route {
+	switch {
+	case c == nil || c.stored.Load():
+		return outbox.ViaOutbox
+	case c.interactive:
+		return outbox.DirectFirst
+	}
+	return outbox.DirectWhenIdle
 }
 
 // release forgets a claim and settles its deliveries with settle.
@@ -330,7 +364,9 @@ func (b *Bridge) onSent(resultID string) {
 // runProbe produces the results of one probe: chunks emitted by the kind, then a final one.
 // attempt is the execution (the probe's delivery count): it is in every result's id, so the
 // chunks of two executions of one probe never share an id nor pass for one another.
-func (b *Bridge) runProbe(ctx context.Context, p *envelope.Probe, capability string, started time.Time, attempt int) []*envelope.Result {
+//
+// c is the probe's claim (how its chunks travel); nil in tests that emit no chunk.
+func (b *Bridge) runProbe(ctx context.Context, c *claim, p *envelope.Probe, capability string, started time.Time, attempt int) []*envelope.Result {
 	seq := 0
 	var chunks []*envelope.Result
 	result := func(status envelope.Status, data any, e *envelope.Error, final bool) *envelope.Result {
@@ -380,8 +416,8 @@ func (b *Bridge) runProbe(ctx context.Context, p *envelope.Probe, capability str
 	emit := func(ectx context.Context, data any) error {
 		r := result(envelope.StatusPartial, data, nil, false)
 		chunks = append(chunks, r)
-		// Chunks go to the outbox as they come so a long scan streams home.
-		if err := b.store(ectx, r); err != nil {
+		// Chunks leave as they come so a long scan streams home.
+		if err := b.store(ectx, c, r); err != nil {
 			return err
 		}
 		chunks = chunks[:len(chunks)-1]
@@ -475,13 +511,15 @@ func ResultID(probe string, attempt, seq int) string {
 	return probe + "-" + strconv.Itoa(attempt) + "-" + strconv.Itoa(seq)
 }
 
-// store writes a result to the outbox, waiting (not failing) while the outbox is full.
-func (b *Bridge) store(ctx context.Context, r *envelope.Result) error {
+// store sends a chunk of claim c to the hub, directly or through the outbox (waiting, not
+// failing, while the outbox is full).
+func (b *Bridge) store(ctx context.Context, c *claim, r *envelope.Result) error {
 	subject, h, data, err := b.encodeResult(ctx, r)
 	if err != nil {
 		return err
 	}
-	return b.putTraced(ctx, subject, h, data)
+	_, err = b.sendTraced(ctx, c, subject, h, data)
+	return err
 }
 
 // tracer is the bridge's tracer provider, no-op without one.
@@ -498,23 +536,25 @@ func isNoopTracer(tp trace.TracerProvider) bool {
 	return off
 }
 
-// putTraced is put inside an "outbox" producer span whose context replaces the result's
-// traceparent: the hub's consumer of the result is its child, whenever the outbox
-// forwards it (the header is stored with the message, so also after a restart or a resend
-// from the executed-probe store).
-func (b *Bridge) putTraced(ctx context.Context, subject string, h nats.Header, data []byte) error {
+// sendTraced is send inside an "outbox" producer span (the outbox sends the result, directly
+// or stored: attribute outpost.result.direct) whose context replaces the result's
+// traceparent: the hub's consumer of the result is its child, whether it went directly or
+// whenever the outbox forwards it (the header is stored with the message, so also after a
+// restart or a resend from the executed-probe store).
+func (b *Bridge) sendTraced(ctx context.Context, c *claim, subject string, h nats.Header, data []byte) (direct bool, err error) {
 	tp := b.tracer()
 	if isNoopTracer(tp) {
-		return b.put(ctx, subject, h, data)
+		return b.send(ctx, c, subject, h, data)
 	}
 	_, span := telemetry.StartProducer(ctx, tp, subject, telemetry.HeaderCarrier(h))
 	span.SetName("outbox " + subject)
 	defer span.End()
-	err := b.put(ctx, subject, h, data)
+	direct, err = b.send(ctx, c, subject, h, data)
+	span.SetAttributes(attribute.Bool("outpost.result.direct", direct))
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 	}
-	return err
+	return direct, err
 }
 
 // encodeResult is a result as it goes to the hub: subject, headers, body.
@@ -529,16 +569,21 @@ func (b *Bridge) encodeResult(ctx context.Context, r *envelope.Result) (string, 
 	return bus.ResultSubject(r.App, r.Site, r.Kind, b.cfg.Name), h, data, nil
 }
 
-// put writes an encoded result to the outbox, waiting (not failing) while it is full.
-func (b *Bridge) put(ctx context.Context, subject string, h nats.Header, data []byte) error {
+// send gets an encoded result of claim c to the hub: directly when c's route and the outbox
+// allow (direct true: the hub acked it), else into the outbox, waiting (not failing) while it
+// is full. Once a result of c went to the outbox, c's further results follow it there.
+func (b *Bridge) send(ctx context.Context, c *claim, subject string, h nats.Header, data []byte) (direct bool, err error) {
 	for {
-		err := b.box.Put(ctx, subject, h, data)
+		direct, err = b.box.Send(ctx, b.nc, c.route(), subject, h, data)
+		if err == nil && !direct && c != nil {
+			c.stored.Store(true)
+		}
 		if !errors.Is(err, outbox.ErrFull) {
-			return err
+			return direct, err
 		}
 		select {
 		case <-ctx.Done():
-			return err
+			return false, err
 		case <-b.clock.After(500 * time.Millisecond):
 		}
 	}

@@ -179,7 +179,7 @@ func TestProbePastItsDeadline(t *testing.T) {
 	fake.Advance(time.Second + time.Nanosecond)
 	started := fake.Now()
 	fake.Advance(time.Millisecond)
-	res := b.runProbe(context.Background(), p, "echo", started, 1)
+	res := b.runProbe(context.Background(), nil, p, "echo", started, 1)
 	if len(res) != 1 || res[0].Status != envelope.StatusTimeout || !res[0].Final || res[0].Error.Code != probe.CodeTimeout {
 		t.Fatalf("results %+v", res)
 	}

@@ -77,6 +77,7 @@ type Hub struct {
 
 	descStreamMsgs, descStreamBytes, descPending, descAckPending, descRedelivered, descDLQ *prometheus.Desc
 	descOutboxBytes, descOutboxMsgs, descOutboxAge, descBridgeProbes, descBeatAge          *prometheus.Desc
+	descBridgeResults                                                                      *prometheus.Desc
 	descScrapeErrors                                                                       *prometheus.Desc
 }
 
@@ -141,6 +142,8 @@ func NewHub(reg prometheus.Registerer, cfg HubConfig) (*Hub, error) {
 		descOutboxMsgs:   d("bridge_outbox_messages", "Results in a bridge's outbox (last heartbeat).", "site", "agent"),
 		descOutboxAge:    d("bridge_outbox_age_seconds", "Age of the oldest result in a bridge's outbox (last heartbeat).", "site", "agent"),
 		descBridgeProbes: d("bridge_probes_done_total", "Probes a bridge executed since it started (last heartbeat).", "site", "agent"),
+		descBridgeResults: d("bridge_results_total", "Results a bridge sent since it started (last heartbeat), by path: direct (acked by the hub on a direct send) or outbox (stored, then forwarded).",
+			"site", "agent", "path"),
 		descBeatAge:      d("bridge_heartbeat_age_seconds", "Seconds since a bridge's last heartbeat reached the hub.", "site", "agent"),
 		descScrapeErrors: d("metrics_query_errors", "Bus queries of this scrape that failed (their series are missing).", "what"),
 	}
@@ -283,7 +286,7 @@ func (h *Hub) Rates() Rates {
 // Describe sends the descriptors of the series read at scrape time.
 func (h *Hub) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{h.descStreamMsgs, h.descStreamBytes, h.descPending, h.descAckPending, h.descRedelivered, h.descDLQ,
-		h.descOutboxBytes, h.descOutboxMsgs, h.descOutboxAge, h.descBridgeProbes, h.descBeatAge, h.descScrapeErrors} {
+		h.descOutboxBytes, h.descOutboxMsgs, h.descOutboxAge, h.descBridgeProbes, h.descBeatAge, h.descScrapeErrors, h.descBridgeResults} {
 		ch <- d
 	}
 }
@@ -380,6 +383,9 @@ func (h *Hub) collectBeats(ctx context.Context, ch chan<- prometheus.Metric) err
 		g(h.descOutboxMsgs, prometheus.GaugeValue, float64(b.OutboxMessages))
 		g(h.descOutboxAge, prometheus.GaugeValue, b.OutboxAge)
 		g(h.descBridgeProbes, prometheus.CounterValue, float64(b.ProbesDone))
+		for path, n := range map[string]int64{"direct": b.ResultsDirect, "outbox": b.ResultsStored} {
+			ch <- prometheus.MustNewConstMetric(h.descBridgeResults, prometheus.CounterValue, float64(n), site, agent, path)
+		}
 		if !b.Received.IsZero() {
 			g(h.descBeatAge, prometheus.GaugeValue, max(0, now.Sub(b.Received).Seconds()))
 		}

@@ -92,7 +92,7 @@ func TestHubSeries(t *testing.T) {
 	}
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	beat, _ := json.Marshal(map[string]any{"agent": "br1", "site": "dc1", "outbox_bytes": 2048, "outbox_messages": 3,
-		"outbox_age_s": 42.5, "probes_done": 17, "received": now.Add(-4 * time.Second)})
+		"outbox_age_s": 42.5, "probes_done": 17, "results_direct": 15, "results_stored": 2, "received": now.Add(-4 * time.Second)})
 	if _, err := kv.Put(ctx, "dc1.br1", beat); err != nil {
 		t.Fatal(err)
 	}
@@ -179,6 +179,8 @@ func TestHubSeries(t *testing.T) {
 		`outpost_bridge_outbox_messages{agent="br1",site="dc1"} 3`,
 		`outpost_bridge_outbox_age_seconds{agent="br1",site="dc1"} 42.5`,
 		`outpost_bridge_probes_done_total{agent="br1",site="dc1"} 17`,
+		`outpost_bridge_results_total{agent="br1",path="direct",site="dc1"} 15`,
+		`outpost_bridge_results_total{agent="br1",path="outbox",site="dc1"} 2`,
 		`outpost_bridge_heartbeat_age_seconds{agent="br1",site="dc1"} 4`,
 		`outpost_metrics_query_errors{what="streams"} 0`,
 	}

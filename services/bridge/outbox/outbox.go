@@ -1,4 +1,5 @@
-// Package outbox is a bridge's store-and-forward queue: every result is written first to an
+// Package outbox is a bridge's store-and-forward queue: a result that cannot go straight to
+// the hub (Send, direct.go: not connected, a backlog, no ack in time) is written to an
 // embedded, in-process JetStream store in the data dir (no listener), then forwarded to the
 // hub with Nats-Msg-Id = result id, and removed locally only after the hub acknowledged it.
 // A hub or WAN outage therefore loses nothing; results wait on disk up to the byte limit.
@@ -56,6 +57,9 @@ type Config struct {
 	// DefaultExecutedMaxMsgs, DefaultExecutedMaxBytes).
 	ExecutedMaxMsgs  int64
 	ExecutedMaxBytes int64
+	// DirectTimeout bounds Send's wait for the hub's ack of a direct send (default
+	// DefaultDirectTimeout).
+	DirectTimeout time.Duration
 }
 
 // Outbox is the local store and its forwarder.
@@ -71,6 +75,8 @@ type Outbox struct {
 	msgs  atomic.Int64
 	// lostAcks counts publish acks that never came (see AckTimeout).
 	lostAcks atomic.Int64
+	// Send's counters (direct.go), and when a direct send last failed (Clock, Unix ns).
+	sentDirect, stored, directFailures, directFailed atomic.Int64
 }
 
 // Open starts the embedded store (it survives restarts: unsent results are still there).
@@ -80,6 +86,9 @@ func Open(ctx context.Context, cfg Config) (*Outbox, error) {
 	}
 	if cfg.Batch <= 0 {
 		cfg.Batch = 256
+	}
+	if cfg.DirectTimeout <= 0 {
+		cfg.DirectTimeout = DefaultDirectTimeout
 	}
 	cfg.Clock = clock.Or(cfg.Clock)
 	log := cfg.Logger

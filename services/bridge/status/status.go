@@ -75,6 +75,11 @@ type Outbox struct {
 	MaxBytes int64     `json:"max_bytes"`
 	Full     bool      `json:"full,omitempty"`
 	Oldest   time.Time `json:"oldest,omitzero"`
+	// Direct counts results sent straight to the hub, Stored those put in the outbox (of
+	// which DirectFailures after a direct send failed), since the bridge started.
+	Direct         int64 `json:"direct,omitempty"`
+	Stored         int64 `json:"stored,omitempty"`
+	DirectFailures int64 `json:"direct_failures,omitempty"`
 }
 
 // Collector counts what one event collector took and how it stored it: Batches outbox
