@@ -76,6 +76,10 @@ type pendingProbe struct {
 	// Resends counts the sends before this one that passed their deadline without a result
 	// (stage.go, expire): this probe replaces them, with a timeout doubled per resend.
 	Resends int `json:"resends,omitempty"`
+	// NotRun is set when a bridge answered that the probe's deadline passed before it
+	// started (code expired): no answer about the target, so expire sends it again at once
+	// like a probe that got no result (it says which bridge and why).
+	NotRun string `json:"not_run,omitempty"`
 	// Unsent says why the probe is pending but not built nor sent yet: the turn's build
 	// budget was spent, or a step of its build failed transiently (issue.go). Tries counts
 	// the turns its build failed; Retry is when it is tried again.

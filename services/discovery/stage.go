@@ -240,7 +240,7 @@ func (p *pipeline) expire(ctx context.Context, t *turn) {
 	resent, dropped := 0, 0
 	for _, id := range slices.Sorted(maps.Keys(t.run.Pending)) {
 		pp := t.run.Pending[id]
-		if pp.Unsent != "" || t.now.Before(pp.Deadline.Add(expireAfter)) {
+		if pp.Unsent != "" || pp.NotRun == "" && t.now.Before(pp.Deadline.Add(expireAfter)) {
 			continue // an unsent probe's wait is sendUnsent's
 		}
 		delete(t.run.Pending, id)
@@ -255,6 +255,10 @@ func (p *pipeline) expire(ctx context.Context, t *turn) {
 				if h != nil {
 					note := fmt.Sprintf("sent again (%d of %d): probe %s got no result before its deadline (no bridge ran it in time); new deadline %s",
 						pp.Resends+1, p.cfg.ProbeResends, id, npp.Deadline.Format(time.RFC3339))
+					if pp.NotRun != "" {
+						note = fmt.Sprintf("sent again (%d of %d): probe %s was not run (%s); new deadline %s",
+							pp.Resends+1, p.cfg.ProbeResends, id, pp.NotRun, npp.Deadline.Format(time.RFC3339))
+					}
 					if np == nil {
 						note = fmt.Sprintf("to be sent again (%d of %d): probe %s got no result before its deadline; its build waits: %s",
 							pp.Resends+1, p.cfg.ProbeResends, id, npp.Unsent)
@@ -270,6 +274,9 @@ func (p *pipeline) expire(ctx context.Context, t *turn) {
 			why = "; not sent again: " + err.Error()
 		} else if pp.Resends > 0 {
 			why = fmt.Sprintf(" (after %d resends)", pp.Resends)
+		}
+		if pp.NotRun != "" {
+			why += "; its last send was not run: " + pp.NotRun
 		}
 		dropped++
 		if h != nil {
