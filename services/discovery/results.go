@@ -86,6 +86,7 @@ func (s *service) applyResult(ctx context.Context, rs *runState, res *envelope.R
 		// mark only costs the wait to the deadline's grace, when expire resends it anyway.
 		if p.NotRun == "" {
 			p.NotRun = res.Agent + ": " + errText(res)
+			r.Counters.ProbesNotRun++
 			rs.dirty = true
 		}
 		rs.mu.Unlock()

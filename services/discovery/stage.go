@@ -291,7 +291,7 @@ func (p *pipeline) expire(ctx context.Context, t *turn) {
 	}
 	if (resent > 0 || dropped > 0) && p.log != nil {
 		p.log.Info("probes past their deadline without a result", "run", t.run.ID, "resent", resent, "given_up", dropped,
-			"resent_total", t.run.Counters.ProbesResent)
+			"resent_total", t.run.Counters.ProbesResent, "not_run_total", t.run.Counters.ProbesNotRun)
 	}
 }
 
