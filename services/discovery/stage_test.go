@@ -256,6 +256,9 @@ func TestClassifyStage(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			g := newRig(t, StateClassifying, c.host)
+			// the site has no SNMP credential: the probes follow the ports alone (a host
+			// without an SNMP answer is asked again otherwise: TestClassifyAsksSNMPAgain)
+			g.probe.missing["snmp"] = true
 			h := c.host
 			tr := g.at(0)
 			if got := g.kinds(tr.out); !slices.Equal(got, c.sent) || h.Stage != stageClassify {
@@ -291,6 +294,37 @@ func TestClassifyStage(t *testing.T) {
 			}
 			if g.rs.run.State != StateCompleted {
 				t.Fatalf("run %s", g.rs.run.State)
+			}
+		})
+	}
+}
+
+// TestClassifyAsksSNMPAgain: with the sweep on, a host alive on TCP whose sweep brought no
+// SNMP answer is asked again at classify (the answer may have been lost under load), and
+// its log says why; one that answered in the sweep is not asked twice.
+func TestClassifyAsksSNMPAgain(t *testing.T) {
+	cases := []struct {
+		name string
+		snmp map[string]any
+		sent []string
+	}{
+		{"no answer in the sweep", nil, []string{"snmp_get", "ssh_exec"}},
+		{"answered in the sweep", map[string]any{"1.3.6.1.2.1.1.1.0": "Linux lab 6.1"}, []string{"ssh_exec"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := &Host{IP: "127.77.9.1", Stage: stageNew, Facts: Facts{Ports: []int{22}, SNMP: c.snmp}}
+			g := newRig(t, StateClassifying, h)
+			if !g.cfg.SNMPEveryAddress {
+				t.Fatal("the sweep is off by default: this test assumes it on")
+			}
+			tr := g.at(0)
+			if got := g.kinds(tr.out); !slices.Equal(got, c.sent) {
+				t.Fatalf("sent %v, want %v; host log %+v", got, c.sent, h.Log)
+			}
+			said := slices.ContainsFunc(h.Log, func(l HostLog) bool { return strings.Contains(l.Note, "no SNMP answer in the sweep: asked again") })
+			if said != (c.snmp == nil) {
+				t.Fatalf("host log says it is asked again: %t, want %t: %+v", said, c.snmp == nil, h.Log)
 			}
 		})
 	}
@@ -478,6 +512,7 @@ func TestExpiredProbesResent(t *testing.T) {
 	setup := func(t *testing.T) (*rig, *Host, string) {
 		h := newHost()
 		g := newRig(t, StateClassifying, h)
+		g.probe.missing["snmp"] = true // the ssh_exec alone (no SNMP asked again)
 		g.cfg.ProbeResends = resends
 		g.build()
 		tr := g.at(0)
