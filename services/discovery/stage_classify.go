@@ -50,6 +50,7 @@ func (c *classifyStage) advance(ctx context.Context, t *turn) bool {
 func (c *classifyStage) send(ctx context.Context, t *turn, h *Host) []*envelope.Probe {
 	var out []*envelope.Probe
 	for _, spec := range c.rules.Current().Probes {
+		why := ""
 		if spec.Sweep {
 			if len(h.Facts.SNMP) > 0 {
 				continue // answered already (in the sweep, or asked before)
@@ -59,7 +60,7 @@ func (c *classifyStage) send(ctx context.Context, t *turn, h *Host) []*envelope.
 			// once more here: it costs one probe per live host, not per address, and a
 			// switch or printer is otherwise classified by its ports or not at all.
 			if c.sweptAll {
-				t.hostLog(h, HostLog{Step: StepClassify, Kind: spec.Kind, Note: spec.Name + ": no SNMP answer in the sweep: asked again"})
+				why = " (no SNMP answer in the sweep: asked again)"
 			}
 		} else if !spec.When.Matches(&h.Facts) {
 			continue
@@ -89,7 +90,7 @@ func (c *classifyStage) send(ctx context.Context, t *turn, h *Host) []*envelope.
 				t.hostLog(h, HostLog{Step: StepClassify, Kind: spec.Kind, Status: "waiting", Note: spec.Name + ": not built yet: " + pp.Unsent})
 				continue
 			}
-			t.hostLog(h, HostLog{Step: StepClassify, Kind: spec.Kind, Probe: p.ID, Status: "sent", Note: spec.Name + credNote(p)})
+			t.hostLog(h, HostLog{Step: StepClassify, Kind: spec.Kind, Probe: p.ID, Status: "sent", Note: spec.Name + credNote(p) + why})
 			out = append(out, p)
 		}
 	}
