@@ -133,6 +133,9 @@ type RunRecord struct {
 	// TraceParent is the trace context of the request that started the run: its probes,
 	// sent on later turns, join that trace (`outpost runs show RUN --trace`).
 	TraceParent string `json:"traceparent,omitempty"`
+	// SweepWindow is how many SNMP sweep probes the run keeps out at once (Config
+	// SweepInFlight per scanning bridge, fixed at its start; 0: no bound, a record of before).
+	SweepWindow int `json:"sweep_window,omitempty"`
 	// Pending are the probes whose final result is awaited. They are not part of the
 	// record in KV (a /16 with the SNMP sweep would be 11 MiB): they live in KVPending, by
 	// group, written before they are published.

@@ -50,6 +50,10 @@ type turn struct {
 	// built counts the probes this turn built, failing the probes in a row whose build
 	// failed every attempt, unsentNow the probes it registered unsent (issue.go).
 	built, failing, unsentNow int
+	// sweepOut counts the run's sweep probes out (sent, no final result), once sweepCounted
+	// (issue.go, sweepFull).
+	sweepOut     int
+	sweepCounted bool
 }
 
 // classified is a host and the classifier that gave it its class.
@@ -245,6 +249,9 @@ func (p *pipeline) expire(ctx context.Context, t *turn) {
 		}
 		delete(t.run.Pending, id)
 		t.rs.dirty = true
+		if pp.Step == StepSweep && t.sweepCounted {
+			t.sweepOut-- // no longer out: its resend takes a place in the window again
+		}
 		h := t.rs.hosts[pp.IP]
 		var why string
 		if pp.Resends < p.cfg.ProbeResends {
