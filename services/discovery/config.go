@@ -47,7 +47,7 @@ type Config struct {
 	// bridge of the site that scans (default 512; 0: the default): the others wait on record,
 	// pending and unsent, and go out as results come back. Published all at once, a /16's
 	// 65,534 sweep probes waited at the bridge past their 30 s deadline (the /16 bench: 3,076
-	// taken too late and not run, 10,000 more without a result in time, all sent again).
+	// taken too late and not run, some 10,600 more without a result in time, all sent again).
 	SweepInFlight int
 	// ClassifiersDir, when set, holds *.yaml files that replace embedded files of the same
 	// name and add new ones.
