@@ -69,8 +69,12 @@ const (
 	CodeInternal    = "internal"    // a bug: report it
 	CodeUnsupported = "unsupported" // the kind cannot do what was asked
 	CodeTimeout     = "timeout"     // the deadline passed
-	CodeCanceled    = "canceled"    // the probe was cancelled (drain, shutdown)
-	CodePanic       = "panic"       // the kind panicked: a bug, its stack is in the bridge log
+	// CodeExpired: the deadline passed before the probe started (it waited in the queue):
+	// nothing was sent to the target, so it says nothing about it — unlike a timeout, which
+	// may be the target's silence. A caller resends it like a probe without a result.
+	CodeExpired  = "expired"
+	CodeCanceled = "canceled" // the probe was cancelled (drain, shutdown)
+	CodePanic    = "panic"    // the kind panicked: a bug, its stack is in the bridge log
 )
 
 // Codes documents the common error codes, in one table (the service error table refers to
@@ -86,6 +90,7 @@ var Codes = []Code{
 	{CodeInternal, "a bug in the bridge: report it", false},
 	{CodeUnsupported, "the kind cannot do what was asked (a driver or feature it does not have)", false},
 	{CodeTimeout, "the deadline passed", true},
+	{CodeExpired, "the deadline passed before the probe started (it waited for a bridge worker too long): nothing was sent to the target; send it again, with a longer deadline if the site is busy", true},
 	{CodeCanceled, "the probe was cancelled (bridge drain or shutdown)", true},
 	{CodePanic, "the probe kind panicked (a bug in the bridge: report it with the stack from the bridge log); the bridge kept running and the probe is not retried", false},
 }

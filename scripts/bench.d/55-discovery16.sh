@@ -3,6 +3,9 @@
 # /16 scanned and swept, `outpost up` and `outpost-bridge` as separate processes; the run must
 # complete, with the wall time and the hub's peak RSS (VmHWM). Writes markdown.
 set -euo pipefail
+# the processes' whole logs are kept (the tail a failure prints misses what went wrong early)
+logs=${OUTPOST_E2E_LOGS:-$(mktemp -d /tmp/d16-logs.XXXXXX)}
+export OUTPOST_E2E_LOGS=$logs
 cmd="go test ./services/outpost/e2e -run XXX -bench BenchmarkDiscovery16 -benchtime 1x -count 1 -timeout 90m"
 out=$($cmd 2>&1 | grep -E '^(Benchmark|--- FAIL|\s+\S+_test.go)' || true)
 # a metric of the benchmark's line
@@ -23,6 +26,8 @@ echo
 echo "| range | addresses | hosts alive (manifest) | found alive | classified as manifest | other labs' hosts | CIs | start → completed | hub CPU | hub CPU / address | bridge CPU | hub RSS before | hub peak RSS | bridge peak RSS | target |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 echo "| 127.77.0.0/16 | $(m addresses) | $(m manifest-hosts) | $(m alive) | $(m classified-as-manifest) | $(m other-labs-alive) | $(m CIs) | $(m s/run) s | $(m hub-CPU-s) s | $(m hub-CPU-µs/address) µs | $(m bridge-CPU-s) s | $(m hub-RSS-before-MB) MB | $(m hub-peak-RSS-MB) MB | $(m bridge-peak-RSS-MB) MB | completes, every lab host right; hub ≤ 500 MB |"
+echo
+echo "Probes the bridge took past their deadline and did not run (code \`expired\`, sent again): $(m probes-not-run); probes sent again in all: $(m probes-resent). Logs of the run: \`$logs\`."
 echo
 echo '```'
 echo "$out"

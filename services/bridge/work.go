@@ -406,7 +406,7 @@ func (b *Bridge) runProbe(ctx context.Context, c *claim, p *envelope.Probe, capa
 		return deny("kind %s is not offered by this bridge (capability %s)", p.Kind, capability)
 	}
 	if b.clock.Now().After(p.Deadline) {
-		return []*envelope.Result{result(envelope.StatusTimeout, nil, &envelope.Error{Code: probe.CodeTimeout, Message: "the probe's deadline passed before a worker took it"}, true)}
+		return []*envelope.Result{result(envelope.StatusTimeout, nil, &envelope.Error{Code: probe.CodeExpired, Message: "the probe's deadline passed before a worker took it: not run"}, true)}
 	}
 	rctx, cancel := context.WithDeadline(ctx, p.Deadline)
 	defer cancel()

@@ -170,7 +170,9 @@ func TestAcquireKeepsTheProbe(t *testing.T) {
 }
 
 // TestProbePastItsDeadline: a probe whose deadline passed while it waited in the queue is
-// answered "timeout" without running, stamped with the bridge's clock.
+// answered "timeout" without running, stamped with the bridge's clock — with the code
+// expired, not timeout: nothing was sent to the target, so the hub sends it again instead
+// of taking the target's silence as its answer.
 func TestProbePastItsDeadline(t *testing.T) {
 	fake := clock.NewFake(t0)
 	b := &Bridge{cfg: Config{Site: "dc1", Name: "br-1"}, clock: fake, log: slog.New(slog.DiscardHandler),
@@ -180,8 +182,8 @@ func TestProbePastItsDeadline(t *testing.T) {
 	started := fake.Now()
 	fake.Advance(time.Millisecond)
 	res := b.runProbe(context.Background(), nil, p, "echo", started, 1)
-	if len(res) != 1 || res[0].Status != envelope.StatusTimeout || !res[0].Final || res[0].Error.Code != probe.CodeTimeout {
-		t.Fatalf("results %+v", res)
+	if len(res) != 1 || res[0].Status != envelope.StatusTimeout || !res[0].Final || res[0].Error == nil || res[0].Error.Code != probe.CodeExpired {
+		t.Fatalf("results %+v, want one final timeout with code %q", res, probe.CodeExpired)
 	}
 	if !res[0].Started.Equal(started) || !res[0].Finished.Equal(started.Add(time.Millisecond)) {
 		t.Fatalf("started %s finished %s", res[0].Started, res[0].Finished)

@@ -57,6 +57,16 @@ type testBridge struct {
 	// forgeHost, when set, is reported as up in every scan: a bridge lying about an address
 	// it was never asked to scan.
 	forgeHost string
+	// intercept, when set, may answer a probe instead of running it (a status and an error,
+	// no data): a loaded bridge that took the probe past its deadline, an exchange that got
+	// no answer. A nil error runs the probe.
+	intercept func(p *envelope.Probe) (envelope.Status, *envelope.Error)
+}
+
+func (b *testBridge) setIntercept(f func(p *envelope.Probe) (envelope.Status, *envelope.Error)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.intercept = f
 }
 
 func startTestBridge(ctx context.Context, t *testing.T, js jetstream.JetStream, site string, key nkeys.KeyPair) *testBridge {
@@ -107,12 +117,19 @@ var errHostKey = errors.New("host key changed")
 func (b *testBridge) run(ctx context.Context, p *envelope.Probe) {
 	b.mu.Lock()
 	b.seen[p.Kind]++
+	intercept := b.intercept
 	b.mu.Unlock()
+	if intercept != nil {
+		if st, e := intercept(p); e != nil {
+			b.emit(ctx, p, 0, true, st, nil, e)
+			return
+		}
+	}
 	if time.Now().After(p.Deadline) {
 		// as the real bridge (services/bridge, work.go): a probe whose deadline passed while
-		// it waited for a worker is answered with a timeout, not run — discovery sends again
-		// only probes nobody answered
-		b.emit(ctx, p, 0, true, envelope.StatusTimeout, nil, &envelope.Error{Code: probes.CodeTimeout, Message: "the probe's deadline passed before a worker took it"})
+		// it waited for a worker is not run, and answered so (code expired) — discovery
+		// sends it again like a probe nobody answered
+		b.emit(ctx, p, 0, true, envelope.StatusTimeout, nil, &envelope.Error{Code: probes.CodeExpired, Message: "the probe's deadline passed before a worker took it: not run"})
 		return
 	}
 	var creds []seal.Secret

@@ -45,6 +45,35 @@ const (
 // reasonDeferred is the unsent reason of a probe the turn had no budget left to build.
 const reasonDeferred = "deferred: the turn's build budget is spent"
 
+// reasonWindow is the unsent reason of a sweep probe that waits for a place in the run's
+// window of sweep probes out (Config.SweepInFlight, RunRecord.SweepWindow).
+const reasonWindow = "waiting: the run's SNMP sweep probes out are at their bound (sweep in flight)"
+
+// The SNMP sweep of a large range is paced: a run keeps at most SweepWindow sweep probes out
+// (sent, no final result yet). Published at the rate the hub builds them, a /16's probes
+// waited at the site's bridges past their 30 s deadline and had to be sent again; kept to a
+// window, each waits in the bridge's queue a few seconds at most. A sweep probe beyond the
+// window is registered pending and unsent (written ahead, like a deferred one) and built on
+// a later turn once results have freed places.
+
+// sweepFull reports whether the run has its window of sweep probes out. The count is taken
+// once per turn (the first time a sweep probe is issued), then kept by issue and expire.
+func (t *turn) sweepFull() bool {
+	w := t.run.SweepWindow
+	if w <= 0 {
+		return false
+	}
+	if !t.sweepCounted {
+		t.sweepCounted = true
+		for _, p := range t.run.Pending {
+			if p.Step == StepSweep && p.Unsent == "" {
+				t.sweepOut++
+			}
+		}
+	}
+	return t.sweepOut >= w
+}
+
 // transient reports whether err may pass if the same step is tried again soon: a timeout,
 // a service without responders or that says retry, a JetStream request without answer.
 func transient(err error) bool {
@@ -82,6 +111,9 @@ func issue(ctx context.Context, pr prober, t *turn, req probeRequest) (*envelope
 	if t.built >= maxBuildsPerTurn || t.failing >= maxFailingInTurn || ctx.Err() != nil {
 		return nil, t.registerUnsent(req, reasonDeferred, false), nil
 	}
+	if req.Step == StepSweep && t.sweepFull() {
+		return nil, t.registerUnsent(req, reasonWindow, false), nil
+	}
 	var err error
 	for attempt := range buildAttempts {
 		if attempt > 0 {
@@ -97,6 +129,9 @@ func issue(ctx context.Context, pr prober, t *turn, req probeRequest) (*envelope
 		if p, err = pr.probe(ctx, t, req); err == nil {
 			t.built++
 			t.failing = 0
+			if req.Step == StepSweep {
+				t.sweepOut++
+			}
 			return p, t.run.Pending[p.ID], nil
 		}
 		if !transient(err) {
@@ -157,6 +192,9 @@ func (p *pipeline) sendUnsent(ctx context.Context, t *turn) {
 		pp := t.run.Pending[id]
 		if t.built >= maxBuildsPerTurn || t.failing >= maxFailingInTurn || ctx.Err() != nil {
 			break
+		}
+		if pp.Step == StepSweep && t.sweepFull() {
+			continue // waits for a place in the run's sweep window
 		}
 		np, _, err := p.rebuild(ctx, t, pp, id, pp.Resends)
 		if err == nil && np == nil && pp.Tries < maxBuildTries {

@@ -38,10 +38,11 @@ type pendingSig struct {
 	chunks   int
 	final    int
 	unsent   string
+	notRun   bool
 }
 
 func sigOf(p *pendingProbe) pendingSig {
-	return pendingSig{deadline: p.Deadline.UnixNano(), chunks: len(p.Chunks), final: p.Final, unsent: p.Unsent}
+	return pendingSig{deadline: p.Deadline.UnixNano(), chunks: len(p.Chunks), final: p.Final, unsent: p.Unsent, notRun: p.NotRun != ""}
 }
 
 // savePending writes the run's groups that gained or changed a probe since their last

@@ -78,6 +78,20 @@ func (s *service) applyResult(ctx context.Context, rs *runState, res *envelope.R
 		rs.mu.Unlock()
 		return nil
 	}
+	if errCode(res) == probes.CodeExpired {
+		// The bridge took the probe after its deadline and did not run it: nothing was asked
+		// of the target, so this is no answer (a sweep's "no SNMP here", a port's silence).
+		// The probe stays pending, marked; the next turn's expire sends it again at once,
+		// within its resend budget (stage.go). Acked without a write: lost in a crash, the
+		// mark only costs the wait to the deadline's grace, when expire resends it anyway.
+		if p.NotRun == "" {
+			p.NotRun = res.Agent + ": " + errText(res)
+			r.Counters.ProbesNotRun++
+			rs.dirty = true
+		}
+		rs.mu.Unlock()
+		return nil
+	}
 	// KV writes of a result outlive a shutdown that starts meanwhile
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
 	defer cancel()

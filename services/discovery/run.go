@@ -76,6 +76,10 @@ type pendingProbe struct {
 	// Resends counts the sends before this one that passed their deadline without a result
 	// (stage.go, expire): this probe replaces them, with a timeout doubled per resend.
 	Resends int `json:"resends,omitempty"`
+	// NotRun is set when a bridge answered that the probe's deadline passed before it
+	// started (code expired): no answer about the target, so expire sends it again at once
+	// like a probe that got no result (it says which bridge and why).
+	NotRun string `json:"not_run,omitempty"`
 	// Unsent says why the probe is pending but not built nor sent yet: the turn's build
 	// budget was spent, or a step of its build failed transiently (issue.go). Tries counts
 	// the turns its build failed; Retry is when it is tried again.
@@ -129,6 +133,9 @@ type RunRecord struct {
 	// TraceParent is the trace context of the request that started the run: its probes,
 	// sent on later turns, join that trace (`outpost runs show RUN --trace`).
 	TraceParent string `json:"traceparent,omitempty"`
+	// SweepWindow is how many SNMP sweep probes the run keeps out at once (Config
+	// SweepInFlight per scanning bridge, fixed at its start; 0: no bound, a record of before).
+	SweepWindow int `json:"sweep_window,omitempty"`
 	// Pending are the probes whose final result is awaited. They are not part of the
 	// record in KV (a /16 with the SNMP sweep would be 11 MiB): they live in KVPending, by
 	// group, written before they are published.

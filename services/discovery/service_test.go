@@ -563,6 +563,10 @@ func TestConfigValidate(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	c.SweepInFlight = -1
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "sweep in flight -1") {
+		t.Fatalf("a negative sweep window: %v", err)
+	}
 }
 
 // TestOneActiveReplica: with ShareRuns off (the default), of two replicas one serves (the

@@ -50,6 +50,10 @@ type turn struct {
 	// built counts the probes this turn built, failing the probes in a row whose build
 	// failed every attempt, unsentNow the probes it registered unsent (issue.go).
 	built, failing, unsentNow int
+	// sweepOut counts the run's sweep probes out (sent, no final result), once sweepCounted
+	// (issue.go, sweepFull).
+	sweepOut     int
+	sweepCounted bool
 }
 
 // classified is a host and the classifier that gave it its class.
@@ -240,11 +244,14 @@ func (p *pipeline) expire(ctx context.Context, t *turn) {
 	resent, dropped := 0, 0
 	for _, id := range slices.Sorted(maps.Keys(t.run.Pending)) {
 		pp := t.run.Pending[id]
-		if pp.Unsent != "" || t.now.Before(pp.Deadline.Add(expireAfter)) {
+		if pp.Unsent != "" || pp.NotRun == "" && t.now.Before(pp.Deadline.Add(expireAfter)) {
 			continue // an unsent probe's wait is sendUnsent's
 		}
 		delete(t.run.Pending, id)
 		t.rs.dirty = true
+		if pp.Step == StepSweep && t.sweepCounted {
+			t.sweepOut-- // no longer out: its resend takes a place in the window again
+		}
 		h := t.rs.hosts[pp.IP]
 		var why string
 		if pp.Resends < p.cfg.ProbeResends {
@@ -255,6 +262,10 @@ func (p *pipeline) expire(ctx context.Context, t *turn) {
 				if h != nil {
 					note := fmt.Sprintf("sent again (%d of %d): probe %s got no result before its deadline (no bridge ran it in time); new deadline %s",
 						pp.Resends+1, p.cfg.ProbeResends, id, npp.Deadline.Format(time.RFC3339))
+					if pp.NotRun != "" {
+						note = fmt.Sprintf("sent again (%d of %d): probe %s was not run (%s); new deadline %s",
+							pp.Resends+1, p.cfg.ProbeResends, id, pp.NotRun, npp.Deadline.Format(time.RFC3339))
+					}
 					if np == nil {
 						note = fmt.Sprintf("to be sent again (%d of %d): probe %s got no result before its deadline; its build waits: %s",
 							pp.Resends+1, p.cfg.ProbeResends, id, npp.Unsent)
@@ -271,6 +282,9 @@ func (p *pipeline) expire(ctx context.Context, t *turn) {
 		} else if pp.Resends > 0 {
 			why = fmt.Sprintf(" (after %d resends)", pp.Resends)
 		}
+		if pp.NotRun != "" {
+			why += "; its last send was not run: " + pp.NotRun
+		}
 		dropped++
 		if h != nil {
 			t.hostLog(h, HostLog{Step: pp.Step, Kind: pp.Kind, Probe: id, Status: "timeout", Error: "no result before the probe's deadline" + why})
@@ -284,7 +298,7 @@ func (p *pipeline) expire(ctx context.Context, t *turn) {
 	}
 	if (resent > 0 || dropped > 0) && p.log != nil {
 		p.log.Info("probes past their deadline without a result", "run", t.run.ID, "resent", resent, "given_up", dropped,
-			"resent_total", t.run.Counters.ProbesResent)
+			"resent_total", t.run.Counters.ProbesResent, "not_run_total", t.run.Counters.ProbesNotRun)
 	}
 }
 

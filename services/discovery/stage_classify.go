@@ -19,7 +19,8 @@ type classifyStage struct {
 	rules   *Classifiers
 	probes  prober
 	timeout time.Duration
-	// sweptAll: the scan stage already asked every address over SNMP.
+	// sweptAll: the scan stage already asked every address over SNMP (a live host without
+	// an answer is asked again, and its log says so).
 	sweptAll bool
 }
 
@@ -49,9 +50,17 @@ func (c *classifyStage) advance(ctx context.Context, t *turn) bool {
 func (c *classifyStage) send(ctx context.Context, t *turn, h *Host) []*envelope.Probe {
 	var out []*envelope.Probe
 	for _, spec := range c.rules.Current().Probes {
+		why := ""
 		if spec.Sweep {
-			if c.sweptAll || len(h.Facts.SNMP) > 0 {
-				continue // already asked in the scan phase
+			if len(h.Facts.SNMP) > 0 {
+				continue // answered already (in the sweep, or asked before)
+			}
+			// With the sweep on, an address alive on TCP whose sweep got no SNMP answer
+			// (its probe given up after its resends, or the agent slow under load) is asked
+			// once more here: it costs one probe per live host, not per address, and a
+			// switch or printer is otherwise classified by its ports or not at all.
+			if c.sweptAll {
+				why = " (no SNMP answer in the sweep: asked again)"
 			}
 		} else if !spec.When.Matches(&h.Facts) {
 			continue
@@ -81,7 +90,7 @@ func (c *classifyStage) send(ctx context.Context, t *turn, h *Host) []*envelope.
 				t.hostLog(h, HostLog{Step: StepClassify, Kind: spec.Kind, Status: "waiting", Note: spec.Name + ": not built yet: " + pp.Unsent})
 				continue
 			}
-			t.hostLog(h, HostLog{Step: StepClassify, Kind: spec.Kind, Probe: p.ID, Status: "sent", Note: spec.Name + credNote(p)})
+			t.hostLog(h, HostLog{Step: StepClassify, Kind: spec.Kind, Probe: p.ID, Status: "sent", Note: spec.Name + credNote(p) + why})
 			out = append(out, p)
 		}
 	}

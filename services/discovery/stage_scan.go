@@ -100,6 +100,7 @@ func (s *scanStage) start(ctx context.Context, t *turn) {
 		}
 	}
 	if s.cfg.SNMPEveryAddress {
+		r.SweepWindow = s.cfg.sweepWindow(scanners)
 		for _, spec := range s.rules.Current().Probes {
 			if !spec.Sweep {
 				continue
@@ -130,8 +131,8 @@ func (s *scanStage) start(ctx context.Context, t *turn) {
 		}
 	}
 	r.State = StateScanning
-	t.logf(fmt.Sprintf("scanning %d addresses in %d chunks of up to %d for %d scanning bridges, %d probes (%d more built on the next turns)",
-		len(addrs), (len(addrs)+size-1)/size, size, scanners, len(out)-len(t.out), t.unsentNow))
+	t.logf(fmt.Sprintf("scanning %d addresses in %d chunks of up to %d for %d scanning bridges, %d probes (%d more built on the next turns; at most %d sweep probes out)",
+		len(addrs), (len(addrs)+size-1)/size, size, scanners, len(out)-len(t.out), t.unsentNow, r.SweepWindow))
 	t.out = out
 	t.rs.dirty = true
 }

@@ -198,6 +198,85 @@ func TestScanStage(t *testing.T) {
 	}
 }
 
+// TestSweepWindow: a run keeps at most SweepInFlight sweep probes out per scanning bridge;
+// the others wait on record (pending, unsent: written ahead like any pending probe) and go
+// out as results come back, or as the ones out expire and are sent again. Published at
+// once, a /16's sweep waited at the bridge past its deadlines.
+func TestSweepWindow(t *testing.T) {
+	cases := []struct {
+		name             string
+		bridges          []string
+		perBridge, limit int
+	}{
+		{"one bridge", []string{"XKEY"}, 40, 40},
+		{"two bridges", []string{"XKEY", "YKEY"}, 40, 80},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			g := newRig(t, StateQueued)
+			g.scope.of.Ranges = []string{"127.77.9.0/24"} // 254 addresses: within one turn's build budget
+			g.scope.bridges = c.bridges
+			g.cfg.SweepInFlight = c.perBridge
+			g.cfg.ProbeResends = 1
+			g.build()
+			r := g.rs.run
+			out := func(tr *turn) (sent int) {
+				for _, p := range tr.out {
+					if p.Kind == "snmp_get" {
+						sent++
+					}
+				}
+				return sent
+			}
+			// state: sweep probes out (sent) and waiting (unsent) in the run's pending set
+			state := func() (sent, waiting int) {
+				for _, pp := range r.Pending {
+					switch {
+					case pp.Step != StepSweep:
+					case pp.Unsent == "":
+						sent++
+					default:
+						waiting++
+						if pp.Unsent != reasonWindow {
+							t.Fatalf("a sweep probe waits for %q, want %q", pp.Unsent, reasonWindow)
+						}
+					}
+				}
+				return sent, waiting
+			}
+			tr := g.at(0)
+			if n := out(tr); n != c.limit || r.SweepWindow != c.limit {
+				t.Fatalf("at the start sent %d sweep probes (window %d), want %d", n, r.SweepWindow, c.limit)
+			}
+			if sent, waiting := state(); sent != c.limit || waiting != 254-c.limit {
+				t.Fatalf("pending sweep probes: %d out, %d waiting; want %d out, %d waiting", sent, waiting, c.limit, 254-c.limit)
+			}
+			// results free places: as many go out on the next turn, no more
+			var done []string
+			for id, pp := range r.Pending {
+				if pp.Step == StepSweep && pp.Unsent == "" && len(done) < 7 {
+					done = append(done, id)
+				}
+			}
+			g.answer(done...)
+			if tr := g.at(time.Second); out(tr) != 7 {
+				t.Fatalf("after 7 results sent %d sweep probes, want 7", out(tr))
+			}
+			if tr := g.at(2 * time.Second); out(tr) != 0 {
+				t.Fatalf("with the window full sent %d sweep probes, want none", out(tr))
+			}
+			if sent, _ := state(); sent != c.limit {
+				t.Fatalf("%d sweep probes out, want the window's %d", sent, c.limit)
+			}
+			// the ones out expire without a result: sent again within the window, never beyond
+			tr = g.at(sweepTimeout + expireAfter + time.Second)
+			if sent, _ := state(); sent > c.limit || out(tr) == 0 {
+				t.Fatalf("after the first sweep probes expired: %d out (window %d), %d sent this turn", sent, c.limit, out(tr))
+			}
+		})
+	}
+}
+
 // TestScanStageRefuses: what stops a run before it scans, and a sweep without credentials.
 func TestScanStageRefuses(t *testing.T) {
 	cases := []struct {
@@ -256,6 +335,9 @@ func TestClassifyStage(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			g := newRig(t, StateClassifying, c.host)
+			// the site has no SNMP credential: the probes follow the ports alone (a host
+			// without an SNMP answer is asked again otherwise: TestClassifyAsksSNMPAgain)
+			g.probe.missing["snmp"] = true
 			h := c.host
 			tr := g.at(0)
 			if got := g.kinds(tr.out); !slices.Equal(got, c.sent) || h.Stage != stageClassify {
@@ -291,6 +373,37 @@ func TestClassifyStage(t *testing.T) {
 			}
 			if g.rs.run.State != StateCompleted {
 				t.Fatalf("run %s", g.rs.run.State)
+			}
+		})
+	}
+}
+
+// TestClassifyAsksSNMPAgain: with the sweep on, a host alive on TCP whose sweep brought no
+// SNMP answer is asked again at classify (the answer may have been lost under load), and
+// its log says why; one that answered in the sweep is not asked twice.
+func TestClassifyAsksSNMPAgain(t *testing.T) {
+	cases := []struct {
+		name string
+		snmp map[string]any
+		sent []string
+	}{
+		{"no answer in the sweep", nil, []string{"snmp_get", "ssh_exec"}},
+		{"answered in the sweep", map[string]any{"1.3.6.1.2.1.1.1.0": "Linux lab 6.1"}, []string{"ssh_exec"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := &Host{IP: "127.77.9.1", Stage: stageNew, Facts: Facts{Ports: []int{22}, SNMP: c.snmp}}
+			g := newRig(t, StateClassifying, h)
+			if !g.cfg.SNMPEveryAddress {
+				t.Fatal("the sweep is off by default: this test assumes it on")
+			}
+			tr := g.at(0)
+			if got := g.kinds(tr.out); !slices.Equal(got, c.sent) {
+				t.Fatalf("sent %v, want %v; host log %+v", got, c.sent, h.Log)
+			}
+			said := slices.ContainsFunc(h.Log, func(l HostLog) bool { return strings.Contains(l.Note, "no SNMP answer in the sweep: asked again") })
+			if said != (c.snmp == nil) {
+				t.Fatalf("host log says it is asked again: %t, want %t: %+v", said, c.snmp == nil, h.Log)
 			}
 		})
 	}
@@ -478,6 +591,7 @@ func TestExpiredProbesResent(t *testing.T) {
 	setup := func(t *testing.T) (*rig, *Host, string) {
 		h := newHost()
 		g := newRig(t, StateClassifying, h)
+		g.probe.missing["snmp"] = true // the ssh_exec alone (no SNMP asked again)
 		g.cfg.ProbeResends = resends
 		g.build()
 		tr := g.at(0)

@@ -107,6 +107,10 @@ type Counters struct {
 	// ProbesResent counts probes sent again, under a new id, because no result came
 	// before their deadline (no bridge ran them in time: a cut-off site, a dead bridge).
 	ProbesResent int `json:"probes_resent,omitempty"`
+	// ProbesNotRun counts results saying a bridge took the probe past its deadline and did
+	// not run it (code expired: it waited in the site's queue too long); each such probe is
+	// sent again like one without a result (and counted in ProbesResent then).
+	ProbesNotRun int `json:"probes_not_run,omitempty"`
 	// ProbesUnsent counts probes given up before they were sent: their build (host key,
 	// credentials, the site's bridges) failed and kept failing; the host's log and the
 	// run's errors say why.

@@ -177,6 +177,7 @@ const (
 	CodeInternal    = probes.CodeInternal
 	CodeUnsupported = probes.CodeUnsupported
 	CodeTimeout     = probes.CodeTimeout
+	CodeExpired     = probes.CodeExpired
 	CodeCanceled    = probes.CodeCanceled
 	CodePanic       = probes.CodePanic
 )

@@ -37,6 +37,9 @@ func printRun(w io.Writer, v discovery.Run) error {
 	if c.ProbesResent > 0 {
 		fmt.Fprintf(w, ", %d sent again (no result before their deadline)", c.ProbesResent)
 	}
+	if c.ProbesNotRun > 0 {
+		fmt.Fprintf(w, ", %d not run (a bridge took them past their deadline)", c.ProbesNotRun)
+	}
 	fmt.Fprintf(w, "; errors %d\n", c.Errors)
 	if len(v.Hosts) > 0 {
 		fmt.Fprintln(w)

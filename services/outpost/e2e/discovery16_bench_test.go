@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -109,6 +111,16 @@ func BenchmarkDiscovery16(b *testing.B) {
 		}
 		_ = json.Unmarshal(raw, &rec)
 		b.Logf("run errors: %v\nrun log: %v", rec.Errors[:min(len(rec.Errors), 20)], rec.Log)
+		// the log of each host that came out wrong says which probes it got and how they ended
+		for _, ip := range append(slices.Clone(missing), wrong...) {
+			ip, _, _ = strings.Cut(ip, " ")
+			_, raw := h.api(b, "GET", "/api/v1/discovery/runs/"+id+"?host="+ip, nil)
+			var hv struct {
+				Host json.RawMessage `json:"host"`
+			}
+			_ = json.Unmarshal(raw, &hv)
+			b.Logf("host %s: %s", ip, hv.Host)
+		}
 		b.Fatalf("the run found %d hosts alive (%d outside the lab), the lab has %d; missing: %v; misclassified: %v; reason %q",
 			r.Counters.Alive, others, alive, missing, wrong, r.Reason)
 	}
@@ -125,6 +137,8 @@ func BenchmarkDiscovery16(b *testing.B) {
 	b.ReportMetric(brCPU.Seconds(), "bridge-CPU-s")
 	b.ReportMetric(float64(hubCPU.Microseconds())/float64(r.Counters.Addresses), "hub-CPU-µs/address")
 	b.ReportMetric(float64(r.Counters.Classified), "classified")
+	b.ReportMetric(float64(r.Counters.ProbesResent), "probes-resent")
+	b.ReportMetric(float64(r.Counters.ProbesNotRun), "probes-not-run")
 	b.ReportMetric(float64(r.Counters.CIsCreated+r.Counters.CIsUpdated+r.Counters.CIsUnchanged), "CIs")
 	b.ReportMetric(0, "ns/op")
 }

@@ -28,6 +28,7 @@ type discoveryRun struct {
 		CIsUpdated   int `json:"cis_updated"`
 		CIsUnchanged int `json:"cis_unchanged"`
 		ProbesResent int `json:"probes_resent"`
+		ProbesNotRun int `json:"probes_not_run"`
 	} `json:"counters"`
 	Hosts []struct {
 		IP    string `json:"ip"`

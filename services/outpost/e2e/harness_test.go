@@ -113,6 +113,9 @@ func startIn(t testing.TB, netns, name string, args ...string) *proc {
 	return launch(t, name, exec.Command("ip", append([]string{"netns", "exec", netns, filepath.Join(binDir, name)}, args...)...))
 }
 
+// logsEnv names a directory where every process the tests start leaves its whole log.
+const logsEnv = "OUTPOST_E2E_LOGS"
+
 func launch(t testing.TB, name string, cmd *exec.Cmd) *proc {
 	t.Helper()
 	buf := &syncBuffer{}
@@ -134,6 +137,16 @@ func launch(t testing.TB, name string, cmd *exec.Cmd) *proc {
 		}
 		if t.Failed() {
 			t.Logf("--- %s log (tail):\n%s", name, tail(buf.String(), 40))
+		}
+		// OUTPOST_E2E_LOGS=dir keeps every process's whole log (the benches set it): the tail
+		// above rarely holds what went wrong early in a long run
+		if dir := os.Getenv(logsEnv); dir != "" {
+			f := filepath.Join(dir, fmt.Sprintf("%s-%d.log", name, cmd.Process.Pid))
+			if err := os.WriteFile(f, []byte(buf.String()), 0o600); err != nil {
+				t.Logf("keep the %s log: %v", name, err)
+			} else {
+				t.Logf("--- %s log kept in %s", name, f)
+			}
 		}
 	})
 	return p
