@@ -58,6 +58,7 @@ const (
 	Canceled    Code = "canceled"
 	HostKey     Code = "host_key_mismatch"
 	Panic       Code = "panic"
+	Expired     Code = "expired"
 	NotReplayed Code = "not_replayed"
 	WinRMFault  Code = "winrm_fault"
 )
@@ -104,6 +105,7 @@ var Table = []Entry{
 	{"HostKey", HostKey, 0, false, Result, "an SSH host key differs from the known one: nothing was sent"},
 	{"WinRMFault", WinRMFault, 0, false, Result, "the WinRM service answered with a WS-Management fault (quota, policy, configuration)"},
 	{"NotReplayed", NotReplayed, 0, false, Result, "a replayed probe (outpost replay) the stored results do not answer: the original was never sent, or its results aged out of RESULTS"},
+	{"Expired", Expired, 0, true, Result, "the probe's deadline passed before a bridge started it (it waited in the queue): nothing was sent to the target; send it again"},
 	{"Panic", Panic, 0, false, Result, "the probe kind panicked (a bug in the bridge): the stack is in the bridge log; the probe is not retried"},
 
 	{"Permanent", Permanent, 0, false, DeadLetter, "the handler said retrying cannot help"},
