@@ -19,10 +19,13 @@ import (
 // duplicate (its Nats-Msg-Id, within the hub's window) when the forwarder sends it again.
 
 // DefaultDirectTimeout is how long a direct send waits for the hub's ack before the result
-// goes to the outbox instead. Far above a healthy ack (milliseconds, tens under load), and
-// short: a worker waits this long, once, before the backlog it leaves sends the next results
-// to the outbox without trying.
-const DefaultDirectTimeout = 2 * time.Second
+// goes to the outbox instead: the forwarder's AckTimeout, not less. A slow ack is usually a
+// stored result whose ack is late (a loaded hub); taking it for a failure stores a second
+// copy, which the hub drops by its Nats-Msg-Id only within its duplicate window (2 min). A
+// WAN cut right after such a false failure held that copy in the outbox past the window and
+// RESULTS kept both (the WAN cut test, under load, with a 2 s timeout here). A worker waits
+// this long at most once per DirectPause.
+const DefaultDirectTimeout = AckTimeout
 
 // DirectPause is how long after a failed direct send results go to the outbox without
 // trying: a hub that is connected but does not ack (a stream leader lost) then costs the
