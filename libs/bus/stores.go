@@ -71,7 +71,13 @@ func Stores(l Limits) []Store {
 		{Kind: KindStream, Name: StreamResults, Owner: "bus", Description: "probe results, kept for replay: result.<app>.<site>.<kind>.<agent>",
 			Subjects: []string{"result.>"}, Retention: jetstream.LimitsPolicy, MaxAge: l.ResultsMaxAge, MaxBytes: l.ResultsMaxBytes,
 			MaxMsgsPerSubject: l.ResultsPerSender,
-			Discard:           old, Why: "a replay window: the consumers have read the oldest long ago; a bridge must never be refused its results (its outbox would fill)"},
+			// A result whose publish ack was lost as a WAN link went down is sent again when the
+			// link is back: the copy is dropped by its Nats-Msg-Id only within this window, so it
+			// outlasts the outages the bridge's outbox rides out most often (the WAN cut test cuts
+			// for 2 minutes: with the default 2-minute window, a result stored just before the
+			// cut was stored again after it). Its memory is one entry per result of the window.
+			Duplicates: 10 * time.Minute,
+			Discard:    old, Why: "a replay window: the consumers have read the oldest long ago; a bridge must never be refused its results (its outbox would fill)"},
 		{Kind: KindStream, Name: StreamEvents, Owner: "bus", Description: "raw events: event.<site>.<source>",
 			Subjects: []string{"event.>"}, Retention: jetstream.LimitsPolicy, MaxAge: l.EventsMaxAge, MaxBytes: l.EventsMaxBytes,
 			Discard: old, Why: "a window of raw events; refusing would silence the warnings about the hub itself (event.hub.…)"},

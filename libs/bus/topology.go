@@ -226,7 +226,9 @@ func DefaultTopology(l Limits) Topology {
 		switch st.Kind {
 		case KindStream:
 			c := st.StreamConfig(l.Replicas)
-			c.Duplicates = l.Duplicates
+			if c.Duplicates == 0 { // the table's own window (RESULTS) wins over the default
+				c.Duplicates = l.Duplicates
+			}
 			t.Streams = append(t.Streams, c)
 		case KindKV:
 			t.KV = append(t.KV, KVSpec{Bucket: st.Name, Description: st.Description, TTL: st.MaxAge, History: st.History,
