@@ -110,7 +110,14 @@ func (e *Engine) IngestBatch(ctx context.Context, ps []*Prepared) []Result {
 func (e *Engine) inTx(ctx context.Context, ps []*Prepared) ([]Result, error) {
 	now := e.now().UTC()
 	var outs []Result
-	err := e.store.Update(ctx, func(ctx context.Context, dbtx store.Tx) error {
+	update, every := e.store.Update, e.flushEvery
+	if p, ok := e.store.(store.Pipelined); ok {
+		update = p.UpdatePipelined
+		if every == 0 {
+			every = flushEvery
+		}
+	}
+	err := update(ctx, func(ctx context.Context, dbtx store.Tx) error {
 		outs = make([]Result, len(ps)) // a retried transaction starts over
 		plans := make([]*plan, 0, len(ps))
 		for _, p := range ps {
@@ -172,6 +179,11 @@ func (e *Engine) inTx(ctx context.Context, ps []*Prepared) ([]Result, error) {
 				return err
 			}
 			outs[i].Outcome = o
+			if every > 0 && tx.pending() >= every {
+				if err := tx.flushPart(ctx); err != nil {
+					return err
+				}
+			}
 		}
 		if !replayed.Empty() {
 			if err := tx.Write(ctx, &replayed); err != nil {
@@ -182,6 +194,11 @@ func (e *Engine) inTx(ctx context.Context, ps []*Prepared) ([]Result, error) {
 	})
 	return outs, err
 }
+
+// flushEvery is how many CIs and relations a pipelined batch reconciles before it hands
+// them to the writer: small enough that the writer starts early and the engine and the
+// writer work side by side, large enough that a multi-row INSERT holds many rows.
+const flushEvery = 128
 
 // ingest writes one prepared payload in a transaction of its own.
 func (e *Engine) ingest(ctx context.Context, p *Prepared) Result {

@@ -1,8 +1,12 @@
 package ire_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -10,6 +14,7 @@ import (
 	"time"
 
 	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/services/cmdb/internal/pgtest"
 	"github.com/outpost-dev/outpost/services/cmdb/internal/storetest"
 	"github.com/outpost-dev/outpost/services/cmdb/ire"
 	"github.com/outpost-dev/outpost/services/cmdb/store"
@@ -201,3 +206,112 @@ func TestKeyedPayloadReplaysItsReceipt(t *testing.T) {
 		}
 	})
 }
+
+// A batch written in parts — what it reconciled handed to the store every payload, as a
+// pipelined SQLite store does every few hundred rows — ends in the same state as the batch
+// written at once and as its payloads ingested one by one: CIs created then changed later
+// in the batch, identifiers moved and found shared, relations seen again, index entries
+// replaced, a conflict met twice, receipts.
+func TestBatchWrittenInPartsIsTheSame(t *testing.T) {
+	oem := "VMW-PART-42"
+	later := func(p envelope.CIPayload, d time.Duration) envelope.CIPayload { p.Observed = t0.Add(d); return p }
+	a := discovered("SN-PA", []string{"02:00:00:00:07:0a"}, attrs("name", "a", "ip_address", "10.7.0.1"))
+	aMore := later(discovered("SN-PA", []string{"02:00:00:00:07:0a"}, attrs("name", "a", "ip_address", "10.7.0.1", "ram_mb", 8192, "os", "Ubuntu")), time.Minute)
+	b := discovered("SN-PB", []string{"02:00:00:00:07:0b"}, attrs("name", "b", "ip_address", "10.7.0.2"))
+	both := discovered("", []string{"02:00:00:00:07:0a", "02:00:00:00:07:0b"}, attrs("name", "ab", "ip_address", "10.7.0.3"))
+	delete(both.Items[0].Attributes, "serial_number")
+	clone1 := discovered(oem, []string{"02:00:00:00:07:c1"}, attrs("name", "c1", "ip_address", "10.7.1.1"))
+	clone2 := discovered(oem, []string{"02:00:00:00:07:c2"}, attrs("name", "c2", "ip_address", "10.7.1.2"))
+	reuse := envelope.CIPayload{Source: "discovery", Observed: t0.Add(time.Hour), Items: []envelope.CIItem{
+		item("h", "linux_server", attrs("serial_number", "SN-PNEW", "name", "a", "ip_address", "10.7.0.1")),
+	}}
+	manual := envelope.CIPayload{Source: "manual", Observed: t0.Add(2 * time.Minute), Items: []envelope.CIItem{
+		item("h", "linux_server", attrs("serial_number", "SN-PB", "ram_mb", 16384, "environment", "Production"))}}
+	batch := []envelope.CIPayload{a, b, aMore, both, clone1, later(a, 2*time.Minute), clone2, both, manual, later(b, 3*time.Minute), reuse, later(clone1, time.Hour)}
+	keys := []string{"k-a", "", "k-amore", "", "k-c1", "", "k-c2", "", "k-manual", "", "k-reuse", "k-a"}
+
+	storetest.ForEach(t, func(t *testing.T, be storetest.Backend) {
+		fresh := func() storetest.Backend {
+			if be.Name == "postgres" {
+				return storetest.Backend{Name: be.Name, DSN: pgtest.DSN(t)}
+			}
+			return storetest.Backend{Name: be.Name, DSN: "sqlite://" + filepath.Join(t.TempDir(), "cmdb.db")}
+		}
+		parts, whole, single := newFixture(t, be), newFixture(t, fresh()), newFixture(t, fresh())
+		// A batch whose transaction fails is ingested again payload by payload, which would
+		// hide a wrong write: the log tells.
+		var logs bytes.Buffer
+		logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		for _, f := range []*fixture{parts, whole} {
+			eng, err := ire.New(f.st, f.model, ire.Options{Now: func() time.Time { return t0 }, Logger: logger})
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.eng = eng
+		}
+		ire.SetFlushEvery(parts.eng, 1)
+		ire.SetFlushEvery(whole.eng, 1<<30)
+		withKeys := func(eng *ire.Engine) []*ire.Prepared {
+			ps := prepare(t, eng, batch)
+			for i, p := range ps {
+				if keys[i] != "" {
+					k := keys[i]
+					p.Announce(k, func(out ire.Outcome) (string, []store.OutboxMsg, error) {
+						return fmt.Sprintf("%s: %d created, %d updated", k, len(out.Created), len(out.Updated)), nil, nil
+					}, func(string) ([]store.OutboxMsg, error) { return nil, nil })
+				}
+			}
+			return ps
+		}
+		outcomes := func(res []ire.Result) string {
+			var sb strings.Builder
+			for i, r := range res {
+				if r.Err != nil {
+					t.Fatalf("payload %d: %v", i, r.Err)
+				}
+				fmt.Fprintf(&sb, "%d: created %d updated %d unchanged %d conflicts %d relations %d replayed %v %q\n", i,
+					len(r.Outcome.Created), len(r.Outcome.Updated), len(r.Outcome.Unchanged), len(r.Outcome.Conflicts),
+					len(r.Outcome.Relations), r.Replayed, r.Receipt)
+			}
+			return sb.String()
+		}
+		gotParts := outcomes(parts.eng.IngestBatch(parts.ctx, withKeys(parts.eng)))
+		gotWhole := outcomes(whole.eng.IngestBatch(whole.ctx, withKeys(whole.eng)))
+		if strings.Contains(logs.String(), "one by one") {
+			t.Fatalf("a batch was split, its transaction failed:\n%s", logs.String())
+		}
+		if gotParts != gotWhole {
+			t.Errorf("outcomes in parts:\n%s\nat once:\n%s", gotParts, gotWhole)
+		}
+		for i, p := range batch {
+			if keys[i] == "" || !slices.Contains(keys[:i], keys[i]) {
+				single.ingest(p)
+			}
+		}
+		sp, sw, ss := normalized(parts.snapshot()), normalized(whole.snapshot()), normalized(single.snapshot())
+		if sp != sw {
+			t.Errorf("store written in parts differs from written at once:\nparts %s\nonce  %s", sp, sw)
+		}
+		if sp != ss {
+			t.Errorf("store written in parts differs from one by one:\nparts %s\nsingle %s", sp, ss)
+		}
+		if !strings.Contains(sp, "Production") || !strings.Contains(sp, "Ubuntu") {
+			t.Fatalf("the batch's later changes are missing:\n%s", sp)
+		}
+	})
+}
+
+// normalized replaces the ids (ULIDs) of a snapshot by their order of first appearance,
+// so that two databases written alike compare equal.
+func normalized(s string) string {
+	ids := map[string]string{}
+	return ulidPattern.ReplaceAllStringFunc(s, func(id string) string {
+		if n, ok := ids[id]; ok {
+			return n
+		}
+		ids[id] = fmt.Sprintf("#%d", len(ids))
+		return ids[id]
+	})
+}
+
+var ulidPattern = regexp.MustCompile(`[0-9A-HJKMNP-TV-Z]{26}`)

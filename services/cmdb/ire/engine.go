@@ -45,6 +45,9 @@ type Engine struct {
 	prec  Precedence
 	now   func() time.Time
 	log   *slog.Logger
+	// flushEvery, when set, makes a batch write what it reconciled every so many CIs and
+	// relations, on any store (tests); 0: every flushEvery on a pipelined store, else once.
+	flushEvery int
 }
 
 // New returns an engine writing to st with the class model m.

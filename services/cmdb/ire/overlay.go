@@ -374,9 +374,27 @@ func (o *overlay) setKey(k store.Key, ci string) {
 	}
 }
 
-// flush writes the batch's end state in one store Write.
-func (o *overlay) flush(ctx context.Context) error {
-	b := store.Batch{History: o.history, Conflicts: o.conflicts, Outbox: o.outbox, Receipts: o.receiptRows}
+// flush writes the batch's end state (what a partial flush left) in one store Write.
+func (o *overlay) flush(ctx context.Context) error { return o.write(ctx, true) }
+
+// flushPart writes what the batch changed so far, except its conflicts, outbox messages
+// and receipts, which flush writes once at the end (a conflict met twice in a batch counts
+// once; a batch's messages share one outbox row). Later writes of what it wrote become
+// updates: a CI inserted here is upserted if a later payload changes it, an identifier
+// moved, a relation seen again. What the overlay answers reads with is unchanged.
+//
+// Why: through a pipelined store (store.Pipelined) the writes run on the writer while the
+// next payloads are reconciled, instead of all at the end.
+func (o *overlay) flushPart(ctx context.Context) error { return o.write(ctx, false) }
+
+// pending is how many CIs and relations the next flush would write.
+func (o *overlay) pending() int { return len(o.ciOrder) + len(o.relOrder) }
+
+func (o *overlay) write(ctx context.Context, final bool) error {
+	b := store.Batch{History: o.history}
+	if final {
+		b.Conflicts, b.Outbox, b.Receipts = o.conflicts, o.outbox, o.receiptRows
+	}
 	b.NewCIs = make([]store.CIState, 0, len(o.ciOrder))
 	b.NewIdentifiers = make([]store.Identifier, 0, len(o.newKeys))
 	b.NewRelations = make([]store.RelationRow, 0, len(o.relOrder))
@@ -412,7 +430,28 @@ func (o *overlay) flush(ctx context.Context) error {
 	if b.Empty() {
 		return nil
 	}
-	return o.tx.Write(ctx, &b)
+	if err := o.tx.Write(ctx, &b); err != nil {
+		return err
+	}
+	if final {
+		return nil
+	}
+	// Written: from here on, these rows exist in the transaction.
+	for _, id := range o.ciOrder {
+		c := o.cis[id]
+		c.isNew, c.dirty = false, false
+	}
+	for _, k := range o.relOrder {
+		st := o.rels[k]
+		st.isNew, st.written = false, false
+		o.rels[k] = st
+	}
+	clear(o.keyIsNew)
+	clear(o.keyIsMoved)
+	clear(o.attrAt)
+	o.ciOrder, o.relOrder, o.newKeys, o.movedKeys = o.ciOrder[:0], o.relOrder[:0], o.newKeys[:0], o.movedKeys[:0]
+	o.attrChanges, o.history = o.attrChanges[:0], o.history[:0]
+	return nil
 }
 
 // prefetch reads, for a whole batch at once, what the payloads' runs will ask for one by

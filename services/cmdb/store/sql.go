@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -57,9 +59,15 @@ func (s *sqlStore) Close() error {
 }
 
 func (s *sqlStore) Update(ctx context.Context, fn func(context.Context, Tx) error) error {
+	return s.retry(ctx, func() error { return s.updateOnce(ctx, fn) })
+}
+
+// retry runs once until it succeeds, fails for a reason retrying does not cure, or
+// maxRetries is reached.
+func (s *sqlStore) retry(ctx context.Context, once func() error) error {
 	backoff := time.Millisecond
 	for attempt := 0; ; attempt++ {
-		err := s.updateOnce(ctx, fn)
+		err := once()
 		if err == nil || !s.d.retryable(err) || attempt >= s.maxRetries {
 			if err != nil && s.d.retryable(err) {
 				return fmt.Errorf("store: gave up after %d attempts: %w", attempt+1, err)
@@ -193,24 +201,18 @@ func chunkSizes(n, width, maxParams int) []int {
 	return out
 }
 
-// insertRows writes n rows with multi-row INSERT statements: one round trip and no parse
-// per few hundred rows instead of per row, which is most of ingest throughput.
-func (s *sqlStore) insertRows(ctx context.Context, t *sql.Tx, in insert, n int, row func(i int, args []any) []any) error {
-	if n == 0 {
-		return nil
-	}
+// insertRows appends the multi-row INSERT statements writing n rows: one round trip and
+// no parse per few hundred rows instead of per row, which is most of ingest throughput.
+func (s *sqlStore) insertRows(prog []statement, in insert, n int, row func(i int, args []any) []any) []statement {
 	i := 0
-	args := make([]any, 0, min(n, 256)*in.width)
 	for _, size := range chunkSizes(n, in.width, s.d.maxParams) {
-		args = args[:0]
+		args := make([]any, 0, size*in.width)
 		for end := i + size; i < end; i++ {
 			args = row(i, args)
 		}
-		if err := s.exec(ctx, t, in.text(s.d, size), args); err != nil {
-			return fmt.Errorf("%s: %w", in.head, err)
-		}
+		prog = append(prog, statement{in.head, in.text(s.d, size), args})
 	}
-	return nil
+	return prog
 }
 
 // exec runs a statement in t, prepared once when its text was (prepareInserts).
@@ -274,4 +276,112 @@ func nullString(p *string) any {
 		return nil
 	}
 	return *p
+}
+
+// UpdatePipelined is Update for a caller that computes its writes while earlier ones run
+// (store.Pipelined). On SQLite: the transaction takes the write lock, then reads from a
+// snapshot on a read connection — taken while the lock is held, so it is the state the
+// writes apply to, and no other writer can commit before this transaction does — and
+// hands each Write's statements, compiled on the caller's goroutine, to a goroutine that
+// executes them on the writer connection in order. PostgreSQL's store is not Pipelined:
+// its reads must lock rows in the transaction (SELECT … FOR UPDATE), and its writes are
+// round trips that one connection cannot overlap with reads anyway.
+func (s *sqliteStore) UpdatePipelined(ctx context.Context, fn func(context.Context, Tx) error) error {
+	return s.retry(ctx, func() error { return s.pipelinedOnce(ctx, fn) })
+}
+
+func (s *sqlStore) pipelinedOnce(ctx context.Context, fn func(context.Context, Tx) error) (err error) {
+	t, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = t.Rollback()
+		}
+	}()
+	// Only after the write lock is held (BEGIN IMMEDIATE above): the snapshot starts at
+	// the read transaction's first statement.
+	r, err := s.r.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: begin read: %w", err)
+	}
+	defer func() { _ = r.Rollback() }() // read-only: nothing to commit
+	p := &pipeTx{tx: tx{s: s, t: r}, progs: make(chan []statement, pipeDepth), done: make(chan struct{})}
+	go p.write(ctx, t)
+	err = fn(ctx, p)
+	if err != nil {
+		p.failed.Store(true) // rolled back: what is still queued need not run
+	}
+	if werr := p.close(); err == nil {
+		err = werr
+	}
+	if err != nil {
+		return err
+	}
+	if err := t.Commit(); err != nil {
+		return fmt.Errorf("store: commit: %w", err)
+	}
+	return nil
+}
+
+// pipeDepth bounds the compiled writes waiting for the writer: the caller runs at most
+// that far ahead, and holds no more of them in memory.
+const pipeDepth = 4
+
+// pipeTx is the Tx of UpdatePipelined: reads through tx (the read snapshot), writes queued.
+type pipeTx struct {
+	tx
+	progs  chan []statement
+	done   chan struct{}
+	failed atomic.Bool // the writer stopped on an error: err is set
+	err    error       // read after done is closed, or once failed is set
+	errMu  sync.Mutex
+}
+
+// Write queues b's statements for the writer. It returns the error of an earlier write
+// once the writer has stopped on it; the transaction then fails at the end anyway.
+func (p *pipeTx) Write(ctx context.Context, b *Batch) error {
+	if err := p.writeErr(); err != nil {
+		return err
+	}
+	prog := p.s.compile(b)
+	select {
+	case p.progs <- prog:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *pipeTx) writeErr() error {
+	if !p.failed.Load() {
+		return nil
+	}
+	p.errMu.Lock()
+	defer p.errMu.Unlock()
+	return p.err
+}
+
+// write executes queued statements until progs is closed; after an error it only drains.
+func (p *pipeTx) write(ctx context.Context, t *sql.Tx) {
+	defer close(p.done)
+	for prog := range p.progs {
+		if p.failed.Load() {
+			continue
+		}
+		if err := p.s.execute(ctx, t, prog); err != nil {
+			p.errMu.Lock()
+			p.err = err
+			p.errMu.Unlock()
+			p.failed.Store(true)
+		}
+	}
+}
+
+// close waits until every queued write ran and returns the first error.
+func (p *pipeTx) close() error {
+	close(p.progs)
+	<-p.done
+	return p.err
 }

@@ -119,8 +119,11 @@ func OpenSQLite(ctx context.Context, path string, opts Options) (Store, error) {
 		return nil, err
 	}
 	s.stopCheckpoints = startCheckpointer(cp)
-	return s, nil
+	return &sqliteStore{s}, nil
 }
+
+// sqliteStore is the SQLite store: sqlStore with pipelined transactions (Pipelined).
+type sqliteStore struct{ *sqlStore }
 
 // privateFiles makes the database readable by its owner only: it holds what discovery learnt
 // about every network. SQLite creates the -wal and -shm files with the database file's mode,

@@ -346,7 +346,33 @@ func (in inserts) all() []insert {
 
 // Write applies the batch in dependency order: CIs before the rows that reference them.
 func (x *tx) Write(ctx context.Context, b *Batch) error {
-	s, t, in := x.s, x.t, x.s.ins
+	return x.s.execute(ctx, x.t, x.s.compile(b))
+}
+
+// statement is one statement of a compiled batch: its text and bound values; what names
+// the rows in an error.
+type statement struct {
+	what string
+	text string
+	args []any
+}
+
+// execute runs a compiled batch's statements in t, in order.
+func (s *sqlStore) execute(ctx context.Context, t *sql.Tx, prog []statement) error {
+	for _, st := range prog {
+		if err := s.exec(ctx, t, st.text, st.args); err != nil {
+			return fmt.Errorf("%s: %w", st.what, err)
+		}
+	}
+	return nil
+}
+
+// compile turns a batch into its statements, in dependency order (CIs before the rows that
+// reference them). It is all the Go work of a write — encoding attributes, outbox rows and
+// index objects, boxing values — and touches no connection, so that a pipelined
+// transaction (UpdatePipelined) does it beside the writer instead of on it.
+func (s *sqlStore) compile(b *Batch) []statement {
+	in := s.ins
 	ciRow := func(rows []CIState) func(int, []any) []any {
 		return func(i int, a []any) []any {
 			c := rows[i]
@@ -471,24 +497,19 @@ func (x *tx) Write(ctx context.Context, b *Batch) error {
 	if len(b.Outbox) > 0 {
 		outboxRow = encodeOutbox(b.Outbox)
 	}
+	var prog []statement
 	// Replaced values leave the index before new ones enter, so that a value that only
 	// changed case keeps its entry. Replacements are rare next to inserts: one statement each.
 	for _, e := range drop {
-		if _, err := t.ExecContext(ctx, s.d.q(`DELETE FROM ci_index WHERE attr = ? AND norm = ? AND ci_id = ?`), e.attr, e.norm, e.ci); err != nil {
-			return fmt.Errorf("store: index: %w", err)
-		}
+		prog = append(prog, statement{"store: index", s.d.q(`DELETE FROM ci_index WHERE attr = ? AND norm = ? AND ci_id = ?`), []any{e.attr, e.norm, e.ci}})
 	}
 	for i, st := range steps {
-		if err := s.insertRows(ctx, t, st.in, st.n, st.row); err != nil {
-			return err
-		}
+		prog = s.insertRows(prog, st.in, st.n, st.row)
 		if i == 0 { // after the CIs, with the other rows that reference them
-			if err := s.insertIndexObjects(ctx, t, objs); err != nil {
-				return err
-			}
+			prog = insertIndexObjects(prog, objs)
 		}
 	}
-	return nil
+	return prog
 }
 
 // indexObject is a new CI's search-index entries as one JSON object {attr: norm, …}.
@@ -567,23 +588,20 @@ func indexObjectText(n int) string {
 	return b.String()
 }
 
-// insertIndexObjects writes the entries of objs with the prepared indexObjectText
-// statements.
-func (s *sqlStore) insertIndexObjects(ctx context.Context, t *sql.Tx, objs []indexObject) error {
+// insertIndexObjects appends the statements writing the entries of objs with the
+// prepared indexObjectText statements.
+func insertIndexObjects(prog []statement, objs []indexObject) []statement {
 	i := 0
-	args := make([]any, 0, 2*min(len(objs), indexObjectSizes[0]))
 	for _, size := range indexObjectSizes {
 		for len(objs)-i >= size {
-			args = args[:0]
+			args := make([]any, 0, 2*size)
 			for end := i + size; i < end; i++ {
 				args = append(args, objs[i].ci, objs[i].obj)
 			}
-			if err := s.exec(ctx, t, indexObjectTexts[size], args); err != nil {
-				return fmt.Errorf("store: index: %w", err)
-			}
+			prog = append(prog, statement{"store: index", indexObjectTexts[size], args})
 		}
 	}
-	return nil
+	return prog
 }
 
 // maxNorm bounds the indexed text of an attribute: longer values are not filter targets.
