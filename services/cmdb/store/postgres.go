@@ -53,6 +53,7 @@ func OpenPostgres(ctx context.Context, dsn string, opts Options) (Store, error) 
 		ins:        newInserts(),
 		planCap:    defaultPlanCap,
 	}
+	s.texts = insertTexts(s.d, s.ins)
 	if err := s.migrate(ctx); err != nil {
 		_ = s.Close()
 		return nil, err

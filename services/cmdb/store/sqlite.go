@@ -110,6 +110,7 @@ func OpenSQLite(ctx context.Context, path string, opts Options) (Store, error) {
 		ins:        newInserts(),
 		planCap:    defaultPlanCap,
 	}
+	s.texts = insertTexts(s.d, s.ins)
 	if err := s.migrate(ctx); err != nil {
 		_ = s.Close()
 		return nil, err
