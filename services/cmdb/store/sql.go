@@ -302,13 +302,14 @@ func nullString(p *string) any {
 }
 
 // UpdatePipelined is Update for a caller that computes its writes while earlier ones run
-// (store.Pipelined). On SQLite: the transaction takes the write lock, then reads from a
-// snapshot on a read connection — taken while the lock is held, so it is the state the
-// writes apply to, and no other writer can commit before this transaction does — and
-// hands each Write's statements, compiled on the caller's goroutine, to a goroutine that
-// executes them on the writer connection in order. PostgreSQL's store is not Pipelined:
-// its reads must lock rows in the transaction (SELECT … FOR UPDATE), and its writes are
-// round trips that one connection cannot overlap with reads anyway.
+// (store.Pipelined). Each Write's statements are compiled on the caller's goroutine and
+// executed by another one on the writer connection, in order, while the caller goes on;
+// the caller's reads run on the same connection between two statements (database/sql
+// serializes the driver calls), so they see the committed state plus whichever of the
+// transaction's queued writes already ran. Reading on a connection of the read pool
+// instead cost more than it saved: its page cache starts cold after every commit.
+// PostgreSQL's store is not Pipelined: one connection cannot take a statement while
+// another's rows are being read, and its reads lock rows (SELECT … FOR UPDATE).
 func (s *sqliteStore) UpdatePipelined(ctx context.Context, fn func(context.Context, Tx) error) error {
 	return s.retry(ctx, func() error { return s.pipelinedOnce(ctx, fn) })
 }
@@ -323,14 +324,7 @@ func (s *sqlStore) pipelinedOnce(ctx context.Context, fn func(context.Context, T
 			_ = t.Rollback()
 		}
 	}()
-	// Only after the write lock is held (BEGIN IMMEDIATE above): the snapshot starts at
-	// the read transaction's first statement.
-	r, err := s.r.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("store: begin read: %w", err)
-	}
-	defer func() { _ = r.Rollback() }() // read-only: nothing to commit
-	p := &pipeTx{tx: tx{s: s, t: r}, progs: make(chan []statement, pipeDepth), done: make(chan struct{})}
+	p := &pipeTx{tx: tx{s: s, t: t}, progs: make(chan []statement, pipeDepth), done: make(chan struct{})}
 	go p.write(ctx, t)
 	err = fn(ctx, p)
 	if err != nil {
@@ -352,7 +346,7 @@ func (s *sqlStore) pipelinedOnce(ctx context.Context, fn func(context.Context, T
 // that far ahead, and holds no more of them in memory.
 const pipeDepth = 4
 
-// pipeTx is the Tx of UpdatePipelined: reads through tx (the read snapshot), writes queued.
+// pipeTx is the Tx of UpdatePipelined: reads through tx, writes queued.
 type pipeTx struct {
 	tx
 	progs  chan []statement

@@ -65,14 +65,13 @@ type Store interface {
 
 // Pipelined is a Store whose transactions can run the caller's work beside their writes.
 //
-// UpdatePipelined is Update, except that tx's reads come from a snapshot of the committed
-// database taken once the transaction holds the write lock — they do not see tx's own
-// writes, so the caller keeps what it wrote (the engine's overlay does) — and Write only
-// queues the batch: another goroutine executes the writes in order while fn goes on. An
-// error of a queued write is returned by a later Write or by UpdatePipelined, and the
-// transaction is rolled back. Why: on SQLite the single writer connection is the ingest's
-// bottleneck; with this, it only executes statements while the engine reconciles the
-// next payloads.
+// UpdatePipelined is Update, except that Write only queues the batch: another goroutine
+// executes the writes in order while fn goes on, and tx's reads may or may not see what
+// tx wrote so far — the caller keeps what it wrote and completes reads with it (the
+// engine's overlay does). An error of a queued write is returned by a later Write or by
+// UpdatePipelined, and the transaction is rolled back. Why: on SQLite the single writer
+// connection is the ingest's bottleneck; with this, it executes statements while the
+// engine reconciles the next payloads.
 type Pipelined interface {
 	UpdatePipelined(ctx context.Context, fn func(ctx context.Context, tx Tx) error) error
 }
