@@ -197,8 +197,10 @@ func (e *Engine) inTx(ctx context.Context, ps []*Prepared) ([]Result, error) {
 
 // flushEvery is how many CIs and relations a pipelined batch reconciles before it hands
 // them to the writer: small enough that the writer starts early and the engine and the
-// writer work side by side, large enough that a multi-row INSERT holds many rows.
-const flushEvery = 128
+// writer work side by side, large enough that a multi-row INSERT holds many rows (with
+// 128, a flush per 100-CI payload, the process spent about a fifth more CPU per CI than
+// with 512 or more: more, smaller statements).
+const flushEvery = 512
 
 // ingest writes one prepared payload in a transaction of its own.
 func (e *Engine) ingest(ctx context.Context, p *Prepared) Result {
