@@ -97,12 +97,13 @@ func OpenSQLite(ctx context.Context, path string, opts Options) (Store, error) {
 
 	s := &sqlStore{
 		d: dialect{
-			name:         "sqlite",
-			withoutRowID: " WITHOUT ROWID",
-			autoID:       "INTEGER PRIMARY KEY AUTOINCREMENT",
-			maxParams:    32000, // SQLITE_MAX_VARIABLE_NUMBER is 32766 since 3.32
-			indexObjects: true,
-			retryable:    sqliteRetryable,
+			name:               "sqlite",
+			withoutRowID:       " WITHOUT ROWID",
+			autoID:             "INTEGER PRIMARY KEY AUTOINCREMENT",
+			maxParams:          32000, // SQLITE_MAX_VARIABLE_NUMBER is 32766 since 3.32
+			indexObjects:       true,
+			rollbackOnConflict: true,
+			retryable:          sqliteRetryable,
 		},
 		w:          w,
 		r:          r,

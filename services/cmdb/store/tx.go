@@ -578,7 +578,7 @@ var indexObjectTexts = func() map[int]string {
 
 func indexObjectText(n int) string {
 	var b strings.Builder
-	b.WriteString("INSERT INTO ci_index (attr, norm, ci_id) ")
+	b.WriteString("INSERT OR ROLLBACK INTO ci_index (attr, norm, ci_id) ") // see dialect.rollbackOnConflict
 	for i := range n {
 		if i > 0 {
 			b.WriteString(" UNION ALL ")
