@@ -13,7 +13,10 @@ echo "Ingest through the bus (payloads of 100 new servers with 3 relations each,
 echo "target ≥ 20,000 CIs/s on SQLite, issue 13) — \`$cmd1\`, load average at start"
 echo "$load. cpu-µs/CI is the user + system time of the whole benchmark"
 echo "process (publisher, embedded NATS, CMDB; not a PostgreSQL server's) per CI: steadier than"
-echo "CIs/s on a shared machine."
+echo "CIs/s on a shared machine. BenchmarkServiceIngestRows sends one server per payload (the"
+echo "importer's row shape): …/per-payload is the ingest before batching (one payload per"
+echo "transaction), …/batched after (group commit; on SQLite a batch's writes run beside the"
+echo "reconciliation of its next payloads)."
 echo
 echo '```'
 echo "$out1"
