@@ -218,8 +218,8 @@ func appendString(b []byte, s string) []byte {
 }
 
 // encodedPayload is a CI payload with its JSON made by marshalPayload, for the bus's
-// publisher (which encodes bodies with json.Marshal: a json.Marshaler's bytes are only
-// checked and copied).
+// publisher (envelope.Encoded: sent as they are; json.Marshal, through MarshalJSON, gives
+// the same bytes).
 type encodedPayload struct {
 	p    *envelope.CIPayload
 	data []byte
@@ -228,6 +228,7 @@ type encodedPayload struct {
 func (e *encodedPayload) CEType() string               { return envelope.TypeCI }
 func (e *encodedPayload) Validate() error              { return e.p.Validate() }
 func (e *encodedPayload) MarshalJSON() ([]byte, error) { return e.data, nil }
+func (e *encodedPayload) EncodedJSON() []byte          { return e.data }
 
 // payloadBody is p for the bus's publisher, encoded by marshalPayload (p itself when that
 // fails: the publisher then reports json.Marshal's error).
