@@ -129,3 +129,24 @@ func FuzzDecodePayload(f *testing.F) {
 	get := ciHeaders(envelope.TypeCI)
 	f.Fuzz(func(t *testing.T, data []byte) { samePayloadDecode(t, get, data) })
 }
+
+func TestChangeBodyIsJSONMarshal(t *testing.T) {
+	at := time.Date(2026, 12, 6, 12, 0, 0, 120000000, time.UTC)
+	changes := []envelope.Change{
+		{CI: "01M95", Class: "linux_server", Op: "created", Source: "import", Attributes: []string{"name", "serial_number"}, Time: at},
+		{CI: "c", Class: "x", Op: "updated", Time: at.Truncate(time.Second)},
+		{CI: "c<1>", Class: "x&y", Op: "stale", Source: "Zürich \"src\"", Attributes: []string{}, Time: time.Time{}.UTC()},
+		{CI: "c", Class: "x", Op: "updated", Attributes: []string{"a\x00", "\xff"}, Time: at.In(time.FixedZone("x", 3600))}, // json.Marshal's
+		{CI: "c", Class: "x", Op: "updated", Time: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)},                            // json.Marshal's error
+	}
+	for _, c := range changes {
+		_, want, wantErr := envelope.Encode(envelope.Meta{ID: "x", Source: "/services/cmdb"}, &c)
+		_, got, err := envelope.Encode(envelope.Meta{ID: "x", Source: "/services/cmdb"}, changeBody(&c))
+		if (err == nil) != (wantErr == nil) || string(got) != string(want) {
+			t.Fatalf("change %+v:\n got %s (%v)\nwant %s (%v)", c, got, err, want, wantErr)
+		}
+	}
+	if _, ok := appendChange(nil, &changes[0]); !ok {
+		t.Error("appendChange gave an import's change event to json.Marshal")
+	}
+}

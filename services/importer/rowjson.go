@@ -239,3 +239,27 @@ func payloadBody(p *envelope.CIPayload) envelope.Body {
 	}
 	return &encodedPayload{p: p, data: data}
 }
+
+// marshalOutcome is json.Marshal(o) (a string field always encodes, so it never fails).
+func marshalOutcome(o *outcomeMsg) []byte {
+	b := make([]byte, 0, 96+len(o.Reason))
+	b = append(b, `{"n":`...)
+	b = strconv.AppendInt(b, o.N, 10)
+	if o.RowSeq != 0 {
+		b = append(b, `,"row_seq":`...)
+		b = strconv.AppendUint(b, o.RowSeq, 10)
+	}
+	b = append(b, `,"pos":`...)
+	b = appendPosition(b, &o.Pos)
+	b = append(b, `,"outcome":`...)
+	b = appendString(b, o.Outcome)
+	if o.Reason != "" {
+		b = append(b, `,"reason":`...)
+		b = appendString(b, o.Reason)
+	}
+	if o.CI != "" {
+		b = append(b, `,"ci":`...)
+		b = appendString(b, o.CI)
+	}
+	return append(b, '}')
+}

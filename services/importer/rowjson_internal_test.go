@@ -104,3 +104,22 @@ func TestMarshalPayloadIsJSONMarshal(t *testing.T) {
 		}
 	}
 }
+
+func TestMarshalOutcomeIsJSONMarshal(t *testing.T) {
+	outs := []outcomeMsg{{}, {N: 1, RowSeq: 7, Pos: api.Position{Line: 3}, Outcome: "inserted", CI: "01M95"},
+		{N: 2, Pos: api.Position{Sheet: "s", Row: 4, Cell: "B4"}, Outcome: "error", Reason: "servers!B4: \"x\" is <not> a number"}}
+	rng := rand.New(rand.NewPCG(7, 8))
+	for range 1000 {
+		outs = append(outs, outcomeMsg{N: rng.Int64N(1 << 40), RowSeq: uint64(rng.IntN(3)) * rng.Uint64(), Pos: api.Position{Line: rng.Int64N(9), Record: strs[rng.IntN(len(strs))]},
+			Outcome: strs[rng.IntN(len(strs))], Reason: strs[rng.IntN(len(strs))], CI: strs[rng.IntN(len(strs))]})
+	}
+	for _, o := range outs {
+		want, err := json.Marshal(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := marshalOutcome(&o); !bytes.Equal(got, want) {
+			t.Fatalf("outcome %+v:\n got %s\nwant %s", o, got, want)
+		}
+	}
+}

@@ -1281,7 +1281,7 @@ func outcomeNATSMsgs(run string, outs []outcomeMsg) []*nats.Msg {
 			page, ns, size = page[:0], nil, 0
 		}
 		for _, o := range byKind[kind] {
-			b, _ := json.Marshal(o)
+			b := marshalOutcome(&o)
 			if len(page) > 0 && size+len(b) > pageBytes {
 				cut()
 			}
