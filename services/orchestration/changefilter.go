@@ -103,6 +103,8 @@ func (s *service) followChangeClasses(ctx, runCtx context.Context, wg *sync.Wait
 		return
 	}
 	retry := time.Second
+	recheck := time.NewTicker(filterRecheck) // real time: a bus-side check
+	defer recheck.Stop()
 	for {
 		again := false
 		if s.defs.isReady() {
@@ -126,8 +128,38 @@ func (s *service) followChangeClasses(ctx, runCtx context.Context, wg *sync.Wait
 			return
 		case <-s.defs.classesChanged:
 		case <-after:
+		case <-recheck.C:
+			if s.reprovisioned(ctx) {
+				applied = nil // every class again: narrowed next round, nothing skipped meanwhile
+			}
 		}
 	}
+}
+
+// filterRecheck is how often the consumer's filter is compared with the bus: another hub
+// process starting provisions the consumer as Consumers has it (every class) again.
+var filterRecheck = time.Minute
+
+// reprovisioned tells whether the triggers consumer has the filter Consumers gives it (every
+// class), as a process provisioning the bus sets it.
+func (s *service) reprovisioned(ctx context.Context) bool {
+	c, err := s.deps.JS.Consumer(ctx, bus.StreamChanges, TriggersConsumer)
+	if err != nil {
+		return false
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return false
+	}
+	return slices.Equal(consumerFilters(info.Config), triggersConsumerSpec().Filters)
+}
+
+// consumerFilters is a consumer's filter subjects, however the config holds them.
+func consumerFilters(c jetstream.ConsumerConfig) []string {
+	if c.FilterSubject != "" {
+		return []string{c.FilterSubject}
+	}
+	return c.FilterSubjects
 }
 
 // applyChangeClasses is one round of followChangeClasses: note what a new class needs read

@@ -64,6 +64,9 @@ func (h *harness) waitTriggersFilter(want ...string) {
 // The triggers consumer is delivered only the change events of classes a cmdb_change
 // trigger watches: none while no trigger watches a class, and a class once a trigger does.
 func TestTriggersConsumerFollowsWatchedClasses(t *testing.T) {
+	recheck := filterRecheck
+	filterRecheck = 100 * time.Millisecond
+	t.Cleanup(func() { filterRecheck = recheck })
 	h := newHarness(t)
 	defer h.startService("r1")()
 	h.waitTriggersFilter(changeFilterNone)
@@ -76,6 +79,14 @@ on:
 steps:
   - {id: hold, kind: approval}
 `)
+	h.waitTriggersFilter(bus.ChangeSubject("linux_server"), bus.ChangeSubject("network_switch"))
+
+	// another hub process provisions the bus: the consumer takes every class again, and is
+	// narrowed again
+	spec := triggersConsumerSpec()
+	if _, err := h.js.CreateOrUpdateConsumer(h.ctx, spec.Stream, spec.Config()); err != nil {
+		t.Fatal(err)
+	}
 	h.waitTriggersFilter(bus.ChangeSubject("linux_server"), bus.ChangeSubject("network_switch"))
 }
 
