@@ -14,6 +14,9 @@ import (
 // json.Marshal escapes, a time outside years 0–9999, data that is not JSON) goes to
 // json.Marshal.
 func marshalBody(body Body) ([]byte, error) {
+	if e, ok := body.(Encoded); ok {
+		return e.EncodedJSON(), nil
+	}
 	if r, ok := body.(*Result); ok {
 		if b, ok := appendResult(make([]byte, 0, 256+len(r.Data)), r); ok {
 			return b, nil

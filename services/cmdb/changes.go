@@ -99,7 +99,7 @@ func (c *changes) outcomeMsgs(run string, p envelope.CIPayload, digest string, o
 	add := func(op string, chs []ire.Change) error {
 		for _, ch := range chs {
 			body := envelope.Change{CI: ch.ID, Class: ch.Class, Op: op, Source: p.Source, Attributes: ch.Attributes, Time: at}
-			m, err := c.message(bus.ChangeSubject(ch.Class), envelope.Meta{ID: changeID(p.Observed, digest, ch.ID, op), Run: run}, &body)
+			m, err := c.message(bus.ChangeSubject(ch.Class), envelope.Meta{ID: changeID(p.Observed, digest, ch.ID, op), Run: run}, changeBody(&body))
 			if err != nil {
 				return err
 			}

@@ -545,7 +545,7 @@ func (s *service) publishRows(ctx context.Context, rs *runState, rows []source.R
 	}
 	for i, r := range rows {
 		sr := stagedRow{N: r.N, Pos: r.Pos, Cols: r.Cols, Err: r.Err, Next: r.Next, Last: r.Last}
-		b, merr := json.Marshal(sr)
+		b, merr := marshalStagedRow(&sr)
 		if merr != nil {
 			b, _ = json.Marshal(stagedRow{N: r.N, Pos: r.Pos, Err: "row not storable: " + merr.Error()})
 		}
@@ -1017,7 +1017,7 @@ func (o *outgoing) flush(ctx context.Context, part int) error {
 	} else {
 		pid, p = multiPayloadID(o.run, g.rows[0].n, g.rows[0].seq, len(g.rows)), mergeRows(g.rows)
 	}
-	if err := o.pubs.Add(ctx, bus.CMDBIngestSubject(part), envelope.Meta{ID: pid, Run: o.run}, p); err != nil {
+	if err := o.pubs.Add(ctx, bus.CMDBIngestSubject(part), envelope.Meta{ID: pid, Run: o.run}, payloadBody(p)); err != nil {
 		return fmt.Errorf("send rows %d… to the CMDB: %w", g.rows[0].n, err)
 	}
 	return nil
@@ -1281,7 +1281,7 @@ func outcomeNATSMsgs(run string, outs []outcomeMsg) []*nats.Msg {
 			page, ns, size = page[:0], nil, 0
 		}
 		for _, o := range byKind[kind] {
-			b, _ := json.Marshal(o)
+			b := marshalOutcome(&o)
 			if len(page) > 0 && size+len(b) > pageBytes {
 				cut()
 			}
@@ -1392,7 +1392,7 @@ func (s *service) resendAlone(m *message.Message, rs *runState, run string) erro
 			continue
 		}
 		subject := bus.CMDBIngestSubjectFor(*r.p, s.cfg.Partitions)
-		if err := pubs.Add(m.Context(), subject, envelope.Meta{ID: payloadID(run, r.n, r.seq), Run: run}, r.p); err != nil {
+		if err := pubs.Add(m.Context(), subject, envelope.Meta{ID: payloadID(run, r.n, r.seq), Run: run}, payloadBody(r.p)); err != nil {
 			_ = pubs.Wait(context.WithoutCancel(m.Context()))
 			return err
 		}

@@ -139,7 +139,7 @@ func run(ctx context.Context, cfg Config, deps Deps) error {
 	if err != nil {
 		return err
 	}
-	if err := router.Handle("importer-receipts", ReceiptsConsumer, bus.Decoded(s.handleReceipt)); err != nil {
+	if err := router.Handle("importer-receipts", ReceiptsConsumer, receiptHandler(s.handleReceipt)); err != nil {
 		return err
 	}
 	if err := router.Handle("importer-refusals", RefusalsConsumer, s.handleRefusal); err != nil {

@@ -24,6 +24,9 @@ type defCache struct {
 	byKey  map[string]cachedDef
 	// changed is signalled when a definition is added (the cron loop looks again).
 	changed chan struct{}
+	// classesChanged is signalled when a definition is added or the watch is ready: the
+	// triggers consumer's filter may change (changefilter.go).
+	classesChanged chan struct{}
 }
 
 // cachedDef is a stored version of a definition with its validated form.
@@ -33,7 +36,8 @@ type cachedDef struct {
 }
 
 func newDefCache() *defCache {
-	return &defCache{latest: map[string]int{}, byKey: map[string]cachedDef{}, changed: make(chan struct{}, 1)}
+	return &defCache{latest: map[string]int{}, byKey: map[string]cachedDef{}, changed: make(chan struct{}, 1),
+		classesChanged: make(chan struct{}, 1)}
 }
 
 // watch follows the bucket's keys until ctx ends.
@@ -48,6 +52,7 @@ func (c *defCache) watch(ctx context.Context, kv jetstream.KeyValue) error {
 			c.mu.Lock()
 			c.ready = true
 			c.mu.Unlock()
+			signal(c.classesChanged)
 			continue
 		}
 		name, v, ok := strings.Cut(e.Key(), ".")
@@ -64,11 +69,24 @@ func (c *defCache) saw(name string, n int) {
 	defer c.mu.Unlock()
 	if n > c.latest[name] {
 		c.latest[name] = n
-		select {
-		case c.changed <- struct{}{}:
-		default:
-		}
+		signal(c.changed)
+		signal(c.classesChanged)
 	}
+}
+
+// signal wakes the one waiting on ch, never blocking.
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// isReady tells whether the watch has delivered every stored definition.
+func (c *defCache) isReady() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ready
 }
 
 // names lists the definitions the cache knows of.

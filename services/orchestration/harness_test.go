@@ -56,6 +56,8 @@ type harness struct {
 	armed   map[string]time.Time
 	// cronAt: the slot the cron loop of the latest replica sleeps until
 	cronAt time.Time
+	// beforeFilter is the next replica's hook before it sets the triggers consumer's filter
+	beforeFilter func(ctx context.Context, filters []string)
 }
 
 func eventually(t testing.TB, d time.Duration, f func() error) {
@@ -116,6 +118,7 @@ func (h *harness) startService(replica string) (stop func()) {
 		h.t.Fatal(err)
 	}
 	h.svc = s
+	s.beforeFilter = h.beforeFilter
 	s.cronArmed = func(at time.Time) {
 		h.armedMu.Lock()
 		h.cronAt = at

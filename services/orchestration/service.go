@@ -64,6 +64,8 @@ func Consumers() []bus.ConsumerSpec {
 		AckWait: 30 * time.Second, MaxDeliver: 5, MaxAckPending: 1000,
 		Description: "probe results of workflow steps",
 	}, {
+		// every class as provisioned; narrowed to the classes triggers watch while serving
+		// (changefilter.go)
 		Stream: bus.StreamChanges, Name: TriggersConsumer, Filters: []string{"cmdb.changed.>"},
 		AckWait: 30 * time.Second, MaxDeliver: 5, MaxAckPending: 256,
 		Description: "CMDB changes for workflows' cmdb_change triggers",
@@ -108,6 +110,10 @@ type service struct {
 
 	// cronArmed, when set (tests), is told the slot the cron loop sleeps until.
 	cronArmed func(at time.Time)
+
+	// beforeFilter, when set (tests), is called before the triggers consumer's filter is
+	// set (changefilter.go); it may block like a slow server.
+	beforeFilter func(ctx context.Context, filters []string)
 
 	// crashPoint, when set (tests), is called at the points where a crash is interesting
 	// (probe-recorded, probe-published); it blocks like a dead process until ctx ends.
@@ -275,6 +281,11 @@ func (s *service) serve(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		s.cronLoop(tctx, ctx, &wg)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.followChangeClasses(tctx, ctx, &wg)
 	}()
 	svc, err := bus.AddService(ctx, s.deps.NC, bus.ServiceConfig{Name: Service, Version: version.Semver(),
 		Description: "workflows: definitions, runs, approvals", Endpoints: s.endpoints(ctx, &wg), Logger: s.log})

@@ -119,6 +119,8 @@ on:
 steps:
   - {id: hold, kind: approval}
 `)
+	// the consumer takes linux_server's events in (changefilter.go) before they are sent
+	h.waitTriggersFilter(bus.ChangeSubject("linux_server"))
 	pub := bus.NewPublisher(h.js, envelope.ServiceSource("cmdb"), nil)
 	send := func(id string, c envelope.Change) {
 		t.Helper()
@@ -141,7 +143,8 @@ steps:
 		if err != nil {
 			return err
 		}
-		if info.NumPending > 0 || info.NumAckPending > 0 || info.Delivered.Consumer < 4 {
+		// windows_server's event may never be delivered: no trigger watches the class
+		if info.NumPending > 0 || info.NumAckPending > 0 || info.Delivered.Consumer < 3 {
 			return fmt.Errorf("consumer: %d pending, %d unacknowledged, %d delivered", info.NumPending, info.NumAckPending, info.Delivered.Consumer)
 		}
 		return nil

@@ -228,11 +228,22 @@ func (h *Hub) onResult(m *nats.Msg) {
 	}
 }
 
+// receiptCounts is what the observer reads of a receipt (envelope.Ingested): its counts, not
+// its refs — an import's receipt names 256 rows, and a map of them per receipt cost the hub
+// about 1.5 µs per imported row.
+type receiptCounts struct {
+	Created   int `json:"created"`
+	Updated   int `json:"updated"`
+	Unchanged int `json:"unchanged"`
+	Conflicts int `json:"conflicts"`
+	Skipped   int `json:"skipped"`
+}
+
 func (h *Hub) onReceipt(m *nats.Msg) {
 	if !h.seen.add(m.Header.Get(jetstream.MsgIDHeader)) {
 		return
 	}
-	var in envelope.Ingested
+	var in receiptCounts
 	if err := json.Unmarshal(m.Data, &in); err != nil {
 		h.undecoded.WithLabelValues("receipt").Inc()
 		return
