@@ -434,9 +434,12 @@ func (o *overlay) write(ctx context.Context, final bool) error {
 		return err
 	}
 	if final {
-		return nil
+		// A chain's next batch (Chain) starts with none of these; compile is done with them.
+		o.conflicts, o.outbox, o.receiptRows = o.conflicts[:0], o.outbox[:0], o.receiptRows[:0]
+		clear(o.conflictAt)
 	}
-	// Written: from here on, these rows exist in the transaction.
+	// Written: from here on, these rows exist in the transaction (for a chain's next
+	// batch, in the database once this batch commits).
 	for _, id := range o.ciOrder {
 		c := o.cis[id]
 		c.isNew, c.dirty = false, false

@@ -103,7 +103,7 @@ func (s *sqlStore) updateOnce(ctx context.Context, fn func(context.Context, Tx) 
 			_ = t.Rollback() // the error that made us roll back is the one worth reporting
 		}
 	}()
-	if err := fn(ctx, &tx{s: s, t: t}); err != nil {
+	if err := fn(ctx, &tx{s: s, t: t, q: t}); err != nil {
 		return err
 	}
 	if err := t.Commit(); err != nil {
@@ -335,7 +335,7 @@ func (s *sqlStore) pipelinedOnce(ctx context.Context, fn func(context.Context, T
 			_ = t.Rollback()
 		}
 	}()
-	p := &pipeTx{tx: tx{s: s, t: t}, progs: make(chan []statement, pipeDepth), done: make(chan struct{})}
+	p := &pipeTx{tx: tx{s: s, t: t, q: t}, progs: make(chan []statement, pipeDepth), done: make(chan struct{})}
 	go p.write(ctx, t)
 	defer func() {
 		if r := recover(); r != nil {

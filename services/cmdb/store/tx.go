@@ -17,7 +17,13 @@ import (
 // trips.
 type tx struct {
 	s *sqlStore
-	t *sql.Tx
+	t *sql.Tx // nil in a chain (see Chain): its writes run on the chain's writer
+	q queryer // where reads run: t, or the chain's connection
+}
+
+// queryer is what the reads need of a transaction or a connection.
+type queryer interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
 // inChunk bounds IN lists; padded to powers of two by placeholders.
@@ -39,7 +45,7 @@ func (x *tx) LookupIdentifiers(ctx context.Context, keys []Key) (map[Key]string,
 		for _, part := range stringChunks(dedupe(groups[g]), inChunk) {
 			ph, args := placeholders(part)
 			args = append([]any{g.family, g.kind}, args...)
-			rows, err := x.t.QueryContext(ctx, x.s.d.q(`SELECT value, ci_id FROM ci_identifiers
+			rows, err := x.q.QueryContext(ctx, x.s.d.q(`SELECT value, ci_id FROM ci_identifiers
 				WHERE family = ? AND kind = ? AND value IN (`+ph+`)`), args...)
 			if err != nil {
 				return nil, fmt.Errorf("store: lookup identifiers: %w", err)
@@ -66,7 +72,7 @@ func (x *tx) IdentifiersOf(ctx context.Context, ciIDs []string) (map[string][]Ke
 	out := map[string][]Key{}
 	for _, part := range stringChunks(dedupe(ciIDs), inChunk) {
 		ph, args := placeholders(part)
-		rows, err := x.t.QueryContext(ctx, x.s.d.q(`SELECT ci_id, family, kind, value FROM ci_identifiers
+		rows, err := x.q.QueryContext(ctx, x.s.d.q(`SELECT ci_id, family, kind, value FROM ci_identifiers
 			WHERE ci_id IN (`+ph+`)`), args...)
 		if err != nil {
 			return nil, fmt.Errorf("store: identifiers of: %w", err)
@@ -94,7 +100,7 @@ func (x *tx) LoadCIs(ctx context.Context, ids []string) (map[string]*CIState, er
 	out := make(map[string]*CIState, len(ids))
 	for _, part := range stringChunks(ids, inChunk) {
 		ph, args := placeholders(part)
-		rows, err := x.t.QueryContext(ctx, x.s.d.q(`SELECT id, class, name, attributes, sources, created, updated, last_seen, stale, operational_status
+		rows, err := x.q.QueryContext(ctx, x.s.d.q(`SELECT id, class, name, attributes, sources, created, updated, last_seen, stale, operational_status
 			FROM cis WHERE id IN (`+ph+`) ORDER BY id`+x.s.d.forUpdate), args...)
 		if err != nil {
 			return nil, fmt.Errorf("store: load CIs: %w", err)
@@ -258,7 +264,7 @@ func (x *tx) LoadRelations(ctx context.Context, fromIDs []string) ([]RelationRow
 	var out []RelationRow
 	for _, part := range stringChunks(dedupe(fromIDs), inChunk) {
 		ph, args := placeholders(part)
-		rows, err := x.t.QueryContext(ctx, x.s.d.q(`SELECT id, type, from_ci, to_ci, source, created, last_seen
+		rows, err := x.q.QueryContext(ctx, x.s.d.q(`SELECT id, type, from_ci, to_ci, source, created, last_seen
 			FROM relations WHERE from_ci IN (`+ph+`)`), args...)
 		if err != nil {
 			return nil, fmt.Errorf("store: load relations: %w", err)
@@ -285,7 +291,7 @@ func (x *tx) LoadReceipts(ctx context.Context, keys []string) (map[string]string
 	out := make(map[string]string, len(keys))
 	for _, part := range stringChunks(dedupe(keys), inChunk) {
 		ph, args := placeholders(part)
-		rows, err := x.t.QueryContext(ctx, x.s.d.q(`SELECT payload, body FROM receipts WHERE payload IN (`+ph+`)`), args...)
+		rows, err := x.q.QueryContext(ctx, x.s.d.q(`SELECT payload, body FROM receipts WHERE payload IN (`+ph+`)`), args...)
 		if err != nil {
 			return nil, fmt.Errorf("store: load receipts: %w", err)
 		}
