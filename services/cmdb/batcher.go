@@ -146,7 +146,12 @@ func (b *batcher) work(ctx context.Context) {
 		if ch == nil {
 			// The batch's transaction is not tied to one handler's context: it is written
 			// once for all of them, and a handler that gave up is redelivered (idempotent).
-			c, err := b.eng.Chain(wctx)
+			// Sized for the batches the chain will hold when they are like this one.
+			items := 0
+			for _, p := range ps {
+				items += p.Items()
+			}
+			c, err := b.eng.Chain(wctx, min(chainItems/max(1, items), 8))
 			if err != nil {
 				b.eng.Logger().Debug("no chain of transactions, ingesting the batch alone", "err", err)
 			}

@@ -24,19 +24,21 @@ import (
 //
 // A Chain is used by one goroutine. It holds the store's writer connection until Close.
 type Chain struct {
-	e      *Engine
-	c      store.Chain
-	o      *overlay
-	items  int
-	failed error
+	e       *Engine
+	c       store.Chain
+	o       *overlay
+	batches int // how many batches like the first one the chain is expected to hold
+	items   int
+	failed  error
 }
 
 // errChainFailed refuses a batch after an earlier one of the chain failed to reconcile.
 var errChainFailed = errors.New("ire: an earlier batch of the chain failed")
 
 // Chain begins a chain of transactions, or returns nil (and no error) when the store
-// does not chain them.
-func (e *Engine) Chain(ctx context.Context) (*Chain, error) {
+// does not chain them. batches is about how many batches like its first one the caller
+// will ingest through it (it sizes the overlay).
+func (e *Engine) Chain(ctx context.Context, batches int) (*Chain, error) {
 	cs, ok := e.store.(store.Chained)
 	if !ok {
 		return nil, nil
@@ -45,7 +47,7 @@ func (e *Engine) Chain(ctx context.Context) (*Chain, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Chain{e: e, c: c}, nil
+	return &Chain{e: e, c: c, batches: batches}, nil
 }
 
 // Items is how many items the chain's batches held so far: the carried overlay holds what
@@ -69,7 +71,7 @@ func (c *Chain) Ingest(ctx context.Context, ps []*Prepared) (wait func() ([]Resu
 		}
 	}
 	if c.o == nil {
-		c.o = newOverlay(t, plans)
+		c.o = newOverlaySized(t, plans, c.batches)
 	} else {
 		c.o.tx = t
 	}

@@ -78,7 +78,7 @@ func TestChainedBatchesAreOneByOne(t *testing.T) {
 	batch, keys := chainBatch()
 	storetest.ForEach(t, func(t *testing.T, be storetest.Backend) {
 		chained := newFixture(t, be)
-		ch, err := chained.eng.Chain(chained.ctx)
+		ch, err := chained.eng.Chain(chained.ctx, 4)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -155,7 +155,7 @@ func TestChainedBatchFailsWhenTheDatabaseChangedUnderIt(t *testing.T) {
 		p.Observed = t0.Add(at)
 		return p
 	}
-	ch, err := f.eng.Chain(f.ctx)
+	ch, err := f.eng.Chain(f.ctx, 2)
 	if err != nil || ch == nil {
 		t.Fatalf("chain: %v (nil: %v)", err, ch == nil)
 	}
