@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/oklog/ulid/v2"
-
 	"github.com/outpost-dev/outpost/services/cmdb/classes"
 	"github.com/outpost-dev/outpost/services/cmdb/store"
 )
@@ -281,7 +279,7 @@ func (r *run) resolve(it *item, gs []group) {
 	}
 	res := &r.res[it.idx]
 	if chosen == "" {
-		res.ci, res.isNew = ulid.Make().String(), true
+		res.ci, res.isNew = newID(), true
 	} else {
 		res.ci = chosen
 	}
@@ -448,7 +446,7 @@ func (r *run) conflict(it *item, candidates []string, reason string) {
 		h.Write([]byte{0})
 	}
 	r.batch.Conflicts = append(r.batch.Conflicts, store.ConflictRow{
-		ID:         ulid.Make().String(),
+		ID:         newID(),
 		DedupKey:   hex.EncodeToString(h.Sum(nil)),
 		Source:     r.pl.source,
 		NativeKey:  it.native,
@@ -736,7 +734,7 @@ func (r *run) relations(ctx context.Context, tx store.Tx) error {
 			continue
 		}
 		r.batch.NewRelations = append(r.batch.NewRelations, store.RelationRow{
-			ID: ulid.Make().String(), Type: t.typ, From: t.from, To: t.to,
+			ID: newID(), Type: t.typ, From: t.from, To: t.to,
 			Source: r.pl.source, Created: r.now, LastSeen: r.pl.observed,
 		})
 		r.out.Relations = append(r.out.Relations, RelationChange{Type: t.typ, From: t.from, To: t.to})
@@ -783,7 +781,7 @@ func (r *run) finish() {
 		}
 		b.AttrChanges = append(b.AttrChanges, collapse(w.replaced)...)
 		for _, h := range w.history {
-			h.ID = ulid.Make().String()
+			h.ID = newID()
 			h.CIID = id
 			b.History = append(b.History, h)
 		}
