@@ -1,10 +1,8 @@
 package ire_test
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"log/slog"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -135,69 +133,70 @@ func TestChainedBatchesAreOneByOne(t *testing.T) {
 	})
 }
 
-// When another connection writes to the database between two transactions of a chain,
-// what the chain read may be out of date: the next transaction fails with ErrChainStale,
-// writes nothing, and so does every later one; the batches ingested again outside the
-// chain end in the right store (the device the other writer created is found, not
-// duplicated).
+// When another writer changes the database between two transactions of a chain — another
+// connection (a second process), or this store outside the chain (an ingest not through
+// the chain, stale marking) — what the chain read may be out of date: the next transaction
+// fails with ErrChainStale, writes nothing, and so does every later one; the batches
+// ingested again outside the chain end in the right store (the device the other writer
+// created is found, not duplicated).
 func TestChainedBatchFailsWhenTheDatabaseChangedUnderIt(t *testing.T) {
-	dsn := "sqlite://" + filepath.Join(t.TempDir(), "cmdb.db")
-	f := newFixture(t, storetest.Backend{Name: "sqlite", DSN: dsn})
-	other := newFixture(t, storetest.Backend{Name: "sqlite", DSN: dsn}) // a second process's store
-	var logs bytes.Buffer
-	eng, err := ire.New(f.st, f.model, ire.Options{Now: func() time.Time { return t0 }, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.eng = eng
-	host := func(n int, name string, at time.Duration) envelope.CIPayload {
-		p := discovered(fmt.Sprintf("SN-S%d", n), []string{fmt.Sprintf("02:00:00:00:09:%02d", n)}, attrs("name", name, "ip_address", fmt.Sprintf("10.9.0.%d", n)))
-		p.Observed = t0.Add(at)
-		return p
-	}
-	ch, err := f.eng.Chain(f.ctx, 2)
-	if err != nil || ch == nil {
-		t.Fatalf("chain: %v (nil: %v)", err, ch == nil)
-	}
-	batch1 := prepare(t, f.eng, []envelope.CIPayload{host(1, "s1", 0), host(3, "s3", 0)})
-	if _, err := ch.Ingest(f.ctx, batch1)(); err != nil {
-		t.Fatalf("first batch: %v", err)
-	}
-	other.ingest(host(2, "s2", 0)) // commits between the chain's transactions
-	batch2 := prepare(t, f.eng, []envelope.CIPayload{host(2, "s2-renamed", time.Minute)})
-	batch3 := prepare(t, f.eng, []envelope.CIPayload{host(4, "s4", 0)})
-	w2 := ch.Ingest(f.ctx, batch2)
-	w3 := ch.Ingest(f.ctx, batch3)
-	if _, err := w2(); !errors.Is(err, store.ErrChainStale) {
-		t.Fatalf("second batch: error %v, want ErrChainStale", err)
-	}
-	if _, err := w3(); err == nil {
-		t.Fatal("third batch committed after the second failed")
-	}
-	if err := ch.Close(); err != nil {
-		t.Fatalf("close the chain: %v", err)
-	}
-	counts, err := f.st.CountByClass(f.ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := counts["linux_server"]; n != 3 { // s1, s3 (first batch), s2 (the other writer)
-		t.Fatalf("%d servers after the failed batches, want 3 (nothing of them written): %v", n, counts)
-	}
-	for i, ps := range [][]*ire.Prepared{batch2, batch3} {
-		for _, r := range f.eng.IngestBatch(f.ctx, ps) {
-			if r.Err != nil {
-				t.Fatalf("batch %d again: %v", i+2, r.Err)
+	for _, writer := range []string{"another connection", "this store outside the chain"} {
+		t.Run(writer, func(t *testing.T) {
+			dsn := "sqlite://" + filepath.Join(t.TempDir(), "cmdb.db")
+			f := newFixture(t, storetest.Backend{Name: "sqlite", DSN: dsn})
+			other := f
+			if writer == "another connection" {
+				other = newFixture(t, storetest.Backend{Name: "sqlite", DSN: dsn}) // a second process's store
 			}
-		}
-	}
-	servers := f.list("linux_server")
-	var names []string
-	for _, c := range servers {
-		names = append(names, c.Name)
-	}
-	slices.Sort(names)
-	if want := []string{"s1", "s2-renamed", "s3", "s4"}; !slices.Equal(names, want) {
-		t.Fatalf("servers %v, want %v (the other writer's device found and renamed, not duplicated)", names, want)
+			host := func(n int, name string, at time.Duration) envelope.CIPayload {
+				p := discovered(fmt.Sprintf("SN-S%d", n), []string{fmt.Sprintf("02:00:00:00:09:%02d", n)}, attrs("name", name, "ip_address", fmt.Sprintf("10.9.0.%d", n)))
+				p.Observed = t0.Add(at)
+				return p
+			}
+			ch, err := f.eng.Chain(f.ctx, 2)
+			if err != nil || ch == nil {
+				t.Fatalf("chain: %v (nil: %v)", err, ch == nil)
+			}
+			batch1 := prepare(t, f.eng, []envelope.CIPayload{host(1, "s1", 0), host(3, "s3", 0)})
+			if _, err := ch.Ingest(f.ctx, batch1)(); err != nil {
+				t.Fatalf("first batch: %v", err)
+			}
+			other.ingest(host(2, "s2", 0)) // commits between the chain's transactions
+			batch2 := prepare(t, f.eng, []envelope.CIPayload{host(2, "s2-renamed", time.Minute)})
+			batch3 := prepare(t, f.eng, []envelope.CIPayload{host(4, "s4", 0)})
+			w2 := ch.Ingest(f.ctx, batch2)
+			w3 := ch.Ingest(f.ctx, batch3)
+			if _, err := w2(); !errors.Is(err, store.ErrChainStale) {
+				t.Fatalf("second batch: error %v, want ErrChainStale", err)
+			}
+			if _, err := w3(); err == nil {
+				t.Fatal("third batch committed after the second failed")
+			}
+			if err := ch.Close(); err != nil {
+				t.Fatalf("close the chain: %v", err)
+			}
+			counts, err := f.st.CountByClass(f.ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := counts["linux_server"]; n != 3 { // s1, s3 (first batch), s2 (the other writer)
+				t.Fatalf("%d servers after the failed batches, want 3 (nothing of them written): %v", n, counts)
+			}
+			for i, ps := range [][]*ire.Prepared{batch2, batch3} {
+				for _, r := range f.eng.IngestBatch(f.ctx, ps) {
+					if r.Err != nil {
+						t.Fatalf("batch %d again: %v", i+2, r.Err)
+					}
+				}
+			}
+			var names []string
+			for _, c := range f.list("linux_server") {
+				names = append(names, c.Name)
+			}
+			slices.Sort(names)
+			if want := []string{"s1", "s2-renamed", "s3", "s4"}; !slices.Equal(names, want) {
+				t.Fatalf("servers %v, want %v (the other writer's device found and renamed, not duplicated)", names, want)
+			}
+		})
 	}
 }

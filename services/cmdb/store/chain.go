@@ -28,8 +28,10 @@ type Chained interface {
 	Chain(ctx context.Context) (Chain, error)
 }
 
-// Chain is a sequence of transactions on the store's writer connection, which it holds
-// until Close: other writers of the store wait for it, so callers keep chains short.
+// Chain is a sequence of transactions on the store's writer connection. Other writers of
+// the store get the connection only between two of its transactions, when they are
+// already waiting (database/sql hands a released connection to the oldest waiter), so
+// callers keep chains short.
 type Chain interface {
 	// Next begins the chain's next transaction (queued after the previous one's commit).
 	Next() ChainTx
@@ -48,9 +50,11 @@ type ChainTx interface {
 	Abort()
 }
 
-// ErrChainStale is the error of a chained transaction that began after another
-// connection committed to the database since the chain began: what the caller read in the
-// chain may be out of date, so it must redo the transaction (outside the chain).
+// ErrChainStale is the error of a chained transaction that began after another writer —
+// another connection, or another transaction of this store between two of the chain's
+// (stale marking, an ingest outside the batcher) — changed the database since the chain
+// began: what the caller read in the chain may be out of date, so it must redo the
+// transaction (outside the chain).
 var ErrChainStale = errors.New("store: the database changed under a chain of transactions")
 
 // errChainAborted ends a chain whose caller aborted a transaction.
@@ -77,36 +81,37 @@ type chainOp struct {
 const chainDepth = 8
 
 type chain struct {
-	s    *sqlStore
-	ctx  context.Context
-	conn *sql.Conn
+	s   *sqlStore
+	ctx context.Context
 	// mu makes a read's whole query (statement, rows, close) and each of the writer's
-	// statements take turns on the connection: database/sql serializes the driver calls
-	// one by one, which would let a COMMIT run between two rows of a read.
-	mu      sync.Mutex
+	// steps take turns: database/sql serializes the driver calls one by one, which would
+	// let a COMMIT run between two rows of a read.
+	mu sync.Mutex
+	// cur is the open transaction, nil between two (guarded by mu). Each is a *sql.Tx of
+	// the writer pool's one connection, so the store's insert statements, prepared once on
+	// it (prepareInserts), are reused; a chain on a *sql.Conn of its own prepared them
+	// again for every chain, which an import — a chain per batch — paid for.
+	cur     *sql.Tx
 	ops     chan chainOp
 	done    chan struct{}
-	stmts   map[string]*sql.Stmt // the insert texts, prepared on conn when first used
-	version int64                // PRAGMA data_version when the chain began
-	begun   bool                 // Next has handed out the transaction Chain began
+	version int64 // PRAGMA data_version when the chain began
+	writes  int64 // the store's counted transactions (sqlStore.writes) when it began
+	begun   bool  // Next has handed out the transaction Chain began
 	closed  bool
 }
 
 // Chain begins a chain and its first transaction (at once: every read of the chain
 // happens under the write lock, or is checked by data_version at the next BEGIN).
 func (s *sqliteStore) Chain(ctx context.Context) (Chain, error) {
-	conn, err := s.w.Conn(ctx)
+	c := &chain{s: s.sqlStore, ctx: ctx, ops: make(chan chainOp, chainDepth), done: make(chan struct{})}
+	t, err := s.w.BeginTx(ctx, nil) // IMMEDIATE (the writer's _txlock)
 	if err != nil {
-		return nil, fmt.Errorf("store: chain: %w", err)
-	}
-	c := &chain{s: s.sqlStore, ctx: ctx, conn: conn, ops: make(chan chainOp, chainDepth), done: make(chan struct{}), stmts: map[string]*sql.Stmt{}}
-	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		_ = conn.Close()
 		return nil, fmt.Errorf("store: begin: %w", err)
 	}
+	c.cur = t
+	c.writes = s.writes.Load()
 	if c.version, err = c.dataVersion(); err != nil {
-		_, _ = conn.ExecContext(ctx, "ROLLBACK")
-		_ = conn.Close()
+		_ = t.Rollback()
 		return nil, err
 	}
 	go c.run()
@@ -114,10 +119,10 @@ func (s *sqliteStore) Chain(ctx context.Context) (Chain, error) {
 }
 
 // dataVersion changes when another connection commits to the database (not when this
-// one does).
+// one does). It runs in cur.
 func (c *chain) dataVersion() (int64, error) {
 	var v int64
-	if err := c.conn.QueryRowContext(c.ctx, "PRAGMA data_version").Scan(&v); err != nil {
+	if err := c.cur.QueryRowContext(c.ctx, "PRAGMA data_version").Scan(&v); err != nil {
 		return 0, fmt.Errorf("store: chain: data_version: %w", err)
 	}
 	return v, nil
@@ -125,7 +130,7 @@ func (c *chain) dataVersion() (int64, error) {
 
 func (c *chain) Next() ChainTx {
 	t := &chainTx{c: c}
-	t.tx = tx{s: c.s, q: c.conn}
+	t.tx = tx{s: c.s, q: chainReader{c}}
 	if !c.begun {
 		c.begun = true // Chain began it
 		return t
@@ -141,23 +146,20 @@ func (c *chain) Close() error {
 	c.closed = true
 	close(c.ops)
 	<-c.done
-	var errs []error
-	for _, st := range c.stmts {
-		errs = append(errs, st.Close())
-	}
-	return errors.Join(append(errs, c.conn.Close())...)
+	return nil
 }
 
 // run is the writer: it executes the queued operations in order. After a failure it
 // rolls back and only drains; every later transaction gets the failure.
 func (c *chain) run() {
 	defer close(c.done)
-	open := true // Chain began the first transaction
 	var broken error
 	rollback := func() {
-		if open {
-			_ = c.execText("ROLLBACK")
-			open = false
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.cur != nil {
+			_ = c.cur.Rollback()
+			c.cur = nil
 		}
 	}
 	fail := func(t *chainTx, err error) {
@@ -174,15 +176,8 @@ func (c *chain) run() {
 				op.tx.setErr(fmt.Errorf("store: chain: an earlier transaction failed: %w", broken))
 				continue
 			}
-			if err := c.execText("BEGIN IMMEDIATE"); err != nil {
-				fail(op.tx, fmt.Errorf("store: begin: %w", err))
-				continue
-			}
-			open = true
-			if v, err := c.dataVersion(); err != nil {
+			if err := c.begin(); err != nil {
 				fail(op.tx, err)
-			} else if v != c.version {
-				fail(op.tx, ErrChainStale)
 			}
 		case opExec:
 			if broken != nil || op.tx.failed.Load() {
@@ -203,13 +198,12 @@ func (c *chain) run() {
 				op.done <- fmt.Errorf("store: chain: an earlier transaction failed: %w", broken)
 				continue
 			}
-			if err := c.execText("COMMIT"); err != nil {
+			if err := c.commit(); err != nil {
 				err = fmt.Errorf("store: commit: %w", err)
 				fail(op.tx, err)
 				op.done <- err
 				continue
 			}
-			open = false
 			op.done <- nil
 		case opAbort:
 			if broken == nil {
@@ -221,34 +215,52 @@ func (c *chain) run() {
 	rollback()
 }
 
-func (c *chain) execText(text string) error {
+// begin opens the next transaction and checks that no other connection committed since
+// the chain began.
+func (c *chain) begin() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	_, err := c.conn.ExecContext(c.ctx, text)
+	t, err := c.s.w.BeginTx(c.ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: begin: %w", err)
+	}
+	c.cur = t
+	v, err := c.dataVersion()
+	if err != nil {
+		return err
+	}
+	if v != c.version || c.s.writes.Load() != c.writes {
+		return ErrChainStale
+	}
+	return nil
+}
+
+func (c *chain) commit() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	err := c.cur.Commit()
+	if err == nil {
+		c.cur = nil
+	}
 	return err
 }
 
-// exec runs one statement of a compiled write, the store's insert texts prepared on the
-// chain's connection once (a *sql.Stmt of the connection: no per-execution statement
-// wrapper as a transaction's StmtContext makes).
+// exec runs one statement of a compiled write in cur.
 func (c *chain) exec(text string, args []any) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st, ok := c.stmts[text]
-	if !ok && c.s.stmts[text] != nil {
-		var err error
-		if st, err = c.conn.PrepareContext(c.ctx, text); err != nil {
-			return err
-		}
-		c.stmts[text] = st
+	return c.s.exec(c.ctx, c.cur, text, args)
+}
+
+// chainReader runs a chain's reads in its open transaction, or between two on the writer
+// pool (its one connection is then free, or briefly another writer's). Its caller holds mu.
+type chainReader struct{ c *chain }
+
+func (r chainReader) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if r.c.cur != nil {
+		return r.c.cur.QueryContext(ctx, query, args...)
 	}
-	var err error
-	if st != nil {
-		_, err = st.ExecContext(c.ctx, args...)
-	} else {
-		_, err = c.conn.ExecContext(c.ctx, text, args...)
-	}
-	return err
+	return r.c.s.w.QueryContext(ctx, query, args...)
 }
 
 // chainTx reads on the chain's connection, a whole query at a time, and queues its writes.
