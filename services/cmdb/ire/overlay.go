@@ -248,7 +248,13 @@ func (o *overlay) putRel(r store.RelationRow, isNew bool) {
 	k := relKey{r.Type, r.From, r.To}
 	st, ok := o.rels[k]
 	if !ok {
-		o.relsFrom[r.From] = append(o.relsFrom[r.From], k)
+		from := o.relsFrom[r.From]
+		if from == nil {
+			// Room for a few: a CI's relations are appended one by one, and a slice grown
+			// from nil was three allocations for the usual three.
+			from = make([]relKey, 0, 4)
+		}
+		o.relsFrom[r.From] = append(from, k)
 	}
 	if !st.written {
 		st.written = true
