@@ -74,8 +74,8 @@ const maxBatchItems = 4096
 const linger = time.Millisecond
 
 // chainItems bounds the items of one chain of transactions (ire.Chain): its overlay holds
-// what every batch of the chain wrote, and the chain holds the writer connection, which
-// the store's other writers (the outbox drainer's deletes, stale marking) wait for.
+// what every batch of the chain wrote (memory), and a write of the store outside the chain
+// (stale marking) makes the chain's next batch start over (store.ErrChainStale).
 const chainItems = 16384
 
 // inFlight is a batch whose transaction is queued in a chain: reconciled, not yet committed.

@@ -35,8 +35,8 @@ type Chained interface {
 type Chain interface {
 	// Next begins the chain's next transaction (queued after the previous one's commit).
 	Next() ChainTx
-	// Close waits for the queued work, rolls back a transaction left open and releases
-	// the connection.
+	// Close waits for the queued work and rolls back a transaction left open (one whose
+	// commit was never queued).
 	Close() error
 }
 
