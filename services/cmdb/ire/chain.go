@@ -22,7 +22,10 @@ import (
 // of it) without writing anything; the caller closes the chain and ingests them again
 // (IngestBatch), which also retries and splits as for any failed batch.
 //
-// A Chain is used by one goroutine. It holds the store's writer connection until Close.
+// A Chain is used by one goroutine. Between two of its transactions the store's other
+// writers may take the writer connection; one that changes what the engine reads (stale
+// marking, an ingest outside the chain, another process) makes the chain's next batch fail
+// with store.ErrChainStale, to be ingested again like any failed batch.
 type Chain struct {
 	e       *Engine
 	c       store.Chain
