@@ -73,60 +73,157 @@ const maxBatchItems = 4096
 // import. A worker that was idle writes a lone payload at once.
 const linger = time.Millisecond
 
+// chainItems bounds the items of one chain of transactions (ire.Chain): its overlay holds
+// what every batch of the chain wrote (memory), and a write of the store outside the chain
+// (stale marking) makes the chain's next batch start over (store.ErrChainStale).
+const chainItems = 16384
+
+// inFlight is a batch whose transaction is queued in a chain: reconciled, not yet committed.
+type inFlight struct {
+	batch []*batchReq
+	ps    []*ire.Prepared
+	wait  func() ([]ire.Result, error)
+}
+
+// work gathers batches and ingests them. On a store that chains transactions (SQLite),
+// a batch is reconciled while the previous one's writes and commit still run, and each
+// batch's results — the acks — are handed out once its own commit is done. When a batch
+// of the chain fails, the chain ends and that batch and the one reconciled on top of it
+// are ingested again on their own (IngestBatch: retried, split payload by payload).
 func (b *batcher) work(ctx context.Context) {
-	batch := make([]*batchReq, 0, b.max)
-	ps := make([]*ire.Prepared, 0, b.max)
 	timer := time.NewTimer(linger)
 	timer.Stop()
-	var ended time.Time // when the previous transaction ended
-	for {
-		batch, ps = batch[:0], ps[:0]
-		select {
-		case <-ctx.Done():
-			return
-		case r := <-b.reqs:
-			batch = append(batch, r)
+	wctx := context.WithoutCancel(ctx) // see below: a batch is written for all its handlers
+	var ended time.Time                // when the previous transaction ended
+	var ch *ire.Chain
+	var prev *inFlight
+	closeChain := func() {
+		if ch != nil {
+			// The chain's work is done (waited for) or failed: what Close reports is the
+			// connection's release, which the store's next writer would meet anyway.
+			_ = ch.Close()
+			ch = nil
 		}
-		busy := time.Since(ended) < linger
-		items := batch[0].p.Items()
-		full := func() bool { return len(batch) >= b.max || items >= b.maxItems }
-	more:
-		for !full() {
-			select {
-			case r := <-b.reqs:
-				batch = append(batch, r)
-				items += r.p.Items()
-			default:
-				break more
-			}
-		}
-		if busy && !full() {
-			timer.Reset(linger)
-		wait:
-			for !full() {
-				select {
-				case r := <-b.reqs:
-					batch = append(batch, r)
-					items += r.p.Items()
-				case <-timer.C:
-					break wait
-				case <-ctx.Done():
-					break wait
-				}
-			}
-			timer.Stop()
-		}
-		for _, r := range batch {
-			ps = append(ps, r.p)
-		}
-		// The batch's transaction is not tied to one handler's context: it is written
-		// once for all of them, and a handler that gave up is redelivered (idempotent).
-		res := b.eng.IngestBatch(context.WithoutCancel(ctx), ps)
+	}
+	deliver := func(batch []*batchReq, res []ire.Result) {
 		ended = time.Now()
 		for i, r := range batch {
 			r.done <- res[i]
 		}
 	}
+	redo := func(f *inFlight) { deliver(f.batch, b.eng.IngestBatch(wctx, f.ps)) }
+	// finish waits for prev's commit and hands out its results; false when it failed
+	// (nothing of it was written).
+	finish := func() bool {
+		f := prev
+		prev = nil
+		res, err := f.wait()
+		if err != nil {
+			closeChain()
+			b.eng.Logger().Debug("chained batch failed, ingesting it again", "payloads", len(f.ps), "err", err)
+			redo(f)
+			return false
+		}
+		deliver(f.batch, res)
+		return true
+	}
+	for {
+		batch := b.gather(ctx, timer, prev == nil, prev != nil || time.Since(ended) < linger)
+		if len(batch) == 0 { // nothing more came while prev commits, or ctx ended
+			if prev != nil {
+				finish()
+			}
+			closeChain()
+			if ctx.Err() != nil {
+				return
+			}
+			continue
+		}
+		ps := make([]*ire.Prepared, len(batch))
+		for i, r := range batch {
+			ps[i] = r.p
+		}
+		if ch == nil {
+			// The batch's transaction is not tied to one handler's context: it is written
+			// once for all of them, and a handler that gave up is redelivered (idempotent).
+			// Sized for the batches the chain will hold when they are like this one.
+			items := 0
+			for _, p := range ps {
+				items += p.Items()
+			}
+			c, err := b.eng.Chain(wctx, min(chainItems/max(1, items), 8))
+			if err != nil {
+				b.eng.Logger().Debug("no chain of transactions, ingesting the batch alone", "err", err)
+			}
+			ch = c
+		}
+		if ch == nil { // PostgreSQL, or the chain could not begin
+			deliver(batch, b.eng.IngestBatch(wctx, ps))
+			continue
+		}
+		cur := &inFlight{batch: batch, ps: ps, wait: ch.Ingest(wctx, ps)}
+		if prev != nil && !finish() {
+			// cur was reconciled on top of what failed, and its transaction fails with it.
+			redo(cur)
+			continue
+		}
+		prev = cur
+		if ch.Items() >= chainItems {
+			finish()
+			closeChain()
+		}
+	}
+}
+
+// gather takes the payloads waiting, up to a batch: it waits for the first one when block
+// (else returns none when none is waiting), and up to linger for more when busy. It
+// returns none when ctx ended.
+func (b *batcher) gather(ctx context.Context, timer *time.Timer, block, busy bool) []*batchReq {
+	var batch []*batchReq
+	if block {
+		select {
+		case <-ctx.Done():
+			return nil
+		case r := <-b.reqs:
+			batch = append(make([]*batchReq, 0, b.max), r)
+		}
+	} else {
+		select {
+		case r := <-b.reqs:
+			batch = append(make([]*batchReq, 0, b.max), r)
+		default:
+			return nil
+		}
+	}
+	items := batch[0].p.Items()
+	full := func() bool { return len(batch) >= b.max || items >= b.maxItems }
+more:
+	for !full() {
+		select {
+		case r := <-b.reqs:
+			batch = append(batch, r)
+			items += r.p.Items()
+		default:
+			break more
+		}
+	}
+	if busy && !full() {
+		timer.Reset(linger)
+	wait:
+		for !full() {
+			select {
+			case r := <-b.reqs:
+				batch = append(batch, r)
+				items += r.p.Items()
+			case <-timer.C:
+				break wait
+			case <-ctx.Done():
+				break wait
+			}
+		}
+		timer.Stop()
+	}
+	return batch
 }
 
 // wait returns once every worker has ended (after ctx ended).

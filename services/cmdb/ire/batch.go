@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/outpost-dev/outpost/libs/envelope"
 	"github.com/outpost-dev/outpost/services/cmdb/store"
@@ -118,81 +119,92 @@ func (e *Engine) inTx(ctx context.Context, ps []*Prepared) ([]Result, error) {
 		}
 	}
 	err := update(ctx, func(ctx context.Context, dbtx store.Tx) error {
-		outs = make([]Result, len(ps)) // a retried transaction starts over
 		plans := make([]*plan, 0, len(ps))
 		for _, p := range ps {
 			if p != nil {
 				plans = append(plans, p.pl)
 			}
 		}
-		tx := newOverlay(dbtx, plans)
-		if err := tx.prefetch(ctx, plans); err != nil {
-			return err
-		}
-		var keys []string
-		for _, p := range ps {
-			if p != nil && p.pl != nil && p.key != "" {
-				keys = append(keys, p.key)
-			}
-		}
-		receipts := map[string]string{}
-		if len(keys) > 0 {
-			var err error
-			if receipts, err = tx.LoadReceipts(ctx, keys); err != nil {
-				return err
-			}
-		}
-		var replayed store.Batch
-		for i, p := range ps {
-			if p == nil || p.pl == nil {
-				continue
-			}
-			if rc, ok := receipts[p.key]; ok && p.key != "" {
-				outs[i] = Result{Replayed: true, Receipt: rc}
-				if p.replay != nil {
-					msgs, err := p.replay(rc)
-					if err != nil {
-						return err
-					}
-					replayed.Outbox = append(replayed.Outbox, msgs...)
-				}
-				continue
-			}
-			r := newRun(e, p.pl, now)
-			if p.effects != nil {
-				r.after = func(out Outcome, b *store.Batch) error {
-					rc, msgs, err := p.effects(out)
-					if err != nil {
-						return err
-					}
-					b.Outbox = append(b.Outbox, msgs...)
-					if p.key != "" {
-						b.Receipts = append(b.Receipts, store.ReceiptRow{Payload: p.key, Body: rc, Created: now})
-						receipts[p.key] = rc // a copy later in the batch replays it
-						outs[i].Receipt = rc
-					}
-					return nil
-				}
-			}
-			o, err := r.run(ctx, tx)
-			if err != nil {
-				return err
-			}
-			outs[i].Outcome = o
-			if every > 0 && tx.pending() >= every {
-				if err := tx.flushPart(ctx); err != nil {
-					return err
-				}
-			}
-		}
-		if !replayed.Empty() {
-			if err := tx.Write(ctx, &replayed); err != nil {
-				return err
-			}
-		}
-		return tx.flush(ctx)
+		var err error
+		outs, err = e.reconcile(ctx, newOverlay(dbtx, plans), ps, plans, now, every) // a retried transaction starts over
+		return err
 	})
 	return outs, err
+}
+
+// reconcile reconciles payloads one after the other through tx (nil entries are skipped)
+// and writes them: parts every so many CIs and relations (every > 0), the rest, the
+// conflicts, outbox and receipts at the end.
+func (e *Engine) reconcile(ctx context.Context, tx *overlay, ps []*Prepared, plans []*plan, now time.Time, every int) ([]Result, error) {
+	outs := make([]Result, len(ps))
+	if err := tx.prefetch(ctx, plans); err != nil {
+		return nil, err
+	}
+	var keys []string
+	for _, p := range ps {
+		if p != nil && p.pl != nil && p.key != "" {
+			keys = append(keys, p.key)
+		}
+	}
+	receipts := map[string]string{}
+	if len(keys) > 0 {
+		var err error
+		if receipts, err = tx.LoadReceipts(ctx, keys); err != nil {
+			return nil, err
+		}
+	}
+	var replayed store.Batch
+	for i, p := range ps {
+		if p == nil || p.pl == nil {
+			continue
+		}
+		if rc, ok := receipts[p.key]; ok && p.key != "" {
+			outs[i] = Result{Replayed: true, Receipt: rc}
+			if p.replay != nil {
+				msgs, err := p.replay(rc)
+				if err != nil {
+					return nil, err
+				}
+				replayed.Outbox = append(replayed.Outbox, msgs...)
+			}
+			continue
+		}
+		r := newRun(e, p.pl, now)
+		if p.effects != nil {
+			r.after = func(out Outcome, b *store.Batch) error {
+				rc, msgs, err := p.effects(out)
+				if err != nil {
+					return err
+				}
+				b.Outbox = append(b.Outbox, msgs...)
+				if p.key != "" {
+					b.Receipts = append(b.Receipts, store.ReceiptRow{Payload: p.key, Body: rc, Created: now})
+					receipts[p.key] = rc // a copy later in the batch replays it
+					outs[i].Receipt = rc
+				}
+				return nil
+			}
+		}
+		o, err := r.run(ctx, tx)
+		if err != nil {
+			return nil, err
+		}
+		outs[i].Outcome = o
+		if every > 0 && tx.pending() >= every {
+			if err := tx.flushPart(ctx); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if !replayed.Empty() {
+		if err := tx.Write(ctx, &replayed); err != nil {
+			return nil, err
+		}
+	}
+	if err := tx.flush(ctx); err != nil {
+		return nil, err
+	}
+	return outs, nil
 }
 
 // flushEvery is how many CIs and relations a pipelined batch reconciles before it hands

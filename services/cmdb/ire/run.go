@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/oklog/ulid/v2"
-
 	"github.com/outpost-dev/outpost/services/cmdb/classes"
 	"github.com/outpost-dev/outpost/services/cmdb/store"
 )
@@ -107,13 +105,17 @@ func (r *run) groups(it *item) []group {
 	if it.parent != nil {
 		prefix = r.res[it.parent.idx].ci + "|"
 	}
-	var gs []group
+	// Sized once: grown append by append, these were a fortieth of an ingest's allocations.
+	gs := make([]group, 0, len(fam.Rules)+1)
 	if it.native != "" {
 		gs = append(gs, group{keys: []store.Key{{Family: fam.Name, Kind: "native:" + r.pl.source, Value: it.native}}})
 	}
 	for i := range fam.Rules {
 		rule := &fam.Rules[i]
 		g := group{rule: rule}
+		if n := len(it.values[i]); n > 0 {
+			g.keys = make([]store.Key, 0, n)
+		}
 		for _, v := range it.values[i] {
 			g.keys = append(g.keys, store.Key{Family: fam.Name, Kind: rule.Name, Value: prefix + v})
 		}
@@ -189,13 +191,25 @@ func (r *run) owner(k store.Key) (string, bool) {
 // classes/model/identification.yaml for what each rule flag means.
 func (r *run) resolve(it *item, gs []group) {
 	// usable[i] are the keys of group i that can identify: not known shared.
+	// Usually all of them: then usable[i] is g.keys itself (read only below), not a copy —
+	// copies were a fiftieth of an ingest's allocations.
 	usable := make([][]store.Key, len(gs))
+	shared := func(k store.Key) bool { ci, ok := r.owner(k); return ok && ci == "" }
 	for i, g := range gs {
-		for _, k := range g.keys {
-			if ci, ok := r.owner(k); ok && ci == "" {
-				continue // shared by several devices: identifies nothing
+		usable[i] = g.keys
+		for j, k := range g.keys {
+			if !shared(k) {
+				continue
 			}
-			usable[i] = append(usable[i], k)
+			// shared by several devices: identifies nothing
+			u := append(make([]store.Key, 0, len(g.keys)-1), g.keys[:j]...)
+			for _, k := range g.keys[j+1:] {
+				if !shared(k) {
+					u = append(u, k)
+				}
+			}
+			usable[i] = u
+			break
 		}
 	}
 	// childKeys are the identifiers the item takes from its children (adapter MACs); they
@@ -281,7 +295,7 @@ func (r *run) resolve(it *item, gs []group) {
 	}
 	res := &r.res[it.idx]
 	if chosen == "" {
-		res.ci, res.isNew = ulid.Make().String(), true
+		res.ci, res.isNew = newID(), true
 	} else {
 		res.ci = chosen
 	}
@@ -448,7 +462,7 @@ func (r *run) conflict(it *item, candidates []string, reason string) {
 		h.Write([]byte{0})
 	}
 	r.batch.Conflicts = append(r.batch.Conflicts, store.ConflictRow{
-		ID:         ulid.Make().String(),
+		ID:         newID(),
 		DedupKey:   hex.EncodeToString(h.Sum(nil)),
 		Source:     r.pl.source,
 		NativeKey:  it.native,
@@ -736,7 +750,7 @@ func (r *run) relations(ctx context.Context, tx store.Tx) error {
 			continue
 		}
 		r.batch.NewRelations = append(r.batch.NewRelations, store.RelationRow{
-			ID: ulid.Make().String(), Type: t.typ, From: t.from, To: t.to,
+			ID: newID(), Type: t.typ, From: t.from, To: t.to,
 			Source: r.pl.source, Created: r.now, LastSeen: r.pl.observed,
 		})
 		r.out.Relations = append(r.out.Relations, RelationChange{Type: t.typ, From: t.from, To: t.to})
@@ -783,7 +797,7 @@ func (r *run) finish() {
 		}
 		b.AttrChanges = append(b.AttrChanges, collapse(w.replaced)...)
 		for _, h := range w.history {
-			h.ID = ulid.Make().String()
+			h.ID = newID()
 			h.CIID = id
 			b.History = append(b.History, h)
 		}

@@ -49,6 +49,11 @@ type sqlStore struct {
 	planCap    int                  // see List
 	// stopCheckpoints ends SQLite's background WAL checkpointer (nil on PostgreSQL).
 	stopCheckpoints func() error
+	// writes counts the transactions begun on w outside a chain, but those that only
+	// delete published outbox rows (which the engine never reads): they run on the
+	// writer's one connection between two transactions of a chain, where PRAGMA
+	// data_version, which only sees other connections' commits, misses them.
+	writes atomic.Int64
 }
 
 func (s *sqlStore) Close() error {
@@ -67,7 +72,7 @@ func (s *sqlStore) Close() error {
 }
 
 func (s *sqlStore) Update(ctx context.Context, fn func(context.Context, Tx) error) error {
-	return s.retry(ctx, func() error { return s.updateOnce(ctx, fn) })
+	return s.retry(ctx, func() error { return s.updateOnce(ctx, fn, true) })
 }
 
 // retry runs once until it succeeds, fails for a reason retrying does not cure, or
@@ -93,17 +98,22 @@ func (s *sqlStore) retry(ctx context.Context, once func() error) error {
 	}
 }
 
-func (s *sqlStore) updateOnce(ctx context.Context, fn func(context.Context, Tx) error) (err error) {
+// updateOnce runs fn in one transaction. counted: the transaction may change what the
+// engine reads, which a chain of transactions (Chain) must learn (see sqlStore.writes).
+func (s *sqlStore) updateOnce(ctx context.Context, fn func(context.Context, Tx) error, counted bool) (err error) {
 	t, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store: begin: %w", err)
+	}
+	if counted {
+		s.writes.Add(1) // whether it commits or not: a chain redoing a batch for nothing is harmless
 	}
 	defer func() {
 		if err != nil {
 			_ = t.Rollback() // the error that made us roll back is the one worth reporting
 		}
 	}()
-	if err := fn(ctx, &tx{s: s, t: t}); err != nil {
+	if err := fn(ctx, &tx{s: s, t: t, q: t}); err != nil {
 		return err
 	}
 	if err := t.Commit(); err != nil {
@@ -330,12 +340,13 @@ func (s *sqlStore) pipelinedOnce(ctx context.Context, fn func(context.Context, T
 	if err != nil {
 		return fmt.Errorf("store: begin: %w", err)
 	}
+	s.writes.Add(1)
 	defer func() {
 		if err != nil {
 			_ = t.Rollback()
 		}
 	}()
-	p := &pipeTx{tx: tx{s: s, t: t}, progs: make(chan []statement, pipeDepth), done: make(chan struct{})}
+	p := &pipeTx{tx: tx{s: s, t: t, q: t}, progs: make(chan []statement, pipeDepth), done: make(chan struct{})}
 	go p.write(ctx, t)
 	defer func() {
 		if r := recover(); r != nil {
