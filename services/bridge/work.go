@@ -42,6 +42,12 @@ const keepAliveEvery = 5 * time.Second
 // consumer is reported by the server — nothing waits for the expiry to see new work.
 const pullExpiry = 30 * time.Second
 
+// resultsInFlight bounds the final results a bridge has on their way to the hub (direct
+// sends waiting for the hub's ack) once their workers are free again: the outbox
+// forwarder's bound too (outbox.Config.Batch). Beyond it, a worker waits for its result's
+// ack as before, so a slow hub still slows the taking of work.
+const resultsInFlight = 256
+
 // maxResultBytes keeps one result message under the hub's 1 MiB payload limit with room for
 // headers; kinds stream bigger output through Emit.
 const maxResultBytes = 900 << 10
@@ -133,7 +139,11 @@ func (b *Bridge) pull(ctx context.Context, p *pool, name string, inflight *sync.
 		p.busy.Add(1)
 		inflight.Add(1)
 		go func() {
-			defer func() { p.busy.Add(-1); <-p.slots; scanDone(); inflight.Done() }()
+			// The slot is given back once the probe ran and its final result is recorded
+			// (freeSlot, from execute) or at the end, whichever comes first.
+			var once sync.Once
+			freeSlot := func() { once.Do(func() { p.busy.Add(-1); <-p.slots }) }
+			defer func() { freeSlot(); scanDone(); inflight.Done() }()
 			defer func() {
 				// A panic of the bridge's own code around the kind (runKind recovers the
 				// kind's): keep the bridge, and take the probe off the queue so it does
@@ -145,7 +155,7 @@ func (b *Bridge) pull(ctx context.Context, p *pool, name string, inflight *sync.
 					_ = jm.Term()
 				}
 			}()
-			b.execute(context.WithoutCancel(ctx), jm, capability)
+			b.execute(context.WithoutCancel(ctx), jm, capability, freeSlot)
 		}()
 	}
 }
@@ -174,7 +184,12 @@ func (b *Bridge) acquire(ctx context.Context, p *pool, jm jetstream.Msg) bool {
 // between running it and the hub's ack, a republish with the same id): while it runs here,
 // the new delivery waits for the same result; once done, the stored final result is sent
 // again instead. The probe id is the idempotency key (orchestration's is run+step+attempt).
-func (b *Bridge) execute(ctx context.Context, jm jetstream.Msg, capability string) {
+//
+// freeSlot gives the probe's worker slot back to its pool; execute calls it once the probe
+// ran and its final result is recorded, when the result may go on in the background
+// (sendSlots), so the next probe runs while this one's result waits for the hub's ack. The
+// caller calls it again at the end (it runs once).
+func (b *Bridge) execute(ctx context.Context, jm jetstream.Msg, capability string, freeSlot func()) {
 	_, p, err := envelope.DecodeInto[*envelope.Probe](jm.Headers(), jm.Data())
 	if err != nil {
 		b.deadLetter(ctx, jm, err)
@@ -257,6 +272,15 @@ func (b *Bridge) execute(ctx context.Context, jm jetstream.Msg, capability strin
 		c.finalID = final.ID
 		b.awaiting[final.ID] = c
 		b.workMu.Unlock()
+		// The probe ran: its result's round trip to the hub need not hold a worker (a
+		// worker that waited for it capped a pool of n at n results in flight, and the
+		// echo rate at n per round trip). Bounded: with sendSlots taken, it waits here.
+		select {
+		case b.sendSlots <- struct{}{}:
+			defer func() { <-b.sendSlots }()
+			freeSlot()
+		default:
+		}
 		var direct bool
 		direct, err = b.sendTraced(ctx, c, subject, h, data)
 		if err == nil && direct {
