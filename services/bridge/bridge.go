@@ -86,6 +86,9 @@ type Bridge struct {
 	workMu   sync.Mutex
 	claims   map[string]*claim // probe id → claim
 	awaiting map[string]*claim // final result id → claim
+	// sendSlots bounds the final results on their way to the hub after their workers went
+	// back to their pools (execute): resultsInFlight at most.
+	sendSlots chan struct{}
 
 	// replayed counts redeliveries answered with the stored result instead of a second
 	// execution; unrecorded counts executions the executed-probe store could not record
@@ -184,7 +187,7 @@ func newBridge(ctx context.Context, cfg Config, deps Deps) (*Bridge, error) {
 	clk := clock.Or(deps.Clock)
 	b := &Bridge{cfg: cfg, deps: deps, log: log, clock: clk, ring: ring, id: id, allow: allow, hubKey: hk, runners: map[string]probe.Runner{},
 		kindCap: map[string]string{}, pools: map[string]*pool{}, started: clk.Now(), drained: make(chan struct{}),
-		claims: map[string]*claim{}, awaiting: map[string]*claim{}, healthy: make(chan struct{}), groups: newGroupSet()}
+		claims: map[string]*claim{}, awaiting: map[string]*claim{}, sendSlots: make(chan struct{}, resultsInFlight), healthy: make(chan struct{}), groups: newGroupSet()}
 	if err := b.initUpgrade(); err != nil {
 		return nil, err
 	}

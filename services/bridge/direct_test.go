@@ -176,3 +176,59 @@ func TestClaimRoute(t *testing.T) {
 		})
 	}
 }
+
+// TestWorkersDoNotWaitForTheHubsAck: a probe's worker goes back to its pool once the probe ran
+// and its result is recorded; the result's direct send goes on waiting for the hub's ack, at
+// most sendSlots of them at once, after which workers wait for their own sends again. The
+// probes stay unacked until the hub has their results, and nothing is lost or duplicated
+// when the waiting sends fail over to the outbox.
+func TestWorkersDoNotWaitForTheHubsAck(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second)
+	defer cancel()
+	r := newHubRig(t, ctx, "127.77.250.46")
+	// The hub stores results and never acks them: every direct send waits its whole timeout,
+	// far beyond this test.
+	r.setNoAck(true)
+	const pool, sends, probes = 4, 2, 10
+	p := startBridgeWith(t, r, t.TempDir(), "br-1", rigOpts{forward: true, ack: true, direct: true,
+		directTimeout: 10 * time.Minute, sendSlots: sends})
+	// Runs before the bridge's stop (which waits for the sends): a failing test ends at once.
+	t.Cleanup(func() { p.b.nc.Close() })
+	if got := cap(p.b.pools[envelope.PriorityStandard].slots); got != pool {
+		t.Fatalf("the rig's standard pool has %d workers, the test expects %d", got, pool)
+	}
+	for i := range probes {
+		r.publish("slots-" + strconv.Itoa(i))
+	}
+	// sends results wait without a worker, pool more wait with theirs: the rest wait for a
+	// worker, unexecuted.
+	within(t, 60*time.Second, "pool+sends probes executed", func() bool { return r.hits.Load() == pool+sends })
+	within(t, 30*time.Second, "their results stored at the hub", func() bool { return len(r.resultsOf()) == pool+sends })
+	time.Sleep(500 * time.Millisecond) // a probe beyond the bound would have run by now
+	if n := r.hits.Load(); n != pool+sends {
+		t.Fatalf("%d probes executed with %d workers and %d sends in flight, want %d: %s", n, pool, sends, pool+sends, counters(p.b))
+	}
+	if q := r.queued(); q != probes {
+		t.Fatalf("%d probes queued, want all %d (none acked before the hub acked its result)", q, probes)
+	}
+	// The connection to the hub drops: the waiting sends go to the outbox, the forwarder sends
+	// them (the hub acks again), the remaining probes run.
+	r.setNoAck(false)
+	p.b.nc.Close()
+	within(t, 120*time.Second, "every probe acked", func() bool { return r.queued() == 0 })
+	within(t, 30*time.Second, "outbox drained", func() bool { return p.b.box.Pending() == 0 })
+	if n := r.hits.Load(); n != probes {
+		t.Fatalf("the target counted %d executions, want %d: %s", n, probes, counters(p.b))
+	}
+	res := r.resultsOf()
+	seen := map[string]bool{}
+	for _, x := range res {
+		if seen[x.ID] {
+			t.Fatalf("result %s at the hub twice: %+v", x.ID, res)
+		}
+		seen[x.ID] = true
+	}
+	if len(seen) != probes {
+		t.Fatalf("the hub has %d results, want %d: %s", len(seen), probes, counters(p.b))
+	}
+}

@@ -150,6 +150,9 @@ func startBridge(t *testing.T, r *hubRig, dir, name string, forward, ack bool) *
 type rigOpts struct {
 	forward, ack, direct bool
 	directTimeout        time.Duration
+	// sendSlots, when set, replaces resultsInFlight (the bridge's bound on final results
+	// on their way to the hub once their workers are free).
+	sendSlots int
 }
 
 func startBridgeWith(t *testing.T, r *hubRig, dir, name string, o rigOpts) *bridgeProc {
@@ -162,6 +165,9 @@ func startBridgeWith(t *testing.T, r *hubRig, dir, name string, o rigOpts) *brid
 		t.Fatal(err)
 	}
 	b.allow.setSite([]string{"127.77.0.0/16"}, nil)
+	if o.sendSlots > 0 {
+		b.sendSlots = make(chan struct{}, o.sendSlots)
+	}
 	sent := b.onSent
 	if !ack {
 		sent = nil

@@ -42,6 +42,18 @@ const keepAliveEvery = 5 * time.Second
 // consumer is reported by the server — nothing waits for the expiry to see new work.
 const pullExpiry = 30 * time.Second
 
+// recheckAfter are the waits of a pull loop for its next probe after it took one: short
+// ones, each followed by a fresh call of the iterator (see probeWaiter), then one as long as
+// it takes. 6.35 s of waits, 7 wake-ups once a consumer goes idle.
+var recheckAfter = []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond,
+	400 * time.Millisecond, 800 * time.Millisecond, 1600 * time.Millisecond, 3200 * time.Millisecond}
+
+// resultsInFlight bounds the final results a bridge has on their way to the hub (direct
+// sends waiting for the hub's ack) once their workers are free again: the outbox
+// forwarder's bound too (outbox.Config.Batch). Beyond it, a worker waits for its result's
+// ack as before, so a slow hub still slows the taking of work.
+const resultsInFlight = 256
+
 // maxResultBytes keeps one result message under the hub's 1 MiB payload limit with room for
 // headers; kinds stream bigger output through Emit.
 const maxResultBytes = 900 << 10
@@ -58,6 +70,7 @@ func (b *Bridge) gateOpen() bool {
 func (b *Bridge) pull(ctx context.Context, p *pool, name string, inflight *sync.WaitGroup) {
 	prefetch := max(1, min(cap(p.slots)/2, 32))
 	var it jetstream.MessagesContext
+	var wait probeWaiter
 	closeIt := func() {
 		if it == nil {
 			return
@@ -95,6 +108,7 @@ func (b *Bridge) pull(ctx context.Context, p *pool, name string, inflight *sync.
 			cons, err := b.js.Consumer(ctx, bus.StreamProbes, name)
 			if err == nil {
 				it, err = cons.Messages(jetstream.PullMaxMessages(prefetch), jetstream.PullExpiry(pullExpiry))
+				wait = probeWaiter{}
 			}
 			if err != nil {
 				b.log.Debug("consumer not available yet", "consumer", name, "err", err)
@@ -103,7 +117,7 @@ func (b *Bridge) pull(ctx context.Context, p *pool, name string, inflight *sync.
 				continue
 			}
 		}
-		jm, err := it.Next(jetstream.NextContext(ctx))
+		jm, err := wait.next(ctx, it)
 		if err != nil {
 			switch {
 			case errors.Is(err, jetstream.ErrMsgIteratorClosed):
@@ -133,7 +147,11 @@ func (b *Bridge) pull(ctx context.Context, p *pool, name string, inflight *sync.
 		p.busy.Add(1)
 		inflight.Add(1)
 		go func() {
-			defer func() { p.busy.Add(-1); <-p.slots; scanDone(); inflight.Done() }()
+			// The slot is given back once the probe ran and its final result is recorded
+			// (freeSlot, from execute) or at the end, whichever comes first.
+			var once sync.Once
+			freeSlot := func() { once.Do(func() { p.busy.Add(-1); <-p.slots }) }
+			defer func() { freeSlot(); scanDone(); inflight.Done() }()
 			defer func() {
 				// A panic of the bridge's own code around the kind (runKind recovers the
 				// kind's): keep the bridge, and take the probe off the queue so it does
@@ -145,9 +163,54 @@ func (b *Bridge) pull(ctx context.Context, p *pool, name string, inflight *sync.
 					_ = jm.Term()
 				}
 			}()
-			b.execute(context.WithoutCancel(ctx), jm, capability)
+			b.execute(context.WithoutCancel(ctx), jm, capability, freeSlot)
 		}()
 	}
+}
+
+// probeWaiter takes a pull loop's next probe from its iterator, around a race in nats.go's
+// (v1.55.0) MessagesContext.Next, which decides whether to send the next pull request only
+// as it starts and after each message it reads, and skips the decision while the iterator's
+// previous pull request is still being sent (pullSubscription.fetchInProgress). When every
+// message of that request arrives and is taken before the sending goroutine clears the flag
+// — a loop that takes probes as fast as they come, on a busy machine — the Next that follows
+// skips the decision, finds nothing buffered and nothing requested, and waits: the consumer
+// keeps its work, no pull request waits at the server, and only the iterator's missed-
+// heartbeat timer (2 × 15 s at pullExpiry) ends it. The echo bench stood still for ~30 s so
+// in 2 of 42 runs with workers freed before their results' acks (3,678 and 159 probes left,
+// the iterator's pending count 0, nothing waiting at the server, its loop in Next), and can
+// on main, more rarely.
+//
+// Each call of Next decides again: so after a probe the waiter's first waits are short
+// (recheckAfter), each one a new Next, before it waits as long as it takes — with Next's own
+// missed-heartbeat detection, which a short wait restarts, for a pull request the server
+// lost. A stall now lasts one short wait (50 ms), and an idle loop wakes 7 times after its
+// last probe, then sleeps in Next until work or a heartbeat timeout.
+type probeWaiter struct {
+	quiet int // short waits since the last probe
+}
+
+// next is the iterator's next message, or the error of its Next (ctx's when ctx ends).
+func (w *probeWaiter) next(ctx context.Context, it jetstream.MessagesContext) (jetstream.Msg, error) {
+	for w.quiet < len(recheckAfter) {
+		wctx, cancel := context.WithTimeout(ctx, recheckAfter[w.quiet])
+		jm, err := it.Next(jetstream.NextContext(wctx))
+		cancel()
+		switch {
+		case err == nil:
+			w.quiet = 0
+			return jm, nil
+		case ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
+			w.quiet++
+		default:
+			return nil, err
+		}
+	}
+	jm, err := it.Next(jetstream.NextContext(ctx))
+	if err == nil {
+		w.quiet = 0
+	}
+	return jm, err
 }
 
 func (b *Bridge) acquire(ctx context.Context, p *pool, jm jetstream.Msg) bool {
@@ -174,7 +237,12 @@ func (b *Bridge) acquire(ctx context.Context, p *pool, jm jetstream.Msg) bool {
 // between running it and the hub's ack, a republish with the same id): while it runs here,
 // the new delivery waits for the same result; once done, the stored final result is sent
 // again instead. The probe id is the idempotency key (orchestration's is run+step+attempt).
-func (b *Bridge) execute(ctx context.Context, jm jetstream.Msg, capability string) {
+//
+// freeSlot gives the probe's worker slot back to its pool; execute calls it once the probe
+// ran and its final result is recorded, when the result may go on in the background
+// (sendSlots), so the next probe runs while this one's result waits for the hub's ack. The
+// caller calls it again at the end (it runs once).
+func (b *Bridge) execute(ctx context.Context, jm jetstream.Msg, capability string, freeSlot func()) {
 	_, p, err := envelope.DecodeInto[*envelope.Probe](jm.Headers(), jm.Data())
 	if err != nil {
 		b.deadLetter(ctx, jm, err)
@@ -257,6 +325,15 @@ func (b *Bridge) execute(ctx context.Context, jm jetstream.Msg, capability strin
 		c.finalID = final.ID
 		b.awaiting[final.ID] = c
 		b.workMu.Unlock()
+		// The probe ran: its result's round trip to the hub need not hold a worker (a
+		// worker that waited for it capped a pool of n at n results in flight, and the
+		// echo rate at n per round trip). Bounded: with sendSlots taken, it waits here.
+		select {
+		case b.sendSlots <- struct{}{}:
+			defer func() { <-b.sendSlots }()
+			freeSlot()
+		default:
+		}
 		var direct bool
 		direct, err = b.sendTraced(ctx, c, subject, h, data)
 		if err == nil && direct {
