@@ -1,10 +1,10 @@
 package cmdb
 
 import (
-	"encoding/json"
 	"time"
 
 	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/jsonscan"
 )
 
 // encodedChange is a change event with its JSON made by appendChange (envelope.Encoded):
@@ -33,14 +33,14 @@ func appendChange(b []byte, c *envelope.Change) ([]byte, bool) {
 		return nil, false
 	}
 	b = append(b, `{"ci":`...)
-	b = appendJSONString(b, c.CI)
+	b = jsonscan.AppendString(b, c.CI)
 	b = append(b, `,"class":`...)
-	b = appendJSONString(b, c.Class)
+	b = jsonscan.AppendString(b, c.Class)
 	b = append(b, `,"op":`...)
-	b = appendJSONString(b, c.Op)
+	b = jsonscan.AppendString(b, c.Op)
 	if c.Source != "" {
 		b = append(b, `,"source":`...)
-		b = appendJSONString(b, c.Source)
+		b = jsonscan.AppendString(b, c.Source)
 	}
 	if len(c.Attributes) > 0 {
 		b = append(b, `,"attributes":[`...)
@@ -48,25 +48,11 @@ func appendChange(b []byte, c *envelope.Change) ([]byte, bool) {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendJSONString(b, a)
+			b = jsonscan.AppendString(b, a)
 		}
 		b = append(b, ']')
 	}
 	b = append(b, `,"time":"`...)
 	b = c.Time.AppendFormat(b, time.RFC3339Nano)
 	return append(b, `"}`...), true
-}
-
-// appendJSONString appends s as json.Marshal writes it: as it is when it is printable ASCII
-// encoding/json leaves unescaped, else through json.Marshal (its escapes, U+FFFD).
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			j, _ := json.Marshal(s) // a string always encodes
-			return append(b, j...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/jsonscan/jsonscantest"
 )
 
 // ciHeaders are the headers of a CI payload message, as a getter.
@@ -103,22 +104,10 @@ func TestDecodePayloadMutations(t *testing.T) {
 	if _, ok := fastPayload(base); !ok {
 		t.Fatalf("fastPayload gave up on json.Marshal's payload %s", base)
 	}
-	alphabet := []byte(`{}[]",:.-+eE0123456789 \ntrufalsn` + "\x00\xff\\u")
 	rng := rand.New(rand.NewPCG(1, 2))
 	get := ciHeaders(envelope.TypeCI)
 	for range 20000 {
-		b := append([]byte(nil), base...)
-		for range 1 + rng.IntN(3) {
-			i := rng.IntN(len(b))
-			switch rng.IntN(3) {
-			case 0:
-				b[i] = alphabet[rng.IntN(len(alphabet))]
-			case 1:
-				b = append(b[:i], b[i+1:]...)
-			default:
-				b = append(b[:i], append([]byte{alphabet[rng.IntN(len(alphabet))]}, b[i:]...)...)
-			}
-		}
+		b := jsonscantest.Mutate(rng, base)
 		samePayloadDecode(t, get, b)
 	}
 }

@@ -2,13 +2,11 @@ package importer
 
 import (
 	"context"
-	"encoding/json"
-	"strconv"
-	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/jsonscan"
 )
 
 // receiptHandler is bus.Decoded(h) for the CMDB's receipts, with a hand-written decoder for
@@ -40,48 +38,48 @@ func decodeReceipt(get func(string) string, data []byte) (envelope.Meta, *envelo
 	return envelope.DecodeIntoWith[*envelope.Ingested](get, data)
 }
 
+// receiptReader is the shared JSON reader with the receipt's item outcomes on top.
+type receiptReader struct{ jsonscan.Reader }
+
 func fastReceipt(data []byte) (*envelope.Ingested, bool) {
-	d := jsonReader{data: data}
+	d := receiptReader{jsonscan.NewReader(data)}
 	in := &envelope.Ingested{}
 	seen := 0
-	ok := d.object(func(key []byte) bool {
+	ok := d.Object(func(key []byte) bool {
 		var bit int
 		ok := false
 		switch string(key) {
 		case "payload":
 			bit = 1
-			in.Payload, ok = d.str()
+			in.Payload, ok = d.Str()
 		case "source":
 			bit = 2
-			in.Source, ok = d.str()
+			in.Source, ok = d.Str()
 		case "items":
 			bit = 4
-			in.Items, ok = d.integer()
+			in.Items, ok = d.Int()
 		case "created":
 			bit = 8
-			in.Created, ok = d.integer()
+			in.Created, ok = d.Int()
 		case "updated":
 			bit = 16
-			in.Updated, ok = d.integer()
+			in.Updated, ok = d.Int()
 		case "unchanged":
 			bit = 32
-			in.Unchanged, ok = d.integer()
+			in.Unchanged, ok = d.Int()
 		case "conflicts":
 			bit = 64
-			in.Conflicts, ok = d.integer()
+			in.Conflicts, ok = d.Int()
 		case "skipped":
 			bit = 128
-			in.Skipped, ok = d.integer()
+			in.Skipped, ok = d.Int()
 		case "time":
 			bit = 256
-			from := d.pos()
-			if _, ok = d.str(); ok {
-				ok = in.Time.UnmarshalJSON(data[from:d.i]) == nil
-			}
+			ok = d.Time(&in.Time)
 		case "refs":
 			bit = 512
 			in.Refs = map[string]envelope.ItemOutcome{}
-			ok = d.object(func(ref []byte) bool {
+			ok = d.Object(func(ref []byte) bool {
 				var o envelope.ItemOutcome
 				if !d.itemOutcome(&o) {
 					return false
@@ -99,25 +97,24 @@ func fastReceipt(data []byte) (*envelope.Ingested, bool) {
 	if !ok {
 		return nil, false
 	}
-	d.space()
-	return in, d.i == len(data)
+	return in, d.End() // trailing data: the strict decoder's error
 }
 
-func (d *jsonReader) itemOutcome(o *envelope.ItemOutcome) bool {
+func (d *receiptReader) itemOutcome(o *envelope.ItemOutcome) bool {
 	seen := 0
-	return d.object(func(key []byte) bool {
+	return d.Object(func(key []byte) bool {
 		var bit int
 		ok := false
 		switch string(key) {
 		case "outcome":
 			bit = 1
-			o.Outcome, ok = d.str()
+			o.Outcome, ok = d.Str()
 		case "ci":
 			bit = 2
-			o.CI, ok = d.str()
+			o.CI, ok = d.Str()
 		case "reason":
 			bit = 4
-			o.Reason, ok = d.str()
+			o.Reason, ok = d.Str()
 		}
 		if !ok || seen&bit != 0 {
 			return false
@@ -125,135 +122,4 @@ func (d *jsonReader) itemOutcome(o *envelope.ItemOutcome) bool {
 		seen |= bit
 		return true
 	})
-}
-
-// jsonReader reads JSON from data at i; every method reports false when it gives up.
-type jsonReader struct {
-	data []byte
-	i    int
-}
-
-func (d *jsonReader) space() {
-	for d.i < len(d.data) {
-		switch d.data[d.i] {
-		case ' ', '\t', '\n', '\r':
-			d.i++
-		default:
-			return
-		}
-	}
-}
-
-// pos is where the next value starts.
-func (d *jsonReader) pos() int { d.space(); return d.i }
-
-func (d *jsonReader) peek() byte {
-	d.space()
-	if d.i < len(d.data) {
-		return d.data[d.i]
-	}
-	return 0
-}
-
-// object reads an object, calling field for each key (escape-free ASCII keys only: others
-// are encoding/json's, with its case folding) with the reader at its value.
-func (d *jsonReader) object(field func(key []byte) bool) bool {
-	if d.peek() != '{' {
-		return false
-	}
-	d.i++
-	if d.peek() == '}' {
-		d.i++
-		return true
-	}
-	for {
-		if d.peek() != '"' {
-			return false
-		}
-		start, end := d.i+1, -1
-		for j := start; j < len(d.data); j++ {
-			if c := d.data[j]; c == '"' {
-				end = j
-				break
-			} else if c == '\\' || c < 0x20 || c >= 0x80 {
-				return false
-			}
-		}
-		if end < 0 {
-			return false
-		}
-		d.i = end + 1
-		if d.peek() != ':' {
-			return false
-		}
-		d.i++
-		if !field(d.data[start:end]) {
-			return false
-		}
-		switch d.peek() {
-		case ',':
-			d.i++
-		case '}':
-			d.i++
-			return true
-		default:
-			return false
-		}
-	}
-}
-
-// str reads a string: its bytes when they need no decoding, else encoding/json's reading.
-func (d *jsonReader) str() (string, bool) {
-	if d.peek() != '"' {
-		return "", false
-	}
-	start := d.i
-	escaped, ascii := false, true
-	for j := start + 1; j < len(d.data); j++ {
-		switch c := d.data[j]; {
-		case c == '"':
-			d.i = j + 1
-			if raw := d.data[start+1 : j]; !escaped && (ascii || utf8.Valid(raw)) {
-				return string(raw), true
-			}
-			var s string
-			if err := json.Unmarshal(d.data[start:j+1], &s); err != nil {
-				return "", false
-			}
-			return s, true
-		case c == '\\':
-			escaped = true
-			j++
-		case c < 0x20:
-			return "", false
-		case c >= 0x80:
-			ascii = false
-		}
-	}
-	return "", false
-}
-
-// integer reads a JSON integer (-?(0|[1-9][0-9]*)) into an int, as encoding/json does.
-func (d *jsonReader) integer() (int, bool) {
-	d.space()
-	j := d.i
-	if j < len(d.data) && d.data[j] == '-' {
-		j++
-	}
-	digits := j
-	for j < len(d.data) && d.data[j] >= '0' && d.data[j] <= '9' {
-		j++
-	}
-	if j == digits || (d.data[digits] == '0' && j-digits > 1) {
-		return 0, false
-	}
-	if j < len(d.data) && (d.data[j] == '.' || d.data[j] == 'e' || d.data[j] == 'E') {
-		return 0, false // not an int: encoding/json's error
-	}
-	n, err := strconv.ParseInt(string(d.data[d.i:j]), 10, strconv.IntSize)
-	if err != nil {
-		return 0, false
-	}
-	d.i = j
-	return int(n), true
 }

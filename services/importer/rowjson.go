@@ -7,6 +7,7 @@ import (
 
 	api "github.com/outpost-dev/outpost/libs/api/importer"
 	"github.com/outpost-dev/outpost/libs/envelope"
+	"github.com/outpost-dev/outpost/libs/jsonscan"
 )
 
 // Hand-written JSON for what a run writes per row: its staged row and its CMDB payload.
@@ -40,11 +41,11 @@ func appendStagedRow(b []byte, r *stagedRow) ([]byte, error) {
 	}
 	if r.Err != "" {
 		b = append(b, `,"err":`...)
-		b = appendString(b, r.Err)
+		b = jsonscan.AppendString(b, r.Err)
 	}
 	if r.Next != "" {
 		b = append(b, `,"next":`...)
-		b = appendString(b, r.Next)
+		b = jsonscan.AppendString(b, r.Next)
 	}
 	if r.Last {
 		b = append(b, `,"last":true`...)
@@ -67,7 +68,7 @@ func appendPosition(b []byte, p *api.Position) []byte {
 	str := func(n, v string) {
 		if v != "" {
 			name(n)
-			b = appendString(b, v)
+			b = jsonscan.AppendString(b, v)
 		}
 	}
 	num := func(n string, v int64) {
@@ -103,7 +104,7 @@ func marshalPayload(p *envelope.CIPayload) ([]byte, error) {
 
 func appendPayload(b []byte, p *envelope.CIPayload) ([]byte, error) {
 	b = append(b, `{"source":`...)
-	b = appendString(b, p.Source)
+	b = jsonscan.AppendString(b, p.Source)
 	b = append(b, `,"observed":`...)
 	t, err := p.Observed.MarshalJSON()
 	if err != nil {
@@ -121,16 +122,16 @@ func appendPayload(b []byte, p *envelope.CIPayload) ([]byte, error) {
 				b = append(b, ',')
 			}
 			b = append(b, `{"ref":`...)
-			b = appendString(b, it.Ref)
+			b = jsonscan.AppendString(b, it.Ref)
 			b = append(b, `,"class":`...)
-			b = appendString(b, it.Class)
+			b = jsonscan.AppendString(b, it.Class)
 			if it.NativeKey != "" {
 				b = append(b, `,"native_key":`...)
-				b = appendString(b, it.NativeKey)
+				b = jsonscan.AppendString(b, it.NativeKey)
 			}
 			if it.Parent != "" {
 				b = append(b, `,"parent":`...)
-				b = appendString(b, it.Parent)
+				b = jsonscan.AppendString(b, it.Parent)
 			}
 			b = append(b, `,"attributes":`...)
 			if b, err = appendMap(b, it.Attributes); err != nil {
@@ -147,11 +148,11 @@ func appendPayload(b []byte, p *envelope.CIPayload) ([]byte, error) {
 				b = append(b, ',')
 			}
 			b = append(b, `{"type":`...)
-			b = appendString(b, r.Type)
+			b = jsonscan.AppendString(b, r.Type)
 			b = append(b, `,"from":`...)
-			b = appendString(b, r.From)
+			b = jsonscan.AppendString(b, r.From)
 			b = append(b, `,"to":`...)
-			b = appendString(b, r.To)
+			b = jsonscan.AppendString(b, r.To)
 			b = append(b, '}')
 		}
 		b = append(b, ']')
@@ -176,7 +177,7 @@ func appendMap(b []byte, m map[string]any) ([]byte, error) {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendString(b, k)
+		b = jsonscan.AppendString(b, k)
 		b = append(b, ':')
 		if b, err = appendValue(b, m[k]); err != nil {
 			return nil, err
@@ -192,7 +193,7 @@ func appendValue(b []byte, v any) ([]byte, error) {
 	case nil:
 		return append(b, "null"...), nil
 	case string:
-		return appendString(b, t), nil
+		return jsonscan.AppendString(b, t), nil
 	case bool:
 		return strconv.AppendBool(b, t), nil
 	}
@@ -201,20 +202,6 @@ func appendValue(b []byte, v any) ([]byte, error) {
 		return nil, err
 	}
 	return append(b, j...), nil
-}
-
-// appendString appends s quoted: as it is when it is printable ASCII that encoding/json
-// writes unescaped, else as json.Marshal writes it (its escapes, U+FFFD for invalid bytes).
-func appendString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			j, _ := json.Marshal(s) // a string always encodes
-			return append(b, j...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }
 
 // encodedPayload is a CI payload with its JSON made by marshalPayload, for the bus's
@@ -252,14 +239,14 @@ func marshalOutcome(o *outcomeMsg) []byte {
 	b = append(b, `,"pos":`...)
 	b = appendPosition(b, &o.Pos)
 	b = append(b, `,"outcome":`...)
-	b = appendString(b, o.Outcome)
+	b = jsonscan.AppendString(b, o.Outcome)
 	if o.Reason != "" {
 		b = append(b, `,"reason":`...)
-		b = appendString(b, o.Reason)
+		b = jsonscan.AppendString(b, o.Reason)
 	}
 	if o.CI != "" {
 		b = append(b, `,"ci":`...)
-		b = appendString(b, o.CI)
+		b = jsonscan.AppendString(b, o.CI)
 	}
 	return append(b, '}')
 }
