@@ -26,7 +26,8 @@ import (
 
 // Through the service, as producers and the gateway use it:
 //
-//	go test ./services/cmdb -run XXX -bench BenchmarkServiceIngest -benchtime 1000x   # 100,000 CIs
+//	go test ./services/cmdb -run XXX -bench 'BenchmarkServiceIngest$' -benchtime 1000x   # 100,000 CIs
+//	go test ./services/cmdb -run XXX -bench 'BenchmarkServiceIngestEncoded$' -benchtime 1000x   # the same, payloads encoded beforehand
 //	go test ./services/cmdb -run XXX -bench BenchmarkServiceList -benchtime 300x     # p50/p99 at 100,000 CIs
 //
 // The engine alone: BenchmarkIngest and BenchmarkListPage in package ire.
