@@ -67,7 +67,15 @@ func (m Meta) Headers(h nats.Header) nats.Header {
 	if h == nil {
 		h = make(nats.Header, 8)
 	}
-	set := func(k, v string) { h[k] = []string{v} } // direct assignment keeps the exact case
+	// One backing array for the values instead of one per header (a message's headers are
+	// written for every change event the CMDB publishes); capped slices, so appending a
+	// second value to one header copies it and never overwrites its neighbour's.
+	vals := make([]string, 0, 7)
+	set := func(k, v string) { // direct assignment keeps the exact case
+		vals = append(vals, v)
+		n := len(vals)
+		h[k] = vals[n-1 : n : n]
+	}
 	set(HeaderSpecVersion, SpecVersion)
 	set(HeaderID, m.ID)
 	set(HeaderMsgID, m.ID)

@@ -3,6 +3,7 @@ package envelope
 import (
 	"encoding/json"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -181,5 +182,29 @@ func TestEventBatch(t *testing.T) {
 				t.Fatalf("missing field %q, want %q", missing.Field, c.wantField)
 			}
 		})
+	}
+}
+
+// Headers' values share one backing array: a value added to one header must not overwrite
+// the next header's.
+func TestHeadersAppendKeepsNeighbours(t *testing.T) {
+	m := Meta{ID: "01J0000000000000000000000", Type: TypeChange, Source: "/services/cmdb", Time: time.Unix(0, 0), Run: "r1"}
+	want := map[string][]string{
+		HeaderSpecVersion: {SpecVersion, "extra-" + HeaderSpecVersion},
+		HeaderID:          {m.ID, "extra-" + HeaderID},
+		HeaderMsgID:       {m.ID, "extra-" + HeaderMsgID},
+		HeaderType:        {TypeChange, "extra-" + HeaderType},
+		HeaderSource:      {"/services/cmdb", "extra-" + HeaderSource},
+		HeaderTime:        {"1970-01-01T00:00:00Z", "extra-" + HeaderTime},
+		HeaderRun:         {"r1", "extra-" + HeaderRun},
+	}
+	h := m.Headers(nil)
+	for _, k := range []string{HeaderSpecVersion, HeaderID, HeaderMsgID, HeaderType, HeaderSource, HeaderTime, HeaderRun} {
+		h[k] = append(h[k], "extra-"+k) // what nats.Header.Add does, exact case kept
+	}
+	for k, v := range want {
+		if got := h[k]; !slices.Equal(got, v) {
+			t.Errorf("header %s = %q, want %q (all headers: %v)", k, got, v, h)
+		}
 	}
 }
