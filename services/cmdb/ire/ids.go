@@ -1,48 +1,7 @@
 package ire
 
-import (
-	"crypto/rand"
-	"sync"
+import "github.com/outpost-dev/outpost/services/cmdb/store"
 
-	"github.com/oklog/ulid/v2"
-)
-
-// ids makes the ULIDs of new CIs, relations and history rows.
-var ids struct {
-	sync.Mutex
-	ms  uint64
-	rnd [10]byte
-}
-
-// newID returns a new ULID, as ulid.Make().String() does — random across milliseconds,
-// its random part incremented within one, so ids made in order sort in order — with one
-// allocation (the string) instead of three: ulid.New hands the id's bytes to an io.Reader,
-// which moves every id to the heap, and String encodes through a heap buffer. A new CI
-// makes about five ids (itself, its history row, its relations): those allocations were a
-// twentieth of an ingest's.
-func newID() string {
-	ms := ulid.Now()
-	var id ulid.ULID
-	_ = id.SetTime(ms) // fails only after the year 10889
-	ids.Lock()
-	if ms != ids.ms || !increment(ids.rnd[:]) {
-		ids.ms = ms
-		_, _ = rand.Read(ids.rnd[:]) // crypto/rand.Read does not fail (it crashes the program instead)
-	}
-	copy(id[6:], ids.rnd[:])
-	ids.Unlock()
-	var text [ulid.EncodedSize]byte
-	_ = id.MarshalTextTo(text[:]) // fails only for a short buffer
-	return string(text[:])
-}
-
-// increment adds one to the big-endian number b; false when it wrapped around.
-func increment(b []byte) bool {
-	for i := len(b) - 1; i >= 0; i-- {
-		b[i]++
-		if b[i] != 0 {
-			return true
-		}
-	}
-	return false
-}
+// newID is the store's id generator: the engine's ids and the store's own (stale marking's
+// history rows) must come from one generator to sort in the order they were made.
+func newID() string { return store.NewID() }

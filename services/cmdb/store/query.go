@@ -11,8 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/oklog/ulid/v2"
 )
 
 const (
@@ -571,7 +569,7 @@ func (s *sqlStore) MarkStale(ctx context.Context, seenBefore, now time.Time, sou
 		f, tr := "false", "true"
 		hist := make([]HistoryRow, len(out))
 		for i, r := range out {
-			hist[i] = HistoryRow{ID: ulid.Make().String(), CIID: r.ID, Attr: "stale", Old: &f, New: &tr, Source: source, Time: now}
+			hist[i] = HistoryRow{ID: NewID(), CIID: r.ID, Attr: "stale", Old: &f, New: &tr, Source: source, Time: now}
 		}
 		b := &Batch{History: hist}
 		if announce != nil {
