@@ -484,8 +484,10 @@ func deployStart(t *testing.T, opts *server.Options) *server.Server {
 		s.Shutdown()
 		s.WaitForShutdown()
 	})
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatalf("%s: not ready for connections", opts.ServerName)
+	// Generous: a clustered JetStream node once took over 10 s to get ready on the loaded
+	// 2-core test machine (this test failed there with nothing wrong).
+	if !s.ReadyForConnections(60 * time.Second) {
+		t.Fatalf("%s: not ready for connections within 60 s", opts.ServerName)
 	}
 	return s
 }
