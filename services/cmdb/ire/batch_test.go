@@ -213,22 +213,7 @@ func TestKeyedPayloadReplaysItsReceipt(t *testing.T) {
 // in the batch, identifiers moved and found shared, relations seen again, index entries
 // replaced, a conflict met twice, receipts.
 func TestBatchWrittenInPartsIsTheSame(t *testing.T) {
-	oem := "VMW-PART-42"
-	later := func(p envelope.CIPayload, d time.Duration) envelope.CIPayload { p.Observed = t0.Add(d); return p }
-	a := discovered("SN-PA", []string{"02:00:00:00:07:0a"}, attrs("name", "a", "ip_address", "10.7.0.1"))
-	aMore := later(discovered("SN-PA", []string{"02:00:00:00:07:0a"}, attrs("name", "a", "ip_address", "10.7.0.1", "ram_mb", 8192, "os", "Ubuntu")), time.Minute)
-	b := discovered("SN-PB", []string{"02:00:00:00:07:0b"}, attrs("name", "b", "ip_address", "10.7.0.2"))
-	both := discovered("", []string{"02:00:00:00:07:0a", "02:00:00:00:07:0b"}, attrs("name", "ab", "ip_address", "10.7.0.3"))
-	delete(both.Items[0].Attributes, "serial_number")
-	clone1 := discovered(oem, []string{"02:00:00:00:07:c1"}, attrs("name", "c1", "ip_address", "10.7.1.1"))
-	clone2 := discovered(oem, []string{"02:00:00:00:07:c2"}, attrs("name", "c2", "ip_address", "10.7.1.2"))
-	reuse := envelope.CIPayload{Source: "discovery", Observed: t0.Add(time.Hour), Items: []envelope.CIItem{
-		item("h", "linux_server", attrs("serial_number", "SN-PNEW", "name", "a", "ip_address", "10.7.0.1")),
-	}}
-	manual := envelope.CIPayload{Source: "manual", Observed: t0.Add(2 * time.Minute), Items: []envelope.CIItem{
-		item("h", "linux_server", attrs("serial_number", "SN-PB", "ram_mb", 16384, "environment", "Production"))}}
-	batch := []envelope.CIPayload{a, b, aMore, both, clone1, later(a, 2*time.Minute), clone2, both, manual, later(b, 3*time.Minute), reuse, later(clone1, time.Hour)}
-	keys := []string{"k-a", "", "k-amore", "", "k-c1", "", "k-c2", "", "k-manual", "", "k-reuse", "k-a"}
+	batch, keys := mixedBatch("P", 7)
 
 	storetest.ForEach(t, func(t *testing.T, be storetest.Backend) {
 		fresh := func() storetest.Backend {

@@ -15,25 +15,30 @@ import (
 	"github.com/outpost-dev/outpost/services/cmdb/store"
 )
 
-// chainBatch is the batch of TestBatchWrittenInPartsIsTheSame: CIs created then changed,
-// a shared serial, a name and address moved to a new device, a conflict met twice,
-// relations seen again, keyed receipts — here split into batches of a chain, so that each
-// of these crosses a batch (and transaction) boundary.
-func chainBatch() ([]envelope.CIPayload, []string) {
-	oem := "VMW-CHAIN-42"
+// mixedBatch is a batch that meets most of what reconciliation does: CIs created then
+// changed, a shared serial, a name and address moved to a new device, a conflict met twice,
+// relations seen again, keyed receipts. tag ("P", "C") and net (7, 8) keep the serials,
+// MACs and addresses of two tests apart. TestBatchWrittenInPartsIsTheSame writes it in
+// parts; the chain tests split it into batches of a chain, so that each of these crosses a
+// batch (and transaction) boundary.
+func mixedBatch(tag string, net int) ([]envelope.CIPayload, []string) {
+	oem := "VMW-" + tag + "-42"
+	serial := func(s string) string { return "SN-" + tag + s }
+	mac := func(s string) string { return fmt.Sprintf("02:00:00:00:%02x:%s", net, s) }
+	ip := func(s string) string { return fmt.Sprintf("10.%d.%s", net, s) }
 	later := func(p envelope.CIPayload, d time.Duration) envelope.CIPayload { p.Observed = t0.Add(d); return p }
-	a := discovered("SN-CA", []string{"02:00:00:00:08:0a"}, attrs("name", "a", "ip_address", "10.8.0.1"))
-	aMore := later(discovered("SN-CA", []string{"02:00:00:00:08:0a"}, attrs("name", "a", "ip_address", "10.8.0.1", "ram_mb", 8192, "os", "Ubuntu")), time.Minute)
-	b := discovered("SN-CB", []string{"02:00:00:00:08:0b"}, attrs("name", "b", "ip_address", "10.8.0.2"))
-	both := discovered("", []string{"02:00:00:00:08:0a", "02:00:00:00:08:0b"}, attrs("name", "ab", "ip_address", "10.8.0.3"))
+	a := discovered(serial("A"), []string{mac("0a")}, attrs("name", "a", "ip_address", ip("0.1")))
+	aMore := later(discovered(serial("A"), []string{mac("0a")}, attrs("name", "a", "ip_address", ip("0.1"), "ram_mb", 8192, "os", "Ubuntu")), time.Minute)
+	b := discovered(serial("B"), []string{mac("0b")}, attrs("name", "b", "ip_address", ip("0.2")))
+	both := discovered("", []string{mac("0a"), mac("0b")}, attrs("name", "ab", "ip_address", ip("0.3")))
 	delete(both.Items[0].Attributes, "serial_number")
-	clone1 := discovered(oem, []string{"02:00:00:00:08:c1"}, attrs("name", "c1", "ip_address", "10.8.1.1"))
-	clone2 := discovered(oem, []string{"02:00:00:00:08:c2"}, attrs("name", "c2", "ip_address", "10.8.1.2"))
+	clone1 := discovered(oem, []string{mac("c1")}, attrs("name", "c1", "ip_address", ip("1.1")))
+	clone2 := discovered(oem, []string{mac("c2")}, attrs("name", "c2", "ip_address", ip("1.2")))
 	reuse := envelope.CIPayload{Source: "discovery", Observed: t0.Add(time.Hour), Items: []envelope.CIItem{
-		item("h", "linux_server", attrs("serial_number", "SN-CNEW", "name", "a", "ip_address", "10.8.0.1")),
+		item("h", "linux_server", attrs("serial_number", serial("NEW"), "name", "a", "ip_address", ip("0.1"))),
 	}}
 	manual := envelope.CIPayload{Source: "manual", Observed: t0.Add(2 * time.Minute), Items: []envelope.CIItem{
-		item("h", "linux_server", attrs("serial_number", "SN-CB", "ram_mb", 16384, "environment", "Production"))}}
+		item("h", "linux_server", attrs("serial_number", serial("B"), "ram_mb", 16384, "environment", "Production"))}}
 	batch := []envelope.CIPayload{a, b, aMore, both, clone1, later(a, 2*time.Minute), clone2, both, manual, later(b, 3*time.Minute), reuse, later(clone1, time.Hour)}
 	keys := []string{"k-a", "", "k-amore", "", "k-c1", "", "k-c2", "", "k-manual", "", "k-reuse", "k-a"}
 	return batch, keys
@@ -73,7 +78,7 @@ func outcomesOf(t *testing.T, res []ire.Result) string {
 // in the same store, with the same outcomes, as the payloads ingested one by one. On a store
 // that does not chain transactions (PostgreSQL), Chain says so.
 func TestChainedBatchesAreOneByOne(t *testing.T) {
-	batch, keys := chainBatch()
+	batch, keys := mixedBatch("C", 8)
 	storetest.ForEach(t, func(t *testing.T, be storetest.Backend) {
 		chained := newFixture(t, be)
 		ch, err := chained.eng.Chain(chained.ctx, 4)
