@@ -336,7 +336,12 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	go func() { defer wg.Done(); s.staleLoop(rctx) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); s.drain.run(rctx) }()
-	log.Info("cmdb serving", "partitions", cfg.Partitions, "store", strings.SplitN(cfg.DSN, "://", 2)[0])
+	kind := strings.SplitN(cfg.DSN, "://", 2)[0]
+	attrs := []any{"partitions", cfg.Partitions, "store", kind}
+	if kind == "sqlite" {
+		attrs = append(attrs, "engine", store.SQLiteEngine()) // C or pure Go: what the build has
+	}
+	log.Info("cmdb serving", attrs...)
 	if deps.Ready != nil {
 		deps.Ready()
 	}

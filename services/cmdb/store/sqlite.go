@@ -5,13 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
-
-	"modernc.org/sqlite"
-	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // OpenSQLite opens (creating if needed) the SQLite database file at path and migrates it.
@@ -43,28 +40,27 @@ func OpenSQLite(ctx context.Context, path string, opts Options) (Store, error) {
 	if err := privateFiles(path); err != nil {
 		return nil, fmt.Errorf("store: sqlite: %w", err)
 	}
-	params := url.Values{}
-	params.Add("_pragma", "busy_timeout(10000)")
-	params.Add("_pragma", "journal_mode(WAL)")
-	params.Add("_pragma", "synchronous(NORMAL)")
-	// No foreign key enforcement: with it, every identifier, history and relation row
-	// costs SQLite a lookup of its CI (two per relation), about a tenth of the engine's
-	// CPU per new CI (BenchmarkIngest/sqlite, both variants run side by side), for a
-	// check that never fires: nothing deletes CIs (so no cascade runs), and the engine
-	// writes a CI in the same transaction before any row referencing it. The same engine
-	// code runs on PostgreSQL, which keeps the constraints, and the engine's and
-	// the store's tests run on both, so a dangling reference would still fail them there.
-	params.Add("_pragma", "foreign_keys(OFF)")
-	params.Add("_pragma", "cache_size(-65536)") // 64 MiB of page cache per connection
-	params.Add("_pragma", "temp_store(MEMORY)")
-	params.Set("_txlock", "immediate")
-	writer := cloneValues(params)
+	// Every connection's settings, in order: busy_timeout first, so that the others wait
+	// for a lock another process holds instead of failing.
+	common := []pragma{
+		{"busy_timeout", "10000"},
+		{"journal_mode", "WAL"},
+		{"synchronous", "NORMAL"},
+		// No foreign key enforcement: with it, every identifier, history and relation row
+		// costs SQLite a lookup of its CI (two per relation), about a tenth of the engine's
+		// CPU per new CI (BenchmarkIngest/sqlite, both variants run side by side), for a
+		// check that never fires: nothing deletes CIs (so no cascade runs), and the engine
+		// writes a CI in the same transaction before any row referencing it. The same engine
+		// code runs on PostgreSQL, which keeps the constraints, and the engine's and
+		// the store's tests run on both, so a dangling reference would still fail them there.
+		{"foreign_keys", "OFF"},
+		{"cache_size", "-65536"}, // 64 MiB of page cache per connection
+		{"temp_store", "MEMORY"},
+	}
 	// The writer never checkpoints: copying the WAL back and fsyncing the database would
 	// stall the ingest that happens to cross the threshold. A background checkpointer
 	// does it on its own connection (see checkpointer).
-	writer.Add("_pragma", "wal_autocheckpoint(0)")
-
-	w, err := sql.Open("sqlite", path+"?"+writer.Encode())
+	w, err := openSQLiteDB(path, append(slices.Clone(common), pragma{"wal_autocheckpoint", "0"}), "immediate")
 	if err != nil {
 		return nil, fmt.Errorf("store: sqlite: %w", err)
 	}
@@ -73,16 +69,14 @@ func OpenSQLite(ctx context.Context, path string, opts Options) (Store, error) {
 	w.SetConnMaxIdleTime(0)
 	w.SetConnMaxLifetime(0)
 
-	params.Set("_txlock", "deferred")
-	cp, err := sql.Open("sqlite", path+"?"+params.Encode())
+	cp, err := openSQLiteDB(path, common, "deferred")
 	if err != nil {
 		_ = w.Close()
 		return nil, fmt.Errorf("store: sqlite: %w", err)
 	}
 	cp.SetMaxOpenConns(1)
 
-	params.Add("_pragma", "query_only(1)")
-	r, err := sql.Open("sqlite", path+"?"+params.Encode())
+	r, err := openSQLiteDB(path, append(slices.Clone(common), pragma{"query_only", "1"}), "deferred")
 	if err != nil {
 		_ = w.Close()
 		_ = cp.Close()
@@ -188,29 +182,8 @@ func startCheckpointer(db *sql.DB) func() error {
 	}
 }
 
-func cloneValues(v url.Values) url.Values {
-	out := url.Values{}
-	for k, vs := range v {
-		out[k] = append([]string(nil), vs...)
-	}
-	return out
-}
-
-func sqliteRetryable(err error) bool {
-	var e *sqlite.Error
-	if !errors.As(err, &e) {
-		return false
-	}
-	switch e.Code() {
-	case sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
-		return true
-	}
-	switch e.Code() & 0xff {
-	case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
-		return true
-	}
-	return false
-}
+// pragma is one setting every connection of a pool runs when it is made (PRAGMA name = value).
+type pragma struct{ name, value string }
 
 func retries(opts Options) int {
 	if opts.MaxRetries > 0 {

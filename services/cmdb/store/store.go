@@ -2,7 +2,9 @@
 // of each value, relations, history and identification conflicts in SQL.
 //
 // Two databases sit behind one Store interface and one set of embedded migrations: SQLite
-// (modernc.org/sqlite, the embedded default) and PostgreSQL (pgx), chosen by DSN. The store
+// (the embedded default: SQLite's C library through mattn/go-sqlite3 in a build with cgo,
+// modernc.org/sqlite's pure-Go translation in one without — see sqlite_cgo.go) and
+// PostgreSQL (pgx), chosen by DSN. The store
 // knows nothing of classes or precedence: the identification and reconciliation engine
 // (package ire) decides, and hands the store a Batch of rows to write in one transaction.
 package store
