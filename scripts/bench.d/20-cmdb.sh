@@ -4,8 +4,14 @@
 set -euo pipefail
 cmd1="go test ./services/cmdb -run XXX -bench BenchmarkServiceIngest -benchtime 1000x -benchmem"
 cmd2="go test ./services/cmdb -run XXX -bench BenchmarkServiceList -benchtime 300x"
+# The same SQLite ingest on the pure-Go SQLite of a CGO_ENABLED=0 build, side by side with
+# the C library a build with cgo (the default) runs (services/cmdb/store/sqlite_cgo.go).
+cmd3="go test ./services/cmdb -run XXX -bench BenchmarkServiceIngest\$/sqlite -benchtime 1000x"
 load=$(cut -d' ' -f1-3 /proc/loadavg)
+engine="SQLite's C library (cgo)"
+[ "$(go env CGO_ENABLED)" = 1 ] || engine="the pure-Go SQLite (CGO_ENABLED=0)"
 out1=$($cmd1 2>&1 | grep -E '^Benchmark' || true)
+out3=$(CGO_ENABLED=0 OUTPOST_SKIP_PG=1 $cmd3 2>&1 | grep -E '^Benchmark' || true)
 out2=$($cmd2 2>&1 | grep -E '^Benchmark' || true)
 echo "## CMDB"
 echo
@@ -18,10 +24,17 @@ echo "importer's row shape): …/per-payload is the ingest before batching (one 
 echo "transaction), …/batched after (group commit; on SQLite a batch's writes run beside the"
 echo "reconciliation of its next payloads, and the next batch is reconciled while the previous"
 echo "one's last writes and commit run: chained transactions). B/op and allocs/op are per payload"
-echo "(BenchmarkServiceIngest: 100 CIs)."
+echo "(BenchmarkServiceIngest: 100 CIs). SQLite here is $engine."
 echo
 echo '```'
 echo "$out1"
+echo '```'
+echo
+echo "The same SQLite ingest on the pure-Go SQLite (modernc.org/sqlite) of a CGO_ENABLED=0 build, in"
+echo "the same run — \`CGO_ENABLED=0 OUTPOST_SKIP_PG=1 $cmd3\`:"
+echo
+echo '```'
+echo "$out3"
 echo '```'
 echo
 echo "\`svc.cmdb.ls\` pages at 100,000 CIs, request to decoded answer (target p99 ≤ 20 ms) — \`$cmd2\`:"
