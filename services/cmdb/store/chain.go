@@ -83,8 +83,6 @@ const chainDepth = 8
 type chain struct {
 	s   *sqlStore
 	ctx context.Context
-	// execCtx is ctx without its cancellation, for the writer's statements (see exec).
-	execCtx context.Context
 	// mu makes a read's whole query (statement, rows, close) and each of the writer's
 	// steps take turns: database/sql serializes the driver calls one by one, which would
 	// let a COMMIT run between two rows of a read.
@@ -105,7 +103,7 @@ type chain struct {
 // Chain begins a chain and its first transaction (at once: every read of the chain
 // happens under the write lock, or is checked by data_version at the next BEGIN).
 func (s *sqliteStore) Chain(ctx context.Context) (Chain, error) {
-	c := &chain{s: s.sqlStore, ctx: ctx, execCtx: context.WithoutCancel(ctx), ops: make(chan chainOp, chainDepth), done: make(chan struct{})}
+	c := &chain{s: s.sqlStore, ctx: ctx, ops: make(chan chainOp, chainDepth), done: make(chan struct{})}
 	t, err := s.w.BeginTx(ctx, nil) // IMMEDIATE (the writer's _txlock)
 	if err != nil {
 		return nil, fmt.Errorf("store: begin: %w", err)
@@ -247,19 +245,11 @@ func (c *chain) commit() error {
 	return err
 }
 
-// exec runs one statement of a compiled write in cur. The chain's context is checked
-// before each statement, not watched during it: with a context that can end, the C
-// SQLite driver (mattn/go-sqlite3) starts a goroutine per statement to interrupt it —
-// about 2 % of the CMDB's CPU per ingested CI (BenchmarkServiceIngest profile) — and a
-// statement here writes at most a few hundred rows, milliseconds. An ended context still
-// ends the transaction: it is BeginTx's (database/sql rolls back once the statement ran).
+// exec runs one statement of a compiled write in cur.
 func (c *chain) exec(text string, args []any) error {
-	if err := c.ctx.Err(); err != nil {
-		return err
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.s.exec(c.execCtx, c.cur, text, args)
+	return c.s.exec(c.ctx, c.cur, text, args)
 }
 
 // chainReader runs a chain's reads in its open transaction, or between two on the writer
