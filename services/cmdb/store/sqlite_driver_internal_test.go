@@ -2,8 +2,10 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"testing"
 )
@@ -25,37 +27,21 @@ func TestSQLitePoolSettings(t *testing.T) {
 		"busy_timeout": "10000", "journal_mode": "wal", "synchronous": "1", "foreign_keys": "0",
 		"cache_size": "-65536", "temp_store": "2",
 	}
-	check := func(pool string, q func(string) (string, error), want map[string]string) {
+	check := func(pool string, db *sql.DB, extra map[string]string) {
 		t.Helper()
+		want := maps.Clone(common)
+		maps.Copy(want, extra)
 		for name, v := range want {
-			got, err := q("PRAGMA " + name)
-			if err != nil {
+			var got string
+			if err := db.QueryRowContext(ctx, "PRAGMA "+name).Scan(&got); err != nil {
 				t.Errorf("%s: PRAGMA %s: %v", pool, name, err)
-				continue
-			}
-			if got != v {
+			} else if got != v {
 				t.Errorf("%s: PRAGMA %s = %s, want %s", pool, name, got, v)
 			}
 		}
 	}
-	with := func(extra map[string]string) map[string]string {
-		out := map[string]string{}
-		for k, v := range common {
-			out[k] = v
-		}
-		for k, v := range extra {
-			out[k] = v
-		}
-		return out
-	}
-	check("writer", func(q string) (string, error) {
-		var v string
-		return v, s.w.QueryRowContext(ctx, q).Scan(&v)
-	}, with(map[string]string{"wal_autocheckpoint": "0", "query_only": "0"}))
-	check("readers", func(q string) (string, error) {
-		var v string
-		return v, s.r.QueryRowContext(ctx, q).Scan(&v)
-	}, with(map[string]string{"query_only": "1"}))
+	check("writer", s.w, map[string]string{"wal_autocheckpoint": "0", "query_only": "0"})
+	check("readers", s.r, map[string]string{"query_only": "1"})
 
 	// The writer's transactions take the write lock at BEGIN (IMMEDIATE), so a second
 	// writer waits at its own BEGIN instead of failing at its first write.
