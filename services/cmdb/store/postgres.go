@@ -58,6 +58,7 @@ func OpenPostgres(ctx context.Context, dsn string, opts Options) (Store, error) 
 		_ = s.Close()
 		return nil, err
 	}
+	s.analyze = newAnalyzer(ctx, db)
 	return s, nil
 }
 

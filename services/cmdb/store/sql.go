@@ -49,6 +49,8 @@ type sqlStore struct {
 	planCap    int                  // see List
 	// stopCheckpoints ends SQLite's background WAL checkpointer (nil on PostgreSQL).
 	stopCheckpoints func() error
+	// analyze keeps PostgreSQL's statistics in step with bulk writes (nil on SQLite).
+	analyze *analyzer
 	// writes counts the transactions begun on w outside a chain, but those that only
 	// delete published outbox rows (which the engine never reads): they run on the
 	// writer's one connection between two transactions of a chain, where PRAGMA
@@ -57,6 +59,7 @@ type sqlStore struct {
 }
 
 func (s *sqlStore) Close() error {
+	s.analyze.close()
 	var errs []error
 	for _, st := range s.stmts {
 		errs = append(errs, st.Close())
@@ -113,12 +116,14 @@ func (s *sqlStore) updateOnce(ctx context.Context, fn func(context.Context, Tx) 
 			_ = t.Rollback() // the error that made us roll back is the one worth reporting
 		}
 	}()
-	if err := fn(ctx, &tx{s: s, t: t, q: t}); err != nil {
+	x := &tx{s: s, t: t, q: t}
+	if err := fn(ctx, x); err != nil {
 		return err
 	}
 	if err := t.Commit(); err != nil {
 		return fmt.Errorf("store: commit: %w", err)
 	}
+	s.analyze.wrote(x.created)
 	return nil
 }
 

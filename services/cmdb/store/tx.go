@@ -19,6 +19,8 @@ type tx struct {
 	s *sqlStore
 	t *sql.Tx // nil in a chain (see Chain): its writes run on the chain's writer
 	q queryer // where reads run: t, or the chain's connection
+	// created counts the CIs Write created, for the analyzer.
+	created int
 }
 
 // queryer is what the reads need of a transaction or a connection.
@@ -352,6 +354,7 @@ func (in inserts) all() []insert {
 
 // Write applies the batch in dependency order: CIs before the rows that reference them.
 func (x *tx) Write(ctx context.Context, b *Batch) error {
+	x.created += len(b.NewCIs)
 	return x.s.execute(ctx, x.t, x.s.compile(b))
 }
 
