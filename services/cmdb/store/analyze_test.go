@@ -10,6 +10,7 @@ import (
 
 	"github.com/outpost-dev/outpost/services/cmdb/classes"
 	"github.com/outpost-dev/outpost/services/cmdb/internal/pgtest"
+	"github.com/outpost-dev/outpost/services/cmdb/internal/storetest"
 	"github.com/outpost-dev/outpost/services/cmdb/store"
 )
 
@@ -23,11 +24,7 @@ func TestPostgresAnalyzesAfterBulkWrites(t *testing.T) {
 	ctx := context.Background()
 	dsn := pgtest.DSN(t)
 	store.SetAnalyzeMin(t, 100)
-	st, err := store.Open(ctx, dsn, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := storetest.Backend{Name: "postgres", DSN: dsn}.Open(t)
 	m, err := classes.Default()
 	if err != nil {
 		t.Fatal(err)
