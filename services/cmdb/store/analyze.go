@@ -74,6 +74,7 @@ func (a *analyzer) wrote(cis int) {
 		defer cancel()
 		if _, err := a.db.ExecContext(ctx, "ANALYZE cis, ci_index, ci_identifiers"); err != nil {
 			a.failed.Add(1)
+			a.base.Add(-p)
 			a.pending.Add(p) // counted again towards the next one
 			return
 		}
