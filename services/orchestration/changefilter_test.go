@@ -15,13 +15,18 @@ import (
 	"github.com/outpost-dev/outpost/libs/envelope"
 )
 
-// triggersFilter is the triggers consumer's filter as the server holds it.
-func (h *harness) triggersFilter() ([]string, error) {
+// triggersInfo is the triggers consumer as the server holds it.
+func (h *harness) triggersInfo() (*jetstream.ConsumerInfo, error) {
 	c, err := h.js.Consumer(h.ctx, bus.StreamChanges, TriggersConsumer)
 	if err != nil {
 		return nil, err
 	}
-	info, err := c.Info(h.ctx)
+	return c.Info(h.ctx)
+}
+
+// triggersFilter is the triggers consumer's filter as the server holds it.
+func (h *harness) triggersFilter() ([]string, error) {
+	info, err := h.triggersInfo()
 	if err != nil {
 		return nil, err
 	}
@@ -146,11 +151,7 @@ func TestTriggersConsumerReadsAgainWhatItWentPast(t *testing.T) {
 		last = ack.Sequence
 	}
 	eventually(t, 30*time.Second, func() error {
-		c, err := h.js.Consumer(h.ctx, bus.StreamChanges, TriggersConsumer)
-		if err != nil {
-			return err
-		}
-		info, err := c.Info(h.ctx)
+		info, err := h.triggersInfo()
 		if err != nil {
 			return err
 		}

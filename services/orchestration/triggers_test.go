@@ -135,11 +135,7 @@ steps:
 	send("ch-match", envelope.Change{CI: "ci-4", Class: "linux_server", Op: "updated", Source: "discovery", Attributes: []string{"name", "os_version"}, Time: at})
 	// every event handled and acknowledged
 	eventually(t, 15*time.Second, func() error {
-		c, err := h.js.Consumer(h.ctx, bus.StreamChanges, TriggersConsumer)
-		if err != nil {
-			return err
-		}
-		info, err := c.Info(h.ctx)
+		info, err := h.triggersInfo()
 		if err != nil {
 			return err
 		}
